@@ -1,0 +1,216 @@
+//! The `Backend` trait: the one contract between the model and the hardware.
+//!
+//! A backend owns nothing of the model. It hands out buffers ([`Backend::alloc`],
+//! [`Backend::import_host`]) and runs ops on tensor views into them. The model code
+//! (`model::llama`) is written once against this trait; the CPU backend, the OpenCL
+//! backend and any later one (an NPU) plug in underneath.
+//!
+//! Rules every implementation follows:
+//! * **Ops never allocate** (host or device). Scratch space an op needs is reserved once
+//!   by [`Backend::reserve`], called by the model at setup with the largest sizes it will
+//!   use.
+//! * **Ops are called through [`crate::ops`]**, which checks shapes, dtypes and bounds
+//!   once for every backend. The trait methods are the unchecked kernels; an
+//!   implementation may `debug_assert!` what the op layer guarantees.
+//! * **Ops may be asynchronous**: a GPU backend enqueues and returns. Results are
+//!   visible to the host after [`Backend::download`] (which orders itself after earlier
+//!   ops) or [`Backend::synchronize`].
+//! * **Positions, not slots, drive RoPE**: the KV cache stores keys already rotated at
+//!   their absolute position, so eviction policies can move slots without touching the
+//!   ops (see `kv_cache`).
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::tensor::{TensorMut, TensorRef};
+
+/// Where a buffer lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufferKind {
+    /// Device-private memory (the fastest for the device; the host reaches it only by
+    /// upload/download).
+    Device,
+    /// A `SharedBuffer`: memory that host and device both see without copies where the
+    /// hardware allows (host-visible / unified memory). On the CPU it is host memory.
+    Shared,
+}
+
+/// Read-only host bytes kept alive by an owner (a memory-mapped model file, a `Vec`).
+/// Weights enter a backend this way, so that a CPU (or a unified-memory GPU) can use
+/// the file's pages in place instead of copying them.
+#[derive(Clone)]
+pub struct HostRegion {
+    owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+    offset: usize,
+    len: usize,
+}
+
+impl HostRegion {
+    /// The whole of `owner`.
+    pub fn new(owner: Arc<dyn AsRef<[u8]> + Send + Sync>) -> HostRegion {
+        let len = (*owner).as_ref().len();
+        HostRegion {
+            owner,
+            offset: 0,
+            len,
+        }
+    }
+    /// A sub-range; `None` when it does not fit.
+    pub fn slice(&self, offset: usize, len: usize) -> Option<HostRegion> {
+        let end = offset.checked_add(len)?;
+        if end > self.len {
+            return None;
+        }
+        Some(HostRegion {
+            owner: self.owner.clone(),
+            offset: self.offset + offset,
+            len,
+        })
+    }
+    pub fn bytes(&self) -> &[u8] {
+        &(*self.owner).as_ref()[self.offset..self.offset + self.len]
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl core::fmt::Debug for HostRegion {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "HostRegion({} bytes at {})", self.len, self.offset)
+    }
+}
+
+/// The two RoPE conventions found in the wild.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Rotate adjacent pairs `(x[2i], x[2i+1])` — ggml's `GGML_ROPE_TYPE_NORM`, what
+    /// Llama GGUF files from llama.cpp's converter need (their Q/K rows are permuted).
+    Adjacent,
+    /// Rotate `(x[i], x[i + d/2])` — Hugging Face's `rotate_half`, what HF weights need.
+    HalfSplit,
+}
+
+/// Sizes the model will use at most; lets a backend reserve op scratch once.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reservation {
+    /// Most tokens in one batch (prefill chunk).
+    pub max_tokens: usize,
+    /// Longest row an activation quantization sees (max of hidden, FFN width).
+    pub max_row: usize,
+    /// KV-cache capacity in positions.
+    pub max_ctx: usize,
+    /// Query heads.
+    pub n_head: usize,
+}
+
+/// Parameters of grouped-query attention.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnParams {
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    /// Usually `1/sqrt(head_dim)`.
+    pub scale: f32,
+    /// Cache slots already filled before this batch: query token `t` of the batch sits in
+    /// slot `n_past + t` and attends to slots `0..=n_past + t` (causal).
+    pub n_past: usize,
+}
+
+/// What a backend does natively (without falling back or converting).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Capabilities {
+    /// Weight dtypes `matmul` and `get_rows` accept.
+    pub weight_dtypes: Vec<DType>,
+    /// Host and device share memory (zero-copy `Shared` buffers and imported weights).
+    pub unified_memory: bool,
+    /// Ops complete before returning (no queue).
+    pub synchronous: bool,
+}
+
+/// A compute backend. See the module docs for the rules.
+pub trait Backend {
+    /// A handle to backend memory.
+    type Buffer;
+
+    /// Short backend name (`cpu`, `opencl`).
+    fn name(&self) -> &'static str;
+    /// The instruction set / device variant that runs the kernels (`scalar`, `avx2`, …).
+    fn isa(&self) -> &'static str;
+    fn capabilities(&self) -> Capabilities;
+
+    // --- memory -------------------------------------------------------------------
+    /// A zero-initialised buffer of `bytes` bytes.
+    fn alloc(&self, bytes: usize, kind: BufferKind) -> Result<Self::Buffer>;
+    /// Makes host bytes (e.g. an mmap'd weight) visible to the device, without a copy
+    /// where the device can read host memory.
+    fn import_host(&self, region: HostRegion) -> Result<Self::Buffer>;
+    fn buffer_len(&self, buf: &Self::Buffer) -> usize;
+    fn upload(&self, dst: &mut Self::Buffer, offset: usize, src: &[u8]) -> Result<()>;
+    fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [u8]) -> Result<()>;
+    /// Reserves op scratch for the given sizes. Ops after this allocate nothing.
+    fn reserve(&mut self, r: Reservation) -> Result<()>;
+    /// Waits until every enqueued op has finished.
+    fn synchronize(&mut self) -> Result<()>;
+
+    // --- ops (unchecked; call them through `crate::ops`) ------------------------------
+    /// `out[t, :] = dequant(table[ids[t], :])`.
+    fn get_rows(
+        &mut self,
+        table: TensorRef<'_, Self>,
+        ids: &[u32],
+        out: TensorMut<'_, Self>,
+    ) -> Result<()>;
+    /// `y[t, o] = Σ_i w[o, i] · x[t, i]`; `w` is [n_out, n_in] of any weight dtype,
+    /// `x` [n_tok, n_in] f32, `y` [n_tok, n_out] f32. One token (decode) or many (prefill).
+    fn matmul(
+        &mut self,
+        w: TensorRef<'_, Self>,
+        x: TensorRef<'_, Self>,
+        y: TensorMut<'_, Self>,
+    ) -> Result<()>;
+    /// `out[t, :] = x[t, :] / sqrt(mean(x[t, :]²) + eps) · w`.
+    fn rms_norm(
+        &mut self,
+        x: TensorRef<'_, Self>,
+        w: TensorRef<'_, Self>,
+        eps: f32,
+        out: TensorMut<'_, Self>,
+    ) -> Result<()>;
+    /// Rotates `x` ([n_tok, n_heads, head_dim] f32) in place; token `t` is at position
+    /// `pos0 + t`, pair `i` turns by `pos · inv_freq[i]` (`inv_freq` f32 [head_dim/2]).
+    fn rope(
+        &mut self,
+        x: TensorMut<'_, Self>,
+        inv_freq: TensorRef<'_, Self>,
+        pos0: usize,
+        style: RopeStyle,
+    ) -> Result<()>;
+    /// Causal grouped-query attention of `q` ([n_tok, n_head, hd]) against the cache
+    /// (`k`, `v`: [capacity, n_kv_head, hd] f32, slots `0..n_past + n_tok` valid); query
+    /// head `h` reads KV head `h / (n_head / n_kv_head)`. Writes `out` [n_tok, n_head, hd].
+    fn attention(
+        &mut self,
+        q: TensorRef<'_, Self>,
+        k: TensorRef<'_, Self>,
+        v: TensorRef<'_, Self>,
+        p: AttnParams,
+        out: TensorMut<'_, Self>,
+    ) -> Result<()>;
+    /// Row-wise softmax in place.
+    fn softmax(&mut self, x: TensorMut<'_, Self>) -> Result<()>;
+    /// `out = silu(gate) · up`.
+    fn swiglu(
+        &mut self,
+        gate: TensorRef<'_, Self>,
+        up: TensorRef<'_, Self>,
+        out: TensorMut<'_, Self>,
+    ) -> Result<()>;
+    /// `dst += src` (the residual add).
+    fn add(&mut self, dst: TensorMut<'_, Self>, src: TensorRef<'_, Self>) -> Result<()>;
+}

@@ -1,0 +1,100 @@
+//! The kernel table: the hot CPU kernels as function pointers, picked once per backend.
+//!
+//! Every entry has a scalar twin (in `crate::quant` / `crate::quant::dot`) with the same
+//! signature; an ISA constructor returns `None` when the CPU lacks its features, so a
+//! table always holds kernels this CPU can run.
+
+use half::{bf16, f16};
+
+use crate::quant::dot;
+use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+
+/// An instruction-set choice for the CPU kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Isa {
+    Scalar,
+    Avx2,
+    Avx512,
+    Neon,
+    NeonDotprod,
+    NeonI8mm,
+}
+
+impl Isa {
+    pub const ALL: [Isa; 6] = [
+        Isa::Scalar,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Neon,
+        Isa::NeonDotprod,
+        Isa::NeonI8mm,
+    ];
+
+    /// Name as accepted by `--isa` and recorded in results.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::Avx2 => "avx2",
+            Isa::Avx512 => "avx512",
+            Isa::Neon => "neon",
+            Isa::NeonDotprod => "neon-dotprod",
+            Isa::NeonI8mm => "neon-i8mm",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Isa> {
+        Isa::ALL.into_iter().find(|i| i.name() == s)
+    }
+}
+
+/// Function pointers for the hot kernels of one ISA.
+#[derive(Clone, Copy, Debug)]
+pub struct Kernels {
+    pub isa: Isa,
+    pub quantize_row_q8_0: fn(&[f32], &mut [BlockQ8_0]),
+    pub quantize_row_q8_1: fn(&[f32], &mut [BlockQ8_1]),
+    pub vec_dot_q4_0_q8_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
+    pub vec_dot_q4_1_q8_1: fn(&[BlockQ4_1], &[BlockQ8_1]) -> f32,
+    pub vec_dot_q8_0_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
+    pub vec_dot_f16_f32: fn(&[f16], &[f32]) -> f32,
+    pub vec_dot_bf16_f32: fn(&[bf16], &[f32]) -> f32,
+    pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
+}
+
+impl Kernels {
+    /// The portable table.
+    pub const fn scalar() -> Kernels {
+        Kernels {
+            isa: Isa::Scalar,
+            quantize_row_q8_0: quant::quantize_row_q8_0,
+            quantize_row_q8_1: quant::quantize_row_q8_1,
+            vec_dot_q4_0_q8_0: dot::vec_dot_q4_0_q8_0,
+            vec_dot_q4_1_q8_1: dot::vec_dot_q4_1_q8_1,
+            vec_dot_q8_0_q8_0: dot::vec_dot_q8_0_q8_0,
+            vec_dot_f16_f32: dot::vec_dot_f16_f32,
+            vec_dot_bf16_f32: dot::vec_dot_bf16_f32,
+            vec_dot_f32: dot::vec_dot_f32,
+        }
+    }
+
+    /// The table for `isa`, or `None` when this CPU (or this build's target) lacks it.
+    pub fn for_isa(isa: Isa) -> Option<Kernels> {
+        match isa {
+            Isa::Scalar => Some(Kernels::scalar()),
+            _ => None,
+        }
+    }
+
+    /// The best table this CPU supports.
+    pub fn detect() -> Kernels {
+        [
+            Isa::Avx512,
+            Isa::Avx2,
+            Isa::NeonI8mm,
+            Isa::NeonDotprod,
+            Isa::Neon,
+        ]
+        .into_iter()
+        .find_map(Kernels::for_isa)
+        .unwrap_or_else(Kernels::scalar)
+    }
+}

@@ -1,0 +1,106 @@
+//! Portable scalar kernels for the CPU backend: the reference every SIMD kernel is
+//! tested against, and the fallback on any CPU.
+
+use crate::backend::{AttnParams, RopeStyle};
+use crate::math;
+
+/// `y[t, o] = dot(w_row(o), x_row(t))` where rows are `nb` units (blocks or elements).
+/// Weight-row-outer order so each weight row is read once per batch.
+pub fn matmul_blocks<W, X>(
+    w: &[W],
+    x: &[X],
+    y: &mut [f32],
+    n_out: usize,
+    n_tok: usize,
+    nb: usize,
+    dot: fn(&[W], &[X]) -> f32,
+) {
+    for o in 0..n_out {
+        let wr = &w[o * nb..(o + 1) * nb];
+        for t in 0..n_tok {
+            y[t * n_out + o] = dot(wr, &x[t * nb..(t + 1) * nb]);
+        }
+    }
+}
+
+/// One row of RMSNorm: `out = x / sqrt(mean(x²) + eps) * w` (f32 sums, as HF).
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let ss = x.iter().fold(0.0f32, |s, v| s + v * v) / x.len() as f32;
+    let r = 1.0 / math::sqrtf(ss + eps);
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = g * (v * r);
+    }
+}
+
+/// Rotates one head of `hd` elements at position `pos`.
+pub fn rope_head(x: &mut [f32], inv_freq: &[f32], pos: f32, style: RopeStyle) {
+    let half = x.len() / 2;
+    for (i, &f) in inv_freq.iter().enumerate().take(half) {
+        let theta = pos * f;
+        let (s, c) = (math::sinf(theta), math::cosf(theta));
+        let (a, b) = match style {
+            RopeStyle::Adjacent => (2 * i, 2 * i + 1),
+            RopeStyle::HalfSplit => (i, i + half),
+        };
+        let (x0, x1) = (x[a], x[b]);
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+    }
+}
+
+/// Numerically stable softmax in place.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0f32;
+    for v in x.iter_mut() {
+        *v = math::expf(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in x.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// `out = silu(g) * u`.
+pub fn swiglu(g: &[f32], u: &[f32], out: &mut [f32]) {
+    for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+        *o = g / (1.0 + math::expf(-g)) * u;
+    }
+}
+
+/// Causal GQA attention; see `Backend::attention`. `scores` holds ≥ n_past + n_tok.
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    scores: &mut [f32],
+    p: AttnParams,
+    n_tok: usize,
+) {
+    let hd = p.head_dim;
+    let group = p.n_head / p.n_kv_head;
+    let kv_stride = p.n_kv_head * hd;
+    for t in 0..n_tok {
+        let n_ctx = p.n_past + t + 1;
+        for h in 0..p.n_head {
+            let kvh = h / group;
+            let qh = &q[(t * p.n_head + h) * hd..][..hd];
+            let sc = &mut scores[..n_ctx];
+            for (s, slot) in sc.iter_mut().zip(0..n_ctx) {
+                let kr = &k[slot * kv_stride + kvh * hd..][..hd];
+                *s = qh.iter().zip(kr).fold(0.0f32, |a, (x, y)| a + x * y) * p.scale;
+            }
+            softmax(sc);
+            let oh = &mut out[(t * p.n_head + h) * hd..][..hd];
+            oh.fill(0.0);
+            for (slot, &w) in sc.iter().enumerate() {
+                let vr = &v[slot * kv_stride + kvh * hd..][..hd];
+                for (o, &x) in oh.iter_mut().zip(vr) {
+                    *o += w * x;
+                }
+            }
+        }
+    }
+}

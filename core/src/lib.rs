@@ -1,0 +1,38 @@
+//! # antigravity-core
+//!
+//! The heart of Antigravity: everything that turns a model file into logits.
+//!
+//! * [`dtype`] and [`quant`] — the GGML/GGUF element types and quantized block layouts,
+//!   bit-exact with ggml's reference quantizers, plus the scalar dot products every SIMD
+//!   kernel is checked against.
+//! * [`tensor`] — shapes and tensor views over backend buffers.
+//! * [`backend`] — the [`backend::Backend`] trait (memory + the ops a Llama forward needs)
+//!   and [`ops`], the single checking layer every op call goes through.
+//! * [`cpu`] — the portable CPU backend.
+//! * [`kv_cache`] — the preallocated per-layer KV cache.
+//!
+//! Behind the default `std` feature: file formats ([`gguf`]), model loading and the
+//! Llama forward pass ([`model`]), tokenizer and sampling.
+//!
+//! Without `std` the crate is `#![no_std]` + `alloc`: the kernel and quantization layers
+//! build for bare-metal targets (`cargo build -p antigravity-core --no-default-features
+//! --target aarch64-unknown-none`).
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
+pub mod backend;
+pub mod cpu;
+pub mod dtype;
+pub mod error;
+pub mod kv_cache;
+pub mod math;
+pub mod ops;
+pub mod quant;
+pub mod rope;
+pub mod tensor;
+
+pub use backend::{Backend, BufferKind, Capabilities};
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use tensor::{Shape, TensorMut, TensorRef};

@@ -1,0 +1,329 @@
+//! The op layer: every op call goes through here, and every shape, dtype, alignment and
+//! bounds check lives here, once, for all backends. Backends implement the unchecked
+//! kernels on [`Backend`]; the model calls these functions.
+
+use alloc::format;
+use alloc::string::ToString;
+
+use crate::backend::{AttnParams, Backend, RopeStyle};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::{Shape, TensorMut, TensorRef};
+
+fn bounds<B: Backend + ?Sized>(
+    b: &B,
+    op: &'static str,
+    what: &'static str,
+    buf: &B::Buffer,
+    offset: usize,
+    dtype: DType,
+    shape: Shape,
+) -> Result<()> {
+    let needed = crate::tensor::tensor_bytes(dtype, shape).ok_or_else(|| Error::Shape {
+        op,
+        what,
+        expected: format!(
+            "rows that are whole {dtype} blocks of {}",
+            dtype.block_size()
+        ),
+        got: shape.describe(),
+    })?;
+    let len = b.buffer_len(buf);
+    if offset.checked_add(needed).is_none_or(|end| end > len) {
+        return Err(Error::OutOfBounds {
+            op,
+            what,
+            offset,
+            needed,
+            len,
+        });
+    }
+    // Element alignment: f32 views must be 4-aligned, f16/blocks 2-aligned.
+    let align = match dtype {
+        DType::F32 => 4,
+        _ => 2,
+    };
+    if offset % align != 0 {
+        return Err(Error::invalid(format!(
+            "{op}: {what} offset {offset} is not {align}-byte aligned"
+        )));
+    }
+    Ok(())
+}
+
+fn chk_ref<B: Backend + ?Sized>(
+    b: &B,
+    op: &'static str,
+    what: &'static str,
+    t: &TensorRef<'_, B>,
+) -> Result<()> {
+    bounds(b, op, what, t.buf, t.offset, t.dtype, t.shape)
+}
+fn chk_mut<B: Backend + ?Sized>(
+    b: &B,
+    op: &'static str,
+    what: &'static str,
+    t: &TensorMut<'_, B>,
+) -> Result<()> {
+    bounds(b, op, what, t.buf, t.offset, t.dtype, t.shape)
+}
+
+fn want_dtype(op: &'static str, what: &'static str, got: DType, want: DType) -> Result<()> {
+    if got != want {
+        return Err(Error::DType {
+            op,
+            what,
+            dtype: got,
+        });
+    }
+    Ok(())
+}
+
+fn want_shape(op: &'static str, what: &'static str, got: Shape, expected: &[usize]) -> Result<()> {
+    if got.dims() != expected {
+        return Err(Error::Shape {
+            op,
+            what,
+            expected: format!("{expected:?}"),
+            got: got.describe(),
+        });
+    }
+    Ok(())
+}
+
+fn weight_dtype<B: Backend + ?Sized>(b: &B, op: &'static str, dtype: DType) -> Result<()> {
+    if dtype == DType::Q8_1 || !b.capabilities().weight_dtypes.contains(&dtype) {
+        return Err(Error::DType {
+            op,
+            what: "weight",
+            dtype,
+        });
+    }
+    Ok(())
+}
+
+/// Embedding lookup: `out[t] = table[ids[t]]`, dequantized to f32.
+pub fn get_rows<B: Backend + ?Sized>(
+    b: &mut B,
+    table: TensorRef<'_, B>,
+    ids: &[u32],
+    out: TensorMut<'_, B>,
+) -> Result<()> {
+    const OP: &str = "get_rows";
+    chk_ref(b, OP, "table", &table)?;
+    chk_mut(b, OP, "out", &out)?;
+    weight_dtype(b, OP, table.dtype)?;
+    want_dtype(OP, "out", out.dtype, DType::F32)?;
+    if table.shape.rank() != 2 {
+        return Err(Error::Shape {
+            op: OP,
+            what: "table",
+            expected: "rank 2".to_string(),
+            got: table.shape.describe(),
+        });
+    }
+    let (n_rows, dim) = (table.shape.dims()[0], table.shape.dims()[1]);
+    want_shape(OP, "out", out.shape, &[ids.len(), dim])?;
+    if let Some(&bad) = ids.iter().find(|&&i| i as usize >= n_rows) {
+        return Err(Error::Range {
+            what: "token id".to_string(),
+            given: bad as u64,
+            limit: n_rows as u64,
+        });
+    }
+    b.get_rows(table, ids, out)
+}
+
+/// `y = x · wᵀ` — one token or a batch.
+pub fn matmul<B: Backend + ?Sized>(
+    b: &mut B,
+    w: TensorRef<'_, B>,
+    x: TensorRef<'_, B>,
+    y: TensorMut<'_, B>,
+) -> Result<()> {
+    const OP: &str = "matmul";
+    chk_ref(b, OP, "w", &w)?;
+    chk_ref(b, OP, "x", &x)?;
+    chk_mut(b, OP, "y", &y)?;
+    weight_dtype(b, OP, w.dtype)?;
+    want_dtype(OP, "x", x.dtype, DType::F32)?;
+    want_dtype(OP, "y", y.dtype, DType::F32)?;
+    if w.shape.rank() != 2 {
+        return Err(Error::Shape {
+            op: OP,
+            what: "w",
+            expected: "rank 2".to_string(),
+            got: w.shape.describe(),
+        });
+    }
+    let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
+    let n_tok = x.shape.rows();
+    if x.shape.row_len() != n_in {
+        return Err(Error::Shape {
+            op: OP,
+            what: "x",
+            expected: format!("[n_tok, {n_in}]"),
+            got: x.shape.describe(),
+        });
+    }
+    if y.shape.rows() != n_tok || y.shape.row_len() != n_out {
+        return Err(Error::Shape {
+            op: OP,
+            what: "y",
+            expected: format!("[{n_tok}, {n_out}]"),
+            got: y.shape.describe(),
+        });
+    }
+    b.matmul(w, x, y)
+}
+
+/// RMS normalisation with a learned f32 weight.
+pub fn rms_norm<B: Backend + ?Sized>(
+    b: &mut B,
+    x: TensorRef<'_, B>,
+    w: TensorRef<'_, B>,
+    eps: f32,
+    out: TensorMut<'_, B>,
+) -> Result<()> {
+    const OP: &str = "rms_norm";
+    chk_ref(b, OP, "x", &x)?;
+    chk_ref(b, OP, "w", &w)?;
+    chk_mut(b, OP, "out", &out)?;
+    want_dtype(OP, "x", x.dtype, DType::F32)?;
+    want_dtype(OP, "w", w.dtype, DType::F32)?;
+    want_dtype(OP, "out", out.dtype, DType::F32)?;
+    want_shape(OP, "w", w.shape, &[x.shape.row_len()])?;
+    if out.shape.numel() != x.shape.numel() || out.shape.row_len() != x.shape.row_len() {
+        return Err(Error::Shape {
+            op: OP,
+            what: "out",
+            expected: x.shape.describe(),
+            got: out.shape.describe(),
+        });
+    }
+    b.rms_norm(x, w, eps, out)
+}
+
+/// RoPE in place on `x` [n_tok, n_heads, head_dim].
+pub fn rope<B: Backend + ?Sized>(
+    b: &mut B,
+    x: TensorMut<'_, B>,
+    inv_freq: TensorRef<'_, B>,
+    pos0: usize,
+    style: RopeStyle,
+) -> Result<()> {
+    const OP: &str = "rope";
+    chk_mut(b, OP, "x", &x)?;
+    chk_ref(b, OP, "inv_freq", &inv_freq)?;
+    want_dtype(OP, "x", x.dtype, DType::F32)?;
+    want_dtype(OP, "inv_freq", inv_freq.dtype, DType::F32)?;
+    if x.shape.rank() != 3 || x.shape.row_len() % 2 != 0 {
+        return Err(Error::Shape {
+            op: OP,
+            what: "x",
+            expected: "[n_tok, n_heads, even head_dim]".to_string(),
+            got: x.shape.describe(),
+        });
+    }
+    want_shape(OP, "inv_freq", inv_freq.shape, &[x.shape.row_len() / 2])?;
+    b.rope(x, inv_freq, pos0, style)
+}
+
+/// Causal grouped-query attention over the KV cache.
+pub fn attention<B: Backend + ?Sized>(
+    b: &mut B,
+    q: TensorRef<'_, B>,
+    k: TensorRef<'_, B>,
+    v: TensorRef<'_, B>,
+    p: AttnParams,
+    out: TensorMut<'_, B>,
+) -> Result<()> {
+    const OP: &str = "attention";
+    chk_ref(b, OP, "q", &q)?;
+    chk_ref(b, OP, "k", &k)?;
+    chk_ref(b, OP, "v", &v)?;
+    chk_mut(b, OP, "out", &out)?;
+    for (what, t) in [
+        ("q", q.dtype),
+        ("k", k.dtype),
+        ("v", v.dtype),
+        ("out", out.dtype),
+    ] {
+        want_dtype(OP, what, t, DType::F32)?;
+    }
+    if p.n_kv_head == 0 || p.n_head % p.n_kv_head != 0 {
+        return Err(Error::invalid(format!(
+            "{OP}: n_head {} is not a multiple of n_kv_head {}",
+            p.n_head, p.n_kv_head
+        )));
+    }
+    let n_tok = q.shape.dims()[0];
+    want_shape(OP, "q", q.shape, &[n_tok, p.n_head, p.head_dim])?;
+    want_shape(OP, "out", out.shape, &[n_tok, p.n_head, p.head_dim])?;
+    if k.shape.rank() != 3 || k.shape.dims()[1..] != [p.n_kv_head, p.head_dim] {
+        return Err(Error::Shape {
+            op: OP,
+            what: "k",
+            expected: format!("[capacity, {}, {}]", p.n_kv_head, p.head_dim),
+            got: k.shape.describe(),
+        });
+    }
+    want_shape(OP, "v", v.shape, k.shape.dims())?;
+    let cap = k.shape.dims()[0];
+    if p.n_past + n_tok > cap {
+        return Err(Error::Range {
+            what: "attention context (n_past + n_tok)".to_string(),
+            given: (p.n_past + n_tok) as u64,
+            limit: cap as u64,
+        });
+    }
+    b.attention(q, k, v, p, out)
+}
+
+/// Row-wise softmax in place.
+pub fn softmax<B: Backend + ?Sized>(b: &mut B, x: TensorMut<'_, B>) -> Result<()> {
+    chk_mut(b, "softmax", "x", &x)?;
+    want_dtype("softmax", "x", x.dtype, DType::F32)?;
+    b.softmax(x)
+}
+
+/// `out = silu(gate) · up`.
+pub fn swiglu<B: Backend + ?Sized>(
+    b: &mut B,
+    gate: TensorRef<'_, B>,
+    up: TensorRef<'_, B>,
+    out: TensorMut<'_, B>,
+) -> Result<()> {
+    const OP: &str = "swiglu";
+    chk_ref(b, OP, "gate", &gate)?;
+    chk_ref(b, OP, "up", &up)?;
+    chk_mut(b, OP, "out", &out)?;
+    for (what, t) in [("gate", gate.dtype), ("up", up.dtype), ("out", out.dtype)] {
+        want_dtype(OP, what, t, DType::F32)?;
+    }
+    want_shape(OP, "up", up.shape, gate.shape.dims())?;
+    want_shape(OP, "out", out.shape, gate.shape.dims())?;
+    b.swiglu(gate, up, out)
+}
+
+/// `dst += src`.
+pub fn add<B: Backend + ?Sized>(
+    b: &mut B,
+    dst: TensorMut<'_, B>,
+    src: TensorRef<'_, B>,
+) -> Result<()> {
+    const OP: &str = "add";
+    chk_mut(b, OP, "dst", &dst)?;
+    chk_ref(b, OP, "src", &src)?;
+    want_dtype(OP, "dst", dst.dtype, DType::F32)?;
+    want_dtype(OP, "src", src.dtype, DType::F32)?;
+    if dst.shape.numel() != src.shape.numel() {
+        return Err(Error::Shape {
+            op: OP,
+            what: "src",
+            expected: dst.shape.describe(),
+            got: src.shape.describe(),
+        });
+    }
+    b.add(dst, src)
+}

@@ -1,0 +1,2 @@
+//! `harness`: Antigravity's command line.
+fn main() {}
