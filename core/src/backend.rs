@@ -51,11 +51,7 @@ impl HostRegion {
     /// The whole of `owner`.
     pub fn new(owner: Arc<dyn AsRef<[u8]> + Send + Sync>) -> HostRegion {
         let len = (*owner).as_ref().len();
-        HostRegion {
-            owner,
-            offset: 0,
-            len,
-        }
+        HostRegion { owner, offset: 0, len }
     }
     /// A sub-range; `None` when it does not fit.
     pub fn slice(&self, offset: usize, len: usize) -> Option<HostRegion> {
@@ -160,20 +156,10 @@ pub trait Backend {
 
     // --- ops (unchecked; call them through `crate::ops`) ------------------------------
     /// `out[t, :] = dequant(table[ids[t], :])`.
-    fn get_rows(
-        &mut self,
-        table: TensorRef<'_, Self>,
-        ids: &[u32],
-        out: TensorMut<'_, Self>,
-    ) -> Result<()>;
+    fn get_rows(&mut self, table: TensorRef<'_, Self>, ids: &[u32], out: TensorMut<'_, Self>) -> Result<()>;
     /// `y[t, o] = Σ_i w[o, i] · x[t, i]`; `w` is [n_out, n_in] of any weight dtype,
     /// `x` [n_tok, n_in] f32, `y` [n_tok, n_out] f32. One token (decode) or many (prefill).
-    fn matmul(
-        &mut self,
-        w: TensorRef<'_, Self>,
-        x: TensorRef<'_, Self>,
-        y: TensorMut<'_, Self>,
-    ) -> Result<()>;
+    fn matmul(&mut self, w: TensorRef<'_, Self>, x: TensorRef<'_, Self>, y: TensorMut<'_, Self>) -> Result<()>;
     /// `out[t, :] = x[t, :] / sqrt(mean(x[t, :]²) + eps) · w`.
     fn rms_norm(
         &mut self,
@@ -205,12 +191,7 @@ pub trait Backend {
     /// Row-wise softmax in place.
     fn softmax(&mut self, x: TensorMut<'_, Self>) -> Result<()>;
     /// `out = silu(gate) · up`.
-    fn swiglu(
-        &mut self,
-        gate: TensorRef<'_, Self>,
-        up: TensorRef<'_, Self>,
-        out: TensorMut<'_, Self>,
-    ) -> Result<()>;
+    fn swiglu(&mut self, gate: TensorRef<'_, Self>, up: TensorRef<'_, Self>, out: TensorMut<'_, Self>) -> Result<()>;
     /// `dst += src` (the residual add).
     fn add(&mut self, dst: TensorMut<'_, Self>, src: TensorRef<'_, Self>) -> Result<()>;
 }

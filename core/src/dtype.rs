@@ -120,9 +120,7 @@ impl DType {
 
     /// Parses [`DType::name`] (case-insensitive).
     pub fn parse(s: &str) -> Option<DType> {
-        DType::ALL
-            .into_iter()
-            .find(|t| t.name().eq_ignore_ascii_case(s))
+        DType::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(s))
     }
 }
 

@@ -29,9 +29,7 @@ pub enum Error {
         dtype: DType,
     },
     /// A buffer is too small for the view placed on it.
-    #[error(
-        "{op}: view of {needed} bytes at offset {offset} exceeds buffer of {len} bytes ({what})"
-    )]
+    #[error("{op}: view of {needed} bytes at offset {offset} exceeds buffer of {len} bytes ({what})")]
     OutOfBounds {
         op: &'static str,
         what: &'static str,
@@ -45,11 +43,7 @@ pub enum Error {
     /// A value is outside what is allowed (a token id past the vocabulary, a position past
     /// the context, …).
     #[error("{what}: {given} is out of range (limit {limit})")]
-    Range {
-        what: String,
-        given: u64,
-        limit: u64,
-    },
+    Range { what: String, given: u64, limit: u64 },
     /// A model or data file is malformed.
     #[error("{file}: {msg}")]
     Format { file: String, msg: String },
@@ -62,10 +56,7 @@ pub enum Error {
     /// I/O failure, with the path involved.
     #[cfg(feature = "std")]
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
 }
 
 impl Error {

@@ -108,12 +108,7 @@ impl<B: Backend> KvCache<B> {
 
     /// Writable views of `n` slots starting at slot `start` in layer `l`, shaped
     /// `[n, n_kv_head * head_dim]` (what the K/V projections write).
-    pub fn slots_mut(
-        &mut self,
-        l: usize,
-        start: usize,
-        n: usize,
-    ) -> (TensorMut<'_, B>, TensorMut<'_, B>) {
+    pub fn slots_mut(&mut self, l: usize, start: usize, n: usize) -> (TensorMut<'_, B>, TensorMut<'_, B>) {
         let off = start * self.row_bytes();
         let shape = Shape::d2(n, self.n_kv_head * self.head_dim);
         let layer = &mut self.layers[l];

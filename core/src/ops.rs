@@ -22,10 +22,7 @@ fn bounds<B: Backend + ?Sized>(
     let needed = crate::tensor::tensor_bytes(dtype, shape).ok_or_else(|| Error::Shape {
         op,
         what,
-        expected: format!(
-            "rows that are whole {dtype} blocks of {}",
-            dtype.block_size()
-        ),
+        expected: format!("rows that are whole {dtype} blocks of {}", dtype.block_size()),
         got: shape.describe(),
     })?;
     let len = b.buffer_len(buf);
@@ -51,30 +48,16 @@ fn bounds<B: Backend + ?Sized>(
     Ok(())
 }
 
-fn chk_ref<B: Backend + ?Sized>(
-    b: &B,
-    op: &'static str,
-    what: &'static str,
-    t: &TensorRef<'_, B>,
-) -> Result<()> {
+fn chk_ref<B: Backend + ?Sized>(b: &B, op: &'static str, what: &'static str, t: &TensorRef<'_, B>) -> Result<()> {
     bounds(b, op, what, t.buf, t.offset, t.dtype, t.shape)
 }
-fn chk_mut<B: Backend + ?Sized>(
-    b: &B,
-    op: &'static str,
-    what: &'static str,
-    t: &TensorMut<'_, B>,
-) -> Result<()> {
+fn chk_mut<B: Backend + ?Sized>(b: &B, op: &'static str, what: &'static str, t: &TensorMut<'_, B>) -> Result<()> {
     bounds(b, op, what, t.buf, t.offset, t.dtype, t.shape)
 }
 
 fn want_dtype(op: &'static str, what: &'static str, got: DType, want: DType) -> Result<()> {
     if got != want {
-        return Err(Error::DType {
-            op,
-            what,
-            dtype: got,
-        });
+        return Err(Error::DType { op, what, dtype: got });
     }
     Ok(())
 }
@@ -243,12 +226,7 @@ pub fn attention<B: Backend + ?Sized>(
     chk_ref(b, OP, "k", &k)?;
     chk_ref(b, OP, "v", &v)?;
     chk_mut(b, OP, "out", &out)?;
-    for (what, t) in [
-        ("q", q.dtype),
-        ("k", k.dtype),
-        ("v", v.dtype),
-        ("out", out.dtype),
-    ] {
+    for (what, t) in [("q", q.dtype), ("k", k.dtype), ("v", v.dtype), ("out", out.dtype)] {
         want_dtype(OP, what, t, DType::F32)?;
     }
     if p.n_kv_head == 0 || p.n_head % p.n_kv_head != 0 {
@@ -307,11 +285,7 @@ pub fn swiglu<B: Backend + ?Sized>(
 }
 
 /// `dst += src`.
-pub fn add<B: Backend + ?Sized>(
-    b: &mut B,
-    dst: TensorMut<'_, B>,
-    src: TensorRef<'_, B>,
-) -> Result<()> {
+pub fn add<B: Backend + ?Sized>(b: &mut B, dst: TensorMut<'_, B>, src: TensorRef<'_, B>) -> Result<()> {
     const OP: &str = "add";
     chk_mut(b, OP, "dst", &dst)?;
     chk_ref(b, OP, "src", &src)?;

@@ -38,11 +38,7 @@ pub fn apply_llama3(inv_freq: &mut [f32], s: &Llama3Scaling) {
     let high_wavelen = old / s.high_freq_factor;
     for f in inv_freq.iter_mut() {
         let wavelen = 2.0 * core::f32::consts::PI / *f;
-        let scaled = if wavelen > low_wavelen {
-            *f / s.factor
-        } else {
-            *f
-        };
+        let scaled = if wavelen > low_wavelen { *f / s.factor } else { *f };
         let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
         let smoothed = (1.0 - smooth) * scaled / s.factor + smooth * scaled;
         let is_medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);

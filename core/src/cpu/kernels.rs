@@ -86,15 +86,9 @@ impl Kernels {
 
     /// The best table this CPU supports.
     pub fn detect() -> Kernels {
-        [
-            Isa::Avx512,
-            Isa::Avx2,
-            Isa::NeonI8mm,
-            Isa::NeonDotprod,
-            Isa::Neon,
-        ]
-        .into_iter()
-        .find_map(Kernels::for_isa)
-        .unwrap_or_else(Kernels::scalar)
+        [Isa::Avx512, Isa::Avx2, Isa::NeonI8mm, Isa::NeonDotprod, Isa::Neon]
+            .into_iter()
+            .find_map(Kernels::for_isa)
+            .unwrap_or_else(Kernels::scalar)
     }
 }

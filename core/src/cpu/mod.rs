@@ -20,9 +20,7 @@ use alloc::vec::Vec;
 use bytemuck::{Pod, Zeroable};
 use half::{bf16, f16};
 
-use crate::backend::{
-    AttnParams, Backend, BufferKind, Capabilities, HostRegion, Reservation, RopeStyle,
-};
+use crate::backend::{AttnParams, Backend, BufferKind, Capabilities, HostRegion, Reservation, RopeStyle};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
@@ -181,17 +179,16 @@ impl Backend for CpuBackend {
         let b = dst.bytes_mut().ok_or(Error::ReadOnly {
             what: "upload destination",
         })?;
-        let end =
-            offset
-                .checked_add(src.len())
-                .filter(|&e| e <= len)
-                .ok_or(Error::OutOfBounds {
-                    op: "upload",
-                    what: "dst",
-                    offset,
-                    needed: src.len(),
-                    len,
-                })?;
+        let end = offset
+            .checked_add(src.len())
+            .filter(|&e| e <= len)
+            .ok_or(Error::OutOfBounds {
+                op: "upload",
+                what: "dst",
+                offset,
+                needed: src.len(),
+                len,
+            })?;
         b[offset..end].copy_from_slice(src);
         Ok(())
     }
@@ -222,12 +219,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn get_rows(
-        &mut self,
-        table: TensorRef<'_, Self>,
-        ids: &[u32],
-        out: TensorMut<'_, Self>,
-    ) -> Result<()> {
+    fn get_rows(&mut self, table: TensorRef<'_, Self>, ids: &[u32], out: TensorMut<'_, Self>) -> Result<()> {
         let dim = table.shape.row_len();
         let rb = table.dtype.row_bytes(dim).unwrap_or(0);
         let src = view(&table);
@@ -240,12 +232,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn matmul(
-        &mut self,
-        w: TensorRef<'_, Self>,
-        x: TensorRef<'_, Self>,
-        y: TensorMut<'_, Self>,
-    ) -> Result<()> {
+    fn matmul(&mut self, w: TensorRef<'_, Self>, x: TensorRef<'_, Self>, y: TensorMut<'_, Self>) -> Result<()> {
         let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
         let n_tok = x.shape.rows();
         let wb = view(&w);
@@ -285,9 +272,7 @@ impl Backend for CpuBackend {
                 let wq: &[BlockQ4_1] = bytemuck::cast_slice(wb);
                 scalar::matmul_blocks(wq, xq, ys, n_out, n_tok, nb, k.vec_dot_q4_1_q8_1);
             }
-            DType::F32 => {
-                scalar::matmul_blocks(f32s(wb), xs, ys, n_out, n_tok, n_in, k.vec_dot_f32)
-            }
+            DType::F32 => scalar::matmul_blocks(f32s(wb), xs, ys, n_out, n_tok, n_in, k.vec_dot_f32),
             DType::F16 => {
                 let wf: &[f16] = bytemuck::cast_slice(wb);
                 scalar::matmul_blocks(wf, xs, ys, n_out, n_tok, n_in, k.vec_dot_f16_f32)
@@ -374,12 +359,7 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn swiglu(
-        &mut self,
-        gate: TensorRef<'_, Self>,
-        up: TensorRef<'_, Self>,
-        out: TensorMut<'_, Self>,
-    ) -> Result<()> {
+    fn swiglu(&mut self, gate: TensorRef<'_, Self>, up: TensorRef<'_, Self>, out: TensorMut<'_, Self>) -> Result<()> {
         let (g, u) = (f32s(view(&gate)), f32s(view(&up)));
         scalar::swiglu(g, u, f32s_mut(view_mut(out)?));
         Ok(())

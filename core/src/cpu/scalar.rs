@@ -70,15 +70,7 @@ pub fn swiglu(g: &[f32], u: &[f32], out: &mut [f32]) {
 }
 
 /// Causal GQA attention; see `Backend::attention`. `scores` holds ≥ n_past + n_tok.
-pub fn attention(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    out: &mut [f32],
-    scores: &mut [f32],
-    p: AttnParams,
-    n_tok: usize,
-) {
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], scores: &mut [f32], p: AttnParams, n_tok: usize) {
     let hd = p.head_dim;
     let group = p.n_head / p.n_kv_head;
     let kv_stride = p.n_kv_head * hd;
