@@ -27,6 +27,7 @@ pub mod dtype;
 pub mod error;
 pub mod kv_cache;
 pub mod math;
+pub mod model;
 pub mod ops;
 pub mod quant;
 pub mod rope;
