@@ -10,6 +10,7 @@ mod common;
 mod fetch;
 mod generate;
 mod logits;
+mod oracle;
 mod quantize;
 mod synth;
 mod tokenize;
@@ -31,6 +32,8 @@ enum Cmd {
     Tokenize(tokenize::TokenizeArgs),
     /// Convert a GGUF file or an HF directory into a quantized GGUF file.
     Quantize(quantize::QuantizeArgs),
+    /// Compare activations and logits with the stored reference tensors.
+    Oracle(oracle::OracleArgs),
     /// Write a GGUF with a real model's architecture and random weights (speed only).
     Synth(synth::SynthArgs),
     /// Download the default model into the cache (if missing) and print its path.
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Cmd::Logits(a) => logits::run(a, t0),
         Cmd::Tokenize(a) => tokenize::run(a, t0),
         Cmd::Quantize(a) => quantize::run(a),
+        Cmd::Oracle(a) => oracle::run(a),
         Cmd::Synth(a) => synth::run(a),
         Cmd::Fetch => fetch::default_model().map(|p| println!("{}", p.display())),
     };

@@ -48,7 +48,7 @@ pub fn config(f: &GgufFile) -> Result<LlamaConfig> {
             if t.dtype != DType::F32 {
                 return Err(Error::format(&src, format!("tensor `rope_freqs.weight` is {}, expected f32", t.dtype)));
             }
-            let bytes = f.tensor_region(t);
+            let bytes = f.tensor_region(t)?;
             Some(bytes.bytes().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>())
         }
         None => None,
@@ -88,7 +88,7 @@ fn weight<B: Backend>(f: &GgufFile, b: &B, name: &str, rows: usize, cols: usize,
         return Err(Error::format(src, format!("tensor `{name}` is {}, expected one of {names:?}", t.dtype)));
     }
     let shape = if rows == 1 { Shape::d1(cols) } else { Shape::d2(rows, cols) };
-    Ok(Weight { buf: b.import_host(f.tensor_region(t))?, dtype: t.dtype, shape })
+    Ok(Weight { buf: b.import_host(f.tensor_region(t)?)?, dtype: t.dtype, shape })
 }
 
 /// Loads config and weights from an opened GGUF file.

@@ -7,6 +7,8 @@
 
 pub mod config;
 #[cfg(feature = "std")]
+pub mod gguf;
+#[cfg(feature = "std")]
 pub mod hf;
 pub mod llama;
 pub mod weights;
