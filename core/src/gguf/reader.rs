@@ -224,7 +224,7 @@ pub(crate) fn parse(buf: &[u8], file: &str) -> Result<Parsed> {
         return Err(c.err(
             at,
             format_args!(
-                "{what} {count} cannot fit: each entry needs at least {min} bytes and only {} remain after the header",
+                "{what} {count} cannot fit: each entry needs at least {min} bytes and only {} remain after the header (file truncated or corrupt?)",
                 c.remaining()
             ),
         ));
@@ -235,6 +235,7 @@ pub(crate) fn parse(buf: &[u8], file: &str) -> Result<Parsed> {
     // Metadata.
     let mut metadata: Vec<(String, Value)> = Vec::with_capacity(kv_count);
     let mut key_index: HashMap<String, usize> = HashMap::with_capacity(kv_count);
+    let mut alignment_at = 0;
     for i in 0..kv_count {
         let at = c.pos;
         let key = c.string(format_args!("metadata key #{i}"))?;
@@ -252,6 +253,9 @@ pub(crate) fn parse(buf: &[u8], file: &str) -> Result<Parsed> {
                 format_args!("key '{key}': unknown value type {ty_id} (valid: 0..=12)"),
             )
         })?;
+        if key == "general.alignment" {
+            alignment_at = c.pos;
+        }
         let value = read_value(&mut c, ty, key, 0)?;
         key_index.insert(key.to_string(), i);
         metadata.push((key.to_string(), value));
@@ -262,15 +266,15 @@ pub(crate) fn parse(buf: &[u8], file: &str) -> Result<Parsed> {
         None => DEFAULT_ALIGNMENT,
         Some(v) => {
             let a = v.as_integer().and_then(|a| u32::try_from(a).ok()).ok_or_else(|| {
-                Error::format(
-                    file,
-                    format!("general.alignment must be a uint32, found {}", v.describe()),
+                c.err(
+                    alignment_at,
+                    format_args!("general.alignment must be a uint32, found {}", v.describe()),
                 )
             })?;
             if a == 0 || !a.is_power_of_two() {
-                return Err(Error::format(
-                    file,
-                    format!("general.alignment {a} is not a power of two"),
+                return Err(c.err(
+                    alignment_at,
+                    format_args!("general.alignment {a} is not a power of two"),
                 ));
             }
             a as usize
