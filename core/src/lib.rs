@@ -25,6 +25,8 @@ pub mod backend;
 pub mod cpu;
 pub mod dtype;
 pub mod error;
+#[cfg(feature = "std")]
+pub mod gguf;
 pub mod kv_cache;
 pub mod math;
 pub mod model;
