@@ -30,6 +30,8 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod math;
 pub mod model;
+#[cfg(feature = "std")]
+pub mod oracle;
 pub mod ops;
 pub mod quant;
 pub mod rope;
