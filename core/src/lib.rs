@@ -30,9 +30,9 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod math;
 pub mod model;
+pub mod ops;
 #[cfg(feature = "std")]
 pub mod oracle;
-pub mod ops;
 pub mod quant;
 pub mod rope;
 pub mod tensor;

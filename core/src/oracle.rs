@@ -83,7 +83,11 @@ impl Report {
     }
     /// The first hidden-state layer that breaches, per case (in layer order).
     pub fn first_bad_layer(&self, case: &str) -> Option<usize> {
-        self.rows.iter().filter(|r| r.case == case && !r.pass()).filter_map(|r| r.layer).min()
+        self.rows
+            .iter()
+            .filter(|r| r.case == case && !r.pass())
+            .filter_map(|r| r.layer)
+            .min()
     }
 }
 
@@ -104,7 +108,10 @@ struct Entry {
 
 fn entries(root: &Path) -> Result<Vec<Entry>> {
     let p = root.join("oracle/manifest.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::Io { path: p.display().to_string(), source: e })?;
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::Io {
+        path: p.display().to_string(),
+        source: e,
+    })?;
     let m: Value = serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))?;
     let mut out = Vec::new();
     for e in m["entries"].as_array().ok_or_else(|| err("no `entries` array"))? {
@@ -136,30 +143,53 @@ struct Refs {
 
 impl Refs {
     fn open(p: &Path) -> Result<Refs> {
-        let bytes = std::fs::read(p).map_err(|e| Error::Io { path: p.display().to_string(), source: e })?;
-        Ok(Refs { bytes, path: p.display().to_string() })
+        let bytes = std::fs::read(p).map_err(|e| Error::Io {
+            path: p.display().to_string(),
+            source: e,
+        })?;
+        Ok(Refs {
+            bytes,
+            path: p.display().to_string(),
+        })
     }
     fn f32(&self, name: &str) -> Result<Vec<f32>> {
         let st = SafeTensors::deserialize(&self.bytes).map_err(|e| Error::format(&self.path, e.to_string()))?;
-        let t = st.tensor(name).map_err(|e| Error::format(&self.path, format!("{name}: {e}")))?;
+        let t = st
+            .tensor(name)
+            .map_err(|e| Error::format(&self.path, format!("{name}: {e}")))?;
         Ok(match t.dtype() {
-            safetensors::Dtype::F32 => t.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            safetensors::Dtype::I64 => {
-                t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32).collect()
-            }
+            safetensors::Dtype::F32 => t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            safetensors::Dtype::I64 => t
+                .data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
             d => return Err(Error::format(&self.path, format!("{name}: unexpected dtype {d:?}"))),
         })
     }
     fn ids(&self, name: &str) -> Result<Vec<u32>> {
         let st = SafeTensors::deserialize(&self.bytes).map_err(|e| Error::format(&self.path, e.to_string()))?;
-        let t = st.tensor(name).map_err(|e| Error::format(&self.path, format!("{name}: {e}")))?;
-        Ok(t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as u32).collect())
+        let t = st
+            .tensor(name)
+            .map_err(|e| Error::format(&self.path, format!("{name}: {e}")))?;
+        Ok(t.data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as u32)
+            .collect())
     }
 }
 
 /// Σ(a−b)²/Σb².
 pub fn nmse(ours: &[f32], refv: &[f32]) -> f64 {
-    let num: f64 = ours.iter().zip(refv).map(|(a, b)| (*a as f64 - *b as f64).powi(2)).sum();
+    let num: f64 = ours
+        .iter()
+        .zip(refv)
+        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+        .sum();
     let den: f64 = refv.iter().map(|b| (*b as f64).powi(2)).sum();
     if den == 0.0 {
         num
@@ -170,7 +200,11 @@ pub fn nmse(ours: &[f32], refv: &[f32]) -> f64 {
 
 /// max|a−b| / max|b|.
 pub fn max_rel(ours: &[f32], refv: &[f32]) -> f64 {
-    let num = ours.iter().zip(refv).map(|(a, b)| (*a as f64 - *b as f64).abs()).fold(0.0, f64::max);
+    let num = ours
+        .iter()
+        .zip(refv)
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .fold(0.0, f64::max);
     let den = refv.iter().map(|b| (*b as f64).abs()).fold(0.0, f64::max);
     if den == 0.0 {
         num
@@ -262,7 +296,10 @@ fn load<B: Backend>(src: &Source<'_>, be: B, corrupt: Option<Corruption>, all_lo
             }
         }
         Some(Corruption::WeightRow { layer }) => {
-            let l = w.layers.get_mut(layer).ok_or_else(|| Error::invalid(format!("no layer {layer}")))?;
+            let l = w
+                .layers
+                .get_mut(layer)
+                .ok_or_else(|| Error::invalid(format!("no layer {layer}")))?;
             let n = be.buffer_len(&l.wq.buf);
             let mut bytes = vec![0u8; n];
             be.download(&l.wq.buf, 0, &mut bytes)?;
@@ -270,7 +307,8 @@ fn load<B: Backend>(src: &Source<'_>, be: B, corrupt: Option<Corruption>, all_lo
             let cols = l.wq.shape.row_len();
             let rb = l.wq.dtype.row_bytes(cols).unwrap_or(0);
             let big: Vec<f32> = (0..cols).map(|i| if i % 2 == 0 { 4.0 } else { -4.0 }).collect();
-            crate::quant::quantize_row(l.wq.dtype, &big, &mut bytes[..rb]).map_err(|e| Error::invalid(format!("{e:?}")))?;
+            crate::quant::quantize_row(l.wq.dtype, &big, &mut bytes[..rb])
+                .map_err(|e| Error::invalid(format!("{e:?}")))?;
             let mut nb = be.alloc(n, BufferKind::Device)?;
             be.upload(&mut nb, 0, &bytes)?;
             l.wq.buf = nb;
@@ -278,7 +316,16 @@ fn load<B: Backend>(src: &Source<'_>, be: B, corrupt: Option<Corruption>, all_lo
         None => {}
     }
     let ctx = 512;
-    Llama::new(cfg, w, be, RunOptions { ctx, max_batch: 64, all_logits })
+    Llama::new(
+        cfg,
+        w,
+        be,
+        RunOptions {
+            ctx,
+            max_batch: 64,
+            all_logits,
+        },
+    )
 }
 
 /// Runs every case of the manifest under `root` on backends made by `make`.
@@ -308,7 +355,8 @@ pub fn run<B: Backend>(root: &Path, opts: &Options, make: &dyn Fn() -> Result<B>
                     Source::Gguf(&gguf)
                 }
                 _ => {
-                    rep.skipped.push(format!("{case}: SmolLM2 GGUF not available (run `harness fetch`)"));
+                    rep.skipped
+                        .push(format!("{case}: SmolLM2 GGUF not available (run `harness fetch`)"));
                     continue;
                 }
             }
@@ -335,7 +383,8 @@ fn rope_case(case: &str, es: &[Entry], rep: &mut Report) -> Result<()> {
                 factor: ent["factor"].as_f64().unwrap_or(1.0) as f32,
                 low_freq_factor: ent["low_freq_factor"].as_f64().unwrap_or(1.0) as f32,
                 high_freq_factor: ent["high_freq_factor"].as_f64().unwrap_or(4.0) as f32,
-                original_max_position_embeddings: ent["original_max_position_embeddings"].as_u64().unwrap_or(8192) as usize,
+                original_max_position_embeddings: ent["original_max_position_embeddings"].as_u64().unwrap_or(8192)
+                    as usize,
             };
             crate::rope::apply_llama3(&mut f, &s);
         }
@@ -388,7 +437,9 @@ fn model_case<B: Backend>(
     for e in es {
         match e.tensor.as_str() {
             t if t == "embed" || t == "final_norm" || t.starts_with("block.") => {
-                let ours = states.get(t).ok_or_else(|| Error::invalid(format!("model produced no `{t}`")))?;
+                let ours = states
+                    .get(t)
+                    .ok_or_else(|| Error::invalid(format!("model produced no `{t}`")))?;
                 push(rep, e, "nmse", nmse(ours, &refs.f32(t)?), true);
             }
             "logits" => {

@@ -41,11 +41,14 @@ fn show(rep: &Report) {
 /// With `ORACLE_DUMP=FILE`, appends every measurement as a JSON line (input to
 /// `oracle/set_tolerances.py`, which sets limits from measured values).
 fn dump(rep: &Report, isa: &str) {
-    let Some(p) = std::env::var_os("ORACLE_DUMP") else { return };
+    let Some(p) = std::env::var_os("ORACLE_DUMP") else {
+        return;
+    };
     use std::io::Write;
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p).unwrap();
     for r in &rep.rows {
-        let j = serde_json::json!({"isa": isa, "case": r.case, "tensor": r.tensor, "metric": r.metric, "value": r.value});
+        let j =
+            serde_json::json!({"isa": isa, "case": r.case, "tensor": r.tensor, "metric": r.metric, "value": r.value});
         writeln!(f, "{j}").unwrap();
     }
 }
@@ -61,31 +64,62 @@ fn oracle_passes_on_every_cpu_isa() {
             eprintln!("note: ISA {} not available here", isa.name());
             continue;
         };
-        let opts = Options { smollm2: sm.clone(), ..Options::default() };
-        let rep = oracle::run(&root(), &opts, &|| CpuBackend::with_isa(isa).ok_or(Error::invalid("isa"))).unwrap();
+        let opts = Options {
+            smollm2: sm.clone(),
+            ..Options::default()
+        };
+        let rep = oracle::run(&root(), &opts, &|| {
+            CpuBackend::with_isa(isa).ok_or(Error::invalid("isa"))
+        })
+        .unwrap();
         eprintln!("== oracle on cpu/{} ==", isa.name());
         show(&rep);
         dump(&rep, isa.name());
-        assert!(rep.rows.iter().all(|r| r.limit.is_some()), "every compared tensor needs a tolerance in the manifest");
+        assert!(
+            rep.rows.iter().all(|r| r.limit.is_some()),
+            "every compared tensor needs a tolerance in the manifest"
+        );
         let fails: Vec<_> = rep.failures().collect();
-        assert!(fails.is_empty(), "{}: {} breaches, first: {:?}", isa.name(), fails.len(), fails[0]);
+        assert!(
+            fails.is_empty(),
+            "{}: {} breaches, first: {:?}",
+            isa.name(),
+            fails.len(),
+            fails[0]
+        );
     }
 }
 
 #[test]
 fn corrupted_weight_row_breaches_at_its_layer() {
     for k in [0usize, 1] {
-        let opts = Options { filter: Some("tiny-tied.long".into()), corrupt: Some(Corruption::WeightRow { layer: k }), smollm2: None };
+        let opts = Options {
+            filter: Some("tiny-tied.long".into()),
+            corrupt: Some(Corruption::WeightRow { layer: k }),
+            smollm2: None,
+        };
         let rep = oracle::run(&root(), &opts, &|| Ok(CpuBackend::with_isa(Isa::Scalar).unwrap())).unwrap();
-        assert_eq!(rep.first_bad_layer("tiny-tied.long"), Some(k), "corruption in layer {k} must first show at block.{k}");
+        assert_eq!(
+            rep.first_bad_layer("tiny-tied.long"),
+            Some(k),
+            "corruption in layer {k} must first show at block.{k}"
+        );
         // And the layers before it stay within tolerance.
-        assert!(rep.rows.iter().filter(|r| r.layer.is_some_and(|l| l < k)).all(|r| r.pass()));
+        assert!(rep
+            .rows
+            .iter()
+            .filter(|r| r.layer.is_some_and(|l| l < k))
+            .all(|r| r.pass()));
     }
 }
 
 #[test]
 fn swapped_rope_convention_breaches_at_first_layer() {
-    let opts = Options { filter: Some("tiny-untied.long".into()), corrupt: Some(Corruption::SwapRope), smollm2: None };
+    let opts = Options {
+        filter: Some("tiny-untied.long".into()),
+        corrupt: Some(Corruption::SwapRope),
+        smollm2: None,
+    };
     let rep = oracle::run(&root(), &opts, &|| Ok(CpuBackend::with_isa(Isa::Scalar).unwrap())).unwrap();
     assert_eq!(rep.first_bad_layer("tiny-untied.long"), Some(0));
     // The embedding is untouched by RoPE and must still pass.

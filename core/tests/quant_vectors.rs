@@ -6,7 +6,10 @@ use antigravity_core::dtype::DType;
 use antigravity_core::quant;
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn vectors() -> serde_json::Value {
@@ -22,9 +25,18 @@ fn quantizers_match_gguf_vectors_byte_for_byte() {
     let mut checked = 0;
     for c in cases {
         let name = c["name"].as_str().unwrap();
-        let input: Vec<f32> =
-            c["input"].as_array().unwrap().iter().map(|h| f32::from_bits(u32::from_str_radix(h.as_str().unwrap(), 16).unwrap())).collect();
-        for (key, dtype) in [("q4_0", DType::Q4_0), ("q4_1", DType::Q4_1), ("q8_0", DType::Q8_0), ("q8_1", DType::Q8_1)] {
+        let input: Vec<f32> = c["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| f32::from_bits(u32::from_str_radix(h.as_str().unwrap(), 16).unwrap()))
+            .collect();
+        for (key, dtype) in [
+            ("q4_0", DType::Q4_0),
+            ("q4_1", DType::Q4_1),
+            ("q8_0", DType::Q8_0),
+            ("q8_1", DType::Q8_1),
+        ] {
             let Some(want) = c[key].as_str() else { continue };
             let want = hex(want);
             let mut got = vec![0u8; dtype.row_bytes(input.len()).unwrap()];
@@ -44,7 +56,10 @@ fn quantizers_match_gguf_vectors_byte_for_byte() {
                 quant::dequantize_row(dtype, &got, &mut out).unwrap();
                 for (i, (o, h)) in out.iter().zip(deq).enumerate() {
                     let w = f32::from_bits(u32::from_str_radix(h.as_str().unwrap(), 16).unwrap());
-                    assert!(o.to_bits() == w.to_bits() || (o.is_nan() && w.is_nan()), "{name} {key} dequant[{i}]: {o} vs {w}");
+                    assert!(
+                        o.to_bits() == w.to_bits() || (o.is_nan() && w.is_nan()),
+                        "{name} {key} dequant[{i}]: {o} vs {w}"
+                    );
                 }
             }
             checked += 1;

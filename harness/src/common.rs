@@ -58,7 +58,8 @@ pub struct Session {
 
 impl ModelArgs {
     pub fn thread_count(&self) -> usize {
-        self.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     /// Builds the CPU backend these flags ask for.
@@ -71,9 +72,13 @@ impl ModelArgs {
             CpuBackend::new()
         } else {
             let isa = Isa::parse(&self.isa).with_context(|| {
-                format!("unknown --isa `{}` (auto, scalar, avx2, avx512, neon, neon-dotprod, neon-i8mm)", self.isa)
+                format!(
+                    "unknown --isa `{}` (auto, scalar, avx2, avx512, neon, neon-dotprod, neon-i8mm)",
+                    self.isa
+                )
             })?;
-            CpuBackend::with_isa(isa).with_context(|| format!("this CPU (or build) does not support --isa {}", self.isa))?
+            CpuBackend::with_isa(isa)
+                .with_context(|| format!("this CPU (or build) does not support --isa {}", self.isa))?
         };
         Ok(crate::common::set_threads(be, threads))
     }
@@ -81,7 +86,10 @@ impl ModelArgs {
     /// Loads the model (fetching the default one if needed) with its tokenizer.
     pub fn load(&self, opts: RunOptions, t0: Instant) -> Result<Session> {
         if self.backend != "cpu" {
-            bail!("--backend {} is not available in this build; use --backend cpu", self.backend);
+            bail!(
+                "--backend {} is not available in this build; use --backend cpu",
+                self.backend
+            );
         }
         let path = crate::fetch::resolve(self.model.as_deref())?;
         let be = self.cpu_backend()?;
@@ -89,7 +97,11 @@ impl ModelArgs {
         let (cfg, weights, tokenizer, chat, synthetic) = if path.is_dir() {
             let (cfg, w) = model::hf::load(&path, &be, self.weights)?;
             let tj = path.join("tokenizer.json");
-            let tok = if tj.exists() { Some(Tokenizer::from_file(&tj)?) } else { None };
+            let tok = if tj.exists() {
+                Some(Tokenizer::from_file(&tj)?)
+            } else {
+                None
+            };
             let tmpl = std::fs::read_to_string(path.join("tokenizer_config.json")).ok();
             let chat = tok.as_ref().and_then(|_| ChatTemplate::detect(tmpl.as_deref()));
             (cfg, w, tok, chat, false)
@@ -104,16 +116,29 @@ impl ModelArgs {
         if synthetic {
             eprintln!("synthetic weights: speed only");
         }
-        let opts = RunOptions { ctx: opts.ctx.min(usize::MAX), ..opts };
+        let opts = RunOptions {
+            ctx: opts.ctx.min(usize::MAX),
+            ..opts
+        };
         let model = Llama::new(cfg, weights, be, opts)?;
         let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-        Ok(Session { model, tokenizer, chat, path, load_ms, threads, synthetic })
+        Ok(Session {
+            model,
+            tokenizer,
+            chat,
+            path,
+            load_ms,
+            threads,
+            synthetic,
+        })
     }
 }
 
 /// The tokenizer embedded in a GGUF file, if it has one.
 pub fn gguf_tokenizer(f: &GgufFile) -> Result<Option<Tokenizer>> {
-    let Some(tokens) = f.get_str_array("tokenizer.ggml.tokens")? else { return Ok(None) };
+    let Some(tokens) = f.get_str_array("tokenizer.ggml.tokens")? else {
+        return Ok(None);
+    };
     let merges = f.get_str_array("tokenizer.ggml.merges")?.unwrap_or_default();
     let v = GgufVocab {
         model: f.get_str("tokenizer.ggml.model")?.unwrap_or("gpt2"),
@@ -126,7 +151,9 @@ pub fn gguf_tokenizer(f: &GgufFile) -> Result<Option<Tokenizer>> {
         add_bos: f.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
         add_eos: f.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
     };
-    Ok(Some(Tokenizer::from_gguf_vocab(&v).with_context(|| format!("building the tokenizer of {}", f.path()))?))
+    Ok(Some(
+        Tokenizer::from_gguf_vocab(&v).with_context(|| format!("building the tokenizer of {}", f.path()))?,
+    ))
 }
 
 /// Applies the thread count to a CPU backend.
@@ -138,7 +165,11 @@ pub fn set_threads(be: CpuBackend, _threads: usize) -> CpuBackend {
 pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
     s.split(',')
         .filter(|t| !t.trim().is_empty())
-        .map(|t| t.trim().parse::<u32>().with_context(|| format!("`{t}` in --prompt-ids is not a token id")))
+        .map(|t| {
+            t.trim()
+                .parse::<u32>()
+                .with_context(|| format!("`{t}` in --prompt-ids is not a token id"))
+        })
         .collect()
 }
 
@@ -148,9 +179,14 @@ pub fn prompt_ids(s: &Session, prompt: Option<&str>, ids: Option<&str>, chat: bo
     match (prompt, ids) {
         (_, Some(ids)) => parse_ids(ids),
         (Some(text), None) => {
-            let tok = s.tokenizer.as_ref().with_context(|| format!("{} has no tokenizer; use --prompt-ids", s.path.display()))?;
+            let tok = s
+                .tokenizer
+                .as_ref()
+                .with_context(|| format!("{} has no tokenizer; use --prompt-ids", s.path.display()))?;
             let text = if chat {
-                let t = s.chat.with_context(|| format!("{} has no known chat template (ChatML or Llama 3)", s.path.display()))?;
+                let t = s
+                    .chat
+                    .with_context(|| format!("{} has no known chat template (ChatML or Llama 3)", s.path.display()))?;
                 t.render_user(text)
             } else {
                 text.to_string()

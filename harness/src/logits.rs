@@ -28,7 +28,14 @@ pub struct LogitsArgs {
 }
 
 pub fn run(a: &LogitsArgs, t0: Instant) -> Result<()> {
-    let mut s = a.model.load(RunOptions { ctx: a.model.ctx, max_batch: 64, all_logits: true }, t0)?;
+    let mut s = a.model.load(
+        RunOptions {
+            ctx: a.model.ctx,
+            max_batch: 64,
+            all_logits: true,
+        },
+        t0,
+    )?;
     let ids = prompt_ids(&s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat)?;
     let n = ids.len();
     let vocab = s.model.cfg.vocab;

@@ -16,7 +16,11 @@ mod synth;
 mod tokenize;
 
 #[derive(Parser)]
-#[command(name = "harness", version, about = "Antigravity: on-device LLM inference — run, check and measure")]
+#[command(
+    name = "harness",
+    version,
+    about = "Antigravity: on-device LLM inference — run, check and measure"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

@@ -25,8 +25,11 @@ pub struct OracleArgs {
 
 /// Finds the repository root (the folder with `oracle/manifest.json`).
 pub fn find_root(given: Option<&PathBuf>) -> Result<PathBuf> {
-    let candidates =
-        [given.cloned(), std::env::current_dir().ok(), Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")))];
+    let candidates = [
+        given.cloned(),
+        std::env::current_dir().ok(),
+        Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))),
+    ];
     for c in candidates.into_iter().flatten() {
         if c.join("oracle/manifest.json").exists() {
             return Ok(c);
@@ -36,7 +39,10 @@ pub fn find_root(given: Option<&PathBuf>) -> Result<PathBuf> {
 }
 
 pub fn print(rep: &Report) {
-    println!("{:<20} {:<44} {:<24} {:>12} {:>12}  {}", "case", "tensor", "metric", "value", "limit", "pass");
+    println!(
+        "{:<20} {:<44} {:<24} {:>12} {:>12}  {}",
+        "case", "tensor", "metric", "value", "limit", "pass"
+    );
     for r in &rep.rows {
         let limit = match r.limit {
             Some(l) => format!("{}{:.3e}", if r.upper { "≤" } else { "≥" }, l),
@@ -63,12 +69,20 @@ pub fn run(a: &OracleArgs) -> Result<()> {
         Some(p) => Some(p.clone()),
         None => crate::fetch::default_model().ok(),
     };
-    let opts = Options { filter: a.filter.clone(), corrupt: None, smollm2 };
+    let opts = Options {
+        filter: a.filter.clone(),
+        corrupt: None,
+        smollm2,
+    };
     if a.model.backend != "cpu" {
         bail!("--backend {} is not available in this build", a.model.backend);
     }
     let args = a.model.clone();
-    let rep = oracle::run(&root, &opts, &|| Ok(args.cpu_backend().map_err(|e| antigravity_core::Error::invalid(e.to_string()))?))?;
+    let rep = oracle::run(&root, &opts, &|| {
+        Ok(args
+            .cpu_backend()
+            .map_err(|e| antigravity_core::Error::invalid(e.to_string()))?)
+    })?;
     print(&rep);
     let be = a.model.cpu_backend()?;
     let fails: Vec<_> = rep.failures().collect();
@@ -81,8 +95,17 @@ pub fn run(a: &OracleArgs) -> Result<()> {
         fails.len()
     );
     if let Some(f) = fails.first() {
-        let layer = rep.first_bad_layer(&f.case).map(|l| format!(" — first diverging layer: block.{l}")).unwrap_or_default();
-        bail!("oracle breach: {} / {} {} = {:.4e}{layer}", f.case, f.tensor, f.metric, f.value);
+        let layer = rep
+            .first_bad_layer(&f.case)
+            .map(|l| format!(" — first diverging layer: block.{l}"))
+            .unwrap_or_default();
+        bail!(
+            "oracle breach: {} / {} {} = {:.4e}{layer}",
+            f.case,
+            f.tensor,
+            f.metric,
+            f.value
+        );
     }
     Ok(())
 }

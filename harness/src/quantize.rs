@@ -53,7 +53,9 @@ fn file_type(t: DType) -> u32 {
 
 /// Converts `rows × cols` f32 values into `dtype` bytes.
 pub fn encode(data: &[f32], cols: usize, dtype: DType) -> Result<Vec<u8>> {
-    let rb = dtype.row_bytes(cols).with_context(|| format!("row length {cols} is not a multiple of the {dtype} block"))?;
+    let rb = dtype
+        .row_bytes(cols)
+        .with_context(|| format!("row length {cols} is not a multiple of the {dtype} block"))?;
     let mut out = vec![0u8; rb * (data.len() / cols)];
     for (s, d) in data.chunks_exact(cols).zip(out.chunks_exact_mut(rb)) {
         quant::quantize_row(dtype, s, d).map_err(|e| anyhow::anyhow!("{e:?}"))?;
@@ -125,7 +127,10 @@ fn from_hf(dir: &Path, out: &Path, main: DType, pure: bool) -> Result<()> {
     let c = LlamaConfig::from_hf_json(&text, &cfg_path.display().to_string())?;
     let t = HfTensors::open(dir)?;
     let mut w = GgufWriter::new();
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
     w.add("general.architecture", Value::Str("llama".into()))?;
     w.add("general.name", Value::Str(name))?;
     w.add("llama.block_count", Value::U32(c.n_layer as u32))?;
@@ -148,38 +153,97 @@ fn from_hf(dir: &Path, out: &Path, main: DType, pure: bool) -> Result<()> {
     let mut put = |gname: &str, data: Vec<f32>, rows: usize, cols: usize| -> Result<()> {
         let dims = if rows == 1 { vec![cols] } else { vec![cols, rows] };
         let to = target_for(gname, dims.len(), main, pure);
-        tensors.push((gname.to_string(), dims, to, encode(&data, cols, to).with_context(|| gname.to_string())?));
+        tensors.push((
+            gname.to_string(),
+            dims,
+            to,
+            encode(&data, cols, to).with_context(|| gname.to_string())?,
+        ));
         Ok(())
     };
     let (dim, qd, kvd, ff) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
     if let Some(s) = &c.rope_scaling {
-        put("rope_freqs.weight", rope::llama3_divisors(c.rope_theta, c.head_dim, s), 1, c.head_dim / 2)?;
+        put(
+            "rope_freqs.weight",
+            rope::llama3_divisors(c.rope_theta, c.head_dim, s),
+            1,
+            c.head_dim / 2,
+        )?;
     }
-    put("token_embd.weight", t.read_f32("model.embed_tokens.weight", &[c.vocab, dim])?, c.vocab, dim)?;
+    put(
+        "token_embd.weight",
+        t.read_f32("model.embed_tokens.weight", &[c.vocab, dim])?,
+        c.vocab,
+        dim,
+    )?;
     for i in 0..c.n_layer {
         let p = format!("model.layers.{i}");
         let g = |s: &str| format!("blk.{i}.{s}.weight");
-        put(&g("attn_norm"), t.read_f32(&format!("{p}.input_layernorm.weight"), &[dim])?, 1, dim)?;
+        put(
+            &g("attn_norm"),
+            t.read_f32(&format!("{p}.input_layernorm.weight"), &[dim])?,
+            1,
+            dim,
+        )?;
         let q = t.read_f32(&format!("{p}.self_attn.q_proj.weight"), &[qd, dim])?;
         put(&g("attn_q"), permute_qk_rows(&q, c.n_head, dim, false), qd, dim)?;
         let k = t.read_f32(&format!("{p}.self_attn.k_proj.weight"), &[kvd, dim])?;
         put(&g("attn_k"), permute_qk_rows(&k, c.n_kv_head, dim, false), kvd, dim)?;
-        put(&g("attn_v"), t.read_f32(&format!("{p}.self_attn.v_proj.weight"), &[kvd, dim])?, kvd, dim)?;
-        put(&g("attn_output"), t.read_f32(&format!("{p}.self_attn.o_proj.weight"), &[dim, qd])?, dim, qd)?;
-        put(&g("ffn_norm"), t.read_f32(&format!("{p}.post_attention_layernorm.weight"), &[dim])?, 1, dim)?;
-        put(&g("ffn_gate"), t.read_f32(&format!("{p}.mlp.gate_proj.weight"), &[ff, dim])?, ff, dim)?;
-        put(&g("ffn_up"), t.read_f32(&format!("{p}.mlp.up_proj.weight"), &[ff, dim])?, ff, dim)?;
-        put(&g("ffn_down"), t.read_f32(&format!("{p}.mlp.down_proj.weight"), &[dim, ff])?, dim, ff)?;
+        put(
+            &g("attn_v"),
+            t.read_f32(&format!("{p}.self_attn.v_proj.weight"), &[kvd, dim])?,
+            kvd,
+            dim,
+        )?;
+        put(
+            &g("attn_output"),
+            t.read_f32(&format!("{p}.self_attn.o_proj.weight"), &[dim, qd])?,
+            dim,
+            qd,
+        )?;
+        put(
+            &g("ffn_norm"),
+            t.read_f32(&format!("{p}.post_attention_layernorm.weight"), &[dim])?,
+            1,
+            dim,
+        )?;
+        put(
+            &g("ffn_gate"),
+            t.read_f32(&format!("{p}.mlp.gate_proj.weight"), &[ff, dim])?,
+            ff,
+            dim,
+        )?;
+        put(
+            &g("ffn_up"),
+            t.read_f32(&format!("{p}.mlp.up_proj.weight"), &[ff, dim])?,
+            ff,
+            dim,
+        )?;
+        put(
+            &g("ffn_down"),
+            t.read_f32(&format!("{p}.mlp.down_proj.weight"), &[dim, ff])?,
+            dim,
+            ff,
+        )?;
     }
     put("output_norm.weight", t.read_f32("model.norm.weight", &[dim])?, 1, dim)?;
     if !c.tie_embeddings {
-        put("output.weight", t.read_f32("lm_head.weight", &[c.vocab, dim])?, c.vocab, dim)?;
+        put(
+            "output.weight",
+            t.read_f32("lm_head.weight", &[c.vocab, dim])?,
+            c.vocab,
+            dim,
+        )?;
     }
     for (n, dims, dt, data) in &tensors {
         w.add_tensor(n, dims, *dt, Cow::Borrowed(data.as_slice()))?;
     }
     w.write(out)?;
-    eprintln!("wrote {} ({} tensors, {main}; Q/K permuted for adjacent-pair RoPE)", out.display(), tensors.len());
+    eprintln!(
+        "wrote {} ({} tensors, {main}; Q/K permuted for adjacent-pair RoPE)",
+        out.display(),
+        tensors.len()
+    );
     Ok(())
 }
 
@@ -195,8 +259,14 @@ fn add_tokenizer(w: &mut GgufWriter<'_>, dir: &Path, c: &LlamaConfig) -> Result<
     if model["type"].as_str() != Some("BPE") {
         bail!("{}: only BPE tokenizers can be carried into GGUF", p.display());
     }
-    let vocab = model["vocab"].as_object().context("tokenizer.json: model.vocab missing")?;
-    let mut n = vocab.values().filter_map(|x| x.as_u64()).max().map_or(0, |m| m as usize + 1);
+    let vocab = model["vocab"]
+        .as_object()
+        .context("tokenizer.json: model.vocab missing")?;
+    let mut n = vocab
+        .values()
+        .filter_map(|x| x.as_u64())
+        .max()
+        .map_or(0, |m| m as usize + 1);
     let added = v["added_tokens"].as_array().cloned().unwrap_or_default();
     for a in &added {
         if let Some(id) = a["id"].as_u64() {

@@ -49,11 +49,49 @@ pub struct ShapeSpec {
 }
 
 pub fn shape(name: &str) -> Option<ShapeSpec> {
-    let l3 = Llama3Scaling { factor: 32.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 };
+    let l3 = Llama3Scaling {
+        factor: 32.0,
+        low_freq_factor: 1.0,
+        high_freq_factor: 4.0,
+        original_max_position_embeddings: 8192,
+    };
     Some(match name {
-        "llama3.2-1b" => ShapeSpec { name: "llama3.2-1b", n_layer: 16, dim: 2048, ffn: 8192, n_head: 32, n_kv_head: 8, vocab: 128256, theta: 500000.0, llama3: Some(l3), ctx: 131072 },
-        "llama3.2-3b" => ShapeSpec { name: "llama3.2-3b", n_layer: 28, dim: 3072, ffn: 8192, n_head: 24, n_kv_head: 8, vocab: 128256, theta: 500000.0, llama3: Some(l3), ctx: 131072 },
-        "smollm2-135m" => ShapeSpec { name: "smollm2-135m", n_layer: 30, dim: 576, ffn: 1536, n_head: 9, n_kv_head: 3, vocab: 49152, theta: 100000.0, llama3: None, ctx: 8192 },
+        "llama3.2-1b" => ShapeSpec {
+            name: "llama3.2-1b",
+            n_layer: 16,
+            dim: 2048,
+            ffn: 8192,
+            n_head: 32,
+            n_kv_head: 8,
+            vocab: 128256,
+            theta: 500000.0,
+            llama3: Some(l3),
+            ctx: 131072,
+        },
+        "llama3.2-3b" => ShapeSpec {
+            name: "llama3.2-3b",
+            n_layer: 28,
+            dim: 3072,
+            ffn: 8192,
+            n_head: 24,
+            n_kv_head: 8,
+            vocab: 128256,
+            theta: 500000.0,
+            llama3: Some(l3),
+            ctx: 131072,
+        },
+        "smollm2-135m" => ShapeSpec {
+            name: "smollm2-135m",
+            n_layer: 30,
+            dim: 576,
+            ffn: 1536,
+            n_head: 9,
+            n_kv_head: 3,
+            vocab: 49152,
+            theta: 100000.0,
+            llama3: None,
+            ctx: 8192,
+        },
         _ => return None,
     })
 }
@@ -112,8 +150,18 @@ pub fn run(a: &SynthArgs) -> Result<()> {
     let hd = s.dim / s.n_head;
     let mut w = GgufWriter::new();
     w.add("general.architecture", Value::Str("llama".into()))?;
-    w.add("general.name", Value::Str(format!("synthetic {} {} (random weights: speed only)", s.name, qt)))?;
-    w.add("general.file_type", Value::U32(match qt { DType::Q4_0 => 2, DType::Q4_1 => 3, _ => 7 }))?;
+    w.add(
+        "general.name",
+        Value::Str(format!("synthetic {} {} (random weights: speed only)", s.name, qt)),
+    )?;
+    w.add(
+        "general.file_type",
+        Value::U32(match qt {
+            DType::Q4_0 => 2,
+            DType::Q4_1 => 3,
+            _ => 7,
+        }),
+    )?;
     w.add("general.quantization_version", Value::U32(2))?;
     w.add("llama.block_count", Value::U32(s.n_layer as u32))?;
     w.add("llama.context_length", Value::U32(s.ctx as u32))?;
@@ -146,31 +194,61 @@ pub fn run(a: &SynthArgs) -> Result<()> {
 
     let mut tensors: Vec<(String, Vec<usize>, DType, Vec<u8>)> = Vec::new();
     if let Some(l3) = &s.llama3 {
-        tensors.push(("rope_freqs.weight".into(), vec![hd / 2], DType::F32, f32_bytes(&rope::llama3_divisors(s.theta, hd, l3))));
+        tensors.push((
+            "rope_freqs.weight".into(),
+            vec![hd / 2],
+            DType::F32,
+            f32_bytes(&rope::llama3_divisors(s.theta, hd, l3)),
+        ));
     }
     // token_embd stays Q8_0 for 4-bit files, as llama-quantize leaves it.
     let et = DType::Q8_0;
-    tensors.push(("token_embd.weight".into(), vec![s.dim, s.vocab], et, random_blocks(&mut rng, et, s.dim * s.vocab)));
+    tensors.push((
+        "token_embd.weight".into(),
+        vec![s.dim, s.vocab],
+        et,
+        random_blocks(&mut rng, et, s.dim * s.vocab),
+    ));
     let norm = |rng: &mut Rng, n: usize| f32_bytes(&(0..n).map(|_| 0.9 + 0.2 * rng.unit()).collect::<Vec<_>>());
     let (qd, kvd) = (s.n_head * hd, s.n_kv_head * hd);
     for i in 0..s.n_layer {
         let g = |x: &str| format!("blk.{i}.{x}.weight");
         tensors.push((g("attn_norm"), vec![s.dim], DType::F32, norm(&mut rng, s.dim)));
-        for (n, rows, cols) in [("attn_q", qd, s.dim), ("attn_k", kvd, s.dim), ("attn_v", kvd, s.dim), ("attn_output", s.dim, qd)] {
+        for (n, rows, cols) in [
+            ("attn_q", qd, s.dim),
+            ("attn_k", kvd, s.dim),
+            ("attn_v", kvd, s.dim),
+            ("attn_output", s.dim, qd),
+        ] {
             tensors.push((g(n), vec![cols, rows], qt, random_blocks(&mut rng, qt, rows * cols)));
         }
         tensors.push((g("ffn_norm"), vec![s.dim], DType::F32, norm(&mut rng, s.dim)));
-        for (n, rows, cols) in [("ffn_gate", s.ffn, s.dim), ("ffn_up", s.ffn, s.dim), ("ffn_down", s.dim, s.ffn)] {
+        for (n, rows, cols) in [
+            ("ffn_gate", s.ffn, s.dim),
+            ("ffn_up", s.ffn, s.dim),
+            ("ffn_down", s.dim, s.ffn),
+        ] {
             tensors.push((g(n), vec![cols, rows], qt, random_blocks(&mut rng, qt, rows * cols)));
         }
     }
-    tensors.push(("output_norm.weight".into(), vec![s.dim], DType::F32, norm(&mut rng, s.dim)));
+    tensors.push((
+        "output_norm.weight".into(),
+        vec![s.dim],
+        DType::F32,
+        norm(&mut rng, s.dim),
+    ));
     for (n, dims, dt, data) in &tensors {
         w.add_tensor(n, dims, *dt, Cow::Borrowed(data.as_slice()))?;
     }
     w.write(&a.out)?;
     let bytes: usize = tensors.iter().map(|t| t.3.len()).sum();
-    eprintln!("wrote {} — synthetic {} {}, {:.1} MB of tensors (random weights: speed only)", a.out.display(), s.name, qt, bytes as f64 / 1e6);
+    eprintln!(
+        "wrote {} — synthetic {} {}, {:.1} MB of tensors (random weights: speed only)",
+        a.out.display(),
+        s.name,
+        qt,
+        bytes as f64 / 1e6
+    );
     Ok(())
 }
 

@@ -29,10 +29,14 @@ pub fn run(a: &TokenizeArgs, _t0: Instant) -> Result<()> {
     } else {
         let f = GgufFile::open(&path)?;
         let tok = crate::common::gguf_tokenizer(&f)?.with_context(|| format!("{} has no tokenizer", path.display()))?;
-        (tok, antigravity_core::chat::ChatTemplate::detect(f.get_str("tokenizer.chat_template")?))
+        (
+            tok,
+            antigravity_core::chat::ChatTemplate::detect(f.get_str("tokenizer.chat_template")?),
+        )
     };
     let text = if a.chat {
-        chat.with_context(|| format!("{} has no known chat template", path.display()))?.render_user(&a.prompt)
+        chat.with_context(|| format!("{} has no known chat template", path.display()))?
+            .render_user(&a.prompt)
     } else {
         a.prompt.clone()
     };

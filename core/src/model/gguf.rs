@@ -23,22 +23,33 @@ pub fn config(f: &GgufFile) -> Result<LlamaConfig> {
     let src = f.path().to_string();
     let arch = f.get_str("general.architecture")?.unwrap_or("");
     if arch != "llama" {
-        return Err(Error::format(&src, format!("general.architecture is `{arch}`; only `llama` is supported")));
+        return Err(Error::format(
+            &src,
+            format!("general.architecture is `{arch}`; only `llama` is supported"),
+        ));
     }
     let need = |k: &str| -> Result<usize> {
-        f.get_u32(k)?.map(|v| v as usize).ok_or_else(|| Error::format(&src, format!("missing metadata `{k}`")))
+        f.get_u32(k)?
+            .map(|v| v as usize)
+            .ok_or_else(|| Error::format(&src, format!("missing metadata `{k}`")))
     };
     let dim = need("llama.embedding_length")?;
     let n_head = need("llama.attention.head_count")?;
     if n_head == 0 {
         return Err(Error::format(&src, "llama.attention.head_count is 0"));
     }
-    let n_kv_head = f.get_u32("llama.attention.head_count_kv")?.map_or(n_head, |v| v as usize);
+    let n_kv_head = f
+        .get_u32("llama.attention.head_count_kv")?
+        .map_or(n_head, |v| v as usize);
     let head_dim = match f.get_u32("llama.attention.key_length")? {
         Some(v) => v as usize,
-        None => f.get_u32("llama.rope.dimension_count")?.map_or(dim / n_head, |v| v as usize),
+        None => f
+            .get_u32("llama.rope.dimension_count")?
+            .map_or(dim / n_head, |v| v as usize),
     };
-    let embd = f.tensor("token_embd.weight").ok_or_else(|| Error::format(&src, "missing tensor `token_embd.weight`"))?;
+    let embd = f
+        .tensor("token_embd.weight")
+        .ok_or_else(|| Error::format(&src, "missing tensor `token_embd.weight`"))?;
     let vocab = match f.get_u32("llama.vocab_size")? {
         Some(v) => v as usize,
         None => *embd.dims.get(1).unwrap_or(&0),
@@ -46,10 +57,19 @@ pub fn config(f: &GgufFile) -> Result<LlamaConfig> {
     let divisors = match f.tensor("rope_freqs.weight") {
         Some(t) => {
             if t.dtype != DType::F32 {
-                return Err(Error::format(&src, format!("tensor `rope_freqs.weight` is {}, expected f32", t.dtype)));
+                return Err(Error::format(
+                    &src,
+                    format!("tensor `rope_freqs.weight` is {}, expected f32", t.dtype),
+                ));
             }
             let bytes = f.tensor_region(t)?;
-            Some(bytes.bytes().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect::<Vec<f32>>())
+            Some(
+                bytes
+                    .bytes()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect::<Vec<f32>>(),
+            )
         }
         None => None,
     };
@@ -76,25 +96,55 @@ pub fn config(f: &GgufFile) -> Result<LlamaConfig> {
 }
 
 /// Imports tensor `name` (expected ggml dims `[cols, rows]`, or `[cols]` for vectors).
-fn weight<B: Backend>(f: &GgufFile, b: &B, name: &str, rows: usize, cols: usize, allowed: &[DType]) -> Result<Weight<B>> {
+fn weight<B: Backend>(
+    f: &GgufFile,
+    b: &B,
+    name: &str,
+    rows: usize,
+    cols: usize,
+    allowed: &[DType],
+) -> Result<Weight<B>> {
     let src = f.path();
-    let t = f.tensor(name).ok_or_else(|| Error::format(src, format!("missing tensor `{name}`")))?;
+    let t = f
+        .tensor(name)
+        .ok_or_else(|| Error::format(src, format!("missing tensor `{name}`")))?;
     let want: Vec<usize> = if rows == 1 { vec![cols] } else { vec![cols, rows] };
     if t.dims != want {
-        return Err(Error::format(src, format!("tensor `{name}` has ggml dims {:?}, expected {want:?}", t.dims)));
+        return Err(Error::format(
+            src,
+            format!("tensor `{name}` has ggml dims {:?}, expected {want:?}", t.dims),
+        ));
     }
     if !allowed.contains(&t.dtype) {
         let names: Vec<&str> = allowed.iter().map(|d| d.name()).collect();
-        return Err(Error::format(src, format!("tensor `{name}` is {}, expected one of {names:?}", t.dtype)));
+        return Err(Error::format(
+            src,
+            format!("tensor `{name}` is {}, expected one of {names:?}", t.dtype),
+        ));
     }
-    let shape = if rows == 1 { Shape::d1(cols) } else { Shape::d2(rows, cols) };
-    Ok(Weight { buf: b.import_host(f.tensor_region(t)?)?, dtype: t.dtype, shape })
+    let shape = if rows == 1 {
+        Shape::d1(cols)
+    } else {
+        Shape::d2(rows, cols)
+    };
+    Ok(Weight {
+        buf: b.import_host(f.tensor_region(t)?)?,
+        dtype: t.dtype,
+        shape,
+    })
 }
 
 /// Loads config and weights from an opened GGUF file.
 pub fn load<B: Backend>(f: &GgufFile, b: &B) -> Result<(LlamaConfig, Weights<B>)> {
     let cfg = config(f)?;
-    let mats = [DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q8_0];
+    let mats = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q8_0,
+    ];
     let vecs = [DType::F32];
     let (dim, qd, kvd, ff, nv) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim, cfg.vocab);
     let mut layers = Vec::with_capacity(cfg.n_layer);
@@ -112,7 +162,11 @@ pub fn load<B: Backend>(f: &GgufFile, b: &B) -> Result<(LlamaConfig, Weights<B>)
             w_down: weight(f, b, &n("ffn_down"), dim, ff, &mats)?,
         });
     }
-    let output = if cfg.tie_embeddings { None } else { Some(weight(f, b, "output.weight", nv, dim, &mats)?) };
+    let output = if cfg.tie_embeddings {
+        None
+    } else {
+        Some(weight(f, b, "output.weight", nv, dim, &mats)?)
+    };
     let w = Weights {
         tok_embd: weight(f, b, "token_embd.weight", nv, dim, &mats)?,
         layers,
