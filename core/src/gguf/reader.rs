@@ -333,13 +333,19 @@ pub(crate) fn parse(buf: &[u8], file: &str) -> Result<Parsed> {
             )
         })?;
         let row = dims[0];
-        let row_bytes = dtype.row_bytes(row).ok_or_else(|| {
-            c.err(
+        if row % dtype.block_size() != 0 {
+            return Err(c.err(
                 nd_at + 4,
                 format_args!(
                     "tensor '{name}': row length dims[0] = {row} is not a multiple of the {dtype} block size {}",
                     dtype.block_size()
                 ),
+            ));
+        }
+        let row_bytes = dtype.row_bytes(row).ok_or_else(|| {
+            c.err(
+                nd_at + 4,
+                format_args!("tensor '{name}': row of {row} {dtype} overflows in bytes"),
             )
         })?;
         let nbytes = row_bytes
