@@ -3,9 +3,13 @@
 //! Every field is checked before it is used, and no allocation is ever sized by a field
 //! that has not been checked against the bytes that remain: a count `n` of items that
 //! each take at least `m` bytes must satisfy `n * m <= remaining` before any
-//! `Vec::with_capacity(n)`. So a file of `N` bytes can make the parser allocate at most a
-//! small constant times `N`, whatever its header claims. Nested arrays are limited to
-//! [`MAX_ARRAY_DEPTH`] levels so a crafted file cannot exhaust the stack.
+//! `Vec::with_capacity(n)`; where an in-memory item is larger than its smallest encoding
+//! (metadata entries, nested arrays) only a small fixed number is preallocated and the
+//! rest grows with what is actually parsed. So no single allocation exceeds about 3× the
+//! file's size, whatever its header claims (`tests/gguf_fuzz.rs` checks this with a
+//! measuring allocator). Nested arrays are limited to [`MAX_ARRAY_DEPTH`] levels so a
+//! crafted file cannot exhaust the stack. String arrays (vocabularies) are read in two
+//! passes — lengths, then bytes — into one buffer of the exact size.
 //!
 //! Errors are [`Error::Format`] with the file name and a message of the form
 //! `byte <offset>: <what>: <problem>`.
@@ -26,6 +30,8 @@ pub const MAX_DIMS: usize = 4;
 /// Fewest bytes a metadata key/value pair takes: key length (8) + a 1-byte key + value
 /// type (4) + a 1-byte value.
 const MIN_KV_BYTES: usize = 8 + 1 + 4 + 1;
+/// Metadata entries preallocated at most (real files have 20–60).
+const PREALLOC_KVS: usize = 256;
 /// Fewest bytes a tensor info takes: name length (8) + a 1-byte name + n_dims (4) + one
 /// dim (8) + type (4) + offset (8).
 const MIN_TENSOR_INFO_BYTES: usize = 8 + 1 + 4 + 8 + 4 + 8;
@@ -233,8 +239,10 @@ pub(crate) fn parse(buf: &[u8], file: &str) -> Result<Parsed> {
     let kv_count = kv_count as usize;
 
     // Metadata.
-    let mut metadata: Vec<(String, Value)> = Vec::with_capacity(kv_count);
-    let mut key_index: HashMap<String, usize> = HashMap::with_capacity(kv_count);
+    // A (String, Value) entry is larger than the 14 bytes a kv can take in the file, so
+    // preallocate only up to a real file's count and let a larger (parsed!) one grow.
+    let mut metadata: Vec<(String, Value)> = Vec::with_capacity(kv_count.min(PREALLOC_KVS));
+    let mut key_index: HashMap<String, usize> = HashMap::with_capacity(kv_count.min(PREALLOC_KVS));
     let mut alignment_at = 0;
     for i in 0..kv_count {
         let at = c.pos;
@@ -544,7 +552,9 @@ fn read_array(c: &mut Cursor<'_>, key: &str, depth: usize) -> Result<Array> {
             Ok(Array::Str(a))
         }
         _ => {
-            let mut v = Vec::with_capacity(n);
+            // An `Array` (32 bytes) is larger than the 12 an encoded one can take, and
+            // levels nest: preallocate little and let parsed elements grow the Vec.
+            let mut v = Vec::with_capacity(n.min(PREALLOC_KVS));
             for _ in 0..n {
                 v.push(read_array(c, key, depth + 1)?);
             }
