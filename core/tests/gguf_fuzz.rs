@@ -120,7 +120,7 @@ fn mutations(len: usize, infos: (usize, usize)) -> impl Strategy<Value = Vec<Mut
 /// Runs `cases` mutation cases on `input`; returns (ok count, largest allocation).
 fn fuzz(input: Vec<u8>, infos: (usize, usize), cases: u32) -> (u32, usize) {
     let len = input.len();
-    let limit = (4 * len).min(64 << 20).max(64 << 10);
+    let limit = (4 * len).clamp(64 << 10, 64 << 20);
     let buf = RefCell::new(input);
     let oks = Cell::new(0u32);
     let worst = Cell::new(0usize);

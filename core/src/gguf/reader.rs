@@ -1,4 +1,4 @@
-//! The GGUF parser: bytes in, a validated [`Parsed`] out.
+//! The GGUF parser: bytes in, a validated `Parsed` (wrapped by [`super::GgufFile`]) out.
 //!
 //! Every field is checked before it is used, and no allocation is ever sized by a field
 //! that has not been checked against the bytes that remain: a count `n` of items that
