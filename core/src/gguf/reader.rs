@@ -525,9 +525,11 @@ fn read_array(c: &mut Cursor<'_>, key: &str, depth: usize) -> Result<Array> {
     }
     match ety {
         ValueType::Str => {
-            // First pass: check every length and sum them, so the buffer is allocated once
-            // at its exact size (bounded by the file) instead of growing.
+            // First pass: check every length and record where each string ends in the
+            // concatenation, so the buffer is allocated once at its exact size (bounded
+            // by the file) instead of growing.
             let start = c.pos;
+            let mut ends = Vec::with_capacity(n);
             let mut total = 0usize;
             for i in 0..n {
                 let at = c.pos;
@@ -543,12 +545,34 @@ fn read_array(c: &mut Cursor<'_>, key: &str, depth: usize) -> Result<Array> {
                 }
                 c.pos += len as usize;
                 total += len as usize;
+                ends.push(total);
             }
-            c.pos = start;
-            let mut a = StrArray::with_capacity(n, total);
-            for i in 0..n {
-                a.push(c.string(format_args!("key '{key}': element {i}"))?);
+            let end = c.pos;
+            // Second pass: gather the bytes, then validate UTF-8 once for the whole buffer
+            // and check that every string boundary is a char boundary (which makes each
+            // string valid on its own). Lengths were checked above, so slicing is in range.
+            let mut data = Vec::with_capacity(total);
+            let mut p = start;
+            let mut prev = 0;
+            for &e in &ends {
+                let len = e - prev;
+                data.extend_from_slice(&c.buf[p + 8..p + 8 + len]);
+                p += 8 + len;
+                prev = e;
             }
+            let whole = String::from_utf8(data)
+                .ok()
+                .filter(|s| ends.iter().all(|&e| s.is_char_boundary(e)));
+            let Some(data) = whole else {
+                // Slow path, only to name the bad element and its byte offset.
+                c.pos = start;
+                for i in 0..n {
+                    c.string(format_args!("key '{key}': element {i}"))?;
+                }
+                return Err(c.err(start, format_args!("key '{key}': string array is not valid UTF-8")));
+            };
+            c.pos = end;
+            let a = StrArray::from_parts(data, ends);
             Ok(Array::Str(a))
         }
         _ => {
