@@ -374,6 +374,13 @@ mod tests {
     }
 
     #[test]
+    fn gguf_file_can_be_shared_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<GgufFile>();
+        send_sync::<GgufWriter<'static>>();
+    }
+
+    #[test]
     fn gguf_type_names_follow_ggml() {
         assert_eq!(ggml_type_name(12), "Q4_K");
         assert_eq!(ggml_type_name(30), "BF16");
