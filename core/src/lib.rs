@@ -32,6 +32,7 @@ pub mod math;
 pub mod ops;
 pub mod quant;
 pub mod rope;
+pub mod sampling;
 pub mod tensor;
 #[cfg(feature = "std")]
 pub mod tokenizer;
