@@ -28,8 +28,9 @@
 //!   `<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{msg}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n`.
 //!   Contents are trimmed, as the template's `| trim` does.
 //!
-//! The rendered Llama 3 text already starts with `<|begin_of_text|>`, so encode it without
-//! adding BOS again: `tokenizer.encode_with(&text, !template.bos_in_text())`.
+//! The rendered Llama 3 text already starts with `<|begin_of_text|>`;
+//! [`Tokenizer::encode`](crate::tokenizer::Tokenizer::encode) does not add a second BOS
+//! in front of it.
 
 /// One message of a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,10 +92,17 @@ impl ChatTemplate {
         }
     }
 
-    /// Picks the family from the template source, or, when there is none (or it is
-    /// neither family), from the special tokens the vocabulary has (`has_token`).
-    /// Returns `None` when nothing matches.
-    pub fn detect(template: Option<&str>, has_token: impl Fn(&str) -> bool) -> Option<ChatTemplate> {
+    /// Picks the family from the template source (the Jinja text, or even the whole
+    /// `tokenizer_config.json` text: JSON-escaped newlines are understood). `None` when
+    /// there is no template or it is neither family.
+    pub fn detect(template: Option<&str>) -> Option<ChatTemplate> {
+        Self::detect_with_tokens(template, |_| false)
+    }
+
+    /// Like [`detect`](Self::detect), falling back on the special tokens the vocabulary
+    /// has (`has_token("<|im_start|>")`, …) when the template says nothing; the Llama 3
+    /// fallback is the 3.2 form.
+    pub fn detect_with_tokens(template: Option<&str>, has_token: impl Fn(&str) -> bool) -> Option<ChatTemplate> {
         if let Some(t) = template {
             if t.contains("<|im_start|>") {
                 return Some(ChatTemplate::ChatMl {
@@ -237,7 +245,7 @@ mod tests {
 
     #[test]
     fn smollm2_matches_hf_rendering() {
-        let t = ChatTemplate::detect(Some(SMOLLM2_TEMPLATE), |_| false).unwrap();
+        let t = ChatTemplate::detect(Some(SMOLLM2_TEMPLATE)).unwrap();
         assert_eq!(t, ChatTemplate::smollm2());
         // transformers 5.24 apply_chat_template(add_generation_prompt=True) on the GGUF.
         assert_eq!(
@@ -265,7 +273,7 @@ mod tests {
     #[test]
     fn llama32_form() {
         let src = "{{- bos_token }}{%- set date_string = \"26 Jul 2024\" %}{{- \"<|start_header_id|>system<|end_header_id|>\\n\\n\" }}{{- \"Cutting Knowledge Date: December 2023\\n\" }}";
-        let t = ChatTemplate::detect(Some(src), |_| false).unwrap();
+        let t = ChatTemplate::detect(Some(src)).unwrap();
         assert_eq!(t, ChatTemplate::llama32());
         assert!(t.bos_in_text());
         assert_eq!(
@@ -282,7 +290,7 @@ mod tests {
     #[test]
     fn llama30_form() {
         let src = "{% for message in messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% endfor %}";
-        let t = ChatTemplate::detect(Some(src), |_| false).unwrap();
+        let t = ChatTemplate::detect(Some(src)).unwrap();
         assert_eq!(t, ChatTemplate::Llama3 { date: None });
         assert_eq!(
             t.render_user("Hi"),
@@ -295,13 +303,13 @@ mod tests {
     fn detect_from_tokens() {
         let has = |set: &'static [&'static str]| move |t: &str| set.contains(&t);
         assert_eq!(
-            ChatTemplate::detect(None, has(&["<|im_start|>", "<|im_end|>"])),
+            ChatTemplate::detect_with_tokens(None, has(&["<|im_start|>", "<|im_end|>"])),
             Some(ChatTemplate::ChatMl { default_system: None })
         );
         assert_eq!(
-            ChatTemplate::detect(Some("{{ unknown }}"), has(&["<|start_header_id|>", "<|eot_id|>"])),
+            ChatTemplate::detect_with_tokens(Some("{{ unknown }}"), has(&["<|start_header_id|>", "<|eot_id|>"])),
             Some(ChatTemplate::llama32())
         );
-        assert_eq!(ChatTemplate::detect(None, has(&[])), None);
+        assert_eq!(ChatTemplate::detect_with_tokens(None, has(&[])), None);
     }
 }

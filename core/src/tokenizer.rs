@@ -22,6 +22,7 @@
 //! Streaming: every token's raw bytes are precomputed at load ([`Tokenizer::token_to_piece`]),
 //! so a [`StreamDecoder`] turns ids into text without allocating once warm, holding back
 //! an incomplete UTF-8 sequence (an emoji split over two byte tokens) until it completes.
+//! The decoder holds no borrow of the tokenizer: `dec.step(&tok, id)`.
 
 use std::path::Path;
 
@@ -490,14 +491,13 @@ impl Tokenizer {
     }
 
     /// Text → ids. Special tokens written in the text (`<|im_start|>`) become their id;
-    /// BOS is prepended iff `add_bos` (and EOS appended iff `add_eos`).
+    /// BOS is prepended iff `add_bos` and the text does not already start with it (and EOS
+    /// appended iff `add_eos`).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         self.encode_with(text, true)
     }
 
-    /// Like [`encode`](Self::encode), but `add_special = false` adds neither BOS nor EOS —
-    /// for text that already holds them, such as a rendered Llama 3 chat prompt, which
-    /// starts with `<|begin_of_text|>`.
+    /// Like [`encode`](Self::encode), but `add_special = false` adds neither BOS nor EOS.
     pub fn encode_with(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
         let enc = self
             .inner
@@ -505,7 +505,9 @@ impl Tokenizer {
             .map_err(|e| Error::invalid(format!("tokenizer ({}): cannot encode text: {e}", self.source)))?;
         let body = enc.get_ids();
         let mut ids = Vec::with_capacity(body.len() + 2);
-        if add_special && self.add_bos {
+        // A text that already starts with BOS (a rendered Llama 3 chat prompt) does not
+        // get a second one.
+        if add_special && self.add_bos && body.first() != self.bos.as_ref() {
             ids.extend(self.bos);
         }
         ids.extend_from_slice(body);
@@ -544,10 +546,9 @@ impl Tokenizer {
         Some(&self.pieces[a as usize..b as usize])
     }
 
-    /// A streaming decoder over this tokenizer (see [`StreamDecoder`]).
-    pub fn decoder(&self) -> StreamDecoder<'_> {
+    /// A streaming decoder for this tokenizer's ids (see [`StreamDecoder`]).
+    pub fn decoder(&self) -> StreamDecoder {
         StreamDecoder {
-            tok: self,
             pending: Vec::with_capacity(16),
             out: String::with_capacity(64),
             skip_special: false,
@@ -605,12 +606,12 @@ impl Tokenizer {
     }
 }
 
-/// Turns ids into text as they arrive. Each [`push`](Self::push) returns the text that is
+/// Turns ids into text as they arrive. Each [`step`](Self::step) returns the text that is
 /// complete so far; bytes of a UTF-8 character split over tokens wait for the rest. No
-/// allocation once its buffers have grown to the longest token.
-#[derive(Debug)]
-pub struct StreamDecoder<'t> {
-    tok: &'t Tokenizer,
+/// allocation once its buffers have grown to the longest token. It holds no reference to
+/// the tokenizer (pass the same one to every `step`), so it can live next to it.
+#[derive(Debug, Clone)]
+pub struct StreamDecoder {
     /// Bytes not yet emitted: at most an incomplete UTF-8 sequence between calls.
     pending: Vec<u8>,
     out: String,
@@ -618,17 +619,16 @@ pub struct StreamDecoder<'t> {
     at_start: bool,
 }
 
-impl<'t> StreamDecoder<'t> {
+impl StreamDecoder {
     /// Whether special tokens (`<|im_end|>`) are left out of the text (default: shown).
     pub fn skip_special(mut self, yes: bool) -> Self {
         self.skip_special = yes;
         self
     }
 
-    /// Adds one id; returns the newly completed text (often empty). Invalid UTF-8
+    /// Adds one id decoded with `tok`; returns the newly completed text (often empty). Invalid UTF-8
     /// becomes U+FFFD, as in [`Tokenizer::decode`]. Fails on an id past the vocabulary.
-    pub fn push(&mut self, id: u32) -> Result<&str> {
-        let tok = self.tok;
+    pub fn step(&mut self, tok: &Tokenizer, id: u32) -> Result<&str> {
         let piece = tok.token_to_piece(id).ok_or_else(|| Error::Range {
             what: "token id".into(),
             given: id as u64,
@@ -783,6 +783,11 @@ mod tests {
         assert_eq!(t.eos_ids(), &[2, 0]);
         let t = t.with_bos(Some(1), true);
         assert_eq!(t.encode("hi").unwrap()[0], 1);
+        // No second BOS when the text starts with it.
+        assert_eq!(
+            t.encode("<|im_start|>hi").unwrap().iter().filter(|&&x| x == 1).count(),
+            1
+        );
         assert_eq!(t.encode_with("hi", false).unwrap()[0], t.token_id("h").unwrap());
     }
 
@@ -794,7 +799,7 @@ mod tests {
         let mut d = t.decoder();
         let mut got = String::new();
         for &id in &ids {
-            let s = d.push(id).unwrap();
+            let s = d.step(&t, id).unwrap();
             assert!(!s.contains('\u{FFFD}'));
             got.push_str(s);
         }
@@ -802,15 +807,55 @@ mod tests {
         assert_eq!(got, text);
         // A lone continuation byte is invalid → U+FFFD, like `decode`.
         let b = t.token_id(&bytes_to_unicode()[0x80].to_string()).unwrap();
-        assert_eq!(t.decoder().push(b).unwrap(), "\u{FFFD}");
+        assert_eq!(t.decoder().step(&t, b).unwrap(), "\u{FFFD}");
         assert_eq!(t.decode(&[b]).unwrap(), "\u{FFFD}");
+    }
+
+    /// `llama-bpe` wires Llama 3's split regex (which needs fancy-regex for `(?i:…)` and
+    /// `\s+(?!\S)`): digits go in groups of three, so with merges that would otherwise
+    /// pair `3 4`, "12345" becomes `123` + `45`.
+    #[test]
+    fn llama_bpe_splits_digits_in_threes() {
+        let sp = bytes_to_unicode();
+        let mut owned: Vec<String> = vec!["<|begin_of_text|>".into(), "<|eot_id|>".into()];
+        owned.extend(sp.iter().map(|c| c.to_string()));
+        owned.extend(["12", "34", "123", "45", "Ġhello", "hello"].map(String::from));
+        let tokens: Vec<&str> = owned.iter().map(|s| s.as_str()).collect();
+        let mut types = vec![token_type::NORMAL; tokens.len()];
+        types[..2].fill(token_type::CONTROL);
+        let v = |pre| GgufVocab {
+            model: "gpt2",
+            pre: Some(pre),
+            tokens: tokens.clone(),
+            token_types: Some(types.clone()),
+            merges: vec!["1 2", "3 4", "12 3", "4 5"],
+            bos: Some(0),
+            eos: Some(1),
+            add_bos: true,
+            add_eos: false,
+        };
+        let id = |t: &Tokenizer, s: &str| t.token_id(s).unwrap();
+        let llama = Tokenizer::from_gguf_vocab(&v("llama-bpe")).unwrap();
+        assert_eq!(llama.encode("12345").unwrap(), [0, id(&llama, "123"), id(&llama, "45")]);
+        assert_eq!(llama.eos_ids(), &[1]);
+        // GPT-2's regex keeps the digits together: 12 34 5.
+        let gpt2 = Tokenizer::from_gguf_vocab(&v("gpt-2")).unwrap();
+        assert_eq!(
+            gpt2.encode_with("12345", false).unwrap(),
+            [id(&gpt2, "12"), id(&gpt2, "34"), id(&gpt2, "5")]
+        );
+        // A rendered Llama 3 prompt already holds BOS: not added twice.
+        let ids = llama.encode("<|begin_of_text|>12345<|eot_id|>").unwrap();
+        assert_eq!(ids, [0, id(&llama, "123"), id(&llama, "45"), 1]);
+        // ignore_merges: a whole word in the vocabulary is taken as is, merges or not.
+        assert_eq!(llama.encode_with(" hello", false).unwrap(), [id(&llama, "Ġhello")]);
     }
 
     #[test]
     fn rejects_bad_input() {
         let t = toy();
         assert!(t.decode(&[1_000_000]).is_err());
-        assert!(t.decoder().push(1_000_000).is_err());
+        assert!(t.decoder().step(&t, 1_000_000).is_err());
         let v = GgufVocab {
             model: "gpt2",
             tokens: vec!["a", "b"],
