@@ -22,6 +22,8 @@
 extern crate alloc;
 
 pub mod backend;
+#[cfg(feature = "std")]
+pub mod chat;
 pub mod cpu;
 pub mod dtype;
 pub mod error;
@@ -35,7 +37,10 @@ pub mod ops;
 pub mod oracle;
 pub mod quant;
 pub mod rope;
+pub mod sampling;
 pub mod tensor;
+#[cfg(feature = "std")]
+pub mod tokenizer;
 
 pub use backend::{Backend, BufferKind, Capabilities};
 pub use dtype::DType;
