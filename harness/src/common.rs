@@ -1,7 +1,7 @@
 //! What every model-using subcommand shares: the model/backend flags (one struct, one
 //! set of defaults) and loading a model with its tokenizer.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -139,7 +139,11 @@ pub fn gguf_tokenizer(f: &GgufFile) -> Result<Option<Tokenizer>> {
     let Some(tokens) = f.get_str_array("tokenizer.ggml.tokens")? else {
         return Ok(None);
     };
-    let merges = f.get_str_array("tokenizer.ggml.merges")?.unwrap_or_default();
+    let tokens: Vec<&str> = tokens.iter().collect();
+    let merges: Vec<&str> = f
+        .get_str_array("tokenizer.ggml.merges")?
+        .map(|m| m.iter().collect())
+        .unwrap_or_default();
     let v = GgufVocab {
         model: f.get_str("tokenizer.ggml.model")?.unwrap_or("gpt2"),
         pre: f.get_str("tokenizer.ggml.pre")?,
@@ -186,6 +190,7 @@ pub fn prompt_ids(s: &Session, prompt: Option<&str>, ids: Option<&str>, chat: bo
             let text = if chat {
                 let t = s
                     .chat
+                    .as_ref()
                     .with_context(|| format!("{} has no known chat template (ChatML or Llama 3)", s.path.display()))?;
                 t.render_user(text)
             } else {
@@ -195,8 +200,4 @@ pub fn prompt_ids(s: &Session, prompt: Option<&str>, ids: Option<&str>, chat: bo
         }
         (None, None) => bail!("give --prompt TEXT or --prompt-ids LIST"),
     }
-}
-
-pub fn display(p: &Path) -> String {
-    p.display().to_string()
 }

@@ -83,7 +83,7 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
         seed: a.seed,
         ..SamplerConfig::default()
     };
-    let mut sampler = Sampler::new(cfg, vocab);
+    let mut sampler = Sampler::new(cfg, vocab)?;
     let eos: Vec<u32> = match &s.tokenizer {
         Some(t) => t.eos_ids().to_vec(),
         None => s.model.cfg.eos.into_iter().collect(),
@@ -102,7 +102,7 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
     let td = Instant::now();
     let budget = a.max_tokens.min(ctx - ids.len());
     for step in 0..budget {
-        let next = sampler.sample(&mut logits, &history);
+        let next = sampler.sample(&logits, &history)?;
         if !a.ignore_eos && eos.contains(&next) {
             break;
         }
