@@ -254,7 +254,18 @@ impl Tokenizer {
                 }
             }
         }
-        let mut tok = Tokenizer::assemble(inner, file, style, strip, bos, eos, add_bos, add_eos, chat_template)?;
+        let mut tok = Tokenizer::assemble(
+            inner,
+            file,
+            style,
+            strip,
+            bos,
+            eos,
+            add_bos,
+            add_eos,
+            chat_template,
+            None,
+        )?;
         for id in extra_eos {
             if (id as usize) < tok.vocab_size() && !tok.eos_ids.contains(&id) {
                 tok.eos_ids.push(id);
@@ -380,6 +391,7 @@ impl Tokenizer {
             v.add_bos,
             v.add_eos,
             None,
+            Some(&v.tokens),
         )
     }
 
@@ -395,9 +407,15 @@ impl Tokenizer {
         add_bos: bool,
         add_eos: bool,
         chat_template: Option<String>,
+        names: Option<&[&str]>,
     ) -> Result<Tokenizer> {
-        let n = inner.get_vocab_size(true);
         let added = inner.get_added_tokens_decoder();
+        // Ids may exceed the `tokenizers` count when a GGUF vocabulary repeats a string
+        // (its map keeps one id); the GGUF's own list is authoritative.
+        let n = inner
+            .get_vocab_size(true)
+            .max(names.map_or(0, <[&str]>::len))
+            .max(added.keys().max().map_or(0, |&m| m as usize + 1));
         let mut inverse = [0u8; 0x144];
         for (b, c) in bytes_to_unicode().iter().enumerate() {
             inverse[*c as usize] = b as u8;
@@ -410,7 +428,10 @@ impl Tokenizer {
             if let Some(a) = added.get(&id) {
                 pieces.extend_from_slice(a.content.as_bytes());
                 special[id as usize] = a.special;
-            } else if let Some(t) = inner.id_to_token(id) {
+            } else if let Some(t) = names
+                .and_then(|n| n.get(id as usize).map(|s| s.to_string()))
+                .or_else(|| inner.id_to_token(id))
+            {
                 match style {
                     PieceStyle::ByteLevel => {
                         for c in t.chars() {
@@ -849,6 +870,24 @@ mod tests {
         assert_eq!(ids, [0, id(&llama, "123"), id(&llama, "45"), 1]);
         // ignore_merges: a whole word in the vocabulary is taken as is, merges or not.
         assert_eq!(llama.encode_with(" hello", false).unwrap(), [id(&llama, "Ġhello")]);
+    }
+
+    /// A GGUF vocabulary may repeat a string; every id still has its bytes and counts.
+    #[test]
+    fn duplicate_token_strings_keep_their_ids() {
+        let v = GgufVocab {
+            model: "gpt2",
+            tokens: vec!["a", "b", "a", "<|x|>"],
+            token_types: Some(vec![1, 1, 1, token_type::CONTROL]),
+            ..Default::default()
+        };
+        let t = Tokenizer::from_gguf_vocab(&v).unwrap();
+        assert_eq!(t.vocab_size(), 4);
+        assert_eq!(t.token_to_piece(0), Some(&b"a"[..]));
+        assert_eq!(t.token_to_piece(2), Some(&b"a"[..]));
+        assert_eq!(t.token_to_piece(3), Some(&b"<|x|>"[..]));
+        assert!(t.is_special(3));
+        assert_eq!(t.token_to_piece(4), None);
     }
 
     #[test]
