@@ -62,6 +62,16 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// The 1-minute load average (`/proc/loadavg`).
+pub fn load_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// `git rev-parse --short HEAD` in the current directory, or `unknown`.
 pub fn git_rev() -> String {
     std::process::Command::new("git")

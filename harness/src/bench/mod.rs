@@ -114,12 +114,14 @@ struct Run {
     file: File,
     path: PathBuf,
     json: bool,
+    mode: &'static str,
+    load_1m: Option<f64>,
     rows: Vec<Record>,
 }
 
 impl Run {
     /// Starts a run: gathers its facts and opens (appends to) today's result file.
-    fn open(out_dir: &Path, json: bool) -> Result<Run> {
+    fn open(out_dir: &Path, json: bool, quick: bool) -> Result<Run> {
         let machine = env::machine();
         let started = record::now_rfc3339();
         let path = out_dir.join(format!("{}-{}.jsonl", machine.slug(), &started[..10]));
@@ -136,6 +138,8 @@ impl Run {
             file,
             path,
             json,
+            mode: if quick { "quick" } else { "full" },
+            load_1m: env::load_1m(),
             rows: Vec::new(),
         })
     }
@@ -164,6 +168,8 @@ impl Run {
             prompt_len: None,
             peer: None,
             reps: None,
+            mode: Some(self.mode.to_string()),
+            load_1m: self.load_1m,
         }
     }
 
@@ -208,7 +214,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let report_dir = a.report_dir.clone().unwrap_or(reports);
     std::fs::create_dir_all(&out_dir).at(&out_dir)?;
 
-    let mut run = Run::open(&out_dir, a.json)?;
+    let mut run = Run::open(&out_dir, a.json, a.quick)?;
 
     let isas: Vec<Isa> = if a.isa == "auto" {
         Isa::ALL
@@ -633,7 +639,7 @@ mod tests {
     fn e2e_rows_carry_model_and_target_facts() {
         let dir = TempDir::new("bench-e2e");
         let a = args(&["--quick"]);
-        let mut r = Run::open(&dir.0, false).unwrap();
+        let mut r = Run::open(&dir.0, false, true).unwrap();
         let id = ModelId {
             file: "fake.gguf".into(),
             sha256_prefix: "0123456789ab".into(),

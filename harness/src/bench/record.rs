@@ -107,6 +107,13 @@ pub struct Record {
     /// Timed repetitions behind the figure (the median of them is `value`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reps: Option<u32>,
+    /// `quick` or `full` (`--quick` runs fewer repetitions and shorter plans).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// 1-minute load average when the run started (other work on a shared machine
+    /// lowers figures; this says how busy it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_1m: Option<f64>,
 }
 
 impl Record {

@@ -143,6 +143,27 @@ pub fn markdown(sections: &[Section]) -> String {
         let _ = writeln!(s, "| measured | {} |", dates.join(", "));
         let _ = writeln!(s, "| git revision | {} |", revs.join(", "));
         let _ = writeln!(s, "| build | {} |", builds.join(", "));
+        let mut modes: Vec<&str> = sec.rows.iter().filter_map(|r| r.mode.as_deref()).collect();
+        modes.sort();
+        modes.dedup();
+        if !modes.is_empty() {
+            let quick = if modes.contains(&"quick") {
+                " (`--quick`: fewer repetitions, shorter plans — indicative figures)"
+            } else {
+                ""
+            };
+            let _ = writeln!(s, "| mode | {}{quick} |", modes.join(", "));
+        }
+        let loads: Vec<f64> = sec.rows.iter().filter_map(|r| r.load_1m).collect();
+        if !loads.is_empty() {
+            let (lo, hi) = loads
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+            let _ = writeln!(
+                s,
+                "| load average at start | {lo:.2} – {hi:.2} (other work on the machine lowers figures) |"
+            );
+        }
         let _ = writeln!(
             s,
             "| model | {} |",

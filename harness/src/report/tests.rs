@@ -31,7 +31,7 @@ impl Drop for TempDir {
 fn row(run: &str, metric: &str, value: f64, unit: &str) -> Record {
     Record {
         schema: SCHEMA,
-        timestamp: format!("{run}"),
+        timestamp: run.to_string(),
         run: run.into(),
         git_rev: "abc1234".into(),
         build: "release".into(),
@@ -55,6 +55,8 @@ fn row(run: &str, metric: &str, value: f64, unit: &str) -> Record {
         prompt_len: None,
         peer: None,
         reps: Some(5),
+        mode: Some("full".into()),
+        load_1m: Some(0.5),
     }
 }
 
