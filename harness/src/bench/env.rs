@@ -72,17 +72,27 @@ pub fn load_1m() -> Option<f64> {
         .ok()
 }
 
-/// `git rev-parse --short HEAD` in the current directory, or `unknown`.
+/// `git rev-parse --short HEAD` in the current directory, or `unknown`; with `-dirty`
+/// appended when tracked files differ from that commit (the figures then come from code
+/// that no commit holds).
 pub fn git_rev() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_string())
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+    };
+    let Some(rev) = git(&["rev-parse", "--short", "HEAD"]).map(|s| s.trim().to_string()) else {
+        return "unknown".to_string();
+    };
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.trim().is_empty());
+    if dirty {
+        format!("{rev}-dirty")
+    } else {
+        rev
+    }
 }
 
 /// `release`, or `dev-opt` for the workspace's optimized dev profile (debug assertions

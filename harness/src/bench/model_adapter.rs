@@ -1,85 +1,204 @@
 //! ADAPTER — the one place where the real model meets the end-to-end bench.
 //!
-//! `e2e` drives any [`DecodeTarget`]; this file says which type that is for
-//! `harness bench`. Until `antigravity_core::model::Llama` lands, [`ModelTarget::load`]
-//! returns an error and `bench` skips the end-to-end part with that message (kernel and
-//! memory benchmarks still run).
+//! `e2e` drives any [`DecodeTarget`]; this file implements it for
+//! `antigravity_core::model::Llama<CpuBackend>` loaded from a GGUF file: loading with
+//! the bench's options, prefill/decode as `Llama::forward`, per-op times through the
+//! model's `Profiler` hook, and the KV-cache size.
 //!
-//! To wire the real model, replace the body of this file with an impl like the sketch
-//! below (names as the model module is expected to expose them; adjust to the real ones):
+//! **Wiring.** The real implementation (`real`) is compiled with the harness feature
+//! `llama` (it needs `antigravity_core::model` and `crate::common`, which this branch's
+//! base does not have yet). It was checked to compile and run against main's core
+//! (29641fc) and the SmolLM2-135M Q4_1 file. When merging into main: make `llama` a
+//! default feature (or delete `stub` and the `cfg`s). Without it, `stub`'s `load`
+//! returns an error and `bench` skips the end-to-end part saying why; kernels and the
+//! memory probe still run.
 //!
-//! ```ignore
-//! use antigravity_core::cpu::{CpuBackend, Isa};
-//! use antigravity_core::model::{Llama, LoadOptions};
-//!
-//! pub struct ModelTarget { m: Llama<CpuBackend>, threads: u32 }
-//!
-//! impl DecodeTarget for ModelTarget {
-//!     fn load(path: &Path, o: &TargetOptions) -> Result<Self> {
-//!         let backend = match o.isa.as_deref() {
-//!             None | Some("auto") => CpuBackend::new(),
-//!             Some(name) => Isa::parse(name).and_then(CpuBackend::with_isa)
-//!                 .ok_or_else(|| Error::msg(format!("ISA {name} not available")))?,
-//!         };
-//!         let opts = LoadOptions { max_ctx: o.max_ctx, ..Default::default() };
-//!         Ok(ModelTarget { m: Llama::load(path, backend, opts)?, threads: o.threads as u32 })
-//!     }
-//!     fn info(&self) -> TargetInfo { TargetInfo {
-//!         backend: self.m.backend().name().into(), isa: self.m.backend().isa().into(),
-//!         quant: self.m.weight_dtype().name().into(), threads: self.threads } }
-//!     fn vocab_size(&self) -> usize { self.m.config().vocab_size }
-//!     fn reset(&mut self) -> Result<()> { self.m.reset(); Ok(()) }
-//!     fn prefill(&mut self, ids: &[u32]) -> Result<()> { self.m.prefill(ids)?; Ok(()) }
-//!     fn decode_one(&mut self, id: u32) -> Result<()> { self.m.decode(id)?; Ok(()) }
-//!     fn op_times(&self) -> Vec<(String, Duration)> { self.m.op_times() /* per op kind */ }
-//!     fn reset_op_times(&mut self) { self.m.reset_op_times() }
-//!     fn kv_cache_bytes(&self) -> u64 { self.m.kv_cache_bytes() as u64 }
-//!     fn transfer_bytes(&self) -> TransferBytes { /* backend copy counters */ }
-//! }
-//! ```
-//!
-//! For `--backend opencl`, build the OpenCL backend instead in `load` (the struct then
-//! holds an enum of the two `Llama<B>` or is generic and `load` picks one).
+//! For `--backend opencl`, build the OpenCL backend in `load` instead (hold an enum of the
+//! two `Llama<B>`, or make `ModelTarget` generic and let `load` pick); on a GPU the
+//! profiler must synchronise in `begin`/`end` and `transfer_bytes` should report the
+//! backend's copy counters.
 
-use std::path::Path;
-use std::time::Duration;
+#[cfg(feature = "llama")]
+pub use real::ModelTarget;
+#[cfg(not(feature = "llama"))]
+pub use stub::ModelTarget;
 
-use super::e2e::{DecodeTarget, TargetInfo, TargetOptions};
-use super::error::{Error, Result};
+/// The real model (feature `llama`).
+#[cfg(feature = "llama")]
+mod real {
+    use std::cell::RefCell;
+    use std::path::Path;
+    use std::rc::Rc;
+    use std::time::{Duration, Instant};
 
-/// The model the bench drives. A placeholder until the forward pass lands.
-pub struct ModelTarget {
-    _private: (),
+    use antigravity_core::cpu::{CpuBackend, Isa};
+    use antigravity_core::gguf::GgufFile;
+    use antigravity_core::model::{self, Llama, OpKind, Profiler, RunOptions};
+    use antigravity_core::Backend;
+
+    use crate::bench::e2e::{DecodeTarget, TargetInfo, TargetOptions};
+    use crate::bench::error::{Error, Result};
+
+    /// Per-op time, summed, shared between the profiler (inside the model) and the target.
+    type OpTimes = Rc<RefCell<[Duration; OpKind::ALL.len()]>>;
+
+    /// Times each op group the model marks. The CPU backend is synchronous, so wall time
+    /// between `begin` and `end` is the op's cost.
+    struct OpClock {
+        started: Option<(OpKind, Instant)>,
+        times: OpTimes,
+    }
+
+    impl<B: Backend> Profiler<B> for OpClock {
+        fn begin(&mut self, _backend: &mut B, op: OpKind) {
+            self.started = Some((op, Instant::now()));
+        }
+        fn end(&mut self, _backend: &mut B, op: OpKind) {
+            if let Some((began, t)) = self.started.take() {
+                if began == op {
+                    if let Some(i) = OpKind::ALL.iter().position(|&k| k == op) {
+                        self.times.borrow_mut()[i] += t.elapsed();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The real model, as the bench drives it.
+    pub struct ModelTarget {
+        m: Llama<CpuBackend>,
+        times: OpTimes,
+        quant: String,
+    }
+
+    fn cpu_backend(isa: Option<&str>) -> Result<CpuBackend> {
+        match isa {
+            None | Some("auto") => Ok(CpuBackend::new()),
+            Some(name) => {
+                let isa = Isa::parse(name).ok_or_else(|| Error::msg(format!("unknown ISA {name}")))?;
+                CpuBackend::with_isa(isa).ok_or_else(|| Error::msg(format!("this CPU or build lacks ISA {name}")))
+            }
+        }
+    }
+
+    impl DecodeTarget for ModelTarget {
+        fn load(path: &Path, o: &TargetOptions) -> Result<Self> {
+            if o.backend != "cpu" {
+                return Err(Error::msg(format!(
+                    "end-to-end on --backend {} is not wired yet (bench/model_adapter.rs)",
+                    o.backend
+                )));
+            }
+            let be = crate::common::set_threads(cpu_backend(o.isa.as_deref())?, o.threads);
+            let f = GgufFile::open(path)?;
+            let (cfg, w) = model::gguf::load(&f, &be)?;
+            let quant = w
+                .layers
+                .first()
+                .map(|l| l.wq.dtype.name().to_string())
+                .unwrap_or_else(|| w.tok_embd.dtype.name().to_string());
+            let opts = RunOptions {
+                ctx: o.max_ctx,
+                ..RunOptions::default()
+            };
+            let mut m = Llama::new(cfg, w, be, opts)?;
+            let times: OpTimes = Rc::default();
+            m.set_profiler(Some(Box::new(OpClock {
+                started: None,
+                times: times.clone(),
+            })));
+            Ok(ModelTarget { m, times, quant })
+        }
+        fn info(&self) -> TargetInfo {
+            TargetInfo {
+                backend: self.m.backend.name().to_string(),
+                isa: self.m.backend.isa().to_string(),
+                quant: self.quant.clone(),
+                // The CPU backend of this build runs its kernels on the calling thread; when
+                // it gains a worker pool, report the pool's size here.
+                threads: 1,
+            }
+        }
+        fn vocab_size(&self) -> usize {
+            self.m.cfg.vocab
+        }
+        fn reset(&mut self) -> Result<()> {
+            self.m.reset();
+            Ok(())
+        }
+        fn prefill(&mut self, ids: &[u32]) -> Result<()> {
+            self.m.forward(ids)?;
+            Ok(())
+        }
+        fn decode_one(&mut self, id: u32) -> Result<()> {
+            self.m.forward(&[id])?;
+            Ok(())
+        }
+        fn op_times(&self) -> Vec<(String, Duration)> {
+            let t = self.times.borrow();
+            OpKind::ALL
+                .iter()
+                .zip(t.iter())
+                .filter(|(_, d)| !d.is_zero())
+                .map(|(k, d)| (k.name().to_string(), *d))
+                .collect()
+        }
+        fn reset_op_times(&mut self) {
+            *self.times.borrow_mut() = Default::default();
+        }
+        fn kv_cache_bytes(&self) -> u64 {
+            self.m.kv.bytes() as u64
+        }
+    }
 }
 
-impl DecodeTarget for ModelTarget {
-    fn load(path: &Path, _opts: &TargetOptions) -> Result<Self> {
-        Err(Error::at(
-            path.display().to_string(),
-            "end-to-end profiling is not wired yet: the Llama forward pass is not in this \
-             build (see harness/src/bench/model_adapter.rs)",
-        ))
+/// Stands in until the model is in this build: `load` says why there is no end-to-end.
+#[cfg(not(feature = "llama"))]
+mod stub {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::bench::e2e::{DecodeTarget, TargetInfo, TargetOptions};
+    use crate::bench::error::{Error, Result};
+
+    pub struct ModelTarget {
+        _never: (),
     }
-    fn info(&self) -> TargetInfo {
-        unreachable!("ModelTarget is never constructed")
-    }
-    fn vocab_size(&self) -> usize {
-        0
-    }
-    fn reset(&mut self) -> Result<()> {
-        Ok(())
-    }
-    fn prefill(&mut self, _ids: &[u32]) -> Result<()> {
-        Ok(())
-    }
-    fn decode_one(&mut self, _id: u32) -> Result<()> {
-        Ok(())
-    }
-    fn op_times(&self) -> Vec<(String, Duration)> {
-        Vec::new()
-    }
-    fn reset_op_times(&mut self) {}
-    fn kv_cache_bytes(&self) -> u64 {
-        0
+
+    impl DecodeTarget for ModelTarget {
+        fn load(path: &Path, _opts: &TargetOptions) -> Result<Self> {
+            Err(Error::at(
+                path.display().to_string(),
+                "end-to-end profiling needs the model: build the harness with feature `llama` \
+                 (see harness/src/bench/model_adapter.rs)",
+            ))
+        }
+        fn info(&self) -> TargetInfo {
+            TargetInfo {
+                backend: String::new(),
+                isa: String::new(),
+                quant: String::new(),
+                threads: 0,
+            }
+        }
+        fn vocab_size(&self) -> usize {
+            0
+        }
+        fn reset(&mut self) -> Result<()> {
+            Ok(())
+        }
+        fn prefill(&mut self, _ids: &[u32]) -> Result<()> {
+            Ok(())
+        }
+        fn decode_one(&mut self, _id: u32) -> Result<()> {
+            Ok(())
+        }
+        fn op_times(&self) -> Vec<(String, Duration)> {
+            Vec::new()
+        }
+        fn reset_op_times(&mut self) {}
+        fn kv_cache_bytes(&self) -> u64 {
+            0
+        }
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Once;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{register_font, FontStyle};
 
 use crate::bench::error::{Error, IoContext, Result};
@@ -320,13 +321,26 @@ pub fn build(rows: &[Record]) -> Vec<Chart> {
         });
     }
 
-    // (4) where a decode token's time goes.
+    // (4) where a decode token's time goes: ops by their largest share, `other` last.
+    let mut shares: Vec<(String, f64)> = Vec::new();
+    for r in rows.iter().filter(|r| r.metric == "op_time_frac") {
+        let op = r.op.clone().unwrap_or_default();
+        match shares.iter_mut().find(|s| s.0 == op) {
+            Some(s) => s.1 = s.1.max(r.value),
+            None => shares.push((op, r.value)),
+        }
+    }
+    shares.sort_by(|a, b| {
+        (a.0 == "other", -a.1, &a.0)
+            .partial_cmp(&(b.0 == "other", -b.1, &b.0))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
     let (cats, series) = bars(
         rows,
         "op_time_frac",
         |_| true,
         |r| r.op.clone().unwrap_or_default(),
-        |c| usize::from(c == "other"),
+        |c| shares.iter().position(|s| s.0 == c).unwrap_or(usize::MAX),
         |r| r.config_label(),
         |s| (0, s.to_string()),
     );
@@ -467,6 +481,22 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
+/// Formats y ticks with as many decimals as the axis span needs, the same on every tick.
+fn y_fmt(top: f64) -> impl Fn(&f64) -> String {
+    let dec = if top < 0.5 {
+        3
+    } else if top < 5.0 {
+        2
+    } else if top < 50.0 {
+        1
+    } else {
+        0
+    };
+    move |y| format!("{y:.dec$}")
+}
+
+const LIGHT: RGBColor = RGBColor(238, 238, 238);
+
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<()> {
     root.fill(&WHITE).map_err(perr)?;
     let y_max = c
@@ -486,6 +516,7 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<(
     let title = (FAMILY, 22).into_font();
     let label = (FAMILY, 15).into_font();
     let tick = (FAMILY, 13).into_font();
+    let yf = y_fmt(y_top);
 
     match &c.kind {
         Kind::Bars { categories } => {
@@ -501,12 +532,13 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<(
             let cats = categories.clone();
             ch.configure_mesh()
                 .disable_x_mesh()
+                .light_line_style(LIGHT)
                 .x_desc(&c.x_label)
                 .y_desc(&c.y_label)
                 .label_style(tick.clone())
                 .axis_desc_style(label.clone())
                 .x_label_formatter(&|x| cats.get(x.floor() as usize).cloned().unwrap_or_default())
-                .y_label_formatter(&|y| fmt_num(*y))
+                .y_label_formatter(&yf)
                 .draw()
                 .map_err(perr)?;
             let k = c.series.len().max(1) as f64;
@@ -521,6 +553,21 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<(
                 .map_err(perr)?
                 .label(&s.name)
                 .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+            }
+            // Values on the bars when they fit.
+            let n_bars: usize = c.series.iter().map(|s| s.points.len()).sum();
+            if n_bars <= 24 {
+                let style = (FAMILY, 11)
+                    .into_font()
+                    .color(&BLACK)
+                    .pos(Pos::new(HPos::Center, VPos::Bottom));
+                for (j, s) in c.series.iter().enumerate() {
+                    ch.draw_series(s.points.iter().map(|p| {
+                        let x = p.cat as f64 + 0.1 + (j as f64 + 0.46) * w;
+                        Text::new(fmt_num(p.y * c.y_scale), (x, p.y * c.y_scale), style.clone())
+                    }))
+                    .map_err(perr)?;
+                }
             }
             for h in &c.hlines {
                 let y = h.y * c.y_scale;
@@ -562,12 +609,13 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<(
                 .build_cartesian_2d(Keyed::new(x0, x1, keys), 0.0..y_top)
                 .map_err(perr)?;
             ch.configure_mesh()
+                .light_line_style(LIGHT)
                 .x_desc(&c.x_label)
                 .y_desc(&c.y_label)
                 .label_style(tick.clone())
                 .axis_desc_style(label.clone())
                 .x_label_formatter(&|x| if log { fmt_num(x.exp2()) } else { fmt_num(*x) })
-                .y_label_formatter(&|y| fmt_num(*y))
+                .y_label_formatter(&yf)
                 .draw()
                 .map_err(perr)?;
             for (j, s) in c.series.iter().enumerate() {
