@@ -99,7 +99,7 @@ pub enum Part {
 pub fn default_reports_dir() -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("reports");
     if repo.is_dir() {
-        repo
+        std::fs::canonicalize(&repo).unwrap_or(repo)
     } else {
         PathBuf::from("reports")
     }

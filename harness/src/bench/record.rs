@@ -143,12 +143,10 @@ impl Record {
     pub fn config_label(&self) -> String {
         match &self.peer {
             Some(p) => format!("{p} {} {}t", self.backend.to_lowercase(), self.threads),
-            None => format!(
-                "{}/{} {}t",
-                self.backend,
-                self.isa.as_deref().unwrap_or("-"),
-                self.threads
-            ),
+            None => match &self.isa {
+                Some(isa) => format!("{}/{isa} {}t", self.backend, self.threads),
+                None => format!("{} {}t", self.backend, self.threads),
+            },
         }
     }
 }

@@ -94,7 +94,11 @@ pub fn headlines(rows: &[Record]) -> Vec<Headline> {
     }
     for m in ["stream_read_gb_s", "stream_copy_gb_s"] {
         for i in find(&|r| r.metric == m) {
-            push(format!("memory {} ({} threads)", &m[7..11], rows[i].threads), i);
+            let t = rows[i].threads;
+            push(
+                format!("memory {} ({t} thread{})", &m[7..11], if t == 1 { "" } else { "s" }),
+                i,
+            );
         }
     }
     out
