@@ -569,9 +569,10 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, c: &Chart) -> Result<(
                     .map_err(perr)?;
                 }
             }
-            for h in &c.hlines {
+            for (k, h) in c.hlines.iter().enumerate() {
                 let y = h.y * c.y_scale;
-                let style = ShapeStyle::from(&BLACK).stroke_width(2);
+                let grey = [BLACK, RGBColor(130, 130, 130), RGBColor(190, 190, 190)][k % 3];
+                let style = ShapeStyle::from(&grey).stroke_width(2);
                 ch.draw_series(DashedLineSeries::new(vec![(0.0, y), (n as f64, y)], 10, 6, style))
                     .map_err(perr)?
                     .label(&h.name)
