@@ -147,6 +147,32 @@ mod tests {
         assert_eq!((f[0].backend.as_str(), f[0].threads, f[0].reps), ("cpu", 2, 3));
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn runs_a_llama_bench_binary_and_passes_the_flags() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = crate::report::tests::TempDir::new("llama-bench");
+        let bin = dir.0.join("llama-bench");
+        let args_file = dir.0.join("args");
+        let json = dir.0.join("out.json");
+        std::fs::write(&json, SAMPLE).unwrap();
+        let script = format!(
+            "#!/bin/sh\necho \"$@\" > {}\ncat {}\n",
+            args_file.display(),
+            json.display()
+        );
+        std::fs::write(&bin, script).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let f = run(&bin, Path::new("m.gguf"), 2, false).unwrap();
+        assert_eq!(f.len(), 2);
+        let args = std::fs::read_to_string(&args_file).unwrap();
+        assert_eq!(args.trim(), "-m m.gguf -t 2 -p 128 -n 128 -r 3 -o json");
+        // A failing binary is an error naming it, not a panic.
+        std::fs::write(&bin, "#!/bin/sh\necho boom >&2\nexit 3\n").unwrap();
+        let e = run(&bin, Path::new("m.gguf"), 2, true).unwrap_err().to_string();
+        assert!(e.contains("llama-bench") && e.contains("boom"), "{e}");
+    }
+
     #[test]
     fn rejects_non_json() {
         assert!(parse("| model | size |").is_err());
