@@ -1,0 +1,108 @@
+// attention.cl — causal grouped-query attention over the KV cache (f32), decode and
+// prefill in one kernel.
+//
+// q [n_tok, n_head, hd], k/v [capacity, n_kv_head, hd], out [n_tok, n_head, hd];
+// query token t sits in cache slot n_past + t and sees slots 0..=n_past + t. Query head h
+// reads KV head h / (n_head / n_kv_head): K/V are never replicated.
+//
+// One work-group of LWS work-items per (query head, token). The context is walked in
+// tiles of LWS slots with an online softmax (running max m, running sum l, rescale by
+// exp(m_old - m_new) per tile — the FlashAttention recurrence), so any context length
+// works with O(LWS + hd) local memory:
+//   1. work-item i scores slot base + i: scale * dot(q, k[slot]) (q staged in local);
+//   2. a local max reduction, p_i = exp(score_i - m_new), a local sum reduction;
+//   3. work-item i owns output dims i, i + LWS, ...: o = o * corr + sum_i p_i * v[slot_i].
+// Offsets are in elements. Build options: LWS (power of two), MAX_HD (multiple of LWS).
+
+#define DPT (MAX_HD / LWS)
+
+__kernel void attention_f32(__global const float *q, const ulong q_off,
+                            __global const float *k, const ulong k_off,
+                            __global const float *v, const ulong v_off,
+                            __global float *out, const ulong out_off,
+                            const uint n_head, const uint n_kv_head, const uint hd,
+                            const float scale, const uint n_past) {
+    __local float ql[MAX_HD];
+    __local float ps[LWS];
+    __local float red[LWS];
+    const uint h = get_group_id(0);
+    const uint t = get_group_id(1);
+    const uint lid = get_local_id(0);
+    const uint kvh = h / (n_head / n_kv_head);
+    const uint n_ctx = n_past + t + 1;
+    const ulong kv_stride = (ulong)n_kv_head * hd;
+    __global const float *kb = k + k_off + (ulong)kvh * hd;
+    __global const float *vb = v + v_off + (ulong)kvh * hd;
+
+    __global const float *qh = q + q_off + ((ulong)t * n_head + h) * hd;
+    for (uint i = lid; i < hd; i += LWS) {
+        ql[i] = qh[i];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+    float m = -INFINITY;
+    float l = 0.0f;
+    float o[DPT];
+    for (uint d = 0; d < DPT; d++) {
+        o[d] = 0.0f;
+    }
+
+    for (uint base = 0; base < n_ctx; base += LWS) {
+        const uint s = base + lid;
+        float sc = -INFINITY;
+        if (s < n_ctx) {
+            __global const float *kr = kb + (ulong)s * kv_stride;
+            float dot = 0.0f;
+            for (uint i = 0; i < hd; i++) {
+                dot += ql[i] * kr[i];
+            }
+            sc = dot * scale;
+        }
+        red[lid] = sc;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint r = LWS / 2; r > 0; r >>= 1) {
+            if (lid < r) {
+                red[lid] = fmax(red[lid], red[lid + r]);
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        const float m_new = fmax(m, red[0]);
+        barrier(CLK_LOCAL_MEM_FENCE);
+
+        const float p = s < n_ctx ? exp(sc - m_new) : 0.0f;
+        ps[lid] = p;
+        red[lid] = p;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint r = LWS / 2; r > 0; r >>= 1) {
+            if (lid < r) {
+                red[lid] += red[lid + r];
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        const float corr = exp(m - m_new);
+        l = l * corr + red[0];
+        m = m_new;
+
+        const uint n_tile = min((uint)LWS, n_ctx - base);
+        for (uint d = 0; d < DPT; d++) {
+            const uint j = lid + d * LWS;
+            if (j < hd) {
+                float acc = 0.0f;
+                for (uint i = 0; i < n_tile; i++) {
+                    acc += ps[i] * vb[(ulong)(base + i) * kv_stride + j];
+                }
+                o[d] = o[d] * corr + acc;
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+
+    __global float *oh = out + out_off + ((ulong)t * n_head + h) * hd;
+    const float inv = 1.0f / l;
+    for (uint d = 0; d < DPT; d++) {
+        const uint j = lid + d * LWS;
+        if (j < hd) {
+            oh[j] = o[d] * inv;
+        }
+    }
+}
