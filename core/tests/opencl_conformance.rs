@@ -177,8 +177,10 @@ impl Both {
         let n = self.shape.numel();
         let mut a = vec![0f32; n];
         let mut b = vec![0f32; n];
-        g.download(&self.cl, PAD_F32 * 4, bytemuck::cast_slice_mut(&mut a)).unwrap();
-        c.download(&self.cpu, PAD_F32 * 4, bytemuck::cast_slice_mut(&mut b)).unwrap();
+        g.download(&self.cl, PAD_F32 * 4, bytemuck::cast_slice_mut(&mut a))
+            .unwrap();
+        c.download(&self.cpu, PAD_F32 * 4, bytemuck::cast_slice_mut(&mut b))
+            .unwrap();
         (a, b)
     }
 }
@@ -230,7 +232,14 @@ impl Weight {
     }
 }
 
-const WEIGHT_TYPES: [DType; 6] = [DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q8_0];
+const WEIGHT_TYPES: [DType; 6] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q8_0,
+];
 
 // --- ops ------------------------------------------------------------------------------
 
@@ -248,7 +257,13 @@ fn get_rows_every_dtype() {
             ops::get_rows(&mut c, w.r_cpu(), &ids, o.m_cpu()).unwrap();
             ops::get_rows(g, w.r_cl(), &ids, o.m_cl()).unwrap();
             let (a, b) = o.read(&c, g);
-            check("get_rows", &format!("{dtype} {rows}x576 ids {}", ids.len()), &a, &b, LIM_GET_ROWS);
+            check(
+                "get_rows",
+                &format!("{dtype} {rows}x576 ids {}", ids.len()),
+                &a,
+                &b,
+                LIM_GET_ROWS,
+            );
         }
     }
 }
@@ -297,7 +312,13 @@ fn run_matmul(c: &mut CpuBackend, g: &mut OpenClBackend, w: &Weight, n_tok: usiz
                 want[t * n_out + o] = wr.iter().zip(&xv[t * n_in..]).map(|(a, b)| a * b).sum();
             }
         }
-        check("matmul", &format!("{case} vs f32(dequant)"), &a, &want, LIM_MATMUL_Q_VS_DEQUANT);
+        check(
+            "matmul",
+            &format!("{case} vs f32(dequant)"),
+            &a,
+            &want,
+            LIM_MATMUL_Q_VS_DEQUANT,
+        );
     } else {
         check("matmul", &case, &a, &b, LIM_MATMUL_FLOAT);
     }
@@ -325,7 +346,13 @@ fn rope_both_styles() {
     let g = &mut *g;
     let mut c = cpu();
     for style in [RopeStyle::Adjacent, RopeStyle::HalfSplit] {
-        for (n_tok, heads, hd, pos0) in [(1, 9, 64, 0), (5, 9, 64, 17), (5, 3, 64, 300), (1, 32, 64, 2047), (2, 4, 128, 5)] {
+        for (n_tok, heads, hd, pos0) in [
+            (1, 9, 64, 0),
+            (5, 9, 64, 17),
+            (5, 3, 64, 300),
+            (1, 32, 64, 2047),
+            (2, 4, 128, 5),
+        ] {
             let f = act(
                 &c,
                 g,
@@ -336,7 +363,13 @@ fn rope_both_styles() {
             ops::rope(&mut c, x.m_cpu(), f.r_cpu(), pos0, style).unwrap();
             ops::rope(g, x.m_cl(), f.r_cl(), pos0, style).unwrap();
             let (a, b) = x.read(&c, g);
-            check("rope", &format!("{style:?} [{n_tok},{heads},{hd}] pos0 {pos0}"), &a, &b, LIM_ROPE);
+            check(
+                "rope",
+                &format!("{style:?} [{n_tok},{heads},{hd}] pos0 {pos0}"),
+                &a,
+                &b,
+                LIM_ROPE,
+            );
         }
     }
 }
@@ -348,19 +381,24 @@ fn attention_gqa_decode_and_prefill() {
     let mut c = cpu();
     // (n_head, n_kv_head, head_dim, n_tok, n_past, capacity)
     let cases = [
-        (9, 3, 64, 1, 0, 17),      // first token
-        (9, 3, 64, 1, 16, 17),     // decode, context 17
-        (9, 3, 64, 1, 299, 300),   // decode, context 300
-        (9, 3, 64, 5, 0, 17),      // prefill from empty
-        (9, 3, 64, 5, 12, 17),     // prefill chunk after 12
-        (9, 3, 64, 5, 295, 320),   // prefill chunk, context 300
-        (9, 3, 64, 1, 2047, 2048), // long context decode
+        (9, 3, 64, 1, 0, 17),       // first token
+        (9, 3, 64, 1, 16, 17),      // decode, context 17
+        (9, 3, 64, 1, 299, 300),    // decode, context 300
+        (9, 3, 64, 5, 0, 17),       // prefill from empty
+        (9, 3, 64, 5, 12, 17),      // prefill chunk after 12
+        (9, 3, 64, 5, 295, 320),    // prefill chunk, context 300
+        (9, 3, 64, 1, 2047, 2048),  // long context decode
         (32, 8, 64, 3, 2100, 2304), // Llama-3.2-1B heads, 2103 slots
-        (4, 4, 128, 2, 40, 64),    // MHA, head 128
-        (8, 1, 64, 3, 7, 16),      // MQA
+        (4, 4, 128, 2, 40, 64),     // MHA, head 128
+        (8, 1, 64, 3, 7, 16),       // MQA
     ];
     for (n_head, n_kv, hd, n_tok, n_past, cap) in cases {
-        let q = act(&c, g, &randn(n_tok * n_head * hd, 41, 1.0), Shape::d3(n_tok, n_head, hd));
+        let q = act(
+            &c,
+            g,
+            &randn(n_tok * n_head * hd, 41, 1.0),
+            Shape::d3(n_tok, n_head, hd),
+        );
         let k = act(&c, g, &randn(cap * n_kv * hd, 42, 1.0), Shape::d3(cap, n_kv, hd));
         let v = act(&c, g, &randn(cap * n_kv * hd, 43, 1.0), Shape::d3(cap, n_kv, hd));
         let p = AttnParams {
@@ -452,7 +490,9 @@ fn import_is_zero_copy_on_unified_memory() {
     let vals = randn(n, 81, 1.0);
     let mut raw = vec![0u8; 32];
     raw.extend_from_slice(bytemuck::cast_slice(&vals));
-    let cells = Arc::new(Cells(raw.iter().map(|&b| std::sync::atomic::AtomicU8::new(b)).collect()));
+    let cells = Arc::new(Cells(
+        raw.iter().map(|&b| std::sync::atomic::AtomicU8::new(b)).collect(),
+    ));
     let before = g.copied_bytes();
     let w = g.import_host(HostRegion::new(cells.clone())).unwrap();
     let copied = g.copied_bytes().import - before.import;
@@ -481,8 +521,13 @@ fn import_is_zero_copy_on_unified_memory() {
     let table = TensorRef::new(&w, 32, DType::F32, Shape::d2(64, 576));
     ops::get_rows(g, table, &[row as u32], o.m_cl()).unwrap();
     let mut got = vec![0f32; 576];
-    g.download(&o.cl, PAD_F32 * 4, bytemuck::cast_slice_mut(&mut got)).unwrap();
-    let expect = if w.kind() == ClMemKind::HostZeroCopy { new_val } else { vals[row * 576] };
+    g.download(&o.cl, PAD_F32 * 4, bytemuck::cast_slice_mut(&mut got))
+        .unwrap();
+    let expect = if w.kind() == ClMemKind::HostZeroCopy {
+        new_val
+    } else {
+        vals[row * 576]
+    };
     assert!(got.iter().all(|&v| v == got[0]) || !unified);
     assert_eq!(got[0], expect, "get_rows read {} (zero-copy: {})", got[0], unified);
 
@@ -505,7 +550,10 @@ fn copy_counters_count_uploads_and_downloads() {
     let after = g.copied_bytes();
     assert_eq!(after.upload - before.upload, 100);
     assert_eq!(after.download - before.download, 110);
-    assert!(g.upload(&mut b, 950, &[0u8; 100]).is_err(), "out-of-bounds upload is refused");
+    assert!(
+        g.upload(&mut b, 950, &[0u8; 100]).is_err(),
+        "out-of-bounds upload is refused"
+    );
 }
 
 #[test]

@@ -101,7 +101,9 @@ mod tests {
             assert!(src.contains("__kernel"), "{name} has no kernel");
             assert!(SOURCES[i + 1..].iter().all(|(n, _)| n != name), "{name} twice");
         }
-        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/cl")).unwrap().count();
+        let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/cl"))
+            .unwrap()
+            .count();
         assert_eq!(on_disk, SOURCES.len(), "a .cl file is missing from SOURCES");
     }
 }

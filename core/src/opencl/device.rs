@@ -185,9 +185,9 @@ pub(super) fn pick(opts: &OpenClOptions) -> Result<(DeviceInfo, cl_device_id)> {
     let matches = |i: &DeviceInfo| {
         opts.platform.is_none_or(|p| p == i.platform_index)
             && opts.device.is_none_or(|d| d == i.device_index)
-            && filter.as_deref().is_none_or(|f| {
-                i.name.to_lowercase().contains(f) || i.platform.to_lowercase().contains(f)
-            })
+            && filter
+                .as_deref()
+                .is_none_or(|f| i.name.to_lowercase().contains(f) || i.platform.to_lowercase().contains(f))
     };
     let mut found: Vec<_> = all.iter().filter(|(i, _)| matches(i)).collect();
     // Prefer a non-CPU device when several match and none was named.

@@ -277,7 +277,13 @@ impl OpenClBackend {
             Err(_) => CommandQueue::create_default(&context, props).map_err(cl_err("clCreateCommandQueue"))?,
         };
 
-        let pow2_floor = |n: usize| if n == 0 { 1 } else { 1usize << (usize::BITS - 1 - n.leading_zeros()) };
+        let pow2_floor = |n: usize| {
+            if n == 0 {
+                1
+            } else {
+                1usize << (usize::BITS - 1 - n.leading_zeros())
+            }
+        };
         let lws = LWS_MAX.min(pow2_floor(info.max_work_group));
         let mv_lws = MV_LWS_MAX.min(lws);
         if info.local_mem < ((MAX_HD + 2 * lws) * 4) as u64 {
@@ -516,7 +522,8 @@ impl Backend for OpenClBackend {
         let size = bytes.max(1);
         // SAFETY: the pattern (one zero byte) is copied by the driver at enqueue time;
         // offset 0 and `size` lie within the buffer just created with `size` bytes.
-        unsafe { self.queue.enqueue_fill_buffer(&mut mem, &[0u8], 0, size, &[]) }.map_err(cl_err("clEnqueueFillBuffer"))?;
+        unsafe { self.queue.enqueue_fill_buffer(&mut mem, &[0u8], 0, size, &[]) }
+            .map_err(cl_err("clEnqueueFillBuffer"))?;
         Ok(ClBuffer {
             mem,
             len: bytes,
@@ -578,8 +585,11 @@ impl Backend for OpenClBackend {
         }
         // SAFETY: blocking write: `src` is only read before this call returns; the range
         // was checked against the buffer's length above.
-        unsafe { self.queue.enqueue_write_buffer(&mut dst.mem, CL_BLOCKING, offset, src, &[]) }
-            .map_err(cl_err("clEnqueueWriteBuffer"))?;
+        unsafe {
+            self.queue
+                .enqueue_write_buffer(&mut dst.mem, CL_BLOCKING, offset, src, &[])
+        }
+        .map_err(cl_err("clEnqueueWriteBuffer"))?;
         self.counters.upload.fetch_add(src.len() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -631,11 +641,12 @@ impl Backend for OpenClBackend {
         if n == 0 {
             return Ok(());
         }
-        let slot = K_GET_ROWS + weight_slot(table.dtype).ok_or(Error::DType {
-            op: "get_rows",
-            what: "table",
-            dtype: table.dtype,
-        })?;
+        let slot = K_GET_ROWS
+            + weight_slot(table.dtype).ok_or(Error::DType {
+                op: "get_rows",
+                what: "table",
+                dtype: table.dtype,
+            })?;
         let single: i32 = if n == 1 { ids[0] as i32 } else { -1 };
         if n > 1 {
             if n > self.ids_cap {
@@ -652,8 +663,11 @@ impl Backend for OpenClBackend {
             // SAFETY: non-blocking write from `ids_host`, which is not touched again
             // until `ids_event` has completed (waited for above, in `reserve` and on
             // drop); the ids buffer holds `ids_cap` >= n u32s.
-            let ev = unsafe { self.queue.enqueue_write_buffer(&mut self.ids, CL_NON_BLOCKING, 0, bytes, &[]) }
-                .map_err(cl_err("clEnqueueWriteBuffer (ids)"))?;
+            let ev = unsafe {
+                self.queue
+                    .enqueue_write_buffer(&mut self.ids, CL_NON_BLOCKING, 0, bytes, &[])
+            }
+            .map_err(cl_err("clEnqueueWriteBuffer (ids)"))?;
             self.ids_event = Some(ev);
             self.counters.upload.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
