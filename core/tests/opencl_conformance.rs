@@ -597,3 +597,174 @@ fn profiling_accumulates_kernel_times() {
     g.reset_kernel_times().unwrap();
     assert!(g.kernel_times().unwrap().is_empty());
 }
+
+// --- decode profile (speed, not correctness) ------------------------------------------
+
+/// One SmolLM2-135M-shaped decode pass after another on the OpenCL backend alone
+/// (30 layers of random Q4_1 weights, each its own buffer as a model file's would be;
+/// Q8_0 tied 49152 × 576 output), with profiling: prints ms per token, the per-kernel
+/// device times and the bytes copied per token. `#[ignore]`d so the suite stays quick;
+/// run it with `--include-ignored decode_profile`.
+#[test]
+#[ignore = "speed profile; run explicitly"]
+fn decode_profile_smollm2_shapes() {
+    use antigravity_core::kv_cache::KvCache;
+    let mut opts = OpenClOptions::from_env();
+    opts.profiling = true;
+    let mut g = match OpenClBackend::new(opts) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("SKIP: no usable OpenCL device: {e}");
+            return;
+        }
+    };
+    let (n_layer, dim, ffn, n_head, n_kv, hd, vocab, ctx) = (30, 576, 1536, 9, 3, 64, 49152, 512);
+    let kv_dim = n_kv * hd;
+    g.reserve(Reservation {
+        max_tokens: 1,
+        max_row: ffn,
+        max_ctx: ctx,
+        n_head,
+    })
+    .unwrap();
+    let imp = |dtype: DType, rows: usize, cols: usize, seed: u64| {
+        let rb = dtype.row_bytes(cols).unwrap();
+        let vals = randn(rows * cols, seed, 0.05);
+        let mut bytes = vec![0u8; rows * rb];
+        for r in 0..rows {
+            antigravity_core::quant::quantize_row(
+                dtype,
+                &vals[r * cols..(r + 1) * cols],
+                &mut bytes[r * rb..(r + 1) * rb],
+            )
+            .unwrap();
+        }
+        let buf = g.import_host(HostRegion::new(Arc::new(bytes))).unwrap();
+        (buf, Shape::d2(rows, cols), dtype)
+    };
+    let embd = imp(DType::Q8_0, vocab, dim, 1);
+    let f32v = |v: Vec<f32>| {
+        let buf = g
+            .import_host(HostRegion::new(Arc::new(bytemuck::cast_slice::<f32, u8>(&v).to_vec())))
+            .unwrap();
+        (buf, Shape::d1(v.len()), DType::F32)
+    };
+    let norm = f32v(vec![1.0; dim]);
+    let inv_freq = f32v(antigravity_core::rope::base_inv_freq(100000.0, hd));
+    let layers: Vec<_> = (0..n_layer as u64)
+        .map(|l| {
+            let s = 100 * (l + 1);
+            [
+                imp(DType::Q4_1, dim, dim, s),
+                imp(DType::Q4_1, kv_dim, dim, s + 1),
+                imp(DType::Q4_1, kv_dim, dim, s + 2),
+                imp(DType::Q4_1, dim, dim, s + 3),
+                imp(DType::Q4_1, ffn, dim, s + 4),
+                imp(DType::Q4_1, ffn, dim, s + 5),
+                imp(DType::Q4_1, dim, ffn, s + 6),
+            ]
+        })
+        .collect();
+    let mut kv = KvCache::new(&g, n_layer, ctx, n_kv, hd, BufferKind::Device).unwrap();
+    let a = |g: &OpenClBackend, n: usize| g.alloc(n * 4, BufferKind::Device).unwrap();
+    let (mut x, mut xb, mut q, mut att) = (a(&g, dim), a(&g, dim), a(&g, dim), a(&g, dim));
+    let (mut hb, mut hb2, mut hb3, mut logits) = (a(&g, ffn), a(&g, ffn), a(&g, ffn), a(&g, vocab));
+    type Buf = <OpenClBackend as Backend>::Buffer;
+    fn w(t: &(Buf, Shape, DType)) -> TensorRef<'_, OpenClBackend> {
+        TensorRef::new(&t.0, 0, t.2, t.1)
+    }
+    fn r(b: &Buf, n: usize) -> TensorRef<'_, OpenClBackend> {
+        TensorRef::new(b, 0, DType::F32, Shape::d2(1, n))
+    }
+    fn m(b: &mut Buf, n: usize) -> TensorMut<'_, OpenClBackend> {
+        TensorMut::new(b, 0, DType::F32, Shape::d2(1, n))
+    }
+    let mut host_logits = vec![0f32; vocab];
+    let n_tokens = 16;
+    let warmup = 2;
+    let mut t0 = std::time::Instant::now();
+    let mut copies0 = g.copied_bytes();
+    for pos in 0..n_tokens {
+        if pos == warmup {
+            g.synchronize().unwrap();
+            g.reset_kernel_times().unwrap();
+            t0 = std::time::Instant::now();
+            copies0 = g.copied_bytes();
+        }
+        let g = &mut g;
+        ops::get_rows(g, w(&embd), &[(pos * 37 % vocab) as u32], m(&mut x, dim)).unwrap();
+        for (l, lw) in layers.iter().enumerate() {
+            ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+            ops::matmul(g, w(&lw[0]), r(&xb, dim), m(&mut q, dim)).unwrap();
+            {
+                let (mut k, mut v) = kv.slots_mut(l, pos, 1);
+                ops::matmul(g, w(&lw[1]), r(&xb, dim), k.reborrow()).unwrap();
+                ops::matmul(g, w(&lw[2]), r(&xb, dim), v.reborrow()).unwrap();
+                ops::rope(
+                    g,
+                    k.reshape(Shape::d3(1, n_kv, hd)),
+                    w(&inv_freq),
+                    pos,
+                    RopeStyle::Adjacent,
+                )
+                .unwrap();
+            }
+            ops::rope(
+                g,
+                m(&mut q, dim).reshape(Shape::d3(1, n_head, hd)),
+                w(&inv_freq),
+                pos,
+                RopeStyle::Adjacent,
+            )
+            .unwrap();
+            let (kc, vc) = kv.views(l);
+            let p = AttnParams {
+                n_head,
+                n_kv_head: n_kv,
+                head_dim: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+                n_past: pos,
+            };
+            let qv = TensorRef::new(&q, 0, DType::F32, Shape::d3(1, n_head, hd));
+            let ov = TensorMut::new(&mut att, 0, DType::F32, Shape::d3(1, n_head, hd));
+            ops::attention(g, qv, kc, vc, p, ov).unwrap();
+            ops::matmul(g, w(&lw[3]), r(&att, dim), m(&mut xb, dim)).unwrap();
+            ops::add(g, m(&mut x, dim), r(&xb, dim)).unwrap();
+            ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+            ops::matmul(g, w(&lw[4]), r(&xb, dim), m(&mut hb, ffn)).unwrap();
+            ops::matmul(g, w(&lw[5]), r(&xb, dim), m(&mut hb2, ffn)).unwrap();
+            ops::swiglu(g, r(&hb, ffn), r(&hb2, ffn), m(&mut hb3, ffn)).unwrap();
+            ops::matmul(g, w(&lw[6]), r(&hb3, ffn), m(&mut xb, dim)).unwrap();
+            ops::add(g, m(&mut x, dim), r(&xb, dim)).unwrap();
+        }
+        kv.commit(1);
+        ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+        ops::matmul(g, w(&embd), r(&xb, dim), m(&mut logits, vocab)).unwrap();
+        g.download(&logits, 0, bytemuck::cast_slice_mut(&mut host_logits))
+            .unwrap();
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let timed = (n_tokens - warmup) as f64;
+    let times = g.kernel_times().unwrap();
+    let total: u64 = times.iter().map(|t| t.1).sum();
+    let c = g.copied_bytes();
+    eprintln!(
+        "decode     {}: {:.3} ms/token wall ({:.1} tok/s), {:.3} ms/token in kernels, copies/token: upload {} B, download {} B",
+        g.device_info().name,
+        wall * 1e3 / timed,
+        timed / wall,
+        total as f64 / 1e6 / timed,
+        (c.upload - copies0.upload) as f64 / timed,
+        (c.download - copies0.download) as f64 / timed,
+    );
+    for (name, ns, n) in &times {
+        eprintln!(
+            "  {name:<18} {:>9.3} ms/token  {:>6} launches  {:>8.2} us/launch  {:>5.1}%",
+            *ns as f64 / 1e6 / timed,
+            n,
+            *ns as f64 / 1e3 / *n as f64,
+            100.0 * *ns as f64 / total as f64
+        );
+    }
+    assert!(host_logits.iter().all(|v| v.is_finite()));
+}
