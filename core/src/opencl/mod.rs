@@ -356,7 +356,7 @@ impl OpenClBackend {
             .filter(|(_, (_, n))| *n > 0)
             .map(|(i, &(ns, n))| (KERNELS[i].0.to_string(), ns, n))
             .collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|t| core::cmp::Reverse(t.1));
         Ok(v)
     }
 
@@ -534,6 +534,13 @@ impl Backend for OpenClBackend {
 
     fn import_host(&self, region: HostRegion) -> Result<ClBuffer> {
         let len = region.len();
+        if len as u64 > self.info.max_alloc {
+            return Err(Error::Range {
+                what: format!("opencl buffer bytes ({})", self.info.name),
+                given: len as u64,
+                limit: self.info.max_alloc,
+            });
+        }
         let host_ptr = region.bytes().as_ptr() as *mut c_void;
         if len > 0 && self.info.unified_memory {
             // Zero-copy: the buffer is the host bytes. READ_ONLY, so the driver never
