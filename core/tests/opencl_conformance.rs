@@ -8,7 +8,9 @@
 //! their buffers (weights 32 or 2 bytes in, like GGUF tensors; activations 3 floats in),
 //! so offset handling is covered too.
 //!
-//! Without an OpenCL platform every test prints `SKIP: <reason>` and returns.
+//! Without an OpenCL platform every test prints `SKIP: <reason>` and returns — unless
+//! `ANTIGRAVITY_OPENCL_REQUIRED=1`, which makes a missing device a failure (for runs on
+//! a GPU machine, where a skip would hide a broken driver setup).
 //! Pick a device with `ANTIGRAVITY_OPENCL_DEVICE` (`platform:device` or a name filter).
 //! Run with `--nocapture` to see the NMSE table.
 #![cfg(feature = "opencl")]
@@ -58,6 +60,14 @@ const LIM_ADD: f64 = 0.0;
 
 // --- harness ------------------------------------------------------------------------
 
+/// Reports a skip (or fails, when a device is required).
+fn skip(reason: &str) {
+    if std::env::var("ANTIGRAVITY_OPENCL_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!("ANTIGRAVITY_OPENCL_REQUIRED=1 but {reason}");
+    }
+    eprintln!("SKIP: {reason}");
+}
+
 fn shared() -> Option<MutexGuard<'static, OpenClBackend>> {
     static CL: OnceLock<Result<Mutex<OpenClBackend>, String>> = OnceLock::new();
     let cl = CL.get_or_init(|| {
@@ -76,7 +86,7 @@ fn shared() -> Option<MutexGuard<'static, OpenClBackend>> {
     match cl {
         Ok(m) => Some(m.lock().unwrap_or_else(|e| e.into_inner())),
         Err(e) => {
-            eprintln!("SKIP: no usable OpenCL device: {e}");
+            skip(&format!("no usable OpenCL device: {e}"));
             None
         }
     }
@@ -567,7 +577,7 @@ fn concurrent_first_discovery_sees_every_device() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     if lists.iter().all(|&n| n == 0) {
-        eprintln!("SKIP: no OpenCL device to discover");
+        skip("no OpenCL device to discover");
         return;
     }
     assert!(lists.iter().all(|&n| n == lists[0]), "device counts differ: {lists:?}");
@@ -580,7 +590,7 @@ fn profiling_accumulates_kernel_times() {
     let mut g = match OpenClBackend::new(opts) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("SKIP: no usable OpenCL device: {e}");
+            skip(&format!("no usable OpenCL device: {e}"));
             return;
         }
     };
@@ -614,7 +624,7 @@ fn decode_profile_smollm2_shapes() {
     let mut g = match OpenClBackend::new(opts) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("SKIP: no usable OpenCL device: {e}");
+            skip(&format!("no usable OpenCL device: {e}"));
             return;
         }
     };
