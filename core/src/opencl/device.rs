@@ -16,7 +16,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use std::sync::Mutex;
 
-use opencl3::device::{Device, CL_DEVICE_TYPE_ALL};
+use opencl3::device::{Device, CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_CPU};
 use opencl3::error_codes::DLOPEN_RUNTIME_LOAD_FAILED;
 use opencl3::platform::get_platforms;
 use opencl3::types::cl_device_id;
@@ -54,6 +54,8 @@ pub struct DeviceInfo {
     /// `OpenCL 3.0 …`.
     pub version: String,
     pub driver: String,
+    /// `CL_DEVICE_TYPE_CPU` (PoCL): work-group sizes are tuned differently.
+    pub is_cpu: bool,
     /// `OpenCL C 1.2 …`: the kernels need 1.2.
     pub c_version: String,
     /// `cl_khr_fp16`: half arithmetic in kernels (we only need `vload_half`, which is core).
@@ -79,7 +81,7 @@ impl core::fmt::Display for DeviceInfo {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
-            "[{}:{}] {} / {} ({}; {}; driver {}) — {} CUs, max alloc {} MiB, global {} MiB, local {} KiB, \
+            "[{}:{}] {} / {} ({}; {}; driver {}; {}) — {} CUs, max alloc {} MiB, global {} MiB, local {} KiB, \
              max work-group {}, base align {} B, unified memory {}, fp16 {}, subgroups {}, image1d_buffer {}",
             self.platform_index,
             self.device_index,
@@ -88,6 +90,7 @@ impl core::fmt::Display for DeviceInfo {
             self.version,
             self.c_version,
             self.driver,
+            if self.is_cpu { "CPU" } else { "GPU/accelerator" },
             self.compute_units,
             self.max_alloc >> 20,
             self.global_mem >> 20,
@@ -116,6 +119,7 @@ fn read_info(platform_index: usize, platform: String, device_index: usize, d: &D
         vendor: d.vendor().unwrap_or_default().trim().to_string(),
         version: version.trim().to_string(),
         driver: d.driver_version().unwrap_or_default().trim().to_string(),
+        is_cpu: d.dev_type().unwrap_or(0) & CL_DEVICE_TYPE_CPU != 0,
         c_version: d.opencl_c_version().unwrap_or_default().trim().to_string(),
         fp16: has("cl_khr_fp16"),
         subgroups: has("cl_khr_subgroups") || has("cl_intel_subgroups") || core_subgroups,
