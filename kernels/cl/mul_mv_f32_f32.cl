@@ -48,7 +48,7 @@ __kernel void mul_mv_f32_f32(__global const uchar *w, const ulong w_off,
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    if (lid < nt) {
-        y[y_off + (ulong)(t0 + lid) * n_out + row] = red[lid * LWS];
+    for (uint j = lid; j < nt; j += LWS) {
+        y[y_off + (ulong)(t0 + j) * n_out + row] = red[j * LWS];
     }
 }
