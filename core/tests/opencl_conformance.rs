@@ -401,6 +401,7 @@ fn attention_gqa_decode_and_prefill() {
         (32, 8, 64, 3, 2100, 2304), // Llama-3.2-1B heads, 2103 slots
         (4, 4, 128, 2, 40, 64),     // MHA, head 128
         (8, 1, 64, 3, 7, 16),       // MQA
+        (3, 1, 10, 2, 5, 9),        // head_dim not a multiple of 4
     ];
     for (n_head, n_kv, hd, n_tok, n_past, cap) in cases {
         let q = act(

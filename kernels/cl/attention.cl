@@ -52,8 +52,13 @@ __kernel void attention_f32(__global const float *q, const ulong q_off,
         float sc = -INFINITY;
         if (s < n_ctx) {
             __global const float *kr = kb + (ulong)s * kv_stride;
-            float dot = 0.0f;
-            for (uint i = 0; i < hd; i++) {
+            float4 d4 = (float4)(0.0f);
+            uint i = 0;
+            for (; i + 4 <= hd; i += 4) {
+                d4 += vload4(0, ql + i) * vload4(0, kr + i);
+            }
+            float dot = (d4.x + d4.y) + (d4.z + d4.w);
+            for (; i < hd; i++) {
                 dot += ql[i] * kr[i];
             }
             sc = dot * scale;
