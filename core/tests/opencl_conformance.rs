@@ -398,6 +398,7 @@ fn attention_gqa_decode_and_prefill() {
         (9, 3, 64, 5, 12, 17),      // prefill chunk after 12
         (9, 3, 64, 5, 295, 320),    // prefill chunk, context 300
         (9, 3, 64, 1, 2047, 2048),  // long context decode
+        (9, 3, 64, 4, 253, 300),    // split context, early tokens have an empty last chunk
         (32, 8, 64, 3, 2100, 2304), // Llama-3.2-1B heads, 2103 slots
         (4, 4, 128, 2, 40, 64),     // MHA, head 128
         (8, 1, 64, 3, 7, 16),       // MQA
@@ -605,6 +606,32 @@ fn profiling_accumulates_kernel_times() {
     eprintln!("profile    {t:?}");
     assert_eq!(t.len(), 1);
     assert_eq!((t[0].0.as_str(), t[0].2), ("softmax_f32", 3));
+    g.reset_kernel_times().unwrap();
+
+    // A long-context decode step takes the split-context path (attention + combine).
+    g.reserve(Reservation {
+        max_tokens: 1,
+        max_row: 576,
+        max_ctx: 1024,
+        n_head: 9,
+    })
+    .unwrap();
+    let (cap, hd) = (1024, 64);
+    let q = act(&c, &g, &randn(9 * hd, 92, 1.0), Shape::d3(1, 9, hd));
+    let k = act(&c, &g, &randn(cap * 3 * hd, 93, 1.0), Shape::d3(cap, 3, hd));
+    let v = act(&c, &g, &randn(cap * 3 * hd, 94, 1.0), Shape::d3(cap, 3, hd));
+    let mut o = out(&c, &g, Shape::d3(1, 9, hd));
+    let p = AttnParams {
+        n_head: 9,
+        n_kv_head: 3,
+        head_dim: hd,
+        scale: 0.125,
+        n_past: 999,
+    };
+    ops::attention(&mut g, q.r_cl(), k.r_cl(), v.r_cl(), p, o.m_cl()).unwrap();
+    let names: Vec<String> = g.kernel_times().unwrap().into_iter().map(|t| t.0).collect();
+    eprintln!("profile    split attention: {names:?}");
+    assert!(names.iter().any(|n| n == "attention_combine_f32"), "{names:?}");
     g.reset_kernel_times().unwrap();
     assert!(g.kernel_times().unwrap().is_empty());
 }

@@ -12,6 +12,13 @@
 //   1. work-item i scores slot base + i: scale * dot(q, k[slot]) (q staged in local);
 //   2. a local max reduction, p_i = exp(score_i - m_new), a local sum reduction;
 //   3. work-item i owns output dims i, i + LWS, ...: o = o * corr + sum_i p_i * v[slot_i].
+// Split context (flash-decoding): with few query rows (decode) there are only n_head
+// work-groups, too few to fill a GPU at long contexts. Then a third grid dimension cuts
+// the context into `chunk`-slot pieces; each work-group writes its partial
+// (m, l, o[hd] unnormalized) to `part`, and attention_combine_f32 merges them:
+// out = sum_c exp(m_c - M) o_c / sum_c exp(m_c - M) l_c, M = max_c m_c.
+// With one chunk (get_num_groups(2) == 1) the kernel writes `out` directly.
+//
 // Offsets are in elements. Build options: LWS (power of two), MAX_HD (multiple of LWS).
 
 #define DPT (MAX_HD / LWS)
@@ -21,7 +28,8 @@ __kernel void attention_f32(__global const float *q, const ulong q_off,
                             __global const float *v, const ulong v_off,
                             __global float *out, const ulong out_off,
                             const uint n_head, const uint n_kv_head, const uint hd,
-                            const float scale, const uint n_past) {
+                            const float scale, const uint n_past,
+                            const uint chunk, __global float *part) {
     __local float ql[MAX_HD];
     __local float ps[LWS];
     __local float red[LWS];
@@ -30,6 +38,10 @@ __kernel void attention_f32(__global const float *q, const ulong q_off,
     const uint lid = get_local_id(0);
     const uint kvh = h / (n_head / n_kv_head);
     const uint n_ctx = n_past + t + 1;
+    const uint c = get_group_id(2);
+    const uint n_chunks = get_num_groups(2);
+    const uint c0 = n_chunks == 1 ? 0 : min(c * chunk, n_ctx);
+    const uint c1 = n_chunks == 1 ? n_ctx : min(c0 + chunk, n_ctx);
     const ulong kv_stride = (ulong)n_kv_head * hd;
     __global const float *kb = k + k_off + (ulong)kvh * hd;
     __global const float *vb = v + v_off + (ulong)kvh * hd;
@@ -47,10 +59,10 @@ __kernel void attention_f32(__global const float *q, const ulong q_off,
         o[d] = 0.0f;
     }
 
-    for (uint base = 0; base < n_ctx; base += LWS) {
+    for (uint base = c0; base < c1; base += LWS) {
         const uint s = base + lid;
         float sc = -INFINITY;
-        if (s < n_ctx) {
+        if (s < c1) {
             __global const float *kr = kb + (ulong)s * kv_stride;
             float4 d4 = (float4)(0.0f);
             uint i = 0;
@@ -74,7 +86,7 @@ __kernel void attention_f32(__global const float *q, const ulong q_off,
         const float m_new = fmax(m, red[0]);
         barrier(CLK_LOCAL_MEM_FENCE);
 
-        const float p = s < n_ctx ? exp(sc - m_new) : 0.0f;
+        const float p = s < c1 ? exp(sc - m_new) : 0.0f;
         ps[lid] = p;
         red[lid] = p;
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -88,7 +100,7 @@ __kernel void attention_f32(__global const float *q, const ulong q_off,
         l = l * corr + red[0];
         m = m_new;
 
-        const uint n_tile = min((uint)LWS, n_ctx - base);
+        const uint n_tile = min((uint)LWS, c1 - base);
         for (uint d = 0; d < DPT; d++) {
             const uint j = lid + d * LWS;
             if (j < hd) {
@@ -102,6 +114,20 @@ __kernel void attention_f32(__global const float *q, const ulong q_off,
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 
+    if (n_chunks > 1) {
+        __global float *pp = part + (((ulong)t * n_head + h) * n_chunks + c) * (hd + 2);
+        if (lid == 0) {
+            pp[0] = m;
+            pp[1] = l;
+        }
+        for (uint d = 0; d < DPT; d++) {
+            const uint j = lid + d * LWS;
+            if (j < hd) {
+                pp[2 + j] = o[d];
+            }
+        }
+        return;
+    }
     __global float *oh = out + out_off + ((ulong)t * n_head + h) * hd;
     const float inv = 1.0f / l;
     for (uint d = 0; d < DPT; d++) {
@@ -109,5 +135,35 @@ __kernel void attention_f32(__global const float *q, const ulong q_off,
         if (j < hd) {
             oh[j] = o[d] * inv;
         }
+    }
+}
+
+// Merges the n_chunks partials of each (head, token): one work-group of LWS work-items
+// per (head, token), each owning output dims lid, lid + LWS, ...; every work-item
+// recomputes the (few) chunk maxima and sums itself, so no barriers are needed.
+__kernel void attention_combine_f32(__global const float *part,
+                                    __global float *out, const ulong out_off,
+                                    const uint n_head, const uint hd, const uint n_chunks) {
+    const uint h = get_group_id(0);
+    const uint t = get_group_id(1);
+    const uint lid = get_local_id(0);
+    const uint stride = hd + 2;
+    __global const float *pp = part + ((ulong)t * n_head + h) * n_chunks * stride;
+    float mx = -INFINITY;
+    for (uint c = 0; c < n_chunks; c++) {
+        mx = fmax(mx, pp[c * stride]);
+    }
+    float l = 0.0f;
+    for (uint c = 0; c < n_chunks; c++) {
+        l += exp(pp[c * stride] - mx) * pp[c * stride + 1];
+    }
+    const float inv = 1.0f / l;
+    __global float *oh = out + out_off + ((ulong)t * n_head + h) * hd;
+    for (uint j = lid; j < hd; j += LWS) {
+        float acc = 0.0f;
+        for (uint c = 0; c < n_chunks; c++) {
+            acc += exp(pp[c * stride] - mx) * pp[c * stride + 2 + j];
+        }
+        oh[j] = acc * inv;
     }
 }

@@ -187,7 +187,7 @@ const NT: usize = 4;
 const MAX_HD: usize = 256;
 
 /// Every kernel: (name, family file). Index = slot in `OpenClBackend::kernels`.
-const KERNELS: [(&str, &str); 18] = [
+const KERNELS: [(&str, &str); 19] = [
     ("add_f32", "add.cl"),
     ("silu_mul_f32", "silu_mul.cl"),
     ("rms_norm_f32", "rms_norm.cl"),
@@ -206,6 +206,7 @@ const KERNELS: [(&str, &str); 18] = [
     ("mul_mv_q4_0_f32", "mul_mv_q4_0_f32.cl"),
     ("mul_mv_q4_1_f32", "mul_mv_q4_1_f32.cl"),
     ("mul_mv_q8_0_f32", "mul_mv_q8_0_f32.cl"),
+    ("attention_combine_f32", "attention.cl"),
 ];
 const K_ADD: usize = 0;
 const K_SILU_MUL: usize = 1;
@@ -215,6 +216,15 @@ const K_ROPE: usize = 4;
 const K_ATTENTION: usize = 5;
 const K_GET_ROWS: usize = 6;
 const K_MUL_MV: usize = 12;
+const K_ATTN_COMBINE: usize = 18;
+
+/// Split-context attention (see attention.cl): used when a batch has at most this many
+/// query tokens …
+const SPLIT_MAX_TOK: usize = 4;
+/// … and more context than this many slots (the smallest chunk)…
+const SPLIT_MIN_CHUNK: usize = 256;
+/// … in at most this many chunks (bounds the partials scratch reserved by `reserve`).
+const SPLIT_MAX_CHUNKS: usize = 32;
 
 /// Offset of a weight dtype inside the get_rows / mul_mv kernel groups.
 fn weight_slot(dtype: DType) -> Option<usize> {
@@ -245,6 +255,9 @@ pub struct OpenClBackend {
     ids_cap: usize,
     ids_host: Vec<u32>,
     ids_event: Option<Event>,
+    /// Split-attention partials: (m, l, o[hd]) per (token, head, chunk); `part_cap` f32s.
+    part: Buffer<u8>,
+    part_cap: usize,
     counters: Counters,
     profiling: bool,
     /// Kernel events not yet folded into `times` (profiling only).
@@ -319,6 +332,7 @@ impl OpenClBackend {
         }
 
         let ids = create_buffer(&context, CL_MEM_READ_ONLY, 4, ptr::null_mut())?;
+        let part = create_buffer(&context, CL_MEM_READ_WRITE, 4, ptr::null_mut())?;
         Ok(OpenClBackend {
             info,
             kernels,
@@ -331,6 +345,8 @@ impl OpenClBackend {
             ids_cap: 1,
             ids_host: vec![0; 1],
             ids_event: None,
+            part,
+            part_cap: 0,
             counters: Counters::default(),
             profiling: opts.profiling,
             pending: RefCell::new(Vec::new()),
@@ -641,6 +657,11 @@ impl Backend for OpenClBackend {
             self.ids_cap = r.max_tokens;
             self.ids_host = vec![0; r.max_tokens];
         }
+        let part = r.max_tokens.min(SPLIT_MAX_TOK) * r.n_head * SPLIT_MAX_CHUNKS * (MAX_HD + 2);
+        if r.max_ctx > SPLIT_MIN_CHUNK && part > self.part_cap {
+            self.part = create_buffer(&self.context, CL_MEM_READ_WRITE, part * 4, ptr::null_mut())?;
+            self.part_cap = part;
+        }
         Ok(())
     }
 
@@ -777,10 +798,27 @@ impl Backend for OpenClBackend {
             });
         }
         let o = writable(out.buf, "opencl attention output")?;
+        // Few query rows and a long context: split the context across work-groups.
+        let ctx = p.n_past + n_tok;
+        let chunk = round_up(SPLIT_MIN_CHUNK.max(ctx.div_ceil(SPLIT_MAX_CHUNKS)), self.lws);
+        let n_chunks = ctx.div_ceil(chunk);
+        let split =
+            n_tok <= SPLIT_MAX_TOK && n_chunks > 1 && n_tok * p.n_head * n_chunks * (p.head_dim + 2) <= self.part_cap;
+        let (chunk, n_chunks) = if split { (chunk, n_chunks) } else { (0, 1) };
         args!(&self.kernels[K_ATTENTION]; q.buf.mem(), el(q.offset), k.buf.mem(), el(k.offset), v.buf.mem(),
             el(v.offset), o, el(out.offset), p.n_head as u32, p.n_kv_head as u32, p.head_dim as u32, p.scale,
-            p.n_past as u32);
-        self.launch(K_ATTENTION, &[p.n_head * self.lws, n_tok], Some(&[self.lws, 1]))
+            p.n_past as u32, chunk as u32, self.part.get());
+        self.launch(
+            K_ATTENTION,
+            &[p.n_head * self.lws, n_tok, n_chunks],
+            Some(&[self.lws, 1, 1]),
+        )?;
+        if n_chunks > 1 {
+            args!(&self.kernels[K_ATTN_COMBINE]; self.part.get(), o, el(out.offset), p.n_head as u32,
+                p.head_dim as u32, n_chunks as u32);
+            self.launch(K_ATTN_COMBINE, &[p.n_head * self.lws, n_tok], Some(&[self.lws, 1]))?;
+        }
+        Ok(())
     }
 
     fn softmax(&mut self, x: TensorMut<'_, Self>) -> Result<()> {
