@@ -73,6 +73,9 @@ fn shared() -> Option<MutexGuard<'static, OpenClBackend>> {
     let cl = CL.get_or_init(|| {
         let mut opts = OpenClOptions::from_env();
         opts.log = true;
+        // Exercise the tiled prefill kernel from 16 tokens on every device (PoCL's
+        // default would never pick it).
+        opts.mm_min_tokens = Some(16);
         let mut b = OpenClBackend::new(opts).map_err(|e| e.to_string())?;
         b.reserve(Reservation {
             max_tokens: 64,
@@ -285,10 +288,10 @@ fn matmul_every_dtype() {
     let mut c = cpu();
     // (n_out, n_in, token counts)
     let shapes: [(usize, usize, &[usize]); 4] = [
-        (576, 576, &[1, 5]),   // attention q/o projection
-        (1536, 576, &[1, 5]),  // FFN gate/up
-        (576, 1536, &[1, 7]),  // FFN down
-        (13, 32 * 7, &[1, 5]), // odd sizes
+        (576, 576, &[1, 5]),       // attention q/o projection
+        (1536, 576, &[1, 5]),      // FFN gate/up
+        (576, 1536, &[1, 7, 64]),  // FFN down; 64 tokens take the tiled prefill kernel
+        (13, 32 * 7, &[1, 5, 37]), // odd sizes; 37 tokens take the tiled prefill kernel
     ];
     for dtype in WEIGHT_TYPES {
         for (si, &(n_out, n_in, toks)) in shapes.iter().enumerate() {
@@ -296,6 +299,13 @@ fn matmul_every_dtype() {
             for &n_tok in toks {
                 run_matmul(&mut c, g, &w, n_tok, si as u64);
             }
+        }
+    }
+    // Float weights allow rows that are not whole 32-element tiles (tails in both kernels).
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let w = weight(&c, g, dtype, 45, 50, 200);
+        for n_tok in [1, 3, 37] {
+            run_matmul(&mut c, g, &w, n_tok, 5);
         }
     }
     // The tied output projection: 49152 × 576 Q8_0, decode.
@@ -589,6 +599,7 @@ fn concurrent_first_discovery_sees_every_device() {
 fn profiling_accumulates_kernel_times() {
     let mut opts = OpenClOptions::from_env();
     opts.profiling = true;
+    opts.mm_min_tokens = Some(16);
     let mut g = match OpenClBackend::new(opts) {
         Ok(g) => g,
         Err(e) => {
@@ -632,6 +643,20 @@ fn profiling_accumulates_kernel_times() {
     let names: Vec<String> = g.kernel_times().unwrap().into_iter().map(|t| t.0).collect();
     eprintln!("profile    split attention: {names:?}");
     assert!(names.iter().any(|n| n == "attention_combine_f32"), "{names:?}");
+
+    // Prefill batches take the tiled mul_mm kernel, decode the mul_mv one.
+    g.reset_kernel_times().unwrap();
+    let w = weight(&c, &g, DType::Q4_1, 1536, 576, 95);
+    for n_tok in [1, 64] {
+        let x = act(&c, &g, &randn(n_tok * 576, 96, 1.0), Shape::d2(n_tok, 576));
+        let mut y = out(&c, &g, Shape::d2(n_tok, 1536));
+        ops::matmul(&mut g, w.r_cl(), x.r_cl(), y.m_cl()).unwrap();
+    }
+    let t = g.kernel_times().unwrap();
+    eprintln!("profile    matmul 1536x576 q4_1, 1 and 64 tokens: {t:?}");
+    let mut names: Vec<&str> = t.iter().map(|t| t.0.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["mul_mm_q4_1_f32", "mul_mv_q4_1_f32"]);
     g.reset_kernel_times().unwrap();
     assert!(g.kernel_times().unwrap().is_empty());
 }
@@ -805,4 +830,49 @@ fn decode_profile_smollm2_shapes() {
         );
     }
     assert!(host_logits.iter().all(|v| v.is_finite()));
+}
+
+/// Prefill matmuls (128 tokens, SmolLM2 FFN shapes, Q4_1 and Q8_0) with the tiled
+/// `mul_mm` kernel and with `mul_mv`, device time per call: the data for the default
+/// `mm_min_tokens`. `#[ignore]`d; run with `--include-ignored prefill_matmul_profile`.
+#[test]
+#[ignore = "speed profile; run explicitly"]
+fn prefill_matmul_profile() {
+    let c = cpu();
+    let n_tok = 128;
+    for (kernel, mm_min_tokens) in [("mul_mv", usize::MAX), ("mul_mm", 1)] {
+        let mut opts = OpenClOptions::from_env();
+        opts.profiling = true;
+        opts.mm_min_tokens = Some(mm_min_tokens);
+        let mut g = match OpenClBackend::new(opts) {
+            Ok(g) => g,
+            Err(e) => {
+                skip(&format!("no usable OpenCL device: {e}"));
+                return;
+            }
+        };
+        for (dtype, n_out, n_in) in [
+            (DType::Q4_1, 1536, 576),
+            (DType::Q4_1, 576, 1536),
+            (DType::Q8_0, 1536, 576),
+        ] {
+            let w = weight(&c, &g, dtype, n_out, n_in, 300);
+            let x = act(&c, &g, &randn(n_tok * n_in, 301, 1.0), Shape::d2(n_tok, n_in));
+            let mut y = out(&c, &g, Shape::d2(n_tok, n_out));
+            ops::matmul(&mut g, w.r_cl(), x.r_cl(), y.m_cl()).unwrap(); // warm-up
+            g.reset_kernel_times().unwrap();
+            let reps = 5;
+            for _ in 0..reps {
+                ops::matmul(&mut g, w.r_cl(), x.r_cl(), y.m_cl()).unwrap();
+            }
+            let t = g.kernel_times().unwrap();
+            let ns: u64 = t.iter().map(|t| t.1).sum();
+            let ms = ns as f64 / 1e6 / reps as f64;
+            let gflops = 2.0 * (n_tok * n_out * n_in) as f64 / (ms * 1e6);
+            eprintln!(
+                "prefill    {kernel} {dtype} {n_out}x{n_in} x {n_tok} tok: {ms:.3} ms ({gflops:.1} GFLOP/s) [{}]",
+                t.first().map_or("", |t| t.0.as_str())
+            );
+        }
+    }
 }

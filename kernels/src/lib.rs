@@ -43,6 +43,8 @@ pub const MUL_MV_F16_F32: &str = include_str!("../cl/mul_mv_f16_f32.cl");
 pub const MUL_MV_BF16_F32: &str = include_str!("../cl/mul_mv_bf16_f32.cl");
 /// `mul_mv_f32_f32`.
 pub const MUL_MV_F32_F32: &str = include_str!("../cl/mul_mv_f32_f32.cl");
+/// `mul_mm_{f32,f16,bf16,q4_0,q4_1,q8_0}_f32`: tiled prefill matmul.
+pub const MUL_MM: &str = include_str!("../cl/mul_mm.cl");
 
 /// `(file name, source)` of every kernel family.
 pub const SOURCES: &[(&str, &str)] = &[
@@ -59,6 +61,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("mul_mv_f16_f32.cl", MUL_MV_F16_F32),
     ("mul_mv_bf16_f32.cl", MUL_MV_BF16_F32),
     ("mul_mv_f32_f32.cl", MUL_MV_F32_F32),
+    ("mul_mm.cl", MUL_MM),
 ];
 
 /// Environment variable naming a directory to load `.cl` files from instead of the

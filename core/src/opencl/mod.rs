@@ -70,6 +70,10 @@ pub struct OpenClOptions {
     pub profiling: bool,
     /// Print the chosen device and its capabilities to stderr once.
     pub log: bool,
+    /// Batches of at least this many tokens use the tiled `mul_mm` kernels instead of
+    /// `mul_mv`. `None`: the device default (16 on GPUs; never on CPU devices, where
+    /// PoCL runs `mul_mv` 3–4× faster for 64-token batches).
+    pub mm_min_tokens: Option<usize>,
 }
 
 impl OpenClOptions {
@@ -187,7 +191,7 @@ const NT: usize = 4;
 const MAX_HD: usize = 256;
 
 /// Every kernel: (name, family file). Index = slot in `OpenClBackend::kernels`.
-const KERNELS: [(&str, &str); 19] = [
+const KERNELS: [(&str, &str); 25] = [
     ("add_f32", "add.cl"),
     ("silu_mul_f32", "silu_mul.cl"),
     ("rms_norm_f32", "rms_norm.cl"),
@@ -207,6 +211,12 @@ const KERNELS: [(&str, &str); 19] = [
     ("mul_mv_q4_1_f32", "mul_mv_q4_1_f32.cl"),
     ("mul_mv_q8_0_f32", "mul_mv_q8_0_f32.cl"),
     ("attention_combine_f32", "attention.cl"),
+    ("mul_mm_f32_f32", "mul_mm.cl"),
+    ("mul_mm_f16_f32", "mul_mm.cl"),
+    ("mul_mm_bf16_f32", "mul_mm.cl"),
+    ("mul_mm_q4_0_f32", "mul_mm.cl"),
+    ("mul_mm_q4_1_f32", "mul_mm.cl"),
+    ("mul_mm_q8_0_f32", "mul_mm.cl"),
 ];
 const K_ADD: usize = 0;
 const K_SILU_MUL: usize = 1;
@@ -217,6 +227,12 @@ const K_ATTENTION: usize = 5;
 const K_GET_ROWS: usize = 6;
 const K_MUL_MV: usize = 12;
 const K_ATTN_COMBINE: usize = 18;
+const K_MUL_MM: usize = 19;
+/// The tiled prefill matmul (mul_mm.cl) runs 16 × 16 work-items per group and is used
+/// on GPUs from this many tokens on (below it, mul_mv's 4-token tiles are as good) —
+/// a guess until measured on a GPU (`decode_profile_smollm2_shapes` prints both).
+const MM_LWS: usize = 16;
+const MM_MIN_TOK: usize = 16;
 
 /// Split-context attention (see attention.cl): used when a batch has at most this many
 /// query tokens …
@@ -249,6 +265,8 @@ pub struct OpenClBackend {
     context: Context,
     lws: usize,
     mv_lws: usize,
+    /// Smallest batch that takes mul_mm (usize::MAX when the device cannot run it).
+    mm_min_tok: usize,
     /// Token ids of a multi-token get_rows: device copy and its host staging area (kept
     /// unchanged until `ids_event`, the non-blocking write from it, has completed).
     ids: Buffer<u8>,
@@ -309,6 +327,12 @@ impl OpenClBackend {
             .filter(|v| v.is_power_of_two())
             .unwrap_or(if info.is_cpu { MV_LWS_CPU } else { MV_LWS_GPU })
             .min(lws);
+        let mm_min_tok = match opts.mm_min_tokens {
+            _ if info.max_work_group < MM_LWS * MM_LWS => usize::MAX,
+            Some(n) => n.max(1),
+            None if info.is_cpu => usize::MAX,
+            None => MM_MIN_TOK,
+        };
         if info.local_mem < ((MAX_HD + 2 * lws) * 4) as u64 {
             return Err(Error::Backend {
                 backend: "opencl",
@@ -341,6 +365,7 @@ impl OpenClBackend {
             context,
             lws,
             mv_lws,
+            mm_min_tok,
             ids,
             ids_cap: 1,
             ids_host: vec![0; 1],
@@ -729,6 +754,16 @@ impl Backend for OpenClBackend {
                 dtype: w.dtype,
             })?;
         let y_mem = writable(y.buf, "opencl matmul output")?;
+        if n_tok >= self.mm_min_tok {
+            let slot = slot - K_MUL_MV + K_MUL_MM;
+            args!(&self.kernels[slot]; w.buf.mem(), w.offset as u64, x.buf.mem(), el(x.offset), y_mem,
+                el(y.offset), n_in as u32, n_out as u32, n_tok as u32);
+            return self.launch(
+                slot,
+                &[n_out.div_ceil(32) * MM_LWS, n_tok.div_ceil(32) * MM_LWS],
+                Some(&[MM_LWS, MM_LWS]),
+            );
+        }
         args!(&self.kernels[slot]; w.buf.mem(), w.offset as u64, x.buf.mem(), el(x.offset), y_mem, el(y.offset),
             n_in as u32, n_out as u32, n_tok as u32);
         self.launch(
