@@ -14,6 +14,9 @@
 //! Behind the default `std` feature: file formats ([`gguf`]), model loading and the
 //! Llama forward pass ([`model`]), tokenizer and sampling.
 //!
+//! Behind the `opencl` feature: [`opencl`], the OpenCL backend (libOpenCL is loaded at
+//! run time; building needs no SDK).
+//!
 //! Without `std` the crate is `#![no_std]` + `alloc`: the kernel and quantization layers
 //! build for bare-metal targets (`cargo build -p antigravity-core --no-default-features
 //! --target aarch64-unknown-none`).
@@ -35,6 +38,8 @@ pub mod model;
 pub mod ops;
 #[cfg(feature = "std")]
 pub mod oracle;
+#[cfg(feature = "opencl")]
+pub mod opencl;
 pub mod quant;
 pub mod rope;
 pub mod sampling;
