@@ -35,11 +35,11 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod math;
 pub mod model;
+#[cfg(feature = "opencl")]
+pub mod opencl;
 pub mod ops;
 #[cfg(feature = "std")]
 pub mod oracle;
-#[cfg(feature = "opencl")]
-pub mod opencl;
 pub mod quant;
 pub mod rope;
 pub mod sampling;

@@ -7,11 +7,13 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use antigravity_core::backend::{Backend, CopiedBytes};
 use antigravity_core::chat::ChatTemplate;
 use antigravity_core::cpu::{CpuBackend, Isa};
 use antigravity_core::dtype::DType;
 use antigravity_core::gguf::GgufFile;
 use antigravity_core::model::{self, Llama, RunOptions};
+use antigravity_core::opencl::{OpenClBackend, OpenClOptions};
 use antigravity_core::tokenizer::{GgufVocab, Tokenizer};
 
 /// Flags that pick the model and where it runs.
@@ -45,15 +47,24 @@ fn parse_weights(s: &str) -> Result<DType, String> {
     }
 }
 
-/// A loaded model, ready to run.
-pub struct Session {
-    pub model: Llama<CpuBackend>,
+/// A loaded model, ready to run, on backend `B`.
+pub struct Session<B: Backend> {
+    pub model: Llama<B>,
     pub tokenizer: Option<Tokenizer>,
     pub chat: Option<ChatTemplate>,
     pub path: PathBuf,
     pub load_ms: f64,
     pub threads: usize,
     pub synthetic: bool,
+    /// Host→device bytes copied while loading (weights on a discrete GPU).
+    pub copied_load: CopiedBytes,
+}
+
+/// Work to do with a loaded model, whatever its backend (`run` is generic, so one body
+/// serves the CPU and OpenCL).
+pub trait Job {
+    type Out;
+    fn run<B: Backend>(self, s: Session<B>) -> Result<Self::Out>;
 }
 
 impl ModelArgs {
@@ -83,17 +94,19 @@ impl ModelArgs {
         Ok(crate::common::set_threads(be, threads))
     }
 
-    /// Loads the model (fetching the default one if needed) with its tokenizer.
-    pub fn load(&self, opts: RunOptions, t0: Instant) -> Result<Session> {
-        if self.backend != "cpu" {
-            bail!(
-                "--backend {} is not available in this build; use --backend cpu",
-                self.backend
-            );
+    /// Builds the backend `--backend` names, loads the model on it and runs `job`.
+    pub fn with_session<J: Job>(&self, opts: RunOptions, t0: Instant, job: J) -> Result<J::Out> {
+        match self.backend.as_str() {
+            "cpu" => job.run(self.load(self.cpu_backend()?, opts, t0)?),
+            "opencl" => job.run(self.load(opencl_backend()?, opts, t0)?),
+            other => bail!("unknown --backend {other} (cpu, opencl)"),
         }
+    }
+
+    /// Loads the model (fetching the default one if needed) with its tokenizer onto `be`.
+    pub fn load<B: Backend>(&self, be: B, opts: RunOptions, t0: Instant) -> Result<Session<B>> {
         let path = crate::fetch::resolve(self.model.as_deref())?;
-        let be = self.cpu_backend()?;
-        let threads = self.thread_count();
+        let threads = if be.name() == "cpu" { self.thread_count() } else { 1 };
         let (cfg, weights, tokenizer, chat, synthetic) = if path.is_dir() {
             let (cfg, w) = model::hf::load(&path, &be, self.weights)?;
             let tj = path.join("tokenizer.json");
@@ -120,6 +133,7 @@ impl ModelArgs {
             ctx: opts.ctx.min(usize::MAX),
             ..opts
         };
+        let copied_load = be.copied_bytes();
         let model = Llama::new(cfg, weights, be, opts)?;
         let load_ms = t0.elapsed().as_secs_f64() * 1e3;
         Ok(Session {
@@ -130,8 +144,17 @@ impl ModelArgs {
             load_ms,
             threads,
             synthetic,
+            copied_load,
         })
     }
+}
+
+/// The OpenCL backend (device from `ANTIGRAVITY_OPENCL_DEVICE`, profiling from
+/// `ANTIGRAVITY_OPENCL_PROFILE=1`), or a clear error saying why there is none.
+pub fn opencl_backend() -> Result<OpenClBackend> {
+    let mut o = OpenClOptions::from_env();
+    o.log = true;
+    OpenClBackend::new(o).context("--backend opencl: no usable OpenCL device (use --backend cpu)")
 }
 
 /// The tokenizer embedded in a GGUF file, if it has one.
@@ -179,7 +202,7 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
 
 /// Token ids of the prompt: `--prompt-ids`, or `--prompt` through the tokenizer (and the
 /// chat template with `--chat`).
-pub fn prompt_ids(s: &Session, prompt: Option<&str>, ids: Option<&str>, chat: bool) -> Result<Vec<u32>> {
+pub fn prompt_ids<B: Backend>(s: &Session<B>, prompt: Option<&str>, ids: Option<&str>, chat: bool) -> Result<Vec<u32>> {
     match (prompt, ids) {
         (_, Some(ids)) => parse_ids(ids),
         (Some(text), None) => {

@@ -698,6 +698,14 @@ impl Backend for OpenClBackend {
         Ok(())
     }
 
+    fn copied_bytes(&self) -> crate::backend::CopiedBytes {
+        let c = OpenClBackend::copied_bytes(self);
+        crate::backend::CopiedBytes {
+            to_device: c.import + c.upload,
+            to_host: c.download,
+        }
+    }
+
     fn get_rows(&mut self, table: TensorRef<'_, Self>, ids: &[u32], out: TensorMut<'_, Self>) -> Result<()> {
         let dim = table.shape.row_len();
         let n = ids.len();
