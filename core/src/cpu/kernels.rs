@@ -2,7 +2,8 @@
 //!
 //! Every entry has a scalar twin (in `crate::quant` / `crate::quant::dot`) with the same
 //! signature; an ISA constructor returns `None` when the CPU lacks its features, so a
-//! table always holds kernels this CPU can run.
+//! table always holds kernels this CPU can run. Detection (`is_x86_feature_detected!`,
+//! `is_aarch64_feature_detected!`) needs `std`: a `no_std` build has the scalar table only.
 
 use half::{bf16, f16};
 
@@ -80,6 +81,14 @@ impl Kernels {
     pub fn for_isa(isa: Isa) -> Option<Kernels> {
         match isa {
             Isa::Scalar => Some(Kernels::scalar()),
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            Isa::Avx2 => super::x86_64::avx2::kernels(),
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            Isa::Avx512 => super::x86_64::avx512::kernels(),
+            #[cfg(all(feature = "std", target_arch = "aarch64"))]
+            Isa::Neon | Isa::NeonDotprod | Isa::NeonI8mm => super::aarch64::kernels(isa),
+            // Feature detection needs `std`; other targets have no SIMD table.
+            #[allow(unreachable_patterns)]
             _ => None,
         }
     }

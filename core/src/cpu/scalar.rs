@@ -70,29 +70,47 @@ pub fn swiglu(g: &[f32], u: &[f32], out: &mut [f32]) {
 }
 
 /// Causal GQA attention; see `Backend::attention`. `scores` holds ≥ n_past + n_tok.
+/// The serial reference: every (token, head) pair through [`attend_one`].
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], scores: &mut [f32], p: AttnParams, n_tok: usize) {
+    let hd = p.head_dim;
+    for t in 0..n_tok {
+        for h in 0..p.n_head {
+            let oh = &mut out[(t * p.n_head + h) * hd..][..hd];
+            attend_one(q, k, v, p, t, h, scores, oh);
+        }
+    }
+}
+
+/// Attention of query head `h` of batch token `t` over cache slots `0..=n_past + t`,
+/// written to `oh` (`head_dim` floats). `scores` holds ≥ n_past + t + 1.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_one(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    p: AttnParams,
+    t: usize,
+    h: usize,
+    scores: &mut [f32],
+    oh: &mut [f32],
+) {
     let hd = p.head_dim;
     let group = p.n_head / p.n_kv_head;
     let kv_stride = p.n_kv_head * hd;
-    for t in 0..n_tok {
-        let n_ctx = p.n_past + t + 1;
-        for h in 0..p.n_head {
-            let kvh = h / group;
-            let qh = &q[(t * p.n_head + h) * hd..][..hd];
-            let sc = &mut scores[..n_ctx];
-            for (s, slot) in sc.iter_mut().zip(0..n_ctx) {
-                let kr = &k[slot * kv_stride + kvh * hd..][..hd];
-                *s = qh.iter().zip(kr).fold(0.0f32, |a, (x, y)| a + x * y) * p.scale;
-            }
-            softmax(sc);
-            let oh = &mut out[(t * p.n_head + h) * hd..][..hd];
-            oh.fill(0.0);
-            for (slot, &w) in sc.iter().enumerate() {
-                let vr = &v[slot * kv_stride + kvh * hd..][..hd];
-                for (o, &x) in oh.iter_mut().zip(vr) {
-                    *o += w * x;
-                }
-            }
+    let n_ctx = p.n_past + t + 1;
+    let kvh = h / group;
+    let qh = &q[(t * p.n_head + h) * hd..][..hd];
+    let sc = &mut scores[..n_ctx];
+    for (s, slot) in sc.iter_mut().zip(0..n_ctx) {
+        let kr = &k[slot * kv_stride + kvh * hd..][..hd];
+        *s = qh.iter().zip(kr).fold(0.0f32, |a, (x, y)| a + x * y) * p.scale;
+    }
+    softmax(sc);
+    oh.fill(0.0);
+    for (slot, &w) in sc.iter().enumerate() {
+        let vr = &v[slot * kv_stride + kvh * hd..][..hd];
+        for (o, &x) in oh.iter_mut().zip(vr) {
+            *o += w * x;
         }
     }
 }
