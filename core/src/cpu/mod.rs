@@ -128,6 +128,22 @@ impl CpuBackend {
     }
 }
 
+/// The scale of one Q8 block for the SIMD quantizers (`d = amax / 127`, `id = 1/d`, as
+/// the scalar reference), or `None` when the block must go to the scalar quantizer: an
+/// input is NaN or infinite, or `1/d` overflows — then SIMD lanes and the scalar code
+/// would disagree on how a non-finite product converts to i8.
+#[allow(dead_code)]
+#[inline]
+pub(crate) fn q8_simd_scale(amax: f32, any_nan: bool) -> Option<(f32, f32)> {
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    if any_nan || !amax.is_finite() || !id.is_finite() {
+        None
+    } else {
+        Some((d, id))
+    }
+}
+
 /// The default thread count: `std::thread::available_parallelism` (1 without `std` or
 /// when it is unknown).
 pub fn default_threads() -> usize {

@@ -313,3 +313,143 @@ fn detect_picks_a_supported_table() {
     assert!(Kernels::for_isa(k.isa).is_some());
     eprintln!("detected ISA: {}", k.isa.name());
 }
+
+mod backend {
+    //! `CpuBackend::matmul` and `attention` for every weight dtype, ISA and thread count
+    //! against the scalar single-threaded backend.
+    //!
+    //! Tolerance: activation quantization is bit-exact across ISAs and the integer block
+    //! sums are exact, so outputs differ only by f32 reassociation inside one dot
+    //! product: `(n_in/32 + 64) · ε · Σ_i |w_i| (|x_i| + max|x|/127)` bounds it (the
+    //! second term covers quantized activations, |x̂_i| ≤ |x_i| + d/2). Thread count
+    //! changes only who computes an output, never how: threads 1 and 2 of one ISA must be
+    //! identical.
+
+    use crate::backend::{AttnParams, Backend, BufferKind, Reservation};
+    use crate::cpu::{CpuBackend, CpuBuffer, Isa};
+    use crate::dtype::DType;
+    use crate::ops;
+    use crate::tensor::{Shape, TensorMut, TensorRef};
+
+    struct Lcg(u64);
+    impl Lcg {
+        fn f(&mut self) -> f32 {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+        fn vec(&mut self, n: usize) -> Vec<f32> {
+            (0..n).map(|_| self.f()).collect()
+        }
+    }
+
+    fn buf(b: &CpuBackend, bytes: &[u8]) -> CpuBuffer {
+        let mut x = b.alloc(bytes.len(), BufferKind::Shared).unwrap();
+        b.upload(&mut x, 0, bytes).unwrap();
+        x
+    }
+
+    fn run_matmul(b: &mut CpuBackend, dtype: DType, w: &[u8], x: &[f32], n_out: usize, n_in: usize, n_tok: usize) -> Vec<f32> {
+        b.reserve(Reservation { max_tokens: n_tok, max_row: n_in, max_ctx: 1, n_head: 1 }).unwrap();
+        let wb = buf(b, w);
+        let xb = buf(b, bytemuck::cast_slice(x));
+        let mut yb = b.alloc(n_tok * n_out * 4, BufferKind::Shared).unwrap();
+        ops::matmul(
+            b,
+            TensorRef::new(&wb, 0, dtype, Shape::d2(n_out, n_in)),
+            TensorRef::new(&xb, 0, DType::F32, Shape::d2(n_tok, n_in)),
+            TensorMut::new(&mut yb, 0, DType::F32, Shape::d2(n_tok, n_out)),
+        )
+        .unwrap();
+        let mut y = vec![0f32; n_tok * n_out];
+        b.download(&yb, 0, bytemuck::cast_slice_mut(&mut y)).unwrap();
+        y
+    }
+
+    #[test]
+    fn matmul_every_dtype_isa_and_thread_count() {
+        let mut rng = Lcg(7);
+        for &(n_out, n_in, n_tok) in &[(37, 64, 1), (70, 96, 3), (129, 160, 17), (16, 32, 2)] {
+            let wf = rng.vec(n_out * n_in);
+            let x: Vec<f32> = rng.vec(n_tok * n_in).iter().map(|v| v * 3.0).collect();
+            let xmax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for dtype in [DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+                let mut w = vec![0u8; dtype.row_bytes(n_in).unwrap() * n_out];
+                let rb = dtype.row_bytes(n_in).unwrap();
+                for (o, row) in w.chunks_exact_mut(rb).enumerate() {
+                    crate::quant::quantize_row(dtype, &wf[o * n_in..][..n_in], row).unwrap();
+                }
+                let mut wd = vec![0f32; n_out * n_in];
+                for (o, row) in w.chunks_exact(rb).enumerate() {
+                    crate::quant::dequantize_row(dtype, row, &mut wd[o * n_in..][..n_in]).unwrap();
+                }
+                let mut s = CpuBackend::with_threads(Isa::Scalar, 1).unwrap();
+                let want = run_matmul(&mut s, dtype, &w, &x, n_out, n_in, n_tok);
+                for isa in Isa::ALL {
+                    let mut per_thread = Vec::new();
+                    for threads in [1, 2] {
+                        let Some(mut b) = CpuBackend::with_threads(isa, threads) else {
+                            eprintln!("skip {}: not supported here", isa.name());
+                            continue;
+                        };
+                        let got = run_matmul(&mut b, dtype, &w, &x, n_out, n_in, n_tok);
+                        for t in 0..n_tok {
+                            for o in 0..n_out {
+                                let mag: f32 = (0..n_in)
+                                    .map(|i| wd[o * n_in + i].abs() * (x[t * n_in + i].abs() + xmax / 127.0))
+                                    .sum();
+                                let tol = ((n_in / 32) as f32 + 64.0) * f32::EPSILON * mag + 1e-30;
+                                let (g, e) = (got[t * n_out + o], want[t * n_out + o]);
+                                assert!(
+                                    (g - e).abs() <= tol,
+                                    "{dtype:?} {} threads {threads} [{t},{o}] of {n_out}x{n_in}x{n_tok}: {g} vs {e} (tol {tol})",
+                                    isa.name()
+                                );
+                            }
+                        }
+                        per_thread.push(got);
+                    }
+                    if per_thread.len() == 2 {
+                        assert_eq!(per_thread[0], per_thread[1], "{dtype:?} {}: threads change results", isa.name());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attention_threads_match_serial() {
+        let mut rng = Lcg(11);
+        let (n_head, n_kv, hd, cap) = (6, 2, 16, 24);
+        for (n_past, n_tok) in [(0, 5), (7, 1), (3, 9)] {
+            let q = rng.vec(n_tok * n_head * hd);
+            let k = rng.vec(cap * n_kv * hd);
+            let v = rng.vec(cap * n_kv * hd);
+            let p = AttnParams { n_head, n_kv_head: n_kv, head_dim: hd, scale: 0.25, n_past };
+            let mut outs = Vec::new();
+            for threads in [1, 2, 3] {
+                let mut b = CpuBackend::with_threads(Isa::Scalar, threads).unwrap();
+                b.reserve(Reservation { max_tokens: n_tok, max_row: 32, max_ctx: cap, n_head }).unwrap();
+                let (qb, kb, vb) = (buf(&b, bytemuck::cast_slice(&q)), buf(&b, bytemuck::cast_slice(&k)), buf(&b, bytemuck::cast_slice(&v)));
+                let mut ob = b.alloc(q.len() * 4, BufferKind::Shared).unwrap();
+                ops::attention(
+                    &mut b,
+                    TensorRef::new(&qb, 0, DType::F32, Shape::d3(n_tok, n_head, hd)),
+                    TensorRef::new(&kb, 0, DType::F32, Shape::d3(cap, n_kv, hd)),
+                    TensorRef::new(&vb, 0, DType::F32, Shape::d3(cap, n_kv, hd)),
+                    p,
+                    TensorMut::new(&mut ob, 0, DType::F32, Shape::d3(n_tok, n_head, hd)),
+                )
+                .unwrap();
+                let mut o = vec![0f32; q.len()];
+                b.download(&ob, 0, bytemuck::cast_slice_mut(&mut o)).unwrap();
+                outs.push(o);
+            }
+            let mut serial = vec![0f32; q.len()];
+            let mut scores = vec![0f32; cap];
+            crate::cpu::scalar::attention(&q, &k, &v, &mut serial, &mut scores, p, n_tok);
+            for o in &outs {
+                assert_eq!(o, &serial);
+            }
+        }
+    }
+}

@@ -126,19 +126,7 @@ fn round_away(v: __m256) -> __m256 {
     _mm256_sub_ps(_mm256_add_ps(t, up), dn)
 }
 
-/// The scale of one Q8 block, or `None` when the block must go to the scalar quantizer
-/// (an input is NaN or infinite, or `1/d` overflows: then lanes and the scalar code would
-/// disagree on how a non-finite product converts to i8).
-#[inline]
-fn q8_scale(amax: f32, any_nan: bool) -> Option<(f32, f32)> {
-    let d = amax / 127.0;
-    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-    if any_nan || !amax.is_finite() || !id.is_finite() {
-        None
-    } else {
-        Some((d, id))
-    }
-}
+use crate::cpu::q8_simd_scale as q8_scale;
 
 /// Quantizes one 32-float block with AVX2: returns the 32 bytes and their sum, or `None`
 /// (see [`q8_scale`]).
