@@ -20,7 +20,6 @@
 //!   ops (see `kv_cache`).
 
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 
 use crate::dtype::DType;
 use crate::error::Result;
@@ -122,7 +121,7 @@ pub struct AttnParams {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Capabilities {
     /// Weight dtypes `matmul` and `get_rows` accept.
-    pub weight_dtypes: Vec<DType>,
+    pub weight_dtypes: &'static [DType],
     /// Host and device share memory (zero-copy `Shared` buffers and imported weights).
     pub unified_memory: bool,
     /// Ops complete before returning (no queue).

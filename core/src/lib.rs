@@ -25,9 +25,14 @@ pub mod backend;
 pub mod cpu;
 pub mod dtype;
 pub mod error;
+#[cfg(feature = "std")]
+pub mod gguf;
 pub mod kv_cache;
 pub mod math;
+pub mod model;
 pub mod ops;
+#[cfg(feature = "std")]
+pub mod oracle;
 pub mod quant;
 pub mod rope;
 pub mod tensor;

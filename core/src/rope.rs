@@ -46,19 +46,49 @@ pub fn apply_llama3(inv_freq: &mut [f32], s: &Llama3Scaling) {
     }
 }
 
-/// The per-pair divisors llama.cpp's converter writes as `rope_freqs.weight` for the same
-/// scaling: `base / scaled`. Applying them with [`apply_freq_divisors`] gives back
-/// (to f32 rounding) the scaled frequencies.
+/// The per-pair divisors llama.cpp's converter (`convert_hf_to_gguf.py`) writes as
+/// `rope_freqs.weight` for the same scaling: 1 for high frequencies, `factor` for low
+/// ones, `1 / ((1 - smooth)/factor + smooth)` between. Applying them with
+/// [`apply_freq_divisors`] gives the scaled frequencies to f32 rounding.
 pub fn llama3_divisors(theta: f32, head_dim: usize, s: &Llama3Scaling) -> Vec<f32> {
-    let base = base_inv_freq(theta, head_dim);
-    let mut scaled = base.clone();
-    apply_llama3(&mut scaled, s);
-    base.iter().zip(&scaled).map(|(b, s)| b / s).collect()
+    let old = s.original_max_position_embeddings as f32;
+    let (low_wavelen, high_wavelen) = (old / s.low_freq_factor, old / s.high_freq_factor);
+    base_inv_freq(theta, head_dim)
+        .iter()
+        .map(|&f| {
+            let wavelen = 2.0 * core::f32::consts::PI / f;
+            if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                s.factor
+            } else {
+                let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                1.0 / ((1.0 - smooth) / s.factor + smooth)
+            }
+        })
+        .collect()
 }
 
 /// `inv_freq[i] /= divisors[i]` (llama.cpp's `freq_factors`).
 pub fn apply_freq_divisors(inv_freq: &mut [f32], divisors: &[f32]) {
     for (f, d) in inv_freq.iter_mut().zip(divisors) {
         *f /= d;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn divisors_reproduce_the_scaled_frequencies() {
+        let s = Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 64 };
+        let mut scaled = base_inv_freq(10000.0, 64);
+        apply_llama3(&mut scaled, &s);
+        let mut via = base_inv_freq(10000.0, 64);
+        apply_freq_divisors(&mut via, &llama3_divisors(10000.0, 64, &s));
+        for (a, b) in scaled.iter().zip(&via) {
+            assert!((a - b).abs() <= 2.0 * f32::EPSILON * a.abs(), "{a} vs {b}"); // two f32 roundings apart
+        }
     }
 }

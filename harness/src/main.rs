@@ -1,2 +1,66 @@
-//! `harness`: Antigravity's command line.
-fn main() {}
+//! `harness`: Antigravity's command line. `main` is one `match` from subcommand to the
+//! function that runs it; each subcommand lives in its own module.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+
+mod common;
+mod fetch;
+mod generate;
+mod logits;
+mod oracle;
+mod quantize;
+mod synth;
+mod tokenize;
+
+#[derive(Parser)]
+#[command(
+    name = "harness",
+    version,
+    about = "Antigravity: on-device LLM inference — run, check and measure"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate text from a prompt.
+    Generate(generate::GenerateArgs),
+    /// Write the logits of every prompt position to a safetensors file.
+    Logits(logits::LogitsArgs),
+    /// Print the token ids of a prompt.
+    Tokenize(tokenize::TokenizeArgs),
+    /// Convert a GGUF file or an HF directory into a quantized GGUF file.
+    Quantize(quantize::QuantizeArgs),
+    /// Compare activations and logits with the stored reference tensors.
+    Oracle(oracle::OracleArgs),
+    /// Write a GGUF with a real model's architecture and random weights (speed only).
+    Synth(synth::SynthArgs),
+    /// Download the default model into the cache (if missing) and print its path.
+    Fetch,
+}
+
+fn main() -> ExitCode {
+    let t0 = Instant::now();
+    let cli = Cli::parse();
+    let r = match &cli.cmd {
+        Cmd::Generate(a) => generate::run(a, t0),
+        Cmd::Logits(a) => logits::run(a, t0),
+        Cmd::Tokenize(a) => tokenize::run(a, t0),
+        Cmd::Quantize(a) => quantize::run(a),
+        Cmd::Oracle(a) => oracle::run(a),
+        Cmd::Synth(a) => synth::run(a),
+        Cmd::Fetch => fetch::default_model().map(|p| println!("{}", p.display())),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

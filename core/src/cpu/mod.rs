@@ -266,7 +266,7 @@ impl Backend for CpuBackend {
     }
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            weight_dtypes: vec![
+            weight_dtypes: &[
                 DType::F32,
                 DType::F16,
                 DType::BF16,

@@ -1,0 +1,327 @@
+//! GGUF, the model file format of ggml / llama.cpp: reading (memory-mapped, zero-copy)
+//! and writing.
+//!
+//! # The format (v2 and v3; <https://github.com/ggml-org/ggml/blob/master/docs/gguf.md>)
+//!
+//! All numbers little-endian. A string is a u64 byte length followed by UTF-8 bytes.
+//!
+//! ```text
+//! magic "GGUF" | version u32 (2 or 3) | tensor_count u64 | metadata_kv_count u64
+//! metadata_kv_count × { key: string, value_type: u32, value }
+//!     value = a scalar of its type | string | array { elem_type u32, len u64, len × elem }
+//! tensor_count × { name: string, n_dims u32, dims u64 × n_dims, ggml_type u32, offset u64 }
+//! padding to `general.alignment` (default 32)
+//! data section: each tensor at data_start + offset, offset a multiple of the alignment
+//! ```
+//!
+//! Dims are in ggml order: `dims[0]` is the row length (the innermost, contiguous axis),
+//! so a Hugging Face `[vocab, hidden]` embedding is stored with `dims = [hidden, vocab]`.
+//!
+//! # Invariants of a [`GgufFile`]
+//!
+//! Once [`GgufFile::open`] or [`GgufFile::from_region`] returns `Ok`, every tensor has a
+//! supported [`DType`], 1 to 4 nonzero dims whose row length is a whole number of blocks,
+//! an absolute `offset` aligned to the file's alignment, and `offset + nbytes` inside the
+//! file; no two tensors overlap; tensor names and metadata keys are unique; every string
+//! is UTF-8. The parser never allocates more than a small multiple of the file's size,
+//! whatever the header claims (see [`reader`]).
+//!
+//! Tensor bytes are never copied: [`GgufFile::tensor_region`] returns a [`HostRegion`]
+//! view into the mapped file, which keeps the mapping alive.
+
+pub mod reader;
+pub mod value;
+pub mod writer;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+pub use reader::ggml_type_name;
+pub use value::{Array, StrArray, Value, ValueType};
+pub use writer::GgufWriter;
+
+use crate::backend::HostRegion;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// The four bytes every GGUF file starts with.
+pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
+/// Alignment of the data section and of every tensor when `general.alignment` is absent.
+pub const DEFAULT_ALIGNMENT: usize = 32;
+
+/// One tensor's description, as validated by the reader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// The GGUF tensor name (`blk.0.attn_q.weight`).
+    pub name: String,
+    /// Dimensions in ggml order: `dims[0]` is the row length (innermost).
+    pub dims: Vec<usize>,
+    /// Element type.
+    pub dtype: DType,
+    /// Absolute byte offset of the tensor's data in the file.
+    pub offset: usize,
+    /// Byte size of the tensor's data.
+    pub nbytes: usize,
+}
+
+impl TensorInfo {
+    /// Number of elements (product of the dims).
+    pub fn n_elements(&self) -> usize {
+        self.dims.iter().product()
+    }
+    /// Row length (`dims[0]`).
+    pub fn row_len(&self) -> usize {
+        self.dims[0]
+    }
+    /// Number of rows (product of all dims but the first).
+    pub fn n_rows(&self) -> usize {
+        self.dims[1..].iter().product()
+    }
+}
+
+/// A parsed GGUF file whose tensor data stay in the (memory-mapped) region.
+pub struct GgufFile {
+    path: String,
+    version: u32,
+    metadata: Vec<(String, Value)>,
+    key_index: HashMap<String, usize>,
+    tensors: Vec<TensorInfo>,
+    tensor_index: HashMap<String, usize>,
+    data_offset: usize,
+    alignment: usize,
+    region: HostRegion,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("metadata", &self.metadata.len())
+            .field("tensors", &self.tensors.len())
+            .field("data_offset", &self.data_offset)
+            .field("alignment", &self.alignment)
+            .finish()
+    }
+}
+
+impl GgufFile {
+    /// Memory-maps and parses the file at `path`.
+    pub fn open(path: &Path) -> Result<GgufFile> {
+        let name = path.display().to_string();
+        let io = |source| Error::Io {
+            path: name.clone(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len == 0 {
+            return Err(Error::format(&name, "byte 0: file is empty (0 bytes), not a GGUF file"));
+        }
+        // SAFETY: the mapping is only ever read, never written through. If another
+        // process truncates or rewrites the file while it is mapped, reads may see the
+        // new bytes or fault (SIGBUS); that is the user's risk, as with every
+        // memory-mapped model loader (llama.cpp does the same). All bounds were checked
+        // against the length at parse time.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        GgufFile::from_region(HostRegion::new(Arc::new(map)), &name)
+    }
+
+    /// Parses a GGUF file held in memory. `name` stands for the file in errors.
+    pub fn from_region(region: HostRegion, name: &str) -> Result<GgufFile> {
+        let p = reader::parse(region.bytes(), name)?;
+        Ok(GgufFile {
+            path: name.to_string(),
+            version: p.version,
+            metadata: p.metadata,
+            key_index: p.key_index,
+            tensors: p.tensors,
+            tensor_index: p.tensor_index,
+            data_offset: p.data_offset,
+            alignment: p.alignment,
+            region,
+        })
+    }
+
+    /// Parses a GGUF file from an owned byte vector (tests, fuzzing).
+    pub fn from_bytes(bytes: Vec<u8>, name: &str) -> Result<GgufFile> {
+        GgufFile::from_region(HostRegion::new(Arc::new(bytes)), name)
+    }
+
+    /// The format version (2 or 3).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+    /// The path (or name) given when opening.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    /// All metadata, in file order.
+    pub fn metadata(&self) -> &[(String, Value)] {
+        &self.metadata
+    }
+    /// The value stored under `key`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.key_index.get(key).map(|&i| &self.metadata[i].1)
+    }
+    /// All tensors, in file order.
+    pub fn tensors(&self) -> &[TensorInfo] {
+        &self.tensors
+    }
+    /// The tensor called `name`.
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensor_index.get(name).map(|&i| &self.tensors[i])
+    }
+    /// Absolute byte offset of the data section.
+    pub fn data_offset(&self) -> usize {
+        self.data_offset
+    }
+    /// The data alignment (`general.alignment`, default 32).
+    pub fn alignment(&self) -> usize {
+        self.alignment
+    }
+    /// The whole file.
+    pub fn region(&self) -> &HostRegion {
+        &self.region
+    }
+
+    /// A zero-copy view of `t`'s bytes. Fails only for a `TensorInfo` that does not come
+    /// from this file (one from this file was checked to lie inside it).
+    pub fn tensor_region(&self, t: &TensorInfo) -> Result<HostRegion> {
+        self.region.slice(t.offset, t.nbytes).ok_or_else(|| {
+            Error::format(
+                &self.path,
+                format!(
+                    "tensor '{}': bytes {}..+{} lie outside the file of {} bytes",
+                    t.name,
+                    t.offset,
+                    t.nbytes,
+                    self.region.len()
+                ),
+            )
+        })
+    }
+
+    /// The bytes of `t` (borrowed from the mapping).
+    pub fn tensor_bytes(&self, t: &TensorInfo) -> Result<&[u8]> {
+        self.region
+            .bytes()
+            .get(t.offset..t.offset.saturating_add(t.nbytes))
+            .ok_or_else(|| {
+                Error::format(
+                    &self.path,
+                    format!(
+                        "tensor '{}': bytes {}..+{} lie outside the file",
+                        t.name, t.offset, t.nbytes
+                    ),
+                )
+            })
+    }
+
+    fn wrong_type(&self, key: &str, expected: &str, found: String) -> Error {
+        Error::format(
+            &self.path,
+            format!("metadata key '{key}': expected {expected}, found {found}"),
+        )
+    }
+
+    fn get_integer<T: TryFrom<i128>>(&self, key: &str, expected: &str) -> Result<Option<T>> {
+        let Some(v) = self.get(key) else { return Ok(None) };
+        match v.as_integer() {
+            Some(i) => T::try_from(i).map(Some).map_err(|_| {
+                Error::format(
+                    &self.path,
+                    format!("metadata key '{key}': value {i} does not fit in {expected}"),
+                )
+            }),
+            None => Err(self.wrong_type(key, expected, v.describe())),
+        }
+    }
+
+    /// `key` as a u32; any integer type whose value fits is accepted.
+    pub fn get_u32(&self, key: &str) -> Result<Option<u32>> {
+        self.get_integer(key, "an integer (u32)")
+    }
+    /// `key` as a u64; any non-negative integer is accepted.
+    pub fn get_u64(&self, key: &str) -> Result<Option<u64>> {
+        self.get_integer(key, "an integer (u64)")
+    }
+    /// `key` as an i64; any integer that fits is accepted.
+    pub fn get_i64(&self, key: &str) -> Result<Option<i64>> {
+        self.get_integer(key, "an integer (i64)")
+    }
+    /// `key` as an f32; float32, float64 (rounded) and integers are accepted.
+    pub fn get_f32(&self, key: &str) -> Result<Option<f32>> {
+        let Some(v) = self.get(key) else { return Ok(None) };
+        match *v {
+            Value::F32(x) => Ok(Some(x)),
+            Value::F64(x) => Ok(Some(x as f32)),
+            _ => match v.as_integer() {
+                Some(i) => Ok(Some(i as f32)),
+                None => Err(self.wrong_type(key, "a number (f32)", v.describe())),
+            },
+        }
+    }
+    /// `key` as a bool.
+    pub fn get_bool(&self, key: &str) -> Result<Option<bool>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(v) => Err(self.wrong_type(key, "a bool", v.describe())),
+        }
+    }
+    /// `key` as a string.
+    pub fn get_str(&self, key: &str) -> Result<Option<&str>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Str(s)) => Ok(Some(s)),
+            Some(v) => Err(self.wrong_type(key, "a string", v.describe())),
+        }
+    }
+    /// `key` as an array of any type.
+    pub fn get_array(&self, key: &str) -> Result<Option<&Array>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(a)) => Ok(Some(a)),
+            Some(v) => Err(self.wrong_type(key, "an array", v.describe())),
+        }
+    }
+    /// `key` as a string array, borrowed (the vocabulary: `tokenizer.ggml.tokens`).
+    pub fn get_str_array(&self, key: &str) -> Result<Option<&StrArray>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Array(Array::Str(a))) => Ok(Some(a)),
+            Some(v) => Err(self.wrong_type(key, "an array of strings", v.describe())),
+        }
+    }
+    /// `key` as an i32 array; arrays of any integer type are accepted if every element fits.
+    pub fn get_i32_array(&self, key: &str) -> Result<Option<Vec<i32>>> {
+        let Some(a) = self.get_array(key)? else { return Ok(None) };
+        if let Array::I32(v) = a {
+            return Ok(Some(v.clone()));
+        }
+        let mut out = Vec::with_capacity(a.len());
+        for i in 0..a.len() {
+            let Some(x) = a.integer_at(i) else {
+                return Err(self.wrong_type(key, "an array of integers (i32)", a.describe()));
+            };
+            out.push(i32::try_from(x).map_err(|_| {
+                Error::format(
+                    &self.path,
+                    format!("metadata key '{key}': element {i} = {x} does not fit in i32"),
+                )
+            })?);
+        }
+        Ok(Some(out))
+    }
+    /// `key` as an f32 array (float32, or float64 rounded).
+    pub fn get_f32_array(&self, key: &str) -> Result<Option<Vec<f32>>> {
+        match self.get_array(key)? {
+            None => Ok(None),
+            Some(Array::F32(v)) => Ok(Some(v.clone())),
+            Some(Array::F64(v)) => Ok(Some(v.iter().map(|&x| x as f32).collect())),
+            Some(a) => Err(self.wrong_type(key, "an array of floats (f32)", a.describe())),
+        }
+    }
+}

@@ -1,0 +1,444 @@
+//! The Llama forward pass, written once against the [`Backend`] trait.
+//!
+//! Three structs explain the model, as in llama2.c: [`LlamaConfig`] (sizes), [`Weights`]
+//! (buffers over the mapped file) and the run state — [`Workspace`] (every activation
+//! of a batch, allocated once) plus the [`KvCache`]. [`Llama::forward`] reads top to
+//! bottom: embed → per layer (norm → q/k/v → RoPE → attention over the cache → output
+//! projection + residual → norm → SwiGLU + residual) → final norm → logits.
+//!
+//! After [`Llama::new`] nothing is allocated: a prompt is processed in chunks of at most
+//! `max_batch` tokens through the same workspace, and decoding is a chunk of one.
+
+use alloc::string::String;
+use alloc::vec;
+use alloc::vec::Vec;
+
+use super::config::LlamaConfig;
+use super::weights::Weights;
+use crate::backend::{AttnParams, Backend, BufferKind, Reservation};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::ops;
+use crate::tensor::{Shape, TensorMut, TensorRef};
+
+/// Run-time options of a model instance.
+#[derive(Clone, Copy, Debug)]
+pub struct RunOptions {
+    /// KV-cache capacity in tokens.
+    pub ctx: usize,
+    /// Most tokens per forward call (longer prompts are processed in chunks).
+    pub max_batch: usize,
+    /// Keep logits for every position of a batch (for `harness logits`), not just the last.
+    pub all_logits: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            ctx: 2048,
+            max_batch: 64,
+            all_logits: false,
+        }
+    }
+}
+
+/// Every activation of one batch, allocated once. Shapes for a batch of `n` tokens.
+pub struct Workspace<B: Backend> {
+    x: B::Buffer,        // (max_batch, dim) residual stream
+    xb: B::Buffer,       // (max_batch, dim) normed input of a sub-block
+    xb2: B::Buffer,      // (max_batch, dim) sub-block output before the residual add
+    q: B::Buffer,        // (max_batch, n_head * head_dim)
+    att: B::Buffer,      // (max_batch, n_head * head_dim) attention output
+    hb: B::Buffer,       // (max_batch, ffn_dim) gate
+    hb2: B::Buffer,      // (max_batch, ffn_dim) up
+    hb3: B::Buffer,      // (max_batch, ffn_dim) silu(gate) * up
+    logits: B::Buffer,   // (max_batch or 1, vocab)
+    inv_freq: B::Buffer, // (head_dim / 2,) RoPE inverse frequencies
+}
+
+/// Which op a slice of time went to (for the per-op profile).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    Embed,
+    Norm,
+    MatmulQkv,
+    Rope,
+    Attention,
+    MatmulOut,
+    MatmulFfn,
+    Swiglu,
+    Add,
+    Output,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 10] = [
+        OpKind::Embed,
+        OpKind::Norm,
+        OpKind::MatmulQkv,
+        OpKind::Rope,
+        OpKind::Attention,
+        OpKind::MatmulOut,
+        OpKind::MatmulFfn,
+        OpKind::Swiglu,
+        OpKind::Add,
+        OpKind::Output,
+    ];
+    pub const fn name(self) -> &'static str {
+        match self {
+            OpKind::Embed => "embed",
+            OpKind::Norm => "rms_norm",
+            OpKind::MatmulQkv => "matmul_qkv",
+            OpKind::Rope => "rope",
+            OpKind::Attention => "attention",
+            OpKind::MatmulOut => "matmul_attn_out",
+            OpKind::MatmulFfn => "matmul_ffn",
+            OpKind::Swiglu => "swiglu",
+            OpKind::Add => "add",
+            OpKind::Output => "matmul_output",
+        }
+    }
+}
+
+/// Receives timing marks: `begin` before an op group, `end` after it. The model calls it
+/// only when a profiler is installed; the profiler decides whether to synchronize.
+pub trait Profiler<B: Backend> {
+    fn begin(&mut self, backend: &mut B, op: OpKind);
+    fn end(&mut self, backend: &mut B, op: OpKind);
+}
+
+/// Receives hidden states for the oracle: `stage` is `embed`, `block.{i}`, `final_norm`;
+/// `data` is `[n_tok, dim]` row-major f32 on the host.
+pub type Tracer<'t> = &'t mut dyn FnMut(&str, &[f32]);
+
+/// A Llama model bound to a backend, with its run state.
+pub struct Llama<B: Backend> {
+    pub cfg: LlamaConfig,
+    pub weights: Weights<B>,
+    pub backend: B,
+    pub kv: KvCache<B>,
+    ws: Workspace<B>,
+    opts: RunOptions,
+    /// Host copy of the logits of the last forward (`(rows, vocab)`).
+    logits_host: Vec<f32>,
+    logits_rows: usize,
+    profiler: Option<alloc::boxed::Box<dyn Profiler<B>>>,
+}
+
+fn f32_buf<B: Backend>(b: &B, elems: usize) -> Result<B::Buffer> {
+    b.alloc(elems * 4, BufferKind::Device)
+}
+
+impl<B: Backend> Llama<B> {
+    /// Binds weights to a backend and allocates the whole run state.
+    pub fn new(cfg: LlamaConfig, weights: Weights<B>, mut backend: B, opts: RunOptions) -> Result<Llama<B>> {
+        if opts.ctx == 0 || opts.max_batch == 0 {
+            return Err(Error::invalid("context and batch size must be at least 1"));
+        }
+        let mb = opts.max_batch;
+        let logit_rows = if opts.all_logits { mb } else { 1 };
+        let b = &backend;
+        let mut inv_freq = f32_buf(b, cfg.head_dim / 2)?;
+        let freqs = cfg.rope_inv_freq();
+        b.upload(&mut inv_freq, 0, bytemuck::cast_slice(&freqs))?;
+        let ws = Workspace {
+            x: f32_buf(b, mb * cfg.dim)?,
+            xb: f32_buf(b, mb * cfg.dim)?,
+            xb2: f32_buf(b, mb * cfg.dim)?,
+            q: f32_buf(b, mb * cfg.q_dim())?,
+            att: f32_buf(b, mb * cfg.q_dim())?,
+            hb: f32_buf(b, mb * cfg.ffn_dim)?,
+            hb2: f32_buf(b, mb * cfg.ffn_dim)?,
+            hb3: f32_buf(b, mb * cfg.ffn_dim)?,
+            logits: f32_buf(b, logit_rows * cfg.vocab)?,
+            inv_freq,
+        };
+        let kv = KvCache::new(
+            b,
+            cfg.n_layer,
+            opts.ctx,
+            cfg.n_kv_head,
+            cfg.head_dim,
+            BufferKind::Device,
+        )?;
+        backend.reserve(Reservation {
+            max_tokens: mb,
+            max_row: cfg.dim.max(cfg.ffn_dim).max(cfg.q_dim()),
+            max_ctx: opts.ctx,
+            n_head: cfg.n_head,
+        })?;
+        let logits_host = vec![0.0; logit_rows * cfg.vocab];
+        Ok(Llama {
+            cfg,
+            weights,
+            backend,
+            kv,
+            ws,
+            opts,
+            logits_host,
+            logits_rows: 0,
+            profiler: None,
+        })
+    }
+
+    pub fn options(&self) -> RunOptions {
+        self.opts
+    }
+
+    /// Installs (or removes) a per-op profiler.
+    pub fn set_profiler(&mut self, p: Option<alloc::boxed::Box<dyn Profiler<B>>>) {
+        self.profiler = p;
+    }
+
+    /// Forgets the context (the KV cache is kept allocated).
+    pub fn reset(&mut self) {
+        self.kv.clear();
+    }
+
+    /// Logits of the last forward call: one row per position when `all_logits`, else the
+    /// last position only.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits_host[..self.logits_rows * self.cfg.vocab]
+    }
+
+    /// Runs `ids` (any length; chunked by `max_batch`) after the cached context and leaves
+    /// their logits in [`Llama::logits`].
+    pub fn forward(&mut self, ids: &[u32]) -> Result<&[f32]> {
+        self.forward_traced(ids, None)
+    }
+
+    /// [`Llama::forward`] that also reports hidden states to `trace` (oracle use; the
+    /// trace path allocates, the plain path does not).
+    pub fn forward_traced(&mut self, ids: &[u32], mut trace: Option<Tracer<'_>>) -> Result<&[f32]> {
+        if ids.is_empty() {
+            return Err(Error::invalid("forward: no tokens"));
+        }
+        self.kv.check_room(ids.len())?;
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
+            return Err(Error::Range {
+                what: String::from("token id"),
+                given: bad as u64,
+                limit: self.cfg.vocab as u64,
+            });
+        }
+        let mut done = 0;
+        let mut rows = 0;
+        for chunk in ids.chunks(self.opts.max_batch) {
+            self.forward_chunk(chunk, &mut trace)?;
+            // Collect logits: all rows when asked for, otherwise the last one.
+            let v = self.cfg.vocab;
+            if self.opts.all_logits {
+                let n = chunk.len();
+                if rows + n > self.logits_host.len() / v {
+                    // Growing the host logits for a long `logits` request is the one
+                    // allocation outside decode, and only in all_logits mode.
+                    self.logits_host.resize((rows + n) * v, 0.0);
+                }
+                self.backend.download(
+                    &self.ws.logits,
+                    0,
+                    bytemuck::cast_slice_mut(&mut self.logits_host[rows * v..(rows + n) * v]),
+                )?;
+                rows += n;
+            } else {
+                self.backend
+                    .download(&self.ws.logits, 0, bytemuck::cast_slice_mut(&mut self.logits_host[..v]))?;
+                rows = 1;
+            }
+            done += chunk.len();
+        }
+        debug_assert_eq!(done, ids.len());
+        self.logits_rows = rows;
+        Ok(self.logits())
+    }
+
+    fn mark(&mut self, op: OpKind, begin: bool) {
+        if let Some(p) = self.profiler.as_mut() {
+            if begin {
+                p.begin(&mut self.backend, op)
+            } else {
+                p.end(&mut self.backend, op)
+            }
+        }
+    }
+
+    fn trace(&mut self, trace: &mut Option<Tracer<'_>>, stage: &str, buf_is_xb: bool, n: usize) -> Result<()> {
+        if let Some(t) = trace.as_mut() {
+            let mut host = vec![0.0f32; n * self.cfg.dim];
+            let buf = if buf_is_xb { &self.ws.xb } else { &self.ws.x };
+            self.backend.download(buf, 0, bytemuck::cast_slice_mut(&mut host))?;
+            t(stage, &host);
+        }
+        Ok(())
+    }
+
+    /// One batch of `n ≤ max_batch` tokens.
+    fn forward_chunk(&mut self, ids: &[u32], trace: &mut Option<Tracer<'_>>) -> Result<()> {
+        let c = &self.cfg;
+        let n = ids.len();
+        let (dim, qd, kvd, ff, hd) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim, c.head_dim);
+        let (n_head, n_kv_head, eps, style, vocab) = (c.n_head, c.n_kv_head, c.norm_eps, c.rope_style, c.vocab);
+        let slot0 = self.kv.len();
+        let pos0 = self.kv.next_pos();
+        let attn = AttnParams {
+            n_head,
+            n_kv_head,
+            head_dim: hd,
+            scale: 1.0 / crate::math::sqrtf(hd as f32),
+            n_past: slot0,
+        };
+        let f32v = |shape: Shape| (DType::F32, shape);
+        let (t_dim, t_q, t_ff) = (f32v(Shape::d2(n, dim)), f32v(Shape::d2(n, qd)), f32v(Shape::d2(n, ff)));
+
+        // Helper views over workspace buffers.
+        fn r<'a, B: Backend>(buf: &'a B::Buffer, t: (DType, Shape)) -> TensorRef<'a, B> {
+            TensorRef::new(buf, 0, t.0, t.1)
+        }
+        fn m<'a, B: Backend>(buf: &'a mut B::Buffer, t: (DType, Shape)) -> TensorMut<'a, B> {
+            TensorMut::new(buf, 0, t.0, t.1)
+        }
+
+        // x = embed(ids)                                              (n, dim)
+        self.mark(OpKind::Embed, true);
+        ops::get_rows(
+            &mut self.backend,
+            self.weights.tok_embd.view(),
+            ids,
+            m(&mut self.ws.x, t_dim),
+        )?;
+        self.mark(OpKind::Embed, false);
+        self.trace(trace, "embed", false, n)?;
+
+        for l in 0..self.cfg.n_layer {
+            let lw = &self.weights.layers[l];
+            let be = &mut self.backend;
+            let ws = &mut self.ws;
+            // ---- attention ----
+            // xb = rms_norm(x) · attn_norm
+            if let Some(p) = self.profiler.as_mut() {
+                p.begin(be, OpKind::Norm);
+            }
+            ops::rms_norm(be, r(&ws.x, t_dim), lw.attn_norm.view(), eps, m(&mut ws.xb, t_dim))?;
+            if let Some(p) = self.profiler.as_mut() {
+                p.end(be, OpKind::Norm);
+                p.begin(be, OpKind::MatmulQkv);
+            }
+            // q = xb · Wqᵀ; k, v written straight into cache slots slot0..slot0+n
+            ops::matmul(be, lw.wq.view(), r(&ws.xb, t_dim), m(&mut ws.q, t_q))?;
+            {
+                let (mut k, mut v) = self.kv.slots_mut(l, slot0, n);
+                ops::matmul(be, lw.wk.view(), r(&ws.xb, t_dim), k.reborrow())?;
+                ops::matmul(be, lw.wv.view(), r(&ws.xb, t_dim), v.reborrow())?;
+                if let Some(p) = self.profiler.as_mut() {
+                    p.end(be, OpKind::MatmulQkv);
+                    p.begin(be, OpKind::Rope);
+                }
+                // RoPE on q (n, n_head, hd) and on the new keys (n, n_kv_head, hd)
+                let freqs = r(&ws.inv_freq, f32v(Shape::d1(hd / 2)));
+                ops::rope(be, m(&mut ws.q, f32v(Shape::d3(n, n_head, hd))), freqs, pos0, style)?;
+                ops::rope(be, k.reshape(Shape::d3(n, n_kv_head, hd)), freqs, pos0, style)?;
+                let _ = kvd;
+            }
+            if let Some(p) = self.profiler.as_mut() {
+                p.end(be, OpKind::Rope);
+                p.begin(be, OpKind::Attention);
+            }
+            // att = softmax(q·Kᵀ/√hd) · V over slots 0..slot0+n (causal, GQA)
+            let (kc, vc) = self.kv.views(l);
+            let t_heads = f32v(Shape::d3(n, n_head, hd));
+            ops::attention(be, r(&ws.q, t_heads), kc, vc, attn, m(&mut ws.att, t_heads))?;
+            if let Some(p) = self.profiler.as_mut() {
+                p.end(be, OpKind::Attention);
+                p.begin(be, OpKind::MatmulOut);
+            }
+            // x += att · Woᵀ
+            ops::matmul(be, lw.wo.view(), r(&ws.att, t_q), m(&mut ws.xb2, t_dim))?;
+            if let Some(p) = self.profiler.as_mut() {
+                p.end(be, OpKind::MatmulOut);
+                p.begin(be, OpKind::Add);
+            }
+            ops::add(be, m(&mut ws.x, t_dim), r(&ws.xb2, t_dim))?;
+            if let Some(p) = self.profiler.as_mut() {
+                p.end(be, OpKind::Add);
+                p.begin(be, OpKind::Norm);
+            }
+
+            // ---- feed-forward ----
+            // xb = rms_norm(x) · ffn_norm
+            ops::rms_norm(be, r(&ws.x, t_dim), lw.ffn_norm.view(), eps, m(&mut ws.xb, t_dim))?;
+            if let Some(p) = self.profiler.as_mut() {
+                p.end(be, OpKind::Norm);
+                p.begin(be, OpKind::MatmulFfn);
+            }
+            // hb = xb · Wgateᵀ, hb2 = xb · Wupᵀ                        (n, ffn)
+            ops::matmul(be, lw.w_gate.view(), r(&ws.xb, t_dim), m(&mut ws.hb, t_ff))?;
+            ops::matmul(be, lw.w_up.view(), r(&ws.xb, t_dim), m(&mut ws.hb2, t_ff))?;
+            if let Some(p) = self.profiler.as_mut() {
+                p.end(be, OpKind::MatmulFfn);
+                p.begin(be, OpKind::Swiglu);
+            }
+            // hb3 = silu(hb) · hb2
+            ops::swiglu(be, r(&ws.hb, t_ff), r(&ws.hb2, t_ff), m(&mut ws.hb3, t_ff))?;
+            if let Some(p) = self.profiler.as_mut() {
+                p.end(be, OpKind::Swiglu);
+                p.begin(be, OpKind::MatmulFfn);
+            }
+            // x += hb3 · Wdownᵀ
+            ops::matmul(be, lw.w_down.view(), r(&ws.hb3, t_ff), m(&mut ws.xb2, t_dim))?;
+            if let Some(p) = self.profiler.as_mut() {
+                p.end(be, OpKind::MatmulFfn);
+                p.begin(be, OpKind::Add);
+            }
+            ops::add(be, m(&mut ws.x, t_dim), r(&ws.xb2, t_dim))?;
+            if let Some(p) = self.profiler.as_mut() {
+                p.end(be, OpKind::Add);
+            }
+            if trace.is_some() {
+                let stage = alloc::format!("block.{l}");
+                self.trace(trace, &stage, false, n)?;
+            }
+        }
+
+        // ---- head ----
+        // Only the rows whose logits are wanted: all, or the last one.
+        let (first, rows) = if self.opts.all_logits { (0, n) } else { (n - 1, 1) };
+        self.mark(OpKind::Norm, true);
+        let ws = &mut self.ws;
+        if trace.is_some() {
+            // The oracle wants the final norm of every row.
+            ops::rms_norm(
+                &mut self.backend,
+                r(&ws.x, t_dim),
+                self.weights.out_norm.view(),
+                eps,
+                m(&mut ws.xb, t_dim),
+            )?;
+        } else {
+            let x_rows = TensorRef::<B>::new(&ws.x, first * dim * 4, DType::F32, Shape::d2(rows, dim));
+            let out = m(&mut ws.xb, f32v(Shape::d2(rows, dim)));
+            ops::rms_norm(&mut self.backend, x_rows, self.weights.out_norm.view(), eps, out)?;
+        }
+        self.mark(OpKind::Norm, false);
+        if trace.is_some() {
+            self.trace(trace, "final_norm", true, n)?;
+        }
+        self.mark(OpKind::Output, true);
+        let ws = &mut self.ws;
+        let xb_rows = TensorRef::<B>::new(
+            &ws.xb,
+            if trace.is_some() { first * dim * 4 } else { 0 },
+            DType::F32,
+            Shape::d2(rows, dim),
+        );
+        ops::matmul(
+            &mut self.backend,
+            self.weights.output().view(),
+            xb_rows,
+            m(&mut ws.logits, f32v(Shape::d2(rows, vocab))),
+        )?;
+        self.mark(OpKind::Output, false);
+        self.kv.commit(n);
+        Ok(())
+    }
+}

@@ -1,0 +1,509 @@
+//! The oracle: compares our activations and logits with reference tensors produced by an
+//! independent implementation (Hugging Face `transformers`, fp32), as listed in
+//! `oracle/manifest.json`. Used by `harness oracle` and by the test suite, so CI fails
+//! when a change moves an activation or a logit past its tolerance.
+//!
+//! Every compared manifest entry carries its metric, its tolerance, the value measured
+//! when the tolerance was set and the reason for it. Metrics:
+//! * `nmse` — Σ(ours − ref)² / Σ ref², for hidden states (embed, block.i, final_norm);
+//! * `max_rel` — max |ours − ref| / max |ref|, for logits of f32 models and RoPE tables;
+//! * `top1_agree` (a floor) and `kl_mean` (a ceiling, nats) for logits; with stored
+//!   top-64 log-probs the KL is over the 64 reference tokens plus one "rest" bucket;
+//! * `greedy_exact_where_margin` — our greedy ids equal the reference's at every step
+//!   before the first one whose top-1/top-2 log-prob margin is below the tolerance.
+//!
+//! A breach names the case, the tensor and, for hidden states, the first layer that
+//! diverges.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+use crate::backend::{Backend, BufferKind, RopeStyle};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::gguf::GgufFile;
+use crate::model::{self, Llama, LlamaConfig, RunOptions, Weights};
+
+/// One comparison.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub case: String,
+    pub tensor: String,
+    pub metric: String,
+    pub value: f64,
+    /// `None` when the manifest has no tolerance yet (measurement only).
+    pub limit: Option<f64>,
+    /// true: value must be ≤ limit; false: value must be ≥ limit (e.g. top-1 agreement).
+    pub upper: bool,
+    pub layer: Option<usize>,
+}
+
+impl Row {
+    pub fn pass(&self) -> bool {
+        match self.limit {
+            None => true,
+            Some(l) if self.upper => self.value <= l,
+            Some(l) => self.value >= l,
+        }
+    }
+}
+
+/// Deliberate damage, to prove the gate bites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Corruption {
+    /// Overwrite row 0 of layer `k`'s Q projection with large values.
+    WeightRow { layer: usize },
+    /// Use the other RoPE convention than the weights need.
+    SwapRope,
+}
+
+/// What to run.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Only cases whose name contains this.
+    pub filter: Option<String>,
+    pub corrupt: Option<Corruption>,
+    /// Where the SmolLM2 GGUF is (None: skip SmolLM2 cases with a note).
+    pub smollm2: Option<PathBuf>,
+}
+
+/// The outcome: rows, plus notes on what was skipped and why.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub rows: Vec<Row>,
+    pub skipped: Vec<String>,
+}
+
+impl Report {
+    pub fn failures(&self) -> impl Iterator<Item = &Row> {
+        self.rows.iter().filter(|r| !r.pass())
+    }
+    /// The first hidden-state layer that breaches, per case (in layer order).
+    pub fn first_bad_layer(&self, case: &str) -> Option<usize> {
+        self.rows
+            .iter()
+            .filter(|r| r.case == case && !r.pass())
+            .filter_map(|r| r.layer)
+            .min()
+    }
+}
+
+fn err(msg: impl Into<String>) -> Error {
+    Error::format("oracle/manifest.json", msg)
+}
+
+struct Entry {
+    case: String,
+    file: PathBuf,
+    tensor: String,
+    metric: Vec<String>,
+    tolerance: Value,
+    layer: Option<usize>,
+    margin_tensor: Option<String>,
+    raw: Value,
+}
+
+fn entries(root: &Path) -> Result<Vec<Entry>> {
+    let p = root.join("oracle/manifest.json");
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::Io {
+        path: p.display().to_string(),
+        source: e,
+    })?;
+    let m: Value = serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))?;
+    let mut out = Vec::new();
+    for e in m["entries"].as_array().ok_or_else(|| err("no `entries` array"))? {
+        let metric: Vec<String> = match &e["metric"] {
+            Value::Null => continue,
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+            _ => return Err(err("bad `metric`")),
+        };
+        out.push(Entry {
+            case: e["case"].as_str().unwrap_or_default().to_string(),
+            file: root.join(e["file"].as_str().unwrap_or_default()),
+            tensor: e["tensor"].as_str().unwrap_or_default().to_string(),
+            metric,
+            tolerance: e["tolerance"].clone(),
+            layer: e["layer"].as_u64().map(|l| l as usize),
+            margin_tensor: e["margin_tensor"].as_str().map(String::from),
+            raw: e.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Reference tensors of one file.
+struct Refs {
+    bytes: Vec<u8>,
+    path: String,
+}
+
+impl Refs {
+    fn open(p: &Path) -> Result<Refs> {
+        let bytes = std::fs::read(p).map_err(|e| Error::Io {
+            path: p.display().to_string(),
+            source: e,
+        })?;
+        Ok(Refs {
+            bytes,
+            path: p.display().to_string(),
+        })
+    }
+    fn f32(&self, name: &str) -> Result<Vec<f32>> {
+        let st = SafeTensors::deserialize(&self.bytes).map_err(|e| Error::format(&self.path, e.to_string()))?;
+        let t = st
+            .tensor(name)
+            .map_err(|e| Error::format(&self.path, format!("{name}: {e}")))?;
+        Ok(match t.dtype() {
+            safetensors::Dtype::F32 => t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            safetensors::Dtype::I64 => t
+                .data()
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as f32)
+                .collect(),
+            d => return Err(Error::format(&self.path, format!("{name}: unexpected dtype {d:?}"))),
+        })
+    }
+    fn ids(&self, name: &str) -> Result<Vec<u32>> {
+        let st = SafeTensors::deserialize(&self.bytes).map_err(|e| Error::format(&self.path, e.to_string()))?;
+        let t = st
+            .tensor(name)
+            .map_err(|e| Error::format(&self.path, format!("{name}: {e}")))?;
+        Ok(t.data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as u32)
+            .collect())
+    }
+}
+
+/// Σ(a−b)²/Σb².
+pub fn nmse(ours: &[f32], refv: &[f32]) -> f64 {
+    let num: f64 = ours
+        .iter()
+        .zip(refv)
+        .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
+        .sum();
+    let den: f64 = refv.iter().map(|b| (*b as f64).powi(2)).sum();
+    if den == 0.0 {
+        num
+    } else {
+        num / den
+    }
+}
+
+/// max|a−b| / max|b|.
+pub fn max_rel(ours: &[f32], refv: &[f32]) -> f64 {
+    let num = ours
+        .iter()
+        .zip(refv)
+        .map(|(a, b)| (*a as f64 - *b as f64).abs())
+        .fold(0.0, f64::max);
+    let den = refv.iter().map(|b| (*b as f64).abs()).fold(0.0, f64::max);
+    if den == 0.0 {
+        num
+    } else {
+        num / den
+    }
+}
+
+fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let m = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b)) as f64;
+    let lse = row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln() + m;
+    row.iter().map(|&v| v as f64 - lse).collect()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// (top-1 agreement, mean KL(P_ref ‖ P_ours)) over full rows.
+pub fn top1_and_kl(ours: &[f32], refv: &[f32], vocab: usize) -> (f64, f64) {
+    let n = refv.len() / vocab;
+    let (mut agree, mut kl) = (0usize, 0.0f64);
+    for r in 0..n {
+        let (o, f) = (&ours[r * vocab..(r + 1) * vocab], &refv[r * vocab..(r + 1) * vocab]);
+        agree += (argmax(o) == argmax(f)) as usize;
+        let (lo, lf) = (log_softmax(o), log_softmax(f));
+        kl += lf.iter().zip(&lo).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
+    }
+    (agree as f64 / n as f64, kl / n as f64)
+}
+
+/// (top-1 agreement, mean KL over the 64 reference tokens plus a rest bucket).
+fn top1_and_kl_topk(ours: &[f32], vocab: usize, topk_logp: &[f32], topk_idx: &[u32], rest_logp: &[f32]) -> (f64, f64) {
+    let n = rest_logp.len();
+    let k = topk_logp.len() / n;
+    let (mut agree, mut kl) = (0usize, 0.0f64);
+    for r in 0..n {
+        let o = &ours[r * vocab..(r + 1) * vocab];
+        let lo = log_softmax(o);
+        let (lp, ix) = (&topk_logp[r * k..(r + 1) * k], &topk_idx[r * k..(r + 1) * k]);
+        // The reference's top-1 is the highest stored log-prob.
+        let ref_top = ix[(0..k).max_by(|&a, &b| lp[a].total_cmp(&lp[b])).unwrap_or(0)] as usize;
+        agree += (argmax(o) == ref_top) as usize;
+        let mut ours_in = 0.0f64;
+        for j in 0..k {
+            let (p, q) = (lp[j] as f64, lo[ix[j] as usize]);
+            kl += p.exp() * (p - q);
+            ours_in += q.exp();
+        }
+        let (pr, qr) = (rest_logp[r] as f64, (1.0 - ours_in).max(1e-300).ln());
+        kl += pr.exp() * (pr - qr);
+    }
+    (agree as f64 / n as f64, kl / n as f64)
+}
+
+fn tol(v: &Value, key: &str) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Object(o) => o.get(key).and_then(Value::as_f64),
+        _ => None,
+    }
+}
+
+/// What a loaded model is, for a case.
+enum Source<'a> {
+    Hf(&'a Path, DType),
+    Gguf(&'a Path),
+}
+
+fn load<B: Backend>(src: &Source<'_>, be: B, corrupt: Option<Corruption>, all_logits: bool) -> Result<Llama<B>> {
+    let (mut cfg, mut w): (LlamaConfig, Weights<B>) = match src {
+        Source::Hf(dir, t) => model::hf::load(dir, &be, *t)?,
+        Source::Gguf(p) => {
+            let f = GgufFile::open(p)?;
+            model::gguf::load(&f, &be)?
+        }
+    };
+    match corrupt {
+        Some(Corruption::SwapRope) => {
+            cfg.rope_style = match cfg.rope_style {
+                RopeStyle::Adjacent => RopeStyle::HalfSplit,
+                RopeStyle::HalfSplit => RopeStyle::Adjacent,
+            }
+        }
+        Some(Corruption::WeightRow { layer }) => {
+            let l = w
+                .layers
+                .get_mut(layer)
+                .ok_or_else(|| Error::invalid(format!("no layer {layer}")))?;
+            let n = be.buffer_len(&l.wq.buf);
+            let mut bytes = vec![0u8; n];
+            be.download(&l.wq.buf, 0, &mut bytes)?;
+            // Replace row 0 of Wq with the values of a row scaled far out of range.
+            let cols = l.wq.shape.row_len();
+            let rb = l.wq.dtype.row_bytes(cols).unwrap_or(0);
+            let big: Vec<f32> = (0..cols).map(|i| if i % 2 == 0 { 4.0 } else { -4.0 }).collect();
+            crate::quant::quantize_row(l.wq.dtype, &big, &mut bytes[..rb])
+                .map_err(|e| Error::invalid(format!("{e:?}")))?;
+            let mut nb = be.alloc(n, BufferKind::Device)?;
+            be.upload(&mut nb, 0, &bytes)?;
+            l.wq.buf = nb;
+        }
+        None => {}
+    }
+    let ctx = 512;
+    Llama::new(
+        cfg,
+        w,
+        be,
+        RunOptions {
+            ctx,
+            max_batch: 64,
+            all_logits,
+        },
+    )
+}
+
+/// Runs every case of the manifest under `root` on backends made by `make`.
+pub fn run<B: Backend>(root: &Path, opts: &Options, make: &dyn Fn() -> Result<B>) -> Result<Report> {
+    let all = entries(root)?;
+    let mut by_case: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+    for e in all {
+        by_case.entry(e.case.clone()).or_default().push(e);
+    }
+    let mut rep = Report::default();
+    for (case, es) in &by_case {
+        if opts.filter.as_ref().is_some_and(|f| !case.contains(f.as_str())) {
+            continue;
+        }
+        if case.starts_with("rope") {
+            rope_case(case, es, &mut rep)?;
+            continue;
+        }
+        let model_dir = case.split('.').next().unwrap_or_default();
+        let gguf;
+        let src = if model_dir.starts_with("tiny") {
+            Source::Hf(Path::new(""), DType::F32)
+        } else {
+            match &opts.smollm2 {
+                Some(p) if p.exists() => {
+                    gguf = p.clone();
+                    Source::Gguf(&gguf)
+                }
+                _ => {
+                    rep.skipped
+                        .push(format!("{case}: SmolLM2 GGUF not available (run `harness fetch`)"));
+                    continue;
+                }
+            }
+        };
+        let dir = root.join("oracle/models").join(model_dir);
+        let src = match src {
+            Source::Hf(_, _) => Source::Hf(&dir, DType::F32),
+            s => s,
+        };
+        model_case(case, es, &src, &dir, opts, make, &mut rep)?;
+    }
+    Ok(rep)
+}
+
+fn rope_case(case: &str, es: &[Entry], rep: &mut Report) -> Result<()> {
+    for e in es {
+        let want = Refs::open(&e.file)?.f32(&e.tensor)?;
+        let ent = &e.raw;
+        let hd = ent["head_dim"].as_u64().unwrap_or(64) as usize;
+        let theta = ent["rope_theta"].as_f64().unwrap_or(10000.0) as f32;
+        let mut f = crate::rope::base_inv_freq(theta, hd);
+        if ent["rope_type"] == "llama3" {
+            let s = crate::rope::Llama3Scaling {
+                factor: ent["factor"].as_f64().unwrap_or(1.0) as f32,
+                low_freq_factor: ent["low_freq_factor"].as_f64().unwrap_or(1.0) as f32,
+                high_freq_factor: ent["high_freq_factor"].as_f64().unwrap_or(4.0) as f32,
+                original_max_position_embeddings: ent["original_max_position_embeddings"].as_u64().unwrap_or(8192)
+                    as usize,
+            };
+            crate::rope::apply_llama3(&mut f, &s);
+        }
+        rep.rows.push(Row {
+            case: case.into(),
+            tensor: e.tensor.clone(),
+            metric: "max_rel".into(),
+            value: max_rel(&f, &want),
+            limit: tol(&e.tolerance, "max_rel"),
+            upper: true,
+            layer: None,
+        });
+    }
+    Ok(())
+}
+
+fn model_case<B: Backend>(
+    case: &str,
+    es: &[Entry],
+    src: &Source<'_>,
+    _dir: &Path,
+    opts: &Options,
+    make: &dyn Fn() -> Result<B>,
+    rep: &mut Report,
+) -> Result<()> {
+    let file = &es[0].file;
+    let refs = Refs::open(file)?;
+    let ids = refs.ids("ids")?;
+    // One traced prefill for hidden states and logits.
+    let mut m = load(src, make()?, opts.corrupt, true)?;
+    let mut states: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    let mut tr = |stage: &str, data: &[f32]| {
+        states.entry(stage.to_string()).or_default().extend_from_slice(data);
+    };
+    let logits = m.forward_traced(&ids, Some(&mut tr))?.to_vec();
+    let vocab = m.cfg.vocab;
+    let inv_freq = m.cfg.rope_inv_freq();
+    drop(m);
+    let push = |rep: &mut Report, e: &Entry, metric: &str, value: f64, upper: bool| {
+        rep.rows.push(Row {
+            case: case.into(),
+            tensor: e.tensor.clone(),
+            metric: metric.into(),
+            value,
+            limit: tol(&e.tolerance, metric),
+            upper,
+            layer: e.layer,
+        })
+    };
+    for e in es {
+        match e.tensor.as_str() {
+            t if t == "embed" || t == "final_norm" || t.starts_with("block.") => {
+                let ours = states
+                    .get(t)
+                    .ok_or_else(|| Error::invalid(format!("model produced no `{t}`")))?;
+                push(rep, e, "nmse", nmse(ours, &refs.f32(t)?), true);
+            }
+            "logits" => {
+                let want = refs.f32("logits")?;
+                for met in &e.metric {
+                    match met.as_str() {
+                        "max_rel" => push(rep, e, "max_rel", max_rel(&logits, &want), true),
+                        "top1_agree" => push(rep, e, "top1_agree", top1_and_kl(&logits, &want, vocab).0, false),
+                        "kl_mean" => push(rep, e, "kl_mean", top1_and_kl(&logits, &want, vocab).1, true),
+                        _ => {}
+                    }
+                }
+            }
+            "rope_inv_freq" => push(rep, e, "max_rel", max_rel(&inv_freq, &refs.f32("rope_inv_freq")?), true),
+            "logits_topk_logp" => {
+                let (a, k) = top1_and_kl_topk(
+                    &logits,
+                    vocab,
+                    &refs.f32("logits_topk_logp")?,
+                    &refs.ids("logits_topk_idx")?,
+                    &refs.f32("logits_rest_logp")?,
+                );
+                push(rep, e, "top1_agree", a, false);
+                push(rep, e, "kl_mean_topk_plus_rest", k, true);
+            }
+            "logits_q4_0" => {
+                let Source::Hf(dir, _) = src else { continue };
+                let mut mq = load(&Source::Hf(dir, DType::Q4_0), make()?, opts.corrupt, true)?;
+                let lq = mq.forward(&ids)?.to_vec();
+                let (a, k) = top1_and_kl(&lq, &refs.f32("logits_q4_0")?, vocab);
+                push(rep, e, "top1_agree", a, false);
+                push(rep, e, "kl_mean", k, true);
+            }
+            "greedy_ids" => {
+                let want = refs.ids("greedy_ids")?;
+                let margin = refs.f32(e.margin_tensor.as_deref().unwrap_or("greedy_margin"))?;
+                let min_margin = tol(&e.tolerance, "min_margin").unwrap_or(0.1);
+                // Teacher-forced: each step is fed the reference's token, so one near-tie
+                // cannot derail the rest; ids must agree where the reference's top-1/top-2
+                // log-prob margin is at least `min_margin`.
+                let mut mg = load(src, make()?, opts.corrupt, false)?;
+                let mut ours = argmax(mg.forward(&ids)?) as u32;
+                let (mut checked, mut mismatch) = (0usize, 0usize);
+                for (step, &w) in want.iter().enumerate() {
+                    if margin[step] as f64 >= min_margin {
+                        checked += 1;
+                        mismatch += (ours != w) as usize;
+                    }
+                    if step + 1 < want.len() {
+                        ours = argmax(mg.forward(&[w])?) as u32;
+                    }
+                }
+                rep.rows.push(Row {
+                    case: case.into(),
+                    tensor: format!("greedy_ids ({checked}/{} steps, margin ≥ {min_margin})", want.len()),
+                    metric: "mismatches".into(),
+                    value: mismatch as f64,
+                    limit: Some(0.0),
+                    upper: true,
+                    layer: None,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! Byte-exactness of our quantizers against vectors made by an independent
+//! implementation: the Python `gguf` package's quantizers (see `oracle/quant/`).
+//! Q8_1 is not in `gguf`; its vectors are Q8_0's `d`/`qs` plus `s = f16(d·Σq)`.
+
+use antigravity_core::dtype::DType;
+use antigravity_core::quant;
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn vectors() -> serde_json::Value {
+    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../oracle/quant/vectors.json");
+    serde_json::from_str(&std::fs::read_to_string(p).expect("oracle/quant/vectors.json is committed")).unwrap()
+}
+
+#[test]
+fn quantizers_match_gguf_vectors_byte_for_byte() {
+    let v = vectors();
+    let cases = v["cases"].as_array().unwrap();
+    assert!(cases.len() >= 20, "expected the full vector set");
+    let mut checked = 0;
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let input: Vec<f32> = c["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| f32::from_bits(u32::from_str_radix(h.as_str().unwrap(), 16).unwrap()))
+            .collect();
+        for (key, dtype) in [
+            ("q4_0", DType::Q4_0),
+            ("q4_1", DType::Q4_1),
+            ("q8_0", DType::Q8_0),
+            ("q8_1", DType::Q8_1),
+        ] {
+            let Some(want) = c[key].as_str() else { continue };
+            let want = hex(want);
+            let mut got = vec![0u8; dtype.row_bytes(input.len()).unwrap()];
+            quant::quantize_row(dtype, &input, &mut got).unwrap();
+            if got != want {
+                let bb = dtype.block_bytes();
+                let blk = got.chunks(bb).zip(want.chunks(bb)).position(|(a, b)| a != b).unwrap();
+                panic!(
+                    "{name} {key}: block {blk} differs\n  ours: {:02x?}\n  gguf: {:02x?}",
+                    &got[blk * bb..(blk + 1) * bb],
+                    &want[blk * bb..(blk + 1) * bb]
+                );
+            }
+            // Dequantization of those bytes matches too (bit for bit, NaN-aware).
+            if let Some(deq) = c["dequant"][key].as_array() {
+                let mut out = vec![0f32; input.len()];
+                quant::dequantize_row(dtype, &got, &mut out).unwrap();
+                for (i, (o, h)) in out.iter().zip(deq).enumerate() {
+                    let w = f32::from_bits(u32::from_str_radix(h.as_str().unwrap(), 16).unwrap());
+                    assert!(
+                        o.to_bits() == w.to_bits() || (o.is_nan() && w.is_nan()),
+                        "{name} {key} dequant[{i}]: {o} vs {w}"
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    eprintln!("{checked} (case, type) pairs byte-identical to gguf");
+}

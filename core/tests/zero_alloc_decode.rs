@@ -1,0 +1,82 @@
+//! After setup, the forward pass allocates nothing: a counting global allocator watches
+//! prefill chunks and decode steps of a real (tiny) model on the CPU backend.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use antigravity_core::cpu::CpuBackend;
+use antigravity_core::dtype::DType;
+use antigravity_core::model::{self, Llama, RunOptions};
+
+struct Counting;
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+static ON: AtomicBool = AtomicBool::new(false);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if ON.load(Ordering::Relaxed) {
+            COUNT.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        if ON.load(Ordering::Relaxed) {
+            COUNT.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn counted<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    COUNT.store(0, Ordering::SeqCst);
+    ON.store(true, Ordering::SeqCst);
+    let r = f();
+    ON.store(false, Ordering::SeqCst);
+    (r, COUNT.load(Ordering::SeqCst))
+}
+
+#[test]
+fn prefill_and_decode_allocate_nothing() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../oracle/models/tiny-untied");
+    for wtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::F16, DType::F32] {
+        let be = CpuBackend::new();
+        let (cfg, w) = model::hf::load(&dir, &be, wtype).unwrap();
+        let mut m = Llama::new(
+            cfg,
+            w,
+            be,
+            RunOptions {
+                ctx: 256,
+                max_batch: 16,
+                all_logits: false,
+            },
+        )
+        .unwrap();
+        // Warm-up: one chunk and one step (lets thread pools and lazy statics settle).
+        m.forward(&[1, 2, 3]).unwrap();
+        m.forward(&[4]).unwrap();
+        let prompt: Vec<u32> = (0..40).map(|i| (i * 7 % 300) as u32).collect(); // 3 chunks of ≤ 16
+        let (r, n) = counted(|| m.forward(&prompt).map(|_| ()));
+        r.unwrap();
+        assert_eq!(n, 0, "{wtype}: prefill allocated {n} times");
+        let (r, n) = counted(|| {
+            for t in 0..50u32 {
+                m.forward(&[t % 300])?;
+            }
+            Ok::<(), antigravity_core::Error>(())
+        });
+        r.unwrap();
+        assert_eq!(n, 0, "{wtype}: 50 decode steps allocated {n} times");
+    }
+}

@@ -1,0 +1,202 @@
+//! What every model-using subcommand shares: the model/backend flags (one struct, one
+//! set of defaults) and loading a model with its tokenizer.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use antigravity_core::chat::ChatTemplate;
+use antigravity_core::cpu::{CpuBackend, Isa};
+use antigravity_core::dtype::DType;
+use antigravity_core::gguf::GgufFile;
+use antigravity_core::model::{self, Llama, RunOptions};
+use antigravity_core::tokenizer::{GgufVocab, Tokenizer};
+
+/// Flags that pick the model and where it runs.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A `.gguf` file or a Hugging Face directory (config.json + *.safetensors). Default:
+    /// SmolLM2-135M-Instruct Q4_1, fetched on first use.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// In-memory dtype for the weights of an HF directory (converted at load).
+    #[arg(long, default_value = "q4_0", value_parser = parse_weights)]
+    pub weights: DType,
+    /// Compute backend.
+    #[arg(long, default_value = "cpu", value_parser = ["cpu", "opencl"])]
+    pub backend: String,
+    /// CPU instruction set: auto, scalar, avx2, avx512, neon, neon-dotprod, neon-i8mm.
+    #[arg(long, default_value = "auto")]
+    pub isa: String,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Context length (KV-cache capacity) in tokens.
+    #[arg(long, default_value_t = 2048)]
+    pub ctx: usize,
+}
+
+fn parse_weights(s: &str) -> Result<DType, String> {
+    match DType::parse(s) {
+        Some(t @ (DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::F16 | DType::F32)) => Ok(t),
+        _ => Err(format!("`{s}` is not one of q4_0, q4_1, q8_0, f16, f32")),
+    }
+}
+
+/// A loaded model, ready to run.
+pub struct Session {
+    pub model: Llama<CpuBackend>,
+    pub tokenizer: Option<Tokenizer>,
+    pub chat: Option<ChatTemplate>,
+    pub path: PathBuf,
+    pub load_ms: f64,
+    pub threads: usize,
+    pub synthetic: bool,
+}
+
+impl ModelArgs {
+    pub fn thread_count(&self) -> usize {
+        self.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// Builds the CPU backend these flags ask for.
+    pub fn cpu_backend(&self) -> Result<CpuBackend> {
+        let threads = self.thread_count();
+        if threads == 0 {
+            bail!("--threads must be at least 1");
+        }
+        let be = if self.isa == "auto" {
+            CpuBackend::new()
+        } else {
+            let isa = Isa::parse(&self.isa).with_context(|| {
+                format!(
+                    "unknown --isa `{}` (auto, scalar, avx2, avx512, neon, neon-dotprod, neon-i8mm)",
+                    self.isa
+                )
+            })?;
+            CpuBackend::with_isa(isa)
+                .with_context(|| format!("this CPU (or build) does not support --isa {}", self.isa))?
+        };
+        Ok(crate::common::set_threads(be, threads))
+    }
+
+    /// Loads the model (fetching the default one if needed) with its tokenizer.
+    pub fn load(&self, opts: RunOptions, t0: Instant) -> Result<Session> {
+        if self.backend != "cpu" {
+            bail!(
+                "--backend {} is not available in this build; use --backend cpu",
+                self.backend
+            );
+        }
+        let path = crate::fetch::resolve(self.model.as_deref())?;
+        let be = self.cpu_backend()?;
+        let threads = self.thread_count();
+        let (cfg, weights, tokenizer, chat, synthetic) = if path.is_dir() {
+            let (cfg, w) = model::hf::load(&path, &be, self.weights)?;
+            let tj = path.join("tokenizer.json");
+            let tok = if tj.exists() {
+                Some(Tokenizer::from_file(&tj)?)
+            } else {
+                None
+            };
+            let tmpl = std::fs::read_to_string(path.join("tokenizer_config.json")).ok();
+            let chat = tok.as_ref().and_then(|_| ChatTemplate::detect(tmpl.as_deref()));
+            (cfg, w, tok, chat, false)
+        } else {
+            let f = GgufFile::open(&path)?;
+            let (cfg, w) = model::gguf::load(&f, &be)?;
+            let tok = gguf_tokenizer(&f)?;
+            let chat = ChatTemplate::detect(f.get_str("tokenizer.chat_template")?);
+            let synthetic = f.get_str("general.name")?.is_some_and(|n| n.contains("synthetic"));
+            (cfg, w, tok, chat, synthetic)
+        };
+        if synthetic {
+            eprintln!("synthetic weights: speed only");
+        }
+        let opts = RunOptions {
+            ctx: opts.ctx.min(usize::MAX),
+            ..opts
+        };
+        let model = Llama::new(cfg, weights, be, opts)?;
+        let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+        Ok(Session {
+            model,
+            tokenizer,
+            chat,
+            path,
+            load_ms,
+            threads,
+            synthetic,
+        })
+    }
+}
+
+/// The tokenizer embedded in a GGUF file, if it has one.
+pub fn gguf_tokenizer(f: &GgufFile) -> Result<Option<Tokenizer>> {
+    let Some(tokens) = f.get_str_array("tokenizer.ggml.tokens")? else {
+        return Ok(None);
+    };
+    let merges = f.get_str_array("tokenizer.ggml.merges")?.unwrap_or_default();
+    let v = GgufVocab {
+        model: f.get_str("tokenizer.ggml.model")?.unwrap_or("gpt2"),
+        pre: f.get_str("tokenizer.ggml.pre")?,
+        tokens,
+        token_types: f.get_i32_array("tokenizer.ggml.token_type")?,
+        merges,
+        bos: f.get_u32("tokenizer.ggml.bos_token_id")?,
+        eos: f.get_u32("tokenizer.ggml.eos_token_id")?,
+        add_bos: f.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
+        add_eos: f.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
+    };
+    Ok(Some(
+        Tokenizer::from_gguf_vocab(&v).with_context(|| format!("building the tokenizer of {}", f.path()))?,
+    ))
+}
+
+/// Applies the thread count to a CPU backend.
+pub fn set_threads(be: CpuBackend, _threads: usize) -> CpuBackend {
+    be
+}
+
+/// Parses `--prompt-ids 1,2,3`.
+pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
+    s.split(',')
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| {
+            t.trim()
+                .parse::<u32>()
+                .with_context(|| format!("`{t}` in --prompt-ids is not a token id"))
+        })
+        .collect()
+}
+
+/// Token ids of the prompt: `--prompt-ids`, or `--prompt` through the tokenizer (and the
+/// chat template with `--chat`).
+pub fn prompt_ids(s: &Session, prompt: Option<&str>, ids: Option<&str>, chat: bool) -> Result<Vec<u32>> {
+    match (prompt, ids) {
+        (_, Some(ids)) => parse_ids(ids),
+        (Some(text), None) => {
+            let tok = s
+                .tokenizer
+                .as_ref()
+                .with_context(|| format!("{} has no tokenizer; use --prompt-ids", s.path.display()))?;
+            let text = if chat {
+                let t = s
+                    .chat
+                    .with_context(|| format!("{} has no known chat template (ChatML or Llama 3)", s.path.display()))?;
+                t.render_user(text)
+            } else {
+                text.to_string()
+            };
+            Ok(tok.encode(&text)?)
+        }
+        (None, None) => bail!("give --prompt TEXT or --prompt-ids LIST"),
+    }
+}
+
+pub fn display(p: &Path) -> String {
+    p.display().to_string()
+}

@@ -1,0 +1,162 @@
+//! `harness generate`: prefill the prompt, then sample token by token, streaming text.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use serde_json::json;
+
+use antigravity_core::backend::Backend;
+use antigravity_core::model::RunOptions;
+use antigravity_core::sampling::{Sampler, SamplerConfig};
+
+use crate::common::{prompt_ids, ModelArgs};
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt text.
+    #[arg(long, conflicts_with = "prompt_ids")]
+    pub prompt: Option<String>,
+    /// Prompt as comma-separated token ids.
+    #[arg(long)]
+    pub prompt_ids: Option<String>,
+    /// Wrap the prompt as one user message in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    #[arg(long, default_value_t = 128)]
+    pub max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// 0 = off.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// 1.0 = off.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// 0.0 = off.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// 1.0 = off.
+    #[arg(long, default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep generating past end-of-sequence tokens.
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Print one JSON object (the last line of stdout) with ids, text and timings.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
+    let mut s = a.model.load(
+        RunOptions {
+            ctx: a.model.ctx,
+            max_batch: 64,
+            all_logits: false,
+        },
+        t0,
+    )?;
+    let ids = prompt_ids(&s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat)?;
+    if ids.is_empty() {
+        bail!("the prompt has no tokens");
+    }
+    let ctx = s.model.kv.capacity();
+    if ids.len() >= ctx {
+        bail!(
+            "the prompt has {} tokens but the context holds {ctx} (raise --ctx)",
+            ids.len()
+        );
+    }
+    let vocab = s.model.cfg.vocab;
+    let cfg = SamplerConfig {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repeat_penalty: a.repeat_penalty,
+        seed: a.seed,
+        ..SamplerConfig::default()
+    };
+    let mut sampler = Sampler::new(cfg, vocab);
+    let eos: Vec<u32> = match &s.tokenizer {
+        Some(t) => t.eos_ids().to_vec(),
+        None => s.model.cfg.eos.into_iter().collect(),
+    };
+    let mut history: Vec<u32> = Vec::with_capacity(ctx);
+    history.extend_from_slice(&ids);
+    let mut generated: Vec<u32> = Vec::with_capacity(a.max_tokens);
+    let mut logits = vec![0f32; vocab];
+    let mut out = std::io::stdout().lock();
+    let mut dec = s.tokenizer.as_ref().map(|t| t.decoder());
+    let mut text = String::new();
+
+    let tp = Instant::now();
+    logits.copy_from_slice(s.model.forward(&ids)?);
+    let prefill_s = tp.elapsed().as_secs_f64();
+    let td = Instant::now();
+    let budget = a.max_tokens.min(ctx - ids.len());
+    for step in 0..budget {
+        let next = sampler.sample(&mut logits, &history);
+        if !a.ignore_eos && eos.contains(&next) {
+            break;
+        }
+        generated.push(next);
+        history.push(next);
+        if let (Some(d), Some(t)) = (dec.as_mut(), s.tokenizer.as_ref()) {
+            let piece = d.step(t, next)?;
+            if !piece.is_empty() {
+                text.push_str(&piece);
+                if !a.json {
+                    out.write_all(piece.as_bytes())?;
+                    out.flush()?;
+                }
+            }
+        }
+        if step + 1 < budget {
+            logits.copy_from_slice(s.model.forward(&[next])?);
+        }
+    }
+    let decode_s = td.elapsed().as_secs_f64();
+    s.model.backend.synchronize()?;
+    if !a.json {
+        writeln!(out)?;
+    }
+    let n_dec = generated.len().saturating_sub(1);
+    let decode_tok_s = if n_dec > 0 { n_dec as f64 / decode_s } else { 0.0 };
+    let prefill_tok_s = ids.len() as f64 / prefill_s;
+    if a.json {
+        let j = json!({
+            "model": a.model.model.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| s.path.display().to_string()),
+            "backend": s.model.backend.name(),
+            "isa": s.model.backend.isa(),
+            "threads": s.threads,
+            "prompt_ids": ids,
+            "generated_ids": generated,
+            "text": text,
+            "load_ms": s.load_ms,
+            "prefill_tok_s": prefill_tok_s,
+            "decode_tok_s": decode_tok_s,
+            "synthetic": s.synthetic,
+        });
+        writeln!(out, "{j}")?;
+    } else {
+        eprintln!(
+            "[{} prompt tokens, {} generated | load {:.0} ms | prefill {:.1} tok/s | decode {:.1} tok/s | {} {} x{}]",
+            ids.len(),
+            generated.len(),
+            s.load_ms,
+            prefill_tok_s,
+            decode_tok_s,
+            s.model.backend.name(),
+            s.model.backend.isa(),
+            s.threads
+        );
+    }
+    Ok(())
+}

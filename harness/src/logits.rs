@@ -1,0 +1,52 @@
+//! `harness logits`: one prefill, logits for every position, written as safetensors.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use safetensors::tensor::{Dtype, TensorView};
+
+use antigravity_core::model::RunOptions;
+
+use crate::common::{prompt_ids, ModelArgs};
+
+#[derive(Args, Debug)]
+pub struct LogitsArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[arg(long, conflicts_with = "prompt_ids")]
+    pub prompt: Option<String>,
+    #[arg(long)]
+    pub prompt_ids: Option<String>,
+    /// Apply the chat template to --prompt.
+    #[arg(long)]
+    pub chat: bool,
+    /// Output file (`ids` I64 [n], `logits` F32 [n, vocab]).
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+}
+
+pub fn run(a: &LogitsArgs, t0: Instant) -> Result<()> {
+    let mut s = a.model.load(
+        RunOptions {
+            ctx: a.model.ctx,
+            max_batch: 64,
+            all_logits: true,
+        },
+        t0,
+    )?;
+    let ids = prompt_ids(&s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat)?;
+    let n = ids.len();
+    let vocab = s.model.cfg.vocab;
+    let logits = s.model.forward(&ids)?.to_vec();
+    let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    let ib: &[u8] = bytemuck::cast_slice(&ids64);
+    let lb: &[u8] = bytemuck::cast_slice(&logits);
+    let mut m = HashMap::new();
+    m.insert("ids".to_string(), TensorView::new(Dtype::I64, vec![n], ib)?);
+    m.insert("logits".to_string(), TensorView::new(Dtype::F32, vec![n, vocab], lb)?);
+    safetensors::serialize_to_file(&m, &None, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!("wrote {} ({n} positions × {vocab} logits)", a.out.display());
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! `harness tokenize`: prints the prompt's token ids as a JSON array.
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use antigravity_core::gguf::GgufFile;
+use antigravity_core::tokenizer::Tokenizer;
+
+#[derive(Args, Debug)]
+pub struct TokenizeArgs {
+    /// A `.gguf` file or an HF directory with tokenizer.json (default: the default model).
+    #[arg(long)]
+    pub model: Option<std::path::PathBuf>,
+    #[arg(long)]
+    pub prompt: String,
+    /// Apply the model's chat template (one user message + generation prompt).
+    #[arg(long)]
+    pub chat: bool,
+}
+
+pub fn run(a: &TokenizeArgs, _t0: Instant) -> Result<()> {
+    let path = crate::fetch::resolve(a.model.as_deref())?;
+    let (tok, chat) = if path.is_dir() {
+        let tok = Tokenizer::from_file(&path.join("tokenizer.json"))?;
+        let tmpl = std::fs::read_to_string(path.join("tokenizer_config.json")).ok();
+        (tok, antigravity_core::chat::ChatTemplate::detect(tmpl.as_deref()))
+    } else {
+        let f = GgufFile::open(&path)?;
+        let tok = crate::common::gguf_tokenizer(&f)?.with_context(|| format!("{} has no tokenizer", path.display()))?;
+        (
+            tok,
+            antigravity_core::chat::ChatTemplate::detect(f.get_str("tokenizer.chat_template")?),
+        )
+    };
+    let text = if a.chat {
+        chat.with_context(|| format!("{} has no known chat template", path.display()))?
+            .render_user(&a.prompt)
+    } else {
+        a.prompt.clone()
+    };
+    println!("{}", serde_json::to_string(&tok.encode(&text)?)?);
+    Ok(())
+}
