@@ -126,6 +126,13 @@ impl CpuBackend {
     pub fn threads(&self) -> usize {
         self.pool.threads()
     }
+    /// Replaces the thread pool with one of `threads` threads (0 means 1). Setup-time
+    /// only: it spawns threads (and joins the old ones).
+    pub fn set_threads(&mut self, threads: usize) {
+        if threads.max(1) != self.pool.threads() {
+            self.pool = ThreadPool::new(threads);
+        }
+    }
 }
 
 /// The scale of one Q8 block for the SIMD quantizers (`d = amax / 127`, `id = 1/d`, as
