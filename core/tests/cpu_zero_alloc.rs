@@ -39,8 +39,21 @@ fn cpu_ops_allocate_nothing_after_warmup() {
     let mut b = CpuBackend::with_threads(isa, 2).unwrap();
     let (n_out, n_in, max_tok) = (96, 128, 8);
     let (n_head, n_kv, hd, cap) = (4, 2, 32, 16);
-    b.reserve(Reservation { max_tokens: max_tok, max_row: n_in, max_ctx: cap, n_head }).unwrap();
-    let dtypes = [DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q8_0];
+    b.reserve(Reservation {
+        max_tokens: max_tok,
+        max_row: n_in,
+        max_ctx: cap,
+        n_head,
+    })
+    .unwrap();
+    let dtypes = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q8_0,
+    ];
     let ws: Vec<_> = dtypes
         .iter()
         .map(|&d| b.alloc(d.row_bytes(n_in).unwrap() * n_out, BufferKind::Shared).unwrap())
@@ -62,7 +75,13 @@ fn cpu_ops_allocate_nothing_after_warmup() {
                 )
                 .unwrap();
             }
-            let p = AttnParams { n_head, n_kv_head: n_kv, head_dim: hd, scale: 0.1, n_past: 2 };
+            let p = AttnParams {
+                n_head,
+                n_kv_head: n_kv,
+                head_dim: hd,
+                scale: 0.1,
+                n_past: 2,
+            };
             ops::attention(
                 b,
                 TensorRef::new(&q, 0, DType::F32, Shape::d3(n_tok, n_head, hd)),
@@ -80,6 +99,12 @@ fn cpu_ops_allocate_nothing_after_warmup() {
         step(&mut b);
     }
     let after = ALLOCS.load(Ordering::SeqCst);
-    assert_eq!(after - before, 0, "{} allocations in 20 steps (isa {}, threads 2)", after - before, isa.name());
+    assert_eq!(
+        after - before,
+        0,
+        "{} allocations in 20 steps (isa {}, threads 2)",
+        after - before,
+        isa.name()
+    );
     let _ = Isa::Scalar;
 }

@@ -20,10 +20,10 @@ pub mod kernels;
 pub mod pool;
 pub mod scalar;
 
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-mod x86_64;
 #[cfg(all(feature = "std", target_arch = "aarch64"))]
 mod aarch64;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86_64;
 
 #[cfg(test)]
 mod tests;
@@ -41,8 +41,8 @@ use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 use crate::tensor::{TensorMut, TensorRef};
 
 pub use kernels::{Isa, Kernels};
-pub use pool::ThreadPool;
 use pool::Grid;
+pub use pool::ThreadPool;
 
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Pod, Zeroable)]

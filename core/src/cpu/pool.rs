@@ -20,10 +20,10 @@
 use core::marker::PhantomData;
 use core::ops::Range;
 
-#[cfg(feature = "std")]
-pub use threaded::ThreadPool;
 #[cfg(not(feature = "std"))]
 pub use serial::ThreadPool;
+#[cfg(feature = "std")]
+pub use threaded::ThreadPool;
 
 /// How [`ThreadPool::run_tiles`] cuts a `[rows, cols]` output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +52,10 @@ impl Grid {
         let (rt, ct) = (i / self.col_tiles(), i % self.col_tiles());
         let r0 = rt * self.row_tile;
         let c0 = ct * self.col_tile;
-        (r0..(r0 + self.row_tile).min(self.rows), c0..(c0 + self.col_tile).min(self.cols))
+        (
+            r0..(r0 + self.row_tile).min(self.rows),
+            c0..(c0 + self.col_tile).min(self.cols),
+        )
     }
 }
 
@@ -87,9 +90,7 @@ impl<T> TileMut<'_, T> {
         // slice `base` came from; row `r` of this tile is in range (asserted) and this
         // tile's columns belong to no other tile. The `&mut self` borrow keeps the
         // returned slice unique within this tile.
-        unsafe {
-            core::slice::from_raw_parts_mut(self.base.add(r * self.stride + self.cols.start), self.cols.len())
-        }
+        unsafe { core::slice::from_raw_parts_mut(self.base.add(r * self.stride + self.cols.start), self.cols.len()) }
     }
 }
 
@@ -428,7 +429,12 @@ mod tests {
         let mut p = ThreadPool::new(2);
         for (rows, cols, rt, ct) in [(1, 10, 1, 3), (5, 7, 2, 2), (4, 4, 4, 4), (3, 9, 1, 9)] {
             let mut y = vec![0u32; rows * cols + 3];
-            let grid = Grid { rows, cols, row_tile: rt, col_tile: ct };
+            let grid = Grid {
+                rows,
+                cols,
+                row_tile: rt,
+                col_tile: ct,
+            };
             let mut scratch = vec![0u8; grid.n_tiles() * 2];
             p.run_tiles(&mut y, grid, &mut scratch, 2, &|mut t, s| {
                 s[0] = 1;

@@ -72,14 +72,16 @@ fn scale() -> impl Strategy<Value = f16> {
 }
 
 fn q4_0_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ4_0>> {
-    prop::collection::vec((scale(), any::<[u8; 16]>()), n).prop_map(|v| v.into_iter().map(|(d, qs)| BlockQ4_0 { d, qs }).collect())
+    prop::collection::vec((scale(), any::<[u8; 16]>()), n)
+        .prop_map(|v| v.into_iter().map(|(d, qs)| BlockQ4_0 { d, qs }).collect())
 }
 fn q4_1_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ4_1>> {
     prop::collection::vec((scale(), scale(), any::<[u8; 16]>()), n)
         .prop_map(|v| v.into_iter().map(|(d, m, qs)| BlockQ4_1 { d, m, qs }).collect())
 }
 fn q8_0_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ8_0>> {
-    prop::collection::vec((scale(), any::<[i8; 32]>()), n).prop_map(|v| v.into_iter().map(|(d, qs)| BlockQ8_0 { d, qs }).collect())
+    prop::collection::vec((scale(), any::<[i8; 32]>()), n)
+        .prop_map(|v| v.into_iter().map(|(d, qs)| BlockQ8_0 { d, qs }).collect())
 }
 fn q8_1_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ8_1>> {
     prop::collection::vec((scale(), scale(), any::<[i8; 32]>()), n)
@@ -107,7 +109,10 @@ fn mag_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
         .zip(y)
         .map(|(a, b)| {
             let s: i32 = (0..16)
-                .map(|j| ((a.qs[j] & 15) as i32 - 8).abs() * (b.qs[j] as i32).abs() + ((a.qs[j] >> 4) as i32 - 8).abs() * (b.qs[j + 16] as i32).abs())
+                .map(|j| {
+                    ((a.qs[j] & 15) as i32 - 8).abs() * (b.qs[j] as i32).abs()
+                        + ((a.qs[j] >> 4) as i32 - 8).abs() * (b.qs[j + 16] as i32).abs()
+                })
                 .sum();
             (a.d.to_f32() * b.d.to_f32()).abs() * s as f32
         })
@@ -118,7 +123,9 @@ fn mag_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
         .zip(y)
         .map(|(a, b)| {
             let s: i32 = (0..16)
-                .map(|j| (a.qs[j] & 15) as i32 * (b.qs[j] as i32).abs() + (a.qs[j] >> 4) as i32 * (b.qs[j + 16] as i32).abs())
+                .map(|j| {
+                    (a.qs[j] & 15) as i32 * (b.qs[j] as i32).abs() + (a.qs[j] >> 4) as i32 * (b.qs[j + 16] as i32).abs()
+                })
                 .sum();
             (a.d.to_f32() * b.d.to_f32()).abs() * s as f32 + (a.m.to_f32() * b.s.to_f32()).abs()
         })
@@ -273,8 +280,21 @@ fn quantize_extremes_bit_exact() {
     rows.push(rows.concat());
     for x in &rows {
         let nb = x.len() / 32;
-        let mut w0 = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; 32] }; nb];
-        let mut w1 = vec![BlockQ8_1 { d: f16::ZERO, s: f16::ZERO, qs: [0; 32] }; nb];
+        let mut w0 = vec![
+            BlockQ8_0 {
+                d: f16::ZERO,
+                qs: [0; 32]
+            };
+            nb
+        ];
+        let mut w1 = vec![
+            BlockQ8_1 {
+                d: f16::ZERO,
+                s: f16::ZERO,
+                qs: [0; 32]
+            };
+            nb
+        ];
         quant::quantize_row_q8_0(x, &mut w0);
         quant::quantize_row_q8_1(x, &mut w1);
         for k in simd_tables() {
@@ -284,8 +304,18 @@ fn quantize_extremes_bit_exact() {
             g1.iter_mut().for_each(|b| b.qs = [9; 32]);
             (k.quantize_row_q8_0)(x, &mut g0);
             (k.quantize_row_q8_1)(x, &mut g1);
-            assert_eq!(bytemuck::cast_slice::<_, u8>(&g0), bytemuck::cast_slice::<_, u8>(&w0), "{} q8_0 {x:?}", k.isa.name());
-            assert_eq!(bytemuck::cast_slice::<_, u8>(&g1), bytemuck::cast_slice::<_, u8>(&w1), "{} q8_1 {x:?}", k.isa.name());
+            assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&g0),
+                bytemuck::cast_slice::<_, u8>(&w0),
+                "{} q8_0 {x:?}",
+                k.isa.name()
+            );
+            assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&g1),
+                bytemuck::cast_slice::<_, u8>(&w1),
+                "{} q8_1 {x:?}",
+                k.isa.name()
+            );
         }
     }
 }
@@ -295,15 +325,62 @@ fn quantize_extremes_bit_exact() {
 #[test]
 fn dot_extreme_bytes() {
     let n = 5;
-    let x0 = vec![BlockQ4_0 { d: f16::ONE, qs: [0x00; 16] }; n];
-    let x1 = vec![BlockQ4_1 { d: f16::ONE, m: f16::ONE, qs: [0xff; 16] }; n];
-    let x8 = vec![BlockQ8_0 { d: f16::ONE, qs: [-128; 32] }; n];
-    let y8 = vec![BlockQ8_0 { d: f16::ONE, qs: [-128; 32] }; n];
-    let y81 = vec![BlockQ8_1 { d: f16::ONE, s: f16::ONE, qs: [-128; 32] }; n];
+    let x0 = vec![
+        BlockQ4_0 {
+            d: f16::ONE,
+            qs: [0x00; 16]
+        };
+        n
+    ];
+    let x1 = vec![
+        BlockQ4_1 {
+            d: f16::ONE,
+            m: f16::ONE,
+            qs: [0xff; 16]
+        };
+        n
+    ];
+    let x8 = vec![
+        BlockQ8_0 {
+            d: f16::ONE,
+            qs: [-128; 32]
+        };
+        n
+    ];
+    let y8 = vec![
+        BlockQ8_0 {
+            d: f16::ONE,
+            qs: [-128; 32]
+        };
+        n
+    ];
+    let y81 = vec![
+        BlockQ8_1 {
+            d: f16::ONE,
+            s: f16::ONE,
+            qs: [-128; 32]
+        };
+        n
+    ];
     for k in simd_tables() {
-        assert_eq!((k.vec_dot_q4_0_q8_0)(&x0, &y8), dot::vec_dot_q4_0_q8_0(&x0, &y8), "{}", k.isa.name());
-        assert_eq!((k.vec_dot_q4_1_q8_1)(&x1, &y81), dot::vec_dot_q4_1_q8_1(&x1, &y81), "{}", k.isa.name());
-        assert_eq!((k.vec_dot_q8_0_q8_0)(&x8, &y8), dot::vec_dot_q8_0_q8_0(&x8, &y8), "{}", k.isa.name());
+        assert_eq!(
+            (k.vec_dot_q4_0_q8_0)(&x0, &y8),
+            dot::vec_dot_q4_0_q8_0(&x0, &y8),
+            "{}",
+            k.isa.name()
+        );
+        assert_eq!(
+            (k.vec_dot_q4_1_q8_1)(&x1, &y81),
+            dot::vec_dot_q4_1_q8_1(&x1, &y81),
+            "{}",
+            k.isa.name()
+        );
+        assert_eq!(
+            (k.vec_dot_q8_0_q8_0)(&x8, &y8),
+            dot::vec_dot_q8_0_q8_0(&x8, &y8),
+            "{}",
+            k.isa.name()
+        );
     }
 }
 
@@ -334,7 +411,10 @@ mod backend {
     struct Lcg(u64);
     impl Lcg {
         fn f(&mut self) -> f32 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         }
         fn vec(&mut self, n: usize) -> Vec<f32> {
@@ -348,8 +428,22 @@ mod backend {
         x
     }
 
-    fn run_matmul(b: &mut CpuBackend, dtype: DType, w: &[u8], x: &[f32], n_out: usize, n_in: usize, n_tok: usize) -> Vec<f32> {
-        b.reserve(Reservation { max_tokens: n_tok, max_row: n_in, max_ctx: 1, n_head: 1 }).unwrap();
+    fn run_matmul(
+        b: &mut CpuBackend,
+        dtype: DType,
+        w: &[u8],
+        x: &[f32],
+        n_out: usize,
+        n_in: usize,
+        n_tok: usize,
+    ) -> Vec<f32> {
+        b.reserve(Reservation {
+            max_tokens: n_tok,
+            max_row: n_in,
+            max_ctx: 1,
+            n_head: 1,
+        })
+        .unwrap();
         let wb = buf(b, w);
         let xb = buf(b, bytemuck::cast_slice(x));
         let mut yb = b.alloc(n_tok * n_out * 4, BufferKind::Shared).unwrap();
@@ -372,7 +466,14 @@ mod backend {
             let wf = rng.vec(n_out * n_in);
             let x: Vec<f32> = rng.vec(n_tok * n_in).iter().map(|v| v * 3.0).collect();
             let xmax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
-            for dtype in [DType::F32, DType::F16, DType::BF16, DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+            for dtype in [
+                DType::F32,
+                DType::F16,
+                DType::BF16,
+                DType::Q4_0,
+                DType::Q4_1,
+                DType::Q8_0,
+            ] {
                 let mut w = vec![0u8; dtype.row_bytes(n_in).unwrap() * n_out];
                 let rb = dtype.row_bytes(n_in).unwrap();
                 for (o, row) in w.chunks_exact_mut(rb).enumerate() {
@@ -409,7 +510,12 @@ mod backend {
                         per_thread.push(got);
                     }
                     if per_thread.len() == 2 {
-                        assert_eq!(per_thread[0], per_thread[1], "{dtype:?} {}: threads change results", isa.name());
+                        assert_eq!(
+                            per_thread[0],
+                            per_thread[1],
+                            "{dtype:?} {}: threads change results",
+                            isa.name()
+                        );
                     }
                 }
             }
@@ -424,12 +530,28 @@ mod backend {
             let q = rng.vec(n_tok * n_head * hd);
             let k = rng.vec(cap * n_kv * hd);
             let v = rng.vec(cap * n_kv * hd);
-            let p = AttnParams { n_head, n_kv_head: n_kv, head_dim: hd, scale: 0.25, n_past };
+            let p = AttnParams {
+                n_head,
+                n_kv_head: n_kv,
+                head_dim: hd,
+                scale: 0.25,
+                n_past,
+            };
             let mut outs = Vec::new();
             for threads in [1, 2, 3] {
                 let mut b = CpuBackend::with_threads(Isa::Scalar, threads).unwrap();
-                b.reserve(Reservation { max_tokens: n_tok, max_row: 32, max_ctx: cap, n_head }).unwrap();
-                let (qb, kb, vb) = (buf(&b, bytemuck::cast_slice(&q)), buf(&b, bytemuck::cast_slice(&k)), buf(&b, bytemuck::cast_slice(&v)));
+                b.reserve(Reservation {
+                    max_tokens: n_tok,
+                    max_row: 32,
+                    max_ctx: cap,
+                    n_head,
+                })
+                .unwrap();
+                let (qb, kb, vb) = (
+                    buf(&b, bytemuck::cast_slice(&q)),
+                    buf(&b, bytemuck::cast_slice(&k)),
+                    buf(&b, bytemuck::cast_slice(&v)),
+                );
                 let mut ob = b.alloc(q.len() * 4, BufferKind::Shared).unwrap();
                 ops::attention(
                     &mut b,

@@ -110,7 +110,10 @@ pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(super) fn sum_q4_0(xu: __m256i, y: __m256i) -> __m256i {
-    let p = _mm256_sub_epi16(_mm256_maddubs_epi16(xu, y), _mm256_maddubs_epi16(_mm256_set1_epi8(8), y));
+    let p = _mm256_sub_epi16(
+        _mm256_maddubs_epi16(xu, y),
+        _mm256_maddubs_epi16(_mm256_set1_epi8(8), y),
+    );
     _mm256_madd_epi16(p, _mm256_set1_epi16(1))
 }
 
@@ -192,7 +195,10 @@ macro_rules! float_dot {
             acc[0] = _mm256_fmadd_ps($load, load_ps8(y, i), acc[0]);
             i += 8;
         }
-        let mut s = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])));
+        let mut s = hsum_ps(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ));
         while i < n {
             let $j = i;
             s += $tail * y[i];

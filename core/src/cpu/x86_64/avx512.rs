@@ -31,9 +31,21 @@ pub(crate) fn kernels() -> Option<Kernels> {
         isa: Isa::Avx512,
         quantize_row_q8_0,
         quantize_row_q8_1,
-        vec_dot_q4_0_q8_0: if vnni { vec_dot_q4_0_q8_0_vnni } else { vec_dot_q4_0_q8_0 },
-        vec_dot_q4_1_q8_1: if vnni { vec_dot_q4_1_q8_1_vnni } else { vec_dot_q4_1_q8_1 },
-        vec_dot_q8_0_q8_0: if vnni { vec_dot_q8_0_q8_0_vnni } else { vec_dot_q8_0_q8_0 },
+        vec_dot_q4_0_q8_0: if vnni {
+            vec_dot_q4_0_q8_0_vnni
+        } else {
+            vec_dot_q4_0_q8_0
+        },
+        vec_dot_q4_1_q8_1: if vnni {
+            vec_dot_q4_1_q8_1_vnni
+        } else {
+            vec_dot_q4_1_q8_1
+        },
+        vec_dot_q8_0_q8_0: if vnni {
+            vec_dot_q8_0_q8_0_vnni
+        } else {
+            vec_dot_q8_0_q8_0
+        },
         vec_dot_f16_f32,
         vec_dot_bf16_f32,
         vec_dot_f32,
@@ -206,14 +218,20 @@ fn scales2(a: f32, b: f32) -> __m512 {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
 fn sum2_q4_0_bw(xu: __m512i, y: __m512i) -> __m512i {
-    let p = _mm512_sub_epi16(_mm512_maddubs_epi16(xu, y), _mm512_maddubs_epi16(_mm512_set1_epi8(8), y));
+    let p = _mm512_sub_epi16(
+        _mm512_maddubs_epi16(xu, y),
+        _mm512_maddubs_epi16(_mm512_set1_epi8(8), y),
+    );
     _mm512_madd_epi16(p, _mm512_set1_epi16(1))
 }
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn sum2_q4_0_vn(xu: __m512i, y: __m512i) -> __m512i {
     let z = _mm512_setzero_si512();
-    _mm512_sub_epi32(_mm512_dpbusd_epi32(z, xu, y), _mm512_dpbusd_epi32(z, _mm512_set1_epi8(8), y))
+    _mm512_sub_epi32(
+        _mm512_dpbusd_epi32(z, xu, y),
+        _mm512_dpbusd_epi32(z, _mm512_set1_epi8(8), y),
+    )
 }
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
@@ -263,7 +281,11 @@ macro_rules! dot_q4_0 {
     };
 }
 dot_q4_0!(vec_dot_q4_0_q8_0_bw, "avx512f,avx512bw,avx2,fma,f16c", sum2_q4_0_bw);
-dot_q4_0!(vec_dot_q4_0_q8_0_vn, "avx512f,avx512bw,avx512vnni,avx2,fma,f16c", sum2_q4_0_vn);
+dot_q4_0!(
+    vec_dot_q4_0_q8_0_vn,
+    "avx512f,avx512bw,avx512vnni,avx2,fma,f16c",
+    sum2_q4_0_vn
+);
 
 /// Q4_1 · Q8_1, two blocks per step; the `m·s` terms add up in a scalar accumulator.
 macro_rules! dot_q4_1 {
@@ -293,7 +315,11 @@ macro_rules! dot_q4_1 {
     };
 }
 dot_q4_1!(vec_dot_q4_1_q8_1_bw, "avx512f,avx512bw,avx2,fma,f16c", sum2_q4_1_bw);
-dot_q4_1!(vec_dot_q4_1_q8_1_vn, "avx512f,avx512bw,avx512vnni,avx2,fma,f16c", sum2_q4_1_vn);
+dot_q4_1!(
+    vec_dot_q4_1_q8_1_vn,
+    "avx512f,avx512bw,avx512vnni,avx2,fma,f16c",
+    sum2_q4_1_vn
+);
 
 /// Q8_0 · Q8_0, one block (widened to 32 i16) per step.
 macro_rules! dot_q8_0 {
@@ -312,7 +338,11 @@ macro_rules! dot_q8_0 {
     };
 }
 dot_q8_0!(vec_dot_q8_0_q8_0_bw, "avx512f,avx512bw,avx2,fma,f16c", sum_q8_bw);
-dot_q8_0!(vec_dot_q8_0_q8_0_vn, "avx512f,avx512bw,avx512vnni,avx2,fma,f16c", sum_q8_vn);
+dot_q8_0!(
+    vec_dot_q8_0_q8_0_vn,
+    "avx512f,avx512bw,avx512vnni,avx2,fma,f16c",
+    sum_q8_vn
+);
 
 /// Float dot products: 64 elements per step in four accumulators, then 16 at a time,
 /// then a scalar tail. `|i| load` gives elements `i..i+16` as f32.
@@ -335,7 +365,10 @@ macro_rules! float_dot16 {
             acc[0] = _mm512_fmadd_ps($load, load_ps16(y, i), acc[0]);
             i += 16;
         }
-        let mut s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+        let mut s = _mm512_reduce_add_ps(_mm512_add_ps(
+            _mm512_add_ps(acc[0], acc[1]),
+            _mm512_add_ps(acc[2], acc[3]),
+        ));
         while i < n {
             let $j = i;
             s += $tail * y[i];
@@ -364,4 +397,3 @@ fn vec_dot_bf16_f32_impl(x: &[bf16], y: &[f32]) -> f32 {
         |i| x[i].to_f32()
     )
 }
-

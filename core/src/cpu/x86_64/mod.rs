@@ -142,8 +142,14 @@ fn q8_block(xb: &[f32]) -> Option<(f32, __m256i, i32)> {
         _mm256_andnot_ps(sign, v[3]),
     ];
     let nan = _mm256_or_ps(
-        _mm256_or_ps(_mm256_cmp_ps(v[0], v[0], _CMP_UNORD_Q), _mm256_cmp_ps(v[1], v[1], _CMP_UNORD_Q)),
-        _mm256_or_ps(_mm256_cmp_ps(v[2], v[2], _CMP_UNORD_Q), _mm256_cmp_ps(v[3], v[3], _CMP_UNORD_Q)),
+        _mm256_or_ps(
+            _mm256_cmp_ps(v[0], v[0], _CMP_UNORD_Q),
+            _mm256_cmp_ps(v[1], v[1], _CMP_UNORD_Q),
+        ),
+        _mm256_or_ps(
+            _mm256_cmp_ps(v[2], v[2], _CMP_UNORD_Q),
+            _mm256_cmp_ps(v[3], v[3], _CMP_UNORD_Q),
+        ),
     );
     let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
     let (d, id) = q8_scale(hmax_ps(m), _mm256_movemask_ps(nan) != 0)?;
@@ -154,7 +160,10 @@ fn q8_block(xb: &[f32]) -> Option<(f32, __m256i, i32)> {
         _mm256_cvttps_epi32(round_away(_mm256_mul_ps(v[2], idv))),
         _mm256_cvttps_epi32(round_away(_mm256_mul_ps(v[3], idv))),
     ];
-    let sum = hsum_epi32(_mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3])));
+    let sum = hsum_epi32(_mm256_add_epi32(
+        _mm256_add_epi32(i[0], i[1]),
+        _mm256_add_epi32(i[2], i[3]),
+    ));
     // Values are integral in [-127, 127]: the saturating packs are exact. Packing works
     // per 128-bit lane; the permute puts the 32 bytes back in order.
     let p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
