@@ -11,6 +11,13 @@
 //! worker is actually parked. A run allocates nothing: the job is a borrowed
 //! `&dyn Fn(usize)` published through an atomic pointer pair.
 //!
+//! Oversubscribed machines (more runnable threads than cores) are the norm on phones and
+//! on shared hosts, so the caller never waits for a worker that has not started: a
+//! worker *joins* a job by incrementing `active` while the job's `OPEN` bit is set; the
+//! caller, once every task is claimed, clears `OPEN` and waits only for the workers that
+//! joined. A worker that wakes late sees `OPEN` clear and goes back to waiting without
+//! touching the closure.
+//!
 //! [`ThreadPool::run_tiles`] cuts a row-major `[rows, cols]` output into a grid of tiles
 //! and gives each task its own [`TileMut`] (plus its own chunk of a scratch slice): the
 //! only `unsafe` that splitting one `&mut [T]` across threads needs lives here.
@@ -165,23 +172,27 @@ mod threaded {
 
     use super::{Grid, TileMut};
 
-    /// Spin iterations a waiting thread makes before it parks / yields.
-    const SPIN: u32 = 1 << 16;
+    /// Spin iterations a waiting thread makes before it parks / yields (a few tens of
+    /// µs: longer than the gaps between a decode step's matmuls, short enough not to
+    /// burn a core that another process could use).
+    const SPIN: u32 = 1 << 12;
+    /// Set in `active` while the current job may be joined.
+    const OPEN: usize = 1 << (usize::BITS - 1);
 
     /// A type-erased `&dyn Fn(usize) + Sync` (a fat pointer, stored as two words).
     type Job = *const (dyn Fn(usize) + Sync);
 
     struct Shared {
-        /// The current job; written by `run` before `epoch` is bumped, read by workers
-        /// after they see the bump, valid until `pending` reaches 0.
+        /// The current job; written by `run` before `OPEN` is set, read by workers only
+        /// after joining (see `active`); valid until `run` returns.
         job_data: AtomicPtr<()>,
         job_meta: AtomicPtr<()>,
         n_tasks: AtomicUsize,
         next: AtomicUsize,
         /// Bumped once per job; workers wait for it to change.
         epoch: AtomicUsize,
-        /// Workers that have not yet finished the current job.
-        pending: AtomicUsize,
+        /// `OPEN` bit + number of workers that joined the current job and have not left.
+        active: AtomicUsize,
         /// Workers parked (or about to park) on `cv`.
         sleepers: AtomicUsize,
         panicked: AtomicBool,
@@ -225,7 +236,7 @@ mod threaded {
                 n_tasks: AtomicUsize::new(0),
                 next: AtomicUsize::new(0),
                 epoch: AtomicUsize::new(0),
-                pending: AtomicUsize::new(0),
+                active: AtomicUsize::new(0),
                 sleepers: AtomicUsize::new(0),
                 panicked: AtomicBool::new(false),
                 shutdown: AtomicBool::new(false),
@@ -262,17 +273,20 @@ mod threaded {
             s.job_meta.store(m, Relaxed);
             s.n_tasks.store(n_tasks, Relaxed);
             s.next.store(0, Relaxed);
-            s.pending.store(self.workers.len(), Relaxed);
-            // Publishes the job (Release pairs with the workers' Acquire load of epoch).
+            // Opens the job (Release: workers that join see the fields above), then
+            // wakes workers waiting on the epoch.
+            s.active.fetch_or(OPEN, Release);
             s.epoch.fetch_add(1, SeqCst);
             if s.sleepers.load(SeqCst) > 0 {
                 let _g = s.lock.lock().unwrap_or_else(|e| e.into_inner());
                 s.cv.notify_all();
             }
             let caller = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(s, f)));
-            // Wait until no worker can touch `f` any more; only then may it be dropped.
+            // Every task is claimed. Close the job, then wait for the workers that joined
+            // it; after that no thread can touch `f`, and it may be dropped.
+            s.active.fetch_and(!OPEN, AcqRel);
             let mut spins = 0u32;
-            while s.pending.load(Acquire) != 0 {
+            while s.active.load(Acquire) != 0 {
                 if spins < SPIN {
                     spins += 1;
                     core::hint::spin_loop();
@@ -345,16 +359,19 @@ mod threaded {
                 drop(g);
                 spins = 0;
             }
-            let f = join_job(s.job_data.load(Relaxed), s.job_meta.load(Relaxed));
-            // SAFETY: `run` stored this pointer from a live `&dyn Fn` before bumping the
-            // epoch we just observed (Acquire), and it does not return — so the closure
-            // stays alive — until `pending` reaches 0, which happens only after the
-            // decrement below, after our last use of `f`.
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(s, unsafe { &*f })));
-            if r.is_err() {
-                s.panicked.store(true, Relaxed);
+            // Join the job if it is still open; otherwise leave without touching it.
+            if s.active.fetch_add(1, AcqRel) & OPEN != 0 {
+                let f = join_job(s.job_data.load(Relaxed), s.job_meta.load(Relaxed));
+                // SAFETY: `run` stored this pointer from a live `&dyn Fn` before setting
+                // `OPEN` (Release; our fetch_add acquired it), and it does not return —
+                // so the closure stays alive — until `active` drops to 0, which cannot
+                // happen before the decrement below, after our last use of `f`.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(s, unsafe { &*f })));
+                if r.is_err() {
+                    s.panicked.store(true, Relaxed);
+                }
             }
-            s.pending.fetch_sub(1, Release);
+            s.active.fetch_sub(1, Release);
         }
     }
 
