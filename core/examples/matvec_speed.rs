@@ -2,6 +2,10 @@
 //! shapes: `cargo run --release -p antigravity-core --example matvec_speed [iters]`.
 //! Prints one JSON line per (isa, threads, dtype, shape). Random weights; the dot
 //! products do not depend on the values.
+//!
+//! `gbps` is wall-clock. On a shared machine the process is descheduled part of the
+//! time, so `cpu_gbps` also divides by the calling thread's on-CPU time (Linux
+//! `/proc/thread-self/schedstat`): for threads = 1 that is the speed while running.
 
 use std::time::Instant;
 
@@ -54,20 +58,32 @@ fn main() {
                         run(&mut b);
                     }
                     let t0 = Instant::now();
+                    let c0 = on_cpu_ns();
                     let mut iters = 0u64;
                     while t0.elapsed().as_secs_f64() < min_secs {
                         run(&mut b);
                         iters += 1;
                     }
                     let dt = t0.elapsed().as_secs_f64() / iters as f64;
+                    let dc = (on_cpu_ns() - c0) as f64 * 1e-9 / iters as f64;
                     println!(
-                        "{{\"isa\":\"{}\",\"threads\":{threads},\"dtype\":\"{dtype:?}\",\"n_out\":{n_out},\"n_in\":{n_in},\"weight_bytes\":{wbytes},\"us\":{:.2},\"gbps\":{:.2}}}",
+                        "{{\"isa\":\"{}\",\"threads\":{threads},\"dtype\":\"{dtype:?}\",\"n_out\":{n_out},\"n_in\":{n_in},\"weight_bytes\":{wbytes},\"us\":{:.2},\"gbps\":{:.2},\"cpu_us\":{:.2},\"cpu_gbps\":{:.2}}}",
                         isa.name(),
                         dt * 1e6,
-                        wbytes as f64 / dt / 1e9
+                        wbytes as f64 / dt / 1e9,
+                        dc * 1e6,
+                        wbytes as f64 / dc / 1e9
                     );
                 }
             }
         }
     }
+}
+
+/// Nanoseconds the calling thread has spent on a CPU (0 where unknown).
+fn on_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }

@@ -229,45 +229,45 @@ macro_rules! dots {
         #[target_feature(enable = $features)]
         fn $q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
             debug_assert_eq!(x.len(), y.len());
-            let mut acc = [vdupq_n_f32(0.0); 2];
-            for (i, (bx, by)) in x.iter().zip(y).enumerate() {
+            let mut acc = vdupq_n_f32(0.0);
+            for (bx, by) in x.iter().zip(y) {
                 let (lo, hi) = q4_bytes(&bx.qs, 8);
                 let z = vdupq_n_s32(0);
                 let s = $dot16($dot16(z, lo, ld_s8(&by.qs[..16])), hi, ld_s8(&by.qs[16..]));
                 let d = bx.d.to_f32() * by.d.to_f32();
-                acc[i & 1] = vfmaq_n_f32(acc[i & 1], vcvtq_f32_s32(s), d);
+                acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), d);
             }
-            vaddvq_f32(vaddq_f32(acc[0], acc[1]))
+            vaddvq_f32(acc)
         }
 
         #[target_feature(enable = $features)]
         fn $q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
             debug_assert_eq!(x.len(), y.len());
-            let mut acc = [vdupq_n_f32(0.0); 2];
+            let mut acc = vdupq_n_f32(0.0);
             let mut summs = 0.0f32;
-            for (i, (bx, by)) in x.iter().zip(y).enumerate() {
+            for (bx, by) in x.iter().zip(y) {
                 let (lo, hi) = q4_bytes(&bx.qs, 0);
                 let z = vdupq_n_s32(0);
                 let s = $dot16($dot16(z, lo, ld_s8(&by.qs[..16])), hi, ld_s8(&by.qs[16..]));
                 let d = bx.d.to_f32() * by.d.to_f32();
-                acc[i & 1] = vfmaq_n_f32(acc[i & 1], vcvtq_f32_s32(s), d);
+                acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), d);
                 summs += bx.m.to_f32() * by.s.to_f32();
             }
-            vaddvq_f32(vaddq_f32(acc[0], acc[1])) + summs
+            vaddvq_f32(acc) + summs
         }
 
         #[target_feature(enable = $features)]
         fn $q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             debug_assert_eq!(x.len(), y.len());
-            let mut acc = [vdupq_n_f32(0.0); 2];
-            for (i, (bx, by)) in x.iter().zip(y).enumerate() {
+            let mut acc = vdupq_n_f32(0.0);
+            for (bx, by) in x.iter().zip(y) {
                 let z = vdupq_n_s32(0);
                 let s = $dot16(z, ld_s8(&bx.qs[..16]), ld_s8(&by.qs[..16]));
                 let s = $dot16(s, ld_s8(&bx.qs[16..]), ld_s8(&by.qs[16..]));
                 let d = bx.d.to_f32() * by.d.to_f32();
-                acc[i & 1] = vfmaq_n_f32(acc[i & 1], vcvtq_f32_s32(s), d);
+                acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), d);
             }
-            vaddvq_f32(vaddq_f32(acc[0], acc[1]))
+            vaddvq_f32(acc)
         }
     };
 }

@@ -5,7 +5,7 @@ use core::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::{h2f, hsum_ps, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, store32};
+use super::{hsum_ps, scale_prod, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, store32};
 use crate::cpu::kernels::{Isa, Kernels};
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
@@ -95,7 +95,7 @@ fn quantize_row_q8_1_impl(x: &[f32], y: &mut [BlockQ8_1]) {
 /// The 32 nibbles of a Q4 block as unsigned bytes in element order (low nibbles are
 /// elements 0..16, high nibbles 16..32).
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
     let q = load16(qs);
     let m4 = _mm_set1_epi8(0x0f);
@@ -108,7 +108,7 @@ pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
 /// signed bytes cannot saturate (|pair| ≤ 2·15·128); the same holds for 8·y, and their
 /// difference (|pair| ≤ 2·8·128) fits i16, so every step is exact.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn sum_q4_0(xu: __m256i, y: __m256i) -> __m256i {
     let p = _mm256_sub_epi16(
         _mm256_maddubs_epi16(xu, y),
@@ -119,7 +119,7 @@ pub(super) fn sum_q4_0(xu: __m256i, y: __m256i) -> __m256i {
 
 /// Σ x·y over one block (x unsigned nibbles), as 8 i32 lanes; exact as above.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn sum_q4_1(xu: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(xu, y), _mm256_set1_epi16(1))
 }
@@ -127,7 +127,7 @@ pub(super) fn sum_q4_1(xu: __m256i, y: __m256i) -> __m256i {
 /// Σ x·y over one block of two signed-byte vectors, widened to i16 first so that every
 /// byte value (−128 included) is exact.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn sum_q8(x: &[i8; 32], y: &[i8; 32]) -> __m256i {
     let xl = _mm256_cvtepi8_epi16(load16_i8(&x[..16]));
     let xh = _mm256_cvtepi8_epi16(load16_i8(&x[16..]));
@@ -139,39 +139,39 @@ fn sum_q8(x: &[i8; 32], y: &[i8; 32]) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn vec_dot_q4_0_q8_0_impl(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     debug_assert_eq!(x.len(), y.len());
-    let mut acc = [_mm256_setzero_ps(); 2];
-    for (i, (bx, by)) in x.iter().zip(y).enumerate() {
+    let mut acc = _mm256_setzero_ps();
+    for (bx, by) in x.iter().zip(y) {
         let s = sum_q4_0(nibbles(&bx.qs), load32(&by.qs));
-        let d = _mm256_set1_ps(h2f(bx.d) * h2f(by.d));
-        acc[i & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[i & 1]);
+        let d = _mm256_set1_ps(scale_prod(bx.d, by.d));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
     }
-    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+    hsum_ps(acc)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn vec_dot_q4_1_q8_1_impl(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     debug_assert_eq!(x.len(), y.len());
-    let mut acc = [_mm256_setzero_ps(); 2];
+    let mut acc = _mm256_setzero_ps();
     let mut summs = 0.0f32;
-    for (i, (bx, by)) in x.iter().zip(y).enumerate() {
+    for (bx, by) in x.iter().zip(y) {
         let s = sum_q4_1(nibbles(&bx.qs), load32(&by.qs));
-        let d = _mm256_set1_ps(h2f(bx.d) * h2f(by.d));
-        acc[i & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[i & 1]);
-        summs += h2f(bx.m) * h2f(by.s);
+        let d = _mm256_set1_ps(scale_prod(bx.d, by.d));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
+        summs += scale_prod(bx.m, by.s);
     }
-    hsum_ps(_mm256_add_ps(acc[0], acc[1])) + summs
+    hsum_ps(acc) + summs
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
 fn vec_dot_q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     debug_assert_eq!(x.len(), y.len());
-    let mut acc = [_mm256_setzero_ps(); 2];
-    for (i, (bx, by)) in x.iter().zip(y).enumerate() {
+    let mut acc = _mm256_setzero_ps();
+    for (bx, by) in x.iter().zip(y) {
         let s = sum_q8(&bx.qs, &by.qs);
-        let d = _mm256_set1_ps(h2f(bx.d) * h2f(by.d));
-        acc[i & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc[i & 1]);
+        let d = _mm256_set1_ps(scale_prod(bx.d, by.d));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
     }
-    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+    hsum_ps(acc)
 }
 
 /// Shared shape of the float dot products: 32 elements per step in four accumulators,

@@ -8,7 +8,7 @@ use core::arch::x86_64::*;
 use half::{bf16, f16};
 
 use super::avx2::{nibbles, sum_q4_0, sum_q4_1};
-use super::{h2f, hsum_ps, load16, load32};
+use super::{hsum_ps, load16, load32, scale_prod, scale_prod2};
 use crate::cpu::kernels::{Isa, Kernels};
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
@@ -102,26 +102,27 @@ fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
 
 /// Loads 16 f32 from `x[i..i + 16]`.
 #[inline]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 fn load_ps16(x: &[f32], i: usize) -> __m512 {
     let s = &x[i..i + 16];
-    // SAFETY: `s` is 16 readable f32 (bounds checked above); unaligned load.
-    unsafe { _mm512_loadu_ps(s.as_ptr()) }
+    // SAFETY: `s` is 16 readable f32 (bounds checked above); unaligned load. (Masked
+    // form: an LLVM intrinsic, free of `read_unaligned`'s debug checks; see `super`.)
+    unsafe { _mm512_maskz_loadu_ps(0xffff, s.as_ptr()) }
 }
 
 /// Loads 16 u16 (f16/bf16 bits) from `x[i..i + 16]`.
 #[inline]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 fn load_u16x16<T: bytemuck::Pod>(x: &[T], i: usize) -> __m256i {
     debug_assert_eq!(core::mem::size_of::<T>(), 2);
     let s = &x[i..i + 16];
     // SAFETY: `s` is 16 readable 2-byte values (bounds checked above); unaligned load.
-    unsafe { _mm256_loadu_si256(s.as_ptr().cast()) }
+    unsafe { _mm256_lddqu_si256(s.as_ptr().cast()) }
 }
 
 /// Stores 16 bytes into `b[..16]`.
 #[inline]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 fn store16(b: &mut [i8], v: __m128i) {
     let s = &mut b[..16];
     // SAFETY: `s` is 16 writable bytes; `storeu` has no alignment requirement.
@@ -130,7 +131,7 @@ fn store16(b: &mut [i8], v: __m128i) {
 
 /// `roundf` (half away from zero) of 16 lanes, as `super::round_away`.
 #[inline]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 fn round_away16(v: __m512) -> __m512 {
     let t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
     let frac = _mm512_sub_ps(v, t);
@@ -144,7 +145,7 @@ fn round_away16(v: __m512) -> __m512 {
 /// One 32-float block: scale, bytes written into `qs`, and their sum; `None` as in
 /// `super::q8_block`.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 fn q8_block16(xb: &[f32], qs: &mut [i8; 32]) -> Option<(f32, i32)> {
     let v0 = load_ps16(xb, 0);
     let v1 = load_ps16(xb, 16);
@@ -188,7 +189,7 @@ fn quantize_row_q8_1_impl(x: &[f32], y: &mut [BlockQ8_1]) {
 /// The nibbles of two Q4 blocks as 64 unsigned bytes: block `a` in the low 256 bits,
 /// block `b` in the high, each in element order.
 #[inline]
-#[target_feature(enable = "avx512f,avx2")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 fn nibbles2(a: &[u8; 16], b: &[u8; 16]) -> __m512i {
     let q = _mm256_set_m128i(load16(b), load16(a));
     let m4 = _mm256_set1_epi8(0x0f);
@@ -200,23 +201,25 @@ fn nibbles2(a: &[u8; 16], b: &[u8; 16]) -> __m512i {
 
 /// Two 32-byte blocks side by side.
 #[inline]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 fn bytes2(a: &[i8; 32], b: &[i8; 32]) -> __m512i {
     _mm512_inserti64x4(_mm512_castsi256_si512(load32(a)), load32(b), 1)
 }
 
-/// 16 lanes: `a` in the low eight, `b` in the high eight.
+/// 16 lanes: lane 0 of `p` in the low eight, lane 2 in the high eight (see
+/// `scale_prod2`).
 #[inline]
-#[target_feature(enable = "avx512f")]
-fn scales2(a: f32, b: f32) -> __m512 {
-    _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(a), _mm512_set1_ps(b))
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn scales2(p: __m128) -> __m512 {
+    let idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(p))
 }
 
 // Integer block sums, 16 i32 lanes. BW: `maddubs` + `madd` (exact: see avx2::sum_q4_0).
 // VNNI: `vpdpbusd` sums four u8·i8 products into i32 directly (no i16 step at all).
 
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 fn sum2_q4_0_bw(xu: __m512i, y: __m512i) -> __m512i {
     let p = _mm512_sub_epi16(
         _mm512_maddubs_epi16(xu, y),
@@ -225,7 +228,7 @@ fn sum2_q4_0_bw(xu: __m512i, y: __m512i) -> __m512i {
     _mm512_madd_epi16(p, _mm512_set1_epi16(1))
 }
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 fn sum2_q4_0_vn(xu: __m512i, y: __m512i) -> __m512i {
     let z = _mm512_setzero_si512();
     _mm512_sub_epi32(
@@ -234,23 +237,23 @@ fn sum2_q4_0_vn(xu: __m512i, y: __m512i) -> __m512i {
     )
 }
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 fn sum2_q4_1_bw(xu: __m512i, y: __m512i) -> __m512i {
     _mm512_madd_epi16(_mm512_maddubs_epi16(xu, y), _mm512_set1_epi16(1))
 }
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 fn sum2_q4_1_vn(xu: __m512i, y: __m512i) -> __m512i {
     _mm512_dpbusd_epi32(_mm512_setzero_si512(), xu, y)
 }
 /// One Q8 block, bytes widened to i16 so −128 is exact.
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw")]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 fn sum_q8_bw(x: &[i8; 32], y: &[i8; 32]) -> __m512i {
     _mm512_madd_epi16(_mm512_cvtepi8_epi16(load32(x)), _mm512_cvtepi8_epi16(load32(y)))
 }
 #[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
 fn sum_q8_vn(x: &[i8; 32], y: &[i8; 32]) -> __m512i {
     let (xw, yw) = (_mm512_cvtepi8_epi16(load32(x)), _mm512_cvtepi8_epi16(load32(y)));
     _mm512_dpwssd_epi32(_mm512_setzero_si512(), xw, yw)
@@ -262,18 +265,18 @@ macro_rules! dot_q4_0 {
         #[target_feature(enable = $features)]
         fn $name(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
             debug_assert_eq!(x.len(), y.len());
-            let mut acc = [_mm512_setzero_ps(); 2];
+            let mut acc = _mm512_setzero_ps();
             let (xp, yp) = (x.chunks_exact(2), y.chunks_exact(2));
             let (xr, yr) = (xp.remainder(), yp.remainder());
-            for (i, (bx, by)) in xp.zip(yp).enumerate() {
+            for (bx, by) in xp.zip(yp) {
                 let s = $sum2(nibbles2(&bx[0].qs, &bx[1].qs), bytes2(&by[0].qs, &by[1].qs));
-                let d = scales2(h2f(bx[0].d) * h2f(by[0].d), h2f(bx[1].d) * h2f(by[1].d));
-                acc[i & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[i & 1]);
+                let d = scales2(scale_prod2(bx[0].d, by[0].d, bx[1].d, by[1].d));
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
             }
-            let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+            let mut sum = _mm512_reduce_add_ps(acc);
             if let (Some(bx), Some(by)) = (xr.first(), yr.first()) {
                 let s = sum_q4_0(nibbles(&bx.qs), load32(&by.qs));
-                let d = _mm256_set1_ps(h2f(bx.d) * h2f(by.d));
+                let d = _mm256_set1_ps(scale_prod(bx.d, by.d));
                 sum += hsum_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s), d));
             }
             sum
@@ -293,22 +296,23 @@ macro_rules! dot_q4_1 {
         #[target_feature(enable = $features)]
         fn $name(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
             debug_assert_eq!(x.len(), y.len());
-            let mut acc = [_mm512_setzero_ps(); 2];
-            let mut summs = 0.0f32;
+            let mut acc = _mm512_setzero_ps();
+            let mut msum = _mm_setzero_ps(); // m·s terms in lanes 0 and 2
             let (xp, yp) = (x.chunks_exact(2), y.chunks_exact(2));
             let (xr, yr) = (xp.remainder(), yp.remainder());
-            for (i, (bx, by)) in xp.zip(yp).enumerate() {
+            for (bx, by) in xp.zip(yp) {
                 let s = $sum2(nibbles2(&bx[0].qs, &bx[1].qs), bytes2(&by[0].qs, &by[1].qs));
-                let d = scales2(h2f(bx[0].d) * h2f(by[0].d), h2f(bx[1].d) * h2f(by[1].d));
-                acc[i & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[i & 1]);
-                summs += h2f(bx[0].m) * h2f(by[0].s) + h2f(bx[1].m) * h2f(by[1].s);
+                let d = scales2(scale_prod2(bx[0].d, by[0].d, bx[1].d, by[1].d));
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
+                msum = _mm_add_ps(msum, scale_prod2(bx[0].m, by[0].s, bx[1].m, by[1].s));
             }
-            let mut sum = _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]));
+            let mut sum = _mm512_reduce_add_ps(acc);
+            let mut summs = _mm_cvtss_f32(msum) + _mm_cvtss_f32(_mm_movehl_ps(msum, msum));
             if let (Some(bx), Some(by)) = (xr.first(), yr.first()) {
                 let s = sum_q4_1(nibbles(&bx.qs), load32(&by.qs));
-                let d = _mm256_set1_ps(h2f(bx.d) * h2f(by.d));
+                let d = _mm256_set1_ps(scale_prod(bx.d, by.d));
                 sum += hsum_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s), d));
-                summs += h2f(bx.m) * h2f(by.s);
+                summs += scale_prod(bx.m, by.s);
             }
             sum + summs
         }
@@ -327,13 +331,13 @@ macro_rules! dot_q8_0 {
         #[target_feature(enable = $features)]
         fn $name(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             debug_assert_eq!(x.len(), y.len());
-            let mut acc = [_mm512_setzero_ps(); 2];
-            for (i, (bx, by)) in x.iter().zip(y).enumerate() {
+            let mut acc = _mm512_setzero_ps();
+            for (bx, by) in x.iter().zip(y) {
                 let s = $sum(&bx.qs, &by.qs);
-                let d = _mm512_set1_ps(h2f(bx.d) * h2f(by.d));
-                acc[i & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[i & 1]);
+                let d = _mm512_set1_ps(scale_prod(bx.d, by.d));
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
             }
-            _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+            _mm512_reduce_add_ps(acc)
         }
     };
 }

@@ -23,60 +23,81 @@ use core::arch::x86_64::*;
 
 use half::f16;
 
-/// f16 → f32 with F16C (exact; same as `f16::to_f32`).
+// Loads use `lddqu` (an LLVM intrinsic) rather than `loadu`: core::arch implements
+// `loadu` with `ptr::read_unaligned`, whose debug-build UB checks (overlap test, stack
+// round trip) stay in the dev profile the harness is run with and cost ~2× in these
+// loops. `lddqu` is an ordinary unaligned load on every AVX2 CPU.
+
+/// `a · b` of two f16 scales (as the scalar twin: exact conversions, one f32 multiply),
+/// converting both with a single F16C instruction.
 #[inline]
-#[target_feature(enable = "f16c")]
-fn h2f(h: f16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_prod(a: f16, b: f16) -> f32 {
+    let bits = a.to_bits() as i32 | ((b.to_bits() as i32) << 16);
+    let f = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+    _mm_cvtss_f32(_mm_mul_ss(f, _mm_movehdup_ps(f)))
+}
+
+/// `a0 · b0` in lane 0 and `a1 · b1` in lane 2 (lanes 1 and 3 are junk), with a single
+/// F16C conversion of all four scales.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_prod2(a0: f16, b0: f16, a1: f16, b1: f16) -> __m128 {
+    let bits = a0.to_bits() as i64
+        | ((b0.to_bits() as i64) << 16)
+        | ((a1.to_bits() as i64) << 32)
+        | ((b1.to_bits() as i64) << 48);
+    let f = _mm_cvtph_ps(_mm_cvtsi64_si128(bits));
+    _mm_mul_ps(f, _mm_movehdup_ps(f))
 }
 
 /// Loads 16 bytes (no alignment needed).
 #[inline]
-#[target_feature(enable = "sse2")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn load16(b: &[u8; 16]) -> __m128i {
-    // SAFETY: `b` is 16 readable bytes; `loadu` has no alignment requirement.
-    unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+    // SAFETY: `b` is 16 readable bytes; `lddqu` has no alignment requirement.
+    unsafe { _mm_lddqu_si128(b.as_ptr().cast()) }
 }
 
 /// Loads 32 signed bytes (no alignment needed).
 #[inline]
-#[target_feature(enable = "avx")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn load32(b: &[i8; 32]) -> __m256i {
-    // SAFETY: `b` is 32 readable bytes; `loadu` has no alignment requirement.
-    unsafe { _mm256_loadu_si256(b.as_ptr().cast()) }
+    // SAFETY: `b` is 32 readable bytes; `lddqu` has no alignment requirement.
+    unsafe { _mm256_lddqu_si256(b.as_ptr().cast()) }
 }
 
 /// Loads the first 16 of 32 signed bytes.
 #[inline]
-#[target_feature(enable = "sse2")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn load16_i8(b: &[i8]) -> __m128i {
     assert!(b.len() >= 16);
     // SAFETY: at least 16 readable bytes (checked above); no alignment requirement.
-    unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+    unsafe { _mm_lddqu_si128(b.as_ptr().cast()) }
 }
 
 /// Loads 8 f32 from `x[i..i + 8]`.
 #[inline]
-#[target_feature(enable = "avx")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn load_ps8(x: &[f32], i: usize) -> __m256 {
     let s = &x[i..i + 8];
     // SAFETY: `s` is 8 readable f32 (bounds checked by the slice above); unaligned load.
-    unsafe { _mm256_loadu_ps(s.as_ptr()) }
+    _mm256_castsi256_ps(unsafe { _mm256_lddqu_si256(s.as_ptr().cast()) })
 }
 
 /// Loads 8 u16 (f16/bf16 bits) from `x[i..i + 8]`.
 #[inline]
-#[target_feature(enable = "sse2")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn load_u16x8<T: bytemuck::Pod>(x: &[T], i: usize) -> __m128i {
     debug_assert_eq!(core::mem::size_of::<T>(), 2);
     let s = &x[i..i + 8];
     // SAFETY: `s` is 8 readable 2-byte values (bounds checked above); unaligned load.
-    unsafe { _mm_loadu_si128(s.as_ptr().cast()) }
+    unsafe { _mm_lddqu_si128(s.as_ptr().cast()) }
 }
 
 /// Stores 32 bytes into `b`.
 #[inline]
-#[target_feature(enable = "avx")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn store32(b: &mut [i8; 32], v: __m256i) {
     // SAFETY: `b` is 32 writable bytes; `storeu` has no alignment requirement.
     unsafe { _mm256_storeu_si256(b.as_mut_ptr().cast(), v) }
@@ -84,7 +105,7 @@ fn store32(b: &mut [i8; 32], v: __m256i) {
 
 /// Horizontal sum of 8 f32 lanes.
 #[inline]
-#[target_feature(enable = "avx")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -94,7 +115,7 @@ fn hsum_ps(v: __m256) -> f32 {
 
 /// Horizontal sum of 8 i32 lanes.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn hsum_epi32(v: __m256i) -> i32 {
     let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
@@ -104,7 +125,7 @@ fn hsum_epi32(v: __m256i) -> i32 {
 
 /// Horizontal max of 8 non-NaN f32 lanes.
 #[inline]
-#[target_feature(enable = "avx")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn hmax_ps(v: __m256) -> f32 {
     let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
@@ -116,7 +137,7 @@ fn hmax_ps(v: __m256) -> f32 {
 /// scalar twin does it: truncate, then step away from zero when the exact fraction
 /// reaches one half.
 #[inline]
-#[target_feature(enable = "avx")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn round_away(v: __m256) -> __m256 {
     let t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
     let frac = _mm256_sub_ps(v, t);
