@@ -272,7 +272,7 @@ fn quantize_extremes_bit_exact() {
         vec![-0.0; 32],
         (0..32).map(|i| 1e10 * (i as f32 - 16.0)).collect(),
         (0..32).map(|i| 1e-40 * i as f32).collect(),
-        (0..32).map(|i| f32::from_bits(i)).collect(),
+        (0..32).map(f32::from_bits).collect(),
         (0..32).map(|i| if i == 3 { f32::INFINITY } else { i as f32 }).collect(),
         (0..32).map(|i| if i == 7 { f32::NAN } else { i as f32 }).collect(),
         (0..32).map(|i| if i % 2 == 0 { f32::MAX } else { -f32::MAX }).collect(),

@@ -5,7 +5,7 @@ use core::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::{hsum_ps, scale_prod, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, store32};
+use super::{hsum_ps, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, scale_prod, store32};
 use crate::cpu::kernels::{Isa, Kernels};
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
@@ -46,8 +46,8 @@ fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     // SAFETY: as above.
     unsafe { vec_dot_q4_1_q8_1_impl(x, y) }
 }
-fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    // SAFETY: as above.
+pub(super) fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
     unsafe { vec_dot_q8_0_q8_0_impl(x, y) }
 }
 fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {

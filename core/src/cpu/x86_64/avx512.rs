@@ -1,7 +1,8 @@
 //! AVX-512 kernels (`Isa::Avx512`): F + BW (+ the AVX2/FMA/F16C every AVX-512 CPU has),
 //! and VNNI (`vpdpbusd` / `vpdpwssd`) for the integer dot products where the CPU has it.
-//! Quantized dots take two 32-element blocks per 512-bit vector; an odd last block goes
-//! through the 256-bit AVX2 helpers.
+//! Q4 dots take two 32-element blocks per 512-bit vector; an odd last block goes
+//! through the 256-bit AVX2 helpers. The Q8_0·Q8_0 dot is the AVX2 kernel (measured
+//! faster on this class of core; see docs/perf-notes.md).
 
 use core::arch::x86_64::*;
 
@@ -41,11 +42,9 @@ pub(crate) fn kernels() -> Option<Kernels> {
         } else {
             vec_dot_q4_1_q8_1
         },
-        vec_dot_q8_0_q8_0: if vnni {
-            vec_dot_q8_0_q8_0_vnni
-        } else {
-            vec_dot_q8_0_q8_0
-        },
+        // Measured: widening a Q8_0 block to 32 i16 in a zmm is a port-5 shuffle per
+        // block and ran slower (11 GB/s) than the AVX2 kernel (16 GB/s); use that.
+        vec_dot_q8_0_q8_0: super::avx2::vec_dot_q8_0_q8_0,
         vec_dot_f16_f32,
         vec_dot_bf16_f32,
         vec_dot_f32,
@@ -78,14 +77,6 @@ fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
 fn vec_dot_q4_1_q8_1_vnni(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     // SAFETY: as above, and `kernels()` puts this fn in the table only with avx512vnni.
     unsafe { vec_dot_q4_1_q8_1_vn(x, y) }
-}
-fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    // SAFETY: as above.
-    unsafe { vec_dot_q8_0_q8_0_bw(x, y) }
-}
-fn vec_dot_q8_0_q8_0_vnni(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    // SAFETY: as above, and `kernels()` puts this fn in the table only with avx512vnni.
-    unsafe { vec_dot_q8_0_q8_0_vn(x, y) }
 }
 fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
     // SAFETY: as above.
@@ -246,19 +237,6 @@ fn sum2_q4_1_bw(xu: __m512i, y: __m512i) -> __m512i {
 fn sum2_q4_1_vn(xu: __m512i, y: __m512i) -> __m512i {
     _mm512_dpbusd_epi32(_mm512_setzero_si512(), xu, y)
 }
-/// One Q8 block, bytes widened to i16 so −128 is exact.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
-fn sum_q8_bw(x: &[i8; 32], y: &[i8; 32]) -> __m512i {
-    _mm512_madd_epi16(_mm512_cvtepi8_epi16(load32(x)), _mm512_cvtepi8_epi16(load32(y)))
-}
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
-fn sum_q8_vn(x: &[i8; 32], y: &[i8; 32]) -> __m512i {
-    let (xw, yw) = (_mm512_cvtepi8_epi16(load32(x)), _mm512_cvtepi8_epi16(load32(y)));
-    _mm512_dpwssd_epi32(_mm512_setzero_si512(), xw, yw)
-}
-
 /// Q4_0 · Q8_0, two blocks per step; `$sum2` is the 512-bit integer block-pair sum.
 macro_rules! dot_q4_0 {
     ($name:ident, $features:literal, $sum2:ident) => {
@@ -323,29 +301,6 @@ dot_q4_1!(
     vec_dot_q4_1_q8_1_vn,
     "avx512f,avx512bw,avx512vnni,avx2,fma,f16c",
     sum2_q4_1_vn
-);
-
-/// Q8_0 · Q8_0, one block (widened to 32 i16) per step.
-macro_rules! dot_q8_0 {
-    ($name:ident, $features:literal, $sum:ident) => {
-        #[target_feature(enable = $features)]
-        fn $name(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-            debug_assert_eq!(x.len(), y.len());
-            let mut acc = _mm512_setzero_ps();
-            for (bx, by) in x.iter().zip(y) {
-                let s = $sum(&bx.qs, &by.qs);
-                let d = _mm512_set1_ps(scale_prod(bx.d, by.d));
-                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
-            }
-            _mm512_reduce_add_ps(acc)
-        }
-    };
-}
-dot_q8_0!(vec_dot_q8_0_q8_0_bw, "avx512f,avx512bw,avx2,fma,f16c", sum_q8_bw);
-dot_q8_0!(
-    vec_dot_q8_0_q8_0_vn,
-    "avx512f,avx512bw,avx512vnni,avx2,fma,f16c",
-    sum_q8_vn
 );
 
 /// Float dot products: 64 elements per step in four accumulators, then 16 at a time,
