@@ -7,6 +7,7 @@
 
 use half::{bf16, f16};
 
+use super::scalar;
 use crate::quant::dot;
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
@@ -59,6 +60,13 @@ pub struct Kernels {
     pub vec_dot_f16_f32: fn(&[f16], &[f32]) -> f32,
     pub vec_dot_bf16_f32: fn(&[bf16], &[f32]) -> f32,
     pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
+    /// `y[r] = vec_dot(w[r·nb..(r+1)·nb], x)` for every `r in 0..y.len()`, with
+    /// `nb = x.len()`: many weight rows against one activation row in one call, so SIMD
+    /// versions can share the activation loads and scale conversions across rows.
+    /// Scalar twins: `cpu::scalar::gemv_*` (rows through the scalar `vec_dot`).
+    pub gemv_q4_0_q8_0: fn(&[BlockQ4_0], &[BlockQ8_0], &mut [f32]),
+    pub gemv_q4_1_q8_1: fn(&[BlockQ4_1], &[BlockQ8_1], &mut [f32]),
+    pub gemv_q8_0_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0], &mut [f32]),
 }
 
 impl Kernels {
@@ -74,6 +82,9 @@ impl Kernels {
             vec_dot_f16_f32: dot::vec_dot_f16_f32,
             vec_dot_bf16_f32: dot::vec_dot_bf16_f32,
             vec_dot_f32: dot::vec_dot_f32,
+            gemv_q4_0_q8_0: scalar::gemv_q4_0_q8_0,
+            gemv_q4_1_q8_1: scalar::gemv_q4_1_q8_1,
+            gemv_q8_0_q8_0: scalar::gemv_q8_0_q8_0,
         }
     }
 

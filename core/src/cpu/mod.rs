@@ -185,9 +185,11 @@ fn matmul_grid(n_out: usize, n_tok: usize, threads: usize) -> Grid {
     }
 }
 
-/// `y[t, o] = dot(w_row(o), x_row(t))` ([n_tok, n_out] row-major), tiled over the pool.
-/// Rows are `nb` units (blocks or elements). Within a tile the weight row is the outer
-/// loop, so each is read once per token tile.
+/// `y[t, o] = Σ w_row(o) · x_row(t)` ([n_tok, n_out] row-major), tiled over the pool.
+/// Rows are `nb` units (blocks or elements). `gemv(w_rows, x_row, y_part)` computes one
+/// token's outputs for a range of weight rows (a `Kernels::gemv_*` entry, or the row loop
+/// over a `vec_dot`); within a tile each token runs over the tile's weight rows, which
+/// stay cache-resident across the tile's tokens.
 #[allow(clippy::too_many_arguments)]
 fn matmul_par<W: Sync, X: Sync>(
     pool: &mut ThreadPool,
@@ -197,16 +199,14 @@ fn matmul_par<W: Sync, X: Sync>(
     n_out: usize,
     n_tok: usize,
     nb: usize,
-    dot: fn(&[W], &[X]) -> f32,
+    gemv: &(dyn Fn(&[W], &[X], &mut [f32]) + Sync),
 ) {
     let grid = matmul_grid(n_out, n_tok, pool.threads());
     pool.run_tiles(y, grid, &mut [0u8; 0], 0, &|mut tile, _| {
-        let c0 = tile.cols().start;
-        for o in tile.cols() {
-            let wr = &w[o * nb..(o + 1) * nb];
-            for t in tile.rows() {
-                tile.row(t)[o - c0] = dot(wr, &x[t * nb..(t + 1) * nb]);
-            }
+        let cols = tile.cols();
+        let wt = &w[cols.start * nb..cols.end * nb];
+        for t in tile.rows() {
+            gemv(wt, &x[t * nb..(t + 1) * nb], tile.row(t));
         }
     });
 }
@@ -380,10 +380,10 @@ impl Backend for CpuBackend {
                 quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_0);
                 if w.dtype == DType::Q4_0 {
                     let wq: &[BlockQ4_0] = bytemuck::cast_slice(wb);
-                    matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, k.vec_dot_q4_0_q8_0);
+                    matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q4_0_q8_0);
                 } else {
                     let wq: &[BlockQ8_0] = bytemuck::cast_slice(wb);
-                    matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, k.vec_dot_q8_0_q8_0);
+                    matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q8_0_q8_0);
                 }
             }
             DType::Q4_1 => {
@@ -393,16 +393,22 @@ impl Backend for CpuBackend {
                 let xq = &mut self.q8_1[..n_tok * nb];
                 quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_1);
                 let wq: &[BlockQ4_1] = bytemuck::cast_slice(wb);
-                matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, k.vec_dot_q4_1_q8_1);
+                matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q4_1_q8_1);
             }
-            DType::F32 => matmul_par(pool, f32s(wb), xs, ys, n_out, n_tok, n_in, k.vec_dot_f32),
+            DType::F32 => matmul_par(pool, f32s(wb), xs, ys, n_out, n_tok, n_in, &|w, x, y| {
+                scalar::gemv(w, x, y, k.vec_dot_f32)
+            }),
             DType::F16 => {
                 let wf: &[f16] = bytemuck::cast_slice(wb);
-                matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, k.vec_dot_f16_f32)
+                matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, &|w, x, y| {
+                    scalar::gemv(w, x, y, k.vec_dot_f16_f32)
+                })
             }
             DType::BF16 => {
                 let wf: &[bf16] = bytemuck::cast_slice(wb);
-                matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, k.vec_dot_bf16_f32)
+                matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, &|w, x, y| {
+                    scalar::gemv(w, x, y, k.vec_dot_bf16_f32)
+                })
             }
             DType::Q8_1 => {
                 return Err(Error::DType {

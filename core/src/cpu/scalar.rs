@@ -3,6 +3,30 @@
 
 use crate::backend::{AttnParams, RopeStyle};
 use crate::math;
+use crate::quant::{dot, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+
+/// `y[r] = dot(w[r·nb..(r+1)·nb], x)` for every `r in 0..y.len()`, `nb = x.len()`:
+/// the row loop every `gemv_*` kernel entry is defined by.
+#[inline]
+pub fn gemv<W, X>(w: &[W], x: &[X], y: &mut [f32], dot: impl Fn(&[W], &[X]) -> f32) {
+    let nb = x.len();
+    for (r, yr) in y.iter_mut().enumerate() {
+        *yr = dot(&w[r * nb..(r + 1) * nb], x);
+    }
+}
+
+/// Scalar twin of `Kernels::gemv_q4_0_q8_0`.
+pub fn gemv_q4_0_q8_0(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    gemv(w, x, y, dot::vec_dot_q4_0_q8_0)
+}
+/// Scalar twin of `Kernels::gemv_q4_1_q8_1`.
+pub fn gemv_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
+    gemv(w, x, y, dot::vec_dot_q4_1_q8_1)
+}
+/// Scalar twin of `Kernels::gemv_q8_0_q8_0`.
+pub fn gemv_q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    gemv(w, x, y, dot::vec_dot_q8_0_q8_0)
+}
 
 /// `y[t, o] = dot(w_row(o), x_row(t))` where rows are `nb` units (blocks or elements).
 /// Weight-row-outer order so each weight row is read once per batch.

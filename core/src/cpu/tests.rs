@@ -260,6 +260,47 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Multi-row kernels against the scalar row loop: every row within its own
+    /// single-dot bound (same integer sums, same scale products; only the f32
+    /// accumulation order differs). Row counts 1..=9 cover the 4-row body and tails.
+    #[test]
+    fn gemv_every_type(
+        (w0, w1, w8, x0, x1) in (1usize..24, 1usize..10).prop_flat_map(|(nb, rows)| {
+            (q4_0_blocks(rows * nb), q4_1_blocks(rows * nb), q8_0_blocks(rows * nb), q8_0_blocks(nb), q8_1_blocks(nb))
+        })
+    ) {
+        let nb = x0.len();
+        let rows = w0.len() / nb;
+        for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
+            let mut g = vec![f32::NAN; rows];
+            (k.gemv_q4_0_q8_0)(&w0, &x0, &mut g);
+            for r in 0..rows {
+                let wr = &w0[r * nb..(r + 1) * nb];
+                let want = dot::vec_dot_q4_0_q8_0(wr, &x0);
+                let tol = tol_blocks(nb, mag_q4_0(wr, &x0));
+                prop_assert!(close(g[r], want, tol), "{} q4_0 row {r}: {} vs {want}", k.isa.name(), g[r]);
+            }
+            (k.gemv_q4_1_q8_1)(&w1, &x1, &mut g);
+            for r in 0..rows {
+                let wr = &w1[r * nb..(r + 1) * nb];
+                let want = dot::vec_dot_q4_1_q8_1(wr, &x1);
+                let tol = tol_blocks(nb, mag_q4_1(wr, &x1));
+                prop_assert!(close(g[r], want, tol), "{} q4_1 row {r}: {} vs {want}", k.isa.name(), g[r]);
+            }
+            (k.gemv_q8_0_q8_0)(&w8, &x0, &mut g);
+            for r in 0..rows {
+                let wr = &w8[r * nb..(r + 1) * nb];
+                let want = dot::vec_dot_q8_0_q8_0(wr, &x0);
+                let tol = tol_blocks(nb, mag_q8_0(wr, &x0));
+                prop_assert!(close(g[r], want, tol), "{} q8_0 row {r}: {} vs {want}", k.isa.name(), g[r]);
+            }
+        }
+    }
+}
+
 /// Hand-picked quantizer inputs: ties, the classic 0.49999997, f16-overflowing scales,
 /// subnormal scales (1/d overflows: scalar fallback), infinities and NaN (fallback).
 #[test]

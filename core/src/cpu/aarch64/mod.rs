@@ -36,6 +36,9 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         vec_dot_f16_f32: dot::vec_dot_f16_f32,
         vec_dot_bf16_f32,
         vec_dot_f32,
+        gemv_q4_0_q8_0: gemv_q4_0_q8_0_neon,
+        gemv_q4_1_q8_1: gemv_q4_1_q8_1_neon,
+        gemv_q8_0_q8_0: gemv_q8_0_q8_0_neon,
     };
     match isa {
         Isa::Neon if neon => Some(base),
@@ -44,6 +47,9 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
             vec_dot_q4_0_q8_0: vec_dot_q4_0_q8_0_dot,
             vec_dot_q4_1_q8_1: vec_dot_q4_1_q8_1_dot,
             vec_dot_q8_0_q8_0: vec_dot_q8_0_q8_0_dot,
+            gemv_q4_0_q8_0: gemv_q4_0_q8_0_dot,
+            gemv_q4_1_q8_1: gemv_q4_1_q8_1_dot,
+            gemv_q8_0_q8_0: gemv_q8_0_q8_0_dot,
             ..base
         }),
         _ => None,
@@ -92,6 +98,27 @@ fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
 fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     // SAFETY: NEON verified.
     unsafe { vec_dot_f32_impl(x, y) }
+}
+
+// Many rows against one activation row: the row loop over this ISA's dots (static
+// calls, no table lookup per row).
+fn gemv_q4_0_q8_0_neon(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    super::scalar::gemv(w, x, y, vec_dot_q4_0_q8_0_neon)
+}
+fn gemv_q4_1_q8_1_neon(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
+    super::scalar::gemv(w, x, y, vec_dot_q4_1_q8_1_neon)
+}
+fn gemv_q8_0_q8_0_neon(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    super::scalar::gemv(w, x, y, vec_dot_q8_0_q8_0_neon)
+}
+fn gemv_q4_0_q8_0_dot(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    super::scalar::gemv(w, x, y, vec_dot_q4_0_q8_0_dot)
+}
+fn gemv_q4_1_q8_1_dot(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
+    super::scalar::gemv(w, x, y, vec_dot_q4_1_q8_1_dot)
+}
+fn gemv_q8_0_q8_0_dot(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    super::scalar::gemv(w, x, y, vec_dot_q8_0_q8_0_dot)
 }
 
 /// Loads 16 bytes from `b[..16]`.

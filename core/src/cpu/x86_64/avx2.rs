@@ -5,7 +5,7 @@ use core::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::{hsum_ps, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, scale_prod, store32};
+use super::{hsum_ps, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, scale_prod, scales4, store32};
 use crate::cpu::kernels::{Isa, Kernels};
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
@@ -24,6 +24,9 @@ pub(crate) fn kernels() -> Option<Kernels> {
         vec_dot_f16_f32,
         vec_dot_bf16_f32,
         vec_dot_f32,
+        gemv_q4_0_q8_0,
+        gemv_q4_1_q8_1,
+        gemv_q8_0_q8_0,
     })
 }
 
@@ -49,6 +52,18 @@ fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
 pub(super) fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
     unsafe { vec_dot_q8_0_q8_0_impl(x, y) }
+}
+pub(super) fn gemv_q4_0_q8_0(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
+    unsafe { gemv_q4_0_q8_0_impl(w, x, y) }
+}
+pub(super) fn gemv_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
+    // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
+    unsafe { gemv_q4_1_q8_1_impl(w, x, y) }
+}
+pub(super) fn gemv_q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
+    unsafe { gemv_q8_0_q8_0_impl(w, x, y) }
 }
 fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
     // SAFETY: as above.
@@ -172,6 +187,113 @@ fn vec_dot_q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
     }
     hsum_ps(acc)
+}
+
+// Four weight rows per step against one activation row: the activation block is loaded
+// once, its scale converted once, and the four rows' scales with one F16C instruction.
+// Per row the integer block sum and the f32 scale product are exactly those of the
+// single-row kernels; only the f32 accumulation order differs from the scalar twin.
+
+/// Broadcasts lane `r` of `s` to all 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn lane(s: __m128, r: i32) -> __m256 {
+    _mm256_permutevar8x32_ps(_mm256_castps128_ps256(s), _mm256_set1_epi32(r))
+}
+
+/// The four rows of `w` starting at row `r` (each `nb` blocks).
+#[inline]
+fn rows4<T>(w: &[T], r: usize, nb: usize) -> [&[T]; 4] {
+    let w = &w[r * nb..(r + 4) * nb];
+    [&w[..nb], &w[nb..2 * nb], &w[2 * nb..3 * nb], &w[3 * nb..]]
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemv_q4_0_q8_0_impl(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    let nb = x.len();
+    let full = y.len() / 4 * 4;
+    let (y4, tail) = y.split_at_mut(full);
+    for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
+        let wr = rows4(w, 4 * i, nb);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (b, xb) in x.iter().enumerate() {
+            let yv = load32(&xb.qs);
+            let y8 = _mm256_maddubs_epi16(_mm256_set1_epi8(8), yv);
+            let d = scales4([wr[0][b].d, wr[1][b].d, wr[2][b].d, wr[3][b].d], xb.d);
+            for r in 0..4 {
+                // (x − 8)·y pairs: see `sum_q4_0` for why no step saturates.
+                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(nibbles(&wr[r][b].qs), yv), y8);
+                let s = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), lane(d, r as i32), acc[r]);
+            }
+        }
+        for r in 0..4 {
+            yo[r] = hsum_ps(acc[r]);
+        }
+    }
+    for (r, yr) in tail.iter_mut().enumerate() {
+        *yr = vec_dot_q4_0_q8_0_impl(&w[(full + r) * nb..(full + r + 1) * nb], x);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemv_q4_1_q8_1_impl(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
+    let nb = x.len();
+    let full = y.len() / 4 * 4;
+    let (y4, tail) = y.split_at_mut(full);
+    for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
+        let wr = rows4(w, 4 * i, nb);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut ms = _mm_setzero_ps(); // Σ m·s, lane r = row r
+        for (b, xb) in x.iter().enumerate() {
+            let yv = load32(&xb.qs);
+            let d = scales4([wr[0][b].d, wr[1][b].d, wr[2][b].d, wr[3][b].d], xb.d);
+            ms = _mm_add_ps(ms, scales4([wr[0][b].m, wr[1][b].m, wr[2][b].m, wr[3][b].m], xb.s));
+            for r in 0..4 {
+                let s = sum_q4_1(nibbles(&wr[r][b].qs), yv);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), lane(d, r as i32), acc[r]);
+            }
+        }
+        let mut m = [0f32; 4];
+        // SAFETY: `m` is 4 writable f32; unaligned store.
+        unsafe { _mm_storeu_ps(m.as_mut_ptr(), ms) };
+        for r in 0..4 {
+            yo[r] = hsum_ps(acc[r]) + m[r];
+        }
+    }
+    for (r, yr) in tail.iter_mut().enumerate() {
+        *yr = vec_dot_q4_1_q8_1_impl(&w[(full + r) * nb..(full + r + 1) * nb], x);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemv_q8_0_q8_0_impl(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    let nb = x.len();
+    let full = y.len() / 4 * 4;
+    let (y4, tail) = y.split_at_mut(full);
+    for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
+        let wr = rows4(w, 4 * i, nb);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (b, xb) in x.iter().enumerate() {
+            // The activation block widened to i16 once for all four rows.
+            let yl = _mm256_cvtepi8_epi16(load16_i8(&xb.qs[..16]));
+            let yh = _mm256_cvtepi8_epi16(load16_i8(&xb.qs[16..]));
+            let d = scales4([wr[0][b].d, wr[1][b].d, wr[2][b].d, wr[3][b].d], xb.d);
+            for r in 0..4 {
+                let q = &wr[r][b].qs;
+                let xl = _mm256_cvtepi8_epi16(load16_i8(&q[..16]));
+                let xh = _mm256_cvtepi8_epi16(load16_i8(&q[16..]));
+                let s = _mm256_add_epi32(_mm256_madd_epi16(xl, yl), _mm256_madd_epi16(xh, yh));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), lane(d, r as i32), acc[r]);
+            }
+        }
+        for r in 0..4 {
+            yo[r] = hsum_ps(acc[r]);
+        }
+    }
+    for (r, yr) in tail.iter_mut().enumerate() {
+        *yr = vec_dot_q8_0_q8_0_impl(&w[(full + r) * nb..(full + r + 1) * nb], x);
+    }
 }
 
 /// Shared shape of the float dot products: 32 elements per step in four accumulators,

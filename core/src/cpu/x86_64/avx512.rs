@@ -2,7 +2,8 @@
 //! and VNNI (`vpdpbusd` / `vpdpwssd`) for the integer dot products where the CPU has it.
 //! Q4 dots take two 32-element blocks per 512-bit vector; an odd last block goes
 //! through the 256-bit AVX2 helpers. The Q8_0·Q8_0 dot is the AVX2 kernel (measured
-//! faster on this class of core; see docs/perf-notes.md).
+//! faster on this class of core; see docs/perf-notes.md), and so are the multi-row
+//! `gemv_*` entries (AVX2's four-row kernels).
 
 use core::arch::x86_64::*;
 
@@ -48,6 +49,11 @@ pub(crate) fn kernels() -> Option<Kernels> {
         vec_dot_f16_f32,
         vec_dot_bf16_f32,
         vec_dot_f32,
+        // Measured: the AVX2 four-row kernels beat row loops over the 512-bit dots on
+        // this class of core (see docs/perf-notes.md); the table reuses them.
+        gemv_q4_0_q8_0: super::avx2::gemv_q4_0_q8_0,
+        gemv_q4_1_q8_1: super::avx2::gemv_q4_1_q8_1,
+        gemv_q8_0_q8_0: super::avx2::gemv_q8_0_q8_0,
     })
 }
 

@@ -51,6 +51,20 @@ fn scale_prod2(a0: f16, b0: f16, a1: f16, b1: f16) -> __m128 {
     _mm_mul_ps(f, _mm_movehdup_ps(f))
 }
 
+/// `[a0·b, a1·b, a2·b, a3·b]` for four f16 scales and one (each product the scalar
+/// twin's f32 multiply of exactly converted values).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scales4(a: [f16; 4], b: f16) -> __m128 {
+    let bits = a[0].to_bits() as i64
+        | ((a[1].to_bits() as i64) << 16)
+        | ((a[2].to_bits() as i64) << 32)
+        | ((a[3].to_bits() as i64) << 48);
+    let fa = _mm_cvtph_ps(_mm_cvtsi64_si128(bits));
+    let fb = _mm_cvtph_ps(_mm_cvtsi32_si128(b.to_bits() as i32));
+    _mm_mul_ps(fa, _mm_broadcastss_ps(fb))
+}
+
 /// Loads 16 bytes (no alignment needed).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
