@@ -197,6 +197,8 @@ mod threaded {
         sleepers: AtomicUsize,
         panicked: AtomicBool,
         shutdown: AtomicBool,
+        /// Workers that have started running (see `ThreadPool::new`).
+        started: AtomicUsize,
         lock: Mutex<()>,
         cv: Condvar,
     }
@@ -240,6 +242,7 @@ mod threaded {
                 sleepers: AtomicUsize::new(0),
                 panicked: AtomicBool::new(false),
                 shutdown: AtomicBool::new(false),
+                started: AtomicUsize::new(0),
                 lock: Mutex::new(()),
                 cv: Condvar::new(),
             });
@@ -251,7 +254,13 @@ mod threaded {
                         .spawn(move || worker(&s))
                         .expect("spawn CPU worker thread")
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            // Wait until every worker runs: the OS may start a thread late, and std's
+            // thread start-up allocates (stack-overflow handler info). That must happen
+            // here, at setup, not during a later op (the zero-allocation promise).
+            while shared.started.load(Acquire) < workers.len() {
+                std::thread::yield_now();
+            }
             ThreadPool { shared, workers }
         }
 
@@ -331,6 +340,7 @@ mod threaded {
     }
 
     fn worker(s: &Shared) {
+        s.started.fetch_add(1, Release);
         let mut seen = 0usize;
         loop {
             // Wait for a new epoch: spin first, then park.
