@@ -318,6 +318,18 @@ fn add_tokenizer(w: &mut GgufWriter<'_>, dir: &Path, c: &LlamaConfig) -> Result<
         Value::Array(Array::Str(a))
     };
     w.add("tokenizer.ggml.model", Value::Str("gpt2".into()))?;
+    // llama.cpp names pre-tokenizers instead of storing them; recognise the two we know.
+    let pre = v["pre_tokenizer"].to_string();
+    let pre_name = if pre.contains("\"individual_digits\":true") {
+        Some("smollm")
+    } else if pre.contains("\\p{N}{1,3}") {
+        Some("llama-bpe")
+    } else {
+        None
+    };
+    if let Some(p) = pre_name {
+        w.add("tokenizer.ggml.pre", Value::Str(p.into()))?;
+    }
     w.add("tokenizer.ggml.tokens", strs(&toks))?;
     w.add("tokenizer.ggml.token_type", Value::Array(Array::I32(types)))?;
     w.add("tokenizer.ggml.merges", strs(&merges))?;
