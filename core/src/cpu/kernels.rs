@@ -12,8 +12,10 @@
 //!   when `avx512vnni` is present.
 //! * `Neon` / `NeonDotprod`: `vec_dot_f16_f32` is the scalar twin (f16 vector types are
 //!   not stable Rust); `gemv_*` is the row loop over that ISA's `vec_dot`.
-//! * `NeonI8mm`: not implemented; `for_isa` returns `None`. Detection (`is_x86_feature_detected!`,
-//! `is_aarch64_feature_detected!`) needs `std`: a `no_std` build has the scalar table only.
+//! * `NeonI8mm`: not implemented; `for_isa` returns `None`.
+//!
+//! Detection (`is_x86_feature_detected!`, `is_aarch64_feature_detected!`) needs `std`: a
+//! `no_std` build has the scalar table only.
 
 use half::{bf16, f16};
 

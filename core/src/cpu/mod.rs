@@ -185,6 +185,9 @@ fn matmul_grid(n_out: usize, n_tok: usize, threads: usize) -> Grid {
     }
 }
 
+/// Many weight rows against one activation row (see `Kernels::gemv_q4_0_q8_0`).
+type RowsFn<'a, W, X> = dyn Fn(&[W], &[X], &mut [f32]) + Sync + 'a;
+
 /// `y[t, o] = Σ w_row(o) · x_row(t)` ([n_tok, n_out] row-major), tiled over the pool.
 /// Rows are `nb` units (blocks or elements). `gemv(w_rows, x_row, y_part)` computes one
 /// token's outputs for a range of weight rows (a `Kernels::gemv_*` entry, or the row loop
@@ -199,7 +202,7 @@ fn matmul_par<W: Sync, X: Sync>(
     n_out: usize,
     n_tok: usize,
     nb: usize,
-    gemv: &(dyn Fn(&[W], &[X], &mut [f32]) + Sync),
+    gemv: &RowsFn<'_, W, X>,
 ) {
     let grid = matmul_grid(n_out, n_tok, pool.threads());
     pool.run_tiles(y, grid, &mut [0u8; 0], 0, &|mut tile, _| {
