@@ -11,7 +11,7 @@
 //!   measured faster on the Intel core we have; see `docs/perf-notes.md`); VNNI Q4 dots
 //!   when `avx512vnni` is present.
 //! * `Neon` / `NeonDotprod`: `vec_dot_f16_f32` is the scalar twin (f16 vector types are
-//!   not stable Rust); `gemv_*` is the row loop over that ISA's `vec_dot`.
+//!   not stable Rust).
 //! * `NeonI8mm`: not implemented; `for_isa` returns `None`.
 //!
 //! Detection (`is_x86_feature_detected!`, `is_aarch64_feature_detected!`) needs `std`: a

@@ -151,6 +151,14 @@ pub(crate) fn q8_simd_scale(amax: f32, any_nan: bool) -> Option<(f32, f32)> {
     }
 }
 
+/// The four weight rows starting at row `r` (each `nb` units), for the four-row kernels.
+#[allow(dead_code)]
+#[inline]
+pub(crate) fn rows4<T>(w: &[T], r: usize, nb: usize) -> [&[T]; 4] {
+    let w = &w[r * nb..(r + 4) * nb];
+    [&w[..nb], &w[nb..2 * nb], &w[2 * nb..3 * nb], &w[3 * nb..]]
+}
+
 /// The default thread count: `std::thread::available_parallelism` (1 without `std` or
 /// when it is unknown).
 pub fn default_threads() -> usize {
