@@ -128,6 +128,16 @@ pub struct Capabilities {
     pub synchronous: bool,
 }
 
+/// Bytes a backend copied between host and device memory since it was created.
+/// Zero on backends whose device memory is host memory (the CPU).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopiedBytes {
+    /// Host → device (uploads, weights copied at import, op inputs from the host).
+    pub to_device: u64,
+    /// Device → host (downloads).
+    pub to_host: u64,
+}
+
 /// A compute backend. See the module docs for the rules.
 pub trait Backend {
     /// A handle to backend memory.
@@ -152,6 +162,10 @@ pub trait Backend {
     fn reserve(&mut self, r: Reservation) -> Result<()>;
     /// Waits until every enqueued op has finished.
     fn synchronize(&mut self) -> Result<()>;
+    /// Host↔device copies made so far (see [`CopiedBytes`]).
+    fn copied_bytes(&self) -> CopiedBytes {
+        CopiedBytes::default()
+    }
 
     // --- ops (unchecked; call them through `crate::ops`) ------------------------------
     /// `out[t, :] = dequant(table[ids[t], :])`.

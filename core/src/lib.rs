@@ -14,6 +14,9 @@
 //! Behind the default `std` feature: file formats ([`gguf`]), model loading and the
 //! Llama forward pass ([`model`]), tokenizer and sampling.
 //!
+//! Behind the `opencl` feature: [`opencl`], the OpenCL backend (libOpenCL is loaded at
+//! run time; building needs no SDK).
+//!
 //! Without `std` the crate is `#![no_std]` + `alloc`: the kernel and quantization layers
 //! build for bare-metal targets (`cargo build -p antigravity-core --no-default-features
 //! --target aarch64-unknown-none`).
@@ -22,6 +25,8 @@
 extern crate alloc;
 
 pub mod backend;
+#[cfg(feature = "std")]
+pub mod chat;
 pub mod cpu;
 pub mod dtype;
 pub mod error;
@@ -30,12 +35,17 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod math;
 pub mod model;
+#[cfg(feature = "opencl")]
+pub mod opencl;
 pub mod ops;
 #[cfg(feature = "std")]
 pub mod oracle;
 pub mod quant;
 pub mod rope;
+pub mod sampling;
 pub mod tensor;
+#[cfg(feature = "std")]
+pub mod tokenizer;
 
 pub use backend::{Backend, BufferKind, Capabilities};
 pub use dtype::DType;

@@ -82,13 +82,19 @@ mod tests {
 
     #[test]
     fn divisors_reproduce_the_scaled_frequencies() {
-        let s = Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 64 };
+        let s = Llama3Scaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 64,
+        };
         let mut scaled = base_inv_freq(10000.0, 64);
         apply_llama3(&mut scaled, &s);
         let mut via = base_inv_freq(10000.0, 64);
         apply_freq_divisors(&mut via, &llama3_divisors(10000.0, 64, &s));
         for (a, b) in scaled.iter().zip(&via) {
-            assert!((a - b).abs() <= 2.0 * f32::EPSILON * a.abs(), "{a} vs {b}"); // two f32 roundings apart
+            assert!((a - b).abs() <= 2.0 * f32::EPSILON * a.abs(), "{a} vs {b}");
+            // two f32 roundings apart
         }
     }
 }

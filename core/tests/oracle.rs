@@ -125,3 +125,34 @@ fn swapped_rope_convention_breaches_at_first_layer() {
     // The embedding is untouched by RoPE and must still pass.
     assert!(rep.rows.iter().filter(|r| r.tensor == "embed").all(|r| r.pass()));
 }
+
+/// The same gate on the OpenCL backend (PoCL in CI). Skips, saying why, when no OpenCL
+/// device exists; `ANTIGRAVITY_OPENCL_REQUIRED=1` turns the skip into a failure.
+#[cfg(feature = "opencl")]
+#[test]
+fn oracle_passes_on_opencl() {
+    use antigravity_core::opencl::{OpenClBackend, OpenClOptions};
+    if let Err(e) = OpenClBackend::new(OpenClOptions::from_env()) {
+        assert!(
+            std::env::var("ANTIGRAVITY_OPENCL_REQUIRED").is_err(),
+            "OpenCL required but unavailable: {e}"
+        );
+        eprintln!("SKIP: no OpenCL device ({e})");
+        return;
+    }
+    let opts = Options {
+        smollm2: smollm2(),
+        ..Options::default()
+    };
+    let rep = oracle::run(&root(), &opts, &|| OpenClBackend::new(OpenClOptions::from_env())).unwrap();
+    eprintln!("== oracle on opencl ==");
+    show(&rep);
+    dump(&rep, "opencl");
+    let fails: Vec<_> = rep.failures().collect();
+    assert!(
+        fails.is_empty(),
+        "opencl: {} breaches, first: {:?}",
+        fails.len(),
+        fails[0]
+    );
+}

@@ -1,17 +1,19 @@
 //! What every model-using subcommand shares: the model/backend flags (one struct, one
 //! set of defaults) and loading a model with its tokenizer.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
+use antigravity_core::backend::{Backend, CopiedBytes};
 use antigravity_core::chat::ChatTemplate;
 use antigravity_core::cpu::{CpuBackend, Isa};
 use antigravity_core::dtype::DType;
 use antigravity_core::gguf::GgufFile;
 use antigravity_core::model::{self, Llama, RunOptions};
+use antigravity_core::opencl::{OpenClBackend, OpenClOptions};
 use antigravity_core::tokenizer::{GgufVocab, Tokenizer};
 
 /// Flags that pick the model and where it runs.
@@ -45,15 +47,24 @@ fn parse_weights(s: &str) -> Result<DType, String> {
     }
 }
 
-/// A loaded model, ready to run.
-pub struct Session {
-    pub model: Llama<CpuBackend>,
+/// A loaded model, ready to run, on backend `B`.
+pub struct Session<B: Backend> {
+    pub model: Llama<B>,
     pub tokenizer: Option<Tokenizer>,
     pub chat: Option<ChatTemplate>,
     pub path: PathBuf,
     pub load_ms: f64,
     pub threads: usize,
     pub synthetic: bool,
+    /// Host→device bytes copied while loading (weights on a discrete GPU).
+    pub copied_load: CopiedBytes,
+}
+
+/// Work to do with a loaded model, whatever its backend (`run` is generic, so one body
+/// serves the CPU and OpenCL).
+pub trait Job {
+    type Out;
+    fn run<B: Backend>(self, s: Session<B>) -> Result<Self::Out>;
 }
 
 impl ModelArgs {
@@ -83,17 +94,19 @@ impl ModelArgs {
         Ok(crate::common::set_threads(be, threads))
     }
 
-    /// Loads the model (fetching the default one if needed) with its tokenizer.
-    pub fn load(&self, opts: RunOptions, t0: Instant) -> Result<Session> {
-        if self.backend != "cpu" {
-            bail!(
-                "--backend {} is not available in this build; use --backend cpu",
-                self.backend
-            );
+    /// Builds the backend `--backend` names, loads the model on it and runs `job`.
+    pub fn with_session<J: Job>(&self, opts: RunOptions, t0: Instant, job: J) -> Result<J::Out> {
+        match self.backend.as_str() {
+            "cpu" => job.run(self.load(self.cpu_backend()?, opts, t0)?),
+            "opencl" => job.run(self.load(opencl_backend()?, opts, t0)?),
+            other => bail!("unknown --backend {other} (cpu, opencl)"),
         }
+    }
+
+    /// Loads the model (fetching the default one if needed) with its tokenizer onto `be`.
+    pub fn load<B: Backend>(&self, be: B, opts: RunOptions, t0: Instant) -> Result<Session<B>> {
         let path = crate::fetch::resolve(self.model.as_deref())?;
-        let be = self.cpu_backend()?;
-        let threads = self.thread_count();
+        let threads = if be.name() == "cpu" { self.thread_count() } else { 1 };
         let (cfg, weights, tokenizer, chat, synthetic) = if path.is_dir() {
             let (cfg, w) = model::hf::load(&path, &be, self.weights)?;
             let tj = path.join("tokenizer.json");
@@ -120,6 +133,7 @@ impl ModelArgs {
             ctx: opts.ctx.min(usize::MAX),
             ..opts
         };
+        let copied_load = be.copied_bytes();
         let model = Llama::new(cfg, weights, be, opts)?;
         let load_ms = t0.elapsed().as_secs_f64() * 1e3;
         Ok(Session {
@@ -130,8 +144,17 @@ impl ModelArgs {
             load_ms,
             threads,
             synthetic,
+            copied_load,
         })
     }
+}
+
+/// The OpenCL backend (device from `ANTIGRAVITY_OPENCL_DEVICE`, profiling from
+/// `ANTIGRAVITY_OPENCL_PROFILE=1`), or a clear error saying why there is none.
+pub fn opencl_backend() -> Result<OpenClBackend> {
+    let mut o = OpenClOptions::from_env();
+    o.log = true;
+    OpenClBackend::new(o).context("--backend opencl: no usable OpenCL device (use --backend cpu)")
 }
 
 /// The tokenizer embedded in a GGUF file, if it has one.
@@ -139,7 +162,11 @@ pub fn gguf_tokenizer(f: &GgufFile) -> Result<Option<Tokenizer>> {
     let Some(tokens) = f.get_str_array("tokenizer.ggml.tokens")? else {
         return Ok(None);
     };
-    let merges = f.get_str_array("tokenizer.ggml.merges")?.unwrap_or_default();
+    let tokens: Vec<&str> = tokens.iter().collect();
+    let merges: Vec<&str> = f
+        .get_str_array("tokenizer.ggml.merges")?
+        .map(|m| m.iter().collect())
+        .unwrap_or_default();
     let v = GgufVocab {
         model: f.get_str("tokenizer.ggml.model")?.unwrap_or("gpt2"),
         pre: f.get_str("tokenizer.ggml.pre")?,
@@ -157,8 +184,11 @@ pub fn gguf_tokenizer(f: &GgufFile) -> Result<Option<Tokenizer>> {
 }
 
 /// Applies the thread count to a CPU backend.
-pub fn set_threads(be: CpuBackend, _threads: usize) -> CpuBackend {
-    be
+pub fn set_threads(be: CpuBackend, threads: usize) -> CpuBackend {
+    if be.threads() == threads {
+        return be;
+    }
+    CpuBackend::with_threads(be.kernels().isa, threads).unwrap_or(be)
 }
 
 /// Parses `--prompt-ids 1,2,3`.
@@ -175,7 +205,7 @@ pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
 
 /// Token ids of the prompt: `--prompt-ids`, or `--prompt` through the tokenizer (and the
 /// chat template with `--chat`).
-pub fn prompt_ids(s: &Session, prompt: Option<&str>, ids: Option<&str>, chat: bool) -> Result<Vec<u32>> {
+pub fn prompt_ids<B: Backend>(s: &Session<B>, prompt: Option<&str>, ids: Option<&str>, chat: bool) -> Result<Vec<u32>> {
     match (prompt, ids) {
         (_, Some(ids)) => parse_ids(ids),
         (Some(text), None) => {
@@ -186,6 +216,7 @@ pub fn prompt_ids(s: &Session, prompt: Option<&str>, ids: Option<&str>, chat: bo
             let text = if chat {
                 let t = s
                     .chat
+                    .as_ref()
                     .with_context(|| format!("{} has no known chat template (ChatML or Llama 3)", s.path.display()))?;
                 t.render_user(text)
             } else {
@@ -195,8 +226,4 @@ pub fn prompt_ids(s: &Session, prompt: Option<&str>, ids: Option<&str>, chat: bo
         }
         (None, None) => bail!("give --prompt TEXT or --prompt-ids LIST"),
     }
-}
-
-pub fn display(p: &Path) -> String {
-    p.display().to_string()
 }

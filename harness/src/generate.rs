@@ -11,7 +11,7 @@ use antigravity_core::backend::Backend;
 use antigravity_core::model::RunOptions;
 use antigravity_core::sampling::{Sampler, SamplerConfig};
 
-use crate::common::{prompt_ids, ModelArgs};
+use crate::common::{prompt_ids, Job, ModelArgs, Session};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -54,15 +54,25 @@ pub struct GenerateArgs {
 }
 
 pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
-    let mut s = a.model.load(
-        RunOptions {
-            ctx: a.model.ctx,
-            max_batch: 64,
-            all_logits: false,
-        },
-        t0,
-    )?;
-    let ids = prompt_ids(&s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat)?;
+    let opts = RunOptions {
+        ctx: a.model.ctx,
+        max_batch: 64,
+        all_logits: false,
+    };
+    a.model.with_session(opts, t0, Gen(a))
+}
+
+struct Gen<'a>(&'a GenerateArgs);
+
+impl Job for Gen<'_> {
+    type Out = ();
+    fn run<B: Backend>(self, mut s: Session<B>) -> Result<()> {
+        generate(self.0, &mut s)
+    }
+}
+
+fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
+    let ids = prompt_ids(s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat)?;
     if ids.is_empty() {
         bail!("the prompt has no tokens");
     }
@@ -83,7 +93,7 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
         seed: a.seed,
         ..SamplerConfig::default()
     };
-    let mut sampler = Sampler::new(cfg, vocab);
+    let mut sampler = Sampler::new(cfg, vocab)?;
     let eos: Vec<u32> = match &s.tokenizer {
         Some(t) => t.eos_ids().to_vec(),
         None => s.model.cfg.eos.into_iter().collect(),
@@ -96,13 +106,14 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
     let mut dec = s.tokenizer.as_ref().map(|t| t.decoder());
     let mut text = String::new();
 
+    let copied0 = s.model.backend.copied_bytes();
     let tp = Instant::now();
     logits.copy_from_slice(s.model.forward(&ids)?);
     let prefill_s = tp.elapsed().as_secs_f64();
     let td = Instant::now();
     let budget = a.max_tokens.min(ctx - ids.len());
     for step in 0..budget {
-        let next = sampler.sample(&mut logits, &history);
+        let next = sampler.sample(&logits, &history)?;
         if !a.ignore_eos && eos.contains(&next) {
             break;
         }
@@ -127,6 +138,9 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
     if !a.json {
         writeln!(out)?;
     }
+    let copied1 = s.model.backend.copied_bytes();
+    let n_steps = (generated.len().max(1)) as u64; // forward calls after the prefill, plus the prefill's logits
+    let per_token = (copied1.to_device + copied1.to_host - copied0.to_device - copied0.to_host) / n_steps;
     let n_dec = generated.len().saturating_sub(1);
     let decode_tok_s = if n_dec > 0 { n_dec as f64 / decode_s } else { 0.0 };
     let prefill_tok_s = ids.len() as f64 / prefill_s;
@@ -143,6 +157,8 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
             "prefill_tok_s": prefill_tok_s,
             "decode_tok_s": decode_tok_s,
             "synthetic": s.synthetic,
+            "copied_bytes_load": s.copied_load.to_device + s.copied_load.to_host,
+            "copied_bytes_per_token": per_token,
         });
         writeln!(out, "{j}")?;
     } else {

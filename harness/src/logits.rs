@@ -9,7 +9,9 @@ use safetensors::tensor::{Dtype, TensorView};
 
 use antigravity_core::model::RunOptions;
 
-use crate::common::{prompt_ids, ModelArgs};
+use antigravity_core::backend::Backend;
+
+use crate::common::{prompt_ids, Job, ModelArgs, Session};
 
 #[derive(Args, Debug)]
 pub struct LogitsArgs {
@@ -28,25 +30,32 @@ pub struct LogitsArgs {
 }
 
 pub fn run(a: &LogitsArgs, t0: Instant) -> Result<()> {
-    let mut s = a.model.load(
-        RunOptions {
-            ctx: a.model.ctx,
-            max_batch: 64,
-            all_logits: true,
-        },
-        t0,
-    )?;
-    let ids = prompt_ids(&s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat)?;
-    let n = ids.len();
-    let vocab = s.model.cfg.vocab;
-    let logits = s.model.forward(&ids)?.to_vec();
-    let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
-    let ib: &[u8] = bytemuck::cast_slice(&ids64);
-    let lb: &[u8] = bytemuck::cast_slice(&logits);
-    let mut m = HashMap::new();
-    m.insert("ids".to_string(), TensorView::new(Dtype::I64, vec![n], ib)?);
-    m.insert("logits".to_string(), TensorView::new(Dtype::F32, vec![n, vocab], lb)?);
-    safetensors::serialize_to_file(&m, &None, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
-    eprintln!("wrote {} ({n} positions × {vocab} logits)", a.out.display());
-    Ok(())
+    let opts = RunOptions {
+        ctx: a.model.ctx,
+        max_batch: 64,
+        all_logits: true,
+    };
+    a.model.with_session(opts, t0, Logits(a))
+}
+
+struct Logits<'a>(&'a LogitsArgs);
+
+impl Job for Logits<'_> {
+    type Out = ();
+    fn run<B: Backend>(self, mut s: Session<B>) -> Result<()> {
+        let a = self.0;
+        let ids = prompt_ids(&s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat)?;
+        let n = ids.len();
+        let vocab = s.model.cfg.vocab;
+        let logits = s.model.forward(&ids)?.to_vec();
+        let ids64: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+        let ib: &[u8] = bytemuck::cast_slice(&ids64);
+        let lb: &[u8] = bytemuck::cast_slice(&logits);
+        let mut m = HashMap::new();
+        m.insert("ids".to_string(), TensorView::new(Dtype::I64, vec![n], ib)?);
+        m.insert("logits".to_string(), TensorView::new(Dtype::F32, vec![n, vocab], lb)?);
+        safetensors::serialize_to_file(&m, &None, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+        eprintln!("wrote {} ({n} positions × {vocab} logits)", a.out.display());
+        Ok(())
+    }
 }

@@ -6,12 +6,14 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod common;
 mod fetch;
 mod generate;
 mod logits;
 mod oracle;
 mod quantize;
+mod report;
 mod synth;
 mod tokenize;
 
@@ -28,6 +30,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Benchmark kernels, memory bandwidth and end-to-end decoding; write JSON lines and the report.
+    Bench(bench::BenchArgs),
+    /// Re-render every chart and reports/README.md from the result files alone.
+    Report(report::ReportArgs),
     /// Generate text from a prompt.
     Generate(generate::GenerateArgs),
     /// Write the logits of every prompt position to a safetensors file.
@@ -48,6 +54,8 @@ fn main() -> ExitCode {
     let t0 = Instant::now();
     let cli = Cli::parse();
     let r = match &cli.cmd {
+        Cmd::Bench(a) => bench::run(a).map_err(anyhow::Error::from),
+        Cmd::Report(a) => report::run(a).map_err(anyhow::Error::from),
         Cmd::Generate(a) => generate::run(a, t0),
         Cmd::Logits(a) => logits::run(a, t0),
         Cmd::Tokenize(a) => tokenize::run(a, t0),

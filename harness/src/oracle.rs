@@ -67,29 +67,37 @@ pub fn run(a: &OracleArgs) -> Result<()> {
     let root = find_root(a.root.as_ref())?;
     let smollm2 = match &a.model.model {
         Some(p) => Some(p.clone()),
-        None => crate::fetch::default_model().ok(),
+        // The oracle never downloads: without a cached model the SmolLM2 cases are skipped
+        // (and say so); `harness fetch` gets it.
+        None => Some(crate::fetch::cache_dir().join(crate::fetch::DEFAULT_MODEL_FILE)).filter(|p| p.exists()),
     };
     let opts = Options {
         filter: a.filter.clone(),
         corrupt: None,
         smollm2,
     };
-    if a.model.backend != "cpu" {
-        bail!("--backend {} is not available in this build", a.model.backend);
-    }
-    let args = a.model.clone();
-    let rep = oracle::run(&root, &opts, &|| {
-        Ok(args
-            .cpu_backend()
-            .map_err(|e| antigravity_core::Error::invalid(e.to_string()))?)
-    })?;
+    let cl_err = |e: anyhow::Error| antigravity_core::Error::invalid(format!("{e:#}"));
+    let (rep, name, isa) = match a.model.backend.as_str() {
+        "cpu" => {
+            let args = a.model.clone();
+            let rep = oracle::run(&root, &opts, &|| args.cpu_backend().map_err(cl_err))?;
+            let be = a.model.cpu_backend()?;
+            (rep, "cpu", antigravity_core::Backend::isa(&be).to_string())
+        }
+        "opencl" => {
+            let be = crate::common::opencl_backend()?;
+            let isa = antigravity_core::Backend::isa(&be).to_string();
+            drop(be);
+            let rep = oracle::run(&root, &opts, &|| crate::common::opencl_backend().map_err(cl_err))?;
+            (rep, "opencl", isa)
+        }
+        other => bail!("unknown --backend {other}"),
+    };
     print(&rep);
-    let be = a.model.cpu_backend()?;
     let fails: Vec<_> = rep.failures().collect();
     println!(
-        "\n{} comparisons on cpu/{} x{}: {} passed, {} failed",
+        "\n{} comparisons on {name}/{isa} ({} threads on the host): {} passed, {} failed",
         rep.rows.len(),
-        antigravity_core::Backend::isa(&be),
         a.model.thread_count(),
         rep.rows.len() - fails.len(),
         fails.len()

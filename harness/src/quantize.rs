@@ -251,7 +251,13 @@ fn from_hf(dir: &Path, out: &Path, main: DType, pure: bool) -> Result<()> {
 fn add_tokenizer(w: &mut GgufWriter<'_>, dir: &Path, c: &LlamaConfig) -> Result<()> {
     let p = dir.join("tokenizer.json");
     let Ok(text) = std::fs::read_to_string(&p) else {
-        eprintln!("note: {} not found; the GGUF gets no tokenizer", p.display());
+        // llama.cpp refuses a file without `tokenizer.ggml.model`; "no_vocab" is its
+        // marker for a model that runs on token ids alone.
+        eprintln!(
+            "note: {} not found; the GGUF gets no vocabulary (tokenizer.ggml.model = no_vocab)",
+            p.display()
+        );
+        w.add("tokenizer.ggml.model", Value::Str("no_vocab".into()))?;
         return Ok(());
     };
     let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;

@@ -72,11 +72,11 @@ impl TensorInfo {
     }
     /// Row length (`dims[0]`).
     pub fn row_len(&self) -> usize {
-        self.dims[0]
+        self.dims.first().copied().unwrap_or(0)
     }
     /// Number of rows (product of all dims but the first).
     pub fn n_rows(&self) -> usize {
-        self.dims[1..].iter().product()
+        self.dims.get(1..).map_or(0, |d| d.iter().product())
     }
 }
 
@@ -172,6 +172,11 @@ impl GgufFile {
     /// The tensor called `name`.
     pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
         self.tensor_index.get(name).map(|&i| &self.tensors[i])
+    }
+    /// The tensor called `name`, or an error naming it and the file.
+    pub fn require_tensor(&self, name: &str) -> Result<&TensorInfo> {
+        self.tensor(name)
+            .ok_or_else(|| Error::format(&self.path, format!("tensor '{name}' not found")))
     }
     /// Absolute byte offset of the data section.
     pub fn data_offset(&self) -> usize {
@@ -323,5 +328,77 @@ impl GgufFile {
             Some(Array::F64(v)) => Ok(Some(v.iter().map(|&x| x as f32).collect())),
             Some(a) => Err(self.wrong_type(key, "an array of floats (f32)", a.describe())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> GgufFile {
+        let mut w = GgufWriter::new();
+        w.add("general.architecture", "llama").unwrap();
+        w.add("n", 7u8).unwrap();
+        w.add_tensor("w", &[32, 2], DType::Q4_0, vec![1u8; 36]).unwrap();
+        GgufFile::from_bytes(w.to_bytes(), "tiny.gguf").unwrap()
+    }
+
+    #[test]
+    fn gguf_tiny_file_round_trips() {
+        let f = tiny();
+        assert_eq!(f.version(), 3);
+        assert_eq!(f.path(), "tiny.gguf");
+        assert_eq!(f.get_u32("n").unwrap(), Some(7));
+        let t = f.require_tensor("w").unwrap();
+        assert_eq!((t.row_len(), t.n_rows(), t.n_elements(), t.nbytes), (32, 2, 64, 36));
+        assert_eq!(t.offset, f.data_offset());
+        assert_eq!(f.tensor_region(t).unwrap().bytes(), &[1u8; 36]);
+        let e = f.require_tensor("v").unwrap_err().to_string();
+        assert_eq!(e, "tiny.gguf: tensor 'v' not found");
+    }
+
+    #[test]
+    fn gguf_foreign_tensor_info_is_an_error_not_a_panic() {
+        let f = tiny();
+        let mut t = f.tensors()[0].clone();
+        t.offset = usize::MAX - 4;
+        assert!(f.tensor_region(&t).is_err());
+        assert!(f.tensor_bytes(&t).is_err());
+    }
+
+    #[test]
+    fn gguf_open_reports_missing_files_with_their_path() {
+        let e = GgufFile::open(Path::new("/nonexistent/model.gguf")).unwrap_err();
+        assert!(matches!(e, Error::Io { .. }));
+        assert!(e.to_string().starts_with("/nonexistent/model.gguf: "), "{e}");
+    }
+
+    #[test]
+    fn gguf_file_can_be_shared_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<GgufFile>();
+        send_sync::<GgufWriter<'static>>();
+    }
+
+    #[test]
+    fn gguf_type_names_follow_ggml() {
+        assert_eq!(ggml_type_name(12), "Q4_K");
+        assert_eq!(ggml_type_name(30), "BF16");
+        assert_eq!(ggml_type_name(39), "MXFP4");
+        assert_eq!(ggml_type_name(1000), "unknown");
+        for id in 0..=12 {
+            assert_eq!(ValueType::from_id(id).map(ValueType::id), Some(id));
+        }
+        assert_eq!(ValueType::from_id(13), None);
+    }
+
+    #[test]
+    fn gguf_str_array_keeps_strings_in_one_buffer() {
+        let a: StrArray = ["", "ab", "ç"].into_iter().collect();
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.total_bytes(), 4);
+        assert_eq!(a.iter().collect::<Vec<_>>(), ["", "ab", "ç"]);
+        assert_eq!(a.get(3), None);
+        assert_eq!(format!("{a:?}"), r#"["", "ab", "ç"]"#);
     }
 }

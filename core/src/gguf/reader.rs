@@ -1,11 +1,15 @@
-//! The GGUF parser: bytes in, a validated [`Parsed`] out.
+//! The GGUF parser: bytes in, a validated `Parsed` (wrapped by [`super::GgufFile`]) out.
 //!
 //! Every field is checked before it is used, and no allocation is ever sized by a field
 //! that has not been checked against the bytes that remain: a count `n` of items that
 //! each take at least `m` bytes must satisfy `n * m <= remaining` before any
-//! `Vec::with_capacity(n)`. So a file of `N` bytes can make the parser allocate at most a
-//! small constant times `N`, whatever its header claims. Nested arrays are limited to
-//! [`MAX_ARRAY_DEPTH`] levels so a crafted file cannot exhaust the stack.
+//! `Vec::with_capacity(n)`; where an in-memory item is larger than its smallest encoding
+//! (metadata entries, nested arrays) only a small fixed number is preallocated and the
+//! rest grows with what is actually parsed. So no single allocation exceeds about 3× the
+//! file's size, whatever its header claims (`tests/gguf_fuzz.rs` checks this with a
+//! measuring allocator). Nested arrays are limited to [`MAX_ARRAY_DEPTH`] levels so a
+//! crafted file cannot exhaust the stack. String arrays (vocabularies) are read in two
+//! passes — lengths, then bytes — into one buffer of the exact size.
 //!
 //! Errors are [`Error::Format`] with the file name and a message of the form
 //! `byte <offset>: <what>: <problem>`.
@@ -26,6 +30,8 @@ pub const MAX_DIMS: usize = 4;
 /// Fewest bytes a metadata key/value pair takes: key length (8) + a 1-byte key + value
 /// type (4) + a 1-byte value.
 const MIN_KV_BYTES: usize = 8 + 1 + 4 + 1;
+/// Metadata entries preallocated at most (real files have 20–60).
+const PREALLOC_KVS: usize = 256;
 /// Fewest bytes a tensor info takes: name length (8) + a 1-byte name + n_dims (4) + one
 /// dim (8) + type (4) + offset (8).
 const MIN_TENSOR_INFO_BYTES: usize = 8 + 1 + 4 + 8 + 4 + 8;
@@ -233,8 +239,10 @@ pub(crate) fn parse(buf: &[u8], file: &str) -> Result<Parsed> {
     let kv_count = kv_count as usize;
 
     // Metadata.
-    let mut metadata: Vec<(String, Value)> = Vec::with_capacity(kv_count);
-    let mut key_index: HashMap<String, usize> = HashMap::with_capacity(kv_count);
+    // A (String, Value) entry is larger than the 14 bytes a kv can take in the file, so
+    // preallocate only up to a real file's count and let a larger (parsed!) one grow.
+    let mut metadata: Vec<(String, Value)> = Vec::with_capacity(kv_count.min(PREALLOC_KVS));
+    let mut key_index: HashMap<String, usize> = HashMap::with_capacity(kv_count.min(PREALLOC_KVS));
     let mut alignment_at = 0;
     for i in 0..kv_count {
         let at = c.pos;
@@ -333,13 +341,19 @@ pub(crate) fn parse(buf: &[u8], file: &str) -> Result<Parsed> {
             )
         })?;
         let row = dims[0];
-        let row_bytes = dtype.row_bytes(row).ok_or_else(|| {
-            c.err(
+        if row % dtype.block_size() != 0 {
+            return Err(c.err(
                 nd_at + 4,
                 format_args!(
                     "tensor '{name}': row length dims[0] = {row} is not a multiple of the {dtype} block size {}",
                     dtype.block_size()
                 ),
+            ));
+        }
+        let row_bytes = dtype.row_bytes(row).ok_or_else(|| {
+            c.err(
+                nd_at + 4,
+                format_args!("tensor '{name}': row of {row} {dtype} overflows in bytes"),
             )
         })?;
         let nbytes = row_bytes
@@ -511,9 +525,11 @@ fn read_array(c: &mut Cursor<'_>, key: &str, depth: usize) -> Result<Array> {
     }
     match ety {
         ValueType::Str => {
-            // First pass: check every length and sum them, so the buffer is allocated once
-            // at its exact size (bounded by the file) instead of growing.
+            // First pass: check every length and record where each string ends in the
+            // concatenation, so the buffer is allocated once at its exact size (bounded
+            // by the file) instead of growing.
             let start = c.pos;
+            let mut ends = Vec::with_capacity(n);
             let mut total = 0usize;
             for i in 0..n {
                 let at = c.pos;
@@ -529,16 +545,40 @@ fn read_array(c: &mut Cursor<'_>, key: &str, depth: usize) -> Result<Array> {
                 }
                 c.pos += len as usize;
                 total += len as usize;
+                ends.push(total);
             }
-            c.pos = start;
-            let mut a = StrArray::with_capacity(n, total);
-            for i in 0..n {
-                a.push(c.string(format_args!("key '{key}': element {i}"))?);
+            let end = c.pos;
+            // Second pass: gather the bytes, then validate UTF-8 once for the whole buffer
+            // and check that every string boundary is a char boundary (which makes each
+            // string valid on its own). Lengths were checked above, so slicing is in range.
+            let mut data = Vec::with_capacity(total);
+            let mut p = start;
+            let mut prev = 0;
+            for &e in &ends {
+                let len = e - prev;
+                data.extend_from_slice(&c.buf[p + 8..p + 8 + len]);
+                p += 8 + len;
+                prev = e;
             }
+            let whole = String::from_utf8(data)
+                .ok()
+                .filter(|s| ends.iter().all(|&e| s.is_char_boundary(e)));
+            let Some(data) = whole else {
+                // Slow path, only to name the bad element and its byte offset.
+                c.pos = start;
+                for i in 0..n {
+                    c.string(format_args!("key '{key}': element {i}"))?;
+                }
+                return Err(c.err(start, format_args!("key '{key}': string array is not valid UTF-8")));
+            };
+            c.pos = end;
+            let a = StrArray::from_parts(data, ends);
             Ok(Array::Str(a))
         }
         _ => {
-            let mut v = Vec::with_capacity(n);
+            // An `Array` (32 bytes) is larger than the 12 an encoded one can take, and
+            // levels nest: preallocate little and let parsed elements grow the Vec.
+            let mut v = Vec::with_capacity(n.min(PREALLOC_KVS));
             for _ in 0..n {
                 v.push(read_array(c, key, depth + 1)?);
             }

@@ -290,6 +290,13 @@ impl StrArray {
         }
     }
 
+    /// An array from its parts: `data` holds all strings back to back and `ends[i]` is
+    /// where string `i` ends. The caller guarantees the invariant above.
+    pub(crate) fn from_parts(data: String, ends: Vec<usize>) -> StrArray {
+        debug_assert!(ends.windows(2).all(|w| w[0] <= w[1]) && ends.last().map_or(0, |&e| e) == data.len());
+        StrArray { data, ends }
+    }
+
     /// Appends one string.
     pub fn push(&mut self, s: &str) {
         self.data.push_str(s);

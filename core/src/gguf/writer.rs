@@ -116,12 +116,16 @@ impl<'a> GgufWriter<'a> {
         if dims.is_empty() || dims.len() > MAX_DIMS || dims.contains(&0) {
             return Err(bad(format!("dims {dims:?} must be 1 to {MAX_DIMS} nonzero sizes")));
         }
-        let row = dtype.row_bytes(dims[0]).ok_or_else(|| {
-            bad(format!(
-                "row length {} is not a multiple of the {dtype} block size",
-                dims[0]
-            ))
-        })?;
+        if dims[0] % dtype.block_size() != 0 {
+            return Err(bad(format!(
+                "row length {} is not a multiple of the {dtype} block size {}",
+                dims[0],
+                dtype.block_size()
+            )));
+        }
+        let row = dtype
+            .row_bytes(dims[0])
+            .ok_or_else(|| bad(format!("dims {dims:?} overflow")))?;
         let nbytes = dims[1..]
             .iter()
             .try_fold(row, |acc, &d| acc.checked_mul(d))

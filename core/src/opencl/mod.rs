@@ -1,0 +1,898 @@
+//! The OpenCL backend: every op of the [`Backend`] trait as an OpenCL C 1.2 kernel
+//! (sources in the `antigravity-kernels` crate), run on one in-order command queue.
+//!
+//! * **Discovery** ([`device`]): one device is picked by platform/device index or a name
+//!   filter; no library, platform or device is a clear [`Error::Backend`], so the caller
+//!   can fall back to the CPU. Capabilities are read once ([`DeviceInfo`]) and logged.
+//! * **Programs**: each kernel family (`.cl` file) is built once per backend, in
+//!   [`OpenClBackend::new`], and every kernel object is created there; ops only set
+//!   arguments and enqueue.
+//! * **Memory** ([`ClBuffer`]): `Device` buffers are plain `CL_MEM_READ_WRITE`, `Shared`
+//!   ones `CL_MEM_ALLOC_HOST_PTR`. [`Backend::import_host`] wraps the host bytes
+//!   (`CL_MEM_USE_HOST_PTR`, zero-copy) when the device reports unified host memory and
+//!   copies them once otherwise (discrete GPUs). Views are passed to kernels as
+//!   buffer + offset arguments, never as sub-buffers (a GGUF tensor is only 32-byte
+//!   aligned; sub-buffer origins must be `CL_DEVICE_MEM_BASE_ADDR_ALIGN`-aligned, 128
+//!   bytes on PoCL). Every byte our code copies between host and device is counted
+//!   ([`OpenClBackend::copied_bytes`]).
+//! * **Asynchrony**: ops enqueue and return. [`Backend::download`] is a blocking read,
+//!   which on the in-order queue orders itself after every earlier op;
+//!   [`Backend::synchronize`] is `clFinish`. No op waits on the host.
+//! * **Profiling** (optional, [`OpenClOptions::profiling`]): the queue records events and
+//!   [`OpenClBackend::kernel_times`] sums device time per kernel name.
+//!
+//! Numerics: f32 everywhere, f32 accumulation. Quantized matmuls keep activations in f32
+//! (the CPU backend quantizes them to Q8_0/Q8_1 first), so the two backends differ at
+//! the ~1e-5 normalized-MSE level; `core/tests/opencl_conformance.rs` states every limit.
+
+mod device;
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::ffi::c_void;
+use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use opencl3::command_queue::{CommandQueue, CL_QUEUE_PROFILING_ENABLE};
+use opencl3::context::Context;
+use opencl3::device::Device;
+use opencl3::error_codes::ClError;
+use opencl3::event::Event;
+use opencl3::kernel::Kernel;
+use opencl3::memory::{
+    Buffer, ClMem, CL_MEM_ALLOC_HOST_PTR, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE,
+    CL_MEM_USE_HOST_PTR,
+};
+use opencl3::program::Program;
+use opencl3::types::{cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
+
+use crate::backend::{AttnParams, Backend, BufferKind, Capabilities, HostRegion, Reservation, RopeStyle};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::{TensorMut, TensorRef};
+
+pub use device::{list_devices, DeviceInfo};
+
+/// How to pick and drive the device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenClOptions {
+    /// Platform index (as `clinfo -l` lists them).
+    pub platform: Option<usize>,
+    /// Device index within the platform.
+    pub device: Option<usize>,
+    /// Case-insensitive substring of the platform or device name (`"nvidia"`, `"pocl"`).
+    pub name_filter: Option<String>,
+    /// Record an event per kernel and sum device times ([`OpenClBackend::kernel_times`]).
+    pub profiling: bool,
+    /// Print the chosen device and its capabilities to stderr once.
+    pub log: bool,
+    /// Batches of at least this many tokens use the tiled `mul_mm` kernels instead of
+    /// `mul_mv`. `None`: the device default (16 on GPUs; never on CPU devices, where
+    /// PoCL runs `mul_mv` 3–4× faster for 64-token batches).
+    pub mm_min_tokens: Option<usize>,
+}
+
+impl OpenClOptions {
+    /// Options from the environment: `ANTIGRAVITY_OPENCL_DEVICE` is either
+    /// `platform:device` indices or a name filter; `ANTIGRAVITY_OPENCL_PROFILE=1` turns
+    /// profiling on. Unset variables leave the defaults.
+    pub fn from_env() -> OpenClOptions {
+        let mut o = OpenClOptions::default();
+        if let Ok(v) = std::env::var("ANTIGRAVITY_OPENCL_DEVICE") {
+            let idx = v
+                .split_once(':')
+                .and_then(|(p, d)| Some((p.trim().parse().ok()?, d.trim().parse().ok()?)));
+            match idx {
+                Some((p, d)) => {
+                    o.platform = Some(p);
+                    o.device = Some(d);
+                }
+                None if !v.trim().is_empty() => o.name_filter = Some(v.trim().to_string()),
+                None => {}
+            }
+        }
+        o.profiling = std::env::var("ANTIGRAVITY_OPENCL_PROFILE").is_ok_and(|v| v == "1");
+        o
+    }
+}
+
+/// Bytes our code moved between host and device, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyCounters {
+    /// Copies made by `import_host` (weights on a device without unified memory).
+    pub import: u64,
+    /// `upload` calls plus op inputs that come from the host (token ids).
+    pub upload: u64,
+    /// `download` calls.
+    pub download: u64,
+}
+
+/// How a [`ClBuffer`]'s memory came to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClMemKind {
+    /// `alloc(.., Device)`: device memory.
+    Device,
+    /// `alloc(.., Shared)`: `CL_MEM_ALLOC_HOST_PTR`, host-visible.
+    Shared,
+    /// `import_host` on a unified-memory device: `CL_MEM_USE_HOST_PTR` over the host
+    /// bytes themselves (zero-copy, read-only).
+    HostZeroCopy,
+    /// `import_host` on a discrete device: copied once at import (read-only).
+    HostCopied,
+}
+
+/// An OpenCL buffer: the `cl_mem`, its length and where it lives.
+pub struct ClBuffer {
+    // Field order matters: `mem` is released before `host`, whose bytes it may wrap.
+    mem: Buffer<u8>,
+    len: usize,
+    kind: ClMemKind,
+    /// For `HostZeroCopy`: keeps the wrapped host bytes alive, and the queue that may
+    /// still read them (finished on drop before the bytes can go away).
+    host: Option<(HostRegion, Arc<CommandQueue>)>,
+}
+
+impl ClBuffer {
+    pub fn kind(&self) -> ClMemKind {
+        self.kind
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    fn read_only(&self) -> bool {
+        matches!(self.kind, ClMemKind::HostZeroCopy | ClMemKind::HostCopied)
+    }
+    fn mem(&self) -> cl_mem {
+        self.mem.get()
+    }
+}
+
+impl Drop for ClBuffer {
+    fn drop(&mut self) {
+        if let Some((_, queue)) = &self.host {
+            // Kernels still queued may read the wrapped host bytes; let them finish
+            // before the region (e.g. the model's mmap) can be unmapped.
+            let _ = queue.finish();
+        }
+    }
+}
+
+impl core::fmt::Debug for ClBuffer {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "ClBuffer({} bytes, {:?})", self.len, self.kind)
+    }
+}
+
+pub(crate) fn cl_err(what: &'static str) -> impl Fn(ClError) -> Error {
+    move |e| Error::Backend {
+        backend: "opencl",
+        msg: format!("{what}: {e}"),
+    }
+}
+
+/// Work-group size of the reduction kernels (norm, softmax, attention).
+const LWS_MAX: usize = 64;
+/// Work-group size of the matmul kernels on GPUs (a warp; a 576-wide Q4 row has 36
+/// half-block units).
+const MV_LWS_GPU: usize = 32;
+/// … and on CPU devices (PoCL): fewer work-items per row means fewer barrier-split
+/// loops; 8 measured ~2× faster than 32 for SmolLM2 decode on PoCL 3.1 (AVX-512 host).
+const MV_LWS_CPU: usize = 8;
+/// Tokens per matmul work-group (each weight row is read once per NT tokens).
+const NT: usize = 4;
+/// Largest attention head the kernel's local memory is sized for.
+const MAX_HD: usize = 256;
+
+/// Every kernel: (name, family file). Index = slot in `OpenClBackend::kernels`.
+const KERNELS: [(&str, &str); 25] = [
+    ("add_f32", "add.cl"),
+    ("silu_mul_f32", "silu_mul.cl"),
+    ("rms_norm_f32", "rms_norm.cl"),
+    ("softmax_f32", "softmax.cl"),
+    ("rope_f32", "rope.cl"),
+    ("attention_f32", "attention.cl"),
+    ("get_rows_f32", "get_rows.cl"),
+    ("get_rows_f16", "get_rows.cl"),
+    ("get_rows_bf16", "get_rows.cl"),
+    ("get_rows_q4_0", "get_rows.cl"),
+    ("get_rows_q4_1", "get_rows.cl"),
+    ("get_rows_q8_0", "get_rows.cl"),
+    ("mul_mv_f32_f32", "mul_mv_f32_f32.cl"),
+    ("mul_mv_f16_f32", "mul_mv_f16_f32.cl"),
+    ("mul_mv_bf16_f32", "mul_mv_bf16_f32.cl"),
+    ("mul_mv_q4_0_f32", "mul_mv_q4_0_f32.cl"),
+    ("mul_mv_q4_1_f32", "mul_mv_q4_1_f32.cl"),
+    ("mul_mv_q8_0_f32", "mul_mv_q8_0_f32.cl"),
+    ("attention_combine_f32", "attention.cl"),
+    ("mul_mm_f32_f32", "mul_mm.cl"),
+    ("mul_mm_f16_f32", "mul_mm.cl"),
+    ("mul_mm_bf16_f32", "mul_mm.cl"),
+    ("mul_mm_q4_0_f32", "mul_mm.cl"),
+    ("mul_mm_q4_1_f32", "mul_mm.cl"),
+    ("mul_mm_q8_0_f32", "mul_mm.cl"),
+];
+const K_ADD: usize = 0;
+const K_SILU_MUL: usize = 1;
+const K_RMS_NORM: usize = 2;
+const K_SOFTMAX: usize = 3;
+const K_ROPE: usize = 4;
+const K_ATTENTION: usize = 5;
+const K_GET_ROWS: usize = 6;
+const K_MUL_MV: usize = 12;
+const K_ATTN_COMBINE: usize = 18;
+const K_MUL_MM: usize = 19;
+/// The tiled prefill matmul (mul_mm.cl) runs 16 × 16 work-items per group and is used
+/// on GPUs from this many tokens on (below it, mul_mv's 4-token tiles are as good) —
+/// a guess until measured on a GPU (`decode_profile_smollm2_shapes` prints both).
+const MM_LWS: usize = 16;
+const MM_MIN_TOK: usize = 16;
+
+/// Split-context attention (see attention.cl): used when a batch has at most this many
+/// query tokens …
+const SPLIT_MAX_TOK: usize = 4;
+/// … and more context than this many slots (the smallest chunk)…
+const SPLIT_MIN_CHUNK: usize = 256;
+/// … in at most this many chunks (bounds the partials scratch reserved by `reserve`).
+const SPLIT_MAX_CHUNKS: usize = 32;
+
+/// Offset of a weight dtype inside the get_rows / mul_mv kernel groups.
+fn weight_slot(dtype: DType) -> Option<usize> {
+    Some(match dtype {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::BF16 => 2,
+        DType::Q4_0 => 3,
+        DType::Q4_1 => 4,
+        DType::Q8_0 => 5,
+        DType::Q8_1 => return None,
+    })
+}
+
+/// The OpenCL backend. See the module docs.
+pub struct OpenClBackend {
+    info: DeviceInfo,
+    // Drop order: kernels and programs before the queue and context.
+    kernels: Vec<Kernel>,
+    _programs: Vec<Program>,
+    queue: Arc<CommandQueue>,
+    context: Context,
+    lws: usize,
+    mv_lws: usize,
+    /// Smallest batch that takes mul_mm (usize::MAX when the device cannot run it).
+    mm_min_tok: usize,
+    /// Token ids of a multi-token get_rows: device copy and its host staging area (kept
+    /// unchanged until `ids_event`, the non-blocking write from it, has completed).
+    ids: Buffer<u8>,
+    ids_cap: usize,
+    ids_host: Vec<u32>,
+    ids_event: Option<Event>,
+    /// Split-attention partials: (m, l, o[hd]) per (token, head, chunk); `part_cap` f32s.
+    part: Buffer<u8>,
+    part_cap: usize,
+    counters: Counters,
+    profiling: bool,
+    /// Kernel events not yet folded into `times` (profiling only).
+    pending: RefCell<Vec<(u16, Event)>>,
+    /// Per kernel slot: (device ns, launches).
+    times: RefCell<Vec<(u64, u32)>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    import: AtomicU64,
+    upload: AtomicU64,
+    download: AtomicU64,
+}
+
+impl OpenClBackend {
+    /// Opens the device `opts` names (or the first GPU, else the first device) and builds
+    /// every kernel. An [`Error::Backend`] when there is no OpenCL library, platform or
+    /// matching device, or a kernel fails to build (with the build log).
+    pub fn new(opts: OpenClOptions) -> Result<OpenClBackend> {
+        let guard = device::DISCOVERY.lock().unwrap_or_else(|e| e.into_inner());
+        let (info, id) = device::pick(&opts)?;
+        let dev = Device::new(id);
+        let context = Context::from_device(&dev).map_err(cl_err("clCreateContext"))?;
+        drop(guard);
+        if opts.log {
+            std::eprintln!("opencl: {info}");
+        }
+        let props = if opts.profiling { CL_QUEUE_PROFILING_ENABLE } else { 0 };
+        let queue = match CommandQueue::create_default_with_properties(&context, props, 0) {
+            Ok(q) => q,
+            // OpenCL 1.2 drivers lack clCreateCommandQueueWithProperties.
+            #[allow(deprecated)]
+            Err(_) => CommandQueue::create_default(&context, props).map_err(cl_err("clCreateCommandQueue"))?,
+        };
+
+        let pow2_floor = |n: usize| {
+            if n == 0 {
+                1
+            } else {
+                1usize << (usize::BITS - 1 - n.leading_zeros())
+            }
+        };
+        let lws = LWS_MAX.min(pow2_floor(info.max_work_group));
+        // Tuning override (power of two, ≤ lws) for kernel work; not a user setting.
+        let mv_lws = std::env::var("ANTIGRAVITY_OPENCL_MV_LWS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|v| v.is_power_of_two())
+            .unwrap_or(if info.is_cpu { MV_LWS_CPU } else { MV_LWS_GPU })
+            .min(lws);
+        let mm_min_tok = match opts.mm_min_tokens {
+            _ if info.max_work_group < MM_LWS * MM_LWS => usize::MAX,
+            Some(n) => n.max(1),
+            None if info.is_cpu => usize::MAX,
+            None => MM_MIN_TOK,
+        };
+        if info.local_mem < ((MAX_HD + 2 * lws) * 4) as u64 {
+            return Err(Error::Backend {
+                backend: "opencl",
+                msg: format!("{}: {} bytes of local memory is too little", info.name, info.local_mem),
+            });
+        }
+
+        let mut programs: Vec<(&'static str, Program)> = Vec::new();
+        let mut kernels = Vec::with_capacity(KERNELS.len());
+        for (name, file) in KERNELS {
+            if !programs.iter().any(|(f, _)| *f == file) {
+                let group_lws = if file.starts_with("mul_mv") { mv_lws } else { lws };
+                let options = format!("-cl-std=CL1.2 -DLWS={group_lws} -DNT={NT} -DMAX_HD={MAX_HD}");
+                programs.push((file, build_program(&context, id, file, &options)?));
+            }
+            let program = &programs.iter().find(|(f, _)| *f == file).expect("built above").1;
+            kernels.push(Kernel::create(program, name).map_err(|e| Error::Backend {
+                backend: "opencl",
+                msg: format!("clCreateKernel {name} ({file}): {e}"),
+            })?);
+        }
+
+        let ids = create_buffer(&context, CL_MEM_READ_ONLY, 4, ptr::null_mut())?;
+        let part = create_buffer(&context, CL_MEM_READ_WRITE, 4, ptr::null_mut())?;
+        Ok(OpenClBackend {
+            info,
+            kernels,
+            _programs: programs.into_iter().map(|(_, p)| p).collect(),
+            queue: Arc::new(queue),
+            context,
+            lws,
+            mv_lws,
+            mm_min_tok,
+            ids,
+            ids_cap: 1,
+            ids_host: vec![0; 1],
+            ids_event: None,
+            part,
+            part_cap: 0,
+            counters: Counters::default(),
+            profiling: opts.profiling,
+            pending: RefCell::new(Vec::new()),
+            times: RefCell::new(vec![(0, 0); KERNELS.len()]),
+        })
+    }
+
+    /// The device in use and what it can do.
+    pub fn device_info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// Bytes copied host↔device by our code since the backend was built.
+    pub fn copied_bytes(&self) -> CopyCounters {
+        CopyCounters {
+            import: self.counters.import.load(Ordering::Relaxed),
+            upload: self.counters.upload.load(Ordering::Relaxed),
+            download: self.counters.download.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Device time per kernel since the last reset: `(kernel name, total ns, launches)`
+    /// for every kernel launched at least once, longest first. Waits for the queue.
+    /// Empty unless built with [`OpenClOptions::profiling`].
+    pub fn kernel_times(&self) -> Result<Vec<(String, u64, u32)>> {
+        self.queue.finish().map_err(cl_err("clFinish"))?;
+        self.fold_events()?;
+        let mut v: Vec<_> = self
+            .times
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, n))| *n > 0)
+            .map(|(i, &(ns, n))| (KERNELS[i].0.to_string(), ns, n))
+            .collect();
+        v.sort_by_key(|t| core::cmp::Reverse(t.1));
+        Ok(v)
+    }
+
+    /// Zeroes the kernel times (pending events are dropped after the queue finishes).
+    pub fn reset_kernel_times(&self) -> Result<()> {
+        self.queue.finish().map_err(cl_err("clFinish"))?;
+        self.pending.borrow_mut().clear();
+        self.times.borrow_mut().iter_mut().for_each(|t| *t = (0, 0));
+        Ok(())
+    }
+
+    fn fold_events(&self) -> Result<()> {
+        let mut times = self.times.borrow_mut();
+        for (slot, ev) in self.pending.borrow_mut().drain(..) {
+            let start = ev.profiling_command_start().map_err(cl_err("event profiling start"))?;
+            let end = ev.profiling_command_end().map_err(cl_err("event profiling end"))?;
+            let t = &mut times[slot as usize];
+            t.0 += end.saturating_sub(start);
+            t.1 += 1;
+        }
+        Ok(())
+    }
+
+    /// Enqueues kernel `slot` (its arguments already set) over `gws` / `lws` (1 to 3 dims).
+    fn launch(&self, slot: usize, gws: &[usize], lws: Option<&[usize]>) -> Result<()> {
+        let k = &self.kernels[slot];
+        // SAFETY: the kernel's arguments were all set by the caller (each op sets every
+        // argument its kernel declares) to live buffers and scalars of the kernel's types;
+        // `gws`/`lws` have the same length (the work dimension), and the buffers a kernel
+        // reads or writes stay alive until it finishes (ClBuffer drops wait for imports;
+        // other cl_mems are reference-counted by the driver).
+        let ev = unsafe {
+            self.queue.enqueue_nd_range_kernel(
+                k.get(),
+                gws.len() as u32,
+                ptr::null(),
+                gws.as_ptr(),
+                lws.map_or(ptr::null(), |l| l.as_ptr()),
+                &[],
+            )
+        }
+        .map_err(|e| Error::Backend {
+            backend: "opencl",
+            msg: format!("enqueue {}: {e}", KERNELS[slot].0),
+        })?;
+        if self.profiling {
+            self.pending.borrow_mut().push((slot as u16, ev));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for OpenClBackend {
+    fn drop(&mut self) {
+        // The staging area of a pending ids write and buffers read by queued kernels must
+        // outlive the queue's work.
+        let _ = self.queue.finish();
+    }
+}
+
+fn build_program(context: &Context, dev: opencl3::types::cl_device_id, file: &str, options: &str) -> Result<Program> {
+    let (src, _) = antigravity_kernels::source(file)
+        .ok_or_else(|| Error::invalid(format!("unknown kernel family {file}")))?
+        .map_err(|e| Error::Backend {
+            backend: "opencl",
+            msg: format!("reading kernel source: {e}"),
+        })?;
+    let mut program = Program::create_from_source(context, &src).map_err(cl_err("clCreateProgramWithSource"))?;
+    if let Err(e) = program.build(&[dev], options) {
+        let log = program.get_build_log(dev).unwrap_or_default();
+        return Err(Error::Backend {
+            backend: "opencl",
+            msg: format!("building {file} ({options}): {e}\n{log}"),
+        });
+    }
+    Ok(program)
+}
+
+fn create_buffer(context: &Context, flags: u64, bytes: usize, host: *mut c_void) -> Result<Buffer<u8>> {
+    // SAFETY: `host` is null (flags without *_HOST_PTR) or points to at least `bytes`
+    // readable bytes that outlive the buffer (the callers keep their HostRegion in the
+    // ClBuffer). clCreateBuffer rejects size 0, so at least one byte is asked for.
+    unsafe { Buffer::<u8>::create(context, flags, bytes.max(1), host) }.map_err(|e| Error::Backend {
+        backend: "opencl",
+        msg: format!("clCreateBuffer of {bytes} bytes: {e}"),
+    })
+}
+
+/// Sets kernel arguments in order.
+macro_rules! args {
+    ($k:expr; $($a:expr),+ $(,)?) => {{
+        let k: &Kernel = $k;
+        let mut i = 0u32;
+        $(
+            // SAFETY: every value passed is a `cl_mem` handle of a live buffer or a plain
+            // scalar (`u32`, `i32`, `u64`, `f32`) whose size and type match the kernel's
+            // parameter at index `i` (the kernel signatures in kernels/cl are the
+            // reference; the conformance test exercises every one).
+            unsafe { k.set_arg(i, &$a) }.map_err(|e| Error::Backend {
+                backend: "opencl",
+                msg: alloc::format!("clSetKernelArg {} of {:?}: {e}", i, k.function_name()),
+            })?;
+            i += 1;
+        )+
+        let _ = i;
+    }};
+}
+
+/// An f32 view's element offset.
+fn el(offset: usize) -> u64 {
+    (offset / 4) as u64
+}
+
+fn writable(buf: &ClBuffer, what: &'static str) -> Result<cl_mem> {
+    if buf.read_only() {
+        return Err(Error::ReadOnly { what });
+    }
+    Ok(buf.mem())
+}
+
+fn round_up(n: usize, m: usize) -> usize {
+    n.div_ceil(m) * m
+}
+
+impl Backend for OpenClBackend {
+    type Buffer = ClBuffer;
+
+    fn name(&self) -> &'static str {
+        "opencl"
+    }
+    fn isa(&self) -> &'static str {
+        // The kernel variant: portable OpenCL C 1.2 (fp16/subgroup variants would say so).
+        "cl1.2"
+    }
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            weight_dtypes: &[
+                DType::F32,
+                DType::F16,
+                DType::BF16,
+                DType::Q4_0,
+                DType::Q4_1,
+                DType::Q8_0,
+            ],
+            unified_memory: self.info.unified_memory,
+            synchronous: false,
+        }
+    }
+
+    fn alloc(&self, bytes: usize, kind: BufferKind) -> Result<ClBuffer> {
+        if bytes as u64 > self.info.max_alloc {
+            return Err(Error::Range {
+                what: format!("opencl buffer bytes ({})", self.info.name),
+                given: bytes as u64,
+                limit: self.info.max_alloc,
+            });
+        }
+        let (flags, k) = match kind {
+            BufferKind::Device => (CL_MEM_READ_WRITE, ClMemKind::Device),
+            BufferKind::Shared => (CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, ClMemKind::Shared),
+        };
+        let mut mem = create_buffer(&self.context, flags, bytes, ptr::null_mut())?;
+        let size = bytes.max(1);
+        // SAFETY: the pattern (one zero byte) is copied by the driver at enqueue time;
+        // offset 0 and `size` lie within the buffer just created with `size` bytes.
+        unsafe { self.queue.enqueue_fill_buffer(&mut mem, &[0u8], 0, size, &[]) }
+            .map_err(cl_err("clEnqueueFillBuffer"))?;
+        Ok(ClBuffer {
+            mem,
+            len: bytes,
+            kind: k,
+            host: None,
+        })
+    }
+
+    fn import_host(&self, region: HostRegion) -> Result<ClBuffer> {
+        let len = region.len();
+        if len as u64 > self.info.max_alloc {
+            return Err(Error::Range {
+                what: format!("opencl buffer bytes ({})", self.info.name),
+                given: len as u64,
+                limit: self.info.max_alloc,
+            });
+        }
+        let host_ptr = region.bytes().as_ptr() as *mut c_void;
+        if len > 0 && self.info.unified_memory {
+            // Zero-copy: the buffer is the host bytes. READ_ONLY, so the driver never
+            // writes through the pointer (the bytes may be a read-only file mapping).
+            let mem = create_buffer(&self.context, CL_MEM_READ_ONLY | CL_MEM_USE_HOST_PTR, len, host_ptr)?;
+            return Ok(ClBuffer {
+                mem,
+                len,
+                kind: ClMemKind::HostZeroCopy,
+                host: Some((region, self.queue.clone())),
+            });
+        }
+        let mem = if len > 0 {
+            // Discrete device: one copy, made by clCreateBuffer before it returns.
+            self.counters.import.fetch_add(len as u64, Ordering::Relaxed);
+            create_buffer(&self.context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, len, host_ptr)?
+        } else {
+            create_buffer(&self.context, CL_MEM_READ_ONLY, 0, ptr::null_mut())?
+        };
+        Ok(ClBuffer {
+            mem,
+            len,
+            kind: ClMemKind::HostCopied,
+            host: None,
+        })
+    }
+
+    fn buffer_len(&self, buf: &ClBuffer) -> usize {
+        buf.len
+    }
+
+    fn upload(&self, dst: &mut ClBuffer, offset: usize, src: &[u8]) -> Result<()> {
+        if dst.read_only() {
+            return Err(Error::ReadOnly {
+                what: "upload destination",
+            });
+        }
+        if offset.checked_add(src.len()).is_none_or(|e| e > dst.len) {
+            return Err(Error::OutOfBounds {
+                op: "upload",
+                what: "dst",
+                offset,
+                needed: src.len(),
+                len: dst.len,
+            });
+        }
+        if src.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: blocking write: `src` is only read before this call returns; the range
+        // was checked against the buffer's length above.
+        unsafe {
+            self.queue
+                .enqueue_write_buffer(&mut dst.mem, CL_BLOCKING, offset, src, &[])
+        }
+        .map_err(cl_err("clEnqueueWriteBuffer"))?;
+        self.counters.upload.fetch_add(src.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn download(&self, src: &ClBuffer, offset: usize, dst: &mut [u8]) -> Result<()> {
+        if offset.checked_add(dst.len()).is_none_or(|e| e > src.len) {
+            return Err(Error::OutOfBounds {
+                op: "download",
+                what: "src",
+                offset,
+                needed: dst.len(),
+                len: src.len,
+            });
+        }
+        if dst.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: blocking read into `dst`, which outlives the call; range checked above.
+        // On the in-order queue it runs after every op enqueued before it.
+        unsafe { self.queue.enqueue_read_buffer(&src.mem, CL_BLOCKING, offset, dst, &[]) }
+            .map_err(cl_err("clEnqueueReadBuffer"))?;
+        self.counters.download.fetch_add(dst.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn reserve(&mut self, r: Reservation) -> Result<()> {
+        if r.max_tokens > self.ids_cap {
+            if let Some(ev) = self.ids_event.take() {
+                ev.wait().map_err(cl_err("waiting for ids upload"))?;
+            }
+            self.ids = create_buffer(&self.context, CL_MEM_READ_ONLY, r.max_tokens * 4, ptr::null_mut())?;
+            self.ids_cap = r.max_tokens;
+            self.ids_host = vec![0; r.max_tokens];
+        }
+        let part = r.max_tokens.min(SPLIT_MAX_TOK) * r.n_head * SPLIT_MAX_CHUNKS * (MAX_HD + 2);
+        if r.max_ctx > SPLIT_MIN_CHUNK && part > self.part_cap {
+            self.part = create_buffer(&self.context, CL_MEM_READ_WRITE, part * 4, ptr::null_mut())?;
+            self.part_cap = part;
+        }
+        Ok(())
+    }
+
+    fn synchronize(&mut self) -> Result<()> {
+        self.queue.finish().map_err(cl_err("clFinish"))?;
+        if self.profiling {
+            self.fold_events()?;
+        }
+        Ok(())
+    }
+
+    fn copied_bytes(&self) -> crate::backend::CopiedBytes {
+        let c = OpenClBackend::copied_bytes(self);
+        crate::backend::CopiedBytes {
+            to_device: c.import + c.upload,
+            to_host: c.download,
+        }
+    }
+
+    fn get_rows(&mut self, table: TensorRef<'_, Self>, ids: &[u32], out: TensorMut<'_, Self>) -> Result<()> {
+        let dim = table.shape.row_len();
+        let n = ids.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let slot = K_GET_ROWS
+            + weight_slot(table.dtype).ok_or(Error::DType {
+                op: "get_rows",
+                what: "table",
+                dtype: table.dtype,
+            })?;
+        let single: i32 = if n == 1 { ids[0] as i32 } else { -1 };
+        if n > 1 {
+            if n > self.ids_cap {
+                return Err(Error::invalid(format!(
+                    "get_rows: {n} ids but only {} reserved (call reserve)",
+                    self.ids_cap
+                )));
+            }
+            if let Some(ev) = self.ids_event.take() {
+                ev.wait().map_err(cl_err("waiting for ids upload"))?;
+            }
+            self.ids_host[..n].copy_from_slice(ids);
+            let bytes: &[u8] = bytemuck::cast_slice(&self.ids_host[..n]);
+            // SAFETY: non-blocking write from `ids_host`, which is not touched again
+            // until `ids_event` has completed (waited for above, in `reserve` and on
+            // drop); the ids buffer holds `ids_cap` >= n u32s.
+            let ev = unsafe {
+                self.queue
+                    .enqueue_write_buffer(&mut self.ids, CL_NON_BLOCKING, 0, bytes, &[])
+            }
+            .map_err(cl_err("clEnqueueWriteBuffer (ids)"))?;
+            self.ids_event = Some(ev);
+            self.counters.upload.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        }
+        let row_bytes = table.dtype.row_bytes(dim).unwrap_or(0) as u64;
+        let out_mem = writable(out.buf, "opencl get_rows output")?;
+        args!(&self.kernels[slot]; table.buf.mem(), table.offset as u64, row_bytes, self.ids.get(), single,
+            out_mem, el(out.offset), dim as u32);
+        self.launch(slot, &[round_up(dim, 64), n], None)
+    }
+
+    fn matmul(&mut self, w: TensorRef<'_, Self>, x: TensorRef<'_, Self>, y: TensorMut<'_, Self>) -> Result<()> {
+        let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
+        let n_tok = x.shape.rows();
+        if n_tok == 0 || n_out == 0 {
+            return Ok(());
+        }
+        let slot = K_MUL_MV
+            + weight_slot(w.dtype).ok_or(Error::DType {
+                op: "matmul",
+                what: "weight",
+                dtype: w.dtype,
+            })?;
+        let y_mem = writable(y.buf, "opencl matmul output")?;
+        if n_tok >= self.mm_min_tok {
+            let slot = slot - K_MUL_MV + K_MUL_MM;
+            args!(&self.kernels[slot]; w.buf.mem(), w.offset as u64, x.buf.mem(), el(x.offset), y_mem,
+                el(y.offset), n_in as u32, n_out as u32, n_tok as u32);
+            return self.launch(
+                slot,
+                &[n_out.div_ceil(32) * MM_LWS, n_tok.div_ceil(32) * MM_LWS],
+                Some(&[MM_LWS, MM_LWS]),
+            );
+        }
+        args!(&self.kernels[slot]; w.buf.mem(), w.offset as u64, x.buf.mem(), el(x.offset), y_mem, el(y.offset),
+            n_in as u32, n_out as u32, n_tok as u32);
+        self.launch(
+            slot,
+            &[n_out * self.mv_lws, n_tok.div_ceil(NT)],
+            Some(&[self.mv_lws, 1]),
+        )
+    }
+
+    fn rms_norm(
+        &mut self,
+        x: TensorRef<'_, Self>,
+        w: TensorRef<'_, Self>,
+        eps: f32,
+        out: TensorMut<'_, Self>,
+    ) -> Result<()> {
+        let n = x.shape.row_len();
+        let rows = x.shape.rows();
+        if rows == 0 {
+            return Ok(());
+        }
+        let o = writable(out.buf, "opencl rms_norm output")?;
+        args!(&self.kernels[K_RMS_NORM]; x.buf.mem(), el(x.offset), w.buf.mem(), el(w.offset), o, el(out.offset),
+            n as u32, eps);
+        self.launch(K_RMS_NORM, &[rows * self.lws], Some(&[self.lws]))
+    }
+
+    fn rope(
+        &mut self,
+        x: TensorMut<'_, Self>,
+        inv_freq: TensorRef<'_, Self>,
+        pos0: usize,
+        style: RopeStyle,
+    ) -> Result<()> {
+        let d = x.shape.dims();
+        let (n_tok, n_heads, hd) = (d[0], d[1], d[2]);
+        if n_tok == 0 || n_heads == 0 || hd == 0 {
+            return Ok(());
+        }
+        let style: u32 = match style {
+            RopeStyle::Adjacent => 0,
+            RopeStyle::HalfSplit => 1,
+        };
+        let xm = writable(x.buf, "opencl rope input")?;
+        args!(&self.kernels[K_ROPE]; xm, el(x.offset), inv_freq.buf.mem(), el(inv_freq.offset), pos0 as u32,
+            n_heads as u32, hd as u32, style);
+        self.launch(K_ROPE, &[hd / 2, n_heads, n_tok], None)
+    }
+
+    fn attention(
+        &mut self,
+        q: TensorRef<'_, Self>,
+        k: TensorRef<'_, Self>,
+        v: TensorRef<'_, Self>,
+        p: AttnParams,
+        out: TensorMut<'_, Self>,
+    ) -> Result<()> {
+        let n_tok = q.shape.dims()[0];
+        if n_tok == 0 {
+            return Ok(());
+        }
+        if p.head_dim > MAX_HD {
+            return Err(Error::Range {
+                what: "opencl attention head_dim".to_string(),
+                given: p.head_dim as u64,
+                limit: MAX_HD as u64,
+            });
+        }
+        let o = writable(out.buf, "opencl attention output")?;
+        // Few query rows and a long context: split the context across work-groups.
+        let ctx = p.n_past + n_tok;
+        let chunk = round_up(SPLIT_MIN_CHUNK.max(ctx.div_ceil(SPLIT_MAX_CHUNKS)), self.lws);
+        let n_chunks = ctx.div_ceil(chunk);
+        let split =
+            n_tok <= SPLIT_MAX_TOK && n_chunks > 1 && n_tok * p.n_head * n_chunks * (p.head_dim + 2) <= self.part_cap;
+        let (chunk, n_chunks) = if split { (chunk, n_chunks) } else { (0, 1) };
+        args!(&self.kernels[K_ATTENTION]; q.buf.mem(), el(q.offset), k.buf.mem(), el(k.offset), v.buf.mem(),
+            el(v.offset), o, el(out.offset), p.n_head as u32, p.n_kv_head as u32, p.head_dim as u32, p.scale,
+            p.n_past as u32, chunk as u32, self.part.get());
+        self.launch(
+            K_ATTENTION,
+            &[p.n_head * self.lws, n_tok, n_chunks],
+            Some(&[self.lws, 1, 1]),
+        )?;
+        if n_chunks > 1 {
+            args!(&self.kernels[K_ATTN_COMBINE]; self.part.get(), o, el(out.offset), p.n_head as u32,
+                p.head_dim as u32, n_chunks as u32);
+            self.launch(K_ATTN_COMBINE, &[p.n_head * self.lws, n_tok], Some(&[self.lws, 1]))?;
+        }
+        Ok(())
+    }
+
+    fn softmax(&mut self, x: TensorMut<'_, Self>) -> Result<()> {
+        let n = x.shape.row_len();
+        let rows = x.shape.rows();
+        if rows == 0 || n == 0 {
+            return Ok(());
+        }
+        let xm = writable(x.buf, "opencl softmax input")?;
+        args!(&self.kernels[K_SOFTMAX]; xm, el(x.offset), n as u32);
+        self.launch(K_SOFTMAX, &[rows * self.lws], Some(&[self.lws]))
+    }
+
+    fn swiglu(&mut self, gate: TensorRef<'_, Self>, up: TensorRef<'_, Self>, out: TensorMut<'_, Self>) -> Result<()> {
+        let n = gate.shape.numel();
+        if n == 0 {
+            return Ok(());
+        }
+        let o = writable(out.buf, "opencl swiglu output")?;
+        args!(&self.kernels[K_SILU_MUL]; gate.buf.mem(), el(gate.offset), up.buf.mem(), el(up.offset), o,
+            el(out.offset), n as u32);
+        self.launch(K_SILU_MUL, &[round_up(n, 64)], None)
+    }
+
+    fn add(&mut self, dst: TensorMut<'_, Self>, src: TensorRef<'_, Self>) -> Result<()> {
+        let n = dst.shape.numel();
+        if n == 0 {
+            return Ok(());
+        }
+        let d = writable(dst.buf, "opencl add destination")?;
+        args!(&self.kernels[K_ADD]; d, el(dst.offset), src.buf.mem(), el(src.offset), n as u32);
+        self.launch(K_ADD, &[round_up(n, 64)], None)
+    }
+}

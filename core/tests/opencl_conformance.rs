@@ -1,0 +1,878 @@
+//! OpenCL conformance: every op × dtype on the OpenCL backend against the scalar CPU
+//! backend (the reference), compared by normalized MSE, `Σ(a−b)² / Σb²`, with a limit
+//! per op written next to its reason (after ggml's `test-backend-ops`).
+//!
+//! Shapes: SmolLM2-135M's (hidden 576, FFN 1536, vocab 49152, 9 query / 3 KV heads, head
+//! dim 64), Llama-3.2-1B's attention (32/8 heads), and odd sizes (n_in 32·7, n_out 13,
+//! 1 / 5 / 7 tokens, contexts 1, 17, 300, 2048). Views sit at nonzero offsets inside
+//! their buffers (weights 32 or 2 bytes in, like GGUF tensors; activations 3 floats in),
+//! so offset handling is covered too.
+//!
+//! Without an OpenCL platform every test prints `SKIP: <reason>` and returns — unless
+//! `ANTIGRAVITY_OPENCL_REQUIRED=1`, which makes a missing device a failure (for runs on
+//! a GPU machine, where a skip would hide a broken driver setup).
+//! Pick a device with `ANTIGRAVITY_OPENCL_DEVICE` (`platform:device` or a name filter).
+//! Run with `--nocapture` to see the NMSE table.
+#![cfg(feature = "opencl")]
+
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use antigravity_core::backend::{AttnParams, HostRegion, Reservation, RopeStyle};
+use antigravity_core::cpu::{CpuBackend, Isa};
+use antigravity_core::opencl::{ClMemKind, OpenClBackend, OpenClOptions};
+use antigravity_core::{ops, Backend, BufferKind, DType, Shape, TensorMut, TensorRef};
+
+// --- limits, each with its reason -------------------------------------------------------
+
+/// Dequantization and f16/bf16 widening are exact in f32 (get_rows.cl turns FP
+/// contraction off, so `q·d + m` rounds like the CPU's): bit-identical.
+const LIM_GET_ROWS: f64 = 0.0;
+/// Quantized weights: the CPU quantizes activations to Q8_0 (Q4_0, Q8_0 weights) or Q8_1
+/// (Q4_1) before its integer dot product; the GPU keeps them f32. Q8 rounding of a
+/// Gaussian row adds relative noise ≈ (amax/127)²/12 / E[x²] ≈ 3e-5 per element → the
+/// expected NMSE is ~1e-5..1e-4. 5e-4 leaves headroom without hiding a wrong block
+/// layout (which gives NMSE ≈ 1).
+const LIM_MATMUL_Q_VS_CPU: f64 = 5e-4;
+/// The same quantized matmul against an f32 matmul of the dequantized weights (what the
+/// GPU computes): only f32 summation order differs (n_in ≤ 1536 → ~1e-13).
+const LIM_MATMUL_Q_VS_DEQUANT: f64 = 1e-10;
+/// f32/f16/bf16 weights: both sides widen to f32 and accumulate in f32; only the
+/// summation order differs (tree vs sequential).
+const LIM_MATMUL_FLOAT: f64 = 1e-10;
+/// One f32 reduction (sum of squares over ≤ 1536) in a different order, then the same
+/// elementwise math.
+const LIM_RMS_NORM: f64 = 1e-12;
+/// OpenCL's `sin`/`cos` are within 4 ulp, Rust's (libm) within 1; angles up to ~2000 rad.
+const LIM_ROPE: f64 = 1e-10;
+/// Online (tiled) softmax vs the CPU's two-pass one: different exp arguments / rescaling
+/// order and summation order, each f32-rounded; OpenCL `exp` is within 3 ulp.
+const LIM_ATTENTION: f64 = 1e-10;
+/// Softmax vs the CPU: the CPU sums the row's exps sequentially in f32, whose relative
+/// error grows like √n·u (biased rounding: up to n·u) — for the 49152-wide logits row
+/// that alone is NMSE ~1e-10..1e-8; the GPU's tree sum is the more accurate one.
+const LIM_SOFTMAX_VS_CPU: f64 = 1e-7;
+/// Softmax vs an f64 reference: tree sums and `exp` within 3 ulp.
+const LIM_SOFTMAX_VS_F64: f64 = 1e-11;
+/// Elementwise `g / (1 + exp(−g)) · u`; `exp` within 3 ulp.
+const LIM_SWIGLU: f64 = 1e-11;
+/// One f32 addition per element, correctly rounded on both sides: bit-identical.
+const LIM_ADD: f64 = 0.0;
+
+// --- harness ------------------------------------------------------------------------
+
+/// Reports a skip (or fails, when a device is required).
+fn skip(reason: &str) {
+    if std::env::var("ANTIGRAVITY_OPENCL_REQUIRED").is_ok_and(|v| v == "1") {
+        panic!("ANTIGRAVITY_OPENCL_REQUIRED=1 but {reason}");
+    }
+    eprintln!("SKIP: {reason}");
+}
+
+fn shared() -> Option<MutexGuard<'static, OpenClBackend>> {
+    static CL: OnceLock<Result<Mutex<OpenClBackend>, String>> = OnceLock::new();
+    let cl = CL.get_or_init(|| {
+        let mut opts = OpenClOptions::from_env();
+        opts.log = true;
+        // Exercise the tiled prefill kernel from 16 tokens on every device (PoCL's
+        // default would never pick it).
+        opts.mm_min_tokens = Some(16);
+        let mut b = OpenClBackend::new(opts).map_err(|e| e.to_string())?;
+        b.reserve(Reservation {
+            max_tokens: 64,
+            max_row: 49152,
+            max_ctx: 4096,
+            n_head: 32,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(Mutex::new(b))
+    });
+    match cl {
+        Ok(m) => Some(m.lock().unwrap_or_else(|e| e.into_inner())),
+        Err(e) => {
+            skip(&format!("no usable OpenCL device: {e}"));
+            None
+        }
+    }
+}
+
+fn cpu() -> CpuBackend {
+    let mut c = CpuBackend::with_isa(Isa::Scalar).expect("scalar ISA always exists");
+    c.reserve(Reservation {
+        max_tokens: 64,
+        max_row: 49152,
+        max_ctx: 4096,
+        n_head: 32,
+    })
+    .unwrap();
+    c
+}
+
+/// Deterministic pseudo-random f32s, roughly N(0, scale²) (sum of 4 uniforms).
+fn randn(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+    };
+    (0..n)
+        .map(|_| (next() + next() + next() + next()) * 1.732 * scale)
+        .collect()
+}
+
+fn nmse(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (&a, &b) in got.iter().zip(want) {
+        assert!(a.is_finite(), "non-finite output {a}");
+        num += (a as f64 - b as f64).powi(2);
+        den += (b as f64).powi(2);
+    }
+    if den == 0.0 {
+        num
+    } else {
+        num / den
+    }
+}
+
+fn check(op: &str, case: &str, got: &[f32], want: &[f32], limit: f64) {
+    let e = nmse(got, want);
+    eprintln!("{op:<10} {case:<44} nmse {e:.3e}  (limit {limit:.0e})");
+    assert!(e <= limit, "{op} {case}: NMSE {e:e} exceeds {limit:e}");
+}
+
+/// Leading bytes in front of activations: views at a nonzero offset.
+const PAD_F32: usize = 3;
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    let mut b = vec![0u8; PAD_F32 * 4];
+    b.extend_from_slice(bytemuck::cast_slice(v));
+    b
+}
+
+/// A tensor on both backends: an activation uploaded into `BufferKind::Device` memory.
+struct Both {
+    cpu: <CpuBackend as Backend>::Buffer,
+    cl: <OpenClBackend as Backend>::Buffer,
+    shape: Shape,
+}
+
+fn act(c: &CpuBackend, g: &OpenClBackend, v: &[f32], shape: Shape) -> Both {
+    assert_eq!(v.len(), shape.numel());
+    let bytes = f32_bytes(v);
+    let mut cb = c.alloc(bytes.len(), BufferKind::Device).unwrap();
+    c.upload(&mut cb, 0, &bytes).unwrap();
+    let mut gb = g.alloc(bytes.len(), BufferKind::Device).unwrap();
+    g.upload(&mut gb, 0, &bytes).unwrap();
+    Both { cpu: cb, cl: gb, shape }
+}
+
+/// An empty f32 output on both.
+fn out(c: &CpuBackend, g: &OpenClBackend, shape: Shape) -> Both {
+    act(c, g, &vec![0.0; shape.numel()], shape)
+}
+
+impl Both {
+    fn r_cpu(&self) -> TensorRef<'_, CpuBackend> {
+        TensorRef::new(&self.cpu, PAD_F32 * 4, DType::F32, self.shape)
+    }
+    fn r_cl(&self) -> TensorRef<'_, OpenClBackend> {
+        TensorRef::new(&self.cl, PAD_F32 * 4, DType::F32, self.shape)
+    }
+    fn m_cpu(&mut self) -> TensorMut<'_, CpuBackend> {
+        TensorMut::new(&mut self.cpu, PAD_F32 * 4, DType::F32, self.shape)
+    }
+    fn m_cl(&mut self) -> TensorMut<'_, OpenClBackend> {
+        TensorMut::new(&mut self.cl, PAD_F32 * 4, DType::F32, self.shape)
+    }
+    fn read(&self, c: &CpuBackend, g: &OpenClBackend) -> (Vec<f32>, Vec<f32>) {
+        let n = self.shape.numel();
+        let mut a = vec![0f32; n];
+        let mut b = vec![0f32; n];
+        g.download(&self.cl, PAD_F32 * 4, bytemuck::cast_slice_mut(&mut a))
+            .unwrap();
+        c.download(&self.cpu, PAD_F32 * 4, bytemuck::cast_slice_mut(&mut b))
+            .unwrap();
+        (a, b)
+    }
+}
+
+/// A weight matrix [rows, cols] of `dtype`, imported from host bytes (as a model file's
+/// tensor would be) at byte offset `pad` inside its region.
+struct Weight {
+    cpu: <CpuBackend as Backend>::Buffer,
+    cl: <OpenClBackend as Backend>::Buffer,
+    dtype: DType,
+    shape: Shape,
+    pad: usize,
+    /// The weights as the backends see them, dequantized to f32.
+    deq: Vec<f32>,
+}
+
+fn weight(c: &CpuBackend, g: &OpenClBackend, dtype: DType, rows: usize, cols: usize, seed: u64) -> Weight {
+    let pad = if dtype.is_quantized() { 2 } else { 32 };
+    let rb = dtype.row_bytes(cols).unwrap();
+    let vals = randn(rows * cols, seed, 0.5);
+    let mut bytes = vec![0u8; pad + rows * rb];
+    let mut deq = vec![0f32; rows * cols];
+    // Quantize in an aligned scratch row (the typed quantizers need element alignment),
+    // then place it at `pad`.
+    let mut row = vec![0u32; rb.div_ceil(4)];
+    for r in 0..rows {
+        let rbytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut row)[..rb];
+        antigravity_core::quant::quantize_row(dtype, &vals[r * cols..(r + 1) * cols], rbytes).unwrap();
+        antigravity_core::quant::dequantize_row(dtype, rbytes, &mut deq[r * cols..(r + 1) * cols]).unwrap();
+        bytes[pad + r * rb..pad + (r + 1) * rb].copy_from_slice(rbytes);
+    }
+    let region = HostRegion::new(Arc::new(bytes));
+    Weight {
+        cpu: c.import_host(region.clone()).unwrap(),
+        cl: g.import_host(region).unwrap(),
+        dtype,
+        shape: Shape::d2(rows, cols),
+        pad,
+        deq,
+    }
+}
+
+impl Weight {
+    fn r_cpu(&self) -> TensorRef<'_, CpuBackend> {
+        TensorRef::new(&self.cpu, self.pad, self.dtype, self.shape)
+    }
+    fn r_cl(&self) -> TensorRef<'_, OpenClBackend> {
+        TensorRef::new(&self.cl, self.pad, self.dtype, self.shape)
+    }
+}
+
+const WEIGHT_TYPES: [DType; 6] = [
+    DType::F32,
+    DType::F16,
+    DType::BF16,
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q8_0,
+];
+
+// --- ops ------------------------------------------------------------------------------
+
+#[test]
+fn get_rows_every_dtype() {
+    let Some(mut g) = shared() else { return };
+    let g = &mut *g;
+    let mut c = cpu();
+    for dtype in WEIGHT_TYPES {
+        // The real embedding table is 49152 × 576 Q8_0; other types use fewer rows.
+        let rows = if dtype == DType::Q8_0 { 49152 } else { 1000 };
+        let w = weight(&c, g, dtype, rows, 576, 11);
+        for ids in [vec![rows as u32 - 1], vec![0, 1, rows as u32 - 1, 517, 7]] {
+            let mut o = out(&c, g, Shape::d2(ids.len(), 576));
+            ops::get_rows(&mut c, w.r_cpu(), &ids, o.m_cpu()).unwrap();
+            ops::get_rows(g, w.r_cl(), &ids, o.m_cl()).unwrap();
+            let (a, b) = o.read(&c, g);
+            check(
+                "get_rows",
+                &format!("{dtype} {rows}x576 ids {}", ids.len()),
+                &a,
+                &b,
+                LIM_GET_ROWS,
+            );
+        }
+    }
+}
+
+#[test]
+fn matmul_every_dtype() {
+    let Some(mut g) = shared() else { return };
+    let g = &mut *g;
+    let mut c = cpu();
+    // (n_out, n_in, token counts)
+    let shapes: [(usize, usize, &[usize]); 4] = [
+        (576, 576, &[1, 5]),       // attention q/o projection
+        (1536, 576, &[1, 5]),      // FFN gate/up
+        (576, 1536, &[1, 7, 64]),  // FFN down; 64 tokens take the tiled prefill kernel
+        (13, 32 * 7, &[1, 5, 37]), // odd sizes; 37 tokens take the tiled prefill kernel
+    ];
+    for dtype in WEIGHT_TYPES {
+        for (si, &(n_out, n_in, toks)) in shapes.iter().enumerate() {
+            let w = weight(&c, g, dtype, n_out, n_in, 100 + si as u64);
+            for &n_tok in toks {
+                run_matmul(&mut c, g, &w, n_tok, si as u64);
+            }
+        }
+    }
+    // Float weights allow rows that are not whole 32-element tiles (tails in both kernels).
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let w = weight(&c, g, dtype, 45, 50, 200);
+        for n_tok in [1, 3, 37] {
+            run_matmul(&mut c, g, &w, n_tok, 5);
+        }
+    }
+    // The tied output projection: 49152 × 576 Q8_0, decode.
+    let w = weight(&c, g, DType::Q8_0, 49152, 576, 7);
+    run_matmul(&mut c, g, &w, 1, 9);
+}
+
+fn run_matmul(c: &mut CpuBackend, g: &mut OpenClBackend, w: &Weight, n_tok: usize, seed: u64) {
+    let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
+    let xv = randn(n_tok * n_in, 1000 + seed, 1.0);
+    let x = act(c, g, &xv, Shape::d2(n_tok, n_in));
+    let mut y = out(c, g, Shape::d2(n_tok, n_out));
+    ops::matmul(c, w.r_cpu(), x.r_cpu(), y.m_cpu()).unwrap();
+    ops::matmul(g, w.r_cl(), x.r_cl(), y.m_cl()).unwrap();
+    let (a, b) = y.read(c, g);
+    let case = format!("{} {n_out}x{n_in} tok {n_tok}", w.dtype);
+    if w.dtype.is_quantized() {
+        check("matmul", &format!("{case} vs cpu"), &a, &b, LIM_MATMUL_Q_VS_CPU);
+        // What the GPU should compute exactly: f32 weights (dequantized) × f32 x.
+        let mut want = vec![0f32; n_tok * n_out];
+        for t in 0..n_tok {
+            for o in 0..n_out {
+                let wr = &w.deq[o * n_in..(o + 1) * n_in];
+                want[t * n_out + o] = wr.iter().zip(&xv[t * n_in..]).map(|(a, b)| a * b).sum();
+            }
+        }
+        check(
+            "matmul",
+            &format!("{case} vs f32(dequant)"),
+            &a,
+            &want,
+            LIM_MATMUL_Q_VS_DEQUANT,
+        );
+    } else {
+        check("matmul", &case, &a, &b, LIM_MATMUL_FLOAT);
+    }
+}
+
+#[test]
+fn rms_norm_rows() {
+    let Some(mut g) = shared() else { return };
+    let g = &mut *g;
+    let mut c = cpu();
+    for (rows, n) in [(1, 576), (5, 576), (5, 1536), (3, 13)] {
+        let x = act(&c, g, &randn(rows * n, 21, 2.0), Shape::d2(rows, n));
+        let w = act(&c, g, &randn(n, 22, 1.0), Shape::d1(n));
+        let mut o = out(&c, g, Shape::d2(rows, n));
+        ops::rms_norm(&mut c, x.r_cpu(), w.r_cpu(), 1e-5, o.m_cpu()).unwrap();
+        ops::rms_norm(g, x.r_cl(), w.r_cl(), 1e-5, o.m_cl()).unwrap();
+        let (a, b) = o.read(&c, g);
+        check("rms_norm", &format!("{rows}x{n}"), &a, &b, LIM_RMS_NORM);
+    }
+}
+
+#[test]
+fn rope_both_styles() {
+    let Some(mut g) = shared() else { return };
+    let g = &mut *g;
+    let mut c = cpu();
+    for style in [RopeStyle::Adjacent, RopeStyle::HalfSplit] {
+        for (n_tok, heads, hd, pos0) in [
+            (1, 9, 64, 0),
+            (5, 9, 64, 17),
+            (5, 3, 64, 300),
+            (1, 32, 64, 2047),
+            (2, 4, 128, 5),
+        ] {
+            let f = act(
+                &c,
+                g,
+                &antigravity_core::rope::base_inv_freq(100000.0, hd),
+                Shape::d1(hd / 2),
+            );
+            let mut x = act(&c, g, &randn(n_tok * heads * hd, 31, 1.0), Shape::d3(n_tok, heads, hd));
+            ops::rope(&mut c, x.m_cpu(), f.r_cpu(), pos0, style).unwrap();
+            ops::rope(g, x.m_cl(), f.r_cl(), pos0, style).unwrap();
+            let (a, b) = x.read(&c, g);
+            check(
+                "rope",
+                &format!("{style:?} [{n_tok},{heads},{hd}] pos0 {pos0}"),
+                &a,
+                &b,
+                LIM_ROPE,
+            );
+        }
+    }
+}
+
+#[test]
+fn attention_gqa_decode_and_prefill() {
+    let Some(mut g) = shared() else { return };
+    let g = &mut *g;
+    let mut c = cpu();
+    // (n_head, n_kv_head, head_dim, n_tok, n_past, capacity)
+    let cases = [
+        (9, 3, 64, 1, 0, 17),       // first token
+        (9, 3, 64, 1, 16, 17),      // decode, context 17
+        (9, 3, 64, 1, 299, 300),    // decode, context 300
+        (9, 3, 64, 5, 0, 17),       // prefill from empty
+        (9, 3, 64, 5, 12, 17),      // prefill chunk after 12
+        (9, 3, 64, 5, 295, 320),    // prefill chunk, context 300
+        (9, 3, 64, 1, 2047, 2048),  // long context decode
+        (9, 3, 64, 4, 253, 300),    // split context, early tokens have an empty last chunk
+        (32, 8, 64, 3, 2100, 2304), // Llama-3.2-1B heads, 2103 slots
+        (4, 4, 128, 2, 40, 64),     // MHA, head 128
+        (8, 1, 64, 3, 7, 16),       // MQA
+        (3, 1, 10, 2, 5, 9),        // head_dim not a multiple of 4
+    ];
+    for (n_head, n_kv, hd, n_tok, n_past, cap) in cases {
+        let q = act(
+            &c,
+            g,
+            &randn(n_tok * n_head * hd, 41, 1.0),
+            Shape::d3(n_tok, n_head, hd),
+        );
+        let k = act(&c, g, &randn(cap * n_kv * hd, 42, 1.0), Shape::d3(cap, n_kv, hd));
+        let v = act(&c, g, &randn(cap * n_kv * hd, 43, 1.0), Shape::d3(cap, n_kv, hd));
+        let p = AttnParams {
+            n_head,
+            n_kv_head: n_kv,
+            head_dim: hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+            n_past,
+        };
+        let mut o = out(&c, g, Shape::d3(n_tok, n_head, hd));
+        ops::attention(&mut c, q.r_cpu(), k.r_cpu(), v.r_cpu(), p, o.m_cpu()).unwrap();
+        ops::attention(g, q.r_cl(), k.r_cl(), v.r_cl(), p, o.m_cl()).unwrap();
+        let (a, b) = o.read(&c, g);
+        check(
+            "attention",
+            &format!("h {n_head}/{n_kv} hd {hd} tok {n_tok} ctx {}", n_past + n_tok),
+            &a,
+            &b,
+            LIM_ATTENTION,
+        );
+    }
+}
+
+#[test]
+fn softmax_rows() {
+    let Some(mut g) = shared() else { return };
+    let g = &mut *g;
+    let mut c = cpu();
+    for (rows, n) in [(1, 49152), (5, 17), (3, 300), (2, 1)] {
+        let xv = randn(rows * n, 51, 4.0);
+        let mut x = act(&c, g, &xv, Shape::d2(rows, n));
+        ops::softmax(&mut c, x.m_cpu()).unwrap();
+        ops::softmax(g, x.m_cl()).unwrap();
+        let (a, b) = x.read(&c, g);
+        check("softmax", &format!("{rows}x{n} vs cpu"), &a, &b, LIM_SOFTMAX_VS_CPU);
+        let mut exact = Vec::with_capacity(rows * n);
+        for r in xv.chunks_exact(n) {
+            let m = r.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            let s: f64 = r.iter().map(|&v| (v as f64 - m).exp()).sum();
+            exact.extend(r.iter().map(|&v| ((v as f64 - m).exp() / s) as f32));
+        }
+        check("softmax", &format!("{rows}x{n} vs f64"), &a, &exact, LIM_SOFTMAX_VS_F64);
+    }
+}
+
+#[test]
+fn swiglu_and_add() {
+    let Some(mut g) = shared() else { return };
+    let g = &mut *g;
+    let mut c = cpu();
+    for (rows, n) in [(1, 1536), (5, 1536), (1, 13)] {
+        let gate = act(&c, g, &randn(rows * n, 61, 3.0), Shape::d2(rows, n));
+        let up = act(&c, g, &randn(rows * n, 62, 1.0), Shape::d2(rows, n));
+        let mut o = out(&c, g, Shape::d2(rows, n));
+        ops::swiglu(&mut c, gate.r_cpu(), up.r_cpu(), o.m_cpu()).unwrap();
+        ops::swiglu(g, gate.r_cl(), up.r_cl(), o.m_cl()).unwrap();
+        let (a, b) = o.read(&c, g);
+        check("swiglu", &format!("{rows}x{n}"), &a, &b, LIM_SWIGLU);
+    }
+    for (rows, n) in [(1, 576), (5, 576), (1, 13)] {
+        let mut d = act(&c, g, &randn(rows * n, 71, 1.0), Shape::d2(rows, n));
+        let s = act(&c, g, &randn(rows * n, 72, 1.0), Shape::d2(rows, n));
+        ops::add(&mut c, d.m_cpu(), s.r_cpu()).unwrap();
+        ops::add(g, d.m_cl(), s.r_cl()).unwrap();
+        let (a, b) = d.read(&c, g);
+        check("add", &format!("{rows}x{n}"), &a, &b, LIM_ADD);
+    }
+}
+
+// --- memory -------------------------------------------------------------------------
+
+/// Host bytes that can change after import (atomics: shared mutation without UB).
+struct Cells(Vec<std::sync::atomic::AtomicU8>);
+impl AsRef<[u8]> for Cells {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: AtomicU8 has u8's size and alignment; the slice is only read while no
+        // store happens (the test stores between uses, single-threaded).
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr() as *const u8, self.0.len()) }
+    }
+}
+
+#[test]
+fn import_is_zero_copy_on_unified_memory() {
+    let Some(mut g) = shared() else { return };
+    let g = &mut *g;
+    let c = cpu();
+    let unified = g.device_info().unified_memory;
+    let n = 64 * 576;
+    let vals = randn(n, 81, 1.0);
+    let mut raw = vec![0u8; 32];
+    raw.extend_from_slice(bytemuck::cast_slice(&vals));
+    let cells = Arc::new(Cells(
+        raw.iter().map(|&b| std::sync::atomic::AtomicU8::new(b)).collect(),
+    ));
+    let before = g.copied_bytes();
+    let w = g.import_host(HostRegion::new(cells.clone())).unwrap();
+    let copied = g.copied_bytes().import - before.import;
+    eprintln!(
+        "import     {} bytes on {} (unified memory {unified}): {copied} bytes copied, kind {:?}",
+        raw.len(),
+        g.device_info().name,
+        w.kind()
+    );
+    if unified {
+        assert_eq!(copied, 0, "a unified-memory device must import without copying");
+        assert_eq!(w.kind(), ClMemKind::HostZeroCopy);
+    } else {
+        assert_eq!(copied, raw.len() as u64, "a discrete device copies once, counted");
+        assert_eq!(w.kind(), ClMemKind::HostCopied);
+    }
+
+    // The kernels read the host bytes in place: change row 3 after the import and
+    // get_rows sees the new values (only on the zero-copy path).
+    let row = 3;
+    let new_val = 42.5f32;
+    for (i, b) in new_val.to_le_bytes().iter().cycle().take(576 * 4).enumerate() {
+        cells.0[32 + row * 576 * 4 + i].store(*b, std::sync::atomic::Ordering::SeqCst);
+    }
+    let mut o = out(&c, g, Shape::d2(1, 576));
+    let table = TensorRef::new(&w, 32, DType::F32, Shape::d2(64, 576));
+    ops::get_rows(g, table, &[row as u32], o.m_cl()).unwrap();
+    let mut got = vec![0f32; 576];
+    g.download(&o.cl, PAD_F32 * 4, bytemuck::cast_slice_mut(&mut got))
+        .unwrap();
+    let expect = if w.kind() == ClMemKind::HostZeroCopy {
+        new_val
+    } else {
+        vals[row * 576]
+    };
+    assert!(got.iter().all(|&v| v == got[0]) || !unified);
+    assert_eq!(got[0], expect, "get_rows read {} (zero-copy: {})", got[0], unified);
+
+    // Writing into an imported (read-only) weight is refused.
+    let mut w = w;
+    let mut y = TensorMut::new(&mut w, 32, DType::F32, Shape::d2(1, 576));
+    assert!(ops::add(g, y.reborrow(), o.r_cl()).is_err());
+}
+
+#[test]
+fn copy_counters_count_uploads_and_downloads() {
+    let Some(g) = shared() else { return };
+    let before = g.copied_bytes();
+    let mut b = g.alloc(1000, BufferKind::Shared).unwrap();
+    g.upload(&mut b, 8, &[1u8; 100]).unwrap();
+    let mut back = [0u8; 110];
+    g.download(&b, 0, &mut back).unwrap();
+    assert_eq!(&back[..8], &[0u8; 8], "alloc zero-fills");
+    assert_eq!(&back[8..108], &[1u8; 100]);
+    let after = g.copied_bytes();
+    assert_eq!(after.upload - before.upload, 100);
+    assert_eq!(after.download - before.download, 110);
+    assert!(
+        g.upload(&mut b, 950, &[0u8; 100]).is_err(),
+        "out-of-bounds upload is refused"
+    );
+}
+
+#[test]
+fn concurrent_first_discovery_sees_every_device() {
+    // PoCL returns empty device lists to concurrent first-time callers; our discovery
+    // lock serializes them, so every thread must see the same devices.
+    let lists: Vec<usize> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| antigravity_core::opencl::list_devices().map(|l| l.len()).unwrap_or(0)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    if lists.iter().all(|&n| n == 0) {
+        skip("no OpenCL device to discover");
+        return;
+    }
+    assert!(lists.iter().all(|&n| n == lists[0]), "device counts differ: {lists:?}");
+}
+
+#[test]
+fn profiling_accumulates_kernel_times() {
+    let mut opts = OpenClOptions::from_env();
+    opts.profiling = true;
+    opts.mm_min_tokens = Some(16);
+    let mut g = match OpenClBackend::new(opts) {
+        Ok(g) => g,
+        Err(e) => {
+            skip(&format!("no usable OpenCL device: {e}"));
+            return;
+        }
+    };
+    let c = cpu();
+    let mut x = act(&c, &g, &randn(4 * 300, 91, 1.0), Shape::d2(4, 300));
+    for _ in 0..3 {
+        ops::softmax(&mut g, x.m_cl()).unwrap();
+    }
+    g.synchronize().unwrap();
+    let t = g.kernel_times().unwrap();
+    eprintln!("profile    {t:?}");
+    assert_eq!(t.len(), 1);
+    assert_eq!((t[0].0.as_str(), t[0].2), ("softmax_f32", 3));
+    g.reset_kernel_times().unwrap();
+
+    // A long-context decode step takes the split-context path (attention + combine).
+    g.reserve(Reservation {
+        max_tokens: 1,
+        max_row: 576,
+        max_ctx: 1024,
+        n_head: 9,
+    })
+    .unwrap();
+    let (cap, hd) = (1024, 64);
+    let q = act(&c, &g, &randn(9 * hd, 92, 1.0), Shape::d3(1, 9, hd));
+    let k = act(&c, &g, &randn(cap * 3 * hd, 93, 1.0), Shape::d3(cap, 3, hd));
+    let v = act(&c, &g, &randn(cap * 3 * hd, 94, 1.0), Shape::d3(cap, 3, hd));
+    let mut o = out(&c, &g, Shape::d3(1, 9, hd));
+    let p = AttnParams {
+        n_head: 9,
+        n_kv_head: 3,
+        head_dim: hd,
+        scale: 0.125,
+        n_past: 999,
+    };
+    ops::attention(&mut g, q.r_cl(), k.r_cl(), v.r_cl(), p, o.m_cl()).unwrap();
+    let names: Vec<String> = g.kernel_times().unwrap().into_iter().map(|t| t.0).collect();
+    eprintln!("profile    split attention: {names:?}");
+    assert!(names.iter().any(|n| n == "attention_combine_f32"), "{names:?}");
+
+    // Prefill batches take the tiled mul_mm kernel, decode the mul_mv one.
+    g.reset_kernel_times().unwrap();
+    let w = weight(&c, &g, DType::Q4_1, 1536, 576, 95);
+    for n_tok in [1, 64] {
+        let x = act(&c, &g, &randn(n_tok * 576, 96, 1.0), Shape::d2(n_tok, 576));
+        let mut y = out(&c, &g, Shape::d2(n_tok, 1536));
+        ops::matmul(&mut g, w.r_cl(), x.r_cl(), y.m_cl()).unwrap();
+    }
+    let t = g.kernel_times().unwrap();
+    eprintln!("profile    matmul 1536x576 q4_1, 1 and 64 tokens: {t:?}");
+    let mut names: Vec<&str> = t.iter().map(|t| t.0.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["mul_mm_q4_1_f32", "mul_mv_q4_1_f32"]);
+    g.reset_kernel_times().unwrap();
+    assert!(g.kernel_times().unwrap().is_empty());
+}
+
+// --- decode profile (speed, not correctness) ------------------------------------------
+
+/// One SmolLM2-135M-shaped decode pass after another on the OpenCL backend alone
+/// (30 layers of random Q4_1 weights, each its own buffer as a model file's would be;
+/// Q8_0 tied 49152 × 576 output), with profiling: prints ms per token, the per-kernel
+/// device times and the bytes copied per token. `#[ignore]`d so the suite stays quick;
+/// run it with `--include-ignored decode_profile`.
+#[test]
+#[ignore = "speed profile; run explicitly"]
+fn decode_profile_smollm2_shapes() {
+    use antigravity_core::kv_cache::KvCache;
+    let mut opts = OpenClOptions::from_env();
+    opts.profiling = true;
+    let mut g = match OpenClBackend::new(opts) {
+        Ok(g) => g,
+        Err(e) => {
+            skip(&format!("no usable OpenCL device: {e}"));
+            return;
+        }
+    };
+    let (n_layer, dim, ffn, n_head, n_kv, hd, vocab, ctx) = (30, 576, 1536, 9, 3, 64, 49152, 512);
+    let kv_dim = n_kv * hd;
+    g.reserve(Reservation {
+        max_tokens: 1,
+        max_row: ffn,
+        max_ctx: ctx,
+        n_head,
+    })
+    .unwrap();
+    let imp = |dtype: DType, rows: usize, cols: usize, seed: u64| {
+        let rb = dtype.row_bytes(cols).unwrap();
+        let vals = randn(rows * cols, seed, 0.05);
+        let mut bytes = vec![0u8; rows * rb];
+        for r in 0..rows {
+            antigravity_core::quant::quantize_row(
+                dtype,
+                &vals[r * cols..(r + 1) * cols],
+                &mut bytes[r * rb..(r + 1) * rb],
+            )
+            .unwrap();
+        }
+        let buf = g.import_host(HostRegion::new(Arc::new(bytes))).unwrap();
+        (buf, Shape::d2(rows, cols), dtype)
+    };
+    let embd = imp(DType::Q8_0, vocab, dim, 1);
+    let f32v = |v: Vec<f32>| {
+        let buf = g
+            .import_host(HostRegion::new(Arc::new(bytemuck::cast_slice::<f32, u8>(&v).to_vec())))
+            .unwrap();
+        (buf, Shape::d1(v.len()), DType::F32)
+    };
+    let norm = f32v(vec![1.0; dim]);
+    let inv_freq = f32v(antigravity_core::rope::base_inv_freq(100000.0, hd));
+    let layers: Vec<_> = (0..n_layer as u64)
+        .map(|l| {
+            let s = 100 * (l + 1);
+            [
+                imp(DType::Q4_1, dim, dim, s),
+                imp(DType::Q4_1, kv_dim, dim, s + 1),
+                imp(DType::Q4_1, kv_dim, dim, s + 2),
+                imp(DType::Q4_1, dim, dim, s + 3),
+                imp(DType::Q4_1, ffn, dim, s + 4),
+                imp(DType::Q4_1, ffn, dim, s + 5),
+                imp(DType::Q4_1, dim, ffn, s + 6),
+            ]
+        })
+        .collect();
+    let mut kv = KvCache::new(&g, n_layer, ctx, n_kv, hd, BufferKind::Device).unwrap();
+    let a = |g: &OpenClBackend, n: usize| g.alloc(n * 4, BufferKind::Device).unwrap();
+    let (mut x, mut xb, mut q, mut att) = (a(&g, dim), a(&g, dim), a(&g, dim), a(&g, dim));
+    let (mut hb, mut hb2, mut hb3, mut logits) = (a(&g, ffn), a(&g, ffn), a(&g, ffn), a(&g, vocab));
+    type Buf = <OpenClBackend as Backend>::Buffer;
+    fn w(t: &(Buf, Shape, DType)) -> TensorRef<'_, OpenClBackend> {
+        TensorRef::new(&t.0, 0, t.2, t.1)
+    }
+    fn r(b: &Buf, n: usize) -> TensorRef<'_, OpenClBackend> {
+        TensorRef::new(b, 0, DType::F32, Shape::d2(1, n))
+    }
+    fn m(b: &mut Buf, n: usize) -> TensorMut<'_, OpenClBackend> {
+        TensorMut::new(b, 0, DType::F32, Shape::d2(1, n))
+    }
+    let mut host_logits = vec![0f32; vocab];
+    let n_tokens = 16;
+    let warmup = 2;
+    let mut t0 = std::time::Instant::now();
+    let mut copies0 = g.copied_bytes();
+    for pos in 0..n_tokens {
+        if pos == warmup {
+            g.synchronize().unwrap();
+            g.reset_kernel_times().unwrap();
+            t0 = std::time::Instant::now();
+            copies0 = g.copied_bytes();
+        }
+        let g = &mut g;
+        ops::get_rows(g, w(&embd), &[(pos * 37 % vocab) as u32], m(&mut x, dim)).unwrap();
+        for (l, lw) in layers.iter().enumerate() {
+            ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+            ops::matmul(g, w(&lw[0]), r(&xb, dim), m(&mut q, dim)).unwrap();
+            {
+                let (mut k, mut v) = kv.slots_mut(l, pos, 1);
+                ops::matmul(g, w(&lw[1]), r(&xb, dim), k.reborrow()).unwrap();
+                ops::matmul(g, w(&lw[2]), r(&xb, dim), v.reborrow()).unwrap();
+                ops::rope(
+                    g,
+                    k.reshape(Shape::d3(1, n_kv, hd)),
+                    w(&inv_freq),
+                    pos,
+                    RopeStyle::Adjacent,
+                )
+                .unwrap();
+            }
+            ops::rope(
+                g,
+                m(&mut q, dim).reshape(Shape::d3(1, n_head, hd)),
+                w(&inv_freq),
+                pos,
+                RopeStyle::Adjacent,
+            )
+            .unwrap();
+            let (kc, vc) = kv.views(l);
+            let p = AttnParams {
+                n_head,
+                n_kv_head: n_kv,
+                head_dim: hd,
+                scale: 1.0 / (hd as f32).sqrt(),
+                n_past: pos,
+            };
+            let qv = TensorRef::new(&q, 0, DType::F32, Shape::d3(1, n_head, hd));
+            let ov = TensorMut::new(&mut att, 0, DType::F32, Shape::d3(1, n_head, hd));
+            ops::attention(g, qv, kc, vc, p, ov).unwrap();
+            ops::matmul(g, w(&lw[3]), r(&att, dim), m(&mut xb, dim)).unwrap();
+            ops::add(g, m(&mut x, dim), r(&xb, dim)).unwrap();
+            ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+            ops::matmul(g, w(&lw[4]), r(&xb, dim), m(&mut hb, ffn)).unwrap();
+            ops::matmul(g, w(&lw[5]), r(&xb, dim), m(&mut hb2, ffn)).unwrap();
+            ops::swiglu(g, r(&hb, ffn), r(&hb2, ffn), m(&mut hb3, ffn)).unwrap();
+            ops::matmul(g, w(&lw[6]), r(&hb3, ffn), m(&mut xb, dim)).unwrap();
+            ops::add(g, m(&mut x, dim), r(&xb, dim)).unwrap();
+        }
+        kv.commit(1);
+        ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+        ops::matmul(g, w(&embd), r(&xb, dim), m(&mut logits, vocab)).unwrap();
+        g.download(&logits, 0, bytemuck::cast_slice_mut(&mut host_logits))
+            .unwrap();
+    }
+    let wall = t0.elapsed().as_secs_f64();
+    let timed = (n_tokens - warmup) as f64;
+    let times = g.kernel_times().unwrap();
+    let total: u64 = times.iter().map(|t| t.1).sum();
+    let c = g.copied_bytes();
+    eprintln!(
+        "decode     {}: {:.3} ms/token wall ({:.1} tok/s), {:.3} ms/token in kernels, copies/token: upload {} B, download {} B",
+        g.device_info().name,
+        wall * 1e3 / timed,
+        timed / wall,
+        total as f64 / 1e6 / timed,
+        (c.upload - copies0.upload) as f64 / timed,
+        (c.download - copies0.download) as f64 / timed,
+    );
+    for (name, ns, n) in &times {
+        eprintln!(
+            "  {name:<18} {:>9.3} ms/token  {:>6} launches  {:>8.2} us/launch  {:>5.1}%",
+            *ns as f64 / 1e6 / timed,
+            n,
+            *ns as f64 / 1e3 / *n as f64,
+            100.0 * *ns as f64 / total as f64
+        );
+    }
+    assert!(host_logits.iter().all(|v| v.is_finite()));
+}
+
+/// Prefill matmuls (128 tokens, SmolLM2 FFN shapes, Q4_1 and Q8_0) with the tiled
+/// `mul_mm` kernel and with `mul_mv`, device time per call: the data for the default
+/// `mm_min_tokens`. `#[ignore]`d; run with `--include-ignored prefill_matmul_profile`.
+#[test]
+#[ignore = "speed profile; run explicitly"]
+fn prefill_matmul_profile() {
+    let c = cpu();
+    let n_tok = 128;
+    for (kernel, mm_min_tokens) in [("mul_mv", usize::MAX), ("mul_mm", 1)] {
+        let mut opts = OpenClOptions::from_env();
+        opts.profiling = true;
+        opts.mm_min_tokens = Some(mm_min_tokens);
+        let mut g = match OpenClBackend::new(opts) {
+            Ok(g) => g,
+            Err(e) => {
+                skip(&format!("no usable OpenCL device: {e}"));
+                return;
+            }
+        };
+        for (dtype, n_out, n_in) in [
+            (DType::Q4_1, 1536, 576),
+            (DType::Q4_1, 576, 1536),
+            (DType::Q8_0, 1536, 576),
+        ] {
+            let w = weight(&c, &g, dtype, n_out, n_in, 300);
+            let x = act(&c, &g, &randn(n_tok * n_in, 301, 1.0), Shape::d2(n_tok, n_in));
+            let mut y = out(&c, &g, Shape::d2(n_tok, n_out));
+            ops::matmul(&mut g, w.r_cl(), x.r_cl(), y.m_cl()).unwrap(); // warm-up
+            g.reset_kernel_times().unwrap();
+            let reps = 5;
+            for _ in 0..reps {
+                ops::matmul(&mut g, w.r_cl(), x.r_cl(), y.m_cl()).unwrap();
+            }
+            let t = g.kernel_times().unwrap();
+            let ns: u64 = t.iter().map(|t| t.1).sum();
+            let ms = ns as f64 / 1e6 / reps as f64;
+            let gflops = 2.0 * (n_tok * n_out * n_in) as f64 / (ms * 1e6);
+            eprintln!(
+                "prefill    {kernel} {dtype} {n_out}x{n_in} x {n_tok} tok: {ms:.3} ms ({gflops:.1} GFLOP/s) [{}]",
+                t.first().map_or("", |t| t.0.as_str())
+            );
+        }
+    }
+}

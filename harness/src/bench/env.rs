@@ -1,0 +1,211 @@
+//! Facts about where and with what a run happens: the machine, the git revision, the
+//! build profile, the model file's identity (hashed once, cached), and process memory.
+//! Linux `/proc` is read where it exists; elsewhere the fields fall back to `unknown`/0.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::error::{IoContext, Result};
+use super::record::{Machine, ModelId};
+
+/// The machine this process runs on.
+pub fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    };
+    // x86: "model name"; ARM64 Linux: often only "CPU implementer"/"CPU part", and
+    // sometimes "Hardware" or "Model".
+    let cpu = field("model name")
+        .or_else(|| field("Hardware"))
+        .or_else(|| field("Model"))
+        .or_else(|| {
+            Some(format!(
+                "{} implementer {} part {}",
+                std::env::consts::ARCH,
+                field("CPU implementer")?,
+                field("CPU part")?
+            ))
+        })
+        .unwrap_or_else(|| format!("{} unknown", std::env::consts::ARCH));
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
+    let mem_bytes = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| kib_field(&s, "MemTotal:"))
+        .unwrap_or(0);
+    Machine { cpu, cores, mem_bytes }
+}
+
+/// Reads a `Name:   1234 kB` field from a `/proc` file, in bytes.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    let kib: u64 = line[name.len()..].trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Peak resident set size of this process (`VmHWM`), bytes.
+pub fn peak_rss_bytes() -> Option<u64> {
+    kib_field(&std::fs::read_to_string("/proc/self/status").ok()?, "VmHWM:")
+}
+
+/// Resets the peak-RSS counter (`echo 5 > /proc/self/clear_refs`, Linux ≥ 4.0), so a
+/// later [`peak_rss_bytes`] measures only what follows. Returns whether it worked.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// The 1-minute load average (`/proc/loadavg`).
+pub fn load_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `git rev-parse --short HEAD` in the current directory, or `unknown`; with `-dirty`
+/// appended when tracked files differ from that commit (the figures then come from code
+/// that no commit holds).
+pub fn git_rev() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+    };
+    let Some(rev) = git(&["rev-parse", "--short", "HEAD"]).map(|s| s.trim().to_string()) else {
+        return "unknown".to_string();
+    };
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.trim().is_empty());
+    if dirty {
+        format!("{rev}-dirty")
+    } else {
+        rev
+    }
+}
+
+/// `release`, or `dev-opt` for the workspace's optimized dev profile (debug assertions
+/// on: `debug_assert!` in kernels runs, so figures can be a little lower).
+pub fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) {
+        "dev-opt"
+    } else {
+        "release"
+    }
+}
+
+/// Antigravity's cache folder: `$ANTIGRAVITY_HOME`, else `~/.cache/antigravity`.
+pub fn home() -> Option<PathBuf> {
+    if let Some(h) = std::env::var_os("ANTIGRAVITY_HOME").filter(|h| !h.is_empty()) {
+        return Some(PathBuf::from(h));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("antigravity"))
+}
+
+/// The default model file name looked for in [`home`].
+pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// `--model`, or the default model in [`home`] when that file exists.
+pub fn find_model(given: Option<&Path>) -> Option<PathBuf> {
+    match given {
+        Some(p) => Some(p.to_path_buf()),
+        None => home().map(|h| h.join(DEFAULT_MODEL)).filter(|p| p.is_file()),
+    }
+}
+
+/// The model's identity. The SHA-256 is computed once per (path, size, mtime) and kept in
+/// `<home>/sha256-cache.json`, so a 100 MB file is not re-hashed every run.
+pub fn model_id(path: &Path) -> Result<ModelId> {
+    let meta = std::fs::metadata(path).at(path)?;
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let key = format!("{}|{}|{}", canon.display(), meta.len(), mtime);
+    let cache_file = home().map(|h| h.join("sha256-cache.json"));
+    let mut cache: BTreeMap<String, String> = cache_file
+        .as_ref()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default();
+    let hex = match cache.get(&key) {
+        Some(h) => h.clone(),
+        None => {
+            let h = sha256_file(path)?;
+            cache.insert(key, h.clone());
+            if let Some(f) = &cache_file {
+                // A cache that cannot be written only costs a re-hash next time.
+                let _ = f.parent().map(std::fs::create_dir_all);
+                let _ = std::fs::write(f, serde_json::to_string_pretty(&cache).unwrap_or_default());
+            }
+            h
+        }
+    };
+    Ok(ModelId {
+        file: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        sha256_prefix: hex[..12].to_string(),
+    })
+}
+
+/// Full SHA-256 of a file, lower-case hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).at(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).at(path)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_fields_parse() {
+        assert_eq!(
+            kib_field("VmPeak:\t 10 kB\nVmHWM:\t  2048 kB\n", "VmHWM:"),
+            Some(2048 * 1024)
+        );
+        assert_eq!(
+            kib_field("MemTotal:       24000000 kB", "MemTotal:"),
+            Some(24_000_000 * 1024)
+        );
+        assert_eq!(kib_field("", "VmHWM:"), None);
+    }
+
+    #[test]
+    fn sha256_of_known_bytes() {
+        let dir = std::env::temp_dir().join(format!("ag-sha-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("abc");
+        std::fs::write(&p, b"abc").unwrap();
+        assert_eq!(
+            sha256_file(&p).unwrap(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

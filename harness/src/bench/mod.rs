@@ -1,0 +1,668 @@
+//! `harness bench`: measures, writes JSON lines, renders the report.
+//!
+//! Parts, each a module:
+//! * [`kernels`] — op micro-benchmarks on the model's shapes, per weight type and ISA;
+//! * [`stream`] — the memory-bandwidth ceiling (read and copy, 1 and N threads);
+//! * [`e2e`] — end-to-end load/prefill/decode profiling through the [`e2e::DecodeTarget`]
+//!   trait; [`model_adapter`] is where the real model plugs in;
+//! * [`llama_cpp`] — peer figures from `llama-bench`, when asked for.
+//!
+//! Every figure becomes one [`record::Record`] line appended to
+//! `<out-dir>/<machine>-<date>.jsonl` the moment it is measured, so an interrupted run
+//! keeps what it did. Then [`crate::report`] re-renders the charts from the files.
+
+pub mod e2e;
+pub mod env;
+pub mod error;
+pub mod kernels;
+pub mod llama_cpp;
+pub mod model_adapter;
+pub mod record;
+pub mod stream;
+pub mod timing;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use antigravity_core::cpu::{CpuBackend, Isa};
+use antigravity_core::Backend;
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use error::{Error, IoContext, Result};
+use record::{Machine, ModelId, Record, SCHEMA};
+use timing::Budget;
+
+/// Options of `harness bench`. Defaults live here and nowhere else.
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Backend to benchmark.
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    pub backend: BackendArg,
+    /// Threads for the memory probe's N-thread run, the model and llama-bench
+    /// (default: all available cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Kernel ISA: `auto` times every ISA this CPU has; a name times only that one.
+    #[arg(long, default_value = "auto")]
+    pub isa: String,
+    /// Model file (GGUF). Default: `$ANTIGRAVITY_HOME/SmolLM2-135M-Instruct.Q4_1.gguf`,
+    /// else `~/.cache/antigravity/…`; without one the end-to-end part is skipped.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Fewer repetitions and shorter runs (under a minute).
+    #[arg(long)]
+    pub quick: bool,
+    /// Path to llama.cpp's `llama-bench`, to measure the same model as a peer.
+    #[arg(long, value_name = "PATH")]
+    pub compare_llama_cpp: Option<PathBuf>,
+    /// Also print every JSON line to stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Where result files go (default: the repository's `reports/results`).
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Where charts and the summary go (default: the parent of the results folder).
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    /// Skip parts: any of `kernels`, `stream`, `e2e`, `report` (comma separated).
+    #[arg(long, value_delimiter = ',')]
+    pub skip: Vec<Part>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendArg {
+    Cpu,
+    Opencl,
+}
+
+impl BackendArg {
+    fn name(self) -> &'static str {
+        match self {
+            BackendArg::Cpu => "cpu",
+            BackendArg::Opencl => "opencl",
+        }
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Kernels,
+    Stream,
+    E2e,
+    Report,
+}
+
+/// The repository's `reports/` folder when this binary runs from its checkout, else
+/// `./reports`.
+pub fn default_reports_dir() -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("reports");
+    if repo.is_dir() {
+        std::fs::canonicalize(&repo).unwrap_or(repo)
+    } else {
+        PathBuf::from("reports")
+    }
+}
+
+/// Facts shared by every row of one run, and the sink rows go to.
+struct Run {
+    run: String,
+    git_rev: String,
+    build: &'static str,
+    machine: Machine,
+    file: File,
+    path: PathBuf,
+    json: bool,
+    mode: &'static str,
+    load_1m: Option<f64>,
+    rows: Vec<Record>,
+}
+
+impl Run {
+    /// Starts a run: gathers its facts and opens (appends to) today's result file.
+    fn open(out_dir: &Path, json: bool, quick: bool) -> Result<Run> {
+        let machine = env::machine();
+        let started = record::now_rfc3339();
+        let path = out_dir.join(format!("{}-{}.jsonl", machine.slug(), &started[..10]));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .at(&path)?;
+        Ok(Run {
+            run: started,
+            git_rev: env::git_rev(),
+            build: env::build_profile(),
+            machine,
+            file,
+            path,
+            json,
+            mode: if quick { "quick" } else { "full" },
+            load_1m: env::load_1m(),
+            rows: Vec::new(),
+        })
+    }
+
+    /// A row with this run's facts and neutral tags; the caller sets the tags that apply.
+    fn row(&self, metric: &str, value: f64, unit: &str) -> Record {
+        Record {
+            schema: SCHEMA,
+            timestamp: record::now_rfc3339(),
+            run: self.run.clone(),
+            git_rev: self.git_rev.clone(),
+            build: self.build.to_string(),
+            machine: self.machine.clone(),
+            backend: "cpu".to_string(),
+            isa: None,
+            model: None,
+            quant: None,
+            threads: 1,
+            ctx: None,
+            metric: metric.to_string(),
+            value,
+            unit: unit.to_string(),
+            shape: None,
+            tokens: None,
+            op: None,
+            prompt_len: None,
+            peer: None,
+            reps: None,
+            mode: Some(self.mode.to_string()),
+            load_1m: self.load_1m,
+        }
+    }
+
+    fn emit(&mut self, r: Record) -> Result<()> {
+        if !r.value.is_finite() {
+            // A NaN/inf figure means a broken measurement; keep it out of the data.
+            eprintln!("warning: dropping non-finite {} ({})", r.metric, r.config_label());
+            return Ok(());
+        }
+        let line = serde_json::to_string(&r).map_err(|e| Error::msg(e.to_string()))?;
+        writeln!(self.file, "{line}").at(&self.path)?;
+        if self.json {
+            println!("{line}");
+        }
+        self.rows.push(r);
+        Ok(())
+    }
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// `harness bench`.
+pub fn run(a: &BenchArgs) -> Result<()> {
+    let machine = env::machine();
+    let threads = a.threads.unwrap_or(machine.cores as usize).max(1);
+    let budget = if a.quick { Budget::QUICK } else { Budget::FULL };
+    let reports = a
+        .out_dir
+        .as_ref()
+        .and_then(|d| d.parent().map(Path::to_path_buf))
+        .unwrap_or_else(default_reports_dir);
+    let out_dir = a.out_dir.clone().unwrap_or_else(|| reports.join("results"));
+    let report_dir = a.report_dir.clone().unwrap_or(reports);
+    std::fs::create_dir_all(&out_dir).at(&out_dir)?;
+
+    let mut run = Run::open(&out_dir, a.json, a.quick)?;
+
+    let isas: Vec<Isa> = if a.isa == "auto" {
+        Isa::ALL
+            .into_iter()
+            .filter(|&i| CpuBackend::with_isa(i).is_some())
+            .collect()
+    } else {
+        let isa = Isa::parse(&a.isa).ok_or_else(|| {
+            let names: Vec<_> = Isa::ALL.iter().map(|i| i.name()).collect();
+            Error::msg(format!("--isa {}: unknown (one of auto, {})", a.isa, names.join(", ")))
+        })?;
+        if CpuBackend::with_isa(isa).is_none() {
+            return Err(Error::msg(format!("--isa {}: this CPU or build lacks it", a.isa)));
+        }
+        vec![isa]
+    };
+    eprintln!(
+        "antigravity bench: build {} ({}), git {}, machine {} ({} cores, {:.1} GiB), backend {}, ISAs [{}], {}",
+        run.build,
+        if run.build == "release" {
+            "cargo --release"
+        } else {
+            "workspace dev profile, optimized, debug assertions on"
+        },
+        run.git_rev,
+        run.machine.cpu,
+        run.machine.cores,
+        run.machine.mem_bytes as f64 / (1u64 << 30) as f64,
+        a.backend.name(),
+        isas.iter().map(|i| i.name()).collect::<Vec<_>>().join(", "),
+        if a.quick { "quick" } else { "full" },
+    );
+    eprintln!("results: {}", run.path.display());
+
+    let mut notes: Vec<String> = Vec::new();
+    let model = env::find_model(a.model.as_deref());
+    let model_id = match &model {
+        Some(p) => Some(env::model_id(p)?),
+        None => None,
+    };
+
+    // End-to-end first, so the peak RSS it reports is not the other parts' buffers.
+    if !a.skip.contains(&Part::E2e) {
+        match (&model, &model_id) {
+            (Some(p), Some(id)) => {
+                if let Err(e) = run_e2e::<model_adapter::ModelTarget>(&mut run, a, p, id, threads) {
+                    eprintln!("e2e skipped: {e}");
+                    notes.push(format!("end-to-end skipped: {e}"));
+                }
+            }
+            _ => {
+                let msg = format!(
+                    "end-to-end skipped: no model (pass --model, or put {} in $ANTIGRAVITY_HOME or ~/.cache/antigravity)",
+                    env::DEFAULT_MODEL
+                );
+                eprintln!("{msg}");
+                notes.push(msg);
+            }
+        }
+    }
+
+    if !a.skip.contains(&Part::Kernels) {
+        match a.backend {
+            BackendArg::Cpu => {
+                for &isa in &isas {
+                    let Some(mut b) = CpuBackend::with_isa(isa) else {
+                        continue;
+                    };
+                    run_kernels(&mut run, &mut b, budget)?;
+                }
+            }
+            BackendArg::Opencl => match crate::common::opencl_backend() {
+                // Kernel timings on a queue-based device: `kernels::run` synchronises
+                // around each timed repetition.
+                Ok(mut b) => run_kernels(&mut run, &mut b, budget)?,
+                Err(e) => {
+                    let msg = format!("kernels skipped: {e:#}");
+                    eprintln!("{msg}");
+                    notes.push(msg);
+                }
+            },
+        }
+    }
+
+    if !a.skip.contains(&Part::Stream) {
+        run_stream(&mut run, a.quick, threads)?;
+    }
+
+    if let Some(bin) = &a.compare_llama_cpp {
+        match (&model, &model_id) {
+            (Some(p), Some(id)) => {
+                eprintln!("llama.cpp: running {} …", bin.display());
+                match llama_cpp::run(bin, p, threads, a.quick) {
+                    Ok(figs) => {
+                        for f in figs {
+                            let mut r = run.row(f.metric, f.value, "tok/s");
+                            r.peer = Some("llama.cpp".into());
+                            r.backend = f.backend;
+                            r.model = Some(id.clone());
+                            r.quant = f.quant;
+                            r.threads = f.threads;
+                            r.ctx = Some(f.ctx);
+                            r.tokens = Some(f.tokens);
+                            r.prompt_len = f.prompt_len;
+                            r.reps = Some(f.reps);
+                            run.emit(r)?;
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("llama.cpp comparison failed: {e}");
+                        notes.push(format!("llama.cpp comparison failed: {e}"));
+                    }
+                }
+            }
+            _ => notes.push("llama.cpp comparison needs a model".into()),
+        }
+    }
+
+    run.file.flush().at(&run.path)?;
+    print_table(&run.rows);
+    for n in &notes {
+        println!("note: {n}");
+    }
+    println!("{} rows appended to {}", run.rows.len(), run.path.display());
+
+    if !a.skip.contains(&Part::Report) {
+        let written = crate::report::render(&out_dir, &report_dir)?;
+        println!("report: {} files under {}", written.len(), report_dir.display());
+    }
+    Ok(())
+}
+
+fn run_kernels<B: Backend>(run: &mut Run, b: &mut B, budget: Budget) -> Result<()> {
+    let (backend, isa) = (b.name(), b.isa());
+    let pb = bar(kernels::case_count() as u64, "kernels");
+    pb.set_message(isa.to_string());
+    let mut results = Vec::new();
+    kernels::run(b, budget, &mut |r| {
+        pb.inc(1);
+        results.push(r);
+    })?;
+    pb.finish_and_clear();
+    for k in results {
+        let base = |run: &Run, metric: &str, value: f64, unit: &str| {
+            let mut r = run.row(metric, value, unit);
+            r.backend = backend.to_string();
+            r.isa = Some(isa.to_string());
+            // The CPU backend runs its kernels on the calling thread.
+            r.threads = 1;
+            r.quant = k.dtype.map(|d| d.name().to_string());
+            r.ctx = k.ctx.map(|c| c as u64);
+            r.shape = Some(k.shape.clone());
+            r.tokens = Some(k.tokens as u64);
+            r.op = Some(k.op.to_string());
+            r.reps = Some(k.timing.reps);
+            r
+        };
+        let us = k.timing.secs() * 1e6;
+        if k.op == "matmul" {
+            let rows = [
+                base(run, "matmul_time_us", us, "us"),
+                base(run, "matmul_gb_s", k.gb_s(), "GB/s"),
+                base(run, "matmul_gflop_s", k.gflop_s(), "GFLOP/s"),
+            ];
+            for r in rows {
+                run.emit(r)?;
+            }
+        } else {
+            run.emit(base(run, "op_time_us", us, "us"))?;
+            run.emit(base(run, "op_gb_s", k.gb_s(), "GB/s"))?;
+            if k.flops > 0.0 {
+                run.emit(base(run, "op_gflop_s", k.gflop_s(), "GFLOP/s"))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run_stream(run: &mut Run, quick: bool, threads: usize) -> Result<()> {
+    let (bytes, reps) = if quick {
+        (stream::QUICK_BYTES, 3)
+    } else {
+        (stream::FULL_BYTES, 5)
+    };
+    let mut counts = vec![1];
+    if threads > 1 {
+        counts.push(threads);
+    }
+    let pb = bar(counts.len() as u64, "memory");
+    for t in counts {
+        pb.set_message(format!("{} MiB, {t} threads", bytes >> 20));
+        for s in stream::probe(bytes, t, reps) {
+            let mut r = run.row(&format!("stream_{}_gb_s", s.kind), s.gb_s, "GB/s");
+            r.backend = "host".into();
+            r.threads = s.threads as u32;
+            r.shape = Some(format!("{} MiB", s.bytes >> 20));
+            r.reps = Some(s.reps);
+            run.emit(r)?;
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(())
+}
+
+fn run_e2e<T: e2e::DecodeTarget>(
+    run: &mut Run,
+    a: &BenchArgs,
+    model: &Path,
+    id: &ModelId,
+    threads: usize,
+) -> Result<()> {
+    let plan = if a.quick { e2e::Plan::quick() } else { e2e::Plan::full() };
+    let opts = e2e::TargetOptions {
+        backend: a.backend.name().to_string(),
+        isa: (a.isa != "auto").then(|| a.isa.clone()),
+        threads,
+        max_ctx: plan.max_ctx(),
+    };
+    let rss_reset = env::reset_peak_rss();
+    let pb = bar(plan.units(), "e2e");
+    pb.set_message(id.file.clone());
+    let res = e2e::run::<T>(model, &opts, &plan, &mut |n| pb.inc(n));
+    pb.finish_and_clear();
+    let r = res?;
+    let peak = env::peak_rss_bytes();
+
+    let tag = |run: &Run, metric: &str, value: f64, unit: &str| {
+        let mut row = run.row(metric, value, unit);
+        row.backend = r.info.backend.clone();
+        row.isa = Some(r.info.isa.clone());
+        row.threads = r.info.threads;
+        row.model = Some(id.clone());
+        row.quant = Some(r.info.quant.clone());
+        row
+    };
+    let mut rows = vec![tag(run, "load_time_s", r.load_s, "s")];
+    for &(len, tok_s, reps) in &r.prefill {
+        let mut row = tag(run, "prefill_tok_s", tok_s, "tok/s");
+        row.prompt_len = Some(len as u64);
+        row.ctx = Some(len as u64);
+        row.tokens = Some(len as u64);
+        row.reps = Some(reps);
+        rows.push(row);
+    }
+    for b in &r.buckets {
+        let mut row = tag(run, "decode_tok_s", b.tok_s, "tok/s");
+        row.ctx = Some(b.ctx_hi as u64);
+        row.tokens = Some(b.tokens as u64);
+        rows.push(row);
+    }
+    let mut all = tag(run, "decode_tok_s_overall", r.decode_tok_s, "tok/s");
+    all.ctx = Some(r.decode_tokens as u64);
+    all.tokens = Some(r.decode_tokens as u64);
+    rows.push(all);
+    for &(p, ms) in &r.latency_ms {
+        let mut row = tag(run, &format!("token_latency_ms_p{p}"), ms, "ms");
+        row.ctx = Some(r.decode_tokens as u64);
+        row.tokens = Some(r.decode_tokens as u64);
+        rows.push(row);
+    }
+    for (op, ms, frac) in &r.ops {
+        for (metric, v, unit) in [("op_time_frac", *frac, "fraction"), ("op_ms_per_token", *ms, "ms")] {
+            let mut row = tag(run, metric, v, unit);
+            row.op = Some(op.clone());
+            row.ctx = Some(r.decode_tokens as u64);
+            row.tokens = Some(r.decode_tokens as u64);
+            rows.push(row);
+        }
+    }
+    rows.push(tag(run, "kv_cache_bytes", r.kv_cache_bytes as f64, "bytes"));
+    rows.push(tag(
+        run,
+        "host_to_device_bytes",
+        r.transfer.host_to_device as f64,
+        "bytes",
+    ));
+    rows.push(tag(
+        run,
+        "device_to_host_bytes",
+        r.transfer.device_to_host as f64,
+        "bytes",
+    ));
+    if let Some(p) = peak {
+        // Without a reset the peak covers the whole process so far: a different figure,
+        // so a different name.
+        let metric = if rss_reset {
+            "peak_rss_bytes"
+        } else {
+            "peak_rss_bytes_process"
+        };
+        rows.push(tag(run, metric, p as f64, "bytes"));
+    }
+    for row in rows {
+        run.emit(row)?;
+    }
+    Ok(())
+}
+
+/// A short human reading of a row's tags (shape, op, ctx, prompt length).
+pub fn detail(r: &Record) -> String {
+    let mut d = Vec::new();
+    if let Some(op) = &r.op {
+        if !r.metric.starts_with("matmul") {
+            d.push(op.clone());
+        }
+    }
+    if let Some(q) = &r.quant {
+        if r.model.is_none() {
+            d.push(q.clone());
+        }
+    }
+    if let Some(s) = &r.shape {
+        d.push(s.clone());
+    }
+    if let (Some(t), true) = (r.tokens, r.metric.starts_with("matmul")) {
+        d.push(format!("{t} tok"));
+    }
+    if let Some(p) = r.prompt_len {
+        d.push(format!("prompt {p}"));
+    } else if let Some(c) = r.ctx {
+        d.push(format!("ctx {c}"));
+    }
+    d.join(" ")
+}
+
+fn print_table(rows: &[Record]) {
+    let cells: Vec<[String; 4]> = rows
+        .iter()
+        .filter(|r| !r.metric.ends_with("_time_us") && r.metric != "op_ms_per_token")
+        .map(|r| {
+            let v = if r.unit == "bytes" {
+                format!("{:.1} MiB", r.value / (1u64 << 20) as f64)
+            } else if r.unit == "fraction" {
+                format!("{:.1} %", r.value * 100.0)
+            } else {
+                format!("{:.3} {}", r.value, r.unit)
+            };
+            [r.metric.clone(), r.config_label(), detail(r), v]
+        })
+        .collect();
+    let head = ["metric", "config", "detail", "value"];
+    let mut w = head.map(str::len);
+    for c in &cells {
+        for (i, s) in c.iter().enumerate() {
+            w[i] = w[i].max(s.chars().count());
+        }
+    }
+    let line = |c: [&str; 4]| {
+        println!(
+            "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}",
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            w0 = w[0],
+            w1 = w[1],
+            w2 = w[2],
+            w3 = w[3]
+        );
+    };
+    line(head);
+    println!("{}", "-".repeat(w.iter().sum::<usize>() + 6));
+    for c in &cells {
+        line([&c[0], &c[1], &c[2], &c[3]]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::report::tests::TempDir;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: BenchArgs,
+    }
+
+    fn args(extra: &[&str]) -> BenchArgs {
+        Cli::parse_from(std::iter::once("bench").chain(extra.iter().copied())).a
+    }
+
+    #[test]
+    fn bench_writes_rows_to_out_dir_and_renders_the_report_beside_it() {
+        let dir = TempDir::new("bench-run");
+        let out = dir.0.join("results");
+        let a = args(&[
+            "--quick",
+            "--skip",
+            "kernels,e2e",
+            "--threads",
+            "2",
+            "--out-dir",
+            out.to_str().unwrap(),
+        ]);
+        run(&a).unwrap();
+        let files: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(files.len(), 1);
+        let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with(&env::machine().slug()) && name.ends_with(".jsonl"),
+            "{name}"
+        );
+        let text = std::fs::read_to_string(&files[0]).unwrap();
+        let rows: Vec<Record> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let metrics: Vec<&str> = rows.iter().map(|r| r.metric.as_str()).collect();
+        assert_eq!(
+            metrics,
+            [
+                "stream_read_gb_s",
+                "stream_copy_gb_s",
+                "stream_read_gb_s",
+                "stream_copy_gb_s"
+            ]
+        );
+        assert!(rows
+            .iter()
+            .all(|r| r.schema == SCHEMA && r.value > 0.0 && r.run == rows[0].run));
+        assert_eq!(rows[2].threads, 2);
+        assert!(dir.0.join("README.md").is_file());
+    }
+
+    #[test]
+    fn e2e_rows_carry_model_and_target_facts() {
+        let dir = TempDir::new("bench-e2e");
+        let a = args(&["--quick"]);
+        let mut r = Run::open(&dir.0, false, true).unwrap();
+        let id = ModelId {
+            file: "fake.gguf".into(),
+            sha256_prefix: "0123456789ab".into(),
+        };
+        run_e2e::<e2e::tests::FakeTarget>(&mut r, &a, Path::new("fake.gguf"), &id, 1).unwrap();
+        let m = |name: &str| r.rows.iter().filter(|x| x.metric == name).count();
+        let plan = e2e::Plan::quick();
+        assert_eq!(m("prefill_tok_s"), plan.prompt_lens.len());
+        assert_eq!(m("decode_tok_s"), plan.buckets.len());
+        assert_eq!(m("op_time_frac"), 3);
+        assert_eq!(m("load_time_s") + m("kv_cache_bytes") + m("decode_tok_s_overall"), 3);
+        assert_eq!(m("token_latency_ms_p50") + m("token_latency_ms_p99"), 2);
+        for x in &r.rows {
+            assert_eq!(x.model.as_ref(), Some(&id));
+            assert_eq!((x.backend.as_str(), x.quant.as_deref()), ("fake", Some("q4_1")));
+        }
+        // And the file holds exactly those rows.
+        let text = std::fs::read_to_string(&r.path).unwrap();
+        assert_eq!(text.lines().count(), r.rows.len());
+    }
+}

@@ -1,0 +1,74 @@
+// get_rows.cl — embedding lookup: out[t, :] = dequant(table[id_t, :]) as f32.
+//
+// One work-item per output element: global size (dim, n_ids). The row id comes from
+// `single_id` when it is >= 0 (decode: one token, no id upload at all) or else from the
+// `ids` buffer. The table is addressed in bytes (`table_off`, `row_bytes`): quantized
+// blocks are 18/20/34-byte structs, read as bytes, with their f16 scales decoded by
+// vload_half (2-byte aligned; no cl_khr_fp16 needed). `out_off` is in elements.
+// Contraction is off so the dequantized values match the CPU reference bit for bit.
+
+#pragma OPENCL FP_CONTRACT OFF
+
+#define GET_ROWS_PROLOGUE                                                        \
+    const uint e = get_global_id(0);                                             \
+    const uint t = get_global_id(1);                                             \
+    if (e >= dim) {                                                              \
+        return;                                                                  \
+    }                                                                            \
+    const uint id = single_id >= 0 ? (uint)single_id : ids[t];                   \
+    __global const uchar *row = table + table_off + (ulong)id * row_bytes;       \
+    __global float *o = out + out_off + (ulong)t * dim;
+
+#define GET_ROWS_ARGS                                                            \
+    __global const uchar *table, const ulong table_off, const ulong row_bytes,  \
+    __global const uint *ids, const int single_id,                               \
+    __global float *out, const ulong out_off, const uint dim
+
+__kernel void get_rows_f32(GET_ROWS_ARGS) {
+    GET_ROWS_PROLOGUE
+    o[e] = ((__global const float *)row)[e];
+}
+
+__kernel void get_rows_f16(GET_ROWS_ARGS) {
+    GET_ROWS_PROLOGUE
+    o[e] = vload_half(e, (__global const half *)row);
+}
+
+__kernel void get_rows_bf16(GET_ROWS_ARGS) {
+    GET_ROWS_PROLOGUE
+    const uint u = ((__global const ushort *)row)[e];
+    o[e] = as_float(u << 16);
+}
+
+// block_q4_0 { half d; uchar qs[16]; } — 18 bytes; element j < 16 is the low nibble
+// of qs[j], element j >= 16 the high nibble of qs[j - 16]; value (q - 8) * d.
+__kernel void get_rows_q4_0(GET_ROWS_ARGS) {
+    GET_ROWS_PROLOGUE
+    __global const uchar *blk = row + (e / 32) * 18;
+    const uint j = e % 32;
+    const float d = vload_half(0, (__global const half *)blk);
+    const uchar b = blk[2 + (j & 15)];
+    const int q = j < 16 ? (b & 0x0F) : (b >> 4);
+    o[e] = (float)(q - 8) * d;
+}
+
+// block_q4_1 { half d; half m; uchar qs[16]; } — 20 bytes; value q * d + m.
+__kernel void get_rows_q4_1(GET_ROWS_ARGS) {
+    GET_ROWS_PROLOGUE
+    __global const uchar *blk = row + (e / 32) * 20;
+    const uint j = e % 32;
+    const float d = vload_half(0, (__global const half *)blk);
+    const float m = vload_half(1, (__global const half *)blk);
+    const uchar b = blk[4 + (j & 15)];
+    const int q = j < 16 ? (b & 0x0F) : (b >> 4);
+    o[e] = (float)q * d + m;
+}
+
+// block_q8_0 { half d; char qs[32]; } — 34 bytes; value q * d.
+__kernel void get_rows_q8_0(GET_ROWS_ARGS) {
+    GET_ROWS_PROLOGUE
+    __global const uchar *blk = row + (e / 32) * 34;
+    const float d = vload_half(0, (__global const half *)blk);
+    const char q = ((__global const char *)blk)[2 + e % 32];
+    o[e] = (float)q * d;
+}

@@ -1,0 +1,66 @@
+// mul_mv_q4_0_f32.cl — matrix x vector(s) for Q4_0 weights and f32 activations.
+//
+// y[t, o] = sum_i w[o, i] * x[t, i]: w [n_out, n_in] Q4_0, x [n_tok, n_in] f32, y f32.
+// One work-group of LWS work-items per output row and per tile of up to NT tokens
+// (global size (n_out * LWS, ceil(n_tok / NT))): each weight row is read once per NT
+// tokens (decode: NT = 1 in effect; prefill reuses it), each work-item accumulates in f32
+// a strided share of the row, and a local-memory tree reduction sums the shares.
+// Activations stay f32 (the CPU backend quantizes them to Q8 first, so results differ
+// at the ~1e-5 NMSE level; see core/tests/opencl_conformance.rs).
+// w is addressed in bytes (w_off: 2-aligned, blocks need no more); x and y in elements.
+// f16 scales are decoded with vload_half (no cl_khr_fp16 needed).
+//
+// block_q4_0 { half d; uchar qs[16]; } (18 bytes): element j < 16 is the low nibble of
+// qs[j], element 16 + j the high nibble; value (q - 8) * d. Work unit = half a block
+// (qs[8u..8u+8] -> elements 8u..8u+7 and 16+8u..16+8u+7), so a 576-wide row has 36 units.
+
+__kernel void mul_mv_q4_0_f32(__global const uchar *w, const ulong w_off,
+                            __global const float *x, const ulong x_off,
+                            __global float *y, const ulong y_off,
+                            const uint n_in, const uint n_out, const uint n_tok) {
+    __local float red[NT * LWS];
+    const uint row = get_group_id(0);
+    const uint lid = get_local_id(0);
+    const uint t0 = get_group_id(1) * NT;
+    const uint nt = min((uint)NT, n_tok - t0);
+    __global const float *xt = x + x_off + (ulong)t0 * n_in;
+    float acc[NT];
+    for (uint j = 0; j < NT; j++) {
+        acc[j] = 0.0f;
+    }
+    const uint nb = n_in / 32;
+    __global const uchar *wr = w + w_off + (ulong)row * nb * 18;
+    for (uint u = lid; u < 2 * nb; u += LWS) {
+        const uint b = u >> 1;
+        const uint hf = u & 1;
+        __global const uchar *blk = wr + b * 18;
+        const float d = vload_half(0, (__global const half *)blk);
+        const uchar8 q = vload8(0, blk + 2 + 8 * hf);
+        const float8 lo = convert_float8(q & (uchar8)(0x0F)) - 8.0f;
+        const float8 hi = convert_float8(q >> (uchar8)(4)) - 8.0f;
+        for (uint j = 0; j < NT; j++) {
+            if (j < nt) {
+                __global const float *xb = xt + (ulong)j * n_in + b * 32 + 8 * hf;
+                const float8 p = vload8(0, xb) * lo + vload8(0, xb + 16) * hi;
+                const float4 p4 = p.lo + p.hi;
+                acc[j] += d * (p4.x + p4.y + p4.z + p4.w);
+            }
+        }
+    }
+
+    for (uint j = 0; j < NT; j++) {
+        red[j * LWS + lid] = acc[j];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint r = LWS / 2; r > 0; r >>= 1) {
+        if (lid < r) {
+            for (uint j = 0; j < NT; j++) {
+                red[j * LWS + lid] += red[j * LWS + lid + r];
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (uint j = lid; j < nt; j += LWS) {
+        y[y_off + (ulong)(t0 + j) * n_out + row] = red[j * LWS];
+    }
+}

@@ -1,0 +1,30 @@
+// rope.cl — rotary position embedding in place on x [n_tok, n_heads, head_dim] (f32).
+//
+// Token t sits at position pos0 + t; pair i turns by pos * inv_freq[i] (the table is a
+// buffer, so llama3-scaled or file-provided frequencies need no kernel change).
+// style 0 = adjacent pairs (x[2i], x[2i+1]) — ggml GGML_ROPE_TYPE_NORM;
+// style 1 = half split (x[i], x[i + d/2]) — Hugging Face rotate_half.
+// One work-item per (pair, head, token). Element offsets.
+
+__kernel void rope_f32(__global float *x, const ulong x_off,
+                       __global const float *inv_freq, const ulong f_off,
+                       const uint pos0, const uint n_heads, const uint head_dim,
+                       const uint style) {
+    const uint i = get_global_id(0);   // pair
+    const uint h = get_global_id(1);   // head
+    const uint t = get_global_id(2);   // token
+    const uint half_d = head_dim / 2;
+    if (i >= half_d) {
+        return;
+    }
+    const float theta = (float)(pos0 + t) * inv_freq[f_off + i];
+    const float s = sin(theta);
+    const float c = cos(theta);
+    __global float *xh = x + x_off + ((ulong)t * n_heads + h) * head_dim;
+    const uint a = style == 0 ? 2 * i : i;
+    const uint b = style == 0 ? 2 * i + 1 : i + half_d;
+    const float x0 = xh[a];
+    const float x1 = xh[b];
+    xh[a] = x0 * c - x1 * s;
+    xh[b] = x0 * s + x1 * c;
+}
