@@ -1,9 +1,21 @@
 //! The kernel table: the hot CPU kernels as function pointers, picked once per backend.
 //!
-//! Every entry has a scalar twin (in `crate::quant` / `crate::quant::dot`) with the same
-//! signature; an ISA constructor returns `None` when the CPU lacks its features, so a
-//! table always holds kernels this CPU can run. Detection (`is_x86_feature_detected!`,
-//! `is_aarch64_feature_detected!`) needs `std`: a `no_std` build has the scalar table only.
+//! Every entry has a scalar twin with the same signature (`crate::quant` for the
+//! quantizers, `crate::quant::dot` for the dots, `cpu::scalar::gemv_*` for the many-row
+//! kernels); an ISA constructor returns `None` when the CPU lacks its features, so a
+//! table always holds kernels this CPU can run. `cpu::tests` checks every table this
+//! CPU supports against the twins.
+//!
+//! Coverage (entries not listed run a vectorized kernel of that ISA):
+//! * `Avx512`: `vec_dot_q8_0_q8_0` and the `gemv_*` entries are the AVX2 kernels (they
+//!   measured faster on the Intel core we have; see `docs/perf-notes.md`); VNNI Q4 dots
+//!   when `avx512vnni` is present.
+//! * `Neon` / `NeonDotprod`: `vec_dot_f16_f32` is the scalar twin (f16 vector types are
+//!   not stable Rust).
+//! * `NeonI8mm`: not implemented; `for_isa` returns `None`.
+//!
+//! Detection (`is_x86_feature_detected!`, `is_aarch64_feature_detected!`) needs `std`: a
+//! `no_std` build has the scalar table only.
 
 use half::{bf16, f16};
 

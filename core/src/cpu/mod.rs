@@ -151,6 +151,14 @@ pub(crate) fn q8_simd_scale(amax: f32, any_nan: bool) -> Option<(f32, f32)> {
     }
 }
 
+/// The four weight rows starting at row `r` (each `nb` units), for the four-row kernels.
+#[allow(dead_code)]
+#[inline]
+pub(crate) fn rows4<T>(w: &[T], r: usize, nb: usize) -> [&[T]; 4] {
+    let w = &w[r * nb..(r + 4) * nb];
+    [&w[..nb], &w[nb..2 * nb], &w[2 * nb..3 * nb], &w[3 * nb..]]
+}
+
 /// The default thread count: `std::thread::available_parallelism` (1 without `std` or
 /// when it is unknown).
 pub fn default_threads() -> usize {
@@ -164,26 +172,32 @@ pub fn default_threads() -> usize {
     }
 }
 
-/// How a matmul's `[n_tok, n_out]` output is cut into tasks: about four column tiles per
-/// thread (multiples of 16 output rows, so small decode matvecs are not shredded), and
-/// tokens in tiles of 16 so a weight row is reused from L1 across a token tile.
-fn matmul_grid(n_out: usize, n_tok: usize, threads: usize) -> Grid {
-    if threads <= 1 {
-        return Grid {
-            rows: n_tok,
-            cols: n_out,
-            row_tile: n_tok.clamp(1, 16),
-            col_tile: n_out.max(1),
-        };
+/// How a matmul's `[n_tok, n_out]` output is cut into tasks. Decode (one token): about
+/// four column tiles per thread (multiples of 16 output rows, so small matvecs are not
+/// shredded; one tile with one thread). Prefill: tokens in tiles of 16, and column tiles
+/// capped so a tile's weights (≈ 128 KiB, `w_row_bytes` per output) stay cache-resident
+/// while the tile's tokens run over them — each weight byte then comes from memory
+/// once per 16 tokens, not once per token.
+fn matmul_grid(n_out: usize, n_tok: usize, threads: usize, w_row_bytes: usize) -> Grid {
+    let mut col_tile = if threads <= 1 {
+        n_out
+    } else {
+        n_out.div_ceil(4 * threads).next_multiple_of(16)
+    };
+    if n_tok > 1 {
+        let fit = (128 * 1024 / w_row_bytes.max(1)) / 16 * 16;
+        col_tile = col_tile.min(fit.max(16));
     }
-    let col_tile = n_out.div_ceil(4 * threads).next_multiple_of(16).max(16);
     Grid {
         rows: n_tok,
         cols: n_out,
         row_tile: n_tok.clamp(1, 16),
-        col_tile,
+        col_tile: col_tile.max(1),
     }
 }
+
+/// Many weight rows against one activation row (see `Kernels::gemv_q4_0_q8_0`).
+type RowsFn<'a, W, X> = dyn Fn(&[W], &[X], &mut [f32]) + Sync + 'a;
 
 /// `y[t, o] = Σ w_row(o) · x_row(t)` ([n_tok, n_out] row-major), tiled over the pool.
 /// Rows are `nb` units (blocks or elements). `gemv(w_rows, x_row, y_part)` computes one
@@ -199,9 +213,9 @@ fn matmul_par<W: Sync, X: Sync>(
     n_out: usize,
     n_tok: usize,
     nb: usize,
-    gemv: &(dyn Fn(&[W], &[X], &mut [f32]) + Sync),
+    gemv: &RowsFn<'_, W, X>,
 ) {
-    let grid = matmul_grid(n_out, n_tok, pool.threads());
+    let grid = matmul_grid(n_out, n_tok, pool.threads(), nb * core::mem::size_of::<W>());
     pool.run_tiles(y, grid, &mut [0u8; 0], 0, &|mut tile, _| {
         let cols = tile.cols();
         let wt = &w[cols.start * nb..cols.end * nb];

@@ -10,6 +10,7 @@
 //! * Quantized dots: NEON widens i8·i8 products to i16 (`smull`, |p| ≤ 2^14, exact) and
 //!   pairwise-accumulates into i32 (`sadalp`); dotprod uses `sdot` (four i8·i8 products
 //!   into an i32 lane, exact), through `asm!` because `vdotq_s32` is not stable Rust.
+//! * `gemv_*`: four weight rows per step sharing each activation block's loads.
 //! * f32 and bf16 dots are vectorized; the f16 dot uses the scalar twin (the f16 vector
 //!   types and `vcvt_f32_f16` are not stable Rust).
 //! * `Isa::NeonI8mm` (`smmla`) is not implemented: `kernels(NeonI8mm)` returns `None`.
@@ -100,25 +101,29 @@ fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     unsafe { vec_dot_f32_impl(x, y) }
 }
 
-// Many rows against one activation row: the row loop over this ISA's dots (static
-// calls, no table lookup per row).
 fn gemv_q4_0_q8_0_neon(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
-    super::scalar::gemv(w, x, y, vec_dot_q4_0_q8_0_neon)
+    // SAFETY: NEON verified by `kernels()`.
+    unsafe { gemv_q4_0_neon(w, x, y) }
 }
 fn gemv_q4_1_q8_1_neon(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
-    super::scalar::gemv(w, x, y, vec_dot_q4_1_q8_1_neon)
+    // SAFETY: NEON verified by `kernels()`.
+    unsafe { gemv_q4_1_neon(w, x, y) }
 }
 fn gemv_q8_0_q8_0_neon(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
-    super::scalar::gemv(w, x, y, vec_dot_q8_0_q8_0_neon)
+    // SAFETY: NEON verified by `kernels()`.
+    unsafe { gemv_q8_0_neon(w, x, y) }
 }
 fn gemv_q4_0_q8_0_dot(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
-    super::scalar::gemv(w, x, y, vec_dot_q4_0_q8_0_dot)
+    // SAFETY: NEON + dotprod verified by `kernels()`.
+    unsafe { gemv_q4_0_dot(w, x, y) }
 }
 fn gemv_q4_1_q8_1_dot(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
-    super::scalar::gemv(w, x, y, vec_dot_q4_1_q8_1_dot)
+    // SAFETY: NEON + dotprod verified by `kernels()`.
+    unsafe { gemv_q4_1_dot(w, x, y) }
 }
 fn gemv_q8_0_q8_0_dot(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
-    super::scalar::gemv(w, x, y, vec_dot_q8_0_q8_0_dot)
+    // SAFETY: NEON + dotprod verified by `kernels()`.
+    unsafe { gemv_q8_0_dot(w, x, y) }
 }
 
 /// Loads 16 bytes from `b[..16]`.
@@ -300,6 +305,114 @@ macro_rules! dots {
 }
 dots!(dot_q4_0_neon, dot_q4_1_neon, dot_q8_0_neon, "neon", dot16_neon);
 dots!(dot_q4_0_dot, dot_q4_1_dot, dot_q8_0_dot, "neon,dotprod", dot16_sdot);
+
+/// Four weight rows per step against one activation row: the activation block is loaded
+/// once for four rows, and each row's integer sum and scale product are those of the
+/// single-row kernels (`$v*`, used for the 0–3 tail rows); only the f32 accumulation
+/// order differs from the scalar twin.
+macro_rules! gemv4 {
+    ($q4_0:ident, $q4_1:ident, $q8_0:ident, $features:literal, $dot16:ident, $v40:ident, $v41:ident, $v80:ident) => {
+        #[target_feature(enable = $features)]
+        fn $q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
+            let nb = x.len();
+            let full = y.len() / 4 * 4;
+            let (y4, tail) = y.split_at_mut(full);
+            for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
+                let wr = crate::cpu::rows4(w, 4 * i, nb);
+                let mut acc = [vdupq_n_f32(0.0); 4];
+                for (b, xb) in x.iter().enumerate() {
+                    let (yl, yh) = (ld_s8(&xb.qs[..16]), ld_s8(&xb.qs[16..]));
+                    let dy = xb.d.to_f32();
+                    for r in 0..4 {
+                        let (lo, hi) = q4_bytes(&wr[r][b].qs, 8);
+                        let s = $dot16($dot16(vdupq_n_s32(0), lo, yl), hi, yh);
+                        acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(s), wr[r][b].d.to_f32() * dy);
+                    }
+                }
+                for r in 0..4 {
+                    yo[r] = vaddvq_f32(acc[r]);
+                }
+            }
+            for (r, yr) in tail.iter_mut().enumerate() {
+                *yr = $v40(&w[(full + r) * nb..(full + r + 1) * nb], x);
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        fn $q4_1(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
+            let nb = x.len();
+            let full = y.len() / 4 * 4;
+            let (y4, tail) = y.split_at_mut(full);
+            for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
+                let wr = crate::cpu::rows4(w, 4 * i, nb);
+                let mut acc = [vdupq_n_f32(0.0); 4];
+                let mut ms = [0.0f32; 4];
+                for (b, xb) in x.iter().enumerate() {
+                    let (yl, yh) = (ld_s8(&xb.qs[..16]), ld_s8(&xb.qs[16..]));
+                    let (dy, sy) = (xb.d.to_f32(), xb.s.to_f32());
+                    for r in 0..4 {
+                        let (lo, hi) = q4_bytes(&wr[r][b].qs, 0);
+                        let s = $dot16($dot16(vdupq_n_s32(0), lo, yl), hi, yh);
+                        acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(s), wr[r][b].d.to_f32() * dy);
+                        ms[r] += wr[r][b].m.to_f32() * sy;
+                    }
+                }
+                for r in 0..4 {
+                    yo[r] = vaddvq_f32(acc[r]) + ms[r];
+                }
+            }
+            for (r, yr) in tail.iter_mut().enumerate() {
+                *yr = $v41(&w[(full + r) * nb..(full + r + 1) * nb], x);
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        fn $q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
+            let nb = x.len();
+            let full = y.len() / 4 * 4;
+            let (y4, tail) = y.split_at_mut(full);
+            for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
+                let wr = crate::cpu::rows4(w, 4 * i, nb);
+                let mut acc = [vdupq_n_f32(0.0); 4];
+                for (b, xb) in x.iter().enumerate() {
+                    let (yl, yh) = (ld_s8(&xb.qs[..16]), ld_s8(&xb.qs[16..]));
+                    let dy = xb.d.to_f32();
+                    for r in 0..4 {
+                        let q = &wr[r][b].qs;
+                        let s = $dot16($dot16(vdupq_n_s32(0), ld_s8(&q[..16]), yl), ld_s8(&q[16..]), yh);
+                        acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(s), wr[r][b].d.to_f32() * dy);
+                    }
+                }
+                for r in 0..4 {
+                    yo[r] = vaddvq_f32(acc[r]);
+                }
+            }
+            for (r, yr) in tail.iter_mut().enumerate() {
+                *yr = $v80(&w[(full + r) * nb..(full + r + 1) * nb], x);
+            }
+        }
+    };
+}
+gemv4!(
+    gemv_q4_0_neon,
+    gemv_q4_1_neon,
+    gemv_q8_0_neon,
+    "neon",
+    dot16_neon,
+    dot_q4_0_neon,
+    dot_q4_1_neon,
+    dot_q8_0_neon
+);
+gemv4!(
+    gemv_q4_0_dot,
+    gemv_q4_1_dot,
+    gemv_q8_0_dot,
+    "neon,dotprod",
+    dot16_sdot,
+    dot_q4_0_dot,
+    dot_q4_1_dot,
+    dot_q8_0_dot
+);
 
 #[target_feature(enable = "neon")]
 fn vec_dot_f32_impl(x: &[f32], y: &[f32]) -> f32 {

@@ -201,20 +201,13 @@ fn lane(s: __m128, r: i32) -> __m256 {
     _mm256_permutevar8x32_ps(_mm256_castps128_ps256(s), _mm256_set1_epi32(r))
 }
 
-/// The four rows of `w` starting at row `r` (each `nb` blocks).
-#[inline]
-fn rows4<T>(w: &[T], r: usize, nb: usize) -> [&[T]; 4] {
-    let w = &w[r * nb..(r + 4) * nb];
-    [&w[..nb], &w[nb..2 * nb], &w[2 * nb..3 * nb], &w[3 * nb..]]
-}
-
 #[target_feature(enable = "avx2,fma,f16c")]
 fn gemv_q4_0_q8_0_impl(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
     let nb = x.len();
     let full = y.len() / 4 * 4;
     let (y4, tail) = y.split_at_mut(full);
     for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
-        let wr = rows4(w, 4 * i, nb);
+        let wr = crate::cpu::rows4(w, 4 * i, nb);
         let mut acc = [_mm256_setzero_ps(); 4];
         for (b, xb) in x.iter().enumerate() {
             let yv = load32(&xb.qs);
@@ -242,7 +235,7 @@ fn gemv_q4_1_q8_1_impl(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
     let full = y.len() / 4 * 4;
     let (y4, tail) = y.split_at_mut(full);
     for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
-        let wr = rows4(w, 4 * i, nb);
+        let wr = crate::cpu::rows4(w, 4 * i, nb);
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut ms = _mm_setzero_ps(); // Σ m·s, lane r = row r
         for (b, xb) in x.iter().enumerate() {
@@ -272,7 +265,7 @@ fn gemv_q8_0_q8_0_impl(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
     let full = y.len() / 4 * 4;
     let (y4, tail) = y.split_at_mut(full);
     for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
-        let wr = rows4(w, 4 * i, nb);
+        let wr = crate::cpu::rows4(w, 4 * i, nb);
         let mut acc = [_mm256_setzero_ps(); 4];
         for (b, xb) in x.iter().enumerate() {
             // The activation block widened to i16 once for all four rows.
