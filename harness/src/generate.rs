@@ -157,6 +157,8 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
             "prefill_tok_s": prefill_tok_s,
             "decode_tok_s": decode_tok_s,
             "synthetic": s.synthetic,
+            "peak_rss_bytes": peak_rss_bytes(),
+            "kv_cache_bytes": s.model.kv.bytes(),
             "copied_bytes_load": s.copied_load.to_device + s.copied_load.to_host,
             "copied_bytes_per_token": per_token,
         });
@@ -175,4 +177,11 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Peak resident set size of this process (`VmHWM`), where the OS reports it.
+fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
 }
