@@ -46,7 +46,14 @@ echo "== 5/5 aarch64 tests under qemu =="
 if command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null \
     && rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu; then
     cargo test --release -p antigravity-core --target aarch64-unknown-linux-gnu
+    echo "-- again on a plain-NEON CPU (qemu -cpu cortex-a53: no dotprod/i8mm): kernels, ops, oracle --"
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a53" \
+        cargo test --release -p antigravity-core --target aarch64-unknown-linux-gnu --lib --test oracle --test backend_ops
 else
     echo "SKIP: aarch64 cross toolchain or qemu-aarch64 missing (see docs/build.md)"
+fi
+if rustup target list --installed 2>/dev/null | grep -q aarch64-linux-android; then
+    echo "-- Android: compile check (no NDK here, so no link) --"
+    cargo check --release -p harness --target aarch64-linux-android
 fi
 echo "== all test stages done =="
