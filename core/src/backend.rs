@@ -207,4 +207,95 @@ pub trait Backend {
     fn swiglu(&mut self, gate: TensorRef<'_, Self>, up: TensorRef<'_, Self>, out: TensorMut<'_, Self>) -> Result<()>;
     /// `dst += src` (the residual add).
     fn add(&mut self, dst: TensorMut<'_, Self>, src: TensorRef<'_, Self>) -> Result<()>;
+
+    // --- fused ops (defaults compose the ops above; a GPU backend overrides them to
+    // save kernel launches). Same results as the composition, up to f32 rounding. ------
+    /// `x += y; out = rms_norm(x) · w` — the residual add and the next sub-block's norm.
+    fn add_rms_norm(
+        &mut self,
+        x: TensorMut<'_, Self>,
+        y: TensorRef<'_, Self>,
+        w: TensorRef<'_, Self>,
+        eps: f32,
+        out: TensorMut<'_, Self>,
+    ) -> Result<()> {
+        add_rms_norm_composed(self, x, y, w, eps, out)
+    }
+    /// RoPE on the queries `q` and the new keys `k` (both [n_tok, heads, head_dim]).
+    fn rope_qk(
+        &mut self,
+        q: TensorMut<'_, Self>,
+        k: TensorMut<'_, Self>,
+        inv_freq: TensorRef<'_, Self>,
+        pos0: usize,
+        style: RopeStyle,
+    ) -> Result<()> {
+        self.rope(q, inv_freq, pos0, style)?;
+        self.rope(k, inv_freq, pos0, style)
+    }
+    /// The three projections of one input: `ys[i] = x · ws[i]ᵀ` (Q, K, V).
+    fn matmul3(
+        &mut self,
+        x: TensorRef<'_, Self>,
+        ws: [TensorRef<'_, Self>; 3],
+        ys: [TensorMut<'_, Self>; 3],
+    ) -> Result<()> {
+        matmul3_composed(self, x, ws, ys)
+    }
+    /// The SwiGLU feed-forward input side: `out = silu(x · w_gateᵀ) · (x · w_upᵀ)`.
+    /// `gate` and `up` are scratch of `out`'s shape for backends that compose the op; a
+    /// fused implementation may leave them untouched.
+    fn matmul_swiglu(
+        &mut self,
+        x: TensorRef<'_, Self>,
+        w_gate: TensorRef<'_, Self>,
+        w_up: TensorRef<'_, Self>,
+        gate: TensorMut<'_, Self>,
+        up: TensorMut<'_, Self>,
+        out: TensorMut<'_, Self>,
+    ) -> Result<()> {
+        matmul_swiglu_composed(self, x, w_gate, w_up, gate, up, out)
+    }
+}
+
+/// [`Backend::add_rms_norm`] composed of `add` and `rms_norm` (the default; also the
+/// fallback of backends that fuse only some cases).
+pub fn add_rms_norm_composed<B: Backend + ?Sized>(
+    b: &mut B,
+    mut x: TensorMut<'_, B>,
+    y: TensorRef<'_, B>,
+    w: TensorRef<'_, B>,
+    eps: f32,
+    out: TensorMut<'_, B>,
+) -> Result<()> {
+    b.add(x.reborrow(), y)?;
+    b.rms_norm(x.as_ref(), w, eps, out)
+}
+
+/// [`Backend::matmul3`] as three `matmul`s.
+pub fn matmul3_composed<B: Backend + ?Sized>(
+    b: &mut B,
+    x: TensorRef<'_, B>,
+    ws: [TensorRef<'_, B>; 3],
+    ys: [TensorMut<'_, B>; 3],
+) -> Result<()> {
+    for (w, y) in ws.into_iter().zip(ys) {
+        b.matmul(w, x, y)?;
+    }
+    Ok(())
+}
+
+/// [`Backend::matmul_swiglu`] as two `matmul`s and a `swiglu`.
+pub fn matmul_swiglu_composed<B: Backend + ?Sized>(
+    b: &mut B,
+    x: TensorRef<'_, B>,
+    w_gate: TensorRef<'_, B>,
+    w_up: TensorRef<'_, B>,
+    mut gate: TensorMut<'_, B>,
+    mut up: TensorMut<'_, B>,
+    out: TensorMut<'_, B>,
+) -> Result<()> {
+    b.matmul(w_gate, x, gate.reborrow())?;
+    b.matmul(w_up, x, up.reborrow())?;
+    b.swiglu(gate.as_ref(), up.as_ref(), out)
 }

@@ -490,6 +490,111 @@ fn swiglu_and_add() {
     }
 }
 
+/// The fused ops (`add_rms_norm`, `rope_qk`, `matmul3`, `matmul_swiglu`) on OpenCL —
+/// single kernels for the quantized types below the mul_mm threshold, the composition
+/// otherwise — against the CPU's default implementations (the composed ops). Limits
+/// are those of the ops they fuse; for `matmul_swiglu` the matmul's (silu is smooth and
+/// `up` scales the error like the output, so the NMSE carries over).
+#[test]
+fn fused_ops_match_composition() {
+    let Some(mut g) = shared() else { return };
+    let g = &mut *g;
+    let mut c = cpu();
+    for (rows, n) in [(1, 576), (5, 576), (3, 13)] {
+        let mut x = act(&c, g, &randn(rows * n, 81, 1.0), Shape::d2(rows, n));
+        let y = act(&c, g, &randn(rows * n, 82, 1.0), Shape::d2(rows, n));
+        let w = act(&c, g, &randn(n, 83, 1.0), Shape::d1(n));
+        let mut o = out(&c, g, Shape::d2(rows, n));
+        ops::add_rms_norm(&mut c, x.m_cpu(), y.r_cpu(), w.r_cpu(), 1e-5, o.m_cpu()).unwrap();
+        ops::add_rms_norm(g, x.m_cl(), y.r_cl(), w.r_cl(), 1e-5, o.m_cl()).unwrap();
+        let (a, b) = x.read(&c, g);
+        check("add_rms_norm", &format!("{rows}x{n} residual"), &a, &b, LIM_ADD);
+        let (a, b) = o.read(&c, g);
+        check("add_rms_norm", &format!("{rows}x{n} out"), &a, &b, LIM_RMS_NORM);
+    }
+    for style in [RopeStyle::Adjacent, RopeStyle::HalfSplit] {
+        for (n_tok, hq, hk, hd, pos0) in [(1, 9, 3, 64, 0), (5, 9, 3, 64, 300), (2, 32, 8, 64, 2047)] {
+            let f = act(
+                &c,
+                g,
+                &antigravity_core::rope::base_inv_freq(100000.0, hd),
+                Shape::d1(hd / 2),
+            );
+            let mut q = act(&c, g, &randn(n_tok * hq * hd, 91, 1.0), Shape::d3(n_tok, hq, hd));
+            let mut k = act(&c, g, &randn(n_tok * hk * hd, 92, 1.0), Shape::d3(n_tok, hk, hd));
+            ops::rope_qk(&mut c, q.m_cpu(), k.m_cpu(), f.r_cpu(), pos0, style).unwrap();
+            ops::rope_qk(g, q.m_cl(), k.m_cl(), f.r_cl(), pos0, style).unwrap();
+            let case = format!("{style:?} [{n_tok},{hq}+{hk},{hd}] pos0 {pos0}");
+            let (a, b) = q.read(&c, g);
+            check("rope_qk", &format!("{case} q"), &a, &b, LIM_ROPE);
+            let (a, b) = k.read(&c, g);
+            check("rope_qk", &format!("{case} k"), &a, &b, LIM_ROPE);
+        }
+    }
+    // Q/K/V of SmolLM2 (576 → 576, 192, 192) and its FFN input side (576 → 1536); 1 and
+    // 5 tokens take the fused kernels, 37 the composition over mul_mm.
+    for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::F16] {
+        let lim = if dtype.is_quantized() {
+            LIM_MATMUL_Q_VS_CPU
+        } else {
+            LIM_MATMUL_FLOAT
+        };
+        let wq = weight(&c, g, dtype, 576, 576, 301);
+        let wk = weight(&c, g, dtype, 192, 576, 302);
+        let wv = weight(&c, g, dtype, 192, 576, 303);
+        let wg = weight(&c, g, dtype, 1536, 576, 304);
+        let wu = weight(&c, g, dtype, 1536, 576, 305);
+        for n_tok in [1, 5, 37] {
+            let x = act(
+                &c,
+                g,
+                &randn(n_tok * 576, 310 + n_tok as u64, 1.0),
+                Shape::d2(n_tok, 576),
+            );
+            let mut ys: Vec<Both> = [576, 192, 192]
+                .iter()
+                .map(|&n| out(&c, g, Shape::d2(n_tok, n)))
+                .collect();
+            {
+                let [a, b, d] = &mut ys[..] else { unreachable!() };
+                ops::matmul3(
+                    &mut c,
+                    x.r_cpu(),
+                    [wq.r_cpu(), wk.r_cpu(), wv.r_cpu()],
+                    [a.m_cpu(), b.m_cpu(), d.m_cpu()],
+                )
+                .unwrap();
+                ops::matmul3(
+                    g,
+                    x.r_cl(),
+                    [wq.r_cl(), wk.r_cl(), wv.r_cl()],
+                    [a.m_cl(), b.m_cl(), d.m_cl()],
+                )
+                .unwrap();
+            }
+            for (name, y) in ["q", "k", "v"].iter().zip(&ys) {
+                let (a, b) = y.read(&c, g);
+                check("matmul3", &format!("{dtype} tok {n_tok} {name}"), &a, &b, lim);
+            }
+            let sh = Shape::d2(n_tok, 1536);
+            let (mut gate, mut up, mut o) = (out(&c, g, sh), out(&c, g, sh), out(&c, g, sh));
+            ops::matmul_swiglu(
+                &mut c,
+                x.r_cpu(),
+                wg.r_cpu(),
+                wu.r_cpu(),
+                gate.m_cpu(),
+                up.m_cpu(),
+                o.m_cpu(),
+            )
+            .unwrap();
+            ops::matmul_swiglu(g, x.r_cl(), wg.r_cl(), wu.r_cl(), gate.m_cl(), up.m_cl(), o.m_cl()).unwrap();
+            let (a, b) = o.read(&c, g);
+            check("matmul_swiglu", &format!("{dtype} tok {n_tok}"), &a, &b, lim);
+        }
+    }
+}
+
 // --- memory -------------------------------------------------------------------------
 
 /// Host bytes that can change after import (atomics: shared mutation without UB).
