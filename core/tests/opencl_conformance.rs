@@ -850,89 +850,127 @@ fn decode_profile_smollm2_shapes() {
     let mut host_logits = vec![0f32; vocab];
     let n_tokens = 16;
     let warmup = 2;
-    let mut t0 = std::time::Instant::now();
-    let mut copies0 = g.copied_bytes();
-    for pos in 0..n_tokens {
-        if pos == warmup {
-            g.synchronize().unwrap();
-            g.reset_kernel_times().unwrap();
-            t0 = std::time::Instant::now();
-            copies0 = g.copied_bytes();
-        }
-        let g = &mut g;
-        ops::get_rows(g, w(&embd), &[(pos * 37 % vocab) as u32], m(&mut x, dim)).unwrap();
-        for (l, lw) in layers.iter().enumerate() {
-            ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
-            ops::matmul(g, w(&lw[0]), r(&xb, dim), m(&mut q, dim)).unwrap();
-            {
-                let (mut k, mut v) = kv.slots_mut(l, pos, 1);
-                ops::matmul(g, w(&lw[1]), r(&xb, dim), k.reborrow()).unwrap();
-                ops::matmul(g, w(&lw[2]), r(&xb, dim), v.reborrow()).unwrap();
-                ops::rope(
-                    g,
-                    k.reshape(Shape::d3(1, n_kv, hd)),
-                    w(&inv_freq),
-                    pos,
-                    RopeStyle::Adjacent,
-                )
-                .unwrap();
+    // The model's op sequence before the fused ops (15 launches a layer) and with them
+    // (8), on the same device and weights.
+    let mut xb2 = a(&g, dim);
+    for fused in [false, true] {
+        kv.clear();
+        g.reset_kernel_times().unwrap();
+        let mut t0 = std::time::Instant::now();
+        let mut copies0 = g.copied_bytes();
+        for pos in 0..n_tokens {
+            if pos == warmup {
+                g.synchronize().unwrap();
+                g.reset_kernel_times().unwrap();
+                t0 = std::time::Instant::now();
+                copies0 = g.copied_bytes();
             }
-            ops::rope(
-                g,
-                m(&mut q, dim).reshape(Shape::d3(1, n_head, hd)),
-                w(&inv_freq),
-                pos,
-                RopeStyle::Adjacent,
-            )
-            .unwrap();
-            let (kc, vc) = kv.views(l);
-            let p = AttnParams {
-                n_head,
-                n_kv_head: n_kv,
-                head_dim: hd,
-                scale: 1.0 / (hd as f32).sqrt(),
-                n_past: pos,
-            };
-            let qv = TensorRef::new(&q, 0, DType::F32, Shape::d3(1, n_head, hd));
-            let ov = TensorMut::new(&mut att, 0, DType::F32, Shape::d3(1, n_head, hd));
-            ops::attention(g, qv, kc, vc, p, ov).unwrap();
-            ops::matmul(g, w(&lw[3]), r(&att, dim), m(&mut xb, dim)).unwrap();
-            ops::add(g, m(&mut x, dim), r(&xb, dim)).unwrap();
-            ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
-            ops::matmul(g, w(&lw[4]), r(&xb, dim), m(&mut hb, ffn)).unwrap();
-            ops::matmul(g, w(&lw[5]), r(&xb, dim), m(&mut hb2, ffn)).unwrap();
-            ops::swiglu(g, r(&hb, ffn), r(&hb2, ffn), m(&mut hb3, ffn)).unwrap();
-            ops::matmul(g, w(&lw[6]), r(&hb3, ffn), m(&mut xb, dim)).unwrap();
-            ops::add(g, m(&mut x, dim), r(&xb, dim)).unwrap();
+            let g = &mut g;
+            ops::get_rows(g, w(&embd), &[(pos * 37 % vocab) as u32], m(&mut x, dim)).unwrap();
+            for (l, lw) in layers.iter().enumerate() {
+                if !fused {
+                    ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+                } else if l == 0 {
+                    ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+                } else {
+                    ops::add_rms_norm(g, m(&mut x, dim), r(&xb2, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+                }
+                if fused {
+                    let (k, v) = kv.slots_mut(l, pos, 1);
+                    let qkv = [w(&lw[0]), w(&lw[1]), w(&lw[2])];
+                    ops::matmul3(g, r(&xb, dim), qkv, [m(&mut q, dim), k, v]).unwrap();
+                    let (k, _) = kv.slots_mut(l, pos, 1);
+                    let qh = m(&mut q, dim).reshape(Shape::d3(1, n_head, hd));
+                    let kh = k.reshape(Shape::d3(1, n_kv, hd));
+                    ops::rope_qk(g, qh, kh, w(&inv_freq), pos, RopeStyle::Adjacent).unwrap();
+                } else {
+                    ops::matmul(g, w(&lw[0]), r(&xb, dim), m(&mut q, dim)).unwrap();
+                }
+                if !fused {
+                    let (mut k, mut v) = kv.slots_mut(l, pos, 1);
+                    ops::matmul(g, w(&lw[1]), r(&xb, dim), k.reborrow()).unwrap();
+                    ops::matmul(g, w(&lw[2]), r(&xb, dim), v.reborrow()).unwrap();
+                    ops::rope(
+                        g,
+                        k.reshape(Shape::d3(1, n_kv, hd)),
+                        w(&inv_freq),
+                        pos,
+                        RopeStyle::Adjacent,
+                    )
+                    .unwrap();
+                }
+                if !fused {
+                    ops::rope(
+                        g,
+                        m(&mut q, dim).reshape(Shape::d3(1, n_head, hd)),
+                        w(&inv_freq),
+                        pos,
+                        RopeStyle::Adjacent,
+                    )
+                    .unwrap();
+                }
+                let (kc, vc) = kv.views(l);
+                let p = AttnParams {
+                    n_head,
+                    n_kv_head: n_kv,
+                    head_dim: hd,
+                    scale: 1.0 / (hd as f32).sqrt(),
+                    n_past: pos,
+                };
+                let qv = TensorRef::new(&q, 0, DType::F32, Shape::d3(1, n_head, hd));
+                let ov = TensorMut::new(&mut att, 0, DType::F32, Shape::d3(1, n_head, hd));
+                ops::attention(g, qv, kc, vc, p, ov).unwrap();
+                if fused {
+                    ops::matmul(g, w(&lw[3]), r(&att, dim), m(&mut xb2, dim)).unwrap();
+                    ops::add_rms_norm(g, m(&mut x, dim), r(&xb2, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+                    let (gate, up) = (m(&mut hb, ffn), m(&mut hb2, ffn));
+                    ops::matmul_swiglu(g, r(&xb, dim), w(&lw[4]), w(&lw[5]), gate, up, m(&mut hb3, ffn)).unwrap();
+                    ops::matmul(g, w(&lw[6]), r(&hb3, ffn), m(&mut xb2, dim)).unwrap();
+                    continue;
+                }
+                ops::matmul(g, w(&lw[3]), r(&att, dim), m(&mut xb, dim)).unwrap();
+                ops::add(g, m(&mut x, dim), r(&xb, dim)).unwrap();
+                ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+                ops::matmul(g, w(&lw[4]), r(&xb, dim), m(&mut hb, ffn)).unwrap();
+                ops::matmul(g, w(&lw[5]), r(&xb, dim), m(&mut hb2, ffn)).unwrap();
+                ops::swiglu(g, r(&hb, ffn), r(&hb2, ffn), m(&mut hb3, ffn)).unwrap();
+                ops::matmul(g, w(&lw[6]), r(&hb3, ffn), m(&mut xb, dim)).unwrap();
+                ops::add(g, m(&mut x, dim), r(&xb, dim)).unwrap();
+            }
+            kv.commit(1);
+            if fused {
+                ops::add_rms_norm(g, m(&mut x, dim), r(&xb2, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+            } else {
+                ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+            }
+            ops::matmul(g, w(&embd), r(&xb, dim), m(&mut logits, vocab)).unwrap();
+            g.download(&logits, 0, bytemuck::cast_slice_mut(&mut host_logits))
+                .unwrap();
         }
-        kv.commit(1);
-        ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
-        ops::matmul(g, w(&embd), r(&xb, dim), m(&mut logits, vocab)).unwrap();
-        g.download(&logits, 0, bytemuck::cast_slice_mut(&mut host_logits))
-            .unwrap();
-    }
-    let wall = t0.elapsed().as_secs_f64();
-    let timed = (n_tokens - warmup) as f64;
-    let times = g.kernel_times().unwrap();
-    let total: u64 = times.iter().map(|t| t.1).sum();
-    let c = g.copied_bytes();
-    eprintln!(
-        "decode     {}: {:.3} ms/token wall ({:.1} tok/s), {:.3} ms/token in kernels, copies/token: upload {} B, download {} B",
-        g.device_info().name,
-        wall * 1e3 / timed,
-        timed / wall,
-        total as f64 / 1e6 / timed,
-        (c.upload - copies0.upload) as f64 / timed,
-        (c.download - copies0.download) as f64 / timed,
-    );
-    for (name, ns, n) in &times {
+        let wall = t0.elapsed().as_secs_f64();
+        let timed = (n_tokens - warmup) as f64;
+        let times = g.kernel_times().unwrap();
+        let total: u64 = times.iter().map(|t| t.1).sum();
+        let c = g.copied_bytes();
         eprintln!(
-            "  {name:<18} {:>9.3} ms/token  {:>6} launches  {:>8.2} us/launch  {:>5.1}%",
-            *ns as f64 / 1e6 / timed,
-            n,
-            *ns as f64 / 1e3 / *n as f64,
-            100.0 * *ns as f64 / total as f64
+            "decode {} {}: {:.3} ms/token wall ({:.1} tok/s), {:.3} ms/token in kernels, copies/token: upload {} B, download {} B",
+            if fused { "fused  " } else { "unfused" },
+            g.device_info().name,
+            wall * 1e3 / timed,
+            timed / wall,
+            total as f64 / 1e6 / timed,
+            (c.upload - copies0.upload) as f64 / timed,
+            (c.download - copies0.download) as f64 / timed,
         );
+        for (name, ns, n) in &times {
+            eprintln!(
+                "  {name:<18} {:>9.3} ms/token  {:>6} launches  {:>8.2} us/launch  {:>5.1}%",
+                *ns as f64 / 1e6 / timed,
+                n,
+                *ns as f64 / 1e3 / *n as f64,
+                100.0 * *ns as f64 / total as f64
+            );
+        }
     }
     assert!(host_logits.iter().all(|v| v.is_finite()));
 }
