@@ -210,16 +210,17 @@ pub trait Backend {
 
     // --- fused ops (defaults compose the ops above; a GPU backend overrides them to
     // save kernel launches). Same results as the composition, up to f32 rounding. ------
-    /// `x += y; out = rms_norm(x) · w` — the residual add and the next sub-block's norm.
-    fn add_rms_norm(
+    /// `y += x · wᵀ` — a projection with the residual add folded in. `tmp` is scratch of
+    /// `y`'s shape for backends that compose the op (a fused one leaves it untouched).
+    fn matmul_add(
         &mut self,
-        x: TensorMut<'_, Self>,
-        y: TensorRef<'_, Self>,
         w: TensorRef<'_, Self>,
-        eps: f32,
-        out: TensorMut<'_, Self>,
+        x: TensorRef<'_, Self>,
+        mut tmp: TensorMut<'_, Self>,
+        y: TensorMut<'_, Self>,
     ) -> Result<()> {
-        add_rms_norm_composed(self, x, y, w, eps, out)
+        self.matmul(w, x, tmp.reborrow())?;
+        self.add(y, tmp.as_ref())
     }
     /// RoPE on the queries `q` and the new keys `k` (both [n_tok, heads, head_dim]).
     fn rope_qk(
@@ -233,69 +234,74 @@ pub trait Backend {
         self.rope(q, inv_freq, pos0, style)?;
         self.rope(k, inv_freq, pos0, style)
     }
-    /// The three projections of one input: `ys[i] = x · ws[i]ᵀ` (Q, K, V).
-    fn matmul3(
+    /// The attention input side: `xn = rms_norm(x) · norm_w`, then `ys[i] = xn · ws[i]ᵀ`
+    /// (Q, K, V). `xn` is scratch for backends that compose the op (a fused one may
+    /// leave it untouched).
+    fn rms_norm_matmul3(
         &mut self,
         x: TensorRef<'_, Self>,
+        norm_w: TensorRef<'_, Self>,
+        eps: f32,
+        xn: TensorMut<'_, Self>,
         ws: [TensorRef<'_, Self>; 3],
         ys: [TensorMut<'_, Self>; 3],
     ) -> Result<()> {
-        matmul3_composed(self, x, ws, ys)
+        rms_norm_matmul3_composed(self, x, norm_w, eps, xn, ws, ys)
     }
-    /// The SwiGLU feed-forward input side: `out = silu(x · w_gateᵀ) · (x · w_upᵀ)`.
-    /// `gate` and `up` are scratch of `out`'s shape for backends that compose the op; a
-    /// fused implementation may leave them untouched.
-    fn matmul_swiglu(
+    /// The feed-forward input side: `xn = rms_norm(x) · norm_w`, then
+    /// `out = silu(xn · w_gateᵀ) · (xn · w_upᵀ)`. `xn`, `gate` and `up` are scratch for
+    /// backends that compose the op (a fused one may leave them untouched).
+    #[allow(clippy::too_many_arguments)]
+    fn rms_norm_matmul_swiglu(
         &mut self,
         x: TensorRef<'_, Self>,
+        norm_w: TensorRef<'_, Self>,
+        eps: f32,
+        xn: TensorMut<'_, Self>,
         w_gate: TensorRef<'_, Self>,
         w_up: TensorRef<'_, Self>,
         gate: TensorMut<'_, Self>,
         up: TensorMut<'_, Self>,
         out: TensorMut<'_, Self>,
     ) -> Result<()> {
-        matmul_swiglu_composed(self, x, w_gate, w_up, gate, up, out)
+        rms_norm_matmul_swiglu_composed(self, x, norm_w, eps, xn, w_gate, w_up, gate, up, out)
     }
 }
 
-/// [`Backend::add_rms_norm`] composed of `add` and `rms_norm` (the default; also the
-/// fallback of backends that fuse only some cases).
-pub fn add_rms_norm_composed<B: Backend + ?Sized>(
-    b: &mut B,
-    mut x: TensorMut<'_, B>,
-    y: TensorRef<'_, B>,
-    w: TensorRef<'_, B>,
-    eps: f32,
-    out: TensorMut<'_, B>,
-) -> Result<()> {
-    b.add(x.reborrow(), y)?;
-    b.rms_norm(x.as_ref(), w, eps, out)
-}
-
-/// [`Backend::matmul3`] as three `matmul`s.
-pub fn matmul3_composed<B: Backend + ?Sized>(
+/// [`Backend::rms_norm_matmul3`] as `rms_norm` and three `matmul`s (the default; also
+/// the fallback of backends that fuse only some cases).
+pub fn rms_norm_matmul3_composed<B: Backend + ?Sized>(
     b: &mut B,
     x: TensorRef<'_, B>,
+    norm_w: TensorRef<'_, B>,
+    eps: f32,
+    mut xn: TensorMut<'_, B>,
     ws: [TensorRef<'_, B>; 3],
     ys: [TensorMut<'_, B>; 3],
 ) -> Result<()> {
+    b.rms_norm(x, norm_w, eps, xn.reborrow())?;
     for (w, y) in ws.into_iter().zip(ys) {
-        b.matmul(w, x, y)?;
+        b.matmul(w, xn.as_ref(), y)?;
     }
     Ok(())
 }
 
-/// [`Backend::matmul_swiglu`] as two `matmul`s and a `swiglu`.
-pub fn matmul_swiglu_composed<B: Backend + ?Sized>(
+/// [`Backend::rms_norm_matmul_swiglu`] as `rms_norm`, two `matmul`s and a `swiglu`.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_matmul_swiglu_composed<B: Backend + ?Sized>(
     b: &mut B,
     x: TensorRef<'_, B>,
+    norm_w: TensorRef<'_, B>,
+    eps: f32,
+    mut xn: TensorMut<'_, B>,
     w_gate: TensorRef<'_, B>,
     w_up: TensorRef<'_, B>,
     mut gate: TensorMut<'_, B>,
     mut up: TensorMut<'_, B>,
     out: TensorMut<'_, B>,
 ) -> Result<()> {
-    b.matmul(w_gate, x, gate.reborrow())?;
-    b.matmul(w_up, x, up.reborrow())?;
+    b.rms_norm(x, norm_w, eps, xn.reborrow())?;
+    b.matmul(w_gate, xn.as_ref(), gate.reborrow())?;
+    b.matmul(w_up, xn.as_ref(), up.reborrow())?;
     b.swiglu(gate.as_ref(), up.as_ref(), out)
 }

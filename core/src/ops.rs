@@ -342,19 +342,18 @@ fn check_add<B: Backend + ?Sized>(
 
 // --- fused ops: each checks exactly what its composition would ----------------------
 
-/// `x += y; out = rms_norm(x) · w`.
-pub fn add_rms_norm<B: Backend + ?Sized>(
+/// `y += x · wᵀ`; `tmp` is scratch of `y`'s shape.
+pub fn matmul_add<B: Backend + ?Sized>(
     b: &mut B,
-    x: TensorMut<'_, B>,
-    y: TensorRef<'_, B>,
     w: TensorRef<'_, B>,
-    eps: f32,
-    out: TensorMut<'_, B>,
+    x: TensorRef<'_, B>,
+    tmp: TensorMut<'_, B>,
+    y: TensorMut<'_, B>,
 ) -> Result<()> {
-    const OP: &str = "add_rms_norm";
-    check_add(b, OP, &x, &y)?;
-    check_rms_norm(b, OP, &x.as_ref(), &w, &out)?;
-    b.add_rms_norm(x, y, w, eps, out)
+    const OP: &str = "matmul_add";
+    check_matmul(b, OP, &w, &x, &tmp)?;
+    check_matmul(b, OP, &w, &x, &y)?;
+    b.matmul_add(w, x, tmp, y)
 }
 
 /// RoPE on queries and keys of the same tokens.
@@ -380,35 +379,46 @@ pub fn rope_qk<B: Backend + ?Sized>(
     b.rope_qk(q, k, inv_freq, pos0, style)
 }
 
-/// Three projections of one input (`ys[i] = x · ws[i]ᵀ`), e.g. Q, K and V.
-pub fn matmul3<B: Backend + ?Sized>(
+/// `xn = rms_norm(x) · norm_w; ys[i] = xn · ws[i]ᵀ` (Q, K, V); `xn` is scratch.
+pub fn rms_norm_matmul3<B: Backend + ?Sized>(
     b: &mut B,
     x: TensorRef<'_, B>,
+    norm_w: TensorRef<'_, B>,
+    eps: f32,
+    xn: TensorMut<'_, B>,
     ws: [TensorRef<'_, B>; 3],
     ys: [TensorMut<'_, B>; 3],
 ) -> Result<()> {
+    const OP: &str = "rms_norm_matmul3";
+    check_rms_norm(b, OP, &x, &norm_w, &xn)?;
     for (w, y) in ws.iter().zip(&ys) {
-        check_matmul(b, "matmul3", w, &x, y)?;
+        check_matmul(b, OP, w, &xn.as_ref(), y)?;
     }
-    b.matmul3(x, ws, ys)
+    b.rms_norm_matmul3(x, norm_w, eps, xn, ws, ys)
 }
 
-/// `out = silu(x · w_gateᵀ) · (x · w_upᵀ)`; `gate`, `up` are scratch of `out`'s shape.
-pub fn matmul_swiglu<B: Backend + ?Sized>(
+/// `xn = rms_norm(x) · norm_w; out = silu(xn · w_gateᵀ) · (xn · w_upᵀ)`; `xn`, `gate`,
+/// `up` are scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_matmul_swiglu<B: Backend + ?Sized>(
     b: &mut B,
     x: TensorRef<'_, B>,
+    norm_w: TensorRef<'_, B>,
+    eps: f32,
+    xn: TensorMut<'_, B>,
     w_gate: TensorRef<'_, B>,
     w_up: TensorRef<'_, B>,
     gate: TensorMut<'_, B>,
     up: TensorMut<'_, B>,
     out: TensorMut<'_, B>,
 ) -> Result<()> {
-    const OP: &str = "matmul_swiglu";
-    check_matmul(b, OP, &w_gate, &x, &gate)?;
-    check_matmul(b, OP, &w_up, &x, &up)?;
+    const OP: &str = "rms_norm_matmul_swiglu";
+    check_rms_norm(b, OP, &x, &norm_w, &xn)?;
+    check_matmul(b, OP, &w_gate, &xn.as_ref(), &gate)?;
+    check_matmul(b, OP, &w_up, &xn.as_ref(), &up)?;
     chk_mut(b, OP, "out", &out)?;
     want_dtype(OP, "out", out.dtype, DType::F32)?;
     want_shape(OP, "out", out.shape, gate.shape.dims())?;
     want_shape(OP, "up", up.shape, gate.shape.dims())?;
-    b.matmul_swiglu(x, w_gate, w_up, gate, up, out)
+    b.rms_norm_matmul_swiglu(x, norm_w, eps, xn, w_gate, w_up, gate, up, out)
 }

@@ -1,5 +1,6 @@
 // mul_mm.cl — tiled matrix × matrix for prefill: y[t, o] = sum_i w[o, i] * x[t, i],
-// w [n_out, n_in] of any weight type, x [n_tok, n_in] f32, y [n_tok, n_out] f32.
+// w [n_out, n_in] of any weight type, x [n_tok, n_in] f32, y [n_tok, n_out] f32
+// (y += that when `accumulate` is set: the residual add folded into the projection).
 //
 // One work-group of 16 × 16 work-items computes a 64-row × 32-token tile of y; each
 // work-item a 4-row × 2-token block, kept in registers. The reduction dimension is
@@ -58,7 +59,8 @@ inline void w8_q8_0(__global const uchar *row, uint k, uint n_in, float *v) {
 __kernel void mul_mm_##T##_f32(__global const uchar *w, const ulong w_off,                \
                                __global const float *x, const ulong x_off,               \
                                __global float *y, const ulong y_off,                     \
-                               const uint n_in, const uint n_out, const uint n_tok) {    \
+                               const uint n_in, const uint n_out, const uint n_tok,      \
+                               const uint accumulate) {                                  \
     __local float ws[TK * WS_STRIDE];                                                     \
     __local float xs[TK * XS_STRIDE];                                                     \
     const uint lin = get_local_id(1) * 16 + get_local_id(0);                              \
@@ -104,7 +106,10 @@ __kernel void mul_mm_##T##_f32(__global const uchar *w, const ulong w_off,      
         if (t < n_tok) {                                                                  \
             for (uint i = 0; i < 4; i++) {                                                \
                 const uint r = r0 + 4 * tx + i;                                           \
-                if (r < n_out) y[y_off + (ulong)t * n_out + r] = acc[i][j];               \
+                if (r < n_out) {                                                      \
+                    __global float *yp = y + y_off + (ulong)t * n_out + r;               \
+                    *yp = accumulate ? *yp + acc[i][j] : acc[i][j];                      \
+                }                                                                         \
             }                                                                             \
         }                                                                                 \
     }                                                                                     \

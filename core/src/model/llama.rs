@@ -310,40 +310,30 @@ impl<B: Backend> Llama<B> {
         self.mark(OpKind::Embed, false);
         self.trace(trace, "embed", false, n)?;
 
-        // The residual add that closes a layer's feed-forward (x += xb2) is fused into
-        // the next norm (`add_rms_norm`): `pending` says xb2 still waits to be added.
-        // When tracing, the add runs on its own so each block's output can be read.
-        let mut pending = false;
         for l in 0..self.cfg.n_layer {
             let lw = &self.weights.layers[l];
             let be = &mut self.backend;
             let ws = &mut self.ws;
             // ---- attention ----
-            // [x += xb2;] xb = rms_norm(x) · attn_norm
+            // xb = rms_norm(x) · attn_norm; q = xb · Wqᵀ; k, v = xb · W{k,v}ᵀ written
+            // straight into cache slots slot0..slot0+n. (A fusing backend never writes xb;
+            // the norm is then inside this mark, not under its own.)
             if let Some(p) = self.profiler.as_mut() {
-                p.begin(be, OpKind::Norm);
+                p.begin(be, OpKind::MatmulQkv);
             }
-            if pending {
-                ops::add_rms_norm(
+            {
+                let (mut k, v) = self.kv.slots_mut(l, slot0, n);
+                let w_qkv = [lw.wq.view(), lw.wk.view(), lw.wv.view()];
+                let qkv = [m(&mut ws.q, t_q), k.reborrow(), v];
+                ops::rms_norm_matmul3(
                     be,
-                    m(&mut ws.x, t_dim),
-                    r(&ws.xb2, t_dim),
+                    r(&ws.x, t_dim),
                     lw.attn_norm.view(),
                     eps,
                     m(&mut ws.xb, t_dim),
+                    w_qkv,
+                    qkv,
                 )?;
-            } else {
-                ops::rms_norm(be, r(&ws.x, t_dim), lw.attn_norm.view(), eps, m(&mut ws.xb, t_dim))?;
-            }
-            if let Some(p) = self.profiler.as_mut() {
-                p.end(be, OpKind::Norm);
-                p.begin(be, OpKind::MatmulQkv);
-            }
-            // q = xb · Wqᵀ; k, v written straight into cache slots slot0..slot0+n
-            {
-                let (mut k, v) = self.kv.slots_mut(l, slot0, n);
-                let ws_qkv = [lw.wq.view(), lw.wk.view(), lw.wv.view()];
-                ops::matmul3(be, r(&ws.xb, t_dim), ws_qkv, [m(&mut ws.q, t_q), k.reborrow(), v])?;
                 if let Some(p) = self.profiler.as_mut() {
                     p.end(be, OpKind::MatmulQkv);
                     p.begin(be, OpKind::Rope);
@@ -366,62 +356,61 @@ impl<B: Backend> Llama<B> {
                 p.end(be, OpKind::Attention);
                 p.begin(be, OpKind::MatmulOut);
             }
-            // xb2 = att · Woᵀ
-            ops::matmul(be, lw.wo.view(), r(&ws.att, t_q), m(&mut ws.xb2, t_dim))?;
+            // x += att · Woᵀ (xb2: scratch where the backend composes the add)
+            ops::matmul_add(
+                be,
+                lw.wo.view(),
+                r(&ws.att, t_q),
+                m(&mut ws.xb2, t_dim),
+                m(&mut ws.x, t_dim),
+            )?;
             if let Some(p) = self.profiler.as_mut() {
                 p.end(be, OpKind::MatmulOut);
-                p.begin(be, OpKind::Norm);
+                p.begin(be, OpKind::MatmulFfn);
             }
 
             // ---- feed-forward ----
-            // x += xb2; xb = rms_norm(x) · ffn_norm
-            ops::add_rms_norm(
+            // xb = rms_norm(x) · ffn_norm; hb3 = silu(xb · Wgateᵀ) · (xb · Wupᵀ)   (n, ffn)
+            // (xb, hb, hb2: scratch where the backend composes; norm and swiglu then
+            // sit inside this mark.)
+            let (xn, gate, up) = (m(&mut ws.xb, t_dim), m(&mut ws.hb, t_ff), m(&mut ws.hb2, t_ff));
+            let (w_gate, w_up) = (lw.w_gate.view(), lw.w_up.view());
+            ops::rms_norm_matmul_swiglu(
                 be,
-                m(&mut ws.x, t_dim),
-                r(&ws.xb2, t_dim),
+                r(&ws.x, t_dim),
                 lw.ffn_norm.view(),
                 eps,
-                m(&mut ws.xb, t_dim),
-            )?;
-            if let Some(p) = self.profiler.as_mut() {
-                p.end(be, OpKind::Norm);
-                p.begin(be, OpKind::MatmulFfn);
-            }
-            // hb3 = silu(xb · Wgateᵀ) · (xb · Wupᵀ)                     (n, ffn)
-            // (hb, hb2 hold gate and up where the backend does not fuse; the swiglu is
-            // then inside this mark, not under its own.)
-            let (gate, up) = (m(&mut ws.hb, t_ff), m(&mut ws.hb2, t_ff));
-            ops::matmul_swiglu(
-                be,
-                r(&ws.xb, t_dim),
-                lw.w_gate.view(),
-                lw.w_up.view(),
+                xn,
+                w_gate,
+                w_up,
                 gate,
                 up,
                 m(&mut ws.hb3, t_ff),
             )?;
-            // xb2 = hb3 · Wdownᵀ (added to x by the next norm)
-            ops::matmul(be, lw.w_down.view(), r(&ws.hb3, t_ff), m(&mut ws.xb2, t_dim))?;
+            // x += hb3 · Wdownᵀ
+            ops::matmul_add(
+                be,
+                lw.w_down.view(),
+                r(&ws.hb3, t_ff),
+                m(&mut ws.xb2, t_dim),
+                m(&mut ws.x, t_dim),
+            )?;
             if let Some(p) = self.profiler.as_mut() {
                 p.end(be, OpKind::MatmulFfn);
             }
-            pending = true;
             if trace.is_some() {
-                ops::add(be, m(&mut ws.x, t_dim), r(&ws.xb2, t_dim))?;
-                pending = false;
                 let stage = alloc::format!("block.{l}");
                 self.trace(trace, &stage, false, n)?;
             }
         }
 
         // ---- head ----
-        // [x += xb2;] xb = rms_norm(x) · out_norm, only on the rows whose logits are
-        // wanted: all, or the last one.
+        // Only the rows whose logits are wanted: all, or the last one.
         let (first, rows) = if self.opts.all_logits { (0, n) } else { (n - 1, 1) };
         self.mark(OpKind::Norm, true);
         let ws = &mut self.ws;
         if trace.is_some() {
-            // The oracle wants the final norm of every row (the residual is already added).
+            // The oracle wants the final norm of every row.
             ops::rms_norm(
                 &mut self.backend,
                 r(&ws.x, t_dim),
@@ -430,24 +419,9 @@ impl<B: Backend> Llama<B> {
                 m(&mut ws.xb, t_dim),
             )?;
         } else {
-            let t_rows = Shape::d2(rows, dim);
-            let out = m(&mut ws.xb, f32v(t_rows));
-            let row0 = first * dim * 4;
-            if pending {
-                let x_rows = TensorMut::<B>::new(&mut ws.x, row0, DType::F32, t_rows);
-                let y_rows = TensorRef::<B>::new(&ws.xb2, row0, DType::F32, t_rows);
-                ops::add_rms_norm(
-                    &mut self.backend,
-                    x_rows,
-                    y_rows,
-                    self.weights.out_norm.view(),
-                    eps,
-                    out,
-                )?;
-            } else {
-                let x_rows = TensorRef::<B>::new(&ws.x, row0, DType::F32, t_rows);
-                ops::rms_norm(&mut self.backend, x_rows, self.weights.out_norm.view(), eps, out)?;
-            }
+            let x_rows = TensorRef::<B>::new(&ws.x, first * dim * 4, DType::F32, Shape::d2(rows, dim));
+            let out = m(&mut ws.xb, f32v(Shape::d2(rows, dim)));
+            ops::rms_norm(&mut self.backend, x_rows, self.weights.out_norm.view(), eps, out)?;
         }
         self.mark(OpKind::Norm, false);
         if trace.is_some() {

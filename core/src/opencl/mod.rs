@@ -191,7 +191,7 @@ const NT: usize = 4;
 const MAX_HD: usize = 256;
 
 /// Every kernel: (name, family file). Index = slot in `OpenClBackend::kernels`.
-const KERNELS: [(&str, &str); 33] = [
+const KERNELS: [(&str, &str); 32] = [
     ("add_f32", "add.cl"),
     ("silu_mul_f32", "silu_mul.cl"),
     ("rms_norm_f32", "rms_norm.cl"),
@@ -217,7 +217,6 @@ const KERNELS: [(&str, &str); 33] = [
     ("mul_mm_q4_0_f32", "mul_mm.cl"),
     ("mul_mm_q4_1_f32", "mul_mm.cl"),
     ("mul_mm_q8_0_f32", "mul_mm.cl"),
-    ("add_rms_norm_f32", "rms_norm.cl"),
     ("rope_qk_f32", "rope.cl"),
     ("mul_mv3_q4_0_f32", "mul_mv_fused.cl"),
     ("mul_mv3_q4_1_f32", "mul_mv_fused.cl"),
@@ -236,10 +235,9 @@ const K_GET_ROWS: usize = 6;
 const K_MUL_MV: usize = 12;
 const K_ATTN_COMBINE: usize = 18;
 const K_MUL_MM: usize = 19;
-const K_ADD_RMS_NORM: usize = 25;
-const K_ROPE_QK: usize = 26;
-const K_MUL_MV3: usize = 27;
-const K_MUL_MV_SWIGLU: usize = 30;
+const K_ROPE_QK: usize = 25;
+const K_MUL_MV3: usize = 26;
+const K_MUL_MV_SWIGLU: usize = 29;
 /// Flush the queue after this many enqueued kernels, so the device starts on a token's
 /// first layers while the host still enqueues the last ones (NVIDIA's driver otherwise
 /// holds the work until the blocking logits read).
@@ -602,6 +600,48 @@ fn round_up(n: usize, m: usize) -> usize {
     n.div_ceil(m) * m
 }
 
+impl OpenClBackend {
+    /// `y = x · wᵀ`, or `y += x · wᵀ` with `accumulate` (mul_mv or, from
+    /// `mm_min_tok` tokens on, mul_mm).
+    fn mat(
+        &mut self,
+        w: TensorRef<'_, Self>,
+        x: TensorRef<'_, Self>,
+        y: TensorMut<'_, Self>,
+        accumulate: bool,
+    ) -> Result<()> {
+        let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
+        let n_tok = x.shape.rows();
+        if n_tok == 0 || n_out == 0 {
+            return Ok(());
+        }
+        let slot = K_MUL_MV
+            + weight_slot(w.dtype).ok_or(Error::DType {
+                op: "matmul",
+                what: "weight",
+                dtype: w.dtype,
+            })?;
+        let y_mem = writable(y.buf, "opencl matmul output")?;
+        if n_tok >= self.mm_min_tok {
+            let slot = slot - K_MUL_MV + K_MUL_MM;
+            args!(&self.kernels[slot]; w.buf.mem(), w.offset as u64, x.buf.mem(), el(x.offset), y_mem,
+                el(y.offset), n_in as u32, n_out as u32, n_tok as u32, accumulate as u32);
+            return self.launch(
+                slot,
+                &[n_out.div_ceil(MM_ROWS) * MM_LWS, n_tok.div_ceil(MM_TOKS) * MM_LWS],
+                Some(&[MM_LWS, MM_LWS]),
+            );
+        }
+        args!(&self.kernels[slot]; w.buf.mem(), w.offset as u64, x.buf.mem(), el(x.offset), y_mem, el(y.offset),
+            n_in as u32, n_out as u32, n_tok as u32, accumulate as u32);
+        self.launch(
+            slot,
+            &[n_out * self.mv_lws, n_tok.div_ceil(NT)],
+            Some(&[self.mv_lws, 1]),
+        )
+    }
+}
+
 impl Backend for OpenClBackend {
     type Buffer = ClBuffer;
 
@@ -820,35 +860,17 @@ impl Backend for OpenClBackend {
     }
 
     fn matmul(&mut self, w: TensorRef<'_, Self>, x: TensorRef<'_, Self>, y: TensorMut<'_, Self>) -> Result<()> {
-        let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
-        let n_tok = x.shape.rows();
-        if n_tok == 0 || n_out == 0 {
-            return Ok(());
-        }
-        let slot = K_MUL_MV
-            + weight_slot(w.dtype).ok_or(Error::DType {
-                op: "matmul",
-                what: "weight",
-                dtype: w.dtype,
-            })?;
-        let y_mem = writable(y.buf, "opencl matmul output")?;
-        if n_tok >= self.mm_min_tok {
-            let slot = slot - K_MUL_MV + K_MUL_MM;
-            args!(&self.kernels[slot]; w.buf.mem(), w.offset as u64, x.buf.mem(), el(x.offset), y_mem,
-                el(y.offset), n_in as u32, n_out as u32, n_tok as u32);
-            return self.launch(
-                slot,
-                &[n_out.div_ceil(MM_ROWS) * MM_LWS, n_tok.div_ceil(MM_TOKS) * MM_LWS],
-                Some(&[MM_LWS, MM_LWS]),
-            );
-        }
-        args!(&self.kernels[slot]; w.buf.mem(), w.offset as u64, x.buf.mem(), el(x.offset), y_mem, el(y.offset),
-            n_in as u32, n_out as u32, n_tok as u32);
-        self.launch(
-            slot,
-            &[n_out * self.mv_lws, n_tok.div_ceil(NT)],
-            Some(&[self.mv_lws, 1]),
-        )
+        self.mat(w, x, y, false)
+    }
+
+    fn matmul_add(
+        &mut self,
+        w: TensorRef<'_, Self>,
+        x: TensorRef<'_, Self>,
+        _tmp: TensorMut<'_, Self>,
+        y: TensorMut<'_, Self>,
+    ) -> Result<()> {
+        self.mat(w, x, y, true)
     }
 
     fn rms_norm(
@@ -966,26 +988,6 @@ impl Backend for OpenClBackend {
         self.launch(K_ADD, &[round_up(n, 64)], None)
     }
 
-    fn add_rms_norm(
-        &mut self,
-        x: TensorMut<'_, Self>,
-        y: TensorRef<'_, Self>,
-        w: TensorRef<'_, Self>,
-        eps: f32,
-        out: TensorMut<'_, Self>,
-    ) -> Result<()> {
-        let n = x.shape.row_len();
-        let rows = x.shape.rows();
-        if rows == 0 || n == 0 {
-            return Ok(());
-        }
-        let xm = writable(x.buf, "opencl add_rms_norm residual")?;
-        let o = writable(out.buf, "opencl add_rms_norm output")?;
-        args!(&self.kernels[K_ADD_RMS_NORM]; xm, el(x.offset), y.buf.mem(), el(y.offset), w.buf.mem(),
-            el(w.offset), o, el(out.offset), n as u32, eps);
-        self.launch(K_ADD_RMS_NORM, &[rows * self.lws], Some(&[self.lws]))
-    }
-
     fn rope_qk(
         &mut self,
         q: TensorMut<'_, Self>,
@@ -1010,9 +1012,12 @@ impl Backend for OpenClBackend {
         self.launch(K_ROPE_QK, &[hd / 2, hq + hk, n_tok], None)
     }
 
-    fn matmul3(
+    fn rms_norm_matmul3(
         &mut self,
         x: TensorRef<'_, Self>,
+        norm_w: TensorRef<'_, Self>,
+        eps: f32,
+        xn: TensorMut<'_, Self>,
         ws: [TensorRef<'_, Self>; 3],
         ys: [TensorMut<'_, Self>; 3],
     ) -> Result<()> {
@@ -1021,7 +1026,7 @@ impl Backend for OpenClBackend {
         let fused = fused_slot(ws[0].dtype)
             .filter(|_| n_tok > 0 && n_tok < self.mm_min_tok && ws.iter().all(|w| w.dtype == ws[0].dtype));
         let Some(f) = fused else {
-            return crate::backend::matmul3_composed(self, x, ws, ys);
+            return crate::backend::rms_norm_matmul3_composed(self, x, norm_w, eps, xn, ws, ys);
         };
         let slot = K_MUL_MV3 + f;
         let n: [usize; 3] = core::array::from_fn(|i| ws[i].shape.dims()[0]);
@@ -1032,9 +1037,9 @@ impl Backend for OpenClBackend {
             writable(y2.buf, "opencl matmul output")?,
         );
         args!(&self.kernels[slot]; ws[0].buf.mem(), ws[0].offset as u64, ws[1].buf.mem(), ws[1].offset as u64,
-            ws[2].buf.mem(), ws[2].offset as u64, x.buf.mem(), el(x.offset), m0, el(y0.offset), m1,
-            el(y1.offset), m2, el(y2.offset), n_in as u32, n[0] as u32, n[1] as u32, n[2] as u32,
-            n_tok as u32);
+            ws[2].buf.mem(), ws[2].offset as u64, x.buf.mem(), el(x.offset), norm_w.buf.mem(), el(norm_w.offset),
+            eps, m0, el(y0.offset), m1, el(y1.offset), m2, el(y2.offset), n_in as u32, n[0] as u32,
+            n[1] as u32, n[2] as u32, n_tok as u32);
         self.launch(
             slot,
             &[(n[0] + n[1] + n[2]) * self.mv_lws, n_tok.div_ceil(NT)],
@@ -1042,9 +1047,12 @@ impl Backend for OpenClBackend {
         )
     }
 
-    fn matmul_swiglu(
+    fn rms_norm_matmul_swiglu(
         &mut self,
         x: TensorRef<'_, Self>,
+        norm_w: TensorRef<'_, Self>,
+        eps: f32,
+        xn: TensorMut<'_, Self>,
         w_gate: TensorRef<'_, Self>,
         w_up: TensorRef<'_, Self>,
         gate: TensorMut<'_, Self>,
@@ -1057,12 +1065,15 @@ impl Backend for OpenClBackend {
         let fused = fused_slot(w_gate.dtype)
             .filter(|_| n_tok > 0 && n_out > 0 && n_tok < self.mm_min_tok && w_up.dtype == w_gate.dtype);
         let Some(f) = fused else {
-            return crate::backend::matmul_swiglu_composed(self, x, w_gate, w_up, gate, up, out);
+            return crate::backend::rms_norm_matmul_swiglu_composed(
+                self, x, norm_w, eps, xn, w_gate, w_up, gate, up, out,
+            );
         };
         let slot = K_MUL_MV_SWIGLU + f;
         let o = writable(out.buf, "opencl matmul_swiglu output")?;
         args!(&self.kernels[slot]; w_gate.buf.mem(), w_gate.offset as u64, w_up.buf.mem(), w_up.offset as u64,
-            x.buf.mem(), el(x.offset), o, el(out.offset), n_in as u32, n_out as u32, n_tok as u32);
+            x.buf.mem(), el(x.offset), norm_w.buf.mem(), el(norm_w.offset), eps, o, el(out.offset),
+            n_in as u32, n_out as u32, n_tok as u32);
         self.launch(
             slot,
             &[n_out * self.mv_lws, n_tok.div_ceil(NT)],
