@@ -95,16 +95,21 @@ inline void dot_q8_0(__global const uchar *wr, __global const float *xt,
     }
 }
 
-// Sums acc[j] over the work-group into red[j * LWS] (every work-item must call it).
-inline void reduce_nt(__local float *red, const float *acc, const uint lid) {
+// Sums acc[j] over the work-group into red[j * LWS] for j < nt (every work-item must
+// call it; the j loops stay unrolled so acc stays in registers).
+inline void reduce_nt(__local float *red, const float *acc, const uint nt, const uint lid) {
     for (uint j = 0; j < NT; j++) {
-        red[j * LWS + lid] = acc[j];
+        if (j < nt) {
+            red[j * LWS + lid] = acc[j];
+        }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     for (uint r = LWS / 2; r > 0; r >>= 1) {
         if (lid < r) {
             for (uint j = 0; j < NT; j++) {
-                red[j * LWS + lid] += red[j * LWS + lid + r];
+                if (j < nt) {
+                    red[j * LWS + lid] += red[j * LWS + lid + r];
+                }
             }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -124,9 +129,9 @@ inline void rms_scale(__local float *red, __global const float *xt, const uint n
             }
         }
     }
-    reduce_nt(red, ss, lid);
+    reduce_nt(red, ss, nt, lid);
     for (uint j = 0; j < NT; j++) {
-        r[j] = 1.0f / sqrt(red[j * LWS] / (float)n_in + eps);
+        r[j] = j < nt ? 1.0f / sqrt(red[j * LWS] / (float)n_in + eps) : 0.0f;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 }
@@ -165,7 +170,7 @@ __kernel void mul_mv3_##T##_f32(__global const uchar *w0, const ulong w0_off,   
     for (uint j = 0; j < NT; j++) acc[j] = 0.0f;                                          \
     dot_##T(w + (ulong)row * (n_in / 32) * BLOCK_BYTES, xt, nw + nw_off, n_in, nt, lid,   \
             acc);                                                                         \
-    reduce_nt(red, acc, lid);                                                             \
+    reduce_nt(red, acc, nt, lid);                                                         \
     for (uint j = lid; j < nt; j += LWS) {                                                \
         y[(ulong)(t0 + j) * n_out + row] = r[j] * red[j * LWS];                           \
     }                                                                                     \
@@ -194,8 +199,8 @@ __kernel void mul_mv_swiglu_##T##_f32(__global const uchar *wg, const ulong wg_o
     for (uint j = 0; j < NT; j++) { ag[j] = 0.0f; au[j] = 0.0f; }                         \
     dot_##T(wg + wg_off + rb, xt, nw + nw_off, n_in, nt, lid, ag);                        \
     dot_##T(wu + wu_off + rb, xt, nw + nw_off, n_in, nt, lid, au);                        \
-    reduce_nt(red_g, ag, lid);                                                            \
-    reduce_nt(red_u, au, lid);                                                            \
+    reduce_nt(red_g, ag, nt, lid);                                                        \
+    reduce_nt(red_u, au, nt, lid);                                                        \
     for (uint j = lid; j < nt; j += LWS) {                                                \
         const float g = r[j] * red_g[j * LWS];                                            \
         const float u = r[j] * red_u[j * LWS];                                            \

@@ -51,13 +51,17 @@ __kernel void mul_mv_q4_0_f32(__global const uchar *w, const ulong w_off,
     }
 
     for (uint j = 0; j < NT; j++) {
-        red[j * LWS + lid] = acc[j];
+        if (j < nt) {
+            red[j * LWS + lid] = acc[j];
+        }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     for (uint r = LWS / 2; r > 0; r >>= 1) {
         if (lid < r) {
             for (uint j = 0; j < NT; j++) {
-                red[j * LWS + lid] += red[j * LWS + lid + r];
+                if (j < nt) {
+                    red[j * LWS + lid] += red[j * LWS + lid + r];
+                }
             }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
