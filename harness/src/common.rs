@@ -184,8 +184,11 @@ pub fn gguf_tokenizer(f: &GgufFile) -> Result<Option<Tokenizer>> {
 }
 
 /// Applies the thread count to a CPU backend.
-pub fn set_threads(be: CpuBackend, _threads: usize) -> CpuBackend {
-    be
+pub fn set_threads(be: CpuBackend, threads: usize) -> CpuBackend {
+    if be.threads() == threads {
+        return be;
+    }
+    CpuBackend::with_threads(be.kernels().isa, threads).unwrap_or(be)
 }
 
 /// Parses `--prompt-ids 1,2,3`.

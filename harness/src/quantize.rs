@@ -251,7 +251,13 @@ fn from_hf(dir: &Path, out: &Path, main: DType, pure: bool) -> Result<()> {
 fn add_tokenizer(w: &mut GgufWriter<'_>, dir: &Path, c: &LlamaConfig) -> Result<()> {
     let p = dir.join("tokenizer.json");
     let Ok(text) = std::fs::read_to_string(&p) else {
-        eprintln!("note: {} not found; the GGUF gets no tokenizer", p.display());
+        // llama.cpp refuses a file without `tokenizer.ggml.model`; "no_vocab" is its
+        // marker for a model that runs on token ids alone.
+        eprintln!(
+            "note: {} not found; the GGUF gets no vocabulary (tokenizer.ggml.model = no_vocab)",
+            p.display()
+        );
+        w.add("tokenizer.ggml.model", Value::Str("no_vocab".into()))?;
         return Ok(());
     };
     let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
@@ -312,6 +318,18 @@ fn add_tokenizer(w: &mut GgufWriter<'_>, dir: &Path, c: &LlamaConfig) -> Result<
         Value::Array(Array::Str(a))
     };
     w.add("tokenizer.ggml.model", Value::Str("gpt2".into()))?;
+    // llama.cpp names pre-tokenizers instead of storing them; recognise the two we know.
+    let pre = v["pre_tokenizer"].to_string();
+    let pre_name = if pre.contains("\"individual_digits\":true") {
+        Some("smollm")
+    } else if pre.contains("\\p{N}{1,3}") {
+        Some("llama-bpe")
+    } else {
+        None
+    };
+    if let Some(p) = pre_name {
+        w.add("tokenizer.ggml.pre", Value::Str(p.into()))?;
+    }
     w.add("tokenizer.ggml.tokens", strs(&toks))?;
     w.add("tokenizer.ggml.token_type", Value::Array(Array::I32(types)))?;
     w.add("tokenizer.ggml.merges", strs(&merges))?;
@@ -320,6 +338,16 @@ fn add_tokenizer(w: &mut GgufWriter<'_>, dir: &Path, c: &LlamaConfig) -> Result<
     }
     if let Some(e) = c.eos {
         w.add("tokenizer.ggml.eos_token_id", Value::U32(e))?;
+    }
+    // Chat template and BOS policy live in tokenizer_config.json.
+    if let Ok(t) = std::fs::read_to_string(dir.join("tokenizer_config.json")) {
+        let tc: serde_json::Value = serde_json::from_str(&t).with_context(|| format!("parsing {}/tokenizer_config.json", dir.display()))?;
+        if let Some(tmpl) = tc["chat_template"].as_str() {
+            w.add("tokenizer.chat_template", Value::Str(tmpl.to_string()))?;
+        }
+        if let Some(b) = tc["add_bos_token"].as_bool() {
+            w.add("tokenizer.ggml.add_bos_token", Value::Bool(b))?;
+        }
     }
     Ok(())
 }

@@ -1,11 +1,25 @@
 //! The kernel table: the hot CPU kernels as function pointers, picked once per backend.
 //!
-//! Every entry has a scalar twin (in `crate::quant` / `crate::quant::dot`) with the same
-//! signature; an ISA constructor returns `None` when the CPU lacks its features, so a
-//! table always holds kernels this CPU can run.
+//! Every entry has a scalar twin with the same signature (`crate::quant` for the
+//! quantizers, `crate::quant::dot` for the dots, `cpu::scalar::gemv_*` for the many-row
+//! kernels); an ISA constructor returns `None` when the CPU lacks its features, so a
+//! table always holds kernels this CPU can run. `cpu::tests` checks every table this
+//! CPU supports against the twins.
+//!
+//! Coverage (entries not listed run a vectorized kernel of that ISA):
+//! * `Avx512`: `vec_dot_q8_0_q8_0` and the `gemv_*` entries are the AVX2 kernels (they
+//!   measured faster on the Intel core we have; see `docs/perf-notes.md`); VNNI Q4 dots
+//!   when `avx512vnni` is present.
+//! * `Neon` / `NeonDotprod`: `vec_dot_f16_f32` is the scalar twin (f16 vector types are
+//!   not stable Rust).
+//! * `NeonI8mm`: not implemented; `for_isa` returns `None`.
+//!
+//! Detection (`is_x86_feature_detected!`, `is_aarch64_feature_detected!`) needs `std`: a
+//! `no_std` build has the scalar table only.
 
 use half::{bf16, f16};
 
+use super::scalar;
 use crate::quant::dot;
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
@@ -58,6 +72,13 @@ pub struct Kernels {
     pub vec_dot_f16_f32: fn(&[f16], &[f32]) -> f32,
     pub vec_dot_bf16_f32: fn(&[bf16], &[f32]) -> f32,
     pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
+    /// `y[r] = vec_dot(w[r·nb..(r+1)·nb], x)` for every `r in 0..y.len()`, with
+    /// `nb = x.len()`: many weight rows against one activation row in one call, so SIMD
+    /// versions can share the activation loads and scale conversions across rows.
+    /// Scalar twins: `cpu::scalar::gemv_*` (rows through the scalar `vec_dot`).
+    pub gemv_q4_0_q8_0: fn(&[BlockQ4_0], &[BlockQ8_0], &mut [f32]),
+    pub gemv_q4_1_q8_1: fn(&[BlockQ4_1], &[BlockQ8_1], &mut [f32]),
+    pub gemv_q8_0_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0], &mut [f32]),
 }
 
 impl Kernels {
@@ -73,6 +94,9 @@ impl Kernels {
             vec_dot_f16_f32: dot::vec_dot_f16_f32,
             vec_dot_bf16_f32: dot::vec_dot_bf16_f32,
             vec_dot_f32: dot::vec_dot_f32,
+            gemv_q4_0_q8_0: scalar::gemv_q4_0_q8_0,
+            gemv_q4_1_q8_1: scalar::gemv_q4_1_q8_1,
+            gemv_q8_0_q8_0: scalar::gemv_q8_0_q8_0,
         }
     }
 
@@ -80,6 +104,14 @@ impl Kernels {
     pub fn for_isa(isa: Isa) -> Option<Kernels> {
         match isa {
             Isa::Scalar => Some(Kernels::scalar()),
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            Isa::Avx2 => super::x86_64::avx2::kernels(),
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            Isa::Avx512 => super::x86_64::avx512::kernels(),
+            #[cfg(all(feature = "std", target_arch = "aarch64"))]
+            Isa::Neon | Isa::NeonDotprod | Isa::NeonI8mm => super::aarch64::kernels(isa),
+            // Feature detection needs `std`; other targets have no SIMD table.
+            #[allow(unreachable_patterns)]
             _ => None,
         }
     }

@@ -10,9 +10,23 @@
 //!
 //! Scratch (activation quantization for the integer dot products, attention scores) is
 //! reserved by [`Backend::reserve`]; ops allocate nothing.
+//!
+//! Threads: a persistent [`pool::ThreadPool`] (`CpuBackend::with_threads`; default: the
+//! machine's available parallelism). `matmul` splits its output into tiles of output
+//! columns × tokens, each written by one task; prefill activation quantization splits
+//! tokens; `attention` splits heads. Everything else runs on the caller's thread.
 
 pub mod kernels;
+pub mod pool;
 pub mod scalar;
+
+#[cfg(all(feature = "std", target_arch = "aarch64"))]
+mod aarch64;
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod x86_64;
+
+#[cfg(test)]
+mod tests;
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -27,6 +41,8 @@ use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 use crate::tensor::{TensorMut, TensorRef};
 
 pub use kernels::{Isa, Kernels};
+use pool::Grid;
+pub use pool::ThreadPool;
 
 #[repr(C, align(64))]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -67,28 +83,36 @@ impl CpuBuffer {
 /// The CPU backend.
 pub struct CpuBackend {
     k: Kernels,
+    pool: ThreadPool,
     /// Activation rows quantized to Q8_0 (Q4_0 / Q8_0 weights).
     q8_0: Vec<BlockQ8_0>,
     /// Activation rows quantized to Q8_1 (Q4_1 weights).
     q8_1: Vec<BlockQ8_1>,
-    /// Attention scores for one query row.
+    /// Attention scores: one row of `max_ctx` per query head (heads run in parallel).
     scores: Vec<f32>,
     /// One dequantized row (get_rows of quantized tables is row by row).
     row: Vec<f32>,
 }
 
 impl CpuBackend {
-    /// The backend with the best ISA this CPU supports.
+    /// The backend with the best ISA this CPU supports and one thread per available
+    /// core ([`default_threads`]).
     pub fn new() -> CpuBackend {
-        CpuBackend::with_kernels(Kernels::detect())
+        CpuBackend::with_kernels(Kernels::detect(), default_threads())
     }
-    /// The backend with a forced ISA; `None` when this CPU lacks it.
+    /// The backend with a forced ISA (default thread count); `None` when this CPU lacks it.
     pub fn with_isa(isa: Isa) -> Option<CpuBackend> {
-        Kernels::for_isa(isa).map(CpuBackend::with_kernels)
+        CpuBackend::with_threads(isa, default_threads())
     }
-    fn with_kernels(k: Kernels) -> CpuBackend {
+    /// The backend with a forced ISA and `threads` threads in all (the calling thread is
+    /// one of them; 0 means 1); `None` when this CPU lacks the ISA.
+    pub fn with_threads(isa: Isa, threads: usize) -> Option<CpuBackend> {
+        Kernels::for_isa(isa).map(|k| CpuBackend::with_kernels(k, threads))
+    }
+    fn with_kernels(k: Kernels, threads: usize) -> CpuBackend {
         CpuBackend {
             k,
+            pool: ThreadPool::new(threads),
             q8_0: Vec::new(),
             q8_1: Vec::new(),
             scores: Vec::new(),
@@ -98,6 +122,125 @@ impl CpuBackend {
     pub fn kernels(&self) -> &Kernels {
         &self.k
     }
+    /// Threads that run ops (workers + the caller).
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+    /// Replaces the thread pool with one of `threads` threads (0 means 1). Setup-time
+    /// only: it spawns threads (and joins the old ones).
+    pub fn set_threads(&mut self, threads: usize) {
+        if threads.max(1) != self.pool.threads() {
+            self.pool = ThreadPool::new(threads);
+        }
+    }
+}
+
+/// The scale of one Q8 block for the SIMD quantizers (`d = amax / 127`, `id = 1/d`, as
+/// the scalar reference), or `None` when the block must go to the scalar quantizer: an
+/// input is NaN or infinite, or `1/d` overflows — then SIMD lanes and the scalar code
+/// would disagree on how a non-finite product converts to i8.
+#[allow(dead_code)]
+#[inline]
+pub(crate) fn q8_simd_scale(amax: f32, any_nan: bool) -> Option<(f32, f32)> {
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    if any_nan || !amax.is_finite() || !id.is_finite() {
+        None
+    } else {
+        Some((d, id))
+    }
+}
+
+/// The four weight rows starting at row `r` (each `nb` units), for the four-row kernels.
+#[allow(dead_code)]
+#[inline]
+pub(crate) fn rows4<T>(w: &[T], r: usize, nb: usize) -> [&[T]; 4] {
+    let w = &w[r * nb..(r + 4) * nb];
+    [&w[..nb], &w[nb..2 * nb], &w[2 * nb..3 * nb], &w[3 * nb..]]
+}
+
+/// The default thread count: `std::thread::available_parallelism` (1 without `std` or
+/// when it is unknown).
+pub fn default_threads() -> usize {
+    #[cfg(feature = "std")]
+    {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        1
+    }
+}
+
+/// How a matmul's `[n_tok, n_out]` output is cut into tasks. Decode (one token): about
+/// four column tiles per thread (multiples of 16 output rows, so small matvecs are not
+/// shredded; one tile with one thread). Prefill: tokens in tiles of 16, and column tiles
+/// capped so a tile's weights (≈ 128 KiB, `w_row_bytes` per output) stay cache-resident
+/// while the tile's tokens run over them — each weight byte then comes from memory
+/// once per 16 tokens, not once per token.
+fn matmul_grid(n_out: usize, n_tok: usize, threads: usize, w_row_bytes: usize) -> Grid {
+    let mut col_tile = if threads <= 1 {
+        n_out
+    } else {
+        n_out.div_ceil(4 * threads).next_multiple_of(16)
+    };
+    if n_tok > 1 {
+        let fit = (128 * 1024 / w_row_bytes.max(1)) / 16 * 16;
+        col_tile = col_tile.min(fit.max(16));
+    }
+    Grid {
+        rows: n_tok,
+        cols: n_out,
+        row_tile: n_tok.clamp(1, 16),
+        col_tile: col_tile.max(1),
+    }
+}
+
+/// Many weight rows against one activation row (see `Kernels::gemv_q4_0_q8_0`).
+type RowsFn<'a, W, X> = dyn Fn(&[W], &[X], &mut [f32]) + Sync + 'a;
+
+/// `y[t, o] = Σ w_row(o) · x_row(t)` ([n_tok, n_out] row-major), tiled over the pool.
+/// Rows are `nb` units (blocks or elements). `gemv(w_rows, x_row, y_part)` computes one
+/// token's outputs for a range of weight rows (a `Kernels::gemv_*` entry, or the row loop
+/// over a `vec_dot`); within a tile each token runs over the tile's weight rows, which
+/// stay cache-resident across the tile's tokens.
+#[allow(clippy::too_many_arguments)]
+fn matmul_par<W: Sync, X: Sync>(
+    pool: &mut ThreadPool,
+    w: &[W],
+    x: &[X],
+    y: &mut [f32],
+    n_out: usize,
+    n_tok: usize,
+    nb: usize,
+    gemv: &RowsFn<'_, W, X>,
+) {
+    let grid = matmul_grid(n_out, n_tok, pool.threads(), nb * core::mem::size_of::<W>());
+    pool.run_tiles(y, grid, &mut [0u8; 0], 0, &|mut tile, _| {
+        let cols = tile.cols();
+        let wt = &w[cols.start * nb..cols.end * nb];
+        for t in tile.rows() {
+            gemv(wt, &x[t * nb..(t + 1) * nb], tile.row(t));
+        }
+    });
+}
+
+/// Quantizes the `n_tok` rows of `xs` (`n_in` floats each) into `xq` (`nb` blocks each);
+/// rows are split over the pool when there are several.
+fn quantize_rows<B: Send>(pool: &mut ThreadPool, xs: &[f32], xq: &mut [B], n_in: usize, q: fn(&[f32], &mut [B])) {
+    let nb = n_in / 32;
+    let n_tok = xq.len() / nb.max(1);
+    let grid = Grid {
+        rows: n_tok,
+        cols: nb,
+        row_tile: n_tok.div_ceil(pool.threads()).max(1),
+        col_tile: nb.max(1),
+    };
+    pool.run_tiles(xq, grid, &mut [0u8; 0], 0, &|mut tile, _| {
+        for t in tile.rows() {
+            q(&xs[t * n_in..(t + 1) * n_in], tile.row(t));
+        }
+    });
 }
 
 impl Default for CpuBackend {
@@ -211,7 +354,7 @@ impl Backend for CpuBackend {
         let blocks = r.max_tokens * r.max_row.div_ceil(32);
         grow(&mut self.q8_0, blocks);
         grow(&mut self.q8_1, blocks);
-        grow(&mut self.scores, r.max_ctx);
+        grow(&mut self.scores, r.max_ctx * r.n_head.max(1));
         grow(&mut self.row, r.max_row);
         Ok(())
     }
@@ -239,47 +382,47 @@ impl Backend for CpuBackend {
         let xs = f32s(view(&x));
         let ys = f32s_mut(view_mut(y)?);
         let nb = n_in / 32;
-        let k = &self.k;
+        let k = self.k;
+        let pool = &mut self.pool;
+        const UNRESERVED: &str = "matmul: scratch not reserved for this batch (call reserve)";
         match w.dtype {
             DType::Q4_0 | DType::Q8_0 => {
                 if self.q8_0.len() < n_tok * nb {
-                    return Err(Error::invalid(
-                        "matmul: scratch not reserved for this batch (call reserve)",
-                    ));
+                    return Err(Error::invalid(UNRESERVED));
                 }
                 let xq = &mut self.q8_0[..n_tok * nb];
-                for (xr, qr) in xs.chunks_exact(n_in).zip(xq.chunks_exact_mut(nb)) {
-                    (k.quantize_row_q8_0)(xr, qr);
-                }
+                quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_0);
                 if w.dtype == DType::Q4_0 {
                     let wq: &[BlockQ4_0] = bytemuck::cast_slice(wb);
-                    scalar::matmul_blocks(wq, xq, ys, n_out, n_tok, nb, k.vec_dot_q4_0_q8_0);
+                    matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q4_0_q8_0);
                 } else {
                     let wq: &[BlockQ8_0] = bytemuck::cast_slice(wb);
-                    scalar::matmul_blocks(wq, xq, ys, n_out, n_tok, nb, k.vec_dot_q8_0_q8_0);
+                    matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q8_0_q8_0);
                 }
             }
             DType::Q4_1 => {
                 if self.q8_1.len() < n_tok * nb {
-                    return Err(Error::invalid(
-                        "matmul: scratch not reserved for this batch (call reserve)",
-                    ));
+                    return Err(Error::invalid(UNRESERVED));
                 }
                 let xq = &mut self.q8_1[..n_tok * nb];
-                for (xr, qr) in xs.chunks_exact(n_in).zip(xq.chunks_exact_mut(nb)) {
-                    (k.quantize_row_q8_1)(xr, qr);
-                }
+                quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_1);
                 let wq: &[BlockQ4_1] = bytemuck::cast_slice(wb);
-                scalar::matmul_blocks(wq, xq, ys, n_out, n_tok, nb, k.vec_dot_q4_1_q8_1);
+                matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q4_1_q8_1);
             }
-            DType::F32 => scalar::matmul_blocks(f32s(wb), xs, ys, n_out, n_tok, n_in, k.vec_dot_f32),
+            DType::F32 => matmul_par(pool, f32s(wb), xs, ys, n_out, n_tok, n_in, &|w, x, y| {
+                scalar::gemv(w, x, y, k.vec_dot_f32)
+            }),
             DType::F16 => {
                 let wf: &[f16] = bytemuck::cast_slice(wb);
-                scalar::matmul_blocks(wf, xs, ys, n_out, n_tok, n_in, k.vec_dot_f16_f32)
+                matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, &|w, x, y| {
+                    scalar::gemv(w, x, y, k.vec_dot_f16_f32)
+                })
             }
             DType::BF16 => {
                 let wf: &[bf16] = bytemuck::cast_slice(wb);
-                scalar::matmul_blocks(wf, xs, ys, n_out, n_tok, n_in, k.vec_dot_bf16_f32)
+                matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, &|w, x, y| {
+                    scalar::gemv(w, x, y, k.vec_dot_bf16_f32)
+                })
             }
             DType::Q8_1 => {
                 return Err(Error::DType {
@@ -346,7 +489,25 @@ impl Backend for CpuBackend {
         }
         let (qs, ks, vs) = (f32s(view(&q)), f32s(view(&k)), f32s(view(&v)));
         let os = f32s_mut(view_mut(out)?);
-        scalar::attention(qs, ks, vs, os, &mut self.scores, p, n_tok);
+        if self.scores.len() < ctx * p.n_head {
+            // Reserved without `n_head`: one scores row only, so heads run in turn.
+            scalar::attention(qs, ks, vs, os, &mut self.scores, p, n_tok);
+            return Ok(());
+        }
+        // One task per query head: its column tile of `out` ([n_tok, n_head * hd]) and
+        // its own row of `scores`.
+        let grid = Grid {
+            rows: n_tok,
+            cols: p.n_head * p.head_dim,
+            row_tile: n_tok.max(1),
+            col_tile: p.head_dim.max(1),
+        };
+        self.pool.run_tiles(os, grid, &mut self.scores, ctx, &|mut tile, sc| {
+            let h = tile.cols().start / p.head_dim;
+            for t in tile.rows() {
+                scalar::attend_one(qs, ks, vs, p, t, h, sc, tile.row(t));
+            }
+        });
         Ok(())
     }
 

@@ -3,6 +3,30 @@
 
 use crate::backend::{AttnParams, RopeStyle};
 use crate::math;
+use crate::quant::{dot, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+
+/// `y[r] = dot(w[r·nb..(r+1)·nb], x)` for every `r in 0..y.len()`, `nb = x.len()`:
+/// the row loop every `gemv_*` kernel entry is defined by.
+#[inline]
+pub fn gemv<W, X>(w: &[W], x: &[X], y: &mut [f32], dot: impl Fn(&[W], &[X]) -> f32) {
+    let nb = x.len();
+    for (r, yr) in y.iter_mut().enumerate() {
+        *yr = dot(&w[r * nb..(r + 1) * nb], x);
+    }
+}
+
+/// Scalar twin of `Kernels::gemv_q4_0_q8_0`.
+pub fn gemv_q4_0_q8_0(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    gemv(w, x, y, dot::vec_dot_q4_0_q8_0)
+}
+/// Scalar twin of `Kernels::gemv_q4_1_q8_1`.
+pub fn gemv_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
+    gemv(w, x, y, dot::vec_dot_q4_1_q8_1)
+}
+/// Scalar twin of `Kernels::gemv_q8_0_q8_0`.
+pub fn gemv_q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    gemv(w, x, y, dot::vec_dot_q8_0_q8_0)
+}
 
 /// `y[t, o] = dot(w_row(o), x_row(t))` where rows are `nb` units (blocks or elements).
 /// Weight-row-outer order so each weight row is read once per batch.
@@ -70,29 +94,47 @@ pub fn swiglu(g: &[f32], u: &[f32], out: &mut [f32]) {
 }
 
 /// Causal GQA attention; see `Backend::attention`. `scores` holds ≥ n_past + n_tok.
+/// The serial reference: every (token, head) pair through [`attend_one`].
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], scores: &mut [f32], p: AttnParams, n_tok: usize) {
+    let hd = p.head_dim;
+    for t in 0..n_tok {
+        for h in 0..p.n_head {
+            let oh = &mut out[(t * p.n_head + h) * hd..][..hd];
+            attend_one(q, k, v, p, t, h, scores, oh);
+        }
+    }
+}
+
+/// Attention of query head `h` of batch token `t` over cache slots `0..=n_past + t`,
+/// written to `oh` (`head_dim` floats). `scores` holds ≥ n_past + t + 1.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_one(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    p: AttnParams,
+    t: usize,
+    h: usize,
+    scores: &mut [f32],
+    oh: &mut [f32],
+) {
     let hd = p.head_dim;
     let group = p.n_head / p.n_kv_head;
     let kv_stride = p.n_kv_head * hd;
-    for t in 0..n_tok {
-        let n_ctx = p.n_past + t + 1;
-        for h in 0..p.n_head {
-            let kvh = h / group;
-            let qh = &q[(t * p.n_head + h) * hd..][..hd];
-            let sc = &mut scores[..n_ctx];
-            for (s, slot) in sc.iter_mut().zip(0..n_ctx) {
-                let kr = &k[slot * kv_stride + kvh * hd..][..hd];
-                *s = qh.iter().zip(kr).fold(0.0f32, |a, (x, y)| a + x * y) * p.scale;
-            }
-            softmax(sc);
-            let oh = &mut out[(t * p.n_head + h) * hd..][..hd];
-            oh.fill(0.0);
-            for (slot, &w) in sc.iter().enumerate() {
-                let vr = &v[slot * kv_stride + kvh * hd..][..hd];
-                for (o, &x) in oh.iter_mut().zip(vr) {
-                    *o += w * x;
-                }
-            }
+    let n_ctx = p.n_past + t + 1;
+    let kvh = h / group;
+    let qh = &q[(t * p.n_head + h) * hd..][..hd];
+    let sc = &mut scores[..n_ctx];
+    for (s, slot) in sc.iter_mut().zip(0..n_ctx) {
+        let kr = &k[slot * kv_stride + kvh * hd..][..hd];
+        *s = qh.iter().zip(kr).fold(0.0f32, |a, (x, y)| a + x * y) * p.scale;
+    }
+    softmax(sc);
+    oh.fill(0.0);
+    for (slot, &w) in sc.iter().enumerate() {
+        let vr = &v[slot * kv_stride + kvh * hd..][..hd];
+        for (o, &x) in oh.iter_mut().zip(vr) {
+            *o += w * x;
         }
     }
 }

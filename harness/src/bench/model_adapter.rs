@@ -22,9 +22,10 @@ mod real {
     use antigravity_core::cpu::{CpuBackend, Isa};
     use antigravity_core::gguf::GgufFile;
     use antigravity_core::model::{self, Llama, OpKind, Profiler, RunOptions};
+    use antigravity_core::opencl::OpenClBackend;
     use antigravity_core::Backend;
 
-    use crate::bench::e2e::{DecodeTarget, TargetInfo, TargetOptions};
+    use crate::bench::e2e::{DecodeTarget, TargetInfo, TargetOptions, TransferBytes};
     use crate::bench::error::{Error, Result};
 
     /// Per-op time, summed, shared between the profiler (inside the model) and the target.
@@ -38,10 +39,17 @@ mod real {
     }
 
     impl<B: Backend> Profiler<B> for OpClock {
-        fn begin(&mut self, _backend: &mut B, op: OpKind) {
+        fn begin(&mut self, backend: &mut B, op: OpKind) {
+            // On a queue-based device, wait for earlier work so the interval is this op's.
+            if !backend.capabilities().synchronous {
+                let _ = backend.synchronize();
+            }
             self.started = Some((op, Instant::now()));
         }
-        fn end(&mut self, _backend: &mut B, op: OpKind) {
+        fn end(&mut self, backend: &mut B, op: OpKind) {
+            if !backend.capabilities().synchronous {
+                let _ = backend.synchronize();
+            }
             if let Some((began, t)) = self.started.take() {
                 if began == op {
                     if let Some(i) = OpKind::ALL.iter().position(|&k| k == op) {
@@ -53,10 +61,33 @@ mod real {
     }
 
     /// The real model, as the bench drives it.
+    /// The model on whichever backend the bench asked for.
+    enum AnyLlama {
+        Cpu(Llama<CpuBackend>),
+        Cl(Llama<OpenClBackend>),
+    }
+
+    /// Runs the same expression on either variant.
+    macro_rules! on {
+        ($self:expr, $m:ident => $e:expr) => {
+            match &$self.m {
+                AnyLlama::Cpu($m) => $e,
+                AnyLlama::Cl($m) => $e,
+            }
+        };
+        (mut $self:expr, $m:ident => $e:expr) => {
+            match &mut $self.m {
+                AnyLlama::Cpu($m) => $e,
+                AnyLlama::Cl($m) => $e,
+            }
+        };
+    }
+
     pub struct ModelTarget {
-        m: Llama<CpuBackend>,
+        m: AnyLlama,
         times: OpTimes,
         quant: String,
+        threads: u32,
     }
 
     fn cpu_backend(isa: Option<&str>) -> Result<CpuBackend> {
@@ -69,57 +100,70 @@ mod real {
         }
     }
 
+    fn build<B: Backend>(be: B, path: &Path, o: &TargetOptions, times: &OpTimes) -> Result<(Llama<B>, String)> {
+        let f = GgufFile::open(path)?;
+        let (cfg, w) = model::gguf::load(&f, &be)?;
+        let quant = w
+            .layers
+            .first()
+            .map(|l| l.wq.dtype.name().to_string())
+            .unwrap_or_else(|| w.tok_embd.dtype.name().to_string());
+        let opts = RunOptions {
+            ctx: o.max_ctx,
+            ..RunOptions::default()
+        };
+        let mut m = Llama::new(cfg, w, be, opts)?;
+        m.set_profiler(Some(Box::new(OpClock {
+            started: None,
+            times: times.clone(),
+        })));
+        Ok((m, quant))
+    }
+
     impl DecodeTarget for ModelTarget {
         fn load(path: &Path, o: &TargetOptions) -> Result<Self> {
-            if o.backend != "cpu" {
-                return Err(Error::msg(format!(
-                    "end-to-end on --backend {} is not wired yet (bench/model_adapter.rs)",
-                    o.backend
-                )));
-            }
-            let be = crate::common::set_threads(cpu_backend(o.isa.as_deref())?, o.threads);
-            let f = GgufFile::open(path)?;
-            let (cfg, w) = model::gguf::load(&f, &be)?;
-            let quant = w
-                .layers
-                .first()
-                .map(|l| l.wq.dtype.name().to_string())
-                .unwrap_or_else(|| w.tok_embd.dtype.name().to_string());
-            let opts = RunOptions {
-                ctx: o.max_ctx,
-                ..RunOptions::default()
-            };
-            let mut m = Llama::new(cfg, w, be, opts)?;
             let times: OpTimes = Rc::default();
-            m.set_profiler(Some(Box::new(OpClock {
-                started: None,
-                times: times.clone(),
-            })));
-            Ok(ModelTarget { m, times, quant })
+            let (m, quant, threads) = match o.backend.as_str() {
+                "cpu" => {
+                    let be = crate::common::set_threads(cpu_backend(o.isa.as_deref())?, o.threads);
+                    let (m, q) = build(be, path, o, &times)?;
+                    (AnyLlama::Cpu(m), q, o.threads as u32)
+                }
+                "opencl" => {
+                    let be = crate::common::opencl_backend().map_err(|e| Error::msg(format!("{e:#}")))?;
+                    let (m, q) = build(be, path, o, &times)?;
+                    (AnyLlama::Cl(m), q, 1)
+                }
+                other => return Err(Error::msg(format!("unknown backend {other}"))),
+            };
+            Ok(ModelTarget {
+                m,
+                times,
+                quant,
+                threads,
+            })
         }
         fn info(&self) -> TargetInfo {
-            TargetInfo {
-                backend: self.m.backend.name().to_string(),
-                isa: self.m.backend.isa().to_string(),
+            on!(self, m => TargetInfo {
+                backend: m.backend.name().to_string(),
+                isa: m.backend.isa().to_string(),
                 quant: self.quant.clone(),
-                // The CPU backend of this build runs its kernels on the calling thread; when
-                // it gains a worker pool, report the pool's size here.
-                threads: 1,
-            }
+                threads: self.threads,
+            })
         }
         fn vocab_size(&self) -> usize {
-            self.m.cfg.vocab
+            on!(self, m => m.cfg.vocab)
         }
         fn reset(&mut self) -> Result<()> {
-            self.m.reset();
+            on!(mut self, m => m.reset());
             Ok(())
         }
         fn prefill(&mut self, ids: &[u32]) -> Result<()> {
-            self.m.forward(ids)?;
+            on!(mut self, m => m.forward(ids).map(|_| ()))?;
             Ok(())
         }
         fn decode_one(&mut self, id: u32) -> Result<()> {
-            self.m.forward(&[id])?;
+            on!(mut self, m => m.forward(&[id]).map(|_| ()))?;
             Ok(())
         }
         fn op_times(&self) -> Vec<(String, Duration)> {
@@ -134,8 +178,15 @@ mod real {
         fn reset_op_times(&mut self) {
             *self.times.borrow_mut() = Default::default();
         }
+        fn transfer_bytes(&self) -> TransferBytes {
+            let c = on!(self, m => Backend::copied_bytes(&m.backend));
+            TransferBytes {
+                host_to_device: c.to_device,
+                device_to_host: c.to_host,
+            }
+        }
         fn kv_cache_bytes(&self) -> u64 {
-            self.m.kv.bytes() as u64
+            on!(self, m => m.kv.bytes() as u64)
         }
     }
 }

@@ -1,0 +1,80 @@
+//! Matvec (decode: one token) throughput per ISA on the SmolLM2-135M shapes, for the
+//! weight types a GGUF model uses. Throughput is weight bytes, so criterion reports GB/s
+//! of weights streamed — comparable with the machine's read bandwidth.
+//!
+//! `cargo bench -p antigravity-core --bench matmul` (all ISAs this CPU has, threads = 1
+//! and 2). Filter e.g. `-- avx512/t2/Q4_0`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+
+use antigravity_core::backend::{Backend, BufferKind, Reservation};
+use antigravity_core::cpu::{CpuBackend, Isa};
+use antigravity_core::{ops, DType, Shape, TensorMut, TensorRef};
+
+/// out × in of SmolLM2-135M's matmuls: q/o (576×576), k/v (192×576), gate/up
+/// (1536×576), down (576×1536), and the tied output projection (49152×576).
+const SHAPES: [(usize, usize); 5] = [(576, 576), (192, 576), (1536, 576), (576, 1536), (49152, 576)];
+
+fn weights(dtype: DType, n_out: usize, n_in: usize) -> Vec<u8> {
+    let n = dtype.row_bytes(n_in).unwrap() * n_out;
+    let mut s = 0x9e37_79b9u32;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s & 0x3f) as u8 // keeps f16 scales finite
+        })
+        .collect()
+}
+
+fn matvec(c: &mut Criterion) {
+    for isa in Isa::ALL {
+        for threads in [1usize, 2] {
+            let Some(mut b) = CpuBackend::with_threads(isa, threads) else {
+                eprintln!("skip {}: not supported here", isa.name());
+                continue;
+            };
+            b.reserve(Reservation {
+                max_tokens: 1,
+                max_row: 1536,
+                max_ctx: 1,
+                n_head: 1,
+            })
+            .unwrap();
+            let mut g = c.benchmark_group(format!("matvec/{}/t{threads}", isa.name()));
+            for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+                for (n_out, n_in) in SHAPES {
+                    let bytes = weights(dtype, n_out, n_in);
+                    let mut w = b.alloc(bytes.len(), BufferKind::Shared).unwrap();
+                    b.upload(&mut w, 0, &bytes).unwrap();
+                    let x = b.alloc(n_in * 4, BufferKind::Shared).unwrap();
+                    let mut y = b.alloc(n_out * 4, BufferKind::Shared).unwrap();
+                    g.throughput(Throughput::Bytes(bytes.len() as u64));
+                    g.bench_function(
+                        BenchmarkId::new(format!("{dtype:?}"), format!("{n_out}x{n_in}")),
+                        |bch| {
+                            bch.iter(|| {
+                                ops::matmul(
+                                    &mut b,
+                                    TensorRef::new(&w, 0, dtype, Shape::d2(n_out, n_in)),
+                                    TensorRef::new(&x, 0, DType::F32, Shape::d2(1, n_in)),
+                                    TensorMut::new(&mut y, 0, DType::F32, Shape::d2(1, n_out)),
+                                )
+                                .unwrap()
+                            })
+                        },
+                    );
+                }
+            }
+            g.finish();
+        }
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
+    targets = matvec
+}
+criterion_main!(benches);

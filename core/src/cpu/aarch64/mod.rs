@@ -1,0 +1,462 @@
+//! aarch64 kernels: NEON (`Isa::Neon`) and NEON + dotprod (`Isa::NeonDotprod`).
+//!
+//! The constructor checks the CPU with `is_aarch64_feature_detected!` (needs `std`) and
+//! returns `None` when a feature is missing; every `unsafe` call into a
+//! `#[target_feature]` function below relies on that check.
+//!
+//! * Quantizers: `fcvtas` (`vcvtaq_s32_f32`) converts with ties away from zero — exactly
+//!   the scalar `roundf` — so the bytes match the scalar twin; blocks with non-finite
+//!   inputs or an overflowing `1/d` go to the scalar quantizer (`cpu::q8_simd_scale`).
+//! * Quantized dots: NEON widens i8·i8 products to i16 (`smull`, |p| ≤ 2^14, exact) and
+//!   pairwise-accumulates into i32 (`sadalp`); dotprod uses `sdot` (four i8·i8 products
+//!   into an i32 lane, exact), through `asm!` because `vdotq_s32` is not stable Rust.
+//! * `gemv_*`: four weight rows per step sharing each activation block's loads.
+//! * f32 and bf16 dots are vectorized; the f16 dot uses the scalar twin (the f16 vector
+//!   types and `vcvt_f32_f16` are not stable Rust).
+//! * `Isa::NeonI8mm` (`smmla`) is not implemented: `kernels(NeonI8mm)` returns `None`.
+
+use core::arch::aarch64::*;
+
+use half::{bf16, f16};
+
+use super::kernels::{Isa, Kernels};
+use crate::quant::{self, dot, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+
+/// The table for a NEON-family `isa`, or `None` when the CPU lacks it (or for i8mm,
+/// which has no kernels yet).
+pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
+    let neon = std::arch::is_aarch64_feature_detected!("neon");
+    let dotprod = neon && std::arch::is_aarch64_feature_detected!("dotprod");
+    let base = Kernels {
+        isa: Isa::Neon,
+        quantize_row_q8_0,
+        quantize_row_q8_1,
+        vec_dot_q4_0_q8_0: vec_dot_q4_0_q8_0_neon,
+        vec_dot_q4_1_q8_1: vec_dot_q4_1_q8_1_neon,
+        vec_dot_q8_0_q8_0: vec_dot_q8_0_q8_0_neon,
+        vec_dot_f16_f32: dot::vec_dot_f16_f32,
+        vec_dot_bf16_f32,
+        vec_dot_f32,
+        gemv_q4_0_q8_0: gemv_q4_0_q8_0_neon,
+        gemv_q4_1_q8_1: gemv_q4_1_q8_1_neon,
+        gemv_q8_0_q8_0: gemv_q8_0_q8_0_neon,
+    };
+    match isa {
+        Isa::Neon if neon => Some(base),
+        Isa::NeonDotprod if dotprod => Some(Kernels {
+            isa: Isa::NeonDotprod,
+            vec_dot_q4_0_q8_0: vec_dot_q4_0_q8_0_dot,
+            vec_dot_q4_1_q8_1: vec_dot_q4_1_q8_1_dot,
+            vec_dot_q8_0_q8_0: vec_dot_q8_0_q8_0_dot,
+            gemv_q4_0_q8_0: gemv_q4_0_q8_0_dot,
+            gemv_q4_1_q8_1: gemv_q4_1_q8_1_dot,
+            gemv_q8_0_q8_0: gemv_q8_0_q8_0_dot,
+            ..base
+        }),
+        _ => None,
+    }
+}
+
+// The safe entry points below are reachable only through tables built by `kernels()`,
+// which verified NEON (and dotprod for the `_dot` ones).
+
+fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+    // SAFETY: NEON verified by `kernels()` (the only way to reach this fn).
+    unsafe { quantize_row_q8_0_impl(x, y) }
+}
+fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
+    // SAFETY: as above.
+    unsafe { quantize_row_q8_1_impl(x, y) }
+}
+fn vec_dot_q4_0_q8_0_neon(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: as above.
+    unsafe { dot_q4_0_neon(x, y) }
+}
+fn vec_dot_q4_1_q8_1_neon(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    // SAFETY: as above.
+    unsafe { dot_q4_1_neon(x, y) }
+}
+fn vec_dot_q8_0_q8_0_neon(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: as above.
+    unsafe { dot_q8_0_neon(x, y) }
+}
+fn vec_dot_q4_0_q8_0_dot(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: as above; `kernels()` puts this fn in a table only when dotprod is present.
+    unsafe { dot_q4_0_dot(x, y) }
+}
+fn vec_dot_q4_1_q8_1_dot(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    // SAFETY: as above; dotprod verified.
+    unsafe { dot_q4_1_dot(x, y) }
+}
+fn vec_dot_q8_0_q8_0_dot(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: as above; dotprod verified.
+    unsafe { dot_q8_0_dot(x, y) }
+}
+fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
+    // SAFETY: NEON verified.
+    unsafe { vec_dot_bf16_f32_impl(x, y) }
+}
+fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
+    // SAFETY: NEON verified.
+    unsafe { vec_dot_f32_impl(x, y) }
+}
+
+fn gemv_q4_0_q8_0_neon(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    // SAFETY: NEON verified by `kernels()`.
+    unsafe { gemv_q4_0_neon(w, x, y) }
+}
+fn gemv_q4_1_q8_1_neon(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
+    // SAFETY: NEON verified by `kernels()`.
+    unsafe { gemv_q4_1_neon(w, x, y) }
+}
+fn gemv_q8_0_q8_0_neon(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    // SAFETY: NEON verified by `kernels()`.
+    unsafe { gemv_q8_0_neon(w, x, y) }
+}
+fn gemv_q4_0_q8_0_dot(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    // SAFETY: NEON + dotprod verified by `kernels()`.
+    unsafe { gemv_q4_0_dot(w, x, y) }
+}
+fn gemv_q4_1_q8_1_dot(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
+    // SAFETY: NEON + dotprod verified by `kernels()`.
+    unsafe { gemv_q4_1_dot(w, x, y) }
+}
+fn gemv_q8_0_q8_0_dot(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    // SAFETY: NEON + dotprod verified by `kernels()`.
+    unsafe { gemv_q8_0_dot(w, x, y) }
+}
+
+/// Loads 16 bytes from `b[..16]`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn ld_u8(b: &[u8]) -> uint8x16_t {
+    let s = &b[..16];
+    // SAFETY: `s` is 16 readable bytes (bounds checked); `ld1` has no alignment need.
+    unsafe { vld1q_u8(s.as_ptr()) }
+}
+/// Loads 16 signed bytes from `b[..16]`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn ld_s8(b: &[i8]) -> int8x16_t {
+    let s = &b[..16];
+    // SAFETY: `s` is 16 readable bytes (bounds checked); no alignment need.
+    unsafe { vld1q_s8(s.as_ptr()) }
+}
+/// Loads 4 f32 from `x[i..i + 4]`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn ld_f32(x: &[f32], i: usize) -> float32x4_t {
+    let s = &x[i..i + 4];
+    // SAFETY: `s` is 4 readable f32 (bounds checked); no alignment need.
+    unsafe { vld1q_f32(s.as_ptr()) }
+}
+/// Loads 8 bf16 bit patterns from `x[i..i + 8]`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn ld_bf16(x: &[bf16], i: usize) -> uint16x8_t {
+    let s = &x[i..i + 8];
+    // SAFETY: `s` is 8 readable 2-byte values (bounds checked); no alignment need.
+    unsafe { vld1q_u16(s.as_ptr().cast()) }
+}
+/// Stores 8 bytes into `b[..8]`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn st_s8x8(b: &mut [i8], v: int8x8_t) {
+    let s = &mut b[..8];
+    // SAFETY: `s` is 8 writable bytes (bounds checked); no alignment need.
+    unsafe { vst1_s8(s.as_mut_ptr(), v) }
+}
+
+/// One 32-float block into `qs`: scale and byte sum, or `None` (scalar fallback).
+#[inline]
+#[target_feature(enable = "neon")]
+fn q8_block(xb: &[f32], qs: &mut [i8; 32]) -> Option<(f32, i32)> {
+    let mut v = [vdupq_n_f32(0.0); 8];
+    let mut amax = vdupq_n_f32(0.0);
+    let mut ok = vdupq_n_u32(u32::MAX);
+    for (k, vk) in v.iter_mut().enumerate() {
+        *vk = ld_f32(xb, 4 * k);
+        amax = vmaxq_f32(amax, vabsq_f32(*vk));
+        ok = vandq_u32(ok, vceqq_f32(*vk, *vk)); // false lanes are NaN
+    }
+    let (d, id) = crate::cpu::q8_simd_scale(vmaxvq_f32(amax), vminvq_u32(ok) == 0)?;
+    let mut sum = vdupq_n_s32(0);
+    for k in 0..4 {
+        let a = vcvtaq_s32_f32(vmulq_n_f32(v[2 * k], id));
+        let b = vcvtaq_s32_f32(vmulq_n_f32(v[2 * k + 1], id));
+        sum = vaddq_s32(sum, vaddq_s32(a, b));
+        // Integral values in [-127, 127]: saturating narrows are exact.
+        st_s8x8(&mut qs[8 * k..], vqmovn_s16(vcombine_s16(vqmovn_s32(a), vqmovn_s32(b))));
+    }
+    Some((d, vaddvq_s32(sum)))
+}
+
+#[target_feature(enable = "neon")]
+fn quantize_row_q8_0_impl(x: &[f32], y: &mut [BlockQ8_0]) {
+    debug_assert_eq!(x.len(), y.len() * 32);
+    for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
+        match q8_block(xb, &mut yb.qs) {
+            Some((d, _)) => yb.d = f16::from_f32(d),
+            None => quant::quantize_row_q8_0(xb, core::slice::from_mut(yb)),
+        }
+    }
+}
+
+#[target_feature(enable = "neon")]
+fn quantize_row_q8_1_impl(x: &[f32], y: &mut [BlockQ8_1]) {
+    debug_assert_eq!(x.len(), y.len() * 32);
+    for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
+        match q8_block(xb, &mut yb.qs) {
+            Some((d, sum)) => {
+                yb.d = f16::from_f32(d);
+                yb.s = f16::from_f32(sum as f32 * d);
+            }
+            None => quant::quantize_row_q8_1(xb, core::slice::from_mut(yb)),
+        }
+    }
+}
+
+/// Σ a·b over 16 byte pairs into 4 i32 lanes, NEON: `smull` to i16 (exact, |p| ≤ 2^14),
+/// then pairwise add-accumulate into i32.
+#[inline]
+#[target_feature(enable = "neon")]
+fn dot16_neon(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let lo = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+    let hi = vmull_high_s8(a, b);
+    vpadalq_s16(vpadalq_s16(acc, lo), hi)
+}
+
+/// Σ a·b over 16 byte pairs into 4 i32 lanes with `sdot` (exact).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn dot16_sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: `sdot` reads two vector registers and updates a third, nothing else; the
+    // enclosing fn is only reached when dotprod was detected.
+    unsafe {
+        core::arch::asm!(
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// The 32 weights of a Q4 block as two signed-byte vectors (elements 0..16, 16..32),
+/// minus `off` (8 for Q4_0, 0 for Q4_1).
+#[inline]
+#[target_feature(enable = "neon")]
+fn q4_bytes(qs: &[u8; 16], off: i8) -> (int8x16_t, int8x16_t) {
+    let q = ld_u8(qs);
+    let lo = vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f)));
+    let hi = vreinterpretq_s8_u8(vshrq_n_u8(q, 4));
+    (vsubq_s8(lo, vdupq_n_s8(off)), vsubq_s8(hi, vdupq_n_s8(off)))
+}
+
+macro_rules! dots {
+    ($q4_0:ident, $q4_1:ident, $q8_0:ident, $features:literal, $dot16:ident) => {
+        #[target_feature(enable = $features)]
+        fn $q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+            debug_assert_eq!(x.len(), y.len());
+            let mut acc = vdupq_n_f32(0.0);
+            for (bx, by) in x.iter().zip(y) {
+                let (lo, hi) = q4_bytes(&bx.qs, 8);
+                let z = vdupq_n_s32(0);
+                let s = $dot16($dot16(z, lo, ld_s8(&by.qs[..16])), hi, ld_s8(&by.qs[16..]));
+                let d = bx.d.to_f32() * by.d.to_f32();
+                acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), d);
+            }
+            vaddvq_f32(acc)
+        }
+
+        #[target_feature(enable = $features)]
+        fn $q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+            debug_assert_eq!(x.len(), y.len());
+            let mut acc = vdupq_n_f32(0.0);
+            let mut summs = 0.0f32;
+            for (bx, by) in x.iter().zip(y) {
+                let (lo, hi) = q4_bytes(&bx.qs, 0);
+                let z = vdupq_n_s32(0);
+                let s = $dot16($dot16(z, lo, ld_s8(&by.qs[..16])), hi, ld_s8(&by.qs[16..]));
+                let d = bx.d.to_f32() * by.d.to_f32();
+                acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), d);
+                summs += bx.m.to_f32() * by.s.to_f32();
+            }
+            vaddvq_f32(acc) + summs
+        }
+
+        #[target_feature(enable = $features)]
+        fn $q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+            debug_assert_eq!(x.len(), y.len());
+            let mut acc = vdupq_n_f32(0.0);
+            for (bx, by) in x.iter().zip(y) {
+                let z = vdupq_n_s32(0);
+                let s = $dot16(z, ld_s8(&bx.qs[..16]), ld_s8(&by.qs[..16]));
+                let s = $dot16(s, ld_s8(&bx.qs[16..]), ld_s8(&by.qs[16..]));
+                let d = bx.d.to_f32() * by.d.to_f32();
+                acc = vfmaq_n_f32(acc, vcvtq_f32_s32(s), d);
+            }
+            vaddvq_f32(acc)
+        }
+    };
+}
+dots!(dot_q4_0_neon, dot_q4_1_neon, dot_q8_0_neon, "neon", dot16_neon);
+dots!(dot_q4_0_dot, dot_q4_1_dot, dot_q8_0_dot, "neon,dotprod", dot16_sdot);
+
+/// Four weight rows per step against one activation row: the activation block is loaded
+/// once for four rows, and each row's integer sum and scale product are those of the
+/// single-row kernels (`$v*`, used for the 0–3 tail rows); only the f32 accumulation
+/// order differs from the scalar twin.
+macro_rules! gemv4 {
+    ($q4_0:ident, $q4_1:ident, $q8_0:ident, $features:literal, $dot16:ident, $v40:ident, $v41:ident, $v80:ident) => {
+        #[target_feature(enable = $features)]
+        fn $q4_0(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
+            let nb = x.len();
+            let full = y.len() / 4 * 4;
+            let (y4, tail) = y.split_at_mut(full);
+            for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
+                let wr = crate::cpu::rows4(w, 4 * i, nb);
+                let mut acc = [vdupq_n_f32(0.0); 4];
+                for (b, xb) in x.iter().enumerate() {
+                    let (yl, yh) = (ld_s8(&xb.qs[..16]), ld_s8(&xb.qs[16..]));
+                    let dy = xb.d.to_f32();
+                    for r in 0..4 {
+                        let (lo, hi) = q4_bytes(&wr[r][b].qs, 8);
+                        let s = $dot16($dot16(vdupq_n_s32(0), lo, yl), hi, yh);
+                        acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(s), wr[r][b].d.to_f32() * dy);
+                    }
+                }
+                for r in 0..4 {
+                    yo[r] = vaddvq_f32(acc[r]);
+                }
+            }
+            for (r, yr) in tail.iter_mut().enumerate() {
+                *yr = $v40(&w[(full + r) * nb..(full + r + 1) * nb], x);
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        fn $q4_1(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
+            let nb = x.len();
+            let full = y.len() / 4 * 4;
+            let (y4, tail) = y.split_at_mut(full);
+            for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
+                let wr = crate::cpu::rows4(w, 4 * i, nb);
+                let mut acc = [vdupq_n_f32(0.0); 4];
+                let mut ms = [0.0f32; 4];
+                for (b, xb) in x.iter().enumerate() {
+                    let (yl, yh) = (ld_s8(&xb.qs[..16]), ld_s8(&xb.qs[16..]));
+                    let (dy, sy) = (xb.d.to_f32(), xb.s.to_f32());
+                    for r in 0..4 {
+                        let (lo, hi) = q4_bytes(&wr[r][b].qs, 0);
+                        let s = $dot16($dot16(vdupq_n_s32(0), lo, yl), hi, yh);
+                        acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(s), wr[r][b].d.to_f32() * dy);
+                        ms[r] += wr[r][b].m.to_f32() * sy;
+                    }
+                }
+                for r in 0..4 {
+                    yo[r] = vaddvq_f32(acc[r]) + ms[r];
+                }
+            }
+            for (r, yr) in tail.iter_mut().enumerate() {
+                *yr = $v41(&w[(full + r) * nb..(full + r + 1) * nb], x);
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        fn $q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
+            let nb = x.len();
+            let full = y.len() / 4 * 4;
+            let (y4, tail) = y.split_at_mut(full);
+            for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
+                let wr = crate::cpu::rows4(w, 4 * i, nb);
+                let mut acc = [vdupq_n_f32(0.0); 4];
+                for (b, xb) in x.iter().enumerate() {
+                    let (yl, yh) = (ld_s8(&xb.qs[..16]), ld_s8(&xb.qs[16..]));
+                    let dy = xb.d.to_f32();
+                    for r in 0..4 {
+                        let q = &wr[r][b].qs;
+                        let s = $dot16($dot16(vdupq_n_s32(0), ld_s8(&q[..16]), yl), ld_s8(&q[16..]), yh);
+                        acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(s), wr[r][b].d.to_f32() * dy);
+                    }
+                }
+                for r in 0..4 {
+                    yo[r] = vaddvq_f32(acc[r]);
+                }
+            }
+            for (r, yr) in tail.iter_mut().enumerate() {
+                *yr = $v80(&w[(full + r) * nb..(full + r + 1) * nb], x);
+            }
+        }
+    };
+}
+gemv4!(
+    gemv_q4_0_neon,
+    gemv_q4_1_neon,
+    gemv_q8_0_neon,
+    "neon",
+    dot16_neon,
+    dot_q4_0_neon,
+    dot_q4_1_neon,
+    dot_q8_0_neon
+);
+gemv4!(
+    gemv_q4_0_dot,
+    gemv_q4_1_dot,
+    gemv_q8_0_dot,
+    "neon,dotprod",
+    dot16_sdot,
+    dot_q4_0_dot,
+    dot_q4_1_dot,
+    dot_q8_0_dot
+);
+
+#[target_feature(enable = "neon")]
+fn vec_dot_f32_impl(x: &[f32], y: &[f32]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let n = x.len().min(y.len());
+    let mut acc = [vdupq_n_f32(0.0); 4];
+    let mut i = 0;
+    while i + 16 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a = vfmaq_f32(*a, ld_f32(x, i + 4 * k), ld_f32(y, i + 4 * k));
+        }
+        i += 16;
+    }
+    while i + 4 <= n {
+        acc[0] = vfmaq_f32(acc[0], ld_f32(x, i), ld_f32(y, i));
+        i += 4;
+    }
+    let mut s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
+    while i < n {
+        s += x[i] * y[i];
+        i += 1;
+    }
+    s
+}
+
+#[target_feature(enable = "neon")]
+fn vec_dot_bf16_f32_impl(x: &[bf16], y: &[f32]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let n = x.len().min(y.len());
+    let mut acc = [vdupq_n_f32(0.0); 2];
+    let mut i = 0;
+    while i + 8 <= n {
+        // bf16 → f32 is a 16-bit left shift of the bits (exact).
+        let b = ld_bf16(x, i);
+        let lo = vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(b), 16));
+        let hi = vreinterpretq_f32_u32(vshll_high_n_u16(b, 16));
+        acc[0] = vfmaq_f32(acc[0], lo, ld_f32(y, i));
+        acc[1] = vfmaq_f32(acc[1], hi, ld_f32(y, i + 4));
+        i += 8;
+    }
+    let mut s = vaddvq_f32(vaddq_f32(acc[0], acc[1]));
+    while i < n {
+        s += x[i].to_f32() * y[i];
+        i += 1;
+    }
+    s
+}

@@ -1,0 +1,618 @@
+//! Every SIMD table against the scalar twins, for each ISA this CPU supports.
+//!
+//! * Activation quantizers: byte-for-byte equal.
+//! * Quantized dot products: the integer block sums are exact in every kernel, so the only
+//!   difference is the order of the f32 combination. Bound: with `mag = Σ_blocks
+//!   |d_x d_y| Σ_j |q_x q_y| (+ |m s|)` (which bounds every partial sum any lane order
+//!   forms), recursive summation of `N` terms errs by at most `γ_N · mag` with
+//!   `γ_N ≈ N·ε/2`; we allow `(nb + 64) · ε · mag` (N ≤ nb·16 lane partials are summed
+//!   in trees of depth ≤ nb + log 16, plus one rounding per product), and `1e-30` for
+//!   all-zero inputs.
+//! * Float dot products: same argument with `mag = Σ |x_i y_i|` and `(n + 64) · ε`.
+
+use half::{bf16, f16};
+use proptest::prelude::*;
+
+use super::{Isa, Kernels};
+use crate::quant::{self, dot, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+
+/// The SIMD tables this CPU can run (scalar excluded); says which ones are skipped.
+fn simd_tables() -> Vec<Kernels> {
+    Isa::ALL
+        .into_iter()
+        .filter(|&i| i != Isa::Scalar)
+        .filter_map(|i| {
+            let k = Kernels::for_isa(i);
+            if k.is_none() {
+                eprintln!("skip {}: not supported by this CPU/build", i.name());
+            }
+            k
+        })
+        .collect()
+}
+
+fn close(got: f32, want: f32, tol: f32) -> bool {
+    (got - want).abs() <= tol || (got.is_nan() && want.is_nan()) || got == want
+}
+
+/// Activation values: ordinary, large, tiny, zero, and runs of equal values.
+fn act_value() -> impl Strategy<Value = f32> {
+    prop_oneof![
+        6 => -10.0f32..10.0,
+        1 => -1e30f32..1e30,
+        1 => -1e-30f32..1e-30,
+        1 => Just(0.0f32),
+        1 => prop::sample::select(vec![1.0f32, -1.0, 65504.0, -65504.0, 1e7, -3e38, 3e38, 0.49999997, 2.5, -2.5]),
+    ]
+}
+
+/// Blocks of 32 activations, some blocks all-equal or all-zero, some exactly on
+/// rounding ties (amax = 127 makes `id = 1`, so `k + 0.5` is a tie).
+fn act_row() -> impl Strategy<Value = Vec<f32>> {
+    let block = prop_oneof![
+        4 => prop::collection::vec(act_value(), 32),
+        1 => act_value().prop_map(|v| vec![v; 32]),
+        1 => prop::collection::vec((-126i32..126, any::<bool>()), 31).prop_map(|v| {
+            let mut b: Vec<f32> = v.into_iter().map(|(k, h)| k as f32 + if h { 0.5 } else { 0.0 }).collect();
+            b.push(-127.0);
+            b
+        }),
+    ];
+    prop::collection::vec(block, 1..40).prop_map(|bs| bs.concat())
+}
+
+/// An f16 scale: finite, varied magnitude and sign.
+fn scale() -> impl Strategy<Value = f16> {
+    prop_oneof![
+        8 => (-4.0f32..4.0).prop_map(f16::from_f32),
+        1 => Just(f16::ZERO),
+        1 => (-60000.0f32..60000.0).prop_map(f16::from_f32),
+        1 => (-1e-6f32..1e-6).prop_map(f16::from_f32),
+    ]
+}
+
+fn q4_0_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ4_0>> {
+    prop::collection::vec((scale(), any::<[u8; 16]>()), n)
+        .prop_map(|v| v.into_iter().map(|(d, qs)| BlockQ4_0 { d, qs }).collect())
+}
+fn q4_1_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ4_1>> {
+    prop::collection::vec((scale(), scale(), any::<[u8; 16]>()), n)
+        .prop_map(|v| v.into_iter().map(|(d, m, qs)| BlockQ4_1 { d, m, qs }).collect())
+}
+fn q8_0_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ8_0>> {
+    prop::collection::vec((scale(), any::<[i8; 32]>()), n)
+        .prop_map(|v| v.into_iter().map(|(d, qs)| BlockQ8_0 { d, qs }).collect())
+}
+fn q8_1_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ8_1>> {
+    prop::collection::vec((scale(), scale(), any::<[i8; 32]>()), n)
+        .prop_map(|v| v.into_iter().map(|(d, s, qs)| BlockQ8_1 { d, s, qs }).collect())
+}
+
+/// Returns `v[off..]` of a copy with `off` extra leading elements, so kernels see slices
+/// that do not start where the allocator put them.
+fn shifted<T: Clone>(v: &[T], off: usize, pad: T) -> Vec<T> {
+    let mut w = vec![pad; off];
+    w.extend_from_slice(v);
+    w
+}
+
+fn eps() -> f32 {
+    f32::EPSILON
+}
+
+fn tol_blocks(nb: usize, mag: f32) -> f32 {
+    (nb as f32 + 64.0) * eps() * mag + 1e-30
+}
+
+fn mag_q4_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    x.iter()
+        .zip(y)
+        .map(|(a, b)| {
+            let s: i32 = (0..16)
+                .map(|j| {
+                    ((a.qs[j] & 15) as i32 - 8).abs() * (b.qs[j] as i32).abs()
+                        + ((a.qs[j] >> 4) as i32 - 8).abs() * (b.qs[j + 16] as i32).abs()
+                })
+                .sum();
+            (a.d.to_f32() * b.d.to_f32()).abs() * s as f32
+        })
+        .sum()
+}
+fn mag_q4_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    x.iter()
+        .zip(y)
+        .map(|(a, b)| {
+            let s: i32 = (0..16)
+                .map(|j| {
+                    (a.qs[j] & 15) as i32 * (b.qs[j] as i32).abs() + (a.qs[j] >> 4) as i32 * (b.qs[j + 16] as i32).abs()
+                })
+                .sum();
+            (a.d.to_f32() * b.d.to_f32()).abs() * s as f32 + (a.m.to_f32() * b.s.to_f32()).abs()
+        })
+        .sum()
+}
+fn mag_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    x.iter()
+        .zip(y)
+        .map(|(a, b)| {
+            let s: i32 = (0..32).map(|j| (a.qs[j] as i32 * b.qs[j] as i32).abs()).sum();
+            (a.d.to_f32() * b.d.to_f32()).abs() * s as f32
+        })
+        .sum()
+}
+
+fn float_vals(n: std::ops::Range<usize>) -> impl Strategy<Value = Vec<f32>> {
+    prop::collection::vec(
+        prop_oneof![8 => -2.0f32..2.0, 1 => -1e15f32..1e15, 1 => Just(0.0f32), 1 => -1e-20f32..1e-20],
+        n,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn quantize_q8_0_bit_exact(x in act_row(), off in 0usize..2) {
+        let xs = shifted(&x, off, 0.0);
+        let x = &xs[off..];
+        let nb = x.len() / 32;
+        let mut want = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; 32] }; nb];
+        quant::quantize_row_q8_0(x, &mut want);
+        for k in simd_tables() {
+            let mut got = shifted(&want, 1, BlockQ8_0 { d: f16::ONE, qs: [7; 32] });
+            (k.quantize_row_q8_0)(x, &mut got[1..]);
+            let (g, w): (&[u8], &[u8]) = (bytemuck::cast_slice(&got[1..]), bytemuck::cast_slice(&want));
+            prop_assert!(g == w, "{}: q8_0 differs", k.isa.name());
+        }
+    }
+
+    #[test]
+    fn quantize_q8_1_bit_exact(x in act_row(), off in 0usize..2) {
+        let xs = shifted(&x, off, 0.0);
+        let x = &xs[off..];
+        let nb = x.len() / 32;
+        let mut want = vec![BlockQ8_1 { d: f16::ZERO, s: f16::ZERO, qs: [0; 32] }; nb];
+        quant::quantize_row_q8_1(x, &mut want);
+        for k in simd_tables() {
+            let mut got = vec![BlockQ8_1 { d: f16::ONE, s: f16::ONE, qs: [7; 32] }; nb];
+            (k.quantize_row_q8_1)(x, &mut got);
+            let (g, w): (&[u8], &[u8]) = (bytemuck::cast_slice(&got), bytemuck::cast_slice(&want));
+            prop_assert!(g == w, "{}: q8_1 differs", k.isa.name());
+        }
+    }
+
+    #[test]
+    fn dot_q4_0_q8_0((x, y) in (1usize..70).prop_flat_map(|n| (q4_0_blocks(n), q8_0_blocks(n))), off in 0usize..2) {
+        let ys = shifted(&y, off, y[0]);
+        let y = &ys[off..];
+        let want = dot::vec_dot_q4_0_q8_0(&x, y);
+        let tol = tol_blocks(x.len(), mag_q4_0(&x, y));
+        for k in simd_tables() {
+            let got = (k.vec_dot_q4_0_q8_0)(&x, y);
+            prop_assert!(close(got, want, tol), "{}: {got} vs {want} (tol {tol})", k.isa.name());
+        }
+    }
+
+    #[test]
+    fn dot_q4_1_q8_1((x, y) in (1usize..70).prop_flat_map(|n| (q4_1_blocks(n), q8_1_blocks(n))), off in 0usize..2) {
+        let xs = shifted(&x, off, x[0]);
+        let x = &xs[off..];
+        let want = dot::vec_dot_q4_1_q8_1(x, &y);
+        let tol = tol_blocks(x.len(), mag_q4_1(x, &y));
+        for k in simd_tables() {
+            let got = (k.vec_dot_q4_1_q8_1)(x, &y);
+            prop_assert!(close(got, want, tol), "{}: {got} vs {want} (tol {tol})", k.isa.name());
+        }
+    }
+
+    #[test]
+    fn dot_q8_0_q8_0((x, y) in (1usize..70).prop_flat_map(|n| (q8_0_blocks(n), q8_0_blocks(n))), off in 0usize..2) {
+        let xs = shifted(&x, off, x[0]);
+        let x = &xs[off..];
+        let want = dot::vec_dot_q8_0_q8_0(x, &y);
+        let tol = tol_blocks(x.len(), mag_q8_0(x, &y));
+        for k in simd_tables() {
+            let got = (k.vec_dot_q8_0_q8_0)(x, &y);
+            prop_assert!(close(got, want, tol), "{}: {got} vs {want} (tol {tol})", k.isa.name());
+        }
+    }
+
+    #[test]
+    fn dot_f32((x, y) in (0usize..300).prop_flat_map(|n| (float_vals(n..n + 1), float_vals(n..n + 1))), off in 0usize..2) {
+        let xs = shifted(&x, off, 0.0);
+        let x = &xs[off..];
+        let want = dot::vec_dot_f32(x, &y);
+        let mag: f32 = x.iter().zip(&y).map(|(a, b)| (a * b).abs()).sum();
+        let tol = (x.len() as f32 + 64.0) * eps() * mag + 1e-30;
+        for k in simd_tables() {
+            let got = (k.vec_dot_f32)(x, &y);
+            prop_assert!(close(got, want, tol), "{}: {got} vs {want} (tol {tol})", k.isa.name());
+        }
+    }
+
+    #[test]
+    fn dot_f16_f32((x, y) in (0usize..300).prop_flat_map(|n| (float_vals(n..n + 1), float_vals(n..n + 1))), off in 0usize..2) {
+        // f32 → f16 saturates large values to ±inf; keep weights finite (clamp to f16 max).
+        let x: Vec<f16> = x.iter().map(|&v| f16::from_f32(v.clamp(-65504.0, 65504.0))).collect();
+        let xs = shifted(&x, off, f16::ZERO);
+        let x = &xs[off..];
+        let want = dot::vec_dot_f16_f32(x, &y);
+        let mag: f32 = x.iter().zip(&y).map(|(a, b)| (a.to_f32() * b).abs()).sum();
+        let tol = (x.len() as f32 + 64.0) * eps() * mag + 1e-30;
+        for k in simd_tables() {
+            let got = (k.vec_dot_f16_f32)(x, &y);
+            prop_assert!(close(got, want, tol), "{}: {got} vs {want} (tol {tol})", k.isa.name());
+        }
+    }
+
+    #[test]
+    fn dot_bf16_f32((x, y) in (0usize..300).prop_flat_map(|n| (float_vals(n..n + 1), float_vals(n..n + 1))), off in 0usize..2) {
+        let x: Vec<bf16> = x.iter().map(|&v| bf16::from_f32(v)).collect();
+        let xs = shifted(&x, off, bf16::ZERO);
+        let x = &xs[off..];
+        let want = dot::vec_dot_bf16_f32(x, &y);
+        let mag: f32 = x.iter().zip(&y).map(|(a, b)| (a.to_f32() * b).abs()).sum();
+        let tol = (x.len() as f32 + 64.0) * eps() * mag + 1e-30;
+        for k in simd_tables() {
+            let got = (k.vec_dot_bf16_f32)(x, &y);
+            prop_assert!(close(got, want, tol), "{}: {got} vs {want} (tol {tol})", k.isa.name());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// Multi-row kernels against the scalar row loop: every row within its own
+    /// single-dot bound (same integer sums, same scale products; only the f32
+    /// accumulation order differs). Row counts 1..=9 cover the 4-row body and tails.
+    #[test]
+    fn gemv_every_type(
+        (w0, w1, w8, x0, x1) in (1usize..24, 1usize..10).prop_flat_map(|(nb, rows)| {
+            (q4_0_blocks(rows * nb), q4_1_blocks(rows * nb), q8_0_blocks(rows * nb), q8_0_blocks(nb), q8_1_blocks(nb))
+        })
+    ) {
+        let nb = x0.len();
+        let rows = w0.len() / nb;
+        for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
+            let mut g = vec![f32::NAN; rows];
+            (k.gemv_q4_0_q8_0)(&w0, &x0, &mut g);
+            for r in 0..rows {
+                let wr = &w0[r * nb..(r + 1) * nb];
+                let want = dot::vec_dot_q4_0_q8_0(wr, &x0);
+                let tol = tol_blocks(nb, mag_q4_0(wr, &x0));
+                prop_assert!(close(g[r], want, tol), "{} q4_0 row {r}: {} vs {want}", k.isa.name(), g[r]);
+            }
+            (k.gemv_q4_1_q8_1)(&w1, &x1, &mut g);
+            for r in 0..rows {
+                let wr = &w1[r * nb..(r + 1) * nb];
+                let want = dot::vec_dot_q4_1_q8_1(wr, &x1);
+                let tol = tol_blocks(nb, mag_q4_1(wr, &x1));
+                prop_assert!(close(g[r], want, tol), "{} q4_1 row {r}: {} vs {want}", k.isa.name(), g[r]);
+            }
+            (k.gemv_q8_0_q8_0)(&w8, &x0, &mut g);
+            for r in 0..rows {
+                let wr = &w8[r * nb..(r + 1) * nb];
+                let want = dot::vec_dot_q8_0_q8_0(wr, &x0);
+                let tol = tol_blocks(nb, mag_q8_0(wr, &x0));
+                prop_assert!(close(g[r], want, tol), "{} q8_0 row {r}: {} vs {want}", k.isa.name(), g[r]);
+            }
+        }
+    }
+}
+
+/// Hand-picked quantizer inputs: ties, the classic 0.49999997, f16-overflowing scales,
+/// subnormal scales (1/d overflows: scalar fallback), infinities and NaN (fallback).
+#[test]
+fn quantize_extremes_bit_exact() {
+    let mut rows: Vec<Vec<f32>> = vec![
+        (0..32).map(|i| i as f32 - 15.5).collect(),
+        (0..32).map(|i| if i == 0 { 127.0 } else { (i as f32) + 0.5 }).collect(),
+        vec![0.49999997; 32],
+        vec![0.0; 32],
+        vec![-0.0; 32],
+        (0..32).map(|i| 1e10 * (i as f32 - 16.0)).collect(),
+        (0..32).map(|i| 1e-40 * i as f32).collect(),
+        (0..32).map(f32::from_bits).collect(),
+        (0..32).map(|i| if i == 3 { f32::INFINITY } else { i as f32 }).collect(),
+        (0..32).map(|i| if i == 7 { f32::NAN } else { i as f32 }).collect(),
+        (0..32).map(|i| if i % 2 == 0 { f32::MAX } else { -f32::MAX }).collect(),
+    ];
+    rows.push(rows.concat());
+    for x in &rows {
+        let nb = x.len() / 32;
+        let mut w0 = vec![
+            BlockQ8_0 {
+                d: f16::ZERO,
+                qs: [0; 32]
+            };
+            nb
+        ];
+        let mut w1 = vec![
+            BlockQ8_1 {
+                d: f16::ZERO,
+                s: f16::ZERO,
+                qs: [0; 32]
+            };
+            nb
+        ];
+        quant::quantize_row_q8_0(x, &mut w0);
+        quant::quantize_row_q8_1(x, &mut w1);
+        for k in simd_tables() {
+            let mut g0 = w0.clone();
+            g0.iter_mut().for_each(|b| b.qs = [9; 32]);
+            let mut g1 = w1.clone();
+            g1.iter_mut().for_each(|b| b.qs = [9; 32]);
+            (k.quantize_row_q8_0)(x, &mut g0);
+            (k.quantize_row_q8_1)(x, &mut g1);
+            assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&g0),
+                bytemuck::cast_slice::<_, u8>(&w0),
+                "{} q8_0 {x:?}",
+                k.isa.name()
+            );
+            assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&g1),
+                bytemuck::cast_slice::<_, u8>(&w1),
+                "{} q8_1 {x:?}",
+                k.isa.name()
+            );
+        }
+    }
+}
+
+/// −128 everywhere (the byte the sign trick of ggml's AVX kernels gets wrong): our
+/// integer sums are exact for it.
+#[test]
+fn dot_extreme_bytes() {
+    let n = 5;
+    let x0 = vec![
+        BlockQ4_0 {
+            d: f16::ONE,
+            qs: [0x00; 16]
+        };
+        n
+    ];
+    let x1 = vec![
+        BlockQ4_1 {
+            d: f16::ONE,
+            m: f16::ONE,
+            qs: [0xff; 16]
+        };
+        n
+    ];
+    let x8 = vec![
+        BlockQ8_0 {
+            d: f16::ONE,
+            qs: [-128; 32]
+        };
+        n
+    ];
+    let y8 = vec![
+        BlockQ8_0 {
+            d: f16::ONE,
+            qs: [-128; 32]
+        };
+        n
+    ];
+    let y81 = vec![
+        BlockQ8_1 {
+            d: f16::ONE,
+            s: f16::ONE,
+            qs: [-128; 32]
+        };
+        n
+    ];
+    for k in simd_tables() {
+        assert_eq!(
+            (k.vec_dot_q4_0_q8_0)(&x0, &y8),
+            dot::vec_dot_q4_0_q8_0(&x0, &y8),
+            "{}",
+            k.isa.name()
+        );
+        assert_eq!(
+            (k.vec_dot_q4_1_q8_1)(&x1, &y81),
+            dot::vec_dot_q4_1_q8_1(&x1, &y81),
+            "{}",
+            k.isa.name()
+        );
+        assert_eq!(
+            (k.vec_dot_q8_0_q8_0)(&x8, &y8),
+            dot::vec_dot_q8_0_q8_0(&x8, &y8),
+            "{}",
+            k.isa.name()
+        );
+    }
+}
+
+#[test]
+fn detect_picks_a_supported_table() {
+    let k = Kernels::detect();
+    assert!(Kernels::for_isa(k.isa).is_some());
+    eprintln!("detected ISA: {}", k.isa.name());
+}
+
+mod backend {
+    //! `CpuBackend::matmul` and `attention` for every weight dtype, ISA and thread count
+    //! against the scalar single-threaded backend.
+    //!
+    //! Tolerance: activation quantization is bit-exact across ISAs and the integer block
+    //! sums are exact, so outputs differ only by f32 reassociation inside one dot
+    //! product: `(n_in/32 + 64) · ε · Σ_i |w_i| (|x_i| + max|x|/127)` bounds it (the
+    //! second term covers quantized activations, |x̂_i| ≤ |x_i| + d/2). Thread count
+    //! changes only who computes an output, never how: threads 1 and 2 of one ISA must be
+    //! identical.
+
+    use crate::backend::{AttnParams, Backend, BufferKind, Reservation};
+    use crate::cpu::{CpuBackend, CpuBuffer, Isa};
+    use crate::dtype::DType;
+    use crate::ops;
+    use crate::tensor::{Shape, TensorMut, TensorRef};
+
+    struct Lcg(u64);
+    impl Lcg {
+        fn f(&mut self) -> f32 {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        }
+        fn vec(&mut self, n: usize) -> Vec<f32> {
+            (0..n).map(|_| self.f()).collect()
+        }
+    }
+
+    fn buf(b: &CpuBackend, bytes: &[u8]) -> CpuBuffer {
+        let mut x = b.alloc(bytes.len(), BufferKind::Shared).unwrap();
+        b.upload(&mut x, 0, bytes).unwrap();
+        x
+    }
+
+    fn run_matmul(
+        b: &mut CpuBackend,
+        dtype: DType,
+        w: &[u8],
+        x: &[f32],
+        n_out: usize,
+        n_in: usize,
+        n_tok: usize,
+    ) -> Vec<f32> {
+        b.reserve(Reservation {
+            max_tokens: n_tok,
+            max_row: n_in,
+            max_ctx: 1,
+            n_head: 1,
+        })
+        .unwrap();
+        let wb = buf(b, w);
+        let xb = buf(b, bytemuck::cast_slice(x));
+        let mut yb = b.alloc(n_tok * n_out * 4, BufferKind::Shared).unwrap();
+        ops::matmul(
+            b,
+            TensorRef::new(&wb, 0, dtype, Shape::d2(n_out, n_in)),
+            TensorRef::new(&xb, 0, DType::F32, Shape::d2(n_tok, n_in)),
+            TensorMut::new(&mut yb, 0, DType::F32, Shape::d2(n_tok, n_out)),
+        )
+        .unwrap();
+        let mut y = vec![0f32; n_tok * n_out];
+        b.download(&yb, 0, bytemuck::cast_slice_mut(&mut y)).unwrap();
+        y
+    }
+
+    #[test]
+    fn matmul_every_dtype_isa_and_thread_count() {
+        let mut rng = Lcg(7);
+        for &(n_out, n_in, n_tok) in &[(37, 64, 1), (70, 96, 3), (129, 160, 17), (16, 32, 2)] {
+            let wf = rng.vec(n_out * n_in);
+            let x: Vec<f32> = rng.vec(n_tok * n_in).iter().map(|v| v * 3.0).collect();
+            let xmax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for dtype in [
+                DType::F32,
+                DType::F16,
+                DType::BF16,
+                DType::Q4_0,
+                DType::Q4_1,
+                DType::Q8_0,
+            ] {
+                let mut w = vec![0u8; dtype.row_bytes(n_in).unwrap() * n_out];
+                let rb = dtype.row_bytes(n_in).unwrap();
+                for (o, row) in w.chunks_exact_mut(rb).enumerate() {
+                    crate::quant::quantize_row(dtype, &wf[o * n_in..][..n_in], row).unwrap();
+                }
+                let mut wd = vec![0f32; n_out * n_in];
+                for (o, row) in w.chunks_exact(rb).enumerate() {
+                    crate::quant::dequantize_row(dtype, row, &mut wd[o * n_in..][..n_in]).unwrap();
+                }
+                let mut s = CpuBackend::with_threads(Isa::Scalar, 1).unwrap();
+                let want = run_matmul(&mut s, dtype, &w, &x, n_out, n_in, n_tok);
+                for isa in Isa::ALL {
+                    let mut per_thread = Vec::new();
+                    for threads in [1, 2] {
+                        let Some(mut b) = CpuBackend::with_threads(isa, threads) else {
+                            eprintln!("skip {}: not supported here", isa.name());
+                            continue;
+                        };
+                        let got = run_matmul(&mut b, dtype, &w, &x, n_out, n_in, n_tok);
+                        for t in 0..n_tok {
+                            for o in 0..n_out {
+                                let mag: f32 = (0..n_in)
+                                    .map(|i| wd[o * n_in + i].abs() * (x[t * n_in + i].abs() + xmax / 127.0))
+                                    .sum();
+                                let tol = ((n_in / 32) as f32 + 64.0) * f32::EPSILON * mag + 1e-30;
+                                let (g, e) = (got[t * n_out + o], want[t * n_out + o]);
+                                assert!(
+                                    (g - e).abs() <= tol,
+                                    "{dtype:?} {} threads {threads} [{t},{o}] of {n_out}x{n_in}x{n_tok}: {g} vs {e} (tol {tol})",
+                                    isa.name()
+                                );
+                            }
+                        }
+                        per_thread.push(got);
+                    }
+                    if per_thread.len() == 2 {
+                        assert_eq!(
+                            per_thread[0],
+                            per_thread[1],
+                            "{dtype:?} {}: threads change results",
+                            isa.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attention_threads_match_serial() {
+        let mut rng = Lcg(11);
+        let (n_head, n_kv, hd, cap) = (6, 2, 16, 24);
+        for (n_past, n_tok) in [(0, 5), (7, 1), (3, 9)] {
+            let q = rng.vec(n_tok * n_head * hd);
+            let k = rng.vec(cap * n_kv * hd);
+            let v = rng.vec(cap * n_kv * hd);
+            let p = AttnParams {
+                n_head,
+                n_kv_head: n_kv,
+                head_dim: hd,
+                scale: 0.25,
+                n_past,
+            };
+            let mut outs = Vec::new();
+            for threads in [1, 2, 3] {
+                let mut b = CpuBackend::with_threads(Isa::Scalar, threads).unwrap();
+                b.reserve(Reservation {
+                    max_tokens: n_tok,
+                    max_row: 32,
+                    max_ctx: cap,
+                    n_head,
+                })
+                .unwrap();
+                let (qb, kb, vb) = (
+                    buf(&b, bytemuck::cast_slice(&q)),
+                    buf(&b, bytemuck::cast_slice(&k)),
+                    buf(&b, bytemuck::cast_slice(&v)),
+                );
+                let mut ob = b.alloc(q.len() * 4, BufferKind::Shared).unwrap();
+                ops::attention(
+                    &mut b,
+                    TensorRef::new(&qb, 0, DType::F32, Shape::d3(n_tok, n_head, hd)),
+                    TensorRef::new(&kb, 0, DType::F32, Shape::d3(cap, n_kv, hd)),
+                    TensorRef::new(&vb, 0, DType::F32, Shape::d3(cap, n_kv, hd)),
+                    p,
+                    TensorMut::new(&mut ob, 0, DType::F32, Shape::d3(n_tok, n_head, hd)),
+                )
+                .unwrap();
+                let mut o = vec![0f32; q.len()];
+                b.download(&ob, 0, bytemuck::cast_slice_mut(&mut o)).unwrap();
+                outs.push(o);
+            }
+            let mut serial = vec![0f32; q.len()];
+            let mut scores = vec![0f32; cap];
+            crate::cpu::scalar::attention(&q, &k, &v, &mut serial, &mut scores, p, n_tok);
+            for o in &outs {
+                assert_eq!(o, &serial);
+            }
+        }
+    }
+}

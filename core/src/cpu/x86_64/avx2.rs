@@ -1,0 +1,345 @@
+//! AVX2 + FMA + F16C kernels (`Isa::Avx2`). One 32-element block per 256-bit vector;
+//! the dot products keep two independent accumulators to hide FMA latency.
+
+use core::arch::x86_64::*;
+
+use half::{bf16, f16};
+
+use super::{hsum_ps, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, scale_prod, scales4, store32};
+use crate::cpu::kernels::{Isa, Kernels};
+use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+
+/// The AVX2 table, or `None` when the CPU lacks AVX2, FMA or F16C.
+pub(crate) fn kernels() -> Option<Kernels> {
+    if !(is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")) {
+        return None;
+    }
+    Some(Kernels {
+        isa: Isa::Avx2,
+        quantize_row_q8_0,
+        quantize_row_q8_1,
+        vec_dot_q4_0_q8_0,
+        vec_dot_q4_1_q8_1,
+        vec_dot_q8_0_q8_0,
+        vec_dot_f16_f32,
+        vec_dot_bf16_f32,
+        vec_dot_f32,
+        gemv_q4_0_q8_0,
+        gemv_q4_1_q8_1,
+        gemv_q8_0_q8_0,
+    })
+}
+
+// The safe entry points below are reachable only through the table returned by
+// `kernels()`, which verified AVX2, FMA and F16C on this CPU.
+
+fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+    // SAFETY: AVX2/FMA/F16C verified by `kernels()` (the only way to reach this fn).
+    unsafe { quantize_row_q8_0_impl(x, y) }
+}
+fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
+    // SAFETY: as above.
+    unsafe { quantize_row_q8_1_impl(x, y) }
+}
+fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: as above.
+    unsafe { vec_dot_q4_0_q8_0_impl(x, y) }
+}
+fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    // SAFETY: as above.
+    unsafe { vec_dot_q4_1_q8_1_impl(x, y) }
+}
+pub(super) fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
+    unsafe { vec_dot_q8_0_q8_0_impl(x, y) }
+}
+pub(super) fn gemv_q4_0_q8_0(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
+    unsafe { gemv_q4_0_q8_0_impl(w, x, y) }
+}
+pub(super) fn gemv_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
+    // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
+    unsafe { gemv_q4_1_q8_1_impl(w, x, y) }
+}
+pub(super) fn gemv_q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
+    unsafe { gemv_q8_0_q8_0_impl(w, x, y) }
+}
+fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
+    // SAFETY: as above.
+    unsafe { vec_dot_f16_f32_impl(x, y) }
+}
+fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
+    // SAFETY: as above.
+    unsafe { vec_dot_bf16_f32_impl(x, y) }
+}
+fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
+    // SAFETY: as above.
+    unsafe { vec_dot_f32_impl(x, y) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_row_q8_0_impl(x: &[f32], y: &mut [BlockQ8_0]) {
+    debug_assert_eq!(x.len(), y.len() * 32);
+    for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
+        match q8_block(xb) {
+            Some((d, q, _)) => {
+                yb.d = f16::from_f32(d);
+                store32(&mut yb.qs, q);
+            }
+            None => quant::quantize_row_q8_0(xb, core::slice::from_mut(yb)),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn quantize_row_q8_1_impl(x: &[f32], y: &mut [BlockQ8_1]) {
+    debug_assert_eq!(x.len(), y.len() * 32);
+    for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
+        match q8_block(xb) {
+            Some((d, q, sum)) => {
+                yb.d = f16::from_f32(d);
+                yb.s = f16::from_f32(sum as f32 * d);
+                store32(&mut yb.qs, q);
+            }
+            None => quant::quantize_row_q8_1(xb, core::slice::from_mut(yb)),
+        }
+    }
+}
+
+/// The 32 nibbles of a Q4 block as unsigned bytes in element order (low nibbles are
+/// elements 0..16, high nibbles 16..32).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
+    let q = load16(qs);
+    let m4 = _mm_set1_epi8(0x0f);
+    let lo = _mm_and_si128(q, m4);
+    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), m4);
+    _mm256_set_m128i(hi, lo)
+}
+
+/// Σ (x − 8)·y over one block, as 8 i32 lanes. `maddubs` of unsigned nibbles (≤ 15) and
+/// signed bytes cannot saturate (|pair| ≤ 2·15·128); the same holds for 8·y, and their
+/// difference (|pair| ≤ 2·8·128) fits i16, so every step is exact.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn sum_q4_0(xu: __m256i, y: __m256i) -> __m256i {
+    let p = _mm256_sub_epi16(
+        _mm256_maddubs_epi16(xu, y),
+        _mm256_maddubs_epi16(_mm256_set1_epi8(8), y),
+    );
+    _mm256_madd_epi16(p, _mm256_set1_epi16(1))
+}
+
+/// Σ x·y over one block (x unsigned nibbles), as 8 i32 lanes; exact as above.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn sum_q4_1(xu: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(xu, y), _mm256_set1_epi16(1))
+}
+
+/// Σ x·y over one block of two signed-byte vectors, widened to i16 first so that every
+/// byte value (−128 included) is exact.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn sum_q8(x: &[i8; 32], y: &[i8; 32]) -> __m256i {
+    let xl = _mm256_cvtepi8_epi16(load16_i8(&x[..16]));
+    let xh = _mm256_cvtepi8_epi16(load16_i8(&x[16..]));
+    let yl = _mm256_cvtepi8_epi16(load16_i8(&y[..16]));
+    let yh = _mm256_cvtepi8_epi16(load16_i8(&y[16..]));
+    _mm256_add_epi32(_mm256_madd_epi16(xl, yl), _mm256_madd_epi16(xh, yh))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn vec_dot_q4_0_q8_0_impl(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let mut acc = _mm256_setzero_ps();
+    for (bx, by) in x.iter().zip(y) {
+        let s = sum_q4_0(nibbles(&bx.qs), load32(&by.qs));
+        let d = _mm256_set1_ps(scale_prod(bx.d, by.d));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
+    }
+    hsum_ps(acc)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn vec_dot_q4_1_q8_1_impl(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let s = sum_q4_1(nibbles(&bx.qs), load32(&by.qs));
+        let d = _mm256_set1_ps(scale_prod(bx.d, by.d));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
+        summs += scale_prod(bx.m, by.s);
+    }
+    hsum_ps(acc) + summs
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn vec_dot_q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let mut acc = _mm256_setzero_ps();
+    for (bx, by) in x.iter().zip(y) {
+        let s = sum_q8(&bx.qs, &by.qs);
+        let d = _mm256_set1_ps(scale_prod(bx.d, by.d));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), d, acc);
+    }
+    hsum_ps(acc)
+}
+
+// Four weight rows per step against one activation row: the activation block is loaded
+// once, its scale converted once, and the four rows' scales with one F16C instruction.
+// Per row the integer block sum and the f32 scale product are exactly those of the
+// single-row kernels; only the f32 accumulation order differs from the scalar twin.
+
+/// Broadcasts lane `r` of `s` to all 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn lane(s: __m128, r: i32) -> __m256 {
+    _mm256_permutevar8x32_ps(_mm256_castps128_ps256(s), _mm256_set1_epi32(r))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemv_q4_0_q8_0_impl(w: &[BlockQ4_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    let nb = x.len();
+    let full = y.len() / 4 * 4;
+    let (y4, tail) = y.split_at_mut(full);
+    for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
+        let wr = crate::cpu::rows4(w, 4 * i, nb);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (b, xb) in x.iter().enumerate() {
+            let yv = load32(&xb.qs);
+            let y8 = _mm256_maddubs_epi16(_mm256_set1_epi8(8), yv);
+            let d = scales4([wr[0][b].d, wr[1][b].d, wr[2][b].d, wr[3][b].d], xb.d);
+            for r in 0..4 {
+                // (x − 8)·y pairs: see `sum_q4_0` for why no step saturates.
+                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(nibbles(&wr[r][b].qs), yv), y8);
+                let s = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), lane(d, r as i32), acc[r]);
+            }
+        }
+        for r in 0..4 {
+            yo[r] = hsum_ps(acc[r]);
+        }
+    }
+    for (r, yr) in tail.iter_mut().enumerate() {
+        *yr = vec_dot_q4_0_q8_0_impl(&w[(full + r) * nb..(full + r + 1) * nb], x);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemv_q4_1_q8_1_impl(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
+    let nb = x.len();
+    let full = y.len() / 4 * 4;
+    let (y4, tail) = y.split_at_mut(full);
+    for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
+        let wr = crate::cpu::rows4(w, 4 * i, nb);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut ms = _mm_setzero_ps(); // Σ m·s, lane r = row r
+        for (b, xb) in x.iter().enumerate() {
+            let yv = load32(&xb.qs);
+            let d = scales4([wr[0][b].d, wr[1][b].d, wr[2][b].d, wr[3][b].d], xb.d);
+            ms = _mm_add_ps(ms, scales4([wr[0][b].m, wr[1][b].m, wr[2][b].m, wr[3][b].m], xb.s));
+            for r in 0..4 {
+                let s = sum_q4_1(nibbles(&wr[r][b].qs), yv);
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), lane(d, r as i32), acc[r]);
+            }
+        }
+        let mut m = [0f32; 4];
+        // SAFETY: `m` is 4 writable f32; unaligned store.
+        unsafe { _mm_storeu_ps(m.as_mut_ptr(), ms) };
+        for r in 0..4 {
+            yo[r] = hsum_ps(acc[r]) + m[r];
+        }
+    }
+    for (r, yr) in tail.iter_mut().enumerate() {
+        *yr = vec_dot_q4_1_q8_1_impl(&w[(full + r) * nb..(full + r + 1) * nb], x);
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemv_q8_0_q8_0_impl(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
+    let nb = x.len();
+    let full = y.len() / 4 * 4;
+    let (y4, tail) = y.split_at_mut(full);
+    for (i, yo) in y4.chunks_exact_mut(4).enumerate() {
+        let wr = crate::cpu::rows4(w, 4 * i, nb);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (b, xb) in x.iter().enumerate() {
+            // The activation block widened to i16 once for all four rows.
+            let yl = _mm256_cvtepi8_epi16(load16_i8(&xb.qs[..16]));
+            let yh = _mm256_cvtepi8_epi16(load16_i8(&xb.qs[16..]));
+            let d = scales4([wr[0][b].d, wr[1][b].d, wr[2][b].d, wr[3][b].d], xb.d);
+            for r in 0..4 {
+                let q = &wr[r][b].qs;
+                let xl = _mm256_cvtepi8_epi16(load16_i8(&q[..16]));
+                let xh = _mm256_cvtepi8_epi16(load16_i8(&q[16..]));
+                let s = _mm256_add_epi32(_mm256_madd_epi16(xl, yl), _mm256_madd_epi16(xh, yh));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), lane(d, r as i32), acc[r]);
+            }
+        }
+        for r in 0..4 {
+            yo[r] = hsum_ps(acc[r]);
+        }
+    }
+    for (r, yr) in tail.iter_mut().enumerate() {
+        *yr = vec_dot_q8_0_q8_0_impl(&w[(full + r) * nb..(full + r + 1) * nb], x);
+    }
+}
+
+/// Shared shape of the float dot products: 32 elements per step in four accumulators,
+/// then 8 at a time, then a scalar tail. `load(i)` gives elements `i..i+8` as f32.
+macro_rules! float_dot {
+    ($x:expr, $y:expr, |$i:ident| $load:expr, |$j:ident| $tail:expr) => {{
+        let (x, y) = ($x, $y);
+        debug_assert_eq!(x.len(), y.len());
+        let n = x.len().min(y.len());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 32 <= n {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let $i = i + 8 * k;
+                *a = _mm256_fmadd_ps($load, load_ps8(y, $i), *a);
+            }
+            i += 32;
+        }
+        while i + 8 <= n {
+            let $i = i;
+            acc[0] = _mm256_fmadd_ps($load, load_ps8(y, i), acc[0]);
+            i += 8;
+        }
+        let mut s = hsum_ps(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ));
+        while i < n {
+            let $j = i;
+            s += $tail * y[i];
+            i += 1;
+        }
+        s
+    }};
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn vec_dot_f32_impl(x: &[f32], y: &[f32]) -> f32 {
+    float_dot!(x, y, |i| load_ps8(x, i), |i| x[i])
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn vec_dot_f16_f32_impl(x: &[f16], y: &[f32]) -> f32 {
+    float_dot!(x, y, |i| _mm256_cvtph_ps(load_u16x8(x, i)), |i| x[i].to_f32())
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn vec_dot_bf16_f32_impl(x: &[bf16], y: &[f32]) -> f32 {
+    // bf16 → f32 is a 16-bit left shift of the bits (exact).
+    float_dot!(
+        x,
+        y,
+        |i| _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_u16x8(x, i)), 16)),
+        |i| x[i].to_f32()
+    )
+}

@@ -1,0 +1,364 @@
+//! AVX-512 kernels (`Isa::Avx512`): F + BW (+ the AVX2/FMA/F16C every AVX-512 CPU has),
+//! and VNNI (`vpdpbusd` / `vpdpwssd`) for the integer dot products where the CPU has it.
+//! Q4 dots take two 32-element blocks per 512-bit vector; an odd last block goes
+//! through the 256-bit AVX2 helpers. The Q8_0·Q8_0 dot is the AVX2 kernel (measured
+//! faster on this class of core; see docs/perf-notes.md), and so are the multi-row
+//! `gemv_*` entries (AVX2's four-row kernels).
+
+use core::arch::x86_64::*;
+
+use half::{bf16, f16};
+
+use super::avx2::{nibbles, sum_q4_0, sum_q4_1};
+use super::{hsum_ps, load16, load32, scale_prod, scale_prod2};
+use crate::cpu::kernels::{Isa, Kernels};
+use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+
+/// True when this CPU has everything the base AVX-512 table uses.
+fn has_base() -> bool {
+    is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bw")
+        && is_x86_feature_detected!("avx2")
+        && is_x86_feature_detected!("fma")
+        && is_x86_feature_detected!("f16c")
+}
+
+/// The AVX-512 table (VNNI dot products when `avx512vnni` is present), or `None`.
+pub(crate) fn kernels() -> Option<Kernels> {
+    if !has_base() {
+        return None;
+    }
+    let vnni = is_x86_feature_detected!("avx512vnni");
+    Some(Kernels {
+        isa: Isa::Avx512,
+        quantize_row_q8_0,
+        quantize_row_q8_1,
+        vec_dot_q4_0_q8_0: if vnni {
+            vec_dot_q4_0_q8_0_vnni
+        } else {
+            vec_dot_q4_0_q8_0
+        },
+        vec_dot_q4_1_q8_1: if vnni {
+            vec_dot_q4_1_q8_1_vnni
+        } else {
+            vec_dot_q4_1_q8_1
+        },
+        // Measured: widening a Q8_0 block to 32 i16 in a zmm is a port-5 shuffle per
+        // block and ran slower (11 GB/s) than the AVX2 kernel (16 GB/s); use that.
+        vec_dot_q8_0_q8_0: super::avx2::vec_dot_q8_0_q8_0,
+        vec_dot_f16_f32,
+        vec_dot_bf16_f32,
+        vec_dot_f32,
+        // Measured: the AVX2 four-row kernels beat row loops over the 512-bit dots on
+        // this class of core (see docs/perf-notes.md); the table reuses them.
+        gemv_q4_0_q8_0: super::avx2::gemv_q4_0_q8_0,
+        gemv_q4_1_q8_1: super::avx2::gemv_q4_1_q8_1,
+        gemv_q8_0_q8_0: super::avx2::gemv_q8_0_q8_0,
+    })
+}
+
+// The safe entry points below are reachable only through the table returned by
+// `kernels()`, which verified the base features (and VNNI for the `_vnni` ones).
+
+fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+    // SAFETY: AVX-512 F/BW + AVX2/FMA/F16C verified by `kernels()`.
+    unsafe { quantize_row_q8_0_impl(x, y) }
+}
+fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
+    // SAFETY: as above.
+    unsafe { quantize_row_q8_1_impl(x, y) }
+}
+fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: as above.
+    unsafe { vec_dot_q4_0_q8_0_bw(x, y) }
+}
+fn vec_dot_q4_0_q8_0_vnni(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: as above, and `kernels()` puts this fn in the table only with avx512vnni.
+    unsafe { vec_dot_q4_0_q8_0_vn(x, y) }
+}
+fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    // SAFETY: as above.
+    unsafe { vec_dot_q4_1_q8_1_bw(x, y) }
+}
+fn vec_dot_q4_1_q8_1_vnni(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    // SAFETY: as above, and `kernels()` puts this fn in the table only with avx512vnni.
+    unsafe { vec_dot_q4_1_q8_1_vn(x, y) }
+}
+fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
+    // SAFETY: as above.
+    unsafe { vec_dot_f16_f32_impl(x, y) }
+}
+fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
+    // SAFETY: as above.
+    unsafe { vec_dot_bf16_f32_impl(x, y) }
+}
+fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
+    // SAFETY: as above.
+    unsafe { vec_dot_f32_impl(x, y) }
+}
+
+/// Loads 16 f32 from `x[i..i + 16]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn load_ps16(x: &[f32], i: usize) -> __m512 {
+    let s = &x[i..i + 16];
+    // SAFETY: `s` is 16 readable f32 (bounds checked above); unaligned load. (Masked
+    // form: an LLVM intrinsic, free of `read_unaligned`'s debug checks; see `super`.)
+    unsafe { _mm512_maskz_loadu_ps(0xffff, s.as_ptr()) }
+}
+
+/// Loads 16 u16 (f16/bf16 bits) from `x[i..i + 16]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn load_u16x16<T: bytemuck::Pod>(x: &[T], i: usize) -> __m256i {
+    debug_assert_eq!(core::mem::size_of::<T>(), 2);
+    let s = &x[i..i + 16];
+    // SAFETY: `s` is 16 readable 2-byte values (bounds checked above); unaligned load.
+    unsafe { _mm256_lddqu_si256(s.as_ptr().cast()) }
+}
+
+/// Stores 16 bytes into `b[..16]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn store16(b: &mut [i8], v: __m128i) {
+    let s = &mut b[..16];
+    // SAFETY: `s` is 16 writable bytes; `storeu` has no alignment requirement.
+    unsafe { _mm_storeu_si128(s.as_mut_ptr().cast(), v) }
+}
+
+/// `roundf` (half away from zero) of 16 lanes, as `super::round_away`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn round_away16(v: __m512) -> __m512 {
+    let t = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    let frac = _mm512_sub_ps(v, t);
+    let one = _mm512_set1_ps(1.0);
+    let up = _mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5), _CMP_GE_OQ);
+    let dn = _mm512_cmp_ps_mask(frac, _mm512_set1_ps(-0.5), _CMP_LE_OQ);
+    let r = _mm512_mask_add_ps(t, up, t, one);
+    _mm512_mask_sub_ps(r, dn, r, one)
+}
+
+/// One 32-float block: scale, bytes written into `qs`, and their sum; `None` as in
+/// `super::q8_block`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn q8_block16(xb: &[f32], qs: &mut [i8; 32]) -> Option<(f32, i32)> {
+    let v0 = load_ps16(xb, 0);
+    let v1 = load_ps16(xb, 16);
+    let nan = _mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q) | _mm512_cmp_ps_mask(v1, v1, _CMP_UNORD_Q);
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+    let (d, id) = super::q8_scale(amax, nan != 0)?;
+    let idv = _mm512_set1_ps(id);
+    let i0 = _mm512_cvttps_epi32(round_away16(_mm512_mul_ps(v0, idv)));
+    let i1 = _mm512_cvttps_epi32(round_away16(_mm512_mul_ps(v1, idv)));
+    // Integral values in [-127, 127]: the saturating narrowing is exact.
+    store16(&mut qs[..16], _mm512_cvtsepi32_epi8(i0));
+    store16(&mut qs[16..], _mm512_cvtsepi32_epi8(i1));
+    Some((d, _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1))))
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn quantize_row_q8_0_impl(x: &[f32], y: &mut [BlockQ8_0]) {
+    debug_assert_eq!(x.len(), y.len() * 32);
+    for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
+        match q8_block16(xb, &mut yb.qs) {
+            Some((d, _)) => yb.d = f16::from_f32(d),
+            None => quant::quantize_row_q8_0(xb, core::slice::from_mut(yb)),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn quantize_row_q8_1_impl(x: &[f32], y: &mut [BlockQ8_1]) {
+    debug_assert_eq!(x.len(), y.len() * 32);
+    for (xb, yb) in x.chunks_exact(32).zip(y.iter_mut()) {
+        match q8_block16(xb, &mut yb.qs) {
+            Some((d, sum)) => {
+                yb.d = f16::from_f32(d);
+                yb.s = f16::from_f32(sum as f32 * d);
+            }
+            None => quant::quantize_row_q8_1(xb, core::slice::from_mut(yb)),
+        }
+    }
+}
+
+/// The nibbles of two Q4 blocks as 64 unsigned bytes: block `a` in the low 256 bits,
+/// block `b` in the high, each in element order.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn nibbles2(a: &[u8; 16], b: &[u8; 16]) -> __m512i {
+    let q = _mm256_set_m128i(load16(b), load16(a));
+    let m4 = _mm256_set1_epi8(0x0f);
+    let lo = _mm256_and_si256(q, m4); // [a lo, b lo]
+    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4); // [a hi, b hi]
+    let z = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    _mm512_shuffle_i64x2(z, z, 0b11_01_10_00) // [a lo, a hi, b lo, b hi]
+}
+
+/// Two 32-byte blocks side by side.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn bytes2(a: &[i8; 32], b: &[i8; 32]) -> __m512i {
+    _mm512_inserti64x4(_mm512_castsi256_si512(load32(a)), load32(b), 1)
+}
+
+/// 16 lanes: lane 0 of `p` in the low eight, lane 2 in the high eight (see
+/// `scale_prod2`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn scales2(p: __m128) -> __m512 {
+    let idx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2);
+    _mm512_permutexvar_ps(idx, _mm512_castps128_ps512(p))
+}
+
+// Integer block sums, 16 i32 lanes. BW: `maddubs` + `madd` (exact: see avx2::sum_q4_0).
+// VNNI: `vpdpbusd` sums four u8·i8 products into i32 directly (no i16 step at all).
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn sum2_q4_0_bw(xu: __m512i, y: __m512i) -> __m512i {
+    let p = _mm512_sub_epi16(
+        _mm512_maddubs_epi16(xu, y),
+        _mm512_maddubs_epi16(_mm512_set1_epi8(8), y),
+    );
+    _mm512_madd_epi16(p, _mm512_set1_epi16(1))
+}
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+fn sum2_q4_0_vn(xu: __m512i, y: __m512i) -> __m512i {
+    let z = _mm512_setzero_si512();
+    _mm512_sub_epi32(
+        _mm512_dpbusd_epi32(z, xu, y),
+        _mm512_dpbusd_epi32(z, _mm512_set1_epi8(8), y),
+    )
+}
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn sum2_q4_1_bw(xu: __m512i, y: __m512i) -> __m512i {
+    _mm512_madd_epi16(_mm512_maddubs_epi16(xu, y), _mm512_set1_epi16(1))
+}
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma,f16c")]
+fn sum2_q4_1_vn(xu: __m512i, y: __m512i) -> __m512i {
+    _mm512_dpbusd_epi32(_mm512_setzero_si512(), xu, y)
+}
+/// Q4_0 · Q8_0, two blocks per step; `$sum2` is the 512-bit integer block-pair sum.
+macro_rules! dot_q4_0 {
+    ($name:ident, $features:literal, $sum2:ident) => {
+        #[target_feature(enable = $features)]
+        fn $name(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+            debug_assert_eq!(x.len(), y.len());
+            let mut acc = _mm512_setzero_ps();
+            let (xp, yp) = (x.chunks_exact(2), y.chunks_exact(2));
+            let (xr, yr) = (xp.remainder(), yp.remainder());
+            for (bx, by) in xp.zip(yp) {
+                let s = $sum2(nibbles2(&bx[0].qs, &bx[1].qs), bytes2(&by[0].qs, &by[1].qs));
+                let d = scales2(scale_prod2(bx[0].d, by[0].d, bx[1].d, by[1].d));
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
+            }
+            let mut sum = _mm512_reduce_add_ps(acc);
+            if let (Some(bx), Some(by)) = (xr.first(), yr.first()) {
+                let s = sum_q4_0(nibbles(&bx.qs), load32(&by.qs));
+                let d = _mm256_set1_ps(scale_prod(bx.d, by.d));
+                sum += hsum_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s), d));
+            }
+            sum
+        }
+    };
+}
+dot_q4_0!(vec_dot_q4_0_q8_0_bw, "avx512f,avx512bw,avx2,fma,f16c", sum2_q4_0_bw);
+dot_q4_0!(
+    vec_dot_q4_0_q8_0_vn,
+    "avx512f,avx512bw,avx512vnni,avx2,fma,f16c",
+    sum2_q4_0_vn
+);
+
+/// Q4_1 · Q8_1, two blocks per step; the `m·s` terms add up in a scalar accumulator.
+macro_rules! dot_q4_1 {
+    ($name:ident, $features:literal, $sum2:ident) => {
+        #[target_feature(enable = $features)]
+        fn $name(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+            debug_assert_eq!(x.len(), y.len());
+            let mut acc = _mm512_setzero_ps();
+            let mut msum = _mm_setzero_ps(); // m·s terms in lanes 0 and 2
+            let (xp, yp) = (x.chunks_exact(2), y.chunks_exact(2));
+            let (xr, yr) = (xp.remainder(), yp.remainder());
+            for (bx, by) in xp.zip(yp) {
+                let s = $sum2(nibbles2(&bx[0].qs, &bx[1].qs), bytes2(&by[0].qs, &by[1].qs));
+                let d = scales2(scale_prod2(bx[0].d, by[0].d, bx[1].d, by[1].d));
+                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
+                msum = _mm_add_ps(msum, scale_prod2(bx[0].m, by[0].s, bx[1].m, by[1].s));
+            }
+            let mut sum = _mm512_reduce_add_ps(acc);
+            let mut summs = _mm_cvtss_f32(msum) + _mm_cvtss_f32(_mm_movehl_ps(msum, msum));
+            if let (Some(bx), Some(by)) = (xr.first(), yr.first()) {
+                let s = sum_q4_1(nibbles(&bx.qs), load32(&by.qs));
+                let d = _mm256_set1_ps(scale_prod(bx.d, by.d));
+                sum += hsum_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(s), d));
+                summs += scale_prod(bx.m, by.s);
+            }
+            sum + summs
+        }
+    };
+}
+dot_q4_1!(vec_dot_q4_1_q8_1_bw, "avx512f,avx512bw,avx2,fma,f16c", sum2_q4_1_bw);
+dot_q4_1!(
+    vec_dot_q4_1_q8_1_vn,
+    "avx512f,avx512bw,avx512vnni,avx2,fma,f16c",
+    sum2_q4_1_vn
+);
+
+/// Float dot products: 64 elements per step in four accumulators, then 16 at a time,
+/// then a scalar tail. `|i| load` gives elements `i..i+16` as f32.
+macro_rules! float_dot16 {
+    ($x:expr, $y:expr, |$i:ident| $load:expr, |$j:ident| $tail:expr) => {{
+        let (x, y) = ($x, $y);
+        debug_assert_eq!(x.len(), y.len());
+        let n = x.len().min(y.len());
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        while i + 64 <= n {
+            for (k, a) in acc.iter_mut().enumerate() {
+                let $i = i + 16 * k;
+                *a = _mm512_fmadd_ps($load, load_ps16(y, $i), *a);
+            }
+            i += 64;
+        }
+        while i + 16 <= n {
+            let $i = i;
+            acc[0] = _mm512_fmadd_ps($load, load_ps16(y, i), acc[0]);
+            i += 16;
+        }
+        let mut s = _mm512_reduce_add_ps(_mm512_add_ps(
+            _mm512_add_ps(acc[0], acc[1]),
+            _mm512_add_ps(acc[2], acc[3]),
+        ));
+        while i < n {
+            let $j = i;
+            s += $tail * y[i];
+            i += 1;
+        }
+        s
+    }};
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn vec_dot_f32_impl(x: &[f32], y: &[f32]) -> f32 {
+    float_dot16!(x, y, |i| load_ps16(x, i), |i| x[i])
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn vec_dot_f16_f32_impl(x: &[f16], y: &[f32]) -> f32 {
+    float_dot16!(x, y, |i| _mm512_cvtph_ps(load_u16x16(x, i)), |i| x[i].to_f32())
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn vec_dot_bf16_f32_impl(x: &[bf16], y: &[f32]) -> f32 {
+    float_dot16!(
+        x,
+        y,
+        |i| _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(load_u16x16(x, i)), 16)),
+        |i| x[i].to_f32()
+    )
+}
