@@ -143,7 +143,7 @@ fn check_matmul<B: Backend + ?Sized>(
     want_dtype(op, "y", y.dtype, DType::F32)?;
     if w.shape.rank() != 2 {
         return Err(Error::Shape {
-            op: op,
+            op,
             what: "w",
             expected: "rank 2".to_string(),
             got: w.shape.describe(),
@@ -153,7 +153,7 @@ fn check_matmul<B: Backend + ?Sized>(
     let n_tok = x.shape.rows();
     if x.shape.row_len() != n_in {
         return Err(Error::Shape {
-            op: op,
+            op,
             what: "x",
             expected: format!("[n_tok, {n_in}]"),
             got: x.shape.describe(),
@@ -161,7 +161,7 @@ fn check_matmul<B: Backend + ?Sized>(
     }
     if y.shape.rows() != n_tok || y.shape.row_len() != n_out {
         return Err(Error::Shape {
-            op: op,
+            op,
             what: "y",
             expected: format!("[{n_tok}, {n_out}]"),
             got: y.shape.describe(),

@@ -341,7 +341,8 @@ fn add_tokenizer(w: &mut GgufWriter<'_>, dir: &Path, c: &LlamaConfig) -> Result<
     }
     // Chat template and BOS policy live in tokenizer_config.json.
     if let Ok(t) = std::fs::read_to_string(dir.join("tokenizer_config.json")) {
-        let tc: serde_json::Value = serde_json::from_str(&t).with_context(|| format!("parsing {}/tokenizer_config.json", dir.display()))?;
+        let tc: serde_json::Value =
+            serde_json::from_str(&t).with_context(|| format!("parsing {}/tokenizer_config.json", dir.display()))?;
         if let Some(tmpl) = tc["chat_template"].as_str() {
             w.add("tokenizer.chat_template", Value::Str(tmpl.to_string()))?;
         }
