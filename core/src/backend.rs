@@ -207,4 +207,101 @@ pub trait Backend {
     fn swiglu(&mut self, gate: TensorRef<'_, Self>, up: TensorRef<'_, Self>, out: TensorMut<'_, Self>) -> Result<()>;
     /// `dst += src` (the residual add).
     fn add(&mut self, dst: TensorMut<'_, Self>, src: TensorRef<'_, Self>) -> Result<()>;
+
+    // --- fused ops (defaults compose the ops above; a GPU backend overrides them to
+    // save kernel launches). Same results as the composition, up to f32 rounding. ------
+    /// `y += x · wᵀ` — a projection with the residual add folded in. `tmp` is scratch of
+    /// `y`'s shape for backends that compose the op (a fused one leaves it untouched).
+    fn matmul_add(
+        &mut self,
+        w: TensorRef<'_, Self>,
+        x: TensorRef<'_, Self>,
+        mut tmp: TensorMut<'_, Self>,
+        y: TensorMut<'_, Self>,
+    ) -> Result<()> {
+        self.matmul(w, x, tmp.reborrow())?;
+        self.add(y, tmp.as_ref())
+    }
+    /// RoPE on the queries `q` and the new keys `k` (both [n_tok, heads, head_dim]).
+    fn rope_qk(
+        &mut self,
+        q: TensorMut<'_, Self>,
+        k: TensorMut<'_, Self>,
+        inv_freq: TensorRef<'_, Self>,
+        pos0: usize,
+        style: RopeStyle,
+    ) -> Result<()> {
+        self.rope(q, inv_freq, pos0, style)?;
+        self.rope(k, inv_freq, pos0, style)
+    }
+    /// The attention input side: `xn = rms_norm(x) · norm_w`, then `ys[i] = xn · ws[i]ᵀ`
+    /// (Q, K, V). `xn` is scratch for backends that compose the op (a fused one may
+    /// leave it untouched).
+    fn rms_norm_matmul3(
+        &mut self,
+        x: TensorRef<'_, Self>,
+        norm_w: TensorRef<'_, Self>,
+        eps: f32,
+        xn: TensorMut<'_, Self>,
+        ws: [TensorRef<'_, Self>; 3],
+        ys: [TensorMut<'_, Self>; 3],
+    ) -> Result<()> {
+        rms_norm_matmul3_composed(self, x, norm_w, eps, xn, ws, ys)
+    }
+    /// The feed-forward input side: `xn = rms_norm(x) · norm_w`, then
+    /// `out = silu(xn · w_gateᵀ) · (xn · w_upᵀ)`. `xn`, `gate` and `up` are scratch for
+    /// backends that compose the op (a fused one may leave them untouched).
+    #[allow(clippy::too_many_arguments)]
+    fn rms_norm_matmul_swiglu(
+        &mut self,
+        x: TensorRef<'_, Self>,
+        norm_w: TensorRef<'_, Self>,
+        eps: f32,
+        xn: TensorMut<'_, Self>,
+        w_gate: TensorRef<'_, Self>,
+        w_up: TensorRef<'_, Self>,
+        gate: TensorMut<'_, Self>,
+        up: TensorMut<'_, Self>,
+        out: TensorMut<'_, Self>,
+    ) -> Result<()> {
+        rms_norm_matmul_swiglu_composed(self, x, norm_w, eps, xn, w_gate, w_up, gate, up, out)
+    }
+}
+
+/// [`Backend::rms_norm_matmul3`] as `rms_norm` and three `matmul`s (the default; also
+/// the fallback of backends that fuse only some cases).
+pub fn rms_norm_matmul3_composed<B: Backend + ?Sized>(
+    b: &mut B,
+    x: TensorRef<'_, B>,
+    norm_w: TensorRef<'_, B>,
+    eps: f32,
+    mut xn: TensorMut<'_, B>,
+    ws: [TensorRef<'_, B>; 3],
+    ys: [TensorMut<'_, B>; 3],
+) -> Result<()> {
+    b.rms_norm(x, norm_w, eps, xn.reborrow())?;
+    for (w, y) in ws.into_iter().zip(ys) {
+        b.matmul(w, xn.as_ref(), y)?;
+    }
+    Ok(())
+}
+
+/// [`Backend::rms_norm_matmul_swiglu`] as `rms_norm`, two `matmul`s and a `swiglu`.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_matmul_swiglu_composed<B: Backend + ?Sized>(
+    b: &mut B,
+    x: TensorRef<'_, B>,
+    norm_w: TensorRef<'_, B>,
+    eps: f32,
+    mut xn: TensorMut<'_, B>,
+    w_gate: TensorRef<'_, B>,
+    w_up: TensorRef<'_, B>,
+    mut gate: TensorMut<'_, B>,
+    mut up: TensorMut<'_, B>,
+    out: TensorMut<'_, B>,
+) -> Result<()> {
+    b.rms_norm(x, norm_w, eps, xn.reborrow())?;
+    b.matmul(w_gate, xn.as_ref(), gate.reborrow())?;
+    b.matmul(w_up, xn.as_ref(), up.reborrow())?;
+    b.swiglu(gate.as_ref(), up.as_ref(), out)
 }

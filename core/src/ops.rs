@@ -124,16 +124,26 @@ pub fn matmul<B: Backend + ?Sized>(
     x: TensorRef<'_, B>,
     y: TensorMut<'_, B>,
 ) -> Result<()> {
-    const OP: &str = "matmul";
-    chk_ref(b, OP, "w", &w)?;
-    chk_ref(b, OP, "x", &x)?;
-    chk_mut(b, OP, "y", &y)?;
-    weight_dtype(b, OP, w.dtype)?;
-    want_dtype(OP, "x", x.dtype, DType::F32)?;
-    want_dtype(OP, "y", y.dtype, DType::F32)?;
+    check_matmul(b, "matmul", &w, &x, &y)?;
+    b.matmul(w, x, y)
+}
+
+fn check_matmul<B: Backend + ?Sized>(
+    b: &B,
+    op: &'static str,
+    w: &TensorRef<'_, B>,
+    x: &TensorRef<'_, B>,
+    y: &TensorMut<'_, B>,
+) -> Result<()> {
+    chk_ref(b, op, "w", w)?;
+    chk_ref(b, op, "x", x)?;
+    chk_mut(b, op, "y", y)?;
+    weight_dtype(b, op, w.dtype)?;
+    want_dtype(op, "x", x.dtype, DType::F32)?;
+    want_dtype(op, "y", y.dtype, DType::F32)?;
     if w.shape.rank() != 2 {
         return Err(Error::Shape {
-            op: OP,
+            op,
             what: "w",
             expected: "rank 2".to_string(),
             got: w.shape.describe(),
@@ -143,7 +153,7 @@ pub fn matmul<B: Backend + ?Sized>(
     let n_tok = x.shape.rows();
     if x.shape.row_len() != n_in {
         return Err(Error::Shape {
-            op: OP,
+            op,
             what: "x",
             expected: format!("[n_tok, {n_in}]"),
             got: x.shape.describe(),
@@ -151,13 +161,13 @@ pub fn matmul<B: Backend + ?Sized>(
     }
     if y.shape.rows() != n_tok || y.shape.row_len() != n_out {
         return Err(Error::Shape {
-            op: OP,
+            op,
             what: "y",
             expected: format!("[{n_tok}, {n_out}]"),
             got: y.shape.describe(),
         });
     }
-    b.matmul(w, x, y)
+    Ok(())
 }
 
 /// RMS normalisation with a learned f32 weight.
@@ -168,23 +178,33 @@ pub fn rms_norm<B: Backend + ?Sized>(
     eps: f32,
     out: TensorMut<'_, B>,
 ) -> Result<()> {
-    const OP: &str = "rms_norm";
-    chk_ref(b, OP, "x", &x)?;
-    chk_ref(b, OP, "w", &w)?;
-    chk_mut(b, OP, "out", &out)?;
-    want_dtype(OP, "x", x.dtype, DType::F32)?;
-    want_dtype(OP, "w", w.dtype, DType::F32)?;
-    want_dtype(OP, "out", out.dtype, DType::F32)?;
-    want_shape(OP, "w", w.shape, &[x.shape.row_len()])?;
+    check_rms_norm(b, "rms_norm", &x, &w, &out)?;
+    b.rms_norm(x, w, eps, out)
+}
+
+fn check_rms_norm<B: Backend + ?Sized>(
+    b: &B,
+    op: &'static str,
+    x: &TensorRef<'_, B>,
+    w: &TensorRef<'_, B>,
+    out: &TensorMut<'_, B>,
+) -> Result<()> {
+    chk_ref(b, op, "x", x)?;
+    chk_ref(b, op, "w", w)?;
+    chk_mut(b, op, "out", out)?;
+    want_dtype(op, "x", x.dtype, DType::F32)?;
+    want_dtype(op, "w", w.dtype, DType::F32)?;
+    want_dtype(op, "out", out.dtype, DType::F32)?;
+    want_shape(op, "w", w.shape, &[x.shape.row_len()])?;
     if out.shape.numel() != x.shape.numel() || out.shape.row_len() != x.shape.row_len() {
         return Err(Error::Shape {
-            op: OP,
+            op,
             what: "out",
             expected: x.shape.describe(),
             got: out.shape.describe(),
         });
     }
-    b.rms_norm(x, w, eps, out)
+    Ok(())
 }
 
 /// RoPE in place on `x` [n_tok, n_heads, head_dim].
@@ -195,21 +215,30 @@ pub fn rope<B: Backend + ?Sized>(
     pos0: usize,
     style: RopeStyle,
 ) -> Result<()> {
-    const OP: &str = "rope";
-    chk_mut(b, OP, "x", &x)?;
-    chk_ref(b, OP, "inv_freq", &inv_freq)?;
-    want_dtype(OP, "x", x.dtype, DType::F32)?;
-    want_dtype(OP, "inv_freq", inv_freq.dtype, DType::F32)?;
+    check_rope(b, "rope", &x, &inv_freq)?;
+    b.rope(x, inv_freq, pos0, style)
+}
+
+fn check_rope<B: Backend + ?Sized>(
+    b: &B,
+    op: &'static str,
+    x: &TensorMut<'_, B>,
+    inv_freq: &TensorRef<'_, B>,
+) -> Result<()> {
+    chk_mut(b, op, "x", x)?;
+    chk_ref(b, op, "inv_freq", inv_freq)?;
+    want_dtype(op, "x", x.dtype, DType::F32)?;
+    want_dtype(op, "inv_freq", inv_freq.dtype, DType::F32)?;
     if x.shape.rank() != 3 || x.shape.row_len() % 2 != 0 {
         return Err(Error::Shape {
-            op: OP,
+            op,
             what: "x",
             expected: "[n_tok, n_heads, even head_dim]".to_string(),
             got: x.shape.describe(),
         });
     }
-    want_shape(OP, "inv_freq", inv_freq.shape, &[x.shape.row_len() / 2])?;
-    b.rope(x, inv_freq, pos0, style)
+    want_shape(op, "inv_freq", inv_freq.shape, &[x.shape.row_len() / 2])?;
+    Ok(())
 }
 
 /// Causal grouped-query attention over the KV cache.
@@ -286,18 +315,110 @@ pub fn swiglu<B: Backend + ?Sized>(
 
 /// `dst += src`.
 pub fn add<B: Backend + ?Sized>(b: &mut B, dst: TensorMut<'_, B>, src: TensorRef<'_, B>) -> Result<()> {
-    const OP: &str = "add";
-    chk_mut(b, OP, "dst", &dst)?;
-    chk_ref(b, OP, "src", &src)?;
-    want_dtype(OP, "dst", dst.dtype, DType::F32)?;
-    want_dtype(OP, "src", src.dtype, DType::F32)?;
+    check_add(b, "add", &dst, &src)?;
+    b.add(dst, src)
+}
+
+fn check_add<B: Backend + ?Sized>(
+    b: &B,
+    op: &'static str,
+    dst: &TensorMut<'_, B>,
+    src: &TensorRef<'_, B>,
+) -> Result<()> {
+    chk_mut(b, op, "dst", dst)?;
+    chk_ref(b, op, "src", src)?;
+    want_dtype(op, "dst", dst.dtype, DType::F32)?;
+    want_dtype(op, "src", src.dtype, DType::F32)?;
     if dst.shape.numel() != src.shape.numel() {
         return Err(Error::Shape {
-            op: OP,
+            op,
             what: "src",
             expected: dst.shape.describe(),
             got: src.shape.describe(),
         });
     }
-    b.add(dst, src)
+    Ok(())
+}
+
+// --- fused ops: each checks exactly what its composition would ----------------------
+
+/// `y += x · wᵀ`; `tmp` is scratch of `y`'s shape.
+pub fn matmul_add<B: Backend + ?Sized>(
+    b: &mut B,
+    w: TensorRef<'_, B>,
+    x: TensorRef<'_, B>,
+    tmp: TensorMut<'_, B>,
+    y: TensorMut<'_, B>,
+) -> Result<()> {
+    const OP: &str = "matmul_add";
+    check_matmul(b, OP, &w, &x, &tmp)?;
+    check_matmul(b, OP, &w, &x, &y)?;
+    b.matmul_add(w, x, tmp, y)
+}
+
+/// RoPE on queries and keys of the same tokens.
+pub fn rope_qk<B: Backend + ?Sized>(
+    b: &mut B,
+    q: TensorMut<'_, B>,
+    k: TensorMut<'_, B>,
+    inv_freq: TensorRef<'_, B>,
+    pos0: usize,
+    style: RopeStyle,
+) -> Result<()> {
+    const OP: &str = "rope_qk";
+    check_rope(b, OP, &q, &inv_freq)?;
+    check_rope(b, OP, &k, &inv_freq)?;
+    if q.shape.dims()[0] != k.shape.dims()[0] || q.shape.row_len() != k.shape.row_len() {
+        return Err(Error::Shape {
+            op: OP,
+            what: "k",
+            expected: format!("[{}, n_kv_heads, {}]", q.shape.dims()[0], q.shape.row_len()),
+            got: k.shape.describe(),
+        });
+    }
+    b.rope_qk(q, k, inv_freq, pos0, style)
+}
+
+/// `xn = rms_norm(x) · norm_w; ys[i] = xn · ws[i]ᵀ` (Q, K, V); `xn` is scratch.
+pub fn rms_norm_matmul3<B: Backend + ?Sized>(
+    b: &mut B,
+    x: TensorRef<'_, B>,
+    norm_w: TensorRef<'_, B>,
+    eps: f32,
+    xn: TensorMut<'_, B>,
+    ws: [TensorRef<'_, B>; 3],
+    ys: [TensorMut<'_, B>; 3],
+) -> Result<()> {
+    const OP: &str = "rms_norm_matmul3";
+    check_rms_norm(b, OP, &x, &norm_w, &xn)?;
+    for (w, y) in ws.iter().zip(&ys) {
+        check_matmul(b, OP, w, &xn.as_ref(), y)?;
+    }
+    b.rms_norm_matmul3(x, norm_w, eps, xn, ws, ys)
+}
+
+/// `xn = rms_norm(x) · norm_w; out = silu(xn · w_gateᵀ) · (xn · w_upᵀ)`; `xn`, `gate`,
+/// `up` are scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn rms_norm_matmul_swiglu<B: Backend + ?Sized>(
+    b: &mut B,
+    x: TensorRef<'_, B>,
+    norm_w: TensorRef<'_, B>,
+    eps: f32,
+    xn: TensorMut<'_, B>,
+    w_gate: TensorRef<'_, B>,
+    w_up: TensorRef<'_, B>,
+    gate: TensorMut<'_, B>,
+    up: TensorMut<'_, B>,
+    out: TensorMut<'_, B>,
+) -> Result<()> {
+    const OP: &str = "rms_norm_matmul_swiglu";
+    check_rms_norm(b, OP, &x, &norm_w, &xn)?;
+    check_matmul(b, OP, &w_gate, &xn.as_ref(), &gate)?;
+    check_matmul(b, OP, &w_up, &xn.as_ref(), &up)?;
+    chk_mut(b, OP, "out", &out)?;
+    want_dtype(OP, "out", out.dtype, DType::F32)?;
+    want_shape(OP, "out", out.shape, gate.shape.dims())?;
+    want_shape(OP, "up", up.shape, gate.shape.dims())?;
+    b.rms_norm_matmul_swiglu(x, norm_w, eps, xn, w_gate, w_up, gate, up, out)
 }

@@ -490,6 +490,119 @@ fn swiglu_and_add() {
     }
 }
 
+/// The fused ops (`matmul_add`, `rope_qk`, `rms_norm_matmul3`, `rms_norm_matmul_swiglu`)
+/// on OpenCL —
+/// single kernels for the quantized types below the mul_mm threshold, the composition
+/// otherwise — against the CPU's default implementations (the composed ops). Limits
+/// are those of the matmuls they contain (the norm's rounding is far below them; silu is
+/// smooth and `up` scales the error like the output, so the NMSE carries over).
+#[test]
+fn fused_ops_match_composition() {
+    let Some(mut g) = shared() else { return };
+    let g = &mut *g;
+    let mut c = cpu();
+    // matmul_add: every weight type, mul_mv (1, 5 tokens) and mul_mm (37) paths.
+    for dtype in WEIGHT_TYPES {
+        let lim = if dtype.is_quantized() {
+            LIM_MATMUL_Q_VS_CPU
+        } else {
+            LIM_MATMUL_FLOAT
+        };
+        let w = weight(&c, g, dtype, 576, 1536, 320);
+        for n_tok in [1, 5, 37] {
+            let x = act(&c, g, &randn(n_tok * 1536, 321, 1.0), Shape::d2(n_tok, 1536));
+            let mut y = act(&c, g, &randn(n_tok * 576, 322, 1.0), Shape::d2(n_tok, 576));
+            let mut tmp = out(&c, g, Shape::d2(n_tok, 576));
+            ops::matmul_add(&mut c, w.r_cpu(), x.r_cpu(), tmp.m_cpu(), y.m_cpu()).unwrap();
+            ops::matmul_add(g, w.r_cl(), x.r_cl(), tmp.m_cl(), y.m_cl()).unwrap();
+            let (a, b) = y.read(&c, g);
+            check("matmul_add", &format!("{dtype} 576x1536 tok {n_tok}"), &a, &b, lim);
+        }
+    }
+    for style in [RopeStyle::Adjacent, RopeStyle::HalfSplit] {
+        for (n_tok, hq, hk, hd, pos0) in [(1, 9, 3, 64, 0), (5, 9, 3, 64, 300), (2, 32, 8, 64, 2047)] {
+            let f = act(
+                &c,
+                g,
+                &antigravity_core::rope::base_inv_freq(100000.0, hd),
+                Shape::d1(hd / 2),
+            );
+            let mut q = act(&c, g, &randn(n_tok * hq * hd, 91, 1.0), Shape::d3(n_tok, hq, hd));
+            let mut k = act(&c, g, &randn(n_tok * hk * hd, 92, 1.0), Shape::d3(n_tok, hk, hd));
+            ops::rope_qk(&mut c, q.m_cpu(), k.m_cpu(), f.r_cpu(), pos0, style).unwrap();
+            ops::rope_qk(g, q.m_cl(), k.m_cl(), f.r_cl(), pos0, style).unwrap();
+            let case = format!("{style:?} [{n_tok},{hq}+{hk},{hd}] pos0 {pos0}");
+            let (a, b) = q.read(&c, g);
+            check("rope_qk", &format!("{case} q"), &a, &b, LIM_ROPE);
+            let (a, b) = k.read(&c, g);
+            check("rope_qk", &format!("{case} k"), &a, &b, LIM_ROPE);
+        }
+    }
+    // Q/K/V of SmolLM2 (576 → 576, 192, 192) and its FFN input side (576 → 1536); 1 and
+    // 5 tokens take the fused kernels, 37 the composition over mul_mm.
+    for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::F16] {
+        let lim = if dtype.is_quantized() {
+            LIM_MATMUL_Q_VS_CPU
+        } else {
+            LIM_MATMUL_FLOAT
+        };
+        let wq = weight(&c, g, dtype, 576, 576, 301);
+        let wk = weight(&c, g, dtype, 192, 576, 302);
+        let wv = weight(&c, g, dtype, 192, 576, 303);
+        let wg = weight(&c, g, dtype, 1536, 576, 304);
+        let wu = weight(&c, g, dtype, 1536, 576, 305);
+        for n_tok in [1, 5, 37] {
+            let x = act(
+                &c,
+                g,
+                &randn(n_tok * 576, 310 + n_tok as u64, 1.0),
+                Shape::d2(n_tok, 576),
+            );
+            let nw = act(&c, g, &randn(576, 330, 1.0), Shape::d1(576));
+            let mut xn = out(&c, g, Shape::d2(n_tok, 576));
+            let mut ys: Vec<Both> = [576, 192, 192]
+                .iter()
+                .map(|&n| out(&c, g, Shape::d2(n_tok, n)))
+                .collect();
+            {
+                let [a, b, d] = &mut ys[..] else { unreachable!() };
+                let w3 = [wq.r_cpu(), wk.r_cpu(), wv.r_cpu()];
+                let y3 = [a.m_cpu(), b.m_cpu(), d.m_cpu()];
+                ops::rms_norm_matmul3(&mut c, x.r_cpu(), nw.r_cpu(), 1e-5, xn.m_cpu(), w3, y3).unwrap();
+                let w3 = [wq.r_cl(), wk.r_cl(), wv.r_cl()];
+                let y3 = [a.m_cl(), b.m_cl(), d.m_cl()];
+                ops::rms_norm_matmul3(g, x.r_cl(), nw.r_cl(), 1e-5, xn.m_cl(), w3, y3).unwrap();
+            }
+            for (name, y) in ["q", "k", "v"].iter().zip(&ys) {
+                let (a, b) = y.read(&c, g);
+                check("norm_mm3", &format!("{dtype} tok {n_tok} {name}"), &a, &b, lim);
+            }
+            let sh = Shape::d2(n_tok, 1536);
+            let (mut gate, mut up, mut o) = (out(&c, g, sh), out(&c, g, sh), out(&c, g, sh));
+            let (wgc, wuc) = (wg.r_cpu(), wu.r_cpu());
+            let (gc, uc) = (gate.m_cpu(), up.m_cpu());
+            ops::rms_norm_matmul_swiglu(
+                &mut c,
+                x.r_cpu(),
+                nw.r_cpu(),
+                1e-5,
+                xn.m_cpu(),
+                wgc,
+                wuc,
+                gc,
+                uc,
+                o.m_cpu(),
+            )
+            .unwrap();
+            let (wgg, wug) = (wg.r_cl(), wu.r_cl());
+            let (gg, ug) = (gate.m_cl(), up.m_cl());
+            ops::rms_norm_matmul_swiglu(g, x.r_cl(), nw.r_cl(), 1e-5, xn.m_cl(), wgg, wug, gg, ug, o.m_cl()).unwrap();
+            let (a, b) = o.read(&c, g);
+            check("norm_swiglu", &format!("{dtype} tok {n_tok}"), &a, &b, lim);
+        }
+    }
+}
+
 // --- memory -------------------------------------------------------------------------
 
 /// Host bytes that can change after import (atomics: shared mutation without UB).
@@ -745,89 +858,139 @@ fn decode_profile_smollm2_shapes() {
     let mut host_logits = vec![0f32; vocab];
     let n_tokens = 16;
     let warmup = 2;
-    let mut t0 = std::time::Instant::now();
-    let mut copies0 = g.copied_bytes();
-    for pos in 0..n_tokens {
-        if pos == warmup {
-            g.synchronize().unwrap();
-            g.reset_kernel_times().unwrap();
-            t0 = std::time::Instant::now();
-            copies0 = g.copied_bytes();
-        }
-        let g = &mut g;
-        ops::get_rows(g, w(&embd), &[(pos * 37 % vocab) as u32], m(&mut x, dim)).unwrap();
-        for (l, lw) in layers.iter().enumerate() {
-            ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
-            ops::matmul(g, w(&lw[0]), r(&xb, dim), m(&mut q, dim)).unwrap();
-            {
-                let (mut k, mut v) = kv.slots_mut(l, pos, 1);
-                ops::matmul(g, w(&lw[1]), r(&xb, dim), k.reborrow()).unwrap();
-                ops::matmul(g, w(&lw[2]), r(&xb, dim), v.reborrow()).unwrap();
-                ops::rope(
-                    g,
-                    k.reshape(Shape::d3(1, n_kv, hd)),
-                    w(&inv_freq),
-                    pos,
-                    RopeStyle::Adjacent,
-                )
-                .unwrap();
+    // The model's op sequence before the fused ops (15 launches a layer) and with them
+    // (6), on the same device and weights.
+    let mut xb2 = a(&g, dim);
+    for fused in [false, true] {
+        kv.clear();
+        g.reset_kernel_times().unwrap();
+        let mut t0 = std::time::Instant::now();
+        let mut copies0 = g.copied_bytes();
+        for pos in 0..n_tokens {
+            if pos == warmup {
+                g.synchronize().unwrap();
+                g.reset_kernel_times().unwrap();
+                t0 = std::time::Instant::now();
+                copies0 = g.copied_bytes();
             }
-            ops::rope(
-                g,
-                m(&mut q, dim).reshape(Shape::d3(1, n_head, hd)),
-                w(&inv_freq),
-                pos,
-                RopeStyle::Adjacent,
-            )
-            .unwrap();
-            let (kc, vc) = kv.views(l);
-            let p = AttnParams {
-                n_head,
-                n_kv_head: n_kv,
-                head_dim: hd,
-                scale: 1.0 / (hd as f32).sqrt(),
-                n_past: pos,
-            };
-            let qv = TensorRef::new(&q, 0, DType::F32, Shape::d3(1, n_head, hd));
-            let ov = TensorMut::new(&mut att, 0, DType::F32, Shape::d3(1, n_head, hd));
-            ops::attention(g, qv, kc, vc, p, ov).unwrap();
-            ops::matmul(g, w(&lw[3]), r(&att, dim), m(&mut xb, dim)).unwrap();
-            ops::add(g, m(&mut x, dim), r(&xb, dim)).unwrap();
+            let g = &mut g;
+            ops::get_rows(g, w(&embd), &[(pos * 37 % vocab) as u32], m(&mut x, dim)).unwrap();
+            for (l, lw) in layers.iter().enumerate() {
+                if !fused {
+                    ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+                }
+                if fused {
+                    let (k, v) = kv.slots_mut(l, pos, 1);
+                    let qkv = [w(&lw[0]), w(&lw[1]), w(&lw[2])];
+                    ops::rms_norm_matmul3(
+                        g,
+                        r(&x, dim),
+                        w(&norm),
+                        1e-5,
+                        m(&mut xb, dim),
+                        qkv,
+                        [m(&mut q, dim), k, v],
+                    )
+                    .unwrap();
+                    let (k, _) = kv.slots_mut(l, pos, 1);
+                    let qh = m(&mut q, dim).reshape(Shape::d3(1, n_head, hd));
+                    let kh = k.reshape(Shape::d3(1, n_kv, hd));
+                    ops::rope_qk(g, qh, kh, w(&inv_freq), pos, RopeStyle::Adjacent).unwrap();
+                } else {
+                    ops::matmul(g, w(&lw[0]), r(&xb, dim), m(&mut q, dim)).unwrap();
+                }
+                if !fused {
+                    let (mut k, mut v) = kv.slots_mut(l, pos, 1);
+                    ops::matmul(g, w(&lw[1]), r(&xb, dim), k.reborrow()).unwrap();
+                    ops::matmul(g, w(&lw[2]), r(&xb, dim), v.reborrow()).unwrap();
+                    ops::rope(
+                        g,
+                        k.reshape(Shape::d3(1, n_kv, hd)),
+                        w(&inv_freq),
+                        pos,
+                        RopeStyle::Adjacent,
+                    )
+                    .unwrap();
+                }
+                if !fused {
+                    ops::rope(
+                        g,
+                        m(&mut q, dim).reshape(Shape::d3(1, n_head, hd)),
+                        w(&inv_freq),
+                        pos,
+                        RopeStyle::Adjacent,
+                    )
+                    .unwrap();
+                }
+                let (kc, vc) = kv.views(l);
+                let p = AttnParams {
+                    n_head,
+                    n_kv_head: n_kv,
+                    head_dim: hd,
+                    scale: 1.0 / (hd as f32).sqrt(),
+                    n_past: pos,
+                };
+                let qv = TensorRef::new(&q, 0, DType::F32, Shape::d3(1, n_head, hd));
+                let ov = TensorMut::new(&mut att, 0, DType::F32, Shape::d3(1, n_head, hd));
+                ops::attention(g, qv, kc, vc, p, ov).unwrap();
+                if fused {
+                    ops::matmul_add(g, w(&lw[3]), r(&att, dim), m(&mut xb2, dim), m(&mut x, dim)).unwrap();
+                    let (xn, gate, up) = (m(&mut xb, dim), m(&mut hb, ffn), m(&mut hb2, ffn));
+                    ops::rms_norm_matmul_swiglu(
+                        g,
+                        r(&x, dim),
+                        w(&norm),
+                        1e-5,
+                        xn,
+                        w(&lw[4]),
+                        w(&lw[5]),
+                        gate,
+                        up,
+                        m(&mut hb3, ffn),
+                    )
+                    .unwrap();
+                    ops::matmul_add(g, w(&lw[6]), r(&hb3, ffn), m(&mut xb2, dim), m(&mut x, dim)).unwrap();
+                    continue;
+                }
+                ops::matmul(g, w(&lw[3]), r(&att, dim), m(&mut xb, dim)).unwrap();
+                ops::add(g, m(&mut x, dim), r(&xb, dim)).unwrap();
+                ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
+                ops::matmul(g, w(&lw[4]), r(&xb, dim), m(&mut hb, ffn)).unwrap();
+                ops::matmul(g, w(&lw[5]), r(&xb, dim), m(&mut hb2, ffn)).unwrap();
+                ops::swiglu(g, r(&hb, ffn), r(&hb2, ffn), m(&mut hb3, ffn)).unwrap();
+                ops::matmul(g, w(&lw[6]), r(&hb3, ffn), m(&mut xb, dim)).unwrap();
+                ops::add(g, m(&mut x, dim), r(&xb, dim)).unwrap();
+            }
+            kv.commit(1);
             ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
-            ops::matmul(g, w(&lw[4]), r(&xb, dim), m(&mut hb, ffn)).unwrap();
-            ops::matmul(g, w(&lw[5]), r(&xb, dim), m(&mut hb2, ffn)).unwrap();
-            ops::swiglu(g, r(&hb, ffn), r(&hb2, ffn), m(&mut hb3, ffn)).unwrap();
-            ops::matmul(g, w(&lw[6]), r(&hb3, ffn), m(&mut xb, dim)).unwrap();
-            ops::add(g, m(&mut x, dim), r(&xb, dim)).unwrap();
+            ops::matmul(g, w(&embd), r(&xb, dim), m(&mut logits, vocab)).unwrap();
+            g.download(&logits, 0, bytemuck::cast_slice_mut(&mut host_logits))
+                .unwrap();
         }
-        kv.commit(1);
-        ops::rms_norm(g, r(&x, dim), w(&norm), 1e-5, m(&mut xb, dim)).unwrap();
-        ops::matmul(g, w(&embd), r(&xb, dim), m(&mut logits, vocab)).unwrap();
-        g.download(&logits, 0, bytemuck::cast_slice_mut(&mut host_logits))
-            .unwrap();
-    }
-    let wall = t0.elapsed().as_secs_f64();
-    let timed = (n_tokens - warmup) as f64;
-    let times = g.kernel_times().unwrap();
-    let total: u64 = times.iter().map(|t| t.1).sum();
-    let c = g.copied_bytes();
-    eprintln!(
-        "decode     {}: {:.3} ms/token wall ({:.1} tok/s), {:.3} ms/token in kernels, copies/token: upload {} B, download {} B",
-        g.device_info().name,
-        wall * 1e3 / timed,
-        timed / wall,
-        total as f64 / 1e6 / timed,
-        (c.upload - copies0.upload) as f64 / timed,
-        (c.download - copies0.download) as f64 / timed,
-    );
-    for (name, ns, n) in &times {
+        let wall = t0.elapsed().as_secs_f64();
+        let timed = (n_tokens - warmup) as f64;
+        let times = g.kernel_times().unwrap();
+        let total: u64 = times.iter().map(|t| t.1).sum();
+        let c = g.copied_bytes();
         eprintln!(
-            "  {name:<18} {:>9.3} ms/token  {:>6} launches  {:>8.2} us/launch  {:>5.1}%",
-            *ns as f64 / 1e6 / timed,
-            n,
-            *ns as f64 / 1e3 / *n as f64,
-            100.0 * *ns as f64 / total as f64
+            "decode {} {}: {:.3} ms/token wall ({:.1} tok/s), {:.3} ms/token in kernels, copies/token: upload {} B, download {} B",
+            if fused { "fused  " } else { "unfused" },
+            g.device_info().name,
+            wall * 1e3 / timed,
+            timed / wall,
+            total as f64 / 1e6 / timed,
+            (c.upload - copies0.upload) as f64 / timed,
+            (c.download - copies0.download) as f64 / timed,
         );
+        for (name, ns, n) in &times {
+            eprintln!(
+                "  {name:<18} {:>9.3} ms/token  {:>6} launches  {:>8.2} us/launch  {:>5.1}%",
+                *ns as f64 / 1e6 / timed,
+                n,
+                *ns as f64 / 1e3 / *n as f64,
+                100.0 * *ns as f64 / total as f64
+            );
+        }
     }
     assert!(host_logits.iter().all(|v| v.is_finite()));
 }

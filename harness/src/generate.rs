@@ -51,12 +51,16 @@ pub struct GenerateArgs {
     /// Print one JSON object (the last line of stdout) with ids, text and timings.
     #[arg(long)]
     pub json: bool,
+    /// Most prompt tokens per forward call (longer prompts are prefilled in chunks of
+    /// this size; larger chunks keep a GPU busier).
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
 }
 
 pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
     let opts = RunOptions {
         ctx: a.model.ctx,
-        max_batch: 64,
+        max_batch: a.batch.clamp(1, a.model.ctx.max(1)),
         all_logits: false,
     };
     a.model.with_session(opts, t0, Gen(a))

@@ -1,6 +1,7 @@
 // mul_mv_f32_f32.cl — matrix x vector(s) for f32 weights and f32 activations.
 //
-// y[t, o] = sum_i w[o, i] * x[t, i]: w [n_out, n_in] f32, x [n_tok, n_in] f32, y f32.
+// y[t, o] = sum_i w[o, i] * x[t, i] (or y[t, o] += that when `accumulate` is set — the
+// residual add folded into the projection): w [n_out, n_in] f32, x [n_tok, n_in] f32, y f32.
 // One work-group of LWS work-items per output row and per tile of up to NT tokens
 // (global size (n_out * LWS, ceil(n_tok / NT))): each weight row is read once per NT
 // tokens (decode: NT = 1 in effect; prefill reuses it), each work-item accumulates in f32
@@ -15,7 +16,8 @@
 __kernel void mul_mv_f32_f32(__global const uchar *w, const ulong w_off,
                             __global const float *x, const ulong x_off,
                             __global float *y, const ulong y_off,
-                            const uint n_in, const uint n_out, const uint n_tok) {
+                            const uint n_in, const uint n_out, const uint n_tok,
+                            const uint accumulate) {
     __local float red[NT * LWS];
     const uint row = get_group_id(0);
     const uint lid = get_local_id(0);
@@ -37,18 +39,23 @@ __kernel void mul_mv_f32_f32(__global const uchar *w, const ulong w_off,
     }
 
     for (uint j = 0; j < NT; j++) {
-        red[j * LWS + lid] = acc[j];
+        if (j < nt) {
+            red[j * LWS + lid] = acc[j];
+        }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     for (uint r = LWS / 2; r > 0; r >>= 1) {
         if (lid < r) {
             for (uint j = 0; j < NT; j++) {
-                red[j * LWS + lid] += red[j * LWS + lid + r];
+                if (j < nt) {
+                    red[j * LWS + lid] += red[j * LWS + lid + r];
+                }
             }
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     for (uint j = lid; j < nt; j += LWS) {
-        y[y_off + (ulong)(t0 + j) * n_out + row] = red[j * LWS];
+        __global float *yp = y + y_off + (ulong)(t0 + j) * n_out + row;
+        *yp = accumulate ? *yp + red[j * LWS] : red[j * LWS];
     }
 }

@@ -28,3 +28,32 @@ __kernel void rope_f32(__global float *x, const ulong x_off,
     xh[a] = x0 * c - x1 * s;
     xh[b] = x0 * s + x1 * c;
 }
+
+// rope_qk_f32 — the same rotation on q [n_tok, n_head_q, head_dim] and the new keys
+// k [n_tok, n_head_k, head_dim] in one launch: heads 0..n_head_q are q's, the rest k's.
+// Global size (head_dim / 2, n_head_q + n_head_k, n_tok).
+__kernel void rope_qk_f32(__global float *q, const ulong q_off,
+                          __global float *k, const ulong k_off,
+                          __global const float *inv_freq, const ulong f_off,
+                          const uint pos0, const uint n_head_q, const uint n_head_k,
+                          const uint head_dim, const uint style) {
+    const uint i = get_global_id(0);   // pair
+    const uint hh = get_global_id(1);  // head (q heads, then k heads)
+    const uint t = get_global_id(2);   // token
+    const uint half_d = head_dim / 2;
+    if (i >= half_d) {
+        return;
+    }
+    const float theta = (float)(pos0 + t) * inv_freq[f_off + i];
+    const float s = sin(theta);
+    const float c = cos(theta);
+    __global float *xh = hh < n_head_q
+        ? q + q_off + ((ulong)t * n_head_q + hh) * head_dim
+        : k + k_off + ((ulong)t * n_head_k + (hh - n_head_q)) * head_dim;
+    const uint a = style == 0 ? 2 * i : i;
+    const uint b = style == 0 ? 2 * i + 1 : i + half_d;
+    const float x0 = xh[a];
+    const float x1 = xh[b];
+    xh[a] = x0 * c - x1 * s;
+    xh[b] = x0 * s + x1 * c;
+}

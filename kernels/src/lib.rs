@@ -21,11 +21,11 @@ use std::borrow::Cow;
 pub const ADD: &str = include_str!("../cl/add.cl");
 /// `silu_mul_f32`: `out = silu(gate) * up`.
 pub const SILU_MUL: &str = include_str!("../cl/silu_mul.cl");
-/// `rms_norm_f32`.
+/// `rms_norm_f32`, `add_rms_norm_f32` (residual add fused with the norm).
 pub const RMS_NORM: &str = include_str!("../cl/rms_norm.cl");
 /// `softmax_f32` (row-wise, in place).
 pub const SOFTMAX: &str = include_str!("../cl/softmax.cl");
-/// `rope_f32` (adjacent-pair and half-split styles).
+/// `rope_f32` (adjacent-pair and half-split styles), `rope_qk_f32` (q and k at once).
 pub const ROPE: &str = include_str!("../cl/rope.cl");
 /// `get_rows_{f32,f16,bf16,q4_0,q4_1,q8_0}`.
 pub const GET_ROWS: &str = include_str!("../cl/get_rows.cl");
@@ -43,6 +43,9 @@ pub const MUL_MV_F16_F32: &str = include_str!("../cl/mul_mv_f16_f32.cl");
 pub const MUL_MV_BF16_F32: &str = include_str!("../cl/mul_mv_bf16_f32.cl");
 /// `mul_mv_f32_f32`.
 pub const MUL_MV_F32_F32: &str = include_str!("../cl/mul_mv_f32_f32.cl");
+/// `mul_mv3_{q4_0,q4_1,q8_0}_f32` (three matmuls of one input) and
+/// `mul_mv_swiglu_{q4_0,q4_1,q8_0}_f32` (gate and up matmuls with SwiGLU).
+pub const MUL_MV_FUSED: &str = include_str!("../cl/mul_mv_fused.cl");
 /// `mul_mm_{f32,f16,bf16,q4_0,q4_1,q8_0}_f32`: tiled prefill matmul.
 pub const MUL_MM: &str = include_str!("../cl/mul_mm.cl");
 
@@ -61,6 +64,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("mul_mv_f16_f32.cl", MUL_MV_F16_F32),
     ("mul_mv_bf16_f32.cl", MUL_MV_BF16_F32),
     ("mul_mv_f32_f32.cl", MUL_MV_F32_F32),
+    ("mul_mv_fused.cl", MUL_MV_FUSED),
     ("mul_mm.cl", MUL_MM),
 ];
 

@@ -315,29 +315,33 @@ impl<B: Backend> Llama<B> {
             let be = &mut self.backend;
             let ws = &mut self.ws;
             // ---- attention ----
-            // xb = rms_norm(x) · attn_norm
+            // xb = rms_norm(x) · attn_norm; q = xb · Wqᵀ; k, v = xb · W{k,v}ᵀ written
+            // straight into cache slots slot0..slot0+n. (A fusing backend never writes xb;
+            // the norm is then inside this mark, not under its own.)
             if let Some(p) = self.profiler.as_mut() {
-                p.begin(be, OpKind::Norm);
-            }
-            ops::rms_norm(be, r(&ws.x, t_dim), lw.attn_norm.view(), eps, m(&mut ws.xb, t_dim))?;
-            if let Some(p) = self.profiler.as_mut() {
-                p.end(be, OpKind::Norm);
                 p.begin(be, OpKind::MatmulQkv);
             }
-            // q = xb · Wqᵀ; k, v written straight into cache slots slot0..slot0+n
-            ops::matmul(be, lw.wq.view(), r(&ws.xb, t_dim), m(&mut ws.q, t_q))?;
             {
-                let (mut k, mut v) = self.kv.slots_mut(l, slot0, n);
-                ops::matmul(be, lw.wk.view(), r(&ws.xb, t_dim), k.reborrow())?;
-                ops::matmul(be, lw.wv.view(), r(&ws.xb, t_dim), v.reborrow())?;
+                let (mut k, v) = self.kv.slots_mut(l, slot0, n);
+                let w_qkv = [lw.wq.view(), lw.wk.view(), lw.wv.view()];
+                let qkv = [m(&mut ws.q, t_q), k.reborrow(), v];
+                ops::rms_norm_matmul3(
+                    be,
+                    r(&ws.x, t_dim),
+                    lw.attn_norm.view(),
+                    eps,
+                    m(&mut ws.xb, t_dim),
+                    w_qkv,
+                    qkv,
+                )?;
                 if let Some(p) = self.profiler.as_mut() {
                     p.end(be, OpKind::MatmulQkv);
                     p.begin(be, OpKind::Rope);
                 }
                 // RoPE on q (n, n_head, hd) and on the new keys (n, n_kv_head, hd)
                 let freqs = r(&ws.inv_freq, f32v(Shape::d1(hd / 2)));
-                ops::rope(be, m(&mut ws.q, f32v(Shape::d3(n, n_head, hd))), freqs, pos0, style)?;
-                ops::rope(be, k.reshape(Shape::d3(n, n_kv_head, hd)), freqs, pos0, style)?;
+                let q = m(&mut ws.q, f32v(Shape::d3(n, n_head, hd)));
+                ops::rope_qk(be, q, k.reshape(Shape::d3(n, n_kv_head, hd)), freqs, pos0, style)?;
                 let _ = kvd;
             }
             if let Some(p) = self.profiler.as_mut() {
@@ -352,47 +356,47 @@ impl<B: Backend> Llama<B> {
                 p.end(be, OpKind::Attention);
                 p.begin(be, OpKind::MatmulOut);
             }
-            // x += att · Woᵀ
-            ops::matmul(be, lw.wo.view(), r(&ws.att, t_q), m(&mut ws.xb2, t_dim))?;
+            // x += att · Woᵀ (xb2: scratch where the backend composes the add)
+            ops::matmul_add(
+                be,
+                lw.wo.view(),
+                r(&ws.att, t_q),
+                m(&mut ws.xb2, t_dim),
+                m(&mut ws.x, t_dim),
+            )?;
             if let Some(p) = self.profiler.as_mut() {
                 p.end(be, OpKind::MatmulOut);
-                p.begin(be, OpKind::Add);
-            }
-            ops::add(be, m(&mut ws.x, t_dim), r(&ws.xb2, t_dim))?;
-            if let Some(p) = self.profiler.as_mut() {
-                p.end(be, OpKind::Add);
-                p.begin(be, OpKind::Norm);
+                p.begin(be, OpKind::MatmulFfn);
             }
 
             // ---- feed-forward ----
-            // xb = rms_norm(x) · ffn_norm
-            ops::rms_norm(be, r(&ws.x, t_dim), lw.ffn_norm.view(), eps, m(&mut ws.xb, t_dim))?;
-            if let Some(p) = self.profiler.as_mut() {
-                p.end(be, OpKind::Norm);
-                p.begin(be, OpKind::MatmulFfn);
-            }
-            // hb = xb · Wgateᵀ, hb2 = xb · Wupᵀ                        (n, ffn)
-            ops::matmul(be, lw.w_gate.view(), r(&ws.xb, t_dim), m(&mut ws.hb, t_ff))?;
-            ops::matmul(be, lw.w_up.view(), r(&ws.xb, t_dim), m(&mut ws.hb2, t_ff))?;
-            if let Some(p) = self.profiler.as_mut() {
-                p.end(be, OpKind::MatmulFfn);
-                p.begin(be, OpKind::Swiglu);
-            }
-            // hb3 = silu(hb) · hb2
-            ops::swiglu(be, r(&ws.hb, t_ff), r(&ws.hb2, t_ff), m(&mut ws.hb3, t_ff))?;
-            if let Some(p) = self.profiler.as_mut() {
-                p.end(be, OpKind::Swiglu);
-                p.begin(be, OpKind::MatmulFfn);
-            }
+            // xb = rms_norm(x) · ffn_norm; hb3 = silu(xb · Wgateᵀ) · (xb · Wupᵀ)   (n, ffn)
+            // (xb, hb, hb2: scratch where the backend composes; norm and swiglu then
+            // sit inside this mark.)
+            let (xn, gate, up) = (m(&mut ws.xb, t_dim), m(&mut ws.hb, t_ff), m(&mut ws.hb2, t_ff));
+            let (w_gate, w_up) = (lw.w_gate.view(), lw.w_up.view());
+            ops::rms_norm_matmul_swiglu(
+                be,
+                r(&ws.x, t_dim),
+                lw.ffn_norm.view(),
+                eps,
+                xn,
+                w_gate,
+                w_up,
+                gate,
+                up,
+                m(&mut ws.hb3, t_ff),
+            )?;
             // x += hb3 · Wdownᵀ
-            ops::matmul(be, lw.w_down.view(), r(&ws.hb3, t_ff), m(&mut ws.xb2, t_dim))?;
+            ops::matmul_add(
+                be,
+                lw.w_down.view(),
+                r(&ws.hb3, t_ff),
+                m(&mut ws.xb2, t_dim),
+                m(&mut ws.x, t_dim),
+            )?;
             if let Some(p) = self.profiler.as_mut() {
                 p.end(be, OpKind::MatmulFfn);
-                p.begin(be, OpKind::Add);
-            }
-            ops::add(be, m(&mut ws.x, t_dim), r(&ws.xb2, t_dim))?;
-            if let Some(p) = self.profiler.as_mut() {
-                p.end(be, OpKind::Add);
             }
             if trace.is_some() {
                 let stage = alloc::format!("block.{l}");

@@ -191,7 +191,7 @@ const NT: usize = 4;
 const MAX_HD: usize = 256;
 
 /// Every kernel: (name, family file). Index = slot in `OpenClBackend::kernels`.
-const KERNELS: [(&str, &str); 25] = [
+const KERNELS: [(&str, &str); 32] = [
     ("add_f32", "add.cl"),
     ("silu_mul_f32", "silu_mul.cl"),
     ("rms_norm_f32", "rms_norm.cl"),
@@ -217,6 +217,13 @@ const KERNELS: [(&str, &str); 25] = [
     ("mul_mm_q4_0_f32", "mul_mm.cl"),
     ("mul_mm_q4_1_f32", "mul_mm.cl"),
     ("mul_mm_q8_0_f32", "mul_mm.cl"),
+    ("rope_qk_f32", "rope.cl"),
+    ("mul_mv3_q4_0_f32", "mul_mv_fused.cl"),
+    ("mul_mv3_q4_1_f32", "mul_mv_fused.cl"),
+    ("mul_mv3_q8_0_f32", "mul_mv_fused.cl"),
+    ("mul_mv_swiglu_q4_0_f32", "mul_mv_fused.cl"),
+    ("mul_mv_swiglu_q4_1_f32", "mul_mv_fused.cl"),
+    ("mul_mv_swiglu_q8_0_f32", "mul_mv_fused.cl"),
 ];
 const K_ADD: usize = 0;
 const K_SILU_MUL: usize = 1;
@@ -228,10 +235,20 @@ const K_GET_ROWS: usize = 6;
 const K_MUL_MV: usize = 12;
 const K_ATTN_COMBINE: usize = 18;
 const K_MUL_MM: usize = 19;
-/// The tiled prefill matmul (mul_mm.cl) runs 16 × 16 work-items per group and is used
+const K_ROPE_QK: usize = 25;
+const K_MUL_MV3: usize = 26;
+const K_MUL_MV_SWIGLU: usize = 29;
+/// Flush the queue after this many enqueued kernels, so the device starts on a token's
+/// first layers while the host still enqueues the last ones (NVIDIA's driver otherwise
+/// holds the work until the blocking logits read).
+const FLUSH_EVERY: u32 = 16;
+/// The tiled prefill matmul (mul_mm.cl) runs 16 × 16 work-items per group, each group
+/// a tile of `MM_ROWS` output rows × `MM_TOKS` tokens, and is used
 /// on GPUs from this many tokens on (below it, mul_mv's 4-token tiles are as good) —
 /// a guess until measured on a GPU (`decode_profile_smollm2_shapes` prints both).
 const MM_LWS: usize = 16;
+const MM_ROWS: usize = 64;
+const MM_TOKS: usize = 32;
 const MM_MIN_TOK: usize = 16;
 
 /// Split-context attention (see attention.cl): used when a batch has at most this many
@@ -252,6 +269,16 @@ fn weight_slot(dtype: DType) -> Option<usize> {
         DType::Q4_1 => 4,
         DType::Q8_0 => 5,
         DType::Q8_1 => return None,
+    })
+}
+
+/// Offset of a weight dtype inside the fused mul_mv kernel groups (`mul_mv_fused.cl`).
+fn fused_slot(dtype: DType) -> Option<usize> {
+    Some(match dtype {
+        DType::Q4_0 => 0,
+        DType::Q4_1 => 1,
+        DType::Q8_0 => 2,
+        _ => return None,
     })
 }
 
@@ -282,6 +309,10 @@ pub struct OpenClBackend {
     pending: RefCell<Vec<(u16, Event)>>,
     /// Per kernel slot: (device ns, launches).
     times: RefCell<Vec<(u64, u32)>>,
+    /// The loaded OpenCL library, for the event-less enqueue.
+    rt: &'static cl3::OpenClRuntime,
+    /// Kernels enqueued since the last flush.
+    unflushed: core::cell::Cell<u32>,
 }
 
 #[derive(Default)]
@@ -355,6 +386,10 @@ impl OpenClBackend {
             })?);
         }
 
+        let rt = cl3::load_library().as_ref().map_err(|e| Error::Backend {
+            backend: "opencl",
+            msg: format!("loading the OpenCL library: {e}"),
+        })?;
         let ids = create_buffer(&context, CL_MEM_READ_ONLY, 4, ptr::null_mut())?;
         let part = create_buffer(&context, CL_MEM_READ_WRITE, 4, ptr::null_mut())?;
         Ok(OpenClBackend {
@@ -376,6 +411,8 @@ impl OpenClBackend {
             profiling: opts.profiling,
             pending: RefCell::new(Vec::new()),
             times: RefCell::new(vec![(0, 0); KERNELS.len()]),
+            rt,
+            unflushed: core::cell::Cell::new(0),
         })
     }
 
@@ -432,29 +469,60 @@ impl OpenClBackend {
     }
 
     /// Enqueues kernel `slot` (its arguments already set) over `gws` / `lws` (1 to 3 dims).
+    /// Without profiling no event is asked for (creating and releasing one per launch
+    /// is measurable host time); every [`FLUSH_EVERY`] launches the queue is flushed.
     fn launch(&self, slot: usize, gws: &[usize], lws: Option<&[usize]>) -> Result<()> {
         let k = &self.kernels[slot];
-        // SAFETY: the kernel's arguments were all set by the caller (each op sets every
-        // argument its kernel declares) to live buffers and scalars of the kernel's types;
-        // `gws`/`lws` have the same length (the work dimension), and the buffers a kernel
-        // reads or writes stay alive until it finishes (ClBuffer drops wait for imports;
-        // other cl_mems are reference-counted by the driver).
-        let ev = unsafe {
-            self.queue.enqueue_nd_range_kernel(
+        let err = |e: i32| Error::Backend {
+            backend: "opencl",
+            msg: format!("enqueue {}: {}", KERNELS[slot].0, ClError(e)),
+        };
+        if self.profiling {
+            // SAFETY: the kernel's arguments were all set by the caller (each op sets every
+            // argument its kernel declares) to live buffers and scalars of the kernel's
+            // types; `gws`/`lws` have the same length (the work dimension), and the
+            // buffers a kernel reads or writes stay alive until it finishes (ClBuffer
+            // drops wait for imports; other cl_mems are reference-counted by the driver).
+            let ev = unsafe {
+                self.queue.enqueue_nd_range_kernel(
+                    k.get(),
+                    gws.len() as u32,
+                    ptr::null(),
+                    gws.as_ptr(),
+                    lws.map_or(ptr::null(), |l| l.as_ptr()),
+                    &[],
+                )
+            }
+            .map_err(|e| err(e.0))?;
+            self.pending.borrow_mut().push((slot as u16, ev));
+            return Ok(());
+        }
+        // The same call as above with a null event pointer (the same safety argument:
+        // arguments set, live buffers, gws/lws of the work dimension's length; cl3 types
+        // the entry point as a safe fn pointer).
+        let status = self
+            .rt
+            .clEnqueueNDRangeKernel(
+                self.queue.get(),
                 k.get(),
                 gws.len() as u32,
                 ptr::null(),
                 gws.as_ptr(),
                 lws.map_or(ptr::null(), |l| l.as_ptr()),
-                &[],
+                0,
+                ptr::null(),
+                ptr::null_mut(),
             )
+            .ok_or_else(|| err(cl3::error_codes::DLOPEN_FUNCTION_NOT_AVAILABLE))?;
+        if status != 0 {
+            return Err(err(status));
         }
-        .map_err(|e| Error::Backend {
-            backend: "opencl",
-            msg: format!("enqueue {}: {e}", KERNELS[slot].0),
-        })?;
-        if self.profiling {
-            self.pending.borrow_mut().push((slot as u16, ev));
+        let n = self.unflushed.get() + 1;
+        if n >= FLUSH_EVERY {
+            self.queue.flush().map_err(cl_err("clFlush"))?;
+            self.unflushed.set(0);
+        } else {
+            self.unflushed.set(n);
         }
         Ok(())
     }
@@ -530,6 +598,48 @@ fn writable(buf: &ClBuffer, what: &'static str) -> Result<cl_mem> {
 
 fn round_up(n: usize, m: usize) -> usize {
     n.div_ceil(m) * m
+}
+
+impl OpenClBackend {
+    /// `y = x · wᵀ`, or `y += x · wᵀ` with `accumulate` (mul_mv or, from
+    /// `mm_min_tok` tokens on, mul_mm).
+    fn mat(
+        &mut self,
+        w: TensorRef<'_, Self>,
+        x: TensorRef<'_, Self>,
+        y: TensorMut<'_, Self>,
+        accumulate: bool,
+    ) -> Result<()> {
+        let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
+        let n_tok = x.shape.rows();
+        if n_tok == 0 || n_out == 0 {
+            return Ok(());
+        }
+        let slot = K_MUL_MV
+            + weight_slot(w.dtype).ok_or(Error::DType {
+                op: "matmul",
+                what: "weight",
+                dtype: w.dtype,
+            })?;
+        let y_mem = writable(y.buf, "opencl matmul output")?;
+        if n_tok >= self.mm_min_tok {
+            let slot = slot - K_MUL_MV + K_MUL_MM;
+            args!(&self.kernels[slot]; w.buf.mem(), w.offset as u64, x.buf.mem(), el(x.offset), y_mem,
+                el(y.offset), n_in as u32, n_out as u32, n_tok as u32, accumulate as u32);
+            return self.launch(
+                slot,
+                &[n_out.div_ceil(MM_ROWS) * MM_LWS, n_tok.div_ceil(MM_TOKS) * MM_LWS],
+                Some(&[MM_LWS, MM_LWS]),
+            );
+        }
+        args!(&self.kernels[slot]; w.buf.mem(), w.offset as u64, x.buf.mem(), el(x.offset), y_mem, el(y.offset),
+            n_in as u32, n_out as u32, n_tok as u32, accumulate as u32);
+        self.launch(
+            slot,
+            &[n_out * self.mv_lws, n_tok.div_ceil(NT)],
+            Some(&[self.mv_lws, 1]),
+        )
+    }
 }
 
 impl Backend for OpenClBackend {
@@ -750,35 +860,17 @@ impl Backend for OpenClBackend {
     }
 
     fn matmul(&mut self, w: TensorRef<'_, Self>, x: TensorRef<'_, Self>, y: TensorMut<'_, Self>) -> Result<()> {
-        let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
-        let n_tok = x.shape.rows();
-        if n_tok == 0 || n_out == 0 {
-            return Ok(());
-        }
-        let slot = K_MUL_MV
-            + weight_slot(w.dtype).ok_or(Error::DType {
-                op: "matmul",
-                what: "weight",
-                dtype: w.dtype,
-            })?;
-        let y_mem = writable(y.buf, "opencl matmul output")?;
-        if n_tok >= self.mm_min_tok {
-            let slot = slot - K_MUL_MV + K_MUL_MM;
-            args!(&self.kernels[slot]; w.buf.mem(), w.offset as u64, x.buf.mem(), el(x.offset), y_mem,
-                el(y.offset), n_in as u32, n_out as u32, n_tok as u32);
-            return self.launch(
-                slot,
-                &[n_out.div_ceil(32) * MM_LWS, n_tok.div_ceil(32) * MM_LWS],
-                Some(&[MM_LWS, MM_LWS]),
-            );
-        }
-        args!(&self.kernels[slot]; w.buf.mem(), w.offset as u64, x.buf.mem(), el(x.offset), y_mem, el(y.offset),
-            n_in as u32, n_out as u32, n_tok as u32);
-        self.launch(
-            slot,
-            &[n_out * self.mv_lws, n_tok.div_ceil(NT)],
-            Some(&[self.mv_lws, 1]),
-        )
+        self.mat(w, x, y, false)
+    }
+
+    fn matmul_add(
+        &mut self,
+        w: TensorRef<'_, Self>,
+        x: TensorRef<'_, Self>,
+        _tmp: TensorMut<'_, Self>,
+        y: TensorMut<'_, Self>,
+    ) -> Result<()> {
+        self.mat(w, x, y, true)
     }
 
     fn rms_norm(
@@ -894,5 +986,98 @@ impl Backend for OpenClBackend {
         let d = writable(dst.buf, "opencl add destination")?;
         args!(&self.kernels[K_ADD]; d, el(dst.offset), src.buf.mem(), el(src.offset), n as u32);
         self.launch(K_ADD, &[round_up(n, 64)], None)
+    }
+
+    fn rope_qk(
+        &mut self,
+        q: TensorMut<'_, Self>,
+        k: TensorMut<'_, Self>,
+        inv_freq: TensorRef<'_, Self>,
+        pos0: usize,
+        style: RopeStyle,
+    ) -> Result<()> {
+        let (dq, dk) = (q.shape.dims(), k.shape.dims());
+        let (n_tok, hq, hk, hd) = (dq[0], dq[1], dk[1], dq[2]);
+        if n_tok == 0 || hq + hk == 0 || hd == 0 {
+            return Ok(());
+        }
+        let style: u32 = match style {
+            RopeStyle::Adjacent => 0,
+            RopeStyle::HalfSplit => 1,
+        };
+        let qm = writable(q.buf, "opencl rope q")?;
+        let km = writable(k.buf, "opencl rope k")?;
+        args!(&self.kernels[K_ROPE_QK]; qm, el(q.offset), km, el(k.offset), inv_freq.buf.mem(),
+            el(inv_freq.offset), pos0 as u32, hq as u32, hk as u32, hd as u32, style);
+        self.launch(K_ROPE_QK, &[hd / 2, hq + hk, n_tok], None)
+    }
+
+    fn rms_norm_matmul3(
+        &mut self,
+        x: TensorRef<'_, Self>,
+        norm_w: TensorRef<'_, Self>,
+        eps: f32,
+        xn: TensorMut<'_, Self>,
+        ws: [TensorRef<'_, Self>; 3],
+        ys: [TensorMut<'_, Self>; 3],
+    ) -> Result<()> {
+        let n_tok = x.shape.rows();
+        let n_in = x.shape.row_len();
+        let fused = fused_slot(ws[0].dtype)
+            .filter(|_| n_tok > 0 && n_tok < self.mm_min_tok && ws.iter().all(|w| w.dtype == ws[0].dtype));
+        let Some(f) = fused else {
+            return crate::backend::rms_norm_matmul3_composed(self, x, norm_w, eps, xn, ws, ys);
+        };
+        let slot = K_MUL_MV3 + f;
+        let n: [usize; 3] = core::array::from_fn(|i| ws[i].shape.dims()[0]);
+        let [y0, y1, y2] = ys;
+        let (m0, m1, m2) = (
+            writable(y0.buf, "opencl matmul output")?,
+            writable(y1.buf, "opencl matmul output")?,
+            writable(y2.buf, "opencl matmul output")?,
+        );
+        args!(&self.kernels[slot]; ws[0].buf.mem(), ws[0].offset as u64, ws[1].buf.mem(), ws[1].offset as u64,
+            ws[2].buf.mem(), ws[2].offset as u64, x.buf.mem(), el(x.offset), norm_w.buf.mem(), el(norm_w.offset),
+            eps, m0, el(y0.offset), m1, el(y1.offset), m2, el(y2.offset), n_in as u32, n[0] as u32,
+            n[1] as u32, n[2] as u32, n_tok as u32);
+        self.launch(
+            slot,
+            &[(n[0] + n[1] + n[2]) * self.mv_lws, n_tok.div_ceil(NT)],
+            Some(&[self.mv_lws, 1]),
+        )
+    }
+
+    fn rms_norm_matmul_swiglu(
+        &mut self,
+        x: TensorRef<'_, Self>,
+        norm_w: TensorRef<'_, Self>,
+        eps: f32,
+        xn: TensorMut<'_, Self>,
+        w_gate: TensorRef<'_, Self>,
+        w_up: TensorRef<'_, Self>,
+        gate: TensorMut<'_, Self>,
+        up: TensorMut<'_, Self>,
+        out: TensorMut<'_, Self>,
+    ) -> Result<()> {
+        let n_tok = x.shape.rows();
+        let n_in = x.shape.row_len();
+        let n_out = w_gate.shape.dims()[0];
+        let fused = fused_slot(w_gate.dtype)
+            .filter(|_| n_tok > 0 && n_out > 0 && n_tok < self.mm_min_tok && w_up.dtype == w_gate.dtype);
+        let Some(f) = fused else {
+            return crate::backend::rms_norm_matmul_swiglu_composed(
+                self, x, norm_w, eps, xn, w_gate, w_up, gate, up, out,
+            );
+        };
+        let slot = K_MUL_MV_SWIGLU + f;
+        let o = writable(out.buf, "opencl matmul_swiglu output")?;
+        args!(&self.kernels[slot]; w_gate.buf.mem(), w_gate.offset as u64, w_up.buf.mem(), w_up.offset as u64,
+            x.buf.mem(), el(x.offset), norm_w.buf.mem(), el(norm_w.offset), eps, o, el(out.offset),
+            n_in as u32, n_out as u32, n_tok as u32);
+        self.launch(
+            slot,
+            &[n_out * self.mv_lws, n_tok.div_ceil(NT)],
+            Some(&[self.mv_lws, 1]),
+        )
     }
 }
