@@ -201,8 +201,10 @@ pub fn run(a: &SynthArgs) -> Result<()> {
             f32_bytes(&rope::llama3_divisors(s.theta, hd, l3)),
         ));
     }
-    // token_embd stays Q8_0 for 4-bit files, as llama-quantize leaves it.
-    let et = DType::Q8_0;
+    // SmolLM2's shipped file keeps token_embd at Q8_0, so its stand-in does too; the
+    // Llama 3.2 stand-ins use the requested type for every 2-D weight (the race's
+    // reference file: 699.6 MB for the 1B shape at Q4_0).
+    let et = if s.name == "smollm2-135m" { DType::Q8_0 } else { qt };
     tensors.push((
         "token_embd.weight".into(),
         vec![s.dim, s.vocab],
