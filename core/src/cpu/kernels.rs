@@ -79,6 +79,11 @@ pub struct Kernels {
     pub gemv_q4_0_q8_0: fn(&[BlockQ4_0], &[BlockQ8_0], &mut [f32]),
     pub gemv_q4_1_q8_1: fn(&[BlockQ4_1], &[BlockQ8_1], &mut [f32]),
     pub gemv_q8_0_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0], &mut [f32]),
+    /// `gemm(w, x, nb, y)`: `y[t·rows + r] = vec_dot(w_row(r), x_row(t))` for the
+    /// `rows = w.len() / nb` weight rows and `toks = x.len() / nb` activation rows (both
+    /// `nb` blocks long; `y` is `[toks, rows]`). SIMD versions decode each weight block
+    /// once for several tokens. Scalar twins: `cpu::scalar::gemm_*`.
+    pub gemm_q4_0_q8_0: fn(&[BlockQ4_0], &[BlockQ8_0], usize, &mut [f32]),
 }
 
 impl Kernels {
@@ -97,6 +102,7 @@ impl Kernels {
             gemv_q4_0_q8_0: scalar::gemv_q4_0_q8_0,
             gemv_q4_1_q8_1: scalar::gemv_q4_1_q8_1,
             gemv_q8_0_q8_0: scalar::gemv_q8_0_q8_0,
+            gemm_q4_0_q8_0: scalar::gemm_q4_0_q8_0,
         }
     }
 

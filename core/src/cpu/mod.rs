@@ -225,6 +225,46 @@ fn matmul_par<W: Sync, X: Sync>(
     });
 }
 
+/// Output columns per `gemm` call inside a tile: bounds the stack buffer the kernel
+/// writes (`[tokens ≤ 16, GEMM_COLS]`) before it is copied into the tile's rows.
+const GEMM_COLS: usize = 64;
+
+/// Smallest batch that takes the GEMM path; decode (one token) stays on `gemv`.
+const GEMM_MIN_TOK: usize = 2;
+
+/// As `matmul_par`, but each tile runs a `Kernels::gemm_*` entry over its tokens, so a
+/// weight block is decoded once per group of tokens instead of once per token.
+#[allow(clippy::too_many_arguments)]
+fn matmul_gemm<W: Sync, X: Sync>(
+    pool: &mut ThreadPool,
+    w: &[W],
+    x: &[X],
+    y: &mut [f32],
+    n_out: usize,
+    n_tok: usize,
+    nb: usize,
+    gemm: fn(&[W], &[X], usize, &mut [f32]),
+) {
+    let grid = matmul_grid(n_out, n_tok, pool.threads(), nb * core::mem::size_of::<W>());
+    debug_assert!(grid.row_tile <= 16);
+    pool.run_tiles(y, grid, &mut [0u8; 0], 0, &|mut tile, _| {
+        let (cols, toks) = (tile.cols(), tile.rows());
+        let xt = &x[toks.start * nb..toks.end * nb];
+        let mut buf = [0f32; 16 * GEMM_COLS]; // (tokens, cols) of one call
+        let mut c0 = cols.start;
+        while c0 < cols.end {
+            let c1 = (c0 + GEMM_COLS).min(cols.end);
+            let n = c1 - c0;
+            let out = &mut buf[..toks.len() * n];
+            gemm(&w[c0 * nb..c1 * nb], xt, nb, out);
+            for (i, t) in toks.clone().enumerate() {
+                tile.row(t)[c0 - cols.start..c1 - cols.start].copy_from_slice(&out[i * n..(i + 1) * n]);
+            }
+            c0 = c1;
+        }
+    });
+}
+
 /// Quantizes the `n_tok` rows of `xs` (`n_in` floats each) into `xq` (`nb` blocks each);
 /// rows are split over the pool when there are several.
 fn quantize_rows<B: Send>(pool: &mut ThreadPool, xs: &[f32], xq: &mut [B], n_in: usize, q: fn(&[f32], &mut [B])) {
@@ -394,7 +434,11 @@ impl Backend for CpuBackend {
                 quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_0);
                 if w.dtype == DType::Q4_0 {
                     let wq: &[BlockQ4_0] = bytemuck::cast_slice(wb);
-                    matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q4_0_q8_0);
+                    if n_tok >= GEMM_MIN_TOK {
+                        matmul_gemm(pool, wq, xq, ys, n_out, n_tok, nb, k.gemm_q4_0_q8_0);
+                    } else {
+                        matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q4_0_q8_0);
+                    }
                 } else {
                     let wq: &[BlockQ8_0] = bytemuck::cast_slice(wb);
                     matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q8_0_q8_0);

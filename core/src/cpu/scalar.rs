@@ -28,6 +28,28 @@ pub fn gemv_q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
     gemv(w, x, y, dot::vec_dot_q8_0_q8_0)
 }
 
+/// `y[t·rows + r] = dot(w_row(r), x_row(t))` for `rows = w.len() / nb` weight rows and
+/// `x.len() / nb` activation rows, all `nb` blocks long: the definition of every
+/// `gemm_*` kernel entry (`y` all zeros when `nb == 0`).
+#[inline]
+pub fn gemm<W, X>(w: &[W], x: &[X], nb: usize, y: &mut [f32], dot: impl Fn(&[W], &[X]) -> f32) {
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let rows = w.len() / nb;
+    for (t, xt) in x.chunks_exact(nb).enumerate() {
+        for (r, wr) in w.chunks_exact(nb).enumerate() {
+            y[t * rows + r] = dot(wr, xt);
+        }
+    }
+}
+
+/// Scalar twin of `Kernels::gemm_q4_0_q8_0`.
+pub fn gemm_q4_0_q8_0(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, y: &mut [f32]) {
+    gemm(w, x, nb, y, dot::vec_dot_q4_0_q8_0)
+}
+
 /// `y[t, o] = dot(w_row(o), x_row(t))` where rows are `nb` units (blocks or elements).
 /// Weight-row-outer order so each weight row is read once per batch.
 pub fn matmul_blocks<W, X>(

@@ -301,6 +301,68 @@ proptest! {
     }
 }
 
+proptest! {
+    /// Every table's `gemm_*` against the scalar dot per (row, token), within the
+    /// single-dot bound (same integer sums, same scale products; only the f32
+    /// accumulation order differs). Rows and tokens 1..=9 cover the 4 × 4 / 4 × 2 tile
+    /// bodies and both tails; `rows = 0` or `toks = 0` would be an empty output.
+    #[test]
+    fn gemm_every_type(
+        (w0, x0, nb) in (1usize..24, 1usize..10, 1usize..10).prop_flat_map(|(nb, rows, toks)| {
+            (q4_0_blocks(rows * nb), q8_0_blocks(toks * nb), Just(nb))
+        })
+    ) {
+        let (rows, toks) = (w0.len() / nb, x0.len() / nb);
+        for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
+            let mut g = vec![f32::NAN; rows * toks];
+            (k.gemm_q4_0_q8_0)(&w0, &x0, nb, &mut g);
+            for t in 0..toks {
+                let xt = &x0[t * nb..(t + 1) * nb];
+                for r in 0..rows {
+                    let wr = &w0[r * nb..(r + 1) * nb];
+                    let want = dot::vec_dot_q4_0_q8_0(wr, xt);
+                    let tol = tol_blocks(nb, mag_q4_0(wr, xt));
+                    let got = g[t * rows + r];
+                    prop_assert!(close(got, want, tol), "{} q4_0 row {r} tok {t}: {got} vs {want}", k.isa.name());
+                }
+            }
+        }
+    }
+}
+
+/// `gemm_*` with `nb = 0` writes zeros (as the scalar twin), and extreme blocks (all
+/// nibbles 0 or 15, activations ±127 and −128) keep exact integer sums.
+#[test]
+fn gemm_edges() {
+    for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
+        let mut y = [f32::NAN; 3];
+        (k.gemm_q4_0_q8_0)(&[], &[], 0, &mut y);
+        assert_eq!(y, [0.0; 3], "{}", k.isa.name());
+        let nb = 3;
+        let w: Vec<BlockQ4_0> = (0..5 * nb)
+            .map(|i| BlockQ4_0 {
+                d: f16::from_f32(1.0),
+                qs: [if i % 2 == 0 { 0x00 } else { 0xff }; 16],
+            })
+            .collect();
+        let x: Vec<BlockQ8_0> = (0..6 * nb)
+            .map(|i| BlockQ8_0 {
+                d: f16::from_f32(1.0),
+                qs: [[-128, 127, -127][i % 3]; 32],
+            })
+            .collect();
+        let mut g = vec![f32::NAN; 5 * 6];
+        (k.gemm_q4_0_q8_0)(&w, &x, nb, &mut g);
+        for t in 0..6 {
+            for r in 0..5 {
+                let want = dot::vec_dot_q4_0_q8_0(&w[r * nb..(r + 1) * nb], &x[t * nb..(t + 1) * nb]);
+                // Small integers times 1.0: every partial sum is exact in f32.
+                assert_eq!(g[t * 5 + r], want, "{} row {r} tok {t}", k.isa.name());
+            }
+        }
+    }
+}
+
 /// Hand-picked quantizer inputs: ties, the classic 0.49999997, f16-overflowing scales,
 /// subnormal scales (1/d overflows: scalar fallback), infinities and NaN (fallback).
 #[test]

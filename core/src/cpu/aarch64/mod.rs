@@ -40,6 +40,8 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         gemv_q4_0_q8_0: gemv_q4_0_q8_0_neon,
         gemv_q4_1_q8_1: gemv_q4_1_q8_1_neon,
         gemv_q8_0_q8_0: gemv_q8_0_q8_0_neon,
+        // No NEON GEMM tile yet: one gemv per token (the pre-GEMM path).
+        gemm_q4_0_q8_0: gemm_q4_0_q8_0_neon,
     };
     match isa {
         Isa::Neon if neon => Some(base),
@@ -51,10 +53,29 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
             gemv_q4_0_q8_0: gemv_q4_0_q8_0_dot,
             gemv_q4_1_q8_1: gemv_q4_1_q8_1_dot,
             gemv_q8_0_q8_0: gemv_q8_0_q8_0_dot,
+            gemm_q4_0_q8_0: gemm_q4_0_q8_0_dot,
             ..base
         }),
         _ => None,
     }
+}
+
+/// A `gemm_*` entry as one `gemv` per token into `y`'s rows (`[toks, rows]`).
+fn gemm_by_gemv<W, X>(w: &[W], x: &[X], nb: usize, y: &mut [f32], gemv: fn(&[W], &[X], &mut [f32])) {
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let rows = w.len() / nb;
+    for (xt, yt) in x.chunks_exact(nb).zip(y.chunks_exact_mut(rows.max(1))) {
+        gemv(w, xt, yt);
+    }
+}
+fn gemm_q4_0_q8_0_neon(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, y: &mut [f32]) {
+    gemm_by_gemv(w, x, nb, y, gemv_q4_0_q8_0_neon)
+}
+fn gemm_q4_0_q8_0_dot(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, y: &mut [f32]) {
+    gemm_by_gemv(w, x, nb, y, gemv_q4_0_q8_0_dot)
 }
 
 // The safe entry points below are reachable only through tables built by `kernels()`,

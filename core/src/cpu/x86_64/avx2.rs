@@ -5,7 +5,9 @@ use core::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use super::{hsum_ps, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, scale_prod, scales4, store32};
+use super::{
+    hsum_ps, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, scale_grid, scale_prod, scales4, store32,
+};
 use crate::cpu::kernels::{Isa, Kernels};
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
@@ -27,6 +29,7 @@ pub(crate) fn kernels() -> Option<Kernels> {
         gemv_q4_0_q8_0,
         gemv_q4_1_q8_1,
         gemv_q8_0_q8_0,
+        gemm_q4_0_q8_0,
     })
 }
 
@@ -64,6 +67,10 @@ pub(super) fn gemv_q4_1_q8_1(w: &[BlockQ4_1], x: &[BlockQ8_1], y: &mut [f32]) {
 pub(super) fn gemv_q8_0_q8_0(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
     // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
     unsafe { gemv_q8_0_q8_0_impl(w, x, y) }
+}
+pub(super) fn gemm_q4_0_q8_0(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
+    unsafe { gemm_q4_0_q8_0_impl(w, x, nb, y) }
 }
 fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
     // SAFETY: as above.
@@ -287,6 +294,58 @@ fn gemv_q8_0_q8_0_impl(w: &[BlockQ8_0], x: &[BlockQ8_0], y: &mut [f32]) {
     for (r, yr) in tail.iter_mut().enumerate() {
         *yr = vec_dot_q8_0_q8_0_impl(&w[(full + r) * nb..(full + r + 1) * nb], x);
     }
+}
+
+// GEMM tiles: `R` weight rows × `T` tokens per pass over the blocks. Each weight
+// block's nibbles are unpacked once and used for the `T` tokens, each activation block
+// (and its `8·y` correction) once for the `R` rows. Per (row, token) the integer block
+// sum and the f32 scale product are those of the single-row kernels; only the f32
+// accumulation order differs from the scalar twin. 4 × 2 keeps the 8 accumulators, 4
+// nibble vectors and the token vectors within AVX2's 16 registers.
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+fn tile_q4_0<const R: usize, const T: usize>(
+    w: &[BlockQ4_0],
+    x: &[BlockQ8_0],
+    nb: usize,
+    r0: usize,
+    t0: usize,
+    y: &mut [f32],
+    rows: usize,
+) {
+    let wr: [&[BlockQ4_0]; R] = core::array::from_fn(|r| &w[(r0 + r) * nb..(r0 + r + 1) * nb]);
+    let xt: [&[BlockQ8_0]; T] = core::array::from_fn(|t| &x[(t0 + t) * nb..(t0 + t + 1) * nb]);
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let ones = _mm256_set1_epi16(1);
+    for b in 0..nb {
+        let d = scale_grid(
+            core::array::from_fn::<_, R, _>(|r| wr[r][b].d),
+            core::array::from_fn::<_, T, _>(|t| xt[t][b].d),
+        );
+        let yv: [__m256i; T] = core::array::from_fn(|t| load32(&xt[t][b].qs));
+        let y8: [__m256i; T] = core::array::from_fn(|t| _mm256_maddubs_epi16(_mm256_set1_epi8(8), yv[t]));
+        for r in 0..R {
+            let xu = nibbles(&wr[r][b].qs);
+            for t in 0..T {
+                // (x − 8)·y pairs: see `sum_q4_0` for why no step saturates.
+                let p = _mm256_sub_epi16(_mm256_maddubs_epi16(xu, yv[t]), y8[t]);
+                let s = _mm256_madd_epi16(p, ones);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(d[r][t]), acc[r][t]);
+            }
+        }
+    }
+    for r in 0..R {
+        for t in 0..T {
+            y[(t0 + t) * rows + r0 + r] = hsum_ps(acc[r][t]);
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn gemm_q4_0_q8_0_impl(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, y: &mut [f32]) {
+    gemm_tiles!(tile_q4_0::<4, 2>(w, x, nb, y))
 }
 
 /// Shared shape of the float dot products: 32 elements per step in four accumulators,

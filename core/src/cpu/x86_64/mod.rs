@@ -16,6 +16,48 @@
 //!   step saturates for any input bytes, −128 included);
 //! * the float combination, within reassociation error (lanes add in another order).
 
+/// Runs a `gemm_*` kernel body over `rows × toks` in `R × T` tiles: `$tile::<R, T>(w,
+/// x, nb, r0, t0, y, rows)` writes `y[t·rows + r]` for the tile at (`r0`, `t0`); row
+/// and token tails take `1`-wide tiles of the same body, so every output runs the same
+/// per-(row, token) arithmetic.
+macro_rules! gemm_tiles {
+    ($tile:ident::<$r:literal, $t:literal>($w:expr, $x:expr, $nb:expr, $y:expr)) => {{
+        let (w, x, nb, y) = ($w, $x, $nb, $y);
+        if nb == 0 {
+            y.fill(0.0);
+            return;
+        }
+        let (rows, toks) = (w.len() / nb, x.len() / nb);
+        debug_assert_eq!(y.len(), rows * toks);
+        let (rf, tf) = (rows / $r * $r, toks / $t * $t);
+        let mut r0 = 0;
+        while r0 < rf {
+            let mut t0 = 0;
+            while t0 < tf {
+                $tile::<$r, $t>(w, x, nb, r0, t0, y, rows);
+                t0 += $t;
+            }
+            while t0 < toks {
+                $tile::<$r, 1>(w, x, nb, r0, t0, y, rows);
+                t0 += 1;
+            }
+            r0 += $r;
+        }
+        while r0 < rows {
+            let mut t0 = 0;
+            while t0 < tf {
+                $tile::<1, $t>(w, x, nb, r0, t0, y, rows);
+                t0 += $t;
+            }
+            while t0 < toks {
+                $tile::<1, 1>(w, x, nb, r0, t0, y, rows);
+                t0 += 1;
+            }
+            r0 += 1;
+        }
+    }};
+}
+
 pub(crate) mod avx2;
 pub(crate) mod avx512;
 
@@ -63,6 +105,34 @@ fn scales4(a: [f16; 4], b: f16) -> __m128 {
     let fa = _mm_cvtph_ps(_mm_cvtsi64_si128(bits));
     let fb = _mm_cvtph_ps(_mm_cvtsi32_si128(b.to_bits() as i32));
     _mm_mul_ps(fa, _mm_broadcastss_ps(fb))
+}
+
+/// Up to four f16 scales (`s[..n]`, `n ≤ 4`) as f32 lanes (exact), zeros after.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn cvt_scales<const N: usize>(s: [f16; N]) -> __m128 {
+    let mut bits = 0i64;
+    for (i, v) in s.iter().enumerate().take(4) {
+        bits |= (v.to_bits() as i64) << (16 * i);
+    }
+    _mm_cvtph_ps(_mm_cvtsi64_si128(bits))
+}
+
+/// The `R × T` scale products `dw[r] · dx[t]` (each the scalar twin's one f32
+/// multiply of exactly converted values), row-major in lanes of four.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_grid<const R: usize, const T: usize>(dw: [f16; R], dx: [f16; T]) -> [[f32; 4]; R] {
+    let (fw, fx) = (cvt_scales(dw), cvt_scales(dx));
+    let mut fwa = [0f32; 4];
+    // SAFETY: `fwa` is 4 writable f32; unaligned store.
+    unsafe { _mm_storeu_ps(fwa.as_mut_ptr(), fw) };
+    let mut out = [[0f32; 4]; R];
+    for (o, &a) in out.iter_mut().zip(&fwa) {
+        // SAFETY: `o` is 4 writable f32; unaligned store.
+        unsafe { _mm_storeu_ps(o.as_mut_ptr(), _mm_mul_ps(_mm_set1_ps(a), fx)) };
+    }
+    out
 }
 
 /// Loads 16 bytes (no alignment needed).
