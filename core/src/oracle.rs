@@ -366,7 +366,7 @@ pub fn run<B: Backend>(root: &Path, opts: &Options, make: &dyn Fn() -> Result<B>
             Source::Hf(_, _) => Source::Hf(&dir, DType::F32),
             s => s,
         };
-        model_case(case, es, &src, &dir, opts, make, &mut rep)?;
+        model_case(case, es, &src, opts, make, &mut rep)?;
     }
     Ok(rep)
 }
@@ -405,7 +405,6 @@ fn model_case<B: Backend>(
     case: &str,
     es: &[Entry],
     src: &Source<'_>,
-    _dir: &Path,
     opts: &Options,
     make: &dyn Fn() -> Result<B>,
     rep: &mut Report,

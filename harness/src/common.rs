@@ -129,10 +129,6 @@ impl ModelArgs {
         if synthetic {
             eprintln!("synthetic weights: speed only");
         }
-        let opts = RunOptions {
-            ctx: opts.ctx.min(usize::MAX),
-            ..opts
-        };
         let copied_load = be.copied_bytes();
         let model = Llama::new(cfg, weights, be, opts)?;
         let load_ms = t0.elapsed().as_secs_f64() * 1e3;
