@@ -40,7 +40,7 @@ fn bounds<B: Backend + ?Sized>(
         DType::F32 => 4,
         _ => 2,
     };
-    if offset % align != 0 {
+    if !offset.is_multiple_of(align) {
         return Err(Error::invalid(format!(
             "{op}: {what} offset {offset} is not {align}-byte aligned"
         )));
@@ -229,7 +229,7 @@ fn check_rope<B: Backend + ?Sized>(
     chk_ref(b, op, "inv_freq", inv_freq)?;
     want_dtype(op, "x", x.dtype, DType::F32)?;
     want_dtype(op, "inv_freq", inv_freq.dtype, DType::F32)?;
-    if x.shape.rank() != 3 || x.shape.row_len() % 2 != 0 {
+    if x.shape.rank() != 3 || !x.shape.row_len().is_multiple_of(2) {
         return Err(Error::Shape {
             op,
             what: "x",
@@ -258,7 +258,7 @@ pub fn attention<B: Backend + ?Sized>(
     for (what, t) in [("q", q.dtype), ("k", k.dtype), ("v", v.dtype), ("out", out.dtype)] {
         want_dtype(OP, what, t, DType::F32)?;
     }
-    if p.n_kv_head == 0 || p.n_head % p.n_kv_head != 0 {
+    if p.n_kv_head == 0 || !p.n_head.is_multiple_of(p.n_kv_head) {
         return Err(Error::invalid(format!(
             "{OP}: n_head {} is not a multiple of n_kv_head {}",
             p.n_head, p.n_kv_head

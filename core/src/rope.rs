@@ -32,6 +32,8 @@ pub fn base_inv_freq(theta: f32, head_dim: usize) -> Vec<f32> {
 }
 
 /// Applies `llama3` scaling in place (f32, mirroring transformers).
+// `!(a < b)` mirrors transformers' `~(wavelen < high_freq_wavelen)` literally.
+#[allow(clippy::nonminimal_bool, clippy::neg_cmp_op_on_partial_ord)]
 pub fn apply_llama3(inv_freq: &mut [f32], s: &Llama3Scaling) {
     let old = s.original_max_position_embeddings as f32;
     let low_wavelen = old / s.low_freq_factor;

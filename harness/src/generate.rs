@@ -126,7 +126,7 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
         if let (Some(d), Some(t)) = (dec.as_mut(), s.tokenizer.as_ref()) {
             let piece = d.step(t, next)?;
             if !piece.is_empty() {
-                text.push_str(&piece);
+                text.push_str(piece);
                 if !a.json {
                     out.write_all(piece.as_bytes())?;
                     out.flush()?;

@@ -40,8 +40,8 @@ pub fn find_root(given: Option<&PathBuf>) -> Result<PathBuf> {
 
 pub fn print(rep: &Report) {
     println!(
-        "{:<20} {:<44} {:<24} {:>12} {:>12}  {}",
-        "case", "tensor", "metric", "value", "limit", "pass"
+        "{:<20} {:<44} {:<24} {:>12} {:>12}  pass",
+        "case", "tensor", "metric", "value", "limit"
     );
     for r in &rep.rows {
         let limit = match r.limit {

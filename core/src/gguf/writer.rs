@@ -116,7 +116,7 @@ impl<'a> GgufWriter<'a> {
         if dims.is_empty() || dims.len() > MAX_DIMS || dims.contains(&0) {
             return Err(bad(format!("dims {dims:?} must be 1 to {MAX_DIMS} nonzero sizes")));
         }
-        if dims[0] % dtype.block_size() != 0 {
+        if !dims[0].is_multiple_of(dtype.block_size()) {
             return Err(bad(format!(
                 "row length {} is not a multiple of the {dtype} block size {}",
                 dims[0],

@@ -71,17 +71,17 @@ impl LlamaConfig {
         if self.n_layer == 0 || self.dim == 0 || self.n_head == 0 || self.n_kv_head == 0 || self.vocab == 0 {
             return bad(alloc::format!("config has a zero size: {self:?}"));
         }
-        if self.n_head % self.n_kv_head != 0 {
+        if !self.n_head.is_multiple_of(self.n_kv_head) {
             return bad(alloc::format!(
                 "n_head {} is not a multiple of n_kv_head {}",
                 self.n_head,
                 self.n_kv_head
             ));
         }
-        if self.head_dim % 2 != 0 || self.head_dim == 0 {
+        if !self.head_dim.is_multiple_of(2) || self.head_dim == 0 {
             return bad(alloc::format!("head_dim {} must be even and non-zero", self.head_dim));
         }
-        if self.dim % 32 != 0 || self.ffn_dim % 32 != 0 {
+        if !self.dim.is_multiple_of(32) || !self.ffn_dim.is_multiple_of(32) {
             return bad(alloc::format!(
                 "hidden size {} and FFN width {} must be multiples of 32 (the quantization block)",
                 self.dim,
