@@ -105,22 +105,26 @@ pub fn build_profile() -> &'static str {
     }
 }
 
-/// Antigravity's cache folder: `$ANTIGRAVITY_HOME`, else `~/.cache/antigravity`.
+/// Antigravity's cache folder (one definition: [`crate::fetch::cache_dir`]).
 pub fn home() -> Option<PathBuf> {
-    if let Some(h) = std::env::var_os("ANTIGRAVITY_HOME").filter(|h| !h.is_empty()) {
-        return Some(PathBuf::from(h));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("antigravity"))
+    Some(crate::fetch::cache_dir())
 }
 
-/// The default model file name looked for in [`home`].
-pub const DEFAULT_MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+/// The default model file name.
+pub const DEFAULT_MODEL: &str = crate::fetch::DEFAULT_MODEL_FILE;
 
-/// `--model`, or the default model in [`home`] when that file exists.
+/// `--model`, or the default model — fetched on first use (with progress), as the README
+/// promises. `None` (and a printed reason) only when fetching is impossible.
 pub fn find_model(given: Option<&Path>) -> Option<PathBuf> {
     match given {
         Some(p) => Some(p.to_path_buf()),
-        None => home().map(|h| h.join(DEFAULT_MODEL)).filter(|p| p.is_file()),
+        None => match crate::fetch::default_model() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("could not get the default model: {e:#}");
+                None
+            }
+        },
     }
 }
 

@@ -250,7 +250,12 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     eprintln!("results: {}", run.path.display());
 
     let mut notes: Vec<String> = Vec::new();
-    let model = env::find_model(a.model.as_deref());
+    // Fetch the default model only when the end-to-end part will use it.
+    let model = if a.skip.contains(&Part::E2e) && a.model.is_none() {
+        None
+    } else {
+        env::find_model(a.model.as_deref())
+    };
     let model_id = match &model {
         Some(p) => Some(env::model_id(p)?),
         None => None,
