@@ -84,7 +84,7 @@ pub fn headlines(rows: &[Record]) -> Vec<Headline> {
             let r = &rows[i];
             push(
                 format!(
-                    "best matvec bandwidth ({} {})",
+                    "fastest matvec of this ISA ({} {})",
                     r.quant.as_deref().unwrap_or("?"),
                     r.shape.as_deref().unwrap_or("?")
                 ),
