@@ -274,6 +274,29 @@ impl Tokenizer {
         Ok(tok)
     }
 
+    /// The tokenizer embedded in an opened GGUF file (`tokenizer.ggml.*`), or `None` when
+    /// the file has no vocabulary (e.g. `tokenizer.ggml.model = "no_vocab"`).
+    pub fn from_gguf(f: &crate::gguf::GgufFile) -> Result<Option<Tokenizer>> {
+        let Some(tokens) = f.get_str_array("tokenizer.ggml.tokens")? else {
+            return Ok(None);
+        };
+        let merges = f.get_str_array("tokenizer.ggml.merges")?;
+        let v = GgufVocab {
+            model: f.get_str("tokenizer.ggml.model")?.unwrap_or("gpt2"),
+            pre: f.get_str("tokenizer.ggml.pre")?,
+            tokens: tokens.iter().collect(),
+            token_types: f.get_i32_array("tokenizer.ggml.token_type")?,
+            merges: merges.map(|m| m.iter().collect()).unwrap_or_default(),
+            bos: f.get_u32("tokenizer.ggml.bos_token_id")?,
+            eos: f.get_u32("tokenizer.ggml.eos_token_id")?,
+            add_bos: f.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
+            add_eos: f.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
+        };
+        Tokenizer::from_gguf_vocab(&v)
+            .map(Some)
+            .map_err(|e| Error::format(f.path(), format!("tokenizer: {e}")))
+    }
+
     /// Builds the tokenizer a GGUF file describes (see the module doc). Fails on an
     /// unsupported `model` or `pre`, a `token_types` of the wrong length, a malformed merge,
     /// or BOS/EOS ids past the vocabulary.

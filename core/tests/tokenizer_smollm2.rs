@@ -5,15 +5,15 @@
 //!
 //! The model file is found at `$ANTIGRAVITY_SMOLLM2_GGUF`, else
 //! `~/.cache/antigravity/SmolLM2-135M-Instruct.Q4_1.gguf`; without it the tests print why
-//! and pass (skip). The vocabulary is read by a minimal GGUF metadata reader private to
-//! this test, so the test does not depend on the crate's GGUF reader.
+//! and pass (skip). The vocabulary is read with the crate's GGUF reader
+//! (`Tokenizer::from_gguf`), as the harness does.
 #![cfg(feature = "std")]
 
-use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use antigravity_core::chat::ChatTemplate;
-use antigravity_core::tokenizer::{GgufVocab, Tokenizer};
+use antigravity_core::gguf::GgufFile;
+use antigravity_core::tokenizer::Tokenizer;
 use serde_json::Value;
 
 fn model_path() -> Option<PathBuf> {
@@ -32,118 +32,24 @@ fn model_path() -> Option<PathBuf> {
     }
 }
 
-/// The metadata values this test needs.
-#[derive(Default)]
-struct Meta {
-    model: String,
-    pre: Option<String>,
-    tokens: Vec<String>,
-    token_types: Vec<i32>,
-    merges: Vec<String>,
-    bos: Option<u32>,
-    eos: Option<u32>,
-    add_bos: Option<bool>,
-    chat_template: Option<String>,
-}
-
-/// Reads the key/value section of a GGUF v2/v3 file (little-endian).
-fn read_meta(path: &Path) -> Meta {
-    let mut r = BufReader::new(std::fs::File::open(path).unwrap());
-    fn bytes<const N: usize>(r: &mut impl Read) -> [u8; N] {
-        let mut b = [0u8; N];
-        r.read_exact(&mut b).unwrap();
-        b
-    }
-    fn u32_(r: &mut impl Read) -> u32 {
-        u32::from_le_bytes(bytes(r))
-    }
-    fn u64_(r: &mut impl Read) -> u64 {
-        u64::from_le_bytes(bytes(r))
-    }
-    fn string(r: &mut impl Read) -> String {
-        let n = u64_(r) as usize;
-        let mut b = vec![0u8; n];
-        r.read_exact(&mut b).unwrap();
-        String::from_utf8(b).unwrap()
-    }
-    /// A scalar as i64/bool/string inside a `Value`, arrays as `Value::Array`.
-    fn value(r: &mut impl Read, ty: u32) -> Value {
-        match ty {
-            0 => bytes::<1>(r)[0].into(),
-            1 => (bytes::<1>(r)[0] as i8).into(),
-            2 => u16::from_le_bytes(bytes(r)).into(),
-            3 => i16::from_le_bytes(bytes(r)).into(),
-            4 => u32_(r).into(),
-            5 => i32::from_le_bytes(bytes(r)).into(),
-            6 => f32::from_le_bytes(bytes(r)).into(),
-            7 => (bytes::<1>(r)[0] != 0).into(),
-            8 => string(r).into(),
-            9 => {
-                let et = u32_(r);
-                let n = u64_(r);
-                Value::Array((0..n).map(|_| value(r, et)).collect())
-            }
-            10 => u64_(r).into(),
-            11 => i64::from_le_bytes(bytes(r)).into(),
-            12 => f64::from_le_bytes(bytes(r)).into(),
-            t => panic!("unknown GGUF value type {t}"),
-        }
-    }
-    assert_eq!(&bytes::<4>(&mut r), b"GGUF");
-    let _version = u32_(&mut r);
-    let _n_tensors = u64_(&mut r);
-    let n_kv = u64_(&mut r);
-    let mut m = Meta::default();
-    let strings = |v: Value| -> Vec<String> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap().to_owned())
-            .collect()
-    };
-    for _ in 0..n_kv {
-        let key = string(&mut r);
-        let ty = u32_(&mut r);
-        let v = value(&mut r, ty);
-        match key.as_str() {
-            "tokenizer.ggml.model" => m.model = v.as_str().unwrap().into(),
-            "tokenizer.ggml.pre" => m.pre = v.as_str().map(Into::into),
-            "tokenizer.ggml.tokens" => m.tokens = strings(v),
-            "tokenizer.ggml.merges" => m.merges = strings(v),
-            "tokenizer.ggml.token_type" => {
-                m.token_types = v
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_i64().unwrap() as i32)
-                    .collect()
-            }
-            "tokenizer.ggml.bos_token_id" => m.bos = v.as_u64().map(|x| x as u32),
-            "tokenizer.ggml.eos_token_id" => m.eos = v.as_u64().map(|x| x as u32),
-            "tokenizer.ggml.add_bos_token" => m.add_bos = v.as_bool(),
-            "tokenizer.chat_template" => m.chat_template = v.as_str().map(Into::into),
-            _ => {}
-        }
-    }
-    m
-}
-
+/// The tokenizer built from the GGUF's embedded vocabulary, and the file's chat template.
 fn load() -> Option<(Tokenizer, Meta)> {
-    let path = model_path()?;
-    let m = read_meta(&path);
-    let vocab = GgufVocab {
-        model: &m.model,
-        pre: m.pre.as_deref(),
-        tokens: m.tokens.iter().map(String::as_str).collect(),
-        token_types: Some(m.token_types.clone()),
-        merges: m.merges.iter().map(String::as_str).collect(),
-        bos: m.bos,
-        eos: m.eos,
-        add_bos: m.add_bos.unwrap_or(false),
-        add_eos: false,
-    };
-    let tok = Tokenizer::from_gguf_vocab(&vocab).unwrap();
-    Some((tok, m))
+    let f = GgufFile::open(&model_path()?).unwrap();
+    let tok = Tokenizer::from_gguf(&f).unwrap().expect("SmolLM2 embeds a vocabulary");
+    let text = |k: &str| f.get_str(k).unwrap().map(String::from);
+    Some((
+        tok,
+        Meta {
+            pre: text("tokenizer.ggml.pre"),
+            chat_template: text("tokenizer.chat_template"),
+        },
+    ))
+}
+
+/// The metadata the tests compare against besides the vocabulary.
+struct Meta {
+    pre: Option<String>,
+    chat_template: Option<String>,
 }
 
 /// `(kind, text, ids, user_message)` from a reference file of `{"text","ids","kind"}`

@@ -14,7 +14,7 @@ use antigravity_core::dtype::DType;
 use antigravity_core::gguf::GgufFile;
 use antigravity_core::model::{self, Llama, RunOptions};
 use antigravity_core::opencl::{OpenClBackend, OpenClOptions};
-use antigravity_core::tokenizer::{GgufVocab, Tokenizer};
+use antigravity_core::tokenizer::Tokenizer;
 
 /// Flags that pick the model and where it runs.
 #[derive(Args, Debug, Clone)]
@@ -121,7 +121,7 @@ impl ModelArgs {
         } else {
             let f = GgufFile::open(&path)?;
             let (cfg, w) = model::gguf::load(&f, &be)?;
-            let tok = gguf_tokenizer(&f)?;
+            let tok = Tokenizer::from_gguf(&f)?;
             let chat = ChatTemplate::detect(f.get_str("tokenizer.chat_template")?);
             let synthetic = f.get_str("general.name")?.is_some_and(|n| n.contains("synthetic"));
             (cfg, w, tok, chat, synthetic)
@@ -151,32 +151,6 @@ pub fn opencl_backend() -> Result<OpenClBackend> {
     let mut o = OpenClOptions::from_env();
     o.log = true;
     OpenClBackend::new(o).context("--backend opencl: no usable OpenCL device (use --backend cpu)")
-}
-
-/// The tokenizer embedded in a GGUF file, if it has one.
-pub fn gguf_tokenizer(f: &GgufFile) -> Result<Option<Tokenizer>> {
-    let Some(tokens) = f.get_str_array("tokenizer.ggml.tokens")? else {
-        return Ok(None);
-    };
-    let tokens: Vec<&str> = tokens.iter().collect();
-    let merges: Vec<&str> = f
-        .get_str_array("tokenizer.ggml.merges")?
-        .map(|m| m.iter().collect())
-        .unwrap_or_default();
-    let v = GgufVocab {
-        model: f.get_str("tokenizer.ggml.model")?.unwrap_or("gpt2"),
-        pre: f.get_str("tokenizer.ggml.pre")?,
-        tokens,
-        token_types: f.get_i32_array("tokenizer.ggml.token_type")?,
-        merges,
-        bos: f.get_u32("tokenizer.ggml.bos_token_id")?,
-        eos: f.get_u32("tokenizer.ggml.eos_token_id")?,
-        add_bos: f.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
-        add_eos: f.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
-    };
-    Ok(Some(
-        Tokenizer::from_gguf_vocab(&v).with_context(|| format!("building the tokenizer of {}", f.path()))?,
-    ))
 }
 
 /// Applies the thread count to a CPU backend.

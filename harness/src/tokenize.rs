@@ -28,7 +28,7 @@ pub fn run(a: &TokenizeArgs, _t0: Instant) -> Result<()> {
         (tok, antigravity_core::chat::ChatTemplate::detect(tmpl.as_deref()))
     } else {
         let f = GgufFile::open(&path)?;
-        let tok = crate::common::gguf_tokenizer(&f)?.with_context(|| format!("{} has no tokenizer", path.display()))?;
+        let tok = Tokenizer::from_gguf(&f)?.with_context(|| format!("{} has no tokenizer", path.display()))?;
         (
             tok,
             antigravity_core::chat::ChatTemplate::detect(f.get_str("tokenizer.chat_template")?),
