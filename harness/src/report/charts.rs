@@ -181,6 +181,20 @@ fn lines(rows: &[Record], metric: &'static str, x_of: impl Fn(&Record) -> Option
         .collect()
 }
 
+/// Series name of a matmul bar: weight type and ISA (`q4_0 avx512`).
+fn quant_isa_label(r: &Record) -> String {
+    format!(
+        "{} {}",
+        r.quant.as_deref().unwrap_or("?"),
+        r.isa.as_deref().unwrap_or("?")
+    )
+}
+
+/// Series order of matmul bars: by weight type, then by name.
+fn quant_isa_rank(s: &str) -> (usize, String) {
+    (dtype_rank(s.split(' ').next().unwrap_or("")), s.to_string())
+}
+
 /// Every chart the rows allow (charts without data are left out).
 pub fn build(rows: &[Record]) -> Vec<Chart> {
     let mut out = Vec::new();
@@ -193,14 +207,8 @@ pub fn build(rows: &[Record]) -> Vec<Chart> {
         |r| r.tokens == Some(1) && r.peer.is_none(),
         |r| shape_label(r.shape.as_deref().unwrap_or("?")),
         |c| shape_rank(c.split(' ').next().unwrap_or("")),
-        |r| {
-            format!(
-                "{} {}",
-                r.quant.as_deref().unwrap_or("?"),
-                r.isa.as_deref().unwrap_or("?")
-            )
-        },
-        |s| (dtype_rank(s.split(' ').next().unwrap_or("")), s.to_string()),
+        quant_isa_label,
+        quant_isa_rank,
     );
     if !series.is_empty() {
         let hlines = rows
@@ -244,14 +252,8 @@ pub fn build(rows: &[Record]) -> Vec<Chart> {
             )
         },
         |c| shape_rank(c.split(' ').next().unwrap_or("")),
-        |r| {
-            format!(
-                "{} {}",
-                r.quant.as_deref().unwrap_or("?"),
-                r.isa.as_deref().unwrap_or("?")
-            )
-        },
-        |s| (dtype_rank(s.split(' ').next().unwrap_or("")), s.to_string()),
+        quant_isa_label,
+        quant_isa_rank,
     );
     if !series.is_empty() {
         out.push(Chart {
