@@ -277,7 +277,7 @@ impl<B: Backend> Llama<B> {
     fn forward_chunk(&mut self, ids: &[u32], trace: &mut Option<Tracer<'_>>) -> Result<()> {
         let c = &self.cfg;
         let n = ids.len();
-        let (dim, qd, kvd, ff, hd) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim, c.head_dim);
+        let (dim, qd, ff, hd) = (c.dim, c.q_dim(), c.ffn_dim, c.head_dim);
         let (n_head, n_kv_head, eps, style, vocab) = (c.n_head, c.n_kv_head, c.norm_eps, c.rope_style, c.vocab);
         let slot0 = self.kv.len();
         let pos0 = self.kv.next_pos();
@@ -342,7 +342,6 @@ impl<B: Backend> Llama<B> {
                 let freqs = r(&ws.inv_freq, f32v(Shape::d1(hd / 2)));
                 let q = m(&mut ws.q, f32v(Shape::d3(n, n_head, hd)));
                 ops::rope_qk(be, q, k.reshape(Shape::d3(n, n_kv_head, hd)), freqs, pos0, style)?;
-                let _ = kvd;
             }
             if let Some(p) = self.profiler.as_mut() {
                 p.end(be, OpKind::Rope);
