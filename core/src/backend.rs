@@ -266,6 +266,36 @@ pub trait Backend {
     ) -> Result<()> {
         rms_norm_matmul_swiglu_composed(self, x, norm_w, eps, xn, w_gate, w_up, gate, up, out)
     }
+    /// The model head: `y = (rms_norm(x) · norm_w) · wᵀ`. `xn` is scratch for backends
+    /// that compose the op.
+    fn rms_norm_matmul(
+        &mut self,
+        x: TensorRef<'_, Self>,
+        norm_w: TensorRef<'_, Self>,
+        eps: f32,
+        mut xn: TensorMut<'_, Self>,
+        w: TensorRef<'_, Self>,
+        y: TensorMut<'_, Self>,
+    ) -> Result<()> {
+        self.rms_norm(x, norm_w, eps, xn.reborrow())?;
+        self.matmul(w, xn.as_ref(), y)
+    }
+    /// One whole pre-norm Llama block on the residual stream `x` ([n_tok, dim] f32, updated
+    /// in place): `x += Wo · attention(rope(Wq·xn), rope(Wk·xn) → cache, Wv·xn → cache)`
+    /// with `xn = rms_norm(x) · attn_norm`, then `x += Wdown · (silu(Wgate·xn) · (Wup·xn))`
+    /// with `xn = rms_norm(x) · ffn_norm`. The default composes the ops above
+    /// ([`llama_block_composed`]); a GPU backend may run it as one launch.
+    fn llama_block(
+        &mut self,
+        x: TensorMut<'_, Self>,
+        w: BlockWeights<'_, Self>,
+        kv: BlockKv<'_, Self>,
+        inv_freq: TensorRef<'_, Self>,
+        p: BlockParams,
+        s: BlockScratch<'_, Self>,
+    ) -> Result<()> {
+        llama_block_composed(self, x, w, kv, inv_freq, p, s, &mut |_, _, _| {})
+    }
 }
 
 /// [`Backend::rms_norm_matmul3`] as `rms_norm` and three `matmul`s (the default; also
@@ -304,4 +334,146 @@ pub fn rms_norm_matmul_swiglu_composed<B: Backend + ?Sized>(
     b.matmul(w_gate, xn.as_ref(), gate.reborrow())?;
     b.matmul(w_up, xn.as_ref(), up.reborrow())?;
     b.swiglu(gate.as_ref(), up.as_ref(), out)
+}
+
+// --- the whole block ---------------------------------------------------------------
+
+/// Views of one pre-norm Llama block's weights (`[rows, cols]`, any weight dtype; the
+/// norms f32 `[dim]`).
+pub struct BlockWeights<'a, B: Backend + ?Sized> {
+    pub attn_norm: TensorRef<'a, B>,
+    pub wq: TensorRef<'a, B>,
+    pub wk: TensorRef<'a, B>,
+    pub wv: TensorRef<'a, B>,
+    pub wo: TensorRef<'a, B>,
+    pub ffn_norm: TensorRef<'a, B>,
+    pub w_gate: TensorRef<'a, B>,
+    pub w_up: TensorRef<'a, B>,
+    pub w_down: TensorRef<'a, B>,
+}
+
+/// The block's layer of the KV cache: whole-cache views `[capacity, n_kv_head, head_dim]`
+/// f32. The batch's keys and values go to slots `attn.n_past ..` of [`BlockParams`].
+pub struct BlockKv<'a, B: Backend + ?Sized> {
+    pub k: TensorMut<'a, B>,
+    pub v: TensorMut<'a, B>,
+}
+
+/// Activation scratch of a block (the model's workspace), f32, for `n` tokens: `xn`
+/// and `tmp` `[n, dim]`, `q` and `att` `[n, n_head * head_dim]`, `gate`, `up`, `act`
+/// `[n, ffn]`. A composing backend uses all of it; a fused one what it needs.
+pub struct BlockScratch<'a, B: Backend + ?Sized> {
+    pub xn: TensorMut<'a, B>,
+    pub tmp: TensorMut<'a, B>,
+    pub q: TensorMut<'a, B>,
+    pub att: TensorMut<'a, B>,
+    pub gate: TensorMut<'a, B>,
+    pub up: TensorMut<'a, B>,
+    pub act: TensorMut<'a, B>,
+}
+
+/// Scalars of a block: RMS-norm epsilon, attention shape and cache fill (`attn.n_past`
+/// = first new slot), the position of the first new token and the RoPE convention.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockParams {
+    pub eps: f32,
+    pub attn: AttnParams,
+    pub pos0: usize,
+    pub style: RopeStyle,
+}
+
+/// The parts of a composed block, for per-op profiling marks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockStage {
+    /// Norm + Q/K/V projections (new K/V into the cache).
+    Qkv,
+    /// RoPE of the queries and new keys.
+    Rope,
+    Attention,
+    /// Output projection + residual add.
+    OutProj,
+    /// Norm + gate/up + SwiGLU + down projection + residual add.
+    Ffn,
+}
+
+/// [`Backend::llama_block`] as the op sequence (the default, and the model's path when a
+/// profiler wants per-op marks: `marks(backend, stage, begin)` brackets each stage).
+#[allow(clippy::too_many_arguments)]
+pub fn llama_block_composed<B: Backend + ?Sized>(
+    b: &mut B,
+    mut x: TensorMut<'_, B>,
+    w: BlockWeights<'_, B>,
+    kv: BlockKv<'_, B>,
+    inv_freq: TensorRef<'_, B>,
+    p: BlockParams,
+    s: BlockScratch<'_, B>,
+    marks: &mut dyn FnMut(&mut B, BlockStage, bool),
+) -> Result<()> {
+    use crate::ops;
+    use crate::tensor::Shape;
+    let a = p.attn;
+    let n = x.shape.rows();
+    let (mut kc, mut vc) = (kv.k, kv.v);
+    let kv_row = a.n_kv_head * a.head_dim;
+    let BlockScratch {
+        mut xn,
+        mut tmp,
+        mut q,
+        mut att,
+        gate,
+        up,
+        mut act,
+    } = s;
+    marks(b, BlockStage::Qkv, true);
+    {
+        let k_new = kc.rows_mut(a.n_past, n, kv_row);
+        let v_new = vc.rows_mut(a.n_past, n, kv_row);
+        let ws = [w.wq, w.wk, w.wv];
+        let mut k_new = k_new;
+        ops::rms_norm_matmul3(
+            b,
+            x.as_ref(),
+            w.attn_norm,
+            p.eps,
+            xn.reborrow(),
+            ws,
+            [q.reborrow(), k_new.reborrow(), v_new],
+        )?;
+        marks(b, BlockStage::Qkv, false);
+        marks(b, BlockStage::Rope, true);
+        let qh = q.reborrow().reshape(Shape::d3(n, a.n_head, a.head_dim));
+        let kh = k_new.reshape(Shape::d3(n, a.n_kv_head, a.head_dim));
+        ops::rope_qk(b, qh, kh, inv_freq, p.pos0, p.style)?;
+    }
+    marks(b, BlockStage::Rope, false);
+    marks(b, BlockStage::Attention, true);
+    let heads = Shape::d3(n, a.n_head, a.head_dim);
+    ops::attention(
+        b,
+        q.as_ref().reshape(heads),
+        kc.as_ref(),
+        vc.as_ref(),
+        a,
+        att.reborrow().reshape(heads),
+    )?;
+    marks(b, BlockStage::Attention, false);
+    marks(b, BlockStage::OutProj, true);
+    ops::matmul_add(b, w.wo, att.as_ref(), tmp.reborrow(), x.reborrow())?;
+    marks(b, BlockStage::OutProj, false);
+    marks(b, BlockStage::Ffn, true);
+    ops::rms_norm_matmul_swiglu(
+        b,
+        x.as_ref(),
+        w.ffn_norm,
+        p.eps,
+        xn,
+        w.w_gate,
+        w.w_up,
+        gate,
+        up,
+        act.reborrow(),
+    )?;
+    ops::matmul_add(b, w.w_down, act.as_ref(), tmp, x)?;
+    marks(b, BlockStage::Ffn, false);
+    Ok(())
 }

@@ -106,6 +106,16 @@ impl<B: Backend> KvCache<B> {
         )
     }
 
+    /// Writable whole-cache views of layer `l` (what a fused block op takes).
+    pub fn layer_mut(&mut self, l: usize) -> (TensorMut<'_, B>, TensorMut<'_, B>) {
+        let shape = self.shape();
+        let layer = &mut self.layers[l];
+        (
+            TensorMut::new(&mut layer.k, 0, DType::F32, shape),
+            TensorMut::new(&mut layer.v, 0, DType::F32, shape),
+        )
+    }
+
     /// Writable views of `n` slots starting at slot `start` in layer `l`, shaped
     /// `[n, n_kv_head * head_dim]` (what the K/V projections write).
     pub fn slots_mut(&mut self, l: usize, start: usize, n: usize) -> (TensorMut<'_, B>, TensorMut<'_, B>) {

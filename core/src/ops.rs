@@ -5,7 +5,7 @@
 use alloc::format;
 use alloc::string::ToString;
 
-use crate::backend::{AttnParams, Backend, RopeStyle};
+use crate::backend::{AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockWeights, RopeStyle};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::{Shape, TensorMut, TensorRef};
@@ -250,32 +250,44 @@ pub fn attention<B: Backend + ?Sized>(
     p: AttnParams,
     out: TensorMut<'_, B>,
 ) -> Result<()> {
-    const OP: &str = "attention";
-    chk_ref(b, OP, "q", &q)?;
-    chk_ref(b, OP, "k", &k)?;
-    chk_ref(b, OP, "v", &v)?;
-    chk_mut(b, OP, "out", &out)?;
+    check_attention(b, "attention", &q, &k, &v, &p, &out)?;
+    b.attention(q, k, v, p, out)
+}
+
+fn check_attention<B: Backend + ?Sized>(
+    b: &B,
+    op: &'static str,
+    q: &TensorRef<'_, B>,
+    k: &TensorRef<'_, B>,
+    v: &TensorRef<'_, B>,
+    p: &AttnParams,
+    out: &TensorMut<'_, B>,
+) -> Result<()> {
+    chk_ref(b, op, "q", q)?;
+    chk_ref(b, op, "k", k)?;
+    chk_ref(b, op, "v", v)?;
+    chk_mut(b, op, "out", out)?;
     for (what, t) in [("q", q.dtype), ("k", k.dtype), ("v", v.dtype), ("out", out.dtype)] {
-        want_dtype(OP, what, t, DType::F32)?;
+        want_dtype(op, what, t, DType::F32)?;
     }
     if p.n_kv_head == 0 || !p.n_head.is_multiple_of(p.n_kv_head) {
         return Err(Error::invalid(format!(
-            "{OP}: n_head {} is not a multiple of n_kv_head {}",
+            "{op}: n_head {} is not a multiple of n_kv_head {}",
             p.n_head, p.n_kv_head
         )));
     }
     let n_tok = q.shape.dims()[0];
-    want_shape(OP, "q", q.shape, &[n_tok, p.n_head, p.head_dim])?;
-    want_shape(OP, "out", out.shape, &[n_tok, p.n_head, p.head_dim])?;
+    want_shape(op, "q", q.shape, &[n_tok, p.n_head, p.head_dim])?;
+    want_shape(op, "out", out.shape, &[n_tok, p.n_head, p.head_dim])?;
     if k.shape.rank() != 3 || k.shape.dims()[1..] != [p.n_kv_head, p.head_dim] {
         return Err(Error::Shape {
-            op: OP,
+            op,
             what: "k",
             expected: format!("[capacity, {}, {}]", p.n_kv_head, p.head_dim),
             got: k.shape.describe(),
         });
     }
-    want_shape(OP, "v", v.shape, k.shape.dims())?;
+    want_shape(op, "v", v.shape, k.shape.dims())?;
     let cap = k.shape.dims()[0];
     if p.n_past + n_tok > cap {
         return Err(Error::Range {
@@ -284,7 +296,7 @@ pub fn attention<B: Backend + ?Sized>(
             limit: cap as u64,
         });
     }
-    b.attention(q, k, v, p, out)
+    Ok(())
 }
 
 /// Row-wise softmax in place.
@@ -421,4 +433,70 @@ pub fn rms_norm_matmul_swiglu<B: Backend + ?Sized>(
     want_shape(OP, "out", out.shape, gate.shape.dims())?;
     want_shape(OP, "up", up.shape, gate.shape.dims())?;
     b.rms_norm_matmul_swiglu(x, norm_w, eps, xn, w_gate, w_up, gate, up, out)
+}
+
+/// `y = (rms_norm(x) · norm_w) · wᵀ` (the model head); `xn` is scratch.
+pub fn rms_norm_matmul<B: Backend + ?Sized>(
+    b: &mut B,
+    x: TensorRef<'_, B>,
+    norm_w: TensorRef<'_, B>,
+    eps: f32,
+    xn: TensorMut<'_, B>,
+    w: TensorRef<'_, B>,
+    y: TensorMut<'_, B>,
+) -> Result<()> {
+    const OP: &str = "rms_norm_matmul";
+    check_rms_norm(b, OP, &x, &norm_w, &xn)?;
+    check_matmul(b, OP, &w, &xn.as_ref(), &y)?;
+    b.rms_norm_matmul(x, norm_w, eps, xn, w, y)
+}
+
+/// One whole Llama block (see [`Backend::llama_block`]); checks everything its
+/// composition would check, so a fused backend sees only valid views.
+pub fn llama_block<B: Backend + ?Sized>(
+    b: &mut B,
+    x: TensorMut<'_, B>,
+    w: BlockWeights<'_, B>,
+    mut kv: BlockKv<'_, B>,
+    inv_freq: TensorRef<'_, B>,
+    p: BlockParams,
+    mut s: BlockScratch<'_, B>,
+) -> Result<()> {
+    const OP: &str = "llama_block";
+    let a = p.attn;
+    let n = x.shape.rows();
+    chk_mut(b, OP, "x", &x)?;
+    want_dtype(OP, "x", x.dtype, DType::F32)?;
+    let xr = x.as_ref();
+    check_rms_norm(b, OP, &xr, &w.attn_norm, &s.xn)?;
+    check_rms_norm(b, OP, &xr, &w.ffn_norm, &s.xn)?;
+    let xn = s.xn.as_ref();
+    let qd = a.n_head * a.head_dim;
+    want_shape(OP, "q", s.q.shape, &[n, qd])?;
+    want_shape(OP, "att", s.att.shape, &[n, qd])?;
+    check_matmul(b, OP, &w.wq, &xn, &s.q)?;
+    let q_heads = s.q.reborrow().reshape(Shape::d3(n, a.n_head, a.head_dim));
+    check_rope(b, OP, &q_heads, &inv_freq)?;
+    let kv_row = a.n_kv_head * a.head_dim;
+    check_attention(
+        b,
+        OP,
+        &s.q.as_ref().reshape(Shape::d3(n, a.n_head, a.head_dim)),
+        &kv.k.as_ref(),
+        &kv.v.as_ref(),
+        &a,
+        &s.att.reborrow().reshape(Shape::d3(n, a.n_head, a.head_dim)),
+    )?;
+    // (check_attention has bounded n_past + n by the capacity, so the slot views fit.)
+    let k_new = kv.k.rows_mut(a.n_past, n, kv_row);
+    check_matmul(b, OP, &w.wk, &xn, &k_new)?;
+    check_rope(b, OP, &k_new.reshape(Shape::d3(n, a.n_kv_head, a.head_dim)), &inv_freq)?;
+    check_matmul(b, OP, &w.wv, &xn, &kv.v.rows_mut(a.n_past, n, kv_row))?;
+    check_matmul(b, OP, &w.wo, &s.att.as_ref(), &s.tmp)?;
+    check_matmul(b, OP, &w.wo, &s.att.as_ref(), &x)?;
+    check_matmul(b, OP, &w.w_gate, &xn, &s.gate)?;
+    check_matmul(b, OP, &w.w_up, &xn, &s.up)?;
+    check_matmul(b, OP, &w.w_gate, &xn, &s.act)?;
+    check_matmul(b, OP, &w.w_down, &s.act.as_ref(), &s.tmp)?;
+    b.llama_block(x, w, kv, inv_freq, p, s)
 }

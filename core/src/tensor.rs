@@ -164,4 +164,15 @@ impl<'a, B: Backend + ?Sized> TensorMut<'a, B> {
         debug_assert_eq!(shape.numel(), self.shape.numel());
         TensorMut { shape, ..self }
     }
+    /// A writable view of rows `start..start+n` of `row_len` elements each (e.g. cache
+    /// slots of a `[capacity, heads, head_dim]` tensor with `row_len = heads * head_dim`).
+    pub fn rows_mut(&mut self, start: usize, n: usize, row_len: usize) -> TensorMut<'_, B> {
+        let rb = self.dtype.row_bytes(row_len).unwrap_or(0);
+        TensorMut {
+            buf: self.buf,
+            offset: self.offset + start * rb,
+            dtype: self.dtype,
+            shape: Shape::d2(n, row_len),
+        }
+    }
 }

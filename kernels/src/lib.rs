@@ -49,6 +49,10 @@ pub const MUL_MV_FUSED: &str = include_str!("../cl/mul_mv_fused.cl");
 /// `mul_mm_{f32,f16,bf16,q4_0,q4_1,q8_0}_f32`: tiled prefill matmul.
 pub const MUL_MM: &str = include_str!("../cl/mul_mm.cl");
 
+/// `llama_block_f32` (a whole decode block as one persistent launch) and
+/// `llama_head_f32` (final norm + output projection).
+pub const BLOCK: &str = include_str!("../cl/block.cl");
+
 /// `(file name, source)` of every kernel family.
 pub const SOURCES: &[(&str, &str)] = &[
     ("add.cl", ADD),
@@ -66,6 +70,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("mul_mv_f32_f32.cl", MUL_MV_F32_F32),
     ("mul_mv_fused.cl", MUL_MV_FUSED),
     ("mul_mm.cl", MUL_MM),
+    ("block.cl", BLOCK),
 ];
 
 /// Environment variable naming a directory to load `.cl` files from instead of the

@@ -15,7 +15,10 @@ use alloc::vec::Vec;
 
 use super::config::LlamaConfig;
 use super::weights::Weights;
-use crate::backend::{AttnParams, Backend, BufferKind, Reservation};
+use crate::backend::{
+    llama_block_composed, AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockStage, BlockWeights,
+    BufferKind, Reservation,
+};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
@@ -310,92 +313,59 @@ impl<B: Backend> Llama<B> {
         self.mark(OpKind::Embed, false);
         self.trace(trace, "embed", false, n)?;
 
+        let bp = BlockParams { eps, attn, pos0, style };
         for l in 0..self.cfg.n_layer {
             let lw = &self.weights.layers[l];
-            let be = &mut self.backend;
             let ws = &mut self.ws;
-            // ---- attention ----
-            // xb = rms_norm(x) · attn_norm; q = xb · Wqᵀ; k, v = xb · W{k,v}ᵀ written
-            // straight into cache slots slot0..slot0+n. (A fusing backend never writes xb;
-            // the norm is then inside this mark, not under its own.)
-            if let Some(p) = self.profiler.as_mut() {
-                p.begin(be, OpKind::MatmulQkv);
-            }
-            {
-                let (mut k, v) = self.kv.slots_mut(l, slot0, n);
-                let w_qkv = [lw.wq.view(), lw.wk.view(), lw.wv.view()];
-                let qkv = [m(&mut ws.q, t_q), k.reborrow(), v];
-                ops::rms_norm_matmul3(
-                    be,
-                    r(&ws.x, t_dim),
-                    lw.attn_norm.view(),
-                    eps,
-                    m(&mut ws.xb, t_dim),
-                    w_qkv,
-                    qkv,
-                )?;
-                if let Some(p) = self.profiler.as_mut() {
-                    p.end(be, OpKind::MatmulQkv);
-                    p.begin(be, OpKind::Rope);
-                }
-                // RoPE on q (n, n_head, hd) and on the new keys (n, n_kv_head, hd)
-                let freqs = r(&ws.inv_freq, f32v(Shape::d1(hd / 2)));
-                let q = m(&mut ws.q, f32v(Shape::d3(n, n_head, hd)));
-                ops::rope_qk(be, q, k.reshape(Shape::d3(n, n_kv_head, hd)), freqs, pos0, style)?;
-            }
-            if let Some(p) = self.profiler.as_mut() {
-                p.end(be, OpKind::Rope);
-                p.begin(be, OpKind::Attention);
-            }
-            // att = softmax(q·Kᵀ/√hd) · V over slots 0..slot0+n (causal, GQA)
-            let (kc, vc) = self.kv.views(l);
-            let t_heads = f32v(Shape::d3(n, n_head, hd));
-            ops::attention(be, r(&ws.q, t_heads), kc, vc, attn, m(&mut ws.att, t_heads))?;
-            if let Some(p) = self.profiler.as_mut() {
-                p.end(be, OpKind::Attention);
-                p.begin(be, OpKind::MatmulOut);
-            }
-            // x += att · Woᵀ (xb2: scratch where the backend composes the add)
-            ops::matmul_add(
-                be,
-                lw.wo.view(),
-                r(&ws.att, t_q),
-                m(&mut ws.xb2, t_dim),
-                m(&mut ws.x, t_dim),
-            )?;
-            if let Some(p) = self.profiler.as_mut() {
-                p.end(be, OpKind::MatmulOut);
-                p.begin(be, OpKind::MatmulFfn);
-            }
-
-            // ---- feed-forward ----
-            // xb = rms_norm(x) · ffn_norm; hb3 = silu(xb · Wgateᵀ) · (xb · Wupᵀ)   (n, ffn)
-            // (xb, hb, hb2: scratch where the backend composes; norm and swiglu then
-            // sit inside this mark.)
-            let (xn, gate, up) = (m(&mut ws.xb, t_dim), m(&mut ws.hb, t_ff), m(&mut ws.hb2, t_ff));
-            let (w_gate, w_up) = (lw.w_gate.view(), lw.w_up.view());
-            ops::rms_norm_matmul_swiglu(
-                be,
-                r(&ws.x, t_dim),
-                lw.ffn_norm.view(),
-                eps,
-                xn,
-                w_gate,
-                w_up,
-                gate,
-                up,
-                m(&mut ws.hb3, t_ff),
-            )?;
-            // x += hb3 · Wdownᵀ
-            ops::matmul_add(
-                be,
-                lw.w_down.view(),
-                r(&ws.hb3, t_ff),
-                m(&mut ws.xb2, t_dim),
-                m(&mut ws.x, t_dim),
-            )?;
-            if let Some(p) = self.profiler.as_mut() {
-                p.end(be, OpKind::MatmulFfn);
+            let w = BlockWeights {
+                attn_norm: lw.attn_norm.view(),
+                wq: lw.wq.view(),
+                wk: lw.wk.view(),
+                wv: lw.wv.view(),
+                wo: lw.wo.view(),
+                ffn_norm: lw.ffn_norm.view(),
+                w_gate: lw.w_gate.view(),
+                w_up: lw.w_up.view(),
+                w_down: lw.w_down.view(),
+            };
+            let (k, v) = self.kv.layer_mut(l);
+            let s = BlockScratch {
+                xn: m(&mut ws.xb, t_dim),
+                tmp: m(&mut ws.xb2, t_dim),
+                q: m(&mut ws.q, t_q),
+                att: m(&mut ws.att, t_q),
+                gate: m(&mut ws.hb, t_ff),
+                up: m(&mut ws.hb2, t_ff),
+                act: m(&mut ws.hb3, t_ff),
+            };
+            let freqs = r(&ws.inv_freq, f32v(Shape::d1(hd / 2)));
+            let x = m(&mut ws.x, t_dim);
+            match self.profiler.as_mut() {
+                // Per-op marks: the op sequence, bracketed stage by stage.
+                Some(prof) => llama_block_composed(
+                    &mut self.backend,
+                    x,
+                    w,
+                    BlockKv { k, v },
+                    freqs,
+                    bp,
+                    s,
+                    &mut |be, stage, begin| {
+                        let op = match stage {
+                            BlockStage::Qkv => OpKind::MatmulQkv,
+                            BlockStage::Rope => OpKind::Rope,
+                            BlockStage::Attention => OpKind::Attention,
+                            BlockStage::OutProj => OpKind::MatmulOut,
+                            BlockStage::Ffn => OpKind::MatmulFfn,
+                        };
+                        if begin {
+                            prof.begin(be, op)
+                        } else {
+                            prof.end(be, op)
+                        }
+                    },
+                )?,
+                None => ops::llama_block(&mut self.backend, x, w, BlockKv { k, v }, freqs, bp, s)?,
             }
             if trace.is_some() {
                 let stage = alloc::format!("block.{l}");
@@ -406,6 +376,22 @@ impl<B: Backend> Llama<B> {
         // ---- head ----
         // Only the rows whose logits are wanted: all, or the last one.
         let (first, rows) = if self.opts.all_logits { (0, n) } else { (n - 1, 1) };
+        if trace.is_none() && self.profiler.is_none() {
+            // Norm and output projection as one op (a GPU backend fuses them).
+            let ws = &mut self.ws;
+            let x_rows = TensorRef::<B>::new(&ws.x, first * dim * 4, DType::F32, Shape::d2(rows, dim));
+            ops::rms_norm_matmul(
+                &mut self.backend,
+                x_rows,
+                self.weights.out_norm.view(),
+                eps,
+                m(&mut ws.xb, f32v(Shape::d2(rows, dim))),
+                self.weights.output().view(),
+                m(&mut ws.logits, f32v(Shape::d2(rows, vocab))),
+            )?;
+            self.kv.commit(n);
+            return Ok(());
+        }
         self.mark(OpKind::Norm, true);
         let ws = &mut self.ws;
         if trace.is_some() {

@@ -50,7 +50,10 @@ use opencl3::memory::{
 use opencl3::program::Program;
 use opencl3::types::{cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
 
-use crate::backend::{AttnParams, Backend, BufferKind, Capabilities, HostRegion, Reservation, RopeStyle};
+use crate::backend::{
+    AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockWeights, BufferKind, Capabilities, HostRegion,
+    Reservation, RopeStyle,
+};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::{TensorMut, TensorRef};
@@ -74,12 +77,17 @@ pub struct OpenClOptions {
     /// `mul_mv`. `None`: the device default (16 on GPUs; never on CPU devices, where
     /// PoCL runs `mul_mv` 3–4× faster for 64-token batches).
     pub mm_min_tokens: Option<usize>,
+    /// Work-groups of the persistent one-launch-per-layer decode kernel (`block.cl`):
+    /// `None` = the device default (one per compute unit on GPUs, off on CPU devices),
+    /// `Some(0)` = off (per-op kernels), `Some(n)` = `n` work-groups (tests, tuning).
+    pub persistent_groups: Option<usize>,
 }
 
 impl OpenClOptions {
     /// Options from the environment: `ANTIGRAVITY_OPENCL_DEVICE` is either
     /// `platform:device` indices or a name filter; `ANTIGRAVITY_OPENCL_PROFILE=1` turns
-    /// profiling on. Unset variables leave the defaults.
+    /// profiling on; `ANTIGRAVITY_OPENCL_BLOCK` sets [`OpenClOptions::persistent_groups`].
+    /// Unset variables leave the defaults.
     pub fn from_env() -> OpenClOptions {
         let mut o = OpenClOptions::default();
         if let Ok(v) = std::env::var("ANTIGRAVITY_OPENCL_DEVICE") {
@@ -96,6 +104,10 @@ impl OpenClOptions {
             }
         }
         o.profiling = std::env::var("ANTIGRAVITY_OPENCL_PROFILE").is_ok_and(|v| v == "1");
+        // ANTIGRAVITY_OPENCL_BLOCK: 0 = per-op decode kernels, n = n work-groups.
+        if let Ok(v) = std::env::var("ANTIGRAVITY_OPENCL_BLOCK") {
+            o.persistent_groups = v.trim().parse().ok();
+        }
         o
     }
 }
@@ -191,7 +203,7 @@ const NT: usize = 4;
 const MAX_HD: usize = 256;
 
 /// Every kernel: (name, family file). Index = slot in `OpenClBackend::kernels`.
-const KERNELS: [(&str, &str); 32] = [
+const KERNELS: [(&str, &str); 34] = [
     ("add_f32", "add.cl"),
     ("silu_mul_f32", "silu_mul.cl"),
     ("rms_norm_f32", "rms_norm.cl"),
@@ -224,6 +236,8 @@ const KERNELS: [(&str, &str); 32] = [
     ("mul_mv_swiglu_q4_0_f32", "mul_mv_fused.cl"),
     ("mul_mv_swiglu_q4_1_f32", "mul_mv_fused.cl"),
     ("mul_mv_swiglu_q8_0_f32", "mul_mv_fused.cl"),
+    ("llama_block_f32", "block.cl"),
+    ("llama_head_f32", "block.cl"),
 ];
 const K_ADD: usize = 0;
 const K_SILU_MUL: usize = 1;
@@ -238,6 +252,13 @@ const K_MUL_MM: usize = 19;
 const K_ROPE_QK: usize = 25;
 const K_MUL_MV3: usize = 26;
 const K_MUL_MV_SWIGLU: usize = 29;
+const K_BLOCK: usize = 32;
+const K_HEAD: usize = 33;
+/// Work-group size of block.cl's kernels (and its attention chunk), where the device
+/// allows it.
+const BLOCK_LWS: usize = 256;
+/// Largest vector block.cl stages in local memory (floats).
+const BLOCK_MAX_VEC: usize = 8192;
 /// Flush the queue after this many enqueued kernels, so the device starts on a token's
 /// first layers while the host still enqueues the last ones (NVIDIA's driver otherwise
 /// holds the work until the blocking logits read).
@@ -313,6 +334,13 @@ pub struct OpenClBackend {
     rt: &'static cl3::OpenClRuntime,
     /// Kernels enqueued since the last flush.
     unflushed: core::cell::Cell<u32>,
+    /// The persistent block path (None: off).
+    block: Option<block::Persistent>,
+    /// block.cl's work-group size and staged-vector capacity (floats).
+    blk_lws: usize,
+    max_vec: usize,
+    /// block.cl built (the head kernel is usable).
+    head_ok: bool,
 }
 
 #[derive(Default)]
@@ -371,13 +399,43 @@ impl OpenClBackend {
             });
         }
 
+        // block.cl: 256 work-items where allowed; the staged vector gets the local memory
+        // its reduction arrays leave.
+        let blk_lws = BLOCK_LWS.min(pow2_floor(info.max_work_group)).max(64);
+        let max_vec =
+            (((info.local_mem as usize) / 4).saturating_sub(3 * blk_lws + MAX_HD + 64) / 32 * 32).min(BLOCK_MAX_VEC);
+        // NVIDIA: the grid barrier's fence must be `membar.gl` (inline PTX); if the
+        // compiler refuses it, the persistent path stays off (the head kernel still works).
+        let nv_fence = info.vendor.to_ascii_lowercase().contains("nvidia");
+        let mut fence_ok = true;
+
         let mut programs: Vec<(&'static str, Program)> = Vec::new();
         let mut kernels = Vec::with_capacity(KERNELS.len());
         for (name, file) in KERNELS {
             if !programs.iter().any(|(f, _)| *f == file) {
-                let group_lws = if file.starts_with("mul_mv") { mv_lws } else { lws };
-                let options = format!("-cl-std=CL1.2 -DLWS={group_lws} -DNT={NT} -DMAX_HD={MAX_HD}");
-                programs.push((file, build_program(&context, id, file, &options)?));
+                let program = if file == "block.cl" {
+                    let options = format!(
+                        "-cl-std=CL1.2 -DLWS={blk_lws} -DMAX_HD={MAX_HD} -DCH={}",
+                        block::BLOCK_CH
+                    );
+                    let with_fence = format!("{options} -DAG_NV_FENCE");
+                    match build_program(&context, id, file, if nv_fence { &with_fence } else { &options }) {
+                        Ok(p) => p,
+                        Err(e) if nv_fence => {
+                            if opts.log {
+                                std::eprintln!("opencl: block.cl with membar.gl failed, persistent path off: {e}");
+                            }
+                            fence_ok = false;
+                            build_program(&context, id, file, &options)?
+                        }
+                        Err(e) => return Err(e),
+                    }
+                } else {
+                    let group_lws = if file.starts_with("mul_mv") { mv_lws } else { lws };
+                    let options = format!("-cl-std=CL1.2 -DLWS={group_lws} -DNT={NT} -DMAX_HD={MAX_HD}");
+                    build_program(&context, id, file, &options)?
+                };
+                programs.push((file, program));
             }
             let program = &programs.iter().find(|(f, _)| *f == file).expect("built above").1;
             kernels.push(Kernel::create(program, name).map_err(|e| Error::Backend {
@@ -392,7 +450,26 @@ impl OpenClBackend {
         })?;
         let ids = create_buffer(&context, CL_MEM_READ_ONLY, 4, ptr::null_mut())?;
         let part = create_buffer(&context, CL_MEM_READ_WRITE, 4, ptr::null_mut())?;
-        Ok(OpenClBackend {
+        let groups = match opts.persistent_groups {
+            None if info.is_cpu => 0,
+            None => info.compute_units as usize,
+            Some(n) => n,
+        };
+        let block = if groups > 0 && fence_ok && max_vec >= 512 {
+            Some(block::Persistent::new(&context, groups, info.is_cpu)?)
+        } else {
+            None
+        };
+        if opts.log {
+            match &block {
+                Some(b) => std::eprintln!(
+                    "opencl: decode runs one persistent launch per layer ({} work-groups)",
+                    b.groups
+                ),
+                None => std::eprintln!("opencl: decode runs per-op kernels"),
+            }
+        }
+        let g = OpenClBackend {
             info,
             kernels,
             _programs: programs.into_iter().map(|(_, p)| p).collect(),
@@ -413,7 +490,13 @@ impl OpenClBackend {
             times: RefCell::new(vec![(0, 0); KERNELS.len()]),
             rt,
             unflushed: core::cell::Cell::new(0),
-        })
+            block,
+            blk_lws,
+            max_vec,
+            head_ok: max_vec >= 512,
+        };
+        g.block_reset()?;
+        Ok(g)
     }
 
     /// The device in use and what it can do.
@@ -564,7 +647,7 @@ fn create_buffer(context: &Context, flags: u64, bytes: usize, host: *mut c_void)
     })
 }
 
-/// Sets kernel arguments in order.
+/// Sets kernel arguments in order; evaluates to the number set (the next index).
 macro_rules! args {
     ($k:expr; $($a:expr),+ $(,)?) => {{
         let k: &Kernel = $k;
@@ -580,9 +663,11 @@ macro_rules! args {
             })?;
             i += 1;
         )+
-        let _ = i;
+        i
     }};
 }
+
+mod block;
 
 /// An f32 view's element offset.
 fn el(offset: usize) -> u64 {
@@ -775,11 +860,16 @@ impl Backend for OpenClBackend {
         if dst.is_empty() {
             return Ok(());
         }
+        // A persistent block launch since the last read: its abort flag comes along.
+        let check = self.block_check_enqueue()?;
         // SAFETY: blocking read into `dst`, which outlives the call; range checked above.
         // On the in-order queue it runs after every op enqueued before it.
         unsafe { self.queue.enqueue_read_buffer(&src.mem, CL_BLOCKING, offset, dst, &[]) }
             .map_err(cl_err("clEnqueueReadBuffer"))?;
         self.counters.download.fetch_add(dst.len() as u64, Ordering::Relaxed);
+        if check {
+            self.block_verdict()?;
+        }
         Ok(())
     }
 
@@ -797,7 +887,7 @@ impl Backend for OpenClBackend {
             self.part = create_buffer(&self.context, CL_MEM_READ_WRITE, part * 4, ptr::null_mut())?;
             self.part_cap = part;
         }
-        Ok(())
+        self.block_reserve(r.max_ctx, r.n_head)
     }
 
     fn synchronize(&mut self) -> Result<()> {
@@ -805,7 +895,7 @@ impl Backend for OpenClBackend {
         if self.profiling {
             self.fold_events()?;
         }
-        Ok(())
+        self.block_check_blocking()
     }
 
     fn copied_bytes(&self) -> crate::backend::CopiedBytes {
@@ -1079,5 +1169,36 @@ impl Backend for OpenClBackend {
             &[n_out * self.mv_lws, n_tok.div_ceil(NT)],
             Some(&[self.mv_lws, 1]),
         )
+    }
+
+    fn llama_block(
+        &mut self,
+        mut x: TensorMut<'_, Self>,
+        w: BlockWeights<'_, Self>,
+        mut kv: BlockKv<'_, Self>,
+        inv_freq: TensorRef<'_, Self>,
+        p: BlockParams,
+        mut s: BlockScratch<'_, Self>,
+    ) -> Result<()> {
+        if self.block_try(&mut x, &w, &mut kv, &inv_freq, &p, &mut s)? {
+            return Ok(());
+        }
+        crate::backend::llama_block_composed(self, x, w, kv, inv_freq, p, s, &mut |_, _, _| {})
+    }
+
+    fn rms_norm_matmul(
+        &mut self,
+        x: TensorRef<'_, Self>,
+        norm_w: TensorRef<'_, Self>,
+        eps: f32,
+        mut xn: TensorMut<'_, Self>,
+        w: TensorRef<'_, Self>,
+        mut y: TensorMut<'_, Self>,
+    ) -> Result<()> {
+        if self.head_try(&x, &norm_w, eps, &w, &mut y)? {
+            return Ok(());
+        }
+        self.rms_norm(x, norm_w, eps, xn.reborrow())?;
+        self.matmul(w, xn.as_ref(), y)
     }
 }

@@ -1,0 +1,333 @@
+//! The decode fast path: a whole Llama block per launch (`llama_block_f32` in
+//! `kernels/cl/block.cl`) and the fused head (`llama_head_f32`).
+//!
+//! Why: on NVIDIA's OpenCL a launch costs ~6 µs of device time however little it does,
+//! so the six fused kernels of a block (183 launches a token for SmolLM2) set a ceiling
+//! near 900 tok/s. The block kernel is a *persistent* grid — one work-group per compute
+//! unit, all resident at once — whose stages meet at a software grid barrier (a counter
+//! in device memory), so a token is `get_rows` + one launch per layer + the head.
+//!
+//! OpenCL 1.2 promises nothing about work-groups running concurrently, so the path is
+//! guarded three ways: it is on by default only for GPUs (where every work-group of a
+//! grid no larger than the compute-unit count is resident), a barrier gives up after a
+//! bounded spin and raises an abort flag that every work-group obeys (no hang), and the
+//! host reads that flag with each download: an aborted step is an error naming the
+//! switch (`ANTIGRAVITY_OPENCL_BLOCK=0`), and the path turns itself off.
+
+use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+use core::ptr;
+use core::sync::atomic::Ordering;
+
+use opencl3::kernel::Kernel;
+use opencl3::memory::{Buffer, ClMem, CL_MEM_READ_WRITE};
+use opencl3::types::{CL_BLOCKING, CL_NON_BLOCKING};
+
+use super::{cl_err, create_buffer, el, writable, OpenClBackend, K_BLOCK, K_HEAD, MAX_HD};
+use crate::backend::{BlockKv, BlockParams, BlockScratch, BlockWeights, RopeStyle};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::{TensorMut, TensorRef};
+
+/// Grid barriers per block launch (after stages A, B, C, D).
+const BARRIERS: u32 = 4;
+/// Rows of the output matrix per work-group of the head kernel.
+const HEAD_ROWS_PER_WG: usize = 64;
+/// Attention chunk of the block kernel, in cache slots (block.cl `CH`): a (query head,
+/// chunk) pair is one unit of work, so shorter chunks spread a short context over more
+/// work-groups.
+pub(super) const BLOCK_CH: usize = 64;
+/// Stage timers of the block kernel (profiling, NVIDIA): A, wait, B, wait, C, wait, D,
+/// wait, E; then the launch count.
+pub(super) const BLOCK_STAGES: [&str; 9] = [
+    "A norm+qkv+rope",
+    "  barrier 1",
+    "B attention",
+    "  barrier 2",
+    "C merge+o-proj",
+    "  barrier 3",
+    "D norm+gate/up",
+    "  barrier 4",
+    "E down-proj",
+];
+
+/// The dtype code the kernels switch on (block.cl `T_*`).
+fn code(t: DType) -> Option<u32> {
+    Some(match t {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::BF16 => 2,
+        DType::Q4_0 => 3,
+        DType::Q4_1 => 4,
+        DType::Q8_0 => 5,
+        DType::Q8_1 => return None,
+    })
+}
+
+/// State of the persistent block path.
+pub(super) struct Persistent {
+    /// Work-groups per launch (at most one per compute unit).
+    pub groups: usize,
+    /// Spins of a grid barrier before it gives up.
+    pub spin_limit: u32,
+    /// `[counter, abort]` (u32 each).
+    pub sync: RefCell<Buffer<u8>>,
+    /// The counter's value when the next launch starts (wrapping).
+    pub base: Cell<u32>,
+    /// A launch ran since the abort flag was last read.
+    pub unchecked: Cell<bool>,
+    /// Host landing area of the flag read (read non-blocking before a blocking download).
+    pub status: RefCell<Vec<u8>>,
+    /// Attention partials: (m, l, o[hd]) per (head, chunk), `part_cap` f32s.
+    pub part: Buffer<u8>,
+    pub part_cap: usize,
+    /// Turned off after an abort.
+    pub disabled: Cell<bool>,
+    /// Stage timers: 9 u64 ns sums and a launch count (see block.cl `MARK`).
+    pub prof: RefCell<Buffer<u8>>,
+}
+
+impl Persistent {
+    pub fn new(context: &opencl3::context::Context, groups: usize, is_cpu: bool) -> Result<Persistent> {
+        let sync = create_buffer(context, CL_MEM_READ_WRITE, 8, ptr::null_mut())?;
+        let part = create_buffer(context, CL_MEM_READ_WRITE, 4, ptr::null_mut())?;
+        let prof = create_buffer(context, CL_MEM_READ_WRITE, 80, ptr::null_mut())?;
+        Ok(Persistent {
+            prof: RefCell::new(prof),
+            groups,
+            // A GPU barrier spin is an L2 round trip (~0.3 µs): 2^24 is seconds. A CPU
+            // device's is a cached load, and its work-groups are threads the OS may
+            // preempt: give it 2^31 (about a second).
+            spin_limit: if is_cpu { 1 << 31 } else { 1 << 24 },
+            sync: RefCell::new(sync),
+            base: Cell::new(0),
+            unchecked: Cell::new(false),
+            status: RefCell::new(vec![0; 4]),
+            part,
+            part_cap: 0,
+            disabled: Cell::new(false),
+        })
+    }
+}
+
+impl OpenClBackend {
+    /// Zeroes the barrier counter and flag (at creation and after an abort).
+    pub(super) fn block_reset(&self) -> Result<()> {
+        let Some(p) = &self.block else { return Ok(()) };
+        let mut sync = p.sync.borrow_mut();
+        // SAFETY: the pattern is copied at enqueue; 8 bytes is the buffer's size.
+        unsafe { self.queue.enqueue_fill_buffer(&mut sync, &[0u8], 0, 8, &[]) }
+            .map_err(cl_err("clEnqueueFillBuffer"))?;
+        p.base.set(0);
+        Ok(())
+    }
+
+    /// Sizes the attention partials for `max_ctx` positions and `n_head` heads.
+    pub(super) fn block_reserve(&mut self, max_ctx: usize, n_head: usize) -> Result<()> {
+        let Some(p) = self.block.as_mut() else { return Ok(()) };
+        let need = n_head * max_ctx.div_ceil(BLOCK_CH) * (MAX_HD + 2);
+        if need > p.part_cap {
+            p.part = create_buffer(&self.context, CL_MEM_READ_WRITE, need * 4, ptr::null_mut())?;
+            p.part_cap = need;
+        }
+        Ok(())
+    }
+
+    /// Enqueues the abort-flag read when a block launch ran since the last check. Call
+    /// right before a blocking read; [`OpenClBackend::block_verdict`] after it.
+    pub(super) fn block_check_enqueue(&self) -> Result<bool> {
+        let Some(p) = &self.block else { return Ok(false) };
+        if !p.unchecked.get() {
+            return Ok(false);
+        }
+        let mut st = p.status.borrow_mut();
+        // SAFETY: non-blocking read of 4 bytes (the flag, at offset 4) into `status`,
+        // which lives in `self` and is not touched until `block_verdict`, which runs after
+        // the caller's blocking read — on the in-order queue that read completes after
+        // this one.
+        unsafe {
+            self.queue
+                .enqueue_read_buffer(&p.sync.borrow(), CL_NON_BLOCKING, 4, &mut st[..], &[])
+        }
+        .map_err(cl_err("clEnqueueReadBuffer (block status)"))?;
+        self.counters.download.fetch_add(4, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// After the blocking read that followed [`OpenClBackend::block_check_enqueue`]:
+    /// an error when a block launch aborted.
+    pub(super) fn block_verdict(&self) -> Result<()> {
+        let Some(p) = &self.block else { return Ok(()) };
+        p.unchecked.set(false);
+        if p.status.borrow().iter().all(|&b| b == 0) {
+            return Ok(());
+        }
+        p.disabled.set(true);
+        p.status.borrow_mut().fill(0);
+        self.block_reset()?;
+        Err(Error::Backend {
+            backend: "opencl",
+            msg: format!(
+                "{}: the persistent block kernel gave up at a grid barrier ({} work-groups did not all \
+                 run at once); its results are invalid and the path is now off — rerun, or set \
+                 ANTIGRAVITY_OPENCL_BLOCK=0 to use per-op kernels from the start",
+                self.info.name, p.groups
+            ),
+        })
+    }
+
+    /// Waits for the queue, then reports an aborted block launch (synchronize's check).
+    pub(super) fn block_check_blocking(&self) -> Result<()> {
+        let Some(p) = &self.block else { return Ok(()) };
+        if !p.unchecked.get() {
+            return Ok(());
+        }
+        {
+            let mut st = p.status.borrow_mut();
+            // SAFETY: blocking read of the 4-byte flag into `status`.
+            unsafe {
+                self.queue
+                    .enqueue_read_buffer(&p.sync.borrow(), CL_BLOCKING, 4, &mut st[..], &[])
+            }
+            .map_err(cl_err("clEnqueueReadBuffer (block status)"))?;
+        }
+        self.counters.download.fetch_add(4, Ordering::Relaxed);
+        self.block_verdict()
+    }
+
+    /// Whether the block kernel takes this call; `None` when it does (launched), else
+    /// the arguments back for the composed path.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn block_try(
+        &mut self,
+        x: &mut TensorMut<'_, Self>,
+        w: &BlockWeights<'_, Self>,
+        kv: &mut BlockKv<'_, Self>,
+        inv_freq: &TensorRef<'_, Self>,
+        p: &BlockParams,
+        s: &mut BlockScratch<'_, Self>,
+    ) -> Result<bool> {
+        let Some(st) = &self.block else { return Ok(false) };
+        let a = p.attn;
+        let (dim, qd, ffn) = (x.shape.row_len(), a.n_head * a.head_dim, w.w_gate.shape.dims()[0]);
+        let hd = a.head_dim;
+        let mats = [w.wq, w.wk, w.wv, w.wo, w.w_gate, w.w_up, w.w_down];
+        let fits = !st.disabled.get()
+            && x.shape.rows() == 1
+            && mats.iter().all(|m| code(m.dtype).is_some())
+            && [dim, qd, ffn].iter().all(|n| n % 32 == 0 && *n <= self.max_vec)
+            && hd <= MAX_HD
+            && hd % 4 == 0
+            && self.blk_lws.is_multiple_of(hd)
+            && a.n_head * (a.n_past + 1).div_ceil(BLOCK_CH) * (hd + 2) <= st.part_cap;
+        if !fits {
+            return Ok(false);
+        }
+        let c = |t: &TensorRef<'_, Self>| code(t.dtype).expect("checked above");
+        let xm = writable(x.buf, "opencl block x")?;
+        let km = writable(kv.k.buf, "opencl block k cache")?;
+        let vm = writable(kv.v.buf, "opencl block v cache")?;
+        let qm = writable(s.q.buf, "opencl block q")?;
+        let hm = writable(s.act.buf, "opencl block hb")?;
+        let style: u32 = match p.style {
+            RopeStyle::Adjacent => 0,
+            RopeStyle::HalfSplit => 1,
+        };
+        let (sync, part, prof) = (st.sync.borrow().get(), st.part.get(), st.prof.borrow().get());
+        let (base, spin, groups) = (st.base.get(), st.spin_limit, st.groups);
+        let n_args = args!(&self.kernels[K_BLOCK];
+            xm, el(x.offset), w.attn_norm.buf.mem(), el(w.attn_norm.offset),
+            w.wq.buf.mem(), w.wq.offset as u64, c(&w.wq),
+            w.wk.buf.mem(), w.wk.offset as u64, c(&w.wk),
+            w.wv.buf.mem(), w.wv.offset as u64, c(&w.wv),
+            w.wo.buf.mem(), w.wo.offset as u64, c(&w.wo),
+            w.ffn_norm.buf.mem(), el(w.ffn_norm.offset),
+            w.w_gate.buf.mem(), w.w_gate.offset as u64, c(&w.w_gate),
+            w.w_up.buf.mem(), w.w_up.offset as u64, c(&w.w_up),
+            w.w_down.buf.mem(), w.w_down.offset as u64, c(&w.w_down),
+            km, el(kv.k.offset), vm, el(kv.v.offset),
+            inv_freq.buf.mem(), el(inv_freq.offset),
+            qm, el(s.q.offset), hm, el(s.act.offset), part,
+            sync, base, spin, prof, self.profiling as u32,
+            dim as u32, a.n_head as u32, a.n_kv_head as u32, hd as u32, ffn as u32,
+            a.n_past as u32, p.pos0 as u32, style, p.eps, a.scale);
+        let vec_bytes = dim.max(qd).max(ffn) * 4;
+        set_local(&self.kernels[K_BLOCK], n_args, vec_bytes)?;
+        self.launch(K_BLOCK, &[groups * self.blk_lws], Some(&[self.blk_lws]))?;
+        // Start the device now: a layer is tens of µs of device work, a flush a few µs of
+        // host time, and the host enqueues the next layers meanwhile.
+        self.queue.flush().map_err(cl_err("clFlush"))?;
+        self.unflushed.set(0);
+        let st = self.block.as_ref().expect("checked above");
+        st.base.set(base.wrapping_add(BARRIERS * groups as u32));
+        st.unchecked.set(true);
+        Ok(true)
+    }
+
+    /// The fused head for one row; `false` when it does not apply.
+    pub(super) fn head_try(
+        &mut self,
+        x: &TensorRef<'_, Self>,
+        norm_w: &TensorRef<'_, Self>,
+        eps: f32,
+        w: &TensorRef<'_, Self>,
+        y: &mut TensorMut<'_, Self>,
+    ) -> Result<bool> {
+        let (n_rows, dim) = (w.shape.dims()[0], w.shape.dims()[1]);
+        let Some(t) = code(w.dtype) else { return Ok(false) };
+        if !self.head_ok || x.shape.rows() != 1 || dim % 32 != 0 || dim > self.max_vec || n_rows == 0 {
+            return Ok(false);
+        }
+        let ym = writable(y.buf, "opencl head output")?;
+        let n_args = args!(&self.kernels[K_HEAD]; x.buf.mem(), el(x.offset), norm_w.buf.mem(), el(norm_w.offset),
+            w.buf.mem(), w.offset as u64, t, ym, el(y.offset), dim as u32, n_rows as u32, eps,
+            HEAD_ROWS_PER_WG as u32);
+        set_local(&self.kernels[K_HEAD], n_args, dim * 4)?;
+        self.launch(
+            K_HEAD,
+            &[n_rows.div_ceil(HEAD_ROWS_PER_WG) * self.blk_lws],
+            Some(&[self.blk_lws]),
+        )?;
+        Ok(true)
+    }
+}
+
+/// Sizes the `__local` buffer argument `index` of `k`.
+fn set_local(k: &Kernel, index: u32, bytes: usize) -> Result<()> {
+    // SAFETY: `index` is the kernel's `__local float *vl` parameter (block.cl); a local
+    // buffer argument is a size with no host pointer.
+    unsafe { k.set_arg_local_buffer(index, bytes) }.map_err(|e| Error::Backend {
+        backend: "opencl",
+        msg: format!("clSetKernelArg (local) {index} of {:?}: {e}", k.function_name()),
+    })
+}
+
+impl OpenClBackend {
+    /// Device time per stage of the block kernel since the last call (profiling on an
+    /// NVIDIA device; zeros elsewhere): `(stage, total ns)` and the launch count. Resets
+    /// the timers. `None` without the persistent path.
+    pub fn block_stage_times(&self) -> Result<Option<(Vec<(&'static str, u64)>, u64)>> {
+        let Some(p) = &self.block else { return Ok(None) };
+        let mut raw = [0u8; 80];
+        // SAFETY: blocking read of the 80-byte timer buffer into `raw`.
+        unsafe {
+            self.queue
+                .enqueue_read_buffer(&p.prof.borrow(), CL_BLOCKING, 0, &mut raw, &[])
+        }
+        .map_err(cl_err("clEnqueueReadBuffer (block timers)"))?;
+        let v: Vec<u64> = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        let mut prof = p.prof.borrow_mut();
+        // SAFETY: the pattern is copied at enqueue; 80 bytes is the buffer's size.
+        unsafe { self.queue.enqueue_fill_buffer(&mut prof, &[0u8], 0, 80, &[]) }
+            .map_err(cl_err("clEnqueueFillBuffer"))?;
+        Ok(Some((
+            BLOCK_STAGES.iter().copied().zip(v.iter().copied()).collect(),
+            v[9],
+        )))
+    }
+}

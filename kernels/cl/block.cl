@@ -1,0 +1,592 @@
+// block.cl — decode kernels that do a whole model stage in one launch.
+//
+// * llama_block_f32: one pre-norm Llama block for ONE token (decode):
+//     A. xn = rms_norm(x) * attn_norm; q, k, v = Wq/Wk/Wv . xn; RoPE on q and k; k and v
+//        into cache slot `slot`;
+//     B. attention of every query head over slots 0..=slot, split into CH-slot chunks
+//        (flash-decoding partials m, l, o[hd]);
+//     C. the partials merged, x += Wo . att;
+//     D. xn = rms_norm(x) * ffn_norm; hb = silu(Wgate . xn) * (Wup . xn);
+//     E. x += Wdown . hb.
+//   A launch is a *persistent* grid: get_num_groups(0) work-groups, every one resident at
+//   once (the host launches at most one per compute unit), and a software grid barrier
+//   between the stages. The barrier is a counter in `sync[0]` that only grows (u32,
+//   wrapping): barrier i of a launch waits until it reaches base + (i + 1) * groups,
+//   where the host passes base (it knows every launch adds 4 * groups). A work-group
+//   that has spun `spin_limit` times without the others arriving sets `sync[1]` (abort)
+//   and leaves; every other one sees the flag and leaves too, so a device that does not
+//   run all work-groups at once fails with an error the host reads, instead of hanging.
+//   Data another work-group wrote in this launch (q, the partials, x after C, hb) is
+//   read through volatile pointers, so no stale L1 line is used; writes are ordered
+//   before the barrier's atomic by a global fence (`membar.gl` on NVIDIA, whose
+//   OpenCL mem_fence covers only the work-group).
+// * llama_head_f32: the final rms_norm fused with the output projection, many rows per
+//   work-group (the output matrix is the largest single read of a decode step).
+//
+// Matrix-vector work: the vector (normed x, attention output, hb) is staged in local
+// memory once per stage; a row is shared by TPR work-items (a power of two, 8..64,
+// picked from the rows a work-group owns), each summing 16-element units u = lane,
+// lane + TPR, ...; partial sums meet in a two-level local reduction. Weights of any
+// dtype below, addressed in bytes (an imported GGUF tensor is only 32-byte aligned).
+//
+// Build options: LWS (work-group size, power of two ≥ 64), MAX_HD, CH (attention chunk
+// in slots, ≤ LWS), optionally AG_NV_FENCE (NVIDIA: membar.gl fence, %globaltimer
+// stage timers). The staged vector `vl` is a __local kernel argument sized at launch
+// (the model's widest vector), so a small model leaves local memory for more resident
+// work-groups.
+
+#define T_F32 0
+#define T_F16 1
+#define T_BF16 2
+#define T_Q4_0 3
+#define T_Q4_1 4
+#define T_Q8_0 5
+
+#ifdef AG_NV_FENCE
+#define GLOBAL_FENCE() asm volatile("membar.gl;" ::: "memory")
+#else
+#define GLOBAL_FENCE() mem_fence(CLK_GLOBAL_MEM_FENCE)
+#endif
+
+// Stage timer (profiling): NVIDIA's %globaltimer in ns; 0 elsewhere (no clock in C 1.2).
+inline ulong ag_clock(void) {
+#ifdef AG_NV_FENCE
+    ulong t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+#else
+    return 0;
+#endif
+}
+
+// With profiling on, work-group 0 adds the time since its last mark to prof[k]: a
+// stage's own work (as work-group 0 sees it) and the wait at the barrier after it.
+#define MARK(k)                                         \
+    if (prof_on && g == 0 && lid == 0) {                \
+        const ulong now = ag_clock();                   \
+        prof[k] += now - t_mark;                        \
+        t_mark = now;                                   \
+    }
+
+inline ulong row_bytes(const uint t, const uint n) {
+    switch (t) {
+    case T_F32:
+        return 4ul * n;
+    case T_F16:
+    case T_BF16:
+        return 2ul * n;
+    case T_Q4_0:
+        return (ulong)(n / 32) * 18;
+    case T_Q4_1:
+        return (ulong)(n / 32) * 20;
+    default:
+        return (ulong)(n / 32) * 34;
+    }
+}
+
+// This work-item's share of dot(row wr, v) over units u = lane, lane + tpr, ... of 16
+// elements (n_in a multiple of 32).
+inline float dot_part(const uint t, __global const uchar *wr, __local const float *v,
+                      const uint n_in, const uint lane, const uint tpr) {
+    const uint nu = n_in / 16;
+    float acc = 0.0f;
+    if (t == T_Q4_0) {
+        for (uint u = lane; u < nu; u += tpr) {
+            const uint b = u >> 1, hf = u & 1;
+            __global const uchar *blk = wr + b * 18;
+            const float d = vload_half(0, (__global const half *)blk);
+            const uchar8 q = vload8(0, blk + 2 + 8 * hf);
+            const float8 lo = convert_float8(q & (uchar8)(0x0F)) - 8.0f;
+            const float8 hi = convert_float8(q >> (uchar8)(4)) - 8.0f;
+            const float8 p = vload8(0, v + b * 32 + 8 * hf) * lo + vload8(0, v + b * 32 + 16 + 8 * hf) * hi;
+            const float4 p4 = p.lo + p.hi;
+            acc += d * (p4.x + p4.y + p4.z + p4.w);
+        }
+    } else if (t == T_Q4_1) {
+        for (uint u = lane; u < nu; u += tpr) {
+            const uint b = u >> 1, hf = u & 1;
+            __global const uchar *blk = wr + b * 20;
+            const float d = vload_half(0, (__global const half *)blk);
+            const float m = vload_half(1, (__global const half *)blk);
+            const uchar8 q = vload8(0, blk + 4 + 8 * hf);
+            const float8 xl = vload8(0, v + b * 32 + 8 * hf);
+            const float8 xh = vload8(0, v + b * 32 + 16 + 8 * hf);
+            const float8 p = xl * convert_float8(q & (uchar8)(0x0F)) + xh * convert_float8(q >> (uchar8)(4));
+            const float8 s = xl + xh;
+            const float4 p4 = p.lo + p.hi;
+            const float4 s4 = s.lo + s.hi;
+            acc += d * (p4.x + p4.y + p4.z + p4.w) + m * (s4.x + s4.y + s4.z + s4.w);
+        }
+    } else if (t == T_Q8_0) {
+        for (uint u = lane; u < nu; u += tpr) {
+            const uint b = u >> 1, hf = u & 1;
+            __global const uchar *blk = wr + b * 34;
+            const float d = vload_half(0, (__global const half *)blk);
+            const float16 p = convert_float16(vload16(0, (__global const char *)(blk + 2 + 16 * hf)))
+                              * vload16(0, v + b * 32 + 16 * hf);
+            const float8 p8 = p.lo + p.hi;
+            const float4 p4 = p8.lo + p8.hi;
+            acc += d * (p4.x + p4.y + p4.z + p4.w);
+        }
+    } else {
+        for (uint u = lane; u < nu; u += tpr) {
+            float16 w;
+            if (t == T_F32) {
+                w = vload16(u, (__global const float *)wr);
+            } else if (t == T_F16) {
+                w = vload_half16(u, (__global const half *)wr);
+            } else {
+                w = as_float16(convert_uint16(vload16(u, (__global const ushort *)wr)) << 16);
+            }
+            const float16 p = w * vload16(u, v);
+            const float8 p8 = p.lo + p.hi;
+            const float4 p4 = p8.lo + p8.hi;
+            acc += p4.x + p4.y + p4.z + p4.w;
+        }
+    }
+    return acc;
+}
+
+// Sum of v over the work-group, returned to every work-item (each reads the 16
+// partials itself: no broadcast slot to go stale).
+inline float wg_sum(const float v, __local float *red, __local float *red2, const uint lid) {
+    red[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lid < 16) {
+        float s = 0.0f;
+        for (uint j = lid; j < LWS; j += 16) {
+            s += red[j];
+        }
+        red2[lid] = s;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float total = 0.0f;
+    for (uint j = 0; j < 16; j++) {
+        total += red2[j];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return total;
+}
+
+// Maximum of v over the work-group, returned to every work-item.
+inline float wg_max(const float v, __local float *red, __local float *red2, const uint lid) {
+    red[lid] = v;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lid < 16) {
+        float s = -INFINITY;
+        for (uint j = lid; j < LWS; j += 16) {
+            s = fmax(s, red[j]);
+        }
+        red2[lid] = s;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    float total = -INFINITY;
+    for (uint j = 0; j < 16; j++) {
+        total = fmax(total, red2[j]);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return total;
+}
+
+// Row sums: work-item lid holds a share of row slot lid / tpr; afterwards res[slot] is
+// the row's sum for every slot (tpr ≥ 8).
+inline void row_reduce(const float acc, __local float *red, __local float *red2, __local float *res,
+                       const uint lid, const uint tpr) {
+    const uint slot = lid / tpr, lane = lid % tpr;
+    red[lid] = acc;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lane < 8) {
+        float s = 0.0f;
+        for (uint j = lane; j < tpr; j += 8) {
+            s += red[slot * tpr + j];
+        }
+        red2[slot * 8 + lane] = s;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (lane == 0) {
+        float s = 0.0f;
+        for (uint j = 0; j < 8; j++) {
+            s += red2[slot * 8 + j];
+        }
+        res[slot] = s;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+// Work-items per row for a work-group that owns `rows` rows of `n_in` elements.
+inline uint pick_tpr(const uint rows, const uint n_in) {
+    const uint r = max(rows, 1u);
+    uint tpr = r >= LWS ? 1u : (1u << (31 - clz(LWS / r)));
+    const uint nu = n_in / 16;
+    const uint cap = nu >= 64 ? 64u : (1u << (31 - clz(max(nu, 1u))));
+    return clamp(min(tpr, cap), 8u, 64u);
+}
+
+// vl[i] = x[i] * r * nw[i], r = 1 / sqrt(mean(x^2) + eps).
+inline void stage_norm(volatile __global const float *x, __global const float *nw, const uint n,
+                       const float eps, __local float *vl, __local float *red, __local float *red2,
+                       const uint lid) {
+    float ss = 0.0f;
+    for (uint i = lid; i < n; i += LWS) {
+        const float xi = x[i];
+        vl[i] = xi;
+        ss += xi * xi;
+    }
+    const float r = rsqrt(wg_sum(ss, red, red2, lid) / (float)n + eps);
+    for (uint i = lid; i < n; i += LWS) {
+        vl[i] = vl[i] * r * nw[i];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+// The software grid barrier (see the header). Returns 0 when the launch was aborted.
+inline uint grid_sync(volatile __global uint *sync, const uint target, const uint spin_limit,
+                      __local uint *flag, const uint lid) {
+    barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
+    if (lid == 0) {
+        GLOBAL_FENCE();
+        atomic_inc(&sync[0]);
+        uint ok = 1;
+        uint spins = 0;
+        while ((int)(sync[0] - target) < 0) {
+            if (sync[1] != 0) {
+                ok = 0;
+                break;
+            }
+            if (++spins >= spin_limit) {
+                sync[1] = 1;
+                ok = 0;
+                break;
+            }
+        }
+        GLOBAL_FENCE();
+        *flag = ok;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
+    return *flag;
+}
+
+__kernel void llama_block_f32(
+    __global float *xg, const ulong x_off,
+    __global const float *attn_norm, const ulong an_off,
+    __global const uchar *wq, const ulong wq_off, const uint tq,
+    __global const uchar *wk, const ulong wk_off, const uint tk,
+    __global const uchar *wv, const ulong wv_off, const uint tv,
+    __global const uchar *wo, const ulong wo_off, const uint to,
+    __global const float *ffn_norm, const ulong fn_off,
+    __global const uchar *wg, const ulong wg_off, const uint tg,
+    __global const uchar *wu, const ulong wu_off, const uint tu,
+    __global const uchar *wd, const ulong wd_off, const uint td,
+    __global float *kc, const ulong kc_off,
+    __global float *vc, const ulong vc_off,
+    __global const float *inv_freq, const ulong if_off,
+    __global float *qg, const ulong q_off,
+    __global float *hbg, const ulong hb_off,
+    __global float *part,
+    __global uint *sync_g, const uint sync_base, const uint spin_limit,
+    __global ulong *prof, const uint prof_on,
+    const uint dim, const uint n_head, const uint n_kv_head, const uint hd, const uint ffn,
+    const uint slot, const uint pos, const uint style, const float eps, const float scale,
+    __local float *vl) {
+    __local float red[LWS];
+    __local float red2[LWS];
+    __local float res[LWS];
+    __local float ql[MAX_HD];
+    __local uint flag;
+
+    const uint lid = get_local_id(0);
+    const uint g = get_group_id(0);
+    const uint nwg = get_num_groups(0);
+    volatile __global uint *sync = (volatile __global uint *)sync_g;
+    volatile __global float *x = (volatile __global float *)(xg + x_off);
+    volatile __global float *q = (volatile __global float *)(qg + q_off);
+    volatile __global float *hb = (volatile __global float *)(hbg + hb_off);
+    volatile __global const float *pv = (volatile __global const float *)part;
+    uint target = sync_base;
+    ulong t_mark = 0;
+    if (prof_on && g == 0 && lid == 0) {
+        t_mark = ag_clock();
+        prof[9] += 1;
+    }
+
+    const uint qd = n_head * hd;
+    const uint kvd = n_kv_head * hd;
+    const uint half_d = hd / 2;
+
+    // ---- A: norm, Q/K/V, RoPE, cache write ------------------------------------------
+    stage_norm(x, attn_norm + an_off, dim, eps, vl, red, red2, lid);
+    {
+        const uint n_pairs = (qd + 2 * kvd) / 2;
+        const uint ppw = (n_pairs + nwg - 1) / nwg;
+        const uint p0 = min(g * ppw, n_pairs);
+        const uint p1 = min(p0 + ppw, n_pairs);
+        const uint tpr = pick_tpr(2 * ppw, dim);
+        const uint rpp = LWS / tpr; // rows per pass (even)
+        for (uint base = p0; base < p1; base += rpp / 2) {
+            const uint s = lid / tpr;
+            const uint p = base + s / 2;
+            const uint member = s & 1;
+            float acc = 0.0f;
+            if (p < p1) {
+                // region, row within the region
+                uint rr, t;
+                __global const uchar *w;
+                ulong off;
+                uint pp = p;
+                if (pp < qd / 2) {
+                    w = wq; off = wq_off; t = tq;
+                } else if (pp < (qd + kvd) / 2) {
+                    pp -= qd / 2;
+                    w = wk; off = wk_off; t = tk;
+                } else {
+                    pp -= (qd + kvd) / 2;
+                    w = wv; off = wv_off; t = tv;
+                }
+                const bool is_v = p >= (qd + kvd) / 2;
+                if (is_v) {
+                    rr = 2 * pp + member;
+                } else {
+                    const uint head = pp / half_d, i = pp % half_d;
+                    rr = head * hd + (style == 0 ? 2 * i + member : i + member * half_d);
+                }
+                acc = dot_part(t, w + off + rr * row_bytes(t, dim), vl, dim, lid % tpr, tpr);
+            }
+            row_reduce(acc, red, red2, res, lid, tpr);
+            const uint p_this = base + lid;
+            if (lid < rpp / 2 && p_this < p1) {
+                float a = res[2 * lid];
+                float b = res[2 * lid + 1];
+                uint pp = p_this;
+                if (pp < (qd + kvd) / 2) {
+                    const bool is_k = pp >= qd / 2;
+                    if (is_k) {
+                        pp -= qd / 2;
+                    }
+                    const uint head = pp / half_d, i = pp % half_d;
+                    const float theta = (float)pos * inv_freq[if_off + i];
+                    const float sn = sin(theta);
+                    const float cs = cos(theta);
+                    const float a2 = a * cs - b * sn;
+                    const float b2 = a * sn + b * cs;
+                    const uint r0 = head * hd + (style == 0 ? 2 * i : i);
+                    const uint r1 = head * hd + (style == 0 ? 2 * i + 1 : i + half_d);
+                    if (is_k) {
+                        __global float *kr = kc + kc_off + (ulong)slot * kvd;
+                        kr[r0] = a2;
+                        kr[r1] = b2;
+                    } else {
+                        q[r0] = a2;
+                        q[r1] = b2;
+                    }
+                } else {
+                    pp -= (qd + kvd) / 2;
+                    __global float *vr = vc + vc_off + (ulong)slot * kvd;
+                    vr[2 * pp] = a;
+                    vr[2 * pp + 1] = b;
+                }
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+    }
+    MARK(0);
+    target += nwg;
+    if (!grid_sync(sync, target, spin_limit, &flag, lid)) {
+        return;
+    }
+    MARK(1);
+
+    // ---- B: attention partials, unit = (query head, CH-slot chunk) ----------------
+    const uint n_ctx = slot + 1;
+    const uint n_chunks = (n_ctx + CH - 1) / CH;
+    const uint grp = n_head / n_kv_head;
+    for (uint unit = g; unit < n_head * n_chunks; unit += nwg) {
+        const uint h = unit / n_chunks, c = unit % n_chunks;
+        const uint kvh = h / grp;
+        const uint c0 = c * CH;
+        const uint c1 = min(c0 + CH, n_ctx);
+        for (uint i = lid; i < hd; i += LWS) {
+            ql[i] = q[h * hd + i];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        // score of slot c0 + lid
+        float sc = -INFINITY;
+        if (lid < CH && c0 + lid < c1) {
+            __global const float *kr = kc + kc_off + (ulong)(c0 + lid) * kvd + kvh * hd;
+            float d = 0.0f;
+            for (uint i = 0; i < hd; i += 4) {
+                const float4 k4 = vload4(0, kr + i);
+                d += k4.x * ql[i] + k4.y * ql[i + 1] + k4.z * ql[i + 2] + k4.w * ql[i + 3];
+            }
+            sc = d * scale;
+        }
+        const float m = wg_max(sc, red, red2, lid);
+        const float pj = c0 + lid < c1 ? exp(sc - m) : 0.0f; // (0 for lid ≥ CH)
+        res[lid] = pj;
+        const float l = wg_sum(pj, red, red2, lid); // (its barriers publish res)
+        // o[d] = sum_j p_j v[c0 + j][d]: work-item (j0 = lid / hd, d = lid % hd) takes
+        // slots j0, j0 + LWS / hd, ...
+        const uint gsz = LWS / hd;
+        const uint d = lid % hd, j0 = lid / hd;
+        float o = 0.0f;
+        if (j0 < gsz) {
+            for (uint j = j0; c0 + j < c1; j += gsz) {
+                o += res[j] * vc[vc_off + (ulong)(c0 + j) * kvd + kvh * hd + d];
+            }
+        }
+        red[lid] = o;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        __global float *pu = part + (ulong)unit * (hd + 2);
+        if (lid < hd) {
+            float s = 0.0f;
+            for (uint j = 0; j < gsz; j++) {
+                s += red[j * hd + lid];
+            }
+            pu[2 + lid] = s;
+        }
+        if (lid == 0) {
+            pu[0] = m;
+            pu[1] = l;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    MARK(2);
+    target += nwg;
+    if (!grid_sync(sync, target, spin_limit, &flag, lid)) {
+        return;
+    }
+    MARK(3);
+
+    // ---- C: merge partials into vl, x += Wo . att ---------------------------------
+    for (uint e = lid; e < qd; e += LWS) {
+        const uint h = e / hd, d = e % hd;
+        volatile __global const float *ph = pv + (ulong)h * n_chunks * (hd + 2);
+        float mx = -INFINITY;
+        for (uint c = 0; c < n_chunks; c++) {
+            mx = fmax(mx, ph[c * (hd + 2)]);
+        }
+        float num = 0.0f, den = 0.0f;
+        for (uint c = 0; c < n_chunks; c++) {
+            const float f = exp(ph[c * (hd + 2)] - mx);
+            den += f * ph[c * (hd + 2) + 1];
+            num += f * ph[c * (hd + 2) + 2 + d];
+        }
+        vl[e] = num / den;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    {
+        const uint rpw = (dim + nwg - 1) / nwg;
+        const uint r0 = min(g * rpw, dim);
+        const uint r1 = min(r0 + rpw, dim);
+        const uint tpr = pick_tpr(rpw, qd);
+        const uint rpp = LWS / tpr;
+        for (uint base = r0; base < r1; base += rpp) {
+            const uint row = base + lid / tpr;
+            float acc = 0.0f;
+            if (row < r1) {
+                acc = dot_part(to, wo + wo_off + row * row_bytes(to, qd), vl, qd, lid % tpr, tpr);
+            }
+            row_reduce(acc, red, red2, res, lid, tpr);
+            if (lid < rpp && base + lid < r1) {
+                x[base + lid] = x[base + lid] + res[lid];
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+    }
+    MARK(4);
+    target += nwg;
+    if (!grid_sync(sync, target, spin_limit, &flag, lid)) {
+        return;
+    }
+    MARK(5);
+
+    // ---- D: norm, gate/up, SwiGLU ---------------------------------------------------
+    stage_norm(x, ffn_norm + fn_off, dim, eps, vl, red, red2, lid);
+    {
+        const uint jpw = (ffn + nwg - 1) / nwg;
+        const uint j0 = min(g * jpw, ffn);
+        const uint j1 = min(j0 + jpw, ffn);
+        const uint tpr = pick_tpr(2 * jpw, dim);
+        const uint rpp = LWS / tpr;
+        for (uint base = j0; base < j1; base += rpp / 2) {
+            const uint s = lid / tpr;
+            const uint j = base + s / 2;
+            float acc = 0.0f;
+            if (j < j1) {
+                acc = (s & 1) == 0
+                          ? dot_part(tg, wg + wg_off + j * row_bytes(tg, dim), vl, dim, lid % tpr, tpr)
+                          : dot_part(tu, wu + wu_off + j * row_bytes(tu, dim), vl, dim, lid % tpr, tpr);
+            }
+            row_reduce(acc, red, red2, res, lid, tpr);
+            if (lid < rpp / 2 && base + lid < j1) {
+                const float gv = res[2 * lid];
+                const float uv = res[2 * lid + 1];
+                hb[base + lid] = gv / (1.0f + exp(-gv)) * uv;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+    }
+    MARK(6);
+    target += nwg;
+    if (!grid_sync(sync, target, spin_limit, &flag, lid)) {
+        return;
+    }
+    MARK(7);
+
+    // ---- E: x += Wdown . hb ---------------------------------------------------------
+    for (uint i = lid; i < ffn; i += LWS) {
+        vl[i] = hb[i];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    {
+        const uint rpw = (dim + nwg - 1) / nwg;
+        const uint r0 = min(g * rpw, dim);
+        const uint r1 = min(r0 + rpw, dim);
+        const uint tpr = pick_tpr(rpw, ffn);
+        const uint rpp = LWS / tpr;
+        for (uint base = r0; base < r1; base += rpp) {
+            const uint row = base + lid / tpr;
+            float acc = 0.0f;
+            if (row < r1) {
+                acc = dot_part(td, wd + wd_off + row * row_bytes(td, ffn), vl, ffn, lid % tpr, tpr);
+            }
+            row_reduce(acc, red, red2, res, lid, tpr);
+            if (lid < rpp && base + lid < r1) {
+                x[base + lid] = x[base + lid] + res[lid];
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+    }
+    MARK(8);
+}
+
+// y[r] = W[r] . (rms_norm(x) * nw) for rows r of this work-group (rows_per_wg each).
+__kernel void llama_head_f32(__global const float *xg, const ulong x_off,
+                             __global const float *nw, const ulong n_off,
+                             __global const uchar *w, const ulong w_off, const uint tw,
+                             __global float *y, const ulong y_off,
+                             const uint dim, const uint n_rows, const float eps,
+                             const uint rows_per_wg, __local float *vl) {
+    __local float red[LWS];
+    __local float red2[LWS];
+    __local float res[LWS];
+    const uint lid = get_local_id(0);
+    const uint g = get_group_id(0);
+    stage_norm((volatile __global const float *)(xg + x_off), nw + n_off, dim, eps, vl, red, red2, lid);
+    const uint r0 = min(g * rows_per_wg, n_rows);
+    const uint r1 = min(r0 + rows_per_wg, n_rows);
+    const uint tpr = pick_tpr(rows_per_wg, dim);
+    const uint rpp = LWS / tpr;
+    const ulong rb = row_bytes(tw, dim);
+    for (uint base = r0; base < r1; base += rpp) {
+        const uint row = base + lid / tpr;
+        float acc = 0.0f;
+        if (row < r1) {
+            acc = dot_part(tw, w + w_off + row * rb, vl, dim, lid % tpr, tpr);
+        }
+        row_reduce(acc, red, red2, res, lid, tpr);
+        if (lid < rpp && base + lid < r1) {
+            y[y_off + base + lid] = res[lid];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
