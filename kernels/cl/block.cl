@@ -16,10 +16,14 @@
 //   that has spun `spin_limit` times without the others arriving sets `sync[1]` (abort)
 //   and leaves; every other one sees the flag and leaves too, so a device that does not
 //   run all work-groups at once fails with an error the host reads, instead of hanging.
-//   Data another work-group wrote in this launch (q, the partials, x after C, hb) is
-//   read through volatile pointers, so no stale L1 line is used; writes are ordered
-//   before the barrier's atomic by a global fence (`membar.gl` on NVIDIA, whose
-//   OpenCL mem_fence covers only the work-group).
+//   Visibility of data another work-group wrote in this launch (q, the partials, x
+//   after C, hb): on NVIDIA (AG_NV_FENCE) the barrier's arriving and leaving sides are
+//   `membar.gl` fences (release before the atomic, acquire after the spin — the L1 is
+//   invalidated there — then a work-group barrier hands that on to every work-item, as
+//   CUDA's grid sync does), so plain loads see the data. Elsewhere the portable
+//   mem_fence promises only work-group scope, so those reads go through volatile
+//   pointers (XQ) instead — slower (each is a serialized L2 round trip), and that path
+//   is only taken when a user forces the persistent kernel on a non-NVIDIA GPU.
 // * llama_head_f32: the final rms_norm fused with the output projection, many rows per
 //   work-group (the output matrix is the largest single read of a decode step).
 //
@@ -44,8 +48,10 @@
 
 #ifdef AG_NV_FENCE
 #define GLOBAL_FENCE() asm volatile("membar.gl;" ::: "memory")
+#define XQ
 #else
 #define GLOBAL_FENCE() mem_fence(CLK_GLOBAL_MEM_FENCE)
+#define XQ volatile
 #endif
 
 // Stage timer (profiling): NVIDIA's %globaltimer in ns; 0 elsewhere (no clock in C 1.2).
@@ -84,65 +90,92 @@ inline ulong row_bytes(const uint t, const uint n) {
     }
 }
 
+// One 16-element unit u of a row times v (weights at 2-byte alignment at least: GGUF
+// blocks are read as ushort vectors, not bytes).
+inline float unit_q4_0(__global const uchar *wr, __local const float *v, const uint u) {
+    const uint b = u >> 1, hf = u & 1;
+    __global const uchar *blk = wr + b * 18;
+    const float d = vload_half(0, (__global const half *)blk);
+    const uchar8 q = as_uchar8(vload4(0, (__global const ushort *)(blk + 2 + 8 * hf)));
+    const float8 lo = convert_float8(q & (uchar8)(0x0F)) - 8.0f;
+    const float8 hi = convert_float8(q >> (uchar8)(4)) - 8.0f;
+    const float8 p = vload8(0, v + b * 32 + 8 * hf) * lo + vload8(0, v + b * 32 + 16 + 8 * hf) * hi;
+    const float4 p4 = p.lo + p.hi;
+    return d * (p4.x + p4.y + p4.z + p4.w);
+}
+
+inline float unit_q4_1(__global const uchar *wr, __local const float *v, const uint u) {
+    const uint b = u >> 1, hf = u & 1;
+    __global const uchar *blk = wr + b * 20;
+    const float2 dm = vload_half2(0, (__global const half *)blk);
+    const uchar8 q = as_uchar8(vload4(0, (__global const ushort *)(blk + 4 + 8 * hf)));
+    const float8 xl = vload8(0, v + b * 32 + 8 * hf);
+    const float8 xh = vload8(0, v + b * 32 + 16 + 8 * hf);
+    const float8 p = xl * convert_float8(q & (uchar8)(0x0F)) + xh * convert_float8(q >> (uchar8)(4));
+    const float8 sm = xl + xh;
+    const float4 p4 = p.lo + p.hi;
+    const float4 s4 = sm.lo + sm.hi;
+    return dm.x * (p4.x + p4.y + p4.z + p4.w) + dm.y * (s4.x + s4.y + s4.z + s4.w);
+}
+
+inline float unit_q8_0(__global const uchar *wr, __local const float *v, const uint u) {
+    const uint b = u >> 1, hf = u & 1;
+    __global const uchar *blk = wr + b * 34;
+    const float d = vload_half(0, (__global const half *)blk);
+    const char16 q = as_char16(vload8(0, (__global const ushort *)(blk + 2 + 16 * hf)));
+    const float16 p = convert_float16(q) * vload16(0, v + b * 32 + 16 * hf);
+    const float8 p8 = p.lo + p.hi;
+    const float4 p4 = p8.lo + p8.hi;
+    return d * (p4.x + p4.y + p4.z + p4.w);
+}
+
+inline float unit_float(const uint t, __global const uchar *wr, __local const float *v, const uint u) {
+    float16 w;
+    if (t == T_F32) {
+        w = vload16(u, (__global const float *)wr);
+    } else if (t == T_F16) {
+        w = vload_half16(u, (__global const half *)wr);
+    } else {
+        w = as_float16(convert_uint16(vload16(u, (__global const ushort *)wr)) << 16);
+    }
+    const float16 p = w * vload16(u, v);
+    const float8 p8 = p.lo + p.hi;
+    const float4 p4 = p8.lo + p8.hi;
+    return p4.x + p4.y + p4.z + p4.w;
+}
+
+// Two units per step, so each work-item has two rows' worth of loads in flight.
+#define UNIT_LOOP(CALL)                                  \
+    {                                                    \
+        uint u = lane;                                   \
+        for (; u + tpr < nu; u += 2 * tpr) {             \
+            const float a0 = CALL(u);                    \
+            const float a1 = CALL(u + tpr);              \
+            acc += a0 + a1;                              \
+        }                                                \
+        if (u < nu) {                                    \
+            acc += CALL(u);                              \
+        }                                                \
+    }
+
 // This work-item's share of dot(row wr, v) over units u = lane, lane + tpr, ... of 16
 // elements (n_in a multiple of 32).
 inline float dot_part(const uint t, __global const uchar *wr, __local const float *v,
                       const uint n_in, const uint lane, const uint tpr) {
     const uint nu = n_in / 16;
     float acc = 0.0f;
+#define C_Q4_0(u) unit_q4_0(wr, v, u)
+#define C_Q4_1(u) unit_q4_1(wr, v, u)
+#define C_Q8_0(u) unit_q8_0(wr, v, u)
+#define C_FLT(u) unit_float(t, wr, v, u)
     if (t == T_Q4_0) {
-        for (uint u = lane; u < nu; u += tpr) {
-            const uint b = u >> 1, hf = u & 1;
-            __global const uchar *blk = wr + b * 18;
-            const float d = vload_half(0, (__global const half *)blk);
-            const uchar8 q = vload8(0, blk + 2 + 8 * hf);
-            const float8 lo = convert_float8(q & (uchar8)(0x0F)) - 8.0f;
-            const float8 hi = convert_float8(q >> (uchar8)(4)) - 8.0f;
-            const float8 p = vload8(0, v + b * 32 + 8 * hf) * lo + vload8(0, v + b * 32 + 16 + 8 * hf) * hi;
-            const float4 p4 = p.lo + p.hi;
-            acc += d * (p4.x + p4.y + p4.z + p4.w);
-        }
+        UNIT_LOOP(C_Q4_0)
     } else if (t == T_Q4_1) {
-        for (uint u = lane; u < nu; u += tpr) {
-            const uint b = u >> 1, hf = u & 1;
-            __global const uchar *blk = wr + b * 20;
-            const float d = vload_half(0, (__global const half *)blk);
-            const float m = vload_half(1, (__global const half *)blk);
-            const uchar8 q = vload8(0, blk + 4 + 8 * hf);
-            const float8 xl = vload8(0, v + b * 32 + 8 * hf);
-            const float8 xh = vload8(0, v + b * 32 + 16 + 8 * hf);
-            const float8 p = xl * convert_float8(q & (uchar8)(0x0F)) + xh * convert_float8(q >> (uchar8)(4));
-            const float8 s = xl + xh;
-            const float4 p4 = p.lo + p.hi;
-            const float4 s4 = s.lo + s.hi;
-            acc += d * (p4.x + p4.y + p4.z + p4.w) + m * (s4.x + s4.y + s4.z + s4.w);
-        }
+        UNIT_LOOP(C_Q4_1)
     } else if (t == T_Q8_0) {
-        for (uint u = lane; u < nu; u += tpr) {
-            const uint b = u >> 1, hf = u & 1;
-            __global const uchar *blk = wr + b * 34;
-            const float d = vload_half(0, (__global const half *)blk);
-            const float16 p = convert_float16(vload16(0, (__global const char *)(blk + 2 + 16 * hf)))
-                              * vload16(0, v + b * 32 + 16 * hf);
-            const float8 p8 = p.lo + p.hi;
-            const float4 p4 = p8.lo + p8.hi;
-            acc += d * (p4.x + p4.y + p4.z + p4.w);
-        }
+        UNIT_LOOP(C_Q8_0)
     } else {
-        for (uint u = lane; u < nu; u += tpr) {
-            float16 w;
-            if (t == T_F32) {
-                w = vload16(u, (__global const float *)wr);
-            } else if (t == T_F16) {
-                w = vload_half16(u, (__global const half *)wr);
-            } else {
-                w = as_float16(convert_uint16(vload16(u, (__global const ushort *)wr)) << 16);
-            }
-            const float16 p = w * vload16(u, v);
-            const float8 p8 = p.lo + p.hi;
-            const float4 p4 = p8.lo + p8.hi;
-            acc += p4.x + p4.y + p4.z + p4.w;
-        }
+        UNIT_LOOP(C_FLT)
     }
     return acc;
 }
@@ -223,7 +256,7 @@ inline uint pick_tpr(const uint rows, const uint n_in) {
 }
 
 // vl[i] = x[i] * r * nw[i], r = 1 / sqrt(mean(x^2) + eps).
-inline void stage_norm(volatile __global const float *x, __global const float *nw, const uint n,
+inline void stage_norm(XQ __global const float *x, __global const float *nw, const uint n,
                        const float eps, __local float *vl, __local float *red, __local float *red2,
                        const uint lid) {
     float ss = 0.0f;
@@ -298,10 +331,10 @@ __kernel void llama_block_f32(
     const uint g = get_group_id(0);
     const uint nwg = get_num_groups(0);
     volatile __global uint *sync = (volatile __global uint *)sync_g;
-    volatile __global float *x = (volatile __global float *)(xg + x_off);
-    volatile __global float *q = (volatile __global float *)(qg + q_off);
-    volatile __global float *hb = (volatile __global float *)(hbg + hb_off);
-    volatile __global const float *pv = (volatile __global const float *)part;
+    XQ __global float *x = (XQ __global float *)(xg + x_off);
+    XQ __global float *q = (XQ __global float *)(qg + q_off);
+    XQ __global float *hb = (XQ __global float *)(hbg + hb_off);
+    XQ __global const float *pv = (XQ __global const float *)part;
     uint target = sync_base;
     ulong t_mark = 0;
     if (prof_on && g == 0 && lid == 0) {
@@ -459,7 +492,7 @@ __kernel void llama_block_f32(
     // ---- C: merge partials into vl, x += Wo . att ---------------------------------
     for (uint e = lid; e < qd; e += LWS) {
         const uint h = e / hd, d = e % hd;
-        volatile __global const float *ph = pv + (ulong)h * n_chunks * (hd + 2);
+        XQ __global const float *ph = pv + (ulong)h * n_chunks * (hd + 2);
         float mx = -INFINITY;
         for (uint c = 0; c < n_chunks; c++) {
             mx = fmax(mx, ph[c * (hd + 2)]);
@@ -571,7 +604,7 @@ __kernel void llama_head_f32(__global const float *xg, const ulong x_off,
     __local float res[LWS];
     const uint lid = get_local_id(0);
     const uint g = get_group_id(0);
-    stage_norm((volatile __global const float *)(xg + x_off), nw + n_off, dim, eps, vl, red, red2, lid);
+    stage_norm(xg + x_off, nw + n_off, dim, eps, vl, red, red2, lid);
     const uint r0 = min(g * rows_per_wg, n_rows);
     const uint r1 = min(r0 + rows_per_wg, n_rows);
     const uint tpr = pick_tpr(rows_per_wg, dim);

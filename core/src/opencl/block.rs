@@ -34,7 +34,7 @@ use crate::tensor::{TensorMut, TensorRef};
 /// Grid barriers per block launch (after stages A, B, C, D).
 const BARRIERS: u32 = 4;
 /// Rows of the output matrix per work-group of the head kernel.
-const HEAD_ROWS_PER_WG: usize = 64;
+pub(super) const HEAD_ROWS_PER_WG: usize = 64;
 /// Attention chunk of the block kernel, in cache slots (block.cl `CH`): a (query head,
 /// chunk) pair is one unit of work, so shorter chunks spread a short context over more
 /// work-groups.
@@ -219,7 +219,7 @@ impl OpenClBackend {
             && mats.iter().all(|m| code(m.dtype).is_some())
             && [dim, qd, ffn].iter().all(|n| n % 32 == 0 && *n <= self.max_vec)
             && hd <= MAX_HD
-            && hd % 4 == 0
+            && hd.is_multiple_of(4)
             && self.blk_lws.is_multiple_of(hd)
             && a.n_head * (a.n_past + 1).div_ceil(BLOCK_CH) * (hd + 2) <= st.part_cap;
         if !fits {
@@ -281,18 +281,22 @@ impl OpenClBackend {
             return Ok(false);
         }
         let ym = writable(y.buf, "opencl head output")?;
+        let rows_per_wg = self.head_rows;
         let n_args = args!(&self.kernels[K_HEAD]; x.buf.mem(), el(x.offset), norm_w.buf.mem(), el(norm_w.offset),
             w.buf.mem(), w.offset as u64, t, ym, el(y.offset), dim as u32, n_rows as u32, eps,
-            HEAD_ROWS_PER_WG as u32);
+            rows_per_wg as u32);
         set_local(&self.kernels[K_HEAD], n_args, dim * 4)?;
         self.launch(
             K_HEAD,
-            &[n_rows.div_ceil(HEAD_ROWS_PER_WG) * self.blk_lws],
+            &[n_rows.div_ceil(rows_per_wg) * self.blk_lws],
             Some(&[self.blk_lws]),
         )?;
         Ok(true)
     }
 }
+
+/// Block-kernel stage times: `(stage name, ns)` per stage and the launch count.
+pub type StageTimes = (Vec<(&'static str, u64)>, u64);
 
 /// Sizes the `__local` buffer argument `index` of `k`.
 fn set_local(k: &Kernel, index: u32, bytes: usize) -> Result<()> {
@@ -308,7 +312,7 @@ impl OpenClBackend {
     /// Device time per stage of the block kernel since the last call (profiling on an
     /// NVIDIA device; zeros elsewhere): `(stage, total ns)` and the launch count. Resets
     /// the timers. `None` without the persistent path.
-    pub fn block_stage_times(&self) -> Result<Option<(Vec<(&'static str, u64)>, u64)>> {
+    pub fn block_stage_times(&self) -> Result<Option<StageTimes>> {
         let Some(p) = &self.block else { return Ok(None) };
         let mut raw = [0u8; 80];
         // SAFETY: blocking read of the 80-byte timer buffer into `raw`.

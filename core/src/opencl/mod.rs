@@ -58,6 +58,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::{TensorMut, TensorRef};
 
+pub use block::StageTimes;
 pub use device::{list_devices, DeviceInfo};
 
 /// How to pick and drive the device.
@@ -78,7 +79,7 @@ pub struct OpenClOptions {
     /// PoCL runs `mul_mv` 3–4× faster for 64-token batches).
     pub mm_min_tokens: Option<usize>,
     /// Work-groups of the persistent one-launch-per-layer decode kernel (`block.cl`):
-    /// `None` = the device default (one per compute unit on GPUs, off on CPU devices),
+    /// `None` = the device default (one per compute unit on NVIDIA GPUs, off elsewhere),
     /// `Some(0)` = off (per-op kernels), `Some(n)` = `n` work-groups (tests, tuning).
     pub persistent_groups: Option<usize>,
 }
@@ -341,6 +342,8 @@ pub struct OpenClBackend {
     max_vec: usize,
     /// block.cl built (the head kernel is usable).
     head_ok: bool,
+    /// Output rows per work-group of the head kernel.
+    head_rows: usize,
 }
 
 #[derive(Default)]
@@ -450,8 +453,10 @@ impl OpenClBackend {
         })?;
         let ids = create_buffer(&context, CL_MEM_READ_ONLY, 4, ptr::null_mut())?;
         let part = create_buffer(&context, CL_MEM_READ_WRITE, 4, ptr::null_mut())?;
+        // On by default where the grid barrier's memory ordering is verified: NVIDIA
+        // GPUs (membar.gl fences). Elsewhere only when asked for.
         let groups = match opts.persistent_groups {
-            None if info.is_cpu => 0,
+            None if info.is_cpu || !nv_fence => 0,
             None => info.compute_units as usize,
             Some(n) => n,
         };
@@ -494,6 +499,12 @@ impl OpenClBackend {
             blk_lws,
             max_vec,
             head_ok: max_vec >= 512,
+            // Tuning override (not a user setting), like ANTIGRAVITY_OPENCL_MV_LWS.
+            head_rows: std::env::var("ANTIGRAVITY_OPENCL_HEAD_ROWS")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|&v| v > 0)
+                .unwrap_or(block::HEAD_ROWS_PER_WG),
         };
         g.block_reset()?;
         Ok(g)
