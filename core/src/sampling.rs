@@ -230,6 +230,23 @@ impl Sampler {
                 got: alloc::format!("[{}]", logits.len()),
             });
         }
+        // Plain greedy (no penalty): the argmax straight off the logits, without building
+        // candidates — this runs once per decoded token on the host, between GPU steps.
+        if self.cfg.temperature == 0.0 && (self.cfg.repeat_penalty == 1.0 || self.cfg.repeat_last_n == 0) {
+            let mut best = 0usize;
+            let mut best_l = f32::NEG_INFINITY;
+            for (i, &l) in logits.iter().enumerate() {
+                // NaN compares false: it never wins, as NaN → -inf below.
+                if l > best_l {
+                    best_l = l;
+                    best = i;
+                }
+            }
+            if best_l == f32::NEG_INFINITY {
+                return Err(no_finite_logit());
+            }
+            return Ok(best as u32);
+        }
         // Candidates: all tokens, NaN → -inf.
         self.cands.clear();
         self.cands.extend(logits.iter().enumerate().map(|(i, &l)| Cand {

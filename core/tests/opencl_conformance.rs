@@ -80,7 +80,7 @@ fn shared() -> Option<MutexGuard<'static, OpenClBackend>> {
         opts.mm_min_tokens = Some(16);
         let mut b = OpenClBackend::new(opts).map_err(|e| e.to_string())?;
         b.reserve(Reservation {
-            max_tokens: 64,
+            max_tokens: 128,
             max_row: 49152,
             max_ctx: 4096,
             n_head: 32,
@@ -100,7 +100,7 @@ fn shared() -> Option<MutexGuard<'static, OpenClBackend>> {
 fn cpu() -> CpuBackend {
     let mut c = CpuBackend::with_isa(Isa::Scalar).expect("scalar ISA always exists");
     c.reserve(Reservation {
-        max_tokens: 64,
+        max_tokens: 128,
         max_row: 49152,
         max_ctx: 4096,
         n_head: 32,
@@ -292,7 +292,7 @@ fn matmul_every_dtype() {
     let shapes: [(usize, usize, &[usize]); 4] = [
         (576, 576, &[1, 5]),       // attention q/o projection
         (1536, 576, &[1, 5]),      // FFN gate/up
-        (576, 1536, &[1, 7, 64]),  // FFN down; 64 tokens take the tiled prefill kernel
+        (576, 1536, &[1, 7, 64]),  // FFN down; 64 tokens take the tiled prefill kernel, split-K 4 ways
         (13, 32 * 7, &[1, 5, 37]), // odd sizes; 37 tokens take the tiled prefill kernel
     ];
     for dtype in WEIGHT_TYPES {
@@ -309,6 +309,9 @@ fn matmul_every_dtype() {
         for n_tok in [1, 3, 37] {
             run_matmul(&mut c, g, &w, n_tok, 5);
         }
+        // Split-K in 2 pieces of 160 elements, the second ending in a 12-element tail.
+        let w = weight(&c, g, dtype, 20, 300, 201);
+        run_matmul(&mut c, g, &w, 37, 6);
     }
     // The tied output projection: 49152 × 576 Q8_0, decode.
     let w = weight(&c, g, DType::Q8_0, 49152, 576, 7);
@@ -415,6 +418,15 @@ fn attention_gqa_decode_and_prefill() {
         (4, 4, 128, 2, 40, 64),     // MHA, head 128
         (8, 1, 64, 3, 7, 16),       // MQA
         (3, 1, 10, 2, 5, 9),        // head_dim not a multiple of 4
+        // From 16 query tokens on, attention_prefill_f32 (32-row tiles of (token, head)):
+        (9, 3, 64, 37, 0, 40),       // prefill from empty, partial last row tile
+        (9, 3, 64, 64, 300, 400),    // 64-token chunk after 300 slots
+        (9, 3, 64, 16, 0, 16),       // the threshold itself
+        (32, 8, 64, 19, 2100, 2200), // Llama-3.2-1B heads, long context
+        (8, 1, 64, 20, 5, 32),       // MQA: a row tile holds 4 tokens × 8 heads
+        (4, 4, 64, 17, 33, 64),      // MHA
+        (3, 1, 10, 19, 3, 24),       // head_dim 10 (not a multiple of 4)
+        (2, 2, 128, 16, 1, 24),      // head_dim 128: above the prefill kernel's 64
     ];
     for (n_head, n_kv, hd, n_tok, n_past, cap) in cases {
         let q = act(
@@ -541,7 +553,8 @@ fn fused_ops_match_composition() {
         }
     }
     // Q/K/V of SmolLM2 (576 → 576, 192, 192) and its FFN input side (576 → 1536); 1 and
-    // 5 tokens take the fused kernels, 37 the composition over mul_mm.
+    // 5 tokens take the fused mul_mv kernels, 37 the prefill ones (rms_norm, then
+    // mul_mm3 / mul_mm_swiglu for quantized weights; F16 the composition over mul_mm).
     for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::F16] {
         let lim = if dtype.is_quantized() {
             LIM_MATMUL_Q_VS_CPU
@@ -602,6 +615,69 @@ fn fused_ops_match_composition() {
             let (a, b) = o.read(&c, g);
             check("norm_swiglu", &format!("{dtype} tok {n_tok}"), &a, &b, lim);
         }
+    }
+    // Odd sizes for the prefill kernels: n_in 224 (7 blocks), Q/K/V of 100 + 36 + 36 rows
+    // (row tiles straddle two weights), 200 FFN rows (partial row tile), 70 tokens (a
+    // partial token tile).
+    for dtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+        let n_in = 224;
+        let n_tok = 70;
+        let w: Vec<Weight> = [100, 36, 36, 200, 200]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| weight(&c, g, dtype, n, n_in, 340 + i as u64))
+            .collect();
+        let x = act(&c, g, &randn(n_tok * n_in, 350, 1.0), Shape::d2(n_tok, n_in));
+        let nw = act(&c, g, &randn(n_in, 351, 1.0), Shape::d1(n_in));
+        let mut xn = out(&c, g, Shape::d2(n_tok, n_in));
+        let mut ys: Vec<Both> = [100, 36, 36].iter().map(|&n| out(&c, g, Shape::d2(n_tok, n))).collect();
+        {
+            let [a, b, d] = &mut ys[..] else { unreachable!() };
+            let w3 = [w[0].r_cpu(), w[1].r_cpu(), w[2].r_cpu()];
+            let y3 = [a.m_cpu(), b.m_cpu(), d.m_cpu()];
+            ops::rms_norm_matmul3(&mut c, x.r_cpu(), nw.r_cpu(), 1e-5, xn.m_cpu(), w3, y3).unwrap();
+            let w3 = [w[0].r_cl(), w[1].r_cl(), w[2].r_cl()];
+            let y3 = [a.m_cl(), b.m_cl(), d.m_cl()];
+            ops::rms_norm_matmul3(g, x.r_cl(), nw.r_cl(), 1e-5, xn.m_cl(), w3, y3).unwrap();
+        }
+        for (name, y) in ["100", "36", "36'"].iter().zip(&ys) {
+            let (a, b) = y.read(&c, g);
+            check(
+                "norm_mm3",
+                &format!("{dtype} {name}x{n_in} tok {n_tok}"),
+                &a,
+                &b,
+                LIM_MATMUL_Q_VS_CPU,
+            );
+        }
+        let sh = Shape::d2(n_tok, 200);
+        let (mut gate, mut up, mut o) = (out(&c, g, sh), out(&c, g, sh), out(&c, g, sh));
+        let (gc, uc) = (gate.m_cpu(), up.m_cpu());
+        let (wgc, wuc) = (w[3].r_cpu(), w[4].r_cpu());
+        ops::rms_norm_matmul_swiglu(
+            &mut c,
+            x.r_cpu(),
+            nw.r_cpu(),
+            1e-5,
+            xn.m_cpu(),
+            wgc,
+            wuc,
+            gc,
+            uc,
+            o.m_cpu(),
+        )
+        .unwrap();
+        let (gg, ug) = (gate.m_cl(), up.m_cl());
+        let (wgg, wug) = (w[3].r_cl(), w[4].r_cl());
+        ops::rms_norm_matmul_swiglu(g, x.r_cl(), nw.r_cl(), 1e-5, xn.m_cl(), wgg, wug, gg, ug, o.m_cl()).unwrap();
+        let (a, b) = o.read(&c, g);
+        check(
+            "norm_swiglu",
+            &format!("{dtype} 200x{n_in} tok {n_tok}"),
+            &a,
+            &b,
+            LIM_MATMUL_Q_VS_CPU,
+        );
     }
 }
 
@@ -1328,6 +1404,14 @@ fn prefill_matmul_profile() {
                 return;
             }
         };
+        // As the model reserves (the split-K scratch of the 576-row matmuls comes from it).
+        g.reserve(Reservation {
+            max_tokens: n_tok,
+            max_row: 1536,
+            max_ctx: n_tok,
+            n_head: 9,
+        })
+        .unwrap();
         for (dtype, n_out, n_in) in [
             (DType::Q4_1, 1536, 576),
             (DType::Q4_1, 576, 1536),
@@ -1348,8 +1432,200 @@ fn prefill_matmul_profile() {
             let gflops = 2.0 * (n_tok * n_out * n_in) as f64 / (ms * 1e6);
             eprintln!(
                 "prefill    {kernel} {dtype} {n_out}x{n_in} x {n_tok} tok: {ms:.3} ms ({gflops:.1} GFLOP/s) [{}]",
-                t.first().map_or("", |t| t.0.as_str())
+                t.iter().map(|t| t.0.as_str()).collect::<Vec<_>>().join(" + ")
             );
         }
+    }
+}
+
+/// One SmolLM2-135M-shaped prefill of 512 tokens (30 layers of random Q4_0 weights,
+/// Q8_0 tied 49152 × 576 output, logits of the last row only) through the ops the model
+/// calls (`model::llama::forward_chunk`: `rms_norm_matmul3`, `rope_qk`, `attention`,
+/// `matmul_add`, `rms_norm_matmul_swiglu`, `matmul_add`), with profiling: prints ms per
+/// prefill (wall and in kernels; the first, cold pass separately), tokens/s and the
+/// per-kernel device times — once with
+/// the old per-(head, token) attention kernel and once with `attention_prefill_f32`.
+/// `#[ignore]`d; run it with `--include-ignored prefill_profile`.
+/// `ANTIGRAVITY_PROFILE_LAYERS=n` runs fewer layers (a quick look on PoCL).
+#[test]
+#[ignore = "speed profile; run explicitly"]
+fn prefill_profile_smollm2_shapes() {
+    use antigravity_core::kv_cache::KvCache;
+    let n_layer: usize = std::env::var("ANTIGRAVITY_PROFILE_LAYERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let (dim, ffn, n_head, n_kv, hd, vocab, n_tok) = (576, 1536, 9, 3, 64, 49152, 512);
+    let kv_dim = n_kv * hd;
+    let host = |dtype: DType, rows: usize, cols: usize, seed: u64| {
+        let rb = dtype.row_bytes(cols).unwrap();
+        let vals = randn(rows * cols, seed, 0.05);
+        let mut bytes = vec![0u8; rows * rb];
+        for r in 0..rows {
+            antigravity_core::quant::quantize_row(
+                dtype,
+                &vals[r * cols..(r + 1) * cols],
+                &mut bytes[r * rb..(r + 1) * rb],
+            )
+            .unwrap();
+        }
+        (HostRegion::new(Arc::new(bytes)), Shape::d2(rows, cols), dtype)
+    };
+    let embd_h = host(DType::Q8_0, vocab, dim, 1);
+    let layers_h: Vec<_> = (0..n_layer as u64)
+        .map(|l| {
+            let s = 100 * (l + 1);
+            let shapes = [
+                (dim, dim),
+                (kv_dim, dim),
+                (kv_dim, dim),
+                (dim, dim),
+                (ffn, dim),
+                (ffn, dim),
+                (dim, ffn),
+            ];
+            shapes.map(|(r, c)| host(DType::Q4_0, r, c, s + r as u64 + c as u64))
+        })
+        .collect();
+    let f32_h = |v: Vec<f32>| {
+        let n = v.len();
+        let bytes = bytemuck::cast_slice::<f32, u8>(&v).to_vec();
+        (HostRegion::new(Arc::new(bytes)), Shape::d1(n), DType::F32)
+    };
+    let norm_h = f32_h(vec![1.0; dim]);
+    let freq_h = f32_h(antigravity_core::rope::base_inv_freq(100000.0, hd));
+    let ids: Vec<u32> = (0..n_tok as u32).map(|i| i * 37 % vocab as u32).collect();
+
+    type Buf = <OpenClBackend as Backend>::Buffer;
+    type Imported = (Buf, Shape, DType);
+    fn w(t: &Imported) -> TensorRef<'_, OpenClBackend> {
+        TensorRef::new(&t.0, 0, t.2, t.1)
+    }
+    fn r(b: &Buf, rows: usize, n: usize) -> TensorRef<'_, OpenClBackend> {
+        TensorRef::new(b, 0, DType::F32, Shape::d2(rows, n))
+    }
+    fn m(b: &mut Buf, rows: usize, n: usize) -> TensorMut<'_, OpenClBackend> {
+        TensorMut::new(b, 0, DType::F32, Shape::d2(rows, n))
+    }
+    for (label, attn_min) in [("attention_f32", usize::MAX), ("attention_prefill_f32", 16)] {
+        let mut opts = OpenClOptions::from_env();
+        opts.profiling = true;
+        opts.attn_prefill_min_tokens = Some(attn_min);
+        let mut g = match OpenClBackend::new(opts) {
+            Ok(g) => g,
+            Err(e) => {
+                skip(&format!("no usable OpenCL device: {e}"));
+                return;
+            }
+        };
+        g.reserve(Reservation {
+            max_tokens: n_tok,
+            max_row: ffn,
+            max_ctx: n_tok,
+            n_head,
+        })
+        .unwrap();
+        let imp = |g: &OpenClBackend, h: &(HostRegion, Shape, DType)| (g.import_host(h.0.clone()).unwrap(), h.1, h.2);
+        let embd = imp(&g, &embd_h);
+        let norm = imp(&g, &norm_h);
+        let inv_freq = imp(&g, &freq_h);
+        let layers: Vec<Vec<Imported>> = layers_h
+            .iter()
+            .map(|l| l.iter().map(|h| imp(&g, h)).collect())
+            .collect();
+        let mut kv = KvCache::new(&g, n_layer, n_tok, n_kv, hd, BufferKind::Device).unwrap();
+        let a = |g: &OpenClBackend, n: usize| g.alloc(n * 4, BufferKind::Device).unwrap();
+        let (mut x, mut xb, mut xb2) = (a(&g, n_tok * dim), a(&g, n_tok * dim), a(&g, n_tok * dim));
+        let (mut q, mut att) = (a(&g, n_tok * dim), a(&g, n_tok * dim));
+        let (mut hb, mut hb2, mut hb3) = (a(&g, n_tok * ffn), a(&g, n_tok * ffn), a(&g, n_tok * ffn));
+        let mut logits = a(&g, vocab);
+        let mut host_logits = vec![0f32; vocab];
+        let (warmup, reps) = (1, 3);
+        let mut wall = 0.0;
+        for rep in 0..warmup + reps {
+            if rep == warmup {
+                g.synchronize().unwrap();
+                g.reset_kernel_times().unwrap();
+            }
+            let t0 = std::time::Instant::now();
+            kv.clear();
+            let g = &mut g;
+            ops::get_rows(g, w(&embd), &ids, m(&mut x, n_tok, dim)).unwrap();
+            for (l, lw) in layers.iter().enumerate() {
+                {
+                    let (mut k, v) = kv.slots_mut(l, 0, n_tok);
+                    let qkv = [w(&lw[0]), w(&lw[1]), w(&lw[2])];
+                    let ys = [m(&mut q, n_tok, dim), k.reborrow(), v];
+                    ops::rms_norm_matmul3(g, r(&x, n_tok, dim), w(&norm), 1e-5, m(&mut xb, n_tok, dim), qkv, ys)
+                        .unwrap();
+                    let qh = m(&mut q, n_tok, dim).reshape(Shape::d3(n_tok, n_head, hd));
+                    let kh = k.reshape(Shape::d3(n_tok, n_kv, hd));
+                    ops::rope_qk(g, qh, kh, w(&inv_freq), 0, RopeStyle::Adjacent).unwrap();
+                }
+                let (kc, vc) = kv.views(l);
+                let p = AttnParams {
+                    n_head,
+                    n_kv_head: n_kv,
+                    head_dim: hd,
+                    scale: 1.0 / (hd as f32).sqrt(),
+                    n_past: 0,
+                };
+                let qv = TensorRef::new(&q, 0, DType::F32, Shape::d3(n_tok, n_head, hd));
+                let ov = TensorMut::new(&mut att, 0, DType::F32, Shape::d3(n_tok, n_head, hd));
+                ops::attention(g, qv, kc, vc, p, ov).unwrap();
+                let (xr, xo) = (r(&att, n_tok, dim), m(&mut xb2, n_tok, dim));
+                ops::matmul_add(g, w(&lw[3]), xr, xo, m(&mut x, n_tok, dim)).unwrap();
+                let (xn, gate, up) = (m(&mut xb, n_tok, dim), m(&mut hb, n_tok, ffn), m(&mut hb2, n_tok, ffn));
+                let o = m(&mut hb3, n_tok, ffn);
+                ops::rms_norm_matmul_swiglu(
+                    g,
+                    r(&x, n_tok, dim),
+                    w(&norm),
+                    1e-5,
+                    xn,
+                    w(&lw[4]),
+                    w(&lw[5]),
+                    gate,
+                    up,
+                    o,
+                )
+                .unwrap();
+                let (xr, xo) = (r(&hb3, n_tok, ffn), m(&mut xb2, n_tok, dim));
+                ops::matmul_add(g, w(&lw[6]), xr, xo, m(&mut x, n_tok, dim)).unwrap();
+            }
+            kv.commit(n_tok);
+            let last = TensorRef::new(&x, (n_tok - 1) * dim * 4, DType::F32, Shape::d2(1, dim));
+            ops::rms_norm(g, last, w(&norm), 1e-5, m(&mut xb, 1, dim)).unwrap();
+            ops::matmul(g, w(&embd), r(&xb, 1, dim), m(&mut logits, 1, vocab)).unwrap();
+            g.download(&logits, 0, bytemuck::cast_slice_mut(&mut host_logits))
+                .unwrap();
+            if rep >= warmup {
+                wall += t0.elapsed().as_secs_f64();
+            } else {
+                eprintln!(
+                    "prefill {label}: first (cold) pass {:.2} ms wall",
+                    t0.elapsed().as_secs_f64() * 1e3
+                );
+            }
+        }
+        let times = g.kernel_times().unwrap();
+        let total: u64 = times.iter().map(|t| t.1).sum();
+        let wall_ms = wall * 1e3 / reps as f64;
+        eprintln!(
+            "prefill {n_tok} tok, {n_layer} layers, {label}, {}: {wall_ms:.2} ms wall ({:.0} tok/s), {:.2} ms in kernels",
+            g.device_info().name,
+            n_tok as f64 * 1e3 / wall_ms,
+            total as f64 / 1e6 / reps as f64,
+        );
+        for (name, ns, n) in &times {
+            eprintln!(
+                "  {name:<24} {:>8.3} ms/prefill  {:>5} launches  {:>8.1} us/launch  {:>5.1}%",
+                *ns as f64 / 1e6 / reps as f64,
+                n / reps as u32,
+                *ns as f64 / 1e3 / *n as f64,
+                100.0 * *ns as f64 / total as f64
+            );
+        }
+        assert!(host_logits.iter().all(|v| v.is_finite()));
     }
 }

@@ -29,7 +29,8 @@ pub const SOFTMAX: &str = include_str!("../cl/softmax.cl");
 pub const ROPE: &str = include_str!("../cl/rope.cl");
 /// `get_rows_{f32,f16,bf16,q4_0,q4_1,q8_0}`.
 pub const GET_ROWS: &str = include_str!("../cl/get_rows.cl");
-/// `attention_f32`: causal GQA over the KV cache, online softmax.
+/// `attention_f32`: causal GQA over the KV cache, online softmax (decode, small batches);
+/// `attention_prefill_f32`: the same with K/V tiles shared by 32 query rows (prefill).
 pub const ATTENTION: &str = include_str!("../cl/attention.cl");
 /// `mul_mv_q4_0_f32`.
 pub const MUL_MV_Q4_0_F32: &str = include_str!("../cl/mul_mv_q4_0_f32.cl");
@@ -46,7 +47,9 @@ pub const MUL_MV_F32_F32: &str = include_str!("../cl/mul_mv_f32_f32.cl");
 /// `mul_mv3_{q4_0,q4_1,q8_0}_f32` (three matmuls of one input) and
 /// `mul_mv_swiglu_{q4_0,q4_1,q8_0}_f32` (gate and up matmuls with SwiGLU).
 pub const MUL_MV_FUSED: &str = include_str!("../cl/mul_mv_fused.cl");
-/// `mul_mm_{f32,f16,bf16,q4_0,q4_1,q8_0}_f32`: tiled prefill matmul.
+/// `mul_mm_{f32,f16,bf16,q4_0,q4_1,q8_0}_f32`: tiled prefill matmul (optionally split-K,
+/// `mul_mm_reduce_f32` sums the partials); `mul_mm3_{q4_0,q4_1,q8_0}_f32` (Q/K/V in one
+/// grid) and `mul_mm_swiglu_{q4_0,q4_1,q8_0}_f32` (gate, up and SwiGLU).
 pub const MUL_MM: &str = include_str!("../cl/mul_mm.cl");
 
 /// `llama_block_f32` (a whole decode block as one persistent launch) and

@@ -82,6 +82,9 @@ pub struct OpenClOptions {
     /// `None` = the device default (one per compute unit on NVIDIA GPUs, off elsewhere),
     /// `Some(0)` = off (per-op kernels), `Some(n)` = `n` work-groups (tests, tuning).
     pub persistent_groups: Option<usize>,
+    /// Batches of at least this many query tokens use the prefill attention kernel
+    /// (K/V tiles shared by 32 query rows) when the head fits it. `None`: 16.
+    pub attn_prefill_min_tokens: Option<usize>,
 }
 
 impl OpenClOptions {
@@ -204,7 +207,7 @@ const NT: usize = 4;
 const MAX_HD: usize = 256;
 
 /// Every kernel: (name, family file). Index = slot in `OpenClBackend::kernels`.
-const KERNELS: [(&str, &str); 34] = [
+const KERNELS: [(&str, &str); 42] = [
     ("add_f32", "add.cl"),
     ("silu_mul_f32", "silu_mul.cl"),
     ("rms_norm_f32", "rms_norm.cl"),
@@ -237,6 +240,14 @@ const KERNELS: [(&str, &str); 34] = [
     ("mul_mv_swiglu_q4_0_f32", "mul_mv_fused.cl"),
     ("mul_mv_swiglu_q4_1_f32", "mul_mv_fused.cl"),
     ("mul_mv_swiglu_q8_0_f32", "mul_mv_fused.cl"),
+    ("attention_prefill_f32", "attention.cl"),
+    ("mul_mm3_q4_0_f32", "mul_mm.cl"),
+    ("mul_mm3_q4_1_f32", "mul_mm.cl"),
+    ("mul_mm3_q8_0_f32", "mul_mm.cl"),
+    ("mul_mm_swiglu_q4_0_f32", "mul_mm.cl"),
+    ("mul_mm_swiglu_q4_1_f32", "mul_mm.cl"),
+    ("mul_mm_swiglu_q8_0_f32", "mul_mm.cl"),
+    ("mul_mm_reduce_f32", "mul_mm.cl"),
     ("llama_block_f32", "block.cl"),
     ("llama_head_f32", "block.cl"),
 ];
@@ -253,8 +264,12 @@ const K_MUL_MM: usize = 19;
 const K_ROPE_QK: usize = 25;
 const K_MUL_MV3: usize = 26;
 const K_MUL_MV_SWIGLU: usize = 29;
-const K_BLOCK: usize = 32;
-const K_HEAD: usize = 33;
+const K_ATTN_PREFILL: usize = 32;
+const K_MUL_MM3: usize = 33;
+const K_MUL_MM_SWIGLU: usize = 36;
+const K_MM_REDUCE: usize = 39;
+const K_BLOCK: usize = 40;
+const K_HEAD: usize = 41;
 /// Work-group size of block.cl's kernels (and its attention chunk), where the device
 /// allows it.
 const BLOCK_LWS: usize = 256;
@@ -271,7 +286,27 @@ const FLUSH_EVERY: u32 = 16;
 const MM_LWS: usize = 16;
 const MM_ROWS: usize = 64;
 const MM_TOKS: usize = 32;
+/// Reduction elements per step (mul_mm.cl's TK: one quant block).
+const MM_K: usize = 32;
 const MM_MIN_TOK: usize = 16;
+/// Split-K for `mul_mm`: a matmul with fewer than `MM_SPLIT_MIN_GROUPS` output tiles
+/// (SmolLM2's 576-row O and down projections at 512 tokens have 144: about one per SM of
+/// a 132-SM H100/H200, too few warps to hide the loads) cuts its reduction into up to
+/// `MM_SPLIT_MAX` pieces of at least `MM_SPLIT_MIN_STEPS` 32-element steps; the partial
+/// tiles go to scratch reserved by `reserve` and `mul_mm_reduce_f32` sums them.
+const MM_SPLIT_MIN_GROUPS: usize = 256;
+const MM_SPLIT_MAX: usize = 4;
+const MM_SPLIT_MIN_STEPS: usize = 4;
+
+/// Prefill attention (`attention_prefill_f32`, attention.cl): batches of at least
+/// `ATTN_PREFILL_MIN_TOK` query tokens (default of [`OpenClOptions::attn_prefill_min_tokens`]) with heads of at most `ATTN_PREFILL_HD` take it;
+/// its work-groups are `ATTN_PREFILL_LWS` wide and hold `ATTN_PREFILL_LOCAL` bytes of
+/// local memory (the kernel's PLWS, PHD and its local arrays).
+const ATTN_PREFILL_MIN_TOK: usize = 16;
+const ATTN_PREFILL_HD: usize = 64;
+const ATTN_PREFILL_LWS: usize = 128;
+const ATTN_PREFILL_ROWS: usize = 32;
+const ATTN_PREFILL_LOCAL: u64 = 30_848;
 
 /// Split-context attention (see attention.cl): used when a batch has at most this many
 /// query tokens …
@@ -316,6 +351,8 @@ pub struct OpenClBackend {
     mv_lws: usize,
     /// Smallest batch that takes mul_mm (usize::MAX when the device cannot run it).
     mm_min_tok: usize,
+    /// Smallest batch that takes attention_prefill_f32 (usize::MAX: never).
+    attn_prefill_min_tok: usize,
     /// Token ids of a multi-token get_rows: device copy and its host staging area (kept
     /// unchanged until `ids_event`, the non-blocking write from it, has completed).
     ids: Buffer<u8>,
@@ -325,6 +362,9 @@ pub struct OpenClBackend {
     /// Split-attention partials: (m, l, o[hd]) per (token, head, chunk); `part_cap` f32s.
     part: Buffer<u8>,
     part_cap: usize,
+    /// Split-K matmul partials: [split, n_tok, n_out]; `mm_part_cap` f32s.
+    mm_part: Buffer<u8>,
+    mm_part_cap: usize,
     counters: Counters,
     profiling: bool,
     /// Kernel events not yet folded into `times` (profiling only).
@@ -395,6 +435,11 @@ impl OpenClBackend {
             None if info.is_cpu => usize::MAX,
             None => MM_MIN_TOK,
         };
+        let attn_prefill_min_tok = if info.max_work_group >= ATTN_PREFILL_LWS && info.local_mem >= ATTN_PREFILL_LOCAL {
+            opts.attn_prefill_min_tokens.unwrap_or(ATTN_PREFILL_MIN_TOK).max(1)
+        } else {
+            usize::MAX
+        };
         if info.local_mem < ((MAX_HD + 2 * lws) * 4) as u64 {
             return Err(Error::Backend {
                 backend: "opencl",
@@ -404,7 +449,13 @@ impl OpenClBackend {
 
         // block.cl: 256 work-items where allowed; the staged vector gets the local memory
         // its reduction arrays leave.
-        let blk_lws = BLOCK_LWS.min(pow2_floor(info.max_work_group)).max(64);
+        let blk_lws = std::env::var("ANTIGRAVITY_OPENCL_BLOCK_LWS") // tuning override
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|v| v.is_power_of_two())
+            .unwrap_or(BLOCK_LWS)
+            .min(pow2_floor(info.max_work_group))
+            .max(64);
         let max_vec =
             (((info.local_mem as usize) / 4).saturating_sub(3 * blk_lws + MAX_HD + 64) / 32 * 32).min(BLOCK_MAX_VEC);
         // NVIDIA: the grid barrier's fence must be `membar.gl` (inline PTX); if the
@@ -453,6 +504,7 @@ impl OpenClBackend {
         })?;
         let ids = create_buffer(&context, CL_MEM_READ_ONLY, 4, ptr::null_mut())?;
         let part = create_buffer(&context, CL_MEM_READ_WRITE, 4, ptr::null_mut())?;
+        let mm_part = create_buffer(&context, CL_MEM_READ_WRITE, 4, ptr::null_mut())?;
         // On by default where the grid barrier's memory ordering is verified: NVIDIA
         // GPUs (membar.gl fences). Elsewhere only when asked for.
         let groups = match opts.persistent_groups {
@@ -483,12 +535,15 @@ impl OpenClBackend {
             lws,
             mv_lws,
             mm_min_tok,
+            attn_prefill_min_tok,
             ids,
             ids_cap: 1,
             ids_host: vec![0; 1],
             ids_event: None,
             part,
             part_cap: 0,
+            mm_part,
+            mm_part_cap: 0,
             counters: Counters::default(),
             profiling: opts.profiling,
             pending: RefCell::new(Vec::new()),
@@ -720,13 +775,36 @@ impl OpenClBackend {
         let y_mem = writable(y.buf, "opencl matmul output")?;
         if n_tok >= self.mm_min_tok {
             let slot = slot - K_MUL_MV + K_MUL_MM;
+            let tiles = n_out.div_ceil(MM_ROWS) * n_tok.div_ceil(MM_TOKS);
+            let steps = n_in.div_ceil(MM_K);
+            let mut split = MM_SPLIT_MIN_GROUPS
+                .div_ceil(tiles)
+                .min(MM_SPLIT_MAX)
+                .min(steps / MM_SPLIT_MIN_STEPS);
+            if split * n_tok * n_out > self.mm_part_cap {
+                split = 1;
+            }
+            let k_chunk = steps.div_ceil(split.max(1)) * MM_K;
+            let split = n_in.div_ceil(k_chunk);
             args!(&self.kernels[slot]; w.buf.mem(), w.offset as u64, x.buf.mem(), el(x.offset), y_mem,
-                el(y.offset), n_in as u32, n_out as u32, n_tok as u32, accumulate as u32);
-            return self.launch(
+                el(y.offset), n_in as u32, n_out as u32, n_tok as u32, accumulate as u32, k_chunk as u32,
+                self.mm_part.get());
+            self.launch(
                 slot,
-                &[n_out.div_ceil(MM_ROWS) * MM_LWS, n_tok.div_ceil(MM_TOKS) * MM_LWS],
-                Some(&[MM_LWS, MM_LWS]),
-            );
+                &[
+                    n_out.div_ceil(MM_ROWS) * MM_LWS,
+                    n_tok.div_ceil(MM_TOKS) * MM_LWS,
+                    split,
+                ],
+                Some(&[MM_LWS, MM_LWS, 1]),
+            )?;
+            if split > 1 {
+                let n = n_tok * n_out;
+                args!(&self.kernels[K_MM_REDUCE]; self.mm_part.get(), y_mem, el(y.offset), n as u32,
+                    split as u32, accumulate as u32);
+                self.launch(K_MM_REDUCE, &[round_up(n, 64)], None)?;
+            }
+            return Ok(());
         }
         args!(&self.kernels[slot]; w.buf.mem(), w.offset as u64, x.buf.mem(), el(x.offset), y_mem, el(y.offset),
             n_in as u32, n_out as u32, n_tok as u32, accumulate as u32);
@@ -734,6 +812,40 @@ impl OpenClBackend {
             slot,
             &[n_out * self.mv_lws, n_tok.div_ceil(NT)],
             Some(&[self.mv_lws, 1]),
+        )
+    }
+}
+
+impl OpenClBackend {
+    /// `ys[i] = x · ws[i]ᵀ` for three weights of one dtype and input width as one tiled
+    /// launch of `slot` (a `mul_mm3` kernel).
+    fn mat3(
+        &mut self,
+        slot: usize,
+        x: TensorRef<'_, Self>,
+        ws: [TensorRef<'_, Self>; 3],
+        ys: [TensorMut<'_, Self>; 3],
+    ) -> Result<()> {
+        let n_tok = x.shape.rows();
+        let n_in = x.shape.row_len();
+        let n: [usize; 3] = core::array::from_fn(|i| ws[i].shape.dims()[0]);
+        let [y0, y1, y2] = ys;
+        let (m0, m1, m2) = (
+            writable(y0.buf, "opencl matmul output")?,
+            writable(y1.buf, "opencl matmul output")?,
+            writable(y2.buf, "opencl matmul output")?,
+        );
+        args!(&self.kernels[slot]; ws[0].buf.mem(), ws[0].offset as u64, ws[1].buf.mem(), ws[1].offset as u64,
+            ws[2].buf.mem(), ws[2].offset as u64, x.buf.mem(), el(x.offset), m0, el(y0.offset), m1,
+            el(y1.offset), m2, el(y2.offset), n_in as u32, n[0] as u32, n[1] as u32, n[2] as u32,
+            n_tok as u32);
+        self.launch(
+            slot,
+            &[
+                (n[0] + n[1] + n[2]).div_ceil(MM_ROWS) * MM_LWS,
+                n_tok.div_ceil(MM_TOKS) * MM_LWS,
+            ],
+            Some(&[MM_LWS, MM_LWS]),
         )
     }
 }
@@ -813,7 +925,16 @@ impl Backend for OpenClBackend {
         let mem = if len > 0 {
             // Discrete device: one copy, made by clCreateBuffer before it returns.
             self.counters.import.fetch_add(len as u64, Ordering::Relaxed);
-            create_buffer(&self.context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, len, host_ptr)?
+            let mem = create_buffer(&self.context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, len, host_ptr)?;
+            // A driver may defer the upload to the buffer's first use (the first forward
+            // pass would pay it); migrating it to the device now keeps it in the load.
+            let m = mem.get();
+            // SAFETY: one live cl_mem handle, read by the call only; flags 0 = to the
+            // queue's device, contents kept.
+            let ev = unsafe { self.queue.enqueue_migrate_mem_object(1, &m, 0, &[]) }
+                .map_err(cl_err("clEnqueueMigrateMemObjects"))?;
+            ev.wait().map_err(cl_err("waiting for a weight upload"))?;
+            mem
         } else {
             create_buffer(&self.context, CL_MEM_READ_ONLY, 0, ptr::null_mut())?
         };
@@ -897,6 +1018,11 @@ impl Backend for OpenClBackend {
         if r.max_ctx > SPLIT_MIN_CHUNK && part > self.part_cap {
             self.part = create_buffer(&self.context, CL_MEM_READ_WRITE, part * 4, ptr::null_mut())?;
             self.part_cap = part;
+        }
+        let mm_part = MM_SPLIT_MAX * r.max_tokens * r.max_row;
+        if r.max_tokens >= self.mm_min_tok && mm_part > self.mm_part_cap {
+            self.mm_part = create_buffer(&self.context, CL_MEM_READ_WRITE, mm_part * 4, ptr::null_mut())?;
+            self.mm_part_cap = mm_part;
         }
         self.block_reserve(r.max_ctx, r.n_head)
     }
@@ -1034,6 +1160,18 @@ impl Backend for OpenClBackend {
             });
         }
         let o = writable(out.buf, "opencl attention output")?;
+        if n_tok >= self.attn_prefill_min_tok && p.head_dim <= ATTN_PREFILL_HD {
+            // Many query rows: K/V tiles shared by 32 (token, head) rows of a KV head.
+            let row_tiles = (n_tok * (p.n_head / p.n_kv_head)).div_ceil(ATTN_PREFILL_ROWS);
+            args!(&self.kernels[K_ATTN_PREFILL]; q.buf.mem(), el(q.offset), k.buf.mem(), el(k.offset),
+                v.buf.mem(), el(v.offset), o, el(out.offset), p.n_head as u32, p.n_kv_head as u32,
+                p.head_dim as u32, p.scale, p.n_past as u32, n_tok as u32);
+            return self.launch(
+                K_ATTN_PREFILL,
+                &[row_tiles * ATTN_PREFILL_LWS, p.n_kv_head],
+                Some(&[ATTN_PREFILL_LWS, 1]),
+            );
+        }
         // Few query rows and a long context: split the context across work-groups.
         let ctx = p.n_past + n_tok;
         let chunk = round_up(SPLIT_MIN_CHUNK.max(ctx.div_ceil(SPLIT_MAX_CHUNKS)), self.lws);
@@ -1118,7 +1256,7 @@ impl Backend for OpenClBackend {
         x: TensorRef<'_, Self>,
         norm_w: TensorRef<'_, Self>,
         eps: f32,
-        xn: TensorMut<'_, Self>,
+        mut xn: TensorMut<'_, Self>,
         ws: [TensorRef<'_, Self>; 3],
         ys: [TensorMut<'_, Self>; 3],
     ) -> Result<()> {
@@ -1126,7 +1264,13 @@ impl Backend for OpenClBackend {
         let n_in = x.shape.row_len();
         let fused = fused_slot(ws[0].dtype)
             .filter(|_| n_tok > 0 && n_tok < self.mm_min_tok && ws.iter().all(|w| w.dtype == ws[0].dtype));
+        let same = n_tok > 0 && ws.iter().all(|w| w.dtype == ws[0].dtype);
         let Some(f) = fused else {
+            if let Some(f) = fused_slot(ws[0].dtype).filter(|_| same && n_tok >= self.mm_min_tok) {
+                // Prefill: one norm launch, then Q/K/V as one tiled matmul launch.
+                self.rms_norm(x, norm_w, eps, xn.reborrow())?;
+                return self.mat3(K_MUL_MM3 + f, xn.as_ref(), ws, ys);
+            }
             return crate::backend::rms_norm_matmul3_composed(self, x, norm_w, eps, xn, ws, ys);
         };
         let slot = K_MUL_MV3 + f;
@@ -1153,7 +1297,7 @@ impl Backend for OpenClBackend {
         x: TensorRef<'_, Self>,
         norm_w: TensorRef<'_, Self>,
         eps: f32,
-        xn: TensorMut<'_, Self>,
+        mut xn: TensorMut<'_, Self>,
         w_gate: TensorRef<'_, Self>,
         w_up: TensorRef<'_, Self>,
         gate: TensorMut<'_, Self>,
@@ -1166,6 +1310,22 @@ impl Backend for OpenClBackend {
         let fused = fused_slot(w_gate.dtype)
             .filter(|_| n_tok > 0 && n_out > 0 && n_tok < self.mm_min_tok && w_up.dtype == w_gate.dtype);
         let Some(f) = fused else {
+            if let Some(f) =
+                fused_slot(w_gate.dtype).filter(|_| n_tok >= self.mm_min_tok && n_out > 0 && w_up.dtype == w_gate.dtype)
+            {
+                // Prefill: one norm launch, then gate, up and SwiGLU as one tiled launch.
+                self.rms_norm(x, norm_w, eps, xn.reborrow())?;
+                let slot = K_MUL_MM_SWIGLU + f;
+                let o = writable(out.buf, "opencl matmul_swiglu output")?;
+                args!(&self.kernels[slot]; w_gate.buf.mem(), w_gate.offset as u64, w_up.buf.mem(),
+                    w_up.offset as u64, xn.buf.mem(), el(xn.offset), o, el(out.offset), n_in as u32,
+                    n_out as u32, n_tok as u32);
+                return self.launch(
+                    slot,
+                    &[n_out.div_ceil(MM_ROWS) * MM_LWS, n_tok.div_ceil(MM_TOKS) * MM_LWS],
+                    Some(&[MM_LWS, MM_LWS]),
+                );
+            }
             return crate::backend::rms_norm_matmul_swiglu_composed(
                 self, x, norm_w, eps, xn, w_gate, w_up, gate, up, out,
             );
