@@ -296,6 +296,21 @@ pub trait Backend {
     ) -> Result<()> {
         llama_block_composed(self, x, w, kv, inv_freq, p, s, &mut |_, _, _| {})
     }
+    /// Layers `0..n_layer` in order, each a [`Backend::llama_block`] on `x`; `layer`
+    /// lends each layer's views. The default calls `llama_block` per layer; a GPU
+    /// backend may run several layers per launch.
+    #[allow(clippy::too_many_arguments)]
+    fn llama_blocks(
+        &mut self,
+        x: TensorMut<'_, Self>,
+        n_layer: usize,
+        layer: &mut LayerVisitor<'_, Self>,
+        inv_freq: TensorRef<'_, Self>,
+        p: BlockParams,
+        s: BlockScratch<'_, Self>,
+    ) -> Result<()> {
+        llama_blocks_each(self, x, n_layer, layer, inv_freq, p, s)
+    }
 }
 
 /// [`Backend::rms_norm_matmul3`] as `rms_norm` and three `matmul`s (the default; also
@@ -371,6 +386,27 @@ pub struct BlockScratch<'a, B: Backend + ?Sized> {
     pub up: TensorMut<'a, B>,
     pub act: TensorMut<'a, B>,
 }
+
+impl<B: Backend + ?Sized> BlockScratch<'_, B> {
+    /// Reborrows every view (to pass the scratch on without giving it away).
+    pub fn reborrow(&mut self) -> BlockScratch<'_, B> {
+        BlockScratch {
+            xn: self.xn.reborrow(),
+            tmp: self.tmp.reborrow(),
+            q: self.q.reborrow(),
+            att: self.att.reborrow(),
+            gate: self.gate.reborrow(),
+            up: self.up.reborrow(),
+            act: self.act.reborrow(),
+        }
+    }
+}
+
+/// What [`Backend::llama_blocks`] is given per layer: `layer(l, f)` calls `f` once with
+/// layer `l`'s weights and KV-cache views (a visitor, so the model lends one layer's
+/// views at a time and nothing is allocated per token).
+pub type LayerVisitor<'v, B> =
+    dyn FnMut(usize, &mut dyn FnMut(BlockWeights<'_, B>, BlockKv<'_, B>) -> Result<()>) -> Result<()> + 'v;
 
 /// Scalars of a block: RMS-norm epsilon, attention shape and cache fill (`attn.n_past`
 /// = first new slot), the position of the first new token and the RoPE convention.
@@ -475,5 +511,23 @@ pub fn llama_block_composed<B: Backend + ?Sized>(
     )?;
     ops::matmul_add(b, w.w_down, act.as_ref(), tmp, x)?;
     marks(b, BlockStage::Ffn, false);
+    Ok(())
+}
+
+/// [`Backend::llama_blocks`] as one [`Backend::llama_block`] per layer (the default).
+pub fn llama_blocks_each<B: Backend + ?Sized>(
+    b: &mut B,
+    mut x: TensorMut<'_, B>,
+    n_layer: usize,
+    layer: &mut LayerVisitor<'_, B>,
+    inv_freq: TensorRef<'_, B>,
+    p: BlockParams,
+    mut s: BlockScratch<'_, B>,
+) -> Result<()> {
+    for l in 0..n_layer {
+        layer(l, &mut |w, kv| {
+            b.llama_block(x.reborrow(), w, kv, inv_freq, p, s.reborrow())
+        })?;
+    }
     Ok(())
 }

@@ -5,7 +5,7 @@
 use alloc::format;
 use alloc::string::ToString;
 
-use crate::backend::{AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockWeights, RopeStyle};
+use crate::backend::{AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockWeights, LayerVisitor, RopeStyle};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::{Shape, TensorMut, TensorRef};
@@ -451,21 +451,20 @@ pub fn rms_norm_matmul<B: Backend + ?Sized>(
     b.rms_norm_matmul(x, norm_w, eps, xn, w, y)
 }
 
-/// One whole Llama block (see [`Backend::llama_block`]); checks everything its
-/// composition would check, so a fused backend sees only valid views.
-pub fn llama_block<B: Backend + ?Sized>(
-    b: &mut B,
-    x: TensorMut<'_, B>,
-    w: BlockWeights<'_, B>,
-    mut kv: BlockKv<'_, B>,
-    inv_freq: TensorRef<'_, B>,
-    p: BlockParams,
-    mut s: BlockScratch<'_, B>,
+/// Everything the composition of a block would check (see [`llama_block`]).
+fn check_block<B: Backend + ?Sized>(
+    b: &B,
+    x: &TensorMut<'_, B>,
+    w: &BlockWeights<'_, B>,
+    kv: &mut BlockKv<'_, B>,
+    inv_freq: &TensorRef<'_, B>,
+    p: &BlockParams,
+    s: &mut BlockScratch<'_, B>,
 ) -> Result<()> {
     const OP: &str = "llama_block";
     let a = p.attn;
     let n = x.shape.rows();
-    chk_mut(b, OP, "x", &x)?;
+    chk_mut(b, OP, "x", x)?;
     want_dtype(OP, "x", x.dtype, DType::F32)?;
     let xr = x.as_ref();
     check_rms_norm(b, OP, &xr, &w.attn_norm, &s.xn)?;
@@ -476,7 +475,7 @@ pub fn llama_block<B: Backend + ?Sized>(
     want_shape(OP, "att", s.att.shape, &[n, qd])?;
     check_matmul(b, OP, &w.wq, &xn, &s.q)?;
     let q_heads = s.q.reborrow().reshape(Shape::d3(n, a.n_head, a.head_dim));
-    check_rope(b, OP, &q_heads, &inv_freq)?;
+    check_rope(b, OP, &q_heads, inv_freq)?;
     let kv_row = a.n_kv_head * a.head_dim;
     check_attention(
         b,
@@ -490,13 +489,48 @@ pub fn llama_block<B: Backend + ?Sized>(
     // (check_attention has bounded n_past + n by the capacity, so the slot views fit.)
     let k_new = kv.k.rows_mut(a.n_past, n, kv_row);
     check_matmul(b, OP, &w.wk, &xn, &k_new)?;
-    check_rope(b, OP, &k_new.reshape(Shape::d3(n, a.n_kv_head, a.head_dim)), &inv_freq)?;
+    check_rope(b, OP, &k_new.reshape(Shape::d3(n, a.n_kv_head, a.head_dim)), inv_freq)?;
     check_matmul(b, OP, &w.wv, &xn, &kv.v.rows_mut(a.n_past, n, kv_row))?;
     check_matmul(b, OP, &w.wo, &s.att.as_ref(), &s.tmp)?;
-    check_matmul(b, OP, &w.wo, &s.att.as_ref(), &x)?;
+    check_matmul(b, OP, &w.wo, &s.att.as_ref(), x)?;
     check_matmul(b, OP, &w.w_gate, &xn, &s.gate)?;
     check_matmul(b, OP, &w.w_up, &xn, &s.up)?;
     check_matmul(b, OP, &w.w_gate, &xn, &s.act)?;
     check_matmul(b, OP, &w.w_down, &s.act.as_ref(), &s.tmp)?;
+    Ok(())
+}
+
+/// One whole Llama block (see [`Backend::llama_block`]); checks everything its
+/// composition would check, so a fused backend sees only valid views.
+pub fn llama_block<B: Backend + ?Sized>(
+    b: &mut B,
+    x: TensorMut<'_, B>,
+    w: BlockWeights<'_, B>,
+    mut kv: BlockKv<'_, B>,
+    inv_freq: TensorRef<'_, B>,
+    p: BlockParams,
+    mut s: BlockScratch<'_, B>,
+) -> Result<()> {
+    check_block(b, &x, &w, &mut kv, &inv_freq, &p, &mut s)?;
     b.llama_block(x, w, kv, inv_freq, p, s)
+}
+
+/// Every layer (see [`Backend::llama_blocks`]): each layer's views are checked (one
+/// visit per layer) before the backend runs any of them.
+pub fn llama_blocks<B: Backend + ?Sized>(
+    b: &mut B,
+    x: TensorMut<'_, B>,
+    n_layer: usize,
+    layer: &mut LayerVisitor<'_, B>,
+    inv_freq: TensorRef<'_, B>,
+    p: BlockParams,
+    mut s: BlockScratch<'_, B>,
+) -> Result<()> {
+    for l in 0..n_layer {
+        let bb: &B = b;
+        layer(l, &mut |w, mut kv| {
+            check_block(bb, &x, &w, &mut kv, &inv_freq, &p, &mut s)
+        })?;
+    }
+    b.llama_blocks(x, n_layer, layer, inv_freq, p, s)
 }

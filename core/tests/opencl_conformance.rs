@@ -923,6 +923,197 @@ fn block_kernel_matches_composition() {
     }
 }
 
+/// All layers through `llama_blocks` (several layers per persistent launch: 5 layers
+/// make one full launch and a partial one when 4 fit, or more launches when fewer do)
+/// against one composed block per layer on the same device. Each layer has its own
+/// weights (dtypes rotate through every supported one) and cache.
+#[test]
+fn block_kernel_all_layers_match_per_layer() {
+    use antigravity_core::backend::{llama_block_composed, BlockKv, BlockParams, BlockScratch, BlockWeights};
+    let (dim, n_head, n_kv, hd, ffn, cap, n_layer) = (128, 4, 2, 32, 256, 96, 5);
+    let (qd, kvd) = (n_head * hd, n_kv * hd);
+    let mut opts = OpenClOptions::from_env();
+    opts.persistent_groups = Some(2);
+    let mut g = match OpenClBackend::new(opts) {
+        Ok(g) => g,
+        Err(e) => {
+            skip(&format!("no usable OpenCL device: {e}"));
+            return;
+        }
+    };
+    g.reserve(Reservation {
+        max_tokens: 1,
+        max_row: ffn,
+        max_ctx: cap,
+        n_head,
+    })
+    .unwrap();
+    let Some((groups, lpl)) = g.persistent_block() else {
+        panic!("the persistent block path is off on {}", g.device_info().name);
+    };
+    eprintln!("block      all layers: {groups} work-groups, {lpl} layers per launch");
+    let types = WEIGHT_TYPES;
+    let shapes = [
+        (qd, dim),
+        (kvd, dim),
+        (kvd, dim),
+        (dim, qd),
+        (ffn, dim),
+        (ffn, dim),
+        (dim, ffn),
+    ];
+    // weights[l][m]: imported matrices; norms per layer
+    let mut weights = Vec::new();
+    for l in 0..n_layer {
+        let mats: Vec<(ClBuf, DType, Shape)> = shapes
+            .iter()
+            .enumerate()
+            .map(|(m, &(r, c))| {
+                let dt = types[(l + m) % types.len()];
+                let rb = dt.row_bytes(c).unwrap();
+                let vals = randn(r * c, 900 + 10 * l as u64 + m as u64, 0.5 / (c as f32).sqrt());
+                let mut bytes = vec![0u8; 4 + r * rb];
+                let mut row = vec![0u32; rb.div_ceil(4)];
+                for k in 0..r {
+                    let rbytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut row)[..rb];
+                    antigravity_core::quant::quantize_row(dt, &vals[k * c..(k + 1) * c], rbytes).unwrap();
+                    bytes[4 + k * rb..4 + (k + 1) * rb].copy_from_slice(rbytes);
+                }
+                (
+                    g.import_host(HostRegion::new(Arc::new(bytes))).unwrap(),
+                    dt,
+                    Shape::d2(r, c),
+                )
+            })
+            .collect();
+        weights.push(mats);
+    }
+    type ClBuf = <OpenClBackend as Backend>::Buffer;
+    let f32buf = |g: &OpenClBackend, v: &[f32]| {
+        let mut b = g.alloc(v.len() * 4, BufferKind::Device).unwrap();
+        g.upload(&mut b, 0, bytemuck::cast_slice(v)).unwrap();
+        b
+    };
+    let norms: Vec<[ClBuf; 2]> = (0..n_layer)
+        .map(|l| {
+            [
+                f32buf(&g, &randn(dim, 950 + l as u64, 1.0)),
+                f32buf(&g, &randn(dim, 960 + l as u64, 1.0)),
+            ]
+        })
+        .collect();
+    let freqs = f32buf(&g, &antigravity_core::rope::base_inv_freq(10000.0, hd));
+    let n_past = 70; // two 64-slot attention chunks
+    let x0 = randn(dim, 970, 1.0);
+    let kv0: Vec<Vec<f32>> = (0..n_layer)
+        .map(|l| randn(2 * cap * kvd, 980 + l as u64, 1.0))
+        .collect();
+    let p = BlockParams {
+        eps: 1e-5,
+        attn: AttnParams {
+            n_head,
+            n_kv_head: n_kv,
+            head_dim: hd,
+            scale: 1.0 / (hd as f32).sqrt(),
+            n_past,
+        },
+        pos0: n_past + 3,
+        style: RopeStyle::HalfSplit,
+    };
+    let mut results = Vec::new();
+    for fused in [true, false] {
+        let mut x = f32buf(&g, &x0);
+        let mut caches: Vec<(ClBuf, ClBuf)> = kv0
+            .iter()
+            .map(|v| (f32buf(&g, &v[..cap * kvd]), f32buf(&g, &v[cap * kvd..])))
+            .collect();
+        let z = |g: &OpenClBackend, n: usize| g.alloc(n * 4, BufferKind::Device).unwrap();
+        let (mut xn, mut tmp, mut q, mut att) = (z(&g, dim), z(&g, dim), z(&g, qd), z(&g, qd));
+        let (mut gate, mut up, mut act) = (z(&g, ffn), z(&g, ffn), z(&g, ffn));
+        fn f(b: &mut ClBuf, n: usize) -> TensorMut<'_, OpenClBackend> {
+            TensorMut::new(b, 0, DType::F32, Shape::d2(1, n))
+        }
+        let kshape = Shape::d3(cap, n_kv, hd);
+        let view = |l: usize| -> BlockWeights<'_, OpenClBackend> {
+            let w = |m: usize| TensorRef::new(&weights[l][m].0, 4, weights[l][m].1, weights[l][m].2);
+            BlockWeights {
+                attn_norm: TensorRef::new(&norms[l][0], 0, DType::F32, Shape::d1(dim)),
+                wq: w(0),
+                wk: w(1),
+                wv: w(2),
+                wo: w(3),
+                ffn_norm: TensorRef::new(&norms[l][1], 0, DType::F32, Shape::d1(dim)),
+                w_gate: w(4),
+                w_up: w(5),
+                w_down: w(6),
+            }
+        };
+        let fr = TensorRef::new(&freqs, 0, DType::F32, Shape::d1(hd / 2));
+        let mut s = BlockScratch {
+            xn: f(&mut xn, dim),
+            tmp: f(&mut tmp, dim),
+            q: f(&mut q, qd),
+            att: f(&mut att, qd),
+            gate: f(&mut gate, ffn),
+            up: f(&mut up, ffn),
+            act: f(&mut act, ffn),
+        };
+        if fused {
+            let mut visit = |l: usize,
+                             fun: &mut dyn FnMut(
+                BlockWeights<'_, OpenClBackend>,
+                BlockKv<'_, OpenClBackend>,
+            ) -> antigravity_core::Result<()>| {
+                let (k, v) = &mut caches[l];
+                let kv = BlockKv {
+                    k: TensorMut::new(k, 0, DType::F32, kshape),
+                    v: TensorMut::new(v, 0, DType::F32, kshape),
+                };
+                fun(view(l), kv)
+            };
+            ops::llama_blocks(&mut g, f(&mut x, dim), n_layer, &mut visit, fr, p, s).unwrap();
+        } else {
+            for (l, (k, v)) in caches.iter_mut().enumerate() {
+                let kv = BlockKv {
+                    k: TensorMut::new(k, 0, DType::F32, kshape),
+                    v: TensorMut::new(v, 0, DType::F32, kshape),
+                };
+                llama_block_composed(
+                    &mut g,
+                    f(&mut x, dim),
+                    view(l),
+                    kv,
+                    fr,
+                    p,
+                    s.reborrow(),
+                    &mut |_, _, _| {},
+                )
+                .unwrap();
+            }
+        }
+        let rd = |b: &ClBuf, off: usize, n: usize| {
+            let mut v = vec![0f32; n];
+            g.download(b, off * 4, bytemuck::cast_slice_mut(&mut v)).unwrap();
+            v
+        };
+        let mut out = vec![rd(&x, 0, dim)];
+        for (k, v) in &caches {
+            out.push(rd(k, n_past * kvd, kvd));
+            out.push(rd(v, n_past * kvd, kvd));
+        }
+        results.push(out);
+    }
+    for (i, (a, b)) in results[0].iter().zip(&results[1]).enumerate() {
+        let what = if i == 0 {
+            "x".to_string()
+        } else {
+            format!("layer {} {}", (i - 1) / 2, if i % 2 == 1 { "k row" } else { "v row" })
+        };
+        // As in block_kernel_matches_composition, compounded over 5 layers.
+        check("blocks", &format!("{n_layer} layers {what} vs per-op"), a, b, 1e-9);
+    }
+}
+
 // --- memory -------------------------------------------------------------------------
 
 /// Host bytes that can change after import (atomics: shared mutation without UB).
@@ -1198,21 +1389,37 @@ fn decode_profile_smollm2_shapes() {
             let g = &mut g;
             ops::get_rows(g, w(&embd), &[(pos * 37 % vocab) as u32], m(&mut x, dim)).unwrap();
             if mode == "block" {
-                // What the model runs: one llama_block per layer, then the fused head.
-                for (l, lw) in layers.iter().enumerate() {
-                    let (k, v) = kv.layer_mut(l);
-                    let p = BlockParams {
-                        eps: 1e-5,
-                        attn: AttnParams {
-                            n_head,
-                            n_kv_head: n_kv,
-                            head_dim: hd,
-                            scale: 1.0 / (hd as f32).sqrt(),
-                            n_past: pos,
-                        },
-                        pos0: pos,
-                        style: RopeStyle::Adjacent,
-                    };
+                // What the model runs: every layer through llama_blocks (several layers
+                // per launch), then the fused head.
+                let p = BlockParams {
+                    eps: 1e-5,
+                    attn: AttnParams {
+                        n_head,
+                        n_kv_head: n_kv,
+                        head_dim: hd,
+                        scale: 1.0 / (hd as f32).sqrt(),
+                        n_past: pos,
+                    },
+                    pos0: pos,
+                    style: RopeStyle::Adjacent,
+                };
+                let s = BlockScratch {
+                    xn: m(&mut xb, dim),
+                    tmp: m(&mut xb2, dim),
+                    q: m(&mut q, dim),
+                    att: m(&mut att, dim),
+                    gate: m(&mut hb, ffn),
+                    up: m(&mut hb2, ffn),
+                    act: m(&mut hb3, ffn),
+                };
+                let kvr = &mut kv;
+                let mut visit = |l: usize,
+                                 f: &mut dyn FnMut(
+                    BlockWeights<'_, OpenClBackend>,
+                    BlockKv<'_, OpenClBackend>,
+                ) -> antigravity_core::Result<()>| {
+                    let lw = &layers[l];
+                    let (k, v) = kvr.layer_mut(l);
                     let bw = BlockWeights {
                         attn_norm: w(&norm),
                         wq: w(&lw[0]),
@@ -1224,17 +1431,9 @@ fn decode_profile_smollm2_shapes() {
                         w_up: w(&lw[5]),
                         w_down: w(&lw[6]),
                     };
-                    let s = BlockScratch {
-                        xn: m(&mut xb, dim),
-                        tmp: m(&mut xb2, dim),
-                        q: m(&mut q, dim),
-                        att: m(&mut att, dim),
-                        gate: m(&mut hb, ffn),
-                        up: m(&mut hb2, ffn),
-                        act: m(&mut hb3, ffn),
-                    };
-                    ops::llama_block(g, m(&mut x, dim), bw, BlockKv { k, v }, w(&inv_freq), p, s).unwrap();
-                }
+                    f(bw, BlockKv { k, v })
+                };
+                ops::llama_blocks(g, m(&mut x, dim), n_layer, &mut visit, w(&inv_freq), p, s).unwrap();
                 kv.commit(1);
                 ops::rms_norm_matmul(
                     g,
@@ -1370,10 +1569,10 @@ fn decode_profile_smollm2_shapes() {
             if let Some((stages, launches)) = g.block_stage_times().unwrap() {
                 let total: u64 = stages.iter().map(|s| s.1).sum();
                 if launches > 0 && total > 0 {
-                    eprintln!("  block kernel stages ({launches} launches):");
+                    eprintln!("  block kernel stages, per layer ({launches} layers):");
                     for (name, ns) in stages {
                         eprintln!(
-                            "    {name:<18} {:>8.2} us/launch  {:>5.1}%",
+                            "    {name:<20} {:>8.2} us/layer  {:>5.1}%",
                             ns as f64 / 1e3 / launches as f64,
                             100.0 * ns as f64 / total as f64
                         );

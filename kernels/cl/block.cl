@@ -1,6 +1,7 @@
 // block.cl — decode kernels that do a whole model stage in one launch.
 //
-// * llama_block_f32: one pre-norm Llama block for ONE token (decode):
+// * llama_blocks_f32: up to LPL consecutive pre-norm Llama blocks for ONE token (decode),
+//   each:
 //     A. xn = rms_norm(x) * attn_norm; q, k, v = Wq/Wk/Wv . xn; RoPE on q and k; k and v
 //        into cache slot `slot`;
 //     B. attention of every query head over slots 0..=slot, split into CH-slot chunks
@@ -10,9 +11,11 @@
 //     E. x += Wdown . hb.
 //   A launch is a *persistent* grid: get_num_groups(0) work-groups, every one resident at
 //   once (the host launches at most one per compute unit), and a software grid barrier
-//   between the stages. The barrier is a counter in `sync[0]` that only grows (u32,
-//   wrapping): barrier i of a launch waits until it reaches base + (i + 1) * groups,
-//   where the host passes base (it knows every launch adds 4 * groups). A work-group
+//   between the stages (and between layers). The barrier is a counter in `sync[0]` that
+//   only grows (u32, wrapping): barrier i of a launch waits until it reaches
+//   base + (i + 1) * groups, where the host passes base (it knows a launch of n layers
+//   has 5n - 1 barriers). Several layers per launch because a launch costs ~10 µs of
+//   device time on NVIDIA's OpenCL and a barrier ~1.5 µs. A work-group
 //   that has spun `spin_limit` times without the others arriving sets `sync[1]` (abort)
 //   and leaves; every other one sees the flag and leaves too, so a device that does not
 //   run all work-groups at once fails with an error the host reads, instead of hanging.
@@ -34,7 +37,7 @@
 // dtype below, addressed in bytes (an imported GGUF tensor is only 32-byte aligned).
 //
 // Build options: LWS (work-group size, power of two ≥ 64), MAX_HD, CH (attention chunk
-// in slots, ≤ LWS), optionally AG_NV_FENCE (NVIDIA: membar.gl fence, %globaltimer
+// in slots, ≤ LWS), LPL (layers per launch: 1, 2 or 4), optionally AG_NV_FENCE (NVIDIA: membar.gl fence, %globaltimer
 // stage timers). The staged vector `vl` is a __local kernel argument sized at launch
 // (the model's widest vector), so a small model leaves local memory for more resident
 // work-groups.
@@ -66,12 +69,13 @@ inline ulong ag_clock(void) {
 }
 
 // With profiling on, work-group 0 adds the time since its last mark to prof[k]: a
-// stage's own work (as work-group 0 sees it) and the wait at the barrier after it.
+// stage's own work (as work-group 0 sees it) and the wait at the barrier after it;
+// k = 9 is the barrier between two layers of a launch, prof[10] counts layers.
 #define MARK(k)                                         \
     if (prof_on && g == 0 && lid == 0) {                \
         const ulong now = ag_clock();                   \
-        prof[k] += now - t_mark;                        \
-        t_mark = now;                                   \
+        prof[k] += now - *tm;                           \
+        *tm = now;                                      \
     }
 
 inline ulong row_bytes(const uint t, const uint n) {
@@ -299,8 +303,11 @@ inline uint grid_sync(volatile __global uint *sync, const uint target, const uin
     return *flag;
 }
 
-__kernel void llama_block_f32(
-    __global float *xg, const ulong x_off,
+// One block (stages A–E above) for the layer whose pointers are passed; `target` is
+// the barrier counter's next base (advanced by 4 groups' worth here). 0 when the launch
+// was aborted at a barrier.
+inline uint block_layer(
+    XQ __global float *x,
     __global const float *attn_norm, const ulong an_off,
     __global const uchar *wq, const ulong wq_off, const uint tq,
     __global const uchar *wk, const ulong wk_off, const uint tk,
@@ -313,35 +320,18 @@ __kernel void llama_block_f32(
     __global float *kc, const ulong kc_off,
     __global float *vc, const ulong vc_off,
     __global const float *inv_freq, const ulong if_off,
-    __global float *qg, const ulong q_off,
-    __global float *hbg, const ulong hb_off,
-    __global float *part,
-    __global uint *sync_g, const uint sync_base, const uint spin_limit,
-    __global ulong *prof, const uint prof_on,
+    XQ __global float *q, XQ __global float *hb, __global float *part,
+    volatile __global uint *sync, uint *target_io, const uint spin_limit,
+    __global ulong *prof, const uint prof_on, ulong *tm,
     const uint dim, const uint n_head, const uint n_kv_head, const uint hd, const uint ffn,
     const uint slot, const uint pos, const uint style, const float eps, const float scale,
-    __local float *vl) {
-    __local float red[LWS];
-    __local float red2[LWS];
-    __local float res[LWS];
-    __local float ql[MAX_HD];
-    __local uint flag;
-
+    __local float *vl, __local float *red, __local float *red2, __local float *res,
+    __local float *ql, __local uint *flag) {
     const uint lid = get_local_id(0);
     const uint g = get_group_id(0);
     const uint nwg = get_num_groups(0);
-    volatile __global uint *sync = (volatile __global uint *)sync_g;
-    XQ __global float *x = (XQ __global float *)(xg + x_off);
-    XQ __global float *q = (XQ __global float *)(qg + q_off);
-    XQ __global float *hb = (XQ __global float *)(hbg + hb_off);
     XQ __global const float *pv = (XQ __global const float *)part;
-    uint target = sync_base;
-    ulong t_mark = 0;
-    if (prof_on && g == 0 && lid == 0) {
-        t_mark = ag_clock();
-        prof[9] += 1;
-    }
-
+    uint target = *target_io;
     const uint qd = n_head * hd;
     const uint kvd = n_kv_head * hd;
     const uint half_d = hd / 2;
@@ -397,8 +387,8 @@ __kernel void llama_block_f32(
                     }
                     const uint head = pp / half_d, i = pp % half_d;
                     const float theta = (float)pos * inv_freq[if_off + i];
-                    const float sn = sin(theta);
-                    const float cs = cos(theta);
+                    float cs;
+                    const float sn = sincos(theta, &cs);
                     const float a2 = a * cs - b * sn;
                     const float b2 = a * sn + b * cs;
                     const uint r0 = head * hd + (style == 0 ? 2 * i : i);
@@ -423,8 +413,8 @@ __kernel void llama_block_f32(
     }
     MARK(0);
     target += nwg;
-    if (!grid_sync(sync, target, spin_limit, &flag, lid)) {
-        return;
+    if (!grid_sync(sync, target, spin_limit, flag, lid)) {
+        return 0;
     }
     MARK(1);
 
@@ -484,13 +474,46 @@ __kernel void llama_block_f32(
     }
     MARK(2);
     target += nwg;
-    if (!grid_sync(sync, target, spin_limit, &flag, lid)) {
-        return;
+    if (!grid_sync(sync, target, spin_limit, flag, lid)) {
+        return 0;
     }
     MARK(3);
 
     // ---- C: merge partials into vl, x += Wo . att ---------------------------------
-    for (uint e = lid; e < qd; e += LWS) {
+    // Chunk weights exp(m_c - M_h) / sum_c exp(m_c - M_h) l_c once per (head, chunk) in
+    // `res` when they fit (then one load per chunk and element), else per element.
+    const uint n_w = n_head * n_chunks;
+    if (n_w <= LWS) {
+        if (lid < n_head) {
+            XQ __global const float *ph = pv + (ulong)lid * n_chunks * (hd + 2);
+            float mx = -INFINITY;
+            for (uint c = 0; c < n_chunks; c++) {
+                mx = fmax(mx, ph[c * (hd + 2)]);
+            }
+            float den = 0.0f;
+            for (uint c = 0; c < n_chunks; c++) {
+                const float f = exp(ph[c * (hd + 2)] - mx);
+                res[lid * n_chunks + c] = f;
+                den += f * ph[c * (hd + 2) + 1];
+            }
+            const float inv = 1.0f / den;
+            for (uint c = 0; c < n_chunks; c++) {
+                res[lid * n_chunks + c] *= inv;
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint e = lid; e < qd; e += LWS) {
+            const uint h = e / hd, d = e % hd;
+            XQ __global const float *ph = pv + (ulong)h * n_chunks * (hd + 2) + 2 + d;
+            float num = 0.0f;
+            for (uint c = 0; c < n_chunks; c++) {
+                num += res[h * n_chunks + c] * ph[c * (hd + 2)];
+            }
+            vl[e] = num;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (uint e = lid; e < qd && n_w > LWS; e += LWS) {
         const uint h = e / hd, d = e % hd;
         XQ __global const float *ph = pv + (ulong)h * n_chunks * (hd + 2);
         float mx = -INFINITY;
@@ -527,8 +550,8 @@ __kernel void llama_block_f32(
     }
     MARK(4);
     target += nwg;
-    if (!grid_sync(sync, target, spin_limit, &flag, lid)) {
-        return;
+    if (!grid_sync(sync, target, spin_limit, flag, lid)) {
+        return 0;
     }
     MARK(5);
 
@@ -560,8 +583,8 @@ __kernel void llama_block_f32(
     }
     MARK(6);
     target += nwg;
-    if (!grid_sync(sync, target, spin_limit, &flag, lid)) {
-        return;
+    if (!grid_sync(sync, target, spin_limit, flag, lid)) {
+        return 0;
     }
     MARK(7);
 
@@ -590,6 +613,103 @@ __kernel void llama_block_f32(
         }
     }
     MARK(8);
+    *target_io = target;
+    return 1;
+}
+
+#define LAYER_PARAMS(i)                                                                   \
+    __global const float *an##i, const ulong an_off##i,                                   \
+    __global const uchar *wq##i, const ulong wq_off##i, const uint tq##i,                 \
+    __global const uchar *wk##i, const ulong wk_off##i, const uint tk##i,                 \
+    __global const uchar *wv##i, const ulong wv_off##i, const uint tv##i,                 \
+    __global const uchar *wo##i, const ulong wo_off##i, const uint to##i,                 \
+    __global const float *fn##i, const ulong fn_off##i,                                   \
+    __global const uchar *wg##i, const ulong wg_off##i, const uint tg##i,                 \
+    __global const uchar *wu##i, const ulong wu_off##i, const uint tu##i,                 \
+    __global const uchar *wd##i, const ulong wd_off##i, const uint td##i,                 \
+    __global float *kc##i, const ulong kc_off##i, __global float *vc##i, const ulong vc_off##i
+
+// Layers 0..n_layers-1 of this launch (at most LPL — 1, 2 or 4, as the device's
+// parameter space allows; unused parameter sets repeat a used one), with a grid barrier
+// between two layers (the next stage A reads all of x).
+__kernel void llama_blocks_f32(
+    __global float *xg, const ulong x_off,
+    __global const float *inv_freq, const ulong if_off,
+    __global float *qg, const ulong q_off,
+    __global float *hbg, const ulong hb_off,
+    __global float *part,
+    __global uint *sync_g, const uint sync_base, const uint spin_limit,
+    __global ulong *prof, const uint prof_on,
+    const uint dim, const uint n_head, const uint n_kv_head, const uint hd, const uint ffn,
+    const uint slot, const uint pos, const uint style, const float eps, const float scale,
+    const uint n_layers,
+    LAYER_PARAMS(0),
+#if LPL > 1
+    LAYER_PARAMS(1),
+#endif
+#if LPL > 2
+    LAYER_PARAMS(2), LAYER_PARAMS(3),
+#endif
+    __local float *vl) {
+    __local float red[LWS];
+    __local float red2[LWS];
+    __local float res[LWS];
+    __local float ql[MAX_HD];
+    __local uint flag;
+
+    const uint lid = get_local_id(0);
+    const uint g = get_group_id(0);
+    const uint nwg = get_num_groups(0);
+    volatile __global uint *sync = (volatile __global uint *)sync_g;
+    XQ __global float *x = (XQ __global float *)(xg + x_off);
+    XQ __global float *q = (XQ __global float *)(qg + q_off);
+    XQ __global float *hb = (XQ __global float *)(hbg + hb_off);
+    uint target = sync_base;
+    ulong t_mark = 0;
+    ulong *tm = &t_mark;
+    if (prof_on && g == 0 && lid == 0) {
+        t_mark = ag_clock();
+    }
+
+#if LPL == 1
+    // One layer: no loop around the block (PoCL compiles barriers inside a loop very
+    // slowly — minutes for this kernel).
+    const uint li = 0;
+    {
+#else
+    for (uint li = 0; li < n_layers; li++) {
+#endif
+        if (li > 0) {
+            target += nwg;
+            if (!grid_sync(sync, target, spin_limit, &flag, lid)) {
+                return;
+            }
+            MARK(9);
+        }
+        if (prof_on && g == 0 && lid == 0) {
+            prof[10] += 1;
+        }
+        // Pick layer li's parameter set with selects: one inlined block_layer, not LPL
+        // copies (compile time — PoCL's barrier analysis grows fast with copies).
+#if LPL == 1
+#define SEL(name) name##0
+#elif LPL == 2
+#define SEL(name) (li == 0 ? name##0 : name##1)
+#else
+#define SEL(name) (li == 0 ? name##0 : li == 1 ? name##1 : li == 2 ? name##2 : name##3)
+#endif
+        const uint ok = block_layer(
+            x, SEL(an), SEL(an_off), SEL(wq), SEL(wq_off), SEL(tq), SEL(wk), SEL(wk_off), SEL(tk),
+            SEL(wv), SEL(wv_off), SEL(tv), SEL(wo), SEL(wo_off), SEL(to), SEL(fn), SEL(fn_off),
+            SEL(wg), SEL(wg_off), SEL(tg), SEL(wu), SEL(wu_off), SEL(tu), SEL(wd), SEL(wd_off),
+            SEL(td), SEL(kc), SEL(kc_off), SEL(vc), SEL(vc_off), inv_freq, if_off, q, hb, part,
+            sync, &target, spin_limit, prof, prof_on, &t_mark, dim, n_head, n_kv_head, hd, ffn,
+            slot, pos, style, eps, scale, vl, red, red2, res, ql, &flag);
+#undef SEL
+        if (!ok) {
+            return;
+        }
+    }
 }
 
 // y[r] = W[r] . (rms_norm(x) * nw) for rows r of this work-group (rows_per_wg each).

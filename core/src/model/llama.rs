@@ -14,7 +14,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::config::LlamaConfig;
-use super::weights::Weights;
+use super::weights::{LayerWeights, Weights};
 use crate::backend::{
     llama_block_composed, AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockStage, BlockWeights,
     BufferKind, Reservation,
@@ -314,10 +314,8 @@ impl<B: Backend> Llama<B> {
         self.trace(trace, "embed", false, n)?;
 
         let bp = BlockParams { eps, attn, pos0, style };
-        for l in 0..self.cfg.n_layer {
-            let lw = &self.weights.layers[l];
-            let ws = &mut self.ws;
-            let w = BlockWeights {
+        fn block_weights<B: Backend>(lw: &LayerWeights<B>) -> BlockWeights<'_, B> {
+            BlockWeights {
                 attn_norm: lw.attn_norm.view(),
                 wq: lw.wq.view(),
                 wk: lw.wk.view(),
@@ -327,17 +325,43 @@ impl<B: Backend> Llama<B> {
                 w_gate: lw.w_gate.view(),
                 w_up: lw.w_up.view(),
                 w_down: lw.w_down.view(),
+            }
+        }
+        // (a macro, not a fn: it borrows the scratch fields only, not all of `ws`)
+        macro_rules! scratch {
+            ($ws:expr) => {
+                BlockScratch {
+                    xn: m(&mut $ws.xb, t_dim),
+                    tmp: m(&mut $ws.xb2, t_dim),
+                    q: m(&mut $ws.q, t_q),
+                    att: m(&mut $ws.att, t_q),
+                    gate: m(&mut $ws.hb, t_ff),
+                    up: m(&mut $ws.hb2, t_ff),
+                    act: m(&mut $ws.hb3, t_ff),
+                }
             };
+        }
+        if trace.is_none() && self.profiler.is_none() {
+            // Every layer in one op: a GPU backend runs several layers per launch.
+            let ws = &mut self.ws;
+            let (weights, kv) = (&self.weights, &mut self.kv);
+            let mut visit = |l: usize, f: &mut dyn FnMut(BlockWeights<'_, B>, BlockKv<'_, B>) -> Result<()>| {
+                let (k, v) = kv.layer_mut(l);
+                f(block_weights(&weights.layers[l]), BlockKv { k, v })
+            };
+            let freqs = r(&ws.inv_freq, f32v(Shape::d1(hd / 2)));
+            let s = scratch!(ws);
+            let x = m(&mut ws.x, t_dim);
+            ops::llama_blocks(&mut self.backend, x, self.cfg.n_layer, &mut visit, freqs, bp, s)?;
+        }
+        for l in 0..self.cfg.n_layer {
+            if trace.is_none() && self.profiler.is_none() {
+                break; // done above
+            }
+            let ws = &mut self.ws;
+            let w = block_weights(&self.weights.layers[l]);
             let (k, v) = self.kv.layer_mut(l);
-            let s = BlockScratch {
-                xn: m(&mut ws.xb, t_dim),
-                tmp: m(&mut ws.xb2, t_dim),
-                q: m(&mut ws.q, t_q),
-                att: m(&mut ws.att, t_q),
-                gate: m(&mut ws.hb, t_ff),
-                up: m(&mut ws.hb2, t_ff),
-                act: m(&mut ws.hb3, t_ff),
-            };
+            let s = scratch!(ws);
             let freqs = r(&ws.inv_freq, f32v(Shape::d1(hd / 2)));
             let x = m(&mut ws.x, t_dim);
             match self.profiler.as_mut() {

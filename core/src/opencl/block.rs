@@ -26,13 +26,14 @@ use opencl3::memory::{Buffer, ClMem, CL_MEM_READ_WRITE};
 use opencl3::types::{CL_BLOCKING, CL_NON_BLOCKING};
 
 use super::{cl_err, create_buffer, el, writable, OpenClBackend, K_BLOCK, K_HEAD, MAX_HD};
-use crate::backend::{BlockKv, BlockParams, BlockScratch, BlockWeights, RopeStyle};
+use crate::backend::{BlockKv, BlockParams, BlockScratch, BlockWeights, LayerVisitor, RopeStyle};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::{TensorMut, TensorRef};
 
-/// Grid barriers per block launch (after stages A, B, C, D).
-const BARRIERS: u32 = 4;
+/// Arguments of `llama_blocks_f32` before the first layer's, and per layer.
+const SHARED_ARGS: u32 = 25;
+const LAYER_ARGS: u32 = 29;
 /// Rows of the output matrix per work-group of the head kernel.
 pub(super) const HEAD_ROWS_PER_WG: usize = 64;
 /// Attention chunk of the block kernel, in cache slots (block.cl `CH`): a (query head,
@@ -40,8 +41,8 @@ pub(super) const HEAD_ROWS_PER_WG: usize = 64;
 /// work-groups.
 pub(super) const BLOCK_CH: usize = 64;
 /// Stage timers of the block kernel (profiling, NVIDIA): A, wait, B, wait, C, wait, D,
-/// wait, E; then the launch count.
-pub(super) const BLOCK_STAGES: [&str; 9] = [
+/// wait, E, the wait between two layers of a launch; then (slot 10) the layer count.
+pub(super) const BLOCK_STAGES: [&str; 10] = [
     "A norm+qkv+rope",
     "  barrier 1",
     "B attention",
@@ -51,7 +52,10 @@ pub(super) const BLOCK_STAGES: [&str; 9] = [
     "D norm+gate/up",
     "  barrier 4",
     "E down-proj",
+    "  barrier 5 (layers)",
 ];
+/// Bytes of the timer buffer: 10 stage sums and the layer count, u64 each.
+const PROF_BYTES: usize = 88;
 
 /// The dtype code the kernels switch on (block.cl `T_*`).
 fn code(t: DType) -> Option<u32> {
@@ -93,7 +97,7 @@ impl Persistent {
     pub fn new(context: &opencl3::context::Context, groups: usize, is_cpu: bool) -> Result<Persistent> {
         let sync = create_buffer(context, CL_MEM_READ_WRITE, 8, ptr::null_mut())?;
         let part = create_buffer(context, CL_MEM_READ_WRITE, 4, ptr::null_mut())?;
-        let prof = create_buffer(context, CL_MEM_READ_WRITE, 80, ptr::null_mut())?;
+        let prof = create_buffer(context, CL_MEM_READ_WRITE, PROF_BYTES, ptr::null_mut())?;
         Ok(Persistent {
             prof: RefCell::new(prof),
             groups,
@@ -120,6 +124,11 @@ impl OpenClBackend {
         // SAFETY: the pattern is copied at enqueue; 8 bytes is the buffer's size.
         unsafe { self.queue.enqueue_fill_buffer(&mut sync, &[0u8], 0, 8, &[]) }
             .map_err(cl_err("clEnqueueFillBuffer"))?;
+        drop(sync);
+        let mut prof = p.prof.borrow_mut();
+        // SAFETY: as above; PROF_BYTES is the timer buffer's size.
+        unsafe { self.queue.enqueue_fill_buffer(&mut prof, &[0u8], 0, PROF_BYTES, &[]) }
+            .map_err(cl_err("clFillBuffer"))?;
         p.base.set(0);
         Ok(())
     }
@@ -197,38 +206,42 @@ impl OpenClBackend {
         self.block_verdict()
     }
 
-    /// Whether the block kernel takes this call; `None` when it does (launched), else
-    /// the arguments back for the composed path.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn block_try(
-        &mut self,
-        x: &mut TensorMut<'_, Self>,
-        w: &BlockWeights<'_, Self>,
-        kv: &mut BlockKv<'_, Self>,
-        inv_freq: &TensorRef<'_, Self>,
-        p: &BlockParams,
-        s: &mut BlockScratch<'_, Self>,
-    ) -> Result<bool> {
-        let Some(st) = &self.block else { return Ok(false) };
+    /// Whether the shared shapes suit the block kernel (one token, sizes it stages,
+    /// head size its attention handles, partials reserved for this context).
+    fn block_shapes_fit(&self, x: &TensorMut<'_, Self>, p: &BlockParams, ffn: usize) -> bool {
+        let Some(st) = &self.block else { return false };
         let a = p.attn;
-        let (dim, qd, ffn) = (x.shape.row_len(), a.n_head * a.head_dim, w.w_gate.shape.dims()[0]);
-        let hd = a.head_dim;
-        let mats = [w.wq, w.wk, w.wv, w.wo, w.w_gate, w.w_up, w.w_down];
-        let fits = !st.disabled.get()
+        let (dim, qd, hd) = (x.shape.row_len(), a.n_head * a.head_dim, a.head_dim);
+        !st.disabled.get()
             && x.shape.rows() == 1
-            && mats.iter().all(|m| code(m.dtype).is_some())
             && [dim, qd, ffn].iter().all(|n| n % 32 == 0 && *n <= self.max_vec)
             && hd <= MAX_HD
             && hd.is_multiple_of(4)
             && self.blk_lws.is_multiple_of(hd)
-            && a.n_head * (a.n_past + 1).div_ceil(BLOCK_CH) * (hd + 2) <= st.part_cap;
-        if !fits {
-            return Ok(false);
-        }
-        let c = |t: &TensorRef<'_, Self>| code(t.dtype).expect("checked above");
+            && a.n_head * (a.n_past + 1).div_ceil(BLOCK_CH) * (hd + 2) <= st.part_cap
+    }
+
+    /// Whether one layer's weights suit the kernel (dtypes it decodes, same FFN width).
+    fn block_layer_fits(w: &BlockWeights<'_, Self>, ffn: usize) -> bool {
+        [w.wq, w.wk, w.wv, w.wo, w.w_gate, w.w_up, w.w_down]
+            .iter()
+            .all(|m| code(m.dtype).is_some())
+            && w.w_gate.shape.dims()[0] == ffn
+    }
+
+    /// Sets the arguments every layer of a launch shares.
+    fn block_shared_args(
+        &self,
+        x: &TensorMut<'_, Self>,
+        inv_freq: &TensorRef<'_, Self>,
+        p: &BlockParams,
+        s: &BlockScratch<'_, Self>,
+        ffn: usize,
+        n_layers: usize,
+    ) -> Result<()> {
+        let st = self.block.as_ref().expect("caller checked");
+        let a = p.attn;
         let xm = writable(x.buf, "opencl block x")?;
-        let km = writable(kv.k.buf, "opencl block k cache")?;
-        let vm = writable(kv.v.buf, "opencl block v cache")?;
         let qm = writable(s.q.buf, "opencl block q")?;
         let hm = writable(s.act.buf, "opencl block hb")?;
         let style: u32 = match p.style {
@@ -236,9 +249,28 @@ impl OpenClBackend {
             RopeStyle::HalfSplit => 1,
         };
         let (sync, part, prof) = (st.sync.borrow().get(), st.part.get(), st.prof.borrow().get());
-        let (base, spin, groups) = (st.base.get(), st.spin_limit, st.groups);
-        let n_args = args!(&self.kernels[K_BLOCK];
-            xm, el(x.offset), w.attn_norm.buf.mem(), el(w.attn_norm.offset),
+        let n = args!(&self.kernels[K_BLOCK];
+            xm, el(x.offset), inv_freq.buf.mem(), el(inv_freq.offset),
+            qm, el(s.q.offset), hm, el(s.act.offset), part,
+            sync, st.base.get(), st.spin_limit, prof, self.profiling as u32,
+            x.shape.row_len() as u32, a.n_head as u32, a.n_kv_head as u32, a.head_dim as u32, ffn as u32,
+            a.n_past as u32, p.pos0 as u32, style, p.eps, a.scale, n_layers as u32);
+        debug_assert_eq!(n, SHARED_ARGS);
+        let vec_bytes = x.shape.row_len().max(a.n_head * a.head_dim).max(ffn) * 4;
+        set_local(
+            &self.kernels[K_BLOCK],
+            SHARED_ARGS + LAYER_ARGS * self.blk_lpl as u32,
+            vec_bytes,
+        )
+    }
+
+    /// Sets parameter set `j` of the kernel to layer `w`, `kv`.
+    fn block_layer_args(&self, j: usize, w: &BlockWeights<'_, Self>, kv: &BlockKv<'_, Self>) -> Result<()> {
+        let c = |t: &TensorRef<'_, Self>| code(t.dtype).expect("checked by block_layer_fits");
+        let km = writable(kv.k.buf, "opencl block k cache")?;
+        let vm = writable(kv.v.buf, "opencl block v cache")?;
+        let n = args!(&self.kernels[K_BLOCK], SHARED_ARGS + LAYER_ARGS * j as u32;
+            w.attn_norm.buf.mem(), el(w.attn_norm.offset),
             w.wq.buf.mem(), w.wq.offset as u64, c(&w.wq),
             w.wk.buf.mem(), w.wk.offset as u64, c(&w.wk),
             w.wv.buf.mem(), w.wv.offset as u64, c(&w.wv),
@@ -247,22 +279,103 @@ impl OpenClBackend {
             w.w_gate.buf.mem(), w.w_gate.offset as u64, c(&w.w_gate),
             w.w_up.buf.mem(), w.w_up.offset as u64, c(&w.w_up),
             w.w_down.buf.mem(), w.w_down.offset as u64, c(&w.w_down),
-            km, el(kv.k.offset), vm, el(kv.v.offset),
-            inv_freq.buf.mem(), el(inv_freq.offset),
-            qm, el(s.q.offset), hm, el(s.act.offset), part,
-            sync, base, spin, prof, self.profiling as u32,
-            dim as u32, a.n_head as u32, a.n_kv_head as u32, hd as u32, ffn as u32,
-            a.n_past as u32, p.pos0 as u32, style, p.eps, a.scale);
-        let vec_bytes = dim.max(qd).max(ffn) * 4;
-        set_local(&self.kernels[K_BLOCK], n_args, vec_bytes)?;
+            km, el(kv.k.offset), vm, el(kv.v.offset));
+        debug_assert_eq!(n, SHARED_ARGS + LAYER_ARGS * (j as u32 + 1));
+        Ok(())
+    }
+
+    /// Enqueues the kernel (arguments set) for `n_layers` layers and flushes.
+    fn block_launch(&mut self, n_layers: usize) -> Result<()> {
+        let (groups, base) = {
+            let st = self.block.as_ref().expect("caller checked");
+            (st.groups, st.base.get())
+        };
         self.launch(K_BLOCK, &[groups * self.blk_lws], Some(&[self.blk_lws]))?;
         // Start the device now: a layer is tens of µs of device work, a flush a few µs of
-        // host time, and the host enqueues the next layers meanwhile.
+        // host time, and the host enqueues the next launch meanwhile.
         self.queue.flush().map_err(cl_err("clFlush"))?;
         self.unflushed.set(0);
-        let st = self.block.as_ref().expect("checked above");
-        st.base.set(base.wrapping_add(BARRIERS * groups as u32));
+        let st = self.block.as_ref().expect("caller checked");
+        let barriers = 5 * n_layers as u32 - 1;
+        st.base.set(base.wrapping_add(barriers * groups as u32));
         st.unchecked.set(true);
+        Ok(())
+    }
+
+    /// One layer through the block kernel; `false` when it does not apply.
+    pub(super) fn block_one(
+        &mut self,
+        x: &TensorMut<'_, Self>,
+        w: &BlockWeights<'_, Self>,
+        kv: &BlockKv<'_, Self>,
+        inv_freq: &TensorRef<'_, Self>,
+        p: &BlockParams,
+        s: &BlockScratch<'_, Self>,
+    ) -> Result<bool> {
+        let ffn = w.w_gate.shape.dims()[0];
+        if !self.block_shapes_fit(x, p, ffn) || !Self::block_layer_fits(w, ffn) {
+            return Ok(false);
+        }
+        self.block_shared_args(x, inv_freq, p, s, ffn, 1)?;
+        for j in 0..self.blk_lpl {
+            self.block_layer_args(j, w, kv)?;
+        }
+        self.block_launch(1)?;
+        Ok(true)
+    }
+
+    /// Every layer through the block kernel, `blk_lpl` per launch; `false` (nothing
+    /// launched) when some layer does not suit it.
+    pub(super) fn block_all(
+        &mut self,
+        x: &TensorMut<'_, Self>,
+        n_layer: usize,
+        layer: &mut LayerVisitor<'_, Self>,
+        inv_freq: &TensorRef<'_, Self>,
+        p: &BlockParams,
+        s: &BlockScratch<'_, Self>,
+    ) -> Result<bool> {
+        if self.block.is_none() || n_layer == 0 {
+            return Ok(false);
+        }
+        // Layer 0's FFN width for all; every layer checked before anything is launched.
+        let mut ffn = 0;
+        layer(0, &mut |w, _| {
+            ffn = w.w_gate.shape.dims()[0];
+            Ok(())
+        })?;
+        if !self.block_shapes_fit(x, p, ffn) {
+            return Ok(false);
+        }
+        let mut all_fit = true;
+        for l in 0..n_layer {
+            layer(l, &mut |w, _| {
+                all_fit &= Self::block_layer_fits(&w, ffn);
+                Ok(())
+            })?;
+        }
+        if !all_fit {
+            return Ok(false);
+        }
+        let lpl = self.blk_lpl;
+        for l0 in (0..n_layer).step_by(lpl) {
+            let n_here = lpl.min(n_layer - l0);
+            self.block_shared_args(x, inv_freq, p, s, ffn, n_here)?;
+            for j in 0..n_here {
+                let this = &*self;
+                layer(l0 + j, &mut |w, kv| {
+                    this.block_layer_args(j, &w, &kv)?;
+                    // Parameter sets this launch leaves unused still need valid values.
+                    if j == 0 {
+                        for u in n_here..lpl {
+                            this.block_layer_args(u, &w, &kv)?;
+                        }
+                    }
+                    Ok(())
+                })?;
+            }
+            self.block_launch(n_here)?;
+        }
         Ok(true)
     }
 
@@ -309,13 +422,22 @@ fn set_local(k: &Kernel, index: u32, bytes: usize) -> Result<()> {
 }
 
 impl OpenClBackend {
+    /// The persistent block path as it stands: `Some((work-groups, layers per launch))`
+    /// while on, `None` when off (by option or device) or after an abort.
+    pub fn persistent_block(&self) -> Option<(usize, usize)> {
+        self.block
+            .as_ref()
+            .filter(|b| !b.disabled.get())
+            .map(|b| (b.groups, self.blk_lpl))
+    }
+
     /// Device time per stage of the block kernel since the last call (profiling on an
-    /// NVIDIA device; zeros elsewhere): `(stage, total ns)` and the launch count. Resets
+    /// NVIDIA device; zeros elsewhere): `(stage, total ns)` and the layer count. Resets
     /// the timers. `None` without the persistent path.
     pub fn block_stage_times(&self) -> Result<Option<StageTimes>> {
         let Some(p) = &self.block else { return Ok(None) };
-        let mut raw = [0u8; 80];
-        // SAFETY: blocking read of the 80-byte timer buffer into `raw`.
+        let mut raw = [0u8; PROF_BYTES];
+        // SAFETY: blocking read of the whole timer buffer into `raw`.
         unsafe {
             self.queue
                 .enqueue_read_buffer(&p.prof.borrow(), CL_BLOCKING, 0, &mut raw, &[])
@@ -326,12 +448,12 @@ impl OpenClBackend {
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
             .collect();
         let mut prof = p.prof.borrow_mut();
-        // SAFETY: the pattern is copied at enqueue; 80 bytes is the buffer's size.
-        unsafe { self.queue.enqueue_fill_buffer(&mut prof, &[0u8], 0, 80, &[]) }
+        // SAFETY: the pattern is copied at enqueue; PROF_BYTES is the buffer's size.
+        unsafe { self.queue.enqueue_fill_buffer(&mut prof, &[0u8], 0, PROF_BYTES, &[]) }
             .map_err(cl_err("clEnqueueFillBuffer"))?;
         Ok(Some((
             BLOCK_STAGES.iter().copied().zip(v.iter().copied()).collect(),
-            v[9],
+            v[10],
         )))
     }
 }

@@ -70,6 +70,8 @@ pub struct DeviceInfo {
     pub local_mem: u64,
     pub compute_units: u32,
     pub max_work_group: usize,
+    /// `CL_DEVICE_MAX_PARAMETER_SIZE`: bytes of kernel arguments a launch may take.
+    pub max_parameter_size: usize,
     /// `CL_DEVICE_MEM_BASE_ADDR_ALIGN` in bytes (sub-buffer origins must be multiples).
     pub base_addr_align: u32,
     /// `CL_DEVICE_HOST_UNIFIED_MEMORY`: the device reads host memory directly
@@ -129,6 +131,7 @@ fn read_info(platform_index: usize, platform: String, device_index: usize, d: &D
         local_mem: d.local_mem_size().unwrap_or(0),
         compute_units: d.max_compute_units().unwrap_or(0),
         max_work_group: d.max_work_group_size().map_err(cl_err("max work-group size"))?,
+        max_parameter_size: d.max_parameter_size().unwrap_or(1024),
         base_addr_align: d.mem_base_addr_align().unwrap_or(1024) / 8,
         unified_memory: d.host_unified_memory().unwrap_or(false),
     })

@@ -52,7 +52,7 @@ use opencl3::types::{cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
 
 use crate::backend::{
     AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockWeights, BufferKind, Capabilities, HostRegion,
-    Reservation, RopeStyle,
+    LayerVisitor, Reservation, RopeStyle,
 };
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -248,7 +248,7 @@ const KERNELS: [(&str, &str); 42] = [
     ("mul_mm_swiglu_q4_1_f32", "mul_mm.cl"),
     ("mul_mm_swiglu_q8_0_f32", "mul_mm.cl"),
     ("mul_mm_reduce_f32", "mul_mm.cl"),
-    ("llama_block_f32", "block.cl"),
+    ("llama_blocks_f32", "block.cl"),
     ("llama_head_f32", "block.cl"),
 ];
 const K_ADD: usize = 0;
@@ -272,7 +272,7 @@ const K_BLOCK: usize = 40;
 const K_HEAD: usize = 41;
 /// Work-group size of block.cl's kernels (and its attention chunk), where the device
 /// allows it.
-const BLOCK_LWS: usize = 256;
+const BLOCK_LWS: usize = 512;
 /// Largest vector block.cl stages in local memory (floats).
 const BLOCK_MAX_VEC: usize = 8192;
 /// Flush the queue after this many enqueued kernels, so the device starts on a token's
@@ -379,6 +379,8 @@ pub struct OpenClBackend {
     block: Option<block::Persistent>,
     /// block.cl's work-group size and staged-vector capacity (floats).
     blk_lws: usize,
+    /// Layers per block launch (block.cl `LPL`).
+    blk_lpl: usize,
     max_vec: usize,
     /// block.cl built (the head kernel is usable).
     head_ok: bool,
@@ -449,7 +451,7 @@ impl OpenClBackend {
 
         // block.cl: 256 work-items where allowed; the staged vector gets the local memory
         // its reduction arrays leave.
-        let blk_lws = std::env::var("ANTIGRAVITY_OPENCL_BLOCK_LWS") // tuning override
+        let mut blk_lws = std::env::var("ANTIGRAVITY_OPENCL_BLOCK_LWS") // tuning override
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
             .filter(|v| v.is_power_of_two())
@@ -461,28 +463,56 @@ impl OpenClBackend {
         // NVIDIA: the grid barrier's fence must be `membar.gl` (inline PTX); if the
         // compiler refuses it, the persistent path stays off (the head kernel still works).
         let nv_fence = info.vendor.to_ascii_lowercase().contains("nvidia");
+        // Layers per block launch: as many parameter sets (~210 bytes each, ~170 shared)
+        // as the device's kernel-parameter space holds, up to 4.
+        // CPU devices (PoCL, where the path is only for tests) take one: PoCL compiles
+        // the multi-layer kernel's barriers-in-a-loop for ~10 minutes.
+        let blk_lpl = match info.max_parameter_size {
+            _ if info.is_cpu => 1,
+            n if n >= 2048 => 4,
+            n if n >= 768 => 2,
+            _ => 1,
+        };
         let mut fence_ok = true;
+        let mut block_ok = true;
 
         let mut programs: Vec<(&'static str, Program)> = Vec::new();
         let mut kernels = Vec::with_capacity(KERNELS.len());
         for (name, file) in KERNELS {
             if !programs.iter().any(|(f, _)| *f == file) {
                 let program = if file == "block.cl" {
-                    let options = format!(
-                        "-cl-std=CL1.2 -DLWS={blk_lws} -DMAX_HD={MAX_HD} -DCH={}",
-                        block::BLOCK_CH
-                    );
-                    let with_fence = format!("{options} -DAG_NV_FENCE");
-                    match build_program(&context, id, file, if nv_fence { &with_fence } else { &options }) {
-                        Ok(p) => p,
-                        Err(e) if nv_fence => {
-                            if opts.log {
-                                std::eprintln!("opencl: block.cl with membar.gl failed, persistent path off: {e}");
+                    // Built for a work-group size, then checked against what the compiled
+                    // kernels allow (registers: 512 work-items may not fit); rebuilt smaller
+                    // when they do not.
+                    loop {
+                        let options = format!(
+                            "-cl-std=CL1.2 -DLWS={blk_lws} -DMAX_HD={MAX_HD} -DCH={} -DLPL={blk_lpl}",
+                            block::BLOCK_CH
+                        );
+                        let with_fence = format!("{options} -DAG_NV_FENCE");
+                        let fenced = nv_fence && fence_ok;
+                        let program = match build_program(&context, id, file, if fenced { &with_fence } else { &options }) {
+                            Ok(p) => p,
+                            Err(e) if fenced => {
+                                if opts.log {
+                                    std::eprintln!("opencl: block.cl with membar.gl failed, persistent path off: {e}");
+                                }
+                                fence_ok = false;
+                                build_program(&context, id, file, &options)?
                             }
-                            fence_ok = false;
-                            build_program(&context, id, file, &options)?
+                            Err(e) => return Err(e),
+                        };
+                        let mut fits = usize::MAX;
+                        for k in ["llama_blocks_f32", "llama_head_f32"] {
+                            let kernel = Kernel::create(&program, k).map_err(cl_err("clCreateKernel (block.cl)"))?;
+                            fits = fits.min(kernel.get_work_group_size(id).map_err(cl_err("kernel work-group size"))?);
                         }
-                        Err(e) => return Err(e),
+                        if fits >= blk_lws || blk_lws <= 64 {
+                            // Not even 64 work-items: the block kernels stay unused.
+                            block_ok = fits >= blk_lws;
+                            break program;
+                        }
+                        blk_lws = pow2_floor(fits).max(64);
                     }
                 } else {
                     let group_lws = if file.starts_with("mul_mv") { mv_lws } else { lws };
@@ -512,7 +542,7 @@ impl OpenClBackend {
             None => info.compute_units as usize,
             Some(n) => n,
         };
-        let block = if groups > 0 && fence_ok && max_vec >= 512 {
+        let block = if groups > 0 && fence_ok && block_ok && max_vec >= 512 {
             Some(block::Persistent::new(&context, groups, info.is_cpu)?)
         } else {
             None
@@ -552,8 +582,9 @@ impl OpenClBackend {
             unflushed: core::cell::Cell::new(0),
             block,
             blk_lws,
+            blk_lpl,
             max_vec,
-            head_ok: max_vec >= 512,
+            head_ok: block_ok && max_vec >= 512,
             // Tuning override (not a user setting), like ANTIGRAVITY_OPENCL_MV_LWS.
             head_rows: std::env::var("ANTIGRAVITY_OPENCL_HEAD_ROWS")
                 .ok()
@@ -713,11 +744,15 @@ fn create_buffer(context: &Context, flags: u64, bytes: usize, host: *mut c_void)
     })
 }
 
-/// Sets kernel arguments in order; evaluates to the number set (the next index).
+/// Sets kernel arguments in order (from index 0, or `start`); evaluates to the next
+/// index.
 macro_rules! args {
-    ($k:expr; $($a:expr),+ $(,)?) => {{
+    ($k:expr; $($a:expr),+ $(,)?) => {
+        args!($k, 0u32; $($a),+)
+    };
+    ($k:expr, $start:expr; $($a:expr),+ $(,)?) => {{
         let k: &Kernel = $k;
-        let mut i = 0u32;
+        let mut i: u32 = $start;
         $(
             // SAFETY: every value passed is a `cl_mem` handle of a live buffer or a plain
             // scalar (`u32`, `i32`, `u64`, `f32`) whose size and type match the kernel's
@@ -1344,17 +1379,32 @@ impl Backend for OpenClBackend {
 
     fn llama_block(
         &mut self,
-        mut x: TensorMut<'_, Self>,
+        x: TensorMut<'_, Self>,
         w: BlockWeights<'_, Self>,
-        mut kv: BlockKv<'_, Self>,
+        kv: BlockKv<'_, Self>,
         inv_freq: TensorRef<'_, Self>,
         p: BlockParams,
-        mut s: BlockScratch<'_, Self>,
+        s: BlockScratch<'_, Self>,
     ) -> Result<()> {
-        if self.block_try(&mut x, &w, &mut kv, &inv_freq, &p, &mut s)? {
+        if self.block_one(&x, &w, &kv, &inv_freq, &p, &s)? {
             return Ok(());
         }
         crate::backend::llama_block_composed(self, x, w, kv, inv_freq, p, s, &mut |_, _, _| {})
+    }
+
+    fn llama_blocks(
+        &mut self,
+        x: TensorMut<'_, Self>,
+        n_layer: usize,
+        layer: &mut LayerVisitor<'_, Self>,
+        inv_freq: TensorRef<'_, Self>,
+        p: BlockParams,
+        s: BlockScratch<'_, Self>,
+    ) -> Result<()> {
+        if self.block_all(&x, n_layer, layer, &inv_freq, &p, &s)? {
+            return Ok(());
+        }
+        crate::backend::llama_blocks_each(self, x, n_layer, layer, inv_freq, p, s)
     }
 
     fn rms_norm_matmul(
