@@ -405,8 +405,10 @@ impl<B: Backend + ?Sized> BlockScratch<'_, B> {
 /// What [`Backend::llama_blocks`] is given per layer: `layer(l, f)` calls `f` once with
 /// layer `l`'s weights and KV-cache views (a visitor, so the model lends one layer's
 /// views at a time and nothing is allocated per token).
-pub type LayerVisitor<'v, B> =
-    dyn FnMut(usize, &mut dyn FnMut(BlockWeights<'_, B>, BlockKv<'_, B>) -> Result<()>) -> Result<()> + 'v;
+pub type LayerVisitor<'v, B> = dyn FnMut(usize, &mut LayerFn<'_, B>) -> Result<()> + 'v;
+
+/// What a [`LayerVisitor`] calls with one layer's views.
+pub type LayerFn<'f, B> = dyn FnMut(BlockWeights<'_, B>, BlockKv<'_, B>) -> Result<()> + 'f;
 
 /// Scalars of a block: RMS-norm epsilon, attention shape and cache fill (`attn.n_past`
 /// = first new slot), the position of the first new token and the RoPE convention.

@@ -214,8 +214,8 @@ fn rope_ref(
     for t in 0..n_tok {
         for h in 0..n_heads {
             let base = (t * n_heads + h) * hd;
-            for i in 0..hd / 2 {
-                let th = (pos0 + t) as f64 * freqs[i] as f64;
+            for (i, &f) in freqs.iter().enumerate().take(hd / 2) {
+                let th = (pos0 + t) as f64 * f as f64;
                 let (a, b) = match style {
                     RopeStyle::Adjacent => (2 * i, 2 * i + 1),
                     RopeStyle::HalfSplit => (i, i + hd / 2),

@@ -17,7 +17,7 @@ use super::config::LlamaConfig;
 use super::weights::{LayerWeights, Weights};
 use crate::backend::{
     llama_block_composed, AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockStage, BlockWeights,
-    BufferKind, Reservation,
+    BufferKind, LayerFn, Reservation,
 };
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -345,7 +345,7 @@ impl<B: Backend> Llama<B> {
             // Every layer in one op: a GPU backend runs several layers per launch.
             let ws = &mut self.ws;
             let (weights, kv) = (&self.weights, &mut self.kv);
-            let mut visit = |l: usize, f: &mut dyn FnMut(BlockWeights<'_, B>, BlockKv<'_, B>) -> Result<()>| {
+            let mut visit = |l: usize, f: &mut LayerFn<'_, B>| {
                 let (k, v) = kv.layer_mut(l);
                 f(block_weights(&weights.layers[l]), BlockKv { k, v })
             };

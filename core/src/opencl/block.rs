@@ -34,6 +34,64 @@ use crate::tensor::{TensorMut, TensorRef};
 /// Arguments of `llama_blocks_f32` before the first layer's, and per layer.
 const SHARED_ARGS: u32 = 25;
 const LAYER_ARGS: u32 = 29;
+/// Indices of the per-token arguments: the barrier base, then slot and position.
+const DYN_BASE: u32 = 10;
+const DYN_SLOT: u32 = 19;
+
+/// FNV-1a over the words of a launch's arguments, except the per-token ones.
+struct Fingerprint(u64);
+
+impl Fingerprint {
+    fn new() -> Fingerprint {
+        Fingerprint(0xcbf2_9ce4_8422_2325)
+    }
+    fn add(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    fn view(&mut self, mem: usize, offset: usize, dtype: DType) {
+        self.add(mem as u64);
+        self.add(offset as u64);
+        self.add(dtype as u64);
+    }
+    fn shared(
+        &mut self,
+        x: &TensorMut<'_, OpenClBackend>,
+        inv_freq: &TensorRef<'_, OpenClBackend>,
+        p: &BlockParams,
+        s: &BlockScratch<'_, OpenClBackend>,
+        ffn: usize,
+        n_layers: usize,
+    ) {
+        self.view(x.buf.mem() as usize, x.offset, x.dtype);
+        self.add(x.shape.row_len() as u64);
+        self.view(inv_freq.buf.mem() as usize, inv_freq.offset, inv_freq.dtype);
+        self.view(s.q.buf.mem() as usize, s.q.offset, s.q.dtype);
+        self.view(s.act.buf.mem() as usize, s.act.offset, s.act.dtype);
+        let a = p.attn;
+        for v in [a.n_head, a.n_kv_head, a.head_dim, ffn, n_layers, p.style as usize] {
+            self.add(v as u64);
+        }
+        self.add(p.eps.to_bits() as u64);
+        self.add(a.scale.to_bits() as u64);
+    }
+    fn layer(&mut self, w: &BlockWeights<'_, OpenClBackend>, kv: &BlockKv<'_, OpenClBackend>) {
+        for t in [
+            w.attn_norm,
+            w.wq,
+            w.wk,
+            w.wv,
+            w.wo,
+            w.ffn_norm,
+            w.w_gate,
+            w.w_up,
+            w.w_down,
+        ] {
+            self.view(t.buf.mem() as usize, t.offset, t.dtype);
+        }
+        self.view(kv.k.buf.mem() as usize, kv.k.offset, kv.k.dtype);
+        self.view(kv.v.buf.mem() as usize, kv.v.offset, kv.v.dtype);
+    }
+}
 /// Rows of the output matrix per work-group of the head kernel.
 pub(super) const HEAD_ROWS_PER_WG: usize = 64;
 /// Attention chunk of the block kernel, in cache slots (block.cl `CH`): a (query head,
@@ -91,6 +149,11 @@ pub(super) struct Persistent {
     pub disabled: Cell<bool>,
     /// Stage timers: 9 u64 ns sums and a launch count (see block.cl `MARK`).
     pub prof: RefCell<Buffer<u8>>,
+    /// One kernel object per layer group of `llama_blocks`, with a fingerprint of the
+    /// arguments last set on it: from one token to the next only the barrier base, the
+    /// cache slot and the position change, so ~140 clSetKernelArg calls a launch
+    /// become 3.
+    pub groups_k: RefCell<Vec<(Kernel, u64)>>,
 }
 
 impl Persistent {
@@ -100,6 +163,7 @@ impl Persistent {
         let prof = create_buffer(context, CL_MEM_READ_WRITE, PROF_BYTES, ptr::null_mut())?;
         Ok(Persistent {
             prof: RefCell::new(prof),
+            groups_k: RefCell::new(Vec::new()),
             groups,
             // A GPU barrier spin is an L2 round trip (~0.3 µs): 2^24 is seconds. A CPU
             // device's is a cached load, and its work-groups are threads the OS may
@@ -230,8 +294,10 @@ impl OpenClBackend {
     }
 
     /// Sets the arguments every layer of a launch shares.
+    #[allow(clippy::too_many_arguments)]
     fn block_shared_args(
         &self,
+        k: &Kernel,
         x: &TensorMut<'_, Self>,
         inv_freq: &TensorRef<'_, Self>,
         p: &BlockParams,
@@ -249,7 +315,7 @@ impl OpenClBackend {
             RopeStyle::HalfSplit => 1,
         };
         let (sync, part, prof) = (st.sync.borrow().get(), st.part.get(), st.prof.borrow().get());
-        let n = args!(&self.kernels[K_BLOCK];
+        let n = args!(k;
             xm, el(x.offset), inv_freq.buf.mem(), el(inv_freq.offset),
             qm, el(s.q.offset), hm, el(s.act.offset), part,
             sync, st.base.get(), st.spin_limit, prof, self.profiling as u32,
@@ -257,19 +323,15 @@ impl OpenClBackend {
             a.n_past as u32, p.pos0 as u32, style, p.eps, a.scale, n_layers as u32);
         debug_assert_eq!(n, SHARED_ARGS);
         let vec_bytes = x.shape.row_len().max(a.n_head * a.head_dim).max(ffn) * 4;
-        set_local(
-            &self.kernels[K_BLOCK],
-            SHARED_ARGS + LAYER_ARGS * self.blk_lpl as u32,
-            vec_bytes,
-        )
+        set_local(k, SHARED_ARGS + LAYER_ARGS * self.blk_lpl as u32, vec_bytes)
     }
 
     /// Sets parameter set `j` of the kernel to layer `w`, `kv`.
-    fn block_layer_args(&self, j: usize, w: &BlockWeights<'_, Self>, kv: &BlockKv<'_, Self>) -> Result<()> {
+    fn block_layer_args(&self, k: &Kernel, j: usize, w: &BlockWeights<'_, Self>, kv: &BlockKv<'_, Self>) -> Result<()> {
         let c = |t: &TensorRef<'_, Self>| code(t.dtype).expect("checked by block_layer_fits");
         let km = writable(kv.k.buf, "opencl block k cache")?;
         let vm = writable(kv.v.buf, "opencl block v cache")?;
-        let n = args!(&self.kernels[K_BLOCK], SHARED_ARGS + LAYER_ARGS * j as u32;
+        let n = args!(k, SHARED_ARGS + LAYER_ARGS * j as u32;
             w.attn_norm.buf.mem(), el(w.attn_norm.offset),
             w.wq.buf.mem(), w.wq.offset as u64, c(&w.wq),
             w.wk.buf.mem(), w.wk.offset as u64, c(&w.wk),
@@ -284,17 +346,22 @@ impl OpenClBackend {
         Ok(())
     }
 
-    /// Enqueues the kernel (arguments set) for `n_layers` layers and flushes.
-    fn block_launch(&mut self, n_layers: usize) -> Result<()> {
+    /// Enqueues the kernel (arguments set) for `n_layers` layers; `flush` submits it
+    /// (and what was queued before) to the device now.
+    fn block_launch(&self, k: &Kernel, n_layers: usize, flush: bool) -> Result<()> {
         let (groups, base) = {
             let st = self.block.as_ref().expect("caller checked");
             (st.groups, st.base.get())
         };
-        self.launch(K_BLOCK, &[groups * self.blk_lws], Some(&[self.blk_lws]))?;
-        // Start the device now: a layer is tens of µs of device work, a flush a few µs of
-        // host time, and the host enqueues the next launch meanwhile.
-        self.queue.flush().map_err(cl_err("clFlush"))?;
-        self.unflushed.set(0);
+        self.launch_kernel(k, K_BLOCK, &[groups * self.blk_lws], Some(&[self.blk_lws]))?;
+        if flush {
+            // Start the device now; the host enqueues the next launches meanwhile (a
+            // launch is ~130 µs of device work). A flush costs tens of µs of host time on
+            // NVIDIA, so only a token's first launch gets one: the rest go with the
+            // logits read, which flushes, long before the device runs out of work.
+            self.queue.flush().map_err(cl_err("clFlush"))?;
+            self.unflushed.set(0);
+        }
         let st = self.block.as_ref().expect("caller checked");
         let barriers = 5 * n_layers as u32 - 1;
         st.base.set(base.wrapping_add(barriers * groups as u32));
@@ -316,11 +383,12 @@ impl OpenClBackend {
         if !self.block_shapes_fit(x, p, ffn) || !Self::block_layer_fits(w, ffn) {
             return Ok(false);
         }
-        self.block_shared_args(x, inv_freq, p, s, ffn, 1)?;
+        let k = &self.kernels[K_BLOCK];
+        self.block_shared_args(k, x, inv_freq, p, s, ffn, 1)?;
         for j in 0..self.blk_lpl {
-            self.block_layer_args(j, w, kv)?;
+            self.block_layer_args(k, j, w, kv)?;
         }
-        self.block_launch(1)?;
+        self.block_launch(k, 1, true)?;
         Ok(true)
     }
 
@@ -358,23 +426,53 @@ impl OpenClBackend {
             return Ok(false);
         }
         let lpl = self.blk_lpl;
-        for l0 in (0..n_layer).step_by(lpl) {
+        let st = self.block.as_ref().expect("checked above");
+        for (gi, l0) in (0..n_layer).step_by(lpl).enumerate() {
             let n_here = lpl.min(n_layer - l0);
-            self.block_shared_args(x, inv_freq, p, s, ffn, n_here)?;
+            // What this launch's arguments would be, folded into a fingerprint.
+            let mut fp = Fingerprint::new();
+            fp.shared(x, inv_freq, p, s, ffn, n_here);
+            fp.add(st.part.get() as u64); // (re-created when a longer context is reserved)
+            fp.add(st.sync.borrow().get() as u64);
+            fp.add(st.prof.borrow().get() as u64);
+            fp.add(st.spin_limit as u64);
+            fp.add(self.profiling as u64);
             for j in 0..n_here {
-                let this = &*self;
                 layer(l0 + j, &mut |w, kv| {
-                    this.block_layer_args(j, &w, &kv)?;
-                    // Parameter sets this launch leaves unused still need valid values.
-                    if j == 0 {
-                        for u in n_here..lpl {
-                            this.block_layer_args(u, &w, &kv)?;
-                        }
-                    }
+                    fp.layer(&w, &kv);
                     Ok(())
                 })?;
             }
-            self.block_launch(n_here)?;
+            let mut ks = st.groups_k.borrow_mut();
+            if ks.len() <= gi {
+                let program = &self._programs[self.block_program];
+                let k =
+                    Kernel::create(program, "llama_blocks_f32").map_err(cl_err("clCreateKernel llama_blocks_f32"))?;
+                ks.push((k, 0));
+            }
+            let (k, last) = &mut ks[gi];
+            if *last == fp.0 && fp.0 != 0 {
+                // Same buffers, shapes and layers as last time: only the per-token scalars.
+                let a = p.attn;
+                args!(k, DYN_BASE; st.base.get());
+                args!(k, DYN_SLOT; a.n_past as u32, p.pos0 as u32);
+            } else {
+                self.block_shared_args(k, x, inv_freq, p, s, ffn, n_here)?;
+                for j in 0..n_here {
+                    layer(l0 + j, &mut |w, kv| {
+                        self.block_layer_args(k, j, &w, &kv)?;
+                        // Parameter sets this launch leaves unused still need valid values.
+                        if j == 0 {
+                            for u in n_here..lpl {
+                                self.block_layer_args(k, u, &w, &kv)?;
+                            }
+                        }
+                        Ok(())
+                    })?;
+                }
+                *last = fp.0;
+            }
+            self.block_launch(k, n_here, l0 == 0)?;
         }
         Ok(true)
     }

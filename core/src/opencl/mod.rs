@@ -381,6 +381,8 @@ pub struct OpenClBackend {
     blk_lws: usize,
     /// Layers per block launch (block.cl `LPL`).
     blk_lpl: usize,
+    /// Index of block.cl's program in `_programs` (for per-group kernel objects).
+    block_program: usize,
     max_vec: usize,
     /// block.cl built (the head kernel is usable).
     head_ok: bool,
@@ -491,21 +493,28 @@ impl OpenClBackend {
                         );
                         let with_fence = format!("{options} -DAG_NV_FENCE");
                         let fenced = nv_fence && fence_ok;
-                        let program = match build_program(&context, id, file, if fenced { &with_fence } else { &options }) {
-                            Ok(p) => p,
-                            Err(e) if fenced => {
-                                if opts.log {
-                                    std::eprintln!("opencl: block.cl with membar.gl failed, persistent path off: {e}");
+                        let program =
+                            match build_program(&context, id, file, if fenced { &with_fence } else { &options }) {
+                                Ok(p) => p,
+                                Err(e) if fenced => {
+                                    if opts.log {
+                                        std::eprintln!(
+                                            "opencl: block.cl with membar.gl failed, persistent path off: {e}"
+                                        );
+                                    }
+                                    fence_ok = false;
+                                    build_program(&context, id, file, &options)?
                                 }
-                                fence_ok = false;
-                                build_program(&context, id, file, &options)?
-                            }
-                            Err(e) => return Err(e),
-                        };
+                                Err(e) => return Err(e),
+                            };
                         let mut fits = usize::MAX;
                         for k in ["llama_blocks_f32", "llama_head_f32"] {
                             let kernel = Kernel::create(&program, k).map_err(cl_err("clCreateKernel (block.cl)"))?;
-                            fits = fits.min(kernel.get_work_group_size(id).map_err(cl_err("kernel work-group size"))?);
+                            fits = fits.min(
+                                kernel
+                                    .get_work_group_size(id)
+                                    .map_err(cl_err("kernel work-group size"))?,
+                            );
                         }
                         if fits >= blk_lws || blk_lws <= 64 {
                             // Not even 64 work-items: the block kernels stay unused.
@@ -559,6 +568,10 @@ impl OpenClBackend {
         let g = OpenClBackend {
             info,
             kernels,
+            block_program: programs
+                .iter()
+                .position(|(f, _)| *f == "block.cl")
+                .expect("block.cl is built"),
             _programs: programs.into_iter().map(|(_, p)| p).collect(),
             queue: Arc::new(queue),
             context,
@@ -652,7 +665,12 @@ impl OpenClBackend {
     /// Without profiling no event is asked for (creating and releasing one per launch
     /// is measurable host time); every [`FLUSH_EVERY`] launches the queue is flushed.
     fn launch(&self, slot: usize, gws: &[usize], lws: Option<&[usize]>) -> Result<()> {
-        let k = &self.kernels[slot];
+        self.launch_kernel(&self.kernels[slot], slot, gws, lws)
+    }
+
+    /// [`OpenClBackend::launch`] of another kernel object of slot `slot`'s kernel (the
+    /// block path keeps one per layer group, arguments left set between tokens).
+    fn launch_kernel(&self, k: &Kernel, slot: usize, gws: &[usize], lws: Option<&[usize]>) -> Result<()> {
         let err = |e: i32| Error::Backend {
             backend: "opencl",
             msg: format!("enqueue {}: {}", KERNELS[slot].0, ClError(e)),
