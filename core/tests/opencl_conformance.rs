@@ -681,7 +681,7 @@ fn fused_ops_match_composition() {
     }
 }
 
-/// The whole-block decode kernel (`llama_block_f32`, persistent grid) against the
+/// The whole-block decode kernel (`llama_blocks_f32` with one layer, persistent grid) against the
 /// composition of per-op kernels on the same device (tight: only f32 summation order and
 /// the merge of attention chunks differ) and against the scalar CPU (its Q8 activations:
 /// `LIM_MATMUL_Q_VS_CPU`). Mixed weight dtypes (one per matrix), both RoPE conventions,

@@ -37,8 +37,8 @@
 // dtype below, addressed in bytes (an imported GGUF tensor is only 32-byte aligned).
 //
 // Build options: LWS (work-group size, power of two ≥ 64), MAX_HD, CH (attention chunk
-// in slots, ≤ LWS), LPL (layers per launch: 1, 2 or 4), optionally AG_NV_FENCE (NVIDIA: membar.gl fence, %globaltimer
-// stage timers). The staged vector `vl` is a __local kernel argument sized at launch
+// in slots, ≤ LWS), LPL (layers per launch: 1, 2 or 4), optionally AG_NV_FENCE (NVIDIA:
+// the membar.gl fence, %globaltimer stage timers). The staged vector `vl` is a __local kernel argument sized at launch
 // (the model's widest vector), so a small model leaves local memory for more resident
 // work-groups.
 

@@ -52,7 +52,7 @@ pub const MUL_MV_FUSED: &str = include_str!("../cl/mul_mv_fused.cl");
 /// grid) and `mul_mm_swiglu_{q4_0,q4_1,q8_0}_f32` (gate, up and SwiGLU).
 pub const MUL_MM: &str = include_str!("../cl/mul_mm.cl");
 
-/// `llama_block_f32` (a whole decode block as one persistent launch) and
+/// `llama_blocks_f32` (up to four decode blocks per persistent launch) and
 /// `llama_head_f32` (final norm + output projection).
 pub const BLOCK: &str = include_str!("../cl/block.cl");
 

@@ -1,18 +1,19 @@
-//! The decode fast path: a whole Llama block per launch (`llama_block_f32` in
-//! `kernels/cl/block.cl`) and the fused head (`llama_head_f32`).
+//! The decode fast path: whole Llama blocks, up to `LPL` (4 on NVIDIA) per launch
+//! (`llama_blocks_f32` in `kernels/cl/block.cl`), and the fused head (`llama_head_f32`).
 //!
 //! Why: on NVIDIA's OpenCL a launch costs ~6 µs of device time however little it does,
-//! so the six fused kernels of a block (183 launches a token for SmolLM2) set a ceiling
-//! near 900 tok/s. The block kernel is a *persistent* grid — one work-group per compute
+//! so the six fused kernels of a block (183 launches a token for SmolLM2) held decode
+//! near 450 tok/s. The block kernel is a *persistent* grid — one work-group per compute
 //! unit, all resident at once — whose stages meet at a software grid barrier (a counter
-//! in device memory), so a token is `get_rows` + one launch per layer + the head.
+//! in device memory), so a token is `get_rows` + 8 launches + the head.
 //!
 //! OpenCL 1.2 promises nothing about work-groups running concurrently, so the path is
-//! guarded three ways: it is on by default only for GPUs (where every work-group of a
-//! grid no larger than the compute-unit count is resident), a barrier gives up after a
-//! bounded spin and raises an abort flag that every work-group obeys (no hang), and the
-//! host reads that flag with each download: an aborted step is an error naming the
-//! switch (`ANTIGRAVITY_OPENCL_BLOCK=0`), and the path turns itself off.
+//! guarded three ways: it is on by default only on NVIDIA GPUs (a grid no larger than
+//! the compute-unit count is resident; the fences are verified there), a barrier gives
+//! up after a bounded spin and raises an abort flag that every work-group obeys (no
+//! hang), and the host reads that flag with each download: an aborted step is an error
+//! naming the switch (`ANTIGRAVITY_OPENCL_BLOCK=0`), and the path turns itself off.
+//! Design and measurements: `docs/opencl.md`, "Decode: four layers per launch".
 
 use alloc::format;
 use alloc::vec;
@@ -92,6 +93,7 @@ impl Fingerprint {
         self.view(kv.v.buf.mem() as usize, kv.v.offset, kv.v.dtype);
     }
 }
+
 /// Rows of the output matrix per work-group of the head kernel.
 pub(super) const HEAD_ROWS_PER_WG: usize = 64;
 /// Attention chunk of the block kernel, in cache slots (block.cl `CH`): a (query head,
@@ -147,7 +149,7 @@ pub(super) struct Persistent {
     pub part_cap: usize,
     /// Turned off after an abort.
     pub disabled: Cell<bool>,
-    /// Stage timers: 9 u64 ns sums and a launch count (see block.cl `MARK`).
+    /// Stage timers: 10 u64 ns sums and a layer count (see block.cl `MARK`).
     pub prof: RefCell<Buffer<u8>>,
     /// One kernel object per layer group of `llama_blocks`, with a fingerprint of the
     /// arguments last set on it: from one token to the next only the barrier base, the
