@@ -681,13 +681,15 @@ fn fused_ops_match_composition() {
     }
 }
 
-/// The whole-block decode kernel (`llama_blocks_f32` with one layer, persistent grid) against the
-/// composition of per-op kernels on the same device (tight: only f32 summation order and
-/// the merge of attention chunks differ) and against the scalar CPU (its Q8 activations:
-/// `LIM_MATMUL_Q_VS_CPU`). Mixed weight dtypes (one per matrix), both RoPE conventions,
-/// GQA, contexts of 1, 6 and 301 slots (one and two 256-slot chunks), 1–3 work-groups
-/// (a barrier with one group is trivial; with several, work-groups wait for each other
-/// on PoCL's threads too). Also the fused head (`llama_head_f32`).
+/// The whole-block decode kernel (`llama_blocks_f32` with one layer, persistent grid)
+/// against the composition of per-op kernels on the same device (tight: only f32
+/// summation order and the merge of attention chunks differ) and against the scalar CPU
+/// (its Q8 activations: `LIM_MATMUL_Q_VS_CPU`). Mixed weight dtypes (one per matrix),
+/// both RoPE conventions, GQA, contexts of 1, 6 and 301 slots (one and five 64-slot
+/// chunks), 1 and 2 work-groups (a barrier with one group is trivial; with two,
+/// work-groups wait for each other, on PoCL's threads too), then a grid of 16 groups per
+/// compute unit, which cannot all run at once: a clean error, then the per-op result.
+/// Also the fused head (`llama_head_f32`).
 #[test]
 fn block_kernel_matches_composition() {
     use antigravity_core::backend::llama_block_composed;
