@@ -685,7 +685,7 @@ fn fused_ops_match_composition() {
 /// against the composition of per-op kernels on the same device (tight: only f32
 /// summation order and the merge of attention chunks differ) and against the scalar CPU
 /// (its Q8 activations: `LIM_MATMUL_Q_VS_CPU`). Mixed weight dtypes (one per matrix),
-/// both RoPE conventions, GQA, contexts of 1, 6 and 301 slots (one and five 64-slot
+/// both RoPE conventions, GQA, contexts of 1, 6 and 301 slots (one and ten 32-slot
 /// chunks), 1 and 2 work-groups (a barrier with one group is trivial; with two,
 /// work-groups wait for each other, on PoCL's threads too), then a grid of 16 groups per
 /// compute unit, which cannot all run at once: a clean error, then the per-op result.
@@ -1005,7 +1005,7 @@ fn block_kernel_all_layers_match_per_layer() {
         })
         .collect();
     let freqs = f32buf(&g, &antigravity_core::rope::base_inv_freq(10000.0, hd));
-    let n_past = 70; // two 64-slot attention chunks
+    let n_past = 70; // three 32-slot attention chunks
     let x0 = randn(dim, 970, 1.0);
     let kv0: Vec<Vec<f32>> = (0..n_layer)
         .map(|l| randn(2 * cap * kvd, 980 + l as u64, 1.0))

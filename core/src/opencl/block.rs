@@ -96,10 +96,11 @@ impl Fingerprint {
 
 /// Rows of the output matrix per work-group of the head kernel.
 pub(super) const HEAD_ROWS_PER_WG: usize = 64;
-/// Attention chunk of the block kernel, in cache slots (block.cl `CH`): a (query head,
+/// Attention chunk of the block kernel, in cache slots (block.cl `CH`; tuning override
+/// `ANTIGRAVITY_OPENCL_BLOCK_CH`): a (query head,
 /// chunk) pair is one unit of work, so shorter chunks spread a short context over more
 /// work-groups.
-pub(super) const BLOCK_CH: usize = 64;
+pub(super) const BLOCK_CH: usize = 32;
 /// Stage timers of the block kernel (profiling, NVIDIA): A, wait, B, wait, C, wait, D,
 /// wait, E, the wait between two layers of a launch; then (slot 10) the layer count.
 pub(super) const BLOCK_STAGES: [&str; 10] = [
@@ -202,7 +203,7 @@ impl OpenClBackend {
     /// Sizes the attention partials for `max_ctx` positions and `n_head` heads.
     pub(super) fn block_reserve(&mut self, max_ctx: usize, n_head: usize) -> Result<()> {
         let Some(p) = self.block.as_mut() else { return Ok(()) };
-        let need = n_head * max_ctx.div_ceil(BLOCK_CH) * (MAX_HD + 2);
+        let need = n_head * max_ctx.div_ceil(self.blk_ch) * (MAX_HD + 2);
         if need > p.part_cap {
             p.part = create_buffer(&self.context, CL_MEM_READ_WRITE, need * 4, ptr::null_mut())?;
             p.part_cap = need;
@@ -284,7 +285,7 @@ impl OpenClBackend {
             && hd <= MAX_HD
             && hd.is_multiple_of(4)
             && self.blk_lws.is_multiple_of(hd)
-            && a.n_head * (a.n_past + 1).div_ceil(BLOCK_CH) * (hd + 2) <= st.part_cap
+            && a.n_head * (a.n_past + 1).div_ceil(self.blk_ch) * (hd + 2) <= st.part_cap
     }
 
     /// Whether one layer's weights suit the kernel (dtypes it decodes, same FFN width).

@@ -381,6 +381,8 @@ pub struct OpenClBackend {
     blk_lws: usize,
     /// Layers per block launch (block.cl `LPL`).
     blk_lpl: usize,
+    /// Attention chunk in cache slots (block.cl `CH`).
+    blk_ch: usize,
     /// Index of block.cl's program in `_programs` (for per-group kernel objects).
     block_program: usize,
     max_vec: usize,
@@ -465,6 +467,11 @@ impl OpenClBackend {
         // NVIDIA: the grid barrier's fence must be `membar.gl` (inline PTX); if the
         // compiler refuses it, the persistent path stays off (the head kernel still works).
         let nv_fence = info.vendor.to_ascii_lowercase().contains("nvidia");
+        let blk_ch = std::env::var("ANTIGRAVITY_OPENCL_BLOCK_CH") // tuning override
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|v| v.is_power_of_two() && (16..=64).contains(v))
+            .unwrap_or(block::BLOCK_CH);
         // Layers per block launch: as many parameter sets (~210 bytes each, ~170 shared)
         // as the device's kernel-parameter space holds, up to 4.
         // CPU devices (PoCL, where the path is only for tests) take one: PoCL compiles
@@ -489,7 +496,7 @@ impl OpenClBackend {
                     loop {
                         let options = format!(
                             "-cl-std=CL1.2 -DLWS={blk_lws} -DMAX_HD={MAX_HD} -DCH={} -DLPL={blk_lpl}",
-                            block::BLOCK_CH
+                            blk_ch
                         );
                         let with_fence = format!("{options} -DAG_NV_FENCE");
                         let fenced = nv_fence && fence_ok;
@@ -596,6 +603,7 @@ impl OpenClBackend {
             block,
             blk_lws,
             blk_lpl,
+            blk_ch,
             max_vec,
             head_ok: block_ok && max_vec >= 512,
             // Tuning override (not a user setting), like ANTIGRAVITY_OPENCL_MV_LWS.
