@@ -1587,6 +1587,10 @@ fn decode_profile_smollm2_shapes() {
                 host_enqueue * 1e3 / timed,
                 host_read * 1e3 / timed
             );
+            // Device idle time by the kernel that ended it (profiling events).
+            for (name, ns) in g.kernel_gaps().unwrap() {
+                eprintln!("  idle before {name:<18} {:>8.3} ms/token", ns as f64 / 1e6 / timed);
+            }
             // Inside the block kernel (NVIDIA's %globaltimer, as work-group 0 sees it).
             if let Some((stages, launches)) = g.block_stage_times().unwrap() {
                 let total: u64 = stages.iter().map(|s| s.1).sum();

@@ -371,6 +371,9 @@ pub struct OpenClBackend {
     pending: RefCell<Vec<(u16, Event)>>,
     /// Per kernel slot: (device ns, launches).
     times: RefCell<Vec<(u64, u32)>>,
+    /// Per kernel slot: device idle ns before its launches; end of the last folded one.
+    gaps: RefCell<Vec<u64>>,
+    last_end: core::cell::Cell<u64>,
     /// The loaded OpenCL library, for the event-less enqueue.
     rt: &'static cl3::OpenClRuntime,
     /// Kernels enqueued since the last flush.
@@ -598,6 +601,8 @@ impl OpenClBackend {
             profiling: opts.profiling,
             pending: RefCell::new(Vec::new()),
             times: RefCell::new(vec![(0, 0); KERNELS.len()]),
+            gaps: RefCell::new(vec![0; KERNELS.len()]),
+            last_end: core::cell::Cell::new(0),
             rt,
             unflushed: core::cell::Cell::new(0),
             block,
@@ -654,19 +659,45 @@ impl OpenClBackend {
         self.queue.finish().map_err(cl_err("clFinish"))?;
         self.pending.borrow_mut().clear();
         self.times.borrow_mut().iter_mut().for_each(|t| *t = (0, 0));
+        self.gaps.borrow_mut().iter_mut().for_each(|g| *g = 0);
+        self.last_end.set(0);
         Ok(())
     }
 
     fn fold_events(&self) -> Result<()> {
         let mut times = self.times.borrow_mut();
+        let mut gaps = self.gaps.borrow_mut();
         for (slot, ev) in self.pending.borrow_mut().drain(..) {
             let start = ev.profiling_command_start().map_err(cl_err("event profiling start"))?;
             let end = ev.profiling_command_end().map_err(cl_err("event profiling end"))?;
             let t = &mut times[slot as usize];
             t.0 += end.saturating_sub(start);
             t.1 += 1;
+            // In-order queue: kernels run in enqueue order; the device idled between the
+            // previous kernel's end and this one's start.
+            let last = self.last_end.get();
+            if last != 0 {
+                gaps[slot as usize] += start.saturating_sub(last);
+            }
+            self.last_end.set(end);
         }
         Ok(())
+    }
+
+    /// Device idle time before each kernel since the last reset (profiling only): the gap
+    /// between the previous kernel's end and this kernel's start, summed per kernel name —
+    /// what the kernel times leave unexplained (launch latency, host round trips).
+    pub fn kernel_gaps(&self) -> Result<Vec<(String, u64)>> {
+        self.queue.finish().map_err(cl_err("clFinish"))?;
+        self.fold_events()?;
+        Ok(self
+            .gaps
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter(|(_, &ns)| ns > 0)
+            .map(|(i, &ns)| (KERNELS[i].0.to_string(), ns))
+            .collect())
     }
 
     /// Enqueues kernel `slot` (its arguments already set) over `gws` / `lws` (1 to 3 dims).
