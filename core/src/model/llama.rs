@@ -341,8 +341,10 @@ impl<B: Backend> Llama<B> {
                 }
             };
         }
-        if trace.is_none() && self.profiler.is_none() {
-            // Every layer in one op: a GPU backend runs several layers per launch.
+        // Without a tracer or profiler (per-layer states, per-op marks), every layer in
+        // one op: a GPU backend runs several layers per launch.
+        let whole = trace.is_none() && self.profiler.is_none();
+        if whole {
             let ws = &mut self.ws;
             let (weights, kv) = (&self.weights, &mut self.kv);
             let mut visit = |l: usize, f: &mut LayerFn<'_, B>| {
@@ -354,10 +356,7 @@ impl<B: Backend> Llama<B> {
             let x = m(&mut ws.x, t_dim);
             ops::llama_blocks(&mut self.backend, x, self.cfg.n_layer, &mut visit, freqs, bp, s)?;
         }
-        for l in 0..self.cfg.n_layer {
-            if trace.is_none() && self.profiler.is_none() {
-                break; // done above
-            }
+        for l in (0..self.cfg.n_layer).filter(|_| !whole) {
             let ws = &mut self.ws;
             let w = block_weights(&self.weights.layers[l]);
             let (k, v) = self.kv.layer_mut(l);
@@ -400,7 +399,7 @@ impl<B: Backend> Llama<B> {
         // ---- head ----
         // Only the rows whose logits are wanted: all, or the last one.
         let (first, rows) = if self.opts.all_logits { (0, n) } else { (n - 1, 1) };
-        if trace.is_none() && self.profiler.is_none() {
+        if whole {
             // Norm and output projection as one op (a GPU backend fuses them).
             let ws = &mut self.ws;
             let x_rows = TensorRef::<B>::new(&ws.x, first * dim * 4, DType::F32, Shape::d2(rows, dim));
