@@ -205,6 +205,11 @@ pub trait Backend {
     fn softmax(&mut self, x: TensorMut<'_, Self>) -> Result<()>;
     /// `out = silu(gate) · up`.
     fn swiglu(&mut self, gate: TensorRef<'_, Self>, up: TensorRef<'_, Self>, out: TensorMut<'_, Self>) -> Result<()>;
+    /// Row-wise argmax: `out[r]` is the index of the largest value in row `r` of `x`
+    /// (`[rows, n]` f32; NaN never wins, ties go to the lowest index), stored as an f32
+    /// (exact: the op layer allows n < 2^24), or -1 when no value exceeds -inf. Greedy
+    /// decoding reads back these 4 bytes instead of a row of logits.
+    fn argmax(&mut self, x: TensorRef<'_, Self>, out: TensorMut<'_, Self>) -> Result<()>;
     /// `dst += src` (the residual add).
     fn add(&mut self, dst: TensorMut<'_, Self>, src: TensorRef<'_, Self>) -> Result<()>;
 

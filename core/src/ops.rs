@@ -299,6 +299,24 @@ fn check_attention<B: Backend + ?Sized>(
     Ok(())
 }
 
+/// Row-wise argmax of `x` ([rows, n] f32) into `out` ([rows] f32 holding indices).
+pub fn argmax<B: Backend + ?Sized>(b: &mut B, x: TensorRef<'_, B>, out: TensorMut<'_, B>) -> Result<()> {
+    const OP: &str = "argmax";
+    chk_ref(b, OP, "x", &x)?;
+    chk_mut(b, OP, "out", &out)?;
+    want_dtype(OP, "x", x.dtype, DType::F32)?;
+    want_dtype(OP, "out", out.dtype, DType::F32)?;
+    want_shape(OP, "out", out.shape, &[x.shape.rows()])?;
+    if x.shape.row_len() >= 1 << 24 {
+        return Err(Error::Range {
+            what: "argmax row length (indices travel as f32)".to_string(),
+            given: x.shape.row_len() as u64,
+            limit: 1 << 24,
+        });
+    }
+    b.argmax(x, out)
+}
+
 /// Row-wise softmax in place.
 pub fn softmax<B: Backend + ?Sized>(b: &mut B, x: TensorMut<'_, B>) -> Result<()> {
     chk_mut(b, "softmax", "x", &x)?;

@@ -1127,6 +1127,53 @@ fn block_kernel_all_layers_match_per_layer() {
     }
 }
 
+/// `argmax` (greedy decoding's readback) against the CPU and the rule itself: the
+/// 49152-wide logits row, odd widths, a tie (the lowest index wins), NaNs (never win),
+/// a row of -inf (-1), several rows. Exact: indices must be identical.
+#[test]
+fn argmax_rows() {
+    let Some(mut g) = shared() else { return };
+    let g = &mut *g;
+    let mut c = cpu();
+    let mut cases: Vec<(String, Vec<f32>, usize)> = Vec::new();
+    for n in [49152usize, 1, 7, 1000, 4097] {
+        cases.push((format!("random 1x{n}"), randn(n, 40 + n as u64, 3.0), n));
+    }
+    let mut tie = randn(5000, 50, 1.0);
+    tie[1234] = 9.0;
+    tie[4321] = 9.0;
+    cases.push(("tie at 1234 and 4321".into(), tie, 5000));
+    let mut nan = randn(3000, 51, 1.0);
+    nan[10] = f32::NAN;
+    nan[2999] = f32::NAN;
+    cases.push(("NaNs".into(), nan, 3000));
+    cases.push(("all -inf".into(), vec![f32::NEG_INFINITY; 300], 300));
+    cases.push(("3 rows".into(), randn(3 * 777, 52, 1.0), 777));
+    for (name, v, n) in cases {
+        let rows = v.len() / n;
+        let x = act(&c, g, &v, Shape::d2(rows, n));
+        let mut o = out(&c, g, Shape::d1(rows));
+        ops::argmax(&mut c, x.r_cpu(), o.m_cpu()).unwrap();
+        ops::argmax(g, x.r_cl(), o.m_cl()).unwrap();
+        let (a, b) = o.read(&c, g);
+        let want: Vec<f32> = v
+            .chunks(n)
+            .map(|r| {
+                let (mut bi, mut bv) = (-1.0f32, f32::NEG_INFINITY);
+                for (i, &x) in r.iter().enumerate() {
+                    if x > bv {
+                        (bi, bv) = (i as f32, x);
+                    }
+                }
+                bi
+            })
+            .collect();
+        eprintln!("argmax     {name:<44} gpu {a:?} cpu {b:?}");
+        assert_eq!(b, want, "cpu argmax {name}");
+        assert_eq!(a, want, "opencl argmax {name}");
+    }
+}
+
 // --- memory -------------------------------------------------------------------------
 
 /// Host bytes that can change after import (atomics: shared mutation without UB).

@@ -72,4 +72,15 @@ fn weights_zero_copy_or_once_and_only_logits_per_token() {
         "per token only the logits (and the block status word) come back"
     );
     assert!(up <= 64, "per token at most a few bytes go up (got {up})");
+
+    // Greedy decoding with the argmax on the device: 4 bytes (+ the status word) a token.
+    let c0 = Backend::copied_bytes(&m.backend);
+    let mut next = 1;
+    for _ in 0..steps {
+        next = m.forward_argmax(&[next]).unwrap();
+    }
+    let c1 = Backend::copied_bytes(&m.backend);
+    let down = (c1.to_host - c0.to_host) / steps;
+    eprintln!("greedy on the device: {down} B down per token");
+    assert_eq!(down, 4 + status, "per greedy token only the argmax comes back");
 }

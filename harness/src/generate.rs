@@ -110,14 +110,26 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
     let mut dec = s.tokenizer.as_ref().map(|t| t.decoder());
     let mut text = String::new();
 
+    // Plain greedy decoding: the backend picks the argmax, so a step reads back 4 bytes
+    // instead of the logits row (same rule as the greedy sampler: NaN never wins, ties
+    // go to the lowest id).
+    let on_device = a.temperature == 0.0 && a.repeat_penalty == 1.0;
+    let mut device_next = None;
     let copied0 = s.model.backend.copied_bytes();
     let tp = Instant::now();
-    logits.copy_from_slice(s.model.forward(&ids)?);
+    if on_device {
+        device_next = Some(s.model.forward_argmax(&ids)?);
+    } else {
+        logits.copy_from_slice(s.model.forward(&ids)?);
+    }
     let prefill_s = tp.elapsed().as_secs_f64();
     let td = Instant::now();
     let budget = a.max_tokens.min(ctx - ids.len());
     for step in 0..budget {
-        let next = sampler.sample(&logits, &history)?;
+        let next = match device_next {
+            Some(id) => id,
+            None => sampler.sample(&logits, &history)?,
+        };
         if !a.ignore_eos && eos.contains(&next) {
             break;
         }
@@ -134,7 +146,11 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
             }
         }
         if step + 1 < budget {
-            logits.copy_from_slice(s.model.forward(&[next])?);
+            if on_device {
+                device_next = Some(s.model.forward_argmax(&[next])?);
+            } else {
+                logits.copy_from_slice(s.model.forward(&[next])?);
+            }
         }
     }
     let decode_s = td.elapsed().as_secs_f64();
@@ -165,6 +181,7 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
             "kv_cache_bytes": s.model.kv.bytes(),
             "copied_bytes_load": s.copied_load.to_device + s.copied_load.to_host,
             "copied_bytes_per_token": per_token,
+            "argmax_on_device": on_device,
         });
         writeln!(out, "{j}")?;
     } else {

@@ -570,6 +570,15 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn argmax(&mut self, x: TensorRef<'_, Self>, out: TensorMut<'_, Self>) -> Result<()> {
+        let n = x.shape.row_len();
+        let xs = f32s(view(&x));
+        for (r, o) in xs.chunks_exact(n.max(1)).zip(f32s_mut(view_mut(out)?)) {
+            *o = scalar::argmax(r).map_or(-1.0, |i| i as f32);
+        }
+        Ok(())
+    }
+
     fn add(&mut self, dst: TensorMut<'_, Self>, src: TensorRef<'_, Self>) -> Result<()> {
         let s = f32s(view(&src));
         for (d, s) in f32s_mut(view_mut(dst)?).iter_mut().zip(s) {

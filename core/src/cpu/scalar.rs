@@ -109,6 +109,20 @@ pub fn softmax(x: &mut [f32]) {
 }
 
 /// `out = silu(g) * u`.
+/// Index of the largest value (NaN never wins, ties: the lowest index); `None` when no
+/// value exceeds -inf.
+pub fn argmax(x: &[f32]) -> Option<usize> {
+    let mut best = None;
+    let mut best_v = f32::NEG_INFINITY;
+    for (i, &v) in x.iter().enumerate() {
+        if v > best_v {
+            best_v = v;
+            best = Some(i);
+        }
+    }
+    best
+}
+
 pub fn swiglu(g: &[f32], u: &[f32], out: &mut [f32]) {
     for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
         *o = g / (1.0 + math::expf(-g)) * u;

@@ -57,6 +57,7 @@ pub struct Workspace<B: Backend> {
     hb2: B::Buffer,      // (max_batch, ffn_dim) up
     hb3: B::Buffer,      // (max_batch, ffn_dim) silu(gate) * up
     logits: B::Buffer,   // (max_batch or 1, vocab)
+    argmax: B::Buffer,   // (1,) index of the last row's largest logit, as f32
     inv_freq: B::Buffer, // (head_dim / 2,) RoPE inverse frequencies
 }
 
@@ -155,6 +156,7 @@ impl<B: Backend> Llama<B> {
             hb2: f32_buf(b, mb * cfg.ffn_dim)?,
             hb3: f32_buf(b, mb * cfg.ffn_dim)?,
             logits: f32_buf(b, logit_rows * cfg.vocab)?,
+            argmax: f32_buf(b, 1)?,
             inv_freq,
         };
         let kv = KvCache::new(
@@ -214,17 +216,7 @@ impl<B: Backend> Llama<B> {
     /// [`Llama::forward`] that also reports hidden states to `trace` (oracle use; the
     /// trace path allocates, the plain path does not).
     pub fn forward_traced(&mut self, ids: &[u32], mut trace: Option<Tracer<'_>>) -> Result<&[f32]> {
-        if ids.is_empty() {
-            return Err(Error::invalid("forward: no tokens"));
-        }
-        self.kv.check_room(ids.len())?;
-        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
-            return Err(Error::Range {
-                what: String::from("token id"),
-                given: bad as u64,
-                limit: self.cfg.vocab as u64,
-            });
-        }
+        self.check_ids(ids)?;
         let mut done = 0;
         let mut rows = 0;
         for chunk in ids.chunks(self.opts.max_batch) {
@@ -254,6 +246,48 @@ impl<B: Backend> Llama<B> {
         debug_assert_eq!(done, ids.len());
         self.logits_rows = rows;
         Ok(self.logits())
+    }
+
+    /// Greedy decoding's step: runs `ids` like [`Llama::forward`] and returns the index
+    /// of the last position's largest logit (NaN never wins, ties: the lowest id — the
+    /// greedy sampler's rule), computed by the backend, so 4 bytes come back instead of
+    /// the logits row. [`Llama::logits`] is empty after it.
+    pub fn forward_argmax(&mut self, ids: &[u32]) -> Result<u32> {
+        self.check_ids(ids)?;
+        let mut last = 0;
+        for chunk in ids.chunks(self.opts.max_batch) {
+            self.forward_chunk(chunk, &mut None)?;
+            last = chunk.len();
+        }
+        // The last position's row: the only one, or the chunk's last with all_logits.
+        let v = self.cfg.vocab;
+        let row = if self.opts.all_logits { last - 1 } else { 0 };
+        let logits = TensorRef::<B>::new(&self.ws.logits, row * v * 4, DType::F32, Shape::d2(1, v));
+        let out = TensorMut::<B>::new(&mut self.ws.argmax, 0, DType::F32, Shape::d1(1));
+        ops::argmax(&mut self.backend, logits, out)?;
+        let mut idx = [0f32; 1];
+        self.backend
+            .download(&self.ws.argmax, 0, bytemuck::cast_slice_mut(&mut idx))?;
+        self.logits_rows = 0;
+        if idx[0] < 0.0 {
+            return Err(Error::invalid("argmax: no logit above -inf (all -inf or NaN)"));
+        }
+        Ok(idx[0] as u32)
+    }
+
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        if ids.is_empty() {
+            return Err(Error::invalid("forward: no tokens"));
+        }
+        self.kv.check_room(ids.len())?;
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
+            return Err(Error::Range {
+                what: String::from("token id"),
+                given: bad as u64,
+                limit: self.cfg.vocab as u64,
+            });
+        }
+        Ok(())
     }
 
     fn mark(&mut self, op: OpKind, begin: bool) {

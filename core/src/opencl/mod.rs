@@ -207,7 +207,7 @@ const NT: usize = 4;
 const MAX_HD: usize = 256;
 
 /// Every kernel: (name, family file). Index = slot in `OpenClBackend::kernels`.
-const KERNELS: [(&str, &str); 42] = [
+const KERNELS: [(&str, &str); 43] = [
     ("add_f32", "add.cl"),
     ("silu_mul_f32", "silu_mul.cl"),
     ("rms_norm_f32", "rms_norm.cl"),
@@ -250,6 +250,7 @@ const KERNELS: [(&str, &str); 42] = [
     ("mul_mm_reduce_f32", "mul_mm.cl"),
     ("llama_blocks_f32", "block.cl"),
     ("llama_head_f32", "block.cl"),
+    ("argmax_f32", "softmax.cl"),
 ];
 const K_ADD: usize = 0;
 const K_SILU_MUL: usize = 1;
@@ -270,6 +271,7 @@ const K_MUL_MM_SWIGLU: usize = 36;
 const K_MM_REDUCE: usize = 39;
 const K_BLOCK: usize = 40;
 const K_HEAD: usize = 41;
+const K_ARGMAX: usize = 42;
 /// Work-group size of block.cl's kernels, where the device and the compiled kernel allow
 /// it (512 measured 0–5 % faster than 256 on the H100; 1024 much slower).
 const BLOCK_LWS: usize = 512;
@@ -393,6 +395,8 @@ pub struct OpenClBackend {
     head_ok: bool,
     /// Output rows per work-group of the head kernel.
     head_rows: usize,
+    /// Work-group size of `argmax_f32`.
+    argmax_lws: usize,
 }
 
 #[derive(Default)]
@@ -548,6 +552,13 @@ impl OpenClBackend {
             })?);
         }
 
+        // argmax: as wide as the compiled kernel allows, up to 512 (a power of two).
+        let argmax_lws = kernels[K_ARGMAX]
+            .get_work_group_size(id)
+            .map_err(cl_err("kernel work-group size"))?
+            .clamp(1, 512);
+        let argmax_lws = pow2_floor(argmax_lws);
+
         let rt = cl3::load_library().as_ref().map_err(|e| Error::Backend {
             backend: "opencl",
             msg: format!("loading the OpenCL library: {e}"),
@@ -612,6 +623,7 @@ impl OpenClBackend {
             blk_ch,
             max_vec,
             head_ok: block_ok && max_vec >= 512,
+            argmax_lws,
             // Tuning override (not a user setting), like ANTIGRAVITY_OPENCL_MV_LWS.
             head_rows: std::env::var("ANTIGRAVITY_OPENCL_HEAD_ROWS")
                 .ok()
@@ -1297,6 +1309,24 @@ impl Backend for OpenClBackend {
         let xm = writable(x.buf, "opencl softmax input")?;
         args!(&self.kernels[K_SOFTMAX]; xm, el(x.offset), n as u32);
         self.launch(K_SOFTMAX, &[rows * self.lws], Some(&[self.lws]))
+    }
+
+    fn argmax(&mut self, x: TensorRef<'_, Self>, out: TensorMut<'_, Self>) -> Result<()> {
+        let (rows, n) = (x.shape.rows(), x.shape.row_len());
+        if rows == 0 {
+            return Ok(());
+        }
+        let o = writable(out.buf, "opencl argmax output")?;
+        let (k, lws) = (&self.kernels[K_ARGMAX], self.argmax_lws);
+        let n_args = args!(k; x.buf.mem(), el(x.offset), o, el(out.offset), n as u32);
+        // SAFETY: indices n_args and n_args + 1 are the kernel's two `__local` buffer
+        // parameters (softmax.cl); local arguments take a size and no host pointer.
+        unsafe {
+            k.set_arg_local_buffer(n_args, lws * 4)
+                .and_then(|_| k.set_arg_local_buffer(n_args + 1, lws * 4))
+        }
+        .map_err(cl_err("clSetKernelArg (argmax local)"))?;
+        self.launch(K_ARGMAX, &[rows * lws], Some(&[lws]))
     }
 
     fn swiglu(&mut self, gate: TensorRef<'_, Self>, up: TensorRef<'_, Self>, out: TensorMut<'_, Self>) -> Result<()> {

@@ -60,11 +60,11 @@ mod real {
         }
     }
 
-    /// The real model, as the bench drives it.
-    /// The model on whichever backend the bench asked for.
+    /// The model on whichever backend the bench asked for (boxed: the two differ in size
+    /// by kilobytes of backend state).
     enum AnyLlama {
-        Cpu(Llama<CpuBackend>),
-        Cl(Llama<OpenClBackend>),
+        Cpu(Box<Llama<CpuBackend>>),
+        Cl(Box<Llama<OpenClBackend>>),
     }
 
     /// Runs the same expression on either variant.
@@ -127,12 +127,12 @@ mod real {
                 "cpu" => {
                     let be = crate::common::set_threads(cpu_backend(o.isa.as_deref())?, o.threads);
                     let (m, q) = build(be, path, o, &times)?;
-                    (AnyLlama::Cpu(m), q, o.threads as u32)
+                    (AnyLlama::Cpu(Box::new(m)), q, o.threads as u32)
                 }
                 "opencl" => {
                     let be = crate::common::opencl_backend().map_err(|e| Error::msg(format!("{e:#}")))?;
                     let (m, q) = build(be, path, o, &times)?;
-                    (AnyLlama::Cl(m), q, 1)
+                    (AnyLlama::Cl(Box::new(m)), q, 1)
                 }
                 other => return Err(Error::msg(format!("unknown backend {other}"))),
             };
