@@ -1149,6 +1149,16 @@ fn argmax_rows() {
     cases.push(("NaNs".into(), nan, 3000));
     cases.push(("all -inf".into(), vec![f32::NEG_INFINITY; 300], 300));
     cases.push(("3 rows".into(), randn(3 * 777, 52, 1.0), 777));
+    // Rows over 4096 take the two-pass kernels: the same cases across pieces.
+    let mut nan = randn(6000, 53, 1.0);
+    nan[1500] = f32::NAN;
+    cases.push(("NaN, two-pass".into(), nan, 6000));
+    cases.push(("all -inf, two-pass".into(), vec![f32::NEG_INFINITY; 5000], 5000));
+    let mut rows3 = randn(3 * 5000, 54, 1.0);
+    rows3[5000 + 4999] = 50.0; // last element of row 1
+    rows3[2 * 5000 + 1024] = 50.0; // first element of a piece in row 2
+    rows3[2 * 5000 + 3000] = 50.0; // its tie, later: the first must win
+    cases.push(("3 rows, two-pass".into(), rows3, 5000));
     for (name, v, n) in cases {
         let rows = v.len() / n;
         let x = act(&c, g, &v, Shape::d2(rows, n));
@@ -1432,8 +1442,11 @@ fn decode_profile_smollm2_shapes() {
     // The model's op sequence before the fused ops (15 launches a layer) and with them
     // (6), on the same device and weights.
     let mut xb2 = a(&g, dim);
-    for mode in ["unfused", "fused", "block"] {
+    // "greedy": the block path with the argmax on the device (4 bytes back, not logits).
+    let mut idx_buf = a(&g, 1);
+    for mode in ["unfused", "fused", "block", "greedy"] {
         let fused = mode != "unfused";
+        let block = mode == "block" || mode == "greedy";
         kv.clear();
         g.reset_kernel_times().unwrap();
         let mut t0 = std::time::Instant::now();
@@ -1451,7 +1464,7 @@ fn decode_profile_smollm2_shapes() {
             let g = &mut g;
             let t_enq = std::time::Instant::now();
             ops::get_rows(g, w(&embd), &[(pos * 37 % vocab) as u32], m(&mut x, dim)).unwrap();
-            if mode == "block" {
+            if block {
                 // What the model runs: every layer through llama_blocks (several layers
                 // per launch), then the fused head.
                 let p = BlockParams {
@@ -1505,8 +1518,16 @@ fn decode_profile_smollm2_shapes() {
                 )
                 .unwrap();
                 let t_read = std::time::Instant::now();
-                g.download(&logits, 0, bytemuck::cast_slice_mut(&mut host_logits))
-                    .unwrap();
+                if mode == "greedy" {
+                    let lv = TensorRef::new(&logits, 0, DType::F32, Shape::d2(1, vocab));
+                    ops::argmax(g, lv, TensorMut::new(&mut idx_buf, 0, DType::F32, Shape::d1(1))).unwrap();
+                    let mut idx = [0f32; 1];
+                    g.download(&idx_buf, 0, bytemuck::cast_slice_mut(&mut idx)).unwrap();
+                    assert!(idx[0] >= 0.0);
+                } else {
+                    g.download(&logits, 0, bytemuck::cast_slice_mut(&mut host_logits))
+                        .unwrap();
+                }
                 if pos >= warmup {
                     host_enqueue += (t_read - t_enq).as_secs_f64();
                     host_read += t_read.elapsed().as_secs_f64();
@@ -1628,7 +1649,7 @@ fn decode_profile_smollm2_shapes() {
                 100.0 * *ns as f64 / total as f64
             );
         }
-        if mode == "block" {
+        if block {
             eprintln!(
                 "  host: {:.3} ms/token enqueueing (get_rows, blocks, head), {:.3} ms/token in the logits read",
                 host_enqueue * 1e3 / timed,

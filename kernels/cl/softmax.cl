@@ -84,3 +84,82 @@ __kernel void argmax_f32(__global const float *x, const ulong x_off, __global fl
         out[o_off + row] = bi[0] == 0xFFFFFFFFu ? -1.0f : (float)bi[0];
     }
 }
+
+// argmax_part_f32 / argmax_final_f32: argmax_f32 in two passes for long rows — the
+// one-group kernel reads a 49152-wide row on a single compute unit (~40 µs on an H100).
+// Pass 1: group (p, row) takes elements [p·chunk, (p+1)·chunk) of the row and writes
+// its (max, index) pair to part[(row·P + p)·2 ..] (index as raw bits; ~0 when none).
+// Pass 2: one group per row reduces the P pairs under the same rule. `bv`/`bi` as above.
+__kernel void argmax_part_f32(__global const float *x, const ulong x_off, const uint n,
+                              const uint chunk, __global float *part,
+                              __local float *bv, __local uint *bi) {
+    const uint p = get_group_id(0);
+    const uint row = get_group_id(1);
+    const uint np = get_num_groups(0);
+    const uint lid = get_local_id(0);
+    const uint lsz = get_local_size(0);
+    __global const float *xr = x + x_off + (ulong)row * n;
+    const uint i0 = p * chunk;
+    const uint i1 = min(i0 + chunk, n);
+    float v = -INFINITY;
+    uint idx = 0xFFFFFFFFu;
+    for (uint i = i0 + lid; i < i1; i += lsz) {
+        const float xi = xr[i];
+        if (xi > v) {
+            v = xi;
+            idx = i;
+        }
+    }
+    bv[lid] = v;
+    bi[lid] = idx;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = lsz / 2; s > 0; s >>= 1) {
+        if (lid < s) {
+            const float ov = bv[lid + s];
+            const uint oi = bi[lid + s];
+            if (ov > bv[lid] || (ov == bv[lid] && oi < bi[lid])) {
+                bv[lid] = ov;
+                bi[lid] = oi;
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0) {
+        part[((ulong)row * np + p) * 2] = bv[0];
+        part[((ulong)row * np + p) * 2 + 1] = as_float(bi[0]);
+    }
+}
+
+__kernel void argmax_final_f32(__global const float *part, const uint np, __global float *out,
+                               const ulong o_off, __local float *bv, __local uint *bi) {
+    const uint row = get_group_id(0);
+    const uint lid = get_local_id(0);
+    const uint lsz = get_local_size(0);
+    float v = -INFINITY;
+    uint idx = 0xFFFFFFFFu;
+    for (uint p = lid; p < np; p += lsz) {
+        const float pv = part[((ulong)row * np + p) * 2];
+        const uint pi = as_uint(part[((ulong)row * np + p) * 2 + 1]);
+        if (pv > v || (pv == v && pi < idx)) {
+            v = pv;
+            idx = pi;
+        }
+    }
+    bv[lid] = v;
+    bi[lid] = idx;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (uint s = lsz / 2; s > 0; s >>= 1) {
+        if (lid < s) {
+            const float ov = bv[lid + s];
+            const uint oi = bi[lid + s];
+            if (ov > bv[lid] || (ov == bv[lid] && oi < bi[lid])) {
+                bv[lid] = ov;
+                bi[lid] = oi;
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0) {
+        out[o_off + row] = bi[0] == 0xFFFFFFFFu ? -1.0f : (float)bi[0];
+    }
+}

@@ -207,7 +207,7 @@ const NT: usize = 4;
 const MAX_HD: usize = 256;
 
 /// Every kernel: (name, family file). Index = slot in `OpenClBackend::kernels`.
-const KERNELS: [(&str, &str); 43] = [
+const KERNELS: [(&str, &str); 45] = [
     ("add_f32", "add.cl"),
     ("silu_mul_f32", "silu_mul.cl"),
     ("rms_norm_f32", "rms_norm.cl"),
@@ -251,6 +251,8 @@ const KERNELS: [(&str, &str); 43] = [
     ("llama_blocks_f32", "block.cl"),
     ("llama_head_f32", "block.cl"),
     ("argmax_f32", "softmax.cl"),
+    ("argmax_part_f32", "softmax.cl"),
+    ("argmax_final_f32", "softmax.cl"),
 ];
 const K_ADD: usize = 0;
 const K_SILU_MUL: usize = 1;
@@ -272,6 +274,13 @@ const K_MM_REDUCE: usize = 39;
 const K_BLOCK: usize = 40;
 const K_HEAD: usize = 41;
 const K_ARGMAX: usize = 42;
+const K_ARGMAX_PART: usize = 43;
+const K_ARGMAX_FINAL: usize = 44;
+/// Two-pass argmax: rows longer than this take argmax_part + argmax_final, in pieces of
+/// `ARGMAX_CHUNK` elements (at most `ARGMAX_MAX_PARTS` a row: the partials scratch).
+const ARGMAX_TWO_PASS: usize = 4096;
+const ARGMAX_CHUNK: usize = 1024;
+const ARGMAX_MAX_PARTS: usize = 256;
 /// Work-group size of block.cl's kernels, where the device and the compiled kernel allow
 /// it (512 measured 0–5 % faster than 256 on the H100; 1024 much slower).
 const BLOCK_LWS: usize = 512;
@@ -395,8 +404,11 @@ pub struct OpenClBackend {
     head_ok: bool,
     /// Output rows per work-group of the head kernel.
     head_rows: usize,
-    /// Work-group size of `argmax_f32`.
+    /// Work-group size of the argmax kernels.
     argmax_lws: usize,
+    /// Two-pass argmax partials: (max, index bits) per piece; `argmax_part_cap` f32s.
+    argmax_part: Buffer<u8>,
+    argmax_part_cap: usize,
 }
 
 #[derive(Default)]
@@ -587,6 +599,7 @@ impl OpenClBackend {
                 None => std::eprintln!("opencl: decode runs per-op kernels"),
             }
         }
+        let argmax_part = create_buffer(&context, CL_MEM_READ_WRITE, 4, ptr::null_mut())?;
         let g = OpenClBackend {
             info,
             kernels,
@@ -624,6 +637,8 @@ impl OpenClBackend {
             max_vec,
             head_ok: block_ok && max_vec >= 512,
             argmax_lws,
+            argmax_part,
+            argmax_part_cap: 0,
             // Tuning override (not a user setting), like ANTIGRAVITY_OPENCL_MV_LWS.
             head_rows: std::env::var("ANTIGRAVITY_OPENCL_HEAD_ROWS")
                 .ok()
@@ -839,6 +854,18 @@ macro_rules! args {
 }
 
 mod block;
+
+/// Sizes the two `__local` buffer arguments (`bv`, `bi`: one slot per work-item) that
+/// end an argmax kernel's parameter list, from index `first`.
+fn set_local_pair(k: &Kernel, first: u32, lws: usize) -> Result<()> {
+    // SAFETY: indices `first` and `first + 1` are the kernel's two `__local` buffer
+    // parameters (softmax.cl); local arguments take a size and no host pointer.
+    unsafe {
+        k.set_arg_local_buffer(first, lws * 4)
+            .and_then(|_| k.set_arg_local_buffer(first + 1, lws * 4))
+    }
+    .map_err(cl_err("clSetKernelArg (argmax local)"))
+}
 
 /// An f32 view's element offset.
 fn el(offset: usize) -> u64 {
@@ -1129,6 +1156,11 @@ impl Backend for OpenClBackend {
             self.mm_part = create_buffer(&self.context, CL_MEM_READ_WRITE, mm_part * 4, ptr::null_mut())?;
             self.mm_part_cap = mm_part;
         }
+        let parts = r.max_tokens.max(1) * ARGMAX_MAX_PARTS * 2;
+        if parts > self.argmax_part_cap {
+            self.argmax_part = create_buffer(&self.context, CL_MEM_READ_WRITE, parts * 4, ptr::null_mut())?;
+            self.argmax_part_cap = parts;
+        }
         self.block_reserve(r.max_ctx, r.n_head)
     }
 
@@ -1317,15 +1349,22 @@ impl Backend for OpenClBackend {
             return Ok(());
         }
         let o = writable(out.buf, "opencl argmax output")?;
-        let (k, lws) = (&self.kernels[K_ARGMAX], self.argmax_lws);
-        let n_args = args!(k; x.buf.mem(), el(x.offset), o, el(out.offset), n as u32);
-        // SAFETY: indices n_args and n_args + 1 are the kernel's two `__local` buffer
-        // parameters (softmax.cl); local arguments take a size and no host pointer.
-        unsafe {
-            k.set_arg_local_buffer(n_args, lws * 4)
-                .and_then(|_| k.set_arg_local_buffer(n_args + 1, lws * 4))
+        let lws = self.argmax_lws;
+        let parts = n.div_ceil(ARGMAX_CHUNK);
+        if n > ARGMAX_TWO_PASS && parts <= ARGMAX_MAX_PARTS && rows * parts * 2 <= self.argmax_part_cap {
+            let part = self.argmax_part.get();
+            let k = &self.kernels[K_ARGMAX_PART];
+            let n_args = args!(k; x.buf.mem(), el(x.offset), n as u32, ARGMAX_CHUNK as u32, part);
+            set_local_pair(k, n_args, lws)?;
+            self.launch(K_ARGMAX_PART, &[parts * lws, rows], Some(&[lws, 1]))?;
+            let k = &self.kernels[K_ARGMAX_FINAL];
+            let n_args = args!(k; part, parts as u32, o, el(out.offset));
+            set_local_pair(k, n_args, lws)?;
+            return self.launch(K_ARGMAX_FINAL, &[rows * lws], Some(&[lws]));
         }
-        .map_err(cl_err("clSetKernelArg (argmax local)"))?;
+        let k = &self.kernels[K_ARGMAX];
+        let n_args = args!(k; x.buf.mem(), el(x.offset), o, el(out.offset), n as u32);
+        set_local_pair(k, n_args, lws)?;
         self.launch(K_ARGMAX, &[rows * lws], Some(&[lws]))
     }
 
