@@ -108,7 +108,6 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-/// `out = silu(g) * u`.
 /// Index of the largest value (NaN never wins, ties: the lowest index); `None` when no
 /// value exceeds -inf.
 pub fn argmax(x: &[f32]) -> Option<usize> {
@@ -123,6 +122,7 @@ pub fn argmax(x: &[f32]) -> Option<usize> {
     best
 }
 
+/// `out = silu(g) * u`.
 pub fn swiglu(g: &[f32], u: &[f32], out: &mut [f32]) {
     for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
         *o = g / (1.0 + math::expf(-g)) * u;
