@@ -278,12 +278,11 @@ pub trait Backend {
         x: TensorRef<'_, Self>,
         norm_w: TensorRef<'_, Self>,
         eps: f32,
-        mut xn: TensorMut<'_, Self>,
+        xn: TensorMut<'_, Self>,
         w: TensorRef<'_, Self>,
         y: TensorMut<'_, Self>,
     ) -> Result<()> {
-        self.rms_norm(x, norm_w, eps, xn.reborrow())?;
-        self.matmul(w, xn.as_ref(), y)
+        rms_norm_matmul_composed(self, x, norm_w, eps, xn, w, y)
     }
     /// One whole pre-norm Llama block on the residual stream `x` ([n_tok, dim] f32, updated
     /// in place): `x += Wo · attention(rope(Wq·xn), rope(Wk·xn) → cache, Wv·xn → cache)`
@@ -316,6 +315,21 @@ pub trait Backend {
     ) -> Result<()> {
         llama_blocks_each(self, x, n_layer, layer, inv_freq, p, s)
     }
+}
+
+/// [`Backend::rms_norm_matmul`] as `rms_norm` and `matmul` (the default; also the
+/// fallback of backends that fuse only some cases).
+pub fn rms_norm_matmul_composed<B: Backend + ?Sized>(
+    b: &mut B,
+    x: TensorRef<'_, B>,
+    norm_w: TensorRef<'_, B>,
+    eps: f32,
+    mut xn: TensorMut<'_, B>,
+    w: TensorRef<'_, B>,
+    y: TensorMut<'_, B>,
+) -> Result<()> {
+    b.rms_norm(x, norm_w, eps, xn.reborrow())?;
+    b.matmul(w, xn.as_ref(), y)
 }
 
 /// [`Backend::rms_norm_matmul3`] as `rms_norm` and three `matmul`s (the default; also

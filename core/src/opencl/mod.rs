@@ -1539,14 +1539,13 @@ impl Backend for OpenClBackend {
         x: TensorRef<'_, Self>,
         norm_w: TensorRef<'_, Self>,
         eps: f32,
-        mut xn: TensorMut<'_, Self>,
+        xn: TensorMut<'_, Self>,
         w: TensorRef<'_, Self>,
         mut y: TensorMut<'_, Self>,
     ) -> Result<()> {
         if self.head_try(&x, &norm_w, eps, &w, &mut y)? {
             return Ok(());
         }
-        self.rms_norm(x, norm_w, eps, xn.reborrow())?;
-        self.matmul(w, xn.as_ref(), y)
+        crate::backend::rms_norm_matmul_composed(self, x, norm_w, eps, xn, w, y)
     }
 }
