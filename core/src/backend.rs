@@ -22,7 +22,7 @@
 use alloc::sync::Arc;
 
 use crate::dtype::DType;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tensor::{TensorMut, TensorRef};
 
 /// Where a buffer lives.
@@ -128,6 +128,17 @@ pub struct Capabilities {
     pub synchronous: bool,
 }
 
+/// A download under way ([`Backend::download_start`]); give it to
+/// [`Backend::download_finish`]. `ticket` is the backend's handle for the copy in flight
+/// (none: the bytes are read at the finish).
+#[must_use = "a started download is finished with download_finish"]
+#[derive(Debug)]
+pub struct PendingRead {
+    pub offset: usize,
+    pub len: usize,
+    pub ticket: Option<usize>,
+}
+
 /// Bytes a backend copied between host and device memory since it was created.
 /// Zero on backends whose device memory is host memory (the CPU).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -158,6 +169,38 @@ pub trait Backend {
     fn buffer_len(&self, buf: &Self::Buffer) -> usize;
     fn upload(&self, dst: &mut Self::Buffer, offset: usize, src: &[u8]) -> Result<()>;
     fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [u8]) -> Result<()>;
+    /// Starts copying `len` bytes of `src` at `offset` to the host, behind the ops
+    /// enqueued so far, and returns without waiting; [`Backend::download_finish`] waits
+    /// and hands the bytes over. Ops enqueued in between run meanwhile: a decode loop
+    /// queues the next step before it looks at this one's token, so a GPU never waits
+    /// for the host. Until the finish, enqueue nothing that writes the range (a backend
+    /// may read it only then). The default reads at the finish — right for a backend
+    /// whose ops are done when they return.
+    fn download_start(&mut self, src: &Self::Buffer, offset: usize, len: usize) -> Result<PendingRead> {
+        let have = self.buffer_len(src);
+        if offset.checked_add(len).is_none_or(|e| e > have) {
+            return Err(Error::OutOfBounds {
+                op: "download_start",
+                what: "src",
+                offset,
+                needed: len,
+                len: have,
+            });
+        }
+        Ok(PendingRead { offset, len, ticket: None })
+    }
+    /// Waits for a [`Backend::download_start`] and copies its bytes into `dst` (exactly
+    /// `len` bytes); reports what went wrong on the device since (as `download` does).
+    fn download_finish(&mut self, src: &Self::Buffer, p: PendingRead, dst: &mut [u8]) -> Result<()> {
+        if dst.len() != p.len {
+            return Err(Error::invalid(format!(
+                "download_finish: {} bytes asked for a read of {}",
+                dst.len(),
+                p.len
+            )));
+        }
+        self.download(src, p.offset, dst)
+    }
     /// Reserves op scratch for the given sizes. Ops after this allocate nothing.
     fn reserve(&mut self, r: Reservation) -> Result<()>;
     /// Waits until every enqueued op has finished.
@@ -170,6 +213,32 @@ pub trait Backend {
     // --- ops (unchecked; call them through `crate::ops`) ------------------------------
     /// `out[t, :] = dequant(table[ids[t], :])`.
     fn get_rows(&mut self, table: TensorRef<'_, Self>, ids: &[u32], out: TensorMut<'_, Self>) -> Result<()>;
+    /// `get_rows` with the row indices on the device, one per output row, as f32 — what
+    /// [`Backend::argmax`] writes — so a greedy step feeds the next one without the host.
+    /// An index that is no row of the table (negative, too large, NaN) never reads out of
+    /// bounds: the default (which reads the indices back) returns an error; a device
+    /// backend may clamp it instead, the host learning of it from the same index when it
+    /// reads it back. The default allocates nothing.
+    fn get_rows_at(&mut self, table: TensorRef<'_, Self>, idx: TensorRef<'_, Self>, mut out: TensorMut<'_, Self>) -> Result<()> {
+        let (n_rows, dim) = (table.shape.rows(), table.shape.row_len());
+        let n = idx.shape.numel();
+        let mut f = [0f32; 16];
+        let mut ids = [0u32; 16];
+        for start in (0..n).step_by(16) {
+            let k = (n - start).min(16);
+            self.download(idx.buf, idx.offset + start * 4, bytemuck::cast_slice_mut(&mut f[..k]))?;
+            for (id, &v) in ids.iter_mut().zip(&f[..k]) {
+                if !(v >= 0.0 && (v as usize) < n_rows) {
+                    return Err(Error::invalid(format!(
+                        "get_rows_at: row index {v} is not a row of the table ({n_rows} rows)"
+                    )));
+                }
+                *id = v as u32;
+            }
+            self.get_rows(table, &ids[..k], out.rows_mut(start, k, dim))?;
+        }
+        Ok(())
+    }
     /// `y[t, o] = Σ_i w[o, i] · x[t, i]`; `w` is [n_out, n_in] of any weight dtype,
     /// `x` [n_tok, n_in] f32, `y` [n_tok, n_out] f32. One token (decode) or many (prefill).
     fn matmul(&mut self, w: TensorRef<'_, Self>, x: TensorRef<'_, Self>, y: TensorMut<'_, Self>) -> Result<()>;

@@ -149,6 +149,15 @@ impl<B: Backend> KvCache<B> {
         self.len += n;
     }
 
+    /// Forgets the slots from `len` on (a pass run ahead and not kept); nothing when
+    /// `len` is not below the current length.
+    pub fn truncate(&mut self, len: usize) {
+        if len < self.len {
+            self.len = len;
+            self.positions.truncate(len);
+        }
+    }
+
     /// Forgets everything (the buffers stay allocated).
     pub fn clear(&mut self) {
         self.len = 0;

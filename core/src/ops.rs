@@ -117,6 +117,32 @@ pub fn get_rows<B: Backend + ?Sized>(
     b.get_rows(table, ids, out)
 }
 
+/// `get_rows` with the row indices on the device (f32, as `argmax` writes them).
+pub fn get_rows_at<B: Backend + ?Sized>(
+    b: &mut B,
+    table: TensorRef<'_, B>,
+    idx: TensorRef<'_, B>,
+    out: TensorMut<'_, B>,
+) -> Result<()> {
+    const OP: &str = "get_rows_at";
+    chk_ref(b, OP, "table", &table)?;
+    chk_ref(b, OP, "idx", &idx)?;
+    chk_mut(b, OP, "out", &out)?;
+    weight_dtype(b, OP, table.dtype)?;
+    want_dtype(OP, "idx", idx.dtype, DType::F32)?;
+    want_dtype(OP, "out", out.dtype, DType::F32)?;
+    if table.shape.rank() != 2 {
+        return Err(Error::Shape {
+            op: OP,
+            what: "table",
+            expected: "rank 2".to_string(),
+            got: table.shape.describe(),
+        });
+    }
+    want_shape(OP, "out", out.shape, &[idx.shape.numel(), table.shape.dims()[1]])?;
+    b.get_rows_at(table, idx, out)
+}
+
 /// `y = x · wᵀ` — one token or a batch.
 pub fn matmul<B: Backend + ?Sized>(
     b: &mut B,

@@ -283,6 +283,50 @@ fn get_rows_every_dtype() {
     }
 }
 
+/// get_rows_at: the indices on the device as f32 (what argmax writes). Against the CPU's
+/// get_rows on the same ids; bad indices (negative, past the table, NaN) read row 0 on
+/// the device and are an error on the CPU (whose default reads them back).
+#[test]
+fn get_rows_at_device_indices() {
+    let Some(mut g) = shared() else { return };
+    let g = &mut *g;
+    let mut c = cpu();
+    for dtype in [DType::Q8_0, DType::Q4_0, DType::F16] {
+        let rows = 1000;
+        let w = weight(&c, g, dtype, rows, 576, 12);
+        let ids = [999u32, 0, 517, 7, 1];
+        let idx: Vec<f32> = ids.iter().map(|&i| i as f32).collect();
+        let ix = act(&c, g, &idx, Shape::d1(ids.len()));
+        let mut o = out(&c, g, Shape::d2(ids.len(), 576));
+        ops::get_rows(&mut c, w.r_cpu(), &ids, o.m_cpu()).unwrap();
+        ops::get_rows_at(g, w.r_cl(), ix.r_cl(), o.m_cl()).unwrap();
+        let (a, b) = o.read(&c, g);
+        check("get_rows_at", &format!("{dtype} {rows}x576 ids {}", ids.len()), &a, &b, LIM_GET_ROWS);
+        // The CPU through the trait's default (reads the indices back): the same rows.
+        let mut o2 = out(&c, g, Shape::d2(ids.len(), 576));
+        ops::get_rows_at(&mut c, w.r_cpu(), ix.r_cpu(), o2.m_cpu()).unwrap();
+        assert_eq!(o2.read(&c, g).1, b, "CPU get_rows_at (default) vs get_rows");
+
+        let bad = [-1.0f32, 1000.0, 5.0e9, f32::NAN];
+        let bx = act(&c, g, &bad, Shape::d1(bad.len()));
+        let mut ob = out(&c, g, Shape::d2(bad.len(), 576));
+        ops::get_rows_at(g, w.r_cl(), bx.r_cl(), ob.m_cl()).unwrap();
+        let mut o0 = out(&c, g, Shape::d2(1, 576));
+        ops::get_rows(&mut c, w.r_cpu(), &[0], o0.m_cpu()).unwrap();
+        let row0 = o0.read(&c, g).1;
+        let got = ob.read(&c, g).0;
+        for (i, v) in bad.iter().enumerate() {
+            assert_eq!(got[i * 576..(i + 1) * 576], row0[..], "{dtype}: index {v} must read row 0");
+        }
+        for v in bad {
+            let one = act(&c, g, &[v], Shape::d1(1));
+            let mut o1 = out(&c, g, Shape::d2(1, 576));
+            let e = ops::get_rows_at(&mut c, w.r_cpu(), one.r_cpu(), o1.m_cpu()).unwrap_err();
+            assert!(e.to_string().contains("not a row"), "{e}");
+        }
+    }
+}
+
 #[test]
 fn matmul_every_dtype() {
     let Some(mut g) = shared() else { return };
@@ -1443,10 +1487,14 @@ fn decode_profile_smollm2_shapes() {
     // (6), on the same device and weights.
     let mut xb2 = a(&g, dim);
     // "greedy": the block path with the argmax on the device (4 bytes back, not logits).
-    let mut idx_buf = a(&g, 1);
-    for mode in ["unfused", "fused", "block", "greedy"] {
+    // "pipelined": greedy as Llama::decode_greedy runs it — the embedding read from the
+    // last argmax on the device, each token's read started and finished one step later,
+    // so the next step is queued before the host waits.
+    let mut idx_buf = a(&g, 2);
+    for mode in ["unfused", "fused", "block", "greedy", "pipelined"] {
         let fused = mode != "unfused";
-        let block = mode == "block" || mode == "greedy";
+        let block = matches!(mode, "block" | "greedy" | "pipelined");
+        let mut in_flight = None;
         kv.clear();
         g.reset_kernel_times().unwrap();
         let mut t0 = std::time::Instant::now();
@@ -1463,7 +1511,12 @@ fn decode_profile_smollm2_shapes() {
             }
             let g = &mut g;
             let t_enq = std::time::Instant::now();
-            ops::get_rows(g, w(&embd), &[(pos * 37 % vocab) as u32], m(&mut x, dim)).unwrap();
+            if mode == "pipelined" && pos > 0 {
+                let prev = TensorRef::new(&idx_buf, (pos - 1) % 2 * 4, DType::F32, Shape::d1(1));
+                ops::get_rows_at(g, w(&embd), prev, m(&mut x, dim)).unwrap();
+            } else {
+                ops::get_rows(g, w(&embd), &[(pos * 37 % vocab) as u32], m(&mut x, dim)).unwrap();
+            }
             if block {
                 // What the model runs: every layer through llama_blocks (several layers
                 // per launch), then the fused head.
@@ -1518,7 +1571,17 @@ fn decode_profile_smollm2_shapes() {
                 )
                 .unwrap();
                 let t_read = std::time::Instant::now();
-                if mode == "greedy" {
+                if mode == "pipelined" {
+                    let lv = TensorRef::new(&logits, 0, DType::F32, Shape::d2(1, vocab));
+                    let slot = TensorMut::new(&mut idx_buf, pos % 2 * 4, DType::F32, Shape::d1(1));
+                    ops::argmax(g, lv, slot).unwrap();
+                    let started = g.download_start(&idx_buf, pos % 2 * 4, 4).unwrap();
+                    if let Some(p) = in_flight.replace(started) {
+                        let mut idx = [0f32; 1];
+                        g.download_finish(&idx_buf, p, bytemuck::cast_slice_mut(&mut idx)).unwrap();
+                        assert!(idx[0] >= 0.0);
+                    }
+                } else if mode == "greedy" {
                     let lv = TensorRef::new(&logits, 0, DType::F32, Shape::d2(1, vocab));
                     ops::argmax(g, lv, TensorMut::new(&mut idx_buf, 0, DType::F32, Shape::d1(1))).unwrap();
                     let mut idx = [0f32; 1];
@@ -1625,6 +1688,10 @@ fn decode_profile_smollm2_shapes() {
             ops::matmul(g, w(&embd), r(&xb, dim), m(&mut logits, vocab)).unwrap();
             g.download(&logits, 0, bytemuck::cast_slice_mut(&mut host_logits))
                 .unwrap();
+        }
+        if let Some(p) = in_flight.take() {
+            let mut idx = [0f32; 1];
+            g.download_finish(&idx_buf, p, bytemuck::cast_slice_mut(&mut idx)).unwrap();
         }
         let wall = t0.elapsed().as_secs_f64();
         let timed = (n_tokens - warmup) as f64;

@@ -10,6 +10,7 @@ use serde_json::json;
 use antigravity_core::backend::Backend;
 use antigravity_core::model::RunOptions;
 use antigravity_core::sampling::{Sampler, SamplerConfig};
+use antigravity_core::tokenizer::{StreamDecoder, Tokenizer};
 
 use crate::common::{prompt_ids, Job, ModelArgs, Session};
 
@@ -104,11 +105,15 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
     };
     let mut history: Vec<u32> = Vec::with_capacity(ctx);
     history.extend_from_slice(&ids);
-    let mut generated: Vec<u32> = Vec::with_capacity(a.max_tokens);
     let mut logits = vec![0f32; vocab];
-    let mut out = std::io::stdout().lock();
-    let mut dec = s.tokenizer.as_ref().map(|t| t.decoder());
-    let mut text = String::new();
+    let mut text_out = TextOut {
+        generated: Vec::with_capacity(a.max_tokens),
+        dec: s.tokenizer.as_ref().map(|t| t.decoder()),
+        text: String::new(),
+        out: std::io::stdout().lock(),
+        stream: !a.json,
+        io_err: None,
+    };
 
     // Plain greedy decoding: the backend picks the argmax, so a step reads back 4 bytes
     // instead of the logits row (same rule as the greedy sampler: NaN never wins, ties
@@ -125,34 +130,38 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
     let prefill_s = tp.elapsed().as_secs_f64();
     let td = Instant::now();
     let budget = a.max_tokens.min(ctx - ids.len());
-    for step in 0..budget {
-        let next = match device_next {
-            Some(id) => id,
-            None => sampler.sample(&logits, &history)?,
+    let tokenizer = s.tokenizer.as_ref();
+    let is_end = |t: u32| !a.ignore_eos && eos.contains(&t);
+    if let Some(first) = device_next {
+        // Greedy on the device: each pass is queued before the host sees the token of
+        // the pass before (Llama::decode_greedy; the embedding is read on the device).
+        let mut take = |t: u32| -> antigravity_core::Result<bool> {
+            Ok(!is_end(t) && text_out.push(tokenizer, t)?)
         };
-        if !a.ignore_eos && eos.contains(&next) {
-            break;
+        if budget > 0 && take(first)? && budget > 1 {
+            s.model.decode_greedy(first, budget - 1, &mut take)?;
         }
-        generated.push(next);
-        history.push(next);
-        if let (Some(d), Some(t)) = (dec.as_mut(), s.tokenizer.as_ref()) {
-            let piece = d.step(t, next)?;
-            if !piece.is_empty() {
-                text.push_str(piece);
-                if !a.json {
-                    out.write_all(piece.as_bytes())?;
-                    out.flush()?;
-                }
+    } else {
+        for step in 0..budget {
+            let next = sampler.sample(&logits, &history)?;
+            if is_end(next) || !text_out.push(tokenizer, next)? {
+                break;
             }
-        }
-        if step + 1 < budget {
-            if on_device {
-                device_next = Some(s.model.forward_argmax(&[next])?);
-            } else {
+            history.push(next);
+            if step + 1 < budget {
                 logits.copy_from_slice(s.model.forward(&[next])?);
             }
         }
     }
+    if let Some(e) = text_out.io_err.take() {
+        return Err(e.into());
+    }
+    let TextOut {
+        generated,
+        text,
+        mut out,
+        ..
+    } = text_out;
     let decode_s = td.elapsed().as_secs_f64();
     s.model.backend.synchronize()?;
     if !a.json {
@@ -205,4 +214,35 @@ fn peak_rss_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+/// Where generated tokens go: the list, the text, and (streaming) stdout.
+struct TextOut<'a> {
+    generated: Vec<u32>,
+    dec: Option<StreamDecoder>,
+    text: String,
+    out: std::io::StdoutLock<'a>,
+    stream: bool,
+    io_err: Option<std::io::Error>,
+}
+
+impl TextOut<'_> {
+    /// Keeps token `t` and streams its text; false when stdout failed (generation stops,
+    /// the error is reported after).
+    fn push(&mut self, tok: Option<&Tokenizer>, t: u32) -> antigravity_core::Result<bool> {
+        self.generated.push(t);
+        if let (Some(d), Some(tok)) = (self.dec.as_mut(), tok) {
+            let piece = d.step(tok, t)?;
+            if !piece.is_empty() {
+                self.text.push_str(piece);
+                if self.stream {
+                    if let Err(e) = self.out.write_all(piece.as_bytes()).and_then(|_| self.out.flush()) {
+                        self.io_err = Some(e);
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
 }

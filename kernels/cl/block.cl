@@ -184,9 +184,44 @@ inline float dot_part(const uint t, __global const uchar *wr, __local const floa
     return acc;
 }
 
+// Reductions. With AG_NV_SHFL (NVIDIA: warps of 32 consecutive work-items, PTX
+// `shfl.sync.bfly`) sums and maxima meet in registers inside a warp and only the warps'
+// results go through local memory: one local barrier instead of three, and no serial
+// loops over local arrays (a 512-item sum was ~0.8 µs that way). Every work-item of the
+// group must call these (the shuffles name the whole warp).
+#ifdef AG_NV_SHFL
+inline float shfl_xor(const float v, const uint m) {
+    float r;
+    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(m));
+    return r;
+}
+inline float warp_sum(float v, const uint width) {
+    for (uint m = width / 2; m > 0; m >>= 1) {
+        v += shfl_xor(v, m);
+    }
+    return v;
+}
+inline float warp_max(float v) {
+    for (uint m = 16; m > 0; m >>= 1) {
+        v = fmax(v, shfl_xor(v, m));
+    }
+    return v;
+}
+#endif
+
 // Sum of v over the work-group, returned to every work-item (each reads the 16
 // partials itself: no broadcast slot to go stale).
 inline float wg_sum(const float v, __local float *red, __local float *red2, const uint lid) {
+#ifdef AG_NV_SHFL
+    const float w = warp_sum(v, 32);
+    if ((lid & 31) == 0) {
+        red2[lid >> 5] = w;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const float total = warp_sum((lid & 31) < LWS / 32 ? red2[lid & 31] : 0.0f, 32);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return total;
+#else
     red[lid] = v;
     barrier(CLK_LOCAL_MEM_FENCE);
     if (lid < 16) {
@@ -203,10 +238,21 @@ inline float wg_sum(const float v, __local float *red, __local float *red2, cons
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     return total;
+#endif
 }
 
 // Maximum of v over the work-group, returned to every work-item.
 inline float wg_max(const float v, __local float *red, __local float *red2, const uint lid) {
+#ifdef AG_NV_SHFL
+    const float w = warp_max(v);
+    if ((lid & 31) == 0) {
+        red2[lid >> 5] = w;
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    const float total = warp_max((lid & 31) < LWS / 32 ? red2[lid & 31] : -INFINITY);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return total;
+#else
     red[lid] = v;
     barrier(CLK_LOCAL_MEM_FENCE);
     if (lid < 16) {
@@ -223,6 +269,7 @@ inline float wg_max(const float v, __local float *red, __local float *red2, cons
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     return total;
+#endif
 }
 
 // Row sums: work-item lid holds a share of row slot lid / tpr; afterwards res[slot] is
@@ -230,6 +277,28 @@ inline float wg_max(const float v, __local float *red, __local float *red2, cons
 inline void row_reduce(const float acc, __local float *red, __local float *red2, __local float *res,
                        const uint lid, const uint tpr) {
     const uint slot = lid / tpr, lane = lid % tpr;
+#ifdef AG_NV_SHFL
+    const float w = warp_sum(acc, min(tpr, 32u));
+    if (tpr <= 32) {
+        if (lane == 0) {
+            res[slot] = w;
+        }
+    } else {
+        // a row spans tpr / 32 warps
+        if ((lid & 31) == 0) {
+            red2[lid >> 5] = w;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lane == 0) {
+            float s = 0.0f;
+            for (uint j = 0; j < tpr / 32; j++) {
+                s += red2[(lid >> 5) + j];
+            }
+            res[slot] = s;
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+#else
     red[lid] = acc;
     barrier(CLK_LOCAL_MEM_FENCE);
     if (lane < 8) {
@@ -248,6 +317,7 @@ inline void row_reduce(const float acc, __local float *red, __local float *red2,
         res[slot] = s;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
+#endif
 }
 
 // Work-items per row for a work-group that owns `rows` rows of `n_in` elements.

@@ -1,8 +1,11 @@
 // get_rows.cl — embedding lookup: out[t, :] = dequant(table[id_t, :]) as f32.
 //
 // One work-item per output element: global size (dim, n_ids). The row id comes from
-// `single_id` when it is >= 0 (decode: one token, no id upload at all) or else from the
-// `ids` buffer. The table is addressed in bytes (`table_off`, `row_bytes`): quantized
+// `single_id` when it is >= 0 (decode: one token, no id upload at all), from the `ids`
+// buffer (u32, from `ids_off`) when it is -1, and when it is -2 from the same buffer read
+// as f32 indices — what argmax wrote, so a greedy step feeds the next on the device (an
+// index outside 0..n_rows, or NaN, reads row 0; every id is clamped below n_rows: the
+// kernel never reads outside the table). The table is addressed in bytes (`table_off`, `row_bytes`): quantized
 // blocks are 18/20/34-byte structs, read as bytes, with their f16 scales decoded by
 // vload_half (2-byte aligned; no cl_khr_fp16 needed). `out_off` is in elements.
 // Contraction is off so the dequantized values match the CPU reference bit for bit.
@@ -15,14 +18,23 @@
     if (e >= dim) {                                                              \
         return;                                                                  \
     }                                                                            \
-    const uint id = single_id >= 0 ? (uint)single_id : ids[t];                   \
+    uint id;                                                                     \
+    if (single_id >= 0) {                                                        \
+        id = (uint)single_id;                                                    \
+    } else if (single_id == -1) {                                                \
+        id = ids[ids_off + t];                                                   \
+    } else {                                                                     \
+        const float f = ((__global const float *)ids)[ids_off + t];              \
+        id = f >= 0.0f && f < (float)n_rows ? (uint)f : 0u;                      \
+    }                                                                            \
+    id = min(id, n_rows - 1);                                                    \
     __global const uchar *row = table + table_off + (ulong)id * row_bytes;       \
     __global float *o = out + out_off + (ulong)t * dim;
 
 #define GET_ROWS_ARGS                                                            \
     __global const uchar *table, const ulong table_off, const ulong row_bytes,  \
-    __global const uint *ids, const int single_id,                               \
-    __global float *out, const ulong out_off, const uint dim
+    const uint n_rows, __global const uint *ids, const ulong ids_off,            \
+    const int single_id, __global float *out, const ulong out_off, const uint dim
 
 __kernel void get_rows_f32(GET_ROWS_ARGS) {
     GET_ROWS_PROLOGUE

@@ -57,7 +57,7 @@ pub struct Workspace<B: Backend> {
     hb2: B::Buffer,      // (max_batch, ffn_dim) up
     hb3: B::Buffer,      // (max_batch, ffn_dim) silu(gate) * up
     logits: B::Buffer,   // (max_batch or 1, vocab)
-    argmax: B::Buffer,   // (1,) index of the last row's largest logit, as f32
+    argmax: B::Buffer,   // (2,) index of the last row's largest logit, as f32; two slots (decode_greedy alternates)
     inv_freq: B::Buffer, // (head_dim / 2,) RoPE inverse frequencies
 }
 
@@ -116,6 +116,14 @@ pub trait Profiler<B: Backend> {
 /// `data` is `[n_tok, dim]` row-major f32 on the host.
 pub type Tracer<'t> = &'t mut dyn FnMut(&str, &[f32]);
 
+/// The tokens of a forward chunk: ids from the host, or (one token) the index an
+/// argmax left in the workspace's argmax slot `slot`.
+#[derive(Clone, Copy)]
+enum Tokens<'a> {
+    Host(&'a [u32]),
+    Device { slot: usize },
+}
+
 /// A Llama model bound to a backend, with its run state.
 pub struct Llama<B: Backend> {
     pub cfg: LlamaConfig,
@@ -156,7 +164,7 @@ impl<B: Backend> Llama<B> {
             hb2: f32_buf(b, mb * cfg.ffn_dim)?,
             hb3: f32_buf(b, mb * cfg.ffn_dim)?,
             logits: f32_buf(b, logit_rows * cfg.vocab)?,
-            argmax: f32_buf(b, 1)?,
+            argmax: f32_buf(b, 2)?,
             inv_freq,
         };
         let kv = KvCache::new(
@@ -220,7 +228,7 @@ impl<B: Backend> Llama<B> {
         let mut done = 0;
         let mut rows = 0;
         for chunk in ids.chunks(self.opts.max_batch) {
-            self.forward_chunk(chunk, &mut trace)?;
+            self.forward_chunk(Tokens::Host(chunk), &mut trace)?;
             // Collect logits: all rows when asked for, otherwise the last one.
             let v = self.cfg.vocab;
             if self.opts.all_logits {
@@ -256,23 +264,109 @@ impl<B: Backend> Llama<B> {
         self.check_ids(ids)?;
         let mut last = 0;
         for chunk in ids.chunks(self.opts.max_batch) {
-            self.forward_chunk(chunk, &mut None)?;
+            self.forward_chunk(Tokens::Host(chunk), &mut None)?;
             last = chunk.len();
         }
-        // The last position's row: the only one, or the chunk's last with all_logits.
-        let v = self.cfg.vocab;
-        let row = if self.opts.all_logits { last - 1 } else { 0 };
-        let logits = TensorRef::<B>::new(&self.ws.logits, row * v * 4, DType::F32, Shape::d2(1, v));
-        let out = TensorMut::<B>::new(&mut self.ws.argmax, 0, DType::F32, Shape::d1(1));
-        ops::argmax(&mut self.backend, logits, out)?;
+        self.argmax_into(last, 0)?;
         let mut idx = [0f32; 1];
         self.backend
             .download(&self.ws.argmax, 0, bytemuck::cast_slice_mut(&mut idx))?;
+        Self::argmax_token(idx[0])
+    }
+
+    /// Greedy decoding with the token chosen *and fed* on the device: runs up to `steps`
+    /// one-token forward passes, the first on `first` (a token not yet in the cache),
+    /// each later one on the token the previous pass chose, and hands every chosen
+    /// token to `on_token`, which returns `false` to stop (an end-of-sequence token, a
+    /// stop string). Returns the passes kept.
+    ///
+    /// The same tokens as calling [`Llama::forward_argmax`] in a loop, but the next pass
+    /// is queued before the host looks at this one's token: the embedding lookup reads
+    /// the index the argmax left on the device ([`Backend::get_rows_at`]) and the token
+    /// comes back by [`Backend::download_start`], so a GPU never idles for a host round
+    /// trip. The price: when `on_token` stops, one pass already ran on the token it
+    /// rejected; its cache slot is dropped again (the cache ends as the loop would leave
+    /// it). On a backend whose ops finish when called (the CPU) this is just the loop.
+    pub fn decode_greedy(
+        &mut self,
+        first: u32,
+        steps: usize,
+        mut on_token: impl FnMut(u32) -> Result<bool>,
+    ) -> Result<usize> {
+        if steps == 0 {
+            return Ok(0);
+        }
+        self.check_ids(&[first])?;
+        self.kv.check_room(steps)?;
+        let len0 = self.kv.len();
+        let result = self.decode_greedy_inner(first, steps, &mut on_token);
+        if result.is_err() {
+            // A failed pass leaves no half-written cache behind a later call.
+            self.kv.truncate(len0);
+        }
+        result
+    }
+
+    fn decode_greedy_inner(
+        &mut self,
+        first: u32,
+        steps: usize,
+        on_token: &mut dyn FnMut(u32) -> Result<bool>,
+    ) -> Result<usize> {
+        // Pass j writes its index into argmax slot j % 2 and reads pass j - 1's slot.
+        self.forward_chunk(Tokens::Host(&[first]), &mut None)?;
+        self.argmax_into(1, 0)?;
+        let mut pending = Some(self.backend.download_start(&self.ws.argmax, 0, 4)?);
+        for j in 0..steps {
+            // Queue pass j + 1 before waiting for pass j's token.
+            let ahead = j + 1 < steps;
+            if ahead {
+                self.forward_chunk(Tokens::Device { slot: j % 2 }, &mut None)?;
+                self.argmax_into(1, (j + 1) % 2)?;
+            }
+            let next = if ahead {
+                Some(self.backend.download_start(&self.ws.argmax, ((j + 1) % 2) * 4, 4)?)
+            } else {
+                None
+            };
+            let mut idx = [0f32; 1];
+            let p = pending.take().expect("one read per pass");
+            self.backend
+                .download_finish(&self.ws.argmax, p, bytemuck::cast_slice_mut(&mut idx))?;
+            pending = next;
+            let token = Self::argmax_token(idx[0])?;
+            if !on_token(token)? {
+                if let Some(p) = pending.take() {
+                    // The pass queued ahead ran on the rejected token: wait for it, drop
+                    // its slot.
+                    self.backend
+                        .download_finish(&self.ws.argmax, p, bytemuck::cast_slice_mut(&mut idx))?;
+                    self.kv.truncate(self.kv.len() - 1);
+                }
+                return Ok(j + 1);
+            }
+        }
+        Ok(steps)
+    }
+
+    /// Argmax of the last forward chunk's last row (`rows` rows were run) into argmax
+    /// slot `slot`.
+    fn argmax_into(&mut self, rows: usize, slot: usize) -> Result<()> {
+        // The last position's row: the only one, or the chunk's last with all_logits.
+        let v = self.cfg.vocab;
+        let row = if self.opts.all_logits { rows - 1 } else { 0 };
+        let logits = TensorRef::<B>::new(&self.ws.logits, row * v * 4, DType::F32, Shape::d2(1, v));
+        let out = TensorMut::<B>::new(&mut self.ws.argmax, slot * 4, DType::F32, Shape::d1(1));
+        ops::argmax(&mut self.backend, logits, out)?;
         self.logits_rows = 0;
-        if idx[0] < 0.0 {
+        Ok(())
+    }
+
+    fn argmax_token(idx: f32) -> Result<u32> {
+        if idx < 0.0 {
             return Err(Error::invalid("argmax: no logit above -inf (all -inf or NaN)"));
         }
-        Ok(idx[0] as u32)
+        Ok(idx as u32)
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
@@ -311,9 +405,12 @@ impl<B: Backend> Llama<B> {
     }
 
     /// One batch of `n ≤ max_batch` tokens.
-    fn forward_chunk(&mut self, ids: &[u32], trace: &mut Option<Tracer<'_>>) -> Result<()> {
+    fn forward_chunk(&mut self, ids: Tokens<'_>, trace: &mut Option<Tracer<'_>>) -> Result<()> {
         let c = &self.cfg;
-        let n = ids.len();
+        let n = match ids {
+            Tokens::Host(ids) => ids.len(),
+            Tokens::Device { .. } => 1,
+        };
         let (dim, qd, ff, hd) = (c.dim, c.q_dim(), c.ffn_dim, c.head_dim);
         let (n_head, n_kv_head, eps, style, vocab) = (c.n_head, c.n_kv_head, c.norm_eps, c.rope_style, c.vocab);
         let slot0 = self.kv.len();
@@ -338,12 +435,15 @@ impl<B: Backend> Llama<B> {
 
         // x = embed(ids)                                              (n, dim)
         self.mark(OpKind::Embed, true);
-        ops::get_rows(
-            &mut self.backend,
-            self.weights.tok_embd.view(),
-            ids,
-            m(&mut self.ws.x, t_dim),
-        )?;
+        match ids {
+            Tokens::Host(ids) => ops::get_rows(&mut self.backend, self.weights.tok_embd.view(), ids, m(&mut self.ws.x, t_dim))?,
+            Tokens::Device { slot } => ops::get_rows_at(
+                &mut self.backend,
+                self.weights.tok_embd.view(),
+                TensorRef::new(&self.ws.argmax, slot * 4, DType::F32, Shape::d1(1)),
+                m(&mut self.ws.x, t_dim),
+            )?,
+        }
         self.mark(OpKind::Embed, false);
         self.trace(trace, "embed", false, n)?;
 

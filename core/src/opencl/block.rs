@@ -237,11 +237,23 @@ impl OpenClBackend {
     pub(super) fn block_verdict(&self) -> Result<()> {
         let Some(p) = &self.block else { return Ok(()) };
         p.unchecked.set(false);
-        if p.status.borrow().iter().all(|&b| b == 0) {
+        let status = {
+            let mut st = p.status.borrow_mut();
+            let v = [st[0], st[1], st[2], st[3]];
+            st.fill(0);
+            v
+        };
+        self.block_status_verdict(status)
+    }
+
+    /// An error when the block status flag read back (`status`) says a launch aborted;
+    /// the path is then off.
+    pub(super) fn block_status_verdict(&self, status: [u8; 4]) -> Result<()> {
+        let Some(p) = &self.block else { return Ok(()) };
+        if status.iter().all(|&b| b == 0) {
             return Ok(());
         }
         p.disabled.set(true);
-        p.status.borrow_mut().fill(0);
         self.block_reset()?;
         Err(Error::Backend {
             backend: "opencl",

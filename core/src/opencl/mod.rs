@@ -51,7 +51,7 @@ use opencl3::program::Program;
 use opencl3::types::{cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
 
 use crate::backend::{
-    AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockWeights, BufferKind, Capabilities, HostRegion,
+    AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockWeights, PendingRead, BufferKind, Capabilities, HostRegion,
     LayerVisitor, Reservation, RopeStyle,
 };
 use crate::dtype::DType;
@@ -357,6 +357,10 @@ pub struct OpenClBackend {
     kernels: Vec<Kernel>,
     _programs: Vec<Program>,
     queue: Arc<CommandQueue>,
+    /// Started downloads (`download_start`) run here, after a marker of `queue`: a
+    /// device-to-host copy in the compute queue would hold the next step's kernels
+    /// behind it (~0.1 ms a token on NVIDIA for two 4-byte reads).
+    read_queue: CommandQueue,
     context: Context,
     lws: usize,
     mv_lws: usize,
@@ -409,6 +413,20 @@ pub struct OpenClBackend {
     /// Two-pass argmax partials: (max, index bits) per piece; `argmax_part_cap` f32s.
     argmax_part: Buffer<u8>,
     argmax_part_cap: usize,
+    /// Downloads in flight (`download_start`), by ticket. Boxed, so a slot's bytes stay
+    /// put while a non-blocking read fills them, and reused, so a decode step allocates
+    /// nothing.
+    reads: Vec<Box<ReadSlot>>,
+}
+
+/// One started download: the bytes, the block-kernel status read with them (when a
+/// block launch ran since the last check), and the read's event.
+#[derive(Default)]
+struct ReadSlot {
+    data: Vec<u8>,
+    status: [u8; 4],
+    checks_block: bool,
+    event: Option<Event>,
 }
 
 #[derive(Default)]
@@ -437,6 +455,11 @@ impl OpenClBackend {
             // OpenCL 1.2 drivers lack clCreateCommandQueueWithProperties.
             #[allow(deprecated)]
             Err(_) => CommandQueue::create_default(&context, props).map_err(cl_err("clCreateCommandQueue"))?,
+        };
+        let read_queue = match CommandQueue::create_default_with_properties(&context, 0, 0) {
+            Ok(q) => q,
+            #[allow(deprecated)]
+            Err(_) => CommandQueue::create_default(&context, 0).map_err(cl_err("clCreateCommandQueue"))?,
         };
 
         let pow2_floor = |n: usize| {
@@ -487,6 +510,9 @@ impl OpenClBackend {
         // NVIDIA: the grid barrier's fence must be `membar.gl` (inline PTX); if the
         // compiler refuses it, the persistent path stays off (the head kernel still works).
         let nv_fence = info.vendor.to_ascii_lowercase().contains("nvidia");
+        // ... and its reductions use warp shuffles (PTX `shfl.sync`), unless
+        // ANTIGRAVITY_OPENCL_BLOCK_SHFL=0 (for comparing the two).
+        let mut nv_shfl = nv_fence && std::env::var("ANTIGRAVITY_OPENCL_BLOCK_SHFL").map_or(true, |v| v != "0");
         let blk_ch = std::env::var("ANTIGRAVITY_OPENCL_BLOCK_CH") // tuning override
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
@@ -519,21 +545,33 @@ impl OpenClBackend {
                             blk_ch
                         );
                         let with_fence = format!("{options} -DAG_NV_FENCE");
+                        let with_shfl = format!("{with_fence} -DAG_NV_SHFL");
                         let fenced = nv_fence && fence_ok;
-                        let program =
-                            match build_program(&context, id, file, if fenced { &with_fence } else { &options }) {
-                                Ok(p) => p,
-                                Err(e) if fenced => {
-                                    if opts.log {
-                                        std::eprintln!(
-                                            "opencl: block.cl with membar.gl failed, persistent path off: {e}"
-                                        );
-                                    }
-                                    fence_ok = false;
-                                    build_program(&context, id, file, &options)?
+                        let first = match (fenced, nv_shfl) {
+                            (true, true) => &with_shfl,
+                            (true, false) => &with_fence,
+                            _ => &options,
+                        };
+                        let program = match build_program(&context, id, file, first) {
+                            Ok(p) => p,
+                            // Warp shuffles refused: the same kernel with local-memory
+                            // reductions.
+                            Err(e) if fenced && nv_shfl => {
+                                if opts.log {
+                                    std::eprintln!("opencl: block.cl with shfl.sync failed, reducing in local memory: {e}");
                                 }
-                                Err(e) => return Err(e),
-                            };
+                                nv_shfl = false;
+                                continue;
+                            }
+                            Err(e) if fenced => {
+                                if opts.log {
+                                    std::eprintln!("opencl: block.cl with membar.gl failed, persistent path off: {e}");
+                                }
+                                fence_ok = false;
+                                build_program(&context, id, file, &options)?
+                            }
+                            Err(e) => return Err(e),
+                        };
                         let mut fits = usize::MAX;
                         for k in ["llama_blocks_f32", "llama_head_f32"] {
                             let kernel = Kernel::create(&program, k).map_err(cl_err("clCreateKernel (block.cl)"))?;
@@ -609,6 +647,7 @@ impl OpenClBackend {
                 .expect("block.cl is built"),
             _programs: programs.into_iter().map(|(_, p)| p).collect(),
             queue: Arc::new(queue),
+            read_queue,
             context,
             lws,
             mv_lws,
@@ -618,6 +657,7 @@ impl OpenClBackend {
             ids_cap: 1,
             ids_host: vec![0; 1],
             ids_event: None,
+            reads: Vec::new(),
             part,
             part_cap: 0,
             mm_part,
@@ -798,6 +838,7 @@ impl Drop for OpenClBackend {
         // The staging area of a pending ids write and buffers read by queued kernels must
         // outlive the queue's work.
         let _ = self.queue.finish();
+        let _ = self.read_queue.finish();
     }
 }
 
@@ -1137,6 +1178,98 @@ impl Backend for OpenClBackend {
         Ok(())
     }
 
+    fn download_start(&mut self, src: &ClBuffer, offset: usize, len: usize) -> Result<PendingRead> {
+        if offset.checked_add(len).is_none_or(|e| e > src.len) {
+            return Err(Error::OutOfBounds {
+                op: "download_start",
+                what: "src",
+                offset,
+                needed: len,
+                len: src.len,
+            });
+        }
+        let i = match self.reads.iter().position(|r| r.event.is_none()) {
+            Some(i) => i,
+            None => {
+                self.reads.push(Box::default());
+                self.reads.len() - 1
+            }
+        };
+        // A block launch since the last check: its abort flag comes along (read first,
+        // so the data read's event covers both).
+        let status_read = self.block.as_ref().filter(|p| p.unchecked.get()).map(|p| p.sync.borrow());
+        // The reads go to their own queue, after everything enqueued so far: the compute
+        // queue moves on to the next step's kernels while they copy. (Later kernels do
+        // not write the range: the caller's promise. They may set the abort flag, which
+        // then reports a failure one read early — never hides one.)
+        // SAFETY: a marker with no wait list; the event is kept until both reads are
+        // enqueued.
+        let marker = unsafe { self.queue.enqueue_marker_with_wait_list(&[]) }.map_err(cl_err("clEnqueueMarker"))?;
+        let after = [marker.get()];
+        let slot = &mut self.reads[i];
+        slot.data.resize(len, 0);
+        slot.checks_block = status_read.is_some();
+        if let Some(sync) = status_read {
+            // SAFETY: non-blocking read of 4 bytes into the boxed slot, which is neither
+            // moved nor freed before its event completes (download_finish waits for it;
+            // drop finishes the queues first). The in-order read queue finishes it before
+            // the data read below, whose event is the one waited for.
+            unsafe {
+                self.read_queue
+                    .enqueue_read_buffer(&sync, CL_NON_BLOCKING, 4, &mut slot.status[..], &after)
+            }
+            .map_err(cl_err("clEnqueueReadBuffer (block status)"))?;
+            self.counters.download.fetch_add(4, Ordering::Relaxed);
+        }
+        if let Some(p) = &self.block {
+            p.unchecked.set(false);
+        }
+        // SAFETY: as above; range checked at the top.
+        let ev = unsafe {
+            self.read_queue
+                .enqueue_read_buffer(&src.mem, CL_NON_BLOCKING, offset, &mut slot.data[..], &after)
+        }
+        .map_err(cl_err("clEnqueueReadBuffer (started download)"))?;
+        slot.event = Some(ev);
+        self.counters.download.fetch_add(len as u64, Ordering::Relaxed);
+        // Everything queued so far goes to the device now.
+        self.queue.flush().map_err(cl_err("clFlush"))?;
+        self.unflushed.set(0);
+        self.read_queue.flush().map_err(cl_err("clFlush (read queue)"))?;
+        Ok(PendingRead {
+            offset,
+            len,
+            ticket: Some(i),
+        })
+    }
+
+    fn download_finish(&mut self, src: &ClBuffer, p: PendingRead, dst: &mut [u8]) -> Result<()> {
+        if dst.len() != p.len {
+            return Err(Error::invalid(format!(
+                "download_finish: {} bytes asked for a read of {}",
+                dst.len(),
+                p.len
+            )));
+        }
+        let Some(i) = p.ticket else {
+            return self.download(src, p.offset, dst);
+        };
+        let slot = self
+            .reads
+            .get_mut(i)
+            .filter(|s| s.event.is_some() && s.data.len() == p.len)
+            .ok_or_else(|| Error::invalid(format!("download_finish: no download in flight as ticket {i}")))?;
+        let ev = slot.event.take().expect("filtered above");
+        ev.wait().map_err(cl_err("waiting for a started download"))?;
+        dst.copy_from_slice(&slot.data);
+        if slot.checks_block {
+            let status = slot.status;
+            slot.checks_block = false;
+            self.block_status_verdict(status)?;
+        }
+        Ok(())
+    }
+
     fn reserve(&mut self, r: Reservation) -> Result<()> {
         if r.max_tokens > self.ids_cap {
             if let Some(ev) = self.ids_event.take() {
@@ -1166,6 +1299,7 @@ impl Backend for OpenClBackend {
 
     fn synchronize(&mut self) -> Result<()> {
         self.queue.finish().map_err(cl_err("clFinish"))?;
+        self.read_queue.finish().map_err(cl_err("clFinish (read queue)"))?;
         if self.profiling {
             self.fold_events()?;
         }
@@ -1218,8 +1352,28 @@ impl Backend for OpenClBackend {
         }
         let row_bytes = table.dtype.row_bytes(dim).unwrap_or(0) as u64;
         let out_mem = writable(out.buf, "opencl get_rows output")?;
-        args!(&self.kernels[slot]; table.buf.mem(), table.offset as u64, row_bytes, self.ids.get(), single,
-            out_mem, el(out.offset), dim as u32);
+        args!(&self.kernels[slot]; table.buf.mem(), table.offset as u64, row_bytes, table.shape.rows() as u32,
+            self.ids.get(), 0u64, single, out_mem, el(out.offset), dim as u32);
+        self.launch(slot, &[round_up(dim, 64), n], None)
+    }
+
+    fn get_rows_at(&mut self, table: TensorRef<'_, Self>, idx: TensorRef<'_, Self>, out: TensorMut<'_, Self>) -> Result<()> {
+        let dim = table.shape.row_len();
+        let n = idx.shape.numel();
+        if n == 0 {
+            return Ok(());
+        }
+        let slot = K_GET_ROWS
+            + weight_slot(table.dtype).ok_or(Error::DType {
+                op: "get_rows_at",
+                what: "table",
+                dtype: table.dtype,
+            })?;
+        let row_bytes = table.dtype.row_bytes(dim).unwrap_or(0) as u64;
+        let out_mem = writable(out.buf, "opencl get_rows_at output")?;
+        // single_id -2: the indices are the f32s at idx (clamped to the table in the kernel).
+        args!(&self.kernels[slot]; table.buf.mem(), table.offset as u64, row_bytes, table.shape.rows() as u32,
+            idx.buf.mem(), el(idx.offset), -2i32, out_mem, el(out.offset), dim as u32);
         self.launch(slot, &[round_up(dim, 64), n], None)
     }
 
