@@ -1717,6 +1717,7 @@ fn decode_profile_smollm2_shapes() {
             );
         }
         if block {
+            eprintln!("  block kernel: {}", g.block_description().unwrap_or_else(|| "off".into()));
             eprintln!(
                 "  host: {:.3} ms/token enqueueing (get_rows, blocks, head), {:.3} ms/token in the logits read",
                 host_enqueue * 1e3 / timed,

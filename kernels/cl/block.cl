@@ -42,6 +42,9 @@
 // (the model's widest vector), so a small model leaves local memory for more resident
 // work-groups.
 
+// V values a work-item fetches ahead in stage B.
+#define VPRE 4
+
 #define T_F32 0
 #define T_F16 1
 #define T_BF16 2
@@ -49,12 +52,40 @@
 #define T_Q4_1 4
 #define T_Q8_0 5
 
+// The grid barrier's arrival (an atomic add that publishes this group's writes) and its
+// poll (a load after which the other groups' writes are visible). NVIDIA: a release add
+// and acquire loads at GPU scope (PTX 6.0+), or with AG_NV_PLAIN_BARRIER the older form
+// — full `membar.gl` fences around a plain atomic and volatile polls (measured slower).
+// Elsewhere: mem_fence around them, with the data reads volatile (XQ, see the header).
 #ifdef AG_NV_FENCE
-#define GLOBAL_FENCE() asm volatile("membar.gl;" ::: "memory")
 #define XQ
+#ifdef AG_NV_PLAIN_BARRIER
+#define ARRIVE(p)                                                                          \
+    {                                                                                      \
+        asm volatile("membar.gl;" ::: "memory");                                           \
+        atomic_inc(p);                                                                     \
+    }
+#define LOAD_ACQUIRE(p) (*(p))
+#define LEAVE_FENCE() asm volatile("membar.gl;" ::: "memory")
 #else
-#define GLOBAL_FENCE() mem_fence(CLK_GLOBAL_MEM_FENCE)
+#define ARRIVE(p) asm volatile("red.release.gpu.add.u32 [%0], 1;" ::"l"(p) : "memory")
+inline uint load_acquire(volatile __global uint *p) {
+    uint v;
+    asm volatile("ld.acquire.gpu.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+#define LOAD_ACQUIRE(p) load_acquire(p)
+#define LEAVE_FENCE()
+#endif
+#else
 #define XQ volatile
+#define ARRIVE(p)                                                                          \
+    {                                                                                      \
+        mem_fence(CLK_GLOBAL_MEM_FENCE);                                                   \
+        atomic_inc(p);                                                                     \
+    }
+#define LOAD_ACQUIRE(p) (*(p))
+#define LEAVE_FENCE() mem_fence(CLK_GLOBAL_MEM_FENCE)
 #endif
 
 // Stage timer (profiling): NVIDIA's %globaltimer in ns; 0 elsewhere (no clock in C 1.2).
@@ -94,43 +125,65 @@ inline ulong row_bytes(const uint t, const uint n) {
     }
 }
 
-// One 16-element unit u of a row times v (weights at 2-byte alignment at least: GGUF
-// blocks are read as ushort vectors, not bytes).
-inline float unit_q4_0(__global const uchar *wr, __local const float *v, const uint u) {
+// One 16-element unit u of a quantized row times v, in two steps: `raw_load` fetches
+// its bytes (scale, offset, quants), `raw_dot` multiplies them with v — one body for the
+// three block types. Weights are 2-byte aligned at least (GGUF blocks are read as ushort
+// vectors, not bytes). Q4_0/Q4_1 quants fill q.xy, Q8_0's all of q; m is Q4_1's offset.
+inline void raw_load(const uint t, __global const uchar *wr, const uint u, float *d, float *m, uint4 *q) {
     const uint b = u >> 1, hf = u & 1;
-    __global const uchar *blk = wr + b * 18;
-    const float d = vload_half(0, (__global const half *)blk);
-    const uchar8 q = as_uchar8(vload4(0, (__global const ushort *)(blk + 2 + 8 * hf)));
-    const float8 lo = convert_float8(q & (uchar8)(0x0F)) - 8.0f;
-    const float8 hi = convert_float8(q >> (uchar8)(4)) - 8.0f;
-    const float8 p = vload8(0, v + b * 32 + 8 * hf) * lo + vload8(0, v + b * 32 + 16 + 8 * hf) * hi;
-    const float4 p4 = p.lo + p.hi;
-    return d * (p4.x + p4.y + p4.z + p4.w);
+    if (t == T_Q4_0) {
+        __global const uchar *blk = wr + b * 18;
+        *d = vload_half(0, (__global const half *)blk);
+        *m = 0.0f;
+        *q = (uint4)(as_uint2(vload4(0, (__global const ushort *)(blk + 2 + 8 * hf))), 0u, 0u);
+    } else if (t == T_Q4_1) {
+        __global const uchar *blk = wr + b * 20;
+        const float2 dm = vload_half2(0, (__global const half *)blk);
+        *d = dm.x;
+        *m = dm.y;
+        *q = (uint4)(as_uint2(vload4(0, (__global const ushort *)(blk + 4 + 8 * hf))), 0u, 0u);
+    } else { // T_Q8_0
+        __global const uchar *blk = wr + b * 34;
+        *d = vload_half(0, (__global const half *)blk);
+        *m = 0.0f;
+        *q = as_uint4(vload8(0, (__global const ushort *)(blk + 2 + 16 * hf)));
+    }
 }
 
-inline float unit_q4_1(__global const uchar *wr, __local const float *v, const uint u) {
+inline float raw_dot(const uint t, const float d, const float m, const uint4 q, __local const float *v,
+                     const uint u) {
     const uint b = u >> 1, hf = u & 1;
-    __global const uchar *blk = wr + b * 20;
-    const float2 dm = vload_half2(0, (__global const half *)blk);
-    const uchar8 q = as_uchar8(vload4(0, (__global const ushort *)(blk + 4 + 8 * hf)));
+    if (t == T_Q8_0) {
+        const float16 p = convert_float16(as_char16(q)) * vload16(0, v + b * 32 + 16 * hf);
+        const float8 p8 = p.lo + p.hi;
+        const float4 p4 = p8.lo + p8.hi;
+        return d * (p4.x + p4.y + p4.z + p4.w);
+    }
+    const uchar8 qb = as_uchar8(q.xy);
     const float8 xl = vload8(0, v + b * 32 + 8 * hf);
     const float8 xh = vload8(0, v + b * 32 + 16 + 8 * hf);
-    const float8 p = xl * convert_float8(q & (uchar8)(0x0F)) + xh * convert_float8(q >> (uchar8)(4));
+    if (t == T_Q4_0) {
+        const float8 p = xl * (convert_float8(qb & (uchar8)(0x0F)) - 8.0f) +
+                         xh * (convert_float8(qb >> (uchar8)(4)) - 8.0f);
+        const float4 p4 = p.lo + p.hi;
+        return d * (p4.x + p4.y + p4.z + p4.w);
+    }
+    const float8 p = xl * convert_float8(qb & (uchar8)(0x0F)) + xh * convert_float8(qb >> (uchar8)(4));
     const float8 sm = xl + xh;
     const float4 p4 = p.lo + p.hi;
     const float4 s4 = sm.lo + sm.hi;
-    return dm.x * (p4.x + p4.y + p4.z + p4.w) + dm.y * (s4.x + s4.y + s4.z + s4.w);
+    return d * (p4.x + p4.y + p4.z + p4.w) + m * (s4.x + s4.y + s4.z + s4.w);
 }
 
-inline float unit_q8_0(__global const uchar *wr, __local const float *v, const uint u) {
-    const uint b = u >> 1, hf = u & 1;
-    __global const uchar *blk = wr + b * 34;
-    const float d = vload_half(0, (__global const half *)blk);
-    const char16 q = as_char16(vload8(0, (__global const ushort *)(blk + 2 + 16 * hf)));
-    const float16 p = convert_float16(q) * vload16(0, v + b * 32 + 16 * hf);
-    const float8 p8 = p.lo + p.hi;
-    const float4 p4 = p8.lo + p8.hi;
-    return d * (p4.x + p4.y + p4.z + p4.w);
+inline float unit_quant(const uint t, __global const uchar *wr, __local const float *v, const uint u) {
+    float d, m;
+    uint4 q;
+    raw_load(t, wr, u, &d, &m, &q);
+    return raw_dot(t, d, m, q, v, u);
+}
+
+inline bool is_quant(const uint t) {
+    return t == T_Q4_0 || t == T_Q4_1 || t == T_Q8_0;
 }
 
 inline float unit_float(const uint t, __global const uchar *wr, __local const float *v, const uint u) {
@@ -168,9 +221,9 @@ inline float dot_part(const uint t, __global const uchar *wr, __local const floa
                       const uint n_in, const uint lane, const uint tpr) {
     const uint nu = n_in / 16;
     float acc = 0.0f;
-#define C_Q4_0(u) unit_q4_0(wr, v, u)
-#define C_Q4_1(u) unit_q4_1(wr, v, u)
-#define C_Q8_0(u) unit_q8_0(wr, v, u)
+#define C_Q4_0(u) unit_quant(T_Q4_0, wr, v, u)
+#define C_Q4_1(u) unit_quant(T_Q4_1, wr, v, u)
+#define C_Q8_0(u) unit_quant(T_Q8_0, wr, v, u)
 #define C_FLT(u) unit_float(t, wr, v, u)
     if (t == T_Q4_0) {
         UNIT_LOOP(C_Q4_0)
@@ -273,7 +326,7 @@ inline float wg_max(const float v, __local float *red, __local float *red2, cons
 }
 
 // Row sums: work-item lid holds a share of row slot lid / tpr; afterwards res[slot] is
-// the row's sum for every slot (tpr ≥ 8).
+// the row's sum for every slot (tpr a power of two ≤ LWS).
 inline void row_reduce(const float acc, __local float *red, __local float *red2, __local float *res,
                        const uint lid, const uint tpr) {
     const uint slot = lid / tpr, lane = lid % tpr;
@@ -299,20 +352,21 @@ inline void row_reduce(const float acc, __local float *red, __local float *red2,
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 #else
+    const uint w8 = min(tpr, 8u); // partial sums per row
     red[lid] = acc;
     barrier(CLK_LOCAL_MEM_FENCE);
-    if (lane < 8) {
+    if (lane < w8) {
         float s = 0.0f;
-        for (uint j = lane; j < tpr; j += 8) {
+        for (uint j = lane; j < tpr; j += w8) {
             s += red[slot * tpr + j];
         }
-        red2[slot * 8 + lane] = s;
+        red2[slot * w8 + lane] = s;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     if (lane == 0) {
         float s = 0.0f;
-        for (uint j = 0; j < 8; j++) {
-            s += red2[slot * 8 + j];
+        for (uint j = 0; j < w8; j++) {
+            s += red2[slot * w8 + j];
         }
         res[slot] = s;
     }
@@ -351,11 +405,10 @@ inline uint grid_sync(volatile __global uint *sync, const uint target, const uin
                       __local uint *flag, const uint lid) {
     barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
     if (lid == 0) {
-        GLOBAL_FENCE();
-        atomic_inc(&sync[0]);
+        ARRIVE(&sync[0]);
         uint ok = 1;
         uint spins = 0;
-        while ((int)(sync[0] - target) < 0) {
+        while ((int)(LOAD_ACQUIRE(&sync[0]) - target) < 0) {
             if (sync[1] != 0) {
                 ok = 0;
                 break;
@@ -366,11 +419,46 @@ inline uint grid_sync(volatile __global uint *sync, const uint target, const uin
                 break;
             }
         }
-        GLOBAL_FENCE();
+        LEAVE_FENCE();
         *flag = ok;
     }
     barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE);
     return *flag;
+}
+
+// Stage A's rows come in RoPE pairs: pair p < qd/2 is in Wq, then Wk, then Wv; `member`
+// (0, 1) picks the pair's row (adjacent rows for style 0, half a head apart for style 1;
+// V rows plainly 2p, 2p + 1). Returns the row's bytes and sets its dtype.
+inline __global const uchar *qkv_row(uint pp, const uint member, __global const uchar *wq, const uint tq,
+                                     __global const uchar *wk, const uint tk, __global const uchar *wv,
+                                     const uint tv, const uint qd, const uint kvd, const uint hd,
+                                     const uint style, const uint dim, uint *t_out) {
+    const uint half_d = hd / 2;
+    __global const uchar *w;
+    uint t;
+    bool is_v = false;
+    if (pp < qd / 2) {
+        w = wq;
+        t = tq;
+    } else if (pp < (qd + kvd) / 2) {
+        pp -= qd / 2;
+        w = wk;
+        t = tk;
+    } else {
+        pp -= (qd + kvd) / 2;
+        w = wv;
+        t = tv;
+        is_v = true;
+    }
+    uint rr;
+    if (is_v) {
+        rr = 2 * pp + member;
+    } else {
+        const uint head = pp / half_d, i = pp % half_d;
+        rr = head * hd + (style == 0 ? 2 * i + member : i + member * half_d);
+    }
+    *t_out = t;
+    return w + rr * row_bytes(t, dim);
 }
 
 // One block (stages A–E above) for the layer whose pointers are passed; `target` is
@@ -396,7 +484,7 @@ inline uint block_layer(
     const uint dim, const uint n_head, const uint n_kv_head, const uint hd, const uint ffn,
     const uint slot, const uint pos, const uint style, const float eps, const float scale,
     __local float *vl, __local float *red, __local float *red2, __local float *res,
-    __local float *ql, __local uint *flag) {
+    __local uint *flag) {
     const uint lid = get_local_id(0);
     const uint g = get_group_id(0);
     const uint nwg = get_num_groups(0);
@@ -407,7 +495,6 @@ inline uint block_layer(
     const uint half_d = hd / 2;
 
     // ---- A: norm, Q/K/V, RoPE, cache write ------------------------------------------
-    stage_norm(x, attn_norm + an_off, dim, eps, vl, red, red2, lid);
     {
         const uint n_pairs = (qd + 2 * kvd) / 2;
         const uint ppw = (n_pairs + nwg - 1) / nwg;
@@ -415,34 +502,27 @@ inline uint block_layer(
         const uint p1 = min(p0 + ppw, n_pairs);
         const uint tpr = pick_tpr(2 * ppw, dim);
         const uint rpp = LWS / tpr; // rows per pass (even)
+        const uint lane = lid % tpr;
+        // The first pass's rotations before the norm: the inv_freq read and sincos then
+        // overlap the wait for x instead of following the matrix rows.
+        float cs0 = 1.0f, sn0 = 0.0f;
+        {
+            uint pp = p0 + lid;
+            if (lid < rpp / 2 && pp < p1 && pp < (qd + kvd) / 2) {
+                pp -= pp >= qd / 2 ? qd / 2 : 0;
+                sn0 = sincos((float)pos * inv_freq[if_off + pp % half_d], &cs0);
+            }
+        }
+        stage_norm(x, attn_norm + an_off, dim, eps, vl, red, red2, lid);
         for (uint base = p0; base < p1; base += rpp / 2) {
             const uint s = lid / tpr;
             const uint p = base + s / 2;
-            const uint member = s & 1;
             float acc = 0.0f;
             if (p < p1) {
-                // region, row within the region
-                uint rr, t;
-                __global const uchar *w;
-                ulong off;
-                uint pp = p;
-                if (pp < qd / 2) {
-                    w = wq; off = wq_off; t = tq;
-                } else if (pp < (qd + kvd) / 2) {
-                    pp -= qd / 2;
-                    w = wk; off = wk_off; t = tk;
-                } else {
-                    pp -= (qd + kvd) / 2;
-                    w = wv; off = wv_off; t = tv;
-                }
-                const bool is_v = p >= (qd + kvd) / 2;
-                if (is_v) {
-                    rr = 2 * pp + member;
-                } else {
-                    const uint head = pp / half_d, i = pp % half_d;
-                    rr = head * hd + (style == 0 ? 2 * i + member : i + member * half_d);
-                }
-                acc = dot_part(t, w + off + rr * row_bytes(t, dim), vl, dim, lid % tpr, tpr);
+                uint t;
+                __global const uchar *wr = qkv_row(p, s & 1, wq + wq_off, tq, wk + wk_off, tk, wv + wv_off,
+                                                  tv, qd, kvd, hd, style, dim, &t);
+                acc = dot_part(t, wr, vl, dim, lane, tpr);
             }
             row_reduce(acc, red, red2, res, lid, tpr);
             const uint p_this = base + lid;
@@ -456,9 +536,10 @@ inline uint block_layer(
                         pp -= qd / 2;
                     }
                     const uint head = pp / half_d, i = pp % half_d;
-                    const float theta = (float)pos * inv_freq[if_off + i];
-                    float cs;
-                    const float sn = sincos(theta, &cs);
+                    float cs = cs0, sn = sn0;
+                    if (base != p0) {
+                        sn = sincos((float)pos * inv_freq[if_off + i], &cs);
+                    }
                     const float a2 = a * cs - b * sn;
                     const float b2 = a * sn + b * cs;
                     const uint r0 = head * hd + (style == 0 ? 2 * i : i);
@@ -497,33 +578,53 @@ inline uint block_layer(
         const uint kvh = h / grp;
         const uint c0 = c * CH;
         const uint c1 = min(c0 + CH, n_ctx);
-        for (uint i = lid; i < hd; i += LWS) {
-            ql[i] = q[h * hd + i];
+        // o[d] = sum_j p_j v[c0 + j][d] below: work-item (j0 = lid / hd, d = lid % hd)
+        // takes slots j0, j0 + LWS / hd, ...; its first VPRE values are fetched now, with
+        // the keys, not after the softmax.
+        const uint gsz = LWS / hd;
+        const uint d = lid % hd, j0 = lid / hd;
+        __global const float *vcol = vc + vc_off + kvh * hd + d;
+        float vv[VPRE];
+        for (uint k = 0; k < VPRE; k++) {
+            const uint j = j0 + k * gsz;
+            vv[k] = j0 < gsz && c0 + j < c1 ? vcol[(ulong)(c0 + j) * kvd] : 0.0f;
         }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        // score of slot c0 + lid
+        // score of slot c0 + lid (lid < CH)
         float sc = -INFINITY;
-        if (lid < CH && c0 + lid < c1) {
-            __global const float *kr = kc + kc_off + (ulong)(c0 + lid) * kvd + kvh * hd;
-            float d = 0.0f;
-            for (uint i = 0; i < hd; i += 4) {
-                const float4 k4 = vload4(0, kr + i);
-                d += k4.x * ql[i] + k4.y * ql[i + 1] + k4.z * ql[i + 2] + k4.w * ql[i + 3];
+        // tps work-items a slot, hd / tps elements each: q and the key row come in one L2
+        // round trip, summed like a matrix row (no staging of q in local memory)
+        // (a power of two dividing hd / 4; hd is a multiple of 4 — the host checks)
+        uint tps = 1u << (31 - clz(max(min((uint)(LWS / CH), hd / 4), 1u)));
+        while ((hd / 4) % tps != 0) {
+            tps >>= 1;
+        }
+        {
+            const uint e = hd / tps;
+            const uint j = lid / tps, sub = lid % tps;
+            float dp = 0.0f;
+            if (j < CH && c0 + j < c1) {
+                __global const float *kr = kc + kc_off + (ulong)(c0 + j) * kvd + kvh * hd + sub * e;
+                XQ __global const float *qr = q + h * hd + sub * e;
+                for (uint i = 0; i < e; i += 4) {
+                    dp += dot(vload4(0, kr + i), (float4)(qr[i], qr[i + 1], qr[i + 2], qr[i + 3]));
+                }
             }
-            sc = d * scale;
+            row_reduce(dp, red, red2, res, lid, tps);
+            if (lid < CH && c0 + lid < c1) {
+                sc = res[lid] * scale;
+            }
         }
         const float m = wg_max(sc, red, red2, lid);
         const float pj = c0 + lid < c1 ? exp(sc - m) : 0.0f; // (0 for lid ≥ CH)
         res[lid] = pj;
         const float l = wg_sum(pj, red, red2, lid); // (its barriers publish res)
-        // o[d] = sum_j p_j v[c0 + j][d]: work-item (j0 = lid / hd, d = lid % hd) takes
-        // slots j0, j0 + LWS / hd, ...
-        const uint gsz = LWS / hd;
-        const uint d = lid % hd, j0 = lid / hd;
         float o = 0.0f;
         if (j0 < gsz) {
-            for (uint j = j0; c0 + j < c1; j += gsz) {
-                o += res[j] * vc[vc_off + (ulong)(c0 + j) * kvd + kvh * hd + d];
+            for (uint k = 0; k < VPRE; k++) {
+                o += res[j0 + k * gsz] * vv[k]; // (vv 0 past the chunk; res[≥ CH] is 0 too)
+            }
+            for (uint j = j0 + VPRE * gsz; c0 + j < c1; j += gsz) {
+                o += res[j] * vcol[(ulong)(c0 + j) * kvd];
             }
         }
         red[lid] = o;
@@ -552,6 +653,11 @@ inline uint block_layer(
     // ---- C: merge partials into vl, x += Wo . att ---------------------------------
     // Chunk weights exp(m_c - M_h) / sum_c exp(m_c - M_h) l_c once per (head, chunk) in
     // `res` when they fit (then one load per chunk and element), else per element.
+    const uint c_rpw = (dim + nwg - 1) / nwg;
+    const uint c_r0 = min(g * c_rpw, dim);
+    const uint c_r1 = min(c_r0 + c_rpw, dim);
+    const uint c_tpr = pick_tpr(c_rpw, qd);
+    const ulong wo_rb = row_bytes(to, qd);
     const uint n_w = n_head * n_chunks;
     if (n_w <= LWS) {
         if (lid < n_head) {
@@ -600,19 +706,16 @@ inline uint block_layer(
     }
     barrier(CLK_LOCAL_MEM_FENCE);
     {
-        const uint rpw = (dim + nwg - 1) / nwg;
-        const uint r0 = min(g * rpw, dim);
-        const uint r1 = min(r0 + rpw, dim);
-        const uint tpr = pick_tpr(rpw, qd);
-        const uint rpp = LWS / tpr;
-        for (uint base = r0; base < r1; base += rpp) {
-            const uint row = base + lid / tpr;
+        const uint rpp = LWS / c_tpr;
+        for (uint base = c_r0; base < c_r1; base += rpp) {
+            const uint row = base + lid / c_tpr;
             float acc = 0.0f;
-            if (row < r1) {
-                acc = dot_part(to, wo + wo_off + row * row_bytes(to, qd), vl, qd, lid % tpr, tpr);
+            if (row < c_r1) {
+                __global const uchar *wr = wo + wo_off + row * wo_rb;
+                acc = dot_part(to, wr, vl, qd, lid % c_tpr, c_tpr);
             }
-            row_reduce(acc, red, red2, res, lid, tpr);
-            if (lid < rpp && base + lid < r1) {
+            row_reduce(acc, red, red2, res, lid, c_tpr);
+            if (lid < rpp && base + lid < c_r1) {
                 x[base + lid] = x[base + lid] + res[lid];
             }
             barrier(CLK_LOCAL_MEM_FENCE);
@@ -626,21 +729,23 @@ inline uint block_layer(
     MARK(5);
 
     // ---- D: norm, gate/up, SwiGLU ---------------------------------------------------
-    stage_norm(x, ffn_norm + fn_off, dim, eps, vl, red, red2, lid);
     {
         const uint jpw = (ffn + nwg - 1) / nwg;
         const uint j0 = min(g * jpw, ffn);
         const uint j1 = min(j0 + jpw, ffn);
         const uint tpr = pick_tpr(2 * jpw, dim);
         const uint rpp = LWS / tpr;
+        const uint lane = lid % tpr;
+        stage_norm(x, ffn_norm + fn_off, dim, eps, vl, red, red2, lid);
         for (uint base = j0; base < j1; base += rpp / 2) {
             const uint s = lid / tpr;
             const uint j = base + s / 2;
             float acc = 0.0f;
             if (j < j1) {
-                acc = (s & 1) == 0
-                          ? dot_part(tg, wg + wg_off + j * row_bytes(tg, dim), vl, dim, lid % tpr, tpr)
-                          : dot_part(tu, wu + wu_off + j * row_bytes(tu, dim), vl, dim, lid % tpr, tpr);
+                const uint t = (s & 1) == 0 ? tg : tu;
+                __global const uchar *wr = (s & 1) == 0 ? wg + wg_off + j * row_bytes(tg, dim)
+                                                        : wu + wu_off + j * row_bytes(tu, dim);
+                acc = dot_part(t, wr, vl, dim, lane, tpr);
             }
             row_reduce(acc, red, red2, res, lid, tpr);
             if (lid < rpp / 2 && base + lid < j1) {
@@ -659,21 +764,23 @@ inline uint block_layer(
     MARK(7);
 
     // ---- E: x += Wdown . hb ---------------------------------------------------------
-    for (uint i = lid; i < ffn; i += LWS) {
-        vl[i] = hb[i];
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
     {
         const uint rpw = (dim + nwg - 1) / nwg;
         const uint r0 = min(g * rpw, dim);
         const uint r1 = min(r0 + rpw, dim);
         const uint tpr = pick_tpr(rpw, ffn);
         const uint rpp = LWS / tpr;
+        const ulong rb = row_bytes(td, ffn);
+        for (uint i = lid; i < ffn; i += LWS) {
+            vl[i] = hb[i];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
         for (uint base = r0; base < r1; base += rpp) {
             const uint row = base + lid / tpr;
             float acc = 0.0f;
             if (row < r1) {
-                acc = dot_part(td, wd + wd_off + row * row_bytes(td, ffn), vl, ffn, lid % tpr, tpr);
+                __global const uchar *wr = wd + wd_off + row * rb;
+                acc = dot_part(td, wr, vl, ffn, lid % tpr, tpr);
             }
             row_reduce(acc, red, red2, res, lid, tpr);
             if (lid < rpp && base + lid < r1) {
@@ -724,7 +831,6 @@ __kernel void llama_blocks_f32(
     __local float red[LWS];
     __local float red2[LWS];
     __local float res[LWS];
-    __local float ql[MAX_HD];
     __local uint flag;
 
     const uint lid = get_local_id(0);
@@ -774,7 +880,7 @@ __kernel void llama_blocks_f32(
             SEL(wg), SEL(wg_off), SEL(tg), SEL(wu), SEL(wu_off), SEL(tu), SEL(wd), SEL(wd_off),
             SEL(td), SEL(kc), SEL(kc_off), SEL(vc), SEL(vc_off), inv_freq, if_off, q, hb, part,
             sync, &target, spin_limit, prof, prof_on, &t_mark, dim, n_head, n_kv_head, hd, ffn,
-            slot, pos, style, eps, scale, vl, red, red2, res, ql, &flag);
+            slot, pos, style, eps, scale, vl, red, red2, res, &flag);
 #undef SEL
         if (!ok) {
             return;

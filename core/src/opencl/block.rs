@@ -544,6 +544,13 @@ impl OpenClBackend {
             .map(|b| (b.groups, self.blk_lpl))
     }
 
+    /// How the persistent block kernel was built (work-group size, layers a launch,
+    /// attention chunk, reduction style, spill bytes); `None` without the path.
+    pub fn block_description(&self) -> Option<String> {
+        self.persistent_block()
+            .map(|(groups, _)| format!("{groups} work-groups of {}", self.blk_desc))
+    }
+
     /// Device time per stage of the block kernel since the last call (profiling on an
     /// NVIDIA device; zeros elsewhere): `(stage, total ns)` and the layer count. Resets
     /// the timers. `None` without the persistent path.

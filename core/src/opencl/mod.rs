@@ -397,6 +397,8 @@ pub struct OpenClBackend {
     block: Option<block::Persistent>,
     /// block.cl's work-group size and staged-vector capacity (floats).
     blk_lws: usize,
+    /// How block.cl was built (for logs and profiles).
+    blk_desc: String,
     /// Layers per block launch (block.cl `LPL`).
     blk_lpl: usize,
     /// Attention chunk in cache slots (block.cl `CH`).
@@ -530,6 +532,11 @@ impl OpenClBackend {
         };
         let mut fence_ok = true;
         let mut block_ok = true;
+        // Extra block.cl build options for kernel experiments (ANTIGRAVITY_OPENCL_BLOCK_DEFINES,
+        // e.g. "-DAG_NV_PLAIN_BARRIER"); the block kernel's private (spill) bytes, for the
+        // description.
+        let blk_defines = std::env::var("ANTIGRAVITY_OPENCL_BLOCK_DEFINES").unwrap_or_default();
+        let mut blk_private = 0u64;
 
         let mut programs: Vec<(&'static str, Program)> = Vec::new();
         let mut kernels = Vec::with_capacity(KERNELS.len());
@@ -544,6 +551,7 @@ impl OpenClBackend {
                             "-cl-std=CL1.2 -DLWS={blk_lws} -DMAX_HD={MAX_HD} -DCH={} -DLPL={blk_lpl}",
                             blk_ch
                         );
+                        let options = format!("{options} {blk_defines}");
                         let with_fence = format!("{options} -DAG_NV_FENCE");
                         let with_shfl = format!("{with_fence} -DAG_NV_SHFL");
                         let fenced = nv_fence && fence_ok;
@@ -580,6 +588,9 @@ impl OpenClBackend {
                                     .get_work_group_size(id)
                                     .map_err(cl_err("kernel work-group size"))?,
                             );
+                            if k == "llama_blocks_f32" {
+                                blk_private = kernel.get_private_mem_size(id).unwrap_or(0);
+                            }
                         }
                         if fits >= blk_lws || blk_lws <= 64 {
                             // Not even 64 work-items: the block kernels stay unused.
@@ -672,6 +683,11 @@ impl OpenClBackend {
             unflushed: core::cell::Cell::new(0),
             block,
             blk_lws,
+            blk_desc: format!(
+                "{blk_lws} work-items, {blk_lpl} layers a launch, {blk_ch}-slot chunks, {}, {blk_private} B private{}",
+                if fence_ok && nv_fence && nv_shfl { "warp shuffles" } else { "local-memory reductions" },
+                if blk_defines.is_empty() { String::new() } else { format!(", built with {blk_defines}") },
+            ),
             blk_lpl,
             blk_ch,
             max_vec,
