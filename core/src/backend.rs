@@ -187,7 +187,11 @@ pub trait Backend {
                 len: have,
             });
         }
-        Ok(PendingRead { offset, len, ticket: None })
+        Ok(PendingRead {
+            offset,
+            len,
+            ticket: None,
+        })
     }
     /// Waits for a [`Backend::download_start`] and copies its bytes into `dst` (exactly
     /// `len` bytes); reports what went wrong on the device since (as `download` does).
@@ -219,7 +223,12 @@ pub trait Backend {
     /// bounds: the default (which reads the indices back) returns an error; a device
     /// backend may clamp it instead, the host learning of it from the same index when it
     /// reads it back. The default allocates nothing.
-    fn get_rows_at(&mut self, table: TensorRef<'_, Self>, idx: TensorRef<'_, Self>, mut out: TensorMut<'_, Self>) -> Result<()> {
+    fn get_rows_at(
+        &mut self,
+        table: TensorRef<'_, Self>,
+        idx: TensorRef<'_, Self>,
+        mut out: TensorMut<'_, Self>,
+    ) -> Result<()> {
         let (n_rows, dim) = (table.shape.rows(), table.shape.row_len());
         let n = idx.shape.numel();
         let mut f = [0f32; 16];

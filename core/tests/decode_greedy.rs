@@ -75,19 +75,36 @@ fn check<B: Backend>(m: &mut Llama<B>) {
     assert_eq!(kept, 6);
     assert_eq!(seen, want[1..=6]);
     assert_eq!(m.kv.len(), PROMPT.len() + 6, "the pass run ahead leaves no slot behind");
-    assert_eq!(m.forward_argmax(&[want[6]]).unwrap(), want[7], "continuing after a stop");
+    assert_eq!(
+        m.forward_argmax(&[want[6]]).unwrap(),
+        want[7],
+        "continuing after a stop"
+    );
 
     // A single step queues nothing ahead; an error from the callback stops and reports.
     m.reset();
     let t0 = m.forward_argmax(&PROMPT).unwrap();
     let mut one = Vec::new();
-    assert_eq!(m.decode_greedy(t0, 1, |t| { one.push(t); Ok(true) }).unwrap(), 1);
+    assert_eq!(
+        m.decode_greedy(t0, 1, |t| {
+            one.push(t);
+            Ok(true)
+        })
+        .unwrap(),
+        1
+    );
     assert_eq!(one, want[1..=1]);
     let err = m
-        .decode_greedy(want[1], 5, |_| Err(antigravity_core::error::Error::invalid("stop here")))
+        .decode_greedy(want[1], 5, |_| {
+            Err(antigravity_core::error::Error::invalid("stop here"))
+        })
         .unwrap_err();
     assert!(err.to_string().contains("stop here"), "{err}");
-    assert_eq!(m.kv.len(), PROMPT.len() + 1, "a failed call leaves the cache as it found it");
+    assert_eq!(
+        m.kv.len(),
+        PROMPT.len() + 1,
+        "a failed call leaves the cache as it found it"
+    );
 
     // More steps than the context holds: refused up front.
     m.reset();
@@ -127,5 +144,9 @@ fn decode_greedy_matches_the_loop_opencl() {
     let status = if m.backend.persistent_block().is_some() { 4 } else { 0 };
     let steps = STEPS as u64;
     assert_eq!(c1.to_device - c0.to_device, 0, "no bytes up per token");
-    assert_eq!((c1.to_host - c0.to_host) / steps, 4 + status, "per token only the index comes back");
+    assert_eq!(
+        (c1.to_host - c0.to_host) / steps,
+        4 + status,
+        "per token only the index comes back"
+    );
 }

@@ -301,7 +301,13 @@ fn get_rows_at_device_indices() {
         ops::get_rows(&mut c, w.r_cpu(), &ids, o.m_cpu()).unwrap();
         ops::get_rows_at(g, w.r_cl(), ix.r_cl(), o.m_cl()).unwrap();
         let (a, b) = o.read(&c, g);
-        check("get_rows_at", &format!("{dtype} {rows}x576 ids {}", ids.len()), &a, &b, LIM_GET_ROWS);
+        check(
+            "get_rows_at",
+            &format!("{dtype} {rows}x576 ids {}", ids.len()),
+            &a,
+            &b,
+            LIM_GET_ROWS,
+        );
         // The CPU through the trait's default (reads the indices back): the same rows.
         let mut o2 = out(&c, g, Shape::d2(ids.len(), 576));
         ops::get_rows_at(&mut c, w.r_cpu(), ix.r_cpu(), o2.m_cpu()).unwrap();
@@ -316,7 +322,11 @@ fn get_rows_at_device_indices() {
         let row0 = o0.read(&c, g).1;
         let got = ob.read(&c, g).0;
         for (i, v) in bad.iter().enumerate() {
-            assert_eq!(got[i * 576..(i + 1) * 576], row0[..], "{dtype}: index {v} must read row 0");
+            assert_eq!(
+                got[i * 576..(i + 1) * 576],
+                row0[..],
+                "{dtype}: index {v} must read row 0"
+            );
         }
         for v in bad {
             let one = act(&c, g, &[v], Shape::d1(1));
@@ -1578,7 +1588,8 @@ fn decode_profile_smollm2_shapes() {
                     let started = g.download_start(&idx_buf, pos % 2 * 4, 4).unwrap();
                     if let Some(p) = in_flight.replace(started) {
                         let mut idx = [0f32; 1];
-                        g.download_finish(&idx_buf, p, bytemuck::cast_slice_mut(&mut idx)).unwrap();
+                        g.download_finish(&idx_buf, p, bytemuck::cast_slice_mut(&mut idx))
+                            .unwrap();
                         assert!(idx[0] >= 0.0);
                     }
                 } else if mode == "greedy" {
@@ -1691,7 +1702,8 @@ fn decode_profile_smollm2_shapes() {
         }
         if let Some(p) = in_flight.take() {
             let mut idx = [0f32; 1];
-            g.download_finish(&idx_buf, p, bytemuck::cast_slice_mut(&mut idx)).unwrap();
+            g.download_finish(&idx_buf, p, bytemuck::cast_slice_mut(&mut idx))
+                .unwrap();
         }
         let wall = t0.elapsed().as_secs_f64();
         let timed = (n_tokens - warmup) as f64;
@@ -1717,7 +1729,10 @@ fn decode_profile_smollm2_shapes() {
             );
         }
         if block {
-            eprintln!("  block kernel: {}", g.block_description().unwrap_or_else(|| "off".into()));
+            eprintln!(
+                "  block kernel: {}",
+                g.block_description().unwrap_or_else(|| "off".into())
+            );
             eprintln!(
                 "  host: {:.3} ms/token enqueueing (get_rows, blocks, head), {:.3} ms/token in the logits read",
                 host_enqueue * 1e3 / timed,

@@ -135,9 +135,7 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
     if let Some(first) = device_next {
         // Greedy on the device: each pass is queued before the host sees the token of
         // the pass before (Llama::decode_greedy; the embedding is read on the device).
-        let mut take = |t: u32| -> antigravity_core::Result<bool> {
-            Ok(!is_end(t) && text_out.push(tokenizer, t)?)
-        };
+        let mut take = |t: u32| -> antigravity_core::Result<bool> { Ok(!is_end(t) && text_out.push(tokenizer, t)?) };
         if budget > 0 && take(first)? && budget > 1 {
             s.model.decode_greedy(first, budget - 1, &mut take)?;
         }

@@ -20,26 +20,29 @@
 //   and leaves; every other one sees the flag and leaves too, so a device that does not
 //   run all work-groups at once fails with an error the host reads, instead of hanging.
 //   Visibility of data another work-group wrote in this launch (q, the partials, x
-//   after C, hb): on NVIDIA (AG_NV_FENCE) the barrier's arriving and leaving sides are
-//   `membar.gl` fences (release before the atomic, acquire after the spin — the L1 is
-//   invalidated there — then a work-group barrier hands that on to every work-item, as
-//   CUDA's grid sync does), so plain loads see the data. Elsewhere the portable
-//   mem_fence promises only work-group scope, so those reads go through volatile
-//   pointers (XQ) instead — slower (each is a serialized L2 round trip), and that path
-//   is only taken when a user forces the persistent kernel on a non-NVIDIA GPU.
+//   after C, hb): on NVIDIA (AG_NV_FENCE) a group arrives with a GPU-scope *release* add
+//   and polls with GPU-scope *acquire* loads (PTX; the L1 is invalidated by the acquire),
+//   then a work-group barrier hands that on to every work-item, as CUDA's grid sync
+//   does, so plain loads see the data (the older `membar.gl` form, AG_NV_PLAIN_BARRIER,
+//   measured 0.2–0.3 µs slower a barrier). Elsewhere the portable mem_fence promises
+//   only work-group scope, so those reads go through volatile pointers (XQ) instead —
+//   slower (each is a serialized L2 round trip), and that path is only taken when a user
+//   forces the persistent kernel on a non-NVIDIA GPU.
 // * llama_head_f32: the final rms_norm fused with the output projection, many rows per
 //   work-group (the output matrix is the largest single read of a decode step).
 //
 // Matrix-vector work: the vector (normed x, attention output, hb) is staged in local
 // memory once per stage; a row is shared by TPR work-items (a power of two, 8..64,
 // picked from the rows a work-group owns), each summing 16-element units u = lane,
-// lane + TPR, ...; partial sums meet in a two-level local reduction. Weights of any
-// dtype below, addressed in bytes (an imported GGUF tensor is only 32-byte aligned).
+// lane + TPR, ...; partial sums meet in a reduction (warp shuffles with AG_NV_SHFL, else
+// two levels in local memory). Weights of any dtype below, addressed in bytes (an
+// imported GGUF tensor is only 32-byte aligned).
 //
 // Build options: LWS (work-group size, power of two ≥ 64), MAX_HD, CH (attention chunk
 // in slots, ≤ LWS), LPL (layers per launch: 1, 2 or 4), optionally AG_NV_FENCE (NVIDIA:
-// the membar.gl fence, %globaltimer stage timers). The staged vector `vl` is a __local kernel argument sized at launch
-// (the model's widest vector), so a small model leaves local memory for more resident
+// the PTX barrier, %globaltimer stage timers) and AG_NV_SHFL (NVIDIA: `shfl.sync`
+// reductions). The staged vector `vl` is a __local kernel argument sized at launch (the
+// model's widest vector), so a small model leaves local memory for more resident
 // work-groups.
 
 // V values a work-item fetches ahead in stage B.

@@ -436,7 +436,12 @@ impl<B: Backend> Llama<B> {
         // x = embed(ids)                                              (n, dim)
         self.mark(OpKind::Embed, true);
         match ids {
-            Tokens::Host(ids) => ops::get_rows(&mut self.backend, self.weights.tok_embd.view(), ids, m(&mut self.ws.x, t_dim))?,
+            Tokens::Host(ids) => ops::get_rows(
+                &mut self.backend,
+                self.weights.tok_embd.view(),
+                ids,
+                m(&mut self.ws.x, t_dim),
+            )?,
             Tokens::Device { slot } => ops::get_rows_at(
                 &mut self.backend,
                 self.weights.tok_embd.view(),

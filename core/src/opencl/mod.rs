@@ -51,8 +51,8 @@ use opencl3::program::Program;
 use opencl3::types::{cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
 
 use crate::backend::{
-    AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockWeights, PendingRead, BufferKind, Capabilities, HostRegion,
-    LayerVisitor, Reservation, RopeStyle,
+    AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockWeights, BufferKind, Capabilities, HostRegion,
+    LayerVisitor, PendingRead, Reservation, RopeStyle,
 };
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -415,9 +415,10 @@ pub struct OpenClBackend {
     /// Two-pass argmax partials: (max, index bits) per piece; `argmax_part_cap` f32s.
     argmax_part: Buffer<u8>,
     argmax_part_cap: usize,
-    /// Downloads in flight (`download_start`), by ticket. Boxed, so a slot's bytes stay
-    /// put while a non-blocking read fills them, and reused, so a decode step allocates
-    /// nothing.
+    /// Downloads in flight (`download_start`), by ticket. Boxed, so a slot's bytes (its
+    /// inline `status` too) stay put while a non-blocking read fills them, even when the
+    /// list grows; reused, so a decode step allocates nothing.
+    #[allow(clippy::vec_box)]
     reads: Vec<Box<ReadSlot>>,
 }
 
@@ -566,7 +567,9 @@ impl OpenClBackend {
                             // reductions.
                             Err(e) if fenced && nv_shfl => {
                                 if opts.log {
-                                    std::eprintln!("opencl: block.cl with shfl.sync failed, reducing in local memory: {e}");
+                                    std::eprintln!(
+                                        "opencl: block.cl with shfl.sync failed, reducing in local memory: {e}"
+                                    );
                                 }
                                 nv_shfl = false;
                                 continue;
@@ -628,7 +631,7 @@ impl OpenClBackend {
         let part = create_buffer(&context, CL_MEM_READ_WRITE, 4, ptr::null_mut())?;
         let mm_part = create_buffer(&context, CL_MEM_READ_WRITE, 4, ptr::null_mut())?;
         // On by default where the grid barrier's memory ordering is verified: NVIDIA
-        // GPUs (membar.gl fences). Elsewhere only when asked for.
+        // GPUs (PTX release/acquire at GPU scope). Elsewhere only when asked for.
         let groups = match opts.persistent_groups {
             None if info.is_cpu || !nv_fence => 0,
             None => info.compute_units as usize,
@@ -639,10 +642,23 @@ impl OpenClBackend {
         } else {
             None
         };
+        let blk_desc = format!(
+            "{blk_lws} work-items, {blk_lpl} layers a launch, {blk_ch}-slot chunks, {}, {blk_private} B private{}",
+            if fence_ok && nv_fence && nv_shfl {
+                "warp shuffles"
+            } else {
+                "local-memory reductions"
+            },
+            if blk_defines.is_empty() {
+                String::new()
+            } else {
+                format!(", built with {blk_defines}")
+            },
+        );
         if opts.log {
             match &block {
                 Some(b) => std::eprintln!(
-                    "opencl: decode runs one persistent launch per layer ({} work-groups)",
+                    "opencl: decode runs the persistent block kernel: {} work-groups of {blk_desc}",
                     b.groups
                 ),
                 None => std::eprintln!("opencl: decode runs per-op kernels"),
@@ -683,11 +699,7 @@ impl OpenClBackend {
             unflushed: core::cell::Cell::new(0),
             block,
             blk_lws,
-            blk_desc: format!(
-                "{blk_lws} work-items, {blk_lpl} layers a launch, {blk_ch}-slot chunks, {}, {blk_private} B private{}",
-                if fence_ok && nv_fence && nv_shfl { "warp shuffles" } else { "local-memory reductions" },
-                if blk_defines.is_empty() { String::new() } else { format!(", built with {blk_defines}") },
-            ),
+            blk_desc,
             blk_lpl,
             blk_ch,
             max_vec,
@@ -1213,7 +1225,11 @@ impl Backend for OpenClBackend {
         };
         // A block launch since the last check: its abort flag comes along (read first,
         // so the data read's event covers both).
-        let status_read = self.block.as_ref().filter(|p| p.unchecked.get()).map(|p| p.sync.borrow());
+        let status_read = self
+            .block
+            .as_ref()
+            .filter(|p| p.unchecked.get())
+            .map(|p| p.sync.borrow());
         // The reads go to their own queue, after everything enqueued so far: the compute
         // queue moves on to the next step's kernels while they copy. (Later kernels do
         // not write the range: the caller's promise. They may set the abort flag, which
@@ -1373,7 +1389,12 @@ impl Backend for OpenClBackend {
         self.launch(slot, &[round_up(dim, 64), n], None)
     }
 
-    fn get_rows_at(&mut self, table: TensorRef<'_, Self>, idx: TensorRef<'_, Self>, out: TensorMut<'_, Self>) -> Result<()> {
+    fn get_rows_at(
+        &mut self,
+        table: TensorRef<'_, Self>,
+        idx: TensorRef<'_, Self>,
+        out: TensorMut<'_, Self>,
+    ) -> Result<()> {
         let dim = table.shape.row_len();
         let n = idx.shape.numel();
         if n == 0 {
