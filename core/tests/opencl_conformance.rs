@@ -1429,7 +1429,7 @@ fn decode_profile_smollm2_shapes() {
             return;
         }
     };
-    let (n_layer, dim, ffn, n_head, n_kv, hd, vocab, ctx) = (30, 576, 1536, 9, 3, 64, 49152, 512);
+    let (n_layer, dim, ffn, n_head, n_kv, hd, vocab, ctx) = (30, 576, 1536, 9, 3, 64, 49152, 2048);
     let kv_dim = n_kv * hd;
     g.reserve(Reservation {
         max_tokens: 1,
@@ -1491,8 +1491,15 @@ fn decode_profile_smollm2_shapes() {
         TensorMut::new(b, 0, DType::F32, Shape::d2(1, n))
     }
     let mut host_logits = vec![0f32; vocab];
-    let n_tokens = 34;
-    let warmup = 2;
+    // ANTIGRAVITY_PROFILE_CONTEXT=n times the 32 tokens after n - 32 untimed ones (long
+    // contexts; default 34: tokens 2..34); ANTIGRAVITY_PROFILE_MODES picks modes (comma list).
+    let n_tokens = std::env::var("ANTIGRAVITY_PROFILE_CONTEXT")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| (34..=ctx).contains(&n))
+        .unwrap_or(34);
+    let warmup = n_tokens - 32;
+    let modes_env = std::env::var("ANTIGRAVITY_PROFILE_MODES").unwrap_or_default();
     // The model's op sequence before the fused ops (15 launches a layer) and with them
     // (6), on the same device and weights.
     let mut xb2 = a(&g, dim);
@@ -1501,7 +1508,11 @@ fn decode_profile_smollm2_shapes() {
     // last argmax on the device, each token's read started and finished one step later,
     // so the next step is queued before the host waits.
     let mut idx_buf = a(&g, 2);
-    for mode in ["unfused", "fused", "block", "greedy", "pipelined"] {
+    let all_modes = ["unfused", "fused", "block", "greedy", "pipelined"];
+    for mode in all_modes
+        .into_iter()
+        .filter(|m| modes_env.is_empty() || modes_env.split(',').any(|w| w == *m))
+    {
         let fused = mode != "unfused";
         let block = matches!(mode, "block" | "greedy" | "pipelined");
         let mut in_flight = None;

@@ -654,45 +654,60 @@ inline uint block_layer(
     MARK(3);
 
     // ---- C: merge partials into vl, x += Wo . att ---------------------------------
-    // Chunk weights exp(m_c - M_h) / sum_c exp(m_c - M_h) l_c once per (head, chunk) in
-    // `res` when they fit (then one load per chunk and element), else per element.
+    // Chunk weights w[h][c] = exp(m_c - M_h) / sum_c exp(m_c - M_h) l_c, for a batch of
+    // heads at a time (hpb = LWS / n_chunks of them): every (head, chunk) pair of the
+    // batch is one work-item, which loads its m and l (one parallel round trip); the
+    // head's max and sum run over local memory. Then vl[e] = sum_c w[h][c] o_c[d] for
+    // the batch's elements. (Past LWS chunks a head — 8192 slots at LWS 256 — the
+    // weights are recomputed per element instead.)
     const uint c_rpw = (dim + nwg - 1) / nwg;
     const uint c_r0 = min(g * c_rpw, dim);
     const uint c_r1 = min(c_r0 + c_rpw, dim);
     const uint c_tpr = pick_tpr(c_rpw, qd);
     const ulong wo_rb = row_bytes(to, qd);
-    const uint n_w = n_head * n_chunks;
-    if (n_w <= LWS) {
-        if (lid < n_head) {
-            XQ __global const float *ph = pv + (ulong)lid * n_chunks * (hd + 2);
+    const uint hpb = n_chunks <= LWS ? LWS / n_chunks : 0;
+    for (uint h0 = 0; hpb > 0 && h0 < n_head; h0 += hpb) {
+        const uint np = min(hpb, n_head - h0) * n_chunks;
+        const uint first = (lid / n_chunks) * n_chunks; // the pair's head's first pair
+        float mc = -INFINITY, lc = 0.0f;
+        if (lid < np) {
+            XQ __global const float *pp = pv + (ulong)(h0 * n_chunks + lid) * (hd + 2);
+            mc = pp[0];
+            lc = pp[1];
+        }
+        red[lid] = mc;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        float wc = 0.0f;
+        if (lid < np) {
             float mx = -INFINITY;
             for (uint c = 0; c < n_chunks; c++) {
-                mx = fmax(mx, ph[c * (hd + 2)]);
+                mx = fmax(mx, red[first + c]);
             }
+            wc = exp(mc - mx);
+        }
+        red2[lid] = wc * lc;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < np) {
             float den = 0.0f;
             for (uint c = 0; c < n_chunks; c++) {
-                const float f = exp(ph[c * (hd + 2)] - mx);
-                res[lid * n_chunks + c] = f;
-                den += f * ph[c * (hd + 2) + 1];
+                den += red2[first + c];
             }
-            const float inv = 1.0f / den;
-            for (uint c = 0; c < n_chunks; c++) {
-                res[lid * n_chunks + c] *= inv;
-            }
+            res[lid] = wc / den;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-        for (uint e = lid; e < qd; e += LWS) {
-            const uint h = e / hd, d = e % hd;
-            XQ __global const float *ph = pv + (ulong)h * n_chunks * (hd + 2) + 2 + d;
+        for (uint e = lid; e < np / n_chunks * hd; e += LWS) {
+            const uint hh = e / hd, d = e % hd;
+            XQ __global const float *ph = pv + (ulong)(h0 + hh) * n_chunks * (hd + 2) + 2 + d;
             float num = 0.0f;
+#pragma unroll 8
             for (uint c = 0; c < n_chunks; c++) {
-                num += res[h * n_chunks + c] * ph[c * (hd + 2)];
+                num += res[hh * n_chunks + c] * ph[c * (hd + 2)];
             }
-            vl[e] = num;
+            vl[h0 * hd + e] = num;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    for (uint e = lid; e < qd && n_w > LWS; e += LWS) {
+    for (uint e = lid; e < qd && hpb == 0; e += LWS) {
         const uint h = e / hd, d = e % hd;
         XQ __global const float *ph = pv + (ulong)h * n_chunks * (hd + 2);
         float mx = -INFINITY;
