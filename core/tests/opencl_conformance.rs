@@ -2023,7 +2023,10 @@ fn image_backend(max_texels: Option<u64>) -> Option<OpenClBackend> {
         skip(&format!("{} has no image1d_buffer support", g.device_info().name));
         return None;
     }
-    assert!(g.image_path_on(), "image1d_buffer device refused the forced image path (see the log line)");
+    assert!(
+        g.image_path_on(),
+        "image1d_buffer device refused the forced image path (see the log line)"
+    );
     g.reserve(Reservation {
         max_tokens: 128,
         max_row: 49152,
@@ -2061,7 +2064,11 @@ fn run_image_matmul(c: &mut CpuBackend, g: &mut OpenClBackend, iw: &ImgWeight, n
     let w = &iw.w;
     let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
     let xv = randn(n_tok * n_in, 3000 + seed, 1.0);
-    let y0 = if acc { randn(n_tok * n_out, 4000 + seed, 1.0) } else { vec![0.0; n_tok * n_out] };
+    let y0 = if acc {
+        randn(n_tok * n_out, 4000 + seed, 1.0)
+    } else {
+        vec![0.0; n_tok * n_out]
+    };
     let x = act(c, g, &xv, Shape::d2(n_tok, n_in));
     let mut y = act(c, g, &y0, Shape::d2(n_tok, n_out));
     let mut yb = act(c, g, &y0, Shape::d2(n_tok, n_out));
@@ -2100,8 +2107,20 @@ fn run_image_matmul(c: &mut CpuBackend, g: &mut OpenClBackend, iw: &ImgWeight, n
             want[t * n_out + o] += wr.iter().zip(&xv[t * n_in..]).map(|(a, b)| a * b).sum::<f32>();
         }
     }
-    check("matmul", &format!("{case} vs f32(dequant)"), &a, &want, LIM_MATMUL_Q_VS_DEQUANT);
-    check("matmul", &format!("{case} vs buffer kernel"), &a, &bk, LIM_MATMUL_Q_VS_DEQUANT);
+    check(
+        "matmul",
+        &format!("{case} vs f32(dequant)"),
+        &a,
+        &want,
+        LIM_MATMUL_Q_VS_DEQUANT,
+    );
+    check(
+        "matmul",
+        &format!("{case} vs buffer kernel"),
+        &a,
+        &bk,
+        LIM_MATMUL_Q_VS_DEQUANT,
+    );
 }
 
 /// The image path forced on, over SmolLM2's matrices (and its 49152 × 576 output as if
@@ -2137,7 +2156,11 @@ fn image_q4_0_matmul_matches_cpu() {
             n_out * DType::Q4_0.row_bytes(n_in).unwrap(),
             st.repack_ns as f64 / 1e6
         );
-        assert_eq!(iw.w.cl.repacked_bytes(), bytes, "{n_out}x{n_in}: extra bytes of the layout");
+        assert_eq!(
+            iw.w.cl.repacked_bytes(),
+            bytes,
+            "{n_out}x{n_in}: extra bytes of the layout"
+        );
         assert_eq!(iw.plain.repacked_bytes(), 0);
         assert_eq!(st.tensors, before.1.tensors + 1);
         assert_eq!(st.extra_bytes, before.1.extra_bytes + bytes as u64);
@@ -2191,7 +2214,11 @@ fn image_path_limits_and_fallbacks() {
     assert_eq!(q8_cl.repacked_bytes(), 0);
     assert_eq!(g.repack_stats().tensors, 1);
     if g.device_info().unified_memory {
-        assert_eq!(g.copied_bytes().import, before, "unified memory: no copy for a non-Q4_0 import");
+        assert_eq!(
+            g.copied_bytes().import,
+            before,
+            "unified memory: no copy for a non-Q4_0 import"
+        );
     }
 
     // A view of part of a repacked weight (its first 5 rows) takes the buffer kernel.
@@ -2204,29 +2231,92 @@ fn image_path_limits_and_fallbacks() {
     let t = g.kernel_times().unwrap();
     assert!(t.iter().all(|e| e.0 != "mul_mv_q4_0_img_f32"), "{t:?}");
     let mut got = vec![0f32; 5];
-    g.download(&y.cl, PAD_F32 * 4, bytemuck::cast_slice_mut(&mut got)).unwrap();
+    g.download(&y.cl, PAD_F32 * 4, bytemuck::cast_slice_mut(&mut got))
+        .unwrap();
     let want: Vec<f32> = (0..5)
-        .map(|o| small.w.deq[o * 224..(o + 1) * 224].iter().zip(&xv).map(|(a, b)| a * b).sum())
+        .map(|o| {
+            small.w.deq[o * 224..(o + 1) * 224]
+                .iter()
+                .zip(&xv)
+                .map(|(a, b)| a * b)
+                .sum()
+        })
         .collect();
-    check("matmul", "Q4_0 img weight, 5-row view (buffer kernel)", &got, &want, LIM_MATMUL_Q_VS_DEQUANT);
+    check(
+        "matmul",
+        "Q4_0 img weight, 5-row view (buffer kernel)",
+        &got,
+        &want,
+        LIM_MATMUL_Q_VS_DEQUANT,
+    );
 
     // Default options: on only for Qualcomm/Adreno GPUs.
     if std::env::var_os("ANTIGRAVITY_OPENCL_IMAGES").is_none() {
         let Some(d) = shared() else { return };
         let name = format!("{} {}", d.device_info().vendor, d.device_info().name).to_lowercase();
         let adreno = !d.device_info().is_cpu && (name.contains("qualcomm") || name.contains("adreno"));
-        assert_eq!(d.image_path_on(), adreno && d.device_info().image1d_buffer, "default image path on {name}");
+        assert_eq!(
+            d.image_path_on(),
+            adreno && d.device_info().image1d_buffer,
+            "default image path on {name}"
+        );
         if !adreno {
             let before = d.copied_bytes().import;
             let rb = DType::Q4_0.row_bytes(576).unwrap();
             let w = d
-                .import_weight(HostRegion::new(Arc::new(vec![0u8; 64 * rb])), DType::Q4_0, Shape::d2(64, 576))
+                .import_weight(
+                    HostRegion::new(Arc::new(vec![0u8; 64 * rb])),
+                    DType::Q4_0,
+                    Shape::d2(64, 576),
+                )
                 .unwrap();
             assert_eq!(w.repacked_bytes(), 0, "default path: no repack");
             assert_eq!(d.repack_stats(), Default::default());
             if d.device_info().unified_memory {
-                assert_eq!(d.copied_bytes().import, before, "default path on unified memory: zero copies");
+                assert_eq!(
+                    d.copied_bytes().import,
+                    before,
+                    "default path on unified memory: zero copies"
+                );
             }
         }
+    }
+}
+
+/// Decode-shaped Q4_0 matmuls (one token; SmolLM2's q/o, k/v, gate/up, down and a
+/// 49152-row output) timed per kernel, buffer kernel vs image kernel on the same device
+/// and weights. `#[ignore]`d: a measurement, not a check (`--include-ignored image_matmul_profile`).
+#[test]
+#[ignore]
+fn image_matmul_profile() {
+    let Some(mut g) = image_backend(None) else { return };
+    let g = &mut g;
+    let c = cpu();
+    let reps = 20;
+    for (n_out, n_in) in [(576, 576), (192, 576), (1536, 576), (576, 1536), (49152, 576)] {
+        let iw = image_weight(&c, g, n_out, n_in, 900);
+        let x = act(&c, g, &randn(n_in, 901, 1.0), Shape::d2(1, n_in));
+        let mut y = out(&c, g, Shape::d2(1, n_out));
+        let plain = TensorRef::new(&iw.plain, 0, DType::Q4_0, iw.w.shape);
+        // Warm-up (PoCL specializes a kernel per local size at its first launch).
+        ops::matmul(g, iw.w.r_cl(), x.r_cl(), y.m_cl()).unwrap();
+        ops::matmul(g, plain, x.r_cl(), y.m_cl()).unwrap();
+        g.reset_kernel_times().unwrap();
+        for _ in 0..reps {
+            ops::matmul(g, iw.w.r_cl(), x.r_cl(), y.m_cl()).unwrap();
+            ops::matmul(g, plain, x.r_cl(), y.m_cl()).unwrap();
+        }
+        let t = g.kernel_times().unwrap();
+        let us = |k: &str| {
+            t.iter()
+                .find(|e| e.0 == k)
+                .map_or(f64::NAN, |e| e.1 as f64 / e.2 as f64 / 1e3)
+        };
+        let (b, i) = (us("mul_mv_q4_0_f32"), us("mul_mv_q4_0_img_f32"));
+        eprintln!(
+            "profile    Q4_0 {n_out:>5}x{n_in:<4} tok 1: buffer {b:8.1} µs, image {i:8.1} µs ({:.2}x) on {}",
+            b / i,
+            g.device_info().name
+        );
     }
 }
