@@ -23,7 +23,7 @@ use alloc::sync::Arc;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::tensor::{TensorMut, TensorRef};
+use crate::tensor::{Shape, TensorMut, TensorRef};
 
 /// Where a buffer lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +166,16 @@ pub trait Backend {
     /// Makes host bytes (e.g. an mmap'd weight) visible to the device, without a copy
     /// where the device can read host memory.
     fn import_host(&self, region: HostRegion) -> Result<Self::Buffer>;
+    /// Imports one model weight: [`Backend::import_host`] of its bytes, plus whatever the
+    /// backend keeps beside them once it knows the tensor's dtype and shape (the OpenCL
+    /// backend's repacked Q4_0 image planes, when its image path is on). Loaders call it
+    /// once per weight tensor, with the region holding exactly that tensor; ops then find
+    /// the extra layout through the buffer, so nothing is looked up or built per op.
+    /// The default is `import_host`.
+    fn import_weight(&self, region: HostRegion, dtype: DType, shape: Shape) -> Result<Self::Buffer> {
+        let _ = (dtype, shape);
+        self.import_host(region)
+    }
     fn buffer_len(&self, buf: &Self::Buffer) -> usize;
     fn upload(&self, dst: &mut Self::Buffer, offset: usize, src: &[u8]) -> Result<()>;
     fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [u8]) -> Result<()>;
@@ -545,7 +555,6 @@ pub fn llama_block_composed<B: Backend + ?Sized>(
     marks: &mut dyn FnMut(&mut B, BlockStage, bool),
 ) -> Result<()> {
     use crate::ops;
-    use crate::tensor::Shape;
     let a = p.attn;
     let n = x.shape.rows();
     let (mut kc, mut vc) = (kv.k, kv.v);

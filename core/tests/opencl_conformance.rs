@@ -208,6 +208,8 @@ struct Weight {
     dtype: DType,
     shape: Shape,
     pad: usize,
+    /// The OpenCL view's offset (`pad`, or 0 for a region that is exactly the tensor).
+    pad_cl: usize,
     /// The weights as the backends see them, dequantized to f32.
     deq: Vec<f32>,
 }
@@ -234,6 +236,7 @@ fn weight(c: &CpuBackend, g: &OpenClBackend, dtype: DType, rows: usize, cols: us
         dtype,
         shape: Shape::d2(rows, cols),
         pad,
+        pad_cl: pad,
         deq,
     }
 }
@@ -243,7 +246,7 @@ impl Weight {
         TensorRef::new(&self.cpu, self.pad, self.dtype, self.shape)
     }
     fn r_cl(&self) -> TensorRef<'_, OpenClBackend> {
-        TensorRef::new(&self.cl, self.pad, self.dtype, self.shape)
+        TensorRef::new(&self.cl, self.pad_cl, self.dtype, self.shape)
     }
 }
 
@@ -2014,5 +2017,332 @@ fn prefill_profile_smollm2_shapes() {
             );
         }
         assert!(host_logits.iter().all(|v| v.is_finite()));
+    }
+}
+
+// --- the image weight path (Q4_0 repacked into image1d_buffer planes) -------------------
+
+/// Device bytes the image path's layout implies for a `[rows, cols]` Q4_0 matrix: a
+/// 16-byte texel of nibbles per block, plus the f16 scales four to an 8-byte texel.
+fn image_plane_bytes(rows: usize, cols: usize) -> usize {
+    let blocks = rows * (cols / 32);
+    blocks * 16 + blocks.div_ceil(4) * 8
+}
+
+/// A backend with the image path forced on (and profiling, to see which kernel ran).
+/// `None` after a printed skip when the device has no `image1d_buffer` support; a device
+/// that has it must run the path (a failure here, not a skip).
+fn image_backend(max_texels: Option<u64>) -> Option<OpenClBackend> {
+    let mut opts = OpenClOptions::from_env();
+    opts.images = Some(true);
+    opts.image_max_texels = max_texels;
+    opts.profiling = true;
+    opts.log = true;
+    let mut g = match OpenClBackend::new(opts) {
+        Ok(g) => g,
+        Err(e) => {
+            skip(&format!("no usable OpenCL device: {e}"));
+            return None;
+        }
+    };
+    if !g.device_info().image1d_buffer {
+        skip(&format!("{} has no image1d_buffer support", g.device_info().name));
+        return None;
+    }
+    assert!(
+        g.image_path_on(),
+        "image1d_buffer device refused the forced image path (see the log line)"
+    );
+    g.reserve(Reservation {
+        max_tokens: 128,
+        max_row: 49152,
+        max_ctx: 4096,
+        n_head: 32,
+    })
+    .unwrap();
+    Some(g)
+}
+
+/// A Q4_0 weight as a model loader imports it: `import_weight` of a region holding
+/// exactly the tensor (32 bytes into its owner, like a GGUF tensor); the same bytes also
+/// imported plainly (`plain`: the buffer kernel's copy, for comparing the two kernels).
+struct ImgWeight {
+    w: Weight,
+    plain: <OpenClBackend as Backend>::Buffer,
+}
+
+fn image_weight(c: &CpuBackend, g: &OpenClBackend, rows: usize, cols: usize, seed: u64) -> ImgWeight {
+    let mut w = weight(c, g, DType::Q4_0, rows, cols, seed);
+    let bytes = rows * DType::Q4_0.row_bytes(cols).unwrap();
+    let mut raw = vec![0u8; 32 + bytes];
+    g.download(&w.cl, w.pad, &mut raw[32..]).unwrap();
+    let region = HostRegion::new(Arc::new(raw)).slice(32, bytes).unwrap();
+    let plain = g.import_host(region.clone()).unwrap();
+    w.cl = g.import_weight(region, DType::Q4_0, w.shape).unwrap();
+    w.pad_cl = 0;
+    ImgWeight { w, plain }
+}
+
+/// Runs `y = x·wᵀ` (or `y += x·wᵀ` on a random y) with the image kernel and checks it
+/// against the scalar CPU, against f32 of the dequantized weights, and against the
+/// buffer kernel on the same device.
+fn run_image_matmul(c: &mut CpuBackend, g: &mut OpenClBackend, iw: &ImgWeight, n_tok: usize, acc: bool, seed: u64) {
+    let w = &iw.w;
+    let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
+    let xv = randn(n_tok * n_in, 3000 + seed, 1.0);
+    let y0 = if acc {
+        randn(n_tok * n_out, 4000 + seed, 1.0)
+    } else {
+        vec![0.0; n_tok * n_out]
+    };
+    let x = act(c, g, &xv, Shape::d2(n_tok, n_in));
+    let mut y = act(c, g, &y0, Shape::d2(n_tok, n_out));
+    let mut yb = act(c, g, &y0, Shape::d2(n_tok, n_out));
+    let mut tmp = out(c, g, Shape::d2(n_tok, n_out));
+    let before = g.kernel_times().unwrap();
+    let launches = |t: &[(String, u64, u32)], k: &str| t.iter().find(|e| e.0 == k).map_or(0, |e| e.2);
+    let plain = TensorRef::new(&iw.plain, 0, DType::Q4_0, w.shape);
+    if acc {
+        ops::matmul_add(c, w.r_cpu(), x.r_cpu(), tmp.m_cpu(), y.m_cpu()).unwrap();
+        ops::matmul_add(g, w.r_cl(), x.r_cl(), tmp.m_cl(), y.m_cl()).unwrap();
+        ops::matmul_add(g, plain, x.r_cl(), tmp.m_cl(), yb.m_cl()).unwrap();
+    } else {
+        ops::matmul(c, w.r_cpu(), x.r_cpu(), y.m_cpu()).unwrap();
+        ops::matmul(g, w.r_cl(), x.r_cl(), y.m_cl()).unwrap();
+        ops::matmul(g, plain, x.r_cl(), yb.m_cl()).unwrap();
+    }
+    let after = g.kernel_times().unwrap();
+    assert_eq!(
+        launches(&after, "mul_mv_q4_0_img_f32") - launches(&before, "mul_mv_q4_0_img_f32"),
+        1,
+        "the image kernel must run once"
+    );
+    assert_eq!(
+        launches(&after, "mul_mv_q4_0_f32") - launches(&before, "mul_mv_q4_0_f32"),
+        1,
+        "the plain import must take the buffer kernel"
+    );
+    let (a, b) = y.read(c, g);
+    let (bk, _) = yb.read(c, g);
+    let case = format!("Q4_0 img {n_out}x{n_in} tok {n_tok}{}", if acc { " +=" } else { "" });
+    check("matmul", &format!("{case} vs cpu"), &a, &b, LIM_MATMUL_Q_VS_CPU);
+    let mut want = y0.clone();
+    for t in 0..n_tok {
+        for o in 0..n_out {
+            let wr = &w.deq[o * n_in..(o + 1) * n_in];
+            want[t * n_out + o] += wr.iter().zip(&xv[t * n_in..]).map(|(a, b)| a * b).sum::<f32>();
+        }
+    }
+    check(
+        "matmul",
+        &format!("{case} vs f32(dequant)"),
+        &a,
+        &want,
+        LIM_MATMUL_Q_VS_DEQUANT,
+    );
+    check(
+        "matmul",
+        &format!("{case} vs buffer kernel"),
+        &a,
+        &bk,
+        LIM_MATMUL_Q_VS_DEQUANT,
+    );
+}
+
+/// The image path forced on, over SmolLM2's matrices (and its 49152 × 576 output as if
+/// it were Q4_0) and odd sizes — 13 rows (not a multiple of any rows-per-group), 1 row,
+/// K = 32 (one block a row) — with 1 to 7 tokens and the accumulating form; each weight
+/// reports exactly the extra bytes its layout implies, counted as imported bytes.
+#[test]
+fn image_q4_0_matmul_matches_cpu() {
+    let Some(mut g) = image_backend(None) else { return };
+    let g = &mut g;
+    let mut c = cpu();
+    let unified = g.device_info().unified_memory;
+    let shapes: [(usize, usize, &[usize]); 9] = [
+        (576, 576, &[1, 5]),  // q / o projections
+        (192, 576, &[1, 3]),  // k / v
+        (1536, 576, &[1, 4]), // gate / up
+        (576, 1536, &[1, 7]), // down
+        (49152, 576, &[1]),   // the output projection, were it Q4_0
+        (13, 224, &[1, 5]),   // rows not a multiple of the group's rows
+        (1, 576, &[1, 2]),    // one row
+        (7, 32, &[1, 6]),     // K = 32: one block a row
+        (1, 32, &[1]),
+    ];
+    let mut extra = 0u64;
+    for (si, &(n_out, n_in, toks)) in shapes.iter().enumerate() {
+        let before = (g.copied_bytes().import, g.repack_stats());
+        let iw = image_weight(&c, g, n_out, n_in, 700 + si as u64);
+        let bytes = image_plane_bytes(n_out, n_in);
+        let st = g.repack_stats();
+        eprintln!(
+            "repack     Q4_0 {n_out}x{n_in}: {} extra bytes (tensor {}), {:.3} ms so far",
+            iw.w.cl.repacked_bytes(),
+            n_out * DType::Q4_0.row_bytes(n_in).unwrap(),
+            st.repack_ns as f64 / 1e6
+        );
+        assert_eq!(
+            iw.w.cl.repacked_bytes(),
+            bytes,
+            "{n_out}x{n_in}: extra bytes of the layout"
+        );
+        assert_eq!(iw.plain.repacked_bytes(), 0);
+        assert_eq!(st.tensors, before.1.tensors + 1);
+        assert_eq!(st.extra_bytes, before.1.extra_bytes + bytes as u64);
+        assert!(st.repack_ns > before.1.repack_ns, "repack time is measured");
+        // Imported bytes: the planes, plus (discrete devices) the plain copy of the tensor twice.
+        let tensor = (n_out * DType::Q4_0.row_bytes(n_in).unwrap()) as u64;
+        let copied = g.copied_bytes().import - before.0;
+        // (weight() imports its 2-byte-padded region, image_weight the bare tensor twice.)
+        let discrete = if unified { 0 } else { (2 + tensor) + 2 * tensor };
+        assert_eq!(copied, bytes as u64 + discrete, "{n_out}x{n_in}: counted import bytes");
+        extra += bytes as u64;
+        for (ti, &n_tok) in toks.iter().enumerate() {
+            run_image_matmul(&mut c, g, &iw, n_tok, false, (si * 10 + ti) as u64);
+        }
+        run_image_matmul(&mut c, g, &iw, toks[toks.len() - 1], true, si as u64 + 90);
+    }
+    assert_eq!(g.repack_stats().extra_bytes, extra);
+    assert_eq!(g.repack_stats().kept_on_buffer, 0);
+    assert_eq!(g.isa(), "cl1.2+img");
+}
+
+/// Where the image path must not apply: a matrix over the image size limit stays on the
+/// buffer kernel (no planes, counted in `kept_on_buffer`, still correct); other dtypes,
+/// views that are not the whole imported tensor, and the default options on a non-Adreno
+/// device take the buffer kernels and copy nothing extra.
+#[test]
+fn image_path_limits_and_fallbacks() {
+    // 100 texels: a 13 × 224 matrix (91 blocks) fits, 576 × 576 (10 368) does not.
+    let Some(mut g) = image_backend(Some(100)) else { return };
+    let g = &mut g;
+    let mut c = cpu();
+    let small = image_weight(&c, g, 13, 224, 801);
+    assert_eq!(small.w.cl.repacked_bytes(), image_plane_bytes(13, 224));
+    run_image_matmul(&mut c, g, &small, 3, false, 1);
+
+    let big = image_weight(&c, g, 576, 576, 802);
+    assert_eq!(big.w.cl.repacked_bytes(), 0, "over the texel limit: no planes");
+    let st = g.repack_stats();
+    assert_eq!((st.tensors, st.kept_on_buffer), (1, 1));
+    assert_eq!(st.extra_bytes, image_plane_bytes(13, 224) as u64);
+    g.reset_kernel_times().unwrap();
+    run_matmul(&mut c, g, &big.w, 1, 803);
+    let t = g.kernel_times().unwrap();
+    assert!(t.iter().all(|e| e.0 != "mul_mv_q4_0_img_f32"), "{t:?}");
+
+    // Another dtype through import_weight: nothing repacked.
+    let before = g.copied_bytes().import;
+    let q8 = weight(&c, g, DType::Q8_0, 64, 576, 804);
+    let region = HostRegion::new(Arc::new(vec![0u8; 64 * DType::Q8_0.row_bytes(576).unwrap()]));
+    let q8_cl = g.import_weight(region, DType::Q8_0, q8.shape).unwrap();
+    assert_eq!(q8_cl.repacked_bytes(), 0);
+    assert_eq!(g.repack_stats().tensors, 1);
+    if g.device_info().unified_memory {
+        assert_eq!(
+            g.copied_bytes().import,
+            before,
+            "unified memory: no copy for a non-Q4_0 import"
+        );
+    }
+
+    // A view of part of a repacked weight (its first 5 rows) takes the buffer kernel.
+    g.reset_kernel_times().unwrap();
+    let xv = randn(224, 805, 1.0);
+    let x = act(&c, g, &xv, Shape::d2(1, 224));
+    let mut y = out(&c, g, Shape::d2(1, 5));
+    let part = TensorRef::new(&small.w.cl, 0, DType::Q4_0, Shape::d2(5, 224));
+    ops::matmul(g, part, x.r_cl(), y.m_cl()).unwrap();
+    let t = g.kernel_times().unwrap();
+    assert!(t.iter().all(|e| e.0 != "mul_mv_q4_0_img_f32"), "{t:?}");
+    let mut got = vec![0f32; 5];
+    g.download(&y.cl, PAD_F32 * 4, bytemuck::cast_slice_mut(&mut got))
+        .unwrap();
+    let want: Vec<f32> = (0..5)
+        .map(|o| {
+            small.w.deq[o * 224..(o + 1) * 224]
+                .iter()
+                .zip(&xv)
+                .map(|(a, b)| a * b)
+                .sum()
+        })
+        .collect();
+    check(
+        "matmul",
+        "Q4_0 img weight, 5-row view (buffer kernel)",
+        &got,
+        &want,
+        LIM_MATMUL_Q_VS_DEQUANT,
+    );
+
+    // Default options: on only for Qualcomm/Adreno GPUs.
+    if std::env::var_os("ANTIGRAVITY_OPENCL_IMAGES").is_none() {
+        let Some(d) = shared() else { return };
+        let name = format!("{} {}", d.device_info().vendor, d.device_info().name).to_lowercase();
+        let adreno = !d.device_info().is_cpu && (name.contains("qualcomm") || name.contains("adreno"));
+        assert_eq!(
+            d.image_path_on(),
+            adreno && d.device_info().image1d_buffer,
+            "default image path on {name}"
+        );
+        if !adreno {
+            let before = d.copied_bytes().import;
+            let rb = DType::Q4_0.row_bytes(576).unwrap();
+            let w = d
+                .import_weight(
+                    HostRegion::new(Arc::new(vec![0u8; 64 * rb])),
+                    DType::Q4_0,
+                    Shape::d2(64, 576),
+                )
+                .unwrap();
+            assert_eq!(w.repacked_bytes(), 0, "default path: no repack");
+            assert_eq!(d.repack_stats(), Default::default());
+            if d.device_info().unified_memory {
+                assert_eq!(
+                    d.copied_bytes().import,
+                    before,
+                    "default path on unified memory: zero copies"
+                );
+            }
+        }
+    }
+}
+
+/// Decode-shaped Q4_0 matmuls (one token; SmolLM2's q/o, k/v, gate/up, down and a
+/// 49152-row output) timed per kernel, buffer kernel vs image kernel on the same device
+/// and weights. `#[ignore]`d: a measurement, not a check (`--include-ignored image_matmul_profile`).
+#[test]
+#[ignore]
+fn image_matmul_profile() {
+    let Some(mut g) = image_backend(None) else { return };
+    let g = &mut g;
+    let c = cpu();
+    let reps = 20;
+    for (n_out, n_in) in [(576, 576), (192, 576), (1536, 576), (576, 1536), (49152, 576)] {
+        let iw = image_weight(&c, g, n_out, n_in, 900);
+        let x = act(&c, g, &randn(n_in, 901, 1.0), Shape::d2(1, n_in));
+        let mut y = out(&c, g, Shape::d2(1, n_out));
+        let plain = TensorRef::new(&iw.plain, 0, DType::Q4_0, iw.w.shape);
+        // Warm-up (PoCL specializes a kernel per local size at its first launch).
+        ops::matmul(g, iw.w.r_cl(), x.r_cl(), y.m_cl()).unwrap();
+        ops::matmul(g, plain, x.r_cl(), y.m_cl()).unwrap();
+        g.reset_kernel_times().unwrap();
+        for _ in 0..reps {
+            ops::matmul(g, iw.w.r_cl(), x.r_cl(), y.m_cl()).unwrap();
+            ops::matmul(g, plain, x.r_cl(), y.m_cl()).unwrap();
+        }
+        let t = g.kernel_times().unwrap();
+        let us = |k: &str| {
+            t.iter()
+                .find(|e| e.0 == k)
+                .map_or(f64::NAN, |e| e.1 as f64 / e.2 as f64 / 1e3)
+        };
+        let (b, i) = (us("mul_mv_q4_0_f32"), us("mul_mv_q4_0_img_f32"));
+        eprintln!(
+            "profile    Q4_0 {n_out:>5}x{n_in:<4} tok 1: buffer {b:8.1} µs, image {i:8.1} µs ({:.2}x) on {}",
+            b / i,
+            g.device_info().name
+        );
     }
 }

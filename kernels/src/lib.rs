@@ -4,7 +4,8 @@
 //! (The OpenCL backend that compiles them lives in `antigravity-core`, module `opencl`.)
 //!
 //! Every source is portable OpenCL C 1.2: f32 arithmetic, no `cl_khr_fp16` (f16 data is
-//! read with `vload_half`), no subgroups, no images. Build options the backend passes:
+//! read with `vload_half`), no subgroups; images only in `mul_mv_q4_0_img_f32.cl`, which
+//! the backend builds only on devices that have them and only when its image path is on. Build options the backend passes:
 //! `LWS` (work-group size of the reduction kernels, a power of two), `NT` (tokens per
 //! matmul work-group) and `MAX_HD` (largest attention head size).
 //!
@@ -38,6 +39,9 @@ pub const MUL_MV_Q4_0_F32: &str = include_str!("../cl/mul_mv_q4_0_f32.cl");
 pub const MUL_MV_Q4_1_F32: &str = include_str!("../cl/mul_mv_q4_1_f32.cl");
 /// `mul_mv_q8_0_f32`.
 pub const MUL_MV_Q8_0_F32: &str = include_str!("../cl/mul_mv_q8_0_f32.cl");
+/// `mul_mv_q4_0_img_f32`: Q4_0 weights repacked into two `image1d_buffer_t` planes
+/// (quants and scales apart). Needs image support; built only when the image path is on.
+pub const MUL_MV_Q4_0_IMG_F32: &str = include_str!("../cl/mul_mv_q4_0_img_f32.cl");
 /// `mul_mv_f16_f32`.
 pub const MUL_MV_F16_F32: &str = include_str!("../cl/mul_mv_f16_f32.cl");
 /// `mul_mv_bf16_f32`.
@@ -68,6 +72,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("mul_mv_q4_0_f32.cl", MUL_MV_Q4_0_F32),
     ("mul_mv_q4_1_f32.cl", MUL_MV_Q4_1_F32),
     ("mul_mv_q8_0_f32.cl", MUL_MV_Q8_0_F32),
+    ("mul_mv_q4_0_img_f32.cl", MUL_MV_Q4_0_IMG_F32),
     ("mul_mv_f16_f32.cl", MUL_MV_F16_F32),
     ("mul_mv_bf16_f32.cl", MUL_MV_BF16_F32),
     ("mul_mv_f32_f32.cl", MUL_MV_F32_F32),

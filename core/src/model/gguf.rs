@@ -128,7 +128,7 @@ fn weight<B: Backend>(
         Shape::d2(rows, cols)
     };
     Ok(Weight {
-        buf: b.import_host(f.tensor_region(t)?)?,
+        buf: b.import_weight(f.tensor_region(t)?, t.dtype, shape)?,
         dtype: t.dtype,
         shape,
     })

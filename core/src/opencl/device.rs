@@ -64,6 +64,9 @@ pub struct DeviceInfo {
     pub subgroups: bool,
     /// Images from buffers (`image1d_buffer_t`, Adreno's fast weight path).
     pub image1d_buffer: bool,
+    /// `CL_DEVICE_IMAGE_MAX_BUFFER_SIZE`: texels (pixels) an `image1d_buffer_t` may hold
+    /// (0 without image support).
+    pub image_max_buffer_texels: u64,
     /// `CL_DEVICE_MAX_MEM_ALLOC_SIZE`: the largest single buffer.
     pub max_alloc: u64,
     pub global_mem: u64,
@@ -84,7 +87,7 @@ impl core::fmt::Display for DeviceInfo {
         write!(
             f,
             "[{}:{}] {} / {} ({}; {}; driver {}; {}) — {} CUs, max alloc {} MiB, global {} MiB, local {} KiB, \
-             max work-group {}, base align {} B, unified memory {}, fp16 {}, subgroups {}, image1d_buffer {}",
+             max work-group {}, base align {} B, unified memory {}, fp16 {}, subgroups {}, image1d_buffer {} ({} texels)",
             self.platform_index,
             self.device_index,
             self.platform,
@@ -102,7 +105,8 @@ impl core::fmt::Display for DeviceInfo {
             self.unified_memory,
             self.fp16,
             self.subgroups,
-            self.image1d_buffer
+            self.image1d_buffer,
+            self.image_max_buffer_texels
         )
     }
 }
@@ -113,6 +117,11 @@ fn read_info(platform_index: usize, platform: String, device_index: usize, d: &D
     let has = |e: &str| ext.split_whitespace().any(|x| x == e);
     // OpenCL ≥ 2.1 core sub-groups are optional in 3.0: a nonzero max count says they exist.
     let core_subgroups = d.max_num_sub_groups().unwrap_or(0) > 0;
+    let image_texels = if d.image_support().unwrap_or(false) {
+        d.image_max_buffer_size().unwrap_or(0) as u64
+    } else {
+        0
+    };
     Ok(DeviceInfo {
         platform_index,
         device_index,
@@ -125,7 +134,8 @@ fn read_info(platform_index: usize, platform: String, device_index: usize, d: &D
         c_version: d.opencl_c_version().unwrap_or_default().trim().to_string(),
         fp16: has("cl_khr_fp16"),
         subgroups: has("cl_khr_subgroups") || has("cl_intel_subgroups") || core_subgroups,
-        image1d_buffer: d.image_support().unwrap_or(false) && d.image_max_buffer_size().unwrap_or(0) > 0,
+        image1d_buffer: image_texels > 0,
+        image_max_buffer_texels: image_texels,
         max_alloc: d.max_mem_alloc_size().map_err(cl_err("max alloc size"))?,
         global_mem: d.global_mem_size().unwrap_or(0),
         local_mem: d.local_mem_size().unwrap_or(0),

@@ -26,6 +26,7 @@
 //! the ~1e-5 normalized-MSE level; `core/tests/opencl_conformance.rs` states every limit.
 
 mod device;
+mod image;
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -56,10 +57,11 @@ use crate::backend::{
 };
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::tensor::{TensorMut, TensorRef};
+use crate::tensor::{Shape, TensorMut, TensorRef};
 
 pub use block::StageTimes;
 pub use device::{list_devices, DeviceInfo};
+pub use image::RepackStats;
 
 /// How to pick and drive the device.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -85,12 +87,23 @@ pub struct OpenClOptions {
     /// Batches of at least this many query tokens use the prefill attention kernel
     /// (K/V tiles shared by 32 query rows) when the head fits it. `None`: 16.
     pub attn_prefill_min_tokens: Option<usize>,
+    /// The image weight path (`image.rs`): Q4_0 weights repacked at load into
+    /// `image1d_buffer` planes, read by `mul_mv_q4_0_img_f32` in decode's `matmul` /
+    /// `matmul_add`. Costs a copy of every Q4_0 matrix (reported by
+    /// [`OpenClBackend::repack_stats`]). `None`: on for Qualcomm/Adreno GPUs with
+    /// `image1d_buffer` support, off elsewhere; `Some(true)` / `Some(false)` force it
+    /// (forced on, a device that cannot run it says why and keeps the buffer kernels).
+    pub images: Option<bool>,
+    /// Caps the texels of one image below the device's `CL_DEVICE_IMAGE_MAX_BUFFER_SIZE`
+    /// (tests of the too-large fallback; tuning). `None`: the device's limit.
+    pub image_max_texels: Option<u64>,
 }
 
 impl OpenClOptions {
     /// Options from the environment: `ANTIGRAVITY_OPENCL_DEVICE` is either
     /// `platform:device` indices or a name filter; `ANTIGRAVITY_OPENCL_PROFILE=1` turns
-    /// profiling on; `ANTIGRAVITY_OPENCL_BLOCK` sets [`OpenClOptions::persistent_groups`].
+    /// profiling on; `ANTIGRAVITY_OPENCL_BLOCK` sets [`OpenClOptions::persistent_groups`];
+    /// `ANTIGRAVITY_OPENCL_IMAGES=1|0` sets [`OpenClOptions::images`].
     /// Unset variables leave the defaults.
     pub fn from_env() -> OpenClOptions {
         let mut o = OpenClOptions::default();
@@ -111,6 +124,13 @@ impl OpenClOptions {
         // ANTIGRAVITY_OPENCL_BLOCK: 0 = per-op decode kernels, n = n work-groups.
         if let Ok(v) = std::env::var("ANTIGRAVITY_OPENCL_BLOCK") {
             o.persistent_groups = v.trim().parse().ok();
+        }
+        if let Ok(v) = std::env::var("ANTIGRAVITY_OPENCL_IMAGES") {
+            o.images = match v.trim() {
+                "1" => Some(true),
+                "0" => Some(false),
+                _ => None,
+            };
         }
         o
     }
@@ -150,6 +170,8 @@ pub struct ClBuffer {
     /// For `HostZeroCopy`: keeps the wrapped host bytes alive, and the queue that may
     /// still read them (finished on drop before the bytes can go away).
     host: Option<(HostRegion, Arc<CommandQueue>)>,
+    /// A Q4_0 weight's repacked image planes (`import_weight` with the image path on).
+    img: Option<Box<image::ImgWeight>>,
 }
 
 impl ClBuffer {
@@ -161,6 +183,11 @@ impl ClBuffer {
     }
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+    /// Device bytes of the repacked image planes kept beside this weight (0: none, the
+    /// buffer kernels read it).
+    pub fn repacked_bytes(&self) -> usize {
+        self.img.as_ref().map_or(0, |i| i.bytes)
     }
     fn read_only(&self) -> bool {
         matches!(self.kind, ClMemKind::HostZeroCopy | ClMemKind::HostCopied)
@@ -207,7 +234,8 @@ const NT: usize = 4;
 const MAX_HD: usize = 256;
 
 /// Every kernel: (name, family file). Index = slot in `OpenClBackend::kernels`.
-const KERNELS: [(&str, &str); 45] = [
+/// The last entry, the image kernel, is built only when the image path is on (image.rs).
+const KERNELS: [(&str, &str); 46] = [
     ("add_f32", "add.cl"),
     ("silu_mul_f32", "silu_mul.cl"),
     ("rms_norm_f32", "rms_norm.cl"),
@@ -253,6 +281,7 @@ const KERNELS: [(&str, &str); 45] = [
     ("argmax_f32", "softmax.cl"),
     ("argmax_part_f32", "softmax.cl"),
     ("argmax_final_f32", "softmax.cl"),
+    ("mul_mv_q4_0_img_f32", "mul_mv_q4_0_img_f32.cl"),
 ];
 const K_ADD: usize = 0;
 const K_SILU_MUL: usize = 1;
@@ -276,6 +305,7 @@ const K_HEAD: usize = 41;
 const K_ARGMAX: usize = 42;
 const K_ARGMAX_PART: usize = 43;
 const K_ARGMAX_FINAL: usize = 44;
+const K_MUL_MV_IMG: usize = 45;
 /// Two-pass argmax: rows longer than this take argmax_part + argmax_final, in pieces of
 /// `ARGMAX_CHUNK` elements (at most `ARGMAX_MAX_PARTS` a row: the partials scratch).
 const ARGMAX_TWO_PASS: usize = 4096;
@@ -420,6 +450,11 @@ pub struct OpenClBackend {
     /// list grows; reused, so a decode step allocates nothing.
     #[allow(clippy::vec_box)]
     reads: Vec<Box<ReadSlot>>,
+    /// The image weight path (None: off, or turned off after a failed launch).
+    img: Option<image::ImgPath>,
+    /// What `import_weight` repacked so far, and the tensor count last logged.
+    repack: core::cell::Cell<RepackStats>,
+    repack_logged: core::cell::Cell<u32>,
 }
 
 /// One started download: the bytes, the block-kernel status read with them (when a
@@ -541,7 +576,7 @@ impl OpenClBackend {
 
         let mut programs: Vec<(&'static str, Program)> = Vec::new();
         let mut kernels = Vec::with_capacity(KERNELS.len());
-        for (name, file) in KERNELS {
+        for (name, file) in KERNELS[..K_MUL_MV_IMG].iter().copied() {
             if !programs.iter().any(|(f, _)| *f == file) {
                 let program = if file == "block.cl" {
                     // Built for a work-group size, then checked against what the compiled
@@ -665,6 +700,7 @@ impl OpenClBackend {
             }
         }
         let argmax_part = create_buffer(&context, CL_MEM_READ_WRITE, 4, ptr::null_mut())?;
+        let img = image::ImgPath::build(&context, id, &info, &opts);
         let g = OpenClBackend {
             info,
             kernels,
@@ -713,6 +749,9 @@ impl OpenClBackend {
                 .and_then(|v| v.parse::<usize>().ok())
                 .filter(|&v| v > 0)
                 .unwrap_or(block::HEAD_ROWS_PER_WG),
+            img,
+            repack: core::cell::Cell::new(RepackStats::default()),
+            repack_logged: core::cell::Cell::new(0),
         };
         g.block_reset()?;
         Ok(g)
@@ -721,6 +760,16 @@ impl OpenClBackend {
     /// The device in use and what it can do.
     pub fn device_info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    /// Whether Q4_0 weights imported now get image planes (see [`OpenClOptions::images`]).
+    pub fn image_path_on(&self) -> bool {
+        self.img.is_some()
+    }
+
+    /// What the image path repacked at load: tensors, extra device bytes, time.
+    pub fn repack_stats(&self) -> RepackStats {
+        self.repack.get()
     }
 
     /// Bytes copied host↔device by our code since the backend was built.
@@ -974,6 +1023,21 @@ impl OpenClBackend {
                 dtype: w.dtype,
             })?;
         let y_mem = writable(y.buf, "opencl matmul output")?;
+        // Decode / small batches of a weight with image planes (the whole tensor as
+        // imported): the image kernel. A launch that fails turns the path off.
+        if let (Some(p), Some(iw)) = (&self.img, w.buf.img.as_deref()) {
+            if n_tok < self.mm_min_tok && w.offset == 0 && iw.rows == n_out && iw.cols == n_in {
+                match self.mat_img(p, iw, &x, y_mem, y.offset, accumulate) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => {
+                        std::eprintln!(
+                            "opencl: the image kernel failed ({e}); image path off, Q4_0 matmuls run on buffer kernels"
+                        );
+                        self.img = None;
+                    }
+                }
+            }
+        }
         if n_tok >= self.mm_min_tok {
             let slot = slot - K_MUL_MV + K_MUL_MM;
             let tiles = n_out.div_ceil(MM_ROWS) * n_tok.div_ceil(MM_TOKS);
@@ -1018,6 +1082,28 @@ impl OpenClBackend {
 }
 
 impl OpenClBackend {
+    /// `y = x · wᵀ` (`y += …` with `accumulate`) by `mul_mv_q4_0_img_f32` over the
+    /// weight's image planes `iw`.
+    fn mat_img(
+        &self,
+        p: &image::ImgPath,
+        iw: &image::ImgWeight,
+        x: &TensorRef<'_, Self>,
+        y_mem: cl_mem,
+        y_offset: usize,
+        accumulate: bool,
+    ) -> Result<()> {
+        let n_tok = x.shape.rows();
+        args!(&p.kernel; iw.q(), iw.d(), x.buf.mem(), el(x.offset), y_mem, el(y_offset), iw.cols as u32,
+            iw.rows as u32, n_tok as u32, accumulate as u32);
+        self.launch_kernel(
+            &p.kernel,
+            K_MUL_MV_IMG,
+            &[iw.rows.div_ceil(p.rows) * p.lws, n_tok.div_ceil(NT)],
+            Some(&[p.lws, 1]),
+        )
+    }
+
     /// `ys[i] = x · ws[i]ᵀ` for three weights of one dtype and input width as one tiled
     /// launch of `slot` (a `mul_mm3` kernel).
     fn mat3(
@@ -1058,8 +1144,13 @@ impl Backend for OpenClBackend {
         "opencl"
     }
     fn isa(&self) -> &'static str {
-        // The kernel variant: portable OpenCL C 1.2 (fp16/subgroup variants would say so).
-        "cl1.2"
+        // The kernel variant: portable OpenCL C 1.2, plus the Q4_0 image matmul when that
+        // path is on (fp16/subgroup variants would say so too).
+        if self.img.is_some() {
+            "cl1.2+img"
+        } else {
+            "cl1.2"
+        }
     }
     fn capabilities(&self) -> Capabilities {
         Capabilities {
@@ -1099,6 +1190,7 @@ impl Backend for OpenClBackend {
             len: bytes,
             kind: k,
             host: None,
+            img: None,
         })
     }
 
@@ -1121,6 +1213,7 @@ impl Backend for OpenClBackend {
                 len,
                 kind: ClMemKind::HostZeroCopy,
                 host: Some((region, self.queue.clone())),
+                img: None,
             });
         }
         let mem = if len > 0 {
@@ -1144,7 +1237,43 @@ impl Backend for OpenClBackend {
             len,
             kind: ClMemKind::HostCopied,
             host: None,
+            img: None,
         })
+    }
+
+    fn import_weight(&self, region: HostRegion, dtype: DType, shape: Shape) -> Result<ClBuffer> {
+        let planes = match (&self.img, shape.dims()) {
+            (Some(p), &[rows, cols])
+                if dtype == DType::Q4_0 && rows > 0 && cols % 32 == 0 && region.len() == rows * (cols / 32) * 18 =>
+            {
+                let t0 = std::time::Instant::now();
+                let mut st = self.repack.get();
+                let planes = match p.repack(&self.context, &self.queue, region.bytes(), rows, cols) {
+                    Ok(Some(w)) => {
+                        st.tensors += 1;
+                        st.extra_bytes += w.bytes as u64;
+                        self.counters.import.fetch_add(w.bytes as u64, Ordering::Relaxed);
+                        Some(Box::new(w))
+                    }
+                    Ok(None) => {
+                        st.kept_on_buffer += 1;
+                        None
+                    }
+                    Err(e) => {
+                        std::eprintln!("opencl: no image planes for a {rows}x{cols} Q4_0 weight ({e}): it stays on the buffer kernel");
+                        st.kept_on_buffer += 1;
+                        None
+                    }
+                };
+                st.repack_ns += t0.elapsed().as_nanos() as u64;
+                self.repack.set(st);
+                planes
+            }
+            _ => None,
+        };
+        let mut buf = self.import_host(region)?;
+        buf.img = planes;
+        Ok(buf)
     }
 
     fn buffer_len(&self, buf: &ClBuffer) -> usize {
@@ -1303,6 +1432,18 @@ impl Backend for OpenClBackend {
     }
 
     fn reserve(&mut self, r: Reservation) -> Result<()> {
+        // The model reserves once its weights are in: report what the image path cost.
+        let st = self.repack.get();
+        if self.img.as_ref().is_some_and(|p| p.log) && st.tensors + st.kept_on_buffer != self.repack_logged.get() {
+            std::eprintln!(
+                "opencl: image path: {} Q4_0 weights repacked, {:.1} MiB extra device memory, {:.1} ms; {} left on buffer kernels",
+                st.tensors,
+                st.extra_bytes as f64 / (1u64 << 20) as f64,
+                st.repack_ns as f64 / 1e6,
+                st.kept_on_buffer
+            );
+            self.repack_logged.set(st.tensors + st.kept_on_buffer);
+        }
         if r.max_tokens > self.ids_cap {
             if let Some(ev) = self.ids_event.take() {
                 ev.wait().map_err(cl_err("waiting for ids upload"))?;
