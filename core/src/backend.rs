@@ -19,6 +19,7 @@
 //!   their absolute position, so eviction policies can move slots without touching the
 //!   ops (see `kv_cache`).
 
+use alloc::format;
 use alloc::sync::Arc;
 
 use crate::dtype::DType;

@@ -121,8 +121,28 @@ fn decode_greedy_matches_the_loop_cpu() {
 #[cfg(feature = "opencl")]
 #[test]
 fn decode_greedy_matches_the_loop_opencl() {
-    use antigravity_core::opencl::{OpenClBackend, OpenClOptions};
-    let be = match OpenClBackend::new(OpenClOptions::from_env()) {
+    use antigravity_core::opencl::OpenClOptions;
+    opencl_case(OpenClOptions::from_env());
+}
+
+/// The same with the persistent block kernel forced on (2 work-groups), so a device
+/// where it is off by default (PoCL in CI) runs the block path's status reads through
+/// the started downloads too.
+#[cfg(feature = "opencl")]
+#[test]
+fn decode_greedy_matches_the_loop_opencl_block() {
+    use antigravity_core::opencl::OpenClOptions;
+    let mut o = OpenClOptions::from_env();
+    if o.persistent_groups.is_none() {
+        o.persistent_groups = Some(2);
+    }
+    opencl_case(o);
+}
+
+#[cfg(feature = "opencl")]
+fn opencl_case(opts: antigravity_core::opencl::OpenClOptions) {
+    use antigravity_core::opencl::OpenClBackend;
+    let be = match OpenClBackend::new(opts) {
         Ok(b) => b,
         Err(e) => {
             assert!(
