@@ -386,10 +386,18 @@ inline uint pick_tpr(const uint rows, const uint n_in) {
     return clamp(min(tpr, cap), 8u, 64u);
 }
 
-// vl[i] = x[i] * r * nw[i], r = 1 / sqrt(mean(x^2) + eps).
+// vl[i] = x[i] * r * nw[i], r = 1 / sqrt(mean(x^2) + eps). A work-item's first NPI
+// norm weights are loaded with x, not after the reduction (one memory trip fewer; the
+// same arithmetic).
+#define NPI 4
 inline void stage_norm(XQ __global const float *x, __global const float *nw, const uint n,
                        const float eps, __local float *vl, __local float *red, __local float *red2,
                        const uint lid) {
+    float wv[NPI];
+    for (uint k = 0; k < NPI; k++) {
+        const uint i = lid + k * LWS;
+        wv[k] = i < n ? nw[i] : 0.0f;
+    }
     float ss = 0.0f;
     for (uint i = lid; i < n; i += LWS) {
         const float xi = x[i];
@@ -397,7 +405,13 @@ inline void stage_norm(XQ __global const float *x, __global const float *nw, con
         ss += xi * xi;
     }
     const float r = rsqrt(wg_sum(ss, red, red2, lid) / (float)n + eps);
-    for (uint i = lid; i < n; i += LWS) {
+    for (uint k = 0; k < NPI; k++) {
+        const uint i = lid + k * LWS;
+        if (i < n) {
+            vl[i] = vl[i] * r * wv[k];
+        }
+    }
+    for (uint i = lid + NPI * LWS; i < n; i += LWS) {
         vl[i] = vl[i] * r * nw[i];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -665,6 +679,9 @@ inline uint block_layer(
     const uint c_r1 = min(c_r0 + c_rpw, dim);
     const uint c_tpr = pick_tpr(c_rpw, qd);
     const ulong wo_rb = row_bytes(to, qd);
+    // this group's rows of x (only it writes them in this stage), read now, not after
+    // the projection
+    const float x_own = lid < LWS / c_tpr && c_r0 + lid < c_r1 ? x[c_r0 + lid] : 0.0f;
     const uint hpb = n_chunks <= LWS ? LWS / n_chunks : 0;
     for (uint h0 = 0; hpb > 0 && h0 < n_head; h0 += hpb) {
         const uint np = min(hpb, n_head - h0) * n_chunks;
@@ -734,7 +751,7 @@ inline uint block_layer(
             }
             row_reduce(acc, red, red2, res, lid, c_tpr);
             if (lid < rpp && base + lid < c_r1) {
-                x[base + lid] = x[base + lid] + res[lid];
+                x[base + lid] = (base == c_r0 ? x_own : x[base + lid]) + res[lid];
             }
             barrier(CLK_LOCAL_MEM_FENCE);
         }
@@ -789,6 +806,7 @@ inline uint block_layer(
         const uint tpr = pick_tpr(rpw, ffn);
         const uint rpp = LWS / tpr;
         const ulong rb = row_bytes(td, ffn);
+        const float x_own = lid < rpp && r0 + lid < r1 ? x[r0 + lid] : 0.0f; // (as in C)
         for (uint i = lid; i < ffn; i += LWS) {
             vl[i] = hb[i];
         }
@@ -802,7 +820,7 @@ inline uint block_layer(
             }
             row_reduce(acc, red, red2, res, lid, tpr);
             if (lid < rpp && base + lid < r1) {
-                x[base + lid] = x[base + lid] + res[lid];
+                x[base + lid] = (base == r0 ? x_own : x[base + lid]) + res[lid];
             }
             barrier(CLK_LOCAL_MEM_FENCE);
         }
