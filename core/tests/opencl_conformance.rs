@@ -750,233 +750,238 @@ fn fused_ops_match_composition() {
 #[test]
 fn block_kernel_matches_composition() {
     use antigravity_core::backend::llama_block_composed;
-    // (dim, n_head, n_kv, hd, ffn)
-    let (dim, n_head, n_kv, hd, ffn) = (256, 4, 2, 64, 512);
-    let (qd, kvd, cap) = (n_head * hd, n_kv * hd, 320);
-    let dtypes = [
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q8_0,
-        DType::F16,
-        DType::BF16,
-        DType::F32,
-        DType::Q4_0,
-    ];
-    let shapes = [
-        (qd, dim),
-        (kvd, dim),
-        (kvd, dim),
-        (dim, qd),
-        (ffn, dim),
-        (ffn, dim),
-        (dim, ffn),
-    ];
-    // Host bytes of each matrix (at a nonzero offset, like a GGUF tensor) and the norms.
-    let mats: Vec<(Vec<u8>, DType, Shape)> = dtypes
-        .iter()
-        .zip(shapes)
-        .enumerate()
-        .map(|(i, (&dt, (r, c)))| {
-            let rb = dt.row_bytes(c).unwrap();
-            let vals = randn(r * c, 700 + i as u64, 0.5 / (c as f32).sqrt());
-            // f32 rows need 4-byte alignment: 4 bytes in for every dtype.
-            let mut bytes = vec![0u8; 4 + r * rb];
+    // (n_head, n_kv): GQA groups of 2 (pow2) and 3 (SmolLM2's, stage B's units serve
+    // a whole group), MHA, and 8 heads on one KV head (stage B's largest unit, GMAX).
+    // The first configuration runs every grid; the others 2 work-groups.
+    for (ci, (n_head, n_kv)) in [(4usize, 2usize), (6, 2), (3, 3), (8, 1)].into_iter().enumerate() {
+        let (dim, hd, ffn) = (256, 64, 512);
+        let (qd, kvd, cap) = (n_head * hd, n_kv * hd, 320);
+        let dtypes = [
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q8_0,
+            DType::F16,
+            DType::BF16,
+            DType::F32,
+            DType::Q4_0,
+        ];
+        let shapes = [
+            (qd, dim),
+            (kvd, dim),
+            (kvd, dim),
+            (dim, qd),
+            (ffn, dim),
+            (ffn, dim),
+            (dim, ffn),
+        ];
+        // Host bytes of each matrix (at a nonzero offset, like a GGUF tensor) and the norms.
+        let mats: Vec<(Vec<u8>, DType, Shape)> = dtypes
+            .iter()
+            .zip(shapes)
+            .enumerate()
+            .map(|(i, (&dt, (r, c)))| {
+                let rb = dt.row_bytes(c).unwrap();
+                let vals = randn(r * c, 700 + i as u64, 0.5 / (c as f32).sqrt());
+                // f32 rows need 4-byte alignment: 4 bytes in for every dtype.
+                let mut bytes = vec![0u8; 4 + r * rb];
+                let mut row = vec![0u32; rb.div_ceil(4)];
+                for k in 0..r {
+                    let rbytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut row)[..rb];
+                    antigravity_core::quant::quantize_row(dt, &vals[k * c..(k + 1) * c], rbytes).unwrap();
+                    bytes[4 + k * rb..4 + (k + 1) * rb].copy_from_slice(rbytes);
+                }
+                (bytes, dt, Shape::d2(r, c))
+            })
+            .collect();
+        let norms = [randn(dim, 710, 1.0), randn(dim, 711, 1.0)];
+        let inv_freq = antigravity_core::rope::base_inv_freq(10000.0, hd);
+        let out_w = {
+            let (r, c) = (1000, dim);
+            let vals = randn(r * c, 712, 0.1);
+            let rb = DType::Q8_0.row_bytes(c).unwrap();
+            let mut bytes = vec![0u8; 2 + r * rb];
             let mut row = vec![0u32; rb.div_ceil(4)];
             for k in 0..r {
                 let rbytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut row)[..rb];
-                antigravity_core::quant::quantize_row(dt, &vals[k * c..(k + 1) * c], rbytes).unwrap();
-                bytes[4 + k * rb..4 + (k + 1) * rb].copy_from_slice(rbytes);
+                antigravity_core::quant::quantize_row(DType::Q8_0, &vals[k * c..(k + 1) * c], rbytes).unwrap();
+                bytes[2 + k * rb..2 + (k + 1) * rb].copy_from_slice(rbytes);
             }
-            (bytes, dt, Shape::d2(r, c))
-        })
-        .collect();
-    let norms = [randn(dim, 710, 1.0), randn(dim, 711, 1.0)];
-    let inv_freq = antigravity_core::rope::base_inv_freq(10000.0, hd);
-    let out_w = {
-        let (r, c) = (1000, dim);
-        let vals = randn(r * c, 712, 0.1);
-        let rb = DType::Q8_0.row_bytes(c).unwrap();
-        let mut bytes = vec![0u8; 2 + r * rb];
-        let mut row = vec![0u32; rb.div_ceil(4)];
-        for k in 0..r {
-            let rbytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut row)[..rb];
-            antigravity_core::quant::quantize_row(DType::Q8_0, &vals[k * c..(k + 1) * c], rbytes).unwrap();
-            bytes[2 + k * rb..2 + (k + 1) * rb].copy_from_slice(rbytes);
-        }
-        bytes
-    };
+            bytes
+        };
 
-    /// Runs one block on `b` (fused op or the composition) from the given x and cache,
-    /// then the head; returns (x, k row, v row, logits).
-    #[allow(clippy::too_many_arguments)]
-    fn run<B: Backend>(
-        b: &mut B,
-        fused: bool,
-        mats: &[(Vec<u8>, DType, Shape)],
-        norms: &[Vec<f32>; 2],
-        inv_freq: &[f32],
-        out_w: &[u8],
-        x0: &[f32],
-        kv0: &[f32],
-        p: BlockParams,
-        dims: (usize, usize, usize, usize),
-    ) -> antigravity_core::Result<[Vec<f32>; 4]> {
-        let (dim, qd, ffn, cap) = dims;
-        let kvd = p.attn.n_kv_head * p.attn.head_dim;
-        let f32buf = |b: &B, v: &[f32]| {
-            let mut buf = b.alloc(v.len() * 4, BufferKind::Device).unwrap();
-            b.upload(&mut buf, 0, bytemuck::cast_slice(v)).unwrap();
-            buf
-        };
-        let ws: Vec<B::Buffer> = mats
-            .iter()
-            .map(|(bytes, _, _)| b.import_host(HostRegion::new(Arc::new(bytes.clone()))).unwrap())
-            .collect();
-        let wv = |i: usize| TensorRef::new(&ws[i], 4, mats[i].1, mats[i].2);
-        let nb = [f32buf(b, &norms[0]), f32buf(b, &norms[1])];
-        let fb = f32buf(b, inv_freq);
-        let ob = b.import_host(HostRegion::new(Arc::new(out_w.to_vec()))).unwrap();
-        let mut x = f32buf(b, x0);
-        let mut kc = f32buf(b, &kv0[..cap * kvd]);
-        let mut vc = f32buf(b, &kv0[cap * kvd..]);
-        let z = |b: &B, n: usize| b.alloc(n * 4, BufferKind::Device).unwrap();
-        let (mut xn, mut tmp, mut q, mut att) = (z(b, dim), z(b, dim), z(b, qd), z(b, qd));
-        let (mut gate, mut up, mut act, mut logits) = (z(b, ffn), z(b, ffn), z(b, ffn), z(b, 1000));
-        fn f<B: Backend>(b: &mut B::Buffer, n: usize) -> TensorMut<'_, B> {
-            TensorMut::new(b, 0, DType::F32, Shape::d2(1, n))
-        }
-        let kshape = Shape::d3(cap, p.attn.n_kv_head, p.attn.head_dim);
-        let w = BlockWeights {
-            attn_norm: TensorRef::new(&nb[0], 0, DType::F32, Shape::d1(dim)),
-            wq: wv(0),
-            wk: wv(1),
-            wv: wv(2),
-            wo: wv(3),
-            ffn_norm: TensorRef::new(&nb[1], 0, DType::F32, Shape::d1(dim)),
-            w_gate: wv(4),
-            w_up: wv(5),
-            w_down: wv(6),
-        };
-        let kv = BlockKv {
-            k: TensorMut::new(&mut kc, 0, DType::F32, kshape),
-            v: TensorMut::new(&mut vc, 0, DType::F32, kshape),
-        };
-        let s = BlockScratch {
-            xn: f::<B>(&mut xn, dim),
-            tmp: f::<B>(&mut tmp, dim),
-            q: f::<B>(&mut q, qd),
-            att: f::<B>(&mut att, qd),
-            gate: f::<B>(&mut gate, ffn),
-            up: f::<B>(&mut up, ffn),
-            act: f::<B>(&mut act, ffn),
-        };
-        let fr = TensorRef::new(&fb, 0, DType::F32, Shape::d1(inv_freq.len()));
-        if fused {
-            ops::llama_block(b, f::<B>(&mut x, dim), w, kv, fr, p, s).unwrap();
-        } else {
-            llama_block_composed(b, f::<B>(&mut x, dim), w, kv, fr, p, s, &mut |_, _, _| {}).unwrap();
-        }
-        let xr = TensorRef::new(&x, 0, DType::F32, Shape::d2(1, dim));
-        let ow = TensorRef::new(&ob, 2, DType::Q8_0, Shape::d2(1000, dim));
-        let nr = TensorRef::new(&nb[1], 0, DType::F32, Shape::d1(dim));
-        if fused {
-            ops::rms_norm_matmul(b, xr, nr, 1e-5, f::<B>(&mut xn, dim), ow, f::<B>(&mut logits, 1000)).unwrap();
-        } else {
-            ops::rms_norm(b, xr, nr, 1e-5, f::<B>(&mut xn, dim)).unwrap();
-            ops::matmul(
-                b,
-                ow,
-                TensorRef::new(&xn, 0, DType::F32, Shape::d2(1, dim)),
-                f::<B>(&mut logits, 1000),
-            )
-            .unwrap();
-        }
-        let rd = |buf: &B::Buffer, off: usize, n: usize| {
-            let mut v = vec![0f32; n];
-            b.download(buf, off * 4, bytemuck::cast_slice_mut(&mut v)).map(|_| v)
-        };
-        let slot = p.attn.n_past;
-        Ok([
-            rd(&x, 0, dim)?,
-            rd(&kc, slot * kvd, kvd)?,
-            rd(&vc, slot * kvd, kvd)?,
-            rd(&logits, 0, 1000)?,
-        ])
-    }
-
-    let mut c = cpu();
-    // 1 and 2 work-groups check the stages and the barrier; the last entry (16 per
-    // compute unit, more than any device runs at once) checks that an unrunnable grid
-    // fails cleanly: an error naming the cause, then the per-op path's right answer.
-    for groups in [1usize, 2, 0] {
-        let mut opts = OpenClOptions::from_env();
-        opts.persistent_groups = Some(groups.max(1));
-        let mut g = match OpenClBackend::new(opts.clone()) {
-            Ok(g) => g,
-            Err(e) => {
-                skip(&format!("no usable OpenCL device: {e}"));
-                return;
-            }
-        };
-        let oversubscribed = groups == 0;
-        if oversubscribed {
-            opts.persistent_groups = Some(16 * g.device_info().compute_units.max(1) as usize);
-            g = OpenClBackend::new(opts).unwrap();
-        }
-        g.reserve(Reservation {
-            max_tokens: 1,
-            max_row: ffn,
-            max_ctx: cap,
-            n_head,
-        })
-        .unwrap();
-        for (style, n_past) in [
-            (RopeStyle::Adjacent, 0),
-            (RopeStyle::HalfSplit, 5),
-            (RopeStyle::Adjacent, 300),
-        ] {
-            let p = BlockParams {
-                eps: 1e-5,
-                attn: AttnParams {
-                    n_head,
-                    n_kv_head: n_kv,
-                    head_dim: hd,
-                    scale: 1.0 / (hd as f32).sqrt(),
-                    n_past,
-                },
-                pos0: n_past + 7,
-                style,
+        /// Runs one block on `b` (fused op or the composition) from the given x and cache,
+        /// then the head; returns (x, k row, v row, logits).
+        #[allow(clippy::too_many_arguments)]
+        fn run<B: Backend>(
+            b: &mut B,
+            fused: bool,
+            mats: &[(Vec<u8>, DType, Shape)],
+            norms: &[Vec<f32>; 2],
+            inv_freq: &[f32],
+            out_w: &[u8],
+            x0: &[f32],
+            kv0: &[f32],
+            p: BlockParams,
+            dims: (usize, usize, usize, usize),
+        ) -> antigravity_core::Result<[Vec<f32>; 4]> {
+            let (dim, qd, ffn, cap) = dims;
+            let kvd = p.attn.n_kv_head * p.attn.head_dim;
+            let f32buf = |b: &B, v: &[f32]| {
+                let mut buf = b.alloc(v.len() * 4, BufferKind::Device).unwrap();
+                b.upload(&mut buf, 0, bytemuck::cast_slice(v)).unwrap();
+                buf
             };
-            let x0 = randn(dim, 720 + n_past as u64, 1.0);
-            let kv0 = randn(2 * cap * kvd, 721, 1.0);
-            let d = (dim, qd, ffn, cap);
-            let a = (&mats, &norms, &inv_freq, &out_w, &x0, &kv0);
-            let cpu_ref = run(&mut c, false, a.0, a.1, a.2, a.3, a.4, a.5, p, d).unwrap();
-            let comp = run(&mut g, false, a.0, a.1, a.2, a.3, a.4, a.5, p, d).unwrap();
-            if oversubscribed && n_past == 0 {
-                let t = std::time::Instant::now();
-                let e =
-                    run(&mut g, true, a.0, a.1, a.2, a.3, a.4, a.5, p, d).expect_err("an unrunnable grid must fail");
-                eprintln!("block      oversubscribed grid: error after {:.2?}: {e}", t.elapsed());
-                assert!(e.to_string().contains("grid barrier"), "{e}");
+            let ws: Vec<B::Buffer> = mats
+                .iter()
+                .map(|(bytes, _, _)| b.import_host(HostRegion::new(Arc::new(bytes.clone()))).unwrap())
+                .collect();
+            let wv = |i: usize| TensorRef::new(&ws[i], 4, mats[i].1, mats[i].2);
+            let nb = [f32buf(b, &norms[0]), f32buf(b, &norms[1])];
+            let fb = f32buf(b, inv_freq);
+            let ob = b.import_host(HostRegion::new(Arc::new(out_w.to_vec()))).unwrap();
+            let mut x = f32buf(b, x0);
+            let mut kc = f32buf(b, &kv0[..cap * kvd]);
+            let mut vc = f32buf(b, &kv0[cap * kvd..]);
+            let z = |b: &B, n: usize| b.alloc(n * 4, BufferKind::Device).unwrap();
+            let (mut xn, mut tmp, mut q, mut att) = (z(b, dim), z(b, dim), z(b, qd), z(b, qd));
+            let (mut gate, mut up, mut act, mut logits) = (z(b, ffn), z(b, ffn), z(b, ffn), z(b, 1000));
+            fn f<B: Backend>(b: &mut B::Buffer, n: usize) -> TensorMut<'_, B> {
+                TensorMut::new(b, 0, DType::F32, Shape::d2(1, n))
             }
-            let fused = run(&mut g, true, a.0, a.1, a.2, a.3, a.4, a.5, p, d).unwrap();
-            let case = if oversubscribed {
-                format!("16/CU (fell back) {style:?} n_past {n_past}")
+            let kshape = Shape::d3(cap, p.attn.n_kv_head, p.attn.head_dim);
+            let w = BlockWeights {
+                attn_norm: TensorRef::new(&nb[0], 0, DType::F32, Shape::d1(dim)),
+                wq: wv(0),
+                wk: wv(1),
+                wv: wv(2),
+                wo: wv(3),
+                ffn_norm: TensorRef::new(&nb[1], 0, DType::F32, Shape::d1(dim)),
+                w_gate: wv(4),
+                w_up: wv(5),
+                w_down: wv(6),
+            };
+            let kv = BlockKv {
+                k: TensorMut::new(&mut kc, 0, DType::F32, kshape),
+                v: TensorMut::new(&mut vc, 0, DType::F32, kshape),
+            };
+            let s = BlockScratch {
+                xn: f::<B>(&mut xn, dim),
+                tmp: f::<B>(&mut tmp, dim),
+                q: f::<B>(&mut q, qd),
+                att: f::<B>(&mut att, qd),
+                gate: f::<B>(&mut gate, ffn),
+                up: f::<B>(&mut up, ffn),
+                act: f::<B>(&mut act, ffn),
+            };
+            let fr = TensorRef::new(&fb, 0, DType::F32, Shape::d1(inv_freq.len()));
+            if fused {
+                ops::llama_block(b, f::<B>(&mut x, dim), w, kv, fr, p, s).unwrap();
             } else {
-                format!("{groups} groups {style:?} n_past {n_past}")
+                llama_block_composed(b, f::<B>(&mut x, dim), w, kv, fr, p, s, &mut |_, _, _| {}).unwrap();
+            }
+            let xr = TensorRef::new(&x, 0, DType::F32, Shape::d2(1, dim));
+            let ow = TensorRef::new(&ob, 2, DType::Q8_0, Shape::d2(1000, dim));
+            let nr = TensorRef::new(&nb[1], 0, DType::F32, Shape::d1(dim));
+            if fused {
+                ops::rms_norm_matmul(b, xr, nr, 1e-5, f::<B>(&mut xn, dim), ow, f::<B>(&mut logits, 1000)).unwrap();
+            } else {
+                ops::rms_norm(b, xr, nr, 1e-5, f::<B>(&mut xn, dim)).unwrap();
+                ops::matmul(
+                    b,
+                    ow,
+                    TensorRef::new(&xn, 0, DType::F32, Shape::d2(1, dim)),
+                    f::<B>(&mut logits, 1000),
+                )
+                .unwrap();
+            }
+            let rd = |buf: &B::Buffer, off: usize, n: usize| {
+                let mut v = vec![0f32; n];
+                b.download(buf, off * 4, bytemuck::cast_slice_mut(&mut v)).map(|_| v)
             };
-            for (i, what) in ["x", "k row", "v row", "logits"].iter().enumerate() {
-                // The merge of attention chunks and the staged-vector sums reorder f32
-                // additions; rsqrt vs 1/sqrt in the norm (≤ 2 ulp): NMSE ~1e-13.
-                check("block", &format!("{case} {what} vs per-op"), &fused[i], &comp[i], 1e-10);
-                check(
-                    "block",
-                    &format!("{case} {what} vs cpu"),
-                    &fused[i],
-                    &cpu_ref[i],
-                    LIM_MATMUL_Q_VS_CPU,
-                );
+            let slot = p.attn.n_past;
+            Ok([
+                rd(&x, 0, dim)?,
+                rd(&kc, slot * kvd, kvd)?,
+                rd(&vc, slot * kvd, kvd)?,
+                rd(&logits, 0, 1000)?,
+            ])
+        }
+
+        let mut c = cpu();
+        // 1 and 2 work-groups check the stages and the barrier; the last entry (16 per
+        // compute unit, more than any device runs at once) checks that an unrunnable grid
+        // fails cleanly: an error naming the cause, then the per-op path's right answer.
+        let grids: &[usize] = if ci == 0 { &[1, 2, 0] } else { &[2] };
+        for &groups in grids {
+            let mut opts = OpenClOptions::from_env();
+            opts.persistent_groups = Some(groups.max(1));
+            let mut g = match OpenClBackend::new(opts.clone()) {
+                Ok(g) => g,
+                Err(e) => {
+                    skip(&format!("no usable OpenCL device: {e}"));
+                    return;
+                }
+            };
+            let oversubscribed = groups == 0;
+            if oversubscribed {
+                opts.persistent_groups = Some(16 * g.device_info().compute_units.max(1) as usize);
+                g = OpenClBackend::new(opts).unwrap();
+            }
+            g.reserve(Reservation {
+                max_tokens: 1,
+                max_row: ffn,
+                max_ctx: cap,
+                n_head,
+            })
+            .unwrap();
+            for (style, n_past) in [
+                (RopeStyle::Adjacent, 0),
+                (RopeStyle::HalfSplit, 5),
+                (RopeStyle::Adjacent, 300),
+            ] {
+                let p = BlockParams {
+                    eps: 1e-5,
+                    attn: AttnParams {
+                        n_head,
+                        n_kv_head: n_kv,
+                        head_dim: hd,
+                        scale: 1.0 / (hd as f32).sqrt(),
+                        n_past,
+                    },
+                    pos0: n_past + 7,
+                    style,
+                };
+                let x0 = randn(dim, 720 + n_past as u64, 1.0);
+                let kv0 = randn(2 * cap * kvd, 721, 1.0);
+                let d = (dim, qd, ffn, cap);
+                let a = (&mats, &norms, &inv_freq, &out_w, &x0, &kv0);
+                let cpu_ref = run(&mut c, false, a.0, a.1, a.2, a.3, a.4, a.5, p, d).unwrap();
+                let comp = run(&mut g, false, a.0, a.1, a.2, a.3, a.4, a.5, p, d).unwrap();
+                if oversubscribed && n_past == 0 {
+                    let t = std::time::Instant::now();
+                    let e = run(&mut g, true, a.0, a.1, a.2, a.3, a.4, a.5, p, d)
+                        .expect_err("an unrunnable grid must fail");
+                    eprintln!("block      oversubscribed grid: error after {:.2?}: {e}", t.elapsed());
+                    assert!(e.to_string().contains("grid barrier"), "{e}");
+                }
+                let fused = run(&mut g, true, a.0, a.1, a.2, a.3, a.4, a.5, p, d).unwrap();
+                let case = if oversubscribed {
+                    format!("16/CU (fell back) {style:?} n_past {n_past}")
+                } else {
+                    format!("{n_head}/{n_kv} heads, {groups} groups {style:?} n_past {n_past}")
+                };
+                for (i, what) in ["x", "k row", "v row", "logits"].iter().enumerate() {
+                    // The merge of attention chunks and the staged-vector sums reorder f32
+                    // additions; rsqrt vs 1/sqrt in the norm (≤ 2 ulp): NMSE ~1e-13.
+                    check("block", &format!("{case} {what} vs per-op"), &fused[i], &comp[i], 1e-10);
+                    check(
+                        "block",
+                        &format!("{case} {what} vs cpu"),
+                        &fused[i],
+                        &cpu_ref[i],
+                        LIM_MATMUL_Q_VS_CPU,
+                    );
+                }
             }
         }
     }
