@@ -46,7 +46,7 @@
 // work-groups.
 
 // V values a work-item fetches ahead in stage B.
-#define VPRE 4
+#define VPRE 8
 
 #define T_F32 0
 #define T_F16 1
@@ -640,6 +640,7 @@ inline uint block_layer(
             for (uint k = 0; k < VPRE; k++) {
                 o += res[j0 + k * gsz] * vv[k]; // (vv 0 past the chunk; res[≥ CH] is 0 too)
             }
+#pragma unroll 4
             for (uint j = j0 + VPRE * gsz; c0 + j < c1; j += gsz) {
                 o += res[j] * vcol[(ulong)(c0 + j) * kvd];
             }

@@ -296,6 +296,7 @@ impl OpenClBackend {
             && [dim, qd, ffn].iter().all(|n| n % 32 == 0 && *n <= self.max_vec)
             && hd <= MAX_HD
             && hd.is_multiple_of(4)
+            && hd >= 8 // (stage B indexes VPRE · LWS / hd < LWS slots)
             && self.blk_lws.is_multiple_of(hd)
             && a.n_head * (a.n_past + 1).div_ceil(self.blk_ch) * (hd + 2) <= st.part_cap
     }

@@ -554,7 +554,7 @@ impl OpenClBackend {
         let blk_ch = std::env::var("ANTIGRAVITY_OPENCL_BLOCK_CH") // tuning override
             .ok()
             .and_then(|v| v.parse::<usize>().ok())
-            .filter(|v| v.is_power_of_two() && (16..=64).contains(v))
+            .filter(|v| v.is_power_of_two() && (16..=256).contains(v))
             .unwrap_or(block::BLOCK_CH);
         // Layers per block launch: as many parameter sets (~210 bytes each, ~170 shared)
         // as the device's kernel-parameter space holds, up to 4.
@@ -585,7 +585,7 @@ impl OpenClBackend {
                     loop {
                         let options = format!(
                             "-cl-std=CL1.2 -DLWS={blk_lws} -DMAX_HD={MAX_HD} -DCH={} -DLPL={blk_lpl}",
-                            blk_ch
+                            blk_ch.min(blk_lws) // (a chunk's slots are work-items of stage B)
                         );
                         let options = format!("{options} {blk_defines}");
                         let with_fence = format!("{options} -DAG_NV_FENCE");
@@ -650,6 +650,9 @@ impl OpenClBackend {
                 msg: format!("clCreateKernel {name} ({file}): {e}"),
             })?);
         }
+
+        // The chunk the kernel was built with (at most its work-group size).
+        let blk_ch = blk_ch.min(blk_lws);
 
         // argmax: as wide as the compiled kernel allows, up to 512 (a power of two).
         let argmax_lws = kernels[K_ARGMAX]
