@@ -334,16 +334,16 @@ impl<B: Backend> Llama<B> {
             self.backend
                 .download_finish(&self.ws.argmax, p, bytemuck::cast_slice_mut(&mut idx))?;
             pending = next;
-            let token = Self::argmax_token(idx[0])?;
-            if !on_token(token)? {
+            let verdict = Self::argmax_token(idx[0]).and_then(&mut *on_token);
+            if !matches!(verdict, Ok(true)) {
                 if let Some(p) = pending.take() {
-                    // The pass queued ahead ran on the rejected token: wait for it, drop
-                    // its slot.
+                    // The pass queued ahead ran on a token that is not kept: wait for it
+                    // (the read's slot is the backend's to reuse), drop its cache slot.
                     self.backend
                         .download_finish(&self.ws.argmax, p, bytemuck::cast_slice_mut(&mut idx))?;
                     self.kv.truncate(self.kv.len() - 1);
                 }
-                return Ok(j + 1);
+                return verdict.map(|_| j + 1);
             }
         }
         Ok(steps)
