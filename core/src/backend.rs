@@ -140,6 +140,35 @@ pub struct PendingRead {
     pub ticket: Option<usize>,
 }
 
+impl PendingRead {
+    /// `dst` must take exactly the bytes started (what every `download_finish` checks).
+    pub fn check_dst(&self, dst: &[u8]) -> Result<()> {
+        if dst.len() != self.len {
+            return Err(Error::invalid(format!(
+                "download_finish: {} bytes asked for a read of {}",
+                dst.len(),
+                self.len
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A read of `len` bytes at `offset` from a `have`-byte buffer must fit (the check of
+/// every download, started or not).
+pub fn check_read(op: &'static str, have: usize, offset: usize, len: usize) -> Result<()> {
+    if offset.checked_add(len).is_none_or(|e| e > have) {
+        return Err(Error::OutOfBounds {
+            op,
+            what: "src",
+            offset,
+            needed: len,
+            len: have,
+        });
+    }
+    Ok(())
+}
+
 /// Bytes a backend copied between host and device memory since it was created.
 /// Zero on backends whose device memory is host memory (the CPU).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -188,16 +217,7 @@ pub trait Backend {
     /// may read it only then). The default reads at the finish — right for a backend
     /// whose ops are done when they return.
     fn download_start(&mut self, src: &Self::Buffer, offset: usize, len: usize) -> Result<PendingRead> {
-        let have = self.buffer_len(src);
-        if offset.checked_add(len).is_none_or(|e| e > have) {
-            return Err(Error::OutOfBounds {
-                op: "download_start",
-                what: "src",
-                offset,
-                needed: len,
-                len: have,
-            });
-        }
+        check_read("download_start", self.buffer_len(src), offset, len)?;
         Ok(PendingRead {
             offset,
             len,
@@ -207,13 +227,7 @@ pub trait Backend {
     /// Waits for a [`Backend::download_start`] and copies its bytes into `dst` (exactly
     /// `len` bytes); reports what went wrong on the device since (as `download` does).
     fn download_finish(&mut self, src: &Self::Buffer, p: PendingRead, dst: &mut [u8]) -> Result<()> {
-        if dst.len() != p.len {
-            return Err(Error::invalid(format!(
-                "download_finish: {} bytes asked for a read of {}",
-                dst.len(),
-                p.len
-            )));
-        }
+        p.check_dst(dst)?;
         self.download(src, p.offset, dst)
     }
     /// Reserves op scratch for the given sizes. Ops after this allocate nothing.

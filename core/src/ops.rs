@@ -85,6 +85,29 @@ fn weight_dtype<B: Backend + ?Sized>(b: &B, op: &'static str, dtype: DType) -> R
     Ok(())
 }
 
+/// The checks both embedding lookups share: table and output views, a weight dtype,
+/// an f32 output, a rank-2 table. Returns the table's (rows, row length).
+fn chk_lookup<B: Backend + ?Sized>(
+    b: &B,
+    op: &'static str,
+    table: &TensorRef<'_, B>,
+    out: &TensorMut<'_, B>,
+) -> Result<(usize, usize)> {
+    chk_ref(b, op, "table", table)?;
+    chk_mut(b, op, "out", out)?;
+    weight_dtype(b, op, table.dtype)?;
+    want_dtype(op, "out", out.dtype, DType::F32)?;
+    if table.shape.rank() != 2 {
+        return Err(Error::Shape {
+            op,
+            what: "table",
+            expected: "rank 2".to_string(),
+            got: table.shape.describe(),
+        });
+    }
+    Ok((table.shape.dims()[0], table.shape.dims()[1]))
+}
+
 /// Embedding lookup: `out[t] = table[ids[t]]`, dequantized to f32.
 pub fn get_rows<B: Backend + ?Sized>(
     b: &mut B,
@@ -93,19 +116,7 @@ pub fn get_rows<B: Backend + ?Sized>(
     out: TensorMut<'_, B>,
 ) -> Result<()> {
     const OP: &str = "get_rows";
-    chk_ref(b, OP, "table", &table)?;
-    chk_mut(b, OP, "out", &out)?;
-    weight_dtype(b, OP, table.dtype)?;
-    want_dtype(OP, "out", out.dtype, DType::F32)?;
-    if table.shape.rank() != 2 {
-        return Err(Error::Shape {
-            op: OP,
-            what: "table",
-            expected: "rank 2".to_string(),
-            got: table.shape.describe(),
-        });
-    }
-    let (n_rows, dim) = (table.shape.dims()[0], table.shape.dims()[1]);
+    let (n_rows, dim) = chk_lookup(b, OP, &table, &out)?;
     want_shape(OP, "out", out.shape, &[ids.len(), dim])?;
     if let Some(&bad) = ids.iter().find(|&&i| i as usize >= n_rows) {
         return Err(Error::Range {
@@ -125,21 +136,10 @@ pub fn get_rows_at<B: Backend + ?Sized>(
     out: TensorMut<'_, B>,
 ) -> Result<()> {
     const OP: &str = "get_rows_at";
-    chk_ref(b, OP, "table", &table)?;
+    let (_, dim) = chk_lookup(b, OP, &table, &out)?;
     chk_ref(b, OP, "idx", &idx)?;
-    chk_mut(b, OP, "out", &out)?;
-    weight_dtype(b, OP, table.dtype)?;
     want_dtype(OP, "idx", idx.dtype, DType::F32)?;
-    want_dtype(OP, "out", out.dtype, DType::F32)?;
-    if table.shape.rank() != 2 {
-        return Err(Error::Shape {
-            op: OP,
-            what: "table",
-            expected: "rank 2".to_string(),
-            got: table.shape.describe(),
-        });
-    }
-    want_shape(OP, "out", out.shape, &[idx.shape.numel(), table.shape.dims()[1]])?;
+    want_shape(OP, "out", out.shape, &[idx.shape.numel(), dim])?;
     b.get_rows_at(table, idx, out)
 }
 

@@ -2318,7 +2318,7 @@ fn image_path_limits_and_fallbacks() {
 /// 49152-row output) timed per kernel, buffer kernel vs image kernel on the same device
 /// and weights. `#[ignore]`d: a measurement, not a check (`--include-ignored image_matmul_profile`).
 #[test]
-#[ignore]
+#[ignore = "speed profile; run explicitly"]
 fn image_matmul_profile() {
     let Some(mut g) = image_backend(None) else { return };
     let g = &mut g;

@@ -52,8 +52,8 @@ use opencl3::program::Program;
 use opencl3::types::{cl_mem, CL_BLOCKING, CL_NON_BLOCKING};
 
 use crate::backend::{
-    AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockWeights, BufferKind, Capabilities, HostRegion,
-    LayerVisitor, PendingRead, Reservation, RopeStyle,
+    check_read, AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockWeights, BufferKind, Capabilities,
+    HostRegion, LayerVisitor, PendingRead, Reservation, RopeStyle,
 };
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -993,6 +993,15 @@ fn el(offset: usize) -> u64 {
     (offset / 4) as u64
 }
 
+/// The get_rows kernel for a table dtype.
+fn get_rows_slot(op: &'static str, dtype: DType) -> Result<usize> {
+    weight_slot(dtype).map(|s| K_GET_ROWS + s).ok_or(Error::DType {
+        op,
+        what: "table",
+        dtype,
+    })
+}
+
 fn writable(buf: &ClBuffer, what: &'static str) -> Result<cl_mem> {
     if buf.read_only() {
         return Err(Error::ReadOnly { what });
@@ -1005,6 +1014,27 @@ fn round_up(n: usize, m: usize) -> usize {
 }
 
 impl OpenClBackend {
+    /// Launches get_rows kernel `slot` for `n` output rows; the ids come as `single` (≥ 0),
+    /// as u32s (`-1`) or f32 indices (`-2`) at element `ids_off` of `ids` (get_rows.cl).
+    #[allow(clippy::too_many_arguments)]
+    fn get_rows_launch(
+        &self,
+        slot: usize,
+        table: &TensorRef<'_, Self>,
+        ids: cl_mem,
+        ids_off: u64,
+        single: i32,
+        out: &TensorMut<'_, Self>,
+        n: usize,
+    ) -> Result<()> {
+        let dim = table.shape.row_len();
+        let row_bytes = table.dtype.row_bytes(dim).unwrap_or(0) as u64;
+        let out_mem = writable(out.buf, "opencl get_rows output")?;
+        args!(&self.kernels[slot]; table.buf.mem(), table.offset as u64, row_bytes, table.shape.rows() as u32,
+            ids, ids_off, single, out_mem, el(out.offset), dim as u32);
+        self.launch(slot, &[round_up(dim, 64), n], None)
+    }
+
     /// `y = x · wᵀ`, or `y += x · wᵀ` with `accumulate` (mul_mv or, from
     /// `mm_min_tok` tokens on, mul_mm).
     fn mat(
@@ -1313,15 +1343,7 @@ impl Backend for OpenClBackend {
     }
 
     fn download(&self, src: &ClBuffer, offset: usize, dst: &mut [u8]) -> Result<()> {
-        if offset.checked_add(dst.len()).is_none_or(|e| e > src.len) {
-            return Err(Error::OutOfBounds {
-                op: "download",
-                what: "src",
-                offset,
-                needed: dst.len(),
-                len: src.len,
-            });
-        }
+        check_read("download", src.len, offset, dst.len())?;
         if dst.is_empty() {
             return Ok(());
         }
@@ -1339,15 +1361,7 @@ impl Backend for OpenClBackend {
     }
 
     fn download_start(&mut self, src: &ClBuffer, offset: usize, len: usize) -> Result<PendingRead> {
-        if offset.checked_add(len).is_none_or(|e| e > src.len) {
-            return Err(Error::OutOfBounds {
-                op: "download_start",
-                what: "src",
-                offset,
-                needed: len,
-                len: src.len,
-            });
-        }
+        check_read("download_start", src.len, offset, len)?;
         let i = match self.reads.iter().position(|r| r.event.is_none()) {
             Some(i) => i,
             None => {
@@ -1408,13 +1422,7 @@ impl Backend for OpenClBackend {
     }
 
     fn download_finish(&mut self, src: &ClBuffer, p: PendingRead, dst: &mut [u8]) -> Result<()> {
-        if dst.len() != p.len {
-            return Err(Error::invalid(format!(
-                "download_finish: {} bytes asked for a read of {}",
-                dst.len(),
-                p.len
-            )));
-        }
+        p.check_dst(dst)?;
         let Some(i) = p.ticket else {
             return self.download(src, p.offset, dst);
         };
@@ -1491,17 +1499,11 @@ impl Backend for OpenClBackend {
     }
 
     fn get_rows(&mut self, table: TensorRef<'_, Self>, ids: &[u32], out: TensorMut<'_, Self>) -> Result<()> {
-        let dim = table.shape.row_len();
         let n = ids.len();
         if n == 0 {
             return Ok(());
         }
-        let slot = K_GET_ROWS
-            + weight_slot(table.dtype).ok_or(Error::DType {
-                op: "get_rows",
-                what: "table",
-                dtype: table.dtype,
-            })?;
+        let slot = get_rows_slot("get_rows", table.dtype)?;
         let single: i32 = if n == 1 { ids[0] as i32 } else { -1 };
         if n > 1 {
             if n > self.ids_cap {
@@ -1526,11 +1528,7 @@ impl Backend for OpenClBackend {
             self.ids_event = Some(ev);
             self.counters.upload.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         }
-        let row_bytes = table.dtype.row_bytes(dim).unwrap_or(0) as u64;
-        let out_mem = writable(out.buf, "opencl get_rows output")?;
-        args!(&self.kernels[slot]; table.buf.mem(), table.offset as u64, row_bytes, table.shape.rows() as u32,
-            self.ids.get(), 0u64, single, out_mem, el(out.offset), dim as u32);
-        self.launch(slot, &[round_up(dim, 64), n], None)
+        self.get_rows_launch(slot, &table, self.ids.get(), 0, single, &out, n)
     }
 
     fn get_rows_at(
@@ -1539,23 +1537,13 @@ impl Backend for OpenClBackend {
         idx: TensorRef<'_, Self>,
         out: TensorMut<'_, Self>,
     ) -> Result<()> {
-        let dim = table.shape.row_len();
         let n = idx.shape.numel();
         if n == 0 {
             return Ok(());
         }
-        let slot = K_GET_ROWS
-            + weight_slot(table.dtype).ok_or(Error::DType {
-                op: "get_rows_at",
-                what: "table",
-                dtype: table.dtype,
-            })?;
-        let row_bytes = table.dtype.row_bytes(dim).unwrap_or(0) as u64;
-        let out_mem = writable(out.buf, "opencl get_rows_at output")?;
+        let slot = get_rows_slot("get_rows_at", table.dtype)?;
         // single_id -2: the indices are the f32s at idx (clamped to the table in the kernel).
-        args!(&self.kernels[slot]; table.buf.mem(), table.offset as u64, row_bytes, table.shape.rows() as u32,
-            idx.buf.mem(), el(idx.offset), -2i32, out_mem, el(out.offset), dim as u32);
-        self.launch(slot, &[round_up(dim, 64), n], None)
+        self.get_rows_launch(slot, &table, idx.buf.mem(), el(idx.offset), -2, &out, n)
     }
 
     fn matmul(&mut self, w: TensorRef<'_, Self>, x: TensorRef<'_, Self>, y: TensorMut<'_, Self>) -> Result<()> {
