@@ -45,13 +45,32 @@ pub struct HostRegion {
     owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
     offset: usize,
     len: usize,
+    file_mapped: bool,
 }
 
 impl HostRegion {
     /// The whole of `owner`.
     pub fn new(owner: Arc<dyn AsRef<[u8]> + Send + Sync>) -> HostRegion {
         let len = (*owner).as_ref().len();
-        HostRegion { owner, offset: 0, len }
+        HostRegion {
+            owner,
+            offset: 0,
+            len,
+            file_mapped: false,
+        }
+    }
+    /// The whole of `owner`, a read-only memory mapping of a file: its pages can be
+    /// dropped from the process and read again from the file (a backend that keeps a
+    /// repacked copy releases them; see `cpu::repack`).
+    pub fn file_mapped(owner: Arc<dyn AsRef<[u8]> + Send + Sync>) -> HostRegion {
+        HostRegion {
+            file_mapped: true,
+            ..HostRegion::new(owner)
+        }
+    }
+    /// True for (a slice of) a [`HostRegion::file_mapped`] region.
+    pub fn is_file_mapped(&self) -> bool {
+        self.file_mapped
     }
     /// A sub-range; `None` when it does not fit.
     pub fn slice(&self, offset: usize, len: usize) -> Option<HostRegion> {
@@ -63,6 +82,7 @@ impl HostRegion {
             owner: self.owner.clone(),
             offset: self.offset + offset,
             len,
+            file_mapped: self.file_mapped,
         })
     }
     pub fn bytes(&self) -> &[u8] {

@@ -19,6 +19,7 @@
 
 use half::{bf16, f16};
 
+use super::repack::{self, BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8};
 use super::scalar;
 use crate::quant::dot;
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
@@ -84,6 +85,17 @@ pub struct Kernels {
     /// `nb` blocks long; `y` is `[toks, rows]`). SIMD versions decode each weight block
     /// once for several tokens. Scalar twins: `cpu::scalar::gemm_*`.
     pub gemm_q4_0_q8_0: fn(&[BlockQ4_0], &[BlockQ8_0], usize, &mut [f32]),
+    /// The row-interleaved layouts (`cpu::repack`): `gemm(w, x, nb, y)` with `w` the
+    /// `groups × nb` x8 blocks of `8 · groups` rows, `x` the `toks × nb` activation
+    /// blocks, `y` `[toks, 8 · groups]`; decode is `toks = 1`. Scalar twins:
+    /// `cpu::repack::gemm_*x8`.
+    pub gemm_q4_0x8: fn(&[BlockQ4_0x8], &[BlockQ8Act], usize, &mut [f32]),
+    pub gemm_q4_1x8: fn(&[BlockQ4_1x8], &[BlockQ8Act], usize, &mut [f32]),
+    pub gemm_q8_0x8: fn(&[BlockQ8_0x8], &[BlockQ8Act], usize, &mut [f32]),
+    /// True when the x8 entries are SIMD kernels of this ISA; the backend repacks weights
+    /// at load only then (the scalar twins are references, slower than the plain path's
+    /// SIMD kernels).
+    pub x8_simd: bool,
 }
 
 impl Kernels {
@@ -103,6 +115,10 @@ impl Kernels {
             gemv_q4_1_q8_1: scalar::gemv_q4_1_q8_1,
             gemv_q8_0_q8_0: scalar::gemv_q8_0_q8_0,
             gemm_q4_0_q8_0: scalar::gemm_q4_0_q8_0,
+            gemm_q4_0x8: repack::gemm_q4_0x8,
+            gemm_q4_1x8: repack::gemm_q4_1x8,
+            gemm_q8_0x8: repack::gemm_q8_0x8,
+            x8_simd: false,
         }
     }
 

@@ -17,7 +17,9 @@
 //! tokens; `attention` splits heads. Everything else runs on the caller's thread.
 
 pub mod kernels;
+mod os;
 pub mod pool;
+pub mod repack;
 pub mod scalar;
 
 #[cfg(all(feature = "std", target_arch = "aarch64"))]
@@ -38,7 +40,8 @@ use crate::backend::{AttnParams, Backend, BufferKind, Capabilities, HostRegion, 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
-use crate::tensor::{TensorMut, TensorRef};
+use repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8};
+use crate::tensor::{Shape, TensorMut, TensorRef};
 
 pub use kernels::{Isa, Kernels};
 use pool::Grid;
@@ -57,6 +60,8 @@ enum Mem {
 pub struct CpuBuffer {
     mem: Mem,
     len: usize,
+    /// A weight in the row-interleaved x8 layout (`repack`), repacked at import.
+    x8: bool,
 }
 
 impl CpuBuffer {
@@ -78,6 +83,10 @@ impl CpuBuffer {
     pub fn is_borrowed(&self) -> bool {
         matches!(self.mem, Mem::Host(_))
     }
+    /// True for a weight repacked at import into the x8 layout (`cpu::repack`).
+    pub fn is_repacked(&self) -> bool {
+        self.x8
+    }
 }
 
 /// The CPU backend.
@@ -92,6 +101,12 @@ pub struct CpuBackend {
     scores: Vec<f32>,
     /// One dequantized row (get_rows of quantized tables is row by row).
     row: Vec<f32>,
+    /// Activation rows for the x8 kernels (quantized as Q8_1, then converted).
+    qa: Vec<BlockQ8Act>,
+    /// Repack eligible weights into the x8 layout at import (`set_repack`).
+    repack: bool,
+    /// Bytes of weights repacked at import so far.
+    repacked: core::sync::atomic::AtomicU64,
 }
 
 impl CpuBackend {
@@ -117,7 +132,25 @@ impl CpuBackend {
             q8_1: Vec::new(),
             scores: Vec::new(),
             row: Vec::new(),
+            qa: Vec::new(),
+            repack: k.x8_simd && repack_env_allows(),
+            repacked: core::sync::atomic::AtomicU64::new(0),
         }
+    }
+    /// Whether weights imported from now on are repacked into the x8 layout
+    /// (`cpu::repack`). On by default when the ISA has x8 SIMD kernels
+    /// (`Kernels::x8_simd`); off keeps every weight in the file's pages, uncopied.
+    pub fn set_repack(&mut self, on: bool) {
+        self.repack = on;
+    }
+    /// Whether weights are repacked at import (see [`CpuBackend::set_repack`]).
+    pub fn repacks(&self) -> bool {
+        self.repack
+    }
+    /// Bytes of weights repacked at import so far (each one replaces the same number of
+    /// mapped bytes, whose pages are released).
+    pub fn repacked_bytes(&self) -> u64 {
+        self.repacked.load(core::sync::atomic::Ordering::Relaxed)
     }
     pub fn kernels(&self) -> &Kernels {
         &self.k
@@ -157,6 +190,21 @@ pub(crate) fn q8_simd_scale(amax: f32, any_nan: bool) -> Option<(f32, f32)> {
 pub(crate) fn rows4<T>(w: &[T], r: usize, nb: usize) -> [&[T]; 4] {
     let w = &w[r * nb..(r + 4) * nb];
     [&w[..nb], &w[nb..2 * nb], &w[2 * nb..3 * nb], &w[3 * nb..]]
+}
+
+/// `ANTIGRAVITY_CPU_REPACK=0` (or `off`) turns load-time repacking off for backends
+/// built from now on (to compare layouts, or to keep every weight in the file's pages);
+/// anything else, or unset, leaves the default. The one environment knob of the CPU
+/// backend, read here only.
+fn repack_env_allows() -> bool {
+    #[cfg(feature = "std")]
+    {
+        !matches!(std::env::var("ANTIGRAVITY_CPU_REPACK").as_deref(), Ok("0") | Ok("off"))
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        true
+    }
 }
 
 /// The default thread count: `std::thread::available_parallelism` (1 without `std` or
@@ -265,6 +313,47 @@ fn matmul_gemm<W: Sync, X: Sync>(
     });
 }
 
+/// `matmul` over an x8 weight (`w`: `n_out / 8` groups of `nb` blocks): tiles of
+/// whole groups, each running the `Kernels::gemm_*x8` entry over its tokens. Decode
+/// (one token) writes the tile's row directly; prefill goes through a stack buffer of
+/// `GEMM_COLS` outputs at a time, as `matmul_gemm`.
+#[allow(clippy::too_many_arguments)]
+fn matmul_x8<W: Sync>(
+    pool: &mut ThreadPool,
+    w: &[W],
+    x: &[BlockQ8Act],
+    y: &mut [f32],
+    n_out: usize,
+    n_tok: usize,
+    nb: usize,
+    gemm: fn(&[W], &[BlockQ8Act], usize, &mut [f32]),
+) {
+    use repack::ROWS_X8;
+    let grid = matmul_grid(n_out, n_tok, pool.threads(), nb * core::mem::size_of::<W>() / ROWS_X8);
+    debug_assert!(grid.col_tile % ROWS_X8 == 0 || grid.col_tile >= n_out);
+    pool.run_tiles(y, grid, &mut [0u8; 0], 0, &|mut tile, _| {
+        let (cols, toks) = (tile.cols(), tile.rows());
+        let wg = |c0: usize, c1: usize| &w[c0 / ROWS_X8 * nb..c1 / ROWS_X8 * nb];
+        if toks.len() == 1 {
+            gemm(wg(cols.start, cols.end), &x[toks.start * nb..toks.end * nb], nb, tile.row(toks.start));
+            return;
+        }
+        let xt = &x[toks.start * nb..toks.end * nb];
+        let mut buf = [0f32; 16 * GEMM_COLS]; // (tokens, cols) of one call
+        let mut c0 = cols.start;
+        while c0 < cols.end {
+            let c1 = (c0 + GEMM_COLS).min(cols.end);
+            let n = c1 - c0;
+            let out = &mut buf[..toks.len() * n];
+            gemm(wg(c0, c1), xt, nb, out);
+            for (i, t) in toks.clone().enumerate() {
+                tile.row(t)[c0 - cols.start..c1 - cols.start].copy_from_slice(&out[i * n..(i + 1) * n]);
+            }
+            c0 = c1;
+        }
+    });
+}
+
 /// Quantizes the `n_tok` rows of `xs` (`n_in` floats each) into `xq` (`nb` blocks each);
 /// rows are split over the pool when there are several.
 fn quantize_rows<B: Send>(pool: &mut ThreadPool, xs: &[f32], xq: &mut [B], n_in: usize, q: fn(&[f32], &mut [B])) {
@@ -345,6 +434,7 @@ impl Backend for CpuBackend {
         Ok(CpuBuffer {
             mem: Mem::Owned(vec![Chunk([0; 64]); chunks]),
             len: bytes,
+            x8: false,
         })
     }
     fn import_host(&self, region: HostRegion) -> Result<CpuBuffer> {
@@ -352,7 +442,36 @@ impl Backend for CpuBackend {
         Ok(CpuBuffer {
             mem: Mem::Host(region),
             len,
+            x8: false,
         })
+    }
+    /// Q4_0 / Q4_1 / Q8_0 matrices with rows in multiples of 8 are repacked into the x8
+    /// layout when repacking is on (`set_repack`): one owned copy, after which the file's
+    /// pages of the tensor are released (`madvise(MADV_DONTNEED)` on the mapping), so
+    /// resident memory holds the weight once. Everything else is used in place.
+    fn import_weight(&self, region: HostRegion, dtype: DType, shape: Shape) -> Result<CpuBuffer> {
+        let d = shape.dims();
+        if !self.repack || d.len() != 2 || !repack::can_repack(dtype, d[0], d[1]) {
+            return self.import_host(region);
+        }
+        let src = region.bytes();
+        let mut buf = self.alloc(src.len(), BufferKind::Shared)?;
+        let dst = buf.bytes_mut().ok_or(Error::ReadOnly { what: "repack buffer" })?;
+        if !repack::repack(dtype, d[0], d[1], src, dst) {
+            return Err(Error::invalid(alloc::format!(
+                "repack: {dtype:?} [{}, {}] tensor of {} bytes does not fit its shape",
+                d[0],
+                d[1],
+                src.len()
+            )));
+        }
+        buf.x8 = true;
+        self.repacked
+            .fetch_add(src.len() as u64, core::sync::atomic::Ordering::Relaxed);
+        if region.is_file_mapped() {
+            os::release_pages(src);
+        }
+        Ok(buf)
     }
     fn buffer_len(&self, buf: &CpuBuffer) -> usize {
         buf.len
@@ -396,6 +515,7 @@ impl Backend for CpuBackend {
         grow(&mut self.q8_1, blocks);
         grow(&mut self.scores, r.max_ctx * r.n_head.max(1));
         grow(&mut self.row, r.max_row);
+        grow(&mut self.qa, blocks);
         Ok(())
     }
     fn synchronize(&mut self) -> Result<()> {
@@ -406,8 +526,21 @@ impl Backend for CpuBackend {
         let dim = table.shape.row_len();
         let rb = table.dtype.row_bytes(dim).unwrap_or(0);
         let src = view(&table);
+        let x8 = table.buf.x8;
         let dst = f32s_mut(view_mut(out)?);
+        let mut unpacked = [0u8; 34];
         for (t, &id) in ids.iter().enumerate() {
+            if x8 {
+                // One GGUF block at a time out of the interleaved groups.
+                let bb = table.dtype.block_bytes();
+                for b in 0..dim / 32 {
+                    let ub = &mut unpacked[..bb];
+                    repack::extract_block(table.dtype, src, dim, id as usize, b, ub);
+                    crate::quant::dequantize_row(table.dtype, ub, &mut dst[t * dim + 32 * b..t * dim + 32 * (b + 1)])
+                        .map_err(|e| Error::invalid(alloc::format!("get_rows: {e:?}")))?;
+                }
+                continue;
+            }
             let row = &src[id as usize * rb..(id as usize + 1) * rb];
             crate::quant::dequantize_row(table.dtype, row, &mut dst[t * dim..(t + 1) * dim])
                 .map_err(|e| Error::invalid(alloc::format!("get_rows: {e:?}")))?;
@@ -425,6 +558,31 @@ impl Backend for CpuBackend {
         let k = self.k;
         let pool = &mut self.pool;
         const UNRESERVED: &str = "matmul: scratch not reserved for this batch (call reserve)";
+        if w.buf.x8 {
+            if w.offset != 0 {
+                return Err(Error::invalid("matmul: a repacked (x8) weight is used whole, not at an offset"));
+            }
+            if self.q8_1.len() < n_tok * nb || self.qa.len() < n_tok * nb {
+                return Err(Error::invalid(UNRESERVED));
+            }
+            let (xq, qa) = (&mut self.q8_1[..n_tok * nb], &mut self.qa[..n_tok * nb]);
+            quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_1);
+            repack::act_from_q8_1(xq, qa);
+            let qa = &*qa;
+            match w.dtype {
+                DType::Q4_0 => matmul_x8(pool, bytemuck::cast_slice::<_, BlockQ4_0x8>(wb), qa, ys, n_out, n_tok, nb, k.gemm_q4_0x8),
+                DType::Q4_1 => matmul_x8(pool, bytemuck::cast_slice::<_, BlockQ4_1x8>(wb), qa, ys, n_out, n_tok, nb, k.gemm_q4_1x8),
+                DType::Q8_0 => matmul_x8(pool, bytemuck::cast_slice::<_, BlockQ8_0x8>(wb), qa, ys, n_out, n_tok, nb, k.gemm_q8_0x8),
+                other => {
+                    return Err(Error::DType {
+                        op: "matmul",
+                        what: "repacked weight",
+                        dtype: other,
+                    })
+                }
+            }
+            return Ok(());
+        }
         match w.dtype {
             DType::Q4_0 | DType::Q8_0 => {
                 if self.q8_0.len() < n_tok * nb {

@@ -678,3 +678,157 @@ mod backend {
         }
     }
 }
+
+// --- row-interleaved (x8) layouts ----------------------------------------------------
+
+mod x8 {
+    //! The x8 kernels (`cpu::repack`) against the plain layout's scalar dots: the scalar
+    //! x8 twins bit-identical (same integer sums, same float steps in the same order),
+    //! every SIMD table within the single-dot bound above. Activations come from the Q8
+    //! quantizer in the model, so |q| ≤ 127; the tests draw −127..=127 (the AVX2 Q8_0
+    //! kernel's sign trick needs it), weights use every byte.
+
+    use half::f16;
+    use proptest::prelude::*;
+
+    use super::{close, mag_q4_0, mag_q4_1, mag_q8_0, q4_0_blocks, q4_1_blocks, q8_0_blocks, scale, tol_blocks};
+    use crate::cpu::repack::{self, BlockQ8Act};
+    use crate::cpu::{Isa, Kernels};
+    use crate::dtype::DType;
+    use crate::quant::{dot, BlockQ8_1};
+
+    fn act_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ8_1>> {
+        prop::collection::vec((scale(), scale(), prop::collection::vec(-127i8..=127, 32)), n).prop_map(|v| {
+            v.into_iter()
+                .map(|(d, s, qs)| BlockQ8_1 {
+                    d,
+                    s,
+                    qs: qs.try_into().unwrap(),
+                })
+                .collect()
+        })
+    }
+
+    fn packed<T: bytemuck::Pod>(dtype: DType, w: &[T], rows: usize, cols: usize) -> Vec<u8> {
+        let src: &[u8] = bytemuck::cast_slice(w);
+        let mut dst = vec![0u8; src.len()];
+        assert!(repack::repack(dtype, rows, cols, src, &mut dst));
+        // Every block comes back out unchanged.
+        let bb = dtype.block_bytes();
+        let mut b1 = vec![0u8; bb];
+        for r in 0..rows {
+            for b in 0..cols / 32 {
+                repack::extract_block(dtype, &dst, cols, r, b, &mut b1);
+                assert_eq!(b1, src[(r * cols / 32 + b) * bb..][..bb], "{dtype:?} row {r} block {b}");
+            }
+        }
+        dst
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        #[test]
+        fn gemm_x8_every_type(
+            (nb, w0, w1, w8, xa) in (1usize..20, 1usize..4, 1usize..10).prop_flat_map(|(nb, groups, toks)| {
+                let rows = 8 * groups;
+                (Just(nb), q4_0_blocks(rows * nb), q4_1_blocks(rows * nb), q8_0_blocks(rows * nb), act_blocks(toks * nb))
+            }),
+        ) {
+            let (rows, toks, cols) = (w0.len() / nb, xa.len() / nb, nb * 32);
+            let x: Vec<BlockQ8Act> = xa.iter().map(BlockQ8Act::from_q8_1).collect();
+            let x0: Vec<_> = xa.iter().map(repack::q8_0_of).collect();
+            let p0 = packed(DType::Q4_0, &w0, rows, cols);
+            let p1 = packed(DType::Q4_1, &w1, rows, cols);
+            let p8 = packed(DType::Q8_0, &w8, rows, cols);
+            let tables = Isa::ALL.into_iter().filter_map(Kernels::for_isa);
+            for k in tables {
+                let mut g = vec![f32::NAN; rows * toks];
+                let exact = !k.x8_simd; // the scalar twins
+                (k.gemm_q4_0x8)(bytemuck::cast_slice(&p0), &x, nb, &mut g);
+                for t in 0..toks {
+                    for r in 0..rows {
+                        let (wr, xt) = (&w0[r * nb..(r + 1) * nb], &x0[t * nb..(t + 1) * nb]);
+                        let want = dot::vec_dot_q4_0_q8_0(wr, xt);
+                        let got = g[t * rows + r];
+                        if exact {
+                            prop_assert!(got == want || (got.is_nan() && want.is_nan()), "{} q4_0x8 [{t},{r}]: {got} vs {want}", k.isa.name());
+                        } else {
+                            prop_assert!(close(got, want, tol_blocks(nb, mag_q4_0(wr, xt))), "{} q4_0x8 [{t},{r}]: {got} vs {want}", k.isa.name());
+                        }
+                    }
+                }
+                (k.gemm_q4_1x8)(bytemuck::cast_slice(&p1), &x, nb, &mut g);
+                for t in 0..toks {
+                    for r in 0..rows {
+                        let (wr, xt) = (&w1[r * nb..(r + 1) * nb], &xa[t * nb..(t + 1) * nb]);
+                        let want = dot::vec_dot_q4_1_q8_1(wr, xt);
+                        let got = g[t * rows + r];
+                        if exact {
+                            prop_assert!(got == want || (got.is_nan() && want.is_nan()), "{} q4_1x8 [{t},{r}]: {got} vs {want}", k.isa.name());
+                        } else {
+                            prop_assert!(close(got, want, tol_blocks(nb, mag_q4_1(wr, xt))), "{} q4_1x8 [{t},{r}]: {got} vs {want}", k.isa.name());
+                        }
+                    }
+                }
+                (k.gemm_q8_0x8)(bytemuck::cast_slice(&p8), &x, nb, &mut g);
+                for t in 0..toks {
+                    for r in 0..rows {
+                        let (wr, xt) = (&w8[r * nb..(r + 1) * nb], &x0[t * nb..(t + 1) * nb]);
+                        let want = dot::vec_dot_q8_0_q8_0(wr, xt);
+                        let got = g[t * rows + r];
+                        if exact {
+                            prop_assert!(got == want || (got.is_nan() && want.is_nan()), "{} q8_0x8 [{t},{r}]: {got} vs {want}", k.isa.name());
+                        } else {
+                            prop_assert!(close(got, want, tol_blocks(nb, mag_q8_0(wr, xt))), "{} q8_0x8 [{t},{r}]: {got} vs {want}", k.isa.name());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Extreme bytes: all nibbles 0 or 15, weights −128/127, activations ±127, unit
+    /// scales — small integers, so every table must match the plain dot exactly.
+    #[test]
+    fn gemm_x8_extremes_exact() {
+        let (nb, rows, toks) = (3usize, 16usize, 6usize);
+        let one = f16::from_f32(1.0);
+        let w0: Vec<crate::quant::BlockQ4_0> = (0..rows * nb)
+            .map(|i| crate::quant::BlockQ4_0 {
+                d: one,
+                qs: [if i % 3 == 0 { 0x00 } else { 0xff }; 16],
+            })
+            .collect();
+        let w8: Vec<crate::quant::BlockQ8_0> = (0..rows * nb)
+            .map(|i| crate::quant::BlockQ8_0 {
+                d: one,
+                qs: [[-128, 127, -1][i % 3]; 32],
+            })
+            .collect();
+        let xa: Vec<BlockQ8_1> = (0..toks * nb)
+            .map(|i| BlockQ8_1 {
+                d: one,
+                s: one,
+                qs: [[-127, 127, 0, -1][i % 4]; 32],
+            })
+            .collect();
+        let x: Vec<BlockQ8Act> = xa.iter().map(BlockQ8Act::from_q8_1).collect();
+        let x0: Vec<_> = xa.iter().map(repack::q8_0_of).collect();
+        let p0 = packed(DType::Q4_0, &w0, rows, nb * 32);
+        let p8 = packed(DType::Q8_0, &w8, rows, nb * 32);
+        for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
+            let mut g = vec![f32::NAN; rows * toks];
+            (k.gemm_q4_0x8)(bytemuck::cast_slice(&p0), &x, nb, &mut g);
+            let mut h = vec![f32::NAN; rows * toks];
+            (k.gemm_q8_0x8)(bytemuck::cast_slice(&p8), &x, nb, &mut h);
+            for t in 0..toks {
+                for r in 0..rows {
+                    let xt = &x0[t * nb..(t + 1) * nb];
+                    assert_eq!(g[t * rows + r], dot::vec_dot_q4_0_q8_0(&w0[r * nb..(r + 1) * nb], xt), "{} q4_0x8", k.isa.name());
+                    assert_eq!(h[t * rows + r], dot::vec_dot_q8_0_q8_0(&w8[r * nb..(r + 1) * nb], xt), "{} q8_0x8", k.isa.name());
+                }
+            }
+        }
+    }
+}

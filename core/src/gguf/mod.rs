@@ -125,7 +125,7 @@ impl GgufFile {
         // memory-mapped model loader (llama.cpp does the same). All bounds were checked
         // against the length at parse time.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        GgufFile::from_region(HostRegion::new(Arc::new(map)), &name)
+        GgufFile::from_region(HostRegion::file_mapped(Arc::new(map)), &name)
     }
 
     /// Parses a GGUF file held in memory. `name` stands for the file in errors.

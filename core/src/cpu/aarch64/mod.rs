@@ -42,6 +42,11 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         gemv_q8_0_q8_0: gemv_q8_0_q8_0_neon,
         // No NEON GEMM tile yet: one gemv per token (the pre-GEMM path).
         gemm_q4_0_q8_0: gemm_q4_0_q8_0_neon,
+        // x8 layouts: scalar twins until NEON kernels exist (x8_simd false: no repack).
+        gemm_q4_0x8: super::repack::gemm_q4_0x8,
+        gemm_q4_1x8: super::repack::gemm_q4_1x8,
+        gemm_q8_0x8: super::repack::gemm_q8_0x8,
+        x8_simd: false,
     };
     match isa {
         Isa::Neon if neon => Some(base),

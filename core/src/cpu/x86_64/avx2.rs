@@ -30,6 +30,10 @@ pub(crate) fn kernels() -> Option<Kernels> {
         gemv_q4_1_q8_1,
         gemv_q8_0_q8_0,
         gemm_q4_0_q8_0,
+        gemm_q4_0x8: super::repack::gemm_q4_0x8_avx2,
+        gemm_q4_1x8: super::repack::gemm_q4_1x8_avx2,
+        gemm_q8_0x8: super::repack::gemm_q8_0x8_avx2,
+        x8_simd: true,
     })
 }
 

@@ -62,6 +62,22 @@ pub(crate) fn kernels() -> Option<Kernels> {
         } else {
             super::avx2::gemm_q4_0_q8_0
         },
+        gemm_q4_0x8: if vnni_vl {
+            super::repack::gemm_q4_0x8_vnni
+        } else {
+            super::repack::gemm_q4_0x8_avx2
+        },
+        gemm_q4_1x8: if vnni_vl {
+            super::repack::gemm_q4_1x8_vnni
+        } else {
+            super::repack::gemm_q4_1x8_avx2
+        },
+        gemm_q8_0x8: if vnni_vl {
+            super::repack::gemm_q8_0x8_vnni
+        } else {
+            super::repack::gemm_q8_0x8_avx2
+        },
+        x8_simd: true,
     })
 }
 

@@ -60,6 +60,7 @@ macro_rules! gemm_tiles {
 
 pub(crate) mod avx2;
 pub(crate) mod avx512;
+mod repack;
 
 use core::arch::x86_64::*;
 

@@ -1,0 +1,282 @@
+//! Row-interleaved ("x8") weight layouts for the CPU matmul kernels, their scalar
+//! kernels (the twins every SIMD version is tested against), and the activation block
+//! they multiply with.
+//!
+//! **Why.** A GGUF matrix stores each row's blocks one after another. A kernel that
+//! works on several rows at once (to share the activation loads) then reads several
+//! far-apart streams, converts one f16 scale per row per block, and needs a horizontal
+//! sum per row at the end. Measured on an AMD EPYC (Zen 4; `examples/decode_stream.rs`,
+//! see `docs/perf-notes.md`): the four-row Q8_0 kernel ran at 25 GB/s on a
+//! cache-resident matrix and at 4.7 GB/s when the matrix streamed from DRAM, where a
+//! plain sequential read reaches 22 GB/s. Decode reads every weight from DRAM once per
+//! token, so that is what it got.
+//!
+//! **Layout.** Eight consecutive rows are interleaved block by block: group `g`, block
+//! `b` is one `Block*x8` holding block `b` of rows `8g..8g+8`, so a matrix is read as one
+//! sequential stream, the eight scales convert with one instruction, and eight outputs
+//! come out of one vector accumulator. Within a block the quant bytes are cut into
+//! 4-byte pieces and interleaved row by row:
+//! * Q4_0 / Q4_1 (16 bytes a row): byte `32q + 4j + i` = row `j`'s `qs[4q + i]`, for
+//!   `q < 4`. Its low nibble is element `4q + i`, its high nibble element `4q + i + 16`,
+//!   so a 32-byte vector's low nibbles are "elements `4q..4q+4` of rows 0..8" — one
+//!   4-byte piece per 32-bit lane — and its high nibbles the same for `4(q+4)..`.
+//! * Q8_0 (32 bytes a row): byte `32c + 4j + i` = row `j`'s `qs[4c + i]`, for `c < 8`.
+//!
+//! A 32-bit lane therefore always meets four weights of one row, which is the unit of
+//! `vpdpbusd` (x86 VNNI), `sdot` (ARM dotprod) and `pmaddubsw` + `pmaddwd` (AVX2): the
+//! activation side is the matching 4-byte piece of the activation block, broadcast.
+//! The interleave is a permutation: a repacked matrix has exactly the bytes of the
+//! original (`size_of::<BlockQ4_0x8>() == 8 * size_of::<BlockQ4_0>()`), and every value,
+//! scale and product is the one the plain layout gives.
+//!
+//! ggml does the same at load for Q4_0 (`block_q4_0x8`, "runtime repack"); this layout
+//! is our own (4-byte pieces, unsigned nibbles kept as in the file) and covers Q4_1 and
+//! Q8_0 too.
+//!
+//! **Activations.** [`BlockQ8Act`] is a Q8 activation block with what the kernels need
+//! per block pre-converted: the scale as f32 (the f16-rounded value ggml uses), Q8_1's
+//! `s` (also f16-rounded) and the integer sum of the quants. With the sum, Q4_0's
+//! `Σ (q − 8)·y` is `Σ q·y − 8·Σ y`, so the nibbles are used unsigned as stored.
+
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+use crate::dtype::DType;
+use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+
+/// Rows interleaved per group.
+pub const ROWS_X8: usize = 8;
+
+/// Block `b` of eight Q4_0 rows (see the module docs for the byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ4_0x8 {
+    pub d: [f16; 8],
+    pub qs: [u8; 128],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ4_0x8>() == 8 * core::mem::size_of::<BlockQ4_0>());
+
+/// Block `b` of eight Q4_1 rows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ4_1x8 {
+    pub d: [f16; 8],
+    pub m: [f16; 8],
+    pub qs: [u8; 128],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ4_1x8>() == 8 * core::mem::size_of::<BlockQ4_1>());
+
+/// Block `b` of eight Q8_0 rows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ8_0x8 {
+    pub d: [f16; 8],
+    pub qs: [i8; 256],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ8_0x8>() == 8 * core::mem::size_of::<BlockQ8_0>());
+
+/// A Q8 activation block for the x8 kernels: `qs` and `d` as ggml's `block_q8_1`
+/// quantizer makes them, with `d` and `s` already converted from their f16 values and
+/// `sum = Σ qs`. Internal scratch, not a file format.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ8Act {
+    pub d: f32,
+    /// Q8_1's `s` (`d · Σ qs` rounded to f16), for Q4_1 weights.
+    pub s: f32,
+    pub sum: i32,
+    pub _pad: i32,
+    pub qs: [i8; 32],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ8Act>() == 48);
+
+impl BlockQ8Act {
+    /// From a Q8_1 block (whose `d` and `qs` equal Q8_0's for the same input).
+    #[inline]
+    pub fn from_q8_1(b: &BlockQ8_1) -> BlockQ8Act {
+        BlockQ8Act {
+            d: b.d.to_f32(),
+            s: b.s.to_f32(),
+            sum: b.qs.iter().map(|&q| q as i32).sum(),
+            _pad: 0,
+            qs: b.qs,
+        }
+    }
+}
+
+/// The weight dtypes with an x8 layout.
+pub fn has_x8(dtype: DType) -> bool {
+    matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
+}
+
+/// Whether a `[rows, cols]` matrix of `dtype` can take the x8 layout.
+pub fn can_repack(dtype: DType, rows: usize, cols: usize) -> bool {
+    has_x8(dtype) && rows > 0 && rows % ROWS_X8 == 0 && cols > 0 && cols % 32 == 0
+}
+
+/// Byte `k` (< 16) of row `j`'s Q4 block sits at `q4_pos(j, k)` of the x8 block's `qs`.
+#[inline]
+const fn q4_pos(j: usize, k: usize) -> usize {
+    32 * (k / 4) + 4 * j + k % 4
+}
+/// Byte `k` (< 32) of row `j`'s Q8 block sits at `q8_pos(j, k)` of the x8 block's `qs`.
+#[inline]
+const fn q8_pos(j: usize, k: usize) -> usize {
+    32 * (k / 4) + 4 * j + k % 4
+}
+
+/// Repacks a row-major `[rows, cols]` matrix (`src`, GGUF layout) into `dst` (the same
+/// number of bytes). `can_repack(dtype, rows, cols)` must hold; returns false otherwise.
+pub fn repack(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut [u8]) -> bool {
+    if !can_repack(dtype, rows, cols) || src.len() != dst.len() {
+        return false;
+    }
+    let nb = cols / 32;
+    macro_rules! go {
+        ($b:ty, $x:ty, |$d:ident, $s:ident, $j:ident| $fill:expr) => {{
+            let s: &[$b] = bytemuck::cast_slice(src);
+            let d: &mut [$x] = bytemuck::cast_slice_mut(dst);
+            for g in 0..rows / ROWS_X8 {
+                for b in 0..nb {
+                    let $d = &mut d[g * nb + b];
+                    for $j in 0..ROWS_X8 {
+                        let $s = &s[(ROWS_X8 * g + $j) * nb + b];
+                        $fill;
+                    }
+                }
+            }
+        }};
+    }
+    match dtype {
+        DType::Q4_0 => go!(BlockQ4_0, BlockQ4_0x8, |d, s, j| {
+            d.d[j] = s.d;
+            for k in 0..16 {
+                d.qs[q4_pos(j, k)] = s.qs[k];
+            }
+        }),
+        DType::Q4_1 => go!(BlockQ4_1, BlockQ4_1x8, |d, s, j| {
+            d.d[j] = s.d;
+            d.m[j] = s.m;
+            for k in 0..16 {
+                d.qs[q4_pos(j, k)] = s.qs[k];
+            }
+        }),
+        DType::Q8_0 => go!(BlockQ8_0, BlockQ8_0x8, |d, s, j| {
+            d.d[j] = s.d;
+            for k in 0..32 {
+                d.qs[q8_pos(j, k)] = s.qs[k];
+            }
+        }),
+        _ => return false,
+    }
+    true
+}
+
+/// Block `b` of row `r` of an x8 matrix (`cols` wide) in the GGUF layout, written to
+/// `dst` (`dtype.block_bytes()` bytes): the inverse of [`repack`] for one block.
+pub fn extract_block(dtype: DType, packed: &[u8], cols: usize, r: usize, b: usize, dst: &mut [u8]) {
+    let nb = cols / 32;
+    let (i, j) = ((r / ROWS_X8) * nb + b, r % ROWS_X8);
+    match dtype {
+        DType::Q4_0 => {
+            let x = &bytemuck::cast_slice::<u8, BlockQ4_0x8>(packed)[i];
+            let o: &mut BlockQ4_0 = bytemuck::from_bytes_mut(dst);
+            o.d = x.d[j];
+            o.qs = core::array::from_fn(|k| x.qs[q4_pos(j, k)]);
+        }
+        DType::Q4_1 => {
+            let x = &bytemuck::cast_slice::<u8, BlockQ4_1x8>(packed)[i];
+            let o: &mut BlockQ4_1 = bytemuck::from_bytes_mut(dst);
+            o.d = x.d[j];
+            o.m = x.m[j];
+            o.qs = core::array::from_fn(|k| x.qs[q4_pos(j, k)]);
+        }
+        DType::Q8_0 => {
+            let x = &bytemuck::cast_slice::<u8, BlockQ8_0x8>(packed)[i];
+            let o: &mut BlockQ8_0 = bytemuck::from_bytes_mut(dst);
+            o.d = x.d[j];
+            o.qs = core::array::from_fn(|k| x.qs[q8_pos(j, k)]);
+        }
+        _ => unreachable!("extract_block: {dtype:?} has no x8 layout"),
+    }
+}
+
+// --- scalar kernels ---------------------------------------------------------------
+//
+// `gemm_*x8(w, x, nb, y)`: `w` is `groups × nb` x8 blocks (8 · groups weight rows), `x`
+// is `toks × nb` activation blocks, `y` is `[toks, 8 · groups]`. Per output the float
+// steps are those of the plain scalar `vec_dot_*` (`quant::dot`) in the same order, so
+// these twins give bit-identical results to the plain layout's scalar kernels.
+
+/// Q4_0 x8 weights · Q8 activations.
+pub fn gemm_q4_0x8(w: &[BlockQ4_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    each_output(w, x, nb, y, |blk, xb, j, sumf| {
+        let mut sumi = 0i32;
+        for k in 0..16 {
+            let v = blk.qs[q4_pos(j, k)];
+            sumi += ((v & 0x0f) as i32 - 8) * xb.qs[k] as i32 + ((v >> 4) as i32 - 8) * xb.qs[k + 16] as i32;
+        }
+        *sumf += sumi as f32 * (blk.d[j].to_f32() * xb.d);
+    });
+}
+
+/// Q4_1 x8 weights · Q8 activations (`s` as Q8_1's).
+pub fn gemm_q4_1x8(w: &[BlockQ4_1x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    each_output(w, x, nb, y, |blk, xb, j, sumf| {
+        let mut sumi = 0i32;
+        for k in 0..16 {
+            let v = blk.qs[q4_pos(j, k)];
+            sumi += (v & 0x0f) as i32 * xb.qs[k] as i32 + (v >> 4) as i32 * xb.qs[k + 16] as i32;
+        }
+        *sumf += (blk.d[j].to_f32() * xb.d) * sumi as f32 + blk.m[j].to_f32() * xb.s;
+    });
+}
+
+/// Q8_0 x8 weights · Q8 activations.
+pub fn gemm_q8_0x8(w: &[BlockQ8_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    each_output(w, x, nb, y, |blk, xb, j, sumf| {
+        let mut sumi = 0i32;
+        for k in 0..32 {
+            sumi += blk.qs[q8_pos(j, k)] as i32 * xb.qs[k] as i32;
+        }
+        *sumf += sumi as f32 * (blk.d[j].to_f32() * xb.d);
+    });
+}
+
+/// The output loop shared by the scalar x8 kernels: `step(block, x_block, row_in_group,
+/// &mut sum)` per block, in block order.
+#[inline]
+fn each_output<W>(w: &[W], x: &[BlockQ8Act], nb: usize, y: &mut [f32], step: impl Fn(&W, &BlockQ8Act, usize, &mut f32)) {
+    if nb == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let (groups, toks) = (w.len() / nb, x.len() / nb);
+    let rows = groups * ROWS_X8;
+    debug_assert_eq!(y.len(), rows * toks);
+    for t in 0..toks {
+        let xt = &x[t * nb..(t + 1) * nb];
+        for g in 0..groups {
+            let wg = &w[g * nb..(g + 1) * nb];
+            for j in 0..ROWS_X8 {
+                let mut sumf = 0.0f32;
+                for (blk, xb) in wg.iter().zip(xt) {
+                    step(blk, xb, j, &mut sumf);
+                }
+                y[t * rows + g * ROWS_X8 + j] = sumf;
+            }
+        }
+    }
+}
+
+/// Converts Q8_1 activation blocks to [`BlockQ8Act`] (same values).
+pub fn act_from_q8_1(src: &[BlockQ8_1], dst: &mut [BlockQ8Act]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = BlockQ8Act::from_q8_1(s);
+    }
+}
+
+/// The Q8_0 view of a Q8_1 block (same `d` and `qs`), for tests and references.
+pub fn q8_0_of(b: &BlockQ8_1) -> BlockQ8_0 {
+    BlockQ8_0 { d: b.d, qs: b.qs }
+}
