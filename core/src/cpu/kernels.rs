@@ -73,6 +73,9 @@ pub struct Kernels {
     pub vec_dot_f16_f32: fn(&[f16], &[f32]) -> f32,
     pub vec_dot_bf16_f32: fn(&[bf16], &[f32]) -> f32,
     pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
+    /// `y += a · x` (attention's weighted sum of values). Scalar twin:
+    /// `cpu::scalar::vec_mad_f32`.
+    pub vec_mad_f32: fn(&mut [f32], &[f32], f32),
     /// `y[r] = vec_dot(w[r·nb..(r+1)·nb], x)` for every `r in 0..y.len()`, with
     /// `nb = x.len()`: many weight rows against one activation row in one call, so SIMD
     /// versions can share the activation loads and scale conversions across rows.
@@ -111,6 +114,7 @@ impl Kernels {
             vec_dot_f16_f32: dot::vec_dot_f16_f32,
             vec_dot_bf16_f32: dot::vec_dot_bf16_f32,
             vec_dot_f32: dot::vec_dot_f32,
+            vec_mad_f32: scalar::vec_mad_f32,
             gemv_q4_0_q8_0: scalar::gemv_q4_0_q8_0,
             gemv_q4_1_q8_1: scalar::gemv_q4_1_q8_1,
             gemv_q8_0_q8_0: scalar::gemv_q8_0_q8_0,

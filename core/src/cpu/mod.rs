@@ -696,6 +696,7 @@ impl Backend for CpuBackend {
             scalar::attention(qs, ks, vs, os, &mut self.scores, p, n_tok);
             return Ok(());
         }
+        let kern = self.k;
         // One task per query head: its column tile of `out` ([n_tok, n_head * hd]) and
         // its own row of `scores`.
         let grid = Grid {
@@ -707,7 +708,7 @@ impl Backend for CpuBackend {
         self.pool.run_tiles(os, grid, &mut self.scores, ctx, &|mut tile, sc| {
             let h = tile.cols().start / p.head_dim;
             for t in tile.rows() {
-                scalar::attend_one(qs, ks, vs, p, t, h, sc, tile.row(t));
+                scalar::attend_one(qs, ks, vs, p, t, h, sc, tile.row(t), kern.vec_dot_f32, kern.vec_mad_f32);
             }
         });
         Ok(())

@@ -136,7 +136,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], scores: &mut 
     for t in 0..n_tok {
         for h in 0..p.n_head {
             let oh = &mut out[(t * p.n_head + h) * hd..][..hd];
-            attend_one(q, k, v, p, t, h, scores, oh);
+            attend_one(q, k, v, p, t, h, scores, oh, crate::quant::dot::vec_dot_f32, vec_mad_f32);
         }
     }
 }
@@ -153,6 +153,8 @@ pub fn attend_one(
     h: usize,
     scores: &mut [f32],
     oh: &mut [f32],
+    dot: fn(&[f32], &[f32]) -> f32,
+    mad: fn(&mut [f32], &[f32], f32),
 ) {
     let hd = p.head_dim;
     let group = p.n_head / p.n_kv_head;
@@ -163,14 +165,19 @@ pub fn attend_one(
     let sc = &mut scores[..n_ctx];
     for (s, slot) in sc.iter_mut().zip(0..n_ctx) {
         let kr = &k[slot * kv_stride + kvh * hd..][..hd];
-        *s = qh.iter().zip(kr).fold(0.0f32, |a, (x, y)| a + x * y) * p.scale;
+        *s = dot(qh, kr) * p.scale;
     }
     softmax(sc);
     oh.fill(0.0);
     for (slot, &w) in sc.iter().enumerate() {
-        let vr = &v[slot * kv_stride + kvh * hd..][..hd];
-        for (o, &x) in oh.iter_mut().zip(vr) {
-            *o += w * x;
-        }
+        mad(oh, &v[slot * kv_stride + kvh * hd..][..hd], w);
+    }
+}
+
+/// `y += a · x` (ggml's `ggml_vec_mad_f32`), element by element.
+pub fn vec_mad_f32(y: &mut [f32], x: &[f32], a: f32) {
+    debug_assert_eq!(x.len(), y.len());
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o += a * v;
     }
 }

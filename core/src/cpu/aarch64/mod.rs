@@ -37,6 +37,7 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         vec_dot_f16_f32: dot::vec_dot_f16_f32,
         vec_dot_bf16_f32,
         vec_dot_f32,
+        vec_mad_f32,
         gemv_q4_0_q8_0: gemv_q4_0_q8_0_neon,
         gemv_q4_1_q8_1: gemv_q4_1_q8_1_neon,
         gemv_q8_0_q8_0: gemv_q8_0_q8_0_neon,
@@ -121,6 +122,10 @@ fn vec_dot_q8_0_q8_0_dot(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
 fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
     // SAFETY: NEON verified.
     unsafe { vec_dot_bf16_f32_impl(x, y) }
+}
+fn vec_mad_f32(y: &mut [f32], x: &[f32], a: f32) {
+    // SAFETY: NEON verified.
+    unsafe { vec_mad_f32_impl(y, x, a) }
 }
 fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     // SAFETY: NEON verified.
@@ -462,6 +467,25 @@ fn vec_dot_f32_impl(x: &[f32], y: &[f32]) -> f32 {
         i += 1;
     }
     s
+}
+
+#[target_feature(enable = "neon")]
+fn vec_mad_f32_impl(y: &mut [f32], x: &[f32], a: f32) {
+    debug_assert_eq!(x.len(), y.len());
+    let n = x.len().min(y.len());
+    let av = vdupq_n_f32(a);
+    let mut i = 0;
+    while i + 4 <= n {
+        let r = vfmaq_f32(ld_f32(y, i), av, ld_f32(x, i));
+        let ys = &mut y[i..i + 4];
+        // SAFETY: `ys` holds 4 f32; unaligned store.
+        unsafe { vst1q_f32(ys.as_mut_ptr(), r) };
+        i += 4;
+    }
+    while i < n {
+        y[i] += a * x[i];
+        i += 1;
+    }
 }
 
 #[target_feature(enable = "neon")]

@@ -26,6 +26,7 @@ pub(crate) fn kernels() -> Option<Kernels> {
         vec_dot_f16_f32,
         vec_dot_bf16_f32,
         vec_dot_f32,
+        vec_mad_f32,
         gemv_q4_0_q8_0,
         gemv_q4_1_q8_1,
         gemv_q8_0_q8_0,
@@ -87,6 +88,10 @@ fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
 fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     // SAFETY: as above.
     unsafe { vec_dot_f32_impl(x, y) }
+}
+pub(super) fn vec_mad_f32(y: &mut [f32], x: &[f32], a: f32) {
+    // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
+    unsafe { vec_mad_f32_impl(y, x, a) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -405,4 +410,25 @@ fn vec_dot_bf16_f32_impl(x: &[bf16], y: &[f32]) -> f32 {
         |i| _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(load_u16x8(x, i)), 16)),
         |i| x[i].to_f32()
     )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn vec_mad_f32_impl(y: &mut [f32], x: &[f32], a: f32) {
+    debug_assert_eq!(x.len(), y.len());
+    let n = x.len().min(y.len());
+    let av = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        let (xs, ys) = (&x[i..i + 8], &mut y[i..i + 8]);
+        // SAFETY: both slices hold 8 f32 (bounds checked above); unaligned loads/stores.
+        unsafe {
+            let r = _mm256_fmadd_ps(av, _mm256_loadu_ps(xs.as_ptr()), _mm256_loadu_ps(ys.as_ptr()));
+            _mm256_storeu_ps(ys.as_mut_ptr(), r);
+        }
+        i += 8;
+    }
+    while i < n {
+        y[i] += a * x[i];
+        i += 1;
+    }
 }
