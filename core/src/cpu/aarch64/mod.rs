@@ -13,9 +13,12 @@
 //! * `gemv_*`: four weight rows per step sharing each activation block's loads.
 //! * f32 and bf16 dots are vectorized; the f16 dot uses the scalar twin (the f16 vector
 //!   types and `vcvt_f32_f16` are not stable Rust).
+//! * x8 layouts (`cpu::repack`): `repack.rs`, `smull`-based and `sdot`-based.
 //! * `Isa::NeonI8mm` (`smmla`) is not implemented: `kernels(NeonI8mm)` returns `None`.
 
 use core::arch::aarch64::*;
+
+mod repack;
 
 use half::{bf16, f16};
 
@@ -43,11 +46,10 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         gemv_q8_0_q8_0: gemv_q8_0_q8_0_neon,
         // No NEON GEMM tile yet: one gemv per token (the pre-GEMM path).
         gemm_q4_0_q8_0: gemm_q4_0_q8_0_neon,
-        // x8 layouts: scalar twins until NEON kernels exist (x8_simd false: no repack).
-        gemm_q4_0x8: super::repack::gemm_q4_0x8,
-        gemm_q4_1x8: super::repack::gemm_q4_1x8,
-        gemm_q8_0x8: super::repack::gemm_q8_0x8,
-        x8_simd: false,
+        gemm_q4_0x8: repack::gemm_q4_0x8_neon,
+        gemm_q4_1x8: repack::gemm_q4_1x8_neon,
+        gemm_q8_0x8: repack::gemm_q8_0x8_neon,
+        x8_simd: true,
     };
     match isa {
         Isa::Neon if neon => Some(base),
@@ -60,6 +62,9 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
             gemv_q4_1_q8_1: gemv_q4_1_q8_1_dot,
             gemv_q8_0_q8_0: gemv_q8_0_q8_0_dot,
             gemm_q4_0_q8_0: gemm_q4_0_q8_0_dot,
+            gemm_q4_0x8: repack::gemm_q4_0x8_dot,
+            gemm_q4_1x8: repack::gemm_q4_1x8_dot,
+            gemm_q8_0x8: repack::gemm_q8_0x8_dot,
             ..base
         }),
         _ => None,

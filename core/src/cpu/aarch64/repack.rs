@@ -1,0 +1,257 @@
+//! aarch64 kernels for the row-interleaved x8 weight layouts (`cpu::repack`): NEON
+//! (`smull` + pairwise adds) and NEON + dotprod (`sdot`). A 32-byte piece of an x8
+//! block is two 128-bit registers, rows 0–3 and rows 4–7, one 32-bit lane a row, so
+//! each lane's four products belong to one row and two `float32x4_t` accumulators hold
+//! the eight rows' outputs. The activation piece (4 bytes) is loaded with `ld1r`
+//! (broadcast to all lanes).
+//!
+//! Exactness: integer block sums are exact (i8·i8 products fit i16; lanes sum in i32);
+//! `Σ (q − 8)·y = Σ q·y − 8 Σ y` for Q4_0, the lanes starting at `−8 Σ y`. Per block the
+//! float step is `acc += sumi · (d_w · d_x)` fused into one FMA, so results differ from
+//! the scalar twins by f32 rounding only.
+
+use core::arch::aarch64::*;
+
+use crate::cpu::repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8, ROWS_X8};
+
+/// Per 32-bit lane, the sum of the four byte products of that lane (NEON).
+#[inline]
+#[target_feature(enable = "neon")]
+fn dot4_neon(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    // smull: 8 i16 products of bytes 0..8 (lanes 0, 1) and 8..16 (lanes 2, 3); each
+    // pairwise widening add halves them to per-pair i32, one more pairwise add to lanes.
+    let lo = vpaddlq_s16(vmull_s8(vget_low_s8(a), vget_low_s8(b)));
+    let hi = vpaddlq_s16(vmull_high_s8(a, b));
+    vaddq_s32(acc, vpaddq_s32(lo, hi))
+}
+
+/// Per 32-bit lane, the sum of the four byte products of that lane (`sdot`, exact).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn dot4_sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: `sdot` reads two vector registers and updates a third, nothing else; the
+    // enclosing fn is only reached when dotprod was detected.
+    unsafe {
+        core::arch::asm!(
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+/// Activation piece `c` (bytes `4c..4c+4`) in all four lanes.
+#[inline]
+#[target_feature(enable = "neon")]
+fn bcast4(qs: &[i8; 32], c: usize) -> int8x16_t {
+    let p = &qs[4 * c..4 * c + 4];
+    // SAFETY: `p` is 4 readable bytes (bounds checked); `ld1r` has no alignment need.
+    vreinterpretq_s8_s32(unsafe { vld1q_dup_s32(p.as_ptr().cast()) })
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+fn ld16(b: &[u8]) -> uint8x16_t {
+    let s = &b[..16];
+    // SAFETY: `s` is 16 readable bytes (bounds checked); no alignment need.
+    unsafe { vld1q_u8(s.as_ptr()) }
+}
+
+/// Four f16 scales as f32 (`fcvtl`, base ARMv8 NEON; the intrinsic is not stable Rust).
+#[inline]
+#[target_feature(enable = "neon")]
+fn f16x4(d: &[half::f16]) -> float32x4_t {
+    let s = &d[..4];
+    // SAFETY: `s` is 8 readable bytes (bounds checked); no alignment need.
+    let h = unsafe { vld1_u16(s.as_ptr().cast()) };
+    let out: float32x4_t;
+    // SAFETY: `fcvtl` converts the four f16 lanes of one register into four f32 lanes
+    // of another and touches nothing else; NEON is verified by the table constructor.
+    unsafe {
+        core::arch::asm!(
+            "fcvtl {o:v}.4s, {h:v}.4h",
+            o = out(vreg) out,
+            h = in(vreg) h,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    out
+}
+
+/// Generates the three x8 kernels of one dot flavour (`$dot4`) and their driver.
+macro_rules! x8_kernels {
+    ($feat:literal, $dot4:ident, $sums:ident, $q4_0:ident, $q4_1:ident, $q8_0:ident) => {
+        /// Q4 pieces: for `q < 4`, rows 0–3 / 4–7 of the low nibbles (elements
+        /// `4q..4q+4`) and of the high nibbles (elements `4q+16..`), accumulated per
+        /// token into `s[t] = [rows 0–3, rows 4–7]`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn $sums<const T: usize>(qs: &[u8; 128], xs: &[&BlockQ8Act; T], s: &mut [[int32x4_t; 2]; T]) {
+            let m4 = vdupq_n_u8(0x0f);
+            for q in 0..4 {
+                let p = [ld16(&qs[32 * q..]), ld16(&qs[32 * q + 16..])];
+                let lo = [vreinterpretq_s8_u8(vandq_u8(p[0], m4)), vreinterpretq_s8_u8(vandq_u8(p[1], m4))];
+                let hi = [vreinterpretq_s8_u8(vshrq_n_u8(p[0], 4)), vreinterpretq_s8_u8(vshrq_n_u8(p[1], 4))];
+                for t in 0..T {
+                    let (xl, xh) = (bcast4(&xs[t].qs, q), bcast4(&xs[t].qs, q + 4));
+                    for h in 0..2 {
+                        s[t][h] = $dot4($dot4(s[t][h], lo[h], xl), hi[h], xh);
+                    }
+                }
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn $q4_0<const T: usize>(wg: &[BlockQ4_0x8], xs: [&[BlockQ8Act]; T]) -> [[float32x4_t; 2]; T] {
+            let mut acc = [[vdupq_n_f32(0.0); 2]; T];
+            for (b, blk) in wg.iter().enumerate() {
+                let xb: [&BlockQ8Act; T] = core::array::from_fn(|t| &xs[t][b]);
+                let mut s: [[int32x4_t; 2]; T] = core::array::from_fn(|t| [vdupq_n_s32(-8 * xb[t].sum); 2]);
+                $sums(&blk.qs, &xb, &mut s);
+                let dw = [f16x4(&blk.d[..4]), f16x4(&blk.d[4..])];
+                for t in 0..T {
+                    for h in 0..2 {
+                        acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(s[t][h]), vmulq_n_f32(dw[h], xb[t].d));
+                    }
+                }
+            }
+            acc
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn $q4_1<const T: usize>(wg: &[BlockQ4_1x8], xs: [&[BlockQ8Act]; T]) -> [[float32x4_t; 2]; T] {
+            let mut acc = [[vdupq_n_f32(0.0); 2]; T];
+            for (b, blk) in wg.iter().enumerate() {
+                let xb: [&BlockQ8Act; T] = core::array::from_fn(|t| &xs[t][b]);
+                let mut s = [[vdupq_n_s32(0); 2]; T];
+                $sums(&blk.qs, &xb, &mut s);
+                let dw = [f16x4(&blk.d[..4]), f16x4(&blk.d[4..])];
+                let mw = [f16x4(&blk.m[..4]), f16x4(&blk.m[4..])];
+                for t in 0..T {
+                    for h in 0..2 {
+                        acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(s[t][h]), vmulq_n_f32(dw[h], xb[t].d));
+                        acc[t][h] = vfmaq_n_f32(acc[t][h], mw[h], xb[t].s);
+                    }
+                }
+            }
+            acc
+        }
+
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn $q8_0<const T: usize>(wg: &[BlockQ8_0x8], xs: [&[BlockQ8Act]; T]) -> [[float32x4_t; 2]; T] {
+            let mut acc = [[vdupq_n_f32(0.0); 2]; T];
+            for (b, blk) in wg.iter().enumerate() {
+                let xb: [&BlockQ8Act; T] = core::array::from_fn(|t| &xs[t][b]);
+                let mut s = [[vdupq_n_s32(0); 2]; T];
+                let qs: &[u8; 256] = bytemuck::cast_ref(&blk.qs);
+                for c in 0..8 {
+                    let w = [
+                        vreinterpretq_s8_u8(ld16(&qs[32 * c..])),
+                        vreinterpretq_s8_u8(ld16(&qs[32 * c + 16..])),
+                    ];
+                    for t in 0..T {
+                        let xc = bcast4(&xb[t].qs, c);
+                        for h in 0..2 {
+                            s[t][h] = $dot4(s[t][h], w[h], xc);
+                        }
+                    }
+                }
+                let dw = [f16x4(&blk.d[..4]), f16x4(&blk.d[4..])];
+                for t in 0..T {
+                    for h in 0..2 {
+                        acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(s[t][h]), vmulq_n_f32(dw[h], xb[t].d));
+                    }
+                }
+            }
+            acc
+        }
+    };
+}
+
+x8_kernels!("neon", dot4_neon, q4_sums_neon, tile_q4_0_neon, tile_q4_1_neon, tile_q8_0_neon);
+x8_kernels!("neon,dotprod", dot4_sdot, q4_sums_dot, tile_q4_0_dot, tile_q4_1_dot, tile_q8_0_dot);
+
+/// A kernel `$name(w, x, nb, y)` (`Kernels::gemm_*x8`) from a tile: tokens in fours
+/// (then the 1–3 left), groups inside.
+macro_rules! x8_driver {
+    ($name:ident, $feat:literal, $w:ty, $tile:ident) => {
+        #[target_feature(enable = $feat)]
+        fn $name(w: &[$w], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+            if nb == 0 {
+                y.fill(0.0);
+                return;
+            }
+            let (groups, toks) = (w.len() / nb, x.len() / nb);
+            let rows = groups * ROWS_X8;
+            assert!(y.len() >= rows * toks);
+            macro_rules! pass {
+                ($t:literal, $t0:expr) => {
+                    for g in 0..groups {
+                        let wg = &w[g * nb..(g + 1) * nb];
+                        let acc = $tile::<$t>(wg, core::array::from_fn(|t| &x[($t0 + t) * nb..($t0 + t + 1) * nb]));
+                        for (t, a) in acc.iter().enumerate() {
+                            let o = &mut y[($t0 + t) * rows + g * ROWS_X8..][..ROWS_X8];
+                            // SAFETY: `o` is 8 writable f32; no alignment need.
+                            unsafe {
+                                vst1q_f32(o.as_mut_ptr(), a[0]);
+                                vst1q_f32(o.as_mut_ptr().add(4), a[1]);
+                            }
+                        }
+                    }
+                };
+            }
+            let mut t0 = 0;
+            while t0 + 4 <= toks {
+                pass!(4, t0);
+                t0 += 4;
+            }
+            match toks - t0 {
+                3 => pass!(3, t0),
+                2 => pass!(2, t0),
+                1 => pass!(1, t0),
+                _ => {}
+            }
+        }
+    };
+}
+
+x8_driver!(q4_0x8_neon_impl, "neon", BlockQ4_0x8, tile_q4_0_neon);
+x8_driver!(q4_1x8_neon_impl, "neon", BlockQ4_1x8, tile_q4_1_neon);
+x8_driver!(q8_0x8_neon_impl, "neon", BlockQ8_0x8, tile_q8_0_neon);
+x8_driver!(q4_0x8_dot_impl, "neon,dotprod", BlockQ4_0x8, tile_q4_0_dot);
+x8_driver!(q4_1x8_dot_impl, "neon,dotprod", BlockQ4_1x8, tile_q4_1_dot);
+x8_driver!(q8_0x8_dot_impl, "neon,dotprod", BlockQ8_0x8, tile_q8_0_dot);
+
+// Safe entry points, reachable only through the tables that checked the features.
+
+pub(super) fn gemm_q4_0x8_neon(w: &[BlockQ4_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    // SAFETY: handed out only by `aarch64::kernels()`, which verified NEON.
+    unsafe { q4_0x8_neon_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q4_1x8_neon(w: &[BlockQ4_1x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { q4_1x8_neon_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q8_0x8_neon(w: &[BlockQ8_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { q8_0x8_neon_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q4_0x8_dot(w: &[BlockQ4_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    // SAFETY: handed out only in the NeonDotprod table, built after dotprod was detected.
+    unsafe { q4_0x8_dot_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q4_1x8_dot(w: &[BlockQ4_1x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { q4_1x8_dot_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q8_0x8_dot(w: &[BlockQ8_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { q8_0x8_dot_impl(w, x, nb, y) }
+}
