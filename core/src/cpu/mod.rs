@@ -207,6 +207,19 @@ fn repack_env_allows() -> bool {
     }
 }
 
+/// `ANTIGRAVITY_CPU_HUGEPAGES=0` turns off the transparent-huge-page hint on repacked
+/// weights (for measuring it).
+fn huge_pages_env_allows() -> bool {
+    #[cfg(feature = "std")]
+    {
+        !matches!(std::env::var("ANTIGRAVITY_CPU_HUGEPAGES").as_deref(), Ok("0") | Ok("off"))
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        true
+    }
+}
+
 /// The default thread count: `std::thread::available_parallelism` (1 without `std` or
 /// when it is unknown).
 pub fn default_threads() -> usize {
@@ -457,6 +470,9 @@ impl Backend for CpuBackend {
         let src = region.bytes();
         let mut buf = self.alloc(src.len(), BufferKind::Shared)?;
         let dst = buf.bytes_mut().ok_or(Error::ReadOnly { what: "repack buffer" })?;
+        if huge_pages_env_allows() {
+            os::advise_huge(dst);
+        }
         if !repack::repack(dtype, d[0], d[1], src, dst) {
             return Err(Error::invalid(alloc::format!(
                 "repack: {dtype:?} [{}, {}] tensor of {} bytes does not fit its shape",

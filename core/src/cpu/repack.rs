@@ -148,23 +148,24 @@ pub fn repack(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut [u8]
         }};
     }
     match dtype {
+        // Whole 4-byte pieces at a time (`q4_pos(j, 4p) .. + 4` is contiguous).
         DType::Q4_0 => go!(BlockQ4_0, BlockQ4_0x8, |d, s, j| {
             d.d[j] = s.d;
-            for k in 0..16 {
-                d.qs[q4_pos(j, k)] = s.qs[k];
+            for p in 0..4 {
+                d.qs[q4_pos(j, 4 * p)..][..4].copy_from_slice(&s.qs[4 * p..4 * p + 4]);
             }
         }),
         DType::Q4_1 => go!(BlockQ4_1, BlockQ4_1x8, |d, s, j| {
             d.d[j] = s.d;
             d.m[j] = s.m;
-            for k in 0..16 {
-                d.qs[q4_pos(j, k)] = s.qs[k];
+            for p in 0..4 {
+                d.qs[q4_pos(j, 4 * p)..][..4].copy_from_slice(&s.qs[4 * p..4 * p + 4]);
             }
         }),
         DType::Q8_0 => go!(BlockQ8_0, BlockQ8_0x8, |d, s, j| {
             d.d[j] = s.d;
-            for k in 0..32 {
-                d.qs[q8_pos(j, k)] = s.qs[k];
+            for p in 0..8 {
+                d.qs[q8_pos(j, 4 * p)..][..4].copy_from_slice(&s.qs[4 * p..4 * p + 4]);
             }
         }),
         _ => return false,
