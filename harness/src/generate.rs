@@ -296,7 +296,11 @@ impl DecodeSpeed {
             };
         }
         let steps = n.saturating_sub(1);
-        let s = if n >= 2 { (at[n - 1] - t0).as_secs_f64() } else { total_s };
+        let s = if n >= 2 {
+            (at[n - 1] - t0).as_secs_f64()
+        } else {
+            total_s
+        };
         DecodeSpeed {
             tok_s: if steps > 0 { steps as f64 / s.max(1e-9) } else { 0.0 },
             steps,
@@ -308,7 +312,11 @@ impl DecodeSpeed {
     fn label(&self) -> String {
         match (self.steps, self.includes_first) {
             (0, _) => "n/a (no decode step)".to_string(),
-            (n, true) => format!("{:.1} tok/s ({n} step{}, incl. the warm-up step)", self.tok_s, if n == 1 { "" } else { "s" }),
+            (n, true) => format!(
+                "{:.1} tok/s ({n} step{}, incl. the warm-up step)",
+                self.tok_s,
+                if n == 1 { "" } else { "s" }
+            ),
             (n, false) => format!(
                 "{:.1} tok/s ({n} steps after the first, which took {:.1} ms)",
                 self.tok_s,

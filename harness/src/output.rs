@@ -78,11 +78,18 @@ fn same_inode(_: &Path, _: &Path) -> bool {
 /// succeeds; on failure the temporary file is removed and `out` is untouched.
 pub fn write_atomically(out: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let real = resolve_out(out)?;
+    if let Ok(m) = std::fs::metadata(&real) {
+        // Renaming over a directory or a device (`/dev/null`) would replace it.
+        if !m.is_file() {
+            bail!("--out {} exists and is not a regular file", out.display());
+        }
+    }
     let dir = real.parent().unwrap_or(Path::new("."));
     let name = real.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
     let r = write(&tmp).and_then(|()| {
-        std::fs::rename(&tmp, &real).map_err(|e| anyhow::anyhow!("renaming {} to {}: {e}", tmp.display(), real.display()))
+        std::fs::rename(&tmp, &real)
+            .map_err(|e| anyhow::anyhow!("renaming {} to {}: {e}", tmp.display(), real.display()))
     });
     if r.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -13,7 +13,6 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
-
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
@@ -121,7 +120,8 @@ fn check_requantize(f: &GgufFile, inp: &Path, main: DType, pure: bool) -> Result
         .iter()
         .filter_map(|t| {
             let to = target_for(&t.name, t.dims.len(), main, pure);
-            (t.dtype.is_quantized() && to.is_quantized() && to != t.dtype).then(|| format!("{} ({} → {to})", t.name, t.dtype))
+            (t.dtype.is_quantized() && to.is_quantized() && to != t.dtype)
+                .then(|| format!("{} ({} → {to})", t.name, t.dtype))
         })
         .collect();
     if let Some(first) = again.first() {

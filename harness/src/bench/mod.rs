@@ -330,7 +330,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         println!("report: {} files under {}", written.len(), report_dir.display());
         Some(report_dir.join("README.md"))
     };
-    print!("{}", summary(&run.rows, run.load_1m, run.machine.cores, readme.as_deref()));
+    print!(
+        "{}",
+        summary(&run.rows, run.load_1m, run.machine.cores, readme.as_deref())
+    );
     Ok(())
 }
 
@@ -401,7 +404,10 @@ fn summary(rows: &[Record], load_1m: Option<f64>, cores: u32, readme: Option<&Pa
         }
         s.push('\n');
     }
-    if let Some(r) = ours("peak_rss_bytes").next().or_else(|| ours("peak_rss_bytes_process").next()) {
+    if let Some(r) = ours("peak_rss_bytes")
+        .next()
+        .or_else(|| ours("peak_rss_bytes_process").next())
+    {
         let _ = writeln!(
             s,
             "  peak RSS  {:.1} MiB  ({})",
@@ -695,6 +701,47 @@ mod tests {
 
     fn args(extra: &[&str]) -> BenchArgs {
         Cli::parse_from(std::iter::once("bench").chain(extra.iter().copied())).a
+    }
+
+    #[test]
+    fn figures_keep_three_significant_digits() {
+        assert_eq!(sig3(0.00412345), "0.00412");
+        assert_eq!(sig3(4.12345), "4.12");
+        assert_eq!(sig3(41.2345), "41.2");
+        assert_eq!(sig3(41234.5), "41234");
+        assert_eq!(sig3(0.0), "0");
+    }
+
+    #[test]
+    fn summary_compares_with_the_peer_and_warns_about_load() {
+        let dir = TempDir::new("bench-summary");
+        let run = Run::open(&dir.0, false, true).unwrap();
+        let mut rows = Vec::new();
+        let mut r = run.row("decode_tok_s_overall", 80.0, "tok/s");
+        r.tokens = Some(256);
+        rows.push(r);
+        let mut r = run.row("decode_tok_s", 100.0, "tok/s");
+        r.peer = Some("llama.cpp".into());
+        rows.push(r);
+        for (peer, v) in [(None, 600.0), (Some("llama.cpp"), 500.0)] {
+            let mut r = run.row("prefill_tok_s", v, "tok/s");
+            r.prompt_len = Some(128);
+            r.peer = peer.map(String::from);
+            rows.push(r);
+        }
+        rows.push(run.row("peak_rss_bytes", 200.0 * (1 << 20) as f64, "bytes"));
+        let s = summary(&rows, Some(2.5), 2, Some(Path::new("reports/README.md")));
+        assert!(s.contains("decode    80.0 tok/s  (tokens 1..256"), "{s}");
+        assert!(s.contains("llama.cpp 100 tok/s = 0.80x"), "{s}");
+        assert!(
+            s.contains("prefill   600 tok/s  (128-token prompt); llama.cpp 500 tok/s = 1.20x"),
+            "{s}"
+        );
+        assert!(s.contains("peak RSS  200.0 MiB"), "{s}");
+        assert!(s.contains("warning: load average 2.50"), "{s}");
+        assert!(s.trim_end().ends_with("report    reports/README.md"), "{s}");
+        let quiet = summary(&rows, Some(0.3), 2, None);
+        assert!(!quiet.contains("warning"), "{quiet}");
     }
 
     #[test]
