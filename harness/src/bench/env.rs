@@ -91,8 +91,9 @@ pub fn git_rev() -> String {
     }
 }
 
-/// `release`, or `dev-opt` for the workspace's optimized dev profile (debug assertions
-/// on: `debug_assert!` in kernels runs, so figures can be a little lower).
+/// `release` for a build without debug assertions (the workspace's dev and release
+/// profiles alike, see `Cargo.toml`), or `dev-opt` for one with them (a profile that
+/// turns them on: `debug_assert!` in kernels runs, so figures can be a little lower).
 pub fn build_profile() -> &'static str {
     if cfg!(debug_assertions) {
         "dev-opt"

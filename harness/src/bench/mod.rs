@@ -210,9 +210,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         "antigravity bench: build {} ({}), git {}, machine {} ({} cores, {:.1} GiB), backend {}, ISAs [{}], {}",
         run.build,
         if run.build == "release" {
-            "cargo --release"
+            "optimized, no debug assertions: the dev and release profiles are alike"
         } else {
-            "workspace dev profile, optimized, debug assertions on"
+            "debug assertions on: figures can be a little low"
         },
         run.git_rev,
         run.machine.cpu,
