@@ -168,6 +168,9 @@ fn read_stamps() -> BTreeMap<String, String> {
 fn record_stamp(path: &Path, sha256: &str) {
     let Ok(key) = stamp_key(path) else { return };
     let mut stamps = read_stamps();
+    // One stamp per file: an older one (other size or time) for this path is stale.
+    let file = &key[..key.find('|').unwrap_or(key.len()) + 1];
+    stamps.retain(|k, _| !k.starts_with(file));
     stamps.insert(key, sha256.to_string());
     let f = stamps_file();
     let _ = f.parent().map(std::fs::create_dir_all);

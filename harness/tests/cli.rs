@@ -620,18 +620,23 @@ fn bench_ends_with_a_summary_and_warns_about_load() {
     let model = d.join("tiny-q8.gguf");
     tiny_gguf(&model, "q8_0");
     let results = d.join("reports/results");
-    let o = harness(&[
-        "bench",
-        "--model",
-        model.to_str().unwrap(),
-        "--quick",
-        "--threads",
-        "1",
-        "--skip",
-        "kernels,stream",
-        "--out-dir",
-        results.to_str().unwrap(),
-    ]);
+    // A home of its own: the bench stamps the model's sha256 there.
+    let home = d.join("home");
+    let o = harness_env(
+        &[
+            "bench",
+            "--model",
+            model.to_str().unwrap(),
+            "--quick",
+            "--threads",
+            "1",
+            "--skip",
+            "kernels,stream",
+            "--out-dir",
+            results.to_str().unwrap(),
+        ],
+        &[("ANTIGRAVITY_HOME", home.as_os_str())],
+    );
     let out = ok(&o);
     let tail = &out[out.rfind("\nsummary\n").expect("no summary")..];
     for needle in ["decode", "tok/s", "prefill", "128-token prompt", "peak RSS", "MiB"] {
