@@ -78,6 +78,23 @@ fn check_cached(path: &Path) -> Result<Cached> {
     Ok(Cached::Good)
 }
 
+/// The default model if it is in the cache and checks out, without fetching; `None`
+/// (with a note saying why when a damaged file is there) otherwise.
+pub fn cached_default_model() -> Result<Option<PathBuf>> {
+    let path = cache_dir().join(DEFAULT_MODEL_FILE);
+    Ok(match check_cached(&path)? {
+        Cached::Good => Some(path),
+        Cached::Missing => None,
+        Cached::Bad(why) => {
+            eprintln!(
+                "note: the cached default model {} {why}; `harness fetch` fetches it again",
+                path.display()
+            );
+            None
+        }
+    })
+}
+
 /// Path of the default model, downloading and verifying it on first use, and again
 /// when the cached file is not the one we ship (see the module comment).
 pub fn default_model() -> Result<PathBuf> {

@@ -69,7 +69,7 @@ pub fn run(a: &OracleArgs) -> Result<()> {
         Some(p) => Some(p.clone()),
         // The oracle never downloads: without a cached model the SmolLM2 cases are skipped
         // (and say so); `harness fetch` gets it.
-        None => Some(crate::fetch::cache_dir().join(crate::fetch::DEFAULT_MODEL_FILE)).filter(|p| p.exists()),
+        None => crate::fetch::cached_default_model()?,
     };
     let opts = Options {
         filter: a.filter.clone(),

@@ -299,6 +299,11 @@ fn truncated_cached_model_is_noticed_before_use() {
         assert!(err.contains("fetching") && err.contains("again"), "{args:?}: {err}");
         assert!(err.contains("could not download"), "{args:?}: {err}");
     }
+    // The oracle never downloads: it says the cached file is bad and skips its cases.
+    let o = harness_env(&["oracle", "--filter", "smollm2"], &env);
+    let out = ok(&o);
+    assert!(stderr(&o).contains("is 1000 bytes, expected 98362432"), "{}", stderr(&o));
+    assert!(out.contains("skipped: smollm2"), "{out}");
 }
 
 #[test]
