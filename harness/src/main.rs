@@ -32,6 +32,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Benchmark kernels, memory bandwidth and end-to-end decoding; write JSON lines and the report.
+    ///
+    /// Here `--model` must be a GGUF file, and `--isa auto` times the kernels of every ISA
+    /// this CPU has (a name times only that one). Results are appended to
+    /// reports/results/ and the report re-rendered (see --out-dir); the run ends with a
+    /// summary.
     Bench(bench::BenchArgs),
     /// Re-render every chart and reports/README.md from the result files alone.
     Report(report::ReportArgs),
