@@ -21,8 +21,8 @@ cargo run -q -p harness -- fetch
 HARNESS="${CARGO_TARGET_DIR:-target}/debug/harness"
 
 stage "2/5 x86-64 tests"
-note "building the test binaries (quiet for a few minutes on a first build), then running them; \
-the OpenCL end-to-end tests on PoCL are the longest quiet stretch (minutes on 2 cores)"
+note "building the test binaries (quiet for a few minutes on a first build), then running them"
+note "the OpenCL end-to-end tests on PoCL are the longest quiet stretch (minutes on 2 cores)"
 cargo test --workspace
 
 stage "3/5 no_std build (aarch64-unknown-none)"

@@ -302,7 +302,11 @@ fn truncated_cached_model_is_noticed_before_use() {
     // The oracle never downloads: it says the cached file is bad and skips its cases.
     let o = harness_env(&["oracle", "--filter", "smollm2"], &env);
     let out = ok(&o);
-    assert!(stderr(&o).contains("is 1000 bytes, expected 98362432"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is 1000 bytes, expected 98362432"),
+        "{}",
+        stderr(&o)
+    );
     assert!(out.contains("skipped: smollm2"), "{out}");
 }
 
@@ -869,4 +873,91 @@ fn smollm2_tokenize_and_greedy_paris() {
     ]));
     let j: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert!(j["text"].as_str().unwrap().starts_with(" Paris."), "{j}");
+}
+
+// ---- one build, and scripts that say what they are doing ----
+
+#[test]
+fn readme_commands_share_one_build() {
+    // Every command in the README's shell blocks builds with the profile of the user's
+    // `cargo run -p harness -- bench` (no --release, no other profile), so a new user
+    // builds once; the test script does the same.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut in_sh = false;
+    let mut cargo_lines = 0;
+    for l in readme.lines() {
+        if l.starts_with("```") {
+            in_sh = l.trim() == "```sh";
+            continue;
+        }
+        if in_sh && l.trim_start().starts_with("cargo ") {
+            cargo_lines += 1;
+            assert!(l.contains("cargo run -p harness --"), "README runs another build: {l}");
+            assert!(
+                !l.contains("--release") && !l.contains("--profile"),
+                "README runs another build: {l}"
+            );
+        }
+    }
+    assert!(cargo_lines >= 5, "README's commands not found ({cargo_lines})");
+    assert!(readme.contains("cargo run -p harness -- bench"));
+    assert!(
+        readme.contains("min") && readme.contains("first"),
+        "README states no first-build time"
+    );
+    let script = std::fs::read_to_string(root().join("scripts/test.sh")).unwrap();
+    for l in script.lines().map(str::trim).filter(|l| l.starts_with("cargo ")) {
+        // x86-64 steps share the build; cross targets are separate builds whatever the profile.
+        if !l.contains("--target") {
+            assert!(!l.contains("--release"), "scripts/test.sh builds x86-64 twice: {l}");
+        }
+    }
+}
+
+#[test]
+fn scripts_say_what_runs_before_each_long_step() {
+    // CI logs showed minutes of silence (a release build, the PoCL decode tests). Each
+    // command that can run long (cargo, apt-get, rustup, pip, the venv) comes right
+    // after a line that prints what is about to happen.
+    for file in ["scripts/test.sh", ".ci/run"] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let long = |l: &str| {
+            ["cargo ", "apt-get ", "rustup ", "python3 -m venv", "exec bash"]
+                .iter()
+                .any(|c| l.starts_with(c))
+                || l.starts_with("CARGO_TARGET_AARCH64")
+        };
+        let says = |l: &str| l.starts_with("echo ") || l.starts_with("stage ") || l.starts_with("note ");
+        let mut checked = 0;
+        for (i, l) in lines.iter().enumerate() {
+            if !long(l) {
+                continue;
+            }
+            checked += 1;
+            // Walk back over comments, continuation lines, blank lines and shell
+            // structure to the nearest statement: it must print.
+            let prev = lines[..i]
+                .iter()
+                .rev()
+                .find(|p| {
+                    !(p.is_empty()
+                        || p.starts_with('#')
+                        || p.ends_with('\\')
+                        || p.starts_with("export ")
+                        || p.starts_with("if ")
+                        || p.starts_with("&&")
+                        || **p == "then"
+                        || **p == "else")
+                        || says(p)
+                })
+                .copied()
+                .unwrap_or("");
+            assert!(
+                says(prev) || long(prev),
+                "{file}: `{l}` runs without a line saying what it is (previous statement: `{prev}`)"
+            );
+        }
+        assert!(checked >= 3, "{file}: no long steps found");
+    }
 }
