@@ -86,24 +86,25 @@ fn parse_isa(s: &str) -> Result<IsaChoice, String> {
         .ok_or_else(|| format!("unknown ISA (one of auto, {})", names.join(", ")))
 }
 
-/// A count that must be at least 1 (`--threads`, `--ctx`, `--batch`). Negative numbers
-/// reach this parser (the flags allow them), so the message says what is wrong rather
-/// than clap's "unexpected argument".
-pub fn at_least_one(s: &str) -> Result<usize, String> {
+/// A count of at least `min`. Negative numbers reach this parser (the count flags allow
+/// them), so the message says what is wrong rather than clap's "unexpected argument".
+fn count(s: &str, min: i64) -> Result<usize, String> {
     match s.trim().parse::<i64>() {
-        Ok(n) if n >= 1 => usize::try_from(n).map_err(|_| format!("{n} is too large")),
-        Ok(n) => Err(format!("must be at least 1, got {n}")),
+        Ok(n) if n >= min => usize::try_from(n).map_err(|_| format!("{n} is too large")),
+        Ok(n) if min == 0 => Err(format!("must be 0 or more, got {n}")),
+        Ok(n) => Err(format!("must be at least {min}, got {n}")),
         Err(_) => Err(format!("`{s}` is not a whole number")),
     }
 }
 
+/// A count that must be at least 1 (`--threads`, `--ctx`, `--batch`).
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    count(s, 1)
+}
+
 /// A count that may be 0 (`--max-tokens`, `--top-k`).
 pub fn non_negative(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<i64>() {
-        Ok(n) if n >= 0 => usize::try_from(n).map_err(|_| format!("{n} is too large")),
-        Ok(n) => Err(format!("must be 0 or more, got {n}")),
-        Err(_) => Err(format!("`{s}` is not a whole number")),
-    }
+    count(s, 0)
 }
 
 /// A loaded model, ready to run, on backend `B`.
