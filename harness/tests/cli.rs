@@ -174,6 +174,18 @@ fn quantize_refuses_to_write_over_its_input() {
     ]);
     fails_with(&o, "same file as the input");
     assert_eq!(std::fs::read(&input).unwrap(), before);
+    // `logits --out` shares the check.
+    let o = harness(&[
+        "logits",
+        "--model",
+        input.to_str().unwrap(),
+        "--prompt-ids",
+        "1,2",
+        "--out",
+        d.join("sym.gguf").to_str().unwrap(),
+    ]);
+    fails_with(&o, "same file as the input");
+    assert_eq!(std::fs::read(&input).unwrap(), before);
 }
 
 #[test]
