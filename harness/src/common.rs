@@ -16,27 +16,36 @@ use antigravity_core::model::{self, Llama, RunOptions};
 use antigravity_core::opencl::{OpenClBackend, OpenClOptions};
 use antigravity_core::tokenizer::Tokenizer;
 
-/// Flags that pick the model and where it runs.
+/// Where a model runs: the flags every model-running subcommand (`generate`, `logits`,
+/// `oracle`, `bench`) shares. Each flag is checked here, by clap as it is parsed, and
+/// nowhere else: a bad value is refused the same way whichever subcommand it is given to.
 #[derive(Args, Debug, Clone)]
-pub struct ModelArgs {
+pub struct RunArgs {
     /// A `.gguf` file or a Hugging Face directory (config.json + *.safetensors). Default:
-    /// SmolLM2-135M-Instruct Q4_1, fetched on first use.
+    /// SmolLM2-135M-Instruct Q4_1, fetched on first use (and checked: size, sha256).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    pub backend: BackendArg,
+    /// CPU instruction set: auto, scalar, avx2, avx512, neon, neon-dotprod, neon-i8mm.
+    #[arg(long, default_value = "auto", value_parser = parse_isa)]
+    pub isa: IsaChoice,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_parser = at_least_one, allow_negative_numbers = true)]
+    pub threads: Option<usize>,
+}
+
+/// Flags that pick the model, where it runs, and how large its context is.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
     /// In-memory dtype for the weights of an HF directory (converted at load).
     #[arg(long, default_value = "q4_0", value_parser = parse_weights)]
     pub weights: DType,
-    /// Compute backend.
-    #[arg(long, default_value = "cpu", value_parser = ["cpu", "opencl"])]
-    pub backend: String,
-    /// CPU instruction set: auto, scalar, avx2, avx512, neon, neon-dotprod, neon-i8mm.
-    #[arg(long, default_value = "auto")]
-    pub isa: String,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
     /// Context length (KV-cache capacity) in tokens.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = at_least_one, allow_negative_numbers = true)]
     pub ctx: usize,
 }
 
@@ -45,6 +54,57 @@ fn parse_weights(s: &str) -> Result<DType, String> {
         Some(t @ (DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::F16 | DType::F32)) => Ok(t),
         _ => Err(format!("`{s}` is not one of q4_0, q4_1, q8_0, f16, f32")),
     }
+}
+
+/// `--backend`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendArg {
+    Cpu,
+    Opencl,
+}
+
+impl BackendArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendArg::Cpu => "cpu",
+            BackendArg::Opencl => "opencl",
+        }
+    }
+}
+
+/// `--isa`: `auto` (`None`: the best this CPU has) or one named ISA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IsaChoice(pub Option<Isa>);
+
+fn parse_isa(s: &str) -> Result<IsaChoice, String> {
+    if s == "auto" {
+        return Ok(IsaChoice(None));
+    }
+    let names: Vec<&str> = Isa::ALL.iter().map(|i| i.name()).collect();
+    Isa::parse(s)
+        .map(|i| IsaChoice(Some(i)))
+        .ok_or_else(|| format!("unknown ISA (one of auto, {})", names.join(", ")))
+}
+
+/// A count of at least `min`. Negative numbers reach this parser (the count flags allow
+/// them), so the message says what is wrong rather than clap's "unexpected argument".
+fn count(s: &str, min: i64) -> Result<usize, String> {
+    match s.trim().parse::<i64>() {
+        Ok(n) if n >= min => usize::try_from(n).map_err(|_| format!("{n} is too large")),
+        Ok(n) if min == 0 => Err(format!("must be 0 or more, got {n}")),
+        Ok(n) => Err(format!("must be at least {min}, got {n}")),
+        Err(_) => Err(format!("`{s}` is not a whole number")),
+    }
+}
+
+/// A count that must be at least 1 (`--threads`, `--ctx`, `--batch`).
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    count(s, 1)
+}
+
+/// A count that may be 0 (`--max-tokens`, `--top-k`).
+pub fn non_negative(s: &str) -> Result<usize, String> {
+    count(s, 0)
 }
 
 /// A loaded model, ready to run, on backend `B`.
@@ -67,46 +127,46 @@ pub trait Job {
     fn run<B: Backend>(self, s: Session<B>) -> Result<Self::Out>;
 }
 
-impl ModelArgs {
+impl RunArgs {
     pub fn thread_count(&self) -> usize {
         self.threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
-    /// Builds the CPU backend these flags ask for.
-    pub fn cpu_backend(&self) -> Result<CpuBackend> {
-        let threads = self.thread_count();
-        if threads == 0 {
-            bail!("--threads must be at least 1");
+    /// The ISA `--isa` forces, after checking that this CPU (and build) has it; `None`
+    /// for `auto`.
+    pub fn forced_isa(&self) -> Result<Option<Isa>> {
+        match self.isa.0 {
+            Some(isa) if CpuBackend::with_isa(isa).is_none() => {
+                bail!("this CPU (or build) does not support --isa {}", isa.name())
+            }
+            other => Ok(other),
         }
-        let be = if self.isa == "auto" {
-            CpuBackend::new()
-        } else {
-            let isa = Isa::parse(&self.isa).with_context(|| {
-                format!(
-                    "unknown --isa `{}` (auto, scalar, avx2, avx512, neon, neon-dotprod, neon-i8mm)",
-                    self.isa
-                )
-            })?;
-            CpuBackend::with_isa(isa)
-                .with_context(|| format!("this CPU (or build) does not support --isa {}", self.isa))?
-        };
-        Ok(crate::common::set_threads(be, threads))
     }
 
+    /// Builds the CPU backend these flags ask for.
+    pub fn cpu_backend(&self) -> Result<CpuBackend> {
+        let be = match self.forced_isa()? {
+            None => CpuBackend::new(),
+            Some(isa) => CpuBackend::with_isa(isa).context("checked by forced_isa")?,
+        };
+        Ok(crate::common::set_threads(be, self.thread_count()))
+    }
+}
+
+impl ModelArgs {
     /// Builds the backend `--backend` names, loads the model on it and runs `job`.
     pub fn with_session<J: Job>(&self, opts: RunOptions, t0: Instant, job: J) -> Result<J::Out> {
-        match self.backend.as_str() {
-            "cpu" => job.run(self.load(self.cpu_backend()?, opts, t0)?),
-            "opencl" => job.run(self.load(opencl_backend()?, opts, t0)?),
-            other => bail!("unknown --backend {other} (cpu, opencl)"),
+        match self.run.backend {
+            BackendArg::Cpu => job.run(self.load(self.run.cpu_backend()?, opts, t0)?),
+            BackendArg::Opencl => job.run(self.load(opencl_backend()?, opts, t0)?),
         }
     }
 
     /// Loads the model (fetching the default one if needed) with its tokenizer onto `be`.
     pub fn load<B: Backend>(&self, be: B, opts: RunOptions, t0: Instant) -> Result<Session<B>> {
-        let path = crate::fetch::resolve(self.model.as_deref())?;
-        let threads = if be.name() == "cpu" { self.thread_count() } else { 1 };
+        let path = crate::fetch::resolve(self.run.model.as_deref())?;
+        let threads = if be.name() == "cpu" { self.run.thread_count() } else { 1 };
         let (cfg, weights, tokenizer, chat, synthetic) = if path.is_dir() {
             let (cfg, w) = model::hf::load(&path, &be, self.weights)?;
             let tj = path.join("tokenizer.json");

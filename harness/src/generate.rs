@@ -12,7 +12,7 @@ use antigravity_core::model::RunOptions;
 use antigravity_core::sampling::{Sampler, SamplerConfig};
 use antigravity_core::tokenizer::{StreamDecoder, Tokenizer};
 
-use crate::common::{prompt_ids, Job, ModelArgs, Session};
+use crate::common::{at_least_one, non_negative, prompt_ids, Job, ModelArgs, Session};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -27,22 +27,24 @@ pub struct GenerateArgs {
     /// Wrap the prompt as one user message in the model's chat template.
     #[arg(long)]
     pub chat: bool,
-    #[arg(long, default_value_t = 128)]
+    /// Most tokens to generate (fewer when an end-of-sequence token comes or the context
+    /// fills; the reason is printed as `stop_reason`).
+    #[arg(long, default_value_t = 128, value_parser = non_negative, allow_negative_numbers = true)]
     pub max_tokens: usize,
     /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temperature: f32,
     /// 0 = off.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = non_negative, allow_negative_numbers = true)]
     pub top_k: usize,
     /// 1.0 = off.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub top_p: f32,
     /// 0.0 = off.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub min_p: f32,
     /// 1.0 = off.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub repeat_penalty: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -54,14 +56,51 @@ pub struct GenerateArgs {
     pub json: bool,
     /// Most prompt tokens per forward call (longer prompts are prefilled in chunks of
     /// this size; larger chunks keep a GPU busier).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = at_least_one, allow_negative_numbers = true)]
     pub batch: usize,
 }
 
+/// Why generation stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced an end-of-sequence token (not kept in the output).
+    Eos,
+    /// `--max-tokens` tokens were generated.
+    MaxTokens,
+    /// The KV cache is full: the next token has no slot (raise `--ctx`).
+    ContextFull,
+}
+
+impl StopReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::Eos => "eos",
+            StopReason::MaxTokens => "max_tokens",
+            StopReason::ContextFull => "context_full",
+        }
+    }
+}
+
+impl GenerateArgs {
+    fn sampler_config(&self) -> SamplerConfig {
+        SamplerConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            seed: self.seed,
+            ..SamplerConfig::default()
+        }
+    }
+}
+
 pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
+    // Sampling flags are checked before the model loads, so a typo costs no load time.
+    a.sampler_config().validate()?;
     let opts = RunOptions {
         ctx: a.model.ctx,
-        max_batch: a.batch.clamp(1, a.model.ctx.max(1)),
+        max_batch: a.batch.min(a.model.ctx),
         all_logits: false,
     };
     a.model.with_session(opts, t0, Gen(a))
@@ -89,16 +128,7 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
         );
     }
     let vocab = s.model.cfg.vocab;
-    let cfg = SamplerConfig {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        min_p: a.min_p,
-        repeat_penalty: a.repeat_penalty,
-        seed: a.seed,
-        ..SamplerConfig::default()
-    };
-    let mut sampler = Sampler::new(cfg, vocab)?;
+    let mut sampler = Sampler::new(a.sampler_config(), vocab)?;
     let eos: Vec<u32> = match &s.tokenizer {
         Some(t) => t.eos_ids().to_vec(),
         None => s.model.cfg.eos.into_iter().collect(),
@@ -113,6 +143,7 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
         out: std::io::stdout().lock(),
         stream: !a.json,
         io_err: None,
+        at: Vec::with_capacity(a.max_tokens),
     };
 
     // Plain greedy decoding: the backend picks the argmax, so a step reads back 4 bytes
@@ -129,9 +160,17 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
     }
     let prefill_s = tp.elapsed().as_secs_f64();
     let td = Instant::now();
-    let budget = a.max_tokens.min(ctx - ids.len());
+    // The last token needs no cache slot (nothing runs on it), so a context of `ctx`
+    // holds the prompt and `ctx - prompt + 1` generated tokens.
+    let room = ctx - ids.len() + 1;
+    let budget = a.max_tokens.min(room);
     let tokenizer = s.tokenizer.as_ref();
-    let is_end = |t: u32| !a.ignore_eos && eos.contains(&t);
+    let mut saw_eos = false;
+    let mut is_end = |t: u32| {
+        let end = !a.ignore_eos && eos.contains(&t);
+        saw_eos |= end;
+        end
+    };
     if let Some(first) = device_next {
         // Greedy on the device: each pass is queued before the host sees the token of
         // the pass before (Llama::decode_greedy; the embedding is read on the device).
@@ -158,8 +197,16 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
         generated,
         text,
         mut out,
+        at,
         ..
     } = text_out;
+    let stop = if saw_eos {
+        StopReason::Eos
+    } else if generated.len() >= a.max_tokens {
+        StopReason::MaxTokens
+    } else {
+        StopReason::ContextFull
+    };
     let decode_s = td.elapsed().as_secs_f64();
     s.model.backend.synchronize()?;
     if !a.json {
@@ -168,12 +215,11 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
     let copied1 = s.model.backend.copied_bytes();
     let n_steps = (generated.len().max(1)) as u64; // forward calls after the prefill, plus the prefill's logits
     let per_token = (copied1.to_device + copied1.to_host - copied0.to_device - copied0.to_host) / n_steps;
-    let n_dec = generated.len().saturating_sub(1);
-    let decode_tok_s = if n_dec > 0 { n_dec as f64 / decode_s } else { 0.0 };
+    let speed = DecodeSpeed::from_arrivals(td, &at, decode_s);
     let prefill_tok_s = ids.len() as f64 / prefill_s;
     if a.json {
         let j = json!({
-            "model": a.model.model.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| s.path.display().to_string()),
+            "model": a.model.run.model.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| s.path.display().to_string()),
             "backend": s.model.backend.name(),
             "isa": s.model.backend.isa(),
             "threads": s.threads,
@@ -182,7 +228,11 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
             "text": text,
             "load_ms": s.load_ms,
             "prefill_tok_s": prefill_tok_s,
-            "decode_tok_s": decode_tok_s,
+            "decode_tok_s": speed.tok_s,
+            "decode_steps_timed": speed.steps,
+            "decode_includes_first_step": speed.includes_first,
+            "decode_first_step_ms": speed.first_step_ms,
+            "stop_reason": stop.name(),
             "synthetic": s.synthetic,
             "peak_rss_bytes": peak_rss_bytes(),
             "kv_cache_bytes": s.model.kv.bytes(),
@@ -193,18 +243,87 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
         writeln!(out, "{j}")?;
     } else {
         eprintln!(
-            "[{} prompt tokens, {} generated | load {:.0} ms | prefill {:.1} tok/s | decode {:.1} tok/s | {} {} x{}]",
+            "[{} prompt tokens, {} generated, stopped: {} | load {:.0} ms | prefill {:.1} tok/s | decode {} | {} {} x{}]",
             ids.len(),
             generated.len(),
+            stop.name(),
             s.load_ms,
             prefill_tok_s,
-            decode_tok_s,
+            speed.label(),
             s.model.backend.name(),
             s.model.backend.isa(),
             s.threads
         );
     }
+    if stop == StopReason::ContextFull {
+        eprintln!(
+            "stopped: context full after {} generated tokens (--ctx {ctx}, prompt {} tokens); raise --ctx for longer output",
+            generated.len(),
+            ids.len()
+        );
+    }
     Ok(())
+}
+
+/// Decode speed as a person should read it: the first decode step (the first forward
+/// pass after the prefill) pays one-time costs — cold caches, first touch of the KV
+/// cache pages, a GPU's queue warming — so, as the bench does, it is left out when
+/// there are steps after it; a run too short for that says the figure includes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct DecodeSpeed {
+    tok_s: f64,
+    /// Forward passes the figure covers.
+    steps: usize,
+    includes_first: bool,
+    first_step_ms: Option<f64>,
+}
+
+impl DecodeSpeed {
+    /// `at[i]`: when generated token `i` reached the host. Token 0 comes from the prefill's
+    /// logits; token `i ≥ 1` from decode step `i`. `t0` is the end of the prefill and
+    /// `total_s` the whole decode time (the fallback when tokens were not timed).
+    fn from_arrivals(t0: Instant, at: &[Instant], total_s: f64) -> DecodeSpeed {
+        let n = at.len();
+        let first_step_ms = (n >= 2).then(|| (at[1] - at[0]).as_secs_f64() * 1e3);
+        if n >= 3 {
+            let s = (at[n - 1] - at[1]).as_secs_f64();
+            let steps = n - 2;
+            return DecodeSpeed {
+                tok_s: steps as f64 / s.max(1e-9),
+                steps,
+                includes_first: false,
+                first_step_ms,
+            };
+        }
+        let steps = n.saturating_sub(1);
+        let s = if n >= 2 {
+            (at[n - 1] - t0).as_secs_f64()
+        } else {
+            total_s
+        };
+        DecodeSpeed {
+            tok_s: if steps > 0 { steps as f64 / s.max(1e-9) } else { 0.0 },
+            steps,
+            includes_first: steps > 0,
+            first_step_ms,
+        }
+    }
+
+    fn label(&self) -> String {
+        match (self.steps, self.includes_first) {
+            (0, _) => "n/a (no decode step)".to_string(),
+            (n, true) => format!(
+                "{:.1} tok/s ({n} step{}, incl. the warm-up step)",
+                self.tok_s,
+                if n == 1 { "" } else { "s" }
+            ),
+            (n, false) => format!(
+                "{:.1} tok/s ({n} steps after the first, which took {:.1} ms)",
+                self.tok_s,
+                self.first_step_ms.unwrap_or(0.0)
+            ),
+        }
+    }
 }
 
 /// Peak resident set size of this process (`VmHWM`), where the OS reports it.
@@ -222,6 +341,8 @@ struct TextOut<'a> {
     out: std::io::StdoutLock<'a>,
     stream: bool,
     io_err: Option<std::io::Error>,
+    /// When each generated token reached the host.
+    at: Vec<Instant>,
 }
 
 impl TextOut<'_> {
@@ -229,6 +350,7 @@ impl TextOut<'_> {
     /// the error is reported after).
     fn push(&mut self, tok: Option<&Tokenizer>, t: u32) -> antigravity_core::Result<bool> {
         self.generated.push(t);
+        self.at.push(Instant::now());
         if let (Some(d), Some(tok)) = (self.dec.as_mut(), tok) {
             let piece = d.step(tok, t)?;
             if !piece.is_empty() {

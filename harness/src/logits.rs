@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -30,6 +30,9 @@ pub struct LogitsArgs {
 }
 
 pub fn run(a: &LogitsArgs, t0: Instant) -> Result<()> {
+    if let Some(m) = &a.model.run.model {
+        crate::output::check_not_input(&a.out, m)?;
+    }
     let opts = RunOptions {
         ctx: a.model.ctx,
         max_batch: 64,
@@ -54,7 +57,12 @@ impl Job for Logits<'_> {
         let mut m = HashMap::new();
         m.insert("ids".to_string(), TensorView::new(Dtype::I64, vec![n], ib)?);
         m.insert("logits".to_string(), TensorView::new(Dtype::F32, vec![n, vocab], lb)?);
-        safetensors::serialize_to_file(&m, &None, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+        // Serialised here and written by us: safetensors' own file writer reports I/O
+        // errors in Debug form.
+        let bytes = safetensors::serialize(&m, &None).map_err(|e| anyhow::anyhow!("serialising logits: {e}"))?;
+        crate::output::write_atomically(&a.out, |tmp| {
+            std::fs::write(tmp, &bytes).map_err(|e| anyhow::anyhow!("{}: {e}", tmp.display()))
+        })?;
         eprintln!("wrote {} ({n} positions × {vocab} logits)", a.out.display());
         Ok(())
     }

@@ -12,6 +12,7 @@ mod fetch;
 mod generate;
 mod logits;
 mod oracle;
+mod output;
 mod quantize;
 mod report;
 mod synth;
@@ -31,6 +32,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Benchmark kernels, memory bandwidth and end-to-end decoding; write JSON lines and the report.
+    ///
+    /// Here `--model` must be a GGUF file, and `--isa auto` times the kernels of every ISA
+    /// this CPU has (a name times only that one). Results are appended to
+    /// reports/results/ and the report re-rendered (see --out-dir); the run ends with a
+    /// summary.
     Bench(bench::BenchArgs),
     /// Re-render every chart and reports/README.md from the result files alone.
     Report(report::ReportArgs),
@@ -67,8 +73,26 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", message(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each said once: a cause whose text the message already
+/// holds is left out (the core's I/O error prints its OS error and also hands it on as
+/// its source, which `{:#}` would print twice).
+fn message(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
 }

@@ -9,7 +9,7 @@ use clap::Args;
 
 use antigravity_core::oracle::{self, Options, Report};
 
-use crate::common::ModelArgs;
+use crate::common::{BackendArg, ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct OracleArgs {
@@ -65,11 +65,11 @@ pub fn print(rep: &Report) {
 
 pub fn run(a: &OracleArgs) -> Result<()> {
     let root = find_root(a.root.as_ref())?;
-    let smollm2 = match &a.model.model {
+    let smollm2 = match &a.model.run.model {
         Some(p) => Some(p.clone()),
         // The oracle never downloads: without a cached model the SmolLM2 cases are skipped
         // (and say so); `harness fetch` gets it.
-        None => Some(crate::fetch::cache_dir().join(crate::fetch::DEFAULT_MODEL_FILE)).filter(|p| p.exists()),
+        None => crate::fetch::cached_default_model()?,
     };
     let opts = Options {
         filter: a.filter.clone(),
@@ -77,28 +77,27 @@ pub fn run(a: &OracleArgs) -> Result<()> {
         smollm2,
     };
     let cl_err = |e: anyhow::Error| antigravity_core::Error::invalid(format!("{e:#}"));
-    let (rep, name, isa) = match a.model.backend.as_str() {
-        "cpu" => {
-            let args = a.model.clone();
+    let (rep, name, isa) = match a.model.run.backend {
+        BackendArg::Cpu => {
+            let args = a.model.run.clone();
             let rep = oracle::run(&root, &opts, &|| args.cpu_backend().map_err(cl_err))?;
-            let be = a.model.cpu_backend()?;
+            let be = a.model.run.cpu_backend()?;
             (rep, "cpu", antigravity_core::Backend::isa(&be).to_string())
         }
-        "opencl" => {
+        BackendArg::Opencl => {
             let be = crate::common::opencl_backend()?;
             let isa = antigravity_core::Backend::isa(&be).to_string();
             drop(be);
             let rep = oracle::run(&root, &opts, &|| crate::common::opencl_backend().map_err(cl_err))?;
             (rep, "opencl", isa)
         }
-        other => bail!("unknown --backend {other}"),
     };
     print(&rep);
     let fails: Vec<_> = rep.failures().collect();
     println!(
         "\n{} comparisons on {name}/{isa} ({} threads on the host): {} passed, {} failed",
         rep.rows.len(),
-        a.model.thread_count(),
+        a.model.run.thread_count(),
         rep.rows.len() - fails.len(),
         fails.len()
     );

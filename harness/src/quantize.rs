@@ -37,6 +37,11 @@ pub struct QuantizeArgs {
     /// Quantize token_embd/output to the target type too (default keeps them Q8_0 for 4-bit types).
     #[arg(long)]
     pub pure: bool,
+    /// Quantize tensors that are already quantized (Q4_0/Q4_1/Q8_0) to another block type.
+    /// The rounding errors of both formats add up, so the result is worse than quantizing
+    /// the original weights; refused without this flag (as llama.cpp's llama-quantize does).
+    #[arg(long)]
+    pub allow_requantize: bool,
 }
 
 /// llama.cpp's `llama_ftype` for the file's main type.
@@ -58,7 +63,7 @@ pub fn encode(data: &[f32], cols: usize, dtype: DType) -> Result<Vec<u8>> {
         .with_context(|| format!("row length {cols} is not a multiple of the {dtype} block"))?;
     let mut out = vec![0u8; rb * (data.len() / cols)];
     for (s, d) in data.chunks_exact(cols).zip(out.chunks_exact_mut(rb)) {
-        quant::quantize_row(dtype, s, d).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        quant::quantize_row(dtype, s, d).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     Ok(out)
 }
@@ -67,7 +72,7 @@ fn decode(bytes: &[u8], dtype: DType, cols: usize) -> Result<Vec<f32>> {
     let rb = dtype.row_bytes(cols).context("bad row")?;
     let mut out = vec![0f32; bytes.len() / rb * cols];
     for (s, d) in bytes.chunks_exact(rb).zip(out.chunks_exact_mut(cols)) {
-        quant::dequantize_row(dtype, s, d).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        quant::dequantize_row(dtype, s, d).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     Ok(out)
 }
@@ -87,15 +92,52 @@ fn target_for(name: &str, n_dims: usize, main: DType, pure: bool) -> DType {
 
 pub fn run(a: &QuantizeArgs) -> Result<()> {
     let main = DType::parse(&a.qtype).context("bad --type")?;
-    if a.model.is_dir() {
-        from_hf(&a.model, &a.out, main, a.pure)
-    } else {
-        from_gguf(&a.model, &a.out, main, a.pure)
+    if !a.model.exists() {
+        bail!("--model {} does not exist", a.model.display());
     }
+    crate::output::check_not_input(&a.out, &a.model)?;
+    if a.model.is_dir() {
+        let (c, t) = open_hf(&a.model)?;
+        crate::output::write_atomically(&a.out, |tmp| from_hf(&a.model, &c, &t, tmp, main, a.pure))?;
+    } else {
+        let f = GgufFile::open(&a.model)?;
+        if !a.allow_requantize {
+            check_requantize(&f, &a.model, main, a.pure)?;
+        }
+        crate::output::write_atomically(&a.out, |tmp| from_gguf(&f, tmp, main, a.pure))?;
+    }
+    eprintln!("wrote {} ({main})", a.out.display());
+    Ok(())
 }
 
-fn from_gguf(inp: &Path, out: &Path, main: DType, pure: bool) -> Result<()> {
-    let f = GgufFile::open(inp)?;
+/// Refuses to quantize a tensor that is already in a block format into another block
+/// format: the second rounding adds its error to the first (measured on SmolLM2 Q4_1 →
+/// Q4_0: the greedy answer to "The capital of France is" changes from " Paris." to
+/// a wrong one). Re-encoding to F16/F32, or keeping a tensor's type, loses nothing more.
+fn check_requantize(f: &GgufFile, inp: &Path, main: DType, pure: bool) -> Result<()> {
+    let again: Vec<String> = f
+        .tensors()
+        .iter()
+        .filter_map(|t| {
+            let to = target_for(&t.name, t.dims.len(), main, pure);
+            (t.dtype.is_quantized() && to.is_quantized() && to != t.dtype)
+                .then(|| format!("{} ({} → {to})", t.name, t.dtype))
+        })
+        .collect();
+    if let Some(first) = again.first() {
+        bail!(
+            "{}: {} tensor(s) are already quantized, e.g. {first}. Quantizing them again adds a second \
+             rounding error to the first and degrades the model noticeably (worse than quantizing the \
+             original weights). Quantize from the original F16/F32 weights (an HF directory or an F16/F32 \
+             GGUF), or pass --allow-requantize to do it anyway.",
+            inp.display(),
+            again.len()
+        );
+    }
+    Ok(())
+}
+
+fn from_gguf(f: &GgufFile, out: &Path, main: DType, pure: bool) -> Result<()> {
     let mut w = GgufWriter::new();
     for (k, v) in f.metadata() {
         if k == "general.file_type" || k == "general.quantization_version" || k == "general.alignment" {
@@ -117,15 +159,18 @@ fn from_gguf(inp: &Path, out: &Path, main: DType, pure: bool) -> Result<()> {
         w.add_tensor(&t.name, &t.dims, to, data)?;
     }
     w.write(out)?;
-    eprintln!("wrote {} ({} tensors, {})", out.display(), f.tensors().len(), main);
     Ok(())
 }
 
-fn from_hf(dir: &Path, out: &Path, main: DType, pure: bool) -> Result<()> {
+/// The config and tensors of an HF directory.
+fn open_hf(dir: &Path) -> Result<(LlamaConfig, HfTensors)> {
     let cfg_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| anyhow::anyhow!("{}: {e}", cfg_path.display()))?;
     let c = LlamaConfig::from_hf_json(&text, &cfg_path.display().to_string())?;
-    let t = HfTensors::open(dir)?;
+    Ok((c, HfTensors::open(dir)?))
+}
+
+fn from_hf(dir: &Path, c: &LlamaConfig, t: &HfTensors, out: &Path, main: DType, pure: bool) -> Result<()> {
     let mut w = GgufWriter::new();
     let name = dir
         .file_name()
@@ -147,7 +192,7 @@ fn from_hf(dir: &Path, out: &Path, main: DType, pure: bool) -> Result<()> {
     w.add("llama.vocab_size", Value::U32(c.vocab as u32))?;
     w.add("general.file_type", Value::U32(file_type(main)))?;
     w.add("general.quantization_version", Value::U32(2))?;
-    add_tokenizer(&mut w, dir, &c)?;
+    add_tokenizer(&mut w, dir, c)?;
 
     let mut tensors: Vec<(String, Vec<usize>, DType, Vec<u8>)> = Vec::new();
     let mut put = |gname: &str, data: Vec<f32>, rows: usize, cols: usize| -> Result<()> {
@@ -239,11 +284,7 @@ fn from_hf(dir: &Path, out: &Path, main: DType, pure: bool) -> Result<()> {
         w.add_tensor(n, dims, *dt, Cow::Borrowed(data.as_slice()))?;
     }
     w.write(out)?;
-    eprintln!(
-        "wrote {} ({} tensors, {main}; Q/K permuted for adjacent-pair RoPE)",
-        out.display(),
-        tensors.len()
-    );
+    eprintln!("{} tensors; Q/K rows permuted for adjacent-pair RoPE", tensors.len());
     Ok(())
 }
 

@@ -242,7 +242,7 @@ pub fn run(a: &SynthArgs) -> Result<()> {
     for (n, dims, dt, data) in &tensors {
         w.add_tensor(n, dims, *dt, Cow::Borrowed(data.as_slice()))?;
     }
-    w.write(&a.out)?;
+    crate::output::write_atomically(&a.out, |tmp| Ok(w.write(tmp)?))?;
     let bytes: usize = tensors.iter().map(|t| t.3.len()).sum();
     eprintln!(
         "wrote {} — synthetic {} {}, {:.1} MB of tensors (random weights: speed only)",

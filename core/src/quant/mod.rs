@@ -234,6 +234,23 @@ pub struct RowSizeError {
     pub bytes: usize,
 }
 
+impl core::fmt::Display for RowSizeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.dtype.row_bytes(self.elements) {
+            Some(want) => write!(
+                f,
+                "a row of {} {} elements takes {want} bytes, got {}",
+                self.elements, self.dtype, self.bytes
+            ),
+            None => write!(
+                f,
+                "{} elements are not a whole number of {} blocks ({} bytes given)",
+                self.elements, self.dtype, self.bytes
+            ),
+        }
+    }
+}
+
 fn check(dtype: DType, n: usize, bytes: usize) -> Result<(), RowSizeError> {
     match dtype.row_bytes(n) {
         Some(b) if b == bytes => Ok(()),

@@ -2,13 +2,9 @@
 //! build profile, the model file's identity (hashed once, cached), and process memory.
 //! Linux `/proc` is read where it exists; elsewhere the fields fall back to `unknown`/0.
 
-use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
-use super::error::{IoContext, Result};
+use super::error::Result;
 use super::record::{Machine, ModelId};
 
 /// The machine this process runs on.
@@ -95,19 +91,15 @@ pub fn git_rev() -> String {
     }
 }
 
-/// `release`, or `dev-opt` for the workspace's optimized dev profile (debug assertions
-/// on: `debug_assert!` in kernels runs, so figures can be a little lower).
+/// `release` for a build without debug assertions (the workspace's dev and release
+/// profiles alike, see `Cargo.toml`), or `dev-opt` for one with them (a profile that
+/// turns them on: `debug_assert!` in kernels runs, so figures can be a little lower).
 pub fn build_profile() -> &'static str {
     if cfg!(debug_assertions) {
         "dev-opt"
     } else {
         "release"
     }
-}
-
-/// Antigravity's cache folder (one definition: [`crate::fetch::cache_dir`]).
-pub fn home() -> Option<PathBuf> {
-    Some(crate::fetch::cache_dir())
 }
 
 /// The default model file name.
@@ -128,37 +120,11 @@ pub fn find_model(given: Option<&Path>) -> Option<PathBuf> {
     }
 }
 
-/// The model's identity. The SHA-256 is computed once per (path, size, mtime) and kept in
-/// `<home>/sha256-cache.json`, so a 100 MB file is not re-hashed every run.
+/// The model's identity. The SHA-256 comes from [`crate::fetch::sha256_stamped`]: computed
+/// once per (path, size, mtime) and kept in `<home>/sha256-cache.json`, so a 100 MB file
+/// is not re-hashed every run.
 pub fn model_id(path: &Path) -> Result<ModelId> {
-    let meta = std::fs::metadata(path).at(path)?;
-    let mtime = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let key = format!("{}|{}|{}", canon.display(), meta.len(), mtime);
-    let cache_file = home().map(|h| h.join("sha256-cache.json"));
-    let mut cache: BTreeMap<String, String> = cache_file
-        .as_ref()
-        .and_then(|f| std::fs::read_to_string(f).ok())
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default();
-    let hex = match cache.get(&key) {
-        Some(h) => h.clone(),
-        None => {
-            let h = sha256_file(path)?;
-            cache.insert(key, h.clone());
-            if let Some(f) = &cache_file {
-                // A cache that cannot be written only costs a re-hash next time.
-                let _ = f.parent().map(std::fs::create_dir_all);
-                let _ = std::fs::write(f, serde_json::to_string_pretty(&cache).unwrap_or_default());
-            }
-            h
-        }
-    };
+    let hex = crate::fetch::sha256_stamped(path).map_err(|e| super::error::Error::msg(format!("{e:#}")))?;
     Ok(ModelId {
         file: path
             .file_name()
@@ -166,21 +132,6 @@ pub fn model_id(path: &Path) -> Result<ModelId> {
             .unwrap_or_default(),
         sha256_prefix: hex[..12].to_string(),
     })
-}
-
-/// Full SHA-256 of a file, lower-case hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).at(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).at(path)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[cfg(test)]
@@ -198,18 +149,5 @@ mod tests {
             Some(24_000_000 * 1024)
         );
         assert_eq!(kib_field("", "VmHWM:"), None);
-    }
-
-    #[test]
-    fn sha256_of_known_bytes() {
-        let dir = std::env::temp_dir().join(format!("ag-sha-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("abc");
-        std::fs::write(&p, b"abc").unwrap();
-        assert_eq!(
-            sha256_file(&p).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

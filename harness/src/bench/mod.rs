@@ -28,6 +28,8 @@ use std::path::{Path, PathBuf};
 use antigravity_core::cpu::{CpuBackend, Isa};
 use antigravity_core::Backend;
 use clap::{Args, ValueEnum};
+
+use crate::common::{BackendArg, RunArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use error::{Error, IoContext, Result};
@@ -37,20 +39,12 @@ use timing::Budget;
 /// Options of `harness bench`. Defaults live here and nowhere else.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Backend to benchmark.
-    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
-    pub backend: BackendArg,
-    /// Threads for the memory probe's N-thread run, the model and llama-bench
-    /// (default: all available cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Kernel ISA: `auto` times every ISA this CPU has; a name times only that one.
-    #[arg(long, default_value = "auto")]
-    pub isa: String,
-    /// Model file (GGUF). Default: `$ANTIGRAVITY_HOME/SmolLM2-135M-Instruct.Q4_1.gguf`,
-    /// else `~/.cache/antigravity/…`; without one the end-to-end part is skipped.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    /// `--model` (a GGUF file here), `--backend`, `--isa` (`auto` times every ISA this
+    /// CPU has; a name times only that one), `--threads` (the memory probe's N-thread
+    /// run, the model and llama-bench): the same flags, checked the same way, as for
+    /// `generate`.
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Fewer repetitions and shorter runs (under a minute).
     #[arg(long)]
     pub quick: bool,
@@ -69,21 +63,6 @@ pub struct BenchArgs {
     /// Skip parts: any of `kernels`, `stream`, `e2e`, `report` (comma separated).
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<Part>,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BackendArg {
-    Cpu,
-    Opencl,
-}
-
-impl BackendArg {
-    fn name(self) -> &'static str {
-        match self {
-            BackendArg::Cpu => "cpu",
-            BackendArg::Opencl => "opencl",
-        }
-    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -202,8 +181,12 @@ fn bar(len: u64, what: &str) -> ProgressBar {
 
 /// `harness bench`.
 pub fn run(a: &BenchArgs) -> Result<()> {
-    let machine = env::machine();
-    let threads = a.threads.unwrap_or(machine.cores as usize).max(1);
+    let threads = a.run.thread_count();
+    // A model the user named must be one the bench can run, before anything is measured.
+    if let Some(p) = &a.run.model {
+        antigravity_core::gguf::GgufFile::open(p)
+            .map_err(|e| Error::msg(format!("--model: {e} (the bench runs GGUF files)")))?;
+    }
     let budget = if a.quick { Budget::QUICK } else { Budget::FULL };
     let reports = a
         .out_dir
@@ -216,45 +199,40 @@ pub fn run(a: &BenchArgs) -> Result<()> {
 
     let mut run = Run::open(&out_dir, a.json, a.quick)?;
 
-    let isas: Vec<Isa> = if a.isa == "auto" {
-        Isa::ALL
+    let isas: Vec<Isa> = match a.run.forced_isa().map_err(|e| Error::msg(format!("{e:#}")))? {
+        None => Isa::ALL
             .into_iter()
             .filter(|&i| CpuBackend::with_isa(i).is_some())
-            .collect()
-    } else {
-        let isa = Isa::parse(&a.isa).ok_or_else(|| {
-            let names: Vec<_> = Isa::ALL.iter().map(|i| i.name()).collect();
-            Error::msg(format!("--isa {}: unknown (one of auto, {})", a.isa, names.join(", ")))
-        })?;
-        if CpuBackend::with_isa(isa).is_none() {
-            return Err(Error::msg(format!("--isa {}: this CPU or build lacks it", a.isa)));
-        }
-        vec![isa]
+            .collect(),
+        Some(isa) => vec![isa],
     };
     eprintln!(
         "antigravity bench: build {} ({}), git {}, machine {} ({} cores, {:.1} GiB), backend {}, ISAs [{}], {}",
         run.build,
         if run.build == "release" {
-            "cargo --release"
+            "optimized, no debug assertions: the dev and release profiles are alike"
         } else {
-            "workspace dev profile, optimized, debug assertions on"
+            "debug assertions on: figures can be a little low"
         },
         run.git_rev,
         run.machine.cpu,
         run.machine.cores,
         run.machine.mem_bytes as f64 / (1u64 << 30) as f64,
-        a.backend.name(),
+        a.run.backend.name(),
         isas.iter().map(|i| i.name()).collect::<Vec<_>>().join(", "),
         if a.quick { "quick" } else { "full" },
     );
     eprintln!("results: {}", run.path.display());
+    if let Some(load) = run.load_1m.filter(|&l| l > LOAD_WARN) {
+        eprintln!("{}", load_warning(load, run.machine.cores));
+    }
 
     let mut notes: Vec<String> = Vec::new();
     // Fetch the default model only when the end-to-end part will use it.
-    let model = if a.skip.contains(&Part::E2e) && a.model.is_none() {
+    let model = if a.skip.contains(&Part::E2e) && a.run.model.is_none() {
         None
     } else {
-        env::find_model(a.model.as_deref())
+        env::find_model(a.run.model.as_deref())
     };
     let model_id = match &model {
         Some(p) => Some(env::model_id(p)?),
@@ -282,7 +260,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
 
     if !a.skip.contains(&Part::Kernels) {
-        match a.backend {
+        match a.run.backend {
             BackendArg::Cpu => {
                 for &isa in &isas {
                     let Some(mut b) = CpuBackend::with_isa(isa) else {
@@ -345,11 +323,115 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     println!("{} rows appended to {}", run.rows.len(), run.path.display());
 
-    if !a.skip.contains(&Part::Report) {
+    let readme = if a.skip.contains(&Part::Report) {
+        None
+    } else {
         let written = crate::report::render(&out_dir, &report_dir)?;
         println!("report: {} files under {}", written.len(), report_dir.display());
-    }
+        Some(report_dir.join("README.md"))
+    };
+    print!(
+        "{}",
+        summary(&run.rows, run.load_1m, run.machine.cores, readme.as_deref())
+    );
     Ok(())
+}
+
+/// Above this 1-minute load average at the start (other processes busy: a build that
+/// just finished, another benchmark), figures are likely low.
+const LOAD_WARN: f64 = 1.0;
+
+fn load_warning(load: f64, cores: u32) -> String {
+    format!(
+        "warning: load average {load:.2} at start (> {LOAD_WARN:.0}, {cores} cores): other work is running \
+         (a build that just finished?), so figures will likely be low; wait for it to settle and run again \
+         for figures to compare"
+    )
+}
+
+/// Formats a figure with about three significant digits (0.00412, 4.12, 412, 4120).
+fn sig3(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 || a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        let digits = (2 - a.log10().floor() as i32).clamp(3, 9) as usize;
+        format!("{v:.digits$}")
+    }
+}
+
+/// The closing lines of a bench run: the figures a person came for (decode, prefill,
+/// peak RSS, the peer's where it ran), the load warning, and where the report is.
+fn summary(rows: &[Record], load_1m: Option<f64>, cores: u32, readme: Option<&Path>) -> String {
+    use std::fmt::Write as _;
+    fn ours<'a>(rows: &'a [Record], m: &'a str) -> impl Iterator<Item = &'a Record> + 'a {
+        rows.iter().filter(move |r| r.metric == m && r.peer.is_none())
+    }
+    let ours = |m: &'static str| ours(rows, m);
+    let peer = |m: &str| rows.iter().find(|r| r.metric == m && r.peer.is_some());
+    let mut s = String::from("\nsummary\n");
+    if let Some(d) = ours("decode_tok_s_overall").next() {
+        let _ = write!(
+            s,
+            "  decode    {} tok/s  (tokens 1..{}, warm-up steps excluded; {})",
+            sig3(d.value),
+            d.tokens.unwrap_or(0),
+            d.config_label()
+        );
+        if let Some(p) = peer("decode_tok_s") {
+            let _ = write!(s, "; llama.cpp {} tok/s = {:.2}x", sig3(p.value), d.value / p.value);
+        }
+        s.push('\n');
+    }
+    // The 128-token prompt is the one llama.cpp's pp128 measures; else the longest.
+    let prefill: Vec<&Record> = ours("prefill_tok_s").collect();
+    let p = prefill
+        .iter()
+        .find(|r| r.prompt_len == Some(128))
+        .or_else(|| prefill.iter().max_by_key(|r| r.prompt_len));
+    if let Some(p) = p {
+        let len = p.prompt_len.unwrap_or(0);
+        let _ = write!(s, "  prefill   {} tok/s  ({len}-token prompt)", sig3(p.value));
+        if let Some(q) = rows
+            .iter()
+            .find(|r| r.metric == "prefill_tok_s" && r.peer.is_some() && r.prompt_len == Some(len))
+        {
+            let _ = write!(s, "; llama.cpp {} tok/s = {:.2}x", sig3(q.value), p.value / q.value);
+        }
+        s.push('\n');
+    }
+    if let Some(r) = ours("peak_rss_bytes")
+        .next()
+        .or_else(|| ours("peak_rss_bytes_process").next())
+    {
+        let _ = writeln!(
+            s,
+            "  peak RSS  {:.1} MiB  ({})",
+            r.value / (1u64 << 20) as f64,
+            if r.metric == "peak_rss_bytes" {
+                "model load and end-to-end run"
+            } else {
+                "whole process so far"
+            }
+        );
+    }
+    if ours("decode_tok_s_overall").next().is_none() {
+        s.push_str("  (no end-to-end figures: see the notes above)\n");
+    }
+    if let Some(load) = load_1m.filter(|&l| l > LOAD_WARN) {
+        let _ = writeln!(s, "  {}", load_warning(load, cores));
+    }
+    match readme {
+        Some(p) => {
+            let _ = writeln!(s, "  report    {}", p.display());
+        }
+        None => s.push_str("  report    not rendered (--skip report); `harness report` renders it\n"),
+    }
+    s
 }
 
 fn run_kernels<B: Backend>(run: &mut Run, b: &mut B, budget: Budget) -> Result<()> {
@@ -434,8 +516,8 @@ fn run_e2e<T: e2e::DecodeTarget>(
 ) -> Result<()> {
     let plan = if a.quick { e2e::Plan::quick() } else { e2e::Plan::full() };
     let opts = e2e::TargetOptions {
-        backend: a.backend.name().to_string(),
-        isa: (a.isa != "auto").then(|| a.isa.clone()),
+        backend: a.run.backend.name().to_string(),
+        isa: a.run.isa.0.map(|i| i.name().to_string()),
         threads,
         max_ctx: plan.max_ctx(),
     };
@@ -546,17 +628,33 @@ pub fn detail(r: &Record) -> String {
     d.join(" ")
 }
 
+/// Whether the table shows this row: one figure per kernel case, in the unit that
+/// describes it — GB/s for a one-token matvec and the other memory-bound ops (they stream
+/// their operands once), GFLOP/s for a batched matmul (its weight bytes are read once for
+/// the whole batch, so bytes per second says little). Times and the other units stay in
+/// the data and the charts.
+fn shown(r: &Record) -> bool {
+    let batched = r.tokens.is_some_and(|t| t > 1);
+    match r.metric.as_str() {
+        "matmul_gb_s" => !batched,
+        "matmul_gflop_s" => batched,
+        "op_gflop_s" => false,
+        "op_ms_per_token" => false,
+        m => !m.ends_with("_time_us"),
+    }
+}
+
 fn print_table(rows: &[Record]) {
     let cells: Vec<[String; 4]> = rows
         .iter()
-        .filter(|r| !r.metric.ends_with("_time_us") && r.metric != "op_ms_per_token")
+        .filter(|r| shown(r))
         .map(|r| {
             let v = if r.unit == "bytes" {
                 format!("{:.1} MiB", r.value / (1u64 << 20) as f64)
             } else if r.unit == "fraction" {
                 format!("{:.1} %", r.value * 100.0)
             } else {
-                format!("{:.3} {}", r.value, r.unit)
+                format!("{} {}", sig3(r.value), r.unit)
             };
             [r.metric.clone(), r.config_label(), detail(r), v]
         })
@@ -603,6 +701,47 @@ mod tests {
 
     fn args(extra: &[&str]) -> BenchArgs {
         Cli::parse_from(std::iter::once("bench").chain(extra.iter().copied())).a
+    }
+
+    #[test]
+    fn figures_keep_three_significant_digits() {
+        assert_eq!(sig3(0.00412345), "0.00412");
+        assert_eq!(sig3(4.12345), "4.12");
+        assert_eq!(sig3(41.2345), "41.2");
+        assert_eq!(sig3(41234.5), "41234");
+        assert_eq!(sig3(0.0), "0");
+    }
+
+    #[test]
+    fn summary_compares_with_the_peer_and_warns_about_load() {
+        let dir = TempDir::new("bench-summary");
+        let run = Run::open(&dir.0, false, true).unwrap();
+        let mut rows = Vec::new();
+        let mut r = run.row("decode_tok_s_overall", 80.0, "tok/s");
+        r.tokens = Some(256);
+        rows.push(r);
+        let mut r = run.row("decode_tok_s", 100.0, "tok/s");
+        r.peer = Some("llama.cpp".into());
+        rows.push(r);
+        for (peer, v) in [(None, 600.0), (Some("llama.cpp"), 500.0)] {
+            let mut r = run.row("prefill_tok_s", v, "tok/s");
+            r.prompt_len = Some(128);
+            r.peer = peer.map(String::from);
+            rows.push(r);
+        }
+        rows.push(run.row("peak_rss_bytes", 200.0 * (1 << 20) as f64, "bytes"));
+        let s = summary(&rows, Some(2.5), 2, Some(Path::new("reports/README.md")));
+        assert!(s.contains("decode    80.0 tok/s  (tokens 1..256"), "{s}");
+        assert!(s.contains("llama.cpp 100 tok/s = 0.80x"), "{s}");
+        assert!(
+            s.contains("prefill   600 tok/s  (128-token prompt); llama.cpp 500 tok/s = 1.20x"),
+            "{s}"
+        );
+        assert!(s.contains("peak RSS  200.0 MiB"), "{s}");
+        assert!(s.contains("warning: load average 2.50"), "{s}");
+        assert!(s.trim_end().ends_with("report    reports/README.md"), "{s}");
+        let quiet = summary(&rows, Some(0.3), 2, None);
+        assert!(!quiet.contains("warning"), "{quiet}");
     }
 
     #[test]
