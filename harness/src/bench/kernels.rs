@@ -5,8 +5,17 @@
 //! 49152); data is generated here from a fixed seed and quantized with the reference
 //! quantizers, so every run times the same bytes. Each case reports its median time and
 //! the bytes and flops it must move, from which the caller derives GB/s and GFLOP/s.
+//!
+//! Weights enter the backend through `Backend::import_weight`, as a model's do (the CPU
+//! repacks them into its x8 layout there), so the kernels timed are the ones decode and
+//! prefill run. Each matvec is timed twice: `matmul` repeats one matrix, which then
+//! sits in cache; `matmul_stream` cycles through copies of it filling [`STREAM_BYTES`]
+//! (three times a 32 MiB last-level cache), so every byte comes from memory as in a
+//! decode step — the figure that predicts the model.
 
-use antigravity_core::backend::{AttnParams, Reservation, RopeStyle};
+use std::sync::Arc;
+
+use antigravity_core::backend::{AttnParams, HostRegion, Reservation, RopeStyle};
 use antigravity_core::{ops, Backend, BufferKind, DType, Shape, TensorMut, TensorRef};
 
 use super::error::{Error, Result};
@@ -25,6 +34,8 @@ pub const BATCH_SHAPES: [(usize, usize); 2] = [(576, 576), (1536, 576)];
 pub const BATCH_TOKENS: usize = 128;
 /// Weight types timed.
 pub const WEIGHT_DTYPES: [DType; 4] = [DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::F16];
+/// Bytes of weight copies a `matmul_stream` case cycles through.
+pub const STREAM_BYTES: usize = 96 << 20;
 /// Attention context lengths timed.
 pub const ATTN_CTX: [usize; 3] = [128, 512, 2048];
 
@@ -63,7 +74,7 @@ impl KernelResult {
 
 /// The list of cases, so a caller can size a progress bar before running them.
 pub fn case_count() -> usize {
-    MATMUL_SHAPES.len() * WEIGHT_DTYPES.len() + BATCH_SHAPES.len() * WEIGHT_DTYPES.len() + 3 + ATTN_CTX.len()
+    2 * MATMUL_SHAPES.len() * WEIGHT_DTYPES.len() + BATCH_SHAPES.len() * WEIGHT_DTYPES.len() + 3 + ATTN_CTX.len()
 }
 
 /// SplitMix64: a tiny seeded generator, enough for benchmark data.
@@ -101,8 +112,8 @@ fn upload_f32<B: Backend>(b: &B, data: &[f32]) -> Result<B::Buffer> {
     Ok(buf)
 }
 
-/// A random `[rows, cols]` weight quantized (or converted) to `dtype`, on the device.
-fn upload_weight<B: Backend>(b: &B, rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> Result<B::Buffer> {
+/// A random `[rows, cols]` weight quantized (or converted) to `dtype`, as file bytes.
+fn weight_bytes(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> Result<Vec<u8>> {
     let rb = dtype
         .row_bytes(cols)
         .ok_or_else(|| Error::msg(format!("{cols} columns are not whole {dtype} blocks")))?;
@@ -112,9 +123,13 @@ fn upload_weight<B: Backend>(b: &B, rng: &mut Rng, dtype: DType, rows: usize, co
         antigravity_core::quant::quantize_row(dtype, &src, row)
             .map_err(|e| Error::msg(format!("quantize {dtype}: {e:?}")))?;
     }
-    let mut buf = b.alloc(bytes.len(), BufferKind::Device)?;
-    b.upload(&mut buf, 0, &bytes)?;
-    Ok(buf)
+    Ok(bytes)
+}
+
+/// `bytes` imported as a model weight (`Backend::import_weight`).
+fn import_weight<B: Backend>(b: &B, bytes: &[u8], dtype: DType, rows: usize, cols: usize) -> Result<B::Buffer> {
+    let region = HostRegion::new(Arc::new(bytes.to_vec()));
+    Ok(b.import_weight(region, dtype, Shape::d2(rows, cols))?)
 }
 
 /// Runs every case on `b`, calling `done` after each. Synchronises the backend inside
@@ -135,7 +150,8 @@ pub fn run<B: Backend>(b: &mut B, budget: Budget, done: &mut dyn FnMut(KernelRes
         let x = upload_f32(b, &rng.vec(n_tok * n_in))?;
         let mut y = b.alloc(n_tok * n_out * 4, BufferKind::Device)?;
         for dtype in WEIGHT_DTYPES {
-            let w = upload_weight(b, &mut rng, dtype, n_out, n_in)?;
+            let bytes = weight_bytes(&mut rng, dtype, n_out, n_in)?;
+            let w = import_weight(b, &bytes, dtype, n_out, n_in)?;
             let wt = TensorRef::<B>::new(&w, 0, dtype, Shape::d2(n_out, n_in));
             let xt = TensorRef::<B>::new(&x, 0, DType::F32, Shape::d2(n_tok, n_in));
             let timing = measure(budget, || {
@@ -156,6 +172,37 @@ pub fn run<B: Backend>(b: &mut B, budget: Budget, done: &mut dyn FnMut(KernelRes
                 timing,
                 bytes: wt.nbytes() as f64,
                 flops: 2.0 * (n_out * n_in * n_tok) as f64,
+            });
+            if n_tok != 1 {
+                continue;
+            }
+            // The same matvec over copies filling STREAM_BYTES, visited in turn.
+            drop(w);
+            let copies = STREAM_BYTES.div_ceil(bytes.len()).max(2);
+            let ws = (0..copies)
+                .map(|_| import_weight(b, &bytes, dtype, n_out, n_in))
+                .collect::<Result<Vec<_>>>()?;
+            let mut i = 0usize;
+            let timing = measure(budget, || {
+                let w = &ws[i % copies];
+                i += 1;
+                ops::matmul(
+                    b,
+                    TensorRef::new(w, 0, dtype, Shape::d2(n_out, n_in)),
+                    xt,
+                    TensorMut::new(&mut y, 0, DType::F32, Shape::d2(n_tok, n_out)),
+                )?;
+                b.synchronize()
+            })?;
+            done(KernelResult {
+                op: "matmul_stream",
+                shape: format!("{n_out}x{n_in}"),
+                tokens: n_tok,
+                dtype: Some(dtype),
+                ctx: None,
+                timing,
+                bytes: bytes.len() as f64,
+                flops: 2.0 * (n_out * n_in) as f64,
             });
         }
     }
@@ -294,7 +341,7 @@ mod tests {
         }
         let q4 = got
             .iter()
-            .find(|r| r.shape == "576x576" && r.dtype == Some(DType::Q4_0))
+            .find(|r| r.op == "matmul" && r.shape == "576x576" && r.dtype == Some(DType::Q4_0))
             .unwrap();
         assert_eq!(q4.bytes, (576 * 18 * 18) as f64);
     }

@@ -460,7 +460,9 @@ fn run_kernels<B: Backend>(run: &mut Run, b: &mut B, budget: Budget) -> Result<(
             r
         };
         let us = k.timing.secs() * 1e6;
-        if k.op == "matmul" {
+        if k.op == "matmul_stream" {
+            run.emit(base(run, "matmul_stream_gb_s", k.gb_s(), "GB/s"))?;
+        } else if k.op == "matmul" {
             let rows = [
                 base(run, "matmul_time_us", us, "us"),
                 base(run, "matmul_gb_s", k.gb_s(), "GB/s"),

@@ -239,6 +239,45 @@ pub fn build(rows: &[Record]) -> Vec<Chart> {
         });
     }
 
+    // (1a) the same matvecs with the weights streamed from memory (as in decode).
+    let (cats, series) = bars(
+        rows,
+        "matmul_stream_gb_s",
+        |r| r.tokens == Some(1) && r.peer.is_none(),
+        |r| shape_label(r.shape.as_deref().unwrap_or("?")),
+        |c| shape_rank(c.split(' ').next().unwrap_or("")),
+        quant_isa_label,
+        quant_isa_rank,
+    );
+    if !series.is_empty() {
+        let hlines = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.metric == "stream_read_gb_s")
+            .map(|(i, r)| HLine {
+                name: format!(
+                    "memory read, {} thread{}: {:.1} GB/s",
+                    r.threads,
+                    if r.threads == 1 { "" } else { "s" },
+                    r.value
+                ),
+                y: r.value,
+                row: i,
+            })
+            .collect();
+        out.push(Chart {
+            id: "matvec_stream_gb_s",
+            title: format!("Matrix-vector (1 token), weights streamed from memory — {machine}"),
+            x_label: "weight matrix, out x in (SmolLM2-135M role), copies filling 96 MiB".into(),
+            y_label: "weight bytes / time (GB/s)".into(),
+            y_scale: 1.0,
+            metrics: vec!["matmul_stream_gb_s", "stream_read_gb_s"],
+            kind: Kind::Bars { categories: cats },
+            series,
+            hlines,
+        });
+    }
+
     // (1b) batched matmul (prefill-like) GFLOP/s.
     let (cats, series) = bars(
         rows,
