@@ -192,6 +192,29 @@ pub(crate) fn rows4<T>(w: &[T], r: usize, nb: usize) -> [&[T]; 4] {
     [&w[..nb], &w[nb..2 * nb], &w[2 * nb..3 * nb], &w[3 * nb..]]
 }
 
+/// [`repack::repack`] split by whole row groups over `threads` scoped threads when the
+/// tensor is large (the groups of a byte range are the same byte range in both
+/// layouts); at load only, so spawning threads here costs nothing per token.
+fn repack_par(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut [u8], threads: usize) -> bool {
+    #[cfg(feature = "std")]
+    if threads > 1 && src.len() >= 4 << 20 && repack::can_repack(dtype, rows, cols) && src.len() == dst.len() {
+        let groups = rows / repack::ROWS_X8;
+        let per = groups.div_ceil(threads);
+        let group_bytes = src.len() / groups;
+        let ok = std::thread::scope(|sc| {
+            let handles: Vec<_> = src
+                .chunks(per * group_bytes)
+                .zip(dst.chunks_mut(per * group_bytes))
+                .map(|(s, d)| sc.spawn(move || repack::repack(dtype, s.len() / group_bytes * repack::ROWS_X8, cols, s, d)))
+                .collect();
+            handles.into_iter().all(|h| h.join().unwrap_or(false))
+        });
+        return ok;
+    }
+    let _ = threads;
+    repack::repack(dtype, rows, cols, src, dst)
+}
+
 /// `ANTIGRAVITY_CPU_REPACK=0` (or `off`) turns load-time repacking off for backends
 /// built from now on (to compare layouts, or to keep every weight in the file's pages);
 /// anything else, or unset, leaves the default. The one environment knob of the CPU
@@ -473,7 +496,7 @@ impl Backend for CpuBackend {
         if huge_pages_env_allows() {
             os::advise_huge(dst);
         }
-        if !repack::repack(dtype, d[0], d[1], src, dst) {
+        if !repack_par(dtype, d[0], d[1], src, dst, self.pool.threads()) {
             return Err(Error::invalid(alloc::format!(
                 "repack: {dtype:?} [{}, {}] tensor of {} bytes does not fit its shape",
                 d[0],
