@@ -57,8 +57,7 @@ signature! {
         table: Mem, table_off: u64, row_bytes: u64, n_rows: u32, ids: Mem, ids_off: u64, single_id: i32,
         out: Mem, out_off: u64, dim: u32,
     }
-    /// `mul_mv_*_f32` (mul_mv_*_f32.cl) and `mul_mv_q4_0_img_f32` (`w` the q plane
-    /// image, `w_off` replaced by the d plane image: see [`MulMvImg`]).
+    /// `mul_mv_*_f32` (mul_mv_*_f32.cl).
     struct MulMv {
         w: Mem, w_off: u64, x: Mem, x_off: u64, y: Mem, y_off: u64, n_in: u32, n_out: u32, n_tok: u32,
         accumulate: u32,

@@ -369,3 +369,50 @@ fn build_block(
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The facts Rust owns reach the kernels only through the generated header: it
+    /// carries every code and block size, and no `.cl` file writes one out.
+    #[test]
+    fn dtype_facts_come_from_rust() {
+        let h = generated_header();
+        for t in DType::ALL {
+            if let Some(code) = dtype_code(t) {
+                let name = t.name().to_ascii_uppercase();
+                assert!(h.contains(&format!("#define T_{name} {code}\n")), "{h}");
+                if t.is_quantized() {
+                    assert!(
+                        h.contains(&format!("#define {name}_BYTES {}\n", t.block_bytes())),
+                        "{h}"
+                    );
+                }
+            }
+        }
+        assert!(h.contains(&format!("#define QK {}\n", crate::dtype::QK4_0)));
+        for (file, src) in antigravity_kernels::SOURCES.iter().chain(antigravity_kernels::PRELUDES) {
+            for fact in [
+                "#define T_",
+                "#define QK",
+                "#define Q4_0_BYTES",
+                "#define Q4_1_BYTES",
+                "#define Q8_0_BYTES",
+            ] {
+                assert!(!src.contains(fact), "{file} defines `{fact}` itself");
+            }
+        }
+    }
+
+    /// Every family's source starts with the header and the preludes, in order.
+    #[test]
+    fn sources_are_header_preludes_family() {
+        let src = program_source("rope.cl").unwrap();
+        let at = |needle: &str| src.find(needle).unwrap_or_else(|| panic!("{needle} missing"));
+        assert!(src.starts_with(&generated_header()));
+        assert!(at("// ---- common/dtype.cl") < at("// ---- common/reduce.cl"));
+        assert!(at("// ---- common/reduce.cl") < at("// ---- common/rope.cl"));
+        assert!(at("// ---- common/rope.cl") < at("// ---- rope.cl"));
+    }
+}

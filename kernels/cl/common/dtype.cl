@@ -1,9 +1,9 @@
 // common/dtype.cl — weight dtypes and ggml block decoding, shared by every kernel family.
 //
-// The dtype codes (T_F32 … T_Q8_0), QK (elements per block) and the block sizes
-// (Q4_0_BYTES = 18, Q4_1_BYTES = 20, Q8_0_BYTES = 34) are not written here: the backend
-// generates them from Rust's DType (core/src/opencl/program.rs, `generated_header`) and
-// puts them in front of this file.
+// The dtype codes (T_F32 … T_Q8_0), QK (elements per block) and the block sizes in bytes
+// (Q4_0_BYTES, Q4_1_BYTES, Q8_0_BYTES) are not written here: the backend generates them
+// from Rust's DType (core/src/opencl/program.rs, `generated_header`) and puts them in
+// front of this file.
 //
 // Blocks (ggml's, addressed in bytes; an imported GGUF tensor is only 2-byte aligned
 // inside a block, so f16 scales are read with vload_half — no cl_khr_fp16 needed):
