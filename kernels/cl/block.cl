@@ -48,12 +48,8 @@
 // V values a work-item fetches ahead in stage B.
 #define VPRE 8
 
-#define T_F32 0
-#define T_F16 1
-#define T_BF16 2
-#define T_Q4_0 3
-#define T_Q4_1 4
-#define T_Q8_0 5
+// Dtype codes (T_*), block sizes and decoding, row_bytes: common/dtype.cl and the header
+// the backend generates from Rust.
 
 // The grid barrier's arrival (an atomic add that publishes this group's writes) and its
 // poll (a load after which the other groups' writes are visible). NVIDIA: a release add
@@ -112,22 +108,6 @@ inline ulong ag_clock(void) {
         *tm = now;                                      \
     }
 
-inline ulong row_bytes(const uint t, const uint n) {
-    switch (t) {
-    case T_F32:
-        return 4ul * n;
-    case T_F16:
-    case T_BF16:
-        return 2ul * n;
-    case T_Q4_0:
-        return (ulong)(n / 32) * 18;
-    case T_Q4_1:
-        return (ulong)(n / 32) * 20;
-    default:
-        return (ulong)(n / 32) * 34;
-    }
-}
-
 // One 16-element unit u of a quantized row times v, in two steps: `raw_load` fetches
 // its bytes (scale, offset, quants), `raw_dot` multiplies them with v — one body for the
 // three block types. Weights are 2-byte aligned at least (GGUF blocks are read as ushort
@@ -135,18 +115,18 @@ inline ulong row_bytes(const uint t, const uint n) {
 inline void raw_load(const uint t, __global const uchar *wr, const uint u, float *d, float *m, uint4 *q) {
     const uint b = u >> 1, hf = u & 1;
     if (t == T_Q4_0) {
-        __global const uchar *blk = wr + b * 18;
+        __global const uchar *blk = wr + b * Q4_0_BYTES;
         *d = vload_half(0, (__global const half *)blk);
         *m = 0.0f;
         *q = (uint4)(as_uint2(vload4(0, (__global const ushort *)(blk + 2 + 8 * hf))), 0u, 0u);
     } else if (t == T_Q4_1) {
-        __global const uchar *blk = wr + b * 20;
+        __global const uchar *blk = wr + b * Q4_1_BYTES;
         const float2 dm = vload_half2(0, (__global const half *)blk);
         *d = dm.x;
         *m = dm.y;
         *q = (uint4)(as_uint2(vload4(0, (__global const ushort *)(blk + 4 + 8 * hf))), 0u, 0u);
     } else { // T_Q8_0
-        __global const uchar *blk = wr + b * 34;
+        __global const uchar *blk = wr + b * Q8_0_BYTES;
         *d = vload_half(0, (__global const half *)blk);
         *m = 0.0f;
         *q = as_uint4(vload8(0, (__global const ushort *)(blk + 2 + 16 * hf)));
@@ -166,12 +146,11 @@ inline float raw_dot(const uint t, const float d, const float m, const uint4 q, 
     const float8 xl = vload8(0, v + b * 32 + 8 * hf);
     const float8 xh = vload8(0, v + b * 32 + 16 + 8 * hf);
     if (t == T_Q4_0) {
-        const float8 p = xl * (convert_float8(qb & (uchar8)(0x0F)) - 8.0f) +
-                         xh * (convert_float8(qb >> (uchar8)(4)) - 8.0f);
+        const float8 p = xl * q4_0_lo8(qb) + xh * q4_0_hi8(qb);
         const float4 p4 = p.lo + p.hi;
         return d * (p4.x + p4.y + p4.z + p4.w);
     }
-    const float8 p = xl * convert_float8(qb & (uchar8)(0x0F)) + xh * convert_float8(qb >> (uchar8)(4));
+    const float8 p = xl * q4_lo8(qb) + xh * q4_hi8(qb);
     const float8 sm = xl + xh;
     const float4 p4 = p.lo + p.hi;
     const float4 s4 = sm.lo + sm.hi;
@@ -183,10 +162,6 @@ inline float unit_quant(const uint t, __global const uchar *wr, __local const fl
     uint4 q;
     raw_load(t, wr, u, &d, &m, &q);
     return raw_dot(t, d, m, q, v, u);
-}
-
-inline bool is_quant(const uint t) {
-    return t == T_Q4_0 || t == T_Q4_1 || t == T_Q8_0;
 }
 
 inline float unit_float(const uint t, __global const uchar *wr, __local const float *v, const uint u) {
@@ -240,142 +215,7 @@ inline float dot_part(const uint t, __global const uchar *wr, __local const floa
     return acc;
 }
 
-// Reductions. With AG_NV_SHFL (NVIDIA: warps of 32 consecutive work-items, PTX
-// `shfl.sync.bfly`) sums and maxima meet in registers inside a warp and only the warps'
-// results go through local memory: one local barrier instead of three, and no serial
-// loops over local arrays (a 512-item sum was ~0.8 µs that way). Every work-item of the
-// group must call these (the shuffles name the whole warp).
-#ifdef AG_NV_SHFL
-inline float shfl_xor(const float v, const uint m) {
-    float r;
-    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;" : "=f"(r) : "f"(v), "r"(m));
-    return r;
-}
-inline float warp_sum(float v, const uint width) {
-    for (uint m = width / 2; m > 0; m >>= 1) {
-        v += shfl_xor(v, m);
-    }
-    return v;
-}
-inline float warp_max(float v) {
-    for (uint m = 16; m > 0; m >>= 1) {
-        v = fmax(v, shfl_xor(v, m));
-    }
-    return v;
-}
-#endif
-
-// Sum of v over the work-group, returned to every work-item (each reads the 16
-// partials itself: no broadcast slot to go stale).
-inline float wg_sum(const float v, __local float *red, __local float *red2, const uint lid) {
-#ifdef AG_NV_SHFL
-    const float w = warp_sum(v, 32);
-    if ((lid & 31) == 0) {
-        red2[lid >> 5] = w;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    const float total = warp_sum((lid & 31) < LWS / 32 ? red2[lid & 31] : 0.0f, 32);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return total;
-#else
-    red[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (lid < 16) {
-        float s = 0.0f;
-        for (uint j = lid; j < LWS; j += 16) {
-            s += red[j];
-        }
-        red2[lid] = s;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    float total = 0.0f;
-    for (uint j = 0; j < 16; j++) {
-        total += red2[j];
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return total;
-#endif
-}
-
-// Maximum of v over the work-group, returned to every work-item.
-inline float wg_max(const float v, __local float *red, __local float *red2, const uint lid) {
-#ifdef AG_NV_SHFL
-    const float w = warp_max(v);
-    if ((lid & 31) == 0) {
-        red2[lid >> 5] = w;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    const float total = warp_max((lid & 31) < LWS / 32 ? red2[lid & 31] : -INFINITY);
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return total;
-#else
-    red[lid] = v;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (lid < 16) {
-        float s = -INFINITY;
-        for (uint j = lid; j < LWS; j += 16) {
-            s = fmax(s, red[j]);
-        }
-        red2[lid] = s;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    float total = -INFINITY;
-    for (uint j = 0; j < 16; j++) {
-        total = fmax(total, red2[j]);
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return total;
-#endif
-}
-
-// Row sums: work-item lid holds a share of row slot lid / tpr; afterwards res[slot] is
-// the row's sum for every slot (tpr a power of two ≤ LWS).
-inline void row_reduce(const float acc, __local float *red, __local float *red2, __local float *res,
-                       const uint lid, const uint tpr) {
-    const uint slot = lid / tpr, lane = lid % tpr;
-#ifdef AG_NV_SHFL
-    const float w = warp_sum(acc, min(tpr, 32u));
-    if (tpr <= 32) {
-        if (lane == 0) {
-            res[slot] = w;
-        }
-    } else {
-        // a row spans tpr / 32 warps
-        if ((lid & 31) == 0) {
-            red2[lid >> 5] = w;
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (lane == 0) {
-            float s = 0.0f;
-            for (uint j = 0; j < tpr / 32; j++) {
-                s += red2[(lid >> 5) + j];
-            }
-            res[slot] = s;
-        }
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-#else
-    const uint w8 = min(tpr, 8u); // partial sums per row
-    red[lid] = acc;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (lane < w8) {
-        float s = 0.0f;
-        for (uint j = lane; j < tpr; j += w8) {
-            s += red[slot * tpr + j];
-        }
-        red2[slot * w8 + lane] = s;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (lane == 0) {
-        float s = 0.0f;
-        for (uint j = 0; j < w8; j++) {
-            s += red2[slot * w8 + j];
-        }
-        res[slot] = s;
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-#endif
-}
+// Reductions (wg_sum, wg_max, row_reduce; warp shuffles with AG_NV_SHFL): common/reduce.cl.
 
 // Work-items per row for a work-group that owns `rows` rows of `n_in` elements.
 inline uint pick_tpr(const uint rows, const uint n_in) {
@@ -557,17 +397,16 @@ inline uint block_layer(
                     if (base != p0) {
                         sn = sincos((float)pos * inv_freq[if_off + i], &cs);
                     }
-                    const float a2 = a * cs - b * sn;
-                    const float b2 = a * sn + b * cs;
-                    const uint r0 = head * hd + (style == 0 ? 2 * i : i);
-                    const uint r1 = head * hd + (style == 0 ? 2 * i + 1 : i + half_d);
+                    const float2 rot = rope_rotate(a, b, cs, sn);
+                    const uint r0 = head * hd + rope_a(style, i);
+                    const uint r1 = head * hd + rope_b(style, i, half_d);
                     if (is_k) {
                         __global float *kr = kc + kc_off + (ulong)slot * kvd;
-                        kr[r0] = a2;
-                        kr[r1] = b2;
+                        kr[r0] = rot.x;
+                        kr[r1] = rot.y;
                     } else {
-                        q[r0] = a2;
-                        q[r1] = b2;
+                        q[r0] = rot.x;
+                        q[r1] = rot.y;
                     }
                 } else {
                     pp -= (qd + kvd) / 2;

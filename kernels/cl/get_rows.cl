@@ -52,35 +52,28 @@ __kernel void get_rows_bf16(GET_ROWS_ARGS) {
     o[e] = as_float(u << 16);
 }
 
-// block_q4_0 { half d; uchar qs[16]; } — 18 bytes; element j < 16 is the low nibble
-// of qs[j], element j >= 16 the high nibble of qs[j - 16]; value (q - 8) * d.
+// Blocks as common/dtype.cl describes them. Q4_0: value (q - 8) * d.
 __kernel void get_rows_q4_0(GET_ROWS_ARGS) {
     GET_ROWS_PROLOGUE
-    __global const uchar *blk = row + (e / 32) * 18;
-    const uint j = e % 32;
+    __global const uchar *blk = row + (e / QK) * Q4_0_BYTES;
     const float d = vload_half(0, (__global const half *)blk);
-    const uchar b = blk[2 + (j & 15)];
-    const int q = j < 16 ? (b & 0x0F) : (b >> 4);
-    o[e] = (float)(q - 8) * d;
+    o[e] = (float)(q4_nibble(blk + 2, e % QK) - 8) * d;
 }
 
-// block_q4_1 { half d; half m; uchar qs[16]; } — 20 bytes; value q * d + m.
+// Q4_1: value q * d + m.
 __kernel void get_rows_q4_1(GET_ROWS_ARGS) {
     GET_ROWS_PROLOGUE
-    __global const uchar *blk = row + (e / 32) * 20;
-    const uint j = e % 32;
+    __global const uchar *blk = row + (e / QK) * Q4_1_BYTES;
     const float d = vload_half(0, (__global const half *)blk);
     const float m = vload_half(1, (__global const half *)blk);
-    const uchar b = blk[4 + (j & 15)];
-    const int q = j < 16 ? (b & 0x0F) : (b >> 4);
-    o[e] = (float)q * d + m;
+    o[e] = (float)q4_nibble(blk + 4, e % QK) * d + m;
 }
 
-// block_q8_0 { half d; char qs[32]; } — 34 bytes; value q * d.
+// Q8_0: value q * d.
 __kernel void get_rows_q8_0(GET_ROWS_ARGS) {
     GET_ROWS_PROLOGUE
-    __global const uchar *blk = row + (e / 32) * 34;
+    __global const uchar *blk = row + (e / QK) * Q8_0_BYTES;
     const float d = vload_half(0, (__global const half *)blk);
-    const char q = ((__global const char *)blk)[2 + e % 32];
+    const char q = ((__global const char *)blk)[2 + e % QK];
     o[e] = (float)q * d;
 }

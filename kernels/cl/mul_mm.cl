@@ -48,24 +48,24 @@ inline void w8_bf16(__global const uchar *row, uint k, uint n_in, float *v) {
     for (uint i = 0; i < 8; i++) v[i] = k + i < n_in ? as_float((uint)r[k + i] << 16) : 0.0f;
 }
 inline void w8_q4_0(__global const uchar *row, uint k, uint n_in, float *v) {
-    __global const uchar *blk = row + (k / 32) * 18;
+    __global const uchar *blk = row + (k / QK) * Q4_0_BYTES;
     const uint p = (k % 32) / 8;   // 0,1: low nibbles of qs[8p..]; 2,3: high of qs[8(p-2)..]
     const float d = vload_half(0, (__global const half *)blk);
     const uchar8 q = vload8(0, blk + 2 + 8 * (p & 1));
-    const float8 f = (convert_float8(p < 2 ? (q & (uchar8)(0x0F)) : (q >> (uchar8)(4))) - 8.0f) * d;
+    const float8 f = (p < 2 ? q4_0_lo8(q) : q4_0_hi8(q)) * d;
     vstore8(f, 0, v);
 }
 inline void w8_q4_1(__global const uchar *row, uint k, uint n_in, float *v) {
-    __global const uchar *blk = row + (k / 32) * 20;
+    __global const uchar *blk = row + (k / QK) * Q4_1_BYTES;
     const uint p = (k % 32) / 8;
     const float d = vload_half(0, (__global const half *)blk);
     const float m = vload_half(1, (__global const half *)blk);
     const uchar8 q = vload8(0, blk + 4 + 8 * (p & 1));
-    const float8 f = convert_float8(p < 2 ? (q & (uchar8)(0x0F)) : (q >> (uchar8)(4))) * d + m;
+    const float8 f = (p < 2 ? q4_lo8(q) : q4_hi8(q)) * d + m;
     vstore8(f, 0, v);
 }
 inline void w8_q8_0(__global const uchar *row, uint k, uint n_in, float *v) {
-    __global const uchar *blk = row + (k / 32) * 34;
+    __global const uchar *blk = row + (k / QK) * Q8_0_BYTES;
     const float d = vload_half(0, (__global const half *)blk);
     const float8 f = convert_float8(vload8(0, (__global const char *)(blk + 2 + (k % 32)))) * d;
     vstore8(f, 0, v);
@@ -98,13 +98,13 @@ inline void mm_store_w(__local float *ws, const float *v, bool ok, uint lr, uint
     for (uint i = 0; i < 8; i++) ws[(8 * lp + i) * WS_STRIDE + lr] = ok ? v[i] : 0.0f;
 }
 
-#define MUL_MM(T, ROW_BYTES)                                                              \
-__kernel void mul_mm_##T##_f32(__global const uchar *w, const ulong w_off,                \
-                               __global const float *x, const ulong x_off,               \
-                               __global float *y, const ulong y_off,                     \
-                               const uint n_in, const uint n_out, const uint n_tok,      \
-                               const uint accumulate, const uint k_chunk,                \
-                               __global float *part) {                                   \
+#define MUL_MM(NAME, T, ROW_BYTES)                                                        \
+__kernel void NAME(__global const uchar *w, const ulong w_off,                            \
+                               __global const float *x, const ulong x_off,                \
+                               __global float *y, const ulong y_off,                      \
+                               const uint n_in, const uint n_out, const uint n_tok,       \
+                               const uint accumulate, const uint k_chunk,                 \
+                               __global float *part) {                                    \
     __local float ws[TK * WS_STRIDE];                                                     \
     __local float xs[TK * XS_STRIDE];                                                     \
     const uint lin = get_local_id(1) * 16 + get_local_id(0);                              \
@@ -122,8 +122,8 @@ __kernel void mul_mm_##T##_f32(__global const uchar *w, const ulong w_off,      
     __global const float *xrow = x + x_off + (ulong)(x_ok ? t0 + xt : 0) * n_in;          \
     float acc[8];                                                                         \
     for (uint i = 0; i < 8; i++) acc[i] = 0.0f;                                           \
-    /* software pipeline: the next step's global loads are in flight during mm_block */ \
-    /* split-K: work-group z of get_num_groups(2) takes k in [kz0, kz1) */               \
+    /* software pipeline: the next step's global loads are in flight during mm_block */   \
+    /* split-K: work-group z of get_num_groups(2) takes k in [kz0, kz1) */                \
     const uint kz0 = get_group_id(2) * k_chunk;                                           \
     const uint kz1 = min(kz0 + k_chunk, n_in);                                            \
     float v[8], xv[4];                                                                    \
@@ -156,15 +156,15 @@ __kernel void mul_mm_##T##_f32(__global const uchar *w, const ulong w_off,      
     }                                                                                     \
 }
 
-MUL_MM(f32, n_in * 4)
-MUL_MM(f16, n_in * 2)
-MUL_MM(bf16, n_in * 2)
-MUL_MM(q4_0, (n_in / 32) * 18)
-MUL_MM(q4_1, (n_in / 32) * 20)
-MUL_MM(q8_0, (n_in / 32) * 34)
+MUL_MM(mul_mm_f32_f32, f32, n_in * 4)
+MUL_MM(mul_mm_f16_f32, f16, n_in * 2)
+MUL_MM(mul_mm_bf16_f32, bf16, n_in * 2)
+MUL_MM(mul_mm_q4_0_f32, q4_0, (n_in / QK) * Q4_0_BYTES)
+MUL_MM(mul_mm_q4_1_f32, q4_1, (n_in / QK) * Q4_1_BYTES)
+MUL_MM(mul_mm_q8_0_f32, q8_0, (n_in / QK) * Q8_0_BYTES)
 
-#define MUL_MM3(T, ROW_BYTES)                                                             \
-__kernel void mul_mm3_##T##_f32(__global const uchar *w0, const ulong w0_off,             \
+#define MUL_MM3(NAME, T, ROW_BYTES)                                                       \
+__kernel void NAME(__global const uchar *w0, const ulong w0_off,                          \
                                 __global const uchar *w1, const ulong w1_off,             \
                                 __global const uchar *w2, const ulong w2_off,             \
                                 __global const float *x, const ulong x_off,               \
@@ -192,7 +192,7 @@ __kernel void mul_mm3_##T##_f32(__global const uchar *w0, const ulong w0_off,   
     __global const float *xrow = x + x_off + (ulong)(x_ok ? t0 + xt : 0) * n_in;          \
     float acc[8];                                                                         \
     for (uint i = 0; i < 8; i++) acc[i] = 0.0f;                                           \
-    /* software pipeline: the next step's global loads are in flight during mm_block */ \
+    /* software pipeline: the next step's global loads are in flight during mm_block */   \
     float v[8], xv[4];                                                                    \
     if (w_ok) w8_##T(wrow, 8 * lp, n_in, v);                                              \
     mm_x4(xrow, x_ok, 4 * xp, n_in, xv);                                                  \
@@ -221,8 +221,8 @@ __kernel void mul_mm3_##T##_f32(__global const uchar *w0, const ulong w0_off,   
     }                                                                                     \
 }
 
-#define MUL_MM_SWIGLU(T, ROW_BYTES)                                                       \
-__kernel void mul_mm_swiglu_##T##_f32(__global const uchar *wg, const ulong wg_off,       \
+#define MUL_MM_SWIGLU(NAME, T, ROW_BYTES)                                                 \
+__kernel void NAME(__global const uchar *wg, const ulong wg_off,                          \
                                       __global const uchar *wu, const ulong wu_off,       \
                                       __global const float *x, const ulong x_off,         \
                                       __global float *out, const ulong out_off,           \
@@ -276,12 +276,12 @@ __kernel void mul_mm_swiglu_##T##_f32(__global const uchar *wg, const ulong wg_o
     }                                                                                     \
 }
 
-MUL_MM3(q4_0, (n_in / 32) * 18)
-MUL_MM3(q4_1, (n_in / 32) * 20)
-MUL_MM3(q8_0, (n_in / 32) * 34)
-MUL_MM_SWIGLU(q4_0, (n_in / 32) * 18)
-MUL_MM_SWIGLU(q4_1, (n_in / 32) * 20)
-MUL_MM_SWIGLU(q8_0, (n_in / 32) * 34)
+MUL_MM3(mul_mm3_q4_0_f32, q4_0, (n_in / QK) * Q4_0_BYTES)
+MUL_MM3(mul_mm3_q4_1_f32, q4_1, (n_in / QK) * Q4_1_BYTES)
+MUL_MM3(mul_mm3_q8_0_f32, q8_0, (n_in / QK) * Q8_0_BYTES)
+MUL_MM_SWIGLU(mul_mm_swiglu_q4_0_f32, q4_0, (n_in / QK) * Q4_0_BYTES)
+MUL_MM_SWIGLU(mul_mm_swiglu_q4_1_f32, q4_1, (n_in / QK) * Q4_1_BYTES)
+MUL_MM_SWIGLU(mul_mm_swiglu_q8_0_f32, q8_0, (n_in / QK) * Q8_0_BYTES)
 
 // Split-K: y[i] (+)= sum over the n_split partials part[z * n + i], in z order
 // (deterministic), n = n_tok * n_out.

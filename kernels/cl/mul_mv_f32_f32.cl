@@ -5,7 +5,8 @@
 // One work-group of LWS work-items per output row and per tile of up to NT tokens
 // (global size (n_out * LWS, ceil(n_tok / NT))): each weight row is read once per NT
 // tokens (decode: NT = 1 in effect; prefill reuses it), each work-item accumulates in f32
-// a strided share of the row, and a local-memory tree reduction sums the shares.
+// a strided share of the row, and a local-memory tree reduction sums the shares
+// (reduce_store_nt, common/reduce.cl).
 // Activations stay f32 (the CPU backend quantizes them to Q8 first, so results differ
 // at the ~1e-5 NMSE level; see core/tests/opencl_conformance.rs).
 // w is addressed in bytes (w_off: 2-aligned, blocks need no more); x and y in elements.
@@ -38,24 +39,5 @@ __kernel void mul_mv_f32_f32(__global const uchar *w, const ulong w_off,
         }
     }
 
-    for (uint j = 0; j < NT; j++) {
-        if (j < nt) {
-            red[j * LWS + lid] = acc[j];
-        }
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint r = LWS / 2; r > 0; r >>= 1) {
-        if (lid < r) {
-            for (uint j = 0; j < NT; j++) {
-                if (j < nt) {
-                    red[j * LWS + lid] += red[j * LWS + lid + r];
-                }
-            }
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    for (uint j = lid; j < nt; j += LWS) {
-        __global float *yp = y + y_off + (ulong)(t0 + j) * n_out + row;
-        *yp = accumulate ? *yp + red[j * LWS] : red[j * LWS];
-    }
+    reduce_store_nt(red, acc, nt, lid, y + y_off + (ulong)t0 * n_out + row, n_out, accumulate);
 }

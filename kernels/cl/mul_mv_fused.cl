@@ -6,15 +6,16 @@
 // 576..2048-float reduction, cheaper than a launch), and fold in as
 // w . xn = r * sum_k w[k] * (nw[k] * x[k]) — the normed row never reaches memory.
 //
-// * mul_mv3_T_f32: y_i[t, o] = w_i[o] . xn[t] for i = 0, 1, 2 (Q, K, V).
+// * mul_mv3_{q4_0,q4_1,q8_0}_f32: y_i[t, o] = w_i[o] . xn[t] for i = 0, 1, 2 (Q, K, V).
 //   Work-group g < n0 computes row g of y0, the next n1 groups rows of y1, then y2.
-// * mul_mv_swiglu_T_f32: out[t, o] = silu(g) * u with g = w_gate[o] . xn[t] and
+// * mul_mv_swiglu_{q4_0,q4_1,q8_0}_f32: out[t, o] = silu(g) * u with g = w_gate[o] . xn[t] and
 //   u = w_up[o] . xn[t] (the SwiGLU input side; the gate and up rows never reach memory).
 //
 // The work split is the one of mul_mv_q4_0_f32.cl: LWS work-items per output row and per
 // tile of NT tokens (global size (rows * LWS, ceil(n_tok / NT))), each work-item a
 // strided share of half-blocks, a local-memory tree reduction. Weights are addressed in
-// bytes, x and y in elements; f16 scales via vload_half. T is q4_0, q4_1 or q8_0.
+// bytes, x and y in elements; f16 scales via vload_half. Each kernel is one instance of
+// MUL_MV3 / MUL_MV_SWIGLU at the end of the file, named there in full.
 
 // Adds work-item `lid`'s share of (row wr) . (nw * x[t, :]) to acc[t] for t < nt.
 inline void dot_q4_0(__global const uchar *wr, __global const float *xt,
@@ -24,11 +25,11 @@ inline void dot_q4_0(__global const uchar *wr, __global const float *xt,
     for (uint u = lid; u < 2 * nb; u += LWS) {
         const uint b = u >> 1;
         const uint hf = u & 1;
-        __global const uchar *blk = wr + b * 18;
+        __global const uchar *blk = wr + b * Q4_0_BYTES;
         const float d = vload_half(0, (__global const half *)blk);
         const uchar8 q = vload8(0, blk + 2 + 8 * hf);
-        const float8 lo = convert_float8(q & (uchar8)(0x0F)) - 8.0f;
-        const float8 hi = convert_float8(q >> (uchar8)(4)) - 8.0f;
+        const float8 lo = q4_0_lo8(q);
+        const float8 hi = q4_0_hi8(q);
         const float8 nl = vload8(0, nw + b * 32 + 8 * hf);
         const float8 nh = vload8(0, nw + b * 32 + 8 * hf + 16);
         for (uint j = 0; j < NT; j++) {
@@ -49,12 +50,12 @@ inline void dot_q4_1(__global const uchar *wr, __global const float *xt,
     for (uint u = lid; u < 2 * nb; u += LWS) {
         const uint b = u >> 1;
         const uint hf = u & 1;
-        __global const uchar *blk = wr + b * 20;
+        __global const uchar *blk = wr + b * Q4_1_BYTES;
         const float d = vload_half(0, (__global const half *)blk);
         const float m = vload_half(1, (__global const half *)blk);
         const uchar8 q = vload8(0, blk + 4 + 8 * hf);
-        const float8 lo = convert_float8(q & (uchar8)(0x0F));
-        const float8 hi = convert_float8(q >> (uchar8)(4));
+        const float8 lo = q4_lo8(q);
+        const float8 hi = q4_hi8(q);
         const float8 nl = vload8(0, nw + b * 32 + 8 * hf);
         const float8 nh = vload8(0, nw + b * 32 + 8 * hf + 16);
         for (uint j = 0; j < NT; j++) {
@@ -79,7 +80,7 @@ inline void dot_q8_0(__global const uchar *wr, __global const float *xt,
     for (uint u = lid; u < 2 * nb; u += LWS) {
         const uint b = u >> 1;
         const uint hf = u & 1;
-        __global const uchar *blk = wr + b * 34;
+        __global const uchar *blk = wr + b * Q8_0_BYTES;
         const float d = vload_half(0, (__global const half *)blk);
         const float16 q = convert_float16(vload16(0, (__global const char *)(blk + 2 + 16 * hf)))
                           * vload16(0, nw + b * 32 + 16 * hf);
@@ -95,26 +96,7 @@ inline void dot_q8_0(__global const uchar *wr, __global const float *xt,
     }
 }
 
-// Sums acc[j] over the work-group into red[j * LWS] for j < nt (every work-item must
-// call it; the j loops stay unrolled so acc stays in registers).
-inline void reduce_nt(__local float *red, const float *acc, const uint nt, const uint lid) {
-    for (uint j = 0; j < NT; j++) {
-        if (j < nt) {
-            red[j * LWS + lid] = acc[j];
-        }
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint r = LWS / 2; r > 0; r >>= 1) {
-        if (lid < r) {
-            for (uint j = 0; j < NT; j++) {
-                if (j < nt) {
-                    red[j * LWS + lid] += red[j * LWS + lid + r];
-                }
-            }
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-}
+// reduce_nt (the per-token tree sums): common/reduce.cl.
 
 // r[j] = 1 / sqrt(mean(x[j, :]^2) + eps) for j < nt (every work-item must call it).
 inline void rms_scale(__local float *red, __global const float *xt, const uint n_in,
@@ -136,8 +118,8 @@ inline void rms_scale(__local float *red, __global const float *xt, const uint n
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
-#define MUL_MV3(T, BLOCK_BYTES)                                                           \
-__kernel void mul_mv3_##T##_f32(__global const uchar *w0, const ulong w0_off,             \
+#define MUL_MV3(NAME, T, BLOCK_BYTES)                                                     \
+__kernel void NAME(__global const uchar *w0, const ulong w0_off,                          \
                                 __global const uchar *w1, const ulong w1_off,             \
                                 __global const uchar *w2, const ulong w2_off,             \
                                 __global const float *x, const ulong x_off,               \
@@ -176,8 +158,8 @@ __kernel void mul_mv3_##T##_f32(__global const uchar *w0, const ulong w0_off,   
     }                                                                                     \
 }
 
-#define MUL_MV_SWIGLU(T, BLOCK_BYTES)                                                     \
-__kernel void mul_mv_swiglu_##T##_f32(__global const uchar *wg, const ulong wg_off,       \
+#define MUL_MV_SWIGLU(NAME, T, BLOCK_BYTES)                                               \
+__kernel void NAME(__global const uchar *wg, const ulong wg_off,                          \
                                       __global const uchar *wu, const ulong wu_off,       \
                                       __global const float *x, const ulong x_off,         \
                                       __global const float *nw, const ulong nw_off,       \
@@ -208,9 +190,9 @@ __kernel void mul_mv_swiglu_##T##_f32(__global const uchar *wg, const ulong wg_o
     }                                                                                     \
 }
 
-MUL_MV3(q4_0, 18)
-MUL_MV3(q4_1, 20)
-MUL_MV3(q8_0, 34)
-MUL_MV_SWIGLU(q4_0, 18)
-MUL_MV_SWIGLU(q4_1, 20)
-MUL_MV_SWIGLU(q8_0, 34)
+MUL_MV3(mul_mv3_q4_0_f32, q4_0, Q4_0_BYTES)
+MUL_MV3(mul_mv3_q4_1_f32, q4_1, Q4_1_BYTES)
+MUL_MV3(mul_mv3_q8_0_f32, q8_0, Q8_0_BYTES)
+MUL_MV_SWIGLU(mul_mv_swiglu_q4_0_f32, q4_0, Q4_0_BYTES)
+MUL_MV_SWIGLU(mul_mv_swiglu_q4_1_f32, q4_1, Q4_1_BYTES)
+MUL_MV_SWIGLU(mul_mv_swiglu_q8_0_f32, q8_0, Q8_0_BYTES)

@@ -28,10 +28,7 @@
 // Dot product of the 8 elements one 32-bit word of nibbles encodes with their
 // activations: xl = elements 4c..4c+3, xh = elements 16+4c..16+4c+3.
 inline float dot_word(const uint w, const float4 xl, const float4 xh) {
-    const uint4 v = (uint4)(w) >> (uint4)(0u, 8u, 16u, 24u);
-    const float4 lo = convert_float4(v & (uint4)(15u)) - 8.0f;
-    const float4 hi = convert_float4((v >> (uint4)(4u)) & (uint4)(15u)) - 8.0f;
-    return dot(lo, xl) + dot(hi, xh);
+    return dot(q4_0_lo4(w), xl) + dot(q4_0_hi4(w), xh);
 }
 
 __kernel void mul_mv_q4_0_img_f32(__read_only image1d_buffer_t wq, __read_only image1d_buffer_t wd,

@@ -5,14 +5,14 @@
 // One work-group of LWS work-items per output row and per tile of up to NT tokens
 // (global size (n_out * LWS, ceil(n_tok / NT))): each weight row is read once per NT
 // tokens (decode: NT = 1 in effect; prefill reuses it), each work-item accumulates in f32
-// a strided share of the row, and a local-memory tree reduction sums the shares.
+// a strided share of the row, and a local-memory tree reduction sums the shares
+// (reduce_store_nt, common/reduce.cl).
 // Activations stay f32 (the CPU backend quantizes them to Q8 first, so results differ
 // at the ~1e-5 NMSE level; see core/tests/opencl_conformance.rs).
 // w is addressed in bytes (w_off: 2-aligned, blocks need no more); x and y in elements.
 // f16 scales are decoded with vload_half (no cl_khr_fp16 needed).
 //
-// block_q4_1 { half d; half m; uchar qs[16]; } (20 bytes): value q * d + m, nibbles as
-// in Q4_0. Work unit = half a block.
+// Q4_1 blocks (common/dtype.cl): value q * d + m. Work unit = half a block.
 
 __kernel void mul_mv_q4_1_f32(__global const uchar *w, const ulong w_off,
                             __global const float *x, const ulong x_off,
@@ -30,16 +30,16 @@ __kernel void mul_mv_q4_1_f32(__global const uchar *w, const ulong w_off,
         acc[j] = 0.0f;
     }
     const uint nb = n_in / 32;
-    __global const uchar *wr = w + w_off + (ulong)row * nb * 20;
+    __global const uchar *wr = w + w_off + (ulong)row * nb * Q4_1_BYTES;
     for (uint u = lid; u < 2 * nb; u += LWS) {
         const uint b = u >> 1;
         const uint hf = u & 1;
-        __global const uchar *blk = wr + b * 20;
+        __global const uchar *blk = wr + b * Q4_1_BYTES;
         const float d = vload_half(0, (__global const half *)blk);
         const float m = vload_half(1, (__global const half *)blk);
         const uchar8 q = vload8(0, blk + 4 + 8 * hf);
-        const float8 lo = convert_float8(q & (uchar8)(0x0F));
-        const float8 hi = convert_float8(q >> (uchar8)(4));
+        const float8 lo = q4_lo8(q);
+        const float8 hi = q4_hi8(q);
         for (uint j = 0; j < NT; j++) {
             if (j < nt) {
                 __global const float *xb = xt + (ulong)j * n_in + b * 32 + 8 * hf;
@@ -54,24 +54,5 @@ __kernel void mul_mv_q4_1_f32(__global const uchar *w, const ulong w_off,
         }
     }
 
-    for (uint j = 0; j < NT; j++) {
-        if (j < nt) {
-            red[j * LWS + lid] = acc[j];
-        }
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint r = LWS / 2; r > 0; r >>= 1) {
-        if (lid < r) {
-            for (uint j = 0; j < NT; j++) {
-                if (j < nt) {
-                    red[j * LWS + lid] += red[j * LWS + lid + r];
-                }
-            }
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
-    for (uint j = lid; j < nt; j += LWS) {
-        __global float *yp = y + y_off + (ulong)(t0 + j) * n_out + row;
-        *yp = accumulate ? *yp + red[j * LWS] : red[j * LWS];
-    }
+    reduce_store_nt(red, acc, nt, lid, y + y_off + (ulong)t0 * n_out + row, n_out, accumulate);
 }

@@ -2,8 +2,8 @@
 //
 // Token t sits at position pos0 + t; pair i turns by pos * inv_freq[i] (the table is a
 // buffer, so llama3-scaled or file-provided frequencies need no kernel change).
-// style 0 = adjacent pairs (x[2i], x[2i+1]) — ggml GGML_ROPE_TYPE_NORM;
-// style 1 = half split (x[i], x[i + d/2]) — Hugging Face rotate_half.
+// The pair indices and the rotation (both styles) are common/rope.cl's, shared with
+// block.cl.
 // One work-item per (pair, head, token). Element offsets.
 
 __kernel void rope_f32(__global float *x, const ulong x_off,
@@ -21,12 +21,11 @@ __kernel void rope_f32(__global float *x, const ulong x_off,
     const float s = sin(theta);
     const float c = cos(theta);
     __global float *xh = x + x_off + ((ulong)t * n_heads + h) * head_dim;
-    const uint a = style == 0 ? 2 * i : i;
-    const uint b = style == 0 ? 2 * i + 1 : i + half_d;
-    const float x0 = xh[a];
-    const float x1 = xh[b];
-    xh[a] = x0 * c - x1 * s;
-    xh[b] = x0 * s + x1 * c;
+    const uint a = rope_a(style, i);
+    const uint b = rope_b(style, i, half_d);
+    const float2 r = rope_rotate(xh[a], xh[b], c, s);
+    xh[a] = r.x;
+    xh[b] = r.y;
 }
 
 // rope_qk_f32 — the same rotation on q [n_tok, n_head_q, head_dim] and the new keys
@@ -50,10 +49,9 @@ __kernel void rope_qk_f32(__global float *q, const ulong q_off,
     __global float *xh = hh < n_head_q
         ? q + q_off + ((ulong)t * n_head_q + hh) * head_dim
         : k + k_off + ((ulong)t * n_head_k + (hh - n_head_q)) * head_dim;
-    const uint a = style == 0 ? 2 * i : i;
-    const uint b = style == 0 ? 2 * i + 1 : i + half_d;
-    const float x0 = xh[a];
-    const float x1 = xh[b];
-    xh[a] = x0 * c - x1 * s;
-    xh[b] = x0 * s + x1 * c;
+    const uint a = rope_a(style, i);
+    const uint b = rope_b(style, i, half_d);
+    const float2 r = rope_rotate(xh[a], xh[b], c, s);
+    xh[a] = r.x;
+    xh[b] = r.y;
 }

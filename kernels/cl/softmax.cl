@@ -14,14 +14,7 @@ __kernel void softmax_f32(__global float *x, const ulong x_off, const uint n) {
     for (uint i = lid; i < n; i += LWS) {
         m = fmax(m, xr[i]);
     }
-    red[lid] = m;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint k = LWS / 2; k > 0; k >>= 1) {
-        if (lid < k) {
-            red[lid] = fmax(red[lid], red[lid + k]);
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    tree_max(red, m, lid);
     const float mx = red[0];
     barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -31,14 +24,7 @@ __kernel void softmax_f32(__global float *x, const ulong x_off, const uint n) {
         xr[i] = e;
         s += e;
     }
-    red[lid] = s;
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (uint k = LWS / 2; k > 0; k >>= 1) {
-        if (lid < k) {
-            red[lid] += red[lid + k];
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
-    }
+    tree_sum(red, s, lid);
     const float inv = 1.0f / red[0];
     for (uint i = lid; i < n; i += LWS) {
         xr[i] *= inv;

@@ -16,28 +16,30 @@
 //! Design and measurements: `docs/opencl.md`, "Decode: four layers per launch".
 
 use alloc::format;
-use alloc::vec;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
-use core::ptr;
-use core::sync::atomic::Ordering;
 
-use opencl3::kernel::Kernel;
 use opencl3::memory::{Buffer, ClMem, CL_MEM_READ_WRITE};
-use opencl3::types::{CL_BLOCKING, CL_NON_BLOCKING};
 
-use super::{cl_err, create_buffer, el, writable, OpenClBackend, K_BLOCK, K_HEAD, MAX_HD};
-use crate::backend::{BlockKv, BlockParams, BlockScratch, BlockWeights, LayerVisitor, RopeStyle};
+use super::buffer::el;
+use super::kernels::{dtype_code, BlockLayer, BlockShared, LlamaBlocks, LlamaHead};
+use super::launch::{create_buffer, field_index, fill_zero, read_blocking, Args, FlagRead, Kern, Local, Mem};
+use super::ops::rope_style;
+use super::program::MAX_HD;
+use super::OpenClBackend;
+use crate::backend::{BlockKv, BlockParams, BlockScratch, BlockWeights, LayerVisitor};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::{TensorMut, TensorRef};
 
-/// Arguments of `llama_blocks_f32` before the first layer's, and per layer.
-const SHARED_ARGS: u32 = 25;
-const LAYER_ARGS: u32 = 29;
-/// Indices of the per-token arguments: the barrier base, then slot and position.
-const DYN_BASE: u32 = 10;
-const DYN_SLOT: u32 = 19;
+/// Parameters of `llama_blocks_f32` before the first layer's, and per layer.
+const SHARED_ARGS: u32 = BlockShared::FIELDS.len() as u32;
+const LAYER_ARGS: u32 = BlockLayer::FIELDS.len() as u32;
+/// Indices of the per-token arguments: the barrier base, the cache slot, the position.
+const DYN_BASE: u32 = field_index(BlockShared::FIELDS, "sync_base");
+const DYN_SLOT: u32 = field_index(BlockShared::FIELDS, "slot");
+const DYN_POS: u32 = field_index(BlockShared::FIELDS, "pos");
 
 /// FNV-1a over the words of a launch's arguments, except the per-token ones.
 struct Fingerprint(u64);
@@ -63,11 +65,11 @@ impl Fingerprint {
         ffn: usize,
         n_layers: usize,
     ) {
-        self.view(x.buf.mem() as usize, x.offset, x.dtype);
+        self.view(x.buf.arg().0 as usize, x.offset, x.dtype);
         self.add(x.shape.row_len() as u64);
-        self.view(inv_freq.buf.mem() as usize, inv_freq.offset, inv_freq.dtype);
-        self.view(s.q.buf.mem() as usize, s.q.offset, s.q.dtype);
-        self.view(s.act.buf.mem() as usize, s.act.offset, s.act.dtype);
+        self.view(inv_freq.buf.arg().0 as usize, inv_freq.offset, inv_freq.dtype);
+        self.view(s.q.buf.arg().0 as usize, s.q.offset, s.q.dtype);
+        self.view(s.act.buf.arg().0 as usize, s.act.offset, s.act.dtype);
         let a = p.attn;
         for v in [a.n_head, a.n_kv_head, a.head_dim, ffn, n_layers, p.style as usize] {
             self.add(v as u64);
@@ -87,20 +89,13 @@ impl Fingerprint {
             w.w_up,
             w.w_down,
         ] {
-            self.view(t.buf.mem() as usize, t.offset, t.dtype);
+            self.view(t.buf.arg().0 as usize, t.offset, t.dtype);
         }
-        self.view(kv.k.buf.mem() as usize, kv.k.offset, kv.k.dtype);
-        self.view(kv.v.buf.mem() as usize, kv.v.offset, kv.v.dtype);
+        self.view(kv.k.buf.arg().0 as usize, kv.k.offset, kv.k.dtype);
+        self.view(kv.v.buf.arg().0 as usize, kv.v.offset, kv.v.dtype);
     }
 }
 
-/// Rows of the output matrix per work-group of the head kernel.
-pub(super) const HEAD_ROWS_PER_WG: usize = 64;
-/// Attention chunk of the block kernel, in cache slots (block.cl `CH`; tuning override
-/// `ANTIGRAVITY_OPENCL_BLOCK_CH`): a (query head,
-/// chunk) pair is one unit of work, so shorter chunks spread a short context over more
-/// work-groups.
-pub(super) const BLOCK_CH: usize = 32;
 /// Stage timers of the block kernel (profiling, NVIDIA): A, wait, B, wait, C, wait, D,
 /// wait, E, the wait between two layers of a launch; then (slot 10) the layer count.
 pub(super) const BLOCK_STAGES: [&str; 10] = [
@@ -118,19 +113,6 @@ pub(super) const BLOCK_STAGES: [&str; 10] = [
 /// Bytes of the timer buffer: 10 stage sums and the layer count, u64 each.
 const PROF_BYTES: usize = 88;
 
-/// The dtype code the kernels switch on (block.cl `T_*`).
-fn code(t: DType) -> Option<u32> {
-    Some(match t {
-        DType::F32 => 0,
-        DType::F16 => 1,
-        DType::BF16 => 2,
-        DType::Q4_0 => 3,
-        DType::Q4_1 => 4,
-        DType::Q8_0 => 5,
-        DType::Q8_1 => return None,
-    })
-}
-
 /// State of the persistent block path.
 pub(super) struct Persistent {
     /// Work-groups per launch (at most one per compute unit).
@@ -144,7 +126,7 @@ pub(super) struct Persistent {
     /// A launch ran since the abort flag was last read.
     pub unchecked: Cell<bool>,
     /// Host landing area of the flag read (read non-blocking before a blocking download).
-    pub status: RefCell<Vec<u8>>,
+    pub flag: RefCell<FlagRead>,
     /// Attention partials: (m, l, o[hd]) per (head, chunk), `part_cap` f32s.
     pub part: Buffer<u8>,
     pub part_cap: usize,
@@ -156,14 +138,14 @@ pub(super) struct Persistent {
     /// arguments last set on it: from one token to the next only the barrier base, the
     /// cache slot and the position change, so ~140 clSetKernelArg calls a launch
     /// become 3.
-    pub groups_k: RefCell<Vec<(Kernel, u64)>>,
+    pub groups_k: RefCell<Vec<(Kern<LlamaBlocks>, u64)>>,
 }
 
 impl Persistent {
     pub fn new(context: &opencl3::context::Context, groups: usize, is_cpu: bool) -> Result<Persistent> {
-        let sync = create_buffer(context, CL_MEM_READ_WRITE, 8, ptr::null_mut())?;
-        let part = create_buffer(context, CL_MEM_READ_WRITE, 4, ptr::null_mut())?;
-        let prof = create_buffer(context, CL_MEM_READ_WRITE, PROF_BYTES, ptr::null_mut())?;
+        let sync = create_buffer(context, CL_MEM_READ_WRITE, 8)?;
+        let part = create_buffer(context, CL_MEM_READ_WRITE, 4)?;
+        let prof = create_buffer(context, CL_MEM_READ_WRITE, PROF_BYTES)?;
         Ok(Persistent {
             prof: RefCell::new(prof),
             groups_k: RefCell::new(Vec::new()),
@@ -175,7 +157,7 @@ impl Persistent {
             sync: RefCell::new(sync),
             base: Cell::new(0),
             unchecked: Cell::new(false),
-            status: RefCell::new(vec![0; 4]),
+            flag: RefCell::new(FlagRead::default()),
             part,
             part_cap: 0,
             disabled: Cell::new(false),
@@ -187,15 +169,8 @@ impl OpenClBackend {
     /// Zeroes the barrier counter and flag (at creation and after an abort).
     pub(super) fn block_reset(&self) -> Result<()> {
         let Some(p) = &self.block else { return Ok(()) };
-        let mut sync = p.sync.borrow_mut();
-        // SAFETY: the pattern is copied at enqueue; 8 bytes is the buffer's size.
-        unsafe { self.queue.enqueue_fill_buffer(&mut sync, &[0u8], 0, 8, &[]) }
-            .map_err(cl_err("clEnqueueFillBuffer"))?;
-        drop(sync);
-        let mut prof = p.prof.borrow_mut();
-        // SAFETY: as above; PROF_BYTES is the timer buffer's size.
-        unsafe { self.queue.enqueue_fill_buffer(&mut prof, &[0u8], 0, PROF_BYTES, &[]) }
-            .map_err(cl_err("clFillBuffer"))?;
+        fill_zero(&self.q.q, &mut p.sync.borrow_mut(), 0, 8)?;
+        fill_zero(&self.q.q, &mut p.prof.borrow_mut(), 0, PROF_BYTES)?;
         p.base.set(0);
         Ok(())
     }
@@ -203,9 +178,9 @@ impl OpenClBackend {
     /// Sizes the attention partials for `max_ctx` positions and `n_head` heads.
     pub(super) fn block_reserve(&mut self, max_ctx: usize, n_head: usize) -> Result<()> {
         let Some(p) = self.block.as_mut() else { return Ok(()) };
-        let need = n_head * max_ctx.div_ceil(self.blk_ch) * (MAX_HD + 2);
+        let need = n_head * max_ctx.div_ceil(self.blk.ch) * (MAX_HD + 2);
         if need > p.part_cap {
-            p.part = create_buffer(&self.context, CL_MEM_READ_WRITE, need * 4, ptr::null_mut())?;
+            p.part = create_buffer(&self.context, CL_MEM_READ_WRITE, need * 4)?;
             p.part_cap = need;
         }
         Ok(())
@@ -218,17 +193,10 @@ impl OpenClBackend {
         if !p.unchecked.get() {
             return Ok(false);
         }
-        let mut st = p.status.borrow_mut();
-        // SAFETY: non-blocking read of 4 bytes (the flag, at offset 4) into `status`,
-        // which lives in `self` and is not touched until `block_verdict`, which runs after
-        // the caller's blocking read — on the in-order queue that read completes after
-        // this one.
-        unsafe {
-            self.queue
-                .enqueue_read_buffer(&p.sync.borrow(), CL_NON_BLOCKING, 4, &mut st[..], &[])
-        }
-        .map_err(cl_err("clEnqueueReadBuffer (block status)"))?;
-        self.counters.download.fetch_add(4, Ordering::Relaxed);
+        // (Read by `block_verdict` after the caller's blocking read, which on the in-order
+        // queue completes after this one.)
+        p.flag.borrow_mut().start(&self.q.q, &p.sync.borrow())?;
+        self.counters.download(4);
         Ok(true)
     }
 
@@ -237,12 +205,7 @@ impl OpenClBackend {
     pub(super) fn block_verdict(&self) -> Result<()> {
         let Some(p) = &self.block else { return Ok(()) };
         p.unchecked.set(false);
-        let status = {
-            let mut st = p.status.borrow_mut();
-            let v = [st[0], st[1], st[2], st[3]];
-            st.fill(0);
-            v
-        };
+        let status = p.flag.borrow_mut().take()?;
         self.block_status_verdict(status)
     }
 
@@ -272,17 +235,11 @@ impl OpenClBackend {
         if !p.unchecked.get() {
             return Ok(());
         }
-        {
-            let mut st = p.status.borrow_mut();
-            // SAFETY: blocking read of the 4-byte flag into `status`.
-            unsafe {
-                self.queue
-                    .enqueue_read_buffer(&p.sync.borrow(), CL_BLOCKING, 4, &mut st[..], &[])
-            }
-            .map_err(cl_err("clEnqueueReadBuffer (block status)"))?;
-        }
-        self.counters.download.fetch_add(4, Ordering::Relaxed);
-        self.block_verdict()
+        let mut status = [0u8; 4];
+        read_blocking(&self.q.q, &p.sync.borrow(), 4, &mut status)?;
+        self.counters.download(4);
+        p.unchecked.set(false);
+        self.block_status_verdict(status)
     }
 
     /// Whether the shared shapes suit the block kernel (one token, sizes it stages,
@@ -293,27 +250,27 @@ impl OpenClBackend {
         let (dim, qd, hd) = (x.shape.row_len(), a.n_head * a.head_dim, a.head_dim);
         !st.disabled.get()
             && x.shape.rows() == 1
-            && [dim, qd, ffn].iter().all(|n| n % 32 == 0 && *n <= self.max_vec)
+            && [dim, qd, ffn].iter().all(|n| n % 32 == 0 && *n <= self.blk.max_vec)
             && hd <= MAX_HD
             && hd.is_multiple_of(4)
             && hd >= 8 // (stage B indexes VPRE · LWS / hd < LWS slots)
-            && self.blk_lws.is_multiple_of(hd)
-            && a.n_head * (a.n_past + 1).div_ceil(self.blk_ch) * (hd + 2) <= st.part_cap
+            && self.blk.lws.is_multiple_of(hd)
+            && a.n_head * (a.n_past + 1).div_ceil(self.blk.ch) * (hd + 2) <= st.part_cap
     }
 
     /// Whether one layer's weights suit the kernel (dtypes it decodes, same FFN width).
     fn block_layer_fits(w: &BlockWeights<'_, Self>, ffn: usize) -> bool {
         [w.wq, w.wk, w.wv, w.wo, w.w_gate, w.w_up, w.w_down]
             .iter()
-            .all(|m| code(m.dtype).is_some())
+            .all(|m| dtype_code(m.dtype).is_some())
             && w.w_gate.shape.dims()[0] == ffn
     }
 
-    /// Sets the arguments every layer of a launch shares.
+    /// Sets the arguments every layer of a launch shares, and the staged vector's size.
     #[allow(clippy::too_many_arguments)]
     fn block_shared_args(
         &self,
-        k: &Kernel,
+        k: &Kern<LlamaBlocks>,
         x: &TensorMut<'_, Self>,
         inv_freq: &TensorRef<'_, Self>,
         p: &BlockParams,
@@ -323,60 +280,95 @@ impl OpenClBackend {
     ) -> Result<()> {
         let st = self.block.as_ref().expect("caller checked");
         let a = p.attn;
-        let xm = writable(x.buf, "opencl block x")?;
-        let qm = writable(s.q.buf, "opencl block q")?;
-        let hm = writable(s.act.buf, "opencl block hb")?;
-        let style: u32 = match p.style {
-            RopeStyle::Adjacent => 0,
-            RopeStyle::HalfSplit => 1,
+        let args = BlockShared {
+            x: x.buf.writable("opencl block x")?,
+            x_off: el(x.offset),
+            inv_freq: inv_freq.buf.arg(),
+            if_off: el(inv_freq.offset),
+            q: s.q.buf.writable("opencl block q")?,
+            q_off: el(s.q.offset),
+            hb: s.act.buf.writable("opencl block hb")?,
+            hb_off: el(s.act.offset),
+            part: Mem::of(&st.part),
+            sync: Mem::of(&*st.sync.borrow()),
+            sync_base: st.base.get(),
+            spin_limit: st.spin_limit,
+            prof: Mem::of(&*st.prof.borrow()),
+            prof_on: self.q.prof.is_some() as u32,
+            dim: x.shape.row_len() as u32,
+            n_head: a.n_head as u32,
+            n_kv_head: a.n_kv_head as u32,
+            hd: a.head_dim as u32,
+            ffn: ffn as u32,
+            slot: a.n_past as u32,
+            pos: p.pos0 as u32,
+            style: rope_style(p.style),
+            eps: p.eps,
+            scale: a.scale,
+            n_layers: n_layers as u32,
         };
-        let (sync, part, prof) = (st.sync.borrow().get(), st.part.get(), st.prof.borrow().get());
-        let n = args!(k;
-            xm, el(x.offset), inv_freq.buf.mem(), el(inv_freq.offset),
-            qm, el(s.q.offset), hm, el(s.act.offset), part,
-            sync, st.base.get(), st.spin_limit, prof, self.profiling as u32,
-            x.shape.row_len() as u32, a.n_head as u32, a.n_kv_head as u32, a.head_dim as u32, ffn as u32,
-            a.n_past as u32, p.pos0 as u32, style, p.eps, a.scale, n_layers as u32);
-        debug_assert_eq!(n, SHARED_ARGS);
+        k.set_part(0, &args)?;
         let vec_bytes = x.shape.row_len().max(a.n_head * a.head_dim).max(ffn) * 4;
-        set_local(k, SHARED_ARGS + LAYER_ARGS * self.blk_lpl as u32, vec_bytes)
+        k.set_one(SHARED_ARGS + LAYER_ARGS * self.blk.lpl as u32, &Local(vec_bytes))
     }
 
     /// Sets parameter set `j` of the kernel to layer `w`, `kv`.
-    fn block_layer_args(&self, k: &Kernel, j: usize, w: &BlockWeights<'_, Self>, kv: &BlockKv<'_, Self>) -> Result<()> {
-        let c = |t: &TensorRef<'_, Self>| code(t.dtype).expect("checked by block_layer_fits");
-        let km = writable(kv.k.buf, "opencl block k cache")?;
-        let vm = writable(kv.v.buf, "opencl block v cache")?;
-        let n = args!(k, SHARED_ARGS + LAYER_ARGS * j as u32;
-            w.attn_norm.buf.mem(), el(w.attn_norm.offset),
-            w.wq.buf.mem(), w.wq.offset as u64, c(&w.wq),
-            w.wk.buf.mem(), w.wk.offset as u64, c(&w.wk),
-            w.wv.buf.mem(), w.wv.offset as u64, c(&w.wv),
-            w.wo.buf.mem(), w.wo.offset as u64, c(&w.wo),
-            w.ffn_norm.buf.mem(), el(w.ffn_norm.offset),
-            w.w_gate.buf.mem(), w.w_gate.offset as u64, c(&w.w_gate),
-            w.w_up.buf.mem(), w.w_up.offset as u64, c(&w.w_up),
-            w.w_down.buf.mem(), w.w_down.offset as u64, c(&w.w_down),
-            km, el(kv.k.offset), vm, el(kv.v.offset));
-        debug_assert_eq!(n, SHARED_ARGS + LAYER_ARGS * (j as u32 + 1));
-        Ok(())
+    fn block_layer_args(
+        &self,
+        k: &Kern<LlamaBlocks>,
+        j: usize,
+        w: &BlockWeights<'_, Self>,
+        kv: &BlockKv<'_, Self>,
+    ) -> Result<()> {
+        let c = |t: &TensorRef<'_, Self>| dtype_code(t.dtype).expect("checked by block_layer_fits");
+        let args = BlockLayer {
+            an: w.attn_norm.buf.arg(),
+            an_off: el(w.attn_norm.offset),
+            wq: w.wq.buf.arg(),
+            wq_off: w.wq.offset as u64,
+            tq: c(&w.wq),
+            wk: w.wk.buf.arg(),
+            wk_off: w.wk.offset as u64,
+            tk: c(&w.wk),
+            wv: w.wv.buf.arg(),
+            wv_off: w.wv.offset as u64,
+            tv: c(&w.wv),
+            wo: w.wo.buf.arg(),
+            wo_off: w.wo.offset as u64,
+            to: c(&w.wo),
+            fn_: w.ffn_norm.buf.arg(),
+            fn_off: el(w.ffn_norm.offset),
+            wg: w.w_gate.buf.arg(),
+            wg_off: w.w_gate.offset as u64,
+            tg: c(&w.w_gate),
+            wu: w.w_up.buf.arg(),
+            wu_off: w.w_up.offset as u64,
+            tu: c(&w.w_up),
+            wd: w.w_down.buf.arg(),
+            wd_off: w.w_down.offset as u64,
+            td: c(&w.w_down),
+            kc: kv.k.buf.writable("opencl block k cache")?,
+            kc_off: el(kv.k.offset),
+            vc: kv.v.buf.writable("opencl block v cache")?,
+            vc_off: el(kv.v.offset),
+        };
+        k.set_part(SHARED_ARGS + LAYER_ARGS * j as u32, &args)
     }
 
     /// Enqueues the kernel (arguments set) for `n_layers` layers; `flush` submits it
     /// (and what was queued before) to the device now.
-    fn block_launch(&self, k: &Kernel, n_layers: usize, flush: bool) -> Result<()> {
+    fn block_launch(&self, k: &Kern<LlamaBlocks>, n_layers: usize, flush: bool) -> Result<()> {
         let (groups, base) = {
             let st = self.block.as_ref().expect("caller checked");
             (st.groups, st.base.get())
         };
-        self.launch_kernel(k, K_BLOCK, &[groups * self.blk_lws], Some(&[self.blk_lws]))?;
+        self.q.enqueue(k, &[groups * self.blk.lws], Some(&[self.blk.lws]))?;
         if flush {
             // Start the device now; the host enqueues the next launches meanwhile (a
             // launch is ~130 µs of device work). A flush costs tens of µs of host time on
             // NVIDIA, so only a token's first launch gets one: the rest go with the
             // logits read, which flushes, long before the device runs out of work.
-            self.queue.flush().map_err(cl_err("clFlush"))?;
-            self.unflushed.set(0);
+            self.q.flush()?;
         }
         let st = self.block.as_ref().expect("caller checked");
         let barriers = 5 * n_layers as u32 - 1;
@@ -399,9 +391,9 @@ impl OpenClBackend {
         if !self.block_shapes_fit(x, p, ffn) || !Self::block_layer_fits(w, ffn) {
             return Ok(false);
         }
-        let k = &self.kernels[K_BLOCK];
+        let k = &self.k.llama_blocks;
         self.block_shared_args(k, x, inv_freq, p, s, ffn, 1)?;
-        for j in 0..self.blk_lpl {
+        for j in 0..self.blk.lpl {
             self.block_layer_args(k, j, w, kv)?;
         }
         self.block_launch(k, 1, true)?;
@@ -441,7 +433,7 @@ impl OpenClBackend {
         if !all_fit {
             return Ok(false);
         }
-        let lpl = self.blk_lpl;
+        let lpl = self.blk.lpl;
         let st = self.block.as_ref().expect("checked above");
         for (gi, l0) in (0..n_layer).step_by(lpl).enumerate() {
             let n_here = lpl.min(n_layer - l0);
@@ -452,7 +444,7 @@ impl OpenClBackend {
             fp.add(st.sync.borrow().get() as u64);
             fp.add(st.prof.borrow().get() as u64);
             fp.add(st.spin_limit as u64);
-            fp.add(self.profiling as u64);
+            fp.add(self.q.prof.is_some() as u64);
             for j in 0..n_here {
                 layer(l0 + j, &mut |w, kv| {
                     fp.layer(&w, &kv);
@@ -461,17 +453,15 @@ impl OpenClBackend {
             }
             let mut ks = st.groups_k.borrow_mut();
             if ks.len() <= gi {
-                let program = &self._programs[self.block_program];
-                let k =
-                    Kernel::create(program, "llama_blocks_f32").map_err(cl_err("clCreateKernel llama_blocks_f32"))?;
-                ks.push((k, 0));
+                let program = self.programs.get("block.cl");
+                ks.push((Kern::create_n(program, "llama_blocks_f32", self.blk.n_args())?, 0));
             }
             let (k, last) = &mut ks[gi];
             if *last == fp.0 && fp.0 != 0 {
                 // Same buffers, shapes and layers as last time: only the per-token scalars.
-                let a = p.attn;
-                args!(k, DYN_BASE; st.base.get());
-                args!(k, DYN_SLOT; a.n_past as u32, p.pos0 as u32);
+                k.set_one(DYN_BASE, &st.base.get())?;
+                k.set_one(DYN_SLOT, &(p.attn.n_past as u32))?;
+                k.set_one(DYN_POS, &(p.pos0 as u32))?;
             } else {
                 self.block_shared_args(k, x, inv_freq, p, s, ffn, n_here)?;
                 for j in 0..n_here {
@@ -503,20 +493,35 @@ impl OpenClBackend {
         y: &mut TensorMut<'_, Self>,
     ) -> Result<bool> {
         let (n_rows, dim) = (w.shape.dims()[0], w.shape.dims()[1]);
-        let Some(t) = code(w.dtype) else { return Ok(false) };
-        if !self.head_ok || x.shape.rows() != 1 || dim % 32 != 0 || dim > self.max_vec || n_rows == 0 {
+        let Some(tw) = dtype_code(w.dtype) else {
+            return Ok(false);
+        };
+        if !self.head_ok() || x.shape.rows() != 1 || dim % 32 != 0 || dim > self.blk.max_vec || n_rows == 0 {
             return Ok(false);
         }
-        let ym = writable(y.buf, "opencl head output")?;
-        let rows_per_wg = self.head_rows;
-        let n_args = args!(&self.kernels[K_HEAD]; x.buf.mem(), el(x.offset), norm_w.buf.mem(), el(norm_w.offset),
-            w.buf.mem(), w.offset as u64, t, ym, el(y.offset), dim as u32, n_rows as u32, eps,
-            rows_per_wg as u32);
-        set_local(&self.kernels[K_HEAD], n_args, dim * 4)?;
-        self.launch(
-            K_HEAD,
-            &[n_rows.div_ceil(rows_per_wg) * self.blk_lws],
-            Some(&[self.blk_lws]),
+        let rows_per_wg = self.sz.head_rows;
+        let args = LlamaHead {
+            x: x.buf.arg(),
+            x_off: el(x.offset),
+            nw: norm_w.buf.arg(),
+            n_off: el(norm_w.offset),
+            w: w.buf.arg(),
+            w_off: w.offset as u64,
+            tw,
+            y: y.buf.writable("opencl head output")?,
+            y_off: el(y.offset),
+            dim: dim as u32,
+            n_rows: n_rows as u32,
+            eps,
+            rows_per_wg: rows_per_wg as u32,
+            vl: Local(dim * 4),
+        };
+        let lws = self.blk.lws;
+        self.q.run(
+            &self.k.llama_head,
+            &args,
+            &[n_rows.div_ceil(rows_per_wg) * lws],
+            Some(&[lws]),
         )?;
         Ok(true)
     }
@@ -525,16 +530,6 @@ impl OpenClBackend {
 /// Block-kernel stage times: `(stage name, ns)` per stage and the launch count.
 pub type StageTimes = (Vec<(&'static str, u64)>, u64);
 
-/// Sizes the `__local` buffer argument `index` of `k`.
-fn set_local(k: &Kernel, index: u32, bytes: usize) -> Result<()> {
-    // SAFETY: `index` is the kernel's `__local float *vl` parameter (block.cl); a local
-    // buffer argument is a size with no host pointer.
-    unsafe { k.set_arg_local_buffer(index, bytes) }.map_err(|e| Error::Backend {
-        backend: "opencl",
-        msg: format!("clSetKernelArg (local) {index} of {:?}: {e}", k.function_name()),
-    })
-}
-
 impl OpenClBackend {
     /// The persistent block path as it stands: `Some((work-groups, layers per launch))`
     /// while on, `None` when off (by option or device) or after an abort.
@@ -542,14 +537,14 @@ impl OpenClBackend {
         self.block
             .as_ref()
             .filter(|b| !b.disabled.get())
-            .map(|b| (b.groups, self.blk_lpl))
+            .map(|b| (b.groups, self.blk.lpl))
     }
 
     /// How the persistent block kernel was built (work-group size, layers a launch,
     /// attention chunk, reduction style, spill bytes); `None` without the path.
     pub fn block_description(&self) -> Option<String> {
         self.persistent_block()
-            .map(|(groups, _)| format!("{groups} work-groups of {}", self.blk_desc))
+            .map(|(groups, _)| format!("{groups} work-groups of {}", self.blk.desc))
     }
 
     /// Device time per stage of the block kernel since the last call (profiling on an
@@ -558,20 +553,12 @@ impl OpenClBackend {
     pub fn block_stage_times(&self) -> Result<Option<StageTimes>> {
         let Some(p) = &self.block else { return Ok(None) };
         let mut raw = [0u8; PROF_BYTES];
-        // SAFETY: blocking read of the whole timer buffer into `raw`.
-        unsafe {
-            self.queue
-                .enqueue_read_buffer(&p.prof.borrow(), CL_BLOCKING, 0, &mut raw, &[])
-        }
-        .map_err(cl_err("clEnqueueReadBuffer (block timers)"))?;
+        read_blocking(&self.q.q, &p.prof.borrow(), 0, &mut raw)?;
         let v: Vec<u64> = raw
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
             .collect();
-        let mut prof = p.prof.borrow_mut();
-        // SAFETY: the pattern is copied at enqueue; PROF_BYTES is the buffer's size.
-        unsafe { self.queue.enqueue_fill_buffer(&mut prof, &[0u8], 0, PROF_BYTES, &[]) }
-            .map_err(cl_err("clEnqueueFillBuffer"))?;
+        fill_zero(&self.q.q, &mut p.prof.borrow_mut(), 0, PROF_BYTES)?;
         Ok(Some((
             BLOCK_STAGES.iter().copied().zip(v.iter().copied()).collect(),
             v[10],

@@ -32,20 +32,19 @@
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec;
-use core::ffi::c_void;
-use core::ptr;
 
 use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
-use opencl3::kernel::Kernel;
 use opencl3::memory::{
-    Buffer, ClMem, Image, CL_HALF_FLOAT, CL_MEM_COPY_HOST_PTR, CL_MEM_OBJECT_IMAGE1D_BUFFER, CL_MEM_READ_ONLY, CL_RGBA,
-    CL_UNSIGNED_INT32,
+    Buffer, Image, CL_HALF_FLOAT, CL_MEM_OBJECT_IMAGE1D_BUFFER, CL_MEM_READ_ONLY, CL_RGBA, CL_UNSIGNED_INT32,
 };
 use opencl3::program::Program;
-use opencl3::types::{cl_device_id, cl_image_desc, cl_image_format, cl_mem, cl_mem_object_type, cl_uint};
+use opencl3::types::{cl_device_id, cl_mem_object_type};
 
-use super::{build_program, cl_err, create_buffer, DeviceInfo, OpenClOptions, NT};
+use super::kernels::MulMvImg;
+use super::launch::{create_buffer_copy, create_image1d_buffer, migrate_to_device, Kern, Mem};
+use super::program::{build_program, NT};
+use super::{DeviceInfo, OpenClOptions};
 use crate::error::Result;
 
 /// Work-group of the image kernel on GPUs: 64 work-items (an Adreno wave in its
@@ -80,7 +79,7 @@ pub struct RepackStats {
 /// The compiled image kernel and the limits it runs under.
 pub(super) struct ImgPath {
     // Drop order: the kernel before its program.
-    pub kernel: Kernel,
+    pub kernel: Kern<MulMvImg>,
     _program: Program,
     pub lws: usize,
     pub rows: usize,
@@ -104,11 +103,13 @@ pub(crate) struct ImgWeight {
 }
 
 impl ImgWeight {
-    pub fn q(&self) -> cl_mem {
-        self.q_img.get()
+    /// The q plane image, as a kernel argument.
+    pub(super) fn q(&self) -> Mem {
+        Mem::of(&self.q_img)
     }
-    pub fn d(&self) -> cl_mem {
-        self.d_img.get()
+    /// The d plane image, as a kernel argument.
+    pub(super) fn d(&self) -> Mem {
+        Mem::of(&self.d_img)
     }
 }
 
@@ -162,10 +163,9 @@ impl ImgPath {
         } else {
             (IMG_LWS_GPU, IMG_ROWS_GPU)
         };
-        // Tuning override (rows per work-group, dividing lws); not a user setting.
-        let rows = std::env::var("ANTIGRAVITY_OPENCL_IMG_ROWS")
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
+        // Tuning override (rows per work-group, dividing lws).
+        let rows = opts
+            .img_rows
             .filter(|&r| r > 0 && lws % r == 0 && (lws / r).is_power_of_two())
             .unwrap_or(rows);
         if info.max_work_group < lws {
@@ -177,11 +177,11 @@ impl ImgPath {
             Ok(p) => p,
             Err(e) => return off(format!("{e}")),
         };
-        let kernel = match Kernel::create(&program, "mul_mv_q4_0_img_f32") {
+        let kernel = match Kern::create(&program, "mul_mv_q4_0_img_f32") {
             Ok(k) => k,
-            Err(e) => return off(format!("clCreateKernel mul_mv_q4_0_img_f32: {e}")),
+            Err(e) => return off(format!("{e}")),
         };
-        match kernel.get_work_group_size(dev) {
+        match kernel.work_group_size(dev) {
             Ok(n) if n >= lws => {}
             Ok(n) => return off(format!("the compiled kernel allows {n} work-items, needs {lws}")),
             Err(e) => return off(format!("kernel work-group size: {e}")),
@@ -243,10 +243,10 @@ impl ImgPath {
         let mut q = vec![0u8; q_bytes];
         let mut d = vec![0u8; d_bytes];
         repack_q4_0(src, &mut q, &mut d);
-        let qb = plane(context, queue, &mut q)?;
-        let db = plane(context, queue, &mut d)?;
-        let q_img = image(context, &qb, CL_UNSIGNED_INT32, n)?;
-        let d_img = image(context, &db, CL_HALF_FLOAT, n.div_ceil(4))?;
+        let qb = plane(context, queue, &q)?;
+        let db = plane(context, queue, &d)?;
+        let q_img = create_image1d_buffer(context, &qb, CL_UNSIGNED_INT32, n)?;
+        let d_img = create_image1d_buffer(context, &db, CL_HALF_FLOAT, n.div_ceil(4))?;
         Ok(Some(ImgWeight {
             q_img,
             d_img,
@@ -277,70 +277,10 @@ pub(super) fn repack_q4_0(src: &[u8], q: &mut [u8], d: &mut [u8]) {
 
 /// A read-only device buffer holding `bytes` (copied at creation and moved to the device
 /// now, so the first forward pass does not pay the upload).
-fn plane(context: &Context, queue: &CommandQueue, bytes: &mut [u8]) -> Result<Buffer<u8>> {
-    let buf = create_buffer(
-        context,
-        CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR,
-        bytes.len(),
-        bytes.as_mut_ptr() as *mut c_void,
-    )?;
-    let m = buf.get();
-    // SAFETY: one live cl_mem handle, read by the call only; flags 0 = to the queue's
-    // device, contents kept.
-    let ev =
-        unsafe { queue.enqueue_migrate_mem_object(1, &m, 0, &[]) }.map_err(cl_err("clEnqueueMigrateMemObjects"))?;
-    ev.wait().map_err(cl_err("waiting for an image plane upload"))?;
+fn plane(context: &Context, queue: &CommandQueue, bytes: &[u8]) -> Result<Buffer<u8>> {
+    let buf = create_buffer_copy(context, bytes)?;
+    migrate_to_device(queue, &buf)?;
     Ok(buf)
-}
-
-/// `cl_image_desc` as OpenCL 1.2 lays it out (opencl-sys types the last member as a
-/// plain field or as an anonymous union depending on a feature; the layout is the same).
-#[repr(C)]
-struct ImageDesc {
-    image_type: cl_mem_object_type,
-    image_width: usize,
-    image_height: usize,
-    image_depth: usize,
-    image_array_size: usize,
-    image_row_pitch: usize,
-    image_slice_pitch: usize,
-    num_mip_levels: cl_uint,
-    num_samples: cl_uint,
-    buffer: cl_mem,
-}
-const _: () = assert!(core::mem::size_of::<ImageDesc>() == core::mem::size_of::<cl_image_desc>());
-
-/// A read-only `image1d_buffer` of `texels` RGBA texels of channel type `ty` over `buf`.
-fn image(context: &Context, buf: &Buffer<u8>, ty: u32, texels: usize) -> Result<Image> {
-    let format = cl_image_format {
-        image_channel_order: CL_RGBA,
-        image_channel_data_type: ty,
-    };
-    let desc = ImageDesc {
-        image_type: CL_MEM_OBJECT_IMAGE1D_BUFFER as cl_mem_object_type,
-        image_width: texels,
-        image_height: 0,
-        image_depth: 0,
-        image_array_size: 0,
-        image_row_pitch: 0,
-        image_slice_pitch: 0,
-        num_mip_levels: 0,
-        num_samples: 0,
-        buffer: buf.get(),
-    };
-    // SAFETY: `format` and `desc` are valid for the call (desc has cl_image_desc's C
-    // layout, size asserted above); `buf` is a live buffer of at least `texels` texels
-    // (the caller sized it); no host pointer (the image views the buffer).
-    unsafe {
-        Image::create(
-            context,
-            CL_MEM_READ_ONLY,
-            &format,
-            &desc as *const ImageDesc as *const cl_image_desc,
-            ptr::null_mut(),
-        )
-    }
-    .map_err(cl_err("clCreateImage (image1d_buffer)"))
 }
 
 #[cfg(test)]

@@ -1,0 +1,276 @@
+//! The typed kernel registry: one signature struct per kernel parameter list (declared
+//! with [`signature!`], see `launch.rs`) and [`Kernels`], every kernel object of the
+//! backend by name and type — `k.mul_mv.get(dtype)`, `k.rms_norm` — instead of an index
+//! table. A kernel family's dtype variants sit in a [`ByWeight`] (every weight dtype) or
+//! [`ByQuant`] (the block-quantized ones); [`dtype_code`] is the code `block.cl` switches
+//! on, the same order, generated into the kernels' prelude (`program.rs`).
+//!
+//! The signature structs are the Rust side of the `.cl` parameter lists: a field per
+//! parameter, in order; `Mem` for `__global` pointers and images, `u64` for `ulong`
+//! offsets (weights in bytes, f32 activations in elements), `u32`/`i32`/`f32` scalars,
+//! `Local` for `__local` buffers sized at launch.
+
+use super::launch::{signature, Kern, Local, Mem};
+use super::program::Programs;
+use crate::dtype::DType;
+use crate::error::Result;
+
+signature! {
+    /// `add_f32` (add.cl).
+    struct Add { dst: Mem, dst_off: u64, src: Mem, src_off: u64, n: u32 }
+    /// `silu_mul_f32` (silu_mul.cl).
+    struct SiluMul { gate: Mem, gate_off: u64, up: Mem, up_off: u64, out: Mem, out_off: u64, n: u32 }
+    /// `rms_norm_f32` (rms_norm.cl).
+    struct RmsNorm { x: Mem, x_off: u64, w: Mem, w_off: u64, out: Mem, out_off: u64, n: u32, eps: f32 }
+    /// `softmax_f32` (softmax.cl).
+    struct Softmax { x: Mem, x_off: u64, n: u32 }
+    /// `argmax_f32` (softmax.cl).
+    struct Argmax { x: Mem, x_off: u64, out: Mem, out_off: u64, n: u32, bv: Local, bi: Local }
+    /// `argmax_part_f32` (softmax.cl).
+    struct ArgmaxPart { x: Mem, x_off: u64, n: u32, chunk: u32, part: Mem, bv: Local, bi: Local }
+    /// `argmax_final_f32` (softmax.cl).
+    struct ArgmaxFinal { part: Mem, n_parts: u32, out: Mem, out_off: u64, bv: Local, bi: Local }
+    /// `rope_f32` (rope.cl).
+    struct Rope {
+        x: Mem, x_off: u64, inv_freq: Mem, f_off: u64, pos0: u32, n_heads: u32, head_dim: u32, style: u32,
+    }
+    /// `rope_qk_f32` (rope.cl).
+    struct RopeQk {
+        q: Mem, q_off: u64, k: Mem, k_off: u64, inv_freq: Mem, f_off: u64, pos0: u32, n_head_q: u32,
+        n_head_k: u32, head_dim: u32, style: u32,
+    }
+    /// `attention_f32` (attention.cl).
+    struct Attention {
+        q: Mem, q_off: u64, k: Mem, k_off: u64, v: Mem, v_off: u64, out: Mem, out_off: u64, n_head: u32,
+        n_kv_head: u32, hd: u32, scale: f32, n_past: u32, chunk: u32, part: Mem,
+    }
+    /// `attention_combine_f32` (attention.cl).
+    struct AttentionCombine { part: Mem, out: Mem, out_off: u64, n_head: u32, hd: u32, n_chunks: u32 }
+    /// `attention_prefill_f32` (attention.cl).
+    struct AttentionPrefill {
+        q: Mem, q_off: u64, k: Mem, k_off: u64, v: Mem, v_off: u64, out: Mem, out_off: u64, n_head: u32,
+        n_kv_head: u32, hd: u32, scale: f32, n_past: u32, n_tok: u32,
+    }
+    /// `get_rows_*` (get_rows.cl): `single_id` ≥ 0 is the one id, −1 reads u32 ids and
+    /// −2 f32 indices at `ids[ids_off..]`.
+    struct GetRows {
+        table: Mem, table_off: u64, row_bytes: u64, n_rows: u32, ids: Mem, ids_off: u64, single_id: i32,
+        out: Mem, out_off: u64, dim: u32,
+    }
+    /// `mul_mv_*_f32` (mul_mv_*_f32.cl).
+    struct MulMv {
+        w: Mem, w_off: u64, x: Mem, x_off: u64, y: Mem, y_off: u64, n_in: u32, n_out: u32, n_tok: u32,
+        accumulate: u32,
+    }
+    /// `mul_mv_q4_0_img_f32` (mul_mv_q4_0_img_f32.cl).
+    struct MulMvImg {
+        wq: Mem, wd: Mem, x: Mem, x_off: u64, y: Mem, y_off: u64, n_in: u32, n_out: u32, n_tok: u32,
+        accumulate: u32,
+    }
+    /// `mul_mv3_*_f32` (mul_mv_fused.cl).
+    struct MulMv3 {
+        w0: Mem, w0_off: u64, w1: Mem, w1_off: u64, w2: Mem, w2_off: u64, x: Mem, x_off: u64, nw: Mem,
+        nw_off: u64, eps: f32, y0: Mem, y0_off: u64, y1: Mem, y1_off: u64, y2: Mem, y2_off: u64, n_in: u32,
+        n0: u32, n1: u32, n2: u32, n_tok: u32,
+    }
+    /// `mul_mv_swiglu_*_f32` (mul_mv_fused.cl).
+    struct MulMvSwiglu {
+        wg: Mem, wg_off: u64, wu: Mem, wu_off: u64, x: Mem, x_off: u64, nw: Mem, nw_off: u64, eps: f32,
+        out: Mem, out_off: u64, n_in: u32, n_out: u32, n_tok: u32,
+    }
+    /// `mul_mm_*_f32` (mul_mm.cl).
+    struct MulMm {
+        w: Mem, w_off: u64, x: Mem, x_off: u64, y: Mem, y_off: u64, n_in: u32, n_out: u32, n_tok: u32,
+        accumulate: u32, k_chunk: u32, part: Mem,
+    }
+    /// `mul_mm3_*_f32` (mul_mm.cl).
+    struct MulMm3 {
+        w0: Mem, w0_off: u64, w1: Mem, w1_off: u64, w2: Mem, w2_off: u64, x: Mem, x_off: u64, y0: Mem,
+        y0_off: u64, y1: Mem, y1_off: u64, y2: Mem, y2_off: u64, n_in: u32, n0: u32, n1: u32, n2: u32,
+        n_tok: u32,
+    }
+    /// `mul_mm_swiglu_*_f32` (mul_mm.cl).
+    struct MulMmSwiglu {
+        wg: Mem, wg_off: u64, wu: Mem, wu_off: u64, x: Mem, x_off: u64, out: Mem, out_off: u64, n_in: u32,
+        n_out: u32, n_tok: u32,
+    }
+    /// `mul_mm_reduce_f32` (mul_mm.cl).
+    struct MulMmReduce { part: Mem, y: Mem, y_off: u64, n: u32, n_split: u32, accumulate: u32 }
+    /// `llama_head_f32` (block.cl); `tw` is the weight's [`dtype_code`].
+    struct LlamaHead {
+        x: Mem, x_off: u64, nw: Mem, n_off: u64, w: Mem, w_off: u64, tw: u32, y: Mem, y_off: u64, dim: u32,
+        n_rows: u32, eps: f32, rows_per_wg: u32, vl: Local,
+    }
+    /// The parameters of `llama_blocks_f32` (block.cl) that every layer of a launch
+    /// shares; then come `LPL` sets of [`BlockLayer`] and the `__local` staged vector.
+    struct BlockShared {
+        x: Mem, x_off: u64, inv_freq: Mem, if_off: u64, q: Mem, q_off: u64, hb: Mem, hb_off: u64, part: Mem,
+        sync: Mem, sync_base: u32, spin_limit: u32, prof: Mem, prof_on: u32, dim: u32, n_head: u32,
+        n_kv_head: u32, hd: u32, ffn: u32, slot: u32, pos: u32, style: u32, eps: f32, scale: f32,
+        n_layers: u32,
+    }
+    /// One layer's parameter set of `llama_blocks_f32` (`t*`: weight [`dtype_code`]s).
+    struct BlockLayer {
+        an: Mem, an_off: u64, wq: Mem, wq_off: u64, tq: u32, wk: Mem, wk_off: u64, tk: u32, wv: Mem,
+        wv_off: u64, tv: u32, wo: Mem, wo_off: u64, to: u32, fn_: Mem, fn_off: u64, wg: Mem, wg_off: u64,
+        tg: u32, wu: Mem, wu_off: u64, tu: u32, wd: Mem, wd_off: u64, td: u32, kc: Mem, kc_off: u64, vc: Mem,
+        vc_off: u64,
+    }
+}
+
+/// `llama_blocks_f32`: its parameter list is [`BlockShared`], `LPL` × [`BlockLayer`],
+/// then the staged vector (see `block.rs`).
+pub(super) struct LlamaBlocks;
+
+/// The dtype code the kernels switch on (`T_F32` … `T_Q8_0` in the generated prelude);
+/// `None` for dtypes no kernel reads as a weight.
+pub(super) fn dtype_code(t: DType) -> Option<u32> {
+    Some(match t {
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::BF16 => 2,
+        DType::Q4_0 => 3,
+        DType::Q4_1 => 4,
+        DType::Q8_0 => 5,
+        DType::Q8_1 => return None,
+    })
+}
+
+/// One kernel per weight dtype (the order of [`dtype_code`]).
+pub(super) struct ByWeight<K> {
+    f32: K,
+    f16: K,
+    bf16: K,
+    q4_0: K,
+    q4_1: K,
+    q8_0: K,
+}
+
+impl<K> ByWeight<K> {
+    pub(super) fn get(&self, t: DType) -> Option<&K> {
+        Some(match t {
+            DType::F32 => &self.f32,
+            DType::F16 => &self.f16,
+            DType::BF16 => &self.bf16,
+            DType::Q4_0 => &self.q4_0,
+            DType::Q4_1 => &self.q4_1,
+            DType::Q8_0 => &self.q8_0,
+            DType::Q8_1 => return None,
+        })
+    }
+}
+
+/// One kernel per block-quantized weight dtype (the fused kernels).
+pub(super) struct ByQuant<K> {
+    q4_0: K,
+    q4_1: K,
+    q8_0: K,
+}
+
+impl<K> ByQuant<K> {
+    pub(super) fn get(&self, t: DType) -> Option<&K> {
+        match t {
+            DType::Q4_0 => Some(&self.q4_0),
+            DType::Q4_1 => Some(&self.q4_1),
+            DType::Q8_0 => Some(&self.q8_0),
+            _ => None,
+        }
+    }
+}
+
+/// Every kernel of the per-op path, created once when the backend is built. (The block
+/// kernels' per-group objects are in `block.rs`, the image kernel in `image.rs`.)
+pub(super) struct Kernels {
+    pub(super) add: Kern<Add>,
+    pub(super) silu_mul: Kern<SiluMul>,
+    pub(super) rms_norm: Kern<RmsNorm>,
+    pub(super) softmax: Kern<Softmax>,
+    pub(super) argmax: Kern<Argmax>,
+    pub(super) argmax_part: Kern<ArgmaxPart>,
+    pub(super) argmax_final: Kern<ArgmaxFinal>,
+    pub(super) rope: Kern<Rope>,
+    pub(super) rope_qk: Kern<RopeQk>,
+    pub(super) attention: Kern<Attention>,
+    pub(super) attention_combine: Kern<AttentionCombine>,
+    pub(super) attention_prefill: Kern<AttentionPrefill>,
+    pub(super) get_rows: ByWeight<Kern<GetRows>>,
+    pub(super) mul_mv: ByWeight<Kern<MulMv>>,
+    pub(super) mul_mm: ByWeight<Kern<MulMm>>,
+    pub(super) mul_mm_reduce: Kern<MulMmReduce>,
+    pub(super) mul_mv3: ByQuant<Kern<MulMv3>>,
+    pub(super) mul_mv_swiglu: ByQuant<Kern<MulMvSwiglu>>,
+    pub(super) mul_mm3: ByQuant<Kern<MulMm3>>,
+    pub(super) mul_mm_swiglu: ByQuant<Kern<MulMmSwiglu>>,
+    pub(super) llama_head: Kern<LlamaHead>,
+    /// `llama_blocks_f32` of the shared program (the one-layer `llama_block` op).
+    pub(super) llama_blocks: Kern<LlamaBlocks>,
+}
+
+impl Kernels {
+    /// Creates every kernel from the built programs; `block_args` is the parameter count
+    /// of `llama_blocks_f32` as built (it depends on `LPL`).
+    pub(super) fn create(p: &Programs, block_args: usize) -> Result<Kernels> {
+        let (mm_cl, fused_cl, get_rows_cl) = (p.get("mul_mm.cl"), p.get("mul_mv_fused.cl"), p.get("get_rows.cl"));
+        Ok(Kernels {
+            add: Kern::create(p.get("add.cl"), "add_f32")?,
+            silu_mul: Kern::create(p.get("silu_mul.cl"), "silu_mul_f32")?,
+            rms_norm: Kern::create(p.get("rms_norm.cl"), "rms_norm_f32")?,
+            softmax: Kern::create(p.get("softmax.cl"), "softmax_f32")?,
+            argmax: Kern::create(p.get("softmax.cl"), "argmax_f32")?,
+            argmax_part: Kern::create(p.get("softmax.cl"), "argmax_part_f32")?,
+            argmax_final: Kern::create(p.get("softmax.cl"), "argmax_final_f32")?,
+            rope: Kern::create(p.get("rope.cl"), "rope_f32")?,
+            rope_qk: Kern::create(p.get("rope.cl"), "rope_qk_f32")?,
+            attention: Kern::create(p.get("attention.cl"), "attention_f32")?,
+            attention_combine: Kern::create(p.get("attention.cl"), "attention_combine_f32")?,
+            attention_prefill: Kern::create(p.get("attention.cl"), "attention_prefill_f32")?,
+            get_rows: ByWeight {
+                f32: Kern::create(get_rows_cl, "get_rows_f32")?,
+                f16: Kern::create(get_rows_cl, "get_rows_f16")?,
+                bf16: Kern::create(get_rows_cl, "get_rows_bf16")?,
+                q4_0: Kern::create(get_rows_cl, "get_rows_q4_0")?,
+                q4_1: Kern::create(get_rows_cl, "get_rows_q4_1")?,
+                q8_0: Kern::create(get_rows_cl, "get_rows_q8_0")?,
+            },
+            mul_mv: ByWeight {
+                f32: Kern::create(p.get("mul_mv_f32_f32.cl"), "mul_mv_f32_f32")?,
+                f16: Kern::create(p.get("mul_mv_f16_f32.cl"), "mul_mv_f16_f32")?,
+                bf16: Kern::create(p.get("mul_mv_bf16_f32.cl"), "mul_mv_bf16_f32")?,
+                q4_0: Kern::create(p.get("mul_mv_q4_0_f32.cl"), "mul_mv_q4_0_f32")?,
+                q4_1: Kern::create(p.get("mul_mv_q4_1_f32.cl"), "mul_mv_q4_1_f32")?,
+                q8_0: Kern::create(p.get("mul_mv_q8_0_f32.cl"), "mul_mv_q8_0_f32")?,
+            },
+            mul_mm: ByWeight {
+                f32: Kern::create(mm_cl, "mul_mm_f32_f32")?,
+                f16: Kern::create(mm_cl, "mul_mm_f16_f32")?,
+                bf16: Kern::create(mm_cl, "mul_mm_bf16_f32")?,
+                q4_0: Kern::create(mm_cl, "mul_mm_q4_0_f32")?,
+                q4_1: Kern::create(mm_cl, "mul_mm_q4_1_f32")?,
+                q8_0: Kern::create(mm_cl, "mul_mm_q8_0_f32")?,
+            },
+            mul_mm_reduce: Kern::create(mm_cl, "mul_mm_reduce_f32")?,
+            mul_mv3: ByQuant {
+                q4_0: Kern::create(fused_cl, "mul_mv3_q4_0_f32")?,
+                q4_1: Kern::create(fused_cl, "mul_mv3_q4_1_f32")?,
+                q8_0: Kern::create(fused_cl, "mul_mv3_q8_0_f32")?,
+            },
+            mul_mv_swiglu: ByQuant {
+                q4_0: Kern::create(fused_cl, "mul_mv_swiglu_q4_0_f32")?,
+                q4_1: Kern::create(fused_cl, "mul_mv_swiglu_q4_1_f32")?,
+                q8_0: Kern::create(fused_cl, "mul_mv_swiglu_q8_0_f32")?,
+            },
+            mul_mm3: ByQuant {
+                q4_0: Kern::create(mm_cl, "mul_mm3_q4_0_f32")?,
+                q4_1: Kern::create(mm_cl, "mul_mm3_q4_1_f32")?,
+                q8_0: Kern::create(mm_cl, "mul_mm3_q8_0_f32")?,
+            },
+            mul_mm_swiglu: ByQuant {
+                q4_0: Kern::create(mm_cl, "mul_mm_swiglu_q4_0_f32")?,
+                q4_1: Kern::create(mm_cl, "mul_mm_swiglu_q4_1_f32")?,
+                q8_0: Kern::create(mm_cl, "mul_mm_swiglu_q8_0_f32")?,
+            },
+            llama_head: Kern::create(p.get("block.cl"), "llama_head_f32")?,
+            llama_blocks: Kern::create_n(p.get("block.cl"), "llama_blocks_f32", block_args)?,
+        })
+    }
+}

@@ -1,0 +1,298 @@
+//! Memory ops of the OpenCL backend: allocation, imports (zero-copy where the device
+//! shares host memory, one counted copy otherwise), uploads, blocking and started
+//! downloads, and the scratch buffers `reserve` sizes ahead of a forward pass.
+//!
+//! * `Device` buffers are plain `CL_MEM_READ_WRITE`, `Shared` ones
+//!   `CL_MEM_ALLOC_HOST_PTR`; both are zero-filled at creation.
+//! * [`import_host`] wraps the host bytes (`CL_MEM_USE_HOST_PTR | CL_MEM_READ_ONLY`,
+//!   zero-copy) when the device reports unified host memory and copies them once
+//!   otherwise (discrete GPUs), migrating the copy to the device at load.
+//! * A blocking [`download`] orders itself after every earlier op (in-order queue); a
+//!   started one ([`download_start`]) runs on the read queue after a marker of the
+//!   compute queue, so the next step's kernels are not held behind the copy.
+
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::vec::Vec;
+
+use opencl3::memory::{Buffer, CL_MEM_ALLOC_HOST_PTR, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE};
+
+use super::launch::{
+    cl_err, create_buffer, create_buffer_copy, fill_zero, migrate_to_device, read_blocking, wrap_host, write_blocking,
+    IdsUpload, ReadSlot,
+};
+use super::matmul::MM_SPLIT_MAX;
+use super::ops::{ARGMAX_MAX_PARTS, SPLIT_MAX_CHUNKS, SPLIT_MAX_TOK, SPLIT_MIN_CHUNK};
+use super::program::MAX_HD;
+use super::{ClBuffer, ClMemKind, OpenClBackend};
+use crate::backend::{check_read, BufferKind, HostRegion, PendingRead, Reservation};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::Shape;
+
+/// Device scratch the ops need beyond their operands, sized by `reserve`.
+pub(super) struct Scratch {
+    /// Token ids of a multi-token get_rows.
+    pub(super) ids: IdsUpload,
+    /// Split-attention partials: (m, l, o[hd]) per (token, head, chunk); `part_cap` f32s.
+    pub(super) part: Buffer<u8>,
+    pub(super) part_cap: usize,
+    /// Split-K matmul partials: [split, n_tok, n_out]; `mm_part_cap` f32s.
+    pub(super) mm_part: Buffer<u8>,
+    pub(super) mm_part_cap: usize,
+    /// Two-pass argmax partials: (max, index bits) per piece; `argmax_part_cap` f32s.
+    pub(super) argmax_part: Buffer<u8>,
+    pub(super) argmax_part_cap: usize,
+    /// Downloads in flight (`download_start`), by ticket; reused, so a decode step
+    /// allocates nothing.
+    pub(super) reads: Vec<ReadSlot>,
+}
+
+impl Scratch {
+    pub(super) fn new(context: &opencl3::context::Context) -> Result<Scratch> {
+        Ok(Scratch {
+            ids: IdsUpload::new(context, 1)?,
+            part: create_buffer(context, CL_MEM_READ_WRITE, 4)?,
+            part_cap: 0,
+            mm_part: create_buffer(context, CL_MEM_READ_WRITE, 4)?,
+            mm_part_cap: 0,
+            argmax_part: create_buffer(context, CL_MEM_READ_WRITE, 4)?,
+            argmax_part_cap: 0,
+            reads: Vec::new(),
+        })
+    }
+}
+
+fn check_alloc(be: &OpenClBackend, bytes: usize) -> Result<()> {
+    if bytes as u64 > be.info.max_alloc {
+        return Err(Error::Range {
+            what: format!("opencl buffer bytes ({})", be.info.name),
+            given: bytes as u64,
+            limit: be.info.max_alloc,
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn alloc(be: &OpenClBackend, bytes: usize, kind: BufferKind) -> Result<ClBuffer> {
+    check_alloc(be, bytes)?;
+    let (flags, k) = match kind {
+        BufferKind::Device => (CL_MEM_READ_WRITE, ClMemKind::Device),
+        BufferKind::Shared => (CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, ClMemKind::Shared),
+    };
+    let mut mem = create_buffer(&be.context, flags, bytes)?;
+    fill_zero(&be.q.q, &mut mem, 0, bytes.max(1))?;
+    Ok(ClBuffer {
+        mem,
+        len: bytes,
+        kind: k,
+        host: None,
+        img: None,
+    })
+}
+
+pub(super) fn import_host(be: &OpenClBackend, region: HostRegion) -> Result<ClBuffer> {
+    let len = region.len();
+    check_alloc(be, len)?;
+    if len > 0 && be.info.unified_memory {
+        // Zero-copy: the buffer is the host bytes.
+        return wrap_host(&be.context, &be.q.q, region);
+    }
+    let mem = if len > 0 {
+        // Discrete device: one copy, made by clCreateBuffer before it returns.
+        be.counters.import(len);
+        let mem = create_buffer_copy(&be.context, region.bytes())?;
+        migrate_to_device(&be.q.q, &mem)?;
+        mem
+    } else {
+        create_buffer(&be.context, CL_MEM_READ_ONLY, 0)?
+    };
+    Ok(ClBuffer {
+        mem,
+        len,
+        kind: ClMemKind::HostCopied,
+        host: None,
+        img: None,
+    })
+}
+
+pub(super) fn import_weight(be: &OpenClBackend, region: HostRegion, dtype: DType, shape: Shape) -> Result<ClBuffer> {
+    let planes = match (&be.img, shape.dims()) {
+        (Some(p), &[rows, cols])
+            if dtype == DType::Q4_0 && rows > 0 && cols % 32 == 0 && region.len() == rows * (cols / 32) * 18 =>
+        {
+            let t0 = std::time::Instant::now();
+            let mut st = be.repack.get();
+            let planes = match p.repack(&be.context, &be.q.q, region.bytes(), rows, cols) {
+                Ok(Some(w)) => {
+                    st.tensors += 1;
+                    st.extra_bytes += w.bytes as u64;
+                    be.counters.import(w.bytes);
+                    Some(Box::new(w))
+                }
+                Ok(None) => {
+                    st.kept_on_buffer += 1;
+                    None
+                }
+                Err(e) => {
+                    std::eprintln!(
+                        "opencl: no image planes for a {rows}x{cols} Q4_0 weight ({e}): it stays on the buffer kernel"
+                    );
+                    st.kept_on_buffer += 1;
+                    None
+                }
+            };
+            st.repack_ns += t0.elapsed().as_nanos() as u64;
+            be.repack.set(st);
+            planes
+        }
+        _ => None,
+    };
+    let mut buf = import_host(be, region)?;
+    buf.img = planes;
+    Ok(buf)
+}
+
+pub(super) fn upload(be: &OpenClBackend, dst: &mut ClBuffer, offset: usize, src: &[u8]) -> Result<()> {
+    if dst.read_only() {
+        return Err(Error::ReadOnly {
+            what: "upload destination",
+        });
+    }
+    if offset.checked_add(src.len()).is_none_or(|e| e > dst.len) {
+        return Err(Error::OutOfBounds {
+            op: "upload",
+            what: "dst",
+            offset,
+            needed: src.len(),
+            len: dst.len,
+        });
+    }
+    if src.is_empty() {
+        return Ok(());
+    }
+    write_blocking(&be.q.q, &mut dst.mem, offset, src)?;
+    be.counters.upload(src.len());
+    Ok(())
+}
+
+pub(super) fn download(be: &OpenClBackend, src: &ClBuffer, offset: usize, dst: &mut [u8]) -> Result<()> {
+    check_read("download", src.len, offset, dst.len())?;
+    if dst.is_empty() {
+        return Ok(());
+    }
+    // A persistent block launch since the last read: its abort flag comes along.
+    let check = be.block_check_enqueue()?;
+    read_blocking(&be.q.q, &src.mem, offset, dst)?;
+    be.counters.download(dst.len());
+    if check {
+        be.block_verdict()?;
+    }
+    Ok(())
+}
+
+pub(super) fn download_start(be: &mut OpenClBackend, src: &ClBuffer, offset: usize, len: usize) -> Result<PendingRead> {
+    check_read("download_start", src.len, offset, len)?;
+    let reads = &mut be.scratch.reads;
+    let i = match reads.iter().position(|r| !r.busy()) {
+        Some(i) => i,
+        None => {
+            reads.push(ReadSlot::default());
+            reads.len() - 1
+        }
+    };
+    // A block launch since the last check: its abort flag comes along (read first, so
+    // the data read's event covers both).
+    let status = be.block.as_ref().filter(|p| p.unchecked.get()).map(|p| p.sync.borrow());
+    // The reads go to their own queue, after everything enqueued so far: the compute
+    // queue moves on to the next step's kernels while they copy. (Later kernels do not
+    // write the range: the caller's promise. They may set the abort flag, which then
+    // reports a failure one read early — never hides one.)
+    let marker = be.q.marker()?;
+    let after = [marker.get()];
+    be.scratch.reads[i].start(&be.read_queue, &src.mem, offset, len, status.as_deref(), &after)?;
+    if status.is_some() {
+        be.counters.download(4);
+    }
+    drop(status);
+    if let Some(p) = &be.block {
+        p.unchecked.set(false);
+    }
+    be.counters.download(len);
+    // Everything queued so far goes to the device now.
+    be.q.flush()?;
+    be.read_queue.flush().map_err(cl_err("clFlush (read queue)"))?;
+    Ok(PendingRead {
+        offset,
+        len,
+        ticket: Some(i),
+    })
+}
+
+pub(super) fn download_finish(be: &mut OpenClBackend, src: &ClBuffer, p: PendingRead, dst: &mut [u8]) -> Result<()> {
+    p.check_dst(dst)?;
+    let Some(i) = p.ticket else {
+        return download(be, src, p.offset, dst);
+    };
+    let slot = be
+        .scratch
+        .reads
+        .get_mut(i)
+        .filter(|s| s.busy() && s.len() == p.len)
+        .ok_or_else(|| Error::invalid(format!("download_finish: no download in flight as ticket {i}")))?;
+    if let Some(status) = slot.finish(dst)? {
+        be.block_status_verdict(status)?;
+    }
+    Ok(())
+}
+
+pub(super) fn reserve(be: &mut OpenClBackend, r: Reservation) -> Result<()> {
+    // The model reserves once its weights are in: report what the image path cost.
+    let st = be.repack.get();
+    if be.img.as_ref().is_some_and(|p| p.log) && st.tensors + st.kept_on_buffer != be.repack_logged.get() {
+        std::eprintln!(
+            "opencl: image path: {} Q4_0 weights repacked, {:.1} MiB extra device memory, {:.1} ms; {} left on buffer kernels",
+            st.tensors,
+            st.extra_bytes as f64 / (1u64 << 20) as f64,
+            st.repack_ns as f64 / 1e6,
+            st.kept_on_buffer
+        );
+        be.repack_logged.set(st.tensors + st.kept_on_buffer);
+    }
+    let s = &mut be.scratch;
+    if r.max_tokens > s.ids.cap() {
+        s.ids.wait()?;
+        s.ids = IdsUpload::new(&be.context, r.max_tokens)?;
+    }
+    let part = r.max_tokens.min(SPLIT_MAX_TOK) * r.n_head * SPLIT_MAX_CHUNKS * (MAX_HD + 2);
+    if r.max_ctx > SPLIT_MIN_CHUNK && part > s.part_cap {
+        s.part = create_buffer(&be.context, CL_MEM_READ_WRITE, part * 4)?;
+        s.part_cap = part;
+    }
+    let mm_part = MM_SPLIT_MAX * r.max_tokens * r.max_row;
+    if r.max_tokens >= be.sz.mm_min_tok && mm_part > s.mm_part_cap {
+        s.mm_part = create_buffer(&be.context, CL_MEM_READ_WRITE, mm_part * 4)?;
+        s.mm_part_cap = mm_part;
+    }
+    let parts = r.max_tokens.max(1) * ARGMAX_MAX_PARTS * 2;
+    if parts > s.argmax_part_cap {
+        s.argmax_part = create_buffer(&be.context, CL_MEM_READ_WRITE, parts * 4)?;
+        s.argmax_part_cap = parts;
+    }
+    be.block_reserve(r.max_ctx, r.n_head)
+}
+
+/// Uploads `ids` for a multi-token get_rows (the non-blocking write waits for the one
+/// before it).
+pub(super) fn upload_ids(be: &mut OpenClBackend, ids: &[u32]) -> Result<()> {
+    if ids.len() > be.scratch.ids.cap() {
+        return Err(Error::invalid(format!(
+            "get_rows: {} ids but only {} reserved (call reserve)",
+            ids.len(),
+            be.scratch.ids.cap()
+        )));
+    }
+    let bytes = be.scratch.ids.write(&be.q.q, ids)?;
+    be.counters.upload(bytes);
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! [`OpenClOptions`]: how to pick and drive the device, and the one place the
+//! `ANTIGRAVITY_OPENCL_*` environment variables are read ([`OpenClOptions::from_env`];
+//! the table [`ENV`] lists them all, and `docs/opencl.md` shows the same table).
+//!
+//! Two kinds of setting: *user settings* (device choice, profiling, the decode path,
+//! the image path) and *tuning overrides* (work-group sizes, rows per group, block-kernel
+//! build variants) that exist for kernel work and measurements. A tuning override that
+//! does not parse, or is not a value the kernel can take (not a power of two, out of
+//! range), is ignored: the device default stays.
+
+use alloc::string::{String, ToString};
+
+/// Every environment variable the OpenCL backend reads: `(name, what it sets)`.
+/// `docs/opencl.md` renders this table; a test checks the two agree.
+pub const ENV: &[(&str, &str)] = &[
+    (
+        "ANTIGRAVITY_OPENCL_DEVICE",
+        "`platform:device` indices or a case-insensitive name filter (`nvidia`, `pocl`): `platform`/`device`/`name_filter`",
+    ),
+    ("ANTIGRAVITY_OPENCL_PROFILE", "`1`: per-kernel device times (`profiling`)"),
+    (
+        "ANTIGRAVITY_OPENCL_BLOCK",
+        "`0`: per-op decode kernels; `n`: the persistent block kernel with `n` work-groups (`persistent_groups`)",
+    ),
+    ("ANTIGRAVITY_OPENCL_IMAGES", "`1`/`0`: force the Q4_0 image weight path on/off (`images`)"),
+    (
+        "ANTIGRAVITY_OPENCL_MV_LWS",
+        "tuning: work-group size of the `mul_mv` kernels, a power of two (`mv_lws`)",
+    ),
+    (
+        "ANTIGRAVITY_OPENCL_BLOCK_LWS",
+        "tuning: work-group size of `block.cl`, a power of two ≥ 64 (`block_lws`)",
+    ),
+    (
+        "ANTIGRAVITY_OPENCL_BLOCK_SHFL",
+        "tuning: `0`: `block.cl` reduces in local memory instead of NVIDIA warp shuffles (`block_shfl`)",
+    ),
+    (
+        "ANTIGRAVITY_OPENCL_BLOCK_CH",
+        "tuning: attention chunk of `block.cl` in cache slots, a power of two in 16..=256 (`block_ch`)",
+    ),
+    (
+        "ANTIGRAVITY_OPENCL_BLOCK_DEFINES",
+        "tuning: extra `block.cl` build options, e.g. `-DAG_NV_PLAIN_BARRIER` (`block_defines`)",
+    ),
+    (
+        "ANTIGRAVITY_OPENCL_HEAD_ROWS",
+        "tuning: output rows per work-group of `llama_head_f32` (`head_rows`)",
+    ),
+    (
+        "ANTIGRAVITY_OPENCL_IMG_ROWS",
+        "tuning: rows per work-group of the image kernel, dividing its work-group (`img_rows`)",
+    ),
+];
+
+/// How to pick and drive the device.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenClOptions {
+    /// Platform index (as `clinfo -l` lists them).
+    pub platform: Option<usize>,
+    /// Device index within the platform.
+    pub device: Option<usize>,
+    /// Case-insensitive substring of the platform or device name (`"nvidia"`, `"pocl"`).
+    pub name_filter: Option<String>,
+    /// Record an event per kernel and sum device times
+    /// ([`OpenClBackend::kernel_times`](super::OpenClBackend::kernel_times)).
+    pub profiling: bool,
+    /// Print the chosen device and its capabilities to stderr once.
+    pub log: bool,
+    /// Batches of at least this many tokens use the tiled `mul_mm` kernels instead of
+    /// `mul_mv`. `None`: the device default (16 on GPUs; never on CPU devices, where
+    /// PoCL runs `mul_mv` 3–4× faster for 64-token batches).
+    pub mm_min_tokens: Option<usize>,
+    /// Work-groups of the persistent decode kernel (`block.cl`, whole layers per launch):
+    /// `None` = the device default (one per compute unit on NVIDIA GPUs, off elsewhere),
+    /// `Some(0)` = off (per-op kernels), `Some(n)` = `n` work-groups (tests, tuning).
+    pub persistent_groups: Option<usize>,
+    /// Batches of at least this many query tokens use the prefill attention kernel
+    /// (K/V tiles shared by 32 query rows) when the head fits it. `None`: 16.
+    pub attn_prefill_min_tokens: Option<usize>,
+    /// The image weight path (`image.rs`): Q4_0 weights repacked at load into
+    /// `image1d_buffer` planes, read by `mul_mv_q4_0_img_f32` in decode's `matmul` /
+    /// `matmul_add`. Costs a copy of every Q4_0 matrix (reported by
+    /// [`OpenClBackend::repack_stats`](super::OpenClBackend::repack_stats)). `None`: on
+    /// for Qualcomm/Adreno GPUs with `image1d_buffer` support, off elsewhere;
+    /// `Some(true)` / `Some(false)` force it (forced on, a device that cannot run it says
+    /// why and keeps the buffer kernels).
+    pub images: Option<bool>,
+    /// Caps the texels of one image below the device's `CL_DEVICE_IMAGE_MAX_BUFFER_SIZE`
+    /// (tests of the too-large fallback; tuning). `None`: the device's limit.
+    pub image_max_texels: Option<u64>,
+    /// Tuning: work-group size of the `mul_mv` kernels (a power of two; capped at the
+    /// reduction kernels' size). `None`: 32 on GPUs, 8 on CPU devices.
+    pub mv_lws: Option<usize>,
+    /// Tuning: work-group size `block.cl` is first built for (a power of two; lowered
+    /// when the compiled kernel allows fewer). `None`: 512.
+    pub block_lws: Option<usize>,
+    /// Tuning: `Some(false)` builds `block.cl` with local-memory reductions on NVIDIA
+    /// (for comparing with the warp-shuffle ones, the default there).
+    pub block_shfl: Option<bool>,
+    /// Tuning: attention chunk of `block.cl` in cache slots (a power of two, 16..=256).
+    /// `None`: 32.
+    pub block_ch: Option<usize>,
+    /// Tuning: extra build options for `block.cl` (kernel experiments).
+    pub block_defines: String,
+    /// Tuning: output rows per work-group of the head kernel. `None`: 64.
+    pub head_rows: Option<usize>,
+    /// Tuning: rows per work-group of the image kernel (dividing its work-group, with a
+    /// power-of-two share per row). `None`: 4 on GPUs, 2 on CPU devices.
+    pub img_rows: Option<usize>,
+}
+
+impl OpenClOptions {
+    /// Options from the environment ([`ENV`] lists every variable). Unset variables, and
+    /// tuning values that do not parse, leave the defaults.
+    pub fn from_env() -> OpenClOptions {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Options from `get(name)` (the environment, or a test's table).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> OpenClOptions {
+        let mut o = OpenClOptions::default();
+        if let Some(v) = get("ANTIGRAVITY_OPENCL_DEVICE") {
+            let idx = v
+                .split_once(':')
+                .and_then(|(p, d)| Some((p.trim().parse().ok()?, d.trim().parse().ok()?)));
+            match idx {
+                Some((p, d)) => {
+                    o.platform = Some(p);
+                    o.device = Some(d);
+                }
+                None if !v.trim().is_empty() => o.name_filter = Some(v.trim().to_string()),
+                None => {}
+            }
+        }
+        o.profiling = get("ANTIGRAVITY_OPENCL_PROFILE").is_some_and(|v| v == "1");
+        let num = |name: &str| get(name).and_then(|v| v.trim().parse::<usize>().ok());
+        o.persistent_groups = num("ANTIGRAVITY_OPENCL_BLOCK");
+        o.images = get("ANTIGRAVITY_OPENCL_IMAGES").and_then(|v| match v.trim() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        });
+        o.mv_lws = num("ANTIGRAVITY_OPENCL_MV_LWS").filter(|v| v.is_power_of_two());
+        o.block_lws = num("ANTIGRAVITY_OPENCL_BLOCK_LWS").filter(|v| v.is_power_of_two());
+        o.block_shfl = get("ANTIGRAVITY_OPENCL_BLOCK_SHFL").map(|v| v != "0");
+        o.block_ch = num("ANTIGRAVITY_OPENCL_BLOCK_CH").filter(|v| v.is_power_of_two() && (16..=256).contains(v));
+        o.block_defines = get("ANTIGRAVITY_OPENCL_BLOCK_DEFINES").unwrap_or_default();
+        o.head_rows = num("ANTIGRAVITY_OPENCL_HEAD_ROWS").filter(|&v| v > 0);
+        o.img_rows = num("ANTIGRAVITY_OPENCL_IMG_ROWS").filter(|&v| v > 0);
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(pairs: &[(&str, &str)]) -> OpenClOptions {
+        OpenClOptions::from_lookup(|n| pairs.iter().find(|(k, _)| *k == n).map(|(_, v)| v.to_string()))
+    }
+
+    #[test]
+    fn every_variable_is_read_and_documented() {
+        let o = from(&[
+            ("ANTIGRAVITY_OPENCL_DEVICE", "1:2"),
+            ("ANTIGRAVITY_OPENCL_PROFILE", "1"),
+            ("ANTIGRAVITY_OPENCL_BLOCK", "0"),
+            ("ANTIGRAVITY_OPENCL_IMAGES", "1"),
+            ("ANTIGRAVITY_OPENCL_MV_LWS", "16"),
+            ("ANTIGRAVITY_OPENCL_BLOCK_LWS", "256"),
+            ("ANTIGRAVITY_OPENCL_BLOCK_SHFL", "0"),
+            ("ANTIGRAVITY_OPENCL_BLOCK_CH", "64"),
+            ("ANTIGRAVITY_OPENCL_BLOCK_DEFINES", "-DX"),
+            ("ANTIGRAVITY_OPENCL_HEAD_ROWS", "32"),
+            ("ANTIGRAVITY_OPENCL_IMG_ROWS", "1"),
+        ]);
+        assert_eq!((o.platform, o.device, o.profiling), (Some(1), Some(2), true));
+        assert_eq!((o.persistent_groups, o.images), (Some(0), Some(true)));
+        assert_eq!(
+            (o.mv_lws, o.block_lws, o.block_shfl, o.block_ch),
+            (Some(16), Some(256), Some(false), Some(64))
+        );
+        assert_eq!(
+            (o.block_defines.as_str(), o.head_rows, o.img_rows),
+            ("-DX", Some(32), Some(1))
+        );
+        assert_eq!(ENV.len(), 11);
+        let doc = include_str!("../../../docs/opencl.md");
+        for (name, _) in ENV {
+            assert!(
+                doc.contains(&alloc::format!("`{name}`")),
+                "{name} is missing from docs/opencl.md"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_tuning_values_keep_the_defaults() {
+        let o = from(&[
+            ("ANTIGRAVITY_OPENCL_DEVICE", "NVIDIA "),
+            ("ANTIGRAVITY_OPENCL_MV_LWS", "12"),
+            ("ANTIGRAVITY_OPENCL_BLOCK_CH", "512"),
+            ("ANTIGRAVITY_OPENCL_HEAD_ROWS", "0"),
+            ("ANTIGRAVITY_OPENCL_IMAGES", "maybe"),
+        ]);
+        assert_eq!(o.name_filter.as_deref(), Some("NVIDIA"));
+        assert_eq!((o.mv_lws, o.block_ch, o.head_rows, o.images), (None, None, None, None));
+        assert_eq!(from(&[]), OpenClOptions::default());
+    }
+}

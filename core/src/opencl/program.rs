@@ -1,0 +1,418 @@
+//! Program build: the kernel sizes chosen for a device ([`Sizes`]), the OpenCL C source
+//! of each family (the generated header, the shared preludes of `kernels/cl/common/` and
+//! the family's own file, in that order), and the choice among `block.cl`'s build
+//! variants ([`BlockBuild`]): NVIDIA's PTX grid barrier and warp-shuffle reductions
+//! where the compiler takes them, else the portable ones, at the largest work-group the
+//! compiled kernel allows.
+//!
+//! The generated header ([`generated_header`]) carries the facts Rust owns: the dtype
+//! codes ([`dtype_code`]) and the ggml block sizes, from [`DType`] — the `.cl` files never
+//! write them out.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use opencl3::context::Context;
+use opencl3::program::Program;
+use opencl3::types::cl_device_id;
+
+use super::kernels::{dtype_code, BlockLayer, BlockShared, LlamaBlocks, LlamaHead};
+use super::launch::{Args, Kern};
+use super::{DeviceInfo, OpenClOptions};
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// Work-group size of the reduction kernels (norm, softmax, attention).
+pub(super) const LWS_MAX: usize = 64;
+/// Work-group size of the matmul kernels on GPUs (a warp; a 576-wide Q4 row has 36
+/// half-block units).
+const MV_LWS_GPU: usize = 32;
+/// … and on CPU devices (PoCL): fewer work-items per row means fewer barrier-split
+/// loops; 8 measured ~2× faster than 32 for SmolLM2 decode on PoCL 3.1 (AVX-512 host).
+const MV_LWS_CPU: usize = 8;
+/// Tokens per matmul work-group (each weight row is read once per NT tokens).
+pub(super) const NT: usize = 4;
+/// Largest attention head the kernel's local memory is sized for.
+pub(super) const MAX_HD: usize = 256;
+/// Work-group size of block.cl's kernels, where the device and the compiled kernel allow
+/// it (512 measured 0–5 % faster than 256 on the H100; 1024 much slower).
+const BLOCK_LWS: usize = 512;
+/// Largest vector block.cl stages in local memory (floats).
+const BLOCK_MAX_VEC: usize = 8192;
+/// Rows of the output matrix per work-group of the head kernel.
+const HEAD_ROWS_PER_WG: usize = 64;
+/// Attention chunk of the block kernel, in cache slots (block.cl `CH`): a (query head,
+/// chunk) pair is one unit of work, so shorter chunks spread a short context over more
+/// work-groups.
+const BLOCK_CH: usize = 32;
+
+/// The tiled prefill matmul (mul_mm.cl) runs `MM_LWS` × `MM_LWS` work-items per group
+/// and is used on GPUs from `MM_MIN_TOK` tokens on (below it, mul_mv's 4-token tiles are
+/// as good) — a guess until measured on a GPU (`decode_profile_smollm2_shapes` prints
+/// both).
+pub(super) const MM_LWS: usize = 16;
+const MM_MIN_TOK: usize = 16;
+/// Prefill attention (`attention_prefill_f32`): batches of at least
+/// `ATTN_PREFILL_MIN_TOK` query tokens (default of
+/// [`OpenClOptions::attn_prefill_min_tokens`]); its work-groups are `ATTN_PREFILL_LWS`
+/// wide and hold `ATTN_PREFILL_LOCAL` bytes of local memory (the kernel's PLWS, PHD and
+/// its local arrays).
+const ATTN_PREFILL_MIN_TOK: usize = 16;
+pub(super) const ATTN_PREFILL_LWS: usize = 128;
+const ATTN_PREFILL_LOCAL: u64 = 30_848;
+
+/// The shared preludes, prepended (after the generated header) to every family.
+const PRELUDES: [&str; 3] = ["common/dtype.cl", "common/reduce.cl", "common/rope.cl"];
+
+/// Sizes and thresholds chosen once for the device (and the options' overrides).
+#[derive(Clone, Debug)]
+pub(super) struct Sizes {
+    /// Work-group size of the reduction kernels.
+    pub(super) lws: usize,
+    /// Work-group size of the mul_mv kernels.
+    pub(super) mv_lws: usize,
+    /// Smallest batch that takes mul_mm (usize::MAX when the device cannot run it).
+    pub(super) mm_min_tok: usize,
+    /// Smallest batch that takes attention_prefill_f32 (usize::MAX: never).
+    pub(super) attn_prefill_min_tok: usize,
+    /// Work-group size of the argmax kernels (set once the kernel is compiled).
+    pub(super) argmax_lws: usize,
+    /// Output rows per work-group of the head kernel.
+    pub(super) head_rows: usize,
+}
+
+/// How block.cl was built.
+#[derive(Clone, Debug)]
+pub(super) struct BlockBuild {
+    /// Work-group size (and staged-vector capacity, `max_vec` floats).
+    pub(super) lws: usize,
+    pub(super) max_vec: usize,
+    /// Layers per launch (`LPL`).
+    pub(super) lpl: usize,
+    /// Attention chunk in cache slots (`CH`, at most `lws`).
+    pub(super) ch: usize,
+    /// The device is NVIDIA (PTX fences and shuffles tried).
+    pub(super) nv_fence: bool,
+    /// The PTX grid barrier compiled (the persistent path may run).
+    pub(super) fence_ok: bool,
+    /// The compiled kernels allow `lws` work-items.
+    pub(super) fits: bool,
+    /// For logs and profiles.
+    pub(super) desc: String,
+}
+
+impl BlockBuild {
+    /// Parameters of `llama_blocks_f32` as built.
+    pub(super) fn n_args(&self) -> usize {
+        BlockShared::FIELDS.len() + self.lpl * BlockLayer::FIELDS.len() + 1
+    }
+}
+
+/// Every program but the image kernel's, by family file.
+pub(super) struct Programs(Vec<(&'static str, Program)>);
+
+impl Programs {
+    pub(super) fn get(&self, file: &str) -> &Program {
+        &self
+            .0
+            .iter()
+            .find(|(f, _)| *f == file)
+            .expect("every family is built")
+            .1
+    }
+}
+
+fn pow2_floor(n: usize) -> usize {
+    if n == 0 {
+        1
+    } else {
+        1usize << (usize::BITS - 1 - n.leading_zeros())
+    }
+}
+
+impl Sizes {
+    pub(super) fn for_device(info: &DeviceInfo, opts: &OpenClOptions) -> Result<Sizes> {
+        let lws = LWS_MAX.min(pow2_floor(info.max_work_group));
+        let mv_lws = opts
+            .mv_lws
+            .unwrap_or(if info.is_cpu { MV_LWS_CPU } else { MV_LWS_GPU })
+            .min(lws);
+        let mm_min_tok = match opts.mm_min_tokens {
+            _ if info.max_work_group < MM_LWS * MM_LWS => usize::MAX,
+            Some(n) => n.max(1),
+            None if info.is_cpu => usize::MAX,
+            None => MM_MIN_TOK,
+        };
+        let attn_prefill_min_tok = if info.max_work_group >= ATTN_PREFILL_LWS && info.local_mem >= ATTN_PREFILL_LOCAL {
+            opts.attn_prefill_min_tokens.unwrap_or(ATTN_PREFILL_MIN_TOK).max(1)
+        } else {
+            usize::MAX
+        };
+        if info.local_mem < ((MAX_HD + 2 * lws) * 4) as u64 {
+            return Err(Error::Backend {
+                backend: "opencl",
+                msg: format!("{}: {} bytes of local memory is too little", info.name, info.local_mem),
+            });
+        }
+        Ok(Sizes {
+            lws,
+            mv_lws,
+            mm_min_tok,
+            attn_prefill_min_tok,
+            argmax_lws: 1,
+            head_rows: opts.head_rows.unwrap_or(HEAD_ROWS_PER_WG),
+        })
+    }
+}
+
+/// `#define`s of the facts Rust owns, prepended to every kernel source: the dtype codes
+/// the kernels switch on (`T_F32` …) and each block type's elements (`QK`) and bytes
+/// (`Q4_0_BYTES` …), from [`DType`].
+pub fn generated_header() -> String {
+    let mut s = String::from("// generated by antigravity-core (opencl/program.rs) from DType\n");
+    for t in DType::ALL {
+        if let Some(code) = dtype_code(t) {
+            s += &format!("#define T_{} {code}\n", t.name().to_ascii_uppercase());
+        }
+    }
+    s += &format!("#define QK {}\n", DType::Q4_0.block_size());
+    for t in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
+        debug_assert_eq!(t.block_size(), DType::Q4_0.block_size());
+        s += &format!("#define {}_BYTES {}\n", t.name().to_ascii_uppercase(), t.block_bytes());
+    }
+    s
+}
+
+fn read_source(file: &str) -> Result<String> {
+    let (src, _) = antigravity_kernels::source(file)
+        .ok_or_else(|| Error::invalid(format!("unknown kernel source {file}")))?
+        .map_err(|e| Error::Backend {
+            backend: "opencl",
+            msg: format!("reading kernel source: {e}"),
+        })?;
+    Ok(src.into_owned())
+}
+
+/// The full OpenCL C source of family `file`: generated header, preludes, the file.
+pub fn program_source(file: &str) -> Result<String> {
+    let mut src = generated_header();
+    for p in PRELUDES.iter().copied().chain([file]) {
+        src += &format!("// ---- {p} ----\n");
+        src += &read_source(p)?;
+        src.push('\n');
+    }
+    Ok(src)
+}
+
+/// Builds family `file` with `options` (an error carries the build log).
+pub(super) fn build_program(context: &Context, dev: cl_device_id, file: &str, options: &str) -> Result<Program> {
+    let src = program_source(file)?;
+    let mut program =
+        Program::create_from_source(context, &src).map_err(super::launch::cl_err("clCreateProgramWithSource"))?;
+    if let Err(e) = program.build(&[dev], options) {
+        let log = program.get_build_log(dev).unwrap_or_default();
+        return Err(Error::Backend {
+            backend: "opencl",
+            msg: format!("building {file} ({options}): {e}\n{log}"),
+        });
+    }
+    Ok(program)
+}
+
+/// The per-op families (all but block.cl and the image kernel's).
+const FAMILIES: [&str; 15] = [
+    "add.cl",
+    "silu_mul.cl",
+    "rms_norm.cl",
+    "softmax.cl",
+    "rope.cl",
+    "attention.cl",
+    "get_rows.cl",
+    "mul_mv_f32_f32.cl",
+    "mul_mv_f16_f32.cl",
+    "mul_mv_bf16_f32.cl",
+    "mul_mv_q4_0_f32.cl",
+    "mul_mv_q4_1_f32.cl",
+    "mul_mv_q8_0_f32.cl",
+    "mul_mm.cl",
+    "mul_mv_fused.cl",
+];
+
+/// Builds every family but the image kernel's.
+pub(super) fn build_all(
+    context: &Context,
+    dev: cl_device_id,
+    info: &DeviceInfo,
+    opts: &OpenClOptions,
+    sz: &Sizes,
+) -> Result<(Programs, BlockBuild)> {
+    let mut programs = Vec::with_capacity(FAMILIES.len() + 1);
+    for file in FAMILIES {
+        let group_lws = if file.starts_with("mul_mv") { sz.mv_lws } else { sz.lws };
+        let options = format!("-cl-std=CL1.2 -DLWS={group_lws} -DNT={NT} -DMAX_HD={MAX_HD}");
+        programs.push((file, build_program(context, dev, file, &options)?));
+    }
+    let (block, bb) = build_block(context, dev, info, opts)?;
+    programs.push(("block.cl", block));
+    Ok((Programs(programs), bb))
+}
+
+/// Builds block.cl: for a work-group size, then checked against what the compiled
+/// kernels allow (registers: 512 work-items may not fit) and rebuilt smaller when they do
+/// not; on NVIDIA with the PTX barrier and shuffles, dropping each when the compiler
+/// refuses it.
+fn build_block(
+    context: &Context,
+    dev: cl_device_id,
+    info: &DeviceInfo,
+    opts: &OpenClOptions,
+) -> Result<(Program, BlockBuild)> {
+    // 512 work-items where the device (and, checked below, the compiled kernel) allows;
+    // the staged vector gets the local memory its reduction arrays leave.
+    let mut lws = opts
+        .block_lws
+        .unwrap_or(BLOCK_LWS)
+        .min(pow2_floor(info.max_work_group))
+        .max(64);
+    // NVIDIA: the grid barrier's fence must be `membar.gl` (inline PTX); if the compiler
+    // refuses it, the persistent path stays off (the head kernel still works) ...
+    let nv_fence = info.vendor.to_ascii_lowercase().contains("nvidia");
+    // ... and its reductions use warp shuffles (PTX `shfl.sync`) unless turned off.
+    let mut nv_shfl = nv_fence && opts.block_shfl.unwrap_or(true);
+    let ch = opts.block_ch.unwrap_or(BLOCK_CH);
+    // Layers per launch: as many parameter sets (~210 bytes each, ~170 shared) as the
+    // device's kernel-parameter space holds, up to 4. CPU devices (PoCL, where the path
+    // is only for tests) take one: PoCL compiles the multi-layer kernel's
+    // barriers-in-a-loop for ~10 minutes.
+    let lpl = match info.max_parameter_size {
+        _ if info.is_cpu => 1,
+        n if n >= 2048 => 4,
+        n if n >= 768 => 2,
+        _ => 1,
+    };
+    // (sized for the work-group first asked for)
+    let max_vec = (((info.local_mem as usize) / 4).saturating_sub(3 * lws + MAX_HD + 64) / 32 * 32).min(BLOCK_MAX_VEC);
+    let defines = &opts.block_defines;
+    let mut fence_ok = true;
+    let (program, fits, private) = loop {
+        // (a chunk's slots are work-items of stage B)
+        let options = format!(
+            "-cl-std=CL1.2 -DLWS={lws} -DMAX_HD={MAX_HD} -DCH={} -DLPL={lpl} {defines}",
+            ch.min(lws)
+        );
+        let with_fence = format!("{options} -DAG_NV_FENCE");
+        let with_shfl = format!("{with_fence} -DAG_NV_SHFL");
+        let fenced = nv_fence && fence_ok;
+        let first = match (fenced, nv_shfl) {
+            (true, true) => &with_shfl,
+            (true, false) => &with_fence,
+            _ => &options,
+        };
+        let program = match build_program(context, dev, "block.cl", first) {
+            Ok(p) => p,
+            // Warp shuffles refused: the same kernel with local-memory reductions.
+            Err(e) if fenced && nv_shfl => {
+                if opts.log {
+                    std::eprintln!("opencl: block.cl with shfl.sync failed, reducing in local memory: {e}");
+                }
+                nv_shfl = false;
+                continue;
+            }
+            Err(e) if fenced => {
+                if opts.log {
+                    std::eprintln!("opencl: block.cl with membar.gl failed, persistent path off: {e}");
+                }
+                fence_ok = false;
+                build_program(context, dev, "block.cl", &options)?
+            }
+            Err(e) => return Err(e),
+        };
+        let blocks = Kern::<LlamaBlocks>::create_n(&program, "llama_blocks_f32", {
+            BlockShared::FIELDS.len() + lpl * BlockLayer::FIELDS.len() + 1
+        })?;
+        let head = Kern::<LlamaHead>::create(&program, "llama_head_f32")?;
+        let allowed = blocks.work_group_size(dev)?.min(head.work_group_size(dev)?);
+        let private = blocks.private_mem(dev);
+        if allowed >= lws || lws <= 64 {
+            // Not even 64 work-items: the block kernels stay unused.
+            break (program, allowed >= lws, private);
+        }
+        lws = pow2_floor(allowed).max(64);
+    };
+    // The chunk the kernel was built with (at most its work-group size).
+    let ch = ch.min(lws);
+    let desc = format!(
+        "{lws} work-items, {lpl} layers a launch, {ch}-slot chunks, {}, {private} B private{}",
+        if fence_ok && nv_fence && nv_shfl {
+            "warp shuffles"
+        } else {
+            "local-memory reductions"
+        },
+        if defines.is_empty() {
+            String::new()
+        } else {
+            format!(", built with {defines}")
+        },
+    );
+    Ok((
+        program,
+        BlockBuild {
+            lws,
+            max_vec,
+            lpl,
+            ch,
+            nv_fence,
+            fence_ok,
+            fits,
+            desc,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The facts Rust owns reach the kernels only through the generated header: it
+    /// carries every code and block size, and no `.cl` file writes one out.
+    #[test]
+    fn dtype_facts_come_from_rust() {
+        let h = generated_header();
+        for t in DType::ALL {
+            if let Some(code) = dtype_code(t) {
+                let name = t.name().to_ascii_uppercase();
+                assert!(h.contains(&format!("#define T_{name} {code}\n")), "{h}");
+                if t.is_quantized() {
+                    assert!(
+                        h.contains(&format!("#define {name}_BYTES {}\n", t.block_bytes())),
+                        "{h}"
+                    );
+                }
+            }
+        }
+        assert!(h.contains(&format!("#define QK {}\n", crate::dtype::QK4_0)));
+        for (file, src) in antigravity_kernels::SOURCES.iter().chain(antigravity_kernels::PRELUDES) {
+            for fact in [
+                "#define T_",
+                "#define QK",
+                "#define Q4_0_BYTES",
+                "#define Q4_1_BYTES",
+                "#define Q8_0_BYTES",
+            ] {
+                assert!(!src.contains(fact), "{file} defines `{fact}` itself");
+            }
+        }
+    }
+
+    /// Every family's source starts with the header and the preludes, in order.
+    #[test]
+    fn sources_are_header_preludes_family() {
+        let src = program_source("rope.cl").unwrap();
+        let at = |needle: &str| src.find(needle).unwrap_or_else(|| panic!("{needle} missing"));
+        assert!(src.starts_with(&generated_header()));
+        assert!(at("// ---- common/dtype.cl") < at("// ---- common/reduce.cl"));
+        assert!(at("// ---- common/reduce.cl") < at("// ---- common/rope.cl"));
+        assert!(at("// ---- common/rope.cl") < at("// ---- rope.cl"));
+    }
+}
