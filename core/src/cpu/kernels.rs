@@ -76,6 +76,12 @@ pub struct Kernels {
     /// `y += a · x` (attention's weighted sum of values). Scalar twin:
     /// `cpu::scalar::vec_mad_f32`.
     pub vec_mad_f32: fn(&mut [f32], &[f32], f32),
+    /// One query head's attention scores over many cache slots, `(q, k, stride, scale,
+    /// out)`, and the weighted sum of their value rows, `(w, v, stride, out)`: one call
+    /// per head, so a SIMD version keeps the output in registers across slots. Scalar
+    /// twins: `cpu::scalar::attn_scores`, `attn_values`.
+    pub attn_scores: fn(&[f32], &[f32], usize, f32, &mut [f32]),
+    pub attn_values: fn(&[f32], &[f32], usize, &mut [f32]),
     /// `y[r] = vec_dot(w[r·nb..(r+1)·nb], x)` for every `r in 0..y.len()`, with
     /// `nb = x.len()`: many weight rows against one activation row in one call, so SIMD
     /// versions can share the activation loads and scale conversions across rows.
@@ -115,6 +121,8 @@ impl Kernels {
             vec_dot_bf16_f32: dot::vec_dot_bf16_f32,
             vec_dot_f32: dot::vec_dot_f32,
             vec_mad_f32: scalar::vec_mad_f32,
+            attn_scores: scalar::attn_scores,
+            attn_values: scalar::attn_values,
             gemv_q4_0_q8_0: scalar::gemv_q4_0_q8_0,
             gemv_q4_1_q8_1: scalar::gemv_q4_1_q8_1,
             gemv_q8_0_q8_0: scalar::gemv_q8_0_q8_0,

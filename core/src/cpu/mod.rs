@@ -747,7 +747,7 @@ impl Backend for CpuBackend {
         self.pool.run_tiles(os, grid, &mut self.scores, ctx, &|mut tile, sc| {
             let h = tile.cols().start / p.head_dim;
             for t in tile.rows() {
-                scalar::attend_one(qs, ks, vs, p, t, h, sc, tile.row(t), kern.vec_dot_f32, kern.vec_mad_f32);
+                scalar::attend_one(qs, ks, vs, p, t, h, sc, tile.row(t), kern.attn_scores, kern.attn_values);
             }
         });
         Ok(())

@@ -136,7 +136,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], scores: &mut 
     for t in 0..n_tok {
         for h in 0..p.n_head {
             let oh = &mut out[(t * p.n_head + h) * hd..][..hd];
-            attend_one(q, k, v, p, t, h, scores, oh, crate::quant::dot::vec_dot_f32, vec_mad_f32);
+            attend_one(q, k, v, p, t, h, scores, oh, attn_scores, attn_values);
         }
     }
 }
@@ -153,8 +153,8 @@ pub fn attend_one(
     h: usize,
     scores: &mut [f32],
     oh: &mut [f32],
-    dot: fn(&[f32], &[f32]) -> f32,
-    mad: fn(&mut [f32], &[f32], f32),
+    scores_fn: fn(&[f32], &[f32], usize, f32, &mut [f32]),
+    values_fn: fn(&[f32], &[f32], usize, &mut [f32]),
 ) {
     let hd = p.head_dim;
     let group = p.n_head / p.n_kv_head;
@@ -163,14 +163,27 @@ pub fn attend_one(
     let kvh = h / group;
     let qh = &q[(t * p.n_head + h) * hd..][..hd];
     let sc = &mut scores[..n_ctx];
-    for (s, slot) in sc.iter_mut().zip(0..n_ctx) {
-        let kr = &k[slot * kv_stride + kvh * hd..][..hd];
-        *s = dot(qh, kr) * p.scale;
-    }
+    scores_fn(qh, &k[kvh * hd..], kv_stride, p.scale, sc);
     softmax(sc);
-    oh.fill(0.0);
-    for (slot, &w) in sc.iter().enumerate() {
-        mad(oh, &v[slot * kv_stride + kvh * hd..][..hd], w);
+    values_fn(sc, &v[kvh * hd..], kv_stride, oh);
+}
+
+/// Attention scores of one query head over `out.len()` cache slots:
+/// `out[s] = (q · k_s) · scale` with `k_s = k[s·stride..][..q.len()]`, each dot
+/// accumulated in index order (the reference every SIMD version is held to).
+pub fn attn_scores(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    for (s, o) in out.iter_mut().enumerate() {
+        *o = crate::quant::dot::vec_dot_f32(q, &k[s * stride..][..q.len()]) * scale;
+    }
+}
+
+/// The weighted sum of value rows: `out = Σ_s w[s] · v_s` with
+/// `v_s = v[s·stride..][..out.len()]`, slots in order.
+pub fn attn_values(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    let n = out.len();
+    for (s, &ws) in w.iter().enumerate() {
+        vec_mad_f32(out, &v[s * stride..][..n], ws);
     }
 }
 

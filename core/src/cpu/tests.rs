@@ -851,3 +851,39 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The per-head attention kernels against their scalar twins over random head dims
+    /// (multiples of 8 and 16 take the register paths; others the fallbacks), slot counts
+    /// and strides. Each output is one reassociated sum: within `(n + 64) · ε · Σ |terms|`.
+    #[test]
+    fn attn_kernels(
+        (hd, n, pad) in (1usize..140, 1usize..40, 0usize..9),
+        seed in any::<u64>(),
+    ) {
+        let stride = hd + pad;
+        let mut st = seed | 1;
+        let mut rnd = move || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; ((st >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0 };
+        let q: Vec<f32> = (0..hd).map(|_| rnd()).collect();
+        let kv: Vec<f32> = (0..n * stride).map(|_| rnd()).collect();
+        let w: Vec<f32> = (0..n).map(|_| rnd().abs()).collect();
+        let (mut s0, mut v0) = (vec![0f32; n], vec![0f32; hd]);
+        super::scalar::attn_scores(&q, &kv, stride, 0.125, &mut s0);
+        super::scalar::attn_values(&w, &kv, stride, &mut v0);
+        for k in simd_tables() {
+            let (mut s1, mut v1) = (vec![f32::NAN; n], vec![f32::NAN; hd]);
+            (k.attn_scores)(&q, &kv, stride, 0.125, &mut s1);
+            (k.attn_values)(&w, &kv, stride, &mut v1);
+            for s in 0..n {
+                let mag: f32 = (0..hd).map(|i| (q[i] * kv[s * stride + i]).abs()).sum::<f32>() * 0.125;
+                prop_assert!(close(s1[s], s0[s], (hd as f32 + 64.0) * eps() * mag + 1e-30), "{} score {s}: {} vs {}", k.isa.name(), s1[s], s0[s]);
+            }
+            for i in 0..hd {
+                let mag: f32 = (0..n).map(|s| (w[s] * kv[s * stride + i]).abs()).sum();
+                prop_assert!(close(v1[i], v0[i], (n as f32 + 64.0) * eps() * mag + 1e-30), "{} value {i}: {} vs {}", k.isa.name(), v1[i], v0[i]);
+            }
+        }
+    }
+}

@@ -41,6 +41,8 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         vec_dot_bf16_f32,
         vec_dot_f32,
         vec_mad_f32,
+        attn_scores,
+        attn_values,
         gemv_q4_0_q8_0: gemv_q4_0_q8_0_neon,
         gemv_q4_1_q8_1: gemv_q4_1_q8_1_neon,
         gemv_q8_0_q8_0: gemv_q8_0_q8_0_neon,
@@ -127,6 +129,14 @@ fn vec_dot_q8_0_q8_0_dot(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
 fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
     // SAFETY: NEON verified.
     unsafe { vec_dot_bf16_f32_impl(x, y) }
+}
+fn attn_scores(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    // SAFETY: NEON verified.
+    unsafe { attn_scores_impl(q, k, stride, scale, out) }
+}
+fn attn_values(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    // SAFETY: NEON verified.
+    unsafe { attn_values_impl(w, v, stride, out) }
 }
 fn vec_mad_f32(y: &mut [f32], x: &[f32], a: f32) {
     // SAFETY: NEON verified.
@@ -472,6 +482,55 @@ fn vec_dot_f32_impl(x: &[f32], y: &[f32]) -> f32 {
         i += 1;
     }
     s
+}
+
+#[target_feature(enable = "neon")]
+fn attn_scores_impl(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    let hd = q.len();
+    for (s, o) in out.iter_mut().enumerate() {
+        *o = vec_dot_f32_impl(q, &k[s * stride..][..hd]) * scale;
+    }
+}
+
+/// `out` (≤ 64 columns, a multiple of 4: `N` vectors) accumulated in registers over all
+/// slots, stored once.
+#[inline]
+#[target_feature(enable = "neon")]
+fn attn_values_cols<const N: usize>(w: &[f32], v: &[f32], stride: usize, c0: usize, out: &mut [f32]) {
+    let mut acc = [vdupq_n_f32(0.0); N];
+    for (s, &ws) in w.iter().enumerate() {
+        let row = &v[s * stride + c0..][..4 * N];
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = vfmaq_n_f32(*a, ld_f32(row, 4 * j), ws);
+        }
+    }
+    for (j, a) in acc.iter().enumerate() {
+        let oj = &mut out[c0 + 4 * j..c0 + 4 * j + 4];
+        // SAFETY: `oj` holds 4 f32; unaligned store.
+        unsafe { vst1q_f32(oj.as_mut_ptr(), *a) };
+    }
+}
+
+#[target_feature(enable = "neon")]
+fn attn_values_impl(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    let hd = out.len();
+    if hd % 16 != 0 {
+        out.fill(0.0);
+        for (s, &ws) in w.iter().enumerate() {
+            vec_mad_f32_impl(out, &v[s * stride..][..hd], ws);
+        }
+        return;
+    }
+    let mut c0 = 0;
+    while c0 < hd {
+        match ((hd - c0) / 16).min(4) {
+            4 => attn_values_cols::<16>(w, v, stride, c0, out),
+            3 => attn_values_cols::<12>(w, v, stride, c0, out),
+            2 => attn_values_cols::<8>(w, v, stride, c0, out),
+            _ => attn_values_cols::<4>(w, v, stride, c0, out),
+        }
+        c0 += 64;
+    }
 }
 
 #[target_feature(enable = "neon")]

@@ -27,6 +27,8 @@ pub(crate) fn kernels() -> Option<Kernels> {
         vec_dot_bf16_f32,
         vec_dot_f32,
         vec_mad_f32,
+        attn_scores,
+        attn_values,
         gemv_q4_0_q8_0,
         gemv_q4_1_q8_1,
         gemv_q8_0_q8_0,
@@ -88,6 +90,14 @@ fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
 fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     // SAFETY: as above.
     unsafe { vec_dot_f32_impl(x, y) }
+}
+pub(super) fn attn_scores(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
+    unsafe { attn_scores_impl(q, k, stride, scale, out) }
+}
+pub(super) fn attn_values(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { attn_values_impl(w, v, stride, out) }
 }
 pub(super) fn vec_mad_f32(y: &mut [f32], x: &[f32], a: f32) {
     // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
@@ -430,5 +440,60 @@ fn vec_mad_f32_impl(y: &mut [f32], x: &[f32], a: f32) {
     while i < n {
         y[i] += a * x[i];
         i += 1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn attn_scores_impl(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+    let hd = q.len();
+    for (s, o) in out.iter_mut().enumerate() {
+        *o = vec_dot_f32_impl(q, &k[s * stride..][..hd]) * scale;
+    }
+}
+
+/// `out` (≤ 64 columns, a multiple of 8: `N` vectors) accumulated in registers over all
+/// slots, stored once.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn attn_values_cols<const N: usize>(w: &[f32], v: &[f32], stride: usize, c0: usize, out: &mut [f32]) {
+    let mut acc = [_mm256_setzero_ps(); N];
+    for (s, &ws) in w.iter().enumerate() {
+        let row = &v[s * stride + c0..][..8 * N];
+        let wv = _mm256_set1_ps(ws);
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_fmadd_ps(wv, load_ps8(row, 8 * j), *a);
+        }
+    }
+    let o = &mut out[c0..c0 + 8 * N];
+    for (j, a) in acc.iter().enumerate() {
+        let oj = &mut o[8 * j..8 * j + 8];
+        // SAFETY: `oj` is 8 writable f32; unaligned store.
+        unsafe { _mm256_storeu_ps(oj.as_mut_ptr(), *a) };
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn attn_values_impl(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    let hd = out.len();
+    if hd % 8 != 0 {
+        out.fill(0.0);
+        for (s, &ws) in w.iter().enumerate() {
+            vec_mad_f32_impl(out, &v[s * stride..][..hd], ws);
+        }
+        return;
+    }
+    let mut c0 = 0;
+    while c0 < hd {
+        match ((hd - c0) / 8).min(8) {
+            8 => attn_values_cols::<8>(w, v, stride, c0, out),
+            7 => attn_values_cols::<7>(w, v, stride, c0, out),
+            6 => attn_values_cols::<6>(w, v, stride, c0, out),
+            5 => attn_values_cols::<5>(w, v, stride, c0, out),
+            4 => attn_values_cols::<4>(w, v, stride, c0, out),
+            3 => attn_values_cols::<3>(w, v, stride, c0, out),
+            2 => attn_values_cols::<2>(w, v, stride, c0, out),
+            _ => attn_values_cols::<1>(w, v, stride, c0, out),
+        }
+        c0 += 64;
     }
 }
