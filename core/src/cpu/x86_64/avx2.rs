@@ -446,8 +446,36 @@ fn vec_mad_f32_impl(y: &mut [f32], x: &[f32], a: f32) {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn attn_scores_impl(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
     let hd = q.len();
-    for (s, o) in out.iter_mut().enumerate() {
-        *o = vec_dot_f32_impl(q, &k[s * stride..][..hd]) * scale;
+    let n = out.len();
+    let mut s = 0;
+    if hd % 8 == 0 {
+        // Eight slots at a time: one accumulator per slot, then one transposing
+        // reduction (hadd tree) gives the eight sums in one vector.
+        while s + 8 <= n {
+            let mut acc = [_mm256_setzero_ps(); 8];
+            for i in (0..hd).step_by(8) {
+                let qv = load_ps8(q, i);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(qv, load_ps8(&k[(s + r) * stride..][..hd], i), *a);
+                }
+            }
+            let t0 = _mm256_hadd_ps(acc[0], acc[1]);
+            let t1 = _mm256_hadd_ps(acc[2], acc[3]);
+            let t2 = _mm256_hadd_ps(acc[4], acc[5]);
+            let t3 = _mm256_hadd_ps(acc[6], acc[7]);
+            let (u0, u1) = (_mm256_hadd_ps(t0, t1), _mm256_hadd_ps(t2, t3));
+            let r = _mm256_add_ps(
+                _mm256_permute2f128_ps(u0, u1, 0x20),
+                _mm256_permute2f128_ps(u0, u1, 0x31),
+            );
+            let o = &mut out[s..s + 8];
+            // SAFETY: `o` is 8 writable f32; unaligned store.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), _mm256_mul_ps(r, _mm256_set1_ps(scale))) };
+            s += 8;
+        }
+    }
+    for (j, o) in out.iter_mut().enumerate().skip(s) {
+        *o = vec_dot_f32_impl(q, &k[j * stride..][..hd]) * scale;
     }
 }
 
