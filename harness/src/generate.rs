@@ -55,9 +55,12 @@ pub struct GenerateArgs {
     #[arg(long)]
     pub json: bool,
     /// Most prompt tokens per forward call (longer prompts are prefilled in chunks of
-    /// this size; larger chunks keep a GPU busier).
-    #[arg(long, default_value_t = 512, value_parser = at_least_one, allow_negative_numbers = true)]
-    pub batch: usize,
+    /// this size). Default: 128 on the CPU (its GEMM works in 16-token tiles; measured, a
+    /// 512-token prompt prefills as fast in chunks of 128 as of 512, with 16 MB less
+    /// workspace, and 8 % slower in chunks of 64), 512 on OpenCL (larger chunks keep a
+    /// GPU busier).
+    #[arg(long, value_parser = at_least_one, allow_negative_numbers = true)]
+    pub batch: Option<usize>,
 }
 
 /// Why generation stopped.
@@ -100,7 +103,13 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
     a.sampler_config().validate()?;
     let opts = RunOptions {
         ctx: a.model.ctx,
-        max_batch: a.batch.min(a.model.ctx),
+        max_batch: a
+            .batch
+            .unwrap_or(match a.model.run.backend {
+                crate::common::BackendArg::Cpu => 128,
+                crate::common::BackendArg::Opencl => 512,
+            })
+            .min(a.model.ctx),
         all_logits: false,
     };
     a.model.with_session(opts, t0, Gen(a))
