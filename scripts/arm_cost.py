@@ -130,6 +130,7 @@ class Cfg:
 
     def __init__(self, items):
         self.blocks, self.succ, label_block = [], [], {}
+        self.label_block = label_block
         cur, pending = [], []
         used = {branch_target(it[1], it[2]) for it in items if it[0] == "insn"}
         items = [it for it in items if it[0] == "insn" or it[1] in used]  # drop debug labels
@@ -328,6 +329,108 @@ def expand(cfg, outer, inner, trips):
     return out
 
 
+GPR = re.compile(r"^[wx](\d+)$")
+F16_NORMAL = 0x2E66  # a normal, nonzero f16 (about 0.1): what real block scales are
+
+
+def constants(cfg):
+    """Registers set exactly once in the function, by `mov R, #imm`: {number: value}."""
+    defs = {}
+    for b in cfg.blocks:
+        for it in b:
+            ops = [o.strip() for o in it[2].split(",")]
+            m = GPR.match(ops[0]) if ops and it[1] not in ("cmp", "cmn", "tst", "cbz", "cbnz", "tbz", "tbnz") \
+                and not it[1].startswith(("st", "b", "prfm")) else None
+            if m:
+                defs.setdefault(int(m.group(1)), []).append(it)
+    out = {}
+    for r, ds in defs.items():
+        if len(ds) == 1 and ds[0][1] == "mov":
+            mm = re.fullmatch(r"[wx]\d+,\s*#(-?(0x[0-9a-f]+|\d+))", ds[0][2])
+            if mm:
+                out[r] = int(mm.group(1), 0) & 0xFFFFFFFF
+    return out
+
+
+def normal_scales(cfg, path, consts):
+    """False if this pass is impossible when every f16 scale is a normal nonzero number.
+
+    A small evaluator: halfword loads (`ldrh`/`ldurh`, how the scales are read) give
+    F16_NORMAL; `mov`/`and`/`orr`/`lsl`/`lsr` on known values are computed; `tst`,
+    `ands`, `cmp` set Z; each conditional branch on Z (or `cbz`/`cbnz`) whose outcome
+    is known must agree with the direction the path takes. Anything else is unknown,
+    and unknown never rules a path out."""
+    regs, z = dict(consts), None
+
+    def val(o):
+        o = o.strip()
+        if o.startswith("#"):
+            try:
+                return int(o[1:], 0) & 0xFFFFFFFF
+            except ValueError:
+                return None
+        if o in ("wzr", "xzr"):
+            return 0
+        m = GPR.match(o)
+        return regs.get(int(m.group(1))) if m else None
+
+    for i, b in enumerate(path):
+        nxt = path[(i + 1) % len(path)]
+        for it in cfg.blocks[b]:
+            mn, ops = it[1], [o.strip() for o in it[2].split(",")]
+            dst = GPR.match(ops[0]) if ops else None
+            dst = int(dst.group(1)) if dst else None
+            t = branch_target(mn, it[2])
+            if t is not None and mn != "bl":
+                tb = cfg.label_block.get(t)
+                if tb is None or tb == b + 1 or nxt not in (tb, b + 1):
+                    continue
+                taken = nxt == tb
+                cond = None
+                if mn in ("b.eq", "beq") and z is not None:
+                    cond = z
+                elif mn in ("b.ne", "bne") and z is not None:
+                    cond = not z
+                elif mn in ("cbz", "cbnz") and val(ops[0]) is not None:
+                    cond = (val(ops[0]) == 0) == (mn == "cbz")
+                if cond is not None and cond != taken:
+                    return False
+                continue
+            if mn in ("ldrh", "ldurh"):
+                regs[dst] = F16_NORMAL
+            elif mn == "mov" and len(ops) == 2 and dst is not None:
+                v = val(ops[1])
+                regs[dst] = v if v is not None else regs.pop(dst, None)
+            elif mn in ("and", "ands", "orr", "lsl", "lsr") and len(ops) == 3 and dst is not None:
+                a, c = val(ops[1]), val(ops[2])
+                v = None
+                if a is not None and c is not None:
+                    v = {"and": a & c, "ands": a & c, "orr": a | c,
+                         "lsl": (a << c) & 0xFFFFFFFF, "lsr": a >> c}[mn]
+                if v is None:
+                    regs.pop(dst, None)
+                else:
+                    regs[dst] = v
+                if mn == "ands":
+                    z = None if v is None else v == 0
+            elif mn == "tst":
+                a, c = val(ops[0]), val(ops[1]) if len(ops) == 2 else None
+                z = None if a is None or c is None else (a & c) == 0
+            elif mn == "cmp":
+                a, c = val(ops[0]), val(ops[1]) if len(ops) == 2 else None
+                z = None if a is None or c is None else a == c
+            else:
+                if mn in ("subs", "adds", "cmn", "ccmp", "ccmn", "fcmp", "negs", "bics"):
+                    z = None
+                if dst is not None and not mn.startswith(("st", "prfm")) and mn not in ("cbz", "cbnz", "tbz", "tbnz"):
+                    regs.pop(dst, None)
+                for o in ops[1:]:  # post/pre-indexed addressing writes the base
+                    m = re.match(r"\[?([wx]\d+)", o)
+                    if m and ("]!" in it[2] or re.search(r"\],\s*#", it[2])):
+                        regs.pop(int(m.group(1)[1:]), None)
+    return True
+
+
 def find_loop(cfg, work, max_unroll):
     """Block-step bodies {loop header: [(blocks per pass, insns, note)]}, one per path."""
     loops = cfg.loops()
@@ -353,15 +456,17 @@ def find_loop(cfg, work, max_unroll):
                     ins = expand(cfg, p, ip, t)
                     if passes(ins, work, 1) == 1:
                         found.setdefault(h, []).append(
-                            (1, ins, f"inner loop kept by the compiler, expanded x{t}"))
+                            (1, ins, f"inner loop kept by the compiler, expanded x{t}", True))
     for h, body in loops.items():
         if not kids[h] and h not in nested:  # innermost loop: every path is one pass
             ps = cfg.paths(h, body)
             cap = f"path enumeration stopped at {len(ps)}" if len(ps) >= 4096 else ""
+            consts = constants(cfg) if len(ps) > 1 else {}
             for p in ps:
                 k = passes(seq(cfg, p), work, max_unroll)
                 if k:
-                    found.setdefault(h, []).append((k, seq(cfg, p), cap))
+                    normal = normal_scales(cfg, p, consts) if len(ps) > 1 else True
+                    found.setdefault(h, []).append((k, seq(cfg, p), cap, normal))
     return found
 
 
@@ -517,7 +622,7 @@ def measure(k, asm_path, funcs, mca_bin, cores, iters, out_dir, log):
             calls = sorted({demangle(it[2]) for p in paths for it in p[1] if it[1] == "bl" and it[2] in called})
             if calls:
                 note = "calls " + ", ".join(calls) + " (not inlined by the compiler; its body is spliced in)"
-                paths = [(a, b, (c + "; " if c else "") + note) for a, b, c in paths]
+                paths = [(a, b, (c + "; " if c else "") + note, d) for a, b, c, d in paths]
             found[(n, key)] = paths
     if not found:
         want = " + ".join(f"{n} {w.rstrip('$')}" for w, n in k["work"])
@@ -534,13 +639,18 @@ def measure(k, asm_path, funcs, mca_bin, cores, iters, out_dir, log):
             uniq.setdefault(tuple(it[3] for it in x[1]), x)
     paths = sorted(uniq.values(), key=lambda x: len(x[1]))
     npaths, note = len(paths), paths[0][2]
+    normal = [x for x in paths if x[3]]
+    if npaths > 1 and len(normal) == 1:
+        note = (note + "; " if note else "") + "one path fits normal nonzero f16 scales"
+    else:
+        normal = []
     if npaths > 16:  # data-dependent branches: measure the shortest and the longest path
         paths = [paths[0], paths[-1]]
         note = (note + "; " if note else "") + f"shortest and longest of {npaths} paths measured"
     units = kmax * k["rows"] * k["tokens"]
     r = {"symbol": key[0], "paths": npaths, "unroll": kmax, "units": units,
          "note": note, "insns": sorted({len(p[1]) for p in paths}), "cores": {}}
-    for pi, (_, ins, _) in enumerate(paths):
+    for pi, (_, ins, _, _) in enumerate(paths + normal):
         with open(os.path.join(out_dir, "loops", f"{k['id']}.{pi}.s"), "w") as f:
             f.write(snippet(ins))
     for cpu in cores:
@@ -548,7 +658,7 @@ def measure(k, asm_path, funcs, mca_bin, cores, iters, out_dir, log):
             r["cores"][cpu] = {"error": f"no {k['needs']}"}
             continue
         vals, err = [], None
-        for pi, (_, ins, _) in enumerate(paths):
+        for pi, (_, ins, _, _) in enumerate(paths + normal):
             cyc, rep = mca(mca_bin, cpu, MATTR, snippet(ins), iters)
             if cyc is None:
                 err = rep
@@ -556,8 +666,13 @@ def measure(k, asm_path, funcs, mca_bin, cores, iters, out_dir, log):
             vals.append(cyc)
             with open(os.path.join(out_dir, "loops", f"{k['id']}.{pi}.{cpu}.mca"), "w") as f:
                 f.write(rep)
+        if normal and not err:
+            nv = vals.pop()
         r["cores"][cpu] = {"error": err} if err else {
             "iter": [min(vals), max(vals)], "per_block": [min(vals) / units, max(vals) / units]}
+        if normal and not err:
+            r["cores"][cpu]["normal"] = nv / units
+            r["cores"][cpu]["normal_iter"] = nv
     print(f"{k['id']}: {key[0]} paths={len(paths)} blocks/pass={kmax} insns={r['insns']} {r['note']}", file=log)
     return r
 
@@ -607,7 +722,9 @@ def fmt(v):
 def print_table(head, cores, models, results):
     out = list(head)
     out.append("cycles per block = llvm-mca cycles per loop pass / (rows x tokens x blocks per pass): "
-               "one 32-weight block of one row against one token.")
+               "one 32-weight block of one row against one token. Where a loop has data-dependent "
+               "paths, the first number is the one path that normal nonzero f16 scales take, "
+               "then the range over the paths.")
     out.append("")
     out.append("| pair | core | ours cyc/block | llama.cpp cyc/block | ratio ours/llama |")
     out.append("|---|---|---|---|---|")
@@ -618,6 +735,8 @@ def print_table(head, cores, models, results):
         cr = r["cores"][c]
         if "error" in cr:
             return None, "n/a (" + cr["error"] + ")"
+        if "normal" in cr:  # the path normal scales take, then the range over all paths
+            return [cr["normal"]] * 2 + cr["per_block"], f"{cr['normal']:.2f} (paths {fmt(cr['per_block'])})"
         return cr["per_block"], fmt(cr["per_block"])
 
     for name, ours, theirs in PAIRS:
@@ -630,6 +749,8 @@ def print_table(head, cores, models, results):
             ratio = "n/a"
             if va and vb:
                 ratio = fmt([va[0] / vb[1], va[1] / vb[0]])
+                if len(va) == 4:
+                    ratio += f" (paths {fmt([va[2] / vb[1], va[3] / vb[0]])})"
             out.append(f"| {name} | {c} | {sa} | {sb} | {ratio} |")
     out.append("")
     out.append("What each loop is (divisor = rows x tokens x blocks per pass):")
@@ -641,7 +762,8 @@ def print_table(head, cores, models, results):
         if "error" in r:
             out.append(f"| {kid} | {k['what']} | | NOT FOUND: {r['error']} | | | |")
             continue
-        cyc = ", ".join(fmt(v["iter"]) if "iter" in v else "n/a" for v in r["cores"].values())
+        cyc = ", ".join((f"{v['normal_iter']:.2f} ({fmt(v['iter'])})" if "normal_iter" in v else fmt(v["iter"]))
+                        if "iter" in v else "n/a" for v in r["cores"].values())
         loop = f"{r['paths']} path(s)" + (f"; {r['note']}" if r["note"] else "")
         ins = "–".join(str(x) for x in (r["insns"][0], r["insns"][-1])) if len(r["insns"]) > 1 else str(r["insns"][0])
         out.append(f"| {kid} | {k['what']} | `{demangle(r['symbol'])}` | {loop} | "
