@@ -3,7 +3,9 @@
 //! block is two 128-bit registers, rows 0–3 and rows 4–7, one 32-bit lane a row, so
 //! each lane's four products belong to one row and two `float32x4_t` accumulators hold
 //! the eight rows' outputs. The activation piece (4 bytes) is loaded with `ld1r`
-//! (broadcast to all lanes).
+//! (broadcast to all lanes) on NEON; with dotprod the activation block is loaded once
+//! into two registers and `sdot` takes the piece by element (`sdot v.4s, w.16b,
+//! x.4b[i]`), as `scripts/arm-cost.sh` showed the broadcasts dominated the prefill step.
 //!
 //! Exactness: integer block sums are exact (i8·i8 products fit i16; lanes sum in i32);
 //! `Σ (q − 8)·y = Σ q·y − 8 Σ y` for Q4_0, the lanes starting at `−8 Σ y`. Per block the
@@ -25,23 +27,63 @@ fn dot4_neon(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     vaddq_s32(acc, vpaddq_s32(lo, hi))
 }
 
-/// Per 32-bit lane, the sum of the four byte products of that lane (`sdot`, exact).
+/// `sdot` by element: each lane of `acc` gains the four products of its bytes of `a`
+/// with 32-bit element `L` of `b` (exact).
 #[inline]
 #[target_feature(enable = "neon,dotprod")]
-fn dot4_sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+fn sdot_lane<const L: usize>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     let mut acc = acc;
-    // SAFETY: `sdot` reads two vector registers and updates a third, nothing else; the
-    // enclosing fn is only reached when dotprod was detected.
+    // SAFETY: as `dot4_sdot`: registers only, dotprod verified by the table constructor.
     unsafe {
         core::arch::asm!(
-            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.4b[{l}]",
             acc = inout(vreg) acc,
             a = in(vreg) a,
             b = in(vreg) b,
+            l = const L,
             options(pure, nomem, nostack, preserves_flags)
         );
     }
     acc
+}
+
+/// Piece `c` of an activation block against weight bytes `w`, dotprod: the block is in
+/// two registers (`xv`, loaded once per block), the piece taken by element (no
+/// broadcast load). `c` is a constant after unrolling, so the `match` folds away.
+#[inline(always)]
+#[allow(unused_variables)]
+fn dotc_sdot(acc: int32x4_t, w: int8x16_t, xq: &[i8; 32], xv: &[int8x16_t; 2], c: usize) -> int32x4_t {
+    // SAFETY: only called from the `neon,dotprod` kernels below, reached through the
+    // NeonDotprod table (dotprod detected).
+    unsafe {
+        match c {
+            0 => sdot_lane::<0>(acc, w, xv[0]),
+            1 => sdot_lane::<1>(acc, w, xv[0]),
+            2 => sdot_lane::<2>(acc, w, xv[0]),
+            3 => sdot_lane::<3>(acc, w, xv[0]),
+            4 => sdot_lane::<0>(acc, w, xv[1]),
+            5 => sdot_lane::<1>(acc, w, xv[1]),
+            6 => sdot_lane::<2>(acc, w, xv[1]),
+            _ => sdot_lane::<3>(acc, w, xv[1]),
+        }
+    }
+}
+
+/// Piece `c` of an activation block against weight bytes `w`, NEON: the piece
+/// broadcast from memory (`ld1r`).
+#[inline(always)]
+#[allow(unused_variables)]
+fn dotc_neon(acc: int32x4_t, w: int8x16_t, xq: &[i8; 32], xv: &[int8x16_t; 2], c: usize) -> int32x4_t {
+    // SAFETY: only called from the `neon` kernels below (NEON verified).
+    unsafe { dot4_neon(acc, w, bcast4(xq, c)) }
+}
+
+/// The activation block in two registers (elements 0..16, 16..32).
+#[inline]
+#[target_feature(enable = "neon")]
+fn act2(qs: &[i8; 32]) -> [int8x16_t; 2] {
+    // SAFETY: `qs` is 32 readable bytes; no alignment need.
+    unsafe { [vld1q_s8(qs.as_ptr()), vld1q_s8(qs.as_ptr().add(16))] }
 }
 
 /// Activation piece `c` (bytes `4c..4c+4`) in all four lanes.
@@ -82,9 +124,18 @@ fn f16x4(d: &[half::f16]) -> float32x4_t {
     out
 }
 
+/// Repeats `$body` with `$v` bound to each listed constant (a loop the compiler cannot
+/// leave rolled: the piece index must be a constant where `dotc_sdot` picks an `sdot`
+/// lane).
+macro_rules! unroll {
+    ($v:ident in [$($n:literal),*] $body:block) => {
+        $( { const $v: usize = $n; $body } )*
+    };
+}
+
 /// Generates the three x8 kernels of one dot flavour (`$dot4`) and their driver.
 macro_rules! x8_kernels {
-    ($feat:literal, $dot4:ident, $sums:ident, $q4_0:ident, $q4_1:ident, $q8_0:ident) => {
+    ($feat:literal, $dotc:ident, $sums:ident, $q4_0:ident, $q4_1:ident, $q8_0:ident) => {
         /// Q4 pieces: for `q < 4`, rows 0–3 / 4–7 of the low nibbles (elements
         /// `4q..4q+4`) and of the high nibbles (elements `4q+16..`), accumulated per
         /// token into `s[t] = [rows 0–3, rows 4–7]`.
@@ -92,17 +143,18 @@ macro_rules! x8_kernels {
         #[target_feature(enable = $feat)]
         fn $sums<const T: usize>(qs: &[u8; 128], xs: &[&BlockQ8Act; T], s: &mut [[int32x4_t; 2]; T]) {
             let m4 = vdupq_n_u8(0x0f);
-            for q in 0..4 {
+            let xv: [[int8x16_t; 2]; T] = core::array::from_fn(|t| act2(&xs[t].qs));
+            unroll!(Q in [0, 1, 2, 3] {
+                let q = Q;
                 let p = [ld16(&qs[32 * q..]), ld16(&qs[32 * q + 16..])];
                 let lo = [vreinterpretq_s8_u8(vandq_u8(p[0], m4)), vreinterpretq_s8_u8(vandq_u8(p[1], m4))];
                 let hi = [vreinterpretq_s8_u8(vshrq_n_u8(p[0], 4)), vreinterpretq_s8_u8(vshrq_n_u8(p[1], 4))];
                 for t in 0..T {
-                    let (xl, xh) = (bcast4(&xs[t].qs, q), bcast4(&xs[t].qs, q + 4));
                     for h in 0..2 {
-                        s[t][h] = $dot4($dot4(s[t][h], lo[h], xl), hi[h], xh);
+                        s[t][h] = $dotc($dotc(s[t][h], lo[h], &xs[t].qs, &xv[t], q), hi[h], &xs[t].qs, &xv[t], q + 4);
                     }
                 }
-            }
+            });
         }
 
         #[inline]
@@ -151,18 +203,19 @@ macro_rules! x8_kernels {
                 let xb: [&BlockQ8Act; T] = core::array::from_fn(|t| &xs[t][b]);
                 let mut s = [[vdupq_n_s32(0); 2]; T];
                 let qs: &[u8; 256] = bytemuck::cast_ref(&blk.qs);
-                for c in 0..8 {
+                let xv: [[int8x16_t; 2]; T] = core::array::from_fn(|t| act2(&xb[t].qs));
+                unroll!(C in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    let c = C;
                     let w = [
                         vreinterpretq_s8_u8(ld16(&qs[32 * c..])),
                         vreinterpretq_s8_u8(ld16(&qs[32 * c + 16..])),
                     ];
                     for t in 0..T {
-                        let xc = bcast4(&xb[t].qs, c);
                         for h in 0..2 {
-                            s[t][h] = $dot4(s[t][h], w[h], xc);
+                            s[t][h] = $dotc(s[t][h], w[h], &xb[t].qs, &xv[t], c);
                         }
                     }
-                }
+                });
                 let dw = [f16x4(&blk.d[..4]), f16x4(&blk.d[4..])];
                 for t in 0..T {
                     for h in 0..2 {
@@ -175,8 +228,8 @@ macro_rules! x8_kernels {
     };
 }
 
-x8_kernels!("neon", dot4_neon, q4_sums_neon, tile_q4_0_neon, tile_q4_1_neon, tile_q8_0_neon);
-x8_kernels!("neon,dotprod", dot4_sdot, q4_sums_dot, tile_q4_0_dot, tile_q4_1_dot, tile_q8_0_dot);
+x8_kernels!("neon", dotc_neon, q4_sums_neon, tile_q4_0_neon, tile_q4_1_neon, tile_q8_0_neon);
+x8_kernels!("neon,dotprod", dotc_sdot, q4_sums_dot, tile_q4_0_dot, tile_q4_1_dot, tile_q8_0_dot);
 
 /// A kernel `$name(w, x, nb, y)` (`Kernels::gemm_*x8`) from a tile: tokens in fours
 /// (then the 1–3 left), groups inside.
