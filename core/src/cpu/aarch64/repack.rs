@@ -133,30 +133,66 @@ macro_rules! unroll {
     };
 }
 
+/// Q4 pieces of one x8 block with dotprod: for `q < 4`, rows 0–3 / 4–7 of the low
+/// nibbles (elements `4q..4q+4`) and of the high nibbles (elements `4q+16..`) against
+/// the activation pieces by element, accumulated per token into `s[t] = [rows 0–3,
+/// rows 4–7]`.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn q4_sums_dot<const T: usize>(qs: &[u8; 128], xs: &[&BlockQ8Act; T], s: &mut [[int32x4_t; 2]; T]) {
+    let m4 = vdupq_n_u8(0x0f);
+    let xv: [[int8x16_t; 2]; T] = core::array::from_fn(|t| act2(&xs[t].qs));
+    unroll!(Q in [0, 1, 2, 3] {
+        let q = Q;
+        let p = [ld16(&qs[32 * q..]), ld16(&qs[32 * q + 16..])];
+        let lo = [vreinterpretq_s8_u8(vandq_u8(p[0], m4)), vreinterpretq_s8_u8(vandq_u8(p[1], m4))];
+        let hi = [vreinterpretq_s8_u8(vshrq_n_u8(p[0], 4)), vreinterpretq_s8_u8(vshrq_n_u8(p[1], 4))];
+        for t in 0..T {
+            for h in 0..2 {
+                s[t][h] = dotc_sdot(dotc_sdot(s[t][h], lo[h], &xs[t].qs, &xv[t], q), hi[h], &xs[t].qs, &xv[t], q + 4);
+            }
+        }
+    });
+}
+
+/// The same sums without dotprod: per half-register, `smlal` accumulates the i16
+/// products of all eight pieces (a lane meets one nibble (≤ 15) times one activation
+/// (|y| ≤ 128) per piece: ≤ 8 · 1 920 = 15 360, exact in i16), and one pairwise
+/// reduction per block (`saddlp`, `addp`) gives the rows' i32 sums — instead of a
+/// widening reduction per piece.
+#[inline]
+#[target_feature(enable = "neon")]
+fn q4_sums_neon<const T: usize>(qs: &[u8; 128], xs: &[&BlockQ8Act; T], s: &mut [[int32x4_t; 2]; T]) {
+    let m4 = vdupq_n_u8(0x0f);
+    // acc[t][h][k]: i16 products, k = 0: bytes 0..8 (rows 0, 1 of the half), 1: 8..16.
+    let mut acc = [[[vdupq_n_s16(0); 2]; 2]; T];
+    unroll!(Q in [0, 1, 2, 3] {
+        let q = Q;
+        let p = [ld16(&qs[32 * q..]), ld16(&qs[32 * q + 16..])];
+        let lo = [vreinterpretq_s8_u8(vandq_u8(p[0], m4)), vreinterpretq_s8_u8(vandq_u8(p[1], m4))];
+        let hi = [vreinterpretq_s8_u8(vshrq_n_u8(p[0], 4)), vreinterpretq_s8_u8(vshrq_n_u8(p[1], 4))];
+        for t in 0..T {
+            let (xl, xh) = (bcast4(&xs[t].qs, q), bcast4(&xs[t].qs, q + 4));
+            for h in 0..2 {
+                let a = &mut acc[t][h];
+                a[0] = vmlal_s8(a[0], vget_low_s8(lo[h]), vget_low_s8(xl));
+                a[1] = vmlal_high_s8(a[1], lo[h], xl);
+                a[0] = vmlal_s8(a[0], vget_low_s8(hi[h]), vget_low_s8(xh));
+                a[1] = vmlal_high_s8(a[1], hi[h], xh);
+            }
+        }
+    });
+    for t in 0..T {
+        for h in 0..2 {
+            let r = vpaddq_s32(vpaddlq_s16(acc[t][h][0]), vpaddlq_s16(acc[t][h][1]));
+            s[t][h] = vaddq_s32(s[t][h], r);
+        }
+    }
+}
+
 /// Generates the three x8 kernels of one dot flavour (`$dot4`) and their driver.
 macro_rules! x8_kernels {
     ($feat:literal, $dotc:ident, $sums:ident, $q4_0:ident, $q4_1:ident, $q8_0:ident) => {
-        /// Q4 pieces: for `q < 4`, rows 0–3 / 4–7 of the low nibbles (elements
-        /// `4q..4q+4`) and of the high nibbles (elements `4q+16..`), accumulated per
-        /// token into `s[t] = [rows 0–3, rows 4–7]`.
-        #[inline]
-        #[target_feature(enable = $feat)]
-        fn $sums<const T: usize>(qs: &[u8; 128], xs: &[&BlockQ8Act; T], s: &mut [[int32x4_t; 2]; T]) {
-            let m4 = vdupq_n_u8(0x0f);
-            let xv: [[int8x16_t; 2]; T] = core::array::from_fn(|t| act2(&xs[t].qs));
-            unroll!(Q in [0, 1, 2, 3] {
-                let q = Q;
-                let p = [ld16(&qs[32 * q..]), ld16(&qs[32 * q + 16..])];
-                let lo = [vreinterpretq_s8_u8(vandq_u8(p[0], m4)), vreinterpretq_s8_u8(vandq_u8(p[1], m4))];
-                let hi = [vreinterpretq_s8_u8(vshrq_n_u8(p[0], 4)), vreinterpretq_s8_u8(vshrq_n_u8(p[1], 4))];
-                for t in 0..T {
-                    for h in 0..2 {
-                        s[t][h] = $dotc($dotc(s[t][h], lo[h], &xs[t].qs, &xv[t], q), hi[h], &xs[t].qs, &xv[t], q + 4);
-                    }
-                }
-            });
-        }
-
         #[inline]
         #[target_feature(enable = $feat)]
         fn $q4_0<const T: usize>(wg: &[BlockQ4_0x8], xs: [&[BlockQ8Act]; T]) -> [[float32x4_t; 2]; T] {
