@@ -180,8 +180,12 @@ impl ModelArgs {
             (cfg, w, tok, chat, false)
         } else {
             let f = GgufFile::open(&path)?;
-            let (cfg, w) = model::gguf::load(&f, &be)?;
+            // The tokenizer first: its build's transient heap (the GGUF vocabulary
+            // converted through JSON values, ~60 MB for a 49k vocabulary) is then free
+            // for the weights the CPU backend copies while repacking, instead of staying
+            // resident beside them (measured: SmolLM2 peak RSS 164 → 161 MB, Q4_1).
             let tok = Tokenizer::from_gguf(&f)?;
+            let (cfg, w) = model::gguf::load(&f, &be)?;
             let chat = ChatTemplate::detect(f.get_str("tokenizer.chat_template")?);
             let synthetic = f.get_str("general.name")?.is_some_and(|n| n.contains("synthetic"));
             (cfg, w, tok, chat, synthetic)
