@@ -38,6 +38,7 @@ pub mod model;
 #[cfg(feature = "opencl")]
 pub mod opencl;
 pub mod ops;
+mod os_mem;
 #[cfg(feature = "std")]
 pub mod oracle;
 pub mod quant;

@@ -146,6 +146,13 @@ impl RunArgs {
 
     /// Builds the CPU backend these flags ask for.
     pub fn cpu_backend(&self) -> Result<CpuBackend> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if self.thread_count() > cores {
+            eprintln!(
+                "warning: --threads {} is more than the {cores} cores this process may use: the extra threads share cores and usually make every op slower",
+                self.thread_count()
+            );
+        }
         let be = match self.forced_isa()? {
             None => CpuBackend::new(),
             Some(isa) => CpuBackend::with_isa(isa).context("checked by forced_isa")?,
@@ -192,6 +199,12 @@ impl ModelArgs {
         };
         if synthetic {
             eprintln!("synthetic weights: speed only");
+        }
+        if opts.ctx > cfg.max_ctx {
+            eprintln!(
+                "warning: --ctx {} is longer than the {} positions this model was trained for; quality past them is not what the model was made for",
+                opts.ctx, cfg.max_ctx
+            );
         }
         let copied_load = be.copied_bytes();
         let model = Llama::new(cfg, weights, be, opts)?;

@@ -979,3 +979,59 @@ fn scripts_say_what_runs_before_each_long_step() {
         assert!(checked >= 3, "{file}: no long steps found");
     }
 }
+
+// ---- requests that cannot fit, and settings that do not fit the machine or model ----
+
+#[test]
+fn a_context_too_large_for_memory_is_refused_before_allocating() {
+    // SmolLM2-shaped state for a billion positions is petabytes: refused with both figures,
+    // not granted by overcommit and killed later (or aborted by the allocator).
+    if !Path::new("/proc/meminfo").exists() {
+        eprintln!("skip: no /proc/meminfo here, so nothing is known to refuse against");
+        return;
+    }
+    let dir = root().join("oracle/models/tiny-tied");
+    let o = harness(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--ctx",
+        "1000000000",
+        "--prompt-ids",
+        "1",
+        "--max-tokens",
+        "1",
+    ]);
+    fails_with(&o, "MemAvailable");
+    let e = stderr(&o);
+    assert!(e.contains("ctx = 1000000000") && e.contains("MiB"), "{e}");
+}
+
+#[test]
+fn more_threads_than_cores_and_a_context_past_training_are_warned_about() {
+    let dir = root().join("oracle/models/tiny-tied");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = (cores + 2).to_string();
+    // tiny-tied was trained for 512 positions (config.json max_position_embeddings).
+    let o = harness(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--ctx",
+        "600",
+        "--threads",
+        &threads,
+        "--prompt-ids",
+        "1,2",
+        "--max-tokens",
+        "2",
+    ]);
+    ok(&o);
+    let e = stderr(&o);
+    assert!(e.contains(&format!("--threads {threads} is more than the {cores} cores")), "{e}");
+    assert!(e.contains("--ctx 600 is longer than the 512 positions"), "{e}");
+    // Neither warning when the settings fit.
+    let o = harness(&["generate", "--model", dir.to_str().unwrap(), "--ctx", "64", "--threads", "1", "--prompt-ids", "1,2", "--max-tokens", "2"]);
+    ok(&o);
+    assert!(!stderr(&o).contains("warning:"), "{}", stderr(&o));
+}

@@ -30,7 +30,6 @@ mod x86_64;
 #[cfg(test)]
 mod tests;
 
-use alloc::vec;
 use alloc::vec::Vec;
 
 use bytemuck::{Pod, Zeroable};
@@ -467,8 +466,16 @@ impl Backend for CpuBackend {
 
     fn alloc(&self, bytes: usize, _kind: BufferKind) -> Result<CpuBuffer> {
         let chunks = bytes.div_ceil(64);
+        // Zeroed pages from the allocator (untouched until written), and an error, not
+        // an abort, when the request cannot be met.
+        let mem = bytemuck::allocation::try_zeroed_vec::<Chunk>(chunks).map_err(|()| {
+            Error::invalid(alloc::format!(
+                "cpu: cannot allocate a buffer of {bytes} bytes ({} MiB): out of memory",
+                bytes >> 20
+            ))
+        })?;
         Ok(CpuBuffer {
-            mem: Mem::Owned(vec![Chunk([0; 64]); chunks]),
+            mem: Mem::Owned(mem),
             len: bytes,
             x8: false,
         })

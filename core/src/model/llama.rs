@@ -138,6 +138,38 @@ pub struct Llama<B: Backend> {
     profiler: Option<alloc::boxed::Box<dyn Profiler<B>>>,
 }
 
+/// Bytes of the run state `Llama::new` allocates: the KV cache (f32 K and V per layer),
+/// the workspace and the logits rows (saturating: absurd sizes compare as huge).
+pub fn state_bytes(cfg: &LlamaConfig, opts: &RunOptions, logit_rows: usize) -> u64 {
+    let kv = (cfg.n_layer as u64)
+        .saturating_mul(opts.ctx as u64)
+        .saturating_mul((cfg.n_kv_head * cfg.head_dim) as u64)
+        .saturating_mul(2 * 4);
+    let per_tok = (3 * cfg.dim + 2 * cfg.q_dim() + 3 * cfg.ffn_dim) as u64 * 4;
+    let ws = per_tok.saturating_mul(opts.max_batch as u64);
+    let logits = (logit_rows as u64).saturating_mul(cfg.vocab as u64 * 4);
+    kv.saturating_add(ws).saturating_add(logits)
+}
+
+/// Refuses a run state (KV cache + workspace) larger than the memory the system reports
+/// available (`MemAvailable` in `/proc/meminfo`, where there is one), naming both: such a
+/// request would otherwise be granted by overcommit and end with the process killed once
+/// the cache fills (a 46 GB cache for `ctx = 1 000 000` on SmolLM2), or abort.
+fn check_state_fits(cfg: &LlamaConfig, opts: &RunOptions, logit_rows: usize) -> Result<()> {
+    let need = state_bytes(cfg, opts, logit_rows);
+    if let Some(avail) = crate::os_mem::available_bytes() {
+        if need > avail {
+            return Err(Error::invalid(alloc::format!(
+                "the context length (ctx = {}) needs {} MiB for the KV cache and workspace, but only {} MiB of memory is available (MemAvailable in /proc/meminfo); use a shorter context",
+                opts.ctx,
+                need >> 20,
+                avail >> 20
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn f32_buf<B: Backend>(b: &B, elems: usize) -> Result<B::Buffer> {
     b.alloc(elems * 4, BufferKind::Device)
 }
@@ -153,6 +185,10 @@ impl<B: Backend> Llama<B> {
         }
         let mb = opts.max_batch;
         let logit_rows = if opts.all_logits { mb } else { 1 };
+        if backend.capabilities().unified_memory {
+            // Host memory holds the state (a discrete GPU's limit is its own).
+            check_state_fits(&cfg, &opts, logit_rows)?;
+        }
         let b = &backend;
         let mut inv_freq = f32_buf(b, cfg.head_dim / 2)?;
         let freqs = cfg.rope_inv_freq();
