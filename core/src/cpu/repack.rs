@@ -202,6 +202,54 @@ pub fn extract_block(dtype: DType, packed: &[u8], cols: usize, r: usize, b: usiz
     }
 }
 
+// --- the SIMD kernels' driver -------------------------------------------------------
+
+/// Generates a kernel `$vis fn $name(w, x, nb, y)` with the `Kernels::gemm_*x8`
+/// signature for one ISA, from a tile function `$tile::<T>(w_group, [x_token; T])` that
+/// returns one accumulator per token for eight rows, and `$store(&acc, out8)` that
+/// writes one accumulator to eight floats. Tokens go in fours (then the 1–3 left),
+/// groups inside, so a group's blocks are read once per four tokens. Shared by the
+/// x86-64 and aarch64 kernels (`cpu/*/repack.rs`).
+macro_rules! x8_driver {
+    ($vis:vis $name:ident, $feat:literal, $w:ty, $tile:ident, $store:ident) => {
+        #[target_feature(enable = $feat)]
+        $vis fn $name(w: &[$w], x: &[$crate::cpu::repack::BlockQ8Act], nb: usize, y: &mut [f32]) {
+            use $crate::cpu::repack::ROWS_X8;
+            if nb == 0 {
+                y.fill(0.0);
+                return;
+            }
+            let (groups, toks) = (w.len() / nb, x.len() / nb);
+            let rows = groups * ROWS_X8;
+            assert!(y.len() >= rows * toks);
+            macro_rules! pass {
+                ($t:literal, $t0:expr) => {
+                    for g in 0..groups {
+                        let wg = &w[g * nb..(g + 1) * nb];
+                        let acc = $tile::<$t>(wg, core::array::from_fn(|t| &x[($t0 + t) * nb..($t0 + t + 1) * nb]));
+                        for (t, a) in acc.iter().enumerate() {
+                            $store(a, &mut y[($t0 + t) * rows + g * ROWS_X8..][..ROWS_X8]);
+                        }
+                    }
+                };
+            }
+            let mut t0 = 0;
+            while t0 + 4 <= toks {
+                pass!(4, t0);
+                t0 += 4;
+            }
+            match toks - t0 {
+                3 => pass!(3, t0),
+                2 => pass!(2, t0),
+                1 => pass!(1, t0),
+                _ => {}
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use x8_driver;
+
 // --- scalar kernels ---------------------------------------------------------------
 //
 // `gemm_*x8(w, x, nb, y)`: `w` is `groups × nb` x8 blocks (8 · groups weight rows), `x`

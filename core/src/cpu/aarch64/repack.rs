@@ -14,7 +14,7 @@
 
 use core::arch::aarch64::*;
 
-use crate::cpu::repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8, ROWS_X8};
+use crate::cpu::repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8};
 
 /// Per 32-bit lane, the sum of the four byte products of that lane (NEON).
 #[inline]
@@ -267,56 +267,26 @@ macro_rules! x8_kernels {
 x8_kernels!("neon", dotc_neon, q4_sums_neon, tile_q4_0_neon, tile_q4_1_neon, tile_q8_0_neon);
 x8_kernels!("neon,dotprod", dotc_sdot, q4_sums_dot, tile_q4_0_dot, tile_q4_1_dot, tile_q8_0_dot);
 
-/// A kernel `$name(w, x, nb, y)` (`Kernels::gemm_*x8`) from a tile: tokens in fours
-/// (then the 1–3 left), groups inside.
-macro_rules! x8_driver {
-    ($name:ident, $feat:literal, $w:ty, $tile:ident) => {
-        #[target_feature(enable = $feat)]
-        fn $name(w: &[$w], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
-            if nb == 0 {
-                y.fill(0.0);
-                return;
-            }
-            let (groups, toks) = (w.len() / nb, x.len() / nb);
-            let rows = groups * ROWS_X8;
-            assert!(y.len() >= rows * toks);
-            macro_rules! pass {
-                ($t:literal, $t0:expr) => {
-                    for g in 0..groups {
-                        let wg = &w[g * nb..(g + 1) * nb];
-                        let acc = $tile::<$t>(wg, core::array::from_fn(|t| &x[($t0 + t) * nb..($t0 + t + 1) * nb]));
-                        for (t, a) in acc.iter().enumerate() {
-                            let o = &mut y[($t0 + t) * rows + g * ROWS_X8..][..ROWS_X8];
-                            // SAFETY: `o` is 8 writable f32; no alignment need.
-                            unsafe {
-                                vst1q_f32(o.as_mut_ptr(), a[0]);
-                                vst1q_f32(o.as_mut_ptr().add(4), a[1]);
-                            }
-                        }
-                    }
-                };
-            }
-            let mut t0 = 0;
-            while t0 + 4 <= toks {
-                pass!(4, t0);
-                t0 += 4;
-            }
-            match toks - t0 {
-                3 => pass!(3, t0),
-                2 => pass!(2, t0),
-                1 => pass!(1, t0),
-                _ => {}
-            }
-        }
-    };
+/// One pair of accumulators (rows 0–3, 4–7) into `o[..8]`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn store8(a: &[float32x4_t; 2], o: &mut [f32]) {
+    let o = &mut o[..8];
+    // SAFETY: `o` is 8 writable f32 (bounds checked); no alignment need.
+    unsafe {
+        vst1q_f32(o.as_mut_ptr(), a[0]);
+        vst1q_f32(o.as_mut_ptr().add(4), a[1]);
+    }
 }
 
-x8_driver!(q4_0x8_neon_impl, "neon", BlockQ4_0x8, tile_q4_0_neon);
-x8_driver!(q4_1x8_neon_impl, "neon", BlockQ4_1x8, tile_q4_1_neon);
-x8_driver!(q8_0x8_neon_impl, "neon", BlockQ8_0x8, tile_q8_0_neon);
-x8_driver!(q4_0x8_dot_impl, "neon,dotprod", BlockQ4_0x8, tile_q4_0_dot);
-x8_driver!(q4_1x8_dot_impl, "neon,dotprod", BlockQ4_1x8, tile_q4_1_dot);
-x8_driver!(q8_0x8_dot_impl, "neon,dotprod", BlockQ8_0x8, tile_q8_0_dot);
+use crate::cpu::repack::x8_driver;
+
+x8_driver!(q4_0x8_neon_impl, "neon", BlockQ4_0x8, tile_q4_0_neon, store8);
+x8_driver!(q4_1x8_neon_impl, "neon", BlockQ4_1x8, tile_q4_1_neon, store8);
+x8_driver!(q8_0x8_neon_impl, "neon", BlockQ8_0x8, tile_q8_0_neon, store8);
+x8_driver!(q4_0x8_dot_impl, "neon,dotprod", BlockQ4_0x8, tile_q4_0_dot, store8);
+x8_driver!(q4_1x8_dot_impl, "neon,dotprod", BlockQ4_1x8, tile_q4_1_dot, store8);
+x8_driver!(q8_0x8_dot_impl, "neon,dotprod", BlockQ8_0x8, tile_q8_0_dot, store8);
 
 // Safe entry points, reachable only through the tables that checked the features.
 

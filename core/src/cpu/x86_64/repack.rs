@@ -10,7 +10,7 @@
 
 use core::arch::x86_64::*;
 
-use crate::cpu::repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8, ROWS_X8};
+use crate::cpu::repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8};
 
 /// The 4 activation bytes of piece `c` (elements `4c..4c+4`) in all 8 lanes.
 #[inline]
@@ -36,50 +36,37 @@ fn scales8(d: &[half::f16; 8]) -> __m256 {
     _mm256_cvtph_ps(unsafe { _mm_loadu_si128(d.as_ptr().cast()) })
 }
 
-/// Generates a kernel `$name(w, x, nb, y)` (the `Kernels::gemm_*x8` signature) from a
-/// tile function `$tile::<T>(w_group, [x_token; T]) -> [__m256; T]` (eight rows × `T`
-/// tokens): tokens in fours (then the 1–3 left), groups inside, so a group's blocks are
-/// read once per four tokens.
-macro_rules! x8_driver {
-    ($name:ident, $feat:literal, $w:ty, $tile:ident) => {
-        #[target_feature(enable = $feat)]
-        pub(super) fn $name(w: &[$w], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
-            if nb == 0 {
-                y.fill(0.0);
-                return;
-            }
-            let (groups, toks) = (w.len() / nb, x.len() / nb);
-            let rows = groups * ROWS_X8;
-            assert!(y.len() >= rows * toks);
-            macro_rules! pass {
-                ($t:literal, $t0:expr) => {
-                    for g in 0..groups {
-                        let wg = &w[g * nb..(g + 1) * nb];
-                        let acc = $tile::<$t>(wg, core::array::from_fn(|t| &x[($t0 + t) * nb..($t0 + t + 1) * nb]));
-                        for (t, a) in acc.iter().enumerate() {
-                            let o = &mut y[($t0 + t) * rows + g * ROWS_X8..][..ROWS_X8];
-                            // SAFETY: `o` is 8 writable f32; unaligned store.
-                            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *a) };
-                        }
-                    }
-                };
-            }
-            let mut t0 = 0;
-            while t0 + 4 <= toks {
-                pass!(4, t0);
-                t0 += 4;
-            }
-            match toks - t0 {
-                3 => pass!(3, t0),
-                2 => pass!(2, t0),
-                1 => pass!(1, t0),
-                _ => {}
-            }
-        }
-    };
+/// One accumulator (eight rows' outputs) into `o[..8]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn store8(a: &__m256, o: &mut [f32]) {
+    let o = &mut o[..8];
+    // SAFETY: `o` is 8 writable f32 (bounds checked); unaligned store.
+    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *a) };
 }
 
+use crate::cpu::repack::x8_driver;
+
 // --- AVX2 ------------------------------------------------------------------------
+
+/// The Q4 part of block `b` for each token, AVX2: per 32-bit lane (one row) the i16
+/// pair sums of `Σ q·y` over the block's eight pieces (exact: see `tile_q4_0_avx2`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_sums16_avx2<const T: usize>(qs: &[u8; 128], xs: [&[BlockQ8Act]; T], b: usize) -> [__m256i; T] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut s16 = [_mm256_setzero_si256(); T];
+    for q in 0..4 {
+        let p = load256(&qs[32 * q..]);
+        let (lo, hi) = (_mm256_and_si256(p, m4), _mm256_and_si256(_mm256_srli_epi16(p, 4), m4));
+        for t in 0..T {
+            let xq = &xs[t][b].qs;
+            s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, bcast4(xq, q)));
+            s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, bcast4(xq, q + 4)));
+        }
+    }
+    s16
+}
 
 /// Q4_0 × Q8, AVX2. Per lane, `pmaddubsw` pairs of unsigned nibbles (≤ 15) and i8
 /// activations (|y| ≤ 128) are ≤ 3 840; eight of them summed in i16 stay ≤ 30 720, so
@@ -87,19 +74,10 @@ macro_rules! x8_driver {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tile_q4_0_avx2<const T: usize>(wg: &[BlockQ4_0x8], xs: [&[BlockQ8Act]; T]) -> [__m256; T] {
-    let (m4, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
+    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
-        let mut s16 = [_mm256_setzero_si256(); T];
-        for q in 0..4 {
-            let p = load256(&blk.qs[32 * q..]);
-            let (lo, hi) = (_mm256_and_si256(p, m4), _mm256_and_si256(_mm256_srli_epi16(p, 4), m4));
-            for t in 0..T {
-                let xq = &xs[t][b].qs;
-                s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, bcast4(xq, q)));
-                s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, bcast4(xq, q + 4)));
-            }
-        }
+        let s16 = q4_sums16_avx2(&blk.qs, xs, b);
         let dw = scales8(&blk.d);
         for t in 0..T {
             let xb = &xs[t][b];
@@ -114,19 +92,10 @@ fn tile_q4_0_avx2<const T: usize>(wg: &[BlockQ4_0x8], xs: [&[BlockQ8Act]; T]) ->
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tile_q4_1_avx2<const T: usize>(wg: &[BlockQ4_1x8], xs: [&[BlockQ8Act]; T]) -> [__m256; T] {
-    let (m4, ones) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi16(1));
+    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
-        let mut s16 = [_mm256_setzero_si256(); T];
-        for q in 0..4 {
-            let p = load256(&blk.qs[32 * q..]);
-            let (lo, hi) = (_mm256_and_si256(p, m4), _mm256_and_si256(_mm256_srli_epi16(p, 4), m4));
-            for t in 0..T {
-                let xq = &xs[t][b].qs;
-                s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, bcast4(xq, q)));
-                s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, bcast4(xq, q + 4)));
-            }
-        }
+        let s16 = q4_sums16_avx2(&blk.qs, xs, b);
         let (dw, mw) = (scales8(&blk.d), scales8(&blk.m));
         for t in 0..T {
             let xb = &xs[t][b];
@@ -164,30 +133,38 @@ fn tile_q8_0_avx2<const T: usize>(wg: &[BlockQ8_0x8], xs: [&[BlockQ8Act]; T]) ->
     acc
 }
 
-x8_driver!(gemm_q4_0x8_avx2_impl, "avx2,fma,f16c", BlockQ4_0x8, tile_q4_0_avx2);
-x8_driver!(gemm_q4_1x8_avx2_impl, "avx2,fma,f16c", BlockQ4_1x8, tile_q4_1_avx2);
-x8_driver!(gemm_q8_0x8_avx2_impl, "avx2,fma,f16c", BlockQ8_0x8, tile_q8_0_avx2);
+x8_driver!(pub(super) gemm_q4_0x8_avx2_impl, "avx2,fma,f16c", BlockQ4_0x8, tile_q4_0_avx2, store8);
+x8_driver!(pub(super) gemm_q4_1x8_avx2_impl, "avx2,fma,f16c", BlockQ4_1x8, tile_q4_1_avx2, store8);
+x8_driver!(pub(super) gemm_q8_0x8_avx2_impl, "avx2,fma,f16c", BlockQ8_0x8, tile_q8_0_avx2, store8);
 
 // --- AVX-512 VNNI (256-bit) ------------------------------------------------------
+
+/// The Q4 part of block `b` for each token, VNNI: `init + Σ q·y` per 32-bit lane (row).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn q4_sums_vnni<const T: usize>(qs: &[u8; 128], xs: [&[BlockQ8Act]; T], b: usize, init: [__m256i; T]) -> [__m256i; T] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut s = init;
+    for q in 0..4 {
+        let p = load256(&qs[32 * q..]);
+        let (lo, hi) = (_mm256_and_si256(p, m4), _mm256_and_si256(_mm256_srli_epi16(p, 4), m4));
+        for t in 0..T {
+            let xq = &xs[t][b].qs;
+            s[t] = _mm256_dpbusd_epi32(s[t], lo, bcast4(xq, q));
+            s[t] = _mm256_dpbusd_epi32(s[t], hi, bcast4(xq, q + 4));
+        }
+    }
+    s
+}
 
 /// Q4_0 × Q8, VNNI: `vpdpbusd` of unsigned nibbles and i8 activations into i32 lanes
 /// that start at `−8 Σ y` (exact: |Σ| ≤ 32·15·128 + 8·32·128).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn tile_q4_0_vnni<const T: usize>(wg: &[BlockQ4_0x8], xs: [&[BlockQ8Act]; T]) -> [__m256; T] {
-    let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
-        let mut s: [__m256i; T] = core::array::from_fn(|t| _mm256_set1_epi32(-8 * xs[t][b].sum));
-        for q in 0..4 {
-            let p = load256(&blk.qs[32 * q..]);
-            let (lo, hi) = (_mm256_and_si256(p, m4), _mm256_and_si256(_mm256_srli_epi16(p, 4), m4));
-            for t in 0..T {
-                let xq = &xs[t][b].qs;
-                s[t] = _mm256_dpbusd_epi32(s[t], lo, bcast4(xq, q));
-                s[t] = _mm256_dpbusd_epi32(s[t], hi, bcast4(xq, q + 4));
-            }
-        }
+        let s = q4_sums_vnni(&blk.qs, xs, b, core::array::from_fn(|t| _mm256_set1_epi32(-8 * xs[t][b].sum)));
         let dw = scales8(&blk.d);
         for t in 0..T {
             let xd = _mm256_set1_ps(xs[t][b].d);
@@ -201,19 +178,9 @@ fn tile_q4_0_vnni<const T: usize>(wg: &[BlockQ4_0x8], xs: [&[BlockQ8Act]; T]) ->
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn tile_q4_1_vnni<const T: usize>(wg: &[BlockQ4_1x8], xs: [&[BlockQ8Act]; T]) -> [__m256; T] {
-    let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
-        let mut s = [_mm256_setzero_si256(); T];
-        for q in 0..4 {
-            let p = load256(&blk.qs[32 * q..]);
-            let (lo, hi) = (_mm256_and_si256(p, m4), _mm256_and_si256(_mm256_srli_epi16(p, 4), m4));
-            for t in 0..T {
-                let xq = &xs[t][b].qs;
-                s[t] = _mm256_dpbusd_epi32(s[t], lo, bcast4(xq, q));
-                s[t] = _mm256_dpbusd_epi32(s[t], hi, bcast4(xq, q + 4));
-            }
-        }
+        let s = q4_sums_vnni(&blk.qs, xs, b, [_mm256_setzero_si256(); T]);
         let (dw, mw) = (scales8(&blk.d), scales8(&blk.m));
         for t in 0..T {
             let xb = &xs[t][b];
@@ -249,22 +216,25 @@ fn tile_q8_0_vnni<const T: usize>(wg: &[BlockQ8_0x8], xs: [&[BlockQ8Act]; T]) ->
 }
 
 x8_driver!(
-    gemm_q4_0x8_vnni_impl,
+    pub(super) gemm_q4_0x8_vnni_impl,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     BlockQ4_0x8,
-    tile_q4_0_vnni
+    tile_q4_0_vnni,
+    store8
 );
 x8_driver!(
-    gemm_q4_1x8_vnni_impl,
+    pub(super) gemm_q4_1x8_vnni_impl,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     BlockQ4_1x8,
-    tile_q4_1_vnni
+    tile_q4_1_vnni,
+    store8
 );
 x8_driver!(
-    gemm_q8_0x8_vnni_impl,
+    pub(super) gemm_q8_0x8_vnni_impl,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     BlockQ8_0x8,
-    tile_q8_0_vnni
+    tile_q8_0_vnni,
+    store8
 );
 
 // Safe entry points, reachable only through the tables that checked the features.
