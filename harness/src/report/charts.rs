@@ -195,87 +195,73 @@ fn quant_isa_rank(s: &str) -> (usize, String) {
     (dtype_rank(s.split(' ').next().unwrap_or("")), s.to_string())
 }
 
+/// A matvec bandwidth chart of `metric` (one-token rows): bars per shape × weight type
+/// × ISA, with the measured memory read bandwidth as lines; `None` without data.
+fn matvec_chart(rows: &[Record], metric: &'static str, id: &'static str, title: String, x_label: &str) -> Option<Chart> {
+    let (cats, series) = bars(
+        rows,
+        metric,
+        |r| r.tokens == Some(1) && r.peer.is_none(),
+        |r| shape_label(r.shape.as_deref().unwrap_or("?")),
+        |c| shape_rank(c.split(' ').next().unwrap_or("")),
+        quant_isa_label,
+        quant_isa_rank,
+    );
+    if series.is_empty() {
+        return None;
+    }
+    let hlines = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.metric == "stream_read_gb_s")
+        .map(|(i, r)| HLine {
+            name: format!(
+                "memory read, {} thread{}: {:.1} GB/s",
+                r.threads,
+                if r.threads == 1 { "" } else { "s" },
+                r.value
+            ),
+            y: r.value,
+            row: i,
+        })
+        .collect();
+    Some(Chart {
+        id,
+        title,
+        x_label: x_label.into(),
+        y_label: "weight bytes / time (GB/s)".into(),
+        y_scale: 1.0,
+        metrics: vec![metric, "stream_read_gb_s"],
+        kind: Kind::Bars { categories: cats },
+        series,
+        hlines,
+    })
+}
+
 /// Every chart the rows allow (charts without data are left out).
 pub fn build(rows: &[Record]) -> Vec<Chart> {
     let mut out = Vec::new();
     let machine = rows.first().map(|r| r.machine.slug()).unwrap_or_default();
 
-    // (1) matvec GB/s per shape, bars per weight type × ISA, against STREAM read.
-    let (cats, series) = bars(
-        rows,
-        "matmul_gb_s",
-        |r| r.tokens == Some(1) && r.peer.is_none(),
-        |r| shape_label(r.shape.as_deref().unwrap_or("?")),
-        |c| shape_rank(c.split(' ').next().unwrap_or("")),
-        quant_isa_label,
-        quant_isa_rank,
-    );
-    if !series.is_empty() {
-        let hlines = rows
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.metric == "stream_read_gb_s")
-            .map(|(i, r)| HLine {
-                name: format!(
-                    "memory read, {} thread{}: {:.1} GB/s",
-                    r.threads,
-                    if r.threads == 1 { "" } else { "s" },
-                    r.value
-                ),
-                y: r.value,
-                row: i,
-            })
-            .collect();
-        out.push(Chart {
-            id: "matvec_gb_s",
-            title: format!("Matrix-vector (1 token) weight bandwidth — {machine}"),
-            x_label: "weight matrix, out x in (SmolLM2-135M role)".into(),
-            y_label: "weight bytes / time (GB/s)".into(),
-            y_scale: 1.0,
-            metrics: vec!["matmul_gb_s", "stream_read_gb_s"],
-            kind: Kind::Bars { categories: cats },
-            series,
-            hlines,
-        });
-    }
-
-    // (1a) the same matvecs with the weights streamed from memory (as in decode).
-    let (cats, series) = bars(
-        rows,
-        "matmul_stream_gb_s",
-        |r| r.tokens == Some(1) && r.peer.is_none(),
-        |r| shape_label(r.shape.as_deref().unwrap_or("?")),
-        |c| shape_rank(c.split(' ').next().unwrap_or("")),
-        quant_isa_label,
-        quant_isa_rank,
-    );
-    if !series.is_empty() {
-        let hlines = rows
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.metric == "stream_read_gb_s")
-            .map(|(i, r)| HLine {
-                name: format!(
-                    "memory read, {} thread{}: {:.1} GB/s",
-                    r.threads,
-                    if r.threads == 1 { "" } else { "s" },
-                    r.value
-                ),
-                y: r.value,
-                row: i,
-            })
-            .collect();
-        out.push(Chart {
-            id: "matvec_stream_gb_s",
-            title: format!("Matrix-vector (1 token), weights streamed from memory — {machine}"),
-            x_label: "weight matrix, out x in (SmolLM2-135M role), copies filling 96 MiB".into(),
-            y_label: "weight bytes / time (GB/s)".into(),
-            y_scale: 1.0,
-            metrics: vec!["matmul_stream_gb_s", "stream_read_gb_s"],
-            kind: Kind::Bars { categories: cats },
-            series,
-            hlines,
-        });
+    // (1) matvec GB/s per shape, bars per weight type × ISA, against STREAM read; (1a)
+    // the same with the weights streamed from memory, as in decode.
+    for (metric, id, title, x_label) in [
+        (
+            "matmul_gb_s",
+            "matvec_gb_s",
+            "Matrix-vector (1 token) weight bandwidth",
+            "weight matrix, out x in (SmolLM2-135M role)",
+        ),
+        (
+            "matmul_stream_gb_s",
+            "matvec_stream_gb_s",
+            "Matrix-vector (1 token), weights streamed from memory",
+            "weight matrix, out x in (SmolLM2-135M role), copies filling 96 MiB",
+        ),
+    ] {
+        if let Some(c) = matvec_chart(rows, metric, id, format!("{title} — {machine}"), x_label) {
+            out.push(c);
+        }
     }
 
     // (1b) batched matmul (prefill-like) GFLOP/s.
