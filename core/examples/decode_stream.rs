@@ -81,7 +81,7 @@ fn main() {
                 println!(
                     "{{\"isa\":\"{}\",\"threads\":{threads},\"dtype\":\"{dtype:?}\",\"mode\":\"{mode}\",\"set_mib\":{},\"gbps\":{:.2},\"cpu_gbps\":{:.2}}}",
                     isa.name(),
-                    mbytes * mats >> 20,
+                    (mbytes * mats) >> 20,
                     gb / dt,
                     gb / dc
                 );

@@ -365,7 +365,7 @@ fn matmul_x8<W: Sync>(
 ) {
     use repack::ROWS_X8;
     let grid = matmul_grid(n_out, n_tok, pool.threads(), nb * core::mem::size_of::<W>() / ROWS_X8);
-    debug_assert!(grid.col_tile % ROWS_X8 == 0 || grid.col_tile >= n_out);
+    debug_assert!(grid.col_tile.is_multiple_of(ROWS_X8) || grid.col_tile >= n_out);
     pool.run_tiles(y, grid, &mut [0u8; 0], 0, &|mut tile, _| {
         let (cols, toks) = (tile.cols(), tile.rows());
         let wg = |c0: usize, c1: usize| &w[c0 / ROWS_X8 * nb..c1 / ROWS_X8 * nb];

@@ -111,7 +111,7 @@ pub fn has_x8(dtype: DType) -> bool {
 
 /// Whether a `[rows, cols]` matrix of `dtype` can take the x8 layout.
 pub fn can_repack(dtype: DType, rows: usize, cols: usize) -> bool {
-    has_x8(dtype) && rows > 0 && rows % ROWS_X8 == 0 && cols > 0 && cols % 32 == 0
+    has_x8(dtype) && rows > 0 && rows.is_multiple_of(ROWS_X8) && cols > 0 && cols.is_multiple_of(32)
 }
 
 /// Byte `k` (< 16) of row `j`'s Q4 block sits at `q4_pos(j, k)` of the x8 block's `qs`.

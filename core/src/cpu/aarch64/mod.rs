@@ -514,7 +514,7 @@ fn attn_values_cols<const N: usize>(w: &[f32], v: &[f32], stride: usize, c0: usi
 #[target_feature(enable = "neon")]
 fn attn_values_impl(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
     let hd = out.len();
-    if hd % 16 != 0 {
+    if !hd.is_multiple_of(16) {
         out.fill(0.0);
         for (s, &ws) in w.iter().enumerate() {
             vec_mad_f32_impl(out, &v[s * stride..][..hd], ws);

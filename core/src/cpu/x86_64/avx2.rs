@@ -448,7 +448,7 @@ fn attn_scores_impl(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [
     let hd = q.len();
     let n = out.len();
     let mut s = 0;
-    if hd % 8 == 0 {
+    if hd.is_multiple_of(8) {
         // Eight slots at a time: one accumulator per slot, then one transposing
         // reduction (hadd tree) gives the eight sums in one vector.
         while s + 8 <= n {
@@ -503,7 +503,7 @@ fn attn_values_cols<const N: usize>(w: &[f32], v: &[f32], stride: usize, c0: usi
 #[target_feature(enable = "avx2,fma,f16c")]
 fn attn_values_impl(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
     let hd = out.len();
-    if hd % 8 != 0 {
+    if !hd.is_multiple_of(8) {
         out.fill(0.0);
         for (s, &ws) in w.iter().enumerate() {
             vec_mad_f32_impl(out, &v[s * stride..][..hd], ws);
