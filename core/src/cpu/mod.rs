@@ -104,6 +104,8 @@ pub struct CpuBackend {
     qa: Vec<BlockQ8Act>,
     /// Repack eligible weights into the x8 layout at import (`set_repack`).
     repack: bool,
+    /// Settings read once when the backend was built.
+    opts: CpuOptions,
     /// Bytes of weights repacked at import so far.
     repacked: core::sync::atomic::AtomicU64,
 }
@@ -124,6 +126,7 @@ impl CpuBackend {
         Kernels::for_isa(isa).map(|k| CpuBackend::with_kernels(k, threads))
     }
     fn with_kernels(k: Kernels, threads: usize) -> CpuBackend {
+        let opts = CpuOptions::from_env();
         CpuBackend {
             k,
             pool: ThreadPool::new(threads),
@@ -132,7 +135,8 @@ impl CpuBackend {
             scores: Vec::new(),
             row: Vec::new(),
             qa: Vec::new(),
-            repack: k.x8_simd && repack_env_allows(),
+            repack: k.x8_simd && opts.repack,
+            opts,
             repacked: core::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -214,31 +218,48 @@ fn repack_par(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut [u8]
     repack::repack(dtype, rows, cols, src, dst)
 }
 
-/// `ANTIGRAVITY_CPU_REPACK=0` (or `off`) turns load-time repacking off for backends
-/// built from now on (to compare layouts, or to keep every weight in the file's pages);
-/// anything else, or unset, leaves the default. The one environment knob of the CPU
-/// backend, read here only.
-fn repack_env_allows() -> bool {
-    #[cfg(feature = "std")]
-    {
-        !matches!(std::env::var("ANTIGRAVITY_CPU_REPACK").as_deref(), Ok("0") | Ok("off"))
-    }
-    #[cfg(not(feature = "std"))]
-    {
-        true
+/// The CPU backend's settings besides the ISA and the thread count, and the one place
+/// its environment knobs are read:
+///
+/// | variable | field | default | effect |
+/// |---|---|---|---|
+/// | `ANTIGRAVITY_CPU_REPACK=0` | `repack` | on | off keeps every weight in the file's pages, uncopied (plain-layout kernels) |
+/// | `ANTIGRAVITY_CPU_HUGEPAGES=0` | `huge_pages` | on | off drops the transparent-huge-page hint on repacked weights |
+///
+/// `0` or `off` turns a knob off; anything else, or unset, leaves the default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuOptions {
+    /// Repack Q4_0/Q4_1/Q8_0 matrices into the x8 layout at import (only where the ISA
+    /// has x8 SIMD kernels, `Kernels::x8_simd`).
+    pub repack: bool,
+    /// `madvise(MADV_HUGEPAGE)` on repacked weights before they are written.
+    pub huge_pages: bool,
+}
+
+impl Default for CpuOptions {
+    fn default() -> Self {
+        CpuOptions {
+            repack: true,
+            huge_pages: true,
+        }
     }
 }
 
-/// `ANTIGRAVITY_CPU_HUGEPAGES=0` turns off the transparent-huge-page hint on repacked
-/// weights (for measuring it).
-fn huge_pages_env_allows() -> bool {
-    #[cfg(feature = "std")]
-    {
-        !matches!(std::env::var("ANTIGRAVITY_CPU_HUGEPAGES").as_deref(), Ok("0") | Ok("off"))
-    }
-    #[cfg(not(feature = "std"))]
-    {
-        true
+impl CpuOptions {
+    /// The defaults with the environment's overrides (none without `std`).
+    pub fn from_env() -> CpuOptions {
+        #[cfg(feature = "std")]
+        {
+            let on = |v: &str| !matches!(std::env::var(v).as_deref(), Ok("0") | Ok("off"));
+            CpuOptions {
+                repack: on("ANTIGRAVITY_CPU_REPACK"),
+                huge_pages: on("ANTIGRAVITY_CPU_HUGEPAGES"),
+            }
+        }
+        #[cfg(not(feature = "std"))]
+        {
+            CpuOptions::default()
+        }
     }
 }
 
@@ -500,7 +521,7 @@ impl Backend for CpuBackend {
         let src = region.bytes();
         let mut buf = self.alloc(src.len(), BufferKind::Shared)?;
         let dst = buf.bytes_mut().ok_or(Error::ReadOnly { what: "repack buffer" })?;
-        if huge_pages_env_allows() {
+        if self.opts.huge_pages {
             os::advise_huge(dst);
         }
         if !repack_par(dtype, d[0], d[1], src, dst, self.pool.threads()) {
