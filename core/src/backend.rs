@@ -190,7 +190,8 @@ pub fn check_read(op: &'static str, have: usize, offset: usize, len: usize) -> R
 }
 
 /// Bytes a backend copied between host and device memory since it was created.
-/// Zero on backends whose device memory is host memory (the CPU).
+/// On backends whose device memory is host memory (the CPU) only weights copied into
+/// another layout at import count (the CPU's x8 repack, as the OpenCL image planes do).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CopiedBytes {
     /// Host → device (uploads, weights copied at import, op inputs from the host).

@@ -588,6 +588,13 @@ impl Backend for CpuBackend {
     fn synchronize(&mut self) -> Result<()> {
         Ok(())
     }
+    /// Weights repacked at import (`to_device`); nothing else is ever copied.
+    fn copied_bytes(&self) -> crate::backend::CopiedBytes {
+        crate::backend::CopiedBytes {
+            to_device: self.repacked_bytes(),
+            to_host: 0,
+        }
+    }
 
     fn get_rows(&mut self, table: TensorRef<'_, Self>, ids: &[u32], out: TensorMut<'_, Self>) -> Result<()> {
         let dim = table.shape.row_len();
