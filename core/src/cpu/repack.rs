@@ -210,6 +210,7 @@ pub fn extract_block(dtype: DType, packed: &[u8], cols: usize, r: usize, b: usiz
 /// writes one accumulator to eight floats. Tokens go in fours (then the 1–3 left),
 /// groups inside, so a group's blocks are read once per four tokens. Shared by the
 /// x86-64 and aarch64 kernels (`cpu/*/repack.rs`).
+#[allow(unused_macros)] // a no_std build has no SIMD kernels
 macro_rules! x8_driver {
     ($vis:vis $name:ident, $feat:literal, $w:ty, $tile:ident, $store:ident) => {
         #[target_feature(enable = $feat)]
