@@ -25,18 +25,30 @@ static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans-subset.ttf");
 const FAMILY: &str = "sans-serif";
 const SIZE: (u32, u32) = (1000, 600);
 
-/// Colors (Tableau 10), assigned to series in order.
-const PALETTE: [RGBColor; 10] = [
-    RGBColor(78, 121, 167),
-    RGBColor(242, 142, 43),
-    RGBColor(225, 87, 89),
-    RGBColor(118, 183, 178),
-    RGBColor(89, 161, 79),
-    RGBColor(237, 201, 72),
-    RGBColor(176, 122, 161),
-    RGBColor(255, 157, 167),
-    RGBColor(156, 117, 95),
-    RGBColor(186, 176, 172),
+/// Colors (Tableau 20: ten hues, each dark then light), assigned to series in order, so
+/// up to 20 series stay distinct (the matvec charts have one per weight type × ISA:
+/// 4 × 3 on an AVX-512 machine; with 10 colours two of them shared one).
+const PALETTE: [RGBColor; 20] = [
+    RGBColor(31, 119, 180),
+    RGBColor(174, 199, 232),
+    RGBColor(255, 127, 14),
+    RGBColor(255, 187, 120),
+    RGBColor(44, 160, 44),
+    RGBColor(152, 223, 138),
+    RGBColor(214, 39, 40),
+    RGBColor(255, 152, 150),
+    RGBColor(148, 103, 189),
+    RGBColor(197, 176, 213),
+    RGBColor(140, 86, 75),
+    RGBColor(196, 156, 148),
+    RGBColor(227, 119, 194),
+    RGBColor(247, 182, 210),
+    RGBColor(127, 127, 127),
+    RGBColor(199, 199, 199),
+    RGBColor(188, 189, 34),
+    RGBColor(219, 219, 141),
+    RGBColor(23, 190, 207),
+    RGBColor(158, 218, 229),
 ];
 
 #[derive(Clone, Debug, PartialEq)]
