@@ -7,6 +7,10 @@
 //!
 //! Memory: a [`CpuBuffer`] is either owned, 64-byte-aligned host memory, or a
 //! [`HostRegion`] borrowed from a memory-mapped file (weights: zero-copy, read-only).
+//! Q4_0/Q4_1/Q8_0 weight matrices are repacked at import into the row-interleaved x8
+//! layout ([`repack`]; owned, marked by [`CpuBuffer::is_repacked`]), the file's pages of
+//! the tensor then released, unless [`CpuOptions`] says otherwise; `matmul` and
+//! `get_rows` read such a buffer in that layout.
 //!
 //! Scratch (activation quantization for the integer dot products, attention scores) is
 //! reserved by [`Backend::reserve`]; ops allocate nothing.

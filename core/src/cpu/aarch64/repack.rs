@@ -1,5 +1,6 @@
 //! aarch64 kernels for the row-interleaved x8 weight layouts (`cpu::repack`): NEON
-//! (`smull` + pairwise adds) and NEON + dotprod (`sdot`). A 32-byte piece of an x8
+//! (`smlal` into i16 over a block for Q4, `smull` + pairwise adds per piece for Q8_0)
+//! and NEON + dotprod (`sdot`). A 32-byte piece of an x8
 //! block is two 128-bit registers, rows 0–3 and rows 4–7, one 32-bit lane a row, so
 //! each lane's four products belong to one row and two `float32x4_t` accumulators hold
 //! the eight rows' outputs. The activation piece (4 bytes) is loaded with `ld1r`
@@ -33,7 +34,8 @@ fn dot4_neon(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 #[target_feature(enable = "neon,dotprod")]
 fn sdot_lane<const L: usize>(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     let mut acc = acc;
-    // SAFETY: as `dot4_sdot`: registers only, dotprod verified by the table constructor.
+    // SAFETY: `sdot` (by element) reads two vector registers and updates a third,
+    // nothing else; the enclosing fn is only reached when dotprod was detected.
     unsafe {
         core::arch::asm!(
             "sdot {acc:v}.4s, {a:v}.16b, {b:v}.4b[{l}]",
