@@ -82,6 +82,10 @@ pub struct Kernels {
     /// twins: `cpu::scalar::attn_scores`, `attn_values`.
     pub attn_scores: fn(&[f32], &[f32], usize, f32, &mut [f32]),
     pub attn_values: fn(&[f32], &[f32], usize, &mut [f32]),
+    /// In-place softmax of one row (attention's scores). Scalar twin:
+    /// `cpu::scalar::softmax` (libm `expf`); SIMD versions use a polynomial `exp`
+    /// within a few ulp of it.
+    pub softmax_f32: fn(&mut [f32]),
     /// `y[r] = vec_dot(w[r·nb..(r+1)·nb], x)` for every `r in 0..y.len()`, with
     /// `nb = x.len()`: many weight rows against one activation row in one call, so SIMD
     /// versions can share the activation loads and scale conversions across rows.
@@ -123,6 +127,7 @@ impl Kernels {
             vec_mad_f32: scalar::vec_mad_f32,
             attn_scores: scalar::attn_scores,
             attn_values: scalar::attn_values,
+            softmax_f32: scalar::softmax,
             gemv_q4_0_q8_0: scalar::gemv_q4_0_q8_0,
             gemv_q4_1_q8_1: scalar::gemv_q4_1_q8_1,
             gemv_q8_0_q8_0: scalar::gemv_q8_0_q8_0,

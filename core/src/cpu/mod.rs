@@ -786,7 +786,7 @@ impl Backend for CpuBackend {
         self.pool.run_tiles(os, grid, &mut self.scores, ctx, &|mut tile, sc| {
             let h = tile.cols().start / p.head_dim;
             for t in tile.rows() {
-                scalar::attend_one(qs, ks, vs, p, t, h, sc, tile.row(t), kern.attn_scores, kern.attn_values);
+                scalar::attend_one(qs, ks, vs, p, t, h, sc, tile.row(t), kern.attn_scores, kern.attn_values, kern.softmax_f32);
             }
         });
         Ok(())
@@ -796,7 +796,7 @@ impl Backend for CpuBackend {
         let n = x.shape.row_len();
         let xs = f32s_mut(view_mut(x)?);
         for r in xs.chunks_exact_mut(n) {
-            scalar::softmax(r);
+            (self.k.softmax_f32)(r);
         }
         Ok(())
     }

@@ -136,7 +136,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], scores: &mut 
     for t in 0..n_tok {
         for h in 0..p.n_head {
             let oh = &mut out[(t * p.n_head + h) * hd..][..hd];
-            attend_one(q, k, v, p, t, h, scores, oh, attn_scores, attn_values);
+            attend_one(q, k, v, p, t, h, scores, oh, attn_scores, attn_values, softmax);
         }
     }
 }
@@ -155,6 +155,7 @@ pub fn attend_one(
     oh: &mut [f32],
     scores_fn: fn(&[f32], &[f32], usize, f32, &mut [f32]),
     values_fn: fn(&[f32], &[f32], usize, &mut [f32]),
+    softmax_fn: fn(&mut [f32]),
 ) {
     let hd = p.head_dim;
     let group = p.n_head / p.n_kv_head;
@@ -164,7 +165,7 @@ pub fn attend_one(
     let qh = &q[(t * p.n_head + h) * hd..][..hd];
     let sc = &mut scores[..n_ctx];
     scores_fn(qh, &k[kvh * hd..], kv_stride, p.scale, sc);
-    softmax(sc);
+    softmax_fn(sc);
     values_fn(sc, &v[kvh * hd..], kv_stride, oh);
 }
 

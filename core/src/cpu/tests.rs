@@ -887,3 +887,23 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// `softmax_f32` against the scalar twin (libm `expf`): each probability within
+    /// `(n + 8) · ε` relative (a few ulp of `exp`, the sum's reassociation), on rows of
+    /// every length across the vector width, scores of attention-like magnitudes.
+    #[test]
+    fn softmax_rows(x in prop::collection::vec(-40.0f32..40.0, 1..90)) {
+        let mut want = x.clone();
+        super::scalar::softmax(&mut want);
+        for k in simd_tables() {
+            let mut got = x.clone();
+            (k.softmax_f32)(&mut got);
+            let n = x.len() as f32;
+            for i in 0..x.len() {
+                let tol = (n + 8.0) * eps() * want[i].abs() + 1e-37;
+                prop_assert!(close(got[i], want[i], tol), "{} [{i}] of {}: {} vs {}", k.isa.name(), x.len(), got[i], want[i]);
+            }
+        }
+    }
+}

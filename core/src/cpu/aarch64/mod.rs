@@ -43,6 +43,8 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         vec_mad_f32,
         attn_scores,
         attn_values,
+        // No NEON exp yet: the scalar twin.
+        softmax_f32: super::scalar::softmax,
         gemv_q4_0_q8_0: gemv_q4_0_q8_0_neon,
         gemv_q4_1_q8_1: gemv_q4_1_q8_1_neon,
         gemv_q8_0_q8_0: gemv_q8_0_q8_0_neon,

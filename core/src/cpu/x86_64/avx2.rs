@@ -6,7 +6,7 @@ use core::arch::x86_64::*;
 use half::{bf16, f16};
 
 use super::{
-    hsum_ps, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, scale_grid, scale_prod, scales4, store32,
+    hmax_ps, hsum_ps, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, scale_grid, scale_prod, scales4, store32,
 };
 use crate::cpu::kernels::{Isa, Kernels};
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
@@ -29,6 +29,7 @@ pub(crate) fn kernels() -> Option<Kernels> {
         vec_mad_f32,
         attn_scores,
         attn_values,
+        softmax_f32,
         gemv_q4_0_q8_0,
         gemv_q4_1_q8_1,
         gemv_q8_0_q8_0,
@@ -98,6 +99,10 @@ pub(super) fn attn_scores(q: &[f32], k: &[f32], stride: usize, scale: f32, out: 
 pub(super) fn attn_values(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
     // SAFETY: as above.
     unsafe { attn_values_impl(w, v, stride, out) }
+}
+pub(super) fn softmax_f32(x: &mut [f32]) {
+    // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
+    unsafe { softmax_f32_impl(x) }
 }
 pub(super) fn vec_mad_f32(y: &mut [f32], x: &[f32], a: f32) {
     // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
@@ -523,5 +528,70 @@ fn attn_values_impl(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
             _ => attn_values_cols::<1>(w, v, stride, c0, out),
         }
         c0 += 64;
+    }
+}
+
+/// `e^x` for eight lanes (Cephes `expf`: `x = n·ln 2 + r`, |r| ≤ ln 2 / 2, a degree-6
+/// polynomial for `e^r`, `2^n` built in the exponent bits): within 2 ulp of libm's
+/// `expf` for `x` in [−87.3, 88.3]; inputs are clamped to [−88.37, 88.37] (below, the
+/// result is ≤ 4e−39, as good as 0 in a softmax).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn exp8(x: __m256) -> __m256 {
+    let x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.37)), _mm256_set1_ps(-88.37));
+    let n = _mm256_round_ps(
+        _mm256_mul_ps(x, _mm256_set1_ps(core::f32::consts::LOG2_E)),
+        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+    );
+    // r = x − n·ln 2 in two steps (ln 2 split so n·ln2_hi is exact).
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let y = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0)));
+    // 2^n for n in [−127, 128]: the exponent field; n = −127 gives 0 (flush), n = 128 is
+    // out of the clamped range.
+    let e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    _mm256_mul_ps(y, _mm256_castsi256_ps(e))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn softmax_f32_impl(x: &mut [f32]) {
+    let n = x.len();
+    let full = n / 8 * 8;
+    let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
+    for i in (0..full).step_by(8) {
+        mv = _mm256_max_ps(mv, load_ps8(x, i));
+    }
+    let mut max = hmax_ps(mv);
+    for &v in &x[full..] {
+        max = max.max(v);
+    }
+    let mb = _mm256_set1_ps(max);
+    let mut sv = _mm256_setzero_ps();
+    for i in (0..full).step_by(8) {
+        let e = exp8(_mm256_sub_ps(load_ps8(x, i), mb));
+        sv = _mm256_add_ps(sv, e);
+        let o = &mut x[i..i + 8];
+        // SAFETY: `o` is 8 writable f32; unaligned store.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), e) };
+    }
+    let mut sum = hsum_ps(sv);
+    for v in &mut x[full..] {
+        *v = crate::math::expf(*v - max);
+        sum += *v;
+    }
+    let inv = _mm256_set1_ps(1.0 / sum);
+    for i in (0..full).step_by(8) {
+        let o = &mut x[i..i + 8];
+        let r = _mm256_mul_ps(load_ps8(o, 0), inv);
+        // SAFETY: `o` is 8 writable f32; unaligned store.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), r) };
+    }
+    let inv = 1.0 / sum;
+    for v in &mut x[full..] {
+        *v *= inv;
     }
 }

@@ -53,6 +53,7 @@ pub(crate) fn kernels() -> Option<Kernels> {
         vec_mad_f32: super::avx2::vec_mad_f32,
         attn_scores: super::avx2::attn_scores,
         attn_values: super::avx2::attn_values,
+        softmax_f32: super::avx2::softmax_f32,
         // Measured: the AVX2 four-row kernels beat row loops over the 512-bit dots on
         // this class of core (see docs/perf-notes.md); the table reuses them.
         gemv_q4_0_q8_0: super::avx2::gemv_q4_0_q8_0,
