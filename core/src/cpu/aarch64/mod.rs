@@ -43,8 +43,7 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         vec_mad_f32,
         attn_scores,
         attn_values,
-        // No NEON exp yet: the scalar twin.
-        softmax_f32: super::scalar::softmax,
+        softmax_f32,
         gemv_q4_0_q8_0: gemv_q4_0_q8_0_neon,
         gemv_q4_1_q8_1: gemv_q4_1_q8_1_neon,
         gemv_q8_0_q8_0: gemv_q8_0_q8_0_neon,
@@ -139,6 +138,10 @@ fn attn_scores(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [f32])
 fn attn_values(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
     // SAFETY: NEON verified.
     unsafe { attn_values_impl(w, v, stride, out) }
+}
+fn softmax_f32(x: &mut [f32]) {
+    // SAFETY: NEON verified.
+    unsafe { softmax_f32_impl(x) }
 }
 fn vec_mad_f32(y: &mut [f32], x: &[f32], a: f32) {
     // SAFETY: NEON verified.
@@ -484,6 +487,63 @@ fn vec_dot_f32_impl(x: &[f32], y: &[f32]) -> f32 {
         i += 1;
     }
     s
+}
+
+/// `e^x` for four lanes: the Cephes `expf` scheme of the AVX2 kernel (`x = n·ln 2 + r`,
+/// a degree-6 polynomial for `e^r`, `2^n` in the exponent bits), inputs clamped to
+/// [−88.37, 88.37]; within a few ulp of libm's `expf`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn exp4(x: float32x4_t) -> float32x4_t {
+    let x = vmaxq_f32(vminq_f32(x, vdupq_n_f32(88.37)), vdupq_n_f32(-88.37));
+    let n = vrndnq_f32(vmulq_n_f32(x, core::f32::consts::LOG2_E));
+    let r = vfmsq_f32(x, n, vdupq_n_f32(0.693_359_4));
+    let r = vfmsq_f32(r, n, vdupq_n_f32(-2.121_944_4e-4));
+    let mut p = vdupq_n_f32(1.987_569_1e-4);
+    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 0.166_666_65, 0.5] {
+        p = vfmaq_f32(vdupq_n_f32(c), p, r);
+    }
+    let y = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0)), vmulq_f32(p, r), r);
+    let e = vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)));
+    vmulq_f32(y, vreinterpretq_f32_s32(e))
+}
+
+#[target_feature(enable = "neon")]
+fn softmax_f32_impl(x: &mut [f32]) {
+    let n = x.len();
+    let full = n / 4 * 4;
+    let mut mv = vdupq_n_f32(f32::NEG_INFINITY);
+    for i in (0..full).step_by(4) {
+        mv = vmaxq_f32(mv, ld_f32(x, i));
+    }
+    let mut max = vmaxvq_f32(mv);
+    for &v in &x[full..] {
+        max = max.max(v);
+    }
+    let mb = vdupq_n_f32(max);
+    let mut sv = vdupq_n_f32(0.0);
+    for i in (0..full).step_by(4) {
+        let e = exp4(vsubq_f32(ld_f32(x, i), mb));
+        sv = vaddq_f32(sv, e);
+        let o = &mut x[i..i + 4];
+        // SAFETY: `o` holds 4 f32; unaligned store.
+        unsafe { vst1q_f32(o.as_mut_ptr(), e) };
+    }
+    let mut sum = vaddvq_f32(sv);
+    for v in &mut x[full..] {
+        *v = crate::math::expf(*v - max);
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for i in (0..full).step_by(4) {
+        let r = vmulq_n_f32(ld_f32(x, i), inv);
+        let o = &mut x[i..i + 4];
+        // SAFETY: `o` holds 4 f32; unaligned store.
+        unsafe { vst1q_f32(o.as_mut_ptr(), r) };
+    }
+    for v in &mut x[full..] {
+        *v *= inv;
+    }
 }
 
 #[target_feature(enable = "neon")]
