@@ -263,7 +263,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         match a.run.backend {
             BackendArg::Cpu => {
                 for &isa in &isas {
-                    let Some(mut b) = CpuBackend::with_isa(isa) else {
+                    // One thread: kernel rows are per-core figures (recorded as 1t);
+                    // the end-to-end part runs with --threads.
+                    let Some(mut b) = CpuBackend::with_threads(isa, 1) else {
                         continue;
                     };
                     run_kernels(&mut run, &mut b, budget)?;
@@ -449,7 +451,7 @@ fn run_kernels<B: Backend>(run: &mut Run, b: &mut B, budget: Budget) -> Result<(
             let mut r = run.row(metric, value, unit);
             r.backend = backend.to_string();
             r.isa = Some(isa.to_string());
-            // The CPU backend runs its kernels on the calling thread.
+            // The kernel part builds its CPU backends with one thread (see above).
             r.threads = 1;
             r.quant = k.dtype.map(|d| d.name().to_string());
             r.ctx = k.ctx.map(|c| c as u64);
