@@ -53,7 +53,11 @@ fn main() {
             drop(bytes);
             let x = b.alloc(n_in * 4, BufferKind::Shared).unwrap();
             let mut y = b.alloc(n_out * 4, BufferKind::Shared).unwrap();
-            let modes: &[(&str, usize)] = if huge { &[("dram+huge", n_mats)] } else { &[("l2", 1), ("dram", n_mats)] };
+            let modes: &[(&str, usize)] = if huge {
+                &[("dram+huge", n_mats)]
+            } else {
+                &[("l2", 1), ("dram", n_mats)]
+            };
             for &(mode, mats) in modes {
                 let mut i = 0usize;
                 let mut run = |b: &mut CpuBackend| {
@@ -131,10 +135,14 @@ fn main() {
                 let ws: Vec<_> = (0..n_mats)
                     .map(|m| {
                         let bytes = w.bytes()[m * mbytes..(m + 1) * mbytes].to_vec();
-                        b.import_weight(HostRegion::new(Arc::new(bytes)), dtype, Shape::d2(n_out, n_in)).unwrap()
+                        b.import_weight(HostRegion::new(Arc::new(bytes)), dtype, Shape::d2(n_out, n_in))
+                            .unwrap()
                     })
                     .collect();
-                assert!(ws[0].is_repacked(), "weights were not repacked (ISA without x8 kernels?)");
+                assert!(
+                    ws[0].is_repacked(),
+                    "weights were not repacked (ISA without x8 kernels?)"
+                );
                 for (mode, mats) in [("l2-x8", 1), ("dram-x8", n_mats)] {
                     let mut i = 0usize;
                     let (t0, c0) = (Instant::now(), on_cpu_ns());

@@ -38,9 +38,9 @@ pub mod model;
 #[cfg(feature = "opencl")]
 pub mod opencl;
 pub mod ops;
-mod os_mem;
 #[cfg(feature = "std")]
 pub mod oracle;
+mod os_mem;
 pub mod quant;
 pub mod rope;
 pub mod sampling;

@@ -17,7 +17,10 @@ pub(crate) fn available_bytes() -> Option<u64> {
 }
 
 /// The `MemAvailable:` line of a `/proc/meminfo` text, in bytes.
-#[cfg_attr(not(all(feature = "std", any(target_os = "linux", target_os = "android"))), allow(dead_code))]
+#[cfg_attr(
+    not(all(feature = "std", any(target_os = "linux", target_os = "android"))),
+    allow(dead_code)
+)]
 fn parse_meminfo(text: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -1028,10 +1028,25 @@ fn more_threads_than_cores_and_a_context_past_training_are_warned_about() {
     ]);
     ok(&o);
     let e = stderr(&o);
-    assert!(e.contains(&format!("--threads {threads} is more than the {cores} cores")), "{e}");
+    assert!(
+        e.contains(&format!("--threads {threads} is more than the {cores} cores")),
+        "{e}"
+    );
     assert!(e.contains("--ctx 600 is longer than the 512 positions"), "{e}");
     // Neither warning when the settings fit.
-    let o = harness(&["generate", "--model", dir.to_str().unwrap(), "--ctx", "64", "--threads", "1", "--prompt-ids", "1,2", "--max-tokens", "2"]);
+    let o = harness(&[
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--ctx",
+        "64",
+        "--threads",
+        "1",
+        "--prompt-ids",
+        "1,2",
+        "--max-tokens",
+        "2",
+    ]);
     ok(&o);
     assert!(!stderr(&o).contains("warning:"), "{}", stderr(&o));
 }

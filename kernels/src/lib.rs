@@ -169,7 +169,10 @@ mod tests {
         assert_eq!(count("cl"), SOURCES.len(), "a .cl file is missing from SOURCES");
         assert_eq!(count("cl/common"), PRELUDES.len(), "a prelude is missing from PRELUDES");
         for (name, src) in PRELUDES {
-            assert!(!src.contains("__kernel"), "{name}: preludes hold functions, not kernels");
+            assert!(
+                !src.contains("__kernel"),
+                "{name}: preludes hold functions, not kernels"
+            );
         }
     }
 

@@ -43,8 +43,8 @@ use crate::backend::{AttnParams, Backend, BufferKind, Capabilities, HostRegion, 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
-use repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8};
 use crate::tensor::{Shape, TensorMut, TensorRef};
+use repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8};
 
 pub use kernels::{Isa, Kernels};
 use pool::Grid;
@@ -212,7 +212,9 @@ fn repack_par(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut [u8]
             let handles: Vec<_> = src
                 .chunks(per * group_bytes)
                 .zip(dst.chunks_mut(per * group_bytes))
-                .map(|(s, d)| sc.spawn(move || repack::repack(dtype, s.len() / group_bytes * repack::ROWS_X8, cols, s, d)))
+                .map(|(s, d)| {
+                    sc.spawn(move || repack::repack(dtype, s.len() / group_bytes * repack::ROWS_X8, cols, s, d))
+                })
                 .collect();
             handles.into_iter().all(|h| h.join().unwrap_or(false))
         });
@@ -395,7 +397,12 @@ fn matmul_x8<W: Sync>(
         let (cols, toks) = (tile.cols(), tile.rows());
         let wg = |c0: usize, c1: usize| &w[c0 / ROWS_X8 * nb..c1 / ROWS_X8 * nb];
         if toks.len() == 1 {
-            gemm(wg(cols.start, cols.end), &x[toks.start * nb..toks.end * nb], nb, tile.row(toks.start));
+            gemm(
+                wg(cols.start, cols.end),
+                &x[toks.start * nb..toks.end * nb],
+                nb,
+                tile.row(toks.start),
+            );
             return;
         }
         let xt = &x[toks.start * nb..toks.end * nb];
@@ -638,7 +645,9 @@ impl Backend for CpuBackend {
         const UNRESERVED: &str = "matmul: scratch not reserved for this batch (call reserve)";
         if w.buf.x8 {
             if w.offset != 0 {
-                return Err(Error::invalid("matmul: a repacked (x8) weight is used whole, not at an offset"));
+                return Err(Error::invalid(
+                    "matmul: a repacked (x8) weight is used whole, not at an offset",
+                ));
             }
             if self.q8_1.len() < n_tok * nb || self.qa.len() < n_tok * nb {
                 return Err(Error::invalid(UNRESERVED));
@@ -648,9 +657,36 @@ impl Backend for CpuBackend {
             repack::act_from_q8_1(xq, qa);
             let qa = &*qa;
             match w.dtype {
-                DType::Q4_0 => matmul_x8(pool, bytemuck::cast_slice::<_, BlockQ4_0x8>(wb), qa, ys, n_out, n_tok, nb, k.gemm_q4_0x8),
-                DType::Q4_1 => matmul_x8(pool, bytemuck::cast_slice::<_, BlockQ4_1x8>(wb), qa, ys, n_out, n_tok, nb, k.gemm_q4_1x8),
-                DType::Q8_0 => matmul_x8(pool, bytemuck::cast_slice::<_, BlockQ8_0x8>(wb), qa, ys, n_out, n_tok, nb, k.gemm_q8_0x8),
+                DType::Q4_0 => matmul_x8(
+                    pool,
+                    bytemuck::cast_slice::<_, BlockQ4_0x8>(wb),
+                    qa,
+                    ys,
+                    n_out,
+                    n_tok,
+                    nb,
+                    k.gemm_q4_0x8,
+                ),
+                DType::Q4_1 => matmul_x8(
+                    pool,
+                    bytemuck::cast_slice::<_, BlockQ4_1x8>(wb),
+                    qa,
+                    ys,
+                    n_out,
+                    n_tok,
+                    nb,
+                    k.gemm_q4_1x8,
+                ),
+                DType::Q8_0 => matmul_x8(
+                    pool,
+                    bytemuck::cast_slice::<_, BlockQ8_0x8>(wb),
+                    qa,
+                    ys,
+                    n_out,
+                    n_tok,
+                    nb,
+                    k.gemm_q8_0x8,
+                ),
                 other => {
                     return Err(Error::DType {
                         op: "matmul",
@@ -786,7 +822,19 @@ impl Backend for CpuBackend {
         self.pool.run_tiles(os, grid, &mut self.scores, ctx, &|mut tile, sc| {
             let h = tile.cols().start / p.head_dim;
             for t in tile.rows() {
-                scalar::attend_one(qs, ks, vs, p, t, h, sc, tile.row(t), kern.attn_scores, kern.attn_values, kern.softmax_f32);
+                scalar::attend_one(
+                    qs,
+                    ks,
+                    vs,
+                    p,
+                    t,
+                    h,
+                    sc,
+                    tile.row(t),
+                    kern.attn_scores,
+                    kern.attn_values,
+                    kern.softmax_f32,
+                );
             }
         });
         Ok(())

@@ -36,7 +36,7 @@ fn advise(bytes: &[u8], advice: i32) {
         // SAFETY: sysconf only reads a system constant.
         let page = unsafe { sysconf(SC_PAGESIZE) };
         let Ok(page @ 1..) = usize::try_from(page) else { return };
-        
+
         let (a, e) = (bytes.as_ptr() as usize, bytes.as_ptr() as usize + bytes.len());
         let (start, end) = (a.next_multiple_of(page), e / page * page);
         if end > start {

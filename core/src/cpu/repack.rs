@@ -296,7 +296,13 @@ pub fn gemm_q8_0x8(w: &[BlockQ8_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]
 /// The output loop shared by the scalar x8 kernels: `step(block, x_block, row_in_group,
 /// &mut sum)` per block, in block order.
 #[inline]
-fn each_output<W>(w: &[W], x: &[BlockQ8Act], nb: usize, y: &mut [f32], step: impl Fn(&W, &BlockQ8Act, usize, &mut f32)) {
+fn each_output<W>(
+    w: &[W],
+    x: &[BlockQ8Act],
+    nb: usize,
+    y: &mut [f32],
+    step: impl Fn(&W, &BlockQ8Act, usize, &mut f32),
+) {
     if nb == 0 {
         y.fill(0.0);
         return;

@@ -825,8 +825,18 @@ mod x8 {
             for t in 0..toks {
                 for r in 0..rows {
                     let xt = &x0[t * nb..(t + 1) * nb];
-                    assert_eq!(g[t * rows + r], dot::vec_dot_q4_0_q8_0(&w0[r * nb..(r + 1) * nb], xt), "{} q4_0x8", k.isa.name());
-                    assert_eq!(h[t * rows + r], dot::vec_dot_q8_0_q8_0(&w8[r * nb..(r + 1) * nb], xt), "{} q8_0x8", k.isa.name());
+                    assert_eq!(
+                        g[t * rows + r],
+                        dot::vec_dot_q4_0_q8_0(&w0[r * nb..(r + 1) * nb], xt),
+                        "{} q4_0x8",
+                        k.isa.name()
+                    );
+                    assert_eq!(
+                        h[t * rows + r],
+                        dot::vec_dot_q8_0_q8_0(&w8[r * nb..(r + 1) * nb], xt),
+                        "{} q8_0x8",
+                        k.isa.name()
+                    );
                 }
             }
         }

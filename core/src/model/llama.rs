@@ -178,10 +178,14 @@ impl<B: Backend> Llama<B> {
     /// Binds weights to a backend and allocates the whole run state.
     pub fn new(cfg: LlamaConfig, weights: Weights<B>, mut backend: B, opts: RunOptions) -> Result<Llama<B>> {
         if opts.ctx == 0 {
-            return Err(Error::invalid("RunOptions::ctx (the context length) must be at least 1"));
+            return Err(Error::invalid(
+                "RunOptions::ctx (the context length) must be at least 1",
+            ));
         }
         if opts.max_batch == 0 {
-            return Err(Error::invalid("RunOptions::max_batch (tokens per forward call) must be at least 1"));
+            return Err(Error::invalid(
+                "RunOptions::max_batch (tokens per forward call) must be at least 1",
+            ));
         }
         let mb = opts.max_batch;
         let logit_rows = if opts.all_logits { mb } else { 1 };

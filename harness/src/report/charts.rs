@@ -209,7 +209,13 @@ fn quant_isa_rank(s: &str) -> (usize, String) {
 
 /// A matvec bandwidth chart of `metric` (one-token rows): bars per shape × weight type
 /// × ISA, with the measured memory read bandwidth as lines; `None` without data.
-fn matvec_chart(rows: &[Record], metric: &'static str, id: &'static str, title: String, x_label: &str) -> Option<Chart> {
+fn matvec_chart(
+    rows: &[Record],
+    metric: &'static str,
+    id: &'static str,
+    title: String,
+    x_label: &str,
+) -> Option<Chart> {
     let (cats, series) = bars(
         rows,
         metric,

@@ -266,8 +266,22 @@ macro_rules! x8_kernels {
     };
 }
 
-x8_kernels!("neon", dotc_neon, q4_sums_neon, tile_q4_0_neon, tile_q4_1_neon, tile_q8_0_neon);
-x8_kernels!("neon,dotprod", dotc_sdot, q4_sums_dot, tile_q4_0_dot, tile_q4_1_dot, tile_q8_0_dot);
+x8_kernels!(
+    "neon",
+    dotc_neon,
+    q4_sums_neon,
+    tile_q4_0_neon,
+    tile_q4_1_neon,
+    tile_q8_0_neon
+);
+x8_kernels!(
+    "neon,dotprod",
+    dotc_sdot,
+    q4_sums_dot,
+    tile_q4_0_dot,
+    tile_q4_1_dot,
+    tile_q8_0_dot
+);
 
 /// One pair of accumulators (rows 0–3, 4–7) into `o[..8]`.
 #[inline]

@@ -6,7 +6,8 @@ use core::arch::x86_64::*;
 use half::{bf16, f16};
 
 use super::{
-    hmax_ps, hsum_ps, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, scale_grid, scale_prod, scales4, store32,
+    hmax_ps, hsum_ps, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, scale_grid, scale_prod, scales4,
+    store32,
 };
 use crate::cpu::kernels::{Isa, Kernels};
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};

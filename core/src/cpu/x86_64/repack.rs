@@ -164,7 +164,12 @@ fn q4_sums_vnni<const T: usize>(qs: &[u8; 128], xs: [&[BlockQ8Act]; T], b: usize
 fn tile_q4_0_vnni<const T: usize>(wg: &[BlockQ4_0x8], xs: [&[BlockQ8Act]; T]) -> [__m256; T] {
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
-        let s = q4_sums_vnni(&blk.qs, xs, b, core::array::from_fn(|t| _mm256_set1_epi32(-8 * xs[t][b].sum)));
+        let s = q4_sums_vnni(
+            &blk.qs,
+            xs,
+            b,
+            core::array::from_fn(|t| _mm256_set1_epi32(-8 * xs[t][b].sum)),
+        );
         let dw = scales8(&blk.d);
         for t in 0..T {
             let xd = _mm256_set1_ps(xs[t][b].d);
@@ -184,7 +189,11 @@ fn tile_q4_1_vnni<const T: usize>(wg: &[BlockQ4_1x8], xs: [&[BlockQ8Act]; T]) ->
         let (dw, mw) = (scales8(&blk.d), scales8(&blk.m));
         for t in 0..T {
             let xb = &xs[t][b];
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)), acc[t]);
+            acc[t] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(s[t]),
+                _mm256_mul_ps(dw, _mm256_set1_ps(xb.d)),
+                acc[t],
+            );
             acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(xb.s), acc[t]);
         }
     }
