@@ -40,7 +40,7 @@ pub mod opencl;
 pub mod ops;
 #[cfg(feature = "std")]
 pub mod oracle;
-mod os_mem;
+mod os;
 pub mod quant;
 pub mod rope;
 pub mod sampling;

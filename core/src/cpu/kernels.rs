@@ -73,9 +73,6 @@ pub struct Kernels {
     pub vec_dot_f16_f32: fn(&[f16], &[f32]) -> f32,
     pub vec_dot_bf16_f32: fn(&[bf16], &[f32]) -> f32,
     pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
-    /// `y += a · x` (attention's weighted sum of values). Scalar twin:
-    /// `cpu::scalar::vec_mad_f32`.
-    pub vec_mad_f32: fn(&mut [f32], &[f32], f32),
     /// One query head's attention scores over many cache slots, `(q, k, stride, scale,
     /// out)`, and the weighted sum of their value rows, `(w, v, stride, out)`: one call
     /// per head, so a SIMD version keeps the output in registers across slots. Scalar
@@ -124,7 +121,6 @@ impl Kernels {
             vec_dot_f16_f32: dot::vec_dot_f16_f32,
             vec_dot_bf16_f32: dot::vec_dot_bf16_f32,
             vec_dot_f32: dot::vec_dot_f32,
-            vec_mad_f32: scalar::vec_mad_f32,
             attn_scores: scalar::attn_scores,
             attn_values: scalar::attn_values,
             softmax_f32: scalar::softmax,

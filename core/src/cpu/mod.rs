@@ -21,7 +21,6 @@
 //! tokens; `attention` splits heads. Everything else runs on the caller's thread.
 
 pub mod kernels;
-mod os;
 pub mod pool;
 pub mod repack;
 pub mod scalar;
@@ -106,9 +105,8 @@ pub struct CpuBackend {
     row: Vec<f32>,
     /// Activation rows for the x8 kernels (quantized as Q8_1, then converted).
     qa: Vec<BlockQ8Act>,
-    /// Repack eligible weights into the x8 layout at import (`set_repack`).
-    repack: bool,
-    /// Settings read once when the backend was built.
+    /// Settings read once when the backend was built (`repack` already cleared where
+    /// the ISA has no x8 SIMD kernels; `set_repack` changes it).
     opts: CpuOptions,
     /// Bytes of weights repacked at import so far.
     repacked: core::sync::atomic::AtomicU64,
@@ -130,7 +128,8 @@ impl CpuBackend {
         Kernels::for_isa(isa).map(|k| CpuBackend::with_kernels(k, threads))
     }
     fn with_kernels(k: Kernels, threads: usize) -> CpuBackend {
-        let opts = CpuOptions::from_env();
+        let mut opts = CpuOptions::from_env();
+        opts.repack &= k.x8_simd;
         CpuBackend {
             k,
             pool: ThreadPool::new(threads),
@@ -139,7 +138,6 @@ impl CpuBackend {
             scores: Vec::new(),
             row: Vec::new(),
             qa: Vec::new(),
-            repack: k.x8_simd && opts.repack,
             opts,
             repacked: core::sync::atomic::AtomicU64::new(0),
         }
@@ -148,11 +146,11 @@ impl CpuBackend {
     /// (`cpu::repack`). On by default when the ISA has x8 SIMD kernels
     /// (`Kernels::x8_simd`); off keeps every weight in the file's pages, uncopied.
     pub fn set_repack(&mut self, on: bool) {
-        self.repack = on;
+        self.opts.repack = on;
     }
     /// Whether weights are repacked at import (see [`CpuBackend::set_repack`]).
     pub fn repacks(&self) -> bool {
-        self.repack
+        self.opts.repack
     }
     /// Bytes of weights repacked at import so far (each one replaces the same number of
     /// mapped bytes, whose pages are released).
@@ -526,14 +524,14 @@ impl Backend for CpuBackend {
     /// resident memory holds the weight once. Everything else is used in place.
     fn import_weight(&self, region: HostRegion, dtype: DType, shape: Shape) -> Result<CpuBuffer> {
         let d = shape.dims();
-        if !self.repack || d.len() != 2 || !repack::can_repack(dtype, d[0], d[1]) {
+        if !self.opts.repack || d.len() != 2 || !repack::can_repack(dtype, d[0], d[1]) {
             return self.import_host(region);
         }
         let src = region.bytes();
         let mut buf = self.alloc(src.len(), BufferKind::Shared)?;
         let dst = buf.bytes_mut().ok_or(Error::ReadOnly { what: "repack buffer" })?;
         if self.opts.huge_pages {
-            os::advise_huge(dst);
+            crate::os::advise_huge(dst);
         }
         if !repack_par(dtype, d[0], d[1], src, dst, self.pool.threads()) {
             return Err(Error::invalid(alloc::format!(
@@ -547,7 +545,7 @@ impl Backend for CpuBackend {
         self.repacked
             .fetch_add(src.len() as u64, core::sync::atomic::Ordering::Relaxed);
         if region.is_file_mapped() {
-            os::release_pages(src);
+            crate::os::release_pages(src);
         }
         Ok(buf)
     }

@@ -844,25 +844,6 @@ mod x8 {
 }
 
 proptest! {
-    /// `vec_mad_f32` against its scalar twin: one FMA (SIMD) against a multiply and an
-    /// add (scalar) per element, so each element within 2 ulp-scale units of
-    /// `|y| + |a·x|`.
-    #[test]
-    fn mad_f32((y, x) in (0usize..80).prop_flat_map(|n| (float_vals(n..n + 1), float_vals(n..n + 1))), a in -3.0f32..3.0) {
-        let mut want = y.clone();
-        super::scalar::vec_mad_f32(&mut want, &x, a);
-        for k in simd_tables() {
-            let mut got = y.clone();
-            (k.vec_mad_f32)(&mut got, &x, a);
-            for i in 0..y.len() {
-                let tol = 2.0 * eps() * (y[i].abs() + (a * x[i]).abs()) + 1e-30;
-                prop_assert!(close(got[i], want[i], tol), "{} [{i}]: {} vs {}", k.isa.name(), got[i], want[i]);
-            }
-        }
-    }
-}
-
-proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     /// The per-head attention kernels against their scalar twins over random head dims

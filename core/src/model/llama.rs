@@ -157,7 +157,7 @@ pub fn state_bytes(cfg: &LlamaConfig, opts: &RunOptions, logit_rows: usize) -> u
 /// the cache fills (a 46 GB cache for `ctx = 1 000 000` on SmolLM2), or abort.
 fn check_state_fits(cfg: &LlamaConfig, opts: &RunOptions, logit_rows: usize) -> Result<()> {
     let need = state_bytes(cfg, opts, logit_rows);
-    if let Some(avail) = crate::os_mem::available_bytes() {
+    if let Some(avail) = crate::os::available_bytes() {
         if need > avail {
             return Err(Error::invalid(alloc::format!(
                 "the context length (ctx = {}) needs {} MiB for the KV cache and workspace, but only {} MiB of memory is available (MemAvailable in /proc/meminfo); use a shorter context",

@@ -40,7 +40,6 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         vec_dot_f16_f32: dot::vec_dot_f16_f32,
         vec_dot_bf16_f32,
         vec_dot_f32,
-        vec_mad_f32,
         attn_scores,
         attn_values,
         softmax_f32,
@@ -142,10 +141,6 @@ fn attn_values(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
 fn softmax_f32(x: &mut [f32]) {
     // SAFETY: NEON verified.
     unsafe { softmax_f32_impl(x) }
-}
-fn vec_mad_f32(y: &mut [f32], x: &[f32], a: f32) {
-    // SAFETY: NEON verified.
-    unsafe { vec_mad_f32_impl(y, x, a) }
 }
 fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     // SAFETY: NEON verified.

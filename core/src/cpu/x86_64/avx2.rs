@@ -27,7 +27,6 @@ pub(crate) fn kernels() -> Option<Kernels> {
         vec_dot_f16_f32,
         vec_dot_bf16_f32,
         vec_dot_f32,
-        vec_mad_f32,
         attn_scores,
         attn_values,
         softmax_f32,
@@ -104,10 +103,6 @@ pub(super) fn attn_values(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) 
 pub(super) fn softmax_f32(x: &mut [f32]) {
     // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
     unsafe { softmax_f32_impl(x) }
-}
-pub(super) fn vec_mad_f32(y: &mut [f32], x: &[f32], a: f32) {
-    // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
-    unsafe { vec_mad_f32_impl(y, x, a) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

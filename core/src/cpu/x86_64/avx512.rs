@@ -50,7 +50,6 @@ pub(crate) fn kernels() -> Option<Kernels> {
         vec_dot_f16_f32,
         vec_dot_bf16_f32,
         vec_dot_f32,
-        vec_mad_f32: super::avx2::vec_mad_f32,
         attn_scores: super::avx2::attn_scores,
         attn_values: super::avx2::attn_values,
         softmax_f32: super::avx2::softmax_f32,

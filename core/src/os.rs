@@ -1,10 +1,11 @@
-//! The operating-system calls the CPU backend makes, both `madvise` hints around
-//! repacked weights: releasing the pages of a memory-mapped file region it no longer
-//! reads (after repacking a weight), so the process's resident memory holds each weight
-//! once — the file is untouched; a later read of the range (none is made) would fault
-//! the pages back in from it — and asking for transparent huge pages on the repacked
-//! copy (fewer page faults while it is written, fewer TLB misses while decode streams
-//! it).
+//! The operating-system calls of the crate, in one place: how much memory the system
+//! can still give (`MemAvailable` in `/proc/meminfo`, for refusing requests that cannot
+//! fit before they are made, `Llama::new`), and the `madvise` hints around the CPU
+//! backend's repacked weights — releasing the pages of a memory-mapped file region it no
+//! longer reads (after repacking a weight), so resident memory holds each weight once
+//! (the file is untouched; a later read would fault the pages back in from it), and
+//! asking for transparent huge pages on the repacked copy. Elsewhere than Linux/Android,
+//! or without `std`, nothing is known and the hints are no-ops.
 
 /// Drops the whole pages inside `bytes` from this process (`madvise(MADV_DONTNEED)`).
 /// `bytes` must lie in a read-only file mapping (`HostRegion::is_file_mapped`): on
@@ -47,5 +48,40 @@ fn advise(bytes: &[u8], advice: i32) {
             // this process reads them afterwards.
             unsafe { madvise(start as *mut _, end - start, advice) };
         }
+    }
+}
+
+/// `MemAvailable` in bytes, where the system reports it.
+pub(crate) fn available_bytes() -> Option<u64> {
+    #[cfg(all(feature = "std", any(target_os = "linux", target_os = "android")))]
+    {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        parse_meminfo(&text)
+    }
+    #[cfg(not(all(feature = "std", any(target_os = "linux", target_os = "android"))))]
+    {
+        None
+    }
+}
+
+/// The `MemAvailable:` line of a `/proc/meminfo` text, in bytes.
+#[cfg_attr(
+    not(all(feature = "std", any(target_os = "linux", target_os = "android"))),
+    allow(dead_code)
+)]
+fn parse_meminfo(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_mem_available() {
+        let t = "MemTotal:       24576000 kB\nMemFree:         1000 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(super::parse_meminfo(t), Some(20_000_000 * 1024));
+        assert_eq!(super::parse_meminfo("MemTotal: 5 kB\n"), None);
+        assert_eq!(super::parse_meminfo("MemAvailable: lots kB\n"), None);
     }
 }
