@@ -194,8 +194,7 @@ fn image_weight(g: &OpenClBackend, rows: usize, cols: usize, seed: u64) -> ImgWe
 /// One SmolLM2-135M-shaped decode pass after another on the OpenCL backend alone
 /// (30 layers of random Q4_1 weights, each its own buffer as a model file's would be;
 /// Q8_0 tied 49152 × 576 output), with profiling: prints ms per token, the per-kernel
-/// device times and the bytes copied per token. `#[ignore]`d so the suite stays quick;
-/// run it with `--include-ignored decode_profile`.
+/// device times and the bytes copied per token. Run alone with `-- decode_profile`.
 fn decode_profile_smollm2_shapes() {
     use antigravity_core::kv_cache::KvCache;
     let mut opts = OpenClOptions::from_env();
@@ -552,7 +551,7 @@ fn decode_profile_smollm2_shapes() {
 
 /// Prefill matmuls (128 tokens, SmolLM2 FFN shapes, Q4_1 and Q8_0) with the tiled
 /// `mul_mm` kernel and with `mul_mv`, device time per call: the data for the default
-/// `mm_min_tokens`. `#[ignore]`d; run with `--include-ignored prefill_matmul_profile`.
+/// `mm_min_tokens`. Run alone with `-- prefill_matmul_profile`.
 fn prefill_matmul_profile() {
     let n_tok = 128;
     for (kernel, mm_min_tokens) in [("mul_mv", usize::MAX), ("mul_mm", 1)] {
@@ -607,7 +606,7 @@ fn prefill_matmul_profile() {
 /// prefill (wall and in kernels; the first, cold pass separately), tokens/s and the
 /// per-kernel device times — once with
 /// the old per-(head, token) attention kernel and once with `attention_prefill_f32`.
-/// `#[ignore]`d; run it with `--include-ignored prefill_profile`.
+/// Run alone with `-- prefill_profile`.
 /// `ANTIGRAVITY_PROFILE_LAYERS=n` runs fewer layers (a quick look on PoCL).
 fn prefill_profile_smollm2_shapes() {
     use antigravity_core::kv_cache::KvCache;
@@ -794,7 +793,7 @@ fn prefill_profile_smollm2_shapes() {
 
 /// Decode-shaped Q4_0 matmuls (one token; SmolLM2's q/o, k/v, gate/up, down and a
 /// 49152-row output) timed per kernel, buffer kernel vs image kernel on the same device
-/// and weights. `#[ignore]`d: a measurement, not a check (`--include-ignored image_matmul_profile`).
+/// and weights. A measurement, not a check (run alone with `-- image_matmul_profile`).
 fn image_matmul_profile() {
     let Some(mut g) = image_backend(None) else { return };
     let g = &mut g;
