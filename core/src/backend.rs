@@ -227,6 +227,11 @@ pub trait Backend {
         let _ = (dtype, shape);
         self.import_host(region)
     }
+    /// Called by the loaders once every weight of a model is imported. The CPU backend
+    /// releases once more the file pages of the weights it copied (a neighbouring
+    /// tensor's read can map a large page-cache folio back in after a tensor's pages
+    /// were released); the default does nothing.
+    fn finish_import(&self) {}
     fn buffer_len(&self, buf: &Self::Buffer) -> usize;
     fn upload(&self, dst: &mut Self::Buffer, offset: usize, src: &[u8]) -> Result<()>;
     fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [u8]) -> Result<()>;

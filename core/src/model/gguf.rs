@@ -173,5 +173,6 @@ pub fn load<B: Backend>(f: &GgufFile, b: &B) -> Result<(LlamaConfig, Weights<B>)
         out_norm: weight(f, b, "output_norm.weight", 1, dim, &vecs)?,
         output,
     };
+    b.finish_import();
     Ok((cfg, w))
 }
