@@ -253,7 +253,7 @@ fn decode_profile_smollm2_shapes() {
             ]
         })
         .collect();
-    let mut kv = KvCache::new(&g, n_layer, ctx, n_kv, hd, BufferKind::Device).unwrap();
+    let mut kv = KvCache::new(&g, n_layer, ctx, n_kv, hd, DType::F32, BufferKind::Device).unwrap();
     let a = |g: &OpenClBackend, n: usize| g.alloc(n * 4, BufferKind::Device).unwrap();
     let (mut x, mut xb, mut q, mut att) = (a(&g, dim), a(&g, dim), a(&g, dim), a(&g, dim));
     let (mut hb, mut hb2, mut hb3, mut logits) = (a(&g, ffn), a(&g, ffn), a(&g, ffn), a(&g, vocab));
@@ -692,7 +692,7 @@ fn prefill_profile_smollm2_shapes() {
             .iter()
             .map(|l| l.iter().map(|h| imp(&g, h)).collect())
             .collect();
-        let mut kv = KvCache::new(&g, n_layer, n_tok, n_kv, hd, BufferKind::Device).unwrap();
+        let mut kv = KvCache::new(&g, n_layer, n_tok, n_kv, hd, DType::F32, BufferKind::Device).unwrap();
         let a = |g: &OpenClBackend, n: usize| g.alloc(n * 4, BufferKind::Device).unwrap();
         let (mut x, mut xb, mut xb2) = (a(&g, n_tok * dim), a(&g, n_tok * dim), a(&g, n_tok * dim));
         let (mut q, mut att) = (a(&g, n_tok * dim), a(&g, n_tok * dim));

@@ -143,6 +143,10 @@ pub struct AttnParams {
 pub struct Capabilities {
     /// Weight dtypes `matmul` and `get_rows` accept.
     pub weight_dtypes: &'static [DType],
+    /// KV-cache dtypes (`RunOptions::kv_type`): what `attention` reads as keys and values,
+    /// and what the K/V projections (`matmul`) and `rope` write into the cache; the first
+    /// is the default (`RunOptions::kv_type = None`).
+    pub kv_dtypes: &'static [DType],
     /// Host and device share memory (zero-copy `Shared` buffers and imported weights).
     pub unified_memory: bool,
     /// Ops complete before returning (no queue).

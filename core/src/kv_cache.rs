@@ -1,7 +1,8 @@
 //! The KV cache: preallocated per layer, written in place by the K/V projections.
 //!
 //! Layout, per layer: `k` and `v` are each one backend buffer of
-//! `(capacity, n_kv_head, head_dim)` f32 — one *slot* per cached token. Keys are stored
+//! `(capacity, n_kv_head, head_dim)` elements of the cache dtype (f32, or f16 where the
+//! backend reads it: `--kv-type f16`) — one *slot* per cached token. Keys are stored
 //! already rotated (RoPE applied at the token's absolute position), so attention reads
 //! slots without knowing positions.
 //!
@@ -33,6 +34,8 @@ pub struct KvCache<B: Backend> {
     capacity: usize,
     n_kv_head: usize,
     head_dim: usize,
+    /// Element type of `k` and `v`.
+    dtype: DType,
     /// Slots in use (`0..len`).
     len: usize,
     /// Absolute position of the token in each used slot.
@@ -47,10 +50,17 @@ impl<B: Backend> KvCache<B> {
         capacity: usize,
         n_kv_head: usize,
         head_dim: usize,
+        dtype: DType,
         kind: BufferKind,
     ) -> Result<Self> {
+        if !matches!(dtype, DType::F32 | DType::F16) {
+            return Err(Error::invalid(alloc::format!(
+                "KV cache: dtype {} is not a cache type (f32, f16)",
+                dtype.name()
+            )));
+        }
         let bytes = capacity
-            .checked_mul(n_kv_head * head_dim * DType::F32.block_bytes())
+            .checked_mul(n_kv_head * head_dim * dtype.block_bytes())
             .ok_or_else(|| Error::invalid("KV cache size overflows"))?;
         let mut layers = Vec::with_capacity(n_layer);
         for _ in 0..n_layer {
@@ -64,6 +74,7 @@ impl<B: Backend> KvCache<B> {
             capacity,
             n_kv_head,
             head_dim,
+            dtype,
             len: 0,
             positions: Vec::with_capacity(capacity),
         })
@@ -80,7 +91,15 @@ impl<B: Backend> KvCache<B> {
     }
     /// Bytes held by the cache (K and V, all layers).
     pub fn bytes(&self) -> usize {
-        2 * self.layers.len() * self.capacity * self.n_kv_head * self.head_dim * 4
+        2 * self.layers.len() * self.capacity * self.row_bytes()
+    }
+    /// Bytes one cached token takes (K and V, all layers).
+    pub fn bytes_per_token(&self) -> usize {
+        2 * self.layers.len() * self.row_bytes()
+    }
+    /// Element type of the keys and values.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
     /// Absolute positions of the used slots.
     pub fn positions(&self) -> &[u32] {
@@ -91,7 +110,7 @@ impl<B: Backend> KvCache<B> {
         self.positions.last().map_or(0, |&p| p as usize + 1)
     }
     fn row_bytes(&self) -> usize {
-        self.n_kv_head * self.head_dim * 4
+        self.n_kv_head * self.head_dim * self.dtype.block_bytes()
     }
     fn shape(&self) -> Shape {
         Shape::d3(self.capacity, self.n_kv_head, self.head_dim)
@@ -101,8 +120,8 @@ impl<B: Backend> KvCache<B> {
     pub fn views(&self, l: usize) -> (TensorRef<'_, B>, TensorRef<'_, B>) {
         let layer = &self.layers[l];
         (
-            TensorRef::new(&layer.k, 0, DType::F32, self.shape()),
-            TensorRef::new(&layer.v, 0, DType::F32, self.shape()),
+            TensorRef::new(&layer.k, 0, self.dtype, self.shape()),
+            TensorRef::new(&layer.v, 0, self.dtype, self.shape()),
         )
     }
 
@@ -111,8 +130,8 @@ impl<B: Backend> KvCache<B> {
         let shape = self.shape();
         let layer = &mut self.layers[l];
         (
-            TensorMut::new(&mut layer.k, 0, DType::F32, shape),
-            TensorMut::new(&mut layer.v, 0, DType::F32, shape),
+            TensorMut::new(&mut layer.k, 0, self.dtype, shape),
+            TensorMut::new(&mut layer.v, 0, self.dtype, shape),
         )
     }
 
@@ -123,8 +142,8 @@ impl<B: Backend> KvCache<B> {
         let shape = Shape::d2(n, self.n_kv_head * self.head_dim);
         let layer = &mut self.layers[l];
         (
-            TensorMut::new(&mut layer.k, off, DType::F32, shape),
-            TensorMut::new(&mut layer.v, off, DType::F32, shape),
+            TensorMut::new(&mut layer.k, off, self.dtype, shape),
+            TensorMut::new(&mut layer.v, off, self.dtype, shape),
         )
     }
 

@@ -55,6 +55,15 @@ fn chk_mut<B: Backend + ?Sized>(b: &B, op: &'static str, what: &'static str, t: 
     bounds(b, op, what, t.buf, t.offset, t.dtype, t.shape)
 }
 
+/// `got` is f32, or one of the backend's KV-cache dtypes (a tensor that lives in the
+/// cache: the K/V projections' output, the keys RoPE rotates, attention's keys and values).
+fn want_f32_or_kv<B: Backend + ?Sized>(b: &B, op: &'static str, what: &'static str, got: DType) -> Result<()> {
+    if got == DType::F32 || b.capabilities().kv_dtypes.contains(&got) {
+        return Ok(());
+    }
+    Err(Error::DType { op, what, dtype: got })
+}
+
 fn want_dtype(op: &'static str, what: &'static str, got: DType, want: DType) -> Result<()> {
     if got != want {
         return Err(Error::DType { op, what, dtype: got });
@@ -150,7 +159,7 @@ pub fn matmul<B: Backend + ?Sized>(
     x: TensorRef<'_, B>,
     y: TensorMut<'_, B>,
 ) -> Result<()> {
-    check_matmul(b, "matmul", &w, &x, &y)?;
+    check_matmul_to(b, "matmul", &w, &x, &y, true)?;
     b.matmul(w, x, y)
 }
 
@@ -161,12 +170,29 @@ fn check_matmul<B: Backend + ?Sized>(
     x: &TensorRef<'_, B>,
     y: &TensorMut<'_, B>,
 ) -> Result<()> {
+    check_matmul_to(b, op, w, x, y, false)
+}
+
+/// As [`check_matmul`]; `into_cache`: `y` may also be a KV-cache dtype (the K/V
+/// projections write the cache directly).
+fn check_matmul_to<B: Backend + ?Sized>(
+    b: &B,
+    op: &'static str,
+    w: &TensorRef<'_, B>,
+    x: &TensorRef<'_, B>,
+    y: &TensorMut<'_, B>,
+    into_cache: bool,
+) -> Result<()> {
     chk_ref(b, op, "w", w)?;
     chk_ref(b, op, "x", x)?;
     chk_mut(b, op, "y", y)?;
     weight_dtype(b, op, w.dtype)?;
     want_dtype(op, "x", x.dtype, DType::F32)?;
-    want_dtype(op, "y", y.dtype, DType::F32)?;
+    if into_cache {
+        want_f32_or_kv(b, op, "y", y.dtype)?;
+    } else {
+        want_dtype(op, "y", y.dtype, DType::F32)?;
+    }
     if w.shape.rank() != 2 {
         return Err(Error::Shape {
             op,
@@ -253,7 +279,7 @@ fn check_rope<B: Backend + ?Sized>(
 ) -> Result<()> {
     chk_mut(b, op, "x", x)?;
     chk_ref(b, op, "inv_freq", inv_freq)?;
-    want_dtype(op, "x", x.dtype, DType::F32)?;
+    want_f32_or_kv(b, op, "x", x.dtype)?;
     want_dtype(op, "inv_freq", inv_freq.dtype, DType::F32)?;
     if x.shape.rank() != 3 || !x.shape.row_len().is_multiple_of(2) {
         return Err(Error::Shape {
@@ -293,9 +319,11 @@ fn check_attention<B: Backend + ?Sized>(
     chk_ref(b, op, "k", k)?;
     chk_ref(b, op, "v", v)?;
     chk_mut(b, op, "out", out)?;
-    for (what, t) in [("q", q.dtype), ("k", k.dtype), ("v", v.dtype), ("out", out.dtype)] {
+    for (what, t) in [("q", q.dtype), ("out", out.dtype)] {
         want_dtype(op, what, t, DType::F32)?;
     }
+    want_f32_or_kv(b, op, "k", k.dtype)?;
+    want_dtype(op, "v", v.dtype, k.dtype)?;
     if p.n_kv_head == 0 || !p.n_head.is_multiple_of(p.n_kv_head) {
         return Err(Error::invalid(format!(
             "{op}: n_head {} is not a multiple of n_kv_head {}",
@@ -447,8 +475,9 @@ pub fn rms_norm_matmul3<B: Backend + ?Sized>(
 ) -> Result<()> {
     const OP: &str = "rms_norm_matmul3";
     check_rms_norm(b, OP, &x, &norm_w, &xn)?;
-    for (w, y) in ws.iter().zip(&ys) {
-        check_matmul(b, OP, w, &xn.as_ref(), y)?;
+    for (i, (w, y)) in ws.iter().zip(&ys).enumerate() {
+        // Q is f32; K and V go to the cache, in its dtype.
+        check_matmul_to(b, OP, w, &xn.as_ref(), y, i > 0)?;
     }
     b.rms_norm_matmul3(x, norm_w, eps, xn, ws, ys)
 }
@@ -532,9 +561,9 @@ fn check_block<B: Backend + ?Sized>(
     )?;
     // (check_attention has bounded n_past + n by the capacity, so the slot views fit.)
     let k_new = kv.k.rows_mut(a.n_past, n, kv_row);
-    check_matmul(b, OP, &w.wk, &xn, &k_new)?;
+    check_matmul_to(b, OP, &w.wk, &xn, &k_new, true)?;
     check_rope(b, OP, &k_new.reshape(Shape::d3(n, a.n_kv_head, a.head_dim)), inv_freq)?;
-    check_matmul(b, OP, &w.wv, &xn, &kv.v.rows_mut(a.n_past, n, kv_row))?;
+    check_matmul_to(b, OP, &w.wv, &xn, &kv.v.rows_mut(a.n_past, n, kv_row), true)?;
     check_matmul(b, OP, &w.wo, &s.att.as_ref(), &s.tmp)?;
     check_matmul(b, OP, &w.wo, &s.att.as_ref(), x)?;
     check_matmul(b, OP, &w.w_gate, &xn, &s.gate)?;

@@ -324,6 +324,9 @@ fn load<B: Backend>(src: &Source<'_>, be: B, corrupt: Option<Corruption>, all_lo
             ctx,
             max_batch: 64,
             all_logits,
+            // The references check f32 math to ~1e-11; an f16 cache (the CPU default)
+            // rounds keys and values at 2^-11. Its cost is measured in docs/testing.md.
+            kv_type: Some(crate::dtype::DType::F32),
         },
     )
 }

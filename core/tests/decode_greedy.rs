@@ -25,6 +25,7 @@ fn tiny<B: Backend>(be: B) -> Llama<B> {
             ctx: 64,
             max_batch: 16,
             all_logits: false,
+            ..RunOptions::default()
         },
     )
     .unwrap()

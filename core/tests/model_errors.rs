@@ -66,6 +66,7 @@ fn load(bytes: Vec<u8>) -> antigravity_core::Result<Llama<CpuBackend>> {
             ctx: 16,
             max_batch: 8,
             all_logits: false,
+            ..RunOptions::default()
         },
     )
 }

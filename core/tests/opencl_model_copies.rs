@@ -49,6 +49,7 @@ fn weights_zero_copy_or_once_and_only_logits_per_token() {
             ctx: 64,
             max_batch: 16,
             all_logits: false,
+            ..RunOptions::default()
         },
     )
     .unwrap();

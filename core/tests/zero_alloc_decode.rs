@@ -49,7 +49,10 @@ fn counted<T>(f: impl FnOnce() -> T) -> (T, usize) {
 #[test]
 fn prefill_and_decode_allocate_nothing() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../oracle/models/tiny-untied");
-    for wtype in [DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::F16, DType::F32] {
+    let cases = [DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::F16, DType::F32]
+        .into_iter()
+        .flat_map(|w| [(w, DType::F16), (w, DType::F32)]);
+    for (wtype, kv_type) in cases {
         let be = CpuBackend::new();
         let (cfg, w) = model::hf::load(&dir, &be, wtype).unwrap();
         let mut m = Llama::new(
@@ -60,6 +63,7 @@ fn prefill_and_decode_allocate_nothing() {
                 ctx: 256,
                 max_batch: 16,
                 all_logits: false,
+                kv_type: Some(kv_type),
             },
         )
         .unwrap();
@@ -69,7 +73,7 @@ fn prefill_and_decode_allocate_nothing() {
         let prompt: Vec<u32> = (0..40).map(|i| (i * 7 % 300) as u32).collect(); // 3 chunks of ≤ 16
         let (r, n) = counted(|| m.forward(&prompt).map(|_| ()));
         r.unwrap();
-        assert_eq!(n, 0, "{wtype}: prefill allocated {n} times");
+        assert_eq!(n, 0, "{wtype}, {kv_type} cache: prefill allocated {n} times");
         let (r, n) = counted(|| {
             for t in 0..50u32 {
                 m.forward(&[t % 300])?;
@@ -77,6 +81,6 @@ fn prefill_and_decode_allocate_nothing() {
             Ok::<(), antigravity_core::Error>(())
         });
         r.unwrap();
-        assert_eq!(n, 0, "{wtype}: 50 decode steps allocated {n} times");
+        assert_eq!(n, 0, "{wtype}, {kv_type} cache: 50 decode steps allocated {n} times");
     }
 }

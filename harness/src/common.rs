@@ -47,6 +47,29 @@ pub struct ModelArgs {
     /// Context length (KV-cache capacity) in tokens.
     #[arg(long, default_value_t = 2048, value_parser = at_least_one, allow_negative_numbers = true)]
     pub ctx: usize,
+    /// KV-cache element type; auto: f16 on the CPU (half the memory of f32), f32 on
+    /// OpenCL (the only type its kernels read so far).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub kv_type: KvTypeArg,
+}
+
+/// `--kv-type`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvTypeArg {
+    Auto,
+    F32,
+    F16,
+}
+
+impl KvTypeArg {
+    /// `None` for auto: the backend's first choice.
+    pub fn dtype(self) -> Option<DType> {
+        match self {
+            KvTypeArg::Auto => None,
+            KvTypeArg::F32 => Some(DType::F32),
+            KvTypeArg::F16 => Some(DType::F16),
+        }
+    }
 }
 
 fn parse_weights(s: &str) -> Result<DType, String> {

@@ -111,6 +111,7 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
             })
             .min(a.model.ctx),
         all_logits: false,
+        kv_type: a.model.kv_type.dtype(),
     };
     a.model.with_session(opts, t0, Gen(a))
 }
@@ -245,6 +246,8 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
             "synthetic": s.synthetic,
             "peak_rss_bytes": peak_rss_bytes(),
             "kv_cache_bytes": s.model.kv.bytes(),
+            "kv_type": s.model.kv.dtype().name(),
+            "kv_bytes_per_token": s.model.kv.bytes_per_token(),
             "copied_bytes_load": s.copied_load.to_device + s.copied_load.to_host,
             "copied_bytes_per_token": per_token,
             "argmax_on_device": on_device,

@@ -37,6 +37,7 @@ pub fn run(a: &LogitsArgs, t0: Instant) -> Result<()> {
         ctx: a.model.ctx,
         max_batch: 64,
         all_logits: true,
+        kv_type: a.model.kv_type.dtype(),
     };
     a.model.with_session(opts, t0, Logits(a))
 }

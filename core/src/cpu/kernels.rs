@@ -79,6 +79,10 @@ pub struct Kernels {
     /// twins: `cpu::scalar::attn_scores`, `attn_values`.
     pub attn_scores: fn(&[f32], &[f32], usize, f32, &mut [f32]),
     pub attn_values: fn(&[f32], &[f32], usize, &mut [f32]),
+    /// The same over an f16 cache (`--kv-type f16`; keys and values widened exactly).
+    /// Scalar twins: `cpu::scalar::attn_scores_f16`, `attn_values_f16`.
+    pub attn_scores_f16: fn(&[f32], &[f16], usize, f32, &mut [f32]),
+    pub attn_values_f16: fn(&[f32], &[f16], usize, &mut [f32]),
     /// In-place softmax of one row (attention's scores). Scalar twin:
     /// `cpu::scalar::softmax` (libm `expf`); SIMD versions use a polynomial `exp`
     /// within a few ulp of it.
@@ -123,6 +127,8 @@ impl Kernels {
             vec_dot_f32: dot::vec_dot_f32,
             attn_scores: scalar::attn_scores,
             attn_values: scalar::attn_values,
+            attn_scores_f16: scalar::attn_scores_f16,
+            attn_values_f16: scalar::attn_values_f16,
             softmax_f32: scalar::softmax,
             gemv_q4_0_q8_0: scalar::gemv_q4_0_q8_0,
             gemv_q4_1_q8_1: scalar::gemv_q4_1_q8_1,

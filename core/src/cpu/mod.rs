@@ -474,6 +474,161 @@ fn grow<T: Clone + Zeroable>(v: &mut Vec<T>, n: usize) {
     }
 }
 
+impl CpuBackend {
+    /// `ys = xs · wᵀ` for the `xs.len() / n_in` activation rows in `xs` (`matmul`'s body).
+    fn matmul_f32(&mut self, w: TensorRef<'_, Self>, xs: &[f32], ys: &mut [f32]) -> Result<()> {
+        let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
+        let n_tok = xs.len() / n_in.max(1);
+        let wb = view(&w);
+        let nb = n_in / 32;
+        let k = self.k;
+        let pool = &mut self.pool;
+        const UNRESERVED: &str = "matmul: scratch not reserved for this batch (call reserve)";
+        if w.buf.x8 {
+            if w.offset != 0 {
+                return Err(Error::invalid(
+                    "matmul: a repacked (x8) weight is used whole, not at an offset",
+                ));
+            }
+            if self.q8_1.len() < n_tok * nb || self.qa.len() < n_tok * nb {
+                return Err(Error::invalid(UNRESERVED));
+            }
+            let (xq, qa) = (&mut self.q8_1[..n_tok * nb], &mut self.qa[..n_tok * nb]);
+            quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_1);
+            repack::act_from_q8_1(xq, qa);
+            let qa = &*qa;
+            match w.dtype {
+                DType::Q4_0 => matmul_x8(
+                    pool,
+                    bytemuck::cast_slice::<_, BlockQ4_0x8>(wb),
+                    qa,
+                    ys,
+                    n_out,
+                    n_tok,
+                    nb,
+                    k.gemm_q4_0x8,
+                ),
+                DType::Q4_1 => matmul_x8(
+                    pool,
+                    bytemuck::cast_slice::<_, BlockQ4_1x8>(wb),
+                    qa,
+                    ys,
+                    n_out,
+                    n_tok,
+                    nb,
+                    k.gemm_q4_1x8,
+                ),
+                DType::Q8_0 => matmul_x8(
+                    pool,
+                    bytemuck::cast_slice::<_, BlockQ8_0x8>(wb),
+                    qa,
+                    ys,
+                    n_out,
+                    n_tok,
+                    nb,
+                    k.gemm_q8_0x8,
+                ),
+                other => {
+                    return Err(Error::DType {
+                        op: "matmul",
+                        what: "repacked weight",
+                        dtype: other,
+                    })
+                }
+            }
+            return Ok(());
+        }
+        match w.dtype {
+            DType::Q4_0 | DType::Q8_0 => {
+                if self.q8_0.len() < n_tok * nb {
+                    return Err(Error::invalid(UNRESERVED));
+                }
+                let xq = &mut self.q8_0[..n_tok * nb];
+                quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_0);
+                if w.dtype == DType::Q4_0 {
+                    let wq: &[BlockQ4_0] = bytemuck::cast_slice(wb);
+                    if n_tok >= GEMM_MIN_TOK {
+                        matmul_gemm(pool, wq, xq, ys, n_out, n_tok, nb, k.gemm_q4_0_q8_0);
+                    } else {
+                        matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q4_0_q8_0);
+                    }
+                } else {
+                    let wq: &[BlockQ8_0] = bytemuck::cast_slice(wb);
+                    matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q8_0_q8_0);
+                }
+            }
+            DType::Q4_1 => {
+                if self.q8_1.len() < n_tok * nb {
+                    return Err(Error::invalid(UNRESERVED));
+                }
+                let xq = &mut self.q8_1[..n_tok * nb];
+                quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_1);
+                let wq: &[BlockQ4_1] = bytemuck::cast_slice(wb);
+                matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q4_1_q8_1);
+            }
+            DType::F32 => matmul_par(pool, f32s(wb), xs, ys, n_out, n_tok, n_in, &|w, x, y| {
+                scalar::gemv(w, x, y, k.vec_dot_f32)
+            }),
+            DType::F16 => {
+                let wf: &[f16] = bytemuck::cast_slice(wb);
+                matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, &|w, x, y| {
+                    scalar::gemv(w, x, y, k.vec_dot_f16_f32)
+                })
+            }
+            DType::BF16 => {
+                let wf: &[bf16] = bytemuck::cast_slice(wb);
+                matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, &|w, x, y| {
+                    scalar::gemv(w, x, y, k.vec_dot_bf16_f32)
+                })
+            }
+            DType::Q8_1 => {
+                return Err(Error::DType {
+                    op: "matmul",
+                    what: "weight",
+                    dtype: DType::Q8_1,
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Attention over a cache of `T` (f32 or f16): one pool task per query head (its column
+/// tile of `out`, `[n_tok, n_head * hd]`, and its own row of `scores`), or the serial
+/// reference when `scores` was reserved without `n_head`.
+#[allow(clippy::too_many_arguments)]
+fn attention_on<T: scalar::KvScalar>(
+    pool: &mut ThreadPool,
+    scores: &mut [f32],
+    qs: &[f32],
+    ks: &[T],
+    vs: &[T],
+    os: &mut [f32],
+    p: AttnParams,
+    n_tok: usize,
+    scores_fn: scalar::ScoresFn<T>,
+    values_fn: scalar::ValuesFn<T>,
+    softmax_fn: fn(&mut [f32]),
+) {
+    let ctx = p.n_past + n_tok;
+    if scores.len() < ctx * p.n_head {
+        scalar::attention(qs, ks, vs, os, scores, p, n_tok, scores_fn, values_fn);
+        return;
+    }
+    let grid = Grid {
+        rows: n_tok,
+        cols: p.n_head * p.head_dim,
+        row_tile: n_tok.max(1),
+        col_tile: p.head_dim.max(1),
+    };
+    pool.run_tiles(os, grid, scores, ctx, &|mut tile, sc| {
+        let h = tile.cols().start / p.head_dim;
+        for t in tile.rows() {
+            scalar::attend_one(qs, ks, vs, p, t, h, sc, tile.row(t), scores_fn, values_fn, softmax_fn);
+        }
+    });
+}
+
 impl Backend for CpuBackend {
     type Buffer = CpuBuffer;
 
@@ -493,6 +648,7 @@ impl Backend for CpuBackend {
                 DType::Q4_1,
                 DType::Q8_0,
             ],
+            kv_dtypes: &[DType::F16, DType::F32],
             unified_memory: true,
             synchronous: true,
         }
@@ -671,122 +827,37 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    /// `y` is f32, or f16 for the K/V projections writing an f16 cache: those run a few
+    /// tokens at a time into the f32 `row` scratch and are rounded to f16 once (RoPE then
+    /// widens, rotates and rounds the keys again).
     fn matmul(&mut self, w: TensorRef<'_, Self>, x: TensorRef<'_, Self>, y: TensorMut<'_, Self>) -> Result<()> {
-        let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
-        let n_tok = x.shape.rows();
-        let wb = view(&w);
         let xs = f32s(view(&x));
-        let ys = f32s_mut(view_mut(y)?);
-        let nb = n_in / 32;
-        let k = self.k;
-        let pool = &mut self.pool;
-        const UNRESERVED: &str = "matmul: scratch not reserved for this batch (call reserve)";
-        if w.buf.x8 {
-            if w.offset != 0 {
-                return Err(Error::invalid(
-                    "matmul: a repacked (x8) weight is used whole, not at an offset",
-                ));
-            }
-            if self.q8_1.len() < n_tok * nb || self.qa.len() < n_tok * nb {
-                return Err(Error::invalid(UNRESERVED));
-            }
-            let (xq, qa) = (&mut self.q8_1[..n_tok * nb], &mut self.qa[..n_tok * nb]);
-            quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_1);
-            repack::act_from_q8_1(xq, qa);
-            let qa = &*qa;
-            match w.dtype {
-                DType::Q4_0 => matmul_x8(
-                    pool,
-                    bytemuck::cast_slice::<_, BlockQ4_0x8>(wb),
-                    qa,
-                    ys,
-                    n_out,
-                    n_tok,
-                    nb,
-                    k.gemm_q4_0x8,
-                ),
-                DType::Q4_1 => matmul_x8(
-                    pool,
-                    bytemuck::cast_slice::<_, BlockQ4_1x8>(wb),
-                    qa,
-                    ys,
-                    n_out,
-                    n_tok,
-                    nb,
-                    k.gemm_q4_1x8,
-                ),
-                DType::Q8_0 => matmul_x8(
-                    pool,
-                    bytemuck::cast_slice::<_, BlockQ8_0x8>(wb),
-                    qa,
-                    ys,
-                    n_out,
-                    n_tok,
-                    nb,
-                    k.gemm_q8_0x8,
-                ),
-                other => {
-                    return Err(Error::DType {
-                        op: "matmul",
-                        what: "repacked weight",
-                        dtype: other,
-                    })
-                }
-            }
-            return Ok(());
+        if y.dtype != DType::F16 {
+            return self.matmul_f32(w, xs, f32s_mut(view_mut(y)?));
         }
-        match w.dtype {
-            DType::Q4_0 | DType::Q8_0 => {
-                if self.q8_0.len() < n_tok * nb {
-                    return Err(Error::invalid(UNRESERVED));
-                }
-                let xq = &mut self.q8_0[..n_tok * nb];
-                quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_0);
-                if w.dtype == DType::Q4_0 {
-                    let wq: &[BlockQ4_0] = bytemuck::cast_slice(wb);
-                    if n_tok >= GEMM_MIN_TOK {
-                        matmul_gemm(pool, wq, xq, ys, n_out, n_tok, nb, k.gemm_q4_0_q8_0);
-                    } else {
-                        matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q4_0_q8_0);
-                    }
-                } else {
-                    let wq: &[BlockQ8_0] = bytemuck::cast_slice(wb);
-                    matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q8_0_q8_0);
-                }
+        let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
+        let mut row = core::mem::take(&mut self.row);
+        if row.len() < n_out {
+            self.row = row;
+            return Err(Error::invalid(
+                "matmul: scratch not reserved for an f16 output (call reserve)",
+            ));
+        }
+        let ys: &mut [f16] = bytemuck::cast_slice_mut(view_mut(y)?);
+        let chunk = row.len() / n_out;
+        let mut res = Ok(());
+        for (xc, yc) in xs.chunks(chunk * n_in).zip(ys.chunks_mut(chunk * n_out)) {
+            let r = &mut row[..yc.len()];
+            res = self.matmul_f32(w, xc, r);
+            if res.is_err() {
+                break;
             }
-            DType::Q4_1 => {
-                if self.q8_1.len() < n_tok * nb {
-                    return Err(Error::invalid(UNRESERVED));
-                }
-                let xq = &mut self.q8_1[..n_tok * nb];
-                quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_1);
-                let wq: &[BlockQ4_1] = bytemuck::cast_slice(wb);
-                matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q4_1_q8_1);
-            }
-            DType::F32 => matmul_par(pool, f32s(wb), xs, ys, n_out, n_tok, n_in, &|w, x, y| {
-                scalar::gemv(w, x, y, k.vec_dot_f32)
-            }),
-            DType::F16 => {
-                let wf: &[f16] = bytemuck::cast_slice(wb);
-                matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, &|w, x, y| {
-                    scalar::gemv(w, x, y, k.vec_dot_f16_f32)
-                })
-            }
-            DType::BF16 => {
-                let wf: &[bf16] = bytemuck::cast_slice(wb);
-                matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, &|w, x, y| {
-                    scalar::gemv(w, x, y, k.vec_dot_bf16_f32)
-                })
-            }
-            DType::Q8_1 => {
-                return Err(Error::DType {
-                    op: "matmul",
-                    what: "weight",
-                    dtype: DType::Q8_1,
-                })
+            for (o, &v) in yc.iter_mut().zip(r.iter()) {
+                *o = f16::from_f32(v);
             }
         }
-        Ok(())
+        self.row = row;
+        res
     }
 
     fn rms_norm(
@@ -815,6 +886,25 @@ impl Backend for CpuBackend {
         let d = x.shape.dims();
         let (n_tok, n_heads, hd) = (d[0], d[1], d[2]);
         let f = f32s(view(&inv_freq));
+        if x.dtype == DType::F16 {
+            // Keys of an f16 cache: each head widened into `row`, rotated, rounded back.
+            let xs: &mut [f16] = bytemuck::cast_slice_mut(view_mut(x)?);
+            let tmp = self
+                .row
+                .get_mut(..hd)
+                .ok_or_else(|| Error::invalid("rope: scratch not reserved for an f16 input (call reserve)"))?;
+            for (i, head) in xs.chunks_exact_mut(hd).enumerate() {
+                let pos = (pos0 + i / n_heads) as f32;
+                for (o, h) in tmp.iter_mut().zip(head.iter()) {
+                    *o = h.to_f32();
+                }
+                scalar::rope_head(tmp, f, pos, style);
+                for (h, &o) in head.iter_mut().zip(tmp.iter()) {
+                    *h = f16::from_f32(o);
+                }
+            }
+            return Ok(());
+        }
         let xs = f32s_mut(view_mut(x)?);
         for t in 0..n_tok {
             let pos = (pos0 + t) as f32;
@@ -841,40 +931,43 @@ impl Backend for CpuBackend {
                 "attention: scratch not reserved for this context (call reserve)",
             ));
         }
-        let (qs, ks, vs) = (f32s(view(&q)), f32s(view(&k)), f32s(view(&v)));
+        let qs = f32s(view(&q));
         let os = f32s_mut(view_mut(out)?);
-        if self.scores.len() < ctx * p.n_head {
-            // Reserved without `n_head`: one scores row only, so heads run in turn.
-            scalar::attention(qs, ks, vs, os, &mut self.scores, p, n_tok);
-            return Ok(());
-        }
         let kern = self.k;
-        // One task per query head: its column tile of `out` ([n_tok, n_head * hd]) and
-        // its own row of `scores`.
-        let grid = Grid {
-            rows: n_tok,
-            cols: p.n_head * p.head_dim,
-            row_tile: n_tok.max(1),
-            col_tile: p.head_dim.max(1),
-        };
-        self.pool.run_tiles(os, grid, &mut self.scores, ctx, &|mut tile, sc| {
-            let h = tile.cols().start / p.head_dim;
-            for t in tile.rows() {
-                scalar::attend_one(
+        match k.dtype {
+            DType::F16 => {
+                let (ks, vs): (&[f16], &[f16]) = (bytemuck::cast_slice(view(&k)), bytemuck::cast_slice(view(&v)));
+                attention_on(
+                    &mut self.pool,
+                    &mut self.scores,
                     qs,
                     ks,
                     vs,
+                    os,
                     p,
-                    t,
-                    h,
-                    sc,
-                    tile.row(t),
+                    n_tok,
+                    kern.attn_scores_f16,
+                    kern.attn_values_f16,
+                    kern.softmax_f32,
+                );
+            }
+            _ => {
+                let (ks, vs) = (f32s(view(&k)), f32s(view(&v)));
+                attention_on(
+                    &mut self.pool,
+                    &mut self.scores,
+                    qs,
+                    ks,
+                    vs,
+                    os,
+                    p,
+                    n_tok,
                     kern.attn_scores,
                     kern.attn_values,
                     kern.softmax_f32,
                 );
             }
-        });
+        }
         Ok(())
     }
 

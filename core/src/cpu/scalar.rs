@@ -129,14 +129,47 @@ pub fn swiglu(g: &[f32], u: &[f32], out: &mut [f32]) {
     }
 }
 
+/// A KV-cache element: f32, or f16 widened exactly to f32 (`--kv-type f16`).
+pub trait KvScalar: Copy + Send + Sync + 'static {
+    fn f32(self) -> f32;
+}
+impl KvScalar for f32 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self
+    }
+}
+impl KvScalar for half::f16 {
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+/// One query head's scores over cache slots (`attn_scores`-shaped, cache element `T`).
+pub type ScoresFn<T> = fn(&[f32], &[T], usize, f32, &mut [f32]);
+/// The weighted sum of value rows (`attn_values`-shaped, cache element `T`).
+pub type ValuesFn<T> = fn(&[f32], &[T], usize, &mut [f32]);
+
 /// Causal GQA attention; see `Backend::attention`. `scores` holds ≥ n_past + n_tok.
 /// The serial reference: every (token, head) pair through [`attend_one`].
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], scores: &mut [f32], p: AttnParams, n_tok: usize) {
+#[allow(clippy::too_many_arguments)]
+pub fn attention<T: KvScalar>(
+    q: &[f32],
+    k: &[T],
+    v: &[T],
+    out: &mut [f32],
+    scores: &mut [f32],
+    p: AttnParams,
+    n_tok: usize,
+    scores_fn: ScoresFn<T>,
+    values_fn: ValuesFn<T>,
+) {
     let hd = p.head_dim;
     for t in 0..n_tok {
         for h in 0..p.n_head {
             let oh = &mut out[(t * p.n_head + h) * hd..][..hd];
-            attend_one(q, k, v, p, t, h, scores, oh, attn_scores, attn_values, softmax);
+            attend_one(q, k, v, p, t, h, scores, oh, scores_fn, values_fn, softmax);
         }
     }
 }
@@ -144,17 +177,17 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], out: &mut [f32], scores: &mut 
 /// Attention of query head `h` of batch token `t` over cache slots `0..=n_past + t`,
 /// written to `oh` (`head_dim` floats). `scores` holds ≥ n_past + t + 1.
 #[allow(clippy::too_many_arguments)]
-pub fn attend_one(
+pub fn attend_one<T>(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[T],
+    v: &[T],
     p: AttnParams,
     t: usize,
     h: usize,
     scores: &mut [f32],
     oh: &mut [f32],
-    scores_fn: fn(&[f32], &[f32], usize, f32, &mut [f32]),
-    values_fn: fn(&[f32], &[f32], usize, &mut [f32]),
+    scores_fn: ScoresFn<T>,
+    values_fn: ValuesFn<T>,
     softmax_fn: fn(&mut [f32]),
 ) {
     let hd = p.head_dim;
@@ -178,6 +211,13 @@ pub fn attn_scores(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [f
     }
 }
 
+/// [`attn_scores`] over an f16 cache (each key widened exactly to f32, then as there).
+pub fn attn_scores_f16(q: &[f32], k: &[half::f16], stride: usize, scale: f32, out: &mut [f32]) {
+    for (s, o) in out.iter_mut().enumerate() {
+        *o = crate::quant::dot::vec_dot_f16_f32(&k[s * stride..][..q.len()], q) * scale;
+    }
+}
+
 /// The weighted sum of value rows: `out = Σ_s w[s] · v_s` with
 /// `v_s = v[s·stride..][..out.len()]`, slots in order.
 pub fn attn_values(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
@@ -185,6 +225,17 @@ pub fn attn_values(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
     let n = out.len();
     for (s, &ws) in w.iter().enumerate() {
         vec_mad_f32(out, &v[s * stride..][..n], ws);
+    }
+}
+
+/// [`attn_values`] over an f16 cache.
+pub fn attn_values_f16(w: &[f32], v: &[half::f16], stride: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    let n = out.len();
+    for (s, &ws) in w.iter().enumerate() {
+        for (o, x) in out.iter_mut().zip(&v[s * stride..][..n]) {
+            *o += ws * x.to_f32();
+        }
     }
 }
 

@@ -671,9 +671,154 @@ mod backend {
             }
             let mut serial = vec![0f32; q.len()];
             let mut scores = vec![0f32; cap];
-            crate::cpu::scalar::attention(&q, &k, &v, &mut serial, &mut scores, p, n_tok);
+            crate::cpu::scalar::attention(
+                &q,
+                &k,
+                &v,
+                &mut serial,
+                &mut scores,
+                p,
+                n_tok,
+                crate::cpu::scalar::attn_scores,
+                crate::cpu::scalar::attn_values,
+            );
             for o in &outs {
                 assert_eq!(o, &serial);
+            }
+        }
+    }
+
+    /// The f16 cache path of every ISA: K/V projections written as f16 are the f32
+    /// outputs rounded once; RoPE on f16 keys is the f32 rotation of the widened keys,
+    /// rounded; attention over an f16 cache equals attention over the widened cache
+    /// (exactly on the scalar table, within the attention proptest's bound elsewhere).
+    #[test]
+    fn f16_cache_ops_match_f32() {
+        let mut rng = Lcg(29);
+        let (n_out, n_in, n_tok) = (48, 64, 11);
+        let w = rng.vec(n_out * n_in);
+        let x = rng.vec(n_tok * n_in);
+        for isa in Isa::ALL.into_iter().filter(|&i| CpuBackend::with_isa(i).is_some()) {
+            let mut b = CpuBackend::with_threads(isa, 2).unwrap();
+            // Matmul into f16, a few tokens per chunk (max_row 100 < n_tok · n_out).
+            b.reserve(Reservation {
+                max_tokens: n_tok,
+                max_row: 100,
+                max_ctx: 16,
+                n_head: 4,
+            })
+            .unwrap();
+            let want = run_matmul(&mut b, DType::F32, bytemuck::cast_slice(&w), &x, n_out, n_in, n_tok);
+            b.reserve(Reservation {
+                max_tokens: n_tok,
+                max_row: 100,
+                max_ctx: 16,
+                n_head: 4,
+            })
+            .unwrap();
+            let (wb, xb) = (buf(&b, bytemuck::cast_slice(&w)), buf(&b, bytemuck::cast_slice(&x)));
+            let mut yb = b.alloc(n_tok * n_out * 2, BufferKind::Shared).unwrap();
+            ops::matmul(
+                &mut b,
+                TensorRef::new(&wb, 0, DType::F32, Shape::d2(n_out, n_in)),
+                TensorRef::new(&xb, 0, DType::F32, Shape::d2(n_tok, n_in)),
+                TensorMut::new(&mut yb, 0, DType::F16, Shape::d2(n_tok, n_out)),
+            )
+            .unwrap();
+            let mut y16 = vec![half::f16::ZERO; n_tok * n_out];
+            b.download(&yb, 0, bytemuck::cast_slice_mut(&mut y16)).unwrap();
+            let rounded: Vec<half::f16> = want.iter().map(|&v| half::f16::from_f32(v)).collect();
+            assert_eq!(y16, rounded, "{}: f16 matmul output", isa.name());
+
+            // RoPE on f16 keys: [n_tok, 3 heads, 16].
+            let (heads, hd) = (3, 16);
+            let freqs: Vec<f32> = (0..hd / 2).map(|i| 1.0 / 100f32.powf(i as f32 / 8.0)).collect();
+            let fb = buf(&b, bytemuck::cast_slice(&freqs));
+            let k32: Vec<f32> = rng
+                .vec(n_tok * heads * hd)
+                .iter()
+                .map(|&v| half::f16::from_f32(v).to_f32())
+                .collect();
+            let k16: Vec<half::f16> = k32.iter().map(|&v| half::f16::from_f32(v)).collect();
+            let mut kb32 = buf(&b, bytemuck::cast_slice(&k32));
+            let mut kb16 = buf(&b, bytemuck::cast_slice(&k16));
+            for (kb, dt) in [(&mut kb32, DType::F32), (&mut kb16, DType::F16)] {
+                ops::rope(
+                    &mut b,
+                    TensorMut::new(kb, 0, dt, Shape::d3(n_tok, heads, hd)),
+                    TensorRef::new(&fb, 0, DType::F32, Shape::d1(hd / 2)),
+                    5,
+                    crate::backend::RopeStyle::Adjacent,
+                )
+                .unwrap();
+            }
+            let mut r32 = vec![0f32; k32.len()];
+            let mut r16 = vec![half::f16::ZERO; k16.len()];
+            b.download(&kb32, 0, bytemuck::cast_slice_mut(&mut r32)).unwrap();
+            b.download(&kb16, 0, bytemuck::cast_slice_mut(&mut r16)).unwrap();
+            let want16: Vec<half::f16> = r32.iter().map(|&v| half::f16::from_f32(v)).collect();
+            assert_eq!(r16, want16, "{}: f16 rope", isa.name());
+
+            // Attention: 4 query heads over 2 KV heads, 7 cached + 3 new tokens.
+            let (n_head, n_kv, cap, nt) = (4, 2, 16, 3);
+            let p = AttnParams {
+                n_head,
+                n_kv_head: n_kv,
+                head_dim: hd,
+                scale: 0.25,
+                n_past: 7,
+            };
+            let q = rng.vec(nt * n_head * hd);
+            let kc: Vec<half::f16> = rng
+                .vec(cap * n_kv * hd)
+                .iter()
+                .map(|&v| half::f16::from_f32(v))
+                .collect();
+            let vc: Vec<half::f16> = rng
+                .vec(cap * n_kv * hd)
+                .iter()
+                .map(|&v| half::f16::from_f32(v))
+                .collect();
+            let (k32, v32): (Vec<f32>, Vec<f32>) = (
+                kc.iter().map(|h| h.to_f32()).collect(),
+                vc.iter().map(|h| h.to_f32()).collect(),
+            );
+            let qb = buf(&b, bytemuck::cast_slice(&q));
+            let mut outs = Vec::new();
+            for (kb, vb, dt) in [
+                (
+                    buf(&b, bytemuck::cast_slice(&k32)),
+                    buf(&b, bytemuck::cast_slice(&v32)),
+                    DType::F32,
+                ),
+                (
+                    buf(&b, bytemuck::cast_slice(&kc)),
+                    buf(&b, bytemuck::cast_slice(&vc)),
+                    DType::F16,
+                ),
+            ] {
+                let mut ob = b.alloc(q.len() * 4, BufferKind::Shared).unwrap();
+                ops::attention(
+                    &mut b,
+                    TensorRef::new(&qb, 0, DType::F32, Shape::d3(nt, n_head, hd)),
+                    TensorRef::new(&kb, 0, dt, Shape::d3(cap, n_kv, hd)),
+                    TensorRef::new(&vb, 0, dt, Shape::d3(cap, n_kv, hd)),
+                    p,
+                    TensorMut::new(&mut ob, 0, DType::F32, Shape::d3(nt, n_head, hd)),
+                )
+                .unwrap();
+                let mut o = vec![0f32; q.len()];
+                b.download(&ob, 0, bytemuck::cast_slice_mut(&mut o)).unwrap();
+                outs.push(o);
+            }
+            for (i, (a, c)) in outs[0].iter().zip(&outs[1]).enumerate() {
+                // Outputs are convex mixes of values in [-1, 1]: |err| ≲ (ctx + hd + 64) · ε.
+                let tol = if isa == Isa::Scalar { 0.0 } else { 200.0 * f32::EPSILON };
+                assert!(
+                    (a - c).abs() <= tol,
+                    "{}: attention [{i}] f32 {a} vs f16 {c}",
+                    isa.name()
+                );
             }
         }
     }
@@ -867,6 +1012,48 @@ proptest! {
             let (mut s1, mut v1) = (vec![f32::NAN; n], vec![f32::NAN; hd]);
             (k.attn_scores)(&q, &kv, stride, 0.125, &mut s1);
             (k.attn_values)(&w, &kv, stride, &mut v1);
+            for s in 0..n {
+                let mag: f32 = (0..hd).map(|i| (q[i] * kv[s * stride + i]).abs()).sum::<f32>() * 0.125;
+                prop_assert!(close(s1[s], s0[s], (hd as f32 + 64.0) * eps() * mag + 1e-30), "{} score {s}: {} vs {}", k.isa.name(), s1[s], s0[s]);
+            }
+            for i in 0..hd {
+                let mag: f32 = (0..n).map(|s| (w[s] * kv[s * stride + i]).abs()).sum();
+                prop_assert!(close(v1[i], v0[i], (n as f32 + 64.0) * eps() * mag + 1e-30), "{} value {i}: {} vs {}", k.isa.name(), v1[i], v0[i]);
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The f16-cache attention kernels: the scalar twins equal the f32 scalar kernels on
+    /// the widened cache bit for bit (widening is exact, the sums run in the same order);
+    /// every SIMD table within the f32 kernels' bound of them.
+    #[test]
+    fn attn_kernels_f16(
+        (hd, n, pad) in (1usize..140, 1usize..40, 0usize..9),
+        seed in any::<u64>(),
+    ) {
+        let stride = hd + pad;
+        let mut st = seed | 1;
+        let mut rnd = move || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; ((st >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0 };
+        let q: Vec<f32> = (0..hd).map(|_| rnd()).collect();
+        let kv16: Vec<half::f16> = (0..n * stride).map(|_| half::f16::from_f32(rnd())).collect();
+        let kv: Vec<f32> = kv16.iter().map(|h| h.to_f32()).collect();
+        let w: Vec<f32> = (0..n).map(|_| rnd().abs()).collect();
+        let (mut s0, mut v0) = (vec![0f32; n], vec![0f32; hd]);
+        super::scalar::attn_scores(&q, &kv, stride, 0.125, &mut s0);
+        super::scalar::attn_values(&w, &kv, stride, &mut v0);
+        let (mut s16, mut v16) = (vec![f32::NAN; n], vec![f32::NAN; hd]);
+        super::scalar::attn_scores_f16(&q, &kv16, stride, 0.125, &mut s16);
+        super::scalar::attn_values_f16(&w, &kv16, stride, &mut v16);
+        prop_assert_eq!(&s16, &s0);
+        prop_assert_eq!(&v16, &v0);
+        for k in simd_tables() {
+            let (mut s1, mut v1) = (vec![f32::NAN; n], vec![f32::NAN; hd]);
+            (k.attn_scores_f16)(&q, &kv16, stride, 0.125, &mut s1);
+            (k.attn_values_f16)(&w, &kv16, stride, &mut v1);
             for s in 0..n {
                 let mag: f32 = (0..hd).map(|i| (q[i] * kv[s * stride + i]).abs()).sum::<f32>() * 0.125;
                 prop_assert!(close(s1[s], s0[s], (hd as f32 + 64.0) * eps() * mag + 1e-30), "{} score {s}: {} vs {}", k.isa.name(), s1[s], s0[s]);

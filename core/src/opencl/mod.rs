@@ -237,6 +237,7 @@ impl Backend for OpenClBackend {
                 DType::Q4_1,
                 DType::Q8_0,
             ],
+            kv_dtypes: &[DType::F32],
             unified_memory: self.info.unified_memory,
             synchronous: false,
         }

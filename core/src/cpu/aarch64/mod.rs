@@ -11,8 +11,8 @@
 //!   pairwise-accumulates into i32 (`sadalp`); dotprod uses `sdot` (four i8·i8 products
 //!   into an i32 lane, exact), through `asm!` because `vdotq_s32` is not stable Rust.
 //! * `gemv_*`: four weight rows per step sharing each activation block's loads.
-//! * f32 and bf16 dots are vectorized; the f16 dot uses the scalar twin (the f16 vector
-//!   types and `vcvt_f32_f16` are not stable Rust).
+//! * f32, f16 and bf16 dots are vectorized; f16 is widened by `fcvtl` in inline asm
+//!   (the f16 vector types and `vcvt_f32_f16` are not stable Rust).
 //! * x8 layouts (`cpu::repack`): `repack.rs`, `smull`-based and `sdot`-based.
 //! * `Isa::NeonI8mm` (`smmla`) is not implemented: `kernels(NeonI8mm)` returns `None`.
 
@@ -23,7 +23,7 @@ mod repack;
 use half::{bf16, f16};
 
 use super::kernels::{Isa, Kernels};
-use crate::quant::{self, dot, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
 /// The table for a NEON-family `isa`, or `None` when the CPU lacks it (or for i8mm,
 /// which has no kernels yet).
@@ -37,11 +37,13 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         vec_dot_q4_0_q8_0: vec_dot_q4_0_q8_0_neon,
         vec_dot_q4_1_q8_1: vec_dot_q4_1_q8_1_neon,
         vec_dot_q8_0_q8_0: vec_dot_q8_0_q8_0_neon,
-        vec_dot_f16_f32: dot::vec_dot_f16_f32,
+        vec_dot_f16_f32,
         vec_dot_bf16_f32,
         vec_dot_f32,
         attn_scores,
         attn_values,
+        attn_scores_f16,
+        attn_values_f16,
         softmax_f32,
         gemv_q4_0_q8_0: gemv_q4_0_q8_0_neon,
         gemv_q4_1_q8_1: gemv_q4_1_q8_1_neon,
@@ -137,6 +139,18 @@ fn attn_scores(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [f32])
 fn attn_values(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
     // SAFETY: NEON verified.
     unsafe { attn_values_impl(w, v, stride, out) }
+}
+fn attn_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
+    // SAFETY: NEON verified.
+    unsafe { attn_scores_impl(q, k, stride, scale, out) }
+}
+fn attn_values_f16(w: &[f32], v: &[f16], stride: usize, out: &mut [f32]) {
+    // SAFETY: NEON verified.
+    unsafe { attn_values_impl(w, v, stride, out) }
+}
+fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
+    // SAFETY: NEON verified.
+    unsafe { vec_dot_f16_f32_impl(x, y) }
 }
 fn softmax_f32(x: &mut [f32]) {
     // SAFETY: NEON verified.
@@ -460,25 +474,76 @@ gemv4!(
     dot_q8_0_dot
 );
 
+/// A KV-cache (or weight) element the float kernels read: f32 as stored, f16 widened by
+/// `fcvtl` (base AdvSIMD, exact). Only used inside this file's NEON functions.
+trait Lane4: Copy {
+    /// `x[i..i + 4]` as f32.
+    fn ld4(x: &[Self], i: usize) -> float32x4_t;
+    fn f32(self) -> f32;
+}
+impl Lane4 for f32 {
+    #[inline(always)]
+    fn ld4(x: &[f32], i: usize) -> float32x4_t {
+        let s = &x[i..i + 4];
+        // SAFETY: 4 readable f32 (bounds checked); NEON verified before any caller runs.
+        unsafe { vld1q_f32(s.as_ptr()) }
+    }
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self
+    }
+}
+impl Lane4 for f16 {
+    #[inline(always)]
+    fn ld4(x: &[f16], i: usize) -> float32x4_t {
+        let s = &x[i..i + 4];
+        // SAFETY: 4 readable f16 (bounds checked), loaded as their bits; NEON verified.
+        let h: uint16x4_t = unsafe { vld1_u16(s.as_ptr().cast()) };
+        let out: float32x4_t;
+        // SAFETY: `fcvtl` (f16 → f32, base AdvSIMD) reads and writes registers only.
+        unsafe {
+            core::arch::asm!("fcvtl {o:v}.4s, {h:v}.4h", o = lateout(vreg) out, h = in(vreg) h,
+                options(pure, nomem, nostack, preserves_flags))
+        };
+        out
+    }
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self.to_f32()
+    }
+}
+
 #[target_feature(enable = "neon")]
 fn vec_dot_f32_impl(x: &[f32], y: &[f32]) -> f32 {
+    dot_impl(x, y)
+}
+
+#[target_feature(enable = "neon")]
+fn vec_dot_f16_f32_impl(x: &[f16], y: &[f32]) -> f32 {
+    dot_impl(x, y)
+}
+
+/// `Σ x·y`, four accumulators of four lanes, then the tail in order.
+#[inline]
+#[target_feature(enable = "neon")]
+fn dot_impl<T: Lane4>(x: &[T], y: &[f32]) -> f32 {
     debug_assert_eq!(x.len(), y.len());
     let n = x.len().min(y.len());
     let mut acc = [vdupq_n_f32(0.0); 4];
     let mut i = 0;
     while i + 16 <= n {
         for (k, a) in acc.iter_mut().enumerate() {
-            *a = vfmaq_f32(*a, ld_f32(x, i + 4 * k), ld_f32(y, i + 4 * k));
+            *a = vfmaq_f32(*a, T::ld4(x, i + 4 * k), ld_f32(y, i + 4 * k));
         }
         i += 16;
     }
     while i + 4 <= n {
-        acc[0] = vfmaq_f32(acc[0], ld_f32(x, i), ld_f32(y, i));
+        acc[0] = vfmaq_f32(acc[0], T::ld4(x, i), ld_f32(y, i));
         i += 4;
     }
     let mut s = vaddvq_f32(vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3])));
     while i < n {
-        s += x[i] * y[i];
+        s += x[i].f32() * y[i];
         i += 1;
     }
     s
@@ -542,10 +607,10 @@ fn softmax_f32_impl(x: &mut [f32]) {
 }
 
 #[target_feature(enable = "neon")]
-fn attn_scores_impl(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+fn attn_scores_impl<T: Lane4>(q: &[f32], k: &[T], stride: usize, scale: f32, out: &mut [f32]) {
     let hd = q.len();
     for (s, o) in out.iter_mut().enumerate() {
-        *o = vec_dot_f32_impl(q, &k[s * stride..][..hd]) * scale;
+        *o = dot_impl(&k[s * stride..][..hd], q) * scale;
     }
 }
 
@@ -553,12 +618,12 @@ fn attn_scores_impl(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [
 /// slots, stored once.
 #[inline]
 #[target_feature(enable = "neon")]
-fn attn_values_cols<const N: usize>(w: &[f32], v: &[f32], stride: usize, c0: usize, out: &mut [f32]) {
+fn attn_values_cols<T: Lane4, const N: usize>(w: &[f32], v: &[T], stride: usize, c0: usize, out: &mut [f32]) {
     let mut acc = [vdupq_n_f32(0.0); N];
     for (s, &ws) in w.iter().enumerate() {
         let row = &v[s * stride + c0..][..4 * N];
         for (j, a) in acc.iter_mut().enumerate() {
-            *a = vfmaq_n_f32(*a, ld_f32(row, 4 * j), ws);
+            *a = vfmaq_n_f32(*a, T::ld4(row, 4 * j), ws);
         }
     }
     for (j, a) in acc.iter().enumerate() {
@@ -569,43 +634,26 @@ fn attn_values_cols<const N: usize>(w: &[f32], v: &[f32], stride: usize, c0: usi
 }
 
 #[target_feature(enable = "neon")]
-fn attn_values_impl(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+fn attn_values_impl<T: Lane4>(w: &[f32], v: &[T], stride: usize, out: &mut [f32]) {
     let hd = out.len();
     if !hd.is_multiple_of(16) {
         out.fill(0.0);
         for (s, &ws) in w.iter().enumerate() {
-            vec_mad_f32_impl(out, &v[s * stride..][..hd], ws);
+            for (o, x) in out.iter_mut().zip(&v[s * stride..][..hd]) {
+                *o += ws * x.f32();
+            }
         }
         return;
     }
     let mut c0 = 0;
     while c0 < hd {
         match ((hd - c0) / 16).min(4) {
-            4 => attn_values_cols::<16>(w, v, stride, c0, out),
-            3 => attn_values_cols::<12>(w, v, stride, c0, out),
-            2 => attn_values_cols::<8>(w, v, stride, c0, out),
-            _ => attn_values_cols::<4>(w, v, stride, c0, out),
+            4 => attn_values_cols::<T, 16>(w, v, stride, c0, out),
+            3 => attn_values_cols::<T, 12>(w, v, stride, c0, out),
+            2 => attn_values_cols::<T, 8>(w, v, stride, c0, out),
+            _ => attn_values_cols::<T, 4>(w, v, stride, c0, out),
         }
         c0 += 64;
-    }
-}
-
-#[target_feature(enable = "neon")]
-fn vec_mad_f32_impl(y: &mut [f32], x: &[f32], a: f32) {
-    debug_assert_eq!(x.len(), y.len());
-    let n = x.len().min(y.len());
-    let av = vdupq_n_f32(a);
-    let mut i = 0;
-    while i + 4 <= n {
-        let r = vfmaq_f32(ld_f32(y, i), av, ld_f32(x, i));
-        let ys = &mut y[i..i + 4];
-        // SAFETY: `ys` holds 4 f32; unaligned store.
-        unsafe { vst1q_f32(ys.as_mut_ptr(), r) };
-        i += 4;
-    }
-    while i < n {
-        y[i] += a * x[i];
-        i += 1;
     }
 }
 

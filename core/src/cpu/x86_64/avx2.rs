@@ -10,6 +10,7 @@ use super::{
     store32,
 };
 use crate::cpu::kernels::{Isa, Kernels};
+use crate::cpu::scalar::KvScalar;
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
 /// The AVX2 table, or `None` when the CPU lacks AVX2, FMA or F16C.
@@ -29,6 +30,8 @@ pub(crate) fn kernels() -> Option<Kernels> {
         vec_dot_f32,
         attn_scores,
         attn_values,
+        attn_scores_f16,
+        attn_values_f16,
         softmax_f32,
         gemv_q4_0_q8_0,
         gemv_q4_1_q8_1,
@@ -97,6 +100,14 @@ pub(super) fn attn_scores(q: &[f32], k: &[f32], stride: usize, scale: f32, out: 
     unsafe { attn_scores_impl(q, k, stride, scale, out) }
 }
 pub(super) fn attn_values(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { attn_values_impl(w, v, stride, out) }
+}
+pub(super) fn attn_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, out: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { attn_scores_impl(q, k, stride, scale, out) }
+}
+pub(super) fn attn_values_f16(w: &[f32], v: &[f16], stride: usize, out: &mut [f32]) {
     // SAFETY: as above.
     unsafe { attn_values_impl(w, v, stride, out) }
 }
@@ -423,29 +434,45 @@ fn vec_dot_bf16_f32_impl(x: &[bf16], y: &[f32]) -> f32 {
     )
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-fn vec_mad_f32_impl(y: &mut [f32], x: &[f32], a: f32) {
-    debug_assert_eq!(x.len(), y.len());
-    let n = x.len().min(y.len());
-    let av = _mm256_set1_ps(a);
-    let mut i = 0;
-    while i + 8 <= n {
-        let (xs, ys) = (&x[i..i + 8], &mut y[i..i + 8]);
-        // SAFETY: both slices hold 8 f32 (bounds checked above); unaligned loads/stores.
-        unsafe {
-            let r = _mm256_fmadd_ps(av, _mm256_loadu_ps(xs.as_ptr()), _mm256_loadu_ps(ys.as_ptr()));
-            _mm256_storeu_ps(ys.as_mut_ptr(), r);
-        }
-        i += 8;
+/// A KV-cache element the attention kernels read: f32 as stored, f16 widened by F16C
+/// (exact). Only used inside the AVX2 + F16C functions of this file.
+pub(super) trait KvLane: Copy {
+    /// `x[i..i + 8]` as f32.
+    fn load8(x: &[Self], i: usize) -> __m256;
+    /// `Σ q·k` (the dot of the scores' tail slots).
+    fn dot(q: &[f32], k: &[Self]) -> f32;
+}
+impl KvLane for f32 {
+    #[inline(always)]
+    fn load8(x: &[f32], i: usize) -> __m256 {
+        let s = &x[i..i + 8];
+        // SAFETY: 8 readable f32 (bounds checked above); unaligned load. Reached only from
+        // this file's AVX2 functions, behind the table's feature check.
+        unsafe { _mm256_loadu_ps(s.as_ptr()) }
     }
-    while i < n {
-        y[i] += a * x[i];
-        i += 1;
+    #[inline(always)]
+    fn dot(q: &[f32], k: &[f32]) -> f32 {
+        // SAFETY: as above (AVX2/FMA/F16C verified before any caller runs).
+        unsafe { vec_dot_f32_impl(q, k) }
+    }
+}
+impl KvLane for f16 {
+    #[inline(always)]
+    fn load8(x: &[f16], i: usize) -> __m256 {
+        let s = &x[i..i + 8];
+        // SAFETY: 8 readable f16 (bounds checked above); unaligned load; F16C verified
+        // before any caller runs.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(s.as_ptr().cast())) }
+    }
+    #[inline(always)]
+    fn dot(q: &[f32], k: &[f16]) -> f32 {
+        // SAFETY: as above.
+        unsafe { vec_dot_f16_f32_impl(k, q) }
     }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn attn_scores_impl(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [f32]) {
+fn attn_scores_impl<T: KvLane>(q: &[f32], k: &[T], stride: usize, scale: f32, out: &mut [f32]) {
     let hd = q.len();
     let n = out.len();
     let mut s = 0;
@@ -457,7 +484,7 @@ fn attn_scores_impl(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [
             for i in (0..hd).step_by(8) {
                 let qv = load_ps8(q, i);
                 for (r, a) in acc.iter_mut().enumerate() {
-                    *a = _mm256_fmadd_ps(qv, load_ps8(&k[(s + r) * stride..][..hd], i), *a);
+                    *a = _mm256_fmadd_ps(qv, T::load8(&k[(s + r) * stride..][..hd], i), *a);
                 }
             }
             let t0 = _mm256_hadd_ps(acc[0], acc[1]);
@@ -476,7 +503,7 @@ fn attn_scores_impl(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [
         }
     }
     for (j, o) in out.iter_mut().enumerate().skip(s) {
-        *o = vec_dot_f32_impl(q, &k[j * stride..][..hd]) * scale;
+        *o = T::dot(q, &k[j * stride..][..hd]) * scale;
     }
 }
 
@@ -484,13 +511,13 @@ fn attn_scores_impl(q: &[f32], k: &[f32], stride: usize, scale: f32, out: &mut [
 /// slots, stored once.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn attn_values_cols<const N: usize>(w: &[f32], v: &[f32], stride: usize, c0: usize, out: &mut [f32]) {
+fn attn_values_cols<T: KvLane, const N: usize>(w: &[f32], v: &[T], stride: usize, c0: usize, out: &mut [f32]) {
     let mut acc = [_mm256_setzero_ps(); N];
     for (s, &ws) in w.iter().enumerate() {
         let row = &v[s * stride + c0..][..8 * N];
         let wv = _mm256_set1_ps(ws);
         for (j, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_fmadd_ps(wv, load_ps8(row, 8 * j), *a);
+            *a = _mm256_fmadd_ps(wv, T::load8(row, 8 * j), *a);
         }
     }
     let o = &mut out[c0..c0 + 8 * N];
@@ -502,26 +529,28 @@ fn attn_values_cols<const N: usize>(w: &[f32], v: &[f32], stride: usize, c0: usi
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn attn_values_impl(w: &[f32], v: &[f32], stride: usize, out: &mut [f32]) {
+fn attn_values_impl<T: KvLane + KvScalar>(w: &[f32], v: &[T], stride: usize, out: &mut [f32]) {
     let hd = out.len();
     if !hd.is_multiple_of(8) {
         out.fill(0.0);
         for (s, &ws) in w.iter().enumerate() {
-            vec_mad_f32_impl(out, &v[s * stride..][..hd], ws);
+            for (o, &x) in out.iter_mut().zip(&v[s * stride..][..hd]) {
+                *o += ws * x.f32();
+            }
         }
         return;
     }
     let mut c0 = 0;
     while c0 < hd {
         match ((hd - c0) / 8).min(8) {
-            8 => attn_values_cols::<8>(w, v, stride, c0, out),
-            7 => attn_values_cols::<7>(w, v, stride, c0, out),
-            6 => attn_values_cols::<6>(w, v, stride, c0, out),
-            5 => attn_values_cols::<5>(w, v, stride, c0, out),
-            4 => attn_values_cols::<4>(w, v, stride, c0, out),
-            3 => attn_values_cols::<3>(w, v, stride, c0, out),
-            2 => attn_values_cols::<2>(w, v, stride, c0, out),
-            _ => attn_values_cols::<1>(w, v, stride, c0, out),
+            8 => attn_values_cols::<T, 8>(w, v, stride, c0, out),
+            7 => attn_values_cols::<T, 7>(w, v, stride, c0, out),
+            6 => attn_values_cols::<T, 6>(w, v, stride, c0, out),
+            5 => attn_values_cols::<T, 5>(w, v, stride, c0, out),
+            4 => attn_values_cols::<T, 4>(w, v, stride, c0, out),
+            3 => attn_values_cols::<T, 3>(w, v, stride, c0, out),
+            2 => attn_values_cols::<T, 2>(w, v, stride, c0, out),
+            _ => attn_values_cols::<T, 1>(w, v, stride, c0, out),
         }
         c0 += 64;
     }

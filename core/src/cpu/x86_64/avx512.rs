@@ -52,6 +52,8 @@ pub(crate) fn kernels() -> Option<Kernels> {
         vec_dot_f32,
         attn_scores: super::avx2::attn_scores,
         attn_values: super::avx2::attn_values,
+        attn_scores_f16: super::avx2::attn_scores_f16,
+        attn_values_f16: super::avx2::attn_values_f16,
         softmax_f32: super::avx2::softmax_f32,
         // Measured: the AVX2 four-row kernels beat row loops over the 512-bit dots on
         // this class of core (see docs/perf-notes.md); the table reuses them.
