@@ -750,7 +750,7 @@ fn fused_ops_match_composition() {
 /// Also the fused head (`llama_head_f32`).
 #[test]
 fn block_kernel_matches_composition() {
-    use antigravity_core::backend::llama_block_composed;
+    use antigravity_core::model::llama::llama_block as llama_block_composed;
     // (n_head, n_kv): GQA groups of 2 (pow2) and 3 (SmolLM2's, stage B's units serve
     // a whole group), MHA, and 8 heads on one KV head (stage B's largest unit, GMAX).
     // The first configuration runs every grid; the others 2 work-groups.
@@ -994,7 +994,8 @@ fn block_kernel_matches_composition() {
 /// weights (dtypes rotate through every supported one) and cache.
 #[test]
 fn block_kernel_all_layers_match_per_layer() {
-    use antigravity_core::backend::{llama_block_composed, LayerFn};
+    use antigravity_core::backend::LayerFn;
+    use antigravity_core::model::llama::llama_block as llama_block_composed;
     let (dim, n_head, n_kv, hd, ffn, cap, n_layer) = (128, 4, 2, 32, 256, 96, 5);
     let (qd, kvd) = (n_head * hd, n_kv * hd);
     let mut opts = OpenClOptions::from_env();

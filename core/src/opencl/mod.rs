@@ -419,7 +419,7 @@ impl Backend for OpenClBackend {
         if self.block_one(&x, &w, &kv, &inv_freq, &p, &s)? {
             return Ok(());
         }
-        crate::backend::llama_block_composed(self, x, w, kv, inv_freq, p, s, &mut |_, _, _| {})
+        crate::model::llama::llama_block(self, x, w, kv, inv_freq, p, s, &mut |_, _, _| {})
     }
 
     fn llama_blocks(
