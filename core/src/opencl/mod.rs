@@ -33,7 +33,7 @@
 //!
 //! Numerics: f32 everywhere, f32 accumulation. Quantized matmuls keep activations in f32
 //! (the CPU backend quantizes them to Q8_0/Q8_1 first), so the two backends differ at
-//! the ~1e-5 normalized-MSE level; `core/tests/opencl_conformance.rs` states every limit.
+//! the ~1e-5 normalized-MSE level; `core/tests/conformance.rs` states every limit.
 
 mod block;
 mod buffer;
