@@ -674,28 +674,15 @@ pub fn llama_block<B: Backend + ?Sized>(
 
     // q, k = rope(q), rope(k) at positions pos0..pos0 + n          (n, heads, head_dim)
     marks(b, OpKind::Rope, true);
-    ops::rope_qk(
-        b,
-        q.reborrow().reshape(heads),
-        k.reshape(kv_heads),
-        inv_freq,
-        p.pos0,
-        p.style,
-    )?;
+    let (q_heads, k_heads) = (q.reborrow().reshape(heads), k.reshape(kv_heads));
+    ops::rope_qk(b, q_heads, k_heads, inv_freq, p.pos0, p.style)?;
     marks(b, OpKind::Rope, false);
 
     // att = softmax(q · Kᵀ · scale, causal) · V over cache slots 0..=n_past + t;
     // query head h reads KV head h / (n_head / n_kv_head)                 (n, q_dim)
     marks(b, OpKind::Attention, true);
-    let (k_all, v_all) = (k_cache.as_ref(), v_cache.as_ref());
-    ops::attention(
-        b,
-        q.as_ref().reshape(heads),
-        k_all,
-        v_all,
-        a,
-        att.reborrow().reshape(heads),
-    )?;
+    let (q_heads, att_heads) = (q.as_ref().reshape(heads), att.reborrow().reshape(heads));
+    ops::attention(b, q_heads, k_cache.as_ref(), v_cache.as_ref(), a, att_heads)?;
     marks(b, OpKind::Attention, false);
 
     // x += att · Woᵀ                                                       (n, dim)
@@ -706,15 +693,14 @@ pub fn llama_block<B: Backend + ?Sized>(
     // ---- feed-forward ----
     // xn = rms_norm(x) · ffn_norm; act = silu(xn · Wgateᵀ) ⊙ (xn · Wupᵀ)  (n, ffn_dim)
     marks(b, OpKind::MatmulFfn, true);
-    let (w_gate, w_up) = (w.w_gate, w.w_up);
     ops::rms_norm_matmul_swiglu(
         b,
         x.as_ref(),
         w.ffn_norm,
         p.eps,
         xn,
-        w_gate,
-        w_up,
+        w.w_gate,
+        w.w_up,
         gate,
         up,
         act.reborrow(),
