@@ -64,7 +64,7 @@ if command -v qemu-aarch64 >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/
     cargo test --release -p antigravity-core --target aarch64-unknown-linux-gnu
     note "again on a plain-NEON CPU (qemu -cpu cortex-a53: no dotprod/i8mm): kernels, ops, oracle"
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu -cpu cortex-a53" \
-        cargo test --release -p antigravity-core --target aarch64-unknown-linux-gnu --lib --test oracle --test backend_ops
+        cargo test --release -p antigravity-core --target aarch64-unknown-linux-gnu --lib --test oracle --test conformance
 else
     echo "SKIP: aarch64 cross toolchain or qemu-aarch64 missing (see docs/build.md)"
 fi

@@ -1,7 +1,7 @@
 //! OpenCL speed profiles: decode and prefill passes of SmolLM2-135M shapes and the
 //! prefill / image-path matmuls, timed by device events. Measurements, not checks (the
-//! checks are `core/tests/opencl_conformance.rs`, where these lived as `#[ignore]`d
-//! tests); they print, and assert only that outputs are finite.
+//! checks are `core/tests/conformance.rs`; these lived as `#[ignore]`d tests in the
+//! former `opencl_conformance.rs`); they print, and assert only that outputs are finite.
 //!
 //! `cargo bench -p antigravity-core --features opencl --bench opencl_profiles -- [NAME…]`
 //! runs the profiles whose names contain a NAME (all four without one):

@@ -420,8 +420,9 @@ pub trait Backend {
     /// One whole pre-norm Llama block on the residual stream `x` ([n_tok, dim] f32, updated
     /// in place): `x += Wo · attention(rope(Wq·xn), rope(Wk·xn) → cache, Wv·xn → cache)`
     /// with `xn = rms_norm(x) · attn_norm`, then `x += Wdown · (silu(Wgate·xn) · (Wup·xn))`
-    /// with `xn = rms_norm(x) · ffn_norm`. The default composes the ops above
-    /// ([`llama_block_composed`]); a GPU backend may run it as one launch.
+    /// with `xn = rms_norm(x) · ffn_norm`. The default is the model's canonical
+    /// composition of the ops above ([`crate::model::llama::llama_block`]); a GPU backend
+    /// may run it as one launch.
     fn llama_block(
         &mut self,
         x: TensorMut<'_, Self>,
@@ -431,7 +432,7 @@ pub trait Backend {
         p: BlockParams,
         s: BlockScratch<'_, Self>,
     ) -> Result<()> {
-        llama_block_composed(self, x, w, kv, inv_freq, p, s, &mut |_, _, _| {})
+        crate::model::llama::llama_block(self, x, w, kv, inv_freq, p, s, &mut |_, _, _| {})
     }
     /// Layers `0..n_layer` in order, each a [`Backend::llama_block`] on `x`; `layer`
     /// lends each layer's views. The default calls `llama_block` per layer; a GPU
@@ -570,101 +571,6 @@ pub struct BlockParams {
     pub attn: AttnParams,
     pub pos0: usize,
     pub style: RopeStyle,
-}
-
-/// The parts of a composed block, for per-op profiling marks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BlockStage {
-    /// Norm + Q/K/V projections (new K/V into the cache).
-    Qkv,
-    /// RoPE of the queries and new keys.
-    Rope,
-    Attention,
-    /// Output projection + residual add.
-    OutProj,
-    /// Norm + gate/up + SwiGLU + down projection + residual add.
-    Ffn,
-}
-
-/// [`Backend::llama_block`] as the op sequence (the default, and the model's path when a
-/// profiler wants per-op marks: `marks(backend, stage, begin)` brackets each stage).
-#[allow(clippy::too_many_arguments)]
-pub fn llama_block_composed<B: Backend + ?Sized>(
-    b: &mut B,
-    mut x: TensorMut<'_, B>,
-    w: BlockWeights<'_, B>,
-    kv: BlockKv<'_, B>,
-    inv_freq: TensorRef<'_, B>,
-    p: BlockParams,
-    s: BlockScratch<'_, B>,
-    marks: &mut dyn FnMut(&mut B, BlockStage, bool),
-) -> Result<()> {
-    use crate::ops;
-    let a = p.attn;
-    let n = x.shape.rows();
-    let (mut kc, mut vc) = (kv.k, kv.v);
-    let kv_row = a.n_kv_head * a.head_dim;
-    let BlockScratch {
-        mut xn,
-        mut tmp,
-        mut q,
-        mut att,
-        gate,
-        up,
-        mut act,
-    } = s;
-    marks(b, BlockStage::Qkv, true);
-    {
-        let k_new = kc.rows_mut(a.n_past, n, kv_row);
-        let v_new = vc.rows_mut(a.n_past, n, kv_row);
-        let ws = [w.wq, w.wk, w.wv];
-        let mut k_new = k_new;
-        ops::rms_norm_matmul3(
-            b,
-            x.as_ref(),
-            w.attn_norm,
-            p.eps,
-            xn.reborrow(),
-            ws,
-            [q.reborrow(), k_new.reborrow(), v_new],
-        )?;
-        marks(b, BlockStage::Qkv, false);
-        marks(b, BlockStage::Rope, true);
-        let qh = q.reborrow().reshape(Shape::d3(n, a.n_head, a.head_dim));
-        let kh = k_new.reshape(Shape::d3(n, a.n_kv_head, a.head_dim));
-        ops::rope_qk(b, qh, kh, inv_freq, p.pos0, p.style)?;
-    }
-    marks(b, BlockStage::Rope, false);
-    marks(b, BlockStage::Attention, true);
-    let heads = Shape::d3(n, a.n_head, a.head_dim);
-    ops::attention(
-        b,
-        q.as_ref().reshape(heads),
-        kc.as_ref(),
-        vc.as_ref(),
-        a,
-        att.reborrow().reshape(heads),
-    )?;
-    marks(b, BlockStage::Attention, false);
-    marks(b, BlockStage::OutProj, true);
-    ops::matmul_add(b, w.wo, att.as_ref(), tmp.reborrow(), x.reborrow())?;
-    marks(b, BlockStage::OutProj, false);
-    marks(b, BlockStage::Ffn, true);
-    ops::rms_norm_matmul_swiglu(
-        b,
-        x.as_ref(),
-        w.ffn_norm,
-        p.eps,
-        xn,
-        w.w_gate,
-        w.w_up,
-        gate,
-        up,
-        act.reborrow(),
-    )?;
-    ops::matmul_add(b, w.w_down, act.as_ref(), tmp, x)?;
-    marks(b, BlockStage::Ffn, false);
-    Ok(())
 }
 
 /// [`Backend::llama_blocks`] as one [`Backend::llama_block`] per layer (the default).

@@ -8,7 +8,7 @@
 // a strided share of the row, and a local-memory tree reduction sums the shares
 // (reduce_store_nt, common/reduce.cl).
 // Activations stay f32 (the CPU backend quantizes them to Q8 first, so results differ
-// at the ~1e-5 NMSE level; see core/tests/opencl_conformance.rs).
+// at the ~1e-5 NMSE level; see core/tests/conformance.rs).
 // w is addressed in bytes (w_off: 2-aligned, blocks need no more); x and y in elements.
 // f16 scales are decoded with vload_half (no cl_khr_fp16 needed).
 //

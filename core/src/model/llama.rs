@@ -2,9 +2,21 @@
 //!
 //! Three structs explain the model, as in llama2.c: [`LlamaConfig`] (sizes), [`Weights`]
 //! (buffers over the mapped file) and the run state — [`Workspace`] (every activation
-//! of a batch, allocated once) plus the [`KvCache`]. [`Llama::forward`] reads top to
-//! bottom: embed → per layer (norm → q/k/v → RoPE → attention over the cache → output
-//! projection + residual → norm → SwiGLU + residual) → final norm → logits.
+//! of a batch, allocated once) plus the [`KvCache`]. The pass reads top to bottom in two
+//! functions: `Llama::forward_chunk` (embed → every layer → final norm → logits) and
+//! [`llama_block`], the one definition of a layer (norm → q/k/v → RoPE → attention over
+//! the cache → output projection + residual → norm → SwiGLU + residual), every buffer
+//! with its shape.
+//!
+//! Fusion is the backend's business, never a second copy of the math: the fused ops
+//! (`rms_norm_matmul3`, `rope_qk`, `matmul_add`, `rms_norm_matmul_swiglu`) and the
+//! whole-block ops (`llama_block`, `llama_blocks`, the head's `rms_norm_matmul`) are
+//! trait methods whose defaults compose the plain ops — the block's default is
+//! [`llama_block`] itself — and the OpenCL backend overrides them with single kernels.
+//! Which entry points a chunk goes through is decided in one place, the `Plan`: fused
+//! (nobody watching: whole-model ops, so a GPU can run several layers per launch),
+//! traced (the oracle's hidden states after every layer) or profiled (marks around
+//! each stage of [`llama_block`]).
 //!
 //! After [`Llama::new`] nothing is allocated: a prompt is processed in chunks of at most
 //! `max_batch` tokens through the same workspace, and decoding is a chunk of one.
@@ -14,10 +26,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::config::LlamaConfig;
-use super::weights::{LayerWeights, Weights};
+use super::weights::Weights;
 use crate::backend::{
-    llama_block_composed, AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockStage, BlockWeights,
-    BufferKind, LayerFn, Reservation,
+    AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockWeights, BufferKind, LayerFn, Reservation,
 };
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -65,6 +76,27 @@ pub struct Workspace<B: Backend> {
     logits: B::Buffer,   // (max_batch or 1, vocab)
     argmax: B::Buffer,   // (2,) index of the last row's largest logit, as f32; two slots (decode_greedy alternates)
     inv_freq: B::Buffer, // (head_dim / 2,) RoPE inverse frequencies
+}
+
+impl<B: Backend> Workspace<B> {
+    /// The views a chunk of `n` tokens runs its layers on: the residual stream `x`
+    /// `(n, dim)`, the block's scratch and the RoPE frequencies `(head_dim / 2,)`.
+    fn block_views(&mut self, c: &LlamaConfig, n: usize) -> (TensorMut<'_, B>, BlockScratch<'_, B>, TensorRef<'_, B>) {
+        fn rows<B: Backend>(buf: &mut B::Buffer, n: usize, cols: usize) -> TensorMut<'_, B> {
+            TensorMut::new(buf, 0, DType::F32, Shape::d2(n, cols))
+        }
+        let s = BlockScratch {
+            xn: rows(&mut self.xb, n, c.dim),
+            tmp: rows(&mut self.xb2, n, c.dim),
+            q: rows(&mut self.q, n, c.q_dim()),
+            att: rows(&mut self.att, n, c.q_dim()),
+            gate: rows(&mut self.hb, n, c.ffn_dim),
+            up: rows(&mut self.hb2, n, c.ffn_dim),
+            act: rows(&mut self.hb3, n, c.ffn_dim),
+        };
+        let inv_freq = TensorRef::new(&self.inv_freq, 0, DType::F32, Shape::d1(c.head_dim / 2));
+        (rows(&mut self.x, n, c.dim), s, inv_freq)
+    }
 }
 
 /// Which op a slice of time went to (for the per-op profile).
@@ -452,14 +484,12 @@ impl<B: Backend> Llama<B> {
 
     fn mark(&mut self, op: OpKind, begin: bool) {
         if let Some(p) = self.profiler.as_mut() {
-            if begin {
-                p.begin(&mut self.backend, op)
-            } else {
-                p.end(&mut self.backend, op)
-            }
+            mark(&mut **p, &mut self.backend, op, begin);
         }
     }
 
+    /// Hands the hidden state `(n, dim)` of `x` (or of `xb`, after the final norm) to
+    /// the tracer, if there is one.
     fn trace(&mut self, trace: &mut Option<Tracer<'_>>, stage: &str, buf_is_xb: bool, n: usize) -> Result<()> {
         if let Some(t) = trace.as_mut() {
             let mut host = vec![0.0f32; n * self.cfg.dim];
@@ -470,192 +500,236 @@ impl<B: Backend> Llama<B> {
         Ok(())
     }
 
-    /// One batch of `n ≤ max_batch` tokens.
+    /// One batch of `n ≤ max_batch` tokens: embed → every layer's [`llama_block`] →
+    /// final norm → logits. The [`Plan`] (chosen here, once) says which entry points the
+    /// layers and the head go through; the math is the same in every plan.
     fn forward_chunk(&mut self, ids: Tokens<'_>, trace: &mut Option<Tracer<'_>>) -> Result<()> {
-        let c = &self.cfg;
+        let plan = Plan::choose(trace.is_some(), self.profiler.is_some());
         let n = match ids {
             Tokens::Host(ids) => ids.len(),
             Tokens::Device { .. } => 1,
         };
-        let (dim, qd, ff, hd) = (c.dim, c.q_dim(), c.ffn_dim, c.head_dim);
-        let (n_head, n_kv_head, eps, style, vocab) = (c.n_head, c.n_kv_head, c.norm_eps, c.rope_style, c.vocab);
-        let slot0 = self.kv.len();
-        let pos0 = self.kv.next_pos();
-        let attn = AttnParams {
-            n_head,
-            n_kv_head,
-            head_dim: hd,
-            scale: 1.0 / crate::math::sqrtf(hd as f32),
-            n_past: slot0,
+        let c = &self.cfg;
+        let (dim, vocab, n_layer, eps) = (c.dim, c.vocab, c.n_layer, c.norm_eps);
+        let bp = BlockParams {
+            eps,
+            attn: AttnParams {
+                n_head: c.n_head,
+                n_kv_head: c.n_kv_head,
+                head_dim: c.head_dim,
+                scale: 1.0 / crate::math::sqrtf(c.head_dim as f32),
+                // This chunk's tokens go to cache slots n_past.. and attend to 0..=their own.
+                n_past: self.kv.len(),
+            },
+            pos0: self.kv.next_pos(),
+            style: c.rope_style,
         };
-        let f32v = |shape: Shape| (DType::F32, shape);
-        let (t_dim, t_q, t_ff) = (f32v(Shape::d2(n, dim)), f32v(Shape::d2(n, qd)), f32v(Shape::d2(n, ff)));
 
-        // Helper views over workspace buffers.
-        fn r<'a, B: Backend>(buf: &'a B::Buffer, t: (DType, Shape)) -> TensorRef<'a, B> {
-            TensorRef::new(buf, 0, t.0, t.1)
-        }
-        fn m<'a, B: Backend>(buf: &'a mut B::Buffer, t: (DType, Shape)) -> TensorMut<'a, B> {
-            TensorMut::new(buf, 0, t.0, t.1)
-        }
-
-        // x = embed(ids)                                              (n, dim)
+        // x = tok_embd[ids]                                               (n, dim)
         self.mark(OpKind::Embed, true);
+        let x = TensorMut::new(&mut self.ws.x, 0, DType::F32, Shape::d2(n, dim));
+        let table = self.weights.tok_embd.view(); // (vocab, dim)
         match ids {
-            Tokens::Host(ids) => ops::get_rows(
-                &mut self.backend,
-                self.weights.tok_embd.view(),
-                ids,
-                m(&mut self.ws.x, t_dim),
-            )?,
-            Tokens::Device { slot } => ops::get_rows_at(
-                &mut self.backend,
-                self.weights.tok_embd.view(),
-                TensorRef::new(&self.ws.argmax, slot * 4, DType::F32, Shape::d1(1)),
-                m(&mut self.ws.x, t_dim),
-            )?,
+            Tokens::Host(ids) => ops::get_rows(&mut self.backend, table, ids, x)?,
+            Tokens::Device { slot } => {
+                let idx = TensorRef::new(&self.ws.argmax, slot * 4, DType::F32, Shape::d1(1));
+                ops::get_rows_at(&mut self.backend, table, idx, x)?
+            }
         }
         self.mark(OpKind::Embed, false);
         self.trace(trace, "embed", false, n)?;
 
-        let bp = BlockParams { eps, attn, pos0, style };
-        fn block_weights<B: Backend>(lw: &LayerWeights<B>) -> BlockWeights<'_, B> {
-            BlockWeights {
-                attn_norm: lw.attn_norm.view(),
-                wq: lw.wq.view(),
-                wk: lw.wk.view(),
-                wv: lw.wv.view(),
-                wo: lw.wo.view(),
-                ffn_norm: lw.ffn_norm.view(),
-                w_gate: lw.w_gate.view(),
-                w_up: lw.w_up.view(),
-                w_down: lw.w_down.view(),
+        // x = llama_block(x) for every layer, with the layer's KV cache  (n, dim)
+        match plan {
+            Plan::Fused => {
+                // Every layer in one op: a backend may run several per launch.
+                let (x, s, inv_freq) = self.ws.block_views(&self.cfg, n);
+                let (weights, kv) = (&self.weights, &mut self.kv);
+                let mut layer = |l: usize, f: &mut LayerFn<'_, B>| {
+                    let (k, v) = kv.layer_mut(l);
+                    f(weights.layers[l].views(), BlockKv { k, v })
+                };
+                ops::llama_blocks(&mut self.backend, x, n_layer, &mut layer, inv_freq, bp, s)?;
             }
-        }
-        // (a macro, not a fn: it borrows the scratch fields only, not all of `ws`)
-        macro_rules! scratch {
-            ($ws:expr) => {
-                BlockScratch {
-                    xn: m(&mut $ws.xb, t_dim),
-                    tmp: m(&mut $ws.xb2, t_dim),
-                    q: m(&mut $ws.q, t_q),
-                    att: m(&mut $ws.att, t_q),
-                    gate: m(&mut $ws.hb, t_ff),
-                    up: m(&mut $ws.hb2, t_ff),
-                    act: m(&mut $ws.hb3, t_ff),
-                }
-            };
-        }
-        // Without a tracer or profiler (per-layer states, per-op marks), every layer in
-        // one op: a GPU backend runs several layers per launch.
-        let whole = trace.is_none() && self.profiler.is_none();
-        if whole {
-            let ws = &mut self.ws;
-            let (weights, kv) = (&self.weights, &mut self.kv);
-            let mut visit = |l: usize, f: &mut LayerFn<'_, B>| {
-                let (k, v) = kv.layer_mut(l);
-                f(block_weights(&weights.layers[l]), BlockKv { k, v })
-            };
-            let freqs = r(&ws.inv_freq, f32v(Shape::d1(hd / 2)));
-            let s = scratch!(ws);
-            let x = m(&mut ws.x, t_dim);
-            ops::llama_blocks(&mut self.backend, x, self.cfg.n_layer, &mut visit, freqs, bp, s)?;
-        }
-        for l in (0..self.cfg.n_layer).filter(|_| !whole) {
-            let ws = &mut self.ws;
-            let w = block_weights(&self.weights.layers[l]);
-            let (k, v) = self.kv.layer_mut(l);
-            let s = scratch!(ws);
-            let freqs = r(&ws.inv_freq, f32v(Shape::d1(hd / 2)));
-            let x = m(&mut ws.x, t_dim);
-            match self.profiler.as_mut() {
-                // Per-op marks: the op sequence, bracketed stage by stage.
-                Some(prof) => llama_block_composed(
-                    &mut self.backend,
-                    x,
-                    w,
-                    BlockKv { k, v },
-                    freqs,
-                    bp,
-                    s,
-                    &mut |be, stage, begin| {
-                        let op = match stage {
-                            BlockStage::Qkv => OpKind::MatmulQkv,
-                            BlockStage::Rope => OpKind::Rope,
-                            BlockStage::Attention => OpKind::Attention,
-                            BlockStage::OutProj => OpKind::MatmulOut,
-                            BlockStage::Ffn => OpKind::MatmulFfn,
-                        };
-                        if begin {
-                            prof.begin(be, op)
-                        } else {
-                            prof.end(be, op)
+            Plan::Traced | Plan::Profiled => {
+                for l in 0..n_layer {
+                    let (x, s, inv_freq) = self.ws.block_views(&self.cfg, n);
+                    let (k, v) = self.kv.layer_mut(l);
+                    let (w, kv) = (self.weights.layers[l].views(), BlockKv { k, v });
+                    match (plan, self.profiler.as_mut()) {
+                        // The composition itself, with a profiling mark around each stage.
+                        (Plan::Profiled, Some(prof)) => {
+                            let mut marks = |b: &mut B, op, begin| mark(&mut **prof, b, op, begin);
+                            llama_block(&mut self.backend, x, w, kv, inv_freq, bp, s, &mut marks)?
                         }
-                    },
-                )?,
-                None => ops::llama_block(&mut self.backend, x, w, BlockKv { k, v }, freqs, bp, s)?,
-            }
-            if trace.is_some() {
-                let stage = alloc::format!("block.{l}");
-                self.trace(trace, &stage, false, n)?;
+                        // One layer as one op (a backend may still fuse a layer).
+                        _ => ops::llama_block(&mut self.backend, x, w, kv, inv_freq, bp, s)?,
+                    }
+                    if trace.is_some() {
+                        self.trace(trace, &alloc::format!("block.{l}"), false, n)?;
+                    }
+                }
             }
         }
 
-        // ---- head ----
-        // Only the rows whose logits are wanted: all, or the last one.
+        // logits = output · (rms_norm(x) · out_norm)                     (rows, vocab)
+        // Only the rows whose logits are wanted: all of them, or the last one.
         let (first, rows) = if self.opts.all_logits { (0, n) } else { (n - 1, 1) };
-        if whole {
-            // Norm and output projection as one op (a GPU backend fuses them).
+        if plan == Plan::Fused {
+            // Norm and projection as one op (a backend may fuse them).
             let ws = &mut self.ws;
-            let x_rows = TensorRef::<B>::new(&ws.x, first * dim * 4, DType::F32, Shape::d2(rows, dim));
-            ops::rms_norm_matmul(
-                &mut self.backend,
-                x_rows,
-                self.weights.out_norm.view(),
-                eps,
-                m(&mut ws.xb, f32v(Shape::d2(rows, dim))),
-                self.weights.output().view(),
-                m(&mut ws.logits, f32v(Shape::d2(rows, vocab))),
-            )?;
-            self.kv.commit(n);
-            return Ok(());
-        }
-        self.mark(OpKind::Norm, true);
-        let ws = &mut self.ws;
-        if trace.is_some() {
-            // The oracle wants the final norm of every row.
-            ops::rms_norm(
-                &mut self.backend,
-                r(&ws.x, t_dim),
-                self.weights.out_norm.view(),
-                eps,
-                m(&mut ws.xb, t_dim),
-            )?;
+            let x = TensorRef::new(&ws.x, first * dim * 4, DType::F32, Shape::d2(rows, dim));
+            let xn = TensorMut::new(&mut ws.xb, 0, DType::F32, Shape::d2(rows, dim));
+            let logits = TensorMut::new(&mut ws.logits, 0, DType::F32, Shape::d2(rows, vocab));
+            let (w, norm) = (self.weights.output().view(), self.weights.out_norm.view());
+            ops::rms_norm_matmul(&mut self.backend, x, norm, eps, xn, w, logits)?;
         } else {
-            let x_rows = TensorRef::<B>::new(&ws.x, first * dim * 4, DType::F32, Shape::d2(rows, dim));
-            let out = m(&mut ws.xb, f32v(Shape::d2(rows, dim)));
-            ops::rms_norm(&mut self.backend, x_rows, self.weights.out_norm.view(), eps, out)?;
-        }
-        self.mark(OpKind::Norm, false);
-        if trace.is_some() {
+            // A tracer is shown the final norm of every row; otherwise only the wanted
+            // rows are normed.
+            let (norm_first, norm_rows) = if trace.is_some() { (0, n) } else { (first, rows) };
+            self.mark(OpKind::Norm, true);
+            let ws = &mut self.ws;
+            let x = TensorRef::new(&ws.x, norm_first * dim * 4, DType::F32, Shape::d2(norm_rows, dim));
+            let xn = TensorMut::new(&mut ws.xb, 0, DType::F32, Shape::d2(norm_rows, dim));
+            ops::rms_norm(&mut self.backend, x, self.weights.out_norm.view(), eps, xn)?;
+            self.mark(OpKind::Norm, false);
             self.trace(trace, "final_norm", true, n)?;
+            self.mark(OpKind::Output, true);
+            let ws = &mut self.ws;
+            let xn = TensorRef::new(&ws.xb, (first - norm_first) * dim * 4, DType::F32, Shape::d2(rows, dim));
+            let logits = TensorMut::new(&mut ws.logits, 0, DType::F32, Shape::d2(rows, vocab));
+            ops::matmul(&mut self.backend, self.weights.output().view(), xn, logits)?;
+            self.mark(OpKind::Output, false);
         }
-        self.mark(OpKind::Output, true);
-        let ws = &mut self.ws;
-        let xb_rows = TensorRef::<B>::new(
-            &ws.xb,
-            if trace.is_some() { first * dim * 4 } else { 0 },
-            DType::F32,
-            Shape::d2(rows, dim),
-        );
-        ops::matmul(
-            &mut self.backend,
-            self.weights.output().view(),
-            xb_rows,
-            m(&mut ws.logits, f32v(Shape::d2(rows, vocab))),
-        )?;
-        self.mark(OpKind::Output, false);
         self.kv.commit(n);
         Ok(())
     }
+}
+
+/// A profiler's mark: `begin` or end of `op`.
+fn mark<B: Backend>(p: &mut dyn Profiler<B>, backend: &mut B, op: OpKind, begin: bool) {
+    if begin {
+        p.begin(backend, op)
+    } else {
+        p.end(backend, op)
+    }
+}
+
+/// How a forward chunk runs its layers and its head: the one place where fused,
+/// profiled and traced execution part ways. The math is [`llama_block`] in all three;
+/// what differs is which entry point a backend gets to override.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Plan {
+    /// Nobody looks inside the chunk: every layer in one [`ops::llama_blocks`] and the
+    /// head in one [`ops::rms_norm_matmul`], so a backend may fuse across layers (the
+    /// OpenCL block kernel runs several layers per launch, `llama_head_f32` the head).
+    /// Their defaults run [`llama_block`] per layer, and norm then matmul.
+    Fused,
+    /// A tracer wants the hidden state after every layer and the final norm of every
+    /// row: layer by layer through [`ops::llama_block`] (a backend may still fuse one
+    /// layer), the head as norm, then matmul.
+    Traced,
+    /// A profiler wants time per stage: layer by layer through [`llama_block`] itself,
+    /// with a mark around each stage, the head as norm, then matmul (each marked). A
+    /// tracer, if there is one too, still sees every stage.
+    Profiled,
+}
+
+impl Plan {
+    fn choose(traced: bool, profiled: bool) -> Plan {
+        match (traced, profiled) {
+            (_, true) => Plan::Profiled,
+            (true, false) => Plan::Traced,
+            (false, false) => Plan::Fused,
+        }
+    }
+}
+
+/// What a profiled [`llama_block`] calls around each stage: `marks(backend, op, begin)`.
+pub type BlockMarks<'m, B> = dyn FnMut(&mut B, OpKind, bool) + 'm;
+
+/// One pre-norm Llama block on the residual stream `x` `(n, dim)`, updated in place —
+/// the canonical composition, written once. [`Backend::llama_block`]'s default is this
+/// (without marks), and so is what the OpenCL backend falls back to when its block
+/// kernel does not apply; [`Llama`]'s profiled plan runs it with marks.
+///
+/// Each step is an op of [`crate::ops`]; where two or more steps are one op
+/// (`rms_norm_matmul3`: the norm and Q/K/V, `rope_qk`, `matmul_add`: a projection and
+/// its residual add, `rms_norm_matmul_swiglu`) the trait's default composes the plain
+/// ops and a backend may override it with one kernel. `marks` brackets each stage for a
+/// profiler (`|_, _, _| {}` when nobody measures).
+#[allow(clippy::too_many_arguments)]
+pub fn llama_block<B: Backend + ?Sized>(
+    b: &mut B,
+    mut x: TensorMut<'_, B>,
+    w: BlockWeights<'_, B>,
+    kv: BlockKv<'_, B>,
+    inv_freq: TensorRef<'_, B>,
+    p: BlockParams,
+    s: BlockScratch<'_, B>,
+    marks: &mut BlockMarks<'_, B>,
+) -> Result<()> {
+    let a = p.attn;
+    let n = x.shape.rows();
+    let kv_dim = a.n_kv_head * a.head_dim;
+    let heads = Shape::d3(n, a.n_head, a.head_dim); // q and att seen per head
+    let kv_heads = Shape::d3(n, a.n_kv_head, a.head_dim);
+    let BlockScratch {
+        mut xn,  // (n, dim)
+        mut tmp, // (n, dim)
+        mut q,   // (n, n_head * head_dim)
+        mut att, // (n, n_head * head_dim)
+        gate,    // (n, ffn_dim)
+        up,      // (n, ffn_dim)
+        mut act, // (n, ffn_dim)
+    } = s;
+    let (mut k_cache, mut v_cache) = (kv.k, kv.v); // (capacity, n_kv_head, head_dim)
+
+    // ---- attention ----
+    // xn = rms_norm(x) · attn_norm; q = xn · Wqᵀ; k, v = xn · Wkᵀ, xn · Wvᵀ, written
+    // straight into this chunk's cache slots n_past..n_past + n   (n, q_dim), (n, kv_dim)
+    marks(b, OpKind::MatmulQkv, true);
+    let mut k = k_cache.rows_mut(a.n_past, n, kv_dim);
+    let v = v_cache.rows_mut(a.n_past, n, kv_dim);
+    let (qkv_w, qkv) = ([w.wq, w.wk, w.wv], [q.reborrow(), k.reborrow(), v]);
+    ops::rms_norm_matmul3(b, x.as_ref(), w.attn_norm, p.eps, xn.reborrow(), qkv_w, qkv)?;
+    marks(b, OpKind::MatmulQkv, false);
+
+    // q, k = rope(q), rope(k) at positions pos0..pos0 + n          (n, heads, head_dim)
+    marks(b, OpKind::Rope, true);
+    let (q_heads, k_heads) = (q.reborrow().reshape(heads), k.reshape(kv_heads));
+    ops::rope_qk(b, q_heads, k_heads, inv_freq, p.pos0, p.style)?;
+    marks(b, OpKind::Rope, false);
+
+    // att = softmax(q · Kᵀ · scale, causal) · V over cache slots 0..=n_past + t;
+    // query head h reads KV head h / (n_head / n_kv_head)                 (n, q_dim)
+    marks(b, OpKind::Attention, true);
+    let (q_heads, att_heads) = (q.as_ref().reshape(heads), att.reborrow().reshape(heads));
+    ops::attention(b, q_heads, k_cache.as_ref(), v_cache.as_ref(), a, att_heads)?;
+    marks(b, OpKind::Attention, false);
+
+    // x += att · Woᵀ                                                       (n, dim)
+    marks(b, OpKind::MatmulOut, true);
+    ops::matmul_add(b, w.wo, att.as_ref(), tmp.reborrow(), x.reborrow())?;
+    marks(b, OpKind::MatmulOut, false);
+
+    // ---- feed-forward ----
+    // xn = rms_norm(x) · ffn_norm; act = silu(xn · Wgateᵀ) ⊙ (xn · Wupᵀ)  (n, ffn_dim)
+    marks(b, OpKind::MatmulFfn, true);
+    ops::rms_norm_matmul_swiglu(
+        b,
+        x.as_ref(),
+        w.ffn_norm,
+        p.eps,
+        xn,
+        w.w_gate,
+        w.w_up,
+        gate,
+        up,
+        act.reborrow(),
+    )?;
+    // x += act · Wdownᵀ                                                    (n, dim)
+    ops::matmul_add(b, w.w_down, act.as_ref(), tmp, x)?;
+    marks(b, OpKind::MatmulFfn, false);
+    Ok(())
 }

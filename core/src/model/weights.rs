@@ -8,7 +8,7 @@
 
 use alloc::vec::Vec;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, BlockWeights};
 use crate::dtype::DType;
 use crate::tensor::{Shape, TensorRef};
 
@@ -36,6 +36,23 @@ pub struct LayerWeights<B: Backend> {
     pub w_gate: Weight<B>,    // (ffn_dim, dim)
     pub w_up: Weight<B>,      // (ffn_dim, dim)
     pub w_down: Weight<B>,    // (dim, ffn_dim)
+}
+
+impl<B: Backend> LayerWeights<B> {
+    /// Views of every weight of the block, as the block ops take them.
+    pub fn views(&self) -> BlockWeights<'_, B> {
+        BlockWeights {
+            attn_norm: self.attn_norm.view(),
+            wq: self.wq.view(),
+            wk: self.wk.view(),
+            wv: self.wv.view(),
+            wo: self.wo.view(),
+            ffn_norm: self.ffn_norm.view(),
+            w_gate: self.w_gate.view(),
+            w_up: self.w_up.view(),
+            w_down: self.w_down.view(),
+        }
+    }
 }
 
 /// All weights of a Llama model.

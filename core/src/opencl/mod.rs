@@ -33,7 +33,7 @@
 //!
 //! Numerics: f32 everywhere, f32 accumulation. Quantized matmuls keep activations in f32
 //! (the CPU backend quantizes them to Q8_0/Q8_1 first), so the two backends differ at
-//! the ~1e-5 normalized-MSE level; `core/tests/opencl_conformance.rs` states every limit.
+//! the ~1e-5 normalized-MSE level; `core/tests/conformance.rs` states every limit.
 
 mod block;
 mod buffer;
@@ -420,7 +420,7 @@ impl Backend for OpenClBackend {
         if self.block_one(&x, &w, &kv, &inv_freq, &p, &s)? {
             return Ok(());
         }
-        crate::backend::llama_block_composed(self, x, w, kv, inv_freq, p, s, &mut |_, _, _| {})
+        crate::model::llama::llama_block(self, x, w, kv, inv_freq, p, s, &mut |_, _, _| {})
     }
 
     fn llama_blocks(
