@@ -310,7 +310,8 @@ const ROWS: &[Row] = &[
     },
     Row {
         op: Op::Attention,
-        dtypes: F32,
+        // The KV-cache dtypes (f16 where a backend lists it in `kv_dtypes`).
+        dtypes: &[DType::F32, DType::F16],
         shapes: &[
             &[9, 3, 64, 1, 0, 17],       // first token
             &[9, 3, 64, 1, 16, 17],      // decode, context 17
@@ -592,6 +593,12 @@ fn run_op(pick: impl Fn(Op) -> bool) {
                 }
                 #[cfg(feature = "opencl")]
                 for (name, g) in devices.iter_mut() {
+                    if row.op == Op::Attention && !g.capabilities().kv_dtypes.contains(&dtype) {
+                        if si == 0 {
+                            eprintln!("note: {name}: no {dtype} KV cache (Capabilities::kv_dtypes): attention/{dtype} not run there");
+                        }
+                        continue;
+                    }
                     cmp(name, &exec(&mut **g, row.op, &inp).unwrap(), 1, false);
                 }
             }
@@ -653,6 +660,7 @@ fn case_name(op: Op, dtype: DType, dims: &[usize]) -> String {
             dims[0], dims[1], dims[2], dims[3], dims[4]
         ),
         Op::LlamaBlock | Op::LlamaBlocks => format!("{dims:?}"),
+        Op::Attention => format!("{dtype} cache {dims:?}"),
         _ => format!("{dims:?}"),
     }
 }
@@ -731,6 +739,8 @@ fn llama_blocks() {
 /// A case's host data, made once and run on every backend.
 pub struct Inputs {
     dims: Vec<usize>,
+    /// The row's dtype for this case (attention: the KV-cache dtype).
+    dtype: DType,
     /// Activations (op-specific order, see `inputs`).
     acts: Vec<Vec<f32>>,
     weights: Vec<HostWeight>,
@@ -765,9 +775,17 @@ fn inputs(op: Op, dtype: DType, dtypes: &[DType], dims: &[usize], seed: u64) -> 
         }
         Op::Attention => {
             let (n_head, n_kv, hd, n_tok, cap) = (d[0], d[1], d[2], d[3], d[5]);
+            // An f16 cache holds f16 values: K and V are drawn already rounded, so every
+            // target and the f64 reference see the same numbers.
+            let cache = |v: Vec<f32>| -> Vec<f32> {
+                match dtype {
+                    DType::F16 => v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
+                    _ => v,
+                }
+            };
             acts.push(randn(n_tok * n_head * hd, seed, 1.0));
-            acts.push(randn(cap * n_kv * hd, seed + 1, 1.0));
-            acts.push(randn(cap * n_kv * hd, seed + 2, 1.0));
+            acts.push(cache(randn(cap * n_kv * hd, seed + 1, 1.0)));
+            acts.push(cache(randn(cap * n_kv * hd, seed + 2, 1.0)));
         }
         Op::Softmax => acts.push(randn(d[0] * d[1], seed, 4.0)),
         Op::Swiglu => {
@@ -862,6 +880,7 @@ fn inputs(op: Op, dtype: DType, dtypes: &[DType], dims: &[usize], seed: u64) -> 
     }
     Inputs {
         dims: dims.to_vec(),
+        dtype,
         acts,
         weights,
     }
@@ -952,10 +971,28 @@ fn exec<B: Backend>(b: &mut B, op: Op, inp: &Inputs) -> antigravity_core::Result
         Op::Attention => {
             let (n_head, n_kv, hd, n_tok, n_past, cap) = (d[0], d[1], d[2], d[3], d[4], d[5]);
             let q = f(b, &a[0], Shape::d3(n_tok, n_head, hd));
-            let k = f(b, &a[1], Shape::d3(cap, n_kv, hd));
-            let v = f(b, &a[2], Shape::d3(cap, n_kv, hd));
             let mut o = Act::zeros(b, Shape::d3(n_tok, n_head, hd));
-            ops::attention(b, q.r(), k.r(), v.r(), attn_params(n_head, n_kv, hd, n_past), o.m())?;
+            let p = attn_params(n_head, n_kv, hd, n_past);
+            if inp.dtype == DType::F16 {
+                // The cache in f16 (`--kv-type f16`).
+                let half = |v: &[f32]| {
+                    let h: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
+                    let mut buf = b.alloc(h.len() * 2, BufferKind::Device).unwrap();
+                    b.upload(&mut buf, 0, bytemuck::cast_slice(&h)).unwrap();
+                    buf
+                };
+                let (kb, vb) = (half(&a[1]), half(&a[2]));
+                let shape = Shape::d3(cap, n_kv, hd);
+                let (k, v) = (
+                    TensorRef::new(&kb, 0, DType::F16, shape),
+                    TensorRef::new(&vb, 0, DType::F16, shape),
+                );
+                ops::attention(b, q.r(), k, v, p, o.m())?;
+            } else {
+                let k = f(b, &a[1], Shape::d3(cap, n_kv, hd));
+                let v = f(b, &a[2], Shape::d3(cap, n_kv, hd));
+                ops::attention(b, q.r(), k.r(), v.r(), p, o.m())?;
+            }
             vec![("out", o.read(b))]
         }
         Op::Softmax => {

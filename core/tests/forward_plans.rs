@@ -23,6 +23,7 @@ fn tiny(be: CpuBackend) -> Llama<CpuBackend> {
         ctx: 32,
         max_batch: 4, // the prompt takes two chunks
         all_logits: true,
+        kv_type: None, // the default cache (f16 on the CPU)
     };
     Llama::new(cfg, w, be, opts).unwrap()
 }
