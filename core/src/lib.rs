@@ -31,6 +31,9 @@ pub mod cpu;
 pub mod dtype;
 pub mod error;
 #[cfg(feature = "std")]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(feature = "std")]
 pub mod gguf;
 pub mod kv_cache;
 pub mod math;
