@@ -53,5 +53,5 @@ pub mod tokenizer;
 
 pub use backend::{Backend, BufferKind, Capabilities};
 pub use dtype::DType;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use tensor::{Shape, TensorMut, TensorRef};

@@ -108,10 +108,7 @@ struct Entry {
 
 fn entries(root: &Path) -> Result<Vec<Entry>> {
     let p = root.join("oracle/manifest.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::Io {
-        path: p.display().to_string(),
-        source: e,
-    })?;
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(p.display().to_string(), e))?;
     let m: Value = serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))?;
     let mut out = Vec::new();
     for e in m["entries"].as_array().ok_or_else(|| err("no `entries` array"))? {
@@ -143,10 +140,7 @@ struct Refs {
 
 impl Refs {
     fn open(p: &Path) -> Result<Refs> {
-        let bytes = std::fs::read(p).map_err(|e| Error::Io {
-            path: p.display().to_string(),
-            source: e,
-        })?;
+        let bytes = std::fs::read(p).map_err(|e| Error::io(p.display().to_string(), e))?;
         Ok(Refs {
             bytes,
             path: p.display().to_string(),
@@ -173,7 +167,11 @@ impl Refs {
     }
     /// A comparison with tensor `name` of this file that could not be made.
     fn mismatch(&self, name: &str, e: Error) -> Error {
-        Error::format(&self.path, format!("{name}: {e}"))
+        let mut out = Error::format(&self.path, e.message()).tensor(name);
+        if let (Some(x), Some(g)) = (e.expected(), e.got()) {
+            out = out.expected_got(x, g);
+        }
+        out
     }
     fn ids(&self, name: &str) -> Result<Vec<u32>> {
         let st = SafeTensors::deserialize(&self.bytes).map_err(|e| Error::format(&self.path, e.to_string()))?;
@@ -191,11 +189,12 @@ impl Refs {
 /// or padded reference must not pass by comparing only a prefix).
 fn same_len(what: &str, ours: &[f32], refv: &[f32]) -> Result<()> {
     if ours.len() != refv.len() {
-        return Err(Error::invalid(format!(
-            "{what}: the reference has {} values, the model produced {}",
-            refv.len(),
-            ours.len()
-        )));
+        return Err(
+            Error::invalid(format!("{what}: the reference and the model differ in length")).expected_got(
+                format!("{} values (the model's)", ours.len()),
+                format!("{} values", refv.len()),
+            ),
+        );
     }
     Ok(())
 }
@@ -600,11 +599,9 @@ mod tests {
         assert_eq!(max_rel(&ours, &[1.0, 2.0, 3.0, 2.0]).unwrap(), 2.0 / 3.0);
         // A truncated reference used to compare only the prefix and pass.
         for short in [&ours[..3], &[][..]] {
-            let e = nmse(&ours, short).unwrap_err().to_string();
-            assert!(
-                e.contains(&format!("{} values", short.len())) && e.contains("produced 4"),
-                "{e}"
-            );
+            let e = nmse(&ours, short).unwrap_err();
+            assert_eq!(e.got(), Some(format!("{} values", short.len()).as_str()), "{e}");
+            assert_eq!(e.expected(), Some("4 values (the model's)"), "{e}");
             assert!(max_rel(&ours, short).is_err());
             assert!(top1_and_kl(&ours, short, 2).is_err());
         }
@@ -668,12 +665,11 @@ mod tests {
         assert!(rep.rows[0].pass(), "{:?}", rep.rows[0]);
         // One value short: was compared over the 31 values present and passed.
         let root = rope_root("short", 31, 64);
-        let e = run(&root, &Options::default(), &no_backend).unwrap_err().to_string();
+        let e = run(&root, &Options::default(), &no_backend).unwrap_err();
         let _ = std::fs::remove_dir_all(&root);
-        assert!(
-            e.contains("ref.safetensors") && e.contains("inv_freq") && e.contains("32 frequencies"),
-            "{e}"
-        );
+        assert!(e.file().is_some_and(|f| f.ends_with("ref.safetensors")), "{e}");
+        assert_eq!(e.tensor_name(), Some("inv_freq"), "{e}");
+        assert!(e.to_string().contains("32 frequencies, the reference has 31"), "{e}");
         // An absurd head_dim in the manifest is refused before anything is sized by it.
         let root = rope_root("huge", 32, u64::MAX / 2);
         assert!(run(&root, &Options::default(), &no_backend).is_err());

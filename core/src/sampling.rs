@@ -190,11 +190,7 @@ impl Sampler {
     pub fn new(cfg: SamplerConfig, vocab: usize) -> Result<Sampler> {
         cfg.validate()?;
         if vocab == 0 || vocab > u32::MAX as usize {
-            return Err(Error::Range {
-                what: "sampler: vocabulary size".into(),
-                given: vocab as u64,
-                limit: u32::MAX as u64,
-            });
+            return Err(Error::range("sampler: vocabulary size", vocab as u64, u32::MAX as u64));
         }
         Ok(Sampler {
             cfg,
@@ -223,12 +219,12 @@ impl Sampler {
     /// nothing. Fails if `logits` has the wrong length or holds no finite value.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32> {
         if logits.len() != self.vocab {
-            return Err(Error::Shape {
-                op: "sample",
-                what: "logits",
-                expected: alloc::format!("[{}]", self.vocab),
-                got: alloc::format!("[{}]", logits.len()),
-            });
+            return Err(Error::shape(
+                "sample",
+                "logits",
+                alloc::format!("[{}]", self.vocab),
+                alloc::format!("[{}]", logits.len()),
+            ));
         }
         // Plain greedy (no penalty): the argmax straight off the logits, without building
         // candidates — this runs once per decoded token on the host, between GPU steps.

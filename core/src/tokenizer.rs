@@ -209,10 +209,7 @@ impl Tokenizer {
     /// from `generation_config.json` / `config.json` (`eos_token_id`, a number or a list).
     pub fn from_file(path: &Path) -> Result<Tokenizer> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::io(file.clone(), source))?;
         let json: Value =
             serde_json::from_str(&text).map_err(|e| Error::format(&file, format!("not valid JSON: {e}")))?;
         let style = piece_style_of(json.get("decoder"));
@@ -339,11 +336,11 @@ impl Tokenizer {
         for (what, id) in [("bos_token_id", v.bos), ("eos_token_id", v.eos)] {
             if let Some(id) = id {
                 if id as usize >= n {
-                    return Err(Error::Range {
-                        what: format!("{FILE}: tokenizer.ggml.{what}"),
-                        given: id as u64,
-                        limit: n as u64,
-                    });
+                    return Err(Error::range(
+                        format!("{FILE}: tokenizer.ggml.{what}"),
+                        id as u64,
+                        n as u64,
+                    ));
                 }
             }
         }
@@ -578,11 +575,11 @@ impl Tokenizer {
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
         let n = self.vocab_size();
         match ids.iter().position(|&id| id as usize >= n) {
-            Some(i) => Err(Error::Range {
-                what: format!("token id at position {i}"),
-                given: ids[i] as u64,
-                limit: n as u64,
-            }),
+            Some(i) => Err(Error::range(
+                format!("token id at position {i}"),
+                ids[i] as u64,
+                n as u64,
+            )),
             None => Ok(()),
         }
     }
@@ -678,11 +675,9 @@ impl StreamDecoder {
     /// Adds one id decoded with `tok`; returns the newly completed text (often empty). Invalid UTF-8
     /// becomes U+FFFD, as in [`Tokenizer::decode`]. Fails on an id past the vocabulary.
     pub fn step(&mut self, tok: &Tokenizer, id: u32) -> Result<&str> {
-        let piece = tok.token_to_piece(id).ok_or_else(|| Error::Range {
-            what: "token id".into(),
-            given: id as u64,
-            limit: tok.vocab_size() as u64,
-        })?;
+        let piece = tok
+            .token_to_piece(id)
+            .ok_or_else(|| Error::range("token id", id as u64, tok.vocab_size() as u64))?;
         self.out.clear();
         if self.skip_special && tok.is_special(id) {
             return Ok(&self.out);
@@ -746,14 +741,14 @@ fn check_id_span(source: &str, span: usize, defined: usize) -> Result<()> {
         .saturating_add(256)
         .min(crate::model::config::MAX_VOCAB);
     if span > limit {
-        return Err(Error::Range {
-            what: format!(
-                "{source}: largest token id + 1 (a vocabulary of {defined} tokens may span at most 2 × {defined} + 256 ids, and never more than {})",
+        return Err(Error::format(
+            source,
+            format!(
+                "largest token id + 1 is too large (a vocabulary of {defined} tokens may span at most 2 × {defined} + 256 ids, and never more than {})",
                 crate::model::config::MAX_VOCAB
             ),
-            given: span as u64,
-            limit: limit as u64,
-        });
+        )
+        .given_limit(span as u64, limit as u64));
     }
     Ok(())
 }
@@ -819,7 +814,7 @@ fn read_json_if_present(path: &Path) -> Result<Option<Value>> {
             .map(Some)
             .map_err(|e| Error::format(file, format!("not valid JSON: {e}"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Io { path: file, source }),
+        Err(source) => Err(Error::io(file, source)),
     }
 }
 
@@ -1044,8 +1039,10 @@ mod tests {
             .to_string()
         };
         std::fs::write(&path, file(json!({"a": 0, "b": 1, "c": 3_000_000_000u32}), json!([]))).unwrap();
-        let e = Tokenizer::from_file(&path).unwrap_err().to_string();
-        assert!(e.contains("3000000001") && e.contains("limit 262"), "{e}");
+        let e = Tokenizer::from_file(&path).unwrap_err();
+        assert_eq!((e.given(), e.limit()), (Some(3_000_000_001), Some(262)), "{e}");
+        assert_eq!(e.file(), Some(path.display().to_string().as_str()));
+        assert!(e.to_string().contains("3000000001 is past the limit of 262"), "{e}");
         // Dense ids with a few holes load as before.
         std::fs::write(&path, file(json!({"a": 0, "b": 1, "c": 9}), json!([]))).unwrap();
         let t = Tokenizer::from_file(&path).unwrap();
