@@ -186,11 +186,13 @@ pub struct Sampler {
 
 impl Sampler {
     /// Builds a sampler for logits of length `vocab`. Fails on an invalid config or an
-    /// empty vocabulary.
+    /// empty vocabulary or one past [`MAX_VOCAB`](crate::model::config::MAX_VOCAB).
     pub fn new(cfg: SamplerConfig, vocab: usize) -> Result<Sampler> {
         cfg.validate()?;
-        if vocab == 0 || vocab > u32::MAX as usize {
-            return Err(Error::range("sampler: vocabulary size", vocab as u64, u32::MAX as u64));
+        // The scratch below is sized by `vocab`: the same limit as a model's vocabulary.
+        let limit = crate::model::config::MAX_VOCAB;
+        if vocab == 0 || vocab > limit {
+            return Err(Error::range("sampler: vocabulary size", vocab as u64, limit as u64));
         }
         Ok(Sampler {
             cfg,
@@ -602,6 +604,10 @@ mod tests {
         )
         .is_err());
         assert!(Sampler::new(cfg(1.0), 0).is_err());
+        // Past the vocabulary limit: refused before the scratch is sized (was u32::MAX,
+        // a 16 GiB request that aborted the process).
+        let e = Sampler::new(cfg(1.0), u32::MAX as usize).unwrap_err();
+        assert_eq!((e.given(), e.limit()), (Some(u32::MAX as u64), Some(1 << 24)));
         let mut s = Sampler::new(cfg(1.0), 4).unwrap();
         assert!(s.sample(&[0.0; 3], &[]).is_err());
         assert_eq!(s.sample(&[0.0, f32::INFINITY, 1.0, f32::INFINITY], &[]).unwrap(), 1);
