@@ -182,13 +182,7 @@ impl PendingRead {
 /// every download, started or not).
 pub fn check_read(op: &'static str, have: usize, offset: usize, len: usize) -> Result<()> {
     if offset.checked_add(len).is_none_or(|e| e > have) {
-        return Err(Error::OutOfBounds {
-            op,
-            what: "src",
-            offset,
-            needed: len,
-            len: have,
-        });
+        return Err(Error::out_of_bounds(op, "src", offset, len, have));
     }
     Ok(())
 }

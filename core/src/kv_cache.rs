@@ -150,11 +150,11 @@ impl<B: Backend> KvCache<B> {
     /// Checks that `n` more tokens fit.
     pub fn check_room(&self, n: usize) -> Result<()> {
         if self.len + n > self.capacity {
-            return Err(Error::Range {
-                what: alloc::string::String::from("tokens in context (cached + new)"),
-                given: (self.len + n) as u64,
-                limit: self.capacity as u64,
-            });
+            return Err(Error::range(
+                alloc::string::String::from("tokens in context (cached + new)"),
+                (self.len + n) as u64,
+                self.capacity as u64,
+            ));
         }
         Ok(())
     }

@@ -31,6 +31,9 @@ pub mod cpu;
 pub mod dtype;
 pub mod error;
 #[cfg(feature = "std")]
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(feature = "std")]
 pub mod gguf;
 pub mod kv_cache;
 pub mod math;
@@ -50,5 +53,5 @@ pub mod tokenizer;
 
 pub use backend::{Backend, BufferKind, Capabilities};
 pub use dtype::DType;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use tensor::{Shape, TensorMut, TensorRef};

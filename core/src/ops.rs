@@ -19,21 +19,17 @@ fn bounds<B: Backend + ?Sized>(
     dtype: DType,
     shape: Shape,
 ) -> Result<()> {
-    let needed = crate::tensor::tensor_bytes(dtype, shape).ok_or_else(|| Error::Shape {
-        op,
-        what,
-        expected: format!("rows that are whole {dtype} blocks of {}", dtype.block_size()),
-        got: shape.describe(),
+    let needed = crate::tensor::tensor_bytes(dtype, shape).ok_or_else(|| {
+        Error::shape(
+            op,
+            what,
+            format!("rows that are whole {dtype} blocks of {}", dtype.block_size()),
+            shape.describe(),
+        )
     })?;
     let len = b.buffer_len(buf);
     if offset.checked_add(needed).is_none_or(|end| end > len) {
-        return Err(Error::OutOfBounds {
-            op,
-            what,
-            offset,
-            needed,
-            len,
-        });
+        return Err(Error::out_of_bounds(op, what, offset, needed, len));
     }
     // Element alignment: f32 views must be 4-aligned, f16/blocks 2-aligned.
     let align = match dtype {
@@ -61,35 +57,26 @@ fn want_f32_or_kv<B: Backend + ?Sized>(b: &B, op: &'static str, what: &'static s
     if got == DType::F32 || b.capabilities().kv_dtypes.contains(&got) {
         return Ok(());
     }
-    Err(Error::DType { op, what, dtype: got })
+    Err(Error::dtype(op, what, got))
 }
 
 fn want_dtype(op: &'static str, what: &'static str, got: DType, want: DType) -> Result<()> {
     if got != want {
-        return Err(Error::DType { op, what, dtype: got });
+        return Err(Error::dtype(op, what, got));
     }
     Ok(())
 }
 
 fn want_shape(op: &'static str, what: &'static str, got: Shape, expected: &[usize]) -> Result<()> {
     if got.dims() != expected {
-        return Err(Error::Shape {
-            op,
-            what,
-            expected: format!("{expected:?}"),
-            got: got.describe(),
-        });
+        return Err(Error::shape(op, what, format!("{expected:?}"), got.describe()));
     }
     Ok(())
 }
 
 fn weight_dtype<B: Backend + ?Sized>(b: &B, op: &'static str, dtype: DType) -> Result<()> {
     if dtype == DType::Q8_1 || !b.capabilities().weight_dtypes.contains(&dtype) {
-        return Err(Error::DType {
-            op,
-            what: "weight",
-            dtype,
-        });
+        return Err(Error::dtype(op, "weight", dtype));
     }
     Ok(())
 }
@@ -107,12 +94,7 @@ fn chk_lookup<B: Backend + ?Sized>(
     weight_dtype(b, op, table.dtype)?;
     want_dtype(op, "out", out.dtype, DType::F32)?;
     if table.shape.rank() != 2 {
-        return Err(Error::Shape {
-            op,
-            what: "table",
-            expected: "rank 2".to_string(),
-            got: table.shape.describe(),
-        });
+        return Err(Error::shape(op, "table", "rank 2".to_string(), table.shape.describe()));
     }
     Ok((table.shape.dims()[0], table.shape.dims()[1]))
 }
@@ -128,11 +110,7 @@ pub fn get_rows<B: Backend + ?Sized>(
     let (n_rows, dim) = chk_lookup(b, OP, &table, &out)?;
     want_shape(OP, "out", out.shape, &[ids.len(), dim])?;
     if let Some(&bad) = ids.iter().find(|&&i| i as usize >= n_rows) {
-        return Err(Error::Range {
-            what: "token id".to_string(),
-            given: bad as u64,
-            limit: n_rows as u64,
-        });
+        return Err(Error::range("token id".to_string(), bad as u64, n_rows as u64));
     }
     b.get_rows(table, ids, out)
 }
@@ -194,30 +172,15 @@ fn check_matmul_to<B: Backend + ?Sized>(
         want_dtype(op, "y", y.dtype, DType::F32)?;
     }
     if w.shape.rank() != 2 {
-        return Err(Error::Shape {
-            op,
-            what: "w",
-            expected: "rank 2".to_string(),
-            got: w.shape.describe(),
-        });
+        return Err(Error::shape(op, "w", "rank 2".to_string(), w.shape.describe()));
     }
     let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
     let n_tok = x.shape.rows();
     if x.shape.row_len() != n_in {
-        return Err(Error::Shape {
-            op,
-            what: "x",
-            expected: format!("[n_tok, {n_in}]"),
-            got: x.shape.describe(),
-        });
+        return Err(Error::shape(op, "x", format!("[n_tok, {n_in}]"), x.shape.describe()));
     }
     if y.shape.rows() != n_tok || y.shape.row_len() != n_out {
-        return Err(Error::Shape {
-            op,
-            what: "y",
-            expected: format!("[{n_tok}, {n_out}]"),
-            got: y.shape.describe(),
-        });
+        return Err(Error::shape(op, "y", format!("[{n_tok}, {n_out}]"), y.shape.describe()));
     }
     Ok(())
 }
@@ -249,12 +212,7 @@ fn check_rms_norm<B: Backend + ?Sized>(
     want_dtype(op, "out", out.dtype, DType::F32)?;
     want_shape(op, "w", w.shape, &[x.shape.row_len()])?;
     if out.shape.numel() != x.shape.numel() || out.shape.row_len() != x.shape.row_len() {
-        return Err(Error::Shape {
-            op,
-            what: "out",
-            expected: x.shape.describe(),
-            got: out.shape.describe(),
-        });
+        return Err(Error::shape(op, "out", x.shape.describe(), out.shape.describe()));
     }
     Ok(())
 }
@@ -282,12 +240,12 @@ fn check_rope<B: Backend + ?Sized>(
     want_f32_or_kv(b, op, "x", x.dtype)?;
     want_dtype(op, "inv_freq", inv_freq.dtype, DType::F32)?;
     if x.shape.rank() != 3 || !x.shape.row_len().is_multiple_of(2) {
-        return Err(Error::Shape {
+        return Err(Error::shape(
             op,
-            what: "x",
-            expected: "[n_tok, n_heads, even head_dim]".to_string(),
-            got: x.shape.describe(),
-        });
+            "x",
+            "[n_tok, n_heads, even head_dim]".to_string(),
+            x.shape.describe(),
+        ));
     }
     want_shape(op, "inv_freq", inv_freq.shape, &[x.shape.row_len() / 2])?;
     Ok(())
@@ -334,21 +292,21 @@ fn check_attention<B: Backend + ?Sized>(
     want_shape(op, "q", q.shape, &[n_tok, p.n_head, p.head_dim])?;
     want_shape(op, "out", out.shape, &[n_tok, p.n_head, p.head_dim])?;
     if k.shape.rank() != 3 || k.shape.dims()[1..] != [p.n_kv_head, p.head_dim] {
-        return Err(Error::Shape {
+        return Err(Error::shape(
             op,
-            what: "k",
-            expected: format!("[capacity, {}, {}]", p.n_kv_head, p.head_dim),
-            got: k.shape.describe(),
-        });
+            "k",
+            format!("[capacity, {}, {}]", p.n_kv_head, p.head_dim),
+            k.shape.describe(),
+        ));
     }
     want_shape(op, "v", v.shape, k.shape.dims())?;
     let cap = k.shape.dims()[0];
     if p.n_past + n_tok > cap {
-        return Err(Error::Range {
-            what: "attention context (n_past + n_tok)".to_string(),
-            given: (p.n_past + n_tok) as u64,
-            limit: cap as u64,
-        });
+        return Err(Error::range(
+            "attention context (n_past + n_tok)".to_string(),
+            (p.n_past + n_tok) as u64,
+            cap as u64,
+        ));
     }
     Ok(())
 }
@@ -362,11 +320,11 @@ pub fn argmax<B: Backend + ?Sized>(b: &mut B, x: TensorRef<'_, B>, out: TensorMu
     want_dtype(OP, "out", out.dtype, DType::F32)?;
     want_shape(OP, "out", out.shape, &[x.shape.rows()])?;
     if x.shape.row_len() >= 1 << 24 {
-        return Err(Error::Range {
-            what: "argmax row length (indices travel as f32)".to_string(),
-            given: x.shape.row_len() as u64,
-            limit: 1 << 24,
-        });
+        return Err(Error::range(
+            "argmax row length (indices travel as f32)".to_string(),
+            x.shape.row_len() as u64,
+            1 << 24,
+        ));
     }
     b.argmax(x, out)
 }
@@ -414,12 +372,7 @@ fn check_add<B: Backend + ?Sized>(
     want_dtype(op, "dst", dst.dtype, DType::F32)?;
     want_dtype(op, "src", src.dtype, DType::F32)?;
     if dst.shape.numel() != src.shape.numel() {
-        return Err(Error::Shape {
-            op,
-            what: "src",
-            expected: dst.shape.describe(),
-            got: src.shape.describe(),
-        });
+        return Err(Error::shape(op, "src", dst.shape.describe(), src.shape.describe()));
     }
     Ok(())
 }
@@ -453,12 +406,12 @@ pub fn rope_qk<B: Backend + ?Sized>(
     check_rope(b, OP, &q, &inv_freq)?;
     check_rope(b, OP, &k, &inv_freq)?;
     if q.shape.dims()[0] != k.shape.dims()[0] || q.shape.row_len() != k.shape.row_len() {
-        return Err(Error::Shape {
-            op: OP,
-            what: "k",
-            expected: format!("[{}, n_kv_heads, {}]", q.shape.dims()[0], q.shape.row_len()),
-            got: k.shape.describe(),
-        });
+        return Err(Error::shape(
+            OP,
+            "k",
+            format!("[{}, n_kv_heads, {}]", q.shape.dims()[0], q.shape.row_len()),
+            k.shape.describe(),
+        ));
     }
     b.rope_qk(q, k, inv_freq, pos0, style)
 }

@@ -108,10 +108,7 @@ struct Entry {
 
 fn entries(root: &Path) -> Result<Vec<Entry>> {
     let p = root.join("oracle/manifest.json");
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::Io {
-        path: p.display().to_string(),
-        source: e,
-    })?;
+    let text = std::fs::read_to_string(&p).map_err(|e| Error::io(p.display().to_string(), e))?;
     let m: Value = serde_json::from_str(&text).map_err(|e| err(format!("invalid JSON: {e}")))?;
     let mut out = Vec::new();
     for e in m["entries"].as_array().ok_or_else(|| err("no `entries` array"))? {
@@ -143,10 +140,7 @@ struct Refs {
 
 impl Refs {
     fn open(p: &Path) -> Result<Refs> {
-        let bytes = std::fs::read(p).map_err(|e| Error::Io {
-            path: p.display().to_string(),
-            source: e,
-        })?;
+        let bytes = std::fs::read(p).map_err(|e| Error::io(p.display().to_string(), e))?;
         Ok(Refs {
             bytes,
             path: p.display().to_string(),
@@ -171,6 +165,14 @@ impl Refs {
             d => return Err(Error::format(&self.path, format!("{name}: unexpected dtype {d:?}"))),
         })
     }
+    /// A comparison with tensor `name` of this file that could not be made.
+    fn mismatch(&self, name: &str, e: Error) -> Error {
+        let mut out = Error::format(&self.path, e.message()).tensor(name);
+        if let (Some(x), Some(g)) = (e.expected(), e.got()) {
+            out = out.expected_got(x, g);
+        }
+        out
+    }
     fn ids(&self, name: &str) -> Result<Vec<u32>> {
         let st = SafeTensors::deserialize(&self.bytes).map_err(|e| Error::format(&self.path, e.to_string()))?;
         let t = st
@@ -183,34 +185,42 @@ impl Refs {
     }
 }
 
-/// Σ(a−b)²/Σb².
-pub fn nmse(ours: &[f32], refv: &[f32]) -> f64 {
+/// Fails unless `ours` and the reference have the same number of values (a truncated
+/// or padded reference must not pass by comparing only a prefix).
+fn same_len(what: &str, ours: &[f32], refv: &[f32]) -> Result<()> {
+    if ours.len() != refv.len() {
+        return Err(
+            Error::invalid(format!("{what}: the reference and the model differ in length")).expected_got(
+                format!("{} values (the model's)", ours.len()),
+                format!("{} values", refv.len()),
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Σ(a−b)²/Σb²; fails when the lengths differ.
+pub fn nmse(ours: &[f32], refv: &[f32]) -> Result<f64> {
+    same_len("nmse", ours, refv)?;
     let num: f64 = ours
         .iter()
         .zip(refv)
         .map(|(a, b)| (*a as f64 - *b as f64).powi(2))
         .sum();
     let den: f64 = refv.iter().map(|b| (*b as f64).powi(2)).sum();
-    if den == 0.0 {
-        num
-    } else {
-        num / den
-    }
+    Ok(if den == 0.0 { num } else { num / den })
 }
 
-/// max|a−b| / max|b|.
-pub fn max_rel(ours: &[f32], refv: &[f32]) -> f64 {
+/// max|a−b| / max|b|; fails when the lengths differ.
+pub fn max_rel(ours: &[f32], refv: &[f32]) -> Result<f64> {
+    same_len("max_rel", ours, refv)?;
     let num = ours
         .iter()
         .zip(refv)
         .map(|(a, b)| (*a as f64 - *b as f64).abs())
         .fold(0.0, f64::max);
     let den = refv.iter().map(|b| (*b as f64).abs()).fold(0.0, f64::max);
-    if den == 0.0 {
-        num
-    } else {
-        num / den
-    }
+    Ok(if den == 0.0 { num } else { num / den })
 }
 
 fn log_softmax(row: &[f32]) -> Vec<f64> {
@@ -229,8 +239,16 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
-/// (top-1 agreement, mean KL(P_ref ‖ P_ours)) over full rows.
-pub fn top1_and_kl(ours: &[f32], refv: &[f32], vocab: usize) -> (f64, f64) {
+/// (top-1 agreement, mean KL(P_ref ‖ P_ours)) over full rows; fails unless both hold
+/// the same whole number (≥ 1) of rows of `vocab` values.
+pub fn top1_and_kl(ours: &[f32], refv: &[f32], vocab: usize) -> Result<(f64, f64)> {
+    same_len("logits", ours, refv)?;
+    if vocab == 0 || refv.is_empty() || !refv.len().is_multiple_of(vocab) {
+        return Err(Error::invalid(format!(
+            "logits: the reference has {} values, not a whole number of rows of {vocab}",
+            refv.len()
+        )));
+    }
     let n = refv.len() / vocab;
     let (mut agree, mut kl) = (0usize, 0.0f64);
     for r in 0..n {
@@ -239,13 +257,38 @@ pub fn top1_and_kl(ours: &[f32], refv: &[f32], vocab: usize) -> (f64, f64) {
         let (lo, lf) = (log_softmax(o), log_softmax(f));
         kl += lf.iter().zip(&lo).map(|(a, b)| a.exp() * (a - b)).sum::<f64>();
     }
-    (agree as f64 / n as f64, kl / n as f64)
+    Ok((agree as f64 / n as f64, kl / n as f64))
 }
 
-/// (top-1 agreement, mean KL over the 64 reference tokens plus a rest bucket).
-fn top1_and_kl_topk(ours: &[f32], vocab: usize, topk_logp: &[f32], topk_idx: &[u32], rest_logp: &[f32]) -> (f64, f64) {
+/// (top-1 agreement, mean KL over the 64 reference tokens plus a rest bucket). The
+/// reference's shapes and token ids are checked against ours first: they come from a
+/// file.
+fn top1_and_kl_topk(
+    ours: &[f32],
+    vocab: usize,
+    topk_logp: &[f32],
+    topk_idx: &[u32],
+    rest_logp: &[f32],
+) -> Result<(f64, f64)> {
     let n = rest_logp.len();
+    let bad = |msg: String| Err(Error::invalid(format!("top-k reference: {msg}")));
+    if n == 0 || vocab == 0 || ours.len() != n * vocab {
+        return bad(format!(
+            "{n} rows of rest log-probs, but the model produced {} logits of {vocab} per row",
+            ours.len()
+        ));
+    }
     let k = topk_logp.len() / n;
+    if k == 0 || topk_logp.len() != n * k || topk_idx.len() != n * k {
+        return bad(format!(
+            "{} log-probs and {} ids are not {n} rows of the same k ≥ 1",
+            topk_logp.len(),
+            topk_idx.len()
+        ));
+    }
+    if let Some(&id) = topk_idx.iter().find(|&&id| id as usize >= vocab) {
+        return bad(format!("token id {id} is past the vocabulary of {vocab}"));
+    }
     let (mut agree, mut kl) = (0usize, 0.0f64);
     for r in 0..n {
         let o = &ours[r * vocab..(r + 1) * vocab];
@@ -263,7 +306,7 @@ fn top1_and_kl_topk(ours: &[f32], vocab: usize, topk_logp: &[f32], topk_idx: &[u
         let (pr, qr) = (rest_logp[r] as f64, (1.0 - ours_in).max(1e-300).ln());
         kl += pr.exp() * (pr - qr);
     }
-    (agree as f64 / n as f64, kl / n as f64)
+    Ok((agree as f64 / n as f64, kl / n as f64))
 }
 
 fn tol(v: &Value, key: &str) -> Option<f64> {
@@ -376,10 +419,23 @@ pub fn run<B: Backend>(root: &Path, opts: &Options, make: &dyn Fn() -> Result<B>
 
 fn rope_case(case: &str, es: &[Entry], rep: &mut Report) -> Result<()> {
     for e in es {
-        let want = Refs::open(&e.file)?.f32(&e.tensor)?;
+        let refs = Refs::open(&e.file)?;
+        let want = refs.f32(&e.tensor)?;
         let ent = &e.raw;
         let hd = ent["head_dim"].as_u64().unwrap_or(64) as usize;
         let theta = ent["rope_theta"].as_f64().unwrap_or(10000.0) as f32;
+        // The table is sized by the manifest's head_dim: checked against the reference
+        // first, so a wrong (or absurd) value is an error, not an allocation.
+        if hd / 2 != want.len() {
+            return Err(refs.mismatch(
+                &e.tensor,
+                Error::invalid(format!(
+                    "head_dim {hd} of the manifest gives {} frequencies, the reference has {}",
+                    hd / 2,
+                    want.len()
+                )),
+            ));
+        }
         let mut f = crate::rope::base_inv_freq(theta, hd);
         if ent["rope_type"] == "llama3" {
             let s = crate::rope::Llama3Scaling {
@@ -395,7 +451,7 @@ fn rope_case(case: &str, es: &[Entry], rep: &mut Report) -> Result<()> {
             case: case.into(),
             tensor: e.tensor.clone(),
             metric: "max_rel".into(),
-            value: max_rel(&f, &want),
+            value: max_rel(&f, &want).map_err(|x| refs.mismatch(&e.tensor, x))?,
             limit: tol(&e.tolerance, "max_rel"),
             upper: true,
             layer: None,
@@ -442,20 +498,32 @@ fn model_case<B: Backend>(
                 let ours = states
                     .get(t)
                     .ok_or_else(|| Error::invalid(format!("model produced no `{t}`")))?;
-                push(rep, e, "nmse", nmse(ours, &refs.f32(t)?), true);
+                let v = nmse(ours, &refs.f32(t)?).map_err(|x| refs.mismatch(t, x))?;
+                push(rep, e, "nmse", v, true);
             }
             "logits" => {
                 let want = refs.f32("logits")?;
+                let named = |x| refs.mismatch("logits", x);
                 for met in &e.metric {
                     match met.as_str() {
-                        "max_rel" => push(rep, e, "max_rel", max_rel(&logits, &want), true),
-                        "top1_agree" => push(rep, e, "top1_agree", top1_and_kl(&logits, &want, vocab).0, false),
-                        "kl_mean" => push(rep, e, "kl_mean", top1_and_kl(&logits, &want, vocab).1, true),
+                        "max_rel" => push(rep, e, "max_rel", max_rel(&logits, &want).map_err(named)?, true),
+                        "top1_agree" => {
+                            let (a, _) = top1_and_kl(&logits, &want, vocab).map_err(named)?;
+                            push(rep, e, "top1_agree", a, false)
+                        }
+                        "kl_mean" => {
+                            let (_, k) = top1_and_kl(&logits, &want, vocab).map_err(named)?;
+                            push(rep, e, "kl_mean", k, true)
+                        }
                         _ => {}
                     }
                 }
             }
-            "rope_inv_freq" => push(rep, e, "max_rel", max_rel(&inv_freq, &refs.f32("rope_inv_freq")?), true),
+            "rope_inv_freq" => {
+                let v =
+                    max_rel(&inv_freq, &refs.f32("rope_inv_freq")?).map_err(|x| refs.mismatch("rope_inv_freq", x))?;
+                push(rep, e, "max_rel", v, true)
+            }
             "logits_topk_logp" => {
                 let (a, k) = top1_and_kl_topk(
                     &logits,
@@ -463,7 +531,8 @@ fn model_case<B: Backend>(
                     &refs.f32("logits_topk_logp")?,
                     &refs.ids("logits_topk_idx")?,
                     &refs.f32("logits_rest_logp")?,
-                );
+                )
+                .map_err(|x| refs.mismatch("logits_topk_logp", x))?;
                 push(rep, e, "top1_agree", a, false);
                 push(rep, e, "kl_mean_topk_plus_rest", k, true);
             }
@@ -471,13 +540,25 @@ fn model_case<B: Backend>(
                 let Source::Hf(dir, _) = src else { continue };
                 let mut mq = load(&Source::Hf(dir, DType::Q4_0), make()?, opts.corrupt, true)?;
                 let lq = mq.forward(&ids)?.to_vec();
-                let (a, k) = top1_and_kl(&lq, &refs.f32("logits_q4_0")?, vocab);
+                let (a, k) =
+                    top1_and_kl(&lq, &refs.f32("logits_q4_0")?, vocab).map_err(|x| refs.mismatch("logits_q4_0", x))?;
                 push(rep, e, "top1_agree", a, false);
                 push(rep, e, "kl_mean", k, true);
             }
             "greedy_ids" => {
                 let want = refs.ids("greedy_ids")?;
-                let margin = refs.f32(e.margin_tensor.as_deref().unwrap_or("greedy_margin"))?;
+                let margin_name = e.margin_tensor.as_deref().unwrap_or("greedy_margin");
+                let margin = refs.f32(margin_name)?;
+                if margin.len() != want.len() {
+                    return Err(refs.mismatch(
+                        margin_name,
+                        Error::invalid(format!(
+                            "{} margins for {} greedy ids: one per step expected",
+                            margin.len(),
+                            want.len()
+                        )),
+                    ));
+                }
                 let min_margin = tol(&e.tolerance, "min_margin").unwrap_or(0.1);
                 // Teacher-forced: each step is fed the reference's token, so one near-tie
                 // cannot derail the rest; ids must agree where the reference's top-1/top-2
@@ -508,4 +589,93 @@ fn model_case<B: Backend>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_refuse_a_reference_of_another_length() {
+        let ours = [1.0f32, 2.0, 3.0, 4.0];
+        assert_eq!(nmse(&ours, &ours).unwrap(), 0.0);
+        assert_eq!(max_rel(&ours, &[1.0, 2.0, 3.0, 2.0]).unwrap(), 2.0 / 3.0);
+        // A truncated reference used to compare only the prefix and pass.
+        for short in [&ours[..3], &[][..]] {
+            let e = nmse(&ours, short).unwrap_err();
+            assert_eq!(e.got(), Some(format!("{} values", short.len()).as_str()), "{e}");
+            assert_eq!(e.expected(), Some("4 values (the model's)"), "{e}");
+            assert!(max_rel(&ours, short).is_err());
+            assert!(top1_and_kl(&ours, short, 2).is_err());
+        }
+        assert!(nmse(&ours[..2], &ours).is_err());
+        // Rows must be whole and non-empty; a zero vocabulary is not a row length.
+        assert!(top1_and_kl(&ours, &ours, 3).is_err());
+        assert!(top1_and_kl(&ours, &ours, 0).is_err());
+        assert!(top1_and_kl(&[], &[], 2).is_err());
+        let (agree, kl) = top1_and_kl(&ours, &ours, 2).unwrap();
+        assert_eq!(agree, 1.0);
+        assert!(kl.abs() < 1e-12, "{kl}");
+    }
+
+    #[test]
+    fn topk_reference_is_checked_before_indexing() {
+        let ours = [0.0f32, 1.0, 2.0, 3.0]; // 2 rows of vocab 2
+        let (lp, ids, rest) = ([-0.1f32, -2.0, -0.2, -3.0], [1u32, 0, 1, 0], [-30.0f32, -30.0]);
+        let (agree, _) = top1_and_kl_topk(&ours, 2, &lp, &ids, &rest).unwrap();
+        assert_eq!(agree, 1.0);
+        // An id past the vocabulary (read from the file) used to index out of bounds.
+        let e = top1_and_kl_topk(&ours, 2, &lp, &[1, 0, 7, 0], &rest)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("token id 7") && e.contains("vocabulary of 2"), "{e}");
+        // No rows (used to divide by zero), rows that disagree with ours, ragged k.
+        assert!(top1_and_kl_topk(&ours, 2, &lp, &ids, &[]).is_err());
+        assert!(top1_and_kl_topk(&ours, 2, &lp, &ids, &[-30.0; 3]).is_err());
+        assert!(top1_and_kl_topk(&ours, 2, &lp[..3], &ids, &rest).is_err());
+        assert!(top1_and_kl_topk(&ours, 2, &lp, &ids[..2], &rest).is_err());
+        assert!(top1_and_kl_topk(&ours[..3], 2, &lp, &ids, &rest).is_err());
+    }
+
+    /// A manifest with one RoPE case whose reference holds `n` values, under a fresh
+    /// directory.
+    fn rope_root(tag: &str, n: usize, head_dim: u64) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("ag-oracle-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("oracle")).unwrap();
+        let want = crate::rope::base_inv_freq(10000.0, 64);
+        let bytes: Vec<u8> = want.iter().cycle().take(n).flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n], &bytes).unwrap();
+        std::fs::write(
+            root.join("ref.safetensors"),
+            safetensors::serialize([("inv_freq", view)], &None).unwrap(),
+        )
+        .unwrap();
+        let manifest = serde_json::json!({"entries": [{
+            "case": "rope_test", "file": "ref.safetensors", "tensor": "inv_freq", "metric": "max_rel",
+            "tolerance": {"max_rel": 1e-6}, "head_dim": head_dim, "rope_theta": 10000.0,
+        }]});
+        std::fs::write(root.join("oracle/manifest.json"), manifest.to_string()).unwrap();
+        root
+    }
+
+    #[test]
+    fn a_truncated_or_mismatched_reference_file_is_an_error() {
+        let no_backend = || -> Result<crate::cpu::CpuBackend> { Err(Error::invalid("not needed")) };
+        let root = rope_root("ok", 32, 64);
+        let rep = run(&root, &Options::default(), &no_backend).unwrap();
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(rep.rows.len(), 1);
+        assert!(rep.rows[0].pass(), "{:?}", rep.rows[0]);
+        // One value short: was compared over the 31 values present and passed.
+        let root = rope_root("short", 31, 64);
+        let e = run(&root, &Options::default(), &no_backend).unwrap_err();
+        let _ = std::fs::remove_dir_all(&root);
+        assert!(e.file().is_some_and(|f| f.ends_with("ref.safetensors")), "{e}");
+        assert_eq!(e.tensor_name(), Some("inv_freq"), "{e}");
+        assert!(e.to_string().contains("32 frequencies, the reference has 31"), "{e}");
+        // An absurd head_dim in the manifest is refused before anything is sized by it.
+        let root = rope_root("huge", 32, u64::MAX / 2);
+        assert!(run(&root, &Options::default(), &no_backend).is_err());
+        let _ = std::fs::remove_dir_all(&root);
+    }
 }

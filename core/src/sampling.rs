@@ -186,15 +186,13 @@ pub struct Sampler {
 
 impl Sampler {
     /// Builds a sampler for logits of length `vocab`. Fails on an invalid config or an
-    /// empty vocabulary.
+    /// empty vocabulary or one past [`MAX_VOCAB`](crate::model::config::MAX_VOCAB).
     pub fn new(cfg: SamplerConfig, vocab: usize) -> Result<Sampler> {
         cfg.validate()?;
-        if vocab == 0 || vocab > u32::MAX as usize {
-            return Err(Error::Range {
-                what: "sampler: vocabulary size".into(),
-                given: vocab as u64,
-                limit: u32::MAX as u64,
-            });
+        // The scratch below is sized by `vocab`: the same limit as a model's vocabulary.
+        let limit = crate::model::config::MAX_VOCAB;
+        if vocab == 0 || vocab > limit {
+            return Err(Error::range("sampler: vocabulary size", vocab as u64, limit as u64));
         }
         Ok(Sampler {
             cfg,
@@ -223,12 +221,12 @@ impl Sampler {
     /// nothing. Fails if `logits` has the wrong length or holds no finite value.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32> {
         if logits.len() != self.vocab {
-            return Err(Error::Shape {
-                op: "sample",
-                what: "logits",
-                expected: alloc::format!("[{}]", self.vocab),
-                got: alloc::format!("[{}]", logits.len()),
-            });
+            return Err(Error::shape(
+                "sample",
+                "logits",
+                alloc::format!("[{}]", self.vocab),
+                alloc::format!("[{}]", logits.len()),
+            ));
         }
         // Plain greedy (no penalty): the argmax straight off the logits, without building
         // candidates — this runs once per decoded token on the host, between GPU steps.
@@ -606,6 +604,10 @@ mod tests {
         )
         .is_err());
         assert!(Sampler::new(cfg(1.0), 0).is_err());
+        // Past the vocabulary limit: refused before the scratch is sized (was u32::MAX,
+        // a 16 GiB request that aborted the process).
+        let e = Sampler::new(cfg(1.0), u32::MAX as usize).unwrap_err();
+        assert_eq!((e.given(), e.limit()), (Some(u32::MAX as u64), Some(1 << 24)));
         let mut s = Sampler::new(cfg(1.0), 4).unwrap();
         assert!(s.sample(&[0.0; 3], &[]).is_err());
         assert_eq!(s.sample(&[0.0, f32::INFINITY, 1.0, f32::INFINITY], &[]).unwrap(), 1);

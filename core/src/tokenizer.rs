@@ -209,14 +209,14 @@ impl Tokenizer {
     /// from `generation_config.json` / `config.json` (`eos_token_id`, a number or a list).
     pub fn from_file(path: &Path) -> Result<Tokenizer> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| Error::io(file.clone(), source))?;
         let json: Value =
             serde_json::from_str(&text).map_err(|e| Error::format(&file, format!("not valid JSON: {e}")))?;
         let style = piece_style_of(json.get("decoder"));
         let strip = strips_leading_space(json.get("decoder"));
+        if let Some(model) = json.get("model") {
+            check_bpe_merges(model).map_err(|msg| Error::format(&file, msg))?;
+        }
         let inner: tokenizers::Tokenizer = serde_json::from_value(json)
             .map_err(|e| Error::format(&file, format!("not a tokenizer.json this version reads: {e}")))?;
 
@@ -336,11 +336,11 @@ impl Tokenizer {
         for (what, id) in [("bos_token_id", v.bos), ("eos_token_id", v.eos)] {
             if let Some(id) = id {
                 if id as usize >= n {
-                    return Err(Error::Range {
-                        what: format!("{FILE}: tokenizer.ggml.{what}"),
-                        given: id as u64,
-                        limit: n as u64,
-                    });
+                    return Err(Error::range(
+                        format!("{FILE}: tokenizer.ggml.{what}"),
+                        id as u64,
+                        n as u64,
+                    ));
                 }
             }
         }
@@ -402,6 +402,8 @@ impl Tokenizer {
                 "ignore_merges": ignore_merges, "vocab": vocab, "merges": merges,
             },
         });
+        check_bpe_merges(&json["model"])
+            .map_err(|msg| Error::format(FILE, msg.replace("model.merges", "tokenizer.ggml.merges")))?;
         let inner: tokenizers::Tokenizer = serde_json::from_value(json)
             .map_err(|e| Error::format(FILE, format!("cannot build the BPE tokenizer: {e}")))?;
         Tokenizer::assemble(
@@ -435,10 +437,10 @@ impl Tokenizer {
         let added = inner.get_added_tokens_decoder();
         // Ids may exceed the `tokenizers` count when a GGUF vocabulary repeats a string
         // (its map keeps one id); the GGUF's own list is authoritative.
-        let n = inner
-            .get_vocab_size(true)
-            .max(names.map_or(0, <[&str]>::len))
-            .max(added.keys().max().map_or(0, |&m| m as usize + 1));
+        let vocab = inner.get_vocab(true);
+        let largest = vocab.values().chain(added.keys()).max().map_or(0, |&m| m as usize + 1);
+        let n = vocab.len().max(names.map_or(0, <[&str]>::len)).max(largest);
+        check_id_span(&source, n, vocab.len().max(added.len()))?;
         let mut inverse = [0u8; 0x144];
         for (b, c) in bytes_to_unicode().iter().enumerate() {
             inverse[*c as usize] = b as u8;
@@ -573,11 +575,11 @@ impl Tokenizer {
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
         let n = self.vocab_size();
         match ids.iter().position(|&id| id as usize >= n) {
-            Some(i) => Err(Error::Range {
-                what: format!("token id at position {i}"),
-                given: ids[i] as u64,
-                limit: n as u64,
-            }),
+            Some(i) => Err(Error::range(
+                format!("token id at position {i}"),
+                ids[i] as u64,
+                n as u64,
+            )),
             None => Ok(()),
         }
     }
@@ -673,11 +675,9 @@ impl StreamDecoder {
     /// Adds one id decoded with `tok`; returns the newly completed text (often empty). Invalid UTF-8
     /// becomes U+FFFD, as in [`Tokenizer::decode`]. Fails on an id past the vocabulary.
     pub fn step(&mut self, tok: &Tokenizer, id: u32) -> Result<&str> {
-        let piece = tok.token_to_piece(id).ok_or_else(|| Error::Range {
-            what: "token id".into(),
-            given: id as u64,
-            limit: tok.vocab_size() as u64,
-        })?;
+        let piece = tok
+            .token_to_piece(id)
+            .ok_or_else(|| Error::range("token id", id as u64, tok.vocab_size() as u64))?;
         self.out.clear();
         if self.skip_special && tok.is_special(id) {
             return Ok(&self.out);
@@ -731,6 +731,81 @@ impl StreamDecoder {
     }
 }
 
+/// The tables below are sized by the largest id, which a file states: a vocabulary of
+/// `defined` tokens may span at most `2 · defined + 256` ids (real ones are dense: a few
+/// unused slots at most) and never more than [`MAX_VOCAB`](crate::model::config::MAX_VOCAB).
+/// Without this one token with id 3 000 000 000 took 74 s and 11.7 GB to load.
+fn check_id_span(source: &str, span: usize, defined: usize) -> Result<()> {
+    let limit = defined
+        .saturating_mul(2)
+        .saturating_add(256)
+        .min(crate::model::config::MAX_VOCAB);
+    if span > limit {
+        return Err(Error::format(
+            source,
+            format!(
+                "largest token id + 1 is too large (a vocabulary of {defined} tokens may span at most 2 × {defined} + 256 ids, and never more than {})",
+                crate::model::config::MAX_VOCAB
+            ),
+        )
+        .given_limit(span as u64, limit as u64));
+    }
+    Ok(())
+}
+
+/// Refuses a BPE merge whose joined result is not in the vocabulary, before `tokenizers`
+/// builds the model: `tokenizers` 0.23 copies the joined text into a buffer as long as the
+/// longest vocabulary entry *before* looking it up, so such a merge panicked (index out of
+/// range; found by the `tokenizer_json` fuzz target), and a right part shorter than
+/// `continuing_subword_prefix` underflowed. Merges whose parts are not in the vocabulary
+/// are left to `tokenizers`, which reports them.
+fn check_bpe_merges(model: &Value) -> std::result::Result<(), String> {
+    let (Some(vocab), Some(merges)) = (
+        model.get("vocab").and_then(Value::as_object),
+        model.get("merges").and_then(Value::as_array),
+    ) else {
+        return Ok(());
+    };
+    let prefix = model
+        .get("continuing_subword_prefix")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let legacy = merges
+        .iter()
+        .filter(|m| !m.as_str().is_some_and(|l| l.starts_with("#version")));
+    for (i, m) in legacy.enumerate() {
+        let (a, b) = match m {
+            Value::String(line) => match line.split_once(' ') {
+                Some((a, b)) if !b.contains(' ') => (a, b),
+                _ => continue,
+            },
+            Value::Array(p) if p.len() == 2 => match (p[0].as_str(), p[1].as_str()) {
+                (Some(a), Some(b)) => (a, b),
+                _ => continue,
+            },
+            _ => continue,
+        };
+        if !vocab.contains_key(a) || !vocab.contains_key(b) {
+            continue;
+        }
+        let joined = b
+            .get(prefix.len()..)
+            .map(|rest| format!("{a}{rest}"))
+            .filter(|j| vocab.contains_key(j.as_str()));
+        if joined.is_none() {
+            return Err(format!(
+                "model.merges[{i}] = ({a:?}, {b:?}) does not join to a vocabulary entry{}",
+                if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (continuing_subword_prefix {prefix:?} removed from the right part)")
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Reads `path` as JSON if it exists; `Ok(None)` if it does not.
 fn read_json_if_present(path: &Path) -> Result<Option<Value>> {
     let file = path.display().to_string();
@@ -739,7 +814,7 @@ fn read_json_if_present(path: &Path) -> Result<Option<Value>> {
             .map(Some)
             .map_err(|e| Error::format(file, format!("not valid JSON: {e}"))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(Error::Io { path: file, source }),
+        Err(source) => Err(Error::io(file, source)),
     }
 }
 
@@ -945,5 +1020,54 @@ mod tests {
             ..Default::default()
         })
         .is_err());
+    }
+
+    /// A `tokenizer.json` whose vocabulary holds one far id: refused with the figures,
+    /// before any table is sized by it. (An added token's stated id is not trusted by
+    /// `tokenizers`, which numbers added tokens itself.)
+    #[test]
+    fn a_far_token_id_is_refused_not_allocated() {
+        let dir = std::env::temp_dir().join(format!("ag-tok-far-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokenizer.json");
+        let file = |vocab: Value, added: Value| {
+            json!({
+                "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+                "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": null,
+                "model": {"type": "BPE", "vocab": vocab, "merges": []},
+            })
+            .to_string()
+        };
+        std::fs::write(&path, file(json!({"a": 0, "b": 1, "c": 3_000_000_000u32}), json!([]))).unwrap();
+        let e = Tokenizer::from_file(&path).unwrap_err();
+        assert_eq!((e.given(), e.limit()), (Some(3_000_000_001), Some(262)), "{e}");
+        assert_eq!(e.file(), Some(path.display().to_string().as_str()));
+        assert!(e.to_string().contains("3000000001 is past the limit of 262"), "{e}");
+        // Dense ids with a few holes load as before.
+        std::fs::write(&path, file(json!({"a": 0, "b": 1, "c": 9}), json!([]))).unwrap();
+        let t = Tokenizer::from_file(&path).unwrap();
+        assert_eq!(t.vocab_size(), 10);
+        assert_eq!(t.encode("c").unwrap(), [9]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A merge whose joined text is not a vocabulary entry is an error (it made
+    /// `tokenizers` panic: fuzz/regressions/{gguf_vocab,tokenizer_json}/).
+    #[test]
+    fn a_merge_outside_the_vocabulary_is_an_error() {
+        let v = |merges| GgufVocab {
+            model: "gpt2",
+            tokens: vec!["a", "b", "ab"],
+            merges,
+            ..Default::default()
+        };
+        assert!(Tokenizer::from_gguf_vocab(&v(vec!["a b"])).is_ok());
+        let e = Tokenizer::from_gguf_vocab(&v(vec!["a b", "b a"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tokenizer.ggml.merges[1]") && e.contains("\"b\", \"a\""),
+            "{e}"
+        );
     }
 }

@@ -10,6 +10,7 @@ mod gguf_support;
 
 use std::path::Path;
 
+use antigravity_core::error::ErrorKind;
 use antigravity_core::gguf::GgufFile;
 use gguf_support::{malformed_cases, Raw};
 
@@ -32,7 +33,11 @@ fn every_malformed_case_is_a_clean_error() {
             Err(e) => {
                 let msg = e.to_string();
                 eprintln!("{msg}");
-                if !msg.contains(c.expect) || !msg.contains(&format!("{}.gguf", c.name)) || !msg.contains("byte ") {
+                // The file and the byte offset are fields of the error, and in its text.
+                let name = format!("{}.gguf", c.name);
+                let fields_ok =
+                    e.kind() == ErrorKind::Format && e.file() == Some(name.as_str()) && e.offset().is_some();
+                if !fields_ok || !msg.contains(c.expect) || !msg.contains(&name) || !msg.contains("byte ") {
                     failures.push(format!("{}: expected '{}' in: {msg}", c.name, c.expect));
                 }
             }

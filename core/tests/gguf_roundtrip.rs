@@ -161,8 +161,16 @@ fn typed_getters_convert_or_explain() {
     );
     let e = f.get_u32("t.u64").unwrap_err().to_string();
     assert!(e.contains("does not fit"), "{e}");
-    let e = f.get_u32("t.str").unwrap_err().to_string();
-    assert!(e.contains("'t.str': expected an integer (u32), found string"), "{e}");
+    let e = f.get_u32("t.str").unwrap_err();
+    assert_eq!(
+        (e.expected(), e.got()),
+        (Some("an integer (u32)"), Some("string")),
+        "{e}"
+    );
+    assert!(
+        e.to_string().contains("'t.str': expected an integer (u32), got string"),
+        "{e}"
+    );
     assert_eq!(f.get_f32("t.f32").unwrap(), Some(-1.5e-3));
     assert_eq!(f.get_f32("t.f64").unwrap(), Some(std::f32::consts::PI));
     assert_eq!(f.get_f32("t.u32").unwrap(), Some(4e9));
@@ -175,10 +183,7 @@ fn typed_getters_convert_or_explain() {
     assert_eq!(s.get(3), Some("日本"));
     assert_eq!(s.get(4), None);
     let e = f.get_str_array("t.arr_i32").unwrap_err().to_string();
-    assert!(
-        e.contains("expected an array of strings, found array of 3 int32"),
-        "{e}"
-    );
+    assert!(e.contains("expected an array of strings, got array of 3 int32"), "{e}");
     assert_eq!(f.get_i32_array("t.arr_i32").unwrap(), Some(vec![-5, 5, 1 << 30]));
     assert_eq!(f.get_i32_array("t.arr_u8").unwrap(), Some(vec![1, 2, 255]));
     let e = f.get_i32_array("t.arr_u32").unwrap_err().to_string();

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use antigravity_core::cpu::CpuBackend;
 use antigravity_core::dtype::DType;
+use antigravity_core::error::ErrorKind;
 use antigravity_core::gguf::{GgufFile, GgufWriter, Value};
 use antigravity_core::model::{self, Llama, RunOptions};
 
@@ -79,19 +80,20 @@ fn valid_tiny_gguf_runs() {
 
 #[test]
 fn missing_and_misshapen_tensors_are_named() {
-    let e = load(tiny_gguf(Some("blk.0.ffn_up.weight"), None))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        e.contains("test.gguf") && e.contains("blk.0.ffn_up.weight") && e.contains("missing"),
-        "{e}"
+    let e = load(tiny_gguf(Some("blk.0.ffn_up.weight"), None)).err().unwrap();
+    assert_eq!(
+        (e.kind(), e.file(), e.tensor_name()),
+        (ErrorKind::Format, Some("test.gguf"), Some("blk.0.ffn_up.weight"))
     );
-    let e = load(tiny_gguf(None, Some("blk.0.attn_k.weight")))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(e.contains("blk.0.attn_k.weight") && e.contains("expected"), "{e}");
+    assert_eq!(e.to_string(), "test.gguf: tensor `blk.0.ffn_up.weight`: missing");
+    let e = load(tiny_gguf(None, Some("blk.0.attn_k.weight"))).err().unwrap();
+    assert_eq!(e.tensor_name(), Some("blk.0.attn_k.weight"));
+    // ggml dims are [cols, rows]: the test doubles dims[0].
+    assert_eq!((e.expected(), e.got()), (Some("[32, 16]"), Some("[64, 16]")));
+    assert_eq!(
+        e.to_string(),
+        "test.gguf: tensor `blk.0.attn_k.weight`: wrong ggml dims: expected [32, 16], got [64, 16]"
+    );
 }
 
 #[test]

@@ -476,9 +476,7 @@ fn view<'a>(t: &TensorRef<'a, CpuBackend>) -> &'a [u8] {
 fn view_mut<'a>(t: TensorMut<'a, CpuBackend>) -> Result<&'a mut [u8]> {
     let n = t.nbytes();
     let off = t.offset;
-    let b = t.buf.bytes_mut().ok_or(Error::ReadOnly {
-        what: "cpu output tensor",
-    })?;
+    let b = t.buf.bytes_mut().ok_or_else(|| Error::read_only("cpu output tensor"))?;
     Ok(&mut b[off..off + n])
 }
 
@@ -549,13 +547,7 @@ impl CpuBackend {
                     nb,
                     k.gemm_q8_0x8,
                 ),
-                other => {
-                    return Err(Error::DType {
-                        op: "matmul",
-                        what: "repacked weight",
-                        dtype: other,
-                    })
-                }
+                other => return Err(Error::dtype("matmul", "repacked weight", other)),
             }
             return Ok(());
         }
@@ -602,13 +594,7 @@ impl CpuBackend {
                     scalar::gemv(w, x, y, k.vec_dot_bf16_f32)
                 })
             }
-            DType::Q8_1 => {
-                return Err(Error::DType {
-                    op: "matmul",
-                    what: "weight",
-                    dtype: DType::Q8_1,
-                })
-            }
+            DType::Q8_1 => return Err(Error::dtype("matmul", "weight", DType::Q8_1)),
         }
         Ok(())
     }
@@ -713,7 +699,7 @@ impl Backend for CpuBackend {
             let src = region.bytes();
             let mut buf = self.alloc(src.len(), BufferKind::Shared)?;
             buf.bytes_mut()
-                .ok_or(Error::ReadOnly { what: "vector copy" })?
+                .ok_or_else(|| Error::read_only("vector copy"))?
                 .copy_from_slice(src);
             self.repacked
                 .fetch_add(src.len() as u64, core::sync::atomic::Ordering::Relaxed);
@@ -728,7 +714,7 @@ impl Backend for CpuBackend {
         }
         let src = region.bytes();
         let mut buf = self.alloc(src.len(), BufferKind::Shared)?;
-        let dst = buf.bytes_mut().ok_or(Error::ReadOnly { what: "repack buffer" })?;
+        let dst = buf.bytes_mut().ok_or_else(|| Error::read_only("repack buffer"))?;
         if self.opts.huge_pages {
             crate::os::advise_huge(dst);
         }
@@ -778,19 +764,11 @@ impl Backend for CpuBackend {
     }
     fn upload(&self, dst: &mut CpuBuffer, offset: usize, src: &[u8]) -> Result<()> {
         let len = dst.len;
-        let b = dst.bytes_mut().ok_or(Error::ReadOnly {
-            what: "upload destination",
-        })?;
+        let b = dst.bytes_mut().ok_or_else(|| Error::read_only("upload destination"))?;
         let end = offset
             .checked_add(src.len())
             .filter(|&e| e <= len)
-            .ok_or(Error::OutOfBounds {
-                op: "upload",
-                what: "dst",
-                offset,
-                needed: src.len(),
-                len,
-            })?;
+            .ok_or_else(|| Error::out_of_bounds("upload", "dst", offset, src.len(), len))?;
         b[offset..end].copy_from_slice(src);
         Ok(())
     }
@@ -799,13 +777,7 @@ impl Backend for CpuBackend {
         let end = offset
             .checked_add(dst.len())
             .filter(|&e| e <= b.len())
-            .ok_or(Error::OutOfBounds {
-                op: "download",
-                what: "src",
-                offset,
-                needed: dst.len(),
-                len: b.len(),
-            })?;
+            .ok_or_else(|| Error::out_of_bounds("download", "src", offset, dst.len(), b.len()))?;
         dst.copy_from_slice(&b[offset..end]);
         Ok(())
     }

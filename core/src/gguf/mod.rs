@@ -110,14 +110,11 @@ impl GgufFile {
     /// Memory-maps and parses the file at `path`.
     pub fn open(path: &Path) -> Result<GgufFile> {
         let name = path.display().to_string();
-        let io = |source| Error::Io {
-            path: name.clone(),
-            source,
-        };
+        let io = |source| Error::io(name.clone(), source);
         let file = std::fs::File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
         if len == 0 {
-            return Err(Error::format(&name, "byte 0: file is empty (0 bytes), not a GGUF file"));
+            return Err(Error::format(&name, "file is empty (0 bytes), not a GGUF file").at(0));
         }
         // SAFETY: the mapping is only ever read, never written through. If another
         // process truncates or rewrites the file while it is mapped, reads may see the
@@ -176,7 +173,7 @@ impl GgufFile {
     /// The tensor called `name`, or an error naming it and the file.
     pub fn require_tensor(&self, name: &str) -> Result<&TensorInfo> {
         self.tensor(name)
-            .ok_or_else(|| Error::format(&self.path, format!("tensor '{name}' not found")))
+            .ok_or_else(|| Error::format(&self.path, "not found").tensor(name))
     }
     /// Absolute byte offset of the data section.
     pub fn data_offset(&self) -> usize {
@@ -195,16 +192,10 @@ impl GgufFile {
     /// from this file (one from this file was checked to lie inside it).
     pub fn tensor_region(&self, t: &TensorInfo) -> Result<HostRegion> {
         self.region.slice(t.offset, t.nbytes).ok_or_else(|| {
-            Error::format(
-                &self.path,
-                format!(
-                    "tensor '{}': bytes {}..+{} lie outside the file of {} bytes",
-                    t.name,
-                    t.offset,
-                    t.nbytes,
-                    self.region.len()
-                ),
-            )
+            Error::format(&self.path, format!("{} bytes lie outside the file", t.nbytes))
+                .tensor(&t.name)
+                .at(t.offset as u64)
+                .given_limit(t.offset.saturating_add(t.nbytes) as u64, self.region.len() as u64)
         })
     }
 
@@ -214,21 +205,15 @@ impl GgufFile {
             .bytes()
             .get(t.offset..t.offset.saturating_add(t.nbytes))
             .ok_or_else(|| {
-                Error::format(
-                    &self.path,
-                    format!(
-                        "tensor '{}': bytes {}..+{} lie outside the file",
-                        t.name, t.offset, t.nbytes
-                    ),
-                )
+                Error::format(&self.path, format!("{} bytes lie outside the file", t.nbytes))
+                    .tensor(&t.name)
+                    .at(t.offset as u64)
+                    .given_limit(t.offset.saturating_add(t.nbytes) as u64, self.region.len() as u64)
             })
     }
 
     fn wrong_type(&self, key: &str, expected: &str, found: String) -> Error {
-        Error::format(
-            &self.path,
-            format!("metadata key '{key}': expected {expected}, found {found}"),
-        )
+        Error::format(&self.path, format!("metadata key '{key}'")).expected_got(expected, found)
     }
 
     fn get_integer<T: TryFrom<i128>>(&self, key: &str, expected: &str) -> Result<Option<T>> {
@@ -353,8 +338,9 @@ mod tests {
         assert_eq!((t.row_len(), t.n_rows(), t.n_elements(), t.nbytes), (32, 2, 64, 36));
         assert_eq!(t.offset, f.data_offset());
         assert_eq!(f.tensor_region(t).unwrap().bytes(), &[1u8; 36]);
-        let e = f.require_tensor("v").unwrap_err().to_string();
-        assert_eq!(e, "tiny.gguf: tensor 'v' not found");
+        let e = f.require_tensor("v").unwrap_err();
+        assert_eq!((e.file(), e.tensor_name()), (Some("tiny.gguf"), Some("v")));
+        assert_eq!(e.to_string(), "tiny.gguf: tensor `v`: not found");
     }
 
     #[test]
@@ -369,7 +355,7 @@ mod tests {
     #[test]
     fn gguf_open_reports_missing_files_with_their_path() {
         let e = GgufFile::open(Path::new("/nonexistent/model.gguf")).unwrap_err();
-        assert!(matches!(e, Error::Io { .. }));
+        assert_eq!(e.kind(), crate::error::ErrorKind::Io);
         assert!(e.to_string().starts_with("/nonexistent/model.gguf: "), "{e}");
     }
 

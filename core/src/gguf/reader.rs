@@ -11,8 +11,8 @@
 //! crafted file cannot exhaust the stack. String arrays (vocabularies) are read in two
 //! passes — lengths, then bytes — into one buffer of the exact size.
 //!
-//! Errors are [`Error::Format`] with the file name and a message of the form
-//! `byte <offset>: <what>: <problem>`.
+//! Errors are of kind [`ErrorKind::Format`](crate::error::ErrorKind::Format), with the file name, the byte offset ([`Error::offset`]) and a message; rendered
+//! as `<file>: byte <offset>: <what>: <problem>`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -103,7 +103,7 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn err(&self, at: usize, msg: impl fmt::Display) -> Error {
-        Error::format(self.file, format!("byte {at}: {msg}"))
+        Error::format(self.file, msg.to_string()).at(at as u64)
     }
 
     fn remaining(&self) -> usize {

@@ -191,10 +191,7 @@ impl<'a> GgufWriter<'a> {
 
     /// Writes the file to `path` (created or truncated).
     pub fn write(&self, path: &Path) -> Result<()> {
-        let io = |source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        };
+        let io = |source| Error::io(path.display().to_string(), source);
         let f = std::fs::File::create(path).map_err(io)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
         self.write_to(&mut w).map_err(io)?;

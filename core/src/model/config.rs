@@ -18,6 +18,11 @@ use crate::backend::RopeStyle;
 use crate::error::{Error, Result};
 use crate::rope::{self, Llama3Scaling};
 
+/// The most token ids a vocabulary may have (model configs and tokenizers alike): the
+/// largest real vocabularies have about 2^18 tokens; tables sized by a vocabulary stay
+/// below a few hundred MiB at this limit.
+pub const MAX_VOCAB: usize = 1 << 24;
+
 /// Everything the forward pass needs to know about the architecture.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaConfig {
@@ -109,7 +114,7 @@ impl LlamaConfig {
                 return bad(alloc::format!("{what} = {v} is implausibly large"));
             }
         }
-        if self.vocab > 1 << 24 {
+        if self.vocab > MAX_VOCAB {
             return bad(alloc::format!("vocab = {} is implausibly large", self.vocab));
         }
         Ok(())

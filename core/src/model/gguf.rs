@@ -49,7 +49,7 @@ pub fn config(f: &GgufFile) -> Result<LlamaConfig> {
     };
     let embd = f
         .tensor("token_embd.weight")
-        .ok_or_else(|| Error::format(&src, "missing tensor `token_embd.weight`"))?;
+        .ok_or_else(|| Error::format(&src, "missing").tensor("token_embd.weight"))?;
     let vocab = match f.get_u32("llama.vocab_size")? {
         Some(v) => v as usize,
         None => *embd.dims.get(1).unwrap_or(&0),
@@ -57,10 +57,9 @@ pub fn config(f: &GgufFile) -> Result<LlamaConfig> {
     let divisors = match f.tensor("rope_freqs.weight") {
         Some(t) => {
             if t.dtype != DType::F32 {
-                return Err(Error::format(
-                    &src,
-                    format!("tensor `rope_freqs.weight` is {}, expected f32", t.dtype),
-                ));
+                return Err(Error::format(&src, "unsupported type")
+                    .tensor("rope_freqs.weight")
+                    .expected_got("f32", t.dtype.name()));
             }
             let bytes = f.tensor_region(t)?;
             Some(
@@ -107,20 +106,18 @@ fn weight<B: Backend>(
     let src = f.path();
     let t = f
         .tensor(name)
-        .ok_or_else(|| Error::format(src, format!("missing tensor `{name}`")))?;
+        .ok_or_else(|| Error::format(src, "missing").tensor(name))?;
     let want: Vec<usize> = if rows == 1 { vec![cols] } else { vec![cols, rows] };
     if t.dims != want {
-        return Err(Error::format(
-            src,
-            format!("tensor `{name}` has ggml dims {:?}, expected {want:?}", t.dims),
-        ));
+        return Err(Error::format(src, "wrong ggml dims")
+            .tensor(name)
+            .expected_got(format!("{want:?}"), format!("{:?}", t.dims)));
     }
     if !allowed.contains(&t.dtype) {
         let names: Vec<&str> = allowed.iter().map(|d| d.name()).collect();
-        return Err(Error::format(
-            src,
-            format!("tensor `{name}` is {}, expected one of {names:?}", t.dtype),
-        ));
+        return Err(Error::format(src, "unsupported type")
+            .tensor(name)
+            .expected_got(format!("one of {names:?}"), t.dtype.name()));
     }
     let shape = if rows == 1 {
         Shape::d1(cols)

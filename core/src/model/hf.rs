@@ -22,10 +22,7 @@ use crate::error::{Error, Result};
 use crate::tensor::Shape;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    }
+    move |source| Error::io(path.display().to_string(), source)
 }
 
 /// A memory-mapped safetensors file.
@@ -104,19 +101,18 @@ impl HfTensors {
         let fi = *self
             .index
             .get(name)
-            .ok_or_else(|| Error::format(self.files_desc(), format!("missing tensor `{name}`")))?;
+            .ok_or_else(|| Error::format(self.files_desc(), "missing").tensor(name))?;
         let f = &self.files[fi];
         let src = f.path.display().to_string();
         let st =
             SafeTensors::deserialize(&f.map).map_err(|e| Error::format(&src, format!("invalid safetensors: {e}")))?;
         let t = st
             .tensor(name)
-            .map_err(|e| Error::format(&src, format!("tensor `{name}`: {e}")))?;
+            .map_err(|e| Error::format(&src, e.to_string()).tensor(name))?;
         if t.shape() != shape {
-            return Err(Error::format(
-                &src,
-                format!("tensor `{name}` has shape {:?}, expected {shape:?}", t.shape()),
-            ));
+            return Err(Error::format(&src, "wrong shape")
+                .tensor(name)
+                .expected_got(format!("{shape:?}"), format!("{:?}", t.shape())));
         }
         let d = t.data();
         Ok(match t.dtype() {
@@ -133,10 +129,9 @@ impl HfTensors {
                 .map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
             other => {
-                return Err(Error::format(
-                    &src,
-                    format!("tensor `{name}` has dtype {other:?}; F32, F16 and BF16 are supported"),
-                ))
+                return Err(Error::format(&src, "unsupported dtype")
+                    .tensor(name)
+                    .expected_got("F32, F16 or BF16", format!("{other:?}")))
             }
         })
     }

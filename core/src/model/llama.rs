@@ -473,11 +473,11 @@ impl<B: Backend> Llama<B> {
         }
         self.kv.check_room(ids.len())?;
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
-            return Err(Error::Range {
-                what: String::from("token id"),
-                given: bad as u64,
-                limit: self.cfg.vocab as u64,
-            });
+            return Err(Error::range(
+                String::from("token id"),
+                bad as u64,
+                self.cfg.vocab as u64,
+            ));
         }
         Ok(())
     }

@@ -218,15 +218,15 @@ impl OpenClBackend {
         }
         p.disabled.set(true);
         self.block_reset()?;
-        Err(Error::Backend {
-            backend: "opencl",
-            msg: format!(
+        Err(Error::backend(
+            "opencl",
+            format!(
                 "{}: the persistent block kernel gave up at a grid barrier ({} work-groups did not all \
                  run at once); its results are invalid and the path is now off — rerun, or set \
                  ANTIGRAVITY_OPENCL_BLOCK=0 to use per-op kernels from the start",
                 self.info.name, p.groups
             ),
-        })
+        ))
     }
 
     /// Waits for the queue, then reports an aborted block launch (synchronize's check).

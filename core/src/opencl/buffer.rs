@@ -110,7 +110,7 @@ impl ClBuffer {
     /// (read-only) memory.
     pub(super) fn writable(&self, what: &'static str) -> Result<Mem> {
         if self.read_only() {
-            return Err(Error::ReadOnly { what });
+            return Err(Error::read_only(what));
         }
         Ok(self.arg())
     }

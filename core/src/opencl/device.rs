@@ -153,7 +153,7 @@ pub fn list_devices() -> Result<Vec<DeviceInfo>> {
     let _guard = DISCOVERY.lock().unwrap_or_else(|e| e.into_inner());
     prepare_loader();
     match enumerate() {
-        Err(Error::Backend { msg, .. }) if msg == NO_LIBRARY => Ok(Vec::new()),
+        Err(e) if e.kind() == crate::error::ErrorKind::Backend && e.message() == NO_LIBRARY => Ok(Vec::new()),
         r => Ok(r?.into_iter().map(|(info, _)| info).collect()),
     }
 }
@@ -164,12 +164,7 @@ const NO_LIBRARY: &str = "no OpenCL library found (libOpenCL.so.1; set OPENCL_DY
 fn enumerate() -> Result<Vec<(DeviceInfo, cl_device_id)>> {
     let platforms = match get_platforms() {
         Ok(p) => p,
-        Err(e) if e.0 == DLOPEN_RUNTIME_LOAD_FAILED => {
-            return Err(Error::Backend {
-                backend: "opencl",
-                msg: NO_LIBRARY.to_string(),
-            })
-        }
+        Err(e) if e.0 == DLOPEN_RUNTIME_LOAD_FAILED => return Err(Error::backend("opencl", NO_LIBRARY.to_string())),
         // clGetPlatformIDs reports "no platform" (CL_PLATFORM_NOT_FOUND_KHR) as an error.
         Err(_) => Vec::new(),
     };
@@ -193,10 +188,10 @@ pub(super) fn pick(opts: &OpenClOptions) -> Result<(DeviceInfo, cl_device_id)> {
     prepare_loader();
     let all = enumerate()?;
     if all.is_empty() {
-        return Err(Error::Backend {
-            backend: "opencl",
-            msg: "no OpenCL platform or device (is an ICD installed in /etc/OpenCL/vendors?)".to_string(),
-        });
+        return Err(Error::backend(
+            "opencl",
+            "no OpenCL platform or device (is an ICD installed in /etc/OpenCL/vendors?)".to_string(),
+        ));
     }
     let filter = opts.name_filter.as_deref().map(str::to_lowercase);
     let matches = |i: &DeviceInfo| {
@@ -213,15 +208,15 @@ pub(super) fn pick(opts: &OpenClOptions) -> Result<(DeviceInfo, cl_device_id)> {
     }
     match found.first() {
         Some((info, id)) => Ok((info.clone(), *id)),
-        None => Err(Error::Backend {
-            backend: "opencl",
-            msg: format!(
+        None => Err(Error::backend(
+            "opencl",
+            format!(
                 "no OpenCL device matches {opts:?}; available: {}",
                 all.iter()
                     .map(|(i, _)| format!("[{}:{}] {} / {}", i.platform_index, i.device_index, i.platform, i.name))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-        }),
+        )),
     }
 }

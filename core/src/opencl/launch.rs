@@ -54,10 +54,7 @@ use crate::error::{Error, Result};
 pub(super) const FLUSH_EVERY: u32 = 16;
 
 pub(crate) fn cl_err(what: &'static str) -> impl Fn(ClError) -> Error {
-    move |e| Error::Backend {
-        backend: "opencl",
-        msg: format!("{what}: {e}"),
-    }
+    move |e| Error::backend("opencl", format!("{what}: {e}"))
 }
 
 // --- kernel arguments ------------------------------------------------------------------
@@ -116,9 +113,11 @@ impl Arg for Local {
 
 /// Sets argument `index` of `k` to `v` (the error names the kernel and index).
 pub(super) fn set_arg<T: Arg>(k: &Kernel, index: u32, v: &T) -> Result<()> {
-    v.set(k, index).map_err(|e| Error::Backend {
-        backend: "opencl",
-        msg: format!("clSetKernelArg {index} of {:?}: {e}", k.function_name()),
+    v.set(k, index).map_err(|e| {
+        Error::backend(
+            "opencl",
+            format!("clSetKernelArg {index} of {:?}: {e}", k.function_name()),
+        )
     })
 }
 
@@ -183,16 +182,14 @@ pub(super) struct Kern<A> {
 impl<A> Kern<A> {
     /// Creates kernel `name` of `program`, checking it takes `n_args` parameters.
     pub(super) fn create_n(program: &Program, name: &'static str, n_args: usize) -> Result<Kern<A>> {
-        let k = Kernel::create(program, name).map_err(|e| Error::Backend {
-            backend: "opencl",
-            msg: format!("clCreateKernel {name}: {e}"),
-        })?;
+        let k = Kernel::create(program, name)
+            .map_err(|e| Error::backend("opencl", format!("clCreateKernel {name}: {e}")))?;
         let got = k.num_args().map_err(cl_err("CL_KERNEL_NUM_ARGS"))? as usize;
         if got != n_args {
-            return Err(Error::Backend {
-                backend: "opencl",
-                msg: format!("kernel {name} takes {got} arguments, its Rust signature {n_args}"),
-            });
+            return Err(Error::backend(
+                "opencl",
+                format!("kernel {name} takes {got} arguments, its Rust signature {n_args}"),
+            ));
         }
         Ok(Kern {
             k,
@@ -250,10 +247,9 @@ pub(super) struct Queue {
 
 impl Queue {
     pub(super) fn new(q: CommandQueue, profiling: bool) -> Result<Queue> {
-        let rt = cl3::load_library().as_ref().map_err(|e| Error::Backend {
-            backend: "opencl",
-            msg: format!("loading the OpenCL library: {e}"),
-        })?;
+        let rt = cl3::load_library()
+            .as_ref()
+            .map_err(|e| Error::backend("opencl", format!("loading the OpenCL library: {e}")))?;
         Ok(Queue {
             q: Arc::new(q),
             rt,
@@ -271,10 +267,7 @@ impl Queue {
     /// Enqueues `k`, whose arguments are all set already (by [`Queue::run`], or by
     /// [`Kern::set_part`] / [`Kern::set_one`] for kernels that keep them between launches).
     pub(super) fn enqueue<A>(&self, k: &Kern<A>, gws: &[usize], lws: Option<&[usize]>) -> Result<()> {
-        let err = |e: i32| Error::Backend {
-            backend: "opencl",
-            msg: format!("enqueue {}: {}", k.name, ClError(e)),
-        };
+        let err = |e: i32| Error::backend("opencl", format!("enqueue {}: {}", k.name, ClError(e)));
         if let Some(l) = lws {
             debug_assert_eq!(l.len(), gws.len());
         }
@@ -352,10 +345,8 @@ impl Queue {
 pub(super) fn create_buffer(context: &Context, flags: u64, bytes: usize) -> Result<Buffer<u8>> {
     // SAFETY: a null host pointer with flags that name none of the *_HOST_PTR modes
     // that read one (callers pass READ_WRITE / READ_ONLY / ALLOC_HOST_PTR).
-    unsafe { Buffer::<u8>::create(context, flags, bytes.max(1), ptr::null_mut()) }.map_err(|e| Error::Backend {
-        backend: "opencl",
-        msg: format!("clCreateBuffer of {bytes} bytes: {e}"),
-    })
+    unsafe { Buffer::<u8>::create(context, flags, bytes.max(1), ptr::null_mut()) }
+        .map_err(|e| Error::backend("opencl", format!("clCreateBuffer of {bytes} bytes: {e}")))
 }
 
 /// A read-only buffer holding a copy of `bytes` (`CL_MEM_COPY_HOST_PTR`: copied before
@@ -372,9 +363,11 @@ pub(super) fn create_buffer_copy(context: &Context, bytes: &[u8]) -> Result<Buff
             bytes.as_ptr() as *mut c_void,
         )
     }
-    .map_err(|e| Error::Backend {
-        backend: "opencl",
-        msg: format!("clCreateBuffer of {} bytes (copy of host memory): {e}", bytes.len()),
+    .map_err(|e| {
+        Error::backend(
+            "opencl",
+            format!("clCreateBuffer of {} bytes (copy of host memory): {e}", bytes.len()),
+        )
     })
 }
 
@@ -398,10 +391,7 @@ pub(super) fn wrap_host(context: &Context, queue: &Arc<CommandQueue>, region: Ho
             host.as_ptr() as *mut c_void,
         )
     }
-    .map_err(|e| Error::Backend {
-        backend: "opencl",
-        msg: format!("clCreateBuffer of {len} bytes over host memory: {e}"),
-    })?;
+    .map_err(|e| Error::backend("opencl", format!("clCreateBuffer of {len} bytes over host memory: {e}")))?;
     Ok(ClBuffer {
         mem,
         len,

@@ -42,13 +42,9 @@ pub(super) fn mat(be: &mut OpenClBackend, w: Ref<'_>, x: Ref<'_>, y: Mut<'_>, ac
     if n_tok == 0 || n_out == 0 {
         return Ok(());
     }
-    let dtype_err = Error::DType {
-        op: "matmul",
-        what: "weight",
-        dtype: w.dtype,
-    };
+    let dtype_err = || Error::dtype("matmul", "weight", w.dtype);
     if be.k.mul_mv.get(w.dtype).is_none() {
-        return Err(dtype_err);
+        return Err(dtype_err());
     }
     let y_mem = y.buf.writable("opencl matmul output")?;
     // Decode / small batches of a weight with image planes (the whole tensor as
@@ -93,7 +89,7 @@ pub(super) fn mat(be: &mut OpenClBackend, w: Ref<'_>, x: Ref<'_>, y: Mut<'_>, ac
             k_chunk: k_chunk as u32,
             part,
         };
-        let k = be.k.mul_mm.get(w.dtype).ok_or(dtype_err)?;
+        let k = be.k.mul_mm.get(w.dtype).ok_or_else(dtype_err)?;
         be.q.run(
             k,
             &args,
@@ -130,7 +126,7 @@ pub(super) fn mat(be: &mut OpenClBackend, w: Ref<'_>, x: Ref<'_>, y: Mut<'_>, ac
         n_tok: n_tok as u32,
         accumulate: accumulate as u32,
     };
-    let k = be.k.mul_mv.get(w.dtype).ok_or(dtype_err)?;
+    let k = be.k.mul_mv.get(w.dtype).ok_or_else(dtype_err)?;
     let lws = be.sz.mv_lws;
     be.q.run(k, &args, &[n_out * lws, n_tok.div_ceil(NT)], Some(&[lws, 1]))
 }

@@ -65,11 +65,11 @@ impl Scratch {
 
 fn check_alloc(be: &OpenClBackend, bytes: usize) -> Result<()> {
     if bytes as u64 > be.info.max_alloc {
-        return Err(Error::Range {
-            what: format!("opencl buffer bytes ({})", be.info.name),
-            given: bytes as u64,
-            limit: be.info.max_alloc,
-        });
+        return Err(Error::range(
+            format!("opencl buffer bytes ({})", be.info.name),
+            bytes as u64,
+            be.info.max_alloc,
+        ));
     }
     Ok(())
 }
@@ -155,18 +155,10 @@ pub(super) fn import_weight(be: &OpenClBackend, region: HostRegion, dtype: DType
 
 pub(super) fn upload(be: &OpenClBackend, dst: &mut ClBuffer, offset: usize, src: &[u8]) -> Result<()> {
     if dst.read_only() {
-        return Err(Error::ReadOnly {
-            what: "upload destination",
-        });
+        return Err(Error::read_only("upload destination"));
     }
     if offset.checked_add(src.len()).is_none_or(|e| e > dst.len) {
-        return Err(Error::OutOfBounds {
-            op: "upload",
-            what: "dst",
-            offset,
-            needed: src.len(),
-            len: dst.len,
-        });
+        return Err(Error::out_of_bounds("upload", "dst", offset, src.len(), dst.len));
     }
     if src.is_empty() {
         return Ok(());

@@ -20,7 +20,7 @@
 //!
 //! * **Discovery**: one device is picked by platform/device index or a name filter; no
 //!   library, platform or device is a clear
-//!   [`Error::Backend`](crate::error::Error::Backend), so the caller can fall back to
+//!   [`ErrorKind::Backend`](crate::error::ErrorKind::Backend) error, so the caller can fall back to
 //!   the CPU. Capabilities are read once ([`DeviceInfo`]) and logged.
 //! * **Programs**: each kernel family (`.cl` file) is built once per backend, in
 //!   [`OpenClBackend::new`], and every kernel object is created there; ops only fill a
@@ -110,7 +110,7 @@ fn create_queue(context: &Context, props: u64) -> Result<CommandQueue> {
 
 impl OpenClBackend {
     /// Opens the device `opts` names (or the first GPU, else the first device) and builds
-    /// every kernel. An [`Error::Backend`](crate::error::Error::Backend) when there is no
+    /// every kernel. An [`ErrorKind::Backend`](crate::error::ErrorKind::Backend) error when there is no
     /// OpenCL library, platform or matching device, or a kernel fails to build (with the build log).
     pub fn new(opts: OpenClOptions) -> Result<OpenClBackend> {
         let guard = device::DISCOVERY.lock().unwrap_or_else(|e| e.into_inner());

@@ -82,11 +82,7 @@ pub(super) fn get_rows_at(
 fn check_table(op: &'static str, table: &TensorRef<'_, OpenClBackend>) -> Result<()> {
     match super::kernels::dtype_code(table.dtype) {
         Some(_) => Ok(()),
-        None => Err(Error::DType {
-            op,
-            what: "table",
-            dtype: table.dtype,
-        }),
+        None => Err(Error::dtype(op, "table", table.dtype)),
     }
 }
 
@@ -210,11 +206,11 @@ pub(super) fn attention(
         return Ok(());
     }
     if p.head_dim > MAX_HD {
-        return Err(Error::Range {
-            what: "opencl attention head_dim".to_string(),
-            given: p.head_dim as u64,
-            limit: MAX_HD as u64,
-        });
+        return Err(Error::range(
+            "opencl attention head_dim".to_string(),
+            p.head_dim as u64,
+            MAX_HD as u64,
+        ));
     }
     let o = out.buf.writable("opencl attention output")?;
     if n_tok >= be.sz.attn_prefill_min_tok && p.head_dim <= ATTN_PREFILL_HD {

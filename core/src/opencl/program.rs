@@ -150,10 +150,10 @@ impl Sizes {
             usize::MAX
         };
         if info.local_mem < ((MAX_HD + 2 * lws) * 4) as u64 {
-            return Err(Error::Backend {
-                backend: "opencl",
-                msg: format!("{}: {} bytes of local memory is too little", info.name, info.local_mem),
-            });
+            return Err(Error::backend(
+                "opencl",
+                format!("{}: {} bytes of local memory is too little", info.name, info.local_mem),
+            ));
         }
         Ok(Sizes {
             lws,
@@ -187,10 +187,7 @@ pub fn generated_header() -> String {
 fn read_source(file: &str) -> Result<String> {
     let (src, _) = antigravity_kernels::source(file)
         .ok_or_else(|| Error::invalid(format!("unknown kernel source {file}")))?
-        .map_err(|e| Error::Backend {
-            backend: "opencl",
-            msg: format!("reading kernel source: {e}"),
-        })?;
+        .map_err(|e| Error::backend("opencl", format!("reading kernel source: {e}")))?;
     Ok(src.into_owned())
 }
 
@@ -212,10 +209,10 @@ pub(super) fn build_program(context: &Context, dev: cl_device_id, file: &str, op
         Program::create_from_source(context, &src).map_err(super::launch::cl_err("clCreateProgramWithSource"))?;
     if let Err(e) = program.build(&[dev], options) {
         let log = program.get_build_log(dev).unwrap_or_default();
-        return Err(Error::Backend {
-            backend: "opencl",
-            msg: format!("building {file} ({options}): {e}\n{log}"),
-        });
+        return Err(Error::backend(
+            "opencl",
+            format!("building {file} ({options}): {e}\n{log}"),
+        ));
     }
     Ok(program)
 }
