@@ -42,7 +42,7 @@ use crate::backend::{AttnParams, Backend, BufferKind, Capabilities, HostRegion, 
 use crate::dtype::{DType, QK_K};
 use crate::error::{Error, Result};
 use crate::quant::{
-    dot, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
+    BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
 };
 use crate::tensor::{Shape, TensorMut, TensorRef};
 use repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8};
@@ -764,7 +764,7 @@ impl Backend for CpuBackend {
                 quantize_rows(pool, xs, xq, n_in, 32, k.quantize_row_q8_0);
                 let wq: &[BlockQ5_0] = bytemuck::cast_slice(wb);
                 matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &|w, x, y| {
-                    scalar::gemv(w, x, y, dot::vec_dot_q5_0_q8_0)
+                    scalar::gemv(w, x, y, k.vec_dot_q5_0_q8_0)
                 });
             }
             DType::Q5_1 => {
@@ -775,7 +775,7 @@ impl Backend for CpuBackend {
                 quantize_rows(pool, xs, xq, n_in, 32, k.quantize_row_q8_1);
                 let wq: &[BlockQ5_1] = bytemuck::cast_slice(wb);
                 matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &|w, x, y| {
-                    scalar::gemv(w, x, y, dot::vec_dot_q5_1_q8_1)
+                    scalar::gemv(w, x, y, k.vec_dot_q5_1_q8_1)
                 });
             }
             DType::Q4_K | DType::Q5_K | DType::Q6_K => {
@@ -784,7 +784,7 @@ impl Backend for CpuBackend {
                     return Err(Error::invalid(UNRESERVED));
                 }
                 let xq = &mut self.q8_k[..n_tok * nbk];
-                quantize_rows(pool, xs, xq, n_in, QK_K, crate::quant::k::quantize_row_q8_k);
+                quantize_rows(pool, xs, xq, n_in, QK_K, k.quantize_row_q8_k);
                 match w.dtype {
                     DType::Q4_K => matmul_par(
                         pool,
@@ -794,7 +794,7 @@ impl Backend for CpuBackend {
                         n_out,
                         n_tok,
                         nbk,
-                        &|w, x, y| scalar::gemv(w, x, y, dot::vec_dot_q4_k_q8_k),
+                        &|w, x, y| scalar::gemv(w, x, y, k.vec_dot_q4_k_q8_k),
                     ),
                     DType::Q5_K => matmul_par(
                         pool,
@@ -804,7 +804,7 @@ impl Backend for CpuBackend {
                         n_out,
                         n_tok,
                         nbk,
-                        &|w, x, y| scalar::gemv(w, x, y, dot::vec_dot_q5_k_q8_k),
+                        &|w, x, y| scalar::gemv(w, x, y, k.vec_dot_q5_k_q8_k),
                     ),
                     _ => matmul_par(
                         pool,
@@ -814,7 +814,7 @@ impl Backend for CpuBackend {
                         n_out,
                         n_tok,
                         nbk,
-                        &|w, x, y| scalar::gemv(w, x, y, dot::vec_dot_q6_k_q8_k),
+                        &|w, x, y| scalar::gemv(w, x, y, k.vec_dot_q6_k_q8_k),
                     ),
                 }
             }
