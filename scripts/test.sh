@@ -50,7 +50,7 @@ fi
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import gguf" 2>/dev/null; then
     QDIR=$(mktemp -d)
     for model in tiny-tied tiny-untied; do
-        for t in q4_0 q4_1 q8_0 f16; do
+        for t in q4_0 q4_1 q5_0 q5_1 q8_0 f16; do
             "$HARNESS" quantize --model "oracle/models/$model" --out "$QDIR/$model-$t.gguf" --type "$t" 2>/dev/null
             "$VENV/bin/python" scripts/check_quantize.py "oracle/models/$model" "$QDIR/$model-$t.gguf" "$t"
         done
