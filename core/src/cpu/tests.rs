@@ -625,6 +625,117 @@ mod backend {
         }
     }
 
+    /// Q5_0, Q5_1, Q4_K, Q5_K, Q6_K through `ops::matmul` on every ISA and 1–2 threads:
+    /// each output equals the scalar dot of the weight row with the activation row
+    /// quantized by the scalar quantizer (Q8_0 / Q8_1 / Q8_K), bit for bit (the SIMD
+    /// entries are bit-identical to their twins, so this also checks the plumbing:
+    /// block counts, scratch, row offsets, tiling).
+    #[test]
+    fn matmul_q5_and_k_quants_match_scalar_dots() {
+        use crate::quant::{self, dot, k};
+        use half::f16;
+        let mut rng = Lcg(29);
+        for &(n_out, n_in, n_tok) in &[(37, 256, 1), (70, 512, 3), (9, 768, 17)] {
+            let x: Vec<f32> = rng.vec(n_tok * n_in).iter().map(|v| v * 3.0).collect();
+            let wf = rng.vec(n_out * n_in);
+            // Random bytes for the K-quants (no quantizer here), with f16 scales ~0.01.
+            let mut bytes_k = |dt: DType| {
+                let mut w: Vec<u8> = (0..dt.row_bytes(n_in).unwrap() * n_out)
+                    .map(|_| (rng.f() * 127.0 + 128.0) as u8)
+                    .collect();
+                let bb = dt.block_bytes();
+                for b in w.chunks_exact_mut(bb) {
+                    let d = f16::from_f32(rng.f() * 0.01).to_le_bytes();
+                    let m = f16::from_f32(rng.f() * 0.01).to_le_bytes();
+                    match dt {
+                        DType::Q6_K => b[bb - 2..].copy_from_slice(&d),
+                        _ => {
+                            b[..2].copy_from_slice(&d);
+                            b[2..4].copy_from_slice(&m);
+                        }
+                    }
+                }
+                w
+            };
+            for dtype in [DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K] {
+                let rb = dtype.row_bytes(n_in).unwrap();
+                let w = match dtype {
+                    DType::Q5_0 | DType::Q5_1 => {
+                        let mut w = vec![0u8; rb * n_out];
+                        for (o, row) in w.chunks_exact_mut(rb).enumerate() {
+                            quant::quantize_row(dtype, &wf[o * n_in..][..n_in], row).unwrap();
+                        }
+                        w
+                    }
+                    _ => bytes_k(dtype),
+                };
+                let mut want = vec![0f32; n_tok * n_out];
+                for t in 0..n_tok {
+                    let xr = &x[t * n_in..][..n_in];
+                    for o in 0..n_out {
+                        let wr = &w[o * rb..][..rb];
+                        want[t * n_out + o] = match dtype {
+                            DType::Q5_0 => {
+                                let mut a = vec![
+                                    quant::BlockQ8_0 {
+                                        d: f16::ZERO,
+                                        qs: [0; 32]
+                                    };
+                                    n_in / 32
+                                ];
+                                quant::quantize_row_q8_0(xr, &mut a);
+                                dot::vec_dot_q5_0_q8_0(bytemuck::cast_slice(wr), &a)
+                            }
+                            DType::Q5_1 => {
+                                let mut a = vec![
+                                    quant::BlockQ8_1 {
+                                        d: f16::ZERO,
+                                        s: f16::ZERO,
+                                        qs: [0; 32]
+                                    };
+                                    n_in / 32
+                                ];
+                                quant::quantize_row_q8_1(xr, &mut a);
+                                dot::vec_dot_q5_1_q8_1(bytemuck::cast_slice(wr), &a)
+                            }
+                            _ => {
+                                let mut a = vec![
+                                    quant::BlockQ8_K {
+                                        d: 0.0,
+                                        qs: [0; 256],
+                                        bsums: [0; 16]
+                                    };
+                                    n_in / 256
+                                ];
+                                k::quantize_row_q8_k(xr, &mut a);
+                                match dtype {
+                                    DType::Q4_K => dot::vec_dot_q4_k_q8_k(bytemuck::cast_slice(wr), &a),
+                                    DType::Q5_K => dot::vec_dot_q5_k_q8_k(bytemuck::cast_slice(wr), &a),
+                                    _ => dot::vec_dot_q6_k_q8_k(bytemuck::cast_slice(wr), &a),
+                                }
+                            }
+                        };
+                    }
+                }
+                for isa in Isa::ALL {
+                    for threads in [1, 2] {
+                        let Some(mut b) = CpuBackend::with_threads(isa, threads) else {
+                            continue;
+                        };
+                        let got = run_matmul(&mut b, dtype, &w, &x, n_out, n_in, n_tok);
+                        assert!(
+                            got.iter().zip(&want).all(|(g, e)| g.to_bits() == e.to_bits()),
+                            "{dtype:?} {} threads {threads} {n_out}x{n_in}x{n_tok}: {:?} vs {:?}",
+                            isa.name(),
+                            &got[..4.min(got.len())],
+                            &want[..4.min(want.len())]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn attention_threads_match_serial() {
         let mut rng = Lcg(11);
