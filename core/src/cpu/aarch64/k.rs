@@ -1,8 +1,8 @@
-//! NEON dot products for Q5_0 (· Q8_0) and the K-quants Q4_K, Q5_K, Q6_K (· Q8_K); the
+//! NEON dot products for Q5_0 (· Q8_0), Q5_1 (· Q8_1) and the K-quants Q4_K, Q5_K, Q6_K (· Q8_K); the
 //! dotprod table uses them too.
 //!
-//! Weight quants are rebuilt as signed bytes (Q5_0: `q − 16`, Q6_K: `q − 32`; Q4_K/Q5_K
-//! quants are ≤ 31) and each 16- or 32-element sub-block's Σ q·y is formed exactly with
+//! Weight quants are rebuilt as signed bytes (Q5_0: `q − 16`, Q6_K: `q − 32`; Q5_1,
+//! Q4_K and Q5_K quants are ≤ 31) and each 16- or 32-element sub-block's Σ q·y is formed exactly with
 //! `smull` + `sadalp` (`dot16_neon`); scales, minimums and the final f32 expression are
 //! those of the scalar twins in `crate::quant::dot`, in the same order, so results are
 //! bit-identical to them (checked by the proptests in `cpu::tests`).
@@ -11,14 +11,18 @@ use core::arch::aarch64::*;
 
 use super::{dot16_neon, ld_s8, ld_u8};
 use crate::quant::k::{scale_min_k4, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
-use crate::quant::q5::BlockQ5_0;
-use crate::quant::BlockQ8_0;
+use crate::quant::q5::{BlockQ5_0, BlockQ5_1};
+use crate::quant::{BlockQ8_0, BlockQ8_1};
 
 // Reached only through the NEON-family tables, built after NEON was detected.
 
 pub(super) fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
     // SAFETY: NEON verified by `kernels()` (the only way to reach this fn).
     unsafe { dot_q5_0(x, y) }
+}
+pub(super) fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+    // SAFETY: as above.
+    unsafe { dot_q5_1(x, y) }
 }
 pub(super) fn vec_dot_q4_k_q8_k(x: &[BlockQ4_K], y: &[BlockQ8_K]) -> f32 {
     // SAFETY: as above.
@@ -41,26 +45,47 @@ fn dot32(a0: int8x16_t, a1: int8x16_t, y: &[i8]) -> i32 {
     vaddvq_s32(dot16_neon(acc, a1, ld_s8(&y[16..32])))
 }
 
+/// The 32 five-bit quants of a Q5_0/Q5_1 block as unsigned bytes (elements 0..16, 16..32).
+#[inline]
 #[target_feature(enable = "neon")]
-fn dot_q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-    debug_assert_eq!(x.len(), y.len());
+fn q5_bytes(qh: [u8; 4], qs: &[u8; 16]) -> (uint8x16_t, uint8x16_t) {
     // Bit j % 8 of byte j / 8 of qh, for lanes j = 0..16 (then 16..32 from bytes 2, 3).
     const SEL_LO: [u8; 16] = [0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1];
     const BITS: [u8; 16] = [1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128];
     let sel_lo = ld_u8(&SEL_LO);
     let sel_hi = vaddq_u8(sel_lo, vdupq_n_u8(2));
     let bits = ld_u8(&BITS);
-    let (m4, b16, o16) = (vdupq_n_u8(0x0f), vdupq_n_u8(0x10), vdupq_n_s8(16));
+    let (m4, b16) = (vdupq_n_u8(0x0f), vdupq_n_u8(0x10));
+    let q = ld_u8(qs);
+    let h = vreinterpretq_u8_u32(vdupq_n_u32(u32::from_le_bytes(qh)));
+    let h0 = vandq_u8(vtstq_u8(vqtbl1q_u8(h, sel_lo), bits), b16);
+    let h1 = vandq_u8(vtstq_u8(vqtbl1q_u8(h, sel_hi), bits), b16);
+    (vorrq_u8(vandq_u8(q, m4), h0), vorrq_u8(vshrq_n_u8(q, 4), h1))
+}
+
+#[target_feature(enable = "neon")]
+fn dot_q5_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let o16 = vdupq_n_s8(16);
     let mut sumf = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
-        let qs = ld_u8(&bx.qs);
-        let h = vreinterpretq_u8_u32(vdupq_n_u32(u32::from_le_bytes(bx.qh)));
-        let h0 = vandq_u8(vtstq_u8(vqtbl1q_u8(h, sel_lo), bits), b16);
-        let h1 = vandq_u8(vtstq_u8(vqtbl1q_u8(h, sel_hi), bits), b16);
-        let q0 = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vandq_u8(qs, m4), h0)), o16);
-        let q1 = vsubq_s8(vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(qs, 4), h1)), o16);
+        let (u0, u1) = q5_bytes(bx.qh, &bx.qs);
+        let q0 = vsubq_s8(vreinterpretq_s8_u8(u0), o16);
+        let q1 = vsubq_s8(vreinterpretq_s8_u8(u1), o16);
         let sumi = dot32(q0, q1, &by.qs);
         sumf += sumi as f32 * (bx.d.to_f32() * by.d.to_f32());
+    }
+    sumf
+}
+
+#[target_feature(enable = "neon")]
+fn dot_q5_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let mut sumf = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let (u0, u1) = q5_bytes(bx.qh, &bx.qs);
+        let sumi = dot32(vreinterpretq_s8_u8(u0), vreinterpretq_s8_u8(u1), &by.qs);
+        sumf += (bx.d.to_f32() * by.d.to_f32()) * sumi as f32 + bx.m.to_f32() * by.s.to_f32();
     }
     sumf
 }

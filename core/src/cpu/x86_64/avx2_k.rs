@@ -1,4 +1,4 @@
-//! AVX2 dot products for Q5_0 (· Q8_0) and the K-quants Q4_K, Q5_K, Q6_K (· Q8_K).
+//! AVX2 dot products for Q5_0 (· Q8_0), Q5_1 (· Q8_1) and the K-quants Q4_K, Q5_K, Q6_K (· Q8_K).
 //!
 //! Each computes exactly the integer sums of its scalar twin in `crate::quant::dot` and
 //! combines them with the same f32 expression in the same block order, so results are
@@ -12,8 +12,8 @@ use core::arch::x86_64::*;
 
 use super::hsum_epi32;
 use crate::quant::k::{scale_min_k4, BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
-use crate::quant::q5::BlockQ5_0;
-use crate::quant::BlockQ8_0;
+use crate::quant::q5::{BlockQ5_0, BlockQ5_1};
+use crate::quant::{BlockQ8_0, BlockQ8_1};
 
 // The safe entry points are handed out only by the AVX2 and AVX-512 table constructors,
 // which verified AVX2, FMA and F16C on this CPU.
@@ -21,6 +21,10 @@ use crate::quant::BlockQ8_0;
 pub(super) fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
     // SAFETY: AVX2/FMA/F16C verified by the table constructor (the only way here).
     unsafe { vec_dot_q5_0_q8_0_impl(x, y) }
+}
+pub(super) fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+    // SAFETY: as above.
+    unsafe { vec_dot_q5_1_q8_1_impl(x, y) }
 }
 pub(super) fn vec_dot_q4_k_q8_k(x: &[BlockQ4_K], y: &[BlockQ8_K]) -> f32 {
     // SAFETY: as above.
@@ -52,16 +56,16 @@ fn dot_u8_i8(u: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(u, y), _mm256_set1_epi16(1))
 }
 
-/// The 32 five-bit quants of a Q5_0 block as unsigned bytes in element order.
+/// The 32 five-bit quants of a Q5_0/Q5_1 block as unsigned bytes in element order.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q5_0_bytes(b: &BlockQ5_0) -> __m256i {
-    let qs = super::load16(&b.qs);
+fn q5_bytes(qh: [u8; 4], qs: &[u8; 16]) -> __m256i {
+    let qs = super::load16(qs);
     let lo = _mm_and_si128(qs, _mm_set1_epi8(0x0f));
     let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), _mm_set1_epi8(0x0f));
     let nib = _mm256_set_m128i(hi, lo);
     // Byte j takes bit j of qh: byte j/8 of qh broadcast to lanes, then a bit test.
-    let h = _mm256_set1_epi32(i32::from_le_bytes(b.qh));
+    let h = _mm256_set1_epi32(i32::from_le_bytes(qh));
     let sel = _mm256_setr_epi8(
         0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3,
     );
@@ -77,11 +81,22 @@ fn vec_dot_q5_0_q8_0_impl(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
     let ones = _mm256_set1_epi8(1);
     let mut sumf = 0.0f32;
     for (bx, by) in x.iter().zip(y) {
-        let u = q5_0_bytes(bx);
+        let u = q5_bytes(bx.qh, &bx.qs);
         let yv = load_at(&by.qs[..], 0);
         // Σ (u − 16)·y = Σ u·y − 16 Σ y, exact in i32.
         let sumi = hsum_epi32(dot_u8_i8(u, yv)) - 16 * hsum_epi32(dot_u8_i8(ones, yv));
         sumf += sumi as f32 * (bx.d.to_f32() * by.d.to_f32());
+    }
+    sumf
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn vec_dot_q5_1_q8_1_impl(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+    debug_assert_eq!(x.len(), y.len());
+    let mut sumf = 0.0f32;
+    for (bx, by) in x.iter().zip(y) {
+        let sumi = hsum_epi32(dot_u8_i8(q5_bytes(bx.qh, &bx.qs), load_at(&by.qs[..], 0)));
+        sumf += (bx.d.to_f32() * by.d.to_f32()) * sumi as f32 + bx.m.to_f32() * by.s.to_f32();
     }
     sumf
 }

@@ -49,7 +49,7 @@ pub(crate) fn kernels() -> Option<Kernels> {
         vec_dot_q8_0_q8_0: super::avx2::vec_dot_q8_0_q8_0,
         quantize_row_q8_k: crate::quant::k::quantize_row_q8_k,
         vec_dot_q5_0_q8_0: super::avx2_k::vec_dot_q5_0_q8_0,
-        vec_dot_q5_1_q8_1: crate::quant::dot::vec_dot_q5_1_q8_1,
+        vec_dot_q5_1_q8_1: super::avx2_k::vec_dot_q5_1_q8_1,
         vec_dot_q4_k_q8_k: super::avx2_k::vec_dot_q4_k_q8_k,
         vec_dot_q5_k_q8_k: super::avx2_k::vec_dot_q5_k_q8_k,
         vec_dot_q6_k_q8_k: super::avx2_k::vec_dot_q6_k_q8_k,
