@@ -48,7 +48,7 @@ def permute(w, n_head):
 def main():
     hf_dir, out, qtype = sys.argv[1], sys.argv[2], sys.argv[3]
     pure = "--pure" in sys.argv
-    main_t = {"q4_0": T.Q4_0, "q4_1": T.Q4_1, "q8_0": T.Q8_0, "f16": T.F16}[qtype]
+    main_t = {"q4_0": T.Q4_0, "q4_1": T.Q4_1, "q5_0": T.Q5_0, "q5_1": T.Q5_1, "q8_0": T.Q8_0, "f16": T.F16}[qtype]
     cfg = json.load(open(f"{hf_dir}/config.json"))
     st = load_safetensors(f"{hf_dir}/model.safetensors")
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads", cfg["num_attention_heads"])

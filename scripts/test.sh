@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test suite: what the README's test command runs, and what CI gates on.
-#   1. the default model (fetched on first use) — the oracle and end-to-end tests use it;
+#   1. the default model (fetched on first use) — the oracle and end-to-end tests use it —
+#      and llama.cpp's tokenizer test vectors (scripts/fetch-vocab-vectors.sh);
 #   2. unit, property, op, oracle and end-to-end tests on x86-64;
 #   3. the no_std build of the core for a bare-metal target;
 #   4. `harness quantize` block for block against the Python gguf package;
@@ -19,6 +20,12 @@ stage "1/5 default model"
 note "building harness (first build on 2 cores: several minutes; later runs: seconds) and checking the model"
 cargo run -q -p harness -- fetch
 HARNESS="${CARGO_TARGET_DIR:-target}/debug/harness"
+note "llama.cpp's tokenizer test vectors (the llama-cpp-python 0.3.36 sdist, 77 MB, on first use)"
+if VOCAB_DIR=$(bash scripts/fetch-vocab-vectors.sh); then
+    export ANTIGRAVITY_VOCAB_DIR="$VOCAB_DIR"
+else
+    echo "note: could not fetch the tokenizer test vectors; core/tests/vocab_vectors.rs will skip"
+fi
 
 stage "2/5 x86-64 tests"
 note "building the test binaries (quiet for a few minutes on a first build), then running them"
@@ -43,7 +50,7 @@ fi
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import gguf" 2>/dev/null; then
     QDIR=$(mktemp -d)
     for model in tiny-tied tiny-untied; do
-        for t in q4_0 q4_1 q8_0 f16; do
+        for t in q4_0 q4_1 q5_0 q5_1 q8_0 f16; do
             "$HARNESS" quantize --model "oracle/models/$model" --out "$QDIR/$model-$t.gguf" --type "$t" 2>/dev/null
             "$VENV/bin/python" scripts/check_quantize.py "oracle/models/$model" "$QDIR/$model-$t.gguf" "$t"
         done

@@ -1,8 +1,11 @@
 //! Chat prompt templates: turn a conversation into the exact text the model was tuned on.
 //!
-//! We do not run Jinja. The two template families our models use are written out by hand,
-//! and [`ChatTemplate::detect`] picks one from the model's template source
-//! (`tokenizer.chat_template` in a GGUF, `chat_template` in `tokenizer_config.json`):
+//! A model file's own template (`tokenizer.chat_template` in a GGUF, `chat_template` in
+//! `tokenizer_config.json`) is rendered with `minijinja` in Hugging Face's dialect
+//! ([`JinjaTemplate`], module `jinja`), so `--chat` gives what `transformers`'
+//! `apply_chat_template` gives ([`ChatTemplate::for_model`]). Only a file without a
+//! template falls back on the two families written out by hand below, picked from the
+//! special tokens the vocabulary has ([`ChatTemplate::detect_with_tokens`]):
 //!
 //! * **ChatML** (SmolLM2, Qwen): `<|im_start|>{role}\n{content}<|im_end|>\n` per message,
 //!   generation prompt `<|im_start|>assistant\n`. When the conversation has no system
@@ -22,15 +25,22 @@
 //!   ```text
 //!   <|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: {date}\n\n{system}<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{msg}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n
 //!   ```
-//!   `{date}` is the template's fallback `26 Jul 2024` unless set: HF fills in today's
-//!   date through `strftime_now`, which would make prompts irreproducible, so we do not.
-//!   Llama 3.0 (`date: None`) has no system block unless a system message is given:
+//!   `{date}` is the template's fallback `26 Jul 2024` unless set (the file's template,
+//!   rendered by [`JinjaTemplate`], fills in today's date through `strftime_now` as HF
+//!   does). Llama 3.0 (`date: None`) has no system block unless a system message is given:
 //!   `<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n{msg}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n`.
 //!   Contents are trimmed, as the template's `| trim` does.
 //!
-//! The rendered Llama 3 text already starts with `<|begin_of_text|>`;
-//! [`Tokenizer::encode`](crate::tokenizer::Tokenizer::encode) does not add a second BOS
-//! in front of it.
+//! The rendered Llama 3 text already starts with `<|begin_of_text|>`; a file's template
+//! writes BOS itself where the model wants it (`{{ bos_token }}`), so its text is encoded
+//! without adding special tokens, as `apply_chat_template(tokenize=True)` does
+//! ([`ChatTemplate::bos_in_text`]).
+
+mod jinja;
+
+pub use jinja::{strftime, JinjaTemplate};
+
+use crate::error::Result;
 
 /// One message of a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +85,8 @@ pub enum ChatTemplate {
     /// Llama 3; `date: Some(d)` is the 3.1/3.2 form with the "Cutting Knowledge Date"
     /// system block, `None` the 3.0 form.
     Llama3 { date: Option<String> },
+    /// The model file's own template.
+    Jinja(JinjaTemplate),
 }
 
 impl ChatTemplate {
@@ -90,6 +102,34 @@ impl ChatTemplate {
         ChatTemplate::Llama3 {
             date: Some(LLAMA3_DEFAULT_DATE.into()),
         }
+    }
+
+    /// The template for a model: its file's own `template` when it has one (rendered by
+    /// [`JinjaTemplate`], seeing `bos_token` / `eos_token`), else the built-in family the
+    /// vocabulary's special tokens point to (`has_token("<|im_start|>")`, …), else `None`.
+    /// Fails when the file's template does not compile.
+    pub fn for_model(
+        template: Option<&str>,
+        bos_token: Option<&str>,
+        eos_token: Option<&str>,
+        has_token: impl Fn(&str) -> bool,
+    ) -> Result<Option<ChatTemplate>> {
+        match template {
+            Some(src) => Ok(Some(ChatTemplate::Jinja(JinjaTemplate::new(
+                src,
+                bos_token.unwrap_or(""),
+                eos_token.unwrap_or(""),
+            )?))),
+            None => Ok(Self::detect_with_tokens(None, has_token)),
+        }
+    }
+
+    /// [`for_model`](Self::for_model) with the BOS/EOS texts and special tokens of `tok`.
+    pub fn for_tokenizer(template: Option<&str>, tok: &crate::tokenizer::Tokenizer) -> Result<Option<ChatTemplate>> {
+        let text = |id: Option<u32>| id.and_then(|i| tok.inner().id_to_token(i));
+        Self::for_model(template, text(tok.bos()).as_deref(), text(tok.eos()).as_deref(), |t| {
+            tok.token_id(t).is_some()
+        })
     }
 
     /// Picks the family from the template source (the Jinja text, or even the whole
@@ -126,14 +166,16 @@ impl ChatTemplate {
     }
 
     /// The prompt for a single user message, ready for generation.
-    pub fn render_user(&self, msg: &str) -> String {
+    pub fn render_user(&self, msg: &str) -> Result<String> {
         self.render(&[Message::user(msg)], true)
     }
 
     /// The prompt for a conversation; `add_generation_prompt` appends the assistant header.
-    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> String {
+    /// Fails only for a file's template (it raised, or hit an error).
+    pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let mut s = String::new();
         match self {
+            ChatTemplate::Jinja(t) => return t.render(messages, add_generation_prompt),
             ChatTemplate::ChatMl { default_system } => {
                 let block = |s: &mut String, role: &str, content: &str| {
                     s.push_str("<|im_start|>");
@@ -188,20 +230,27 @@ impl ChatTemplate {
                 }
             }
         }
-        s
+        Ok(s)
     }
 
-    /// Whether the rendered text begins with the BOS token's text (then encode it without
-    /// adding BOS).
+    /// Whether the rendered text holds the BOS it needs, so it is encoded without adding
+    /// special tokens: the Llama 3 family, and a file's template (which writes
+    /// `{{ bos_token }}` where the model wants it, as HF's `apply_chat_template` assumes).
     pub fn bos_in_text(&self) -> bool {
-        matches!(self, ChatTemplate::Llama3 { .. })
+        matches!(self, ChatTemplate::Llama3 { .. } | ChatTemplate::Jinja(_))
     }
 
-    /// The token text that ends an assistant turn (`<|im_end|>`, `<|eot_id|>`).
-    pub fn end_of_turn(&self) -> &'static str {
+    /// The token text that ends an assistant turn (`<|im_end|>`, `<|eot_id|>`; for a
+    /// file's template the first of `<|im_end|>`, `<|eot_id|>`, `<|end|>` it writes, else
+    /// its EOS text).
+    pub fn end_of_turn(&self) -> &str {
         match self {
             ChatTemplate::ChatMl { .. } => "<|im_end|>",
             ChatTemplate::Llama3 { .. } => "<|eot_id|>",
+            ChatTemplate::Jinja(t) => ["<|im_end|>", "<|eot_id|>", "<|end|>"]
+                .into_iter()
+                .find(|e| t.source().contains(e))
+                .unwrap_or(t.eos_token()),
         }
     }
 }
@@ -249,11 +298,13 @@ mod tests {
         assert_eq!(t, ChatTemplate::smollm2());
         // transformers 5.24 apply_chat_template(add_generation_prompt=True) on the GGUF.
         assert_eq!(
-            t.render_user("What is the capital of France?"),
+            t.render_user("What is the capital of France?").unwrap(),
             "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n\
              <|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
         );
-        let own = t.render(&[Message::system("Be brief."), Message::user(" hi ")], false);
+        let own = t
+            .render(&[Message::system("Be brief."), Message::user(" hi ")], false)
+            .unwrap();
         assert_eq!(
             own,
             "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n hi <|im_end|>\n"
@@ -277,12 +328,14 @@ mod tests {
         assert_eq!(t, ChatTemplate::llama32());
         assert!(t.bos_in_text());
         assert_eq!(
-            t.render_user("  Hi there \n"),
+            t.render_user("  Hi there \n").unwrap(),
             "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n\
              Today Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|>\
              <|start_header_id|>assistant<|end_header_id|>\n\n"
         );
-        let with_sys = t.render(&[Message::system("Be brief."), Message::user("Hi")], true);
+        let with_sys = t
+            .render(&[Message::system("Be brief."), Message::user("Hi")], true)
+            .unwrap();
         assert!(with_sys.contains("Today Date: 26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user"));
         assert_eq!(with_sys.matches("<|start_header_id|>system").count(), 1);
     }
@@ -293,7 +346,7 @@ mod tests {
         let t = ChatTemplate::detect(Some(src)).unwrap();
         assert_eq!(t, ChatTemplate::Llama3 { date: None });
         assert_eq!(
-            t.render_user("Hi"),
+            t.render_user("Hi").unwrap(),
             "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>\
              <|start_header_id|>assistant<|end_header_id|>\n\n"
         );

@@ -2,8 +2,8 @@
 //!
 //! Every fact about a type's storage (block size, bytes per block, GGUF type id) lives in
 //! this one table; all other code asks [`DType`]. Block sizes and ids follow ggml's
-//! `ggml_type` enum (`ggml.h`): F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, Q8_1 = 9,
-//! BF16 = 30.
+//! `ggml_type` enum (`ggml.h`): F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7,
+//! Q8_0 = 8, Q8_1 = 9, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15, BF16 = 30.
 
 use core::fmt;
 
@@ -15,8 +15,15 @@ pub const QK4_1: usize = 32;
 pub const QK8_0: usize = 32;
 /// Number of elements in one Q8_1 block (ggml `QK8_1`).
 pub const QK8_1: usize = 32;
+/// Number of elements in one Q5_0 block (ggml `QK5_0`).
+pub const QK5_0: usize = 32;
+/// Number of elements in one Q5_1 block (ggml `QK5_1`).
+pub const QK5_1: usize = 32;
+/// Number of elements in one K-quant super-block (ggml `QK_K`): Q4_K, Q5_K, Q6_K, Q8_K.
+pub const QK_K: usize = 256;
 
-/// A tensor element type.
+/// A tensor element type (named as ggml names them).
+#[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DType {
     F32,
@@ -26,17 +33,30 @@ pub enum DType {
     Q4_1,
     Q8_0,
     Q8_1,
+    Q5_0,
+    Q5_1,
+    Q4_K,
+    Q5_K,
+    Q6_K,
+    /// Activations only (the K-quant dot products' partner), as in ggml.
+    Q8_K,
 }
 
 impl DType {
     /// Every type we know, in GGML id order.
-    pub const ALL: [DType; 7] = [
+    pub const ALL: [DType; 13] = [
         DType::F32,
         DType::F16,
         DType::Q4_0,
         DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
         DType::Q8_0,
         DType::Q8_1,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+        DType::Q8_K,
         DType::BF16,
     ];
 
@@ -48,6 +68,9 @@ impl DType {
             DType::Q4_1 => QK4_1,
             DType::Q8_0 => QK8_0,
             DType::Q8_1 => QK8_1,
+            DType::Q5_0 => QK5_0,
+            DType::Q5_1 => QK5_1,
+            DType::Q4_K | DType::Q5_K | DType::Q6_K | DType::Q8_K => QK_K,
         }
     }
 
@@ -60,6 +83,12 @@ impl DType {
             DType::Q4_1 => 20,
             DType::Q8_0 => 34,
             DType::Q8_1 => 36,
+            DType::Q5_0 => 22,
+            DType::Q5_1 => 24,
+            DType::Q4_K => 144,
+            DType::Q5_K => 176,
+            DType::Q6_K => 210,
+            DType::Q8_K => 292,
         }
     }
 
@@ -87,6 +116,12 @@ impl DType {
             DType::Q4_1 => 3,
             DType::Q8_0 => 8,
             DType::Q8_1 => 9,
+            DType::Q5_0 => 6,
+            DType::Q5_1 => 7,
+            DType::Q4_K => 12,
+            DType::Q5_K => 13,
+            DType::Q6_K => 14,
+            DType::Q8_K => 15,
             DType::BF16 => 30,
         }
     }
@@ -100,6 +135,12 @@ impl DType {
             3 => DType::Q4_1,
             8 => DType::Q8_0,
             9 => DType::Q8_1,
+            6 => DType::Q5_0,
+            7 => DType::Q5_1,
+            12 => DType::Q4_K,
+            13 => DType::Q5_K,
+            14 => DType::Q6_K,
+            15 => DType::Q8_K,
             30 => DType::BF16,
             _ => return None,
         })
@@ -115,6 +156,12 @@ impl DType {
             DType::Q4_1 => "q4_1",
             DType::Q8_0 => "q8_0",
             DType::Q8_1 => "q8_1",
+            DType::Q5_0 => "q5_0",
+            DType::Q5_1 => "q5_1",
+            DType::Q4_K => "q4_k",
+            DType::Q5_K => "q5_k",
+            DType::Q6_K => "q6_k",
+            DType::Q8_K => "q8_k",
         }
     }
 
@@ -142,6 +189,8 @@ mod tests {
         }
         assert_eq!(DType::Q4_0.row_bytes(576), Some(18 * 18));
         assert_eq!(DType::Q4_0.row_bytes(33), None);
-        assert_eq!(DType::from_ggml_id(6), None); // Q5_0 is not supported
+        assert_eq!(DType::from_ggml_id(10), None); // Q2_K is not supported
+        assert_eq!(DType::Q4_K.row_bytes(576), None); // K-quant rows are multiples of 256
+        assert_eq!(DType::Q6_K.row_bytes(512), Some(420));
     }
 }

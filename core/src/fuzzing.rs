@@ -168,7 +168,8 @@ pub fn hf_dir(data: &[u8]) {
 
 /// A GGUF vocabulary (`tokenizer.ggml.*`) as plain values, then encoding and decoding.
 /// Byte 0: flags (bit 0 `add_bos`, bit 1 `add_eos`, bit 2 token types given, bit 3 BOS
-/// given, bit 4 EOS given); bytes 1 and 2: the BOS and EOS ids. The rest is text in
+/// given, bit 4 EOS given, bit 5 sentencepiece scores given (descending by position),
+/// bit 6 `add_space_prefix`); bytes 1 and 2: the BOS and EOS ids. The rest is text in
 /// sections separated by an empty line: `model` and `pre` (one line each, an empty `pre`
 /// = none), the tokens one per line (with token types, the first character of a line is
 /// its type digit), the merges one per line, and a text to encode.
@@ -195,6 +196,7 @@ pub fn gguf_vocab(data: &[u8]) {
     }
     let merges: Vec<&str> = sections.next().unwrap_or_default().lines().collect();
     let sample = sections.next().unwrap_or_default();
+    let tokens_len = tokens.len();
     let v = GgufVocab {
         model,
         pre: (!pre.is_empty()).then_some(pre),
@@ -205,6 +207,10 @@ pub fn gguf_vocab(data: &[u8]) {
         eos: (flags & 16 != 0).then_some(eos),
         add_bos: flags & 1 != 0,
         add_eos: flags & 2 != 0,
+        // Sentencepiece vocabularies (`model = "llama"`) take scores: one per token,
+        // from the token's position, when flag 32 is set.
+        scores: (flags & 32 != 0).then(|| (0..tokens_len).map(|i| -(i as f32)).collect()),
+        add_space_prefix: flags & 64 != 0,
     };
     if let Ok(tok) = Tokenizer::from_gguf_vocab(&v) {
         assert_eq!(tok.vocab_size(), v.tokens.len());
@@ -278,11 +284,20 @@ pub fn chat_template(data: &[u8]) {
     ];
     for t in found.into_iter().flatten() {
         for gen in [true, false] {
-            let s = t.render(&messages, gen);
+            // Built-in families render any conversation.
+            let s = t.render(&messages, gen).expect("a built-in template renders");
             assert!(!gen || s.ends_with("\n"), "a generation prompt ends with a newline");
         }
         let _ = t.render_user(template);
         let _ = (t.bos_in_text(), t.end_of_turn());
+    }
+    // The same text as the file's own Jinja template: it may fail to compile or to render
+    // (`raise_exception`, type errors), never panic.
+    if let Ok(Some(t)) = ChatTemplate::for_model(Some(template), Some("<s>"), Some("</s>"), |_| false) {
+        for gen in [true, false] {
+            let _ = t.render(&messages, gen);
+        }
+        let _ = t.render_user(template);
     }
 }
 

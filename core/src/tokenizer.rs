@@ -14,6 +14,8 @@
 //!   (type 4) ones as plain added tokens, so `<|im_start|>` in text is one id. The
 //!   pre-tokenizer follows `tokenizer.ggml.pre` the way llama.cpp does (see
 //!   [`pre_tokenizer_for`]).
+//!   A `llama` (sentencepiece) vocabulary becomes a BPE with byte fallback whose merges
+//!   come from the token scores (see the `spm` module).
 //!
 //! Invariants: ids are `< vocab_size()`; [`Tokenizer::encode`] recognizes special tokens
 //! written in the text (llama.cpp's `parse_special = true`) and adds BOS iff the model says
@@ -29,6 +31,8 @@ use std::path::Path;
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
+
+mod spm;
 
 /// GGUF `tokenizer.ggml.token_type` values (llama.cpp `llama_token_type`).
 pub mod token_type {
@@ -49,8 +53,8 @@ pub mod token_type {
 /// The tokenizer facts a GGUF file holds, as plain values (the GGUF reader fills this).
 #[derive(Debug, Clone, Default)]
 pub struct GgufVocab<'a> {
-    /// `tokenizer.ggml.model`: `"gpt2"` (byte-level BPE) is supported; `"llama"`
-    /// (sentencepiece) is not yet.
+    /// `tokenizer.ggml.model`: `"gpt2"` (byte-level BPE) or `"llama"` (sentencepiece,
+    /// see [`spm`]).
     pub model: &'a str,
     /// `tokenizer.ggml.pre`, e.g. `"smollm"`, `"llama-bpe"`; `None` = GPT-2's default.
     pub pre: Option<&'a str>,
@@ -60,6 +64,12 @@ pub struct GgufVocab<'a> {
     pub token_types: Option<Vec<i32>>,
     /// `tokenizer.ggml.merges`, each `"left right"`, best first.
     pub merges: Vec<&'a str>,
+    /// `tokenizer.ggml.scores` (same length as `tokens`): a sentencepiece vocabulary's
+    /// merge priorities, higher first.
+    pub scores: Option<Vec<f32>>,
+    /// `tokenizer.ggml.add_space_prefix` (sentencepiece: prepend `▁` to the text;
+    /// llama.cpp's default is true).
+    pub add_space_prefix: bool,
     /// `tokenizer.ggml.bos_token_id`.
     pub bos: Option<u32>,
     /// `tokenizer.ggml.eos_token_id`.
@@ -281,15 +291,19 @@ impl Tokenizer {
             return Ok(None);
         };
         let merges = f.get_str_array("tokenizer.ggml.merges")?;
+        let model = f.get_str("tokenizer.ggml.model")?.unwrap_or("gpt2");
         let v = GgufVocab {
-            model: f.get_str("tokenizer.ggml.model")?.unwrap_or("gpt2"),
+            model,
             pre: f.get_str("tokenizer.ggml.pre")?,
             tokens: tokens.iter().collect(),
             token_types: f.get_i32_array("tokenizer.ggml.token_type")?,
             merges: merges.map(|m| m.iter().collect()).unwrap_or_default(),
+            scores: f.get_f32_array("tokenizer.ggml.scores")?,
+            add_space_prefix: f.get_bool("tokenizer.ggml.add_space_prefix")?.unwrap_or(true),
             bos: f.get_u32("tokenizer.ggml.bos_token_id")?,
             eos: f.get_u32("tokenizer.ggml.eos_token_id")?,
-            add_bos: f.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(false),
+            // llama.cpp's defaults when the key is absent: true for sentencepiece.
+            add_bos: f.get_bool("tokenizer.ggml.add_bos_token")?.unwrap_or(model == "llama"),
             add_eos: f.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false),
         };
         Tokenizer::from_gguf_vocab(&v)
@@ -302,22 +316,19 @@ impl Tokenizer {
     /// or BOS/EOS ids past the vocabulary.
     pub fn from_gguf_vocab(v: &GgufVocab) -> Result<Tokenizer> {
         const FILE: &str = "GGUF tokenizer";
-        match v.model {
-            "gpt2" => {}
-            "llama" => {
-                return Err(Error::format(
-                    FILE,
-                    "tokenizer.ggml.model = \"llama\" (sentencepiece) is not supported yet; only \"gpt2\" \
-                     (byte-level BPE: SmolLM2, Llama 3.x)",
-                ))
-            }
+        let sentencepiece = match v.model {
+            "gpt2" => false,
+            "llama" => true,
             other => {
                 return Err(Error::format(
                     FILE,
-                    format!("unsupported tokenizer.ggml.model {other:?}; only \"gpt2\" is supported"),
+                    format!(
+                        "unsupported tokenizer.ggml.model {other:?}; supported: \"gpt2\" (byte-level BPE), \
+                         \"llama\" (sentencepiece)"
+                    ),
                 ))
             }
-        }
+        };
         let n = v.tokens.len();
         if n == 0 || n > u32::MAX as usize {
             return Err(Error::format(FILE, format!("tokenizer.ggml.tokens has {n} entries")));
@@ -343,6 +354,22 @@ impl Tokenizer {
                     ));
                 }
             }
+        }
+        if sentencepiece {
+            let inner: tokenizers::Tokenizer = serde_json::from_value(spm::tokenizer_json(v)?)
+                .map_err(|e| Error::format(FILE, format!("cannot build the sentencepiece tokenizer: {e}")))?;
+            return Tokenizer::assemble(
+                inner,
+                FILE.into(),
+                PieceStyle::SentencePiece,
+                v.add_space_prefix,
+                v.bos,
+                v.eos,
+                v.add_bos,
+                v.add_eos,
+                None,
+                Some(&v.tokens),
+            );
         }
         let (pre_tokenizer, ignore_merges) = pre_tokenizer_for(v.pre)?;
 
@@ -884,6 +911,8 @@ mod tests {
             tokens,
             token_types: Some(types),
             merges,
+            scores: None,
+            add_space_prefix: false,
             bos: Some(1),
             eos: Some(2),
             add_bos: false,
@@ -948,6 +977,8 @@ mod tests {
             tokens: tokens.clone(),
             token_types: Some(types.clone()),
             merges: vec!["1 2", "3 4", "12 3", "4 5"],
+            scores: None,
+            add_space_prefix: false,
             bos: Some(0),
             eos: Some(1),
             add_bos: true,
@@ -968,6 +999,87 @@ mod tests {
         assert_eq!(ids, [0, id(&llama, "123"), id(&llama, "45"), 1]);
         // ignore_merges: a whole word in the vocabulary is taken as is, merges or not.
         assert_eq!(llama.encode_with(" hello", false).unwrap(), [id(&llama, "Ġhello")]);
+    }
+
+    /// A toy sentencepiece vocabulary: merges follow the scores of the joined pieces,
+    /// `▁` marks spaces (one prepended), characters without a token fall back to bytes.
+    #[test]
+    fn sentencepiece_scores_spaces_and_byte_fallback() {
+        let mut tokens = vec!["<unk>", "<s>", "</s>"];
+        let bytes: Vec<String> = (0..=255u8).map(|b| format!("<0x{b:02X}>")).collect();
+        tokens.extend(bytes.iter().map(String::as_str));
+        // "ab" scores above "bc", so "abc" is "ab" + "c"; "▁abc" is best of all.
+        let words = [
+            "\u{2581}",
+            "a",
+            "b",
+            "c",
+            "ab",
+            "bc",
+            "\u{2581}a",
+            "\u{2581}ab",
+            "\u{2581}abc",
+        ];
+        tokens.extend(words);
+        let n = tokens.len();
+        let mut scores = vec![0.0f32; n];
+        for (i, s) in [-10.0, -1.0, -2.0, -3.0, -4.0, -5.0, -6.0, -7.0, -0.5]
+            .iter()
+            .enumerate()
+        {
+            scores[n - words.len() + i] = *s;
+        }
+        let mut types = vec![token_type::NORMAL; n];
+        types[0] = token_type::UNKNOWN;
+        types[1..3].fill(token_type::CONTROL);
+        types[3..259].fill(token_type::BYTE);
+        let t = Tokenizer::from_gguf_vocab(&GgufVocab {
+            model: "llama",
+            tokens: tokens.clone(),
+            token_types: Some(types),
+            scores: Some(scores),
+            add_space_prefix: true,
+            bos: Some(1),
+            eos: Some(2),
+            add_bos: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let id = |s: &str| tokens.iter().position(|&t| t == s).unwrap() as u32;
+        assert_eq!(t.encode("abc").unwrap(), [1, id("\u{2581}abc")]);
+        // " abc" → "▁▁abc": the first ▁ alone. "cab" → ▁ c ab. "é" has no token → bytes.
+        assert_eq!(
+            t.encode_with(" abc", false).unwrap(),
+            [id("\u{2581}"), id("\u{2581}abc")]
+        );
+        assert_eq!(
+            t.encode_with("cab", false).unwrap(),
+            [id("\u{2581}"), id("c"), id("ab")]
+        );
+        assert_eq!(
+            t.encode_with("é", false).unwrap(),
+            [id("\u{2581}"), id("<0xC3>"), id("<0xA9>")]
+        );
+        for text in ["abc", " abc", "cab é"] {
+            let ids = t.encode_with(text, false).unwrap();
+            assert_eq!(t.decode(&ids).unwrap(), text);
+        }
+        // Text after a special token gets its own space prefix (HF's legacy Llama
+        // tokenizer and llama.cpp alike).
+        assert_eq!(
+            t.encode_with("a</s>b", false).unwrap(),
+            [id("\u{2581}a"), 2, id("\u{2581}"), id("b")]
+        );
+        assert!(t.add_bos());
+        // Scores are required, and must match the tokens.
+        let mut bad = GgufVocab {
+            model: "llama",
+            tokens: vec!["a"],
+            ..Default::default()
+        };
+        assert!(Tokenizer::from_gguf_vocab(&bad).is_err());
+        bad.scores = Some(vec![0.0, 1.0]);
+        assert!(Tokenizer::from_gguf_vocab(&bad).is_err());
     }
 
     /// A GGUF vocabulary may repeat a string; every id still has its bytes and counts.

@@ -81,7 +81,7 @@ fn check_file(tok: &Tokenizer, path: &Path) {
     for (kind, text, want, user) in &cases {
         if let Some(user) = user {
             assert_eq!(
-                &ChatTemplate::smollm2().render_user(user),
+                &ChatTemplate::smollm2().render_user(user).unwrap(),
                 text,
                 "chat rendering of {user:?}"
             );
@@ -133,7 +133,13 @@ fn smollm2_chat_prompt() {
     let Some((tok, m)) = load() else { return };
     let t = ChatTemplate::detect(m.chat_template.as_deref()).unwrap();
     assert_eq!(t, ChatTemplate::smollm2());
-    let text = t.render_user("What is the capital of France?");
+    let text = t.render_user("What is the capital of France?").unwrap();
+    // The file's own template, rendered by minijinja, gives the same text.
+    let file = ChatTemplate::for_tokenizer(m.chat_template.as_deref(), &tok)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(file, ChatTemplate::Jinja(_)));
+    assert_eq!(file.render_user("What is the capital of France?").unwrap(), text);
     let ids = tok.encode(&text).unwrap();
     // transformers: apply_chat_template(add_generation_prompt=True), then encode.
     let want: [u32; 37] = [

@@ -205,8 +205,10 @@ impl ModelArgs {
             } else {
                 None
             };
-            let tmpl = std::fs::read_to_string(path.join("tokenizer_config.json")).ok();
-            let chat = tok.as_ref().and_then(|_| ChatTemplate::detect(tmpl.as_deref()));
+            let chat = match &tok {
+                Some(t) => ChatTemplate::for_tokenizer(t.chat_template(), t)?,
+                None => None,
+            };
             (cfg, w, tok, chat, false)
         } else {
             let f = GgufFile::open(&path)?;
@@ -216,7 +218,10 @@ impl ModelArgs {
             // resident beside them (measured: SmolLM2 peak RSS 164 → 161 MB, Q4_1).
             let tok = Tokenizer::from_gguf(&f)?;
             let (cfg, w) = model::gguf::load(&f, &be)?;
-            let chat = ChatTemplate::detect(f.get_str("tokenizer.chat_template")?);
+            let chat = match &tok {
+                Some(t) => ChatTemplate::for_tokenizer(f.get_str("tokenizer.chat_template")?, t)?,
+                None => None,
+            };
             let synthetic = f.get_str("general.name")?.is_some_and(|n| n.contains("synthetic"));
             (cfg, w, tok, chat, synthetic)
         };
@@ -283,16 +288,16 @@ pub fn prompt_ids<B: Backend>(s: &Session<B>, prompt: Option<&str>, ids: Option<
                 .tokenizer
                 .as_ref()
                 .with_context(|| format!("{} has no tokenizer; use --prompt-ids", s.path.display()))?;
-            let text = if chat {
-                let t = s
-                    .chat
-                    .as_ref()
-                    .with_context(|| format!("{} has no known chat template (ChatML or Llama 3)", s.path.display()))?;
-                t.render_user(text)
-            } else {
-                text.to_string()
-            };
-            Ok(tok.encode(&text)?)
+            if chat {
+                let t = s.chat.as_ref().with_context(|| {
+                    format!(
+                        "{} has no chat template (none in the file, and not a ChatML or Llama 3 vocabulary)",
+                        s.path.display()
+                    )
+                })?;
+                return Ok(tok.encode_with(&t.render_user(text)?, !t.bos_in_text())?);
+            }
+            Ok(tok.encode(text)?)
         }
         (None, None) => bail!("give --prompt TEXT or --prompt-ids LIST"),
     }

@@ -32,7 +32,7 @@ pub struct QuantizeArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Target type of the linear weights.
-    #[arg(long = "type", value_parser = ["q4_0", "q4_1", "q8_0", "f16"])]
+    #[arg(long = "type", value_parser = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16"])]
     pub qtype: String,
     /// Quantize token_embd/output to the target type too (default keeps them Q8_0 for 4-bit types).
     #[arg(long)]

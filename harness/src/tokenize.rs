@@ -5,6 +5,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use antigravity_core::chat::ChatTemplate;
 use antigravity_core::gguf::GgufFile;
 use antigravity_core::tokenizer::Tokenizer;
 
@@ -24,22 +25,20 @@ pub fn run(a: &TokenizeArgs, _t0: Instant) -> Result<()> {
     let path = crate::fetch::resolve(a.model.as_deref())?;
     let (tok, chat) = if path.is_dir() {
         let tok = Tokenizer::from_file(&path.join("tokenizer.json"))?;
-        let tmpl = std::fs::read_to_string(path.join("tokenizer_config.json")).ok();
-        (tok, antigravity_core::chat::ChatTemplate::detect(tmpl.as_deref()))
+        let chat = ChatTemplate::for_tokenizer(tok.chat_template(), &tok)?;
+        (tok, chat)
     } else {
         let f = GgufFile::open(&path)?;
         let tok = Tokenizer::from_gguf(&f)?.with_context(|| format!("{} has no tokenizer", path.display()))?;
-        (
-            tok,
-            antigravity_core::chat::ChatTemplate::detect(f.get_str("tokenizer.chat_template")?),
-        )
+        let chat = ChatTemplate::for_tokenizer(f.get_str("tokenizer.chat_template")?, &tok)?;
+        (tok, chat)
     };
-    let text = if a.chat {
-        chat.with_context(|| format!("{} has no known chat template", path.display()))?
-            .render_user(&a.prompt)
+    let ids = if a.chat {
+        let t = chat.with_context(|| format!("{} has no chat template", path.display()))?;
+        tok.encode_with(&t.render_user(&a.prompt)?, !t.bos_in_text())?
     } else {
-        a.prompt.clone()
+        tok.encode(&a.prompt)?
     };
-    println!("{}", serde_json::to_string(&tok.encode(&text)?)?);
+    println!("{}", serde_json::to_string(&ids)?);
     Ok(())
 }

@@ -22,7 +22,9 @@ use half::{bf16, f16};
 use super::repack::{self, BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8};
 use super::scalar;
 use crate::quant::dot;
-use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::quant::{
+    self, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
+};
 
 /// An instruction-set choice for the CPU kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -70,6 +72,15 @@ pub struct Kernels {
     pub vec_dot_q4_0_q8_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
     pub vec_dot_q4_1_q8_1: fn(&[BlockQ4_1], &[BlockQ8_1]) -> f32,
     pub vec_dot_q8_0_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
+    /// The Q5 and K-quant weights (what `llama-quantize … Q4_K_M` writes) and the Q8_K
+    /// activation quantizer. SIMD: AVX2 (also in the AVX-512 table) and NEON dots;
+    /// `quantize_row_q8_k` is the scalar twin everywhere.
+    pub quantize_row_q8_k: fn(&[f32], &mut [BlockQ8_K]),
+    pub vec_dot_q5_0_q8_0: fn(&[BlockQ5_0], &[BlockQ8_0]) -> f32,
+    pub vec_dot_q5_1_q8_1: fn(&[BlockQ5_1], &[BlockQ8_1]) -> f32,
+    pub vec_dot_q4_k_q8_k: fn(&[BlockQ4_K], &[BlockQ8_K]) -> f32,
+    pub vec_dot_q5_k_q8_k: fn(&[BlockQ5_K], &[BlockQ8_K]) -> f32,
+    pub vec_dot_q6_k_q8_k: fn(&[BlockQ6_K], &[BlockQ8_K]) -> f32,
     pub vec_dot_f16_f32: fn(&[f16], &[f32]) -> f32,
     pub vec_dot_bf16_f32: fn(&[bf16], &[f32]) -> f32,
     pub vec_dot_f32: fn(&[f32], &[f32]) -> f32,
@@ -122,6 +133,12 @@ impl Kernels {
             vec_dot_q4_0_q8_0: dot::vec_dot_q4_0_q8_0,
             vec_dot_q4_1_q8_1: dot::vec_dot_q4_1_q8_1,
             vec_dot_q8_0_q8_0: dot::vec_dot_q8_0_q8_0,
+            quantize_row_q8_k: quant::k::quantize_row_q8_k,
+            vec_dot_q5_0_q8_0: dot::vec_dot_q5_0_q8_0,
+            vec_dot_q5_1_q8_1: dot::vec_dot_q5_1_q8_1,
+            vec_dot_q4_k_q8_k: dot::vec_dot_q4_k_q8_k,
+            vec_dot_q5_k_q8_k: dot::vec_dot_q5_k_q8_k,
+            vec_dot_q6_k_q8_k: dot::vec_dot_q6_k_q8_k,
             vec_dot_f16_f32: dot::vec_dot_f16_f32,
             vec_dot_bf16_f32: dot::vec_dot_bf16_f32,
             vec_dot_f32: dot::vec_dot_f32,

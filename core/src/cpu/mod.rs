@@ -39,9 +39,11 @@ use bytemuck::{Pod, Zeroable};
 use half::{bf16, f16};
 
 use crate::backend::{AttnParams, Backend, BufferKind, Capabilities, HostRegion, Reservation, RopeStyle};
-use crate::dtype::DType;
+use crate::dtype::{DType, QK_K};
 use crate::error::{Error, Result};
-use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::quant::{
+    BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
+};
 use crate::tensor::{Shape, TensorMut, TensorRef};
 use repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8};
 
@@ -97,8 +99,10 @@ pub struct CpuBackend {
     pool: ThreadPool,
     /// Activation rows quantized to Q8_0 (Q4_0 / Q8_0 weights).
     q8_0: Vec<BlockQ8_0>,
-    /// Activation rows quantized to Q8_1 (Q4_1 weights).
+    /// Activation rows quantized to Q8_1 (Q4_1 / Q5_1 weights).
     q8_1: Vec<BlockQ8_1>,
+    /// Activation rows quantized to Q8_K (Q4_K / Q5_K / Q6_K weights).
+    q8_k: Vec<BlockQ8_K>,
     /// Attention scores: one row of `max_ctx` per query head (heads run in parallel).
     scores: Vec<f32>,
     /// One dequantized row (get_rows of quantized tables is row by row).
@@ -138,6 +142,7 @@ impl CpuBackend {
             pool: ThreadPool::new(threads),
             q8_0: Vec::new(),
             q8_1: Vec::new(),
+            q8_k: Vec::new(),
             scores: Vec::new(),
             row: Vec::new(),
             qa: Vec::new(),
@@ -444,10 +449,17 @@ fn matmul_x8<W: Sync>(
     });
 }
 
-/// Quantizes the `n_tok` rows of `xs` (`n_in` floats each) into `xq` (`nb` blocks each);
+/// Quantizes the `n_tok` rows of `xs` (`n_in` floats each) into `xq` (`n_in / qk` blocks each);
 /// rows are split over the pool when there are several.
-fn quantize_rows<B: Send>(pool: &mut ThreadPool, xs: &[f32], xq: &mut [B], n_in: usize, q: fn(&[f32], &mut [B])) {
-    let nb = n_in / 32;
+fn quantize_rows<B: Send>(
+    pool: &mut ThreadPool,
+    xs: &[f32],
+    xq: &mut [B],
+    n_in: usize,
+    qk: usize,
+    q: fn(&[f32], &mut [B]),
+) {
+    let nb = n_in / qk; // blocks of `qk` elements per row
     let n_tok = xq.len() / nb.max(1);
     let grid = Grid {
         rows: n_tok,
@@ -513,7 +525,7 @@ impl CpuBackend {
                 return Err(Error::invalid(UNRESERVED));
             }
             let (xq, qa) = (&mut self.q8_1[..n_tok * nb], &mut self.qa[..n_tok * nb]);
-            quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_1);
+            quantize_rows(pool, xs, xq, n_in, 32, k.quantize_row_q8_1);
             repack::act_from_q8_1(xq, qa);
             let qa = &*qa;
             match w.dtype {
@@ -557,7 +569,7 @@ impl CpuBackend {
                     return Err(Error::invalid(UNRESERVED));
                 }
                 let xq = &mut self.q8_0[..n_tok * nb];
-                quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_0);
+                quantize_rows(pool, xs, xq, n_in, 32, k.quantize_row_q8_0);
                 if w.dtype == DType::Q4_0 {
                     let wq: &[BlockQ4_0] = bytemuck::cast_slice(wb);
                     if n_tok >= GEMM_MIN_TOK {
@@ -575,7 +587,7 @@ impl CpuBackend {
                     return Err(Error::invalid(UNRESERVED));
                 }
                 let xq = &mut self.q8_1[..n_tok * nb];
-                quantize_rows(pool, xs, xq, n_in, k.quantize_row_q8_1);
+                quantize_rows(pool, xs, xq, n_in, 32, k.quantize_row_q8_1);
                 let wq: &[BlockQ4_1] = bytemuck::cast_slice(wb);
                 matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &k.gemv_q4_1_q8_1);
             }
@@ -594,7 +606,69 @@ impl CpuBackend {
                     scalar::gemv(w, x, y, k.vec_dot_bf16_f32)
                 })
             }
-            DType::Q8_1 => return Err(Error::dtype("matmul", "weight", DType::Q8_1)),
+            DType::Q5_0 => {
+                if self.q8_0.len() < n_tok * nb {
+                    return Err(Error::invalid(UNRESERVED));
+                }
+                let xq = &mut self.q8_0[..n_tok * nb];
+                quantize_rows(pool, xs, xq, n_in, 32, k.quantize_row_q8_0);
+                let wq: &[BlockQ5_0] = bytemuck::cast_slice(wb);
+                matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &|w, x, y| {
+                    scalar::gemv(w, x, y, k.vec_dot_q5_0_q8_0)
+                });
+            }
+            DType::Q5_1 => {
+                if self.q8_1.len() < n_tok * nb {
+                    return Err(Error::invalid(UNRESERVED));
+                }
+                let xq = &mut self.q8_1[..n_tok * nb];
+                quantize_rows(pool, xs, xq, n_in, 32, k.quantize_row_q8_1);
+                let wq: &[BlockQ5_1] = bytemuck::cast_slice(wb);
+                matmul_par(pool, wq, xq, ys, n_out, n_tok, nb, &|w, x, y| {
+                    scalar::gemv(w, x, y, k.vec_dot_q5_1_q8_1)
+                });
+            }
+            DType::Q4_K | DType::Q5_K | DType::Q6_K => {
+                let nbk = n_in / QK_K;
+                if self.q8_k.len() < n_tok * nbk {
+                    return Err(Error::invalid(UNRESERVED));
+                }
+                let xq = &mut self.q8_k[..n_tok * nbk];
+                quantize_rows(pool, xs, xq, n_in, QK_K, k.quantize_row_q8_k);
+                match w.dtype {
+                    DType::Q4_K => matmul_par(
+                        pool,
+                        bytemuck::cast_slice::<_, BlockQ4_K>(wb),
+                        xq,
+                        ys,
+                        n_out,
+                        n_tok,
+                        nbk,
+                        &|w, x, y| scalar::gemv(w, x, y, k.vec_dot_q4_k_q8_k),
+                    ),
+                    DType::Q5_K => matmul_par(
+                        pool,
+                        bytemuck::cast_slice::<_, BlockQ5_K>(wb),
+                        xq,
+                        ys,
+                        n_out,
+                        n_tok,
+                        nbk,
+                        &|w, x, y| scalar::gemv(w, x, y, k.vec_dot_q5_k_q8_k),
+                    ),
+                    _ => matmul_par(
+                        pool,
+                        bytemuck::cast_slice::<_, BlockQ6_K>(wb),
+                        xq,
+                        ys,
+                        n_out,
+                        n_tok,
+                        nbk,
+                        &|w, x, y| scalar::gemv(w, x, y, k.vec_dot_q6_k_q8_k),
+                    ),
+                }
+            }
+            DType::Q8_1 | DType::Q8_K => return Err(Error::dtype("matmul", "weight", w.dtype)),
         }
         Ok(())
     }
@@ -654,6 +728,11 @@ impl Backend for CpuBackend {
                 DType::Q4_0,
                 DType::Q4_1,
                 DType::Q8_0,
+                DType::Q5_0,
+                DType::Q5_1,
+                DType::Q4_K,
+                DType::Q5_K,
+                DType::Q6_K,
             ],
             kv_dtypes: &[DType::F16, DType::F32],
             unified_memory: true,
@@ -785,6 +864,7 @@ impl Backend for CpuBackend {
         let blocks = r.max_tokens * r.max_row.div_ceil(32);
         grow(&mut self.q8_0, blocks);
         grow(&mut self.q8_1, blocks);
+        grow(&mut self.q8_k, r.max_tokens * r.max_row.div_ceil(QK_K));
         grow(&mut self.scores, r.max_ctx * r.n_head.max(1));
         grow(&mut self.row, r.max_row);
         grow(&mut self.qa, blocks);

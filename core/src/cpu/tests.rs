@@ -625,6 +625,117 @@ mod backend {
         }
     }
 
+    /// Q5_0, Q5_1, Q4_K, Q5_K, Q6_K through `ops::matmul` on every ISA and 1–2 threads:
+    /// each output equals the scalar dot of the weight row with the activation row
+    /// quantized by the scalar quantizer (Q8_0 / Q8_1 / Q8_K), bit for bit (the SIMD
+    /// entries are bit-identical to their twins, so this also checks the plumbing:
+    /// block counts, scratch, row offsets, tiling).
+    #[test]
+    fn matmul_q5_and_k_quants_match_scalar_dots() {
+        use crate::quant::{self, dot, k};
+        use half::f16;
+        let mut rng = Lcg(29);
+        for &(n_out, n_in, n_tok) in &[(37, 256, 1), (70, 512, 3), (9, 768, 17)] {
+            let x: Vec<f32> = rng.vec(n_tok * n_in).iter().map(|v| v * 3.0).collect();
+            let wf = rng.vec(n_out * n_in);
+            // Random bytes for the K-quants (no quantizer here), with f16 scales ~0.01.
+            let mut bytes_k = |dt: DType| {
+                let mut w: Vec<u8> = (0..dt.row_bytes(n_in).unwrap() * n_out)
+                    .map(|_| (rng.f() * 127.0 + 128.0) as u8)
+                    .collect();
+                let bb = dt.block_bytes();
+                for b in w.chunks_exact_mut(bb) {
+                    let d = f16::from_f32(rng.f() * 0.01).to_le_bytes();
+                    let m = f16::from_f32(rng.f() * 0.01).to_le_bytes();
+                    match dt {
+                        DType::Q6_K => b[bb - 2..].copy_from_slice(&d),
+                        _ => {
+                            b[..2].copy_from_slice(&d);
+                            b[2..4].copy_from_slice(&m);
+                        }
+                    }
+                }
+                w
+            };
+            for dtype in [DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K] {
+                let rb = dtype.row_bytes(n_in).unwrap();
+                let w = match dtype {
+                    DType::Q5_0 | DType::Q5_1 => {
+                        let mut w = vec![0u8; rb * n_out];
+                        for (o, row) in w.chunks_exact_mut(rb).enumerate() {
+                            quant::quantize_row(dtype, &wf[o * n_in..][..n_in], row).unwrap();
+                        }
+                        w
+                    }
+                    _ => bytes_k(dtype),
+                };
+                let mut want = vec![0f32; n_tok * n_out];
+                for t in 0..n_tok {
+                    let xr = &x[t * n_in..][..n_in];
+                    for o in 0..n_out {
+                        let wr = &w[o * rb..][..rb];
+                        want[t * n_out + o] = match dtype {
+                            DType::Q5_0 => {
+                                let mut a = vec![
+                                    quant::BlockQ8_0 {
+                                        d: f16::ZERO,
+                                        qs: [0; 32]
+                                    };
+                                    n_in / 32
+                                ];
+                                quant::quantize_row_q8_0(xr, &mut a);
+                                dot::vec_dot_q5_0_q8_0(bytemuck::cast_slice(wr), &a)
+                            }
+                            DType::Q5_1 => {
+                                let mut a = vec![
+                                    quant::BlockQ8_1 {
+                                        d: f16::ZERO,
+                                        s: f16::ZERO,
+                                        qs: [0; 32]
+                                    };
+                                    n_in / 32
+                                ];
+                                quant::quantize_row_q8_1(xr, &mut a);
+                                dot::vec_dot_q5_1_q8_1(bytemuck::cast_slice(wr), &a)
+                            }
+                            _ => {
+                                let mut a = vec![
+                                    quant::BlockQ8_K {
+                                        d: 0.0,
+                                        qs: [0; 256],
+                                        bsums: [0; 16]
+                                    };
+                                    n_in / 256
+                                ];
+                                k::quantize_row_q8_k(xr, &mut a);
+                                match dtype {
+                                    DType::Q4_K => dot::vec_dot_q4_k_q8_k(bytemuck::cast_slice(wr), &a),
+                                    DType::Q5_K => dot::vec_dot_q5_k_q8_k(bytemuck::cast_slice(wr), &a),
+                                    _ => dot::vec_dot_q6_k_q8_k(bytemuck::cast_slice(wr), &a),
+                                }
+                            }
+                        };
+                    }
+                }
+                for isa in Isa::ALL {
+                    for threads in [1, 2] {
+                        let Some(mut b) = CpuBackend::with_threads(isa, threads) else {
+                            continue;
+                        };
+                        let got = run_matmul(&mut b, dtype, &w, &x, n_out, n_in, n_tok);
+                        assert!(
+                            got.iter().zip(&want).all(|(g, e)| g.to_bits() == e.to_bits()),
+                            "{dtype:?} {} threads {threads} {n_out}x{n_in}x{n_tok}: {:?} vs {:?}",
+                            isa.name(),
+                            &got[..4.min(got.len())],
+                            &want[..4.min(want.len())]
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn attention_threads_match_serial() {
         let mut rng = Lcg(11);
@@ -1081,6 +1192,235 @@ proptest! {
             for i in 0..x.len() {
                 let tol = (n + 8.0) * eps() * want[i].abs() + 1e-37;
                 prop_assert!(close(got[i], want[i], tol), "{} [{i}] of {}: {} vs {}", k.isa.name(), x.len(), got[i], want[i]);
+            }
+        }
+    }
+}
+
+/// Q5 and K-quant dot products: every SIMD entry equals its scalar twin bit for bit (the
+/// kernels form the same exact integer sums and combine them with the same f32
+/// expression in block order), and each scalar twin equals Σ dequant(x)·dequant(y) in
+/// f64 within `(64 + 8·nb) · ε · mag`, `mag = Σ |x_i y_i|` (f32 rounding of the scale
+/// products and of one sum per block).
+mod kquants {
+    use super::*;
+    use crate::dtype::DType;
+    use crate::quant::{BlockQ4_K, BlockQ5_0, BlockQ5_K, BlockQ6_K, BlockQ8_K};
+
+    fn same(got: f32, want: f32) -> bool {
+        got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan())
+    }
+
+    fn bytes<T: bytemuck::Pod>(v: &[T]) -> &[u8] {
+        bytemuck::cast_slice(v)
+    }
+
+    /// Σ dequant(x)·dequant(y) in f64 and Σ |x_i y_i|.
+    fn reference(xt: DType, x: &[u8], yt: DType, y: &[u8], n: usize) -> (f64, f64) {
+        let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+        quant::dequantize_row(xt, x, &mut a).unwrap();
+        quant::dequantize_row(yt, y, &mut b).unwrap();
+        a.iter().zip(&b).fold((0.0, 0.0), |(s, m), (&p, &q)| {
+            (s + f64::from(p) * f64::from(q), m + (f64::from(p) * f64::from(q)).abs())
+        })
+    }
+
+    fn check_reference(got: f32, (want, mag): (f64, f64), nb: usize) -> bool {
+        !want.is_finite() || (f64::from(got) - want).abs() <= (64.0 + 8.0 * nb as f64) * f64::from(eps()) * mag + 1e-30
+    }
+
+    /// Moderate scales, so the f64 reference stays finite and meaningful.
+    fn kscale() -> impl Strategy<Value = f16> {
+        prop_oneof![8 => (-2.0f32..2.0).prop_map(f16::from_f32), 1 => Just(f16::ZERO), 1 => (-1e-4f32..1e-4).prop_map(f16::from_f32)]
+    }
+
+    fn q8_k_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ8_K>> {
+        prop::collection::vec(
+            (
+                prop_oneof![4 => -1.0f32..1.0, 1 => Just(0.0f32)],
+                prop::collection::vec(any::<i8>(), 256),
+            ),
+            n,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|(d, q)| {
+                    let mut b = BlockQ8_K {
+                        d,
+                        qs: [0; 256],
+                        bsums: [0; 16],
+                    };
+                    b.qs.copy_from_slice(&q);
+                    for (s, c) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+                        *s = c.iter().map(|&x| i16::from(x)).sum();
+                    }
+                    b
+                })
+                .collect()
+        })
+    }
+    fn q5_0_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ5_0>> {
+        prop::collection::vec((kscale(), any::<[u8; 4]>(), any::<[u8; 16]>()), n)
+            .prop_map(|v| v.into_iter().map(|(d, qh, qs)| BlockQ5_0 { d, qh, qs }).collect())
+    }
+    fn q4_k_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ4_K>> {
+        prop::collection::vec(
+            (
+                kscale(),
+                kscale(),
+                any::<[u8; 12]>(),
+                prop::collection::vec(any::<u8>(), 128),
+            ),
+            n,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|(d, dmin, scales, q)| {
+                    let mut b = BlockQ4_K {
+                        d,
+                        dmin,
+                        scales,
+                        qs: [0; 128],
+                    };
+                    b.qs.copy_from_slice(&q);
+                    b
+                })
+                .collect()
+        })
+    }
+    fn q5_k_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ5_K>> {
+        (q4_k_blocks(n), prop::collection::vec(any::<[u8; 32]>(), n)).prop_map(|(b4, qh)| {
+            b4.into_iter()
+                .zip(qh)
+                .map(|(b, qh)| BlockQ5_K {
+                    d: b.d,
+                    dmin: b.dmin,
+                    scales: b.scales,
+                    qh,
+                    qs: b.qs,
+                })
+                .collect()
+        })
+    }
+    fn q6_k_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ6_K>> {
+        prop::collection::vec(
+            (
+                kscale(),
+                prop::collection::vec(any::<u8>(), 128),
+                prop::collection::vec(any::<u8>(), 64),
+                any::<[i8; 16]>(),
+            ),
+            n,
+        )
+        .prop_map(|v| {
+            v.into_iter()
+                .map(|(d, l, h, scales)| {
+                    let mut b = BlockQ6_K {
+                        ql: [0; 128],
+                        qh: [0; 64],
+                        scales,
+                        d,
+                    };
+                    b.ql.copy_from_slice(&l);
+                    b.qh.copy_from_slice(&h);
+                    b
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn dot_q5_0_q8_0((x, y) in (1usize..40).prop_flat_map(|n| (q5_0_blocks(n), q8_0_blocks(n))), off in 0usize..2) {
+            let xs = shifted(&x, off, x[0]);
+            let x = &xs[off..];
+            let want = dot::vec_dot_q5_0_q8_0(x, &y);
+            // The reference needs finite activation scales (q8_0_blocks may give ±60000).
+            if y.iter().all(|b| b.d.to_f32().abs() < 8.0) {
+                let r = reference(DType::Q5_0, bytes(x), DType::Q8_0, bytes(&y), 32 * x.len());
+                prop_assert!(check_reference(want, r, x.len()), "scalar {want} vs f64 {r:?}");
+            }
+            for k in simd_tables() {
+                let got = (k.vec_dot_q5_0_q8_0)(x, &y);
+                prop_assert!(same(got, want), "{}: {got} vs {want}", k.isa.name());
+            }
+        }
+
+        #[test]
+        fn dot_q5_1_q8_1((x, y) in (1usize..40).prop_flat_map(|n| (
+            prop::collection::vec((kscale(), kscale(), any::<[u8; 4]>(), any::<[u8; 16]>()), n)
+                .prop_map(|v| v.into_iter().map(|(d, m, qh, qs)| crate::quant::BlockQ5_1 { d, m, qh, qs }).collect::<Vec<_>>()),
+            prop::collection::vec((kscale(), any::<[i8; 32]>()), n).prop_map(|v| {
+                v.into_iter()
+                    .map(|(d, qs)| {
+                        let s = f16::from_f32(d.to_f32() * qs.iter().map(|&q| i32::from(q)).sum::<i32>() as f32);
+                        BlockQ8_1 { d, s, qs }
+                    })
+                    .collect::<Vec<_>>()
+            }),
+        ))) {
+            let want = dot::vec_dot_q5_1_q8_1(&x, &y);
+            // `s` is d·Σq rounded to f16 (relative error ≤ 2⁻¹¹): allow that per block.
+            let r = reference(DType::Q5_1, bytes(&x), DType::Q8_1, bytes(&y), 32 * x.len());
+            let slack: f64 = x.iter().zip(&y).map(|(a, b)| f64::from((a.m.to_f32() * b.s.to_f32()).abs()) / 1024.0).sum();
+            let tol = (64.0 + 8.0 * x.len() as f64) * f64::from(eps()) * r.1 + slack + 1e-30;
+            prop_assert!((f64::from(want) - r.0).abs() <= tol, "scalar {want} vs f64 {r:?}");
+            for k in simd_tables() {
+                let got = (k.vec_dot_q5_1_q8_1)(&x, &y);
+                prop_assert!(same(got, want), "{}: {got} vs {want}", k.isa.name());
+            }
+        }
+
+        #[test]
+        fn dot_q4_k_q8_k((x, y) in (1usize..6).prop_flat_map(|n| (q4_k_blocks(n), q8_k_blocks(n))), off in 0usize..2) {
+            let xs = shifted(&x, off, x[0]);
+            let x = &xs[off..];
+            let want = dot::vec_dot_q4_k_q8_k(x, &y);
+            let r = reference(DType::Q4_K, bytes(x), DType::Q8_K, bytes(&y), 256 * x.len());
+            prop_assert!(check_reference(want, r, 8 * x.len()), "scalar {want} vs f64 {r:?}");
+            for k in simd_tables() {
+                let got = (k.vec_dot_q4_k_q8_k)(x, &y);
+                prop_assert!(same(got, want), "{}: {got} vs {want}", k.isa.name());
+            }
+        }
+
+        #[test]
+        fn dot_q5_k_q8_k((x, y) in (1usize..6).prop_flat_map(|n| (q5_k_blocks(n), q8_k_blocks(n)))) {
+            let want = dot::vec_dot_q5_k_q8_k(&x, &y);
+            let r = reference(DType::Q5_K, bytes(&x), DType::Q8_K, bytes(&y), 256 * x.len());
+            prop_assert!(check_reference(want, r, 8 * x.len()), "scalar {want} vs f64 {r:?}");
+            for k in simd_tables() {
+                let got = (k.vec_dot_q5_k_q8_k)(&x, &y);
+                prop_assert!(same(got, want), "{}: {got} vs {want}", k.isa.name());
+            }
+        }
+
+        #[test]
+        fn dot_q6_k_q8_k((x, y) in (1usize..6).prop_flat_map(|n| (q6_k_blocks(n), q8_k_blocks(n))), off in 0usize..2) {
+            let ys = shifted(&y, off, y[0]);
+            let y = &ys[off..];
+            let want = dot::vec_dot_q6_k_q8_k(&x, y);
+            let r = reference(DType::Q6_K, bytes(&x), DType::Q8_K, bytes(y), 256 * x.len());
+            prop_assert!(check_reference(want, r, 16 * x.len()), "scalar {want} vs f64 {r:?}");
+            for k in simd_tables() {
+                let got = (k.vec_dot_q6_k_q8_k)(&x, y);
+                prop_assert!(same(got, want), "{}: {got} vs {want}", k.isa.name());
+            }
+        }
+
+        /// Q8_K: `d·q` reproduces the input within half a step, `bsums` are the sums.
+        #[test]
+        fn quantize_q8_k(x in prop::collection::vec(prop_oneof![8 => -10.0f32..10.0, 1 => Just(0.0f32)], 256..=256)) {
+            let mut b = [BlockQ8_K { d: 0.0, qs: [0; 256], bsums: [0; 16] }];
+            quant::k::quantize_row_q8_k(&x, &mut b);
+            let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
+            for (i, &v) in x.iter().enumerate() {
+                prop_assert!((b[0].d * f32::from(b[0].qs[i]) - v).abs() <= amax / 127.0 * 0.5001 + 1e-6);
+            }
+            for (s, c) in b[0].bsums.iter().zip(b[0].qs.chunks_exact(16)) {
+                prop_assert_eq!(i32::from(*s), c.iter().map(|&q| i32::from(q)).sum::<i32>());
             }
         }
     }

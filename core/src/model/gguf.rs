@@ -134,14 +134,24 @@ fn weight<B: Backend>(
 /// Loads config and weights from an opened GGUF file.
 pub fn load<B: Backend>(f: &GgufFile, b: &B) -> Result<(LlamaConfig, Weights<B>)> {
     let cfg = config(f)?;
-    let mats = [
+    // Matrix types the file may hold, less those this backend cannot multiply (so the
+    // error names the tensor at load rather than an op at the first token).
+    let mats: Vec<DType> = [
         DType::F32,
         DType::F16,
         DType::BF16,
         DType::Q4_0,
         DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
         DType::Q8_0,
-    ];
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+    ]
+    .into_iter()
+    .filter(|t| b.capabilities().weight_dtypes.contains(t))
+    .collect();
     let vecs = [DType::F32];
     let (dim, qd, kvd, ff, nv) = (cfg.dim, cfg.q_dim(), cfg.kv_dim(), cfg.ffn_dim, cfg.vocab);
     let mut layers = Vec::with_capacity(cfg.n_layer);

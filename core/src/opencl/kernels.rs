@@ -132,7 +132,7 @@ pub(super) fn dtype_code(t: DType) -> Option<u32> {
         DType::Q4_0 => 3,
         DType::Q4_1 => 4,
         DType::Q8_0 => 5,
-        DType::Q8_1 => return None,
+        DType::Q8_1 | DType::Q5_0 | DType::Q5_1 | DType::Q4_K | DType::Q5_K | DType::Q6_K | DType::Q8_K => return None,
     })
 }
 
@@ -155,7 +155,7 @@ impl<K> ByWeight<K> {
             DType::Q4_0 => &self.q4_0,
             DType::Q4_1 => &self.q4_1,
             DType::Q8_0 => &self.q8_0,
-            DType::Q8_1 => return None,
+            _ => return None,
         })
     }
 }

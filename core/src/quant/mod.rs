@@ -11,9 +11,16 @@
 //! even, as `GGML_FP32_TO_FP16`). `oracle/quant/` holds vectors produced by an
 //! independent implementation (the Python `gguf` package) that the tests compare with.
 //!
-//! [`dot`] holds the scalar dot products that define what every SIMD kernel must compute.
+//! [`q5`] holds Q5_0/Q5_1 and [`k`] the 256-element K-quants (Q4_K, Q5_K, Q6_K, and Q8_K
+//! for activations). [`dot`] holds the scalar dot products that define what every SIMD
+//! kernel must compute.
 
 pub mod dot;
+pub mod k;
+pub mod q5;
+
+pub use k::{BlockQ4_K, BlockQ5_K, BlockQ6_K, BlockQ8_K};
+pub use q5::{BlockQ5_0, BlockQ5_1};
 
 use bytemuck::{Pod, Zeroable};
 use half::{bf16, f16};
@@ -67,7 +74,7 @@ const _: () = assert!(core::mem::size_of::<BlockQ8_0>() == DType::Q8_0.block_byt
 const _: () = assert!(core::mem::size_of::<BlockQ8_1>() == DType::Q8_1.block_bytes());
 
 #[inline]
-fn inv(d: f32) -> f32 {
+pub(crate) fn inv(d: f32) -> f32 {
     if d != 0.0 {
         1.0 / d
     } else {
@@ -226,7 +233,8 @@ pub fn dequantize_row_q8_1(x: &[BlockQ8_1], y: &mut [f32]) {
     }
 }
 
-/// Error from the byte-level row helpers: the byte length does not fit the element count.
+/// Error from the byte-level row helpers: the byte length does not fit the element count,
+/// or (`bytes == usize::MAX`, see [`RowSizeError::no_quantizer`]) the type has no quantizer here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowSizeError {
     pub dtype: DType,
@@ -234,8 +242,26 @@ pub struct RowSizeError {
     pub bytes: usize,
 }
 
+impl RowSizeError {
+    /// The error [`quantize_row`] returns for a type it cannot write (Q4_K, Q5_K, Q6_K).
+    pub const fn no_quantizer(dtype: DType) -> RowSizeError {
+        RowSizeError {
+            dtype,
+            elements: 0,
+            bytes: usize::MAX,
+        }
+    }
+}
+
 impl core::fmt::Display for RowSizeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if *self == RowSizeError::no_quantizer(self.dtype) {
+            return write!(
+                f,
+                "quantizing to {} is not supported (only reading it; llama-quantize writes it)",
+                self.dtype
+            );
+        }
         match self.dtype.row_bytes(self.elements) {
             Some(want) => write!(
                 f,
@@ -300,11 +326,18 @@ pub fn dequantize_row(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), R
         DType::Q4_1 => dequantize_row_q4_1(cast(dtype, n, src)?, dst),
         DType::Q8_0 => dequantize_row_q8_0(cast(dtype, n, src)?, dst),
         DType::Q8_1 => dequantize_row_q8_1(cast(dtype, n, src)?, dst),
+        DType::Q5_0 => q5::dequantize_row_q5_0(cast(dtype, n, src)?, dst),
+        DType::Q5_1 => q5::dequantize_row_q5_1(cast(dtype, n, src)?, dst),
+        DType::Q4_K => k::dequantize_row_q4_k(cast(dtype, n, src)?, dst),
+        DType::Q5_K => k::dequantize_row_q5_k(cast(dtype, n, src)?, dst),
+        DType::Q6_K => k::dequantize_row_q6_k(cast(dtype, n, src)?, dst),
+        DType::Q8_K => k::dequantize_row_q8_k(cast(dtype, n, src)?, dst),
     }
     Ok(())
 }
 
-/// Quantizes (or converts) one f32 row into `dtype` with ggml's reference quantizers.
+/// Quantizes (or converts) one f32 row into `dtype` with ggml's reference quantizers
+/// (Q4_K, Q5_K and Q6_K have none here: an error).
 pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), RowSizeError> {
     let n = src.len();
     check(dtype, n, dst.len())?;
@@ -324,6 +357,10 @@ pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), Row
         DType::Q4_1 => quantize_row_q4_1(src, cast_mut(dtype, n, dst)?),
         DType::Q8_0 => quantize_row_q8_0(src, cast_mut(dtype, n, dst)?),
         DType::Q8_1 => quantize_row_q8_1(src, cast_mut(dtype, n, dst)?),
+        DType::Q5_0 => q5::quantize_row_q5_0(src, cast_mut(dtype, n, dst)?),
+        DType::Q5_1 => q5::quantize_row_q5_1(src, cast_mut(dtype, n, dst)?),
+        DType::Q8_K => k::quantize_row_q8_k(src, cast_mut(dtype, n, dst)?),
+        DType::Q4_K | DType::Q5_K | DType::Q6_K => return Err(RowSizeError::no_quantizer(dtype)),
     }
     Ok(())
 }

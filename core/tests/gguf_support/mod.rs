@@ -373,9 +373,9 @@ pub fn malformed_cases() -> Vec<Case> {
         "element count overflows",
     ));
     c.push(case(
-        "unknown_type_q4_k",
-        with(|r| r.tensors[1].ty = 12),
-        "tensor 'b': ggml type 12 (Q4_K) is not supported",
+        "unknown_type_q2_k",
+        with(|r| r.tensors[1].ty = 10),
+        "tensor 'b': ggml type 10 (Q2_K) is not supported",
     ));
     c.push(case(
         "unknown_type_1000",

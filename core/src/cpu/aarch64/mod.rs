@@ -14,10 +14,12 @@
 //! * f32, f16 and bf16 dots are vectorized; f16 is widened by `fcvtl` in inline asm
 //!   (the f16 vector types and `vcvt_f32_f16` are not stable Rust).
 //! * x8 layouts (`cpu::repack`): `repack.rs`, `smull`-based and `sdot`-based.
+//! * Q5_0, Q5_1 and K-quant dots: `k.rs`, `smull`-based (the dotprod table uses them too).
 //! * `Isa::NeonI8mm` (`smmla`) is not implemented: `kernels(NeonI8mm)` returns `None`.
 
 use core::arch::aarch64::*;
 
+mod k;
 mod repack;
 
 use half::{bf16, f16};
@@ -37,6 +39,12 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         vec_dot_q4_0_q8_0: vec_dot_q4_0_q8_0_neon,
         vec_dot_q4_1_q8_1: vec_dot_q4_1_q8_1_neon,
         vec_dot_q8_0_q8_0: vec_dot_q8_0_q8_0_neon,
+        quantize_row_q8_k: crate::quant::k::quantize_row_q8_k,
+        vec_dot_q5_0_q8_0: k::vec_dot_q5_0_q8_0,
+        vec_dot_q5_1_q8_1: k::vec_dot_q5_1_q8_1,
+        vec_dot_q4_k_q8_k: k::vec_dot_q4_k_q8_k,
+        vec_dot_q5_k_q8_k: k::vec_dot_q5_k_q8_k,
+        vec_dot_q6_k_q8_k: k::vec_dot_q6_k_q8_k,
         vec_dot_f16_f32,
         vec_dot_bf16_f32,
         vec_dot_f32,

@@ -47,6 +47,12 @@ pub(crate) fn kernels() -> Option<Kernels> {
         // Measured: widening a Q8_0 block to 32 i16 in a zmm is a port-5 shuffle per
         // block and ran slower (11 GB/s) than the AVX2 kernel (16 GB/s); use that.
         vec_dot_q8_0_q8_0: super::avx2::vec_dot_q8_0_q8_0,
+        quantize_row_q8_k: crate::quant::k::quantize_row_q8_k,
+        vec_dot_q5_0_q8_0: super::avx2_k::vec_dot_q5_0_q8_0,
+        vec_dot_q5_1_q8_1: super::avx2_k::vec_dot_q5_1_q8_1,
+        vec_dot_q4_k_q8_k: super::avx2_k::vec_dot_q4_k_q8_k,
+        vec_dot_q5_k_q8_k: super::avx2_k::vec_dot_q5_k_q8_k,
+        vec_dot_q6_k_q8_k: super::avx2_k::vec_dot_q6_k_q8_k,
         vec_dot_f16_f32,
         vec_dot_bf16_f32,
         vec_dot_f32,

@@ -59,6 +59,7 @@ macro_rules! gemm_tiles {
 }
 
 pub(crate) mod avx2;
+mod avx2_k;
 pub(crate) mod avx512;
 mod repack;
 
