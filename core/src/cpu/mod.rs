@@ -114,8 +114,9 @@ pub struct CpuBackend {
     opts: CpuOptions,
     /// Bytes of weights copied at import so far (repacked matrices, copied vectors).
     repacked: core::sync::atomic::AtomicU64,
-    /// File-mapped sources of repacked weights, released again by `finish_import`
-    /// (held, so the mapping outlives the second `madvise`).
+    /// File-mapped sources of copied weights, released again by `finish_import` (held,
+    /// so the mapping outlives the second `madvise`). Without `std` nothing is released.
+    #[cfg(feature = "std")]
     released: std::sync::Mutex<Vec<HostRegion>>,
 }
 
@@ -148,6 +149,7 @@ impl CpuBackend {
             qa: Vec::new(),
             opts,
             repacked: core::sync::atomic::AtomicU64::new(0),
+            #[cfg(feature = "std")]
             released: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -506,6 +508,17 @@ fn grow<T: Clone + Zeroable>(v: &mut Vec<T>, n: usize) {
 }
 
 impl CpuBackend {
+    /// Keeps a copied weight's file region for `finish_import` (nothing without `std`,
+    /// where no pages are released either).
+    fn remember_released(&self, region: &HostRegion) {
+        #[cfg(feature = "std")]
+        if let Ok(mut r) = self.released.lock() {
+            r.push(region.clone());
+        }
+        #[cfg(not(feature = "std"))]
+        let _ = region;
+    }
+
     /// `ys = xs · wᵀ` for the `xs.len() / n_in` activation rows in `xs` (`matmul`'s body).
     fn matmul_f32(&mut self, w: TensorRef<'_, Self>, xs: &[f32], ys: &mut [f32]) -> Result<()> {
         let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
@@ -783,9 +796,7 @@ impl Backend for CpuBackend {
             self.repacked
                 .fetch_add(src.len() as u64, core::sync::atomic::Ordering::Relaxed);
             crate::os::release_pages(src);
-            if let Ok(mut r) = self.released.lock() {
-                r.push(region.clone());
-            }
+            self.remember_released(&region);
             return Ok(buf);
         }
         if !self.opts.repack || d.len() != 2 || !repack::can_repack(dtype, d[0], d[1]) {
@@ -818,9 +829,7 @@ impl Backend for CpuBackend {
             .fetch_add(src.len() as u64, core::sync::atomic::Ordering::Relaxed);
         if region.is_file_mapped() {
             crate::os::release_pages(src);
-            if let Ok(mut r) = self.released.lock() {
-                r.push(region.clone());
-            }
+            self.remember_released(&region);
         }
         Ok(buf)
     }
@@ -829,13 +838,16 @@ impl Backend for CpuBackend {
     /// back pages of tensors already copied (measured: 8 of 94 MiB of SmolLM2 Q4_1 stayed
     /// resident that way).
     fn finish_import(&self) {
-        let regions = self
-            .released
-            .lock()
-            .map(|mut r| core::mem::take(&mut *r))
-            .unwrap_or_default();
-        for r in &regions {
-            crate::os::release_pages(r.bytes());
+        #[cfg(feature = "std")]
+        {
+            let regions = self
+                .released
+                .lock()
+                .map(|mut r| core::mem::take(&mut *r))
+                .unwrap_or_default();
+            for r in &regions {
+                crate::os::release_pages(r.bytes());
+            }
         }
     }
     fn buffer_len(&self, buf: &CpuBuffer) -> usize {
