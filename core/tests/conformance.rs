@@ -1092,7 +1092,7 @@ pub fn block<B: Backend>(b: &mut B, inp: &Inputs, entry: Entry) -> antigravity_c
     match entry {
         Entry::Op => ops::llama_block(b, x.m(), wv, kv, fr.r(), p, s.views())?,
         Entry::Composition => composed_block(b, x.m(), wv, kv, fr.r(), p, s.views(), &mut |_, _, _| {})?,
-        Entry::OpAfterWarmup => unimplemented!("one block has no cached launch"),
+        Entry::OpAfterWarmup => unreachable!("the warm-up entry is for `blocks` only: one block has no cached launch"),
     }
     let slot = |c: &Act<B>| c.try_read(b).map(|r| r[n_past * kvd..(n_past + 1) * kvd].to_vec());
     Ok(vec![("x", x.try_read(b)?), ("k row", slot(&k)?), ("v row", slot(&v)?)])
