@@ -98,6 +98,10 @@ pub struct Kernels {
     /// `cpu::scalar::softmax` (libm `expf`); SIMD versions use a polynomial `exp`
     /// within a few ulp of it.
     pub softmax_f32: fn(&mut [f32]),
+    /// `out[i] = silu(g[i]) · u[i]` (the FFN's gate), `silu(g) = g / (1 + e^−g)`.
+    /// Scalar twin: `cpu::scalar::swiglu` (libm `expf`); SIMD versions use the
+    /// polynomial `exp` of `softmax_f32`.
+    pub swiglu_f32: fn(&[f32], &[f32], &mut [f32]),
     /// `y[r] = vec_dot(w[r·nb..(r+1)·nb], x)` for every `r in 0..y.len()`, with
     /// `nb = x.len()`: many weight rows against one activation row in one call, so SIMD
     /// versions can share the activation loads and scale conversions across rows.
@@ -147,6 +151,7 @@ impl Kernels {
             attn_scores_f16: scalar::attn_scores_f16,
             attn_values_f16: scalar::attn_values_f16,
             softmax_f32: scalar::softmax,
+            swiglu_f32: scalar::swiglu,
             gemv_q4_0_q8_0: scalar::gemv_q4_0_q8_0,
             gemv_q4_1_q8_1: scalar::gemv_q4_1_q8_1,
             gemv_q8_0_q8_0: scalar::gemv_q8_0_q8_0,

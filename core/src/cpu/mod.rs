@@ -1132,8 +1132,9 @@ impl Backend for CpuBackend {
     fn swiglu(&mut self, gate: TensorRef<'_, Self>, up: TensorRef<'_, Self>, out: TensorMut<'_, Self>) -> Result<()> {
         let n = out.shape.row_len();
         let (g, u) = (f32s(view(&gate)), f32s(view(&up)));
+        let f = self.k.swiglu_f32;
         par_rows(&mut self.pool, f32s_mut(view_mut(out)?), n, &|r, o| {
-            scalar::swiglu(&g[r * n..(r + 1) * n], &u[r * n..(r + 1) * n], o)
+            f(&g[r * n..(r + 1) * n], &u[r * n..(r + 1) * n], o)
         });
         Ok(())
     }

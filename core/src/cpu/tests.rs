@@ -1296,6 +1296,26 @@ proptest! {
     }
 }
 
+proptest! {
+    /// `swiglu_f32` against the scalar twin (libm `expf`): each output within a few ulp
+    /// (the polynomial `exp`, one division), over gate values that reach both tails of
+    /// the sigmoid and lengths across the vector width.
+    #[test]
+    fn swiglu_rows(gu in prop::collection::vec((-100.0f32..100.0, -8.0f32..8.0), 1..70)) {
+        let (g, u): (Vec<f32>, Vec<f32>) = gu.into_iter().unzip();
+        let mut want = vec![0f32; g.len()];
+        super::scalar::swiglu(&g, &u, &mut want);
+        for k in simd_tables() {
+            let mut got = vec![f32::NAN; g.len()];
+            (k.swiglu_f32)(&g, &u, &mut got);
+            for i in 0..g.len() {
+                let tol = 8.0 * eps() * want[i].abs() + 1e-30;
+                prop_assert!(close(got[i], want[i], tol), "{} [{i}] g {} u {}: {} vs {}", k.isa.name(), g[i], u[i], got[i], want[i]);
+            }
+        }
+    }
+}
+
 /// Q5 and K-quant dot products: every SIMD entry equals its scalar twin bit for bit (the
 /// kernels form the same exact integer sums and combine them with the same f32
 /// expression in block order), and each scalar twin equals Σ dequant(x)·dequant(y) in

@@ -53,6 +53,7 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         attn_scores_f16,
         attn_values_f16,
         softmax_f32,
+        swiglu_f32,
         gemv_q4_0_q8_0: gemv_q4_0_q8_0_neon,
         gemv_q4_1_q8_1: gemv_q4_1_q8_1_neon,
         gemv_q8_0_q8_0: gemv_q8_0_q8_0_neon,
@@ -163,6 +164,10 @@ fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
 fn softmax_f32(x: &mut [f32]) {
     // SAFETY: NEON verified.
     unsafe { softmax_f32_impl(x) }
+}
+fn swiglu_f32(g: &[f32], u: &[f32], out: &mut [f32]) {
+    // SAFETY: NEON verified.
+    unsafe { swiglu_f32_impl(g, u, out) }
 }
 fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
     // SAFETY: NEON verified.
@@ -574,6 +579,21 @@ fn exp4(x: float32x4_t) -> float32x4_t {
     let y = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0)), vmulq_f32(p, r), r);
     let e = vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)));
     vmulq_f32(y, vreinterpretq_f32_s32(e))
+}
+
+#[target_feature(enable = "neon")]
+fn swiglu_f32_impl(g: &[f32], u: &[f32], out: &mut [f32]) {
+    let n = out.len().min(g.len()).min(u.len());
+    let full = n / 4 * 4;
+    for i in (0..full).step_by(4) {
+        let gv = ld_f32(g, i);
+        let e = exp4(vnegq_f32(gv));
+        let r = vdivq_f32(vmulq_f32(gv, ld_f32(u, i)), vaddq_f32(vdupq_n_f32(1.0), e));
+        let o = &mut out[i..i + 4];
+        // SAFETY: `o` holds 4 f32; unaligned store.
+        unsafe { vst1q_f32(o.as_mut_ptr(), r) };
+    }
+    super::scalar::swiglu(&g[full..n], &u[full..n], &mut out[full..n]);
 }
 
 #[target_feature(enable = "neon")]

@@ -39,6 +39,7 @@ pub(crate) fn kernels() -> Option<Kernels> {
         attn_scores_f16,
         attn_values_f16,
         softmax_f32,
+        swiglu_f32,
         gemv_q4_0_q8_0,
         gemv_q4_1_q8_1,
         gemv_q8_0_q8_0,
@@ -120,6 +121,10 @@ pub(super) fn attn_values_f16(w: &[f32], v: &[f16], stride: usize, out: &mut [f3
 pub(super) fn softmax_f32(x: &mut [f32]) {
     // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
     unsafe { softmax_f32_impl(x) }
+}
+pub(super) fn swiglu_f32(g: &[f32], u: &[f32], out: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { swiglu_f32_impl(g, u, out) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -586,6 +591,22 @@ fn exp8(x: __m256) -> __m256 {
     // out of the clamped range.
     let e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     _mm256_mul_ps(y, _mm256_castsi256_ps(e))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn swiglu_f32_impl(g: &[f32], u: &[f32], out: &mut [f32]) {
+    let n = out.len().min(g.len()).min(u.len());
+    let full = n / 8 * 8;
+    let one = _mm256_set1_ps(1.0);
+    for i in (0..full).step_by(8) {
+        let gv = load_ps8(g, i);
+        let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), gv));
+        let r = _mm256_div_ps(_mm256_mul_ps(gv, load_ps8(u, i)), _mm256_add_ps(one, e));
+        let o = &mut out[i..i + 8];
+        // SAFETY: `o` is 8 writable f32; unaligned store.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), r) };
+    }
+    super::super::scalar::swiglu(&g[full..n], &u[full..n], &mut out[full..n]);
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -61,6 +61,7 @@ pub(crate) fn kernels() -> Option<Kernels> {
         attn_scores_f16: super::avx2::attn_scores_f16,
         attn_values_f16: super::avx2::attn_values_f16,
         softmax_f32: super::avx2::softmax_f32,
+        swiglu_f32: super::avx2::swiglu_f32,
         // Measured: the AVX2 four-row kernels beat row loops over the 512-bit dots on
         // this class of core (see docs/perf-notes.md); the table reuses them.
         gemv_q4_0_q8_0: super::avx2::gemv_q4_0_q8_0,
