@@ -50,7 +50,10 @@ fi
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import gguf" 2>/dev/null; then
     QDIR=$(mktemp -d)
     for model in tiny-tied tiny-untied; do
-        for t in q4_0 q4_1 q5_0 q5_1 q8_0 f16; do
+        # The K presets on these 64/128/192-wide rows take llama.cpp's fallbacks (Q5_0, Q5_1,
+        # Q8_0), which gguf can quantize; K-quant bytes themselves are checked against
+        # llama-quantize output in stage 2 (core/tests/quant_vectors.rs, quantize::tests).
+        for t in q4_0 q4_1 q5_0 q5_1 q8_0 f16 q4_k q5_k q6_k q4_k_m q5_k_m; do
             "$HARNESS" quantize --model "oracle/models/$model" --out "$QDIR/$model-$t.gguf" --type "$t" 2>/dev/null
             "$VENV/bin/python" scripts/check_quantize.py "oracle/models/$model" "$QDIR/$model-$t.gguf" "$t"
         done
