@@ -20,6 +20,11 @@ stage "1/5 default model"
 note "building harness (first build on 2 cores: several minutes; later runs: seconds) and checking the model"
 cargo run -q -p harness -- fetch
 HARNESS="${CARGO_TARGET_DIR:-target}/debug/harness"
+note "SmolLM2 in llama.cpp's Q4_K_M mix (the oracle's smollm2-q4_k_m cases): requantized from the Q4_1 file"
+AG_HOME="${ANTIGRAVITY_HOME:-$HOME/.cache/antigravity}"
+"$HARNESS" quantize --allow-requantize --model "$AG_HOME/SmolLM2-135M-Instruct.Q4_1.gguf" \
+    --out "$AG_HOME/SmolLM2-135M-Instruct.Q4_K_M.gguf" --type q4_k_m 2>/dev/null \
+    || echo "note: could not make the Q4_K_M file; the smollm2-q4_k_m oracle cases will skip"
 note "llama.cpp's tokenizer test vectors (the llama-cpp-python 0.3.36 sdist, 77 MB, on first use)"
 if VOCAB_DIR=$(bash scripts/fetch-vocab-vectors.sh); then
     export ANTIGRAVITY_VOCAB_DIR="$VOCAB_DIR"

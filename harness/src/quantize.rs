@@ -72,7 +72,7 @@ impl Preset {
 
     /// llama.cpp's `llama_ftype` (`general.file_type`). `q4_k`/`q5_k` are what
     /// `llama-quantize --pure … Q4_K_M/Q5_K_M` writes, so they carry those file types.
-    fn file_type(self) -> u32 {
+    pub fn file_type(self) -> u32 {
         match self.main {
             DType::F32 => 0,
             DType::F16 => 1,
