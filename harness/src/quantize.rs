@@ -188,7 +188,11 @@ impl Mixer {
         let mix = self.preset.medium && !self.pure;
         if mix {
             if name == "output.weight" || (self.tied && name == "token_embd.weight") {
-                t = if cols % QK_K != 0 { DType::Q8_0 } else { DType::Q6_K };
+                t = if cols.is_multiple_of(QK_K) {
+                    DType::Q6_K
+                } else {
+                    DType::Q8_0
+                };
             } else if is_attn_v(name) {
                 if use_more_bits(self.rank[name], self.n_attn_v) {
                     t = DType::Q6_K;
@@ -197,14 +201,14 @@ impl Mixer {
                 t = DType::Q6_K;
             }
         }
-        if cols % t.block_size() != 0 {
+        if !cols.is_multiple_of(t.block_size()) {
             t = match t {
                 DType::Q4_K => DType::Q5_0,
                 DType::Q5_K => DType::Q5_1,
                 DType::Q6_K => DType::Q8_0,
                 other => other,
             };
-            if cols % t.block_size() != 0 {
+            if !cols.is_multiple_of(t.block_size()) {
                 t = DType::F16;
             }
         }

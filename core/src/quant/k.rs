@@ -495,13 +495,13 @@ pub fn quantize_row_q6_k(x: &[f32], y: &mut [BlockQ6_K]) {
         for (o, &s) in sc.iter_mut().zip(&scales) {
             *o = nearest_int(iscale * s).min(127) as i8;
         }
-        for j in 0..QK_K / 16 {
-            let dj = d.to_f32() * f32::from(sc[j]);
+        for ((&s, lj), xj) in sc.iter().zip(l.chunks_exact_mut(16)).zip(xb.chunks_exact(16)) {
+            let dj = d.to_f32() * f32::from(s);
             if dj == 0.0 {
                 continue;
             }
-            for i in 16 * j..16 * j + 16 {
-                l[i] = (nearest_int(xb[i] / dj).clamp(-32, 31) + 32) as i8;
+            for (li, &x) in lj.iter_mut().zip(xj) {
+                *li = (nearest_int(x / dj).clamp(-32, 31) + 32) as i8;
             }
         }
         let mut ql = [0u8; QK_K / 2];
