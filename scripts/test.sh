@@ -20,6 +20,11 @@ stage "1/5 default model"
 note "building harness (first build on 2 cores: several minutes; later runs: seconds) and checking the model"
 cargo run -q -p harness -- fetch
 HARNESS="${CARGO_TARGET_DIR:-target}/debug/harness"
+note "SmolLM2 in llama.cpp's Q4_K_M mix (the oracle's smollm2-q4_k_m cases): requantized from the Q4_1 file"
+AG_HOME="${ANTIGRAVITY_HOME:-$HOME/.cache/antigravity}"
+"$HARNESS" quantize --allow-requantize --model "$AG_HOME/SmolLM2-135M-Instruct.Q4_1.gguf" \
+    --out "$AG_HOME/SmolLM2-135M-Instruct.Q4_K_M.gguf" --type q4_k_m 2>/dev/null \
+    || echo "note: could not make the Q4_K_M file; the smollm2-q4_k_m oracle cases will skip"
 note "llama.cpp's tokenizer test vectors (the llama-cpp-python 0.3.36 sdist, 77 MB, on first use)"
 if VOCAB_DIR=$(bash scripts/fetch-vocab-vectors.sh); then
     export ANTIGRAVITY_VOCAB_DIR="$VOCAB_DIR"
@@ -50,7 +55,10 @@ fi
 if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "import gguf" 2>/dev/null; then
     QDIR=$(mktemp -d)
     for model in tiny-tied tiny-untied; do
-        for t in q4_0 q4_1 q5_0 q5_1 q8_0 f16; do
+        # The K presets on these 64/128/192-wide rows take llama.cpp's fallbacks (Q5_0, Q5_1,
+        # Q8_0), which gguf can quantize; K-quant bytes themselves are checked against
+        # llama-quantize output in stage 2 (core/tests/quant_vectors.rs, quantize::tests).
+        for t in q4_0 q4_1 q5_0 q5_1 q8_0 f16 q4_k q5_k q6_k q4_k_m q5_k_m; do
             "$HARNESS" quantize --model "oracle/models/$model" --out "$QDIR/$model-$t.gguf" --type "$t" 2>/dev/null
             "$VENV/bin/python" scripts/check_quantize.py "oracle/models/$model" "$QDIR/$model-$t.gguf" "$t"
         done

@@ -374,6 +374,12 @@ fn load<B: Backend>(src: &Source<'_>, be: B, corrupt: Option<Corruption>, all_lo
     )
 }
 
+/// The model name of the cases that run SmolLM2 in llama.cpp's Q4_K_M mix.
+pub const SMOLLM2_Q4_K_M: &str = "smollm2-q4_k_m";
+/// That model's file, expected in the directory of [`Options::smollm2`] (made from it by
+/// `harness quantize --allow-requantize --type q4_k_m`; oracle/generate_q4_k_m.py).
+pub const SMOLLM2_Q4_K_M_FILE: &str = "SmolLM2-135M-Instruct.Q4_K_M.gguf";
+
 /// Runs every case of the manifest under `root` on backends made by `make`.
 pub fn run<B: Backend>(root: &Path, opts: &Options, make: &dyn Fn() -> Result<B>) -> Result<Report> {
     let all = entries(root)?;
@@ -395,16 +401,25 @@ pub fn run<B: Backend>(root: &Path, opts: &Options, make: &dyn Fn() -> Result<B>
         let src = if model_dir.starts_with("tiny") {
             Source::Hf(Path::new(""), DType::F32)
         } else {
-            match &opts.smollm2 {
-                Some(p) if p.exists() => {
-                    gguf = p.clone();
-                    Source::Gguf(&gguf)
-                }
-                _ => {
-                    rep.skipped
-                        .push(format!("{case}: SmolLM2 GGUF not available (run `harness fetch`)"));
-                    continue;
-                }
+            // `smollm2-q4_k_m` cases: the Q4_K_M requantization of the Q4_1 file, next to it.
+            let file = match (&opts.smollm2, model_dir) {
+                (Some(p), SMOLLM2_Q4_K_M) => p.with_file_name(SMOLLM2_Q4_K_M_FILE),
+                (Some(p), _) => p.clone(),
+                (None, _) => PathBuf::new(),
+            };
+            if file.exists() {
+                gguf = file;
+                Source::Gguf(&gguf)
+            } else if model_dir == SMOLLM2_Q4_K_M {
+                rep.skipped.push(format!(
+                    "{case}: {SMOLLM2_Q4_K_M_FILE} not found next to the SmolLM2 GGUF (scripts/test.sh makes it: \
+                     `harness quantize --allow-requantize --type q4_k_m`)"
+                ));
+                continue;
+            } else {
+                rep.skipped
+                    .push(format!("{case}: SmolLM2 GGUF not available (run `harness fetch`)"));
+                continue;
             }
         };
         let dir = root.join("oracle/models").join(model_dir);

@@ -204,6 +204,71 @@ const ARGMAX: Limit = exact("an index: the largest value, NaN never wins, ties t
 
 /// Every op of the `Backend` trait, at the shapes and dtypes it runs at.
 const ROWS: &[Row] = &[
+    // --- Q5_0, Q5_1, Q4_K, Q5_K, Q6_K (what a Q4_K_M / Q5_K_M file holds): rows of 256
+    // multiples (the K-quants' super-block). The CPU's activations are Q8_0/Q8_1 (Q5) or
+    // Q8_K (K-quants, one scale per 256: the same Q8_ACT noise argument); OpenCL decodes
+    // them in get_rows.cl / mul_mv_kq_f32.cl and runs the fused and prefill ops as the
+    // composition over mul_mv.
+    Row {
+        op: Op::GetRows,
+        dtypes: &KQ_DTYPES,
+        shapes: &[
+            &[1000, 512, 999],
+            &[1000, 512, 0, 1, 999, 517, 7],
+            &[10, 256, 3, 0, 9, 3],
+        ],
+        vs_scalar: [DEQUANT, DEQUANT],
+        vs_f64: Some([DEQUANT, DEQUANT]),
+    },
+    Row {
+        op: Op::GetRowsAt,
+        dtypes: &KQ_DTYPES,
+        shapes: &[&[1000, 512, 999, 0, 517, 7, 1], &[10, 256, 3]],
+        vs_scalar: [DEQUANT, DEQUANT],
+        vs_f64: Some([DEQUANT, DEQUANT]),
+    },
+    Row {
+        op: Op::Matmul(Import::Host),
+        dtypes: &KQ_DTYPES,
+        shapes: KQ_MATMUL_SHAPES,
+        vs_scalar: [SIMD_Q8, Q8_ACT],
+        vs_f64: Some([Q8_ACT, F32_SUMS]),
+    },
+    Row {
+        op: Op::Matmul(Import::Loader),
+        dtypes: &KQ_DTYPES,
+        shapes: &[&[576, 1536, 1], &[192, 512, 3], &[8, 256, 9]],
+        vs_scalar: [SIMD_Q8, Q8_ACT],
+        vs_f64: Some([Q8_ACT, F32_SUMS]),
+    },
+    Row {
+        op: Op::MatmulAdd,
+        dtypes: &KQ_DTYPES,
+        shapes: &[&[576, 1536, 1], &[576, 1536, 5], &[13, 256, 37]],
+        vs_scalar: [SIMD_Q8, Q8_ACT],
+        vs_f64: Some([Q8_ACT, F32_SUMS]),
+    },
+    Row {
+        op: Op::RmsNormMatmul3,
+        dtypes: &KQ_DTYPES,
+        shapes: &[&[512, 128, 128, 512, 1], &[100, 36, 36, 256, 5], &[64, 32, 32, 256, 37]],
+        vs_scalar: [SIMD_Q8, Q8_ACT],
+        vs_f64: Some([Q8_ACT, FUSED_DEVICE]),
+    },
+    Row {
+        op: Op::RmsNormMatmulSwiglu,
+        dtypes: &KQ_DTYPES,
+        shapes: &[&[1536, 512, 1], &[200, 256, 5], &[64, 256, 37]],
+        vs_scalar: [SIMD_Q8, Q8_ACT],
+        vs_f64: Some([Q8_ACT, FUSED_DEVICE]),
+    },
+    Row {
+        op: Op::RmsNormMatmul,
+        dtypes: &KQ_DTYPES,
+        shapes: &[&[1000, 256, 1], &[1000, 512, 3], &[40, 256, 1]],
+        vs_scalar: [SIMD_Q8, Q8_ACT],
+        vs_f64: Some([Q8_ACT, FUSED_DEVICE]),
+    },
     Row {
         op: Op::GetRows,
         dtypes: &WEIGHT_DTYPES,
@@ -547,6 +612,16 @@ const MATMUL_SHAPES: &[&[usize]] = &[
     &[13, 64, 1],
     &[7, 192, 5],
     &[1, 32, 3],
+];
+
+/// `[n_out, n_in, n_tok]` of the matmul rows for [`KQ_DTYPES`] (n_in a multiple of 256).
+const KQ_MATMUL_SHAPES: &[&[usize]] = &[
+    &[576, 1536, 1], // SmolLM2's FFN down (its only K-quant matrices in Q4_K_M)
+    &[576, 1536, 7],
+    &[512, 2048, 1], // Llama 3.2 1B's K/V projection shape
+    &[13, 256, 5],
+    &[13, 512, 37], // OpenCL: no tiled kernel for these types, mul_mv's 4-token tiles
+    &[1, 256, 3],
 ];
 
 /// Float weights allow rows that are not whole 32-element tiles.

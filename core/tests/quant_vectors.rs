@@ -149,3 +149,35 @@ fn dequantizers_match_gguf_bit_for_bit() {
         assert!(seen.contains(&t), "no {t} dequantize set");
     }
 }
+
+/// Q4_K / Q5_K / Q6_K quantization byte-identical with `llama-quantize` (ggml's
+/// importance-free `quantize_row_q*_K_ref`) on every row of `kquant_vectors.json`.
+#[test]
+fn k_quantizers_match_llama_quantize_byte_for_byte() {
+    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../oracle/quant/kquant_vectors.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p).expect("oracle/quant/kquant_vectors.json is committed"))
+            .unwrap();
+    let cases = v["cases"].as_array().unwrap();
+    assert!(cases.len() >= 40, "expected the full vector set");
+    let mut failures = Vec::new();
+    for c in cases {
+        let name = c["name"].as_str().unwrap();
+        let input = f32s(&c["input"]);
+        for (key, dtype) in [("q4_k", DType::Q4_K), ("q5_k", DType::Q5_K), ("q6_k", DType::Q6_K)] {
+            let want = hex(c[key].as_str().unwrap());
+            let mut got = vec![0u8; dtype.row_bytes(input.len()).unwrap()];
+            quant::quantize_row(dtype, &input, &mut got).unwrap();
+            if got != want {
+                failures.push(format!("{name} {key}\n  ours: {:02x?}\n  llama: {:02x?}", got, want));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} differ:\n{}",
+        failures.len(),
+        3 * cases.len(),
+        failures.join("\n")
+    );
+}

@@ -1,9 +1,13 @@
 //! `harness quantize`: GGUF or HF directory in, quantized GGUF out.
 //!
 //! What llama.cpp's tools do, so that llama.cpp runs our output:
-//! * 2-D linear weights go to `--type`; `token_embd.weight` (and an untied
-//!   `output.weight`) stay at Q8_0 when the type is 4-bit, unless `--pure`;
+//! * 2-D linear weights go to `--type`; for the 32-element types `token_embd.weight` (and
+//!   an untied `output.weight`) stay at Q8_0 when the type is 4-bit, unless `--pure`;
 //!   norms and `rope_freqs.weight` stay F32;
+//! * the K-quant types follow `llama-quantize`'s tensor-type choice ([`Mixer`]): `q4_k_m`
+//!   / `q5_k_m` are its Q4_K_M / Q5_K_M mixes, `q4_k` / `q5_k` what `llama-quantize --pure`
+//!   writes for those, `q6_k` its Q6_K; rows not divisible by 256 fall back to
+//!   Q5_0 / Q5_1 / Q8_0 as llama.cpp's do;
 //! * from an HF directory, Q/K rows are permuted into adjacent-pair RoPE order and the
 //!   llama3 scaling is written as `rope_freqs.weight` (per-pair divisors), as
 //!   `convert_hf_to_gguf.py` does; config and tokenizer become `llama.*` /
@@ -16,7 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use antigravity_core::dtype::DType;
+use antigravity_core::dtype::{DType, QK_K};
 use antigravity_core::gguf::{Array, GgufFile, GgufWriter, StrArray, Value};
 use antigravity_core::model::hf::HfTensors;
 use antigravity_core::model::weights::permute_qk_rows;
@@ -31,10 +35,11 @@ pub struct QuantizeArgs {
     pub model: PathBuf,
     #[arg(long)]
     pub out: PathBuf,
-    /// Target type of the linear weights.
-    #[arg(long = "type", value_parser = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16"])]
+    /// Target type of the linear weights; `q4_k_m` / `q5_k_m` are llama.cpp's mixes.
+    #[arg(long = "type", value_parser = ["q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "f16", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m"])]
     pub qtype: String,
-    /// Quantize token_embd/output to the target type too (default keeps them Q8_0 for 4-bit types).
+    /// Quantize token_embd/output to the target type too (default keeps them Q8_0 for
+    /// 4-bit 32-element types); for `q4_k_m`/`q5_k_m` no mix (as `llama-quantize --pure`).
     #[arg(long)]
     pub pure: bool,
     /// Quantize tensors that are already quantized (Q4_0/Q4_1/Q8_0) to another block type.
@@ -44,15 +49,170 @@ pub struct QuantizeArgs {
     pub allow_requantize: bool,
 }
 
-/// llama.cpp's `llama_ftype` for the file's main type.
-fn file_type(t: DType) -> u32 {
-    match t {
-        DType::F32 => 0,
-        DType::F16 => 1,
-        DType::Q4_0 => 2,
-        DType::Q4_1 => 3,
-        DType::Q8_0 => 7,
-        _ => 0,
+/// What `--type` asks for: the main block type, and whether llama.cpp's `_M` mix applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preset {
+    pub main: DType,
+    /// The Q4_K_M / Q5_K_M per-tensor mix (attn_v / ffn_down bumps, Q6_K output).
+    pub medium: bool,
+}
+
+impl Preset {
+    pub fn parse(s: &str) -> Option<Preset> {
+        let (t, medium) = match s.strip_suffix("_m") {
+            Some(t) => (t, true),
+            None => (s, false),
+        };
+        let main = DType::parse(t)?;
+        if medium && !matches!(main, DType::Q4_K | DType::Q5_K) {
+            return None;
+        }
+        Some(Preset { main, medium })
+    }
+
+    /// llama.cpp's `llama_ftype` (`general.file_type`). `q4_k`/`q5_k` are what
+    /// `llama-quantize --pure … Q4_K_M/Q5_K_M` writes, so they carry those file types.
+    pub fn file_type(self) -> u32 {
+        match self.main {
+            DType::F32 => 0,
+            DType::F16 => 1,
+            DType::Q4_0 => 2,
+            DType::Q4_1 => 3,
+            DType::Q8_0 => 7,
+            DType::Q5_0 => 8,
+            DType::Q5_1 => 9,
+            DType::Q4_K => 15,
+            DType::Q5_K => 17,
+            DType::Q6_K => 18,
+            _ => 0,
+        }
+    }
+
+    fn name(self) -> String {
+        format!("{}{}", self.main, if self.medium { "_m" } else { "" })
+    }
+}
+
+/// `llama-quantize`'s `use_more_bits`: the first and last eighth of the layers and every
+/// third one in between get the bigger type in the `_M` mixes.
+fn use_more_bits(i: usize, n: usize) -> bool {
+    i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2
+}
+
+/// Chooses each tensor's type, in file order, as `llama-quantize` does for a llama model
+/// without an importance matrix (`llama_tensor_get_type` in llama.cpp's
+/// `src/llama-quant.cpp`), or with the project's own rule for the 32-element types.
+///
+/// For the K-quant presets:
+/// * the output matrix (or, with tied embeddings, `token_embd`) becomes Q6_K, or Q8_0
+///   when its rows are not a multiple of 256 — in every K preset but `--pure` q4_k/q5_k;
+/// * `_M` only: `attn_v` number `i` of `n` and `ffn_down` number `i` become Q6_K where
+///   [`use_more_bits`]`(i, n_layer)` holds, `i` counting in llama.cpp's tensor order
+///   ([`llama_order`]: block number first, so `blk.10` comes after `blk.9` whatever the
+///   file order);
+/// * then the fallback for rows that are not a multiple of 256: Q4_K → Q5_0,
+///   Q5_K → Q5_1, Q6_K → Q8_0 (and F16 if even 32 does not divide them).
+pub struct Mixer {
+    preset: Preset,
+    pure: bool,
+    tied: bool,
+    n_attn_v: usize,
+    n_layer: usize,
+    /// Rank of each `attn_v` / `ffn_down` tensor in llama.cpp's processing order.
+    rank: std::collections::HashMap<String, usize>,
+}
+
+/// llama.cpp's tensor order (`weight_name_comparer`): by block number (−1 outside the
+/// blocks), then by name. Its per-kind counters advance in this order, not file order.
+fn llama_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let layer = |s: &str| -> i64 {
+        s.strip_prefix("blk.")
+            .and_then(|r| r.split('.').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(-1)
+    };
+    layer(a).cmp(&layer(b)).then_with(|| a.cmp(b))
+}
+
+fn is_attn_v(name: &str) -> bool {
+    name.contains("attn_v.weight") || name.contains("attn_qkv.weight")
+}
+
+impl Mixer {
+    /// `names`: every tensor of the output (to rank `attn_v` / `ffn_down` and see whether
+    /// an `output.weight` exists); `n_layer`: the model's block count.
+    pub fn new<'a>(preset: Preset, pure: bool, names: impl IntoIterator<Item = &'a str>, n_layer: usize) -> Mixer {
+        let mut names: Vec<&str> = names.into_iter().collect();
+        names.sort_by(|a, b| llama_order(a, b));
+        let tied = !names.contains(&"output.weight");
+        let mut rank = std::collections::HashMap::new();
+        let (mut n_attn_v, mut n_down) = (0, 0);
+        for n in names {
+            if is_attn_v(n) {
+                rank.insert(n.to_string(), n_attn_v);
+                n_attn_v += 1;
+            } else if n.contains("ffn_down") {
+                rank.insert(n.to_string(), n_down);
+                n_down += 1;
+            }
+        }
+        Mixer {
+            preset,
+            pure,
+            tied,
+            n_attn_v,
+            n_layer,
+            rank,
+        }
+    }
+
+    /// The type of tensor `name` (`dims[0]` is the row length).
+    pub fn next(&self, name: &str, dims: &[usize]) -> DType {
+        let main = self.preset.main;
+        if dims.len() < 2 || name == "rope_freqs.weight" || name.contains("_norm.weight") || !name.ends_with("weight") {
+            return DType::F32;
+        }
+        let embd = name == "token_embd.weight" || name == "output.weight";
+        if main.block_size() != QK_K {
+            return if embd && !self.pure && matches!(main, DType::Q4_0 | DType::Q4_1) {
+                DType::Q8_0
+            } else {
+                main
+            };
+        }
+        let cols = dims[0];
+        let mut t = main;
+        // llama-quantize --pure skips the whole choice, keeping only the fallback; so do
+        // q4_k / q5_k (the pure forms of Q4_K_M / Q5_K_M). Q6_K's own choice only touches
+        // the output tensor, where it picks what the fallback would.
+        let mix = self.preset.medium && !self.pure;
+        if mix {
+            if name == "output.weight" || (self.tied && name == "token_embd.weight") {
+                t = if cols.is_multiple_of(QK_K) {
+                    DType::Q6_K
+                } else {
+                    DType::Q8_0
+                };
+            } else if is_attn_v(name) {
+                if use_more_bits(self.rank[name], self.n_attn_v) {
+                    t = DType::Q6_K;
+                }
+            } else if name.contains("ffn_down") && use_more_bits(self.rank[name], self.n_layer) {
+                t = DType::Q6_K;
+            }
+        }
+        if !cols.is_multiple_of(t.block_size()) {
+            t = match t {
+                DType::Q4_K => DType::Q5_0,
+                DType::Q5_K => DType::Q5_1,
+                DType::Q6_K => DType::Q8_0,
+                other => other,
+            };
+            if !cols.is_multiple_of(t.block_size()) {
+                t = DType::F16;
+            }
+        }
+        t
     }
 }
 
@@ -77,21 +237,17 @@ fn decode(bytes: &[u8], dtype: DType, cols: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// The dtype a tensor gets.
-fn target_for(name: &str, n_dims: usize, main: DType, pure: bool) -> DType {
-    if n_dims < 2 || name == "rope_freqs.weight" {
-        return DType::F32;
-    }
-    let embd = name == "token_embd.weight" || name == "output.weight";
-    if embd && !pure && matches!(main, DType::Q4_0 | DType::Q4_1) {
-        DType::Q8_0
-    } else {
-        main
-    }
+/// A [`Mixer`] over a GGUF file's tensors.
+fn gguf_mixer(f: &GgufFile, preset: Preset, pure: bool) -> Mixer {
+    let n_layer = match f.metadata().iter().find(|(k, _)| k.as_str() == "llama.block_count") {
+        Some((_, Value::U32(n))) => *n as usize,
+        _ => f.tensors().iter().filter(|t| t.name.contains("ffn_down")).count(),
+    };
+    Mixer::new(preset, pure, f.tensors().iter().map(|t| t.name.as_str()), n_layer)
 }
 
 pub fn run(a: &QuantizeArgs) -> Result<()> {
-    let main = DType::parse(&a.qtype).context("bad --type")?;
+    let main = Preset::parse(&a.qtype).context("bad --type")?;
     if !a.model.exists() {
         bail!("--model {} does not exist", a.model.display());
     }
@@ -106,7 +262,7 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
         }
         crate::output::write_atomically(&a.out, |tmp| from_gguf(&f, tmp, main, a.pure))?;
     }
-    eprintln!("wrote {} ({main})", a.out.display());
+    eprintln!("wrote {} ({})", a.out.display(), main.name());
     Ok(())
 }
 
@@ -114,12 +270,13 @@ pub fn run(a: &QuantizeArgs) -> Result<()> {
 /// format: the second rounding adds its error to the first (measured on SmolLM2 Q4_1 →
 /// Q4_0: the greedy answer to "The capital of France is" changes from " Paris." to
 /// a wrong one). Re-encoding to F16/F32, or keeping a tensor's type, loses nothing more.
-fn check_requantize(f: &GgufFile, inp: &Path, main: DType, pure: bool) -> Result<()> {
+fn check_requantize(f: &GgufFile, inp: &Path, main: Preset, pure: bool) -> Result<()> {
+    let mix = gguf_mixer(f, main, pure);
     let again: Vec<String> = f
         .tensors()
         .iter()
         .filter_map(|t| {
-            let to = target_for(&t.name, t.dims.len(), main, pure);
+            let to = mix.next(&t.name, &t.dims);
             (t.dtype.is_quantized() && to.is_quantized() && to != t.dtype)
                 .then(|| format!("{} ({} → {to})", t.name, t.dtype))
         })
@@ -137,7 +294,7 @@ fn check_requantize(f: &GgufFile, inp: &Path, main: DType, pure: bool) -> Result
     Ok(())
 }
 
-fn from_gguf(f: &GgufFile, out: &Path, main: DType, pure: bool) -> Result<()> {
+fn from_gguf(f: &GgufFile, out: &Path, main: Preset, pure: bool) -> Result<()> {
     let mut w = GgufWriter::new();
     for (k, v) in f.metadata() {
         if k == "general.file_type" || k == "general.quantization_version" || k == "general.alignment" {
@@ -145,11 +302,12 @@ fn from_gguf(f: &GgufFile, out: &Path, main: DType, pure: bool) -> Result<()> {
         }
         w.add(k, v.clone())?;
     }
-    w.add("general.file_type", Value::U32(file_type(main)))?;
+    w.add("general.file_type", Value::U32(main.file_type()))?;
     w.add("general.quantization_version", Value::U32(2))?;
+    let mix = gguf_mixer(f, main, pure);
     for t in f.tensors() {
         let src = f.tensor_bytes(t)?;
-        let to = target_for(&t.name, t.dims.len(), main, pure);
+        let to = mix.next(&t.name, &t.dims);
         let data: Cow<[u8]> = if t.dtype == to {
             Cow::Borrowed(src)
         } else {
@@ -170,7 +328,7 @@ fn open_hf(dir: &Path) -> Result<(LlamaConfig, HfTensors)> {
     Ok((c, HfTensors::open(dir)?))
 }
 
-fn from_hf(dir: &Path, c: &LlamaConfig, t: &HfTensors, out: &Path, main: DType, pure: bool) -> Result<()> {
+fn from_hf(dir: &Path, c: &LlamaConfig, t: &HfTensors, out: &Path, main: Preset, pure: bool) -> Result<()> {
     let mut w = GgufWriter::new();
     let name = dir
         .file_name()
@@ -190,14 +348,38 @@ fn from_hf(dir: &Path, c: &LlamaConfig, t: &HfTensors, out: &Path, main: DType, 
     w.add("llama.rope.freq_base", Value::F32(c.rope_theta))?;
     w.add("llama.attention.layer_norm_rms_epsilon", Value::F32(c.norm_eps))?;
     w.add("llama.vocab_size", Value::U32(c.vocab as u32))?;
-    w.add("general.file_type", Value::U32(file_type(main)))?;
+    w.add("general.file_type", Value::U32(main.file_type()))?;
     w.add("general.quantization_version", Value::U32(2))?;
     add_tokenizer(&mut w, dir, c)?;
+
+    // The tensors this writes, in order (for the mixer's counts).
+    let mut names = vec!["token_embd.weight".to_string()];
+    for i in 0..c.n_layer {
+        names.extend(
+            [
+                "attn_norm",
+                "attn_q",
+                "attn_k",
+                "attn_v",
+                "attn_output",
+                "ffn_norm",
+                "ffn_gate",
+                "ffn_up",
+                "ffn_down",
+            ]
+            .iter()
+            .map(|s| format!("blk.{i}.{s}.weight")),
+        );
+    }
+    if !c.tie_embeddings {
+        names.push("output.weight".into());
+    }
+    let mix = Mixer::new(main, pure, names.iter().map(String::as_str), c.n_layer);
 
     let mut tensors: Vec<(String, Vec<usize>, DType, Vec<u8>)> = Vec::new();
     let mut put = |gname: &str, data: Vec<f32>, rows: usize, cols: usize| -> Result<()> {
         let dims = if rows == 1 { vec![cols] } else { vec![cols, rows] };
-        let to = target_for(gname, dims.len(), main, pure);
+        let to = mix.next(gname, &dims);
         tensors.push((
             gname.to_string(),
             dims,
@@ -392,4 +574,60 @@ fn add_tokenizer(w: &mut GgufWriter<'_>, dir: &Path, c: &LlamaConfig) -> Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tensor types [`Mixer`] picks equal `llama-quantize`'s on three model shapes and
+    /// every K preset (`oracle/quant/kquant_mix.json`, made by `make_kquant_mix.py`). The
+    /// tensor list is given in a scrambled order, to check that the result does not depend on
+    /// file order.
+    #[test]
+    fn mixer_matches_llama_quantize() {
+        let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../oracle/quant/kquant_mix.json");
+        let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+        let mut checked = 0;
+        for (shape, v) in doc["shapes"].as_object().unwrap() {
+            let n_layer = v["n_layer"].as_u64().unwrap() as usize;
+            let mut tensors: Vec<(String, Vec<usize>)> = v["tensors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    let dims = t[1].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize);
+                    (t[0].as_str().unwrap().to_string(), dims.collect())
+                })
+                .collect();
+            tensors.sort_by(|a, b| a.0.cmp(&b.0)); // blk.1, blk.10, … as in many files
+            for (preset, types) in v["types"].as_object().unwrap() {
+                let mix = Mixer::new(
+                    Preset::parse(preset).unwrap(),
+                    false,
+                    tensors.iter().map(|t| t.0.as_str()),
+                    n_layer,
+                );
+                for (name, dims) in &tensors {
+                    let want = types[name.as_str()].as_str().unwrap();
+                    let got = mix.next(name, dims);
+                    assert!(
+                        got.name().eq_ignore_ascii_case(want),
+                        "{shape} {preset} {name}: ours {got}, llama-quantize {want}"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 1000, "only {checked} tensors checked");
+    }
+
+    #[test]
+    fn presets_parse() {
+        let p = Preset::parse("q4_k_m").unwrap();
+        assert_eq!((p.main, p.medium, p.file_type()), (DType::Q4_K, true, 15));
+        assert_eq!(Preset::parse("q6_k").unwrap().file_type(), 18);
+        assert!(Preset::parse("q4_0_m").is_none());
+        assert!(Preset::parse("q6_k_m").is_none());
+    }
 }

@@ -25,8 +25,9 @@ pub struct SynthArgs {
     /// llama3.2-1b, llama3.2-3b or smollm2-135m.
     #[arg(long, value_parser = ["llama3.2-1b", "llama3.2-3b", "smollm2-135m"])]
     pub shape: String,
-    /// Type of the 2-D weights.
-    #[arg(long = "type", default_value = "q4_0", value_parser = ["q4_0", "q4_1", "q8_0"])]
+    /// Type of the 2-D weights; the K-quant presets choose per tensor as `harness quantize`
+    /// does (llama.cpp's Q4_K_M / Q5_K_M mixes and fallbacks).
+    #[arg(long = "type", default_value = "q4_0", value_parser = ["q4_0", "q4_1", "q8_0", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m"])]
     pub qtype: String,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -118,9 +119,10 @@ impl Rng {
 }
 
 /// Random blocks of `dtype` for `n` elements. Uniform nibbles have std ≈ 4.6 steps, so a
-/// scale of 0.02/4.6 gives weights of std ≈ 0.02.
+/// scale of 0.02/4.6 gives weights of std ≈ 0.02 (5 bits: 9.2 steps; Q6_K's 6 bits: 18.5;
+/// the K-quants' random 6-bit sub-block scales average ≈ 32, Q6_K's i8 ones |sc| ≈ 64).
 fn random_blocks(rng: &mut Rng, dtype: DType, n: usize) -> Vec<u8> {
-    let nb = n / 32;
+    let nb = n / dtype.block_size();
     let mut out = vec![0u8; nb * dtype.block_bytes()];
     rng.fill(&mut out);
     let bb = dtype.block_bytes();
@@ -133,7 +135,18 @@ fn random_blocks(rng: &mut Rng, dtype: DType, n: usize) -> Vec<u8> {
                 blk[2..4].copy_from_slice(&f16::from_f32(-0.032 * jitter).to_le_bytes());
             }
             DType::Q8_0 => blk[0..2].copy_from_slice(&f16::from_f32(0.02 / 73.0 * jitter).to_le_bytes()),
-            _ => unreachable!("synth makes q4_0, q4_1 and q8_0 blocks only"),
+            DType::Q5_0 => blk[0..2].copy_from_slice(&f16::from_f32(0.00217 * jitter).to_le_bytes()),
+            DType::Q5_1 => {
+                blk[0..2].copy_from_slice(&f16::from_f32(0.00217 * jitter).to_le_bytes());
+                blk[2..4].copy_from_slice(&f16::from_f32(-0.0337 * jitter).to_le_bytes());
+            }
+            DType::Q4_K | DType::Q5_K => {
+                let d = if dtype == DType::Q4_K { 0.000136 } else { 0.000068 };
+                blk[0..2].copy_from_slice(&f16::from_f32(d * jitter).to_le_bytes());
+                blk[2..4].copy_from_slice(&f16::from_f32(0.001 * jitter).to_le_bytes());
+            }
+            DType::Q6_K => blk[208..210].copy_from_slice(&f16::from_f32(0.0000169 * jitter).to_le_bytes()),
+            _ => unreachable!("synth makes no {dtype} blocks"),
         }
     }
     out
@@ -145,23 +158,17 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 
 pub fn run(a: &SynthArgs) -> Result<()> {
     let s = shape(&a.shape).context("unknown shape")?;
-    let qt = DType::parse(&a.qtype).context("bad --type")?;
+    let preset = crate::quantize::Preset::parse(&a.qtype).context("bad --type")?;
+    let qt = preset.main;
     let mut rng = Rng(a.seed ^ 0x5EED);
     let hd = s.dim / s.n_head;
     let mut w = GgufWriter::new();
     w.add("general.architecture", Value::Str("llama".into()))?;
     w.add(
         "general.name",
-        Value::Str(format!("synthetic {} {} (random weights: speed only)", s.name, qt)),
+        Value::Str(format!("synthetic {} {} (random weights: speed only)", s.name, a.qtype)),
     )?;
-    w.add(
-        "general.file_type",
-        Value::U32(match qt {
-            DType::Q4_0 => 2,
-            DType::Q4_1 => 3,
-            _ => 7,
-        }),
-    )?;
+    w.add("general.file_type", Value::U32(preset.file_type()))?;
     w.add("general.quantization_version", Value::U32(2))?;
     w.add("llama.block_count", Value::U32(s.n_layer as u32))?;
     w.add("llama.context_length", Value::U32(s.ctx as u32))?;
@@ -201,36 +208,57 @@ pub fn run(a: &SynthArgs) -> Result<()> {
             f32_bytes(&rope::llama3_divisors(s.theta, hd, l3)),
         ));
     }
-    // SmolLM2's shipped file keeps token_embd at Q8_0, so its stand-in does too; the
-    // Llama 3.2 stand-ins use the requested type for every 2-D weight (the race's
-    // reference file: 699.6 MB for the 1B shape at Q4_0).
-    let et = if s.name == "smollm2-135m" { DType::Q8_0 } else { qt };
-    tensors.push((
-        "token_embd.weight".into(),
-        vec![s.dim, s.vocab],
-        et,
-        random_blocks(&mut rng, et, s.dim * s.vocab),
-    ));
-    let norm = |rng: &mut Rng, n: usize| f32_bytes(&(0..n).map(|_| 0.9 + 0.2 * rng.unit()).collect::<Vec<_>>());
+    // The 2-D weights in file order; their types: for the K presets llama.cpp's mix
+    // (quantize::Mixer), otherwise the requested type, except that SmolLM2's shipped file
+    // keeps token_embd at Q8_0, so its stand-in does too (the Llama 3.2 stand-ins use the
+    // requested type for every 2-D weight: the race's reference file is 699.6 MB for the
+    // 1B shape at Q4_0).
     let (qd, kvd) = (s.n_head * hd, s.n_kv_head * hd);
+    let mut mats: Vec<(String, usize, usize)> = vec![("token_embd.weight".into(), s.vocab, s.dim)];
+    for i in 0..s.n_layer {
+        let g = |x: &str| format!("blk.{i}.{x}.weight");
+        mats.extend([
+            (g("attn_q"), qd, s.dim),
+            (g("attn_k"), kvd, s.dim),
+            (g("attn_v"), kvd, s.dim),
+            (g("attn_output"), s.dim, qd),
+            (g("ffn_gate"), s.ffn, s.dim),
+            (g("ffn_up"), s.ffn, s.dim),
+            (g("ffn_down"), s.dim, s.ffn),
+        ]);
+    }
+    let kquant = qt.block_size() == antigravity_core::dtype::QK_K;
+    let mix = crate::quantize::Mixer::new(preset, false, mats.iter().map(|m| m.0.as_str()), s.n_layer);
+    let dtype_of = |name: &str, rows: usize, cols: usize| {
+        if kquant {
+            mix.next(name, &[cols, rows])
+        } else if name == "token_embd.weight" && s.name == "smollm2-135m" {
+            DType::Q8_0
+        } else {
+            qt
+        }
+    };
+    let push_mat = |tensors: &mut Vec<(String, Vec<usize>, DType, Vec<u8>)>, rng: &mut Rng, k: usize| {
+        let (name, rows, cols) = &mats[k];
+        let dt = dtype_of(name, *rows, *cols);
+        tensors.push((
+            name.clone(),
+            vec![*cols, *rows],
+            dt,
+            random_blocks(rng, dt, rows * cols),
+        ));
+    };
+    push_mat(&mut tensors, &mut rng, 0);
+    let norm = |rng: &mut Rng, n: usize| f32_bytes(&(0..n).map(|_| 0.9 + 0.2 * rng.unit()).collect::<Vec<_>>());
     for i in 0..s.n_layer {
         let g = |x: &str| format!("blk.{i}.{x}.weight");
         tensors.push((g("attn_norm"), vec![s.dim], DType::F32, norm(&mut rng, s.dim)));
-        for (n, rows, cols) in [
-            ("attn_q", qd, s.dim),
-            ("attn_k", kvd, s.dim),
-            ("attn_v", kvd, s.dim),
-            ("attn_output", s.dim, qd),
-        ] {
-            tensors.push((g(n), vec![cols, rows], qt, random_blocks(&mut rng, qt, rows * cols)));
+        for k in 0..4 {
+            push_mat(&mut tensors, &mut rng, 1 + 7 * i + k);
         }
         tensors.push((g("ffn_norm"), vec![s.dim], DType::F32, norm(&mut rng, s.dim)));
-        for (n, rows, cols) in [
-            ("ffn_gate", s.ffn, s.dim),
-            ("ffn_up", s.ffn, s.dim),
-            ("ffn_down", s.dim, s.ffn),
-        ] {
-            tensors.push((g(n), vec![cols, rows], qt, random_blocks(&mut rng, qt, rows * cols)));
+        for k in 4..7 {
+            push_mat(&mut tensors, &mut rng, 1 + 7 * i + k);
         }
     }
     tensors.push((
@@ -248,7 +276,7 @@ pub fn run(a: &SynthArgs) -> Result<()> {
         "wrote {} — synthetic {} {}, {:.1} MB of tensors (random weights: speed only)",
         a.out.display(),
         s.name,
-        qt,
+        a.qtype,
         bytes as f64 / 1e6
     );
     Ok(())

@@ -77,3 +77,29 @@ __kernel void get_rows_q8_0(GET_ROWS_ARGS) {
     const char q = ((__global const char *)blk)[2 + e % QK];
     o[e] = (float)q * d;
 }
+
+// Q5_0, Q5_1 and the K-quants: the element helpers of common/dtype.cl.
+__kernel void get_rows_q5_0(GET_ROWS_ARGS) {
+    GET_ROWS_PROLOGUE
+    o[e] = q5_0_elem(row + (e / QK) * Q5_0_BYTES, e % QK);
+}
+
+__kernel void get_rows_q5_1(GET_ROWS_ARGS) {
+    GET_ROWS_PROLOGUE
+    o[e] = q5_1_elem(row + (e / QK) * Q5_1_BYTES, e % QK);
+}
+
+__kernel void get_rows_q4_k(GET_ROWS_ARGS) {
+    GET_ROWS_PROLOGUE
+    o[e] = q4_k_elem(row + (e / QK_K) * Q4_K_BYTES, e % QK_K);
+}
+
+__kernel void get_rows_q5_k(GET_ROWS_ARGS) {
+    GET_ROWS_PROLOGUE
+    o[e] = q5_k_elem(row + (e / QK_K) * Q5_K_BYTES, e % QK_K);
+}
+
+__kernel void get_rows_q6_k(GET_ROWS_ARGS) {
+    GET_ROWS_PROLOGUE
+    o[e] = q6_k_elem(row + (e / QK_K) * Q6_K_BYTES, e % QK_K);
+}

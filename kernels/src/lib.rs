@@ -48,7 +48,8 @@ pub const SOFTMAX: &str = include_str!("../cl/softmax.cl");
 /// `rope_f32` (adjacent-pair and half-split styles), `rope_qk_f32` (q and k at once).
 pub const ROPE: &str = include_str!("../cl/rope.cl");
 /// `get_rows_f32`, `get_rows_f16`, `get_rows_bf16`, `get_rows_q4_0`, `get_rows_q4_1`,
-/// `get_rows_q8_0`.
+/// `get_rows_q8_0`, `get_rows_q5_0`, `get_rows_q5_1`, `get_rows_q4_k`, `get_rows_q5_k`,
+/// `get_rows_q6_k`.
 pub const GET_ROWS: &str = include_str!("../cl/get_rows.cl");
 /// `attention_f32`: causal GQA over the KV cache, online softmax (decode, small batches);
 /// `attention_prefill_f32`: the same with K/V tiles shared by 32 query rows (prefill).
@@ -59,6 +60,9 @@ pub const MUL_MV_Q4_0_F32: &str = include_str!("../cl/mul_mv_q4_0_f32.cl");
 pub const MUL_MV_Q4_1_F32: &str = include_str!("../cl/mul_mv_q4_1_f32.cl");
 /// `mul_mv_q8_0_f32`.
 pub const MUL_MV_Q8_0_F32: &str = include_str!("../cl/mul_mv_q8_0_f32.cl");
+/// `mul_mv_q5_0_f32`, `mul_mv_q5_1_f32`, `mul_mv_q4_k_f32`, `mul_mv_q5_k_f32`,
+/// `mul_mv_q6_k_f32` (the per-op path for the types of a `Q4_K_M`/`Q5_K_M` file).
+pub const MUL_MV_KQ_F32: &str = include_str!("../cl/mul_mv_kq_f32.cl");
 /// `mul_mv_q4_0_img_f32`: Q4_0 weights repacked into two `image1d_buffer_t` planes
 /// (quants and scales apart). Needs image support; built only when the image path is on.
 pub const MUL_MV_Q4_0_IMG_F32: &str = include_str!("../cl/mul_mv_q4_0_img_f32.cl");
@@ -110,6 +114,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("mul_mv_q4_0_f32.cl", MUL_MV_Q4_0_F32),
     ("mul_mv_q4_1_f32.cl", MUL_MV_Q4_1_F32),
     ("mul_mv_q8_0_f32.cl", MUL_MV_Q8_0_F32),
+    ("mul_mv_kq_f32.cl", MUL_MV_KQ_F32),
     ("mul_mv_q4_0_img_f32.cl", MUL_MV_Q4_0_IMG_F32),
     ("mul_mv_f16_f32.cl", MUL_MV_F16_F32),
     ("mul_mv_bf16_f32.cl", MUL_MV_BF16_F32),

@@ -160,6 +160,32 @@ impl<K> ByWeight<K> {
     }
 }
 
+/// One kernel per weight dtype any per-op kernel reads: [`ByWeight`]'s and the types of a
+/// `Q4_K_M`/`Q5_K_M` file (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), which only `get_rows` and
+/// `mul_mv` decode (no [`dtype_code`]: the block, fused and tiled kernels leave them to
+/// the per-op path).
+pub(super) struct ByAnyWeight<K> {
+    base: ByWeight<K>,
+    q5_0: K,
+    q5_1: K,
+    q4_k: K,
+    q5_k: K,
+    q6_k: K,
+}
+
+impl<K> ByAnyWeight<K> {
+    pub(super) fn get(&self, t: DType) -> Option<&K> {
+        Some(match t {
+            DType::Q5_0 => &self.q5_0,
+            DType::Q5_1 => &self.q5_1,
+            DType::Q4_K => &self.q4_k,
+            DType::Q5_K => &self.q5_k,
+            DType::Q6_K => &self.q6_k,
+            _ => return self.base.get(t),
+        })
+    }
+}
+
 /// One kernel per block-quantized weight dtype (the fused kernels).
 pub(super) struct ByQuant<K> {
     q4_0: K,
@@ -193,8 +219,8 @@ pub(super) struct Kernels {
     pub(super) attention: Kern<Attention>,
     pub(super) attention_combine: Kern<AttentionCombine>,
     pub(super) attention_prefill: Kern<AttentionPrefill>,
-    pub(super) get_rows: ByWeight<Kern<GetRows>>,
-    pub(super) mul_mv: ByWeight<Kern<MulMv>>,
+    pub(super) get_rows: ByAnyWeight<Kern<GetRows>>,
+    pub(super) mul_mv: ByAnyWeight<Kern<MulMv>>,
     pub(super) mul_mm: ByWeight<Kern<MulMm>>,
     pub(super) mul_mm_reduce: Kern<MulMmReduce>,
     pub(super) mul_mv3: ByQuant<Kern<MulMv3>>,
@@ -211,6 +237,7 @@ impl Kernels {
     /// of `llama_blocks_f32` as built (it depends on `LPL`).
     pub(super) fn create(p: &Programs, block_args: usize) -> Result<Kernels> {
         let (mm_cl, fused_cl, get_rows_cl) = (p.get("mul_mm.cl"), p.get("mul_mv_fused.cl"), p.get("get_rows.cl"));
+        let kq_cl = p.get("mul_mv_kq_f32.cl");
         Ok(Kernels {
             add: Kern::create(p.get("add.cl"), "add_f32")?,
             silu_mul: Kern::create(p.get("silu_mul.cl"), "silu_mul_f32")?,
@@ -224,21 +251,35 @@ impl Kernels {
             attention: Kern::create(p.get("attention.cl"), "attention_f32")?,
             attention_combine: Kern::create(p.get("attention.cl"), "attention_combine_f32")?,
             attention_prefill: Kern::create(p.get("attention.cl"), "attention_prefill_f32")?,
-            get_rows: ByWeight {
-                f32: Kern::create(get_rows_cl, "get_rows_f32")?,
-                f16: Kern::create(get_rows_cl, "get_rows_f16")?,
-                bf16: Kern::create(get_rows_cl, "get_rows_bf16")?,
-                q4_0: Kern::create(get_rows_cl, "get_rows_q4_0")?,
-                q4_1: Kern::create(get_rows_cl, "get_rows_q4_1")?,
-                q8_0: Kern::create(get_rows_cl, "get_rows_q8_0")?,
+            get_rows: ByAnyWeight {
+                base: ByWeight {
+                    f32: Kern::create(get_rows_cl, "get_rows_f32")?,
+                    f16: Kern::create(get_rows_cl, "get_rows_f16")?,
+                    bf16: Kern::create(get_rows_cl, "get_rows_bf16")?,
+                    q4_0: Kern::create(get_rows_cl, "get_rows_q4_0")?,
+                    q4_1: Kern::create(get_rows_cl, "get_rows_q4_1")?,
+                    q8_0: Kern::create(get_rows_cl, "get_rows_q8_0")?,
+                },
+                q5_0: Kern::create(get_rows_cl, "get_rows_q5_0")?,
+                q5_1: Kern::create(get_rows_cl, "get_rows_q5_1")?,
+                q4_k: Kern::create(get_rows_cl, "get_rows_q4_k")?,
+                q5_k: Kern::create(get_rows_cl, "get_rows_q5_k")?,
+                q6_k: Kern::create(get_rows_cl, "get_rows_q6_k")?,
             },
-            mul_mv: ByWeight {
-                f32: Kern::create(p.get("mul_mv_f32_f32.cl"), "mul_mv_f32_f32")?,
-                f16: Kern::create(p.get("mul_mv_f16_f32.cl"), "mul_mv_f16_f32")?,
-                bf16: Kern::create(p.get("mul_mv_bf16_f32.cl"), "mul_mv_bf16_f32")?,
-                q4_0: Kern::create(p.get("mul_mv_q4_0_f32.cl"), "mul_mv_q4_0_f32")?,
-                q4_1: Kern::create(p.get("mul_mv_q4_1_f32.cl"), "mul_mv_q4_1_f32")?,
-                q8_0: Kern::create(p.get("mul_mv_q8_0_f32.cl"), "mul_mv_q8_0_f32")?,
+            mul_mv: ByAnyWeight {
+                base: ByWeight {
+                    f32: Kern::create(p.get("mul_mv_f32_f32.cl"), "mul_mv_f32_f32")?,
+                    f16: Kern::create(p.get("mul_mv_f16_f32.cl"), "mul_mv_f16_f32")?,
+                    bf16: Kern::create(p.get("mul_mv_bf16_f32.cl"), "mul_mv_bf16_f32")?,
+                    q4_0: Kern::create(p.get("mul_mv_q4_0_f32.cl"), "mul_mv_q4_0_f32")?,
+                    q4_1: Kern::create(p.get("mul_mv_q4_1_f32.cl"), "mul_mv_q4_1_f32")?,
+                    q8_0: Kern::create(p.get("mul_mv_q8_0_f32.cl"), "mul_mv_q8_0_f32")?,
+                },
+                q5_0: Kern::create(kq_cl, "mul_mv_q5_0_f32")?,
+                q5_1: Kern::create(kq_cl, "mul_mv_q5_1_f32")?,
+                q4_k: Kern::create(kq_cl, "mul_mv_q4_k_f32")?,
+                q5_k: Kern::create(kq_cl, "mul_mv_q5_k_f32")?,
+                q6_k: Kern::create(kq_cl, "mul_mv_q6_k_f32")?,
             },
             mul_mm: ByWeight {
                 f32: Kern::create(mm_cl, "mul_mm_f32_f32")?,

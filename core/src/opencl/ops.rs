@@ -55,7 +55,7 @@ pub(super) fn get_rows(
     if n == 0 {
         return Ok(());
     }
-    check_table("get_rows", &table)?;
+    check_table(be, "get_rows", &table)?;
     let single: i32 = if n == 1 { ids[0] as i32 } else { -1 };
     if n > 1 {
         upload_ids(be, ids)?;
@@ -74,13 +74,13 @@ pub(super) fn get_rows_at(
     if n == 0 {
         return Ok(());
     }
-    check_table("get_rows_at", &table)?;
+    check_table(be, "get_rows_at", &table)?;
     // single_id -2: the indices are the f32s at idx (clamped to the table in the kernel).
     get_rows_launch(be, &table, idx.buf.arg(), el(idx.offset), -2, &out, n)
 }
 
-fn check_table(op: &'static str, table: &TensorRef<'_, OpenClBackend>) -> Result<()> {
-    match super::kernels::dtype_code(table.dtype) {
+fn check_table(be: &OpenClBackend, op: &'static str, table: &TensorRef<'_, OpenClBackend>) -> Result<()> {
+    match be.k.get_rows.get(table.dtype) {
         Some(_) => Ok(()),
         None => Err(Error::dtype(op, "table", table.dtype)),
     }

@@ -17,11 +17,20 @@
 //!
 //! Dequantization evaluates the float products in the order ggml and the Python `gguf`
 //! package do (`(d·sc)·q − dmin·m` with `d·sc` rounded to f32 first), so results are
-//! bit-exact with both (`core/tests/quant_vectors.rs`). Quantizing to Q4_K/Q5_K/Q6_K is
-//! not implemented here (files come from `llama-quantize`).
+//! bit-exact with both (`core/tests/quant_vectors.rs`).
+//!
+//! The quantizers ([`quantize_row_q4_k`], [`quantize_row_q5_k`], [`quantize_row_q6_k`])
+//! reproduce what `llama-quantize` writes without an importance matrix (ggml's
+//! `quantize_row_q*_K_ref`): per sub-block a weighted least-squares search for scale and
+//! minimum (Q4_K/Q5_K) or a ±0.9 search around the max-based scale (Q6_K), the sub-block
+//! scales quantized to 6 (8) bits, and the quants recomputed from the rounded scales.
+//! Every float operation is done in f32 in the same order as the C code (no fused
+//! multiply-adds: ggml-base is built without them), so the bytes are identical
+//! (`oracle/quant/kquant_vectors.json`, made by `llama-quantize`).
 
 use bytemuck::{Pod, Zeroable};
 use half::f16;
+use libm::sqrtf;
 
 use crate::dtype::QK_K;
 
@@ -220,5 +229,291 @@ pub fn quantize_row_q8_k(x: &[f32], y: &mut [BlockQ8_K]) {
             *s = qs.iter().map(|&q| i16::from(q)).sum();
         }
         yb.d = 1.0 / iscale;
+    }
+}
+
+/// ggml's `GROUP_MAX_EPS`: a sub-block whose largest magnitude is below it counts as zero.
+const GROUP_MAX_EPS: f32 = 1e-15;
+
+/// Scale and minimum of one sub-block for an unsigned `nmax`-level code with an offset
+/// (ggml `make_qkx2_quants`, squared error). Starts from the min/max fit, then tries
+/// `nstep + 1` candidate inverse scales `(rmin + rdelta·is + nmax) / (max − min)`; for each
+/// the levels are rounded and the weighted least-squares scale and minimum for those
+/// levels are solved in closed form; the lowest weighted error wins. Writes the levels to
+/// `l` and returns `(scale, −min)` (the minimum is never positive).
+fn fit_scale_min(
+    nmax: i32,
+    x: &[f32; 32],
+    w: &[f32; 32],
+    l: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> (f32, f32) {
+    let (mut min, mut max) = (x[0], x[0]);
+    let mut sum_w = w[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..32 {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l.fill(0);
+        return (0.0, -min);
+    }
+    let level = |iscale: f32, v: f32, min: f32| nearest_int(iscale * (v - min)).clamp(0, nmax);
+    let mut iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0.0f32;
+    for i in 0..32 {
+        let q = level(iscale, x[i], min);
+        l[i] = q as u8;
+        let diff = scale * q as f32 + min - x[i];
+        best_error += w[i] * (diff * diff);
+    }
+    let mut aux = [0u8; 32];
+    for is in 0..=nstep {
+        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
+        for i in 0..32 {
+            let q = level(iscale, x[i], min);
+            aux[i] = q as u8;
+            let wl = w[i] * q as f32;
+            sum_l += wl;
+            sum_l2 += wl * q as f32;
+            sum_xl += wl * x[i];
+        }
+        let det = sum_w * sum_l2 - sum_l * sum_l;
+        if det > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut err = 0.0f32;
+            for i in 0..32 {
+                let diff = this_scale * aux[i] as f32 + this_min - x[i];
+                err += w[i] * (diff * diff);
+            }
+            if err < best_error {
+                l.copy_from_slice(&aux);
+                best_error = err;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+/// Signed scale of one 16-element sub-block for levels `−nmax..nmax−1` (ggml
+/// `make_qx_quants` with `x²` weights, Q6_K's choice). The start is `−nmax / max` (the
+/// signed value of largest magnitude maps to `−nmax`); 18 nearby inverse scales
+/// `−(nmax + 0.1·is) / max` are tried and the one maximising `(Σ w x l)² / Σ w l²` kept,
+/// with its least-squares scale. Writes `l + nmax` to `out`.
+fn fit_scale_signed(nmax: i32, x: &[f32], out: &mut [i8]) -> f32 {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        out.fill(0);
+        return 0.0;
+    }
+    let level = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+    let sums = |iscale: f32| {
+        let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+        for &v in x {
+            let l = level(iscale, v) as f32;
+            let w = v * v;
+            sumlx += w * v * l;
+            suml2 += w * l * l;
+        }
+        (sumlx, suml2)
+    };
+    let iscale = -(nmax as f32) / max;
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (level(iscale, v) + nmax) as i8;
+    }
+    let (sumlx, suml2) = sums(iscale);
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in -9i32..=9 {
+        if is == 0 {
+            continue;
+        }
+        let iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+        let (sumlx, suml2) = sums(iscale);
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = (level(iscale, v) + nmax) as i8;
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+/// The shared part of the Q4_K and Q5_K quantizers: the eight sub-block fits, the packed
+/// 6-bit scales and minimums, `d` and `dmin`, and the final levels (0..=nmax) recomputed
+/// from the rounded scales. Returns `(d, dmin, scales, levels)`.
+fn quantize_super_qkx(nmax: i32, x: &[f32], rmin: f32, nstep: i32) -> (f16, f16, [u8; K_SCALE_SIZE], [u8; QK_K]) {
+    let mut levels = [0u8; QK_K];
+    let mut scales = [0f32; 8];
+    let mut mins = [0f32; 8];
+    let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+    for j in 0..8 {
+        let xs: &[f32; 32] = x[32 * j..32 * j + 32].try_into().expect("32 elements");
+        let mut sum_x2 = 0.0f32;
+        for &v in xs {
+            sum_x2 += v * v;
+        }
+        let av_x = sqrtf(sum_x2 / 32.0);
+        let mut w = [0f32; 32];
+        for (wi, &v) in w.iter_mut().zip(xs) {
+            *wi = av_x + v.abs();
+        }
+        let (s, m) = fit_scale_min(nmax, xs, &w, &mut levels[32 * j..32 * j + 32], rmin, 0.1, nstep);
+        scales[j] = s;
+        mins[j] = m;
+        if s > max_scale {
+            max_scale = s;
+        }
+        if m > max_min {
+            max_min = m;
+        }
+    }
+    let inv_scale = if max_scale > 0.0 { 63.0 / max_scale } else { 0.0 };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let mut packed = [0u8; K_SCALE_SIZE];
+    for j in 0..8 {
+        // C stores nearest_int's int in a uint8_t (wrapping) before capping at 63.
+        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        if j < 4 {
+            packed[j] = ls;
+            packed[j + 4] = lm;
+        } else {
+            packed[j + 4] = (ls & 0x0f) | ((lm & 0x0f) << 4);
+            packed[j - 4] |= (ls >> 4) << 6;
+            packed[j] |= (lm >> 4) << 6;
+        }
+    }
+    let d = f16::from_f32(max_scale / 63.0);
+    let dmin = f16::from_f32(max_min / 63.0);
+    for j in 0..8 {
+        let (sc, m) = scale_min_k4(j, &packed);
+        let dj = d.to_f32() * f32::from(sc);
+        if dj == 0.0 {
+            // The sub-block keeps the levels of its own fit (as ggml does).
+            continue;
+        }
+        let dm = dmin.to_f32() * f32::from(m);
+        for i in 32 * j..32 * j + 32 {
+            levels[i] = nearest_int((x[i] + dm) / dj).clamp(0, nmax) as u8;
+        }
+    }
+    (d, dmin, packed, levels)
+}
+
+/// ggml `quantize_row_q4_K_ref` (what `llama-quantize` writes without an importance
+/// matrix). `x.len()` must equal `256 * y.len()`.
+pub fn quantize_row_q4_k(x: &[f32], y: &mut [BlockQ4_K]) {
+    debug_assert_eq!(x.len(), y.len() * QK_K);
+    for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+        let (d, dmin, scales, l) = quantize_super_qkx(15, xb, -1.0, 20);
+        let mut qs = [0u8; QK_K / 2];
+        for c in 0..4 {
+            for i in 0..32 {
+                qs[32 * c + i] = l[64 * c + i] | (l[64 * c + 32 + i] << 4);
+            }
+        }
+        *yb = BlockQ4_K { d, dmin, scales, qs };
+    }
+}
+
+/// ggml `quantize_row_q5_K_ref`. `x.len()` must equal `256 * y.len()`.
+pub fn quantize_row_q5_k(x: &[f32], y: &mut [BlockQ5_K]) {
+    debug_assert_eq!(x.len(), y.len() * QK_K);
+    for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+        let (d, dmin, scales, l) = quantize_super_qkx(31, xb, -0.5, 15);
+        let mut qs = [0u8; QK_K / 2];
+        let mut qh = [0u8; QK_K / 8];
+        for c in 0..4 {
+            for i in 0..32 {
+                let (lo, hi) = (l[64 * c + i], l[64 * c + 32 + i]);
+                qs[32 * c + i] = (lo & 0x0f) | ((hi & 0x0f) << 4);
+                qh[i] |= ((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1));
+            }
+        }
+        *yb = BlockQ5_K {
+            d,
+            dmin,
+            scales,
+            qh,
+            qs,
+        };
+    }
+}
+
+/// ggml `quantize_row_q6_K_ref`. `x.len()` must equal `256 * y.len()`.
+pub fn quantize_row_q6_k(x: &[f32], y: &mut [BlockQ6_K]) {
+    debug_assert_eq!(x.len(), y.len() * QK_K);
+    for (xb, yb) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+        let mut l = [0i8; QK_K];
+        let mut scales = [0f32; QK_K / 16];
+        let (mut max_scale, mut max_abs_scale) = (0.0f32, 0.0f32);
+        for ib in 0..QK_K / 16 {
+            let s = fit_scale_signed(32, &xb[16 * ib..16 * ib + 16], &mut l[16 * ib..16 * ib + 16]);
+            scales[ib] = s;
+            if s.abs() > max_abs_scale {
+                max_abs_scale = s.abs();
+                max_scale = s;
+            }
+        }
+        if max_abs_scale < GROUP_MAX_EPS {
+            *yb = BlockQ6_K::zeroed();
+            continue;
+        }
+        let iscale = -128.0 / max_scale;
+        let d = f16::from_f32(1.0 / iscale);
+        let mut sc = [0i8; QK_K / 16];
+        for (o, &s) in sc.iter_mut().zip(&scales) {
+            *o = nearest_int(iscale * s).min(127) as i8;
+        }
+        for ((&s, lj), xj) in sc.iter().zip(l.chunks_exact_mut(16)).zip(xb.chunks_exact(16)) {
+            let dj = d.to_f32() * f32::from(s);
+            if dj == 0.0 {
+                continue;
+            }
+            for (li, &x) in lj.iter_mut().zip(xj) {
+                *li = (nearest_int(x / dj).clamp(-32, 31) + 32) as i8;
+            }
+        }
+        let mut ql = [0u8; QK_K / 2];
+        let mut qh = [0u8; QK_K / 4];
+        for n in 0..2 {
+            for i in 0..32 {
+                let q = |k: usize| l[128 * n + 32 * k + i] as u8;
+                ql[64 * n + i] = (q(0) & 0x0f) | ((q(2) & 0x0f) << 4);
+                ql[64 * n + 32 + i] = (q(1) & 0x0f) | ((q(3) & 0x0f) << 4);
+                qh[32 * n + i] = (q(0) >> 4) | ((q(1) >> 4) << 2) | ((q(2) >> 4) << 4) | ((q(3) >> 4) << 6);
+            }
+        }
+        *yb = BlockQ6_K { ql, qh, scales: sc, d };
     }
 }

@@ -233,8 +233,7 @@ pub fn dequantize_row_q8_1(x: &[BlockQ8_1], y: &mut [f32]) {
     }
 }
 
-/// Error from the byte-level row helpers: the byte length does not fit the element count,
-/// or (`bytes == usize::MAX`, see [`RowSizeError::no_quantizer`]) the type has no quantizer here.
+/// Error from the byte-level row helpers: the byte length does not fit the element count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowSizeError {
     pub dtype: DType,
@@ -242,26 +241,8 @@ pub struct RowSizeError {
     pub bytes: usize,
 }
 
-impl RowSizeError {
-    /// The error [`quantize_row`] returns for a type it cannot write (Q4_K, Q5_K, Q6_K).
-    pub const fn no_quantizer(dtype: DType) -> RowSizeError {
-        RowSizeError {
-            dtype,
-            elements: 0,
-            bytes: usize::MAX,
-        }
-    }
-}
-
 impl core::fmt::Display for RowSizeError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        if *self == RowSizeError::no_quantizer(self.dtype) {
-            return write!(
-                f,
-                "quantizing to {} is not supported (only reading it; llama-quantize writes it)",
-                self.dtype
-            );
-        }
         match self.dtype.row_bytes(self.elements) {
             Some(want) => write!(
                 f,
@@ -337,7 +318,7 @@ pub fn dequantize_row(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), R
 }
 
 /// Quantizes (or converts) one f32 row into `dtype` with ggml's reference quantizers
-/// (Q4_K, Q5_K and Q6_K have none here: an error).
+/// (for the K-quants the importance-free ones `llama-quantize` uses).
 pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), RowSizeError> {
     let n = src.len();
     check(dtype, n, dst.len())?;
@@ -360,7 +341,9 @@ pub fn quantize_row(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), Row
         DType::Q5_0 => q5::quantize_row_q5_0(src, cast_mut(dtype, n, dst)?),
         DType::Q5_1 => q5::quantize_row_q5_1(src, cast_mut(dtype, n, dst)?),
         DType::Q8_K => k::quantize_row_q8_k(src, cast_mut(dtype, n, dst)?),
-        DType::Q4_K | DType::Q5_K | DType::Q6_K => return Err(RowSizeError::no_quantizer(dtype)),
+        DType::Q4_K => k::quantize_row_q4_k(src, cast_mut(dtype, n, dst)?),
+        DType::Q5_K => k::quantize_row_q5_k(src, cast_mut(dtype, n, dst)?),
+        DType::Q6_K => k::quantize_row_q6_k(src, cast_mut(dtype, n, dst)?),
     }
     Ok(())
 }

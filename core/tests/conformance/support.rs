@@ -23,6 +23,10 @@ pub const WEIGHT_DTYPES: [DType; 6] = [
     DType::Q4_1,
     DType::Q8_0,
 ];
+/// The types of a llama.cpp `Q4_K_M` / `Q5_K_M` file besides Q8_0 (Q4_K_M on SmolLM2:
+/// Q5_0, Q4_K, Q6_K, Q8_0): rows must be multiples of 256 for the K-quants, so their
+/// table rows have their own shapes (`KQ_*` in conformance.rs).
+pub const KQ_DTYPES: [DType; 5] = [DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K];
 /// The quantized ones (the CPU quantizes activations to Q8 for them).
 pub const QUANT_DTYPES: [DType; 3] = [DType::Q4_0, DType::Q4_1, DType::Q8_0];
 /// The float ones (both sides widen to f32).

@@ -62,3 +62,78 @@ inline ulong row_bytes(const uint t, const uint n) {
 inline bool is_quant(const uint t) {
     return t == T_Q4_0 || t == T_Q4_1 || t == T_Q8_0;
 }
+
+// ---- Q5_0, Q5_1 and the K-quants (Q4_K, Q5_K, Q6_K) ----
+//
+// Their block sizes (Q5_0_BYTES … Q6_K_BYTES) and QK_K (256) come from the generated
+// header too. These types have no T_* code: block.cl does not decode them; the per-op
+// kernels (get_rows.cl, mul_mv_kq_f32.cl) do, through the functions below. Layouts
+// (docs/quant-formats.md; every field read as bytes — a block is only 2-byte aligned):
+//   block_q5_0 { half d; uchar qh[4]; uchar qs[16]; }              (q - 16) * d
+//   block_q5_1 { half d; half m; uchar qh[4]; uchar qs[16]; }      q * d + m
+//     q = nibble as Q4_0 | bit j of qh (little-endian u32) << 4
+//   block_q4_K { half d, dmin; uchar scales[12]; uchar qs[128]; }  (d*sc) * q - dmin*m
+//   block_q5_K { half d, dmin; uchar scales[12]; uchar qh[32]; uchar qs[128]; }
+//     element 32s + l: nibble (s odd: high) of qs[32(s/2) + l], Q5_K's fifth bit is bit s
+//     of qh[l]; 6-bit (sc, m) of sub-block s packed as scale_min_k4 says
+//   block_q6_K { uchar ql[128]; uchar qh[64]; char scales[16]; half d; }  (d*sc) * (q - 32)
+//     element 128n + 32k + l: low 4 bits from ql[64n + l + 32(k&1)] (k ≥ 2: high
+//     nibble), top 2 from bits 2k of qh[32n + l]; scale scales[(128n + 32k + l) / 16]
+// The element helpers compute in the CPU dequantizers' order (get_rows.cl builds with
+// contraction off, so its values equal the CPU's bit for bit).
+
+inline uint q5_high_bits(__global const uchar *qh) {
+    return (uint)qh[0] | ((uint)qh[1] << 8) | ((uint)qh[2] << 16) | ((uint)qh[3] << 24);
+}
+// The 5-bit value of element j (0..31) of a Q5_0/Q5_1 block with qh and qs at these bytes.
+inline uint q5_value(__global const uchar *qh, __global const uchar *qs, const uint j) {
+    return (uint)q4_nibble(qs, j) | (((q5_high_bits(qh) >> j) & 1u) << 4);
+}
+inline float q5_0_elem(__global const uchar *blk, const uint j) {
+    const float d = vload_half(0, (__global const half *)blk);
+    return (float)((int)q5_value(blk + 2, blk + 6, j) - 16) * d;
+}
+inline float q5_1_elem(__global const uchar *blk, const uint j) {
+    const float d = vload_half(0, (__global const half *)blk);
+    const float m = vload_half(1, (__global const half *)blk);
+    return (float)q5_value(blk + 4, blk + 8, j) * d + m;
+}
+
+// (scale, min) of sub-block j (0..7) from the 12 packed bytes (ggml get_scale_min_k4).
+inline uint2 scale_min_k4(__global const uchar *s, const uint j) {
+    if (j < 4) {
+        return (uint2)(s[j] & 63u, s[j + 4] & 63u);
+    }
+    return (uint2)((s[j + 4] & 15u) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+}
+// The 4-bit part of element i (0..255) of a Q4_K/Q5_K super-block whose qs start here.
+inline uint qk_nibble(__global const uchar *qs, const uint i) {
+    const uint s = i / 32, b = qs[32 * (s / 2) + i % 32];
+    return (s & 1) ? (b >> 4) : (b & 15u);
+}
+inline float q4_k_elem(__global const uchar *blk, const uint i) {
+    const float2 dm = vload_half2(0, (__global const half *)blk);
+    const uint2 sm = scale_min_k4(blk + 4, i / 32);
+    const float d1 = dm.x * (float)sm.x, m1 = dm.y * (float)sm.y;
+    return d1 * (float)qk_nibble(blk + 16, i) - m1;
+}
+inline float q5_k_elem(__global const uchar *blk, const uint i) {
+    const float2 dm = vload_half2(0, (__global const half *)blk);
+    const uint2 sm = scale_min_k4(blk + 4, i / 32);
+    const float d1 = dm.x * (float)sm.x, m1 = dm.y * (float)sm.y;
+    const uint q = qk_nibble(blk + 48, i) | (((blk[16 + i % 32] >> (i / 32)) & 1u) << 4);
+    return d1 * (float)q - m1;
+}
+// The signed 6-bit value (−32..31) of element i of a Q6_K super-block.
+inline int q6_k_value(__global const uchar *blk, const uint i) {
+    const uint n = i / 128, k = (i % 128) / 32, l = i % 32;
+    const uint b = blk[64 * n + l + 32 * (k & 1)];
+    const uint lo = k < 2 ? (b & 15u) : (b >> 4);
+    const uint hi = (blk[128 + 32 * n + l] >> (2 * k)) & 3u;
+    return (int)(lo | (hi << 4)) - 32;
+}
+inline float q6_k_elem(__global const uchar *blk, const uint i) {
+    const float d = vload_half(104, (__global const half *)blk); // byte 208
+    const float sc = (float)((__global const char *)blk)[192 + i / 16];
+    return d * sc * (float)q6_k_value(blk, i);
+}
