@@ -38,6 +38,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
+/// The tests of this file run one at a time: the counter sees every thread's
+/// allocations, so a test loading a model beside another's counted steps would be
+/// charged for them.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn counted<T>(f: impl FnOnce() -> T) -> (T, usize) {
     COUNT.store(0, Ordering::SeqCst);
     ON.store(true, Ordering::SeqCst);
@@ -48,6 +53,7 @@ fn counted<T>(f: impl FnOnce() -> T) -> (T, usize) {
 
 #[test]
 fn prefill_and_decode_allocate_nothing() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../oracle/models/tiny-untied");
     let cases = [DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::F16, DType::F32]
         .into_iter()
@@ -90,6 +96,7 @@ fn prefill_and_decode_allocate_nothing() {
 /// the cache's preallocated host copy) before it runs.
 #[test]
 fn decode_with_eviction_allocates_nothing() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     use antigravity_core::kv_evict::{EvictConfig, KvPolicy};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../oracle/models/tiny-untied");
     let policies = [KvPolicy::Window, KvPolicy::Sinks, KvPolicy::Shift, KvPolicy::H2o, KvPolicy::Tova];
