@@ -552,7 +552,12 @@ const ROWS: &[Row] = &[
     Row {
         op: Op::AttentionMass,
         dtypes: F32,
-        shapes: &[&[9, 3, 64, 1, 99, 128], &[9, 3, 64, 5, 40, 64], &[32, 8, 64, 1, 700, 701], &[4, 2, 32, 64, 0, 64]],
+        shapes: &[
+            &[9, 3, 64, 1, 99, 128],
+            &[9, 3, 64, 5, 40, 64],
+            &[32, 8, 64, 1, 700, 701],
+            &[4, 2, 32, 64, 0, 64],
+        ],
         vs_scalar: [ATTN_F32, ATTN_MASS],
         vs_f64: Some([ATTN_F32, ATTN_F32]),
     },
@@ -622,7 +627,11 @@ const ROPE_SHAPES: &[&[usize]] = &[
 
 /// Eviction cases: a sink-style drop of one row, a large drop mid-cache, a drop at the
 /// start (window) from keys at high positions (where the angle's f32 rounding shows).
-const EVICT_SHAPES: &[&[usize]] = &[&[40, 3, 64, 4, 1, 0], &[300, 3, 64, 4, 150, 0], &[64, 8, 64, 0, 32, 4000]];
+const EVICT_SHAPES: &[&[usize]] = &[
+    &[40, 3, 64, 4, 1, 0],
+    &[300, 3, 64, 4, 150, 0],
+    &[64, 8, 64, 0, 32, 4000],
+];
 const EVICT_F64: Limit = nmse(
     1e-7,
     "two rotations (at p, then by -count), each angle formed in f32: at p ≤ 4064 its rounding \
@@ -1060,7 +1069,13 @@ fn exec<B: Backend>(b: &mut B, op: Op, inp: &Inputs) -> antigravity_core::Result
             let mut x = TensorMut::new(&mut buf, 0, inp.dtype, shape);
             ops::rope(b, x.reborrow(), fr.r(), pos0, style)?;
             let moved = n_rows - start - count;
-            ops::move_rows(b, x.reborrow().reshape(Shape::d2(n_rows, row)), start + count, start, moved)?;
+            ops::move_rows(
+                b,
+                x.reborrow().reshape(Shape::d2(n_rows, row)),
+                start + count,
+                start,
+                moved,
+            )?;
             let k_moved = x.rows_mut(start, moved, row).reshape(Shape::d3(moved, heads, hd));
             ops::rope_shift(b, k_moved, fr.r(), -(count as i32), style)?;
             let mut all = cache_read(b, inp.dtype, &buf, n_rows * row);
@@ -1194,7 +1209,10 @@ fn cache_read<B: Backend>(b: &B, dtype: DType, buf: &B::Buffer, n: usize) -> Vec
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
             .collect(),
-        _ => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        _ => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
     }
 }
 

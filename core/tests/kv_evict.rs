@@ -49,7 +49,10 @@ fn layer0<B: Backend>(m: &Llama<B>, n: usize) -> (Vec<f32>, Vec<f32>) {
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
-            _ => bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+            _ => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
         }
     };
     (read(k), read(v))
@@ -72,7 +75,13 @@ fn rel_err(a: &[f32], b: &[f32], row: usize, pairs: &[(usize, usize)]) -> f64 {
 /// run. `tol`: the cache dtype's rounding (see the callers).
 fn layer0_matches<B: Backend>(name: &str, make: &dyn Fn() -> B, kv_type: DType, tol: f64) {
     let tokens: Vec<u32> = (0..50u32).map(|i| (i * 37 + 11) % 250).collect();
-    for policy in [KvPolicy::Window, KvPolicy::Sinks, KvPolicy::Shift, KvPolicy::H2o, KvPolicy::Tova] {
+    for policy in [
+        KvPolicy::Window,
+        KvPolicy::Sinks,
+        KvPolicy::Shift,
+        KvPolicy::H2o,
+        KvPolicy::Tova,
+    ] {
         let cfg = EvictConfig {
             policy,
             sinks: 4,
@@ -92,7 +101,13 @@ fn layer0_matches<B: Backend>(name: &str, make: &dyn Fn() -> B, kv_type: DType, 
             // The kept tokens: the protected prefix, then the most recent, at 0..len.
             let pre = cfg.protected_prefix();
             let kept: Vec<u32> = (0..len)
-                .map(|s| if s < pre { tokens[s] } else { tokens[tokens.len() - (len - s)] })
+                .map(|s| {
+                    if s < pre {
+                        tokens[s]
+                    } else {
+                        tokens[tokens.len() - (len - s)]
+                    }
+                })
                 .collect();
             assert_eq!(m.kv.positions(), (0..len as u32).collect::<Vec<_>>().as_slice());
             fresh.forward(&kept).unwrap();
@@ -100,7 +115,11 @@ fn layer0_matches<B: Backend>(name: &str, make: &dyn Fn() -> B, kv_type: DType, 
         } else {
             // Original positions: slot s holds token positions[s].
             fresh.forward(&tokens).unwrap();
-            m.kv.positions().iter().enumerate().map(|(s, &p)| (s, p as usize)).collect()
+            m.kv.positions()
+                .iter()
+                .enumerate()
+                .map(|(s, &p)| (s, p as usize))
+                .collect()
         };
         let (kb, vb) = layer0(&fresh, fresh.kv.len());
         let (ek, ev) = (rel_err(&ka, &kb, row, &pairs), rel_err(&va, &vb, row, &pairs));
@@ -109,7 +128,10 @@ fn layer0_matches<B: Backend>(name: &str, make: &dyn Fn() -> B, kv_type: DType, 
             policy.name(),
             m.kv.evicted()
         );
-        assert!(ek <= tol && ev <= tol, "{name} {policy:?} {kv_type}: K {ek:.2e}, V {ev:.2e} > {tol:.0e}");
+        assert!(
+            ek <= tol && ev <= tol,
+            "{name} {policy:?} {kv_type}: K {ek:.2e}, V {ev:.2e} > {tol:.0e}"
+        );
     }
 }
 
@@ -148,7 +170,10 @@ fn smollm2() -> Option<PathBuf> {
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIP: SmolLM2 GGUF not found at {} (set ANTIGRAVITY_SMOLLM2_GGUF)", p.display());
+        eprintln!(
+            "SKIP: SmolLM2 GGUF not found at {} (set ANTIGRAVITY_SMOLLM2_GGUF)",
+            p.display()
+        );
         None
     }
 }
@@ -178,7 +203,9 @@ fn stream_ppl<B: Backend>(m: &mut Llama<B>, tokens: &[u32], undo: bool) -> f64 {
                     break;
                 }
                 let (mut k, _) = m.kv.layer_mut(l);
-                let moved = k.rows_mut(from, len - from, n_kv * hd).reshape(Shape::d3(len - from, n_kv, hd));
+                let moved = k
+                    .rows_mut(from, len - from, n_kv * hd)
+                    .reshape(Shape::d3(len - from, n_kv, hd));
                 ops::rope_shift(&mut m.backend, moved, inv_freq, dropped, style).unwrap();
             }
         }
@@ -232,6 +259,9 @@ fn streaming_sinks_perplexity_stays_near_the_full_cache() {
     // instead of ≤ 400: ~1.3×), re-rotation undone 121. The bound leaves room for kernel changes, not for a cache
     // whose keys sit at wrong angles.
     assert!(evicting < 2.0 * full, "sinks@64 {evicting:.2} vs full {full:.2}");
-    assert!(broken > 3.0 * evicting, "the broken cache must fail the bound: {broken:.2}");
+    assert!(
+        broken > 3.0 * evicting,
+        "the broken cache must fail the bound: {broken:.2}"
+    );
     assert!(broken > 2.0 * full);
 }

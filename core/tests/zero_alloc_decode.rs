@@ -99,7 +99,13 @@ fn decode_with_eviction_allocates_nothing() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     use antigravity_core::kv_evict::{EvictConfig, KvPolicy};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../oracle/models/tiny-untied");
-    let policies = [KvPolicy::Window, KvPolicy::Sinks, KvPolicy::Shift, KvPolicy::H2o, KvPolicy::Tova];
+    let policies = [
+        KvPolicy::Window,
+        KvPolicy::Sinks,
+        KvPolicy::Shift,
+        KvPolicy::H2o,
+        KvPolicy::Tova,
+    ];
     for (policy, kv_type) in policies.into_iter().flat_map(|p| [(p, DType::F16), (p, DType::F32)]) {
         let be = CpuBackend::new();
         let (cfg, w) = model::hf::load(&dir, &be, DType::Q4_0).unwrap();
@@ -129,6 +135,9 @@ fn decode_with_eviction_allocates_nothing() {
         });
         r.unwrap();
         assert!(m.kv.evicted() >= evicted + 40, "{policy:?}: the steps must evict");
-        assert_eq!(n, 0, "{policy:?}, {kv_type} cache: 61 evicting steps allocated {n} times");
+        assert_eq!(
+            n, 0,
+            "{policy:?}, {kv_type} cache: 61 evicting steps allocated {n} times"
+        );
     }
 }
