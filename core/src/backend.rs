@@ -340,6 +340,36 @@ pub trait Backend {
     /// `dst += src` (the residual add).
     fn add(&mut self, dst: TensorMut<'_, Self>, src: TensorRef<'_, Self>) -> Result<()>;
 
+    // --- KV-cache maintenance (eviction policies, `kv_cache`) --------------------------
+    /// [`Backend::attention`], and also `mass[s] += Σ_t Σ_h w(t, h, s)` for every slot
+    /// `s` a query saw, where `w(t, h, ·)` is query head `h` of token `t`'s softmax over
+    /// the slots (`mass`: f32 `[capacity]`, accumulated, never cleared here): the
+    /// per-slot attention the score-based policies (H2O, TOVA) rank slots by.
+    fn attention_mass(
+        &mut self,
+        q: TensorRef<'_, Self>,
+        k: TensorRef<'_, Self>,
+        v: TensorRef<'_, Self>,
+        p: AttnParams,
+        out: TensorMut<'_, Self>,
+        mass: TensorMut<'_, Self>,
+    ) -> Result<()>;
+    /// Compaction: moves rows `src..src + n` of `x` (`[rows, row_len]`, f32 or a cache
+    /// dtype) to rows `dst..dst + n`, `dst <= src`; the ranges may overlap (memmove).
+    /// Rows outside `dst..dst + n` keep their bytes.
+    fn move_rows(&mut self, x: TensorMut<'_, Self>, src: usize, dst: usize, n: usize) -> Result<()>;
+    /// Re-rotation: turns every head of `x` (`[n_rows, n_heads, head_dim]`, f32 or a
+    /// cache dtype: each row decoded, rotated in f32, encoded again) by `delta`
+    /// positions, so a key stored with RoPE at position `p` ends as if rotated at
+    /// `p + delta` (rotations compose: R(p + d) = R(d)·R(p)).
+    fn rope_shift(
+        &mut self,
+        x: TensorMut<'_, Self>,
+        inv_freq: TensorRef<'_, Self>,
+        delta: i32,
+        style: RopeStyle,
+    ) -> Result<()>;
+
     // --- fused ops (defaults compose the ops above; a GPU backend overrides them to
     // save kernel launches). Same results as the composition, up to f32 rounding. ------
     /// `y += x · wᵀ` — a projection with the residual add folded in. `tmp` is scratch of
@@ -426,7 +456,7 @@ pub trait Backend {
         p: BlockParams,
         s: BlockScratch<'_, Self>,
     ) -> Result<()> {
-        crate::model::llama::llama_block(self, x, w, kv, inv_freq, p, s, &mut |_, _, _| {})
+        crate::model::llama::llama_block(self, x, w, kv, inv_freq, p, s, &mut |_, _, _| {}, None)
     }
     /// Layers `0..n_layer` in order, each a [`Backend::llama_block`] on `x`; `layer`
     /// lends each layer's views. The default calls `llama_block` per layer; a GPU

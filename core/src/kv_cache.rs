@@ -3,23 +3,36 @@
 //! Layout, per layer: `k` and `v` are each one backend buffer of
 //! `(capacity, n_kv_head, head_dim)` elements of the cache dtype (f32, or f16 where the
 //! backend reads it: `--kv-type f16`) — one *slot* per cached token. Keys are stored
-//! already rotated (RoPE applied at the token's absolute position), so attention reads
-//! slots without knowing positions.
+//! already rotated (RoPE applied at the token's position), so attention reads slots
+//! without knowing positions.
 //!
-//! Designed for what comes later:
-//! * **Eviction policies** (sink + window, heavy hitters, context shift) act on slots:
-//!   `positions[s]` records the absolute position of the token in slot `s`, so a policy
-//!   can compact slots and (for context shift) re-rotate keys by the position delta. The
-//!   cache only tracks `len` and `next_pos`; the policy decides which slots go.
-//! * **A GPU-resident cache**: the buffers are `B::Buffer`s of whatever backend owns
-//!   them; with `BufferKind::Shared` both a CPU and a GPU backend can read one cache,
-//!   which is what CPU⇄GPU hybrid switching needs.
+//! `positions[s]` is the RoPE position of the token in slot `s` and `next_pos` the one
+//! the next token gets. Without eviction they are the tokens' places in the text. With an
+//! eviction policy ([`crate::kv_evict`], set by [`KvCache::set_policy`]),
+//! [`KvCache::prepare`] makes room before each forward chunk, on the backend that holds
+//! the cache (a GPU's cache never comes back to the host):
+//! * **contiguous drops** (window, sinks, shift): slots `start..start + count` go, the
+//!   slots after them move down (`ops::move_rows`, K and V of every layer) and their
+//!   keys turn by `-count` positions (`ops::rope_shift`), so positions stay `0..len`
+//!   (in-cache positions, StreamingLLM's rule);
+//! * **score-based** (h2o, tova): the attention op adds each slot's attention mass into
+//!   `mass` (`[capacity]` f32 on the backend, `ops::attention_mass`); the host reads it
+//!   back, picks the lowest-mass evictable slot, and the last slot moves into its hole
+//!   (one row per buffer; original positions, nothing re-rotated; the mass moves along).
+//!
+//! Slot order only matters within a forward chunk (the causal mask): new tokens always
+//! go to the end, so moving old slots around is invisible to attention.
+//!
+//! With `BufferKind::Shared` both a CPU and a GPU backend can read one cache, which is
+//! what CPU⇄GPU hybrid switching needs.
 
 use alloc::vec::Vec;
 
-use crate::backend::{Backend, BufferKind};
+use crate::backend::{Backend, BufferKind, RopeStyle};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::kv_evict::{EvictConfig, KvPolicy};
+use crate::ops;
 use crate::tensor::{Shape, TensorMut, TensorRef};
 
 /// One layer's keys and values.
@@ -38,8 +51,20 @@ pub struct KvCache<B: Backend> {
     dtype: DType,
     /// Slots in use (`0..len`).
     len: usize,
-    /// Absolute position of the token in each used slot.
+    /// RoPE position of the token in each used slot.
     positions: Vec<u32>,
+    /// RoPE position of the next token.
+    next_pos: usize,
+    /// What to do when the cache is full.
+    evict: EvictConfig,
+    /// Per-slot attention mass, `[capacity]` f32 on the backend (score-based policies).
+    mass: Option<B::Buffer>,
+    /// Host copy of `mass` (read back to choose a slot) and zeros to clear it with;
+    /// `capacity` each, allocated with the policy.
+    host_mass: Vec<f32>,
+    zeros: Vec<f32>,
+    /// Tokens evicted so far.
+    evicted: u64,
 }
 
 impl<B: Backend> KvCache<B> {
@@ -77,7 +102,165 @@ impl<B: Backend> KvCache<B> {
             dtype,
             len: 0,
             positions: Vec::with_capacity(capacity),
+            next_pos: 0,
+            evict: EvictConfig::default(),
+            mass: None,
+            host_mass: Vec::new(),
+            zeros: Vec::new(),
+            evicted: 0,
         })
+    }
+
+    /// Chooses the eviction policy (allocating the mass buffer for the score-based ones).
+    pub fn set_policy(&mut self, backend: &B, cfg: EvictConfig) -> Result<()> {
+        cfg.check(self.capacity)?;
+        if cfg.policy.needs_mass() && self.mass.is_none() {
+            let mut m = backend.alloc(self.capacity * 4, BufferKind::Device)?;
+            self.zeros = alloc::vec![0.0; self.capacity];
+            backend.upload(&mut m, 0, bytemuck::cast_slice(&self.zeros))?;
+            self.mass = Some(m);
+            self.host_mass = alloc::vec![0.0; self.capacity];
+        }
+        self.evict = cfg;
+        Ok(())
+    }
+    /// The eviction policy.
+    pub fn policy(&self) -> EvictConfig {
+        self.evict
+    }
+    /// Tokens evicted so far.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+    /// Most tokens one forward chunk may add: the free slots without a policy, else what
+    /// the policy can make room for.
+    pub fn max_insert(&self) -> usize {
+        match self.evict.policy {
+            KvPolicy::None => self.capacity - self.len,
+            _ => self.evict.max_insert(self.capacity),
+        }
+    }
+    /// Whether the attention op should output per-slot mass (a score-based policy).
+    pub fn wants_mass(&self) -> bool {
+        self.evict.policy.needs_mass() && self.mass.is_some()
+    }
+
+    /// Makes room for `n` new tokens under the policy (nothing when they fit), and clears
+    /// the mass the coming chunk accumulates into (TOVA: all of it, the latest step's
+    /// attention only; H2O: the new slots'). `inv_freq` and `style` are the model's RoPE
+    /// (keys that move to other positions turn by the delta). Allocates nothing.
+    pub fn prepare(&mut self, b: &mut B, n: usize, inv_freq: TensorRef<'_, B>, style: RopeStyle) -> Result<()> {
+        if self.len + n > self.capacity {
+            match self.evict.policy {
+                KvPolicy::None => self.check_room(n)?,
+                _ if n > self.max_insert() => {
+                    return Err(Error::range(
+                        alloc::format!(
+                            "tokens in one forward chunk under --kv-policy {} (lower --batch)",
+                            self.evict.policy.name()
+                        ),
+                        n as u64,
+                        self.max_insert() as u64,
+                    ))
+                }
+                p if p.needs_mass() => self.evict_lowest(b, self.len + n - self.capacity)?,
+                _ => {
+                    if let Some((start, count)) = self.evict.contiguous_drop(self.len, n, self.capacity) {
+                        self.drop_range(b, start, count, inv_freq, style)?;
+                    }
+                }
+            }
+        }
+        if let Some(m) = self.mass.as_mut() {
+            let (from, to) = match self.evict.policy {
+                KvPolicy::Tova => (0, self.len + n),
+                _ => (self.len, self.len + n),
+            };
+            b.upload(m, from * 4, bytemuck::cast_slice(&self.zeros[from..to]))?;
+        }
+        Ok(())
+    }
+
+    /// Drops slots `start..start + count`: the slots after them move down and their keys
+    /// turn by `-count` positions (their positions drop by `count`).
+    pub fn drop_range(
+        &mut self,
+        b: &mut B,
+        start: usize,
+        count: usize,
+        inv_freq: TensorRef<'_, B>,
+        style: RopeStyle,
+    ) -> Result<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        if start.checked_add(count).is_none_or(|e| e > self.len) {
+            return Err(Error::range(
+                alloc::format!("KV cache: last slot dropped + 1 (of {})", self.len),
+                start.saturating_add(count) as u64,
+                self.len as u64,
+            ));
+        }
+        let moved = self.len - start - count;
+        let delta = i32::try_from(count).map_err(|_| Error::invalid("KV cache: drop too large"))?;
+        let (rows, row_len) = (self.capacity, self.n_kv_head * self.head_dim);
+        let heads = Shape::d3(moved, self.n_kv_head, self.head_dim);
+        for l in 0..self.layers.len() {
+            let (mut k, v) = self.layer_mut(l);
+            let (k2, v2) = (
+                k.reborrow().reshape(Shape::d2(rows, row_len)),
+                v.reshape(Shape::d2(rows, row_len)),
+            );
+            ops::move_rows(b, k2, start + count, start, moved)?;
+            ops::move_rows(b, v2, start + count, start, moved)?;
+            let k_moved = k.rows_mut(start, moved, row_len).reshape(heads);
+            ops::rope_shift(b, k_moved, inv_freq, -delta, style)?;
+        }
+        self.positions.copy_within(start + count..self.len, start);
+        for p in &mut self.positions[start..start + moved] {
+            *p -= count as u32;
+        }
+        self.positions.truncate(start + moved);
+        self.len -= count;
+        self.next_pos -= count;
+        self.evicted += count as u64;
+        Ok(())
+    }
+
+    /// Evicts `need` slots of lowest attention mass (H2O: never one of the `capacity / 2`
+    /// most recent tokens), each hole filled by the last slot.
+    fn evict_lowest(&mut self, b: &mut B, need: usize) -> Result<()> {
+        let Some(m) = self.mass.as_ref() else {
+            return Err(Error::invalid("KV cache: a score-based policy without its mass buffer"));
+        };
+        b.download(m, 0, bytemuck::cast_slice_mut(&mut self.host_mass[..self.len]))?;
+        let recent_from = self.next_pos.saturating_sub(self.evict.recent(self.capacity)) as u32;
+        let (rows, row_len) = (self.capacity, self.n_kv_head * self.head_dim);
+        for _ in 0..need {
+            let victim = (0..self.len)
+                .filter(|&s| self.positions[s] < recent_from)
+                .min_by(|&a, &c| self.host_mass[a].total_cmp(&self.host_mass[c]))
+                .ok_or_else(|| Error::invalid("KV cache: no evictable slot left"))?;
+            let last = self.len - 1;
+            if victim != last {
+                for l in 0..self.layers.len() {
+                    let (k, v) = self.layer_mut(l);
+                    ops::move_rows(b, k.reshape(Shape::d2(rows, row_len)), last, victim, 1)?;
+                    ops::move_rows(b, v.reshape(Shape::d2(rows, row_len)), last, victim, 1)?;
+                }
+                let m = self
+                    .mass
+                    .as_mut()
+                    .ok_or_else(|| Error::invalid("KV cache: mass buffer"))?;
+                ops::move_rows(b, TensorMut::new(m, 0, DType::F32, Shape::d2(rows, 1)), last, victim, 1)?;
+                self.host_mass[victim] = self.host_mass[last];
+                self.positions[victim] = self.positions[last];
+            }
+            self.positions.truncate(last);
+            self.len = last;
+            self.evicted += 1;
+        }
+        Ok(())
     }
 
     pub fn capacity(&self) -> usize {
@@ -101,13 +284,13 @@ impl<B: Backend> KvCache<B> {
     pub fn dtype(&self) -> DType {
         self.dtype
     }
-    /// Absolute positions of the used slots.
+    /// RoPE positions of the used slots.
     pub fn positions(&self) -> &[u32] {
         &self.positions
     }
-    /// Absolute position the next token gets.
+    /// RoPE position the next token gets.
     pub fn next_pos(&self) -> usize {
-        self.positions.last().map_or(0, |&p| p as usize + 1)
+        self.next_pos
     }
     fn row_bytes(&self) -> usize {
         self.n_kv_head * self.head_dim * self.dtype.block_bytes()
@@ -135,6 +318,24 @@ impl<B: Backend> KvCache<B> {
         )
     }
 
+    /// [`KvCache::layer_mut`] and the per-slot mass view (`[capacity]` f32) when the
+    /// policy ranks slots by attention.
+    #[allow(clippy::type_complexity)]
+    pub fn layer_mass_mut(&mut self, l: usize) -> (TensorMut<'_, B>, TensorMut<'_, B>, Option<TensorMut<'_, B>>) {
+        let shape = self.shape();
+        let cap = self.capacity;
+        let layer = &mut self.layers[l];
+        let mass = match (self.evict.policy.needs_mass(), self.mass.as_mut()) {
+            (true, Some(m)) => Some(TensorMut::new(m, 0, DType::F32, Shape::d1(cap))),
+            _ => None,
+        };
+        (
+            TensorMut::new(&mut layer.k, 0, self.dtype, shape),
+            TensorMut::new(&mut layer.v, 0, self.dtype, shape),
+            mass,
+        )
+    }
+
     /// Writable views of `n` slots starting at slot `start` in layer `l`, shaped
     /// `[n, n_kv_head * head_dim]` (what the K/V projections write).
     pub fn slots_mut(&mut self, l: usize, start: usize, n: usize) -> (TensorMut<'_, B>, TensorMut<'_, B>) {
@@ -147,11 +348,13 @@ impl<B: Backend> KvCache<B> {
         )
     }
 
-    /// Checks that `n` more tokens fit.
+    /// Checks that `n` more tokens fit without evicting.
     pub fn check_room(&self, n: usize) -> Result<()> {
         if self.len + n > self.capacity {
             return Err(Error::range(
-                alloc::string::String::from("tokens in context (cached + new)"),
+                alloc::string::String::from(
+                    "tokens in context (cached + new) with --kv-policy none (raise --ctx, or let a policy evict: --kv-policy sinks|window|shift|h2o|tova)",
+                ),
                 (self.len + n) as u64,
                 self.capacity as u64,
             ));
@@ -161,17 +364,19 @@ impl<B: Backend> KvCache<B> {
 
     /// Marks `n` slots after `len` as filled, at consecutive positions.
     pub fn commit(&mut self, n: usize) {
-        let p0 = self.next_pos();
+        let p0 = self.next_pos;
         for i in 0..n {
             self.positions.push((p0 + i) as u32);
         }
         self.len += n;
+        self.next_pos += n;
     }
 
     /// Forgets the slots from `len` on (a pass run ahead and not kept); nothing when
     /// `len` is not below the current length.
     pub fn truncate(&mut self, len: usize) {
         if len < self.len {
+            self.next_pos -= self.len - len;
             self.len = len;
             self.positions.truncate(len);
         }
@@ -180,6 +385,7 @@ impl<B: Backend> KvCache<B> {
     /// Forgets everything (the buffers stay allocated).
     pub fn clear(&mut self) {
         self.len = 0;
+        self.next_pos = 0;
         self.positions.clear();
     }
 }

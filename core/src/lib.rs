@@ -36,6 +36,7 @@ pub mod fuzzing;
 #[cfg(feature = "std")]
 pub mod gguf;
 pub mod kv_cache;
+pub mod kv_evict;
 pub mod math;
 pub mod model;
 #[cfg(feature = "opencl")]

@@ -311,6 +311,69 @@ fn check_attention<B: Backend + ?Sized>(
     Ok(())
 }
 
+/// [`Backend::attention_mass`]: attention, plus the per-slot attention mass added into
+/// `mass` (f32 `[capacity]`, the cache's slot count).
+pub fn attention_mass<B: Backend + ?Sized>(
+    b: &mut B,
+    q: TensorRef<'_, B>,
+    k: TensorRef<'_, B>,
+    v: TensorRef<'_, B>,
+    p: AttnParams,
+    out: TensorMut<'_, B>,
+    mass: TensorMut<'_, B>,
+) -> Result<()> {
+    const OP: &str = "attention_mass";
+    check_attention(b, OP, &q, &k, &v, &p, &out)?;
+    chk_mut(b, OP, "mass", &mass)?;
+    want_dtype(OP, "mass", mass.dtype, DType::F32)?;
+    want_shape(OP, "mass", mass.shape, &[k.shape.dims()[0]])?;
+    b.attention_mass(q, k, v, p, out, mass)
+}
+
+/// [`Backend::move_rows`]: rows `src..src + n` of `x` (`[rows, row_len]`) to
+/// `dst..dst + n`, `dst <= src`.
+pub fn move_rows<B: Backend + ?Sized>(b: &mut B, x: TensorMut<'_, B>, src: usize, dst: usize, n: usize) -> Result<()> {
+    const OP: &str = "move_rows";
+    chk_mut(b, OP, "x", &x)?;
+    want_f32_or_kv(b, OP, "x", x.dtype)?;
+    if x.shape.rank() != 2 {
+        return Err(Error::shape(OP, "x", "[rows, row_len]".to_string(), x.shape.describe()));
+    }
+    if dst > src {
+        return Err(Error::invalid(format!(
+            "{OP}: destination row {dst} is past source row {src} (compaction moves rows down)"
+        )));
+    }
+    let rows = x.shape.rows();
+    if src.checked_add(n).is_none_or(|e| e > rows) {
+        return Err(Error::range(
+            format!("{OP}: last source row + 1"),
+            src.saturating_add(n) as u64,
+            rows as u64,
+        ));
+    }
+    if n == 0 || src == dst {
+        return Ok(());
+    }
+    b.move_rows(x, src, dst, n)
+}
+
+/// [`Backend::rope_shift`]: every head of `x` (`[n_rows, n_heads, head_dim]`) turned by
+/// `delta` positions.
+pub fn rope_shift<B: Backend + ?Sized>(
+    b: &mut B,
+    x: TensorMut<'_, B>,
+    inv_freq: TensorRef<'_, B>,
+    delta: i32,
+    style: RopeStyle,
+) -> Result<()> {
+    check_rope(b, "rope_shift", &x, &inv_freq)?;
+    if delta == 0 || x.shape.numel() == 0 {
+        return Ok(());
+    }
+    b.rope_shift(x, inv_freq, delta, style)
+}
+
 /// Row-wise argmax of `x` ([rows, n] f32) into `out` ([rows] f32 holding indices).
 pub fn argmax<B: Backend + ?Sized>(b: &mut B, x: TensorRef<'_, B>, out: TensorMut<'_, B>) -> Result<()> {
     const OP: &str = "argmax";

@@ -78,6 +78,14 @@ enum Op {
     /// `[n_layer, n_past]` on dim 128, 4/2 heads of 32, FFN 256, 96 slots; matrix `m`
     /// of layer `l` has dtype `dtypes[(l + m) % len]`.
     LlamaBlocks,
+    /// `[n_head, n_kv_head, head_dim, n_tok, n_past, capacity]`: attention and the
+    /// per-slot mass added into a (random) starting mass.
+    AttentionMass,
+    /// `[n_rows, heads, head_dim, start, count, pos0]`: eviction of rows
+    /// `start..start + count` from a cache of keys rotated at `pos0 + r` — `rope`, then
+    /// `move_rows` (compaction) and `rope_shift` by `-count` (re-rotation) — against the
+    /// raw keys rotated from scratch at their new positions.
+    EvictShift(RopeStyle),
 }
 
 impl Op {
@@ -102,6 +110,8 @@ impl Op {
             Op::RmsNormMatmul => "rms_norm_matmul",
             Op::LlamaBlock => "llama_block",
             Op::LlamaBlocks => "llama_blocks",
+            Op::AttentionMass => "attention_mass",
+            Op::EvictShift(_) => "move_rows",
         }
     }
     /// What distinguishes rows of the same op.
@@ -111,13 +121,15 @@ impl Op {
             Op::Matmul(Import::Loader) => "loader ",
             Op::Rope(RopeStyle::Adjacent) | Op::RopeQk(RopeStyle::Adjacent) => "adjacent ",
             Op::Rope(RopeStyle::HalfSplit) | Op::RopeQk(RopeStyle::HalfSplit) => "half-split ",
+            Op::EvictShift(RopeStyle::Adjacent) => "+ rope_shift adjacent ",
+            Op::EvictShift(RopeStyle::HalfSplit) => "+ rope_shift half-split ",
             _ => "",
         }
     }
 }
 
 /// Every op of the `Backend` trait (its methods after the memory ones).
-const TRAIT_OPS: [&str; 17] = [
+const TRAIT_OPS: [&str; 20] = [
     "get_rows",
     "get_rows_at",
     "matmul",
@@ -135,6 +147,9 @@ const TRAIT_OPS: [&str; 17] = [
     "rms_norm_matmul",
     "llama_block",
     "llama_blocks",
+    "attention_mass",
+    "move_rows",
+    "rope_shift",
 ];
 
 /// One line of the table: `op` at every dtype × shape, with the limit against the scalar
@@ -189,6 +204,10 @@ const ATTN_F32: Limit = nmse(
     1e-10,
     "online (tiled) vs two-pass softmax: exp arguments, rescaling and sums in another order, \
      each f32-rounded; exp within 3 ulp",
+);
+const ATTN_MASS: Limit = nmse(
+    1e-10,
+    "softmax weights from an online max/sum (exp within 3 ulp), added atomically in any order",
 );
 const EXP_F32: Limit = nmse(1e-11, "elementwise exp within 3 ulp and a few f32 roundings");
 const FUSED_DEVICE: Limit = nmse(
@@ -595,6 +614,46 @@ const ROWS: &[Row] = &[
         ],
         vs_f64: None,
     },
+    Row {
+        op: Op::AttentionMass,
+        dtypes: F32,
+        shapes: &[
+            &[9, 3, 64, 1, 99, 128],
+            &[9, 3, 64, 5, 40, 64],
+            &[32, 8, 64, 1, 700, 701],
+            &[4, 2, 32, 64, 0, 64],
+        ],
+        vs_scalar: [ATTN_F32, ATTN_MASS],
+        vs_f64: Some([ATTN_F32, ATTN_F32]),
+    },
+    Row {
+        op: Op::AttentionMass,
+        dtypes: &[DType::F16],
+        shapes: &[&[9, 3, 64, 1, 99, 128], &[9, 3, 64, 5, 40, 64]],
+        vs_scalar: [ATTN_F32, ATTN_MASS],
+        vs_f64: Some([ATTN_F32, ATTN_F32]),
+    },
+    Row {
+        op: Op::EvictShift(RopeStyle::Adjacent),
+        dtypes: F32,
+        shapes: EVICT_SHAPES,
+        vs_scalar: [SAME, ROPE_ANGLE],
+        vs_f64: Some([EVICT_F64, EVICT_F64]),
+    },
+    Row {
+        op: Op::EvictShift(RopeStyle::HalfSplit),
+        dtypes: F32,
+        shapes: EVICT_SHAPES,
+        vs_scalar: [SAME, ROPE_ANGLE],
+        vs_f64: Some([EVICT_F64, EVICT_F64]),
+    },
+    Row {
+        op: Op::EvictShift(RopeStyle::Adjacent),
+        dtypes: &[DType::F16],
+        shapes: EVICT_SHAPES,
+        vs_scalar: [SAME, ROPE_ANGLE],
+        vs_f64: Some([EVICT_F16, EVICT_F16]),
+    },
 ];
 
 /// `[n_out, n_in, n_tok]` of the plain matmul rows (every weight dtype).
@@ -641,6 +700,24 @@ const ROPE_SHAPES: &[&[usize]] = &[
     &[5, 3, 64, 250, 1], // llama3 frequency scaling
 ];
 
+/// Eviction cases: a sink-style drop of one row, a large drop mid-cache, a drop at the
+/// start (window) from keys at high positions (where the angle's f32 rounding shows).
+const EVICT_SHAPES: &[&[usize]] = &[
+    &[40, 3, 64, 4, 1, 0],
+    &[300, 3, 64, 4, 150, 0],
+    &[64, 8, 64, 0, 32, 4000],
+];
+const EVICT_F64: Limit = nmse(
+    1e-7,
+    "two rotations (at p, then by -count), each angle formed in f32: at p ≤ 4064 its rounding \
+     is ≤ 2.4e-4 rad in the fastest pair (f = 1), far less in the others",
+);
+const EVICT_F16: Limit = nmse(
+    2e-6,
+    "the f16 cache rounds three times (stored, rotated, re-rotated), ≤ 2⁻¹¹ relative each: \
+     NMSE ≈ 3 · 2⁻²²/3 ≈ 2.4e-7, plus the f32 angle (see EVICT_F64)",
+);
+
 const ROPE_QK_SHAPES: &[&[usize]] = &[&[1, 9, 3, 64, 0], &[5, 9, 3, 64, 300], &[2, 32, 8, 64, 2047]];
 
 // --- one test per op: its rows on every target ---------------------------------------------
@@ -668,7 +745,8 @@ fn run_op(pick: impl Fn(Op) -> bool) {
                 }
                 #[cfg(feature = "opencl")]
                 for (name, g) in devices.iter_mut() {
-                    if row.op == Op::Attention && !g.capabilities().kv_dtypes.contains(&dtype) {
+                    let cache_op = matches!(row.op, Op::Attention | Op::AttentionMass | Op::EvictShift(_));
+                    if cache_op && !g.capabilities().kv_dtypes.contains(&dtype) {
                         if si == 0 {
                             eprintln!("note: {name}: no {dtype} KV cache (Capabilities::kv_dtypes): attention/{dtype} not run there");
                         }
@@ -735,7 +813,7 @@ fn case_name(op: Op, dtype: DType, dims: &[usize]) -> String {
             dims[0], dims[1], dims[2], dims[3], dims[4]
         ),
         Op::LlamaBlock | Op::LlamaBlocks => format!("{dims:?}"),
-        Op::Attention => format!("{dtype} cache {dims:?}"),
+        Op::Attention | Op::AttentionMass | Op::EvictShift(_) => format!("{dtype} cache {dims:?}"),
         _ => format!("{dims:?}"),
     }
 }
@@ -808,6 +886,15 @@ fn llama_block() {
 fn llama_blocks() {
     run_op(|o| o == Op::LlamaBlocks);
 }
+#[test]
+fn attention_mass() {
+    run_op(|o| o == Op::AttentionMass);
+}
+/// `move_rows` and `rope_shift` (compaction and re-rotation, one eviction).
+#[test]
+fn move_rows() {
+    run_op(|o| matches!(o, Op::EvictShift(_)));
+}
 
 // --- inputs, the generic runner and the f64 references -------------------------------------
 
@@ -848,7 +935,11 @@ fn inputs(op: Op, dtype: DType, dtypes: &[DType], dims: &[usize], seed: u64) -> 
             acts.push(randn(d[0] * d[1] * d[2], seed, 1.0));
             acts.push(freqs(d[2], d[4] == 1));
         }
-        Op::Attention => {
+        Op::EvictShift(_) => {
+            acts.push(randn(d[0] * d[1] * d[2], seed, 1.0));
+            acts.push(freqs(d[2], false));
+        }
+        Op::Attention | Op::AttentionMass => {
             let (n_head, n_kv, hd, n_tok, cap) = (d[0], d[1], d[2], d[3], d[5]);
             // An f16 cache holds f16 values: K and V are drawn already rounded, so every
             // target and the f64 reference see the same numbers.
@@ -861,6 +952,7 @@ fn inputs(op: Op, dtype: DType, dtypes: &[DType], dims: &[usize], seed: u64) -> 
             acts.push(randn(n_tok * n_head * hd, seed, 1.0));
             acts.push(cache(randn(cap * n_kv * hd, seed + 1, 1.0)));
             acts.push(cache(randn(cap * n_kv * hd, seed + 2, 1.0)));
+            acts.push(randn(cap, seed + 3, 1.0)); // the mass before (AttentionMass)
         }
         Op::Softmax => acts.push(randn(d[0] * d[1], seed, 4.0)),
         Op::Swiglu => {
@@ -1043,6 +1135,43 @@ fn exec<B: Backend>(b: &mut B, op: Op, inp: &Inputs) -> antigravity_core::Result
             ops::rope(b, x.m(), fr.r(), d[3], style)?;
             vec![("x", x.read(b))]
         }
+        Op::EvictShift(style) => {
+            let (n_rows, heads, hd, start, count, pos0) = (d[0], d[1], d[2], d[3], d[4], d[5]);
+            let shape = Shape::d3(n_rows, heads, hd);
+            let mut buf = cache_upload(b, inp.dtype, &a[0]);
+            let fr = f(b, &a[1], Shape::d1(hd / 2));
+            let row = heads * hd;
+            let mut x = TensorMut::new(&mut buf, 0, inp.dtype, shape);
+            ops::rope(b, x.reborrow(), fr.r(), pos0, style)?;
+            let moved = n_rows - start - count;
+            ops::move_rows(
+                b,
+                x.reborrow().reshape(Shape::d2(n_rows, row)),
+                start + count,
+                start,
+                moved,
+            )?;
+            let k_moved = x.rows_mut(start, moved, row).reshape(Shape::d3(moved, heads, hd));
+            ops::rope_shift(b, k_moved, fr.r(), -(count as i32), style)?;
+            let mut all = cache_read(b, inp.dtype, &buf, n_rows * row);
+            all.truncate((n_rows - count) * row);
+            vec![("k", all)]
+        }
+        Op::AttentionMass => {
+            let (n_head, n_kv, hd, n_tok, n_past, cap) = (d[0], d[1], d[2], d[3], d[4], d[5]);
+            let q = f(b, &a[0], Shape::d3(n_tok, n_head, hd));
+            let mut o = Act::zeros(b, Shape::d3(n_tok, n_head, hd));
+            let mut m = f(b, &a[3], Shape::d1(cap));
+            let p = attn_params(n_head, n_kv, hd, n_past);
+            let shape = Shape::d3(cap, n_kv, hd);
+            let (kb, vb) = (cache_upload(b, inp.dtype, &a[1]), cache_upload(b, inp.dtype, &a[2]));
+            let (k, v) = (
+                TensorRef::new(&kb, 0, inp.dtype, shape),
+                TensorRef::new(&vb, 0, inp.dtype, shape),
+            );
+            ops::attention_mass(b, q.r(), k, v, p, o.m(), m.m())?;
+            vec![("out", o.read(b)), ("mass", m.read(b))]
+        }
         Op::Attention => {
             let (n_head, n_kv, hd, n_tok, n_past, cap) = (d[0], d[1], d[2], d[3], d[4], d[5]);
             let q = f(b, &a[0], Shape::d3(n_tok, n_head, hd));
@@ -1135,6 +1264,33 @@ fn exec<B: Backend>(b: &mut B, op: Op, inp: &Inputs) -> antigravity_core::Result
     })
 }
 
+/// A buffer holding `v` in cache dtype `dtype` (f32, or f16 rounded once).
+fn cache_upload<B: Backend>(b: &B, dtype: DType, v: &[f32]) -> B::Buffer {
+    let bytes: Vec<u8> = match dtype {
+        DType::F16 => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+        _ => v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
+    };
+    let mut buf = b.alloc(bytes.len(), BufferKind::Device).unwrap();
+    b.upload(&mut buf, 0, &bytes).unwrap();
+    buf
+}
+
+/// The first `n` values of a cache buffer, widened to f32.
+fn cache_read<B: Backend>(b: &B, dtype: DType, buf: &B::Buffer, n: usize) -> Vec<f32> {
+    let mut bytes = vec![0u8; n * if dtype == DType::F16 { 2 } else { 4 }];
+    b.download(buf, 0, &mut bytes).unwrap();
+    match dtype {
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    }
+}
+
 /// Which entry point runs a block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {
@@ -1166,7 +1322,7 @@ pub fn block<B: Backend>(b: &mut B, inp: &Inputs, entry: Entry) -> antigravity_c
     let (wv, kv) = (block_weights(&w, &norms), BlockKv { k: k.m(), v: v.m() });
     match entry {
         Entry::Op => ops::llama_block(b, x.m(), wv, kv, fr.r(), p, s.views())?,
-        Entry::Composition => composed_block(b, x.m(), wv, kv, fr.r(), p, s.views(), &mut |_, _, _| {})?,
+        Entry::Composition => composed_block(b, x.m(), wv, kv, fr.r(), p, s.views(), &mut |_, _, _| {}, None)?,
         Entry::OpAfterWarmup => unreachable!("the warm-up entry is for `blocks` only: one block has no cached launch"),
     }
     let slot = |c: &Act<B>| c.try_read(b).map(|r| r[n_past * kvd..(n_past + 1) * kvd].to_vec());
@@ -1231,6 +1387,7 @@ pub fn blocks<B: Backend>(b: &mut B, inp: &Inputs, entry: Entry) -> antigravity_
                     pp,
                     s.views(),
                     &mut |_, _, _| {},
+                    None,
                 )?;
             }
             continue;
@@ -1343,6 +1500,19 @@ fn reference(op: Op, inp: &Inputs) -> Vec<Vec<f64>> {
             rope_f64(&a[1], d[0], d[2], d[3], &a[2], d[4], style),
         ],
         Op::Attention => vec![attention_f64(a, d)],
+        Op::AttentionMass => vec![attention_f64(a, d), mass_f64(a, d)],
+        Op::EvictShift(style) => {
+            // From scratch: each kept raw key rotated once, at its position after the drop.
+            let (n_rows, heads, hd, start, count, pos0) = (d[0], d[1], d[2], d[3], d[4], d[5]);
+            let row = heads * hd;
+            (0..n_rows - count)
+                .flat_map(|r| {
+                    let src = if r < start { r } else { r + count };
+                    rope_f64(&a[0][src * row..][..row], 1, heads, hd, &a[1], pos0 + r, style)
+                })
+                .collect::<Vec<f64>>()
+                .pipe(|v| vec![v])
+        }
         Op::Softmax => vec![a[0]
             .chunks(d[1])
             .flat_map(|r| {
@@ -1436,6 +1606,42 @@ fn rope_f64(
         }
     }
     out
+}
+
+/// `Vec` → `f(Vec)` (keeps a long iterator chain readable).
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl<X> Pipe for Vec<X> {}
+
+/// The starting mass plus every query's softmax weight per slot, in f64.
+fn mass_f64(a: &[Vec<f32>], d: &[usize]) -> Vec<f64> {
+    let (n_head, n_kv, hd, n_tok, n_past) = (d[0], d[1], d[2], d[3], d[4]);
+    let (q, k) = (&a[0], &a[1]);
+    let scale = (1.0 / (hd as f32).sqrt()) as f64;
+    let mut mass = wide(&a[3]);
+    for t in 0..n_tok {
+        for h in 0..n_head {
+            let kvh = h / (n_head / n_kv);
+            let ctx = n_past + t + 1;
+            let sc: Vec<f64> = (0..ctx)
+                .map(|s| {
+                    (0..hd)
+                        .map(|i| q[(t * n_head + h) * hd + i] as f64 * k[(s * n_kv + kvh) * hd + i] as f64)
+                        .sum::<f64>()
+                        * scale
+                })
+                .collect();
+            let m = sc.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = sc.iter().map(|s| (s - m).exp()).sum();
+            for (s, x) in sc.iter().enumerate() {
+                mass[s] += (x - m).exp() / z;
+            }
+        }
+    }
+    mass
 }
 
 /// Causal GQA attention in f64: query head h reads KV head h / (n_head / n_kv).
@@ -1571,7 +1777,8 @@ fn op_layer_rejects_bad_shapes_and_bounds() {
 fn every_op_has_a_row() {
     for op in TRAIT_OPS {
         assert!(
-            ROWS.iter().any(|r| r.op.name() == op),
+            ROWS.iter()
+                .any(|r| r.op.name() == op || (op == "rope_shift" && matches!(r.op, Op::EvictShift(_)))),
             "the trait op {op} has no row in ROWS"
         );
     }

@@ -38,6 +38,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
+/// The tests of this file run one at a time: the counter sees every thread's
+/// allocations, so a test loading a model beside another's counted steps would be
+/// charged for them.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn counted<T>(f: impl FnOnce() -> T) -> (T, usize) {
     COUNT.store(0, Ordering::SeqCst);
     ON.store(true, Ordering::SeqCst);
@@ -48,6 +53,7 @@ fn counted<T>(f: impl FnOnce() -> T) -> (T, usize) {
 
 #[test]
 fn prefill_and_decode_allocate_nothing() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../oracle/models/tiny-untied");
     let cases = [DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::F16, DType::F32]
         .into_iter()
@@ -82,5 +88,56 @@ fn prefill_and_decode_allocate_nothing() {
         });
         r.unwrap();
         assert_eq!(n, 0, "{wtype}, {kv_type} cache: 50 decode steps allocated {n} times");
+    }
+}
+
+/// Decoding through a full cache under every eviction policy allocates nothing either:
+/// each step evicts (compaction, re-rotation, the score policies' mass read back into
+/// the cache's preallocated host copy) before it runs.
+#[test]
+fn decode_with_eviction_allocates_nothing() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    use antigravity_core::kv_evict::{EvictConfig, KvPolicy};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../oracle/models/tiny-untied");
+    let policies = [
+        KvPolicy::Window,
+        KvPolicy::Sinks,
+        KvPolicy::Shift,
+        KvPolicy::H2o,
+        KvPolicy::Tova,
+    ];
+    for (policy, kv_type) in policies.into_iter().flat_map(|p| [(p, DType::F16), (p, DType::F32)]) {
+        let be = CpuBackend::new();
+        let (cfg, w) = model::hf::load(&dir, &be, DType::Q4_0).unwrap();
+        let opts = RunOptions {
+            ctx: 32,
+            max_batch: 8,
+            all_logits: false,
+            kv_type: Some(kv_type),
+        };
+        let mut m = Llama::new(cfg, w, be, opts).unwrap();
+        m.set_kv_policy(EvictConfig {
+            policy,
+            sinks: 4,
+            keep: 2,
+        })
+        .unwrap();
+        // Warm-up: fill the cache and evict once.
+        let prompt: Vec<u32> = (0..40).map(|i| (i * 7 % 300) as u32).collect();
+        m.forward(&prompt).unwrap();
+        m.forward(&[4]).unwrap();
+        let evicted = m.kv.evicted();
+        let (r, n) = counted(|| {
+            for t in 0..60u32 {
+                m.forward(&[t % 300])?;
+            }
+            m.forward(&prompt[..8]).map(|_| ())
+        });
+        r.unwrap();
+        assert!(m.kv.evicted() >= evicted + 40, "{policy:?}: the steps must evict");
+        assert_eq!(
+            n, 0,
+            "{policy:?}, {kv_type} cache: 61 evicting steps allocated {n} times"
+        );
     }
 }

@@ -12,6 +12,7 @@ use antigravity_core::chat::ChatTemplate;
 use antigravity_core::cpu::{CpuBackend, Isa};
 use antigravity_core::dtype::DType;
 use antigravity_core::gguf::GgufFile;
+use antigravity_core::kv_evict::{EvictConfig, KvPolicy};
 use antigravity_core::model::{self, Llama, RunOptions};
 use antigravity_core::opencl::{OpenClBackend, OpenClOptions};
 use antigravity_core::tokenizer::Tokenizer;
@@ -70,6 +71,41 @@ impl KvTypeArg {
             KvTypeArg::F16 => Some(DType::F16),
         }
     }
+}
+
+/// What a full KV cache gives up (`generate`, `perplexity --stream`); the budget is
+/// `--ctx`. See core's `kv_evict` and docs/kv-cache.md.
+#[derive(Args, Debug, Clone)]
+pub struct KvPolicyArgs {
+    /// Eviction policy when the cache is full: none (an error), window (recent tokens),
+    /// sinks (the first --kv-sinks + recent: StreamingLLM), shift (keep --kv-keep, drop
+    /// half the rest: llama.cpp's context shift), h2o (recent half + heavy hitters by
+    /// accumulated attention), tova (largest attention of the latest step).
+    #[arg(long, default_value = "none", value_parser = parse_policy)]
+    pub kv_policy: KvPolicy,
+    /// Attention sinks the `sinks` policy keeps at the start of the cache.
+    #[arg(long, default_value_t = 4, value_parser = non_negative, allow_negative_numbers = true)]
+    pub kv_sinks: usize,
+    /// Tokens the `shift` policy keeps at the start of the cache (llama.cpp's --keep).
+    #[arg(long, default_value_t = 0, value_parser = non_negative, allow_negative_numbers = true)]
+    pub kv_keep: usize,
+}
+
+impl KvPolicyArgs {
+    pub fn config(&self) -> EvictConfig {
+        EvictConfig {
+            policy: self.kv_policy,
+            sinks: self.kv_sinks,
+            keep: self.kv_keep,
+        }
+    }
+}
+
+fn parse_policy(s: &str) -> Result<KvPolicy, String> {
+    KvPolicy::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = KvPolicy::ALL.iter().map(|p| p.name()).collect();
+        format!("`{s}` is not one of {}", names.join(", "))
+    })
 }
 
 fn parse_weights(s: &str) -> Result<DType, String> {

@@ -12,12 +12,14 @@ use antigravity_core::model::RunOptions;
 use antigravity_core::sampling::{Sampler, SamplerConfig};
 use antigravity_core::tokenizer::{StreamDecoder, Tokenizer};
 
-use crate::common::{at_least_one, non_negative, prompt_ids, Job, ModelArgs, Prompt, Session};
+use crate::common::{at_least_one, non_negative, prompt_ids, Job, KvPolicyArgs, ModelArgs, Prompt, Session};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub policy: KvPolicyArgs,
     /// Prompt text.
     #[arg(long, conflicts_with = "prompt_ids")]
     pub prompt: Option<String>,
@@ -70,7 +72,8 @@ pub enum StopReason {
     Eos,
     /// `--max-tokens` tokens were generated.
     MaxTokens,
-    /// The KV cache is full: the next token has no slot (raise `--ctx`).
+    /// The KV cache is full: the next token has no slot (raise `--ctx`, or evict:
+    /// `--kv-policy`).
     ContextFull,
 }
 
@@ -109,7 +112,8 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
                 crate::common::BackendArg::Cpu => 128,
                 crate::common::BackendArg::Opencl => 512,
             })
-            .min(a.model.ctx),
+            .min(a.model.ctx)
+            .min(a.policy.config().max_insert(a.model.ctx).max(1)),
         all_logits: false,
         kv_type: a.model.kv_type.dtype(),
     };
@@ -142,7 +146,10 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
         bail!("the prompt has no tokens");
     }
     let ctx = s.model.kv.capacity();
-    if ids.len() >= ctx {
+    let cfg = a.policy.config();
+    s.model.set_kv_policy(cfg)?;
+    let evicting = cfg.policy != antigravity_core::kv_evict::KvPolicy::None;
+    if !evicting && ids.len() >= ctx {
         bail!(
             "the prompt has {} tokens but the context holds {ctx} (raise --ctx)",
             ids.len()
@@ -154,7 +161,7 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
         Some(t) => t.eos_ids().to_vec(),
         None => s.model.cfg.eos.into_iter().collect(),
     };
-    let mut history: Vec<u32> = Vec::with_capacity(ctx);
+    let mut history: Vec<u32> = Vec::with_capacity(ids.len() + a.max_tokens);
     history.extend_from_slice(&ids);
     let mut logits = vec![0f32; vocab];
     let mut text_out = TextOut {
@@ -183,7 +190,7 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
     let td = Instant::now();
     // The last token needs no cache slot (nothing runs on it), so a context of `ctx`
     // holds the prompt and `ctx - prompt + 1` generated tokens.
-    let room = ctx - ids.len() + 1;
+    let room = if evicting { usize::MAX } else { ctx - ids.len() + 1 };
     let budget = a.max_tokens.min(room);
     let tokenizer = s.tokenizer.as_ref();
     let mut saw_eos = false;
@@ -259,6 +266,8 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
             "kv_cache_bytes": s.model.kv.bytes(),
             "kv_type": s.model.kv.dtype().name(),
             "kv_bytes_per_token": s.model.kv.bytes_per_token(),
+            "kv_policy": cfg.policy.name(),
+            "kv_evicted": s.model.kv.evicted(),
             "copied_bytes_load": s.copied_load.to_device + s.copied_load.to_host,
             "copied_bytes_per_token": per_token,
             "argmax_on_device": on_device,
@@ -280,7 +289,7 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
     }
     if stop == StopReason::ContextFull {
         eprintln!(
-            "stopped: context full after {} generated tokens (--ctx {ctx}, prompt {} tokens); raise --ctx for longer output",
+            "stopped: context full after {} generated tokens (--ctx {ctx}, prompt {} tokens); raise --ctx, or let a policy evict (--kv-policy sinks|window|shift|h2o|tova)",
             generated.len(),
             ids.len()
         );

@@ -13,6 +13,7 @@ mod generate;
 mod logits;
 mod oracle;
 mod output;
+mod perplexity;
 mod quantize;
 mod report;
 mod synth;
@@ -42,6 +43,9 @@ enum Cmd {
     Report(report::ReportArgs),
     /// Generate text from a prompt.
     Generate(generate::GenerateArgs),
+    /// Perplexity of a text: llama-perplexity's chunked method, or streamed through an
+    /// eviction policy (--stream --kv-policy P).
+    Perplexity(perplexity::PerplexityArgs),
     /// Write the logits of every prompt position to a safetensors file.
     Logits(logits::LogitsArgs),
     /// Print the token ids of a prompt.
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Cmd::Report(a) => report::run(a).map_err(anyhow::Error::from),
         Cmd::Generate(a) => generate::run(a, t0),
         Cmd::Logits(a) => logits::run(a, t0),
+        Cmd::Perplexity(a) => perplexity::run(a, t0),
         Cmd::Tokenize(a) => tokenize::run(a, t0),
         Cmd::Quantize(a) => quantize::run(a),
         Cmd::Oracle(a) => oracle::run(a),

@@ -54,6 +54,9 @@ pub const GET_ROWS: &str = include_str!("../cl/get_rows.cl");
 /// `attention_f32`: causal GQA over the KV cache, online softmax (decode, small batches);
 /// `attention_prefill_f32`: the same with K/V tiles shared by 32 query rows (prefill).
 pub const ATTENTION: &str = include_str!("../cl/attention.cl");
+/// `move_rows_u16` (compaction), `rope_shift_f32` (re-rotation) and `attention_mass_f32`
+/// (per-slot attention mass): the KV cache's eviction ops.
+pub const KV_CACHE: &str = include_str!("../cl/kv_cache.cl");
 /// `mul_mv_q4_0_f32`.
 pub const MUL_MV_Q4_0_F32: &str = include_str!("../cl/mul_mv_q4_0_f32.cl");
 /// `mul_mv_q4_1_f32`.
@@ -111,6 +114,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("rope.cl", ROPE),
     ("get_rows.cl", GET_ROWS),
     ("attention.cl", ATTENTION),
+    ("kv_cache.cl", KV_CACHE),
     ("mul_mv_q4_0_f32.cl", MUL_MV_Q4_0_F32),
     ("mul_mv_q4_1_f32.cl", MUL_MV_Q4_1_F32),
     ("mul_mv_q8_0_f32.cl", MUL_MV_Q8_0_F32),

@@ -744,9 +744,73 @@ impl CpuBackend {
     }
 }
 
+impl CpuBackend {
+    /// [`Backend::attention`] and [`Backend::attention_mass`] (with `mass`).
+    fn attention_with(
+        &mut self,
+        q: TensorRef<'_, Self>,
+        k: TensorRef<'_, Self>,
+        v: TensorRef<'_, Self>,
+        p: AttnParams,
+        out: TensorMut<'_, Self>,
+        mass: Option<&mut [f32]>,
+    ) -> Result<()> {
+        let n_tok = q.shape.dims()[0];
+        let ctx = p.n_past + n_tok;
+        if self.scores.len() < ctx {
+            return Err(Error::invalid(
+                "attention: scratch not reserved for this context (call reserve)",
+            ));
+        }
+        let qs = f32s(view(&q));
+        let os = f32s_mut(view_mut(out)?);
+        let kern = self.k;
+        match k.dtype {
+            DType::F16 => {
+                let (ks, vs): (&[f16], &[f16]) = (bytemuck::cast_slice(view(&k)), bytemuck::cast_slice(view(&v)));
+                attention_on(
+                    &mut self.pool,
+                    &mut self.scores,
+                    qs,
+                    ks,
+                    vs,
+                    os,
+                    p,
+                    n_tok,
+                    kern.attn_scores_f16,
+                    kern.attn_values_f16,
+                    kern.softmax_f32,
+                    mass,
+                );
+            }
+            _ => {
+                let (ks, vs) = (f32s(view(&k)), f32s(view(&v)));
+                attention_on(
+                    &mut self.pool,
+                    &mut self.scores,
+                    qs,
+                    ks,
+                    vs,
+                    os,
+                    p,
+                    n_tok,
+                    kern.attn_scores,
+                    kern.attn_values,
+                    kern.softmax_f32,
+                    mass,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Attention over a cache of `T` (f32 or f16): one pool task per query head (its column
 /// tile of `out`, `[n_tok, n_head * hd]`, and its own row of `scores`), or the serial
-/// reference when `scores` was reserved without `n_head`.
+/// reference when `scores` was reserved without `n_head`. With `mass` each head's task
+/// also sums its softmax weights per slot in the second half of its scratch row
+/// (`2 · ctx` floats a task), and the heads' sums are added into `mass` afterwards, in
+/// head order (no two tasks write one float).
 #[allow(clippy::too_many_arguments)]
 fn attention_on<T: scalar::KvScalar>(
     pool: &mut ThreadPool,
@@ -760,10 +824,26 @@ fn attention_on<T: scalar::KvScalar>(
     scores_fn: scalar::ScoresFn<T>,
     values_fn: scalar::ValuesFn<T>,
     softmax_fn: fn(&mut [f32]),
+    mass: Option<&mut [f32]>,
 ) {
     let ctx = p.n_past + n_tok;
-    if scores.len() < ctx * p.n_head {
-        scalar::attention(qs, ks, vs, os, scores, p, n_tok, scores_fn, values_fn);
+    let per_task = if mass.is_some() { 2 * ctx } else { ctx };
+    if scores.len() < per_task * p.n_head {
+        match mass {
+            None => scalar::attention(qs, ks, vs, os, scores, p, n_tok, scores_fn, values_fn),
+            Some(m) => {
+                let hd = p.head_dim;
+                for t in 0..n_tok {
+                    for h in 0..p.n_head {
+                        let oh = &mut os[(t * p.n_head + h) * hd..][..hd];
+                        scalar::attend_one(qs, ks, vs, p, t, h, scores, oh, scores_fn, values_fn, softmax_fn);
+                        for (m, &w) in m.iter_mut().zip(&scores[..p.n_past + t + 1]) {
+                            *m += w;
+                        }
+                    }
+                }
+            }
+        }
         return;
     }
     let grid = Grid {
@@ -772,12 +852,58 @@ fn attention_on<T: scalar::KvScalar>(
         row_tile: n_tok.max(1),
         col_tile: p.head_dim.max(1),
     };
-    pool.run_tiles(os, grid, scores, ctx, &|mut tile, sc| {
+    let with_mass = mass.is_some();
+    pool.run_tiles(os, grid, scores, per_task, &|mut tile, sc| {
         let h = tile.cols().start / p.head_dim;
+        let (sc, acc) = sc.split_at_mut(ctx);
+        acc.fill(0.0);
         for t in tile.rows() {
             scalar::attend_one(qs, ks, vs, p, t, h, sc, tile.row(t), scores_fn, values_fn, softmax_fn);
+            if with_mass {
+                for (a, &w) in acc.iter_mut().zip(&sc[..p.n_past + t + 1]) {
+                    *a += w;
+                }
+            }
         }
     });
+    if let Some(m) = mass {
+        for h in 0..p.n_head {
+            let acc = &scores[h * per_task + ctx..][..ctx];
+            for (m, &a) in m.iter_mut().zip(acc) {
+                *m += a;
+            }
+        }
+    }
+}
+
+/// Decodes one row of a cache dtype into f32 — with [`encode_kv_row`], the row codec the
+/// cache-maintenance ops share (`rope_shift` decodes, rotates, encodes); a new cache
+/// dtype adds its arm to both.
+fn decode_kv_row(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<()> {
+    match dtype {
+        DType::F32 => dst.copy_from_slice(bytemuck::cast_slice(src)),
+        DType::F16 => {
+            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = f16::from_le_bytes([c[0], c[1]]).to_f32();
+            }
+        }
+        other => return Err(Error::dtype("rope_shift", "x", other)),
+    }
+    Ok(())
+}
+
+/// Encodes one f32 row into a cache dtype (see [`decode_kv_row`]).
+fn encode_kv_row(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<()> {
+    match dtype {
+        DType::F32 => dst.copy_from_slice(bytemuck::cast_slice(src)),
+        DType::F16 => {
+            for (c, &v) in dst.chunks_exact_mut(2).zip(src) {
+                c.copy_from_slice(&f16::from_f32(v).to_le_bytes());
+            }
+        }
+        other => return Err(Error::dtype("rope_shift", "x", other)),
+    }
+    Ok(())
 }
 
 impl Backend for CpuBackend {
@@ -934,7 +1060,8 @@ impl Backend for CpuBackend {
         grow(&mut self.q8_0, blocks);
         grow(&mut self.q8_1, blocks);
         grow(&mut self.q8_k, r.max_tokens * r.max_row.div_ceil(QK_K));
-        grow(&mut self.scores, r.max_ctx * r.n_head.max(1));
+        // Two rows per head: scores, and the head's attention mass (`attention_mass`).
+        grow(&mut self.scores, 2 * r.max_ctx * r.n_head.max(1));
         grow(&mut self.row, r.max_row);
         grow(&mut self.qa, blocks);
         Ok(())
@@ -1073,49 +1200,59 @@ impl Backend for CpuBackend {
         p: AttnParams,
         out: TensorMut<'_, Self>,
     ) -> Result<()> {
-        let n_tok = q.shape.dims()[0];
-        let ctx = p.n_past + n_tok;
-        if self.scores.len() < ctx {
-            return Err(Error::invalid(
-                "attention: scratch not reserved for this context (call reserve)",
-            ));
+        self.attention_with(q, k, v, p, out, None)
+    }
+
+    fn attention_mass(
+        &mut self,
+        q: TensorRef<'_, Self>,
+        k: TensorRef<'_, Self>,
+        v: TensorRef<'_, Self>,
+        p: AttnParams,
+        out: TensorMut<'_, Self>,
+        mass: TensorMut<'_, Self>,
+    ) -> Result<()> {
+        let m = f32s_mut(view_mut(mass)?);
+        self.attention_with(q, k, v, p, out, Some(m))
+    }
+
+    fn move_rows(&mut self, x: TensorMut<'_, Self>, src: usize, dst: usize, n: usize) -> Result<()> {
+        let rb = x.dtype.row_bytes(x.shape.row_len()).unwrap_or(0);
+        view_mut(x)?.copy_within(src * rb..(src + n) * rb, dst * rb);
+        Ok(())
+    }
+
+    /// Row by row: decoded into the `row` scratch, every head turned by the same angles
+    /// (cosines and sines computed once, into the scratch after the row), encoded back.
+    fn rope_shift(
+        &mut self,
+        x: TensorMut<'_, Self>,
+        inv_freq: TensorRef<'_, Self>,
+        delta: i32,
+        style: RopeStyle,
+    ) -> Result<()> {
+        let d = x.shape.dims();
+        let (n_heads, hd) = (d[1], d[2]);
+        let (dtype, row_len) = (x.dtype, n_heads * hd);
+        let rb = dtype.row_bytes(row_len).unwrap_or(0);
+        let f = f32s(view(&inv_freq));
+        let need = row_len + hd;
+        let scratch = self
+            .row
+            .get_mut(..need)
+            .ok_or_else(|| Error::invalid("rope_shift: scratch not reserved for a cache row (call reserve)"))?;
+        let (row, cs) = scratch.split_at_mut(row_len);
+        let (cos, sin) = cs.split_at_mut(hd / 2);
+        for ((c, s), &fi) in cos.iter_mut().zip(sin.iter_mut()).zip(f) {
+            let theta = delta as f32 * fi;
+            (*s, *c) = (crate::math::sinf(theta), crate::math::cosf(theta));
         }
-        let qs = f32s(view(&q));
-        let os = f32s_mut(view_mut(out)?);
-        let kern = self.k;
-        match k.dtype {
-            DType::F16 => {
-                let (ks, vs): (&[f16], &[f16]) = (bytemuck::cast_slice(view(&k)), bytemuck::cast_slice(view(&v)));
-                attention_on(
-                    &mut self.pool,
-                    &mut self.scores,
-                    qs,
-                    ks,
-                    vs,
-                    os,
-                    p,
-                    n_tok,
-                    kern.attn_scores_f16,
-                    kern.attn_values_f16,
-                    kern.softmax_f32,
-                );
+        for bytes in view_mut(x)?.chunks_exact_mut(rb) {
+            decode_kv_row(dtype, bytes, row)?;
+            for head in row.chunks_exact_mut(hd) {
+                scalar::rope_head_cs(head, cos, sin, style);
             }
-            _ => {
-                let (ks, vs) = (f32s(view(&k)), f32s(view(&v)));
-                attention_on(
-                    &mut self.pool,
-                    &mut self.scores,
-                    qs,
-                    ks,
-                    vs,
-                    os,
-                    p,
-                    n_tok,
-                    kern.attn_scores,
-                    kern.attn_values,
-                    kern.softmax_f32,
-                );
-            }
+            encode_kv_row(dtype, row, bytes)?;
         }
         Ok(())
     }

@@ -94,6 +94,21 @@ pub fn rope_head(x: &mut [f32], inv_freq: &[f32], pos: f32, style: RopeStyle) {
     }
 }
 
+/// Turns one head by the angles whose cosines and sines are `cos[i]`, `sin[i]` (pair `i`):
+/// [`rope_head`] with the trigonometry done once for many heads (`rope_shift`).
+pub fn rope_head_cs(x: &mut [f32], cos: &[f32], sin: &[f32], style: RopeStyle) {
+    let half = x.len() / 2;
+    for (i, (&c, &s)) in cos.iter().zip(sin).enumerate().take(half) {
+        let (a, b) = match style {
+            RopeStyle::Adjacent => (2 * i, 2 * i + 1),
+            RopeStyle::HalfSplit => (i, i + half),
+        };
+        let (x0, x1) = (x[a], x[b]);
+        x[a] = x0 * c - x1 * s;
+        x[b] = x0 * s + x1 * c;
+    }
+}
+
 /// Numerically stable softmax in place.
 pub fn softmax(x: &mut [f32]) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));

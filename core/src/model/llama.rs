@@ -302,6 +302,13 @@ impl<B: Backend> Llama<B> {
         self.profiler = p;
     }
 
+    /// Chooses what a full KV cache gives up (`--kv-policy`; see [`crate::kv_evict`]):
+    /// with a policy other than `none`, forward calls evict before each chunk that does
+    /// not fit instead of failing.
+    pub fn set_kv_policy(&mut self, cfg: crate::kv_evict::EvictConfig) -> Result<()> {
+        self.kv.set_policy(&self.backend, cfg)
+    }
+
     /// Forgets the context (the KV cache is kept allocated).
     pub fn reset(&mut self) {
         self.kv.clear();
@@ -395,10 +402,13 @@ impl<B: Backend> Llama<B> {
             return Ok(0);
         }
         self.check_ids(&[first])?;
-        self.kv.check_room(steps)?;
+        let evicting = self.kv.policy().policy != crate::kv_evict::KvPolicy::None;
+        if !evicting {
+            self.kv.check_room(steps)?;
+        }
         let len0 = self.kv.len();
         let result = self.decode_greedy_inner(first, steps, &mut on_token);
-        if result.is_err() {
+        if result.is_err() && !evicting {
             // A failed pass leaves no half-written cache behind a later call.
             self.kv.truncate(len0);
         }
@@ -471,7 +481,22 @@ impl<B: Backend> Llama<B> {
         if ids.is_empty() {
             return Err(Error::invalid("forward: no tokens"));
         }
-        self.kv.check_room(ids.len())?;
+        if self.kv.policy().policy == crate::kv_evict::KvPolicy::None {
+            self.kv.check_room(ids.len())?;
+        } else {
+            // Each chunk must fit once the policy has evicted what it may.
+            let chunk = ids.len().min(self.opts.max_batch);
+            if chunk > self.kv.max_insert() {
+                return Err(Error::range(
+                    alloc::format!(
+                        "tokens in one forward chunk under --kv-policy {} (lower --batch)",
+                        self.kv.policy().policy.name()
+                    ),
+                    chunk as u64,
+                    self.kv.max_insert() as u64,
+                ));
+            }
+        }
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.cfg.vocab) {
             return Err(Error::range(
                 String::from("token id"),
@@ -504,11 +529,15 @@ impl<B: Backend> Llama<B> {
     /// final norm → logits. The [`Plan`] (chosen here, once) says which entry points the
     /// layers and the head go through; the math is the same in every plan.
     fn forward_chunk(&mut self, ids: Tokens<'_>, trace: &mut Option<Tracer<'_>>) -> Result<()> {
-        let plan = Plan::choose(trace.is_some(), self.profiler.is_some());
+        let scored = self.kv.wants_mass();
+        let plan = Plan::choose(trace.is_some(), self.profiler.is_some(), scored);
         let n = match ids {
             Tokens::Host(ids) => ids.len(),
             Tokens::Device { .. } => 1,
         };
+        // Room for the chunk: the eviction policy (if any) evicts on the backend.
+        let inv_freq = TensorRef::new(&self.ws.inv_freq, 0, DType::F32, Shape::d1(self.cfg.head_dim / 2));
+        self.kv.prepare(&mut self.backend, n, inv_freq, self.cfg.rope_style)?;
         let c = &self.cfg;
         let (dim, vocab, n_layer, eps) = (c.dim, c.vocab, c.n_layer, c.norm_eps);
         let bp = BlockParams {
@@ -551,16 +580,20 @@ impl<B: Backend> Llama<B> {
                 };
                 ops::llama_blocks(&mut self.backend, x, n_layer, &mut layer, inv_freq, bp, s)?;
             }
-            Plan::Traced | Plan::Profiled => {
+            Plan::Traced | Plan::Profiled | Plan::Scored => {
                 for l in 0..n_layer {
                     let (x, s, inv_freq) = self.ws.block_views(&self.cfg, n);
-                    let (k, v) = self.kv.layer_mut(l);
+                    let (k, v, mass) = self.kv.layer_mass_mut(l);
                     let (w, kv) = (self.weights.layers[l].views(), BlockKv { k, v });
                     match (plan, self.profiler.as_mut()) {
                         // The composition itself, with a profiling mark around each stage.
                         (Plan::Profiled, Some(prof)) => {
                             let mut marks = |b: &mut B, op, begin| mark(&mut **prof, b, op, begin);
-                            llama_block(&mut self.backend, x, w, kv, inv_freq, bp, s, &mut marks)?
+                            llama_block(&mut self.backend, x, w, kv, inv_freq, bp, s, &mut marks, mass)?
+                        }
+                        // The composition, its attention adding the per-slot mass.
+                        (Plan::Scored, _) => {
+                            llama_block(&mut self.backend, x, w, kv, inv_freq, bp, s, &mut |_, _, _| {}, mass)?
                         }
                         // One layer as one op (a backend may still fuse a layer).
                         _ => ops::llama_block(&mut self.backend, x, w, kv, inv_freq, bp, s)?,
@@ -633,14 +666,19 @@ enum Plan {
     /// with a mark around each stage, the head as norm, then matmul (each marked). A
     /// tracer, if there is one too, still sees every stage.
     Profiled,
+    /// A score-based eviction policy wants each slot's attention mass: layer by layer
+    /// through [`llama_block`] itself, its attention as [`ops::attention_mass`]. (Also
+    /// profiled: marks as in `Profiled`; also traced: the tracer sees every stage.)
+    Scored,
 }
 
 impl Plan {
-    fn choose(traced: bool, profiled: bool) -> Plan {
-        match (traced, profiled) {
-            (_, true) => Plan::Profiled,
-            (true, false) => Plan::Traced,
-            (false, false) => Plan::Fused,
+    fn choose(traced: bool, profiled: bool, scored: bool) -> Plan {
+        match (traced, profiled, scored) {
+            (_, true, _) => Plan::Profiled,
+            (_, false, true) => Plan::Scored,
+            (true, false, false) => Plan::Traced,
+            (false, false, false) => Plan::Fused,
         }
     }
 }
@@ -657,7 +695,9 @@ pub type BlockMarks<'m, B> = dyn FnMut(&mut B, OpKind, bool) + 'm;
 /// (`rms_norm_matmul3`: the norm and Q/K/V, `rope_qk`, `matmul_add`: a projection and
 /// its residual add, `rms_norm_matmul_swiglu`) the trait's default composes the plain
 /// ops and a backend may override it with one kernel. `marks` brackets each stage for a
-/// profiler (`|_, _, _| {}` when nobody measures).
+/// profiler (`|_, _, _| {}` when nobody measures). With `mass` (`[capacity]` f32, a
+/// score-based eviction policy's) the attention also adds each slot's attention mass
+/// into it ([`ops::attention_mass`]).
 #[allow(clippy::too_many_arguments)]
 pub fn llama_block<B: Backend + ?Sized>(
     b: &mut B,
@@ -668,6 +708,7 @@ pub fn llama_block<B: Backend + ?Sized>(
     p: BlockParams,
     s: BlockScratch<'_, B>,
     marks: &mut BlockMarks<'_, B>,
+    mass: Option<TensorMut<'_, B>>,
 ) -> Result<()> {
     let a = p.attn;
     let n = x.shape.rows();
@@ -705,7 +746,10 @@ pub fn llama_block<B: Backend + ?Sized>(
     // query head h reads KV head h / (n_head / n_kv_head)                 (n, q_dim)
     marks(b, OpKind::Attention, true);
     let (q_heads, att_heads) = (q.as_ref().reshape(heads), att.reborrow().reshape(heads));
-    ops::attention(b, q_heads, k_cache.as_ref(), v_cache.as_ref(), a, att_heads)?;
+    match mass {
+        Some(m) => ops::attention_mass(b, q_heads, k_cache.as_ref(), v_cache.as_ref(), a, att_heads, m)?,
+        None => ops::attention(b, q_heads, k_cache.as_ref(), v_cache.as_ref(), a, att_heads)?,
+    }
     marks(b, OpKind::Attention, false);
 
     // x += att · Woᵀ                                                       (n, dim)

@@ -51,6 +51,17 @@ signature! {
         q: Mem, q_off: u64, k: Mem, k_off: u64, v: Mem, v_off: u64, out: Mem, out_off: u64, n_head: u32,
         n_kv_head: u32, hd: u32, scale: f32, n_past: u32, n_tok: u32,
     }
+    /// `move_rows_u16` (kv_cache.cl); offsets and counts in 2-byte units.
+    struct MoveRows { x: Mem, x_off: u64, src: u64, dst: u64, n: u64 }
+    /// `rope_shift_f32` (kv_cache.cl).
+    struct RopeShift {
+        x: Mem, x_off: u64, inv_freq: Mem, f_off: u64, delta: i32, n_heads: u32, head_dim: u32, style: u32,
+    }
+    /// `attention_mass_f32` (kv_cache.cl).
+    struct AttentionMass {
+        q: Mem, q_off: u64, k: Mem, k_off: u64, n_head: u32, n_kv_head: u32, hd: u32, scale: f32, n_past: u32,
+        mass: Mem, m_off: u64,
+    }
     /// `get_rows_*` (get_rows.cl): `single_id` ≥ 0 is the one id, −1 reads u32 ids and
     /// −2 f32 indices at `ids[ids_off..]`.
     struct GetRows {
@@ -219,6 +230,9 @@ pub(super) struct Kernels {
     pub(super) attention: Kern<Attention>,
     pub(super) attention_combine: Kern<AttentionCombine>,
     pub(super) attention_prefill: Kern<AttentionPrefill>,
+    pub(super) move_rows: Kern<MoveRows>,
+    pub(super) rope_shift: Kern<RopeShift>,
+    pub(super) attention_mass: Kern<AttentionMass>,
     pub(super) get_rows: ByAnyWeight<Kern<GetRows>>,
     pub(super) mul_mv: ByAnyWeight<Kern<MulMv>>,
     pub(super) mul_mm: ByWeight<Kern<MulMm>>,
@@ -251,6 +265,9 @@ impl Kernels {
             attention: Kern::create(p.get("attention.cl"), "attention_f32")?,
             attention_combine: Kern::create(p.get("attention.cl"), "attention_combine_f32")?,
             attention_prefill: Kern::create(p.get("attention.cl"), "attention_prefill_f32")?,
+            move_rows: Kern::create(p.get("kv_cache.cl"), "move_rows_u16")?,
+            rope_shift: Kern::create(p.get("kv_cache.cl"), "rope_shift_f32")?,
+            attention_mass: Kern::create(p.get("kv_cache.cl"), "attention_mass_f32")?,
             get_rows: ByAnyWeight {
                 base: ByWeight {
                     f32: Kern::create(get_rows_cl, "get_rows_f32")?,

@@ -359,6 +359,33 @@ impl Backend for OpenClBackend {
         ops::attention(self, q, k, v, p, out)
     }
 
+    fn attention_mass(
+        &mut self,
+        q: TensorRef<'_, Self>,
+        k: TensorRef<'_, Self>,
+        v: TensorRef<'_, Self>,
+        p: AttnParams,
+        out: TensorMut<'_, Self>,
+        mass: TensorMut<'_, Self>,
+    ) -> Result<()> {
+        ops::attention(self, q, k, v, p, out)?;
+        ops::attention_mass(self, q, k, p, mass)
+    }
+
+    fn move_rows(&mut self, x: TensorMut<'_, Self>, src: usize, dst: usize, n: usize) -> Result<()> {
+        ops::move_rows(self, x, src, dst, n)
+    }
+
+    fn rope_shift(
+        &mut self,
+        x: TensorMut<'_, Self>,
+        inv_freq: TensorRef<'_, Self>,
+        delta: i32,
+        style: RopeStyle,
+    ) -> Result<()> {
+        ops::rope_shift(self, x, inv_freq, delta, style)
+    }
+
     fn softmax(&mut self, x: TensorMut<'_, Self>) -> Result<()> {
         ops::softmax(self, x)
     }
@@ -425,7 +452,7 @@ impl Backend for OpenClBackend {
         if self.block_one(&x, &w, &kv, &inv_freq, &p, &s)? {
             return Ok(());
         }
-        crate::model::llama::llama_block(self, x, w, kv, inv_freq, p, s, &mut |_, _, _| {})
+        crate::model::llama::llama_block(self, x, w, kv, inv_freq, p, s, &mut |_, _, _| {}, None)
     }
 
     fn llama_blocks(

@@ -7,8 +7,8 @@ use alloc::string::ToString;
 
 use super::buffer::{el, round_up};
 use super::kernels::{
-    Add, Argmax, ArgmaxFinal, ArgmaxPart, Attention, AttentionCombine, AttentionPrefill, GetRows, RmsNorm, Rope,
-    RopeQk, SiluMul, Softmax,
+    Add, Argmax, ArgmaxFinal, ArgmaxPart, Attention, AttentionCombine, AttentionMass, AttentionPrefill, GetRows,
+    MoveRows, RmsNorm, Rope, RopeQk, RopeShift, SiluMul, Softmax,
 };
 use super::launch::{Local, Mem};
 use super::memory::upload_ids;
@@ -288,6 +288,85 @@ pub(super) fn attention(
         )?;
     }
     Ok(())
+}
+
+/// The per-slot attention mass of `attention`'s queries, added into `mass` (a second
+/// pass over the keys after the attention op itself: score policies only).
+pub(super) fn attention_mass(
+    be: &OpenClBackend,
+    q: TensorRef<'_, OpenClBackend>,
+    k: TensorRef<'_, OpenClBackend>,
+    p: AttnParams,
+    mass: TensorMut<'_, OpenClBackend>,
+) -> Result<()> {
+    let n_tok = q.shape.dims()[0];
+    if n_tok == 0 {
+        return Ok(());
+    }
+    if k.dtype != crate::dtype::DType::F32 {
+        return Err(Error::dtype("opencl attention_mass", "k", k.dtype));
+    }
+    let args = AttentionMass {
+        q: q.buf.arg(),
+        q_off: el(q.offset),
+        k: k.buf.arg(),
+        k_off: el(k.offset),
+        n_head: p.n_head as u32,
+        n_kv_head: p.n_kv_head as u32,
+        hd: p.head_dim as u32,
+        scale: p.scale,
+        n_past: p.n_past as u32,
+        mass: mass.buf.writable("opencl attention mass")?,
+        m_off: el(mass.offset),
+    };
+    let lws = be.sz.lws;
+    be.q.run(&be.k.attention_mass, &args, &[p.n_head * lws, n_tok], Some(&[lws, 1]))
+}
+
+/// Compaction within one buffer: one work-group (see kv_cache.cl), in 2-byte units.
+pub(super) fn move_rows(
+    be: &OpenClBackend,
+    x: TensorMut<'_, OpenClBackend>,
+    src: usize,
+    dst: usize,
+    n: usize,
+) -> Result<()> {
+    let rb = x.dtype.row_bytes(x.shape.row_len()).unwrap_or(0);
+    let args = MoveRows {
+        x: x.buf.writable("opencl move_rows")?,
+        x_off: (x.offset / 2) as u64,
+        src: (src * rb / 2) as u64,
+        dst: (dst * rb / 2) as u64,
+        n: (n * rb / 2) as u64,
+    };
+    let lws = be.sz.lws;
+    be.q.run(&be.k.move_rows, &args, &[lws], Some(&[lws]))
+}
+
+/// Re-rotation of cached keys by `delta` positions (f32 cache).
+pub(super) fn rope_shift(
+    be: &OpenClBackend,
+    x: TensorMut<'_, OpenClBackend>,
+    inv_freq: TensorRef<'_, OpenClBackend>,
+    delta: i32,
+    style: RopeStyle,
+) -> Result<()> {
+    let d = x.shape.dims();
+    let (n_rows, n_heads, hd) = (d[0], d[1], d[2]);
+    if x.dtype != crate::dtype::DType::F32 {
+        return Err(Error::dtype("opencl rope_shift", "x", x.dtype));
+    }
+    let args = RopeShift {
+        x: x.buf.writable("opencl rope_shift input")?,
+        x_off: el(x.offset),
+        inv_freq: inv_freq.buf.arg(),
+        f_off: el(inv_freq.offset),
+        delta,
+        n_heads: n_heads as u32,
+        head_dim: hd as u32,
+        style: rope_style(style),
+    };
+    be.q.run(&be.k.rope_shift, &args, &[hd / 2, n_heads, n_rows], None)
 }
 
 pub(super) fn softmax(be: &OpenClBackend, x: TensorMut<'_, OpenClBackend>) -> Result<()> {

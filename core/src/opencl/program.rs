@@ -223,13 +223,14 @@ pub(super) fn build_program(context: &Context, dev: cl_device_id, file: &str, op
 }
 
 /// The per-op families (all but block.cl and the image kernel's).
-const FAMILIES: [&str; 16] = [
+const FAMILIES: [&str; 17] = [
     "add.cl",
     "silu_mul.cl",
     "rms_norm.cl",
     "softmax.cl",
     "rope.cl",
     "attention.cl",
+    "kv_cache.cl",
     "get_rows.cl",
     "mul_mv_f32_f32.cl",
     "mul_mv_f16_f32.cl",
