@@ -328,6 +328,11 @@ pub trait Backend {
         p: AttnParams,
         out: TensorMut<'_, Self>,
     ) -> Result<()>;
+    /// Copies the f32 rows of `src` into `dst` (same shape), converted to `dst`'s dtype,
+    /// one of [`Capabilities::kv_dtypes`]: f32 copied, f16 rounded to nearest, Q8_0
+    /// quantized as ggml's `quantize_row_q8_0`. The forward pass stores RoPE-rotated
+    /// keys into a quantized cache with it (rotated in f32, quantized once).
+    fn store_rows(&mut self, src: TensorRef<'_, Self>, dst: TensorMut<'_, Self>) -> Result<()>;
     /// Row-wise softmax in place.
     fn softmax(&mut self, x: TensorMut<'_, Self>) -> Result<()>;
     /// `out = silu(gate) · up`.

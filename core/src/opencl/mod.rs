@@ -354,6 +354,10 @@ impl Backend for OpenClBackend {
         ops::attention(self, q, k, v, p, out)
     }
 
+    fn store_rows(&mut self, src: TensorRef<'_, Self>, dst: TensorMut<'_, Self>) -> Result<()> {
+        ops::store_rows(self, src, dst)
+    }
+
     fn softmax(&mut self, x: TensorMut<'_, Self>) -> Result<()> {
         ops::softmax(self, x)
     }
