@@ -211,8 +211,9 @@ const STORE_SAME: Limit = nmse(
      device's f32 division may differ by an ulp and move a quant by one step",
 );
 const STORE_ROUNDING: Limit = nmse(
-    2e-5,
-    "the cache dtype's own rounding: f16 2^-11 relative, Q8_0 half a step (amax/254) per value",
+    6e-5,
+    "the cache dtype's own rounding: f16 2^-11 relative; Q8_0 a uniform error of one step \
+     (amax/127) per value, variance step²/12 — for 32 normal draws amax ≈ 2.4σ, NMSE ≈ 3e-5",
 );
 const EXP_F32: Limit = nmse(1e-11, "elementwise exp within 3 ulp and a few f32 roundings");
 const FUSED_DEVICE: Limit = nmse(
