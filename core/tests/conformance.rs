@@ -647,7 +647,10 @@ fn run_op(pick: impl Fn(Op) -> bool) {
                 for (name, g) in devices.iter_mut() {
                     if matches!(row.op, Op::Attention | Op::StoreRows) && !g.capabilities().kv_dtypes.contains(&dtype) {
                         if si == 0 {
-                            eprintln!("note: {name}: no {dtype} KV cache (Capabilities::kv_dtypes): {}/{dtype} not run there", row.op.name());
+                            eprintln!(
+                                "note: {name}: no {dtype} KV cache (Capabilities::kv_dtypes): {}/{dtype} not run there",
+                                row.op.name()
+                            );
                         }
                         continue;
                     }
