@@ -76,10 +76,11 @@ else
     echo "SKIP: aarch64 cross toolchain or qemu-aarch64 missing (see docs/build.md)"
 fi
 if rustup target list --installed 2>/dev/null | grep -q aarch64-linux-android; then
-    # The core library (std: loaders, tokenizer, threads). The OpenCL feature is left out:
-    # its loader crate dlopen2 0.9.0 fails to compile for Android (a missing once_cell
-    # dependency upstream); see docs/build.md.
-    note "Android: compile check of antigravity-core (no NDK here, so no link)"
-    cargo check --release -p antigravity-core --target aarch64-linux-android
+    # The core library with the OpenCL backend (dlopen2, its libOpenCL loader, is patched
+    # for Android: third_party/dlopen2/PATCHED.md) and the harness binary. No NDK here, so
+    # no link; docs/build.md has the phone build.
+    note "Android: compile check of antigravity-core with OpenCL and of the harness (no NDK here, so no link)"
+    cargo check --release -p antigravity-core --features opencl --target aarch64-linux-android
+    cargo check --release -p harness --target aarch64-linux-android
 fi
 stage "all test stages done"

@@ -126,7 +126,7 @@ impl ChatTemplate {
 
     /// [`for_model`](Self::for_model) with the BOS/EOS texts and special tokens of `tok`.
     pub fn for_tokenizer(template: Option<&str>, tok: &crate::tokenizer::Tokenizer) -> Result<Option<ChatTemplate>> {
-        let text = |id: Option<u32>| id.and_then(|i| tok.inner().id_to_token(i));
+        let text = |id: Option<u32>| id.and_then(|i| tok.inner()?.id_to_token(i));
         Self::for_model(template, text(tok.bos()).as_deref(), text(tok.eos()).as_deref(), |t| {
             tok.token_id(t).is_some()
         })

@@ -176,7 +176,11 @@ fn smollm2_from_file_matches_gguf_build() {
     // and load it back through `from_file`.
     let dir = std::env::temp_dir().join(format!("antigravity-tok-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("tokenizer.json"), gguf_tok.inner().to_string(false).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        gguf_tok.inner().unwrap().to_string(false).unwrap(),
+    )
+    .unwrap();
     let config = serde_json::json!({
         "bos_token": "<|im_start|>", "eos_token": "<|im_end|>", "add_bos_token": false,
         "chat_template": m.chat_template,

@@ -12,7 +12,7 @@ use antigravity_core::model::RunOptions;
 use antigravity_core::sampling::{Sampler, SamplerConfig};
 use antigravity_core::tokenizer::{StreamDecoder, Tokenizer};
 
-use crate::common::{at_least_one, non_negative, prompt_ids, Job, ModelArgs, Session};
+use crate::common::{at_least_one, non_negative, prompt_ids, Job, ModelArgs, Prompt, Session};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -123,10 +123,21 @@ impl Job for Gen<'_> {
     fn run<B: Backend>(self, mut s: Session<B>) -> Result<()> {
         generate(self.0, &mut s)
     }
+    fn prompt(&self) -> Option<Prompt<'_>> {
+        let a = self.0;
+        Some(Prompt {
+            text: a.prompt.as_deref(),
+            ids: a.prompt_ids.as_deref(),
+            chat: a.chat,
+        })
+    }
 }
 
 fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
-    let ids = prompt_ids(s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat)?;
+    let ids = match s.prompt.take() {
+        Some(ids) => ids,
+        None => prompt_ids(s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat)?,
+    };
     if ids.is_empty() {
         bail!("the prompt has no tokens");
     }

@@ -476,6 +476,64 @@ fn quantize_rows<B: Send>(
     });
 }
 
+/// Quantizes the `n_tok` rows of `xs` to Q8_1 and converts them to the x8 kernels'
+/// activation blocks `qa` (`n_in / 32` each) in one pass over the pool: each task
+/// quantizes a row into its own chunk of `scratch` (`n_in / 32` Q8_1 blocks) and converts
+/// it at once, so the conversion is split over the threads as well (it ran on the caller
+/// alone, the other threads waiting).
+fn quantize_act_rows(
+    pool: &mut ThreadPool,
+    xs: &[f32],
+    scratch: &mut [BlockQ8_1],
+    qa: &mut [BlockQ8Act],
+    n_in: usize,
+    q: fn(&[f32], &mut [BlockQ8_1]),
+) {
+    let nb = n_in / 32;
+    let n_tok = qa.len() / nb.max(1);
+    if n_tok == 0 || nb == 0 {
+        return;
+    }
+    // One tile per thread at most, so `scratch` needs `min(threads, n_tok)` rows.
+    let grid = Grid {
+        rows: n_tok,
+        cols: nb,
+        row_tile: n_tok.div_ceil(pool.threads()).max(1),
+        col_tile: nb,
+    };
+    pool.run_tiles(qa, grid, scratch, nb, &|mut tile, sc| {
+        for t in tile.rows() {
+            q(&xs[t * n_in..(t + 1) * n_in], sc);
+            repack::act_from_q8_1(sc, tile.row(t));
+        }
+    });
+}
+
+/// Runs `f(r, row_r_of_out)` for every row of `out` (`rows × row_len`), the rows split
+/// over the pool when there are several (prefill), on the caller alone for one (decode:
+/// waking the workers would cost more than the row). Each row is computed exactly as
+/// the serial loop computes it, so results do not depend on the thread count.
+fn par_rows<T: Send>(pool: &mut ThreadPool, out: &mut [T], row_len: usize, f: &(dyn Fn(usize, &mut [T]) + Sync)) {
+    let rows = out.len() / row_len.max(1);
+    if rows <= 1 || pool.threads() == 1 {
+        for (r, o) in out.chunks_exact_mut(row_len.max(1)).enumerate() {
+            f(r, o);
+        }
+        return;
+    }
+    let grid = Grid {
+        rows,
+        cols: row_len,
+        row_tile: rows.div_ceil(pool.threads()),
+        col_tile: row_len,
+    };
+    pool.run_tiles(out, grid, &mut [0u8; 0], 0, &|mut tile, _| {
+        for r in tile.rows() {
+            f(r, tile.row(r));
+        }
+    });
+}
+
 impl Default for CpuBackend {
     fn default() -> Self {
         CpuBackend::new()
@@ -554,8 +612,7 @@ impl CpuBackend {
                 return Err(Error::invalid(UNRESERVED));
             }
             let (xq, qa) = (&mut self.q8_1[..n_tok * nb], &mut self.qa[..n_tok * nb]);
-            quantize_rows(pool, xs, xq, n_in, 32, k.quantize_row_q8_1);
-            repack::act_from_q8_1(xq, qa);
+            quantize_act_rows(pool, xs, xq, qa, n_in, k.quantize_row_q8_1);
             let qa = &*qa;
             match w.dtype {
                 DType::Q4_0 => matmul_x8(
@@ -982,9 +1039,9 @@ impl Backend for CpuBackend {
         let n = x.shape.row_len();
         let (xs, ws) = (f32s(view(&x)), f32s(view(&w)));
         let os = f32s_mut(view_mut(out)?);
-        for (xr, or) in xs.chunks_exact(n).zip(os.chunks_exact_mut(n)) {
-            scalar::rms_norm(xr, ws, eps, or);
-        }
+        par_rows(&mut self.pool, os, n, &|r, or| {
+            scalar::rms_norm(&xs[r * n..(r + 1) * n], ws, eps, or)
+        });
         Ok(())
     }
 
@@ -996,7 +1053,7 @@ impl Backend for CpuBackend {
         style: RopeStyle,
     ) -> Result<()> {
         let d = x.shape.dims();
-        let (n_tok, n_heads, hd) = (d[0], d[1], d[2]);
+        let (n_heads, hd) = (d[1], d[2]);
         let f = f32s(view(&inv_freq));
         if x.dtype == DType::F16 {
             // Keys of an f16 cache: each head widened into `row`, rotated, rounded back.
@@ -1018,13 +1075,12 @@ impl Backend for CpuBackend {
             return Ok(());
         }
         let xs = f32s_mut(view_mut(x)?);
-        for t in 0..n_tok {
+        par_rows(&mut self.pool, xs, n_heads * hd, &|t, row| {
             let pos = (pos0 + t) as f32;
-            for h in 0..n_heads {
-                let o = (t * n_heads + h) * hd;
-                scalar::rope_head(&mut xs[o..o + hd], f, pos, style);
+            for head in row.chunks_exact_mut(hd) {
+                scalar::rope_head(head, f, pos, style);
             }
-        }
+        });
         Ok(())
     }
 
@@ -1116,8 +1172,11 @@ impl Backend for CpuBackend {
     }
 
     fn swiglu(&mut self, gate: TensorRef<'_, Self>, up: TensorRef<'_, Self>, out: TensorMut<'_, Self>) -> Result<()> {
+        let n = out.shape.row_len();
         let (g, u) = (f32s(view(&gate)), f32s(view(&up)));
-        scalar::swiglu(g, u, f32s_mut(view_mut(out)?));
+        par_rows(&mut self.pool, f32s_mut(view_mut(out)?), n, &|r, o| {
+            scalar::swiglu(&g[r * n..(r + 1) * n], &u[r * n..(r + 1) * n], o)
+        });
         Ok(())
     }
 
@@ -1131,10 +1190,13 @@ impl Backend for CpuBackend {
     }
 
     fn add(&mut self, dst: TensorMut<'_, Self>, src: TensorRef<'_, Self>) -> Result<()> {
+        let n = dst.shape.row_len();
         let s = f32s(view(&src));
-        for (d, s) in f32s_mut(view_mut(dst)?).iter_mut().zip(s) {
-            *d += s;
-        }
+        par_rows(&mut self.pool, f32s_mut(view_mut(dst)?), n, &|r, d| {
+            for (d, s) in d.iter_mut().zip(&s[r * n..]) {
+                *d += s;
+            }
+        });
         Ok(())
     }
 }

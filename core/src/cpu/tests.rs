@@ -736,6 +736,94 @@ mod backend {
         }
     }
 
+    /// The row-wise ops split their rows over the pool in prefill (`par_rows`): every
+    /// thread count, and one row (decode: the caller alone), gives the serial scalar
+    /// functions' bits.
+    #[test]
+    fn row_ops_threads_match_serial() {
+        use crate::backend::RopeStyle;
+        use crate::cpu::scalar;
+        let mut rng = Lcg(29);
+        let (n_head, hd) = (3, 8);
+        let n = n_head * hd;
+        for rows in [1, 2, 5, 7] {
+            let x = rng.vec(rows * n);
+            let y = rng.vec(rows * n);
+            let w = rng.vec(n);
+            let freq: Vec<f32> = (0..hd / 2)
+                .map(|i| 1.0 / 10000f32.powf(2.0 * i as f32 / hd as f32))
+                .collect();
+            let pos0 = 3;
+            // The serial references, row by row.
+            let mut norm = vec![0f32; rows * n];
+            let mut silu = vec![0f32; rows * n];
+            let mut roped = x.clone();
+            let mut sum = x.clone();
+            for r in 0..rows {
+                let (a, z) = (r * n, (r + 1) * n);
+                scalar::rms_norm(&x[a..z], &w, 1e-5, &mut norm[a..z]);
+                scalar::swiglu(&x[a..z], &y[a..z], &mut silu[a..z]);
+                for h in roped[a..z].chunks_exact_mut(hd) {
+                    scalar::rope_head(h, &freq, (pos0 + r) as f32, RopeStyle::HalfSplit);
+                }
+                for (s, v) in sum[a..z].iter_mut().zip(&y[a..z]) {
+                    *s += v;
+                }
+            }
+            for threads in [1, 2, 3] {
+                let mut b = CpuBackend::with_threads(Isa::Scalar, threads).unwrap();
+                let (xb, yb, wb, fb) = (
+                    buf(&b, bytemuck::cast_slice(&x)),
+                    buf(&b, bytemuck::cast_slice(&y)),
+                    buf(&b, bytemuck::cast_slice(&w)),
+                    buf(&b, bytemuck::cast_slice(&freq)),
+                );
+                let shape = Shape::d2(rows, n);
+                let read = |b: &CpuBackend, o: &CpuBuffer| {
+                    let mut v = vec![0f32; rows * n];
+                    b.download(o, 0, bytemuck::cast_slice_mut(&mut v)).unwrap();
+                    v
+                };
+                let mut o = b.alloc(rows * n * 4, BufferKind::Shared).unwrap();
+                ops::rms_norm(
+                    &mut b,
+                    TensorRef::new(&xb, 0, DType::F32, shape),
+                    TensorRef::new(&wb, 0, DType::F32, Shape::d1(n)),
+                    1e-5,
+                    TensorMut::new(&mut o, 0, DType::F32, shape),
+                )
+                .unwrap();
+                assert_eq!(read(&b, &o), norm, "rms_norm, {rows} rows, {threads} threads");
+                ops::swiglu(
+                    &mut b,
+                    TensorRef::new(&xb, 0, DType::F32, shape),
+                    TensorRef::new(&yb, 0, DType::F32, shape),
+                    TensorMut::new(&mut o, 0, DType::F32, shape),
+                )
+                .unwrap();
+                assert_eq!(read(&b, &o), silu, "swiglu, {rows} rows, {threads} threads");
+                let mut r = buf(&b, bytemuck::cast_slice(&x));
+                ops::rope(
+                    &mut b,
+                    TensorMut::new(&mut r, 0, DType::F32, Shape::d3(rows, n_head, hd)),
+                    TensorRef::new(&fb, 0, DType::F32, Shape::d1(hd / 2)),
+                    pos0,
+                    RopeStyle::HalfSplit,
+                )
+                .unwrap();
+                assert_eq!(read(&b, &r), roped, "rope, {rows} rows, {threads} threads");
+                let mut d = buf(&b, bytemuck::cast_slice(&x));
+                ops::add(
+                    &mut b,
+                    TensorMut::new(&mut d, 0, DType::F32, shape),
+                    TensorRef::new(&yb, 0, DType::F32, shape),
+                )
+                .unwrap();
+                assert_eq!(read(&b, &d), sum, "add, {rows} rows, {threads} threads");
+            }
+        }
+    }
+
     #[test]
     fn attention_threads_match_serial() {
         let mut rng = Lcg(11);
