@@ -144,8 +144,9 @@ pub struct Capabilities {
     /// Weight dtypes `matmul` and `get_rows` accept.
     pub weight_dtypes: &'static [DType],
     /// KV-cache dtypes (`RunOptions::kv_type`): what `attention` reads as keys and values,
-    /// and what the K/V projections (`matmul`) and `rope` write into the cache; the first
-    /// is the default (`RunOptions::kv_type = None`).
+    /// and what the K/V projections (`matmul`) and `rope` write into the cache (a
+    /// block-quantized type's keys are rotated in f32 and written by `store_rows`); the
+    /// first is the default (`RunOptions::kv_type = None`).
     pub kv_dtypes: &'static [DType],
     /// Host and device share memory (zero-copy `Shared` buffers and imported weights).
     pub unified_memory: bool,
@@ -318,7 +319,7 @@ pub trait Backend {
         style: RopeStyle,
     ) -> Result<()>;
     /// Causal grouped-query attention of `q` ([n_tok, n_head, hd]) against the cache
-    /// (`k`, `v`: [capacity, n_kv_head, hd] f32, slots `0..n_past + n_tok` valid); query
+    /// (`k`, `v`: [capacity, n_kv_head, hd] of a `kv_dtypes` type, slots `0..n_past + n_tok` valid); query
     /// head `h` reads KV head `h / (n_head / n_kv_head)`. Writes `out` [n_tok, n_head, hd].
     fn attention(
         &mut self,
@@ -328,6 +329,11 @@ pub trait Backend {
         p: AttnParams,
         out: TensorMut<'_, Self>,
     ) -> Result<()>;
+    /// Copies the f32 rows of `src` into `dst` (same shape), converted to `dst`'s dtype,
+    /// one of [`Capabilities::kv_dtypes`]: f32 copied, f16 rounded to nearest, Q8_0
+    /// quantized as ggml's `quantize_row_q8_0`. The forward pass stores RoPE-rotated
+    /// keys into a quantized cache with it (rotated in f32, quantized once).
+    fn store_rows(&mut self, src: TensorRef<'_, Self>, dst: TensorMut<'_, Self>) -> Result<()>;
     /// Row-wise softmax in place.
     fn softmax(&mut self, x: TensorMut<'_, Self>) -> Result<()>;
     /// `out = silu(gate) · up`.

@@ -1,10 +1,10 @@
 //! The KV cache: preallocated per layer, written in place by the K/V projections.
 //!
 //! Layout, per layer: `k` and `v` are each one backend buffer of
-//! `(capacity, n_kv_head, head_dim)` elements of the cache dtype (f32, or f16 where the
-//! backend reads it: `--kv-type f16`) — one *slot* per cached token. Keys are stored
-//! already rotated (RoPE applied at the token's position), so attention reads slots
-//! without knowing positions.
+//! `(capacity, n_kv_head, head_dim)` elements of the cache dtype (f32, or f16 / Q8_0
+//! blocks where the backend reads them: `--kv-type f16|q8_0`) — one *slot* per cached
+//! token. Keys are stored already rotated (RoPE applied at the token's position), so
+//! attention reads slots without knowing positions.
 //!
 //! `positions[s]` is the RoPE position of the token in slot `s` and `next_pos` the one
 //! the next token gets. Without eviction they are the tokens' places in the text. With an
@@ -34,6 +34,10 @@ use crate::error::{Error, Result};
 use crate::kv_evict::{EvictConfig, KvPolicy};
 use crate::ops;
 use crate::tensor::{Shape, TensorMut, TensorRef};
+
+/// Largest head a Q8_0 cache serves (the CPU's scores kernels quantize one query head
+/// into a stack array of this many values).
+pub const Q8_MAX_HEAD_DIM: usize = 256;
 
 /// One layer's keys and values.
 pub struct LayerKv<B: Backend> {
@@ -78,14 +82,24 @@ impl<B: Backend> KvCache<B> {
         dtype: DType,
         kind: BufferKind,
     ) -> Result<Self> {
-        if !matches!(dtype, DType::F32 | DType::F16) {
+        if !matches!(dtype, DType::F32 | DType::F16 | DType::Q8_0) {
             return Err(Error::invalid(alloc::format!(
-                "KV cache: dtype {} is not a cache type (f32, f16)",
+                "KV cache: dtype {} is not a cache type (f32, f16, q8_0)",
                 dtype.name()
             )));
         }
-        let bytes = capacity
-            .checked_mul(n_kv_head * head_dim * dtype.block_bytes())
+        // A quantized cache stores each head as whole blocks (head_dim 64 = two Q8_0
+        // blocks of 34 bytes), so a head never shares a block with the next one.
+        if dtype.is_quantized() && (!head_dim.is_multiple_of(dtype.block_size()) || head_dim > Q8_MAX_HEAD_DIM) {
+            return Err(Error::invalid(alloc::format!(
+                "KV cache: a {} cache needs head_dim a multiple of {} up to {Q8_MAX_HEAD_DIM} (head_dim {head_dim}; --kv-type f16 or f32)",
+                dtype.name(),
+                dtype.block_size()
+            )));
+        }
+        let bytes = dtype
+            .row_bytes(n_kv_head * head_dim)
+            .and_then(|rb| capacity.checked_mul(rb))
             .ok_or_else(|| Error::invalid("KV cache size overflows"))?;
         let mut layers = Vec::with_capacity(n_layer);
         for _ in 0..n_layer {
@@ -293,7 +307,8 @@ impl<B: Backend> KvCache<B> {
         self.next_pos
     }
     fn row_bytes(&self) -> usize {
-        self.n_kv_head * self.head_dim * self.dtype.block_bytes()
+        // Whole blocks: checked by `new`.
+        self.dtype.row_bytes(self.n_kv_head * self.head_dim).unwrap_or(0)
     }
     fn shape(&self) -> Shape {
         Shape::d3(self.capacity, self.n_kv_head, self.head_dim)

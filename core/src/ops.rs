@@ -238,6 +238,10 @@ fn check_rope<B: Backend + ?Sized>(
     chk_mut(b, op, "x", x)?;
     chk_ref(b, op, "inv_freq", inv_freq)?;
     want_f32_or_kv(b, op, "x", x.dtype)?;
+    if x.dtype.is_quantized() {
+        // A quantized cache's keys are rotated in f32 and stored with `store_rows`.
+        return Err(Error::dtype(op, "x", x.dtype));
+    }
     want_dtype(op, "inv_freq", inv_freq.dtype, DType::F32)?;
     if x.shape.rank() != 3 || !x.shape.row_len().is_multiple_of(2) {
         return Err(Error::shape(
@@ -300,6 +304,13 @@ fn check_attention<B: Backend + ?Sized>(
         ));
     }
     want_shape(op, "v", v.shape, k.shape.dims())?;
+    if k.dtype.is_quantized() && p.head_dim > crate::kv_cache::Q8_MAX_HEAD_DIM {
+        return Err(Error::range(
+            format!("{op}: head_dim over a {} cache", k.dtype.name()),
+            p.head_dim as u64,
+            crate::kv_cache::Q8_MAX_HEAD_DIM as u64,
+        ));
+    }
     let cap = k.shape.dims()[0];
     if p.n_past + n_tok > cap {
         return Err(Error::range(
@@ -372,6 +383,28 @@ pub fn rope_shift<B: Backend + ?Sized>(
         return Ok(());
     }
     b.rope_shift(x, inv_freq, delta, style)
+}
+
+/// Copies f32 rows into a view of a cache dtype (see [`Backend::store_rows`]).
+pub fn store_rows<B: Backend + ?Sized>(b: &mut B, src: TensorRef<'_, B>, dst: TensorMut<'_, B>) -> Result<()> {
+    check_store_rows(b, "store_rows", &src, &dst)?;
+    b.store_rows(src, dst)
+}
+
+fn check_store_rows<B: Backend + ?Sized>(
+    b: &B,
+    op: &'static str,
+    src: &TensorRef<'_, B>,
+    dst: &TensorMut<'_, B>,
+) -> Result<()> {
+    chk_ref(b, op, "src", src)?;
+    chk_mut(b, op, "dst", dst)?;
+    want_dtype(op, "src", src.dtype, DType::F32)?;
+    want_f32_or_kv(b, op, "dst", dst.dtype)?;
+    if src.shape.rows() != dst.shape.rows() || src.shape.row_len() != dst.shape.row_len() {
+        return Err(Error::shape(op, "dst", src.shape.describe(), dst.shape.describe()));
+    }
+    Ok(())
 }
 
 /// Row-wise argmax of `x` ([rows, n] f32) into `out` ([rows] f32 holding indices).
@@ -577,8 +610,21 @@ fn check_block<B: Backend + ?Sized>(
     )?;
     // (check_attention has bounded n_past + n by the capacity, so the slot views fit.)
     let k_new = kv.k.rows_mut(a.n_past, n, kv_row);
-    check_matmul_to(b, OP, &w.wk, &xn, &k_new, true)?;
-    check_rope(b, OP, &k_new.reshape(Shape::d3(n, a.n_kv_head, a.head_dim)), inv_freq)?;
+    if k_new.dtype.is_quantized() {
+        // Keys of a quantized cache: projected into `att`, rotated there, then stored.
+        let mut k32 = s.att.rows_mut(0, n, kv_row);
+        check_matmul_to(b, OP, &w.wk, &xn, &k32, false)?;
+        check_rope(
+            b,
+            OP,
+            &k32.reborrow().reshape(Shape::d3(n, a.n_kv_head, a.head_dim)),
+            inv_freq,
+        )?;
+        check_store_rows(b, OP, &k32.as_ref(), &k_new)?;
+    } else {
+        check_matmul_to(b, OP, &w.wk, &xn, &k_new, true)?;
+        check_rope(b, OP, &k_new.reshape(Shape::d3(n, a.n_kv_head, a.head_dim)), inv_freq)?;
+    }
     check_matmul_to(b, OP, &w.wv, &xn, &kv.v.rows_mut(a.n_past, n, kv_row), true)?;
     check_matmul(b, OP, &w.wo, &s.att.as_ref(), &s.tmp)?;
     check_matmul(b, OP, &w.wo, &s.att.as_ref(), x)?;

@@ -51,6 +51,9 @@ enum Op {
     Rope(RopeStyle),
     /// `[n_head, n_kv_head, head_dim, n_tok, n_past, capacity]`.
     Attention,
+    /// `[rows, n]`: f32 rows converted into a view of the row's cache dtype (read back
+    /// widened / dequantized).
+    StoreRows,
     /// `[rows, n]`, in place.
     Softmax,
     /// `[rows, n]`.
@@ -99,6 +102,7 @@ impl Op {
             Op::RmsNorm => "rms_norm",
             Op::Rope(_) => "rope",
             Op::Attention => "attention",
+            Op::StoreRows => "store_rows",
             Op::Softmax => "softmax",
             Op::Swiglu => "swiglu",
             Op::Add => "add",
@@ -129,13 +133,14 @@ impl Op {
 }
 
 /// Every op of the `Backend` trait (its methods after the memory ones).
-const TRAIT_OPS: [&str; 20] = [
+const TRAIT_OPS: [&str; 21] = [
     "get_rows",
     "get_rows_at",
     "matmul",
     "rms_norm",
     "rope",
     "attention",
+    "store_rows",
     "softmax",
     "swiglu",
     "argmax",
@@ -204,6 +209,26 @@ const ATTN_F32: Limit = nmse(
     1e-10,
     "online (tiled) vs two-pass softmax: exp arguments, rescaling and sums in another order, \
      each f32-rounded; exp within 3 ulp",
+);
+const ATTN_Q8: Limit = nmse(
+    1e-9,
+    "Q8_0 cache: the query quantized byte-identically and exact integer block sums; the f32 \
+     block combination, softmax and value sums reassociated (SIMD lanes, FMA)",
+);
+const ATTN_Q8_QUERY: Limit = nmse(
+    1e-4,
+    "Q8_0 cache: the scores quantize the query head to Q8_0 (as llama.cpp does), half a step \
+     (amax/254) per element, which the f64 reference on the f32 query does not",
+);
+const STORE_SAME: Limit = nmse(
+    1e-12,
+    "the same rounding (f16 nearest-even; Q8_0 d = amax/127 and round-half-away), only a \
+     device's f32 division may differ by an ulp and move a quant by one step",
+);
+const STORE_ROUNDING: Limit = nmse(
+    6e-5,
+    "the cache dtype's own rounding: f16 2^-11 relative; Q8_0 a uniform error of one step \
+     (amax/127) per value, variance step²/12 — for 32 normal draws amax ≈ 2.4σ, NMSE ≈ 3e-5",
 );
 const ATTN_MASS: Limit = nmse(
     1e-10,
@@ -424,6 +449,33 @@ const ROWS: &[Row] = &[
         ],
         vs_scalar: [ATTN_F32, ATTN_F32],
         vs_f64: Some([ATTN_F32, ATTN_F32]),
+    },
+    Row {
+        op: Op::Attention,
+        // A Q8_0 cache (`--kv-type q8_0`): head dims of whole blocks.
+        dtypes: &[DType::Q8_0],
+        shapes: &[
+            &[9, 3, 64, 1, 0, 17],       // first token
+            &[9, 3, 64, 1, 299, 300],    // decode, context 300
+            &[9, 3, 64, 5, 295, 320],    // prefill chunk, context 300
+            &[9, 3, 64, 1, 2047, 2048],  // long context decode
+            &[9, 3, 64, 4, 253, 300],    // split context
+            &[32, 8, 64, 3, 2100, 2304], // Llama-3.2-1B heads
+            &[4, 4, 128, 2, 40, 64],     // MHA, head 128 (4 blocks)
+            &[8, 1, 64, 3, 7, 16],       // MQA
+            &[6, 2, 32, 7, 0, 40],       // one-block heads
+            &[9, 3, 64, 37, 0, 40],      // prefill from empty
+            &[2, 2, 256, 3, 10, 24],     // the largest head a Q8_0 cache serves
+        ],
+        vs_scalar: [ATTN_Q8, ATTN_Q8],
+        vs_f64: Some([ATTN_Q8_QUERY, ATTN_Q8_QUERY]),
+    },
+    Row {
+        op: Op::StoreRows,
+        dtypes: &[DType::F32, DType::F16, DType::Q8_0],
+        shapes: &[&[1, 192], &[5, 192], &[37, 512], &[3, 64]],
+        vs_scalar: [STORE_SAME, STORE_SAME],
+        vs_f64: Some([STORE_ROUNDING, STORE_ROUNDING]),
     },
     Row {
         op: Op::Softmax,
@@ -745,10 +797,13 @@ fn run_op(pick: impl Fn(Op) -> bool) {
                 }
                 #[cfg(feature = "opencl")]
                 for (name, g) in devices.iter_mut() {
-                    let cache_op = matches!(row.op, Op::Attention | Op::AttentionMass | Op::EvictShift(_));
+                    let cache_op = matches!(row.op, Op::Attention | Op::AttentionMass | Op::EvictShift(_) | Op::StoreRows);
                     if cache_op && !g.capabilities().kv_dtypes.contains(&dtype) {
                         if si == 0 {
-                            eprintln!("note: {name}: no {dtype} KV cache (Capabilities::kv_dtypes): attention/{dtype} not run there");
+                            eprintln!(
+                                "note: {name}: no {dtype} KV cache (Capabilities::kv_dtypes): {}/{dtype} not run there",
+                                row.op.name()
+                            );
                         }
                         continue;
                     }
@@ -814,6 +869,7 @@ fn case_name(op: Op, dtype: DType, dims: &[usize]) -> String {
         ),
         Op::LlamaBlock | Op::LlamaBlocks => format!("{dims:?}"),
         Op::Attention | Op::AttentionMass | Op::EvictShift(_) => format!("{dtype} cache {dims:?}"),
+        Op::StoreRows => format!("{dtype} {dims:?}"),
         _ => format!("{dims:?}"),
     }
 }
@@ -841,6 +897,10 @@ fn rope() {
 #[test]
 fn attention() {
     run_op(|o| o == Op::Attention);
+}
+#[test]
+fn store_rows() {
+    run_op(|o| o == Op::StoreRows);
 }
 #[test]
 fn softmax() {
@@ -943,9 +1003,11 @@ fn inputs(op: Op, dtype: DType, dtypes: &[DType], dims: &[usize], seed: u64) -> 
             let (n_head, n_kv, hd, n_tok, cap) = (d[0], d[1], d[2], d[3], d[5]);
             // An f16 cache holds f16 values: K and V are drawn already rounded, so every
             // target and the f64 reference see the same numbers.
+            // A Q8_0 cache likewise holds dequantized Q8_0 blocks.
             let cache = |v: Vec<f32>| -> Vec<f32> {
                 match dtype {
                     DType::F16 => v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect(),
+                    DType::Q8_0 => q8_round_trip(&v),
                     _ => v,
                 }
             };
@@ -954,6 +1016,7 @@ fn inputs(op: Op, dtype: DType, dtypes: &[DType], dims: &[usize], seed: u64) -> 
             acts.push(cache(randn(cap * n_kv * hd, seed + 2, 1.0)));
             acts.push(randn(cap, seed + 3, 1.0)); // the mass before (AttentionMass)
         }
+        Op::StoreRows => acts.push(randn(d[0] * d[1], seed, 2.0)),
         Op::Softmax => acts.push(randn(d[0] * d[1], seed, 4.0)),
         Op::Swiglu => {
             acts.push(randn(d[0] * d[1], seed, 3.0));
@@ -1192,12 +1255,39 @@ fn exec<B: Backend>(b: &mut B, op: Op, inp: &Inputs) -> antigravity_core::Result
                     TensorRef::new(&vb, 0, DType::F16, shape),
                 );
                 ops::attention(b, q.r(), k, v, p, o.m())?;
+            } else if inp.dtype == DType::Q8_0 {
+                // The cache in Q8_0 blocks (`--kv-type q8_0`).
+                let blocks = |v: &[f32]| {
+                    let q = q8_blocks(v);
+                    let mut buf = b.alloc(q.len(), BufferKind::Device).unwrap();
+                    b.upload(&mut buf, 0, &q).unwrap();
+                    buf
+                };
+                let (kb, vb) = (blocks(&a[1]), blocks(&a[2]));
+                let shape = Shape::d3(cap, n_kv, hd);
+                let (k, v) = (
+                    TensorRef::new(&kb, 0, DType::Q8_0, shape),
+                    TensorRef::new(&vb, 0, DType::Q8_0, shape),
+                );
+                ops::attention(b, q.r(), k, v, p, o.m())?;
             } else {
                 let k = f(b, &a[1], Shape::d3(cap, n_kv, hd));
                 let v = f(b, &a[2], Shape::d3(cap, n_kv, hd));
                 ops::attention(b, q.r(), k.r(), v.r(), p, o.m())?;
             }
             vec![("out", o.read(b))]
+        }
+        Op::StoreRows => {
+            let (rows, n) = (d[0], d[1]);
+            let src = f(b, &a[0], Shape::d2(rows, n));
+            let bytes = inp.dtype.row_bytes(n).unwrap() * rows;
+            let mut buf = b.alloc(bytes, BufferKind::Device).unwrap();
+            ops::store_rows(b, src.r(), TensorMut::new(&mut buf, 0, inp.dtype, Shape::d2(rows, n)))?;
+            let mut raw = vec![0u8; bytes];
+            b.download(&buf, 0, &mut raw).unwrap();
+            let mut out = vec![0f32; rows * n];
+            antigravity_core::quant::dequantize_row(inp.dtype, &raw, &mut out).unwrap();
+            vec![("dst", out)]
         }
         Op::Softmax => {
             let mut x = f(b, &a[0], Shape::d2(d[0], d[1]));
@@ -1513,6 +1603,7 @@ fn reference(op: Op, inp: &Inputs) -> Vec<Vec<f64>> {
                 .collect::<Vec<f64>>()
                 .pipe(|v| vec![v])
         }
+        Op::StoreRows => vec![wide(&a[0])],
         Op::Softmax => vec![a[0]
             .chunks(d[1])
             .flat_map(|r| {
@@ -1790,4 +1881,25 @@ fn every_op_has_a_row() {
             r.op
         );
     }
+}
+
+/// `v` (a whole number of 32-value blocks) as Q8_0 bytes, quantized by the reference
+/// quantizer.
+fn q8_blocks(v: &[f32]) -> Vec<u8> {
+    let mut q = vec![
+        antigravity_core::quant::BlockQ8_0 {
+            d: half::f16::ZERO,
+            qs: [0; 32]
+        };
+        v.len() / 32
+    ];
+    antigravity_core::quant::quantize_row_q8_0(v, &mut q);
+    bytemuck::cast_slice(&q).to_vec()
+}
+
+/// `v` quantized to Q8_0 and dequantized: values a Q8_0 cache holds exactly.
+fn q8_round_trip(v: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; v.len()];
+    antigravity_core::quant::dequantize_row(DType::Q8_0, &q8_blocks(v), &mut out).unwrap();
+    out
 }

@@ -118,3 +118,22 @@ fn hf_directory_errors_name_the_file() {
         .to_string();
     assert!(e.contains("/nonexistent/dir/config.json"), "{e}");
 }
+
+/// A Q8_0 cache stores heads as whole 32-value blocks, at most 256 values a head: other
+/// heads are refused with an error naming the flag, not sized wrong or indexed past.
+#[test]
+fn q8_0_cache_refuses_heads_it_cannot_hold() {
+    use antigravity_core::kv_cache::KvCache;
+    use antigravity_core::BufferKind;
+    let be = CpuBackend::new();
+    for hd in [32, 64, 256] {
+        let kv = KvCache::new(&be, 2, 8, 3, hd, DType::Q8_0, BufferKind::Device).unwrap();
+        assert_eq!(kv.bytes_per_token(), 2 * 2 * 3 * (hd / 32) * 34, "head_dim {hd}");
+    }
+    for hd in [48, 288, 10] {
+        let e = KvCache::new(&be, 2, 8, 3, hd, DType::Q8_0, BufferKind::Device)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("--kv-type"), "head_dim {hd}: {e}");
+    }
+}

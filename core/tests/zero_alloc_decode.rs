@@ -57,7 +57,7 @@ fn prefill_and_decode_allocate_nothing() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../oracle/models/tiny-untied");
     let cases = [DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::F16, DType::F32]
         .into_iter()
-        .flat_map(|w| [(w, DType::F16), (w, DType::F32)]);
+        .flat_map(|w| [(w, DType::F16), (w, DType::F32), (w, DType::Q8_0)]);
     for (wtype, kv_type) in cases {
         let be = CpuBackend::new();
         let (cfg, w) = model::hf::load(&dir, &be, wtype).unwrap();

@@ -60,6 +60,9 @@ pub enum KvTypeArg {
     Auto,
     F32,
     F16,
+    /// Q8_0 blocks (34 bytes per 32 values), as llama.cpp's `-ctk/-ctv q8_0`.
+    #[value(name = "q8_0")]
+    Q8_0,
 }
 
 impl KvTypeArg {
@@ -69,6 +72,7 @@ impl KvTypeArg {
             KvTypeArg::Auto => None,
             KvTypeArg::F32 => Some(DType::F32),
             KvTypeArg::F16 => Some(DType::F16),
+            KvTypeArg::Q8_0 => Some(DType::Q8_0),
         }
     }
 }

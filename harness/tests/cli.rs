@@ -1056,3 +1056,31 @@ fn more_threads_than_cores_and_a_context_past_training_are_warned_about() {
     ok(&o);
     assert!(!stderr(&o).contains("warning:"), "{}", stderr(&o));
 }
+
+/// `--kv-type q8_0`: `--json` reports the type and its bytes per token — 34 bytes for
+/// every 32 values, against f32's 128 (0.266×), and f16 half of f32's.
+#[test]
+fn kv_type_bytes_per_token_in_json() {
+    let dir = root().join("oracle/models/tiny-untied"); // head_dim 32: one Q8_0 block
+    let run = |t: &str| -> serde_json::Value {
+        let out = ok(&harness(&[
+            "generate",
+            "--model",
+            dir.to_str().unwrap(),
+            "--prompt-ids",
+            "1,2,3",
+            "--max-tokens",
+            "3",
+            "--ignore-eos",
+            "--kv-type",
+            t,
+            "--json",
+        ]));
+        serde_json::from_str(out.lines().last().unwrap()).unwrap()
+    };
+    let bytes = |j: &serde_json::Value| j["kv_bytes_per_token"].as_u64().unwrap();
+    let (f32_, f16_, q8) = (run("f32"), run("f16"), run("q8_0"));
+    assert_eq!(q8["kv_type"], "q8_0");
+    assert_eq!(bytes(&f16_) * 2, bytes(&f32_));
+    assert_eq!(bytes(&q8) * 128, bytes(&f32_) * 34);
+}

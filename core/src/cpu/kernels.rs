@@ -94,6 +94,12 @@ pub struct Kernels {
     /// Scalar twins: `cpu::scalar::attn_scores_f16`, `attn_values_f16`.
     pub attn_scores_f16: fn(&[f32], &[f16], usize, f32, &mut [f32]),
     pub attn_values_f16: fn(&[f32], &[f16], usize, &mut [f32]),
+    /// The same over a Q8_0 cache (`--kv-type q8_0`; `stride` in blocks, head_dim a
+    /// multiple of 32 up to `scalar::Q8_MAX_HEAD_DIM`): scores quantize the query head
+    /// and take Q8_0·Q8_0 dots; values dequantize each block on the fly. Scalar twins:
+    /// `cpu::scalar::attn_scores_q8_0`, `attn_values_q8_0`.
+    pub attn_scores_q8_0: fn(&[f32], &[BlockQ8_0], usize, f32, &mut [f32]),
+    pub attn_values_q8_0: fn(&[f32], &[BlockQ8_0], usize, &mut [f32]),
     /// In-place softmax of one row (attention's scores). Scalar twin:
     /// `cpu::scalar::softmax` (libm `expf`); SIMD versions use a polynomial `exp`
     /// within a few ulp of it.
@@ -150,6 +156,8 @@ impl Kernels {
             attn_values: scalar::attn_values,
             attn_scores_f16: scalar::attn_scores_f16,
             attn_values_f16: scalar::attn_values_f16,
+            attn_scores_q8_0: scalar::attn_scores_q8_0,
+            attn_values_q8_0: scalar::attn_values_q8_0,
             softmax_f32: scalar::softmax,
             swiglu_f32: scalar::swiglu,
             gemv_q4_0_q8_0: scalar::gemv_q4_0_q8_0,

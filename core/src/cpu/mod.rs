@@ -559,6 +559,22 @@ fn f32s_mut(b: &mut [u8]) -> &mut [f32] {
     bytemuck::cast_slice_mut(b)
 }
 
+/// Writes the f32 values `src` into `dst` bytes of cache dtype `dt` (f32 copied, f16
+/// rounded, Q8_0 quantized 32 at a time by the table's quantizer); the caller has
+/// checked `dst` holds exactly `src.len()` values of `dt`.
+fn store_converted(k: Kernels, src: &[f32], dst: &mut [u8], dt: DType) {
+    match dt {
+        DType::F16 => {
+            let d: &mut [f16] = bytemuck::cast_slice_mut(dst);
+            for (o, &v) in d.iter_mut().zip(src) {
+                *o = f16::from_f32(v);
+            }
+        }
+        DType::Q8_0 => (k.quantize_row_q8_0)(src, bytemuck::cast_slice_mut(dst)),
+        _ => f32s_mut(dst).copy_from_slice(src),
+    }
+}
+
 fn grow<T: Clone + Zeroable>(v: &mut Vec<T>, n: usize) {
     if v.len() < n {
         v.resize(n, T::zeroed());
@@ -766,6 +782,24 @@ impl CpuBackend {
         let os = f32s_mut(view_mut(out)?);
         let kern = self.k;
         match k.dtype {
+            DType::Q8_0 => {
+                let (ks, vs): (&[BlockQ8_0], &[BlockQ8_0]) =
+                    (bytemuck::cast_slice(view(&k)), bytemuck::cast_slice(view(&v)));
+                attention_on(
+                    &mut self.pool,
+                    &mut self.scores,
+                    qs,
+                    ks,
+                    vs,
+                    os,
+                    p,
+                    n_tok,
+                    kern.attn_scores_q8_0,
+                    kern.attn_values_q8_0,
+                    kern.softmax_f32,
+                    mass,
+                );
+            }
             DType::F16 => {
                 let (ks, vs): (&[f16], &[f16]) = (bytemuck::cast_slice(view(&k)), bytemuck::cast_slice(view(&v)));
                 attention_on(
@@ -805,14 +839,14 @@ impl CpuBackend {
     }
 }
 
-/// Attention over a cache of `T` (f32 or f16): one pool task per query head (its column
+/// Attention over a cache of `T` (f32, f16 or Q8_0 blocks): one pool task per query head (its column
 /// tile of `out`, `[n_tok, n_head * hd]`, and its own row of `scores`), or the serial
 /// reference when `scores` was reserved without `n_head`. With `mass` each head's task
 /// also sums its softmax weights per slot in the second half of its scratch row
 /// (`2 · ctx` floats a task), and the heads' sums are added into `mass` afterwards, in
 /// head order (no two tasks write one float).
 #[allow(clippy::too_many_arguments)]
-fn attention_on<T: scalar::KvScalar>(
+fn attention_on<T: scalar::KvUnit>(
     pool: &mut ThreadPool,
     scores: &mut [f32],
     qs: &[f32],
@@ -887,6 +921,7 @@ fn decode_kv_row(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<()> {
                 *d = f16::from_le_bytes([c[0], c[1]]).to_f32();
             }
         }
+        DType::Q8_0 => crate::quant::dequantize_row_q8_0(bytemuck::cast_slice(src), dst),
         other => return Err(Error::dtype("rope_shift", "x", other)),
     }
     Ok(())
@@ -901,6 +936,8 @@ fn encode_kv_row(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<()> {
                 c.copy_from_slice(&f16::from_f32(v).to_le_bytes());
             }
         }
+        // The scalar quantizer: the bytes every table's `quantize_row_q8_0` gives.
+        DType::Q8_0 => crate::quant::quantize_row_q8_0(src, bytemuck::cast_slice_mut(dst)),
         other => return Err(Error::dtype("rope_shift", "x", other)),
     }
     Ok(())
@@ -930,7 +967,7 @@ impl Backend for CpuBackend {
                 DType::Q5_K,
                 DType::Q6_K,
             ],
-            kv_dtypes: &[DType::F16, DType::F32],
+            kv_dtypes: &[DType::F16, DType::F32, DType::Q8_0],
             unified_memory: true,
             synchronous: true,
         }
@@ -1104,34 +1141,37 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    /// `y` is f32, or f16 for the K/V projections writing an f16 cache: those run a few
-    /// tokens at a time into the f32 `row` scratch and are rounded to f16 once (RoPE then
-    /// widens, rotates and rounds the keys again).
+    /// `y` is f32, or a cache dtype (f16, Q8_0) for the K/V projections writing the
+    /// cache: those run a few tokens at a time into the f32 `row` scratch, then each row
+    /// is converted once (f16 rounded; Q8_0 quantized by the table's quantizer). RoPE
+    /// then widens, rotates and rounds f16 keys again; a Q8_0 cache's keys are rotated in
+    /// f32 before they are stored (`store_rows`), so this path writes only its values.
     fn matmul(&mut self, w: TensorRef<'_, Self>, x: TensorRef<'_, Self>, y: TensorMut<'_, Self>) -> Result<()> {
         let xs = f32s(view(&x));
-        if y.dtype != DType::F16 {
+        let ydt = y.dtype;
+        if ydt == DType::F32 {
             return self.matmul_f32(w, xs, f32s_mut(view_mut(y)?));
         }
         let (n_out, n_in) = (w.shape.dims()[0], w.shape.dims()[1]);
         let mut row = core::mem::take(&mut self.row);
         if row.len() < n_out {
             self.row = row;
-            return Err(Error::invalid(
-                "matmul: scratch not reserved for an f16 output (call reserve)",
-            ));
+            return Err(Error::invalid(alloc::format!(
+                "matmul: scratch not reserved for a {} output (call reserve)",
+                ydt.name()
+            )));
         }
-        let ys: &mut [f16] = bytemuck::cast_slice_mut(view_mut(y)?);
+        let ys = view_mut(y)?;
+        let out_rb = ydt.row_bytes(n_out).unwrap_or(0);
         let chunk = row.len() / n_out;
         let mut res = Ok(());
-        for (xc, yc) in xs.chunks(chunk * n_in).zip(ys.chunks_mut(chunk * n_out)) {
-            let r = &mut row[..yc.len()];
+        for (xc, yc) in xs.chunks(chunk * n_in).zip(ys.chunks_mut(chunk * out_rb)) {
+            let r = &mut row[..xc.len() / n_in.max(1) * n_out];
             res = self.matmul_f32(w, xc, r);
             if res.is_err() {
                 break;
             }
-            for (o, &v) in yc.iter_mut().zip(r.iter()) {
-                *o = f16::from_f32(v);
-            }
+            store_converted(self.k, r, yc, ydt);
         }
         self.row = row;
         res
@@ -1254,6 +1294,12 @@ impl Backend for CpuBackend {
             }
             encode_kv_row(dtype, row, bytes)?;
         }
+        Ok(())
+    }
+
+    fn store_rows(&mut self, src: TensorRef<'_, Self>, dst: TensorMut<'_, Self>) -> Result<()> {
+        let dt = dst.dtype;
+        store_converted(self.k, f32s(view(&src)), view_mut(dst)?, dt);
         Ok(())
     }
 

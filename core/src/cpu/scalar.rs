@@ -5,6 +5,8 @@ use crate::backend::{AttnParams, RopeStyle};
 use crate::math;
 use crate::quant::{dot, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
+pub use crate::kv_cache::Q8_MAX_HEAD_DIM;
+
 /// `y[r] = dot(w[r·nb..(r+1)·nb], x)` for every `r in 0..y.len()`, `nb = x.len()`:
 /// the row loop every `gemv_*` kernel entry is defined by.
 #[inline]
@@ -161,6 +163,21 @@ impl KvScalar for half::f16 {
     }
 }
 
+/// The unit a cache row is made of: one element (f32, f16), or a block of `ELEMS`
+/// elements (`BlockQ8_0`: 32). Attention indexes rows and heads in these units.
+pub trait KvUnit: Copy + Send + Sync + 'static {
+    const ELEMS: usize;
+}
+impl KvUnit for f32 {
+    const ELEMS: usize = 1;
+}
+impl KvUnit for half::f16 {
+    const ELEMS: usize = 1;
+}
+impl KvUnit for BlockQ8_0 {
+    const ELEMS: usize = crate::dtype::QK8_0;
+}
+
 /// One query head's scores over cache slots (`attn_scores`-shaped, cache element `T`).
 pub type ScoresFn<T> = fn(&[f32], &[T], usize, f32, &mut [f32]);
 /// The weighted sum of value rows (`attn_values`-shaped, cache element `T`).
@@ -169,7 +186,7 @@ pub type ValuesFn<T> = fn(&[f32], &[T], usize, &mut [f32]);
 /// Causal GQA attention; see `Backend::attention`. `scores` holds ≥ n_past + n_tok.
 /// The serial reference: every (token, head) pair through [`attend_one`].
 #[allow(clippy::too_many_arguments)]
-pub fn attention<T: KvScalar>(
+pub fn attention<T: KvUnit>(
     q: &[f32],
     k: &[T],
     v: &[T],
@@ -192,7 +209,7 @@ pub fn attention<T: KvScalar>(
 /// Attention of query head `h` of batch token `t` over cache slots `0..=n_past + t`,
 /// written to `oh` (`head_dim` floats). `scores` holds ≥ n_past + t + 1.
 #[allow(clippy::too_many_arguments)]
-pub fn attend_one<T>(
+pub fn attend_one<T: KvUnit>(
     q: &[f32],
     k: &[T],
     v: &[T],
@@ -212,9 +229,11 @@ pub fn attend_one<T>(
     let kvh = h / group;
     let qh = &q[(t * p.n_head + h) * hd..][..hd];
     let sc = &mut scores[..n_ctx];
-    scores_fn(qh, &k[kvh * hd..], kv_stride, p.scale, sc);
+    // Offsets and strides in cache units (elements, or Q8_0 blocks: hd is whole blocks).
+    let (off, stride) = (kvh * hd / T::ELEMS, kv_stride / T::ELEMS);
+    scores_fn(qh, &k[off..], stride, p.scale, sc);
     softmax_fn(sc);
-    values_fn(sc, &v[kvh * hd..], kv_stride, oh);
+    values_fn(sc, &v[off..], stride, oh);
 }
 
 /// Attention scores of one query head over `out.len()` cache slots:
@@ -250,6 +269,63 @@ pub fn attn_values_f16(w: &[f32], v: &[half::f16], stride: usize, out: &mut [f32
     for (s, &ws) in w.iter().enumerate() {
         for (o, x) in out.iter_mut().zip(&v[s * stride..][..n]) {
             *o += ws * x.to_f32();
+        }
+    }
+}
+
+/// [`attn_scores`] over a Q8_0 cache (`--kv-type q8_0`; `stride` in blocks, `q.len()`
+/// a multiple of 32 and at most [`Q8_MAX_HEAD_DIM`]): the query head is quantized to
+/// Q8_0 (as llama.cpp quantizes the query to the K cache's dot type), then each slot is
+/// one Q8_0·Q8_0 dot — exact integer block sums, one f32 multiply-add per block.
+pub fn attn_scores_q8_0(q: &[f32], k: &[BlockQ8_0], stride: usize, scale: f32, out: &mut [f32]) {
+    attn_scores_q8_0_with(
+        q,
+        k,
+        stride,
+        scale,
+        out,
+        crate::quant::quantize_row_q8_0,
+        dot::vec_dot_q8_0_q8_0,
+    )
+}
+
+/// The scores loop of every Q8_0-cache table entry: `q` quantized by `quantize`, each
+/// slot through `dot` (a table's `quantize_row_q8_0` and `vec_dot_q8_0_q8_0`).
+#[inline(always)]
+pub fn attn_scores_q8_0_with(
+    q: &[f32],
+    k: &[BlockQ8_0],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+    quantize: impl Fn(&[f32], &mut [BlockQ8_0]),
+    dot: impl Fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
+) {
+    let nb = q.len() / crate::dtype::QK8_0;
+    let zero = BlockQ8_0 {
+        d: half::f16::ZERO,
+        qs: [0; 32],
+    };
+    let mut qq = [zero; Q8_MAX_HEAD_DIM / 32];
+    let qq = &mut qq[..nb];
+    quantize(q, qq);
+    for (s, o) in out.iter_mut().enumerate() {
+        *o = dot(&k[s * stride..][..nb], qq) * scale;
+    }
+}
+
+/// [`attn_values`] over a Q8_0 cache (`stride` in blocks): `out = Σ_s w[s] · d_s · q_s`,
+/// each value block dequantized on the fly as `(w[s] · d) · q` (the weight folded into
+/// the block scale once), slots in order.
+pub fn attn_values_q8_0(w: &[f32], v: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
+    out.fill(0.0);
+    let nb = out.len() / crate::dtype::QK8_0;
+    for (s, &ws) in w.iter().enumerate() {
+        for (b, ob) in v[s * stride..][..nb].iter().zip(out.chunks_exact_mut(32)) {
+            let a = ws * b.d.to_f32();
+            for (o, &x) in ob.iter_mut().zip(&b.qs) {
+                *o += a * x as f32;
+            }
         }
     }
 }

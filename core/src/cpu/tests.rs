@@ -1277,6 +1277,64 @@ proptest! {
 }
 
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The Q8_0-cache attention kernels (head dims of 1–8 blocks, padded strides):
+    /// * the scalar scores equal the f64 dot of the dequantized quantized query and key
+    ///   within `(nb + 4) · ε · Σ |terms|` (exact integer block sums, a few roundings),
+    ///   and the f32 query's dot within what quantizing the query can move it, half a
+    ///   step per element (`Σ_b d_q/2 · Σ |k̂|`);
+    /// * the scalar values equal the f64 `Σ w·v̂` within `(n + 4) · ε · Σ |terms|`;
+    /// * every SIMD table within the f32 kernels' reassociation bound of the twins.
+    #[test]
+    fn attn_kernels_q8_0(
+        (nb, n, pad) in (1usize..=8, 1usize..40, 0usize..3),
+        seed in any::<u64>(),
+    ) {
+        let (hd, stride) = (32 * nb, nb + pad);
+        let mut st = seed | 1;
+        let mut rnd = move || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; ((st >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0 };
+        let q: Vec<f32> = (0..hd).map(|_| rnd()).collect();
+        let raw: Vec<f32> = (0..n * stride * 32).map(|_| rnd()).collect();
+        let mut kv8 = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; 32] }; n * stride];
+        quant::quantize_row_q8_0(&raw, &mut kv8);
+        let mut kvh = vec![0f32; n * stride * 32];
+        quant::dequantize_row_q8_0(&kv8, &mut kvh);
+        let mut q8 = vec![BlockQ8_0 { d: f16::ZERO, qs: [0; 32] }; nb];
+        quant::quantize_row_q8_0(&q, &mut q8);
+        let mut qh = vec![0f32; hd];
+        quant::dequantize_row_q8_0(&q8, &mut qh);
+        let w: Vec<f32> = (0..n).map(|_| rnd().abs()).collect();
+        let (mut s0, mut v0) = (vec![f32::NAN; n], vec![f32::NAN; hd]);
+        super::scalar::attn_scores_q8_0(&q, &kv8, stride, 0.125, &mut s0);
+        super::scalar::attn_values_q8_0(&w, &kv8, stride, &mut v0);
+        let se = stride * 32;
+        for s in 0..n {
+            let k = &kvh[s * se..][..hd];
+            let exact: f64 = (0..hd).map(|i| qh[i] as f64 * k[i] as f64).sum::<f64>() * 0.125;
+            let mag: f64 = (0..hd).map(|i| (qh[i] as f64 * k[i] as f64).abs()).sum::<f64>() * 0.125;
+            prop_assert!((s0[s] as f64 - exact).abs() <= (nb as f64 + 4.0) * eps() as f64 * mag + 1e-30,
+                "score {s}: {} vs f64 {exact}", s0[s]);
+            let full: f64 = (0..hd).map(|i| q[i] as f64 * k[i] as f64).sum::<f64>() * 0.125;
+            let qerr: f64 = (0..nb).map(|b| q8[b].d.to_f64() * 0.5 * (0..32).map(|j| (k[32 * b + j] as f64).abs()).sum::<f64>()).sum::<f64>() * 0.125;
+            prop_assert!((s0[s] as f64 - full).abs() <= qerr * 1.01 + 1e-6, "score {s}: {} vs unquantized query {full} (bound {qerr})", s0[s]);
+        }
+        for i in 0..hd {
+            let exact: f64 = (0..n).map(|s| w[s] as f64 * kvh[s * se + i] as f64).sum();
+            let mag: f64 = (0..n).map(|s| (w[s] as f64 * kvh[s * se + i] as f64).abs()).sum();
+            prop_assert!((v0[i] as f64 - exact).abs() <= (n as f64 + 4.0) * eps() as f64 * mag + 1e-30,
+                "value {i}: {} vs f64 {exact}", v0[i]);
+        }
+        for k in simd_tables() {
+            let (mut s1, mut v1) = (vec![f32::NAN; n], vec![f32::NAN; hd]);
+            (k.attn_scores_q8_0)(&q, &kv8, stride, 0.125, &mut s1);
+            (k.attn_values_q8_0)(&w, &kv8, stride, &mut v1);
+            attn_within_bound(k.isa.name(), (&qh, &kvh, &w, se), (&s1, &v1), (&s0, &v0))?;
+        }
+    }
+}
+
+proptest! {
     /// `softmax_f32` against the scalar twin (libm `expf`): each probability within
     /// `(n + 8) · ε` relative (a few ulp of `exp`, the sum's reassociation), on rows of
     /// every length across the vector width, scores of attention-like magnitudes.

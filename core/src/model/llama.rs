@@ -180,10 +180,15 @@ pub struct Llama<B: Backend> {
 /// when `kv_type` is not yet chosen),
 /// the workspace and the logits rows (saturating: absurd sizes compare as huge).
 pub fn state_bytes(cfg: &LlamaConfig, opts: &RunOptions, logit_rows: usize) -> u64 {
+    let kv_dt = opts.kv_type.unwrap_or(DType::F32);
+    // Bytes of one slot's row (whole blocks for Q8_0; a row that is not is refused later
+    // by `KvCache::new`, so its size here is taken as f32's).
+    let row = kv_dt
+        .row_bytes(cfg.n_kv_head * cfg.head_dim)
+        .unwrap_or(cfg.n_kv_head * cfg.head_dim * 4);
     let kv = (cfg.n_layer as u64)
         .saturating_mul(opts.ctx as u64)
-        .saturating_mul((cfg.n_kv_head * cfg.head_dim) as u64)
-        .saturating_mul(2 * opts.kv_type.unwrap_or(DType::F32).block_bytes() as u64);
+        .saturating_mul(2 * row as u64);
     let per_tok = (3 * cfg.dim + 2 * cfg.q_dim() + 3 * cfg.ffn_dim) as u64 * 4;
     let ws = per_tok.saturating_mul(opts.max_batch as u64);
     let logits = (logit_rows as u64).saturating_mul(cfg.vocab as u64 * 4);
@@ -730,17 +735,33 @@ pub fn llama_block<B: Backend + ?Sized>(
     // xn = rms_norm(x) · attn_norm; q = xn · Wqᵀ; k, v = xn · Wkᵀ, xn · Wvᵀ, written
     // straight into this chunk's cache slots n_past..n_past + n   (n, q_dim), (n, kv_dim)
     marks(b, OpKind::MatmulQkv, true);
-    let mut k = k_cache.rows_mut(a.n_past, n, kv_dim);
     let v = v_cache.rows_mut(a.n_past, n, kv_dim);
-    let (qkv_w, qkv) = ([w.wq, w.wk, w.wv], [q.reborrow(), k.reborrow(), v]);
-    ops::rms_norm_matmul3(b, x.as_ref(), w.attn_norm, p.eps, xn.reborrow(), qkv_w, qkv)?;
-    marks(b, OpKind::MatmulQkv, false);
+    if !k_cache.dtype.is_quantized() {
+        let mut k = k_cache.rows_mut(a.n_past, n, kv_dim);
+        let (qkv_w, qkv) = ([w.wq, w.wk, w.wv], [q.reborrow(), k.reborrow(), v]);
+        ops::rms_norm_matmul3(b, x.as_ref(), w.attn_norm, p.eps, xn.reborrow(), qkv_w, qkv)?;
+        marks(b, OpKind::MatmulQkv, false);
 
-    // q, k = rope(q), rope(k) at positions pos0..pos0 + n          (n, heads, head_dim)
-    marks(b, OpKind::Rope, true);
-    let (q_heads, k_heads) = (q.reborrow().reshape(heads), k.reshape(kv_heads));
-    ops::rope_qk(b, q_heads, k_heads, inv_freq, p.pos0, p.style)?;
-    marks(b, OpKind::Rope, false);
+        // q, k = rope(q), rope(k) at positions pos0..pos0 + n          (n, heads, head_dim)
+        marks(b, OpKind::Rope, true);
+        let (q_heads, k_heads) = (q.reborrow().reshape(heads), k.reshape(kv_heads));
+        ops::rope_qk(b, q_heads, k_heads, inv_freq, p.pos0, p.style)?;
+        marks(b, OpKind::Rope, false);
+    } else {
+        // A quantized cache (Q8_0): the new keys go to f32 scratch (`att`, free until
+        // attention; kv_dim ≤ q_dim), are rotated there and quantized once into their
+        // slots — quantizing before RoPE would round them twice.     (n, kv_dim)
+        let mut k = att.rows_mut(0, n, kv_dim);
+        let (qkv_w, qkv) = ([w.wq, w.wk, w.wv], [q.reborrow(), k.reborrow(), v]);
+        ops::rms_norm_matmul3(b, x.as_ref(), w.attn_norm, p.eps, xn.reborrow(), qkv_w, qkv)?;
+        marks(b, OpKind::MatmulQkv, false);
+
+        marks(b, OpKind::Rope, true);
+        let (q_heads, k_heads) = (q.reborrow().reshape(heads), k.reborrow().reshape(kv_heads));
+        ops::rope_qk(b, q_heads, k_heads, inv_freq, p.pos0, p.style)?;
+        ops::store_rows(b, k.as_ref(), k_cache.rows_mut(a.n_past, n, kv_dim))?;
+        marks(b, OpKind::Rope, false);
+    }
 
     // att = softmax(q · Kᵀ · scale, causal) · V over cache slots 0..=n_past + t;
     // query head h reads KV head h / (n_head / n_kv_head)                 (n, q_dim)

@@ -68,6 +68,9 @@ signature! {
         table: Mem, table_off: u64, row_bytes: u64, n_rows: u32, ids: Mem, ids_off: u64, single_id: i32,
         out: Mem, out_off: u64, dim: u32,
     }
+    /// `store_rows_*` (get_rows.cl): `n` f32s from `src[src_off..]` into the cache view
+    /// at byte `dst_off` of `dst`.
+    struct StoreRows { src: Mem, src_off: u64, dst: Mem, dst_off: u64, n: u32 }
     /// `mul_mv_*_f32` (mul_mv_*_f32.cl).
     struct MulMv {
         w: Mem, w_off: u64, x: Mem, x_off: u64, y: Mem, y_off: u64, n_in: u32, n_out: u32, n_tok: u32,
@@ -234,6 +237,8 @@ pub(super) struct Kernels {
     pub(super) rope_shift: Kern<RopeShift>,
     pub(super) attention_mass: Kern<AttentionMass>,
     pub(super) get_rows: ByAnyWeight<Kern<GetRows>>,
+    /// `store_rows_f32`, `store_rows_f16`, `store_rows_q8_0`.
+    pub(super) store_rows: [Kern<StoreRows>; 3],
     pub(super) mul_mv: ByAnyWeight<Kern<MulMv>>,
     pub(super) mul_mm: ByWeight<Kern<MulMm>>,
     pub(super) mul_mm_reduce: Kern<MulMmReduce>,
@@ -283,6 +288,11 @@ impl Kernels {
                 q5_k: Kern::create(get_rows_cl, "get_rows_q5_k")?,
                 q6_k: Kern::create(get_rows_cl, "get_rows_q6_k")?,
             },
+            store_rows: [
+                Kern::create(get_rows_cl, "store_rows_f32")?,
+                Kern::create(get_rows_cl, "store_rows_f16")?,
+                Kern::create(get_rows_cl, "store_rows_q8_0")?,
+            ],
             mul_mv: ByAnyWeight {
                 base: ByWeight {
                     f32: Kern::create(p.get("mul_mv_f32_f32.cl"), "mul_mv_f32_f32")?,

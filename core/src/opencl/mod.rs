@@ -386,6 +386,10 @@ impl Backend for OpenClBackend {
         ops::rope_shift(self, x, inv_freq, delta, style)
     }
 
+    fn store_rows(&mut self, src: TensorRef<'_, Self>, dst: TensorMut<'_, Self>) -> Result<()> {
+        ops::store_rows(self, src, dst)
+    }
+
     fn softmax(&mut self, x: TensorMut<'_, Self>) -> Result<()> {
         ops::softmax(self, x)
     }

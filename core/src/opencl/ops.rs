@@ -8,7 +8,7 @@ use alloc::string::ToString;
 use super::buffer::{el, round_up};
 use super::kernels::{
     Add, Argmax, ArgmaxFinal, ArgmaxPart, Attention, AttentionCombine, AttentionMass, AttentionPrefill, GetRows,
-    MoveRows, RmsNorm, Rope, RopeQk, RopeShift, SiluMul, Softmax,
+    MoveRows, RmsNorm, Rope, RopeQk, RopeShift, SiluMul, Softmax, StoreRows,
 };
 use super::launch::{Local, Mem};
 use super::memory::upload_ids;
@@ -471,4 +471,30 @@ pub(super) fn add(
         n: n as u32,
     };
     be.q.run(&be.k.add, &args, &[round_up(n, 64)], None)
+}
+
+/// `dst = convert(src)` into a cache view (f32, f16 or Q8_0; see `Backend::store_rows`).
+pub(super) fn store_rows(
+    be: &OpenClBackend,
+    src: TensorRef<'_, OpenClBackend>,
+    dst: TensorMut<'_, OpenClBackend>,
+) -> Result<()> {
+    let n = src.shape.numel();
+    if n == 0 {
+        return Ok(());
+    }
+    let (k, items) = match dst.dtype {
+        crate::dtype::DType::F32 => (&be.k.store_rows[0], n),
+        crate::dtype::DType::F16 => (&be.k.store_rows[1], n),
+        crate::dtype::DType::Q8_0 => (&be.k.store_rows[2], n / 32),
+        other => return Err(Error::dtype("store_rows", "dst", other)),
+    };
+    let args = StoreRows {
+        src: src.buf.arg(),
+        src_off: el(src.offset),
+        dst: dst.buf.writable("opencl store_rows destination")?,
+        dst_off: dst.offset as u64,
+        n: n as u32,
+    };
+    be.q.run(k, &args, &[round_up(items, 64)], None)
 }

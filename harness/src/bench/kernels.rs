@@ -112,6 +112,19 @@ fn upload_f32<B: Backend>(b: &B, data: &[f32]) -> Result<B::Buffer> {
     Ok(buf)
 }
 
+/// `data` in a KV-cache dtype (f32, f16 rounded, Q8_0 quantized), uploaded.
+fn upload_cache<B: Backend>(b: &B, dt: DType, data: &[f32]) -> Result<B::Buffer> {
+    let n = dt
+        .row_bytes(data.len())
+        .ok_or_else(|| Error::msg(format!("{} values are not whole {dt} blocks", data.len())))?;
+    let mut bytes = vec![0u8; n];
+    antigravity_core::quant::quantize_row(dt, data, &mut bytes)
+        .map_err(|e| Error::msg(format!("cache {dt}: {e:?}")))?;
+    let mut buf = b.alloc(bytes.len(), BufferKind::Device)?;
+    b.upload(&mut buf, 0, &bytes)?;
+    Ok(buf)
+}
+
 /// A random `[rows, cols]` weight quantized (or converted) to `dtype`, as file bytes.
 fn weight_bytes(rng: &mut Rng, dtype: DType, rows: usize, cols: usize) -> Result<Vec<u8>> {
     let rb = dtype
@@ -264,43 +277,53 @@ pub fn run<B: Backend>(b: &mut B, budget: Budget, done: &mut dyn FnMut(KernelRes
         done(elementwise("swiglu", format!("1x{FFN}"), timing, 3 * FFN));
     }
 
-    // --- attention: one decode query against a filled cache ------------------------------
-    for ctx in ATTN_CTX {
-        let kv = ctx * N_KV_HEAD * HEAD_DIM;
-        let q = upload_f32(b, &rng.vec(N_HEAD * HEAD_DIM))?;
-        let k = upload_f32(b, &rng.vec(kv))?;
-        let v = upload_f32(b, &rng.vec(kv))?;
-        let mut out = b.alloc(N_HEAD * HEAD_DIM * 4, BufferKind::Device)?;
-        let p = AttnParams {
-            n_head: N_HEAD,
-            n_kv_head: N_KV_HEAD,
-            head_dim: HEAD_DIM,
-            scale: 1.0 / (HEAD_DIM as f32).sqrt(),
-            n_past: ctx - 1,
-        };
-        let timing = measure(budget, || {
-            let kv_shape = Shape::d3(ctx, N_KV_HEAD, HEAD_DIM);
-            ops::attention(
-                b,
-                TensorRef::new(&q, 0, DType::F32, Shape::d3(1, N_HEAD, HEAD_DIM)),
-                TensorRef::new(&k, 0, DType::F32, kv_shape),
-                TensorRef::new(&v, 0, DType::F32, kv_shape),
-                p,
-                TensorMut::new(&mut out, 0, DType::F32, Shape::d3(1, N_HEAD, HEAD_DIM)),
-            )?;
-            b.synchronize()
-        })?;
-        done(KernelResult {
-            op: "attention",
-            shape: format!("1x{N_HEAD}x{HEAD_DIM} kv {N_KV_HEAD}"),
-            tokens: 1,
-            dtype: None,
-            ctx: Some(ctx),
-            timing,
-            bytes: (2 * kv * 4) as f64,
-            // QKᵀ and PV: two multiply-adds per (head, position, element).
-            flops: 4.0 * (N_HEAD * HEAD_DIM * ctx) as f64,
-        });
+    // --- attention: one decode query against a filled cache, for every cache dtype the
+    // backend reads (`--kv-type`); a row's bytes are the K and V slots it reads, and its
+    // shape names the cache's bytes per token per layer --------------------------------
+    for kv_dt in b.capabilities().kv_dtypes.iter().copied() {
+        let row_bytes = kv_dt
+            .row_bytes(N_KV_HEAD * HEAD_DIM)
+            .ok_or_else(|| Error::msg(format!("cache {kv_dt}: {N_KV_HEAD}x{HEAD_DIM} is not whole blocks")))?;
+        for ctx in ATTN_CTX {
+            let kv = ctx * N_KV_HEAD * HEAD_DIM;
+            let q = upload_f32(b, &rng.vec(N_HEAD * HEAD_DIM))?;
+            let k = upload_cache(b, kv_dt, &rng.vec(kv))?;
+            let v = upload_cache(b, kv_dt, &rng.vec(kv))?;
+            let mut out = b.alloc(N_HEAD * HEAD_DIM * 4, BufferKind::Device)?;
+            let p = AttnParams {
+                n_head: N_HEAD,
+                n_kv_head: N_KV_HEAD,
+                head_dim: HEAD_DIM,
+                scale: 1.0 / (HEAD_DIM as f32).sqrt(),
+                n_past: ctx - 1,
+            };
+            let timing = measure(budget, || {
+                let kv_shape = Shape::d3(ctx, N_KV_HEAD, HEAD_DIM);
+                ops::attention(
+                    b,
+                    TensorRef::new(&q, 0, DType::F32, Shape::d3(1, N_HEAD, HEAD_DIM)),
+                    TensorRef::new(&k, 0, kv_dt, kv_shape),
+                    TensorRef::new(&v, 0, kv_dt, kv_shape),
+                    p,
+                    TensorMut::new(&mut out, 0, DType::F32, Shape::d3(1, N_HEAD, HEAD_DIM)),
+                )?;
+                b.synchronize()
+            })?;
+            done(KernelResult {
+                op: "attention",
+                shape: format!(
+                    "1x{N_HEAD}x{HEAD_DIM} kv {N_KV_HEAD} cache {kv_dt} ({} B/token/layer)",
+                    2 * row_bytes
+                ),
+                tokens: 1,
+                dtype: None,
+                ctx: Some(ctx),
+                timing,
+                bytes: (2 * ctx * row_bytes) as f64,
+                // QKᵀ and PV: two multiply-adds per (head, position, element).
+                flops: 4.0 * (N_HEAD * HEAD_DIM * ctx) as f64,
+            });
+        }
     }
     Ok(())
 }

@@ -52,6 +52,8 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         attn_values,
         attn_scores_f16,
         attn_values_f16,
+        attn_scores_q8_0: attn_scores_q8_0_neon,
+        attn_values_q8_0,
         softmax_f32,
         swiglu_f32,
         gemv_q4_0_q8_0: gemv_q4_0_q8_0_neon,
@@ -74,6 +76,7 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
             gemv_q4_0_q8_0: gemv_q4_0_q8_0_dot,
             gemv_q4_1_q8_1: gemv_q4_1_q8_1_dot,
             gemv_q8_0_q8_0: gemv_q8_0_q8_0_dot,
+            attn_scores_q8_0: attn_scores_q8_0_dot,
             gemm_q4_0_q8_0: gemm_q4_0_q8_0_dot,
             gemm_q4_0x8: repack::gemm_q4_0x8_dot,
             gemm_q4_1x8: repack::gemm_q4_1x8_dot,
@@ -156,6 +159,18 @@ fn attn_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, out: &mut [f
 fn attn_values_f16(w: &[f32], v: &[f16], stride: usize, out: &mut [f32]) {
     // SAFETY: NEON verified.
     unsafe { attn_values_impl(w, v, stride, out) }
+}
+fn attn_scores_q8_0_neon(q: &[f32], k: &[BlockQ8_0], stride: usize, scale: f32, out: &mut [f32]) {
+    // SAFETY: NEON verified.
+    unsafe { scores_q8_0_neon(q, k, stride, scale, out) }
+}
+fn attn_scores_q8_0_dot(q: &[f32], k: &[BlockQ8_0], stride: usize, scale: f32, out: &mut [f32]) {
+    // SAFETY: NEON verified; `kernels()` puts this fn in a table only with dotprod.
+    unsafe { scores_q8_0_dot(q, k, stride, scale, out) }
+}
+fn attn_values_q8_0(w: &[f32], v: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
+    // SAFETY: NEON verified.
+    unsafe { attn_values_q8_0_impl(w, v, stride, out) }
 }
 fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
     // SAFETY: NEON verified.
@@ -377,6 +392,89 @@ macro_rules! dots {
     };
 }
 dots!(dot_q4_0_neon, dot_q4_1_neon, dot_q8_0_neon, "neon", dot16_neon);
+
+/// Scores over a Q8_0 cache: the query head quantized once (byte-identical to the scalar
+/// quantizer) and its bytes loaded once; per slot and block the exact i32 sums (`$dot16`:
+/// `smull` + `sadalp`, or `sdot`), then `acc += sum · (d_k · d_q)` and one horizontal
+/// sum — the `vec_dot_q8_0_q8_0` arithmetic with the query's loads hoisted.
+macro_rules! scores_q8_0 {
+    ($name:ident, $features:literal, $dot16:ident) => {
+        #[target_feature(enable = $features)]
+        fn $name(q: &[f32], k: &[BlockQ8_0], stride: usize, scale: f32, out: &mut [f32]) {
+            const MB: usize = crate::cpu::scalar::Q8_MAX_HEAD_DIM / 32;
+            let nb = q.len() / 32;
+            let zero = BlockQ8_0 {
+                d: f16::ZERO,
+                qs: [0; 32],
+            };
+            let mut qq = [zero; MB];
+            quantize_row_q8_0_impl(q, &mut qq[..nb]);
+            let mut qv = [(vdupq_n_s8(0), vdupq_n_s8(0), 0.0f32); MB];
+            for (v, b) in qv.iter_mut().zip(&qq[..nb]) {
+                *v = (ld_s8(&b.qs[..16]), ld_s8(&b.qs[16..]), b.d.to_f32());
+            }
+            for (s, o) in out.iter_mut().enumerate() {
+                let row = &k[s * stride..][..nb];
+                let mut acc = vdupq_n_f32(0.0);
+                for (kb, &(ql, qh, dq)) in row.iter().zip(&qv) {
+                    let z = vdupq_n_s32(0);
+                    let si = $dot16($dot16(z, ld_s8(&kb.qs[..16]), ql), ld_s8(&kb.qs[16..]), qh);
+                    acc = vfmaq_n_f32(acc, vcvtq_f32_s32(si), kb.d.to_f32() * dq);
+                }
+                *o = vaddvq_f32(acc) * scale;
+            }
+        }
+    };
+}
+scores_q8_0!(scores_q8_0_neon, "neon", dot16_neon);
+scores_q8_0!(scores_q8_0_dot, "neon,dotprod", dot16_sdot);
+
+/// Values over a Q8_0 cache: `NB` blocks (32·NB columns from block `b0`) in 8·NB
+/// registers; per slot and block `a = w·d`, bytes widened (`sxtl` ×2, `scvtf`) and
+/// `acc += a · q`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn attn_values_q8_0_cols<const NB: usize>(w: &[f32], v: &[BlockQ8_0], stride: usize, b0: usize, out: &mut [f32]) {
+    let mut acc = [[vdupq_n_f32(0.0); 8]; NB];
+    for (s, &ws) in w.iter().enumerate() {
+        let row = &v[s * stride + b0..][..NB];
+        for (a, blk) in acc.iter_mut().zip(row) {
+            let av = ws * blk.d.to_f32();
+            for (h, half) in [ld_s8(&blk.qs[..16]), ld_s8(&blk.qs[16..])].into_iter().enumerate() {
+                let (l16, h16) = (vmovl_s8(vget_low_s8(half)), vmovl_high_s8(half));
+                let parts = [
+                    vmovl_s16(vget_low_s16(l16)),
+                    vmovl_high_s16(l16),
+                    vmovl_s16(vget_low_s16(h16)),
+                    vmovl_high_s16(h16),
+                ];
+                for (j, p) in parts.into_iter().enumerate() {
+                    a[4 * h + j] = vfmaq_n_f32(a[4 * h + j], vcvtq_f32_s32(p), av);
+                }
+            }
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        for (j, x) in a.iter().enumerate() {
+            let o = &mut out[32 * (b0 + i) + 4 * j..][..4];
+            // SAFETY: `o` is 4 writable f32 (bounds checked); no alignment need.
+            unsafe { vst1q_f32(o.as_mut_ptr(), *x) };
+        }
+    }
+}
+
+#[target_feature(enable = "neon")]
+fn attn_values_q8_0_impl(w: &[f32], v: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
+    let nb = out.len() / 32;
+    let mut b0 = 0;
+    while b0 + 2 <= nb {
+        attn_values_q8_0_cols::<2>(w, v, stride, b0, out);
+        b0 += 2;
+    }
+    if b0 < nb {
+        attn_values_q8_0_cols::<1>(w, v, stride, b0, out);
+    }
+}
 dots!(dot_q4_0_dot, dot_q4_1_dot, dot_q8_0_dot, "neon,dotprod", dot16_sdot);
 
 /// Four weight rows per step against one activation row: the activation block is loaded

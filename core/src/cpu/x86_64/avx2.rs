@@ -38,6 +38,8 @@ pub(crate) fn kernels() -> Option<Kernels> {
         attn_values,
         attn_scores_f16,
         attn_values_f16,
+        attn_scores_q8_0,
+        attn_values_q8_0,
         softmax_f32,
         swiglu_f32,
         gemv_q4_0_q8_0,
@@ -117,6 +119,14 @@ pub(super) fn attn_scores_f16(q: &[f32], k: &[f16], stride: usize, scale: f32, o
 pub(super) fn attn_values_f16(w: &[f32], v: &[f16], stride: usize, out: &mut [f32]) {
     // SAFETY: as above.
     unsafe { attn_values_impl(w, v, stride, out) }
+}
+pub(super) fn attn_scores_q8_0(q: &[f32], k: &[BlockQ8_0], stride: usize, scale: f32, out: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { attn_scores_q8_0_impl(q, k, stride, scale, out) }
+}
+pub(super) fn attn_values_q8_0(w: &[f32], v: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { attn_values_q8_0_impl(w, v, stride, out) }
 }
 pub(super) fn softmax_f32(x: &mut [f32]) {
     // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
@@ -564,6 +574,89 @@ fn attn_values_impl<T: KvLane + KvScalar>(w: &[f32], v: &[T], stride: usize, out
             _ => attn_values_cols::<T, 1>(w, v, stride, c0, out),
         }
         c0 += 64;
+    }
+}
+
+/// Scores over a Q8_0 cache: the query head quantized once (this table's quantizer,
+/// byte-identical to the scalar one) and widened to i16 once; per slot and block the
+/// exact i32 sum `Σ k·q` (`vpmaddwd`), then `acc += sum · (d_k · d_q)` in lanes and one
+/// horizontal sum — the `vec_dot_q8_0_q8_0` arithmetic with the query's loads hoisted.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn attn_scores_q8_0_impl(q: &[f32], k: &[BlockQ8_0], stride: usize, scale: f32, out: &mut [f32]) {
+    const MB: usize = crate::cpu::scalar::Q8_MAX_HEAD_DIM / 32;
+    let nb = q.len() / 32;
+    let zero = BlockQ8_0 {
+        d: f16::ZERO,
+        qs: [0; 32],
+    };
+    let mut qq = [zero; MB];
+    quantize_row_q8_0_impl(q, &mut qq[..nb]);
+    let mut qw = [[_mm256_setzero_si256(); 2]; MB];
+    for (w, b) in qw.iter_mut().zip(&qq[..nb]) {
+        *w = [
+            _mm256_cvtepi8_epi16(load16_i8(&b.qs[..16])),
+            _mm256_cvtepi8_epi16(load16_i8(&b.qs[16..])),
+        ];
+    }
+    for (s, o) in out.iter_mut().enumerate() {
+        let row = &k[s * stride..][..nb];
+        let mut acc = _mm256_setzero_ps();
+        for ((kb, qb), w) in row.iter().zip(&qq[..nb]).zip(&qw) {
+            let kl = _mm256_cvtepi8_epi16(load16_i8(&kb.qs[..16]));
+            let kh = _mm256_cvtepi8_epi16(load16_i8(&kb.qs[16..]));
+            let si = _mm256_add_epi32(_mm256_madd_epi16(kl, w[0]), _mm256_madd_epi16(kh, w[1]));
+            let d = _mm256_set1_ps(scale_prod(kb.d, qb.d));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), d, acc);
+        }
+        *o = hsum_ps(acc) * scale;
+    }
+}
+
+/// One f16 to f32 (F16C).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16_to_f32(h: f16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
+}
+
+/// `NB` value blocks (32·NB columns from block `b0`) accumulated in registers over all
+/// slots: per slot and block `a = w·d`, then `acc += a · q` on the widened bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn attn_values_q8_0_cols<const NB: usize>(w: &[f32], v: &[BlockQ8_0], stride: usize, b0: usize, out: &mut [f32]) {
+    let mut acc = [[_mm256_setzero_ps(); 4]; NB];
+    for (s, &ws) in w.iter().enumerate() {
+        let row = &v[s * stride + b0..][..NB];
+        for (a, blk) in acc.iter_mut().zip(row) {
+            let av = _mm256_set1_ps(ws * f16_to_f32(blk.d));
+            let (lo, hi) = (load16_i8(&blk.qs[..16]), load16_i8(&blk.qs[16..]));
+            for (j, x) in [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)]
+                .into_iter()
+                .enumerate()
+            {
+                a[j] = _mm256_fmadd_ps(av, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(x)), a[j]);
+            }
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        for (j, v) in a.iter().enumerate() {
+            let o = &mut out[32 * (b0 + i) + 8 * j..][..8];
+            // SAFETY: `o` is 8 writable f32; unaligned store.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *v) };
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn attn_values_q8_0_impl(w: &[f32], v: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
+    let nb = out.len() / 32;
+    let mut b0 = 0;
+    while b0 + 2 <= nb {
+        attn_values_q8_0_cols::<2>(w, v, stride, b0, out);
+        b0 += 2;
+    }
+    if b0 < nb {
+        attn_values_q8_0_cols::<1>(w, v, stride, b0, out);
     }
 }
 

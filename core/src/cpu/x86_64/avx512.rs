@@ -60,6 +60,12 @@ pub(crate) fn kernels() -> Option<Kernels> {
         attn_values: super::avx2::attn_values,
         attn_scores_f16: super::avx2::attn_scores_f16,
         attn_values_f16: super::avx2::attn_values_f16,
+        attn_scores_q8_0: if vnni_vl {
+            attn_scores_q8_0_vnni
+        } else {
+            super::avx2::attn_scores_q8_0
+        },
+        attn_values_q8_0,
         softmax_f32: super::avx2::softmax_f32,
         swiglu_f32: super::avx2::swiglu_f32,
         // Measured: the AVX2 four-row kernels beat row loops over the 512-bit dots on
@@ -124,6 +130,15 @@ fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
 fn vec_dot_q4_1_q8_1_vnni(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     // SAFETY: as above, and `kernels()` puts this fn in the table only with avx512vnni.
     unsafe { vec_dot_q4_1_q8_1_vn(x, y) }
+}
+fn attn_scores_q8_0_vnni(q: &[f32], k: &[BlockQ8_0], stride: usize, scale: f32, out: &mut [f32]) {
+    // SAFETY: as above, and `kernels()` puts this fn in the table only with avx512vnni
+    // and avx512vl.
+    unsafe { attn_scores_q8_0_vn(q, k, stride, scale, out) }
+}
+fn attn_values_q8_0(w: &[f32], v: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { attn_values_q8_0_impl(w, v, stride, out) }
 }
 fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
     // SAFETY: as above.
@@ -541,4 +556,75 @@ fn tile_q4_0_z<const R: usize, const T: usize>(
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn gemm_q4_0_q8_0_z(w: &[BlockQ4_0], x: &[BlockQ8_0], nb: usize, y: &mut [f32]) {
     gemm_tiles!(tile_q4_0_z::<4, 4>(w, x, nb, y))
+}
+
+/// Scores over a Q8_0 cache with VNNI: the query head quantized once (byte-identical to
+/// the scalar quantizer); per slot and block `vpdpbusd(|k|, sign(q, k))` gives the exact
+/// i32 sums `Σ k·q` in 8 lanes (|k| ≤ 128 as u8, sign(q, k) in ±127: no saturation),
+/// then `acc += sum · (d_k · d_q)` and one horizontal sum, as the AVX2 kernel.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn attn_scores_q8_0_vn(q: &[f32], k: &[BlockQ8_0], stride: usize, scale: f32, out: &mut [f32]) {
+    const MB: usize = crate::cpu::scalar::Q8_MAX_HEAD_DIM / 32;
+    let nb = q.len() / 32;
+    let zero = BlockQ8_0 {
+        d: f16::ZERO,
+        qs: [0; 32],
+    };
+    let mut qq = [zero; MB];
+    quantize_row_q8_0_impl(q, &mut qq[..nb]);
+    let mut qv = [_mm256_setzero_si256(); MB];
+    for (v, b) in qv.iter_mut().zip(&qq[..nb]) {
+        *v = load32(&b.qs);
+    }
+    let z = _mm256_setzero_si256();
+    for (s, o) in out.iter_mut().enumerate() {
+        let row = &k[s * stride..][..nb];
+        let mut acc = _mm256_setzero_ps();
+        for ((kb, qb), &qx) in row.iter().zip(&qq[..nb]).zip(&qv) {
+            let kx = load32(&kb.qs);
+            let si = _mm256_dpbusd_epi32(z, _mm256_sign_epi8(kx, kx), _mm256_sign_epi8(qx, kx));
+            let d = _mm256_set1_ps(scale_prod(kb.d, qb.d));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), d, acc);
+        }
+        *o = hsum_ps(acc) * scale;
+    }
+}
+
+/// Values over a Q8_0 cache: `NB` blocks (32·NB columns from block `b0`) in registers,
+/// 16 lanes per half block (`vpmovsxbd` widens 16 bytes at once); per slot and block
+/// `a = w·d`, `acc += a · q`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn attn_values_q8_0_cols<const NB: usize>(w: &[f32], v: &[BlockQ8_0], stride: usize, b0: usize, out: &mut [f32]) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; NB];
+    for (s, &ws) in w.iter().enumerate() {
+        let row = &v[s * stride + b0..][..NB];
+        for (a, blk) in acc.iter_mut().zip(row) {
+            let d = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(blk.d.to_bits() as i32)));
+            let av = _mm512_set1_ps(ws * d);
+            let (lo, hi) = (super::load16_i8(&blk.qs[..16]), super::load16_i8(&blk.qs[16..]));
+            a[0] = _mm512_fmadd_ps(av, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)), a[0]);
+            a[1] = _mm512_fmadd_ps(av, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), a[1]);
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        for (j, x) in a.iter().enumerate() {
+            let o = &mut out[32 * (b0 + i) + 16 * j..][..16];
+            // SAFETY: `o` is 16 writable f32; unaligned store.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *x) };
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn attn_values_q8_0_impl(w: &[f32], v: &[BlockQ8_0], stride: usize, out: &mut [f32]) {
+    let nb = out.len() / 32;
+    let mut b0 = 0;
+    while b0 + 2 <= nb {
+        attn_values_q8_0_cols::<2>(w, v, stride, b0, out);
+        b0 += 2;
+    }
+    if b0 < nb {
+        attn_values_q8_0_cols::<1>(w, v, stride, b0, out);
+    }
 }
