@@ -797,7 +797,10 @@ fn run_op(pick: impl Fn(Op) -> bool) {
                 }
                 #[cfg(feature = "opencl")]
                 for (name, g) in devices.iter_mut() {
-                    let cache_op = matches!(row.op, Op::Attention | Op::AttentionMass | Op::EvictShift(_) | Op::StoreRows);
+                    let cache_op = matches!(
+                        row.op,
+                        Op::Attention | Op::AttentionMass | Op::EvictShift(_) | Op::StoreRows
+                    );
                     if cache_op && !g.capabilities().kv_dtypes.contains(&dtype) {
                         if si == 0 {
                             eprintln!(
