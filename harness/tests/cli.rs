@@ -1084,3 +1084,107 @@ fn kv_type_bytes_per_token_in_json() {
     assert_eq!(bytes(&f16_) * 2, bytes(&f32_));
     assert_eq!(bytes(&q8) * 128, bytes(&f32_) * 34);
 }
+
+#[test]
+fn generate_with_an_eviction_policy_runs_past_the_context() {
+    let dir = root().join("oracle/models/tiny-tied");
+    let d = dir.to_str().unwrap();
+    for policy in ["window", "sinks", "shift", "h2o", "tova"] {
+        let o = harness(&[
+            "generate",
+            "--model",
+            d,
+            "--prompt-ids",
+            "1,2,3,4,5",
+            "--json",
+            "--ctx",
+            "16",
+            "--max-tokens",
+            "64",
+            "--ignore-eos",
+            "--kv-policy",
+            policy,
+        ]);
+        let j = last_json(&ok(&o));
+        assert_eq!(j["stop_reason"], "max_tokens", "{policy}: {j}");
+        assert_eq!(j["generated_ids"].as_array().unwrap().len(), 64, "{policy}");
+        assert_eq!(j["kv_policy"], policy);
+        assert!(j["kv_evicted"].as_u64().unwrap() > 0, "{policy}: {j}");
+    }
+    // --kv-policy only applies to --stream for perplexity.
+    let text = tmp("ppl.txt");
+    std::fs::write(&text, "one two three ".repeat(50)).unwrap();
+    let o = harness(&[
+        "perplexity",
+        "--model",
+        d,
+        "--file",
+        text.to_str().unwrap(),
+        "--kv-policy",
+        "sinks",
+    ]);
+    assert!(!o.status.success() && stderr(&o).contains("--stream"), "{}", stderr(&o));
+}
+
+#[test]
+fn perplexity_json_names_its_fields() {
+    let Some(m) = smollm2() else {
+        eprintln!("SKIP: SmolLM2 not in the cache");
+        return;
+    };
+    let text = tmp("ppl-gpl.txt");
+    let body = std::fs::read_to_string("/usr/share/common-licenses/GPL-3")
+        .unwrap_or_else(|_| "The quick brown fox jumps over the lazy dog. ".repeat(200));
+    std::fs::write(&text, body).unwrap();
+    let (m, t) = (m.to_str().unwrap(), text.to_str().unwrap());
+    let chunked = [
+        "perplexity",
+        "--model",
+        m,
+        "--file",
+        t,
+        "--ctx",
+        "128",
+        "--limit",
+        "1",
+        "--json",
+    ];
+    let streamed = [
+        "perplexity",
+        "--model",
+        m,
+        "--file",
+        t,
+        "--ctx",
+        "64",
+        "--limit",
+        "100",
+        "--stream",
+        "--kv-policy",
+        "sinks",
+        "--batch",
+        "16",
+        "--json",
+    ];
+    for args in [&chunked[..], &streamed[..]] {
+        let j = last_json(&ok(&harness(args)));
+        for k in [
+            "ppl",
+            "ppl_stderr",
+            "tokens_scored",
+            "ctx",
+            "kv_policy",
+            "kv_type",
+            "seconds",
+        ] {
+            assert!(!j[k].is_null(), "{k} missing: {j}");
+        }
+        let ppl = j["ppl"].as_f64().unwrap();
+        assert!(ppl > 1.0 && ppl < 200.0, "{j}");
+    }
+    let j = last_json(&ok(&harness(&chunked)));
+    assert_eq!(j["tokens_scored"], 63, "ctx 128: positions 64..126 score one chunk");
+    let j = last_json(&ok(&harness(&streamed)));
+    assert_eq!(j["tokens_scored"], 100);
+    assert_eq!(j["kv_policy"], "sinks");
+}
