@@ -73,8 +73,11 @@ impl KernelResult {
 }
 
 /// The list of cases, so a caller can size a progress bar before running them.
-pub fn case_count() -> usize {
-    2 * MATMUL_SHAPES.len() * WEIGHT_DTYPES.len() + BATCH_SHAPES.len() * WEIGHT_DTYPES.len() + 3 + ATTN_CTX.len()
+pub fn case_count(kv_types: usize) -> usize {
+    2 * MATMUL_SHAPES.len() * WEIGHT_DTYPES.len()
+        + BATCH_SHAPES.len() * WEIGHT_DTYPES.len()
+        + 3
+        + kv_types * ATTN_CTX.len()
 }
 
 /// SplitMix64: a tiny seeded generator, enough for benchmark data.
@@ -357,7 +360,23 @@ mod tests {
         };
         let mut got = Vec::new();
         run(&mut b, tiny, &mut |r| got.push(r)).unwrap();
-        assert_eq!(got.len(), case_count());
+        assert_eq!(got.len(), case_count(b.capabilities().kv_dtypes.len()));
+        // An attention row per cache dtype and context, each naming its bytes per token.
+        for (dt, per_tok) in [
+            ("f32", 2 * 3 * 64 * 4),
+            ("f16", 2 * 3 * 64 * 2),
+            ("q8_0", 2 * 3 * 2 * 34),
+        ] {
+            let rows: Vec<_> = got
+                .iter()
+                .filter(|r| r.op == "attention" && r.shape.contains(&format!("cache {dt} ")))
+                .collect();
+            assert_eq!(rows.len(), ATTN_CTX.len(), "{dt}");
+            for r in rows {
+                assert!(r.shape.contains(&format!("({per_tok} B/token/layer)")), "{}", r.shape);
+                assert_eq!(r.bytes, (r.ctx.unwrap() * per_tok) as f64, "{}", r.shape);
+            }
+        }
         for r in &got {
             assert!(r.timing.secs() > 0.0 && r.bytes > 0.0, "{r:?}");
             assert!(r.gb_s().is_finite());

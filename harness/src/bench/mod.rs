@@ -438,7 +438,7 @@ fn summary(rows: &[Record], load_1m: Option<f64>, cores: u32, readme: Option<&Pa
 
 fn run_kernels<B: Backend>(run: &mut Run, b: &mut B, budget: Budget) -> Result<()> {
     let (backend, isa) = (b.name(), b.isa());
-    let pb = bar(kernels::case_count() as u64, "kernels");
+    let pb = bar(kernels::case_count(b.capabilities().kv_dtypes.len()) as u64, "kernels");
     pb.set_message(isa.to_string());
     let mut results = Vec::new();
     kernels::run(b, budget, &mut |r| {
