@@ -84,6 +84,9 @@ fn parse_weights(s: &str) -> Result<DType, String> {
 pub enum BackendArg {
     Cpu,
     Opencl,
+    /// The CPU at once, the OpenCL device when it is ready and faster (`generate`;
+    /// see docs/hybrid.md).
+    Hybrid,
 }
 
 impl BackendArg {
@@ -91,6 +94,7 @@ impl BackendArg {
         match self {
             BackendArg::Cpu => "cpu",
             BackendArg::Opencl => "opencl",
+            BackendArg::Hybrid => "hybrid",
         }
     }
 }
@@ -190,6 +194,7 @@ impl ModelArgs {
         match self.run.backend {
             BackendArg::Cpu => job.run(self.load(self.run.cpu_backend()?, opts, t0)?),
             BackendArg::Opencl => job.run(self.load(opencl_backend()?, opts, t0)?),
+            BackendArg::Hybrid => bail!("--backend hybrid runs `generate` (and `bench --crossover` measures its table); use cpu or opencl here"),
         }
     }
 
