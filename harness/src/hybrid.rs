@@ -212,9 +212,9 @@ pub struct HybridSession {
     pub copied_load: CopiedBytes,
 }
 
-/// Loads `--backend hybrid`: the CPU model now; the table; then, if the table says the
-/// OpenCL device can pay for `prompt` + `gen` tokens (or switches are forced), the
-/// device's build on a background thread.
+/// Loads `--backend hybrid`: the table; if it says the OpenCL device can pay for a
+/// prompt of about `prompt_hint` tokens and `gen` more (or switches are forced), the
+/// device's build on a background thread; the CPU model meanwhile.
 ///
 /// The cache dtype: when the second backend may be built, both sides use one dtype —
 /// `--kv-type` if given, else f32 (the one OpenCL reads today) — so a hand-over is a
@@ -226,6 +226,7 @@ pub fn load(
     gpu_batch: usize,
     t0: Instant,
     prompt: impl FnOnce(&Session<CpuBackend>) -> Result<Vec<u32>>,
+    prompt_hint: usize,
     gen: usize,
 ) -> Result<HybridSession> {
     let path = crate::fetch::resolve(m.run.model.as_deref())?;
@@ -261,25 +262,17 @@ pub fn load(
         kv_type: Some(kv_type.unwrap_or(DType::F32)),
         ..cpu_opts
     };
-    let s = m.load(m.run.cpu_backend()?, cpu_opts, t0)?;
-    let ids = prompt(&s)?;
-    let n_prompt = ids.len();
-    let opts = HybridOptions {
-        switch_at: flags.switch_at.clone(),
-        crossover: table.clone(),
-        verbose: flags.verbose,
-    };
+    // Decided before the CPU model loads, so the device's build overlaps that load; the
+    // prompt's length is `prompt_hint` here (exact for --prompt-ids), exact at the
+    // boundaries.
     let (build, why) = if forced {
         (true, "switches forced".to_string())
     } else {
-        match table
-            .as_ref()
-            .and_then(|x| x.gpu_pays(n_prompt, gen, s.model.kv.bytes_per_token()))
-        {
+        match table.as_ref().and_then(|x| x.gpu_pays(prompt_hint, gen)) {
             Some((pays, e)) => (
                 pays,
                 format!(
-                    "{n_prompt}-token prompt, {gen} to generate: CPU alone {:.0} ms, with {} {:.0} ms (its init {:.0} ms included)",
+                    "{prompt_hint}-token prompt, {gen} to generate: CPU alone {:.0} ms, with {} {:.0} ms (its init {:.0} ms included)",
                     e.stay_s * 1e3,
                     table.as_ref().map_or("the device", |x| x.gpu.name.as_str()),
                     e.move_s * 1e3,
@@ -289,17 +282,7 @@ pub fn load(
             None => (false, "the crossover table lacks data".to_string()),
         }
     };
-    let Session {
-        model: cpu_model,
-        tokenizer,
-        path: model_path,
-        load_ms,
-        threads,
-        synthetic,
-        copied_load,
-        ..
-    } = s;
-    let hybrid = if build {
+    let pending = if build {
         if flags.verbose {
             eprintln!("hybrid: building the OpenCL backend in the background ({why})");
         }
@@ -314,9 +297,30 @@ pub fn load(
                 init_ms: t.elapsed().as_secs_f64() * 1e3,
             })
         };
-        Hybrid::with_background(cpu_model, builder, gpu_opts, opts)?
+        Some(model::hybrid::spawn_build(builder)?)
     } else {
-        Hybrid::cpu_only(cpu_model, opts, &why)
+        None
+    };
+    let s = m.load(m.run.cpu_backend()?, cpu_opts, t0)?;
+    let ids = prompt(&s)?;
+    let opts = HybridOptions {
+        switch_at: flags.switch_at.clone(),
+        crossover: table.clone(),
+        verbose: flags.verbose,
+    };
+    let Session {
+        model: cpu_model,
+        tokenizer,
+        path: model_path,
+        load_ms,
+        threads,
+        synthetic,
+        copied_load,
+        ..
+    } = s;
+    let hybrid = match pending {
+        Some(p) => Hybrid::with_pending(cpu_model, p, gpu_opts, opts),
+        None => Hybrid::cpu_only(cpu_model, opts, &why),
     };
     Ok(HybridSession {
         hybrid,
@@ -397,6 +401,7 @@ pub fn read_table(file: &Path, key: &str) -> Option<Crossover> {
         cpu: speeds_from(&e["cpu"])?,
         gpu: speeds_from(&e["gpu"])?,
         handover_bytes_per_s: e["handover_bytes_per_s"].as_f64().unwrap_or(0.0),
+        kv_bytes_per_token: e["kv_bytes_per_token"].as_u64().unwrap_or(0) as usize,
     })
 }
 
@@ -424,6 +429,7 @@ fn entry_json(x: &Crossover, kind: &str) -> Value {
         "cpu": speeds_json(&x.cpu),
         "gpu": speeds_json(&x.gpu),
         "handover_bytes_per_s": x.handover_bytes_per_s,
+        "kv_bytes_per_token": x.kv_bytes_per_token,
     })
 }
 
@@ -507,6 +513,7 @@ fn measure_table(m: &ModelArgs, path: &Path, points: &[usize], steps: usize) -> 
         cpu: cpu_s,
         gpu: gpu_s,
         handover_bytes_per_s: hb,
+        kv_bytes_per_token: cpu.kv.bytes_per_token(),
     })
 }
 

@@ -107,6 +107,9 @@ pub struct Crossover {
     pub gpu: Speeds,
     /// Cache bytes a hand-over moves per second (download + conversion + upload).
     pub handover_bytes_per_s: f64,
+    /// Cache bytes per token of the measured model (f32 cache), for planning before a
+    /// model is loaded.
+    pub kv_bytes_per_token: usize,
 }
 
 /// What the policy said at a boundary (printed with `--verbose`).
@@ -123,7 +126,8 @@ impl Crossover {
     /// and `gen` generated tokens: the CPU alone against the CPU serving while the GPU
     /// initializes, then the GPU finishing the rest (the hand-over included). `None`: the
     /// table lacks the data.
-    pub fn gpu_pays(&self, prompt: usize, gen: usize, kv_bytes_per_token: usize) -> Option<(bool, Estimate)> {
+    pub fn gpu_pays(&self, prompt: usize, gen: usize) -> Option<(bool, Estimate)> {
+        let kv_bytes_per_token = self.kv_bytes_per_token;
         let cpu_total = self.cpu.prefill_s(prompt)? + self.cpu.decode_s(prompt, gen)?;
         // While the GPU initializes, the CPU prefills and decodes; the GPU takes over
         // at the first token after `init_s` (or never, if the CPU is done first).
@@ -139,6 +143,9 @@ impl Crossover {
         let move_s = t.max(init_s)
             + self.handover_s(ctx, kv_bytes_per_token)
             + self.gpu.decode_s(ctx, rest)?;
+        // Or: wait for the device, and prefill there too (a long prompt, a fast device).
+        let wait_s = init_s + self.gpu.prefill_s(prompt)? + self.gpu.decode_s(prompt, gen.saturating_sub(1))?;
+        let (move_s, rest) = if wait_s < move_s { (wait_s, gen) } else { (move_s, rest) };
         let e = Estimate {
             stay_s: cpu_total,
             move_s,
@@ -157,11 +164,27 @@ impl Crossover {
 
     /// At a boundary with `ctx` cached tokens and `left` tokens still to produce: the
     /// time to finish where the sequence is (`on_gpu`) and on the other side.
-    pub fn estimate(&self, on_gpu: bool, ctx: usize, left: usize, kv_bytes_per_token: usize) -> Option<Estimate> {
+    /// `n_new` is the next pass's token count (a prompt: prefilled, then `left - 1`
+    /// decode steps; 1: `left` decode steps).
+    pub fn estimate(
+        &self,
+        on_gpu: bool,
+        ctx: usize,
+        n_new: usize,
+        left: usize,
+        kv_bytes_per_token: usize,
+    ) -> Option<Estimate> {
         let (here, there) = if on_gpu { (&self.gpu, &self.cpu) } else { (&self.cpu, &self.gpu) };
+        let cost = |s: &Speeds| -> Option<f64> {
+            if n_new > 1 {
+                Some(s.prefill_s(n_new)? + s.decode_s(ctx + n_new, left.saturating_sub(1))?)
+            } else {
+                s.decode_s(ctx, left)
+            }
+        };
         Some(Estimate {
-            stay_s: here.decode_s(ctx, left)?,
-            move_s: self.handover_s(ctx, kv_bytes_per_token) + there.decode_s(ctx, left)?,
+            stay_s: cost(here)?,
+            move_s: self.handover_s(ctx, kv_bytes_per_token) + cost(there)?,
         })
     }
 }
@@ -189,10 +212,31 @@ pub struct GpuParts<G: Backend> {
     pub init_ms: f64,
 }
 
+/// A background build under way ([`spawn_build`]).
+pub struct PendingGpu<G: Backend> {
+    handle: JoinHandle<Result<GpuParts<G>>>,
+    started: Instant,
+}
+
+/// Starts building the second backend on a background thread.
+pub fn spawn_build<G, F>(build: F) -> Result<PendingGpu<G>>
+where
+    G: Backend,
+    F: FnOnce() -> Result<GpuParts<G>> + Send + 'static,
+    GpuParts<G>: Send + 'static,
+{
+    let started = Instant::now();
+    let handle = std::thread::Builder::new()
+        .name(String::from("hybrid-gpu-init"))
+        .spawn(build)
+        .map_err(|e| Error::invalid(std::format!("hybrid: cannot start the background build: {e}")))?;
+    Ok(PendingGpu { handle, started })
+}
+
 enum Gpu<G: Backend> {
     /// Not built, and not being built (the policy said it cannot pay, or no device).
     Off,
-    Loading(JoinHandle<Result<GpuParts<G>>>),
+    Loading(JoinHandle<Result<GpuParts<G>>>, Instant),
     Ready(Llama<G>),
 }
 
@@ -249,16 +293,18 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
         F: FnOnce() -> Result<GpuParts<G>> + Send + 'static,
         GpuParts<G>: Send + 'static,
     {
-        let h = std::thread::Builder::new()
-            .name(String::from("hybrid-gpu-init"))
-            .spawn(build)
-            .map_err(|e| Error::invalid(std::format!("hybrid: cannot start the background build: {e}")))?;
-        let h = Self::make(cpu, Gpu::Loading(h), gpu_opts, opts);
+        Ok(Self::with_pending(cpu, spawn_build(build)?, gpu_opts, opts))
+    }
+
+    /// The host model serving now, and a build started earlier ([`spawn_build`]: before
+    /// the host model loaded, so the two overlap).
+    pub fn with_pending(cpu: Llama<C>, pending: PendingGpu<G>, gpu_opts: RunOptions, opts: HybridOptions) -> Self {
+        let h = Self::make(cpu, Gpu::Loading(pending.handle, pending.started), gpu_opts, opts);
         h.log(format_args!(
             "hybrid: serving on {}; the second backend builds in the background",
             h.cpu.backend.name()
         ));
-        Ok(h)
+        h
     }
 
     fn make(cpu: Llama<C>, gpu: Gpu<G>, gpu_opts: RunOptions, opts: HybridOptions) -> Self {
@@ -330,7 +376,7 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
     }
     /// Whether the second backend is being built in the background.
     pub fn gpu_loading(&self) -> bool {
-        matches!(self.gpu, Gpu::Loading(_))
+        matches!(self.gpu, Gpu::Loading(..))
     }
     /// When the second backend became usable, ms after the hybrid was made.
     pub fn gpu_ready_ms(&self) -> Option<f64> {
@@ -381,7 +427,7 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
 
     /// Waits for a background build and binds the model (tests; a forced switch).
     pub fn wait_gpu(&mut self) -> Result<bool> {
-        if matches!(self.gpu, Gpu::Loading(_)) {
+        if matches!(self.gpu, Gpu::Loading(..)) {
             self.bind_gpu(true)?;
         }
         Ok(matches!(self.gpu, Gpu::Ready(_)))
@@ -391,13 +437,13 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
     /// the second backend off (noted, the host model serves on).
     fn bind_gpu(&mut self, wait: bool) -> Result<()> {
         let done = match &self.gpu {
-            Gpu::Loading(h) => wait || h.is_finished(),
+            Gpu::Loading(h, _) => wait || h.is_finished(),
             _ => false,
         };
         if !done {
             return Ok(());
         }
-        let Gpu::Loading(h) = core::mem::replace(&mut self.gpu, Gpu::Off) else {
+        let Gpu::Loading(h, _) = core::mem::replace(&mut self.gpu, Gpu::Off) else {
             return Ok(());
         };
         let parts = match h.join() {
@@ -427,9 +473,48 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
         Ok(())
     }
 
+    /// Before a pass of `n` tokens on the host while the second backend builds: when
+    /// the table says the build's remaining time plus the device's pass is shorter than
+    /// the host's pass (a long prompt on a fast device), waits for the build — but only
+    /// until the time that estimate assumed (with slack): a build running late (a cold
+    /// driver cache: seconds instead of the table's warm start) never holds the first
+    /// token back; the host runs the pass then.
+    fn wait_for_prefill(&mut self, n: usize) -> Result<()> {
+        let (Gpu::Loading(h, started), Some(x)) = (&self.gpu, &self.opts.crossover) else {
+            return Ok(());
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let left_s = x.gpu.init_ms / 1e3 - elapsed;
+        let (Some(gpu_s), Some(cpu_s)) = (x.gpu.prefill_s(n), x.cpu.prefill_s(n)) else {
+            return Ok(());
+        };
+        if n <= 1 || h.is_finished() || left_s <= 0.0 || left_s + gpu_s >= cpu_s {
+            return Ok(());
+        }
+        // Worth waiting up to the host's own pass time (beyond it, waiting loses).
+        let deadline = std::time::Duration::from_secs_f64(elapsed + (cpu_s - gpu_s));
+        while !h.is_finished() {
+            if started.elapsed() >= deadline {
+                self.log(format_args!(
+                    "hybrid: {n}-token pass: the device is late ({:.0} ms into its build); the host runs it",
+                    started.elapsed().as_secs_f64() * 1e3
+                ));
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        self.log(format_args!(
+            "hybrid: {n}-token pass: waited {:.0} ms for the device (then {:.1} ms there against the host's {:.0} ms)",
+            (started.elapsed().as_secs_f64() - elapsed) * 1e3,
+            gpu_s * 1e3,
+            cpu_s * 1e3
+        ));
+        self.bind_gpu(true)
+    }
+
     /// Whether the sequence should be on the other side before the pass producing token
     /// `k`: forced, or (no forced switches) the policy's estimate.
-    fn wants_move(&mut self, k: usize) -> Result<bool> {
+    fn wants_move(&mut self, k: usize, n_new: usize) -> Result<bool> {
         if !self.opts.switch_at.is_empty() {
             let forced = self.opts.switch_at.binary_search(&k).is_ok();
             if forced && !self.on_gpu {
@@ -438,6 +523,7 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
             return Ok(forced);
         }
         if !self.on_gpu {
+            self.wait_for_prefill(n_new)?;
             self.bind_gpu(false)?;
         }
         let Gpu::Ready(_) = &self.gpu else {
@@ -451,7 +537,7 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
             return Ok(false);
         }
         let ctx = self.kv_len();
-        let Some(e) = x.estimate(self.on_gpu, ctx, left, self.kv_bytes_per_token()) else {
+        let Some(e) = x.estimate(self.on_gpu, ctx, n_new, left, self.kv_bytes_per_token()) else {
             return Ok(false);
         };
         let go = e.move_s < e.stay_s;
@@ -468,8 +554,8 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
     }
 
     /// At the boundary before the pass producing token `k`: moves the sequence if due.
-    fn boundary(&mut self, k: usize) -> Result<()> {
-        if self.wants_move(k)? {
+    fn boundary(&mut self, k: usize, n_new: usize) -> Result<()> {
+        if self.wants_move(k, n_new)? {
             self.switch(k)?;
         }
         Ok(())
@@ -510,7 +596,7 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
 
     /// [`Llama::forward`] on the backend holding the sequence (moved first if due).
     pub fn forward(&mut self, ids: &[u32]) -> Result<&[f32]> {
-        self.boundary(self.produced)?;
+        self.boundary(self.produced, ids.len())?;
         self.produced += 1;
         match (&mut self.gpu, self.on_gpu) {
             (Gpu::Ready(g), true) => g.forward(ids),
@@ -520,7 +606,7 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
 
     /// [`Llama::forward_argmax`] on the backend holding the sequence.
     pub fn forward_argmax(&mut self, ids: &[u32]) -> Result<u32> {
-        self.boundary(self.produced)?;
+        self.boundary(self.produced, ids.len())?;
         self.produced += 1;
         match (&mut self.gpu, self.on_gpu) {
             (Gpu::Ready(g), true) => g.forward_argmax(ids),
@@ -542,7 +628,7 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
         let mut kept_total = 0;
         let mut next = first;
         while kept_total < steps {
-            self.boundary(self.produced)?;
+            self.boundary(self.produced, 1)?;
             let left = steps - kept_total;
             let mut w = Watch {
                 produced: self.produced,
@@ -559,7 +645,7 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
                 g.decode_greedy(next, left, |t| w.step(t, &mut on_token, None::<&JoinHandle<()>>, true))?
             } else {
                 let (loading, ready) = match &self.gpu {
-                    Gpu::Loading(h) => (Some(h), false),
+                    Gpu::Loading(h, _) => (Some(h), false),
                     Gpu::Ready(_) => (None, true),
                     Gpu::Off => (None, false),
                 };
