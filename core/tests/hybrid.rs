@@ -124,7 +124,10 @@ fn every_position<C: Backend, G: Backend>(mut h: Hybrid<C, G>, prompt: &[u32], l
         v.dedup();
         v.len()
     };
-    assert!(distinct > 4, "{label}: the model should not repeat one token: {want_c:?}");
+    assert!(
+        distinct > 4,
+        "{label}: the model should not repeat one token: {want_c:?}"
+    );
     let check = |got: &[u32], what: &str| {
         let c = same_up_to_near_tie(got, &want_c, &margin_c);
         let g = same_up_to_near_tie(got, &want_g, &margin_g);
@@ -217,9 +220,13 @@ fn handover_copies_exactly_the_used_slots() {
     // Too small a destination: refused, nothing changed.
     let mut small = Llama::new(
         a.cfg.clone(),
-        model::hf::load(&root().join("oracle/models/tiny-untied"), &CpuBackend::new(), DType::Q8_0)
-            .unwrap()
-            .1,
+        model::hf::load(
+            &root().join("oracle/models/tiny-untied"),
+            &CpuBackend::new(),
+            DType::Q8_0,
+        )
+        .unwrap()
+        .1,
         CpuBackend::new(),
         RunOptions {
             ctx: 4,
@@ -238,7 +245,10 @@ fn oracle_logits_with_a_switch_mid_prompt_cpu() {
     let a = |n| tiny(CpuBackend::new(), n, DType::F32, true);
     let b = |n| tiny(CpuBackend::with_isa(Isa::Scalar).unwrap(), n, DType::F32, true);
     for name in ["tiny-untied", "tiny-tied"] {
-        oracle_switch(Hybrid::with_both(a(name), b(name), HybridOptions::default()).unwrap(), name);
+        oracle_switch(
+            Hybrid::with_both(a(name), b(name), HybridOptions::default()).unwrap(),
+            name,
+        );
     }
 }
 
@@ -285,7 +295,10 @@ fn oracle_switch<C: Backend, G: Backend>(mut h: Hybrid<C, G>, model_name: &str) 
         assert_eq!(h.switches().len(), at.len());
         let v = antigravity_core::oracle::max_rel(&got, &want).unwrap();
         eprintln!("{case}, switches before token {at:?} (the second half): logits max_rel {v:.3e} (limit {limit:.3e})");
-        assert!(v <= limit, "{case}: max_rel {v:.3e} > {limit:.3e} with a switch mid-prompt");
+        assert!(
+            v <= limit,
+            "{case}: max_rel {v:.3e} > {limit:.3e} with a switch mid-prompt"
+        );
     }
 }
 
@@ -325,7 +338,10 @@ fn oracle_logits_with_a_switch_mid_prompt_opencl() {
     let Some(g) = opencl() else { return };
     let a = tiny(CpuBackend::new(), "tiny-untied", DType::F32, true);
     let b = tiny(g, "tiny-untied", DType::F32, true);
-    oracle_switch(Hybrid::with_both(a, b, HybridOptions::default()).unwrap(), "tiny-untied");
+    oracle_switch(
+        Hybrid::with_both(a, b, HybridOptions::default()).unwrap(),
+        "tiny-untied",
+    );
 }
 
 /// SmolLM2 (the real model, when fetched): one switch CPU → OpenCL mid-generation,

@@ -85,4 +85,3 @@ fn decoding_with_switches_allocates_nothing() {
     assert!(h.switches().len() - n0 >= 14, "{:?}", h.switches().len());
     assert_eq!(n, 0, "100 decode steps with 14 switches allocated {n} times");
 }
-

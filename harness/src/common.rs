@@ -194,7 +194,9 @@ impl ModelArgs {
         match self.run.backend {
             BackendArg::Cpu => job.run(self.load(self.run.cpu_backend()?, opts, t0)?),
             BackendArg::Opencl => job.run(self.load(opencl_backend()?, opts, t0)?),
-            BackendArg::Hybrid => bail!("--backend hybrid runs `generate` (and `bench --crossover` measures its table); use cpu or opencl here"),
+            BackendArg::Hybrid => bail!(
+                "--backend hybrid runs `generate` (and `bench --crossover` measures its table); use cpu or opencl here"
+            ),
         }
     }
 

@@ -108,11 +108,7 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
     if backend != BackendArg::Hybrid && (!a.hybrid.switch_at.is_empty() || a.hybrid.crossover.is_some()) {
         bail!("--switch-at and --crossover are for --backend hybrid");
     }
-    let batch = |cpu| {
-        a.batch
-            .unwrap_or(if cpu { 128 } else { 512 })
-            .min(a.model.ctx)
-    };
+    let batch = |cpu| a.batch.unwrap_or(if cpu { 128 } else { 512 }).min(a.model.ctx);
     if backend == BackendArg::Hybrid {
         // Each side prefills in its own chunk size (the CPU's and the device's defaults).
         let (cpu_b, gpu_b) = (batch(true), batch(false));

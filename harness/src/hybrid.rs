@@ -149,7 +149,10 @@ impl Engine for Hybrid<CpuBackend, OpenClBackend> {
     }
     fn copied(&self) -> CopiedBytes {
         let a = self.cpu.backend.copied_bytes();
-        let b = self.gpu().map(|g| Backend::copied_bytes(&g.backend)).unwrap_or_default();
+        let b = self
+            .gpu()
+            .map(|g| Backend::copied_bytes(&g.backend))
+            .unwrap_or_default();
         CopiedBytes {
             to_device: a.to_device + b.to_device,
             to_host: a.to_host + b.to_host,
@@ -244,24 +247,6 @@ pub fn load(
         eprintln!("hybrid: wrote {}", table_file.display());
         table = Some(x);
     }
-    // Whether the device can ever be the faster side for this model here.
-    let gpu_ever = forced || table.as_ref().is_some_and(gpu_ever_faster);
-    let kv_type = match (m.kv_type.dtype(), gpu_ever) {
-        (Some(t), _) => Some(t),
-        (None, true) => Some(DType::F32),
-        (None, false) => None,
-    };
-    let cpu_opts = RunOptions {
-        ctx: m.ctx,
-        max_batch: cpu_batch.min(m.ctx),
-        all_logits: false,
-        kv_type,
-    };
-    let gpu_opts = RunOptions {
-        max_batch: gpu_batch.min(m.ctx),
-        kv_type: Some(kv_type.unwrap_or(DType::F32)),
-        ..cpu_opts
-    };
     // Decided before the CPU model loads, so the device's build overlaps that load; the
     // prompt's length is `prompt_hint` here (exact for --prompt-ids), exact at the
     // boundaries.
@@ -281,6 +266,24 @@ pub fn load(
             ),
             None => (false, "the crossover table lacks data".to_string()),
         }
+    };
+    // One cache dtype on both sides when the device is built (f32: what OpenCL reads
+    // today); the CPU's default (f16) when it is not.
+    let kv_type = match (m.kv_type.dtype(), build) {
+        (Some(t), _) => Some(t),
+        (None, true) => Some(DType::F32),
+        (None, false) => None,
+    };
+    let cpu_opts = RunOptions {
+        ctx: m.ctx,
+        max_batch: cpu_batch.min(m.ctx),
+        all_logits: false,
+        kv_type,
+    };
+    let gpu_opts = RunOptions {
+        max_batch: gpu_batch.min(m.ctx),
+        kv_type: Some(kv_type.unwrap_or(DType::F32)),
+        ..cpu_opts
     };
     let pending = if build {
         if flags.verbose {
@@ -362,12 +365,14 @@ pub fn default_table_path() -> PathBuf {
 /// One entry per model file: its name and size.
 fn table_key(path: &Path) -> String {
     let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-    let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     format!("{name}:{len}")
 }
 
 fn speeds_json(s: &Speeds) -> Value {
-    json!({"name": s.name, "init_ms": s.init_ms, "prefill": s.prefill, "decode": s.decode})
+    json!({"name": s.name, "init_ms": s.init_ms, "first_ms": s.first_ms, "prefill": s.prefill, "decode": s.decode})
 }
 
 fn speeds_from(v: &Value) -> Option<Speeds> {
@@ -382,6 +387,7 @@ fn speeds_from(v: &Value) -> Option<Speeds> {
         init_ms: v["init_ms"].as_f64()?,
         prefill: pts("prefill")?,
         decode: pts("decode")?,
+        first_ms: v["first_ms"].as_f64().unwrap_or(0.0),
     })
 }
 
@@ -418,7 +424,8 @@ pub fn write_table(file: &Path, key: &str, x: &Crossover, kind: &str) -> Result<
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(file, serde_json::to_string_pretty(&v)? + "\n").with_context(|| format!("writing {}", file.display()))
+    std::fs::write(file, serde_json::to_string_pretty(&v)? + "\n")
+        .with_context(|| format!("writing {}", file.display()))
 }
 
 fn entry_json(x: &Crossover, kind: &str) -> Value {
@@ -433,12 +440,6 @@ fn entry_json(x: &Crossover, kind: &str) -> Value {
     })
 }
 
-/// Whether the device decodes or prefills faster than the CPU anywhere in the table.
-fn gpu_ever_faster(x: &Crossover) -> bool {
-    let beats = |a: &[(usize, f64)], b: &[(usize, f64)]| a.iter().zip(b).any(|(g, c)| g.1 > c.1);
-    beats(&x.gpu.decode, &x.cpu.decode) || beats(&x.gpu.prefill, &x.cpu.prefill)
-}
-
 /// Prefill and decode speeds of `m` at each prompt length of `points` (the decode
 /// `steps` steps right after that prefill, at that context).
 pub fn measure<B: Backend>(m: &mut Llama<B>, points: &[usize], steps: usize, init_ms: f64) -> Result<Speeds> {
@@ -451,9 +452,12 @@ pub fn measure<B: Backend>(m: &mut Llama<B>, points: &[usize], steps: usize, ini
         init_ms,
         ..Speeds::default()
     };
-    // Warm-up: one small pass (first-use costs are init's, not the curve's).
+    // Warm-up: one small pass (first-use costs are `first_ms`, not the curve's).
     m.reset();
+    let t = Instant::now();
     m.forward_argmax(&ids[..1])?;
+    m.backend.synchronize()?;
+    s.first_ms = t.elapsed().as_secs_f64() * 1e3;
     for &n in points {
         let n = n.min(m.kv.capacity().saturating_sub(steps + 1)).max(1);
         m.reset();
@@ -504,11 +508,20 @@ fn measure_table(m: &ModelArgs, path: &Path, points: &[usize], steps: usize) -> 
     let cpu_s = measure(&mut cpu, points, steps, cpu_init)?;
     let t = Instant::now();
     let (cfg, w, be) = build_gpu(path, m.weights)?;
-    let mut gpu = Llama::new(cfg, w, be, opts(512))?;
     let gpu_init = t.elapsed().as_secs_f64() * 1e3;
+    // Binding the model (its cache and workspace) happens at the hybrid's boundary:
+    // counted with the first pass.
+    let t = Instant::now();
+    let mut gpu = Llama::new(cfg, w, be, opts(512))?;
+    let bind_ms = t.elapsed().as_secs_f64() * 1e3;
     eprintln!("crossover: {} (init {gpu_init:.0} ms) …", gpu.backend.name());
-    let gpu_s = measure(&mut gpu, points, steps, gpu_init)?;
-    let hb = measure_handover(&mut cpu, &mut gpu, points.iter().copied().max().unwrap_or(1).min(ctx - 1))?;
+    let mut gpu_s = measure(&mut gpu, points, steps, gpu_init)?;
+    gpu_s.first_ms += bind_ms;
+    let hb = measure_handover(
+        &mut cpu,
+        &mut gpu,
+        points.iter().copied().max().unwrap_or(1).min(ctx - 1),
+    )?;
     Ok(Crossover {
         cpu: cpu_s,
         gpu: gpu_s,
@@ -549,7 +562,10 @@ pub fn bench_crossover(m: &ModelArgs, out_dir: &Path, max_ctx: usize) -> Result<
     v["git_rev"] = json!(crate::bench::env::git_rev());
     v["threads"] = json!(m.run.thread_count());
     std::fs::write(&out, serde_json::to_string_pretty(&v)? + "\n")?;
-    println!("{:>8} {:>14} {:>14} {:>14} {:>14}", "tokens", "cpu prefill", "gpu prefill", "cpu decode", "gpu decode");
+    println!(
+        "{:>8} {:>14} {:>14} {:>14} {:>14}",
+        "tokens", "cpu prefill", "gpu prefill", "cpu decode", "gpu decode"
+    );
     for (i, &(n, cp)) in x.cpu.prefill.iter().enumerate() {
         println!(
             "{n:>8} {cp:>14.1} {:>14.1} {:>14.1} {:>14.1}",
@@ -557,10 +573,11 @@ pub fn bench_crossover(m: &ModelArgs, out_dir: &Path, max_ctx: usize) -> Result<
         );
     }
     println!(
-        "init: cpu {:.0} ms, {} {:.0} ms; hand-over {:.2} GB/s",
+        "init: cpu {:.0} ms, {} {:.0} ms (first pass {:.0} ms); hand-over {:.2} GB/s",
         x.cpu.init_ms,
         x.gpu.name,
         x.gpu.init_ms,
+        x.gpu.first_ms,
         x.handover_bytes_per_s / 1e9
     );
     println!("wrote {} and {}", table.display(), out.display());

@@ -65,6 +65,9 @@ pub struct Speeds {
     pub prefill: Vec<(usize, f64)>,
     /// `(context tokens, decode tok/s)`, ascending context.
     pub decode: Vec<(usize, f64)>,
+    /// The model's first pass after it is built (binding its state, first launches), ms:
+    /// what moving the prompt's pass to a fresh backend costs beyond its speed.
+    pub first_ms: f64,
 }
 
 /// Linear interpolation in `(x, y)` points sorted by `x`, clamped at both ends; `None`
@@ -140,11 +143,12 @@ impl Crossover {
         }
         let rest = gen - done;
         let ctx = prompt + done;
-        let move_s = t.max(init_s)
-            + self.handover_s(ctx, kv_bytes_per_token)
-            + self.gpu.decode_s(ctx, rest)?;
+        let move_s = t.max(init_s) + self.handover_s(ctx, kv_bytes_per_token) + self.gpu.decode_s(ctx, rest)?;
         // Or: wait for the device, and prefill there too (a long prompt, a fast device).
-        let wait_s = init_s + self.gpu.prefill_s(prompt)? + self.gpu.decode_s(prompt, gen.saturating_sub(1))?;
+        let wait_s = init_s
+            + self.gpu.first_ms / 1e3
+            + self.gpu.prefill_s(prompt)?
+            + self.gpu.decode_s(prompt, gen.saturating_sub(1))?;
         let (move_s, rest) = if wait_s < move_s { (wait_s, gen) } else { (move_s, rest) };
         let e = Estimate {
             stay_s: cpu_total,
@@ -174,7 +178,11 @@ impl Crossover {
         left: usize,
         kv_bytes_per_token: usize,
     ) -> Option<Estimate> {
-        let (here, there) = if on_gpu { (&self.gpu, &self.cpu) } else { (&self.cpu, &self.gpu) };
+        let (here, there) = if on_gpu {
+            (&self.gpu, &self.cpu)
+        } else {
+            (&self.cpu, &self.gpu)
+        };
         let cost = |s: &Speeds| -> Option<f64> {
             if n_new > 1 {
                 Some(s.prefill_s(n_new)? + s.decode_s(ctx + n_new, left.saturating_sub(1))?)
@@ -374,6 +382,9 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
         self.switches.clear();
         self
     }
+    fn gpu_ready_or_loading(&self) -> bool {
+        !matches!(self.gpu, Gpu::Off)
+    }
     /// Whether the second backend is being built in the background.
     pub fn gpu_loading(&self) -> bool {
         matches!(self.gpu, Gpu::Loading(..))
@@ -488,6 +499,7 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
         let (Some(gpu_s), Some(cpu_s)) = (x.gpu.prefill_s(n), x.cpu.prefill_s(n)) else {
             return Ok(());
         };
+        let gpu_s = gpu_s + x.gpu.first_ms / 1e3;
         if n <= 1 || h.is_finished() || left_s <= 0.0 || left_s + gpu_s >= cpu_s {
             return Ok(());
         }
@@ -522,8 +534,30 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
             }
             return Ok(forced);
         }
-        if !self.on_gpu {
+        if !self.on_gpu && n_new > 1 {
+            // The prompt's pass: on the device only if it wins the pass itself, its first
+            // pass's cost included — the time to first token never waits for a device
+            // that does not clearly win it. Decode decides from the next token.
+            let (Some(x), true) = (&self.opts.crossover, self.gpu_ready_or_loading()) else {
+                return Ok(false);
+            };
+            let (Some(c), Some(g)) = (x.cpu.prefill_s(n_new), x.gpu.prefill_s(n_new)) else {
+                return Ok(false);
+            };
+            let handover = x.handover_s(self.kv_len(), self.kv_bytes_per_token());
+            if g + x.gpu.first_ms / 1e3 + handover >= c {
+                self.log(format_args!(
+                    "hybrid: {n_new}-token pass on {}: {:.1} ms there against {:.1} ms + {:.0} ms first pass on the device",
+                    self.cpu.backend.name(),
+                    c * 1e3,
+                    g * 1e3,
+                    x.gpu.first_ms
+                ));
+                return Ok(false);
+            }
             self.wait_for_prefill(n_new)?;
+        }
+        if !self.on_gpu {
             self.bind_gpu(false)?;
         }
         let Gpu::Ready(_) = &self.gpu else {
@@ -664,6 +698,18 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
     }
 }
 
+impl<C: Backend, G: Backend> Drop for Hybrid<C, G> {
+    /// Waits for a build still under way: a process whose `main` returns while an
+    /// OpenCL driver compiles on another thread can crash in the driver's exit handlers
+    /// (measured: NVIDIA, a segfault after the output was complete). Only a job that
+    /// ends before a cold build finishes pays this, after its last token.
+    fn drop(&mut self) {
+        if let Gpu::Loading(h, _) = core::mem::replace(&mut self.gpu, Gpu::Off) {
+            let _ = h.join();
+        }
+    }
+}
+
 /// Under the policy, how often (in tokens) a decode that runs with both backends ready
 /// stops to ask again (each stop drops the pass queued ahead: one pass of work).
 pub const RECHECK: usize = 32;
@@ -763,7 +809,10 @@ pub fn handover<S: Backend, D: Backend>(
             d.capacity as u64,
         ));
     }
-    let (sb, db) = (n * s.kv_dim * s.dtype.block_bytes(), n * s.kv_dim * d.dtype.block_bytes());
+    let (sb, db) = (
+        n * s.kv_dim * s.dtype.block_bytes(),
+        n * s.kv_dim * d.dtype.block_bytes(),
+    );
     if stage.len() < sb || conv.len() < db {
         return Err(Error::invalid("hybrid hand-over: staging buffers too small"));
     }

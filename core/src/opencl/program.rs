@@ -259,7 +259,10 @@ pub(super) fn build_all(
     for file in FAMILIES {
         let group_lws = if file.starts_with("mul_mv") { sz.mv_lws } else { sz.lws };
         let options = format!("-cl-std=CL1.2 -DLWS={group_lws} -DNT={NT} -DMAX_HD={MAX_HD}");
-        programs.push((file, build_program(context, dev, file, &options, opts.binary_cache.as_deref())?));
+        programs.push((
+            file,
+            build_program(context, dev, file, &options, opts.binary_cache.as_deref())?,
+        ));
     }
     let (block, bb) = build_block(context, dev, info, opts)?;
     programs.push(("block.cl", block));
