@@ -120,7 +120,7 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
             (None, Some(text)) => text.len() / 4 + 1,
             (None, None) => 1,
         };
-        let mut h = crate::hybrid::load(&a.model, &a.hybrid, cpu_b, gpu_b, t0, prompt, hint, a.max_tokens)?;
+        let mut h = crate::hybrid::load(&a.model, &a.hybrid, (cpu_b, gpu_b), t0, prompt, hint, a.max_tokens)?;
         let meta = Meta {
             tokenizer: h.tokenizer.as_ref(),
             path: &h.path,

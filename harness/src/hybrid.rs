@@ -225,8 +225,7 @@ pub struct HybridSession {
 pub fn load(
     m: &ModelArgs,
     flags: &HybridFlags,
-    cpu_batch: usize,
-    gpu_batch: usize,
+    (cpu_batch, gpu_batch): (usize, usize),
     t0: Instant,
     prompt: impl FnOnce(&Session<CpuBackend>) -> Result<Vec<u32>>,
     prompt_hint: usize,

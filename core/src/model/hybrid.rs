@@ -245,7 +245,7 @@ enum Gpu<G: Backend> {
     /// Not built, and not being built (the policy said it cannot pay, or no device).
     Off,
     Loading(JoinHandle<Result<GpuParts<G>>>, Instant),
-    Ready(Llama<G>),
+    Ready(alloc::boxed::Box<Llama<G>>),
 }
 
 /// One sequence on two backends. See the module docs.
@@ -289,7 +289,7 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
         let gpu_opts = gpu.options();
         let mut h = Self::make(cpu, Gpu::Off, gpu_opts, opts);
         h.size_stage(&h.cpu.kv_shape(), gpu.kv.dtype());
-        h.gpu = Gpu::Ready(gpu);
+        h.gpu = Gpu::Ready(alloc::boxed::Box::new(gpu));
         h.gpu_ready_ms = Some(0.0);
         Ok(h)
     }
@@ -480,7 +480,7 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
             parts.init_ms,
             self.cpu.kv.len()
         ));
-        self.gpu = Gpu::Ready(g);
+        self.gpu = Gpu::Ready(alloc::boxed::Box::new(g));
         Ok(())
     }
 
@@ -605,10 +605,10 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
         };
         let t = Instant::now();
         let (from, to, bytes) = if self.on_gpu {
-            let b = handover(g, &mut self.cpu, &mut self.stage, &mut self.conv)?;
+            let b = handover(&mut **g, &mut self.cpu, &mut self.stage, &mut self.conv)?;
             (g.backend.name(), self.cpu.backend.name(), b)
         } else {
-            let b = handover(&mut self.cpu, g, &mut self.stage, &mut self.conv)?;
+            let b = handover(&mut self.cpu, &mut **g, &mut self.stage, &mut self.conv)?;
             (self.cpu.backend.name(), g.backend.name(), b)
         };
         let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -744,7 +744,7 @@ impl Watch<'_> {
         let due = self.forced.binary_search(&k).is_ok()
             || (self.policy
                 && k < self.budget
-                && (loading.is_some_and(|h| h.is_finished()) || (both_ready && k % RECHECK == 0)));
+                && (loading.is_some_and(|h| h.is_finished()) || (both_ready && k.is_multiple_of(RECHECK))));
         Ok(!due)
     }
 }
