@@ -397,6 +397,23 @@ impl<B: Backend> KvCache<B> {
         }
     }
 
+    /// Takes over another cache's bookkeeping — its used slots' positions — after their
+    /// keys and values were copied into this cache's buffers (the hybrid driver's
+    /// hand-over, `model::hybrid`). Allocates nothing (`positions` holds `capacity`).
+    pub fn set_slots(&mut self, positions: &[u32]) -> Result<()> {
+        if positions.len() > self.capacity {
+            return Err(Error::range(
+                alloc::string::String::from("slots handed over to the KV cache"),
+                positions.len() as u64,
+                self.capacity as u64,
+            ));
+        }
+        self.positions.clear();
+        self.positions.extend_from_slice(positions);
+        self.len = positions.len();
+        Ok(())
+    }
+
     /// Forgets everything (the buffers stay allocated).
     pub fn clear(&mut self) {
         self.len = 0;

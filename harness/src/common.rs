@@ -124,6 +124,9 @@ fn parse_weights(s: &str) -> Result<DType, String> {
 pub enum BackendArg {
     Cpu,
     Opencl,
+    /// The CPU at once, the OpenCL device when it is ready and faster (`generate`;
+    /// see docs/hybrid.md).
+    Hybrid,
 }
 
 impl BackendArg {
@@ -131,6 +134,7 @@ impl BackendArg {
         match self {
             BackendArg::Cpu => "cpu",
             BackendArg::Opencl => "opencl",
+            BackendArg::Hybrid => "hybrid",
         }
     }
 }
@@ -255,6 +259,9 @@ impl ModelArgs {
                 let s = self.load(opencl_backend()?, opts, t0, job.prompt())?;
                 job.run(s)
             }
+            BackendArg::Hybrid => bail!(
+                "--backend hybrid runs `generate` (and `bench --crossover` measures its table); use cpu or opencl here"
+            ),
         }
     }
 

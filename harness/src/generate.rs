@@ -5,14 +5,17 @@ use std::time::Instant;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use serde_json::json;
+use serde_json::{json, Value};
 
-use antigravity_core::backend::Backend;
+use antigravity_core::backend::{Backend, CopiedBytes};
 use antigravity_core::model::RunOptions;
 use antigravity_core::sampling::{Sampler, SamplerConfig};
 use antigravity_core::tokenizer::{StreamDecoder, Tokenizer};
 
-use crate::common::{at_least_one, non_negative, prompt_ids, Job, KvPolicyArgs, ModelArgs, Prompt, Session};
+use crate::common::{
+    at_least_one, non_negative, prompt_ids, BackendArg, Job, KvPolicyArgs, ModelArgs, Prompt, Session,
+};
+use crate::hybrid::{Engine, HybridFlags};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
@@ -63,6 +66,8 @@ pub struct GenerateArgs {
     /// GPU busier).
     #[arg(long, value_parser = at_least_one, allow_negative_numbers = true)]
     pub batch: Option<usize>,
+    #[command(flatten)]
+    pub hybrid: HybridFlags,
 }
 
 /// Why generation stopped.
@@ -104,29 +109,56 @@ impl GenerateArgs {
 pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
     // Sampling flags are checked before the model loads, so a typo costs no load time.
     a.sampler_config().validate()?;
+    let backend = a.model.run.backend;
+    if backend != BackendArg::Hybrid && (!a.hybrid.switch_at.is_empty() || a.hybrid.crossover.is_some()) {
+        bail!("--switch-at and --crossover are for --backend hybrid");
+    }
+    let cfg = a.policy.config();
+    if backend == BackendArg::Hybrid && cfg.policy != antigravity_core::kv_evict::KvPolicy::None {
+        bail!("--kv-policy is not supported with --backend hybrid yet (use cpu or opencl)");
+    }
+    // A policy makes room for at most `max_insert` new tokens at once.
+    let batch = |cpu| {
+        a.batch
+            .unwrap_or(if cpu { 128 } else { 512 })
+            .min(a.model.ctx)
+            .min(cfg.max_insert(a.model.ctx).max(1))
+    };
+    if backend == BackendArg::Hybrid {
+        // Each side prefills in its own chunk size (the CPU's and the device's defaults).
+        let (cpu_b, gpu_b) = (batch(true), batch(false));
+        let prompt = |s: &Session<_>| prompt_ids(s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat);
+        // The prompt's length before the tokenizer loads: exact for ids, about 4
+        // characters a token for text (the build decision only).
+        let hint = match (&a.prompt_ids, &a.prompt) {
+            (Some(ids), _) => ids.split(',').filter(|t| !t.trim().is_empty()).count(),
+            (None, Some(text)) => text.len() / 4 + 1,
+            (None, None) => 1,
+        };
+        let mut h = crate::hybrid::load(&a.model, &a.hybrid, (cpu_b, gpu_b), t0, prompt, hint, a.max_tokens)?;
+        let meta = Meta {
+            tokenizer: h.tokenizer.as_ref(),
+            path: &h.path,
+            load_ms: h.load_ms,
+            threads: h.threads,
+            synthetic: h.synthetic,
+            copied_load: h.copied_load,
+        };
+        return generate(a, &mut h.hybrid, std::mem::take(&mut h.ids), &meta, t0);
+    }
     let opts = RunOptions {
         ctx: a.model.ctx,
-        max_batch: a
-            .batch
-            .unwrap_or(match a.model.run.backend {
-                crate::common::BackendArg::Cpu => 128,
-                crate::common::BackendArg::Opencl => 512,
-            })
-            .min(a.model.ctx)
-            .min(a.policy.config().max_insert(a.model.ctx).max(1)),
+        max_batch: batch(backend == BackendArg::Cpu),
         all_logits: false,
         kv_type: a.model.kv_type.dtype(),
     };
-    a.model.with_session(opts, t0, Gen(a))
+    a.model.with_session(opts, t0, Gen(a, t0))
 }
 
-struct Gen<'a>(&'a GenerateArgs);
+struct Gen<'a>(&'a GenerateArgs, Instant);
 
 impl Job for Gen<'_> {
     type Out = ();
-    fn run<B: Backend>(self, mut s: Session<B>) -> Result<()> {
-        generate(self.0, &mut s)
-    }
     fn prompt(&self) -> Option<Prompt<'_>> {
         let a = self.0;
         Some(Prompt {
@@ -135,19 +167,42 @@ impl Job for Gen<'_> {
             chat: a.chat,
         })
     }
+    fn run<B: Backend>(self, mut s: Session<B>) -> Result<()> {
+        let a = self.0;
+        // Encoded before the weights loaded (Job::prompt), the encoder then freed.
+        let ids = match s.prompt.take() {
+            Some(ids) => ids,
+            None => prompt_ids(&s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat)?,
+        };
+        s.model.set_kv_policy(a.policy.config())?;
+        let meta = Meta {
+            tokenizer: s.tokenizer.as_ref(),
+            path: &s.path,
+            load_ms: s.load_ms,
+            threads: s.threads,
+            synthetic: s.synthetic,
+            copied_load: s.copied_load,
+        };
+        generate(a, &mut s.model, ids, &meta, self.1)
+    }
 }
 
-fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
-    let ids = match s.prompt.take() {
-        Some(ids) => ids,
-        None => prompt_ids(s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat)?,
-    };
+/// What a run reports about its model besides the model itself.
+struct Meta<'a> {
+    tokenizer: Option<&'a Tokenizer>,
+    path: &'a std::path::Path,
+    load_ms: f64,
+    threads: usize,
+    synthetic: bool,
+    copied_load: CopiedBytes,
+}
+
+fn generate<E: Engine>(a: &GenerateArgs, e: &mut E, ids: Vec<u32>, s: &Meta<'_>, t0: Instant) -> Result<()> {
     if ids.is_empty() {
         bail!("the prompt has no tokens");
     }
-    let ctx = s.model.kv.capacity();
+    let ctx = e.capacity();
     let cfg = a.policy.config();
-    s.model.set_kv_policy(cfg)?;
     let evicting = cfg.policy != antigravity_core::kv_evict::KvPolicy::None;
     if !evicting && ids.len() >= ctx {
         bail!(
@@ -155,18 +210,18 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
             ids.len()
         );
     }
-    let vocab = s.model.cfg.vocab;
+    let vocab = e.vocab();
     let mut sampler = Sampler::new(a.sampler_config(), vocab)?;
-    let eos: Vec<u32> = match &s.tokenizer {
+    let eos: Vec<u32> = match s.tokenizer {
         Some(t) => t.eos_ids().to_vec(),
-        None => s.model.cfg.eos.into_iter().collect(),
+        None => e.eos().into_iter().collect(),
     };
     let mut history: Vec<u32> = Vec::with_capacity(ids.len() + a.max_tokens);
     history.extend_from_slice(&ids);
     let mut logits = vec![0f32; vocab];
     let mut text_out = TextOut {
         generated: Vec::with_capacity(a.max_tokens),
-        dec: s.tokenizer.as_ref().map(|t| t.decoder()),
+        dec: s.tokenizer.map(|t| t.decoder()),
         text: String::new(),
         out: std::io::stdout().lock(),
         stream: !a.json,
@@ -179,20 +234,21 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
     // go to the lowest id).
     let on_device = a.temperature == 0.0 && a.repeat_penalty == 1.0;
     let mut device_next = None;
-    let copied0 = s.model.backend.copied_bytes();
-    let tp = Instant::now();
-    if on_device {
-        device_next = Some(s.model.forward_argmax(&ids)?);
-    } else {
-        logits.copy_from_slice(s.model.forward(&ids)?);
-    }
-    let prefill_s = tp.elapsed().as_secs_f64();
-    let td = Instant::now();
     // The last token needs no cache slot (nothing runs on it), so a context of `ctx`
     // holds the prompt and `ctx - prompt + 1` generated tokens.
     let room = if evicting { usize::MAX } else { ctx - ids.len() + 1 };
     let budget = a.max_tokens.min(room);
-    let tokenizer = s.tokenizer.as_ref();
+    e.plan(budget);
+    let copied0 = e.copied();
+    let tp = Instant::now();
+    if on_device {
+        device_next = Some(e.forward_argmax(&ids)?);
+    } else {
+        logits.copy_from_slice(e.forward(&ids)?);
+    }
+    let prefill_s = tp.elapsed().as_secs_f64();
+    let td = Instant::now();
+    let tokenizer = s.tokenizer;
     let mut saw_eos = false;
     let mut is_end = |t: u32| {
         let end = !a.ignore_eos && eos.contains(&t);
@@ -204,7 +260,7 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
         // the pass before (Llama::decode_greedy; the embedding is read on the device).
         let mut take = |t: u32| -> antigravity_core::Result<bool> { Ok(!is_end(t) && text_out.push(tokenizer, t)?) };
         if budget > 0 && take(first)? && budget > 1 {
-            s.model.decode_greedy(first, budget - 1, &mut take)?;
+            e.decode_greedy(first, budget - 1, &mut take)?;
         }
     } else {
         for step in 0..budget {
@@ -214,12 +270,12 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
             }
             history.push(next);
             if step + 1 < budget {
-                logits.copy_from_slice(s.model.forward(&[next])?);
+                logits.copy_from_slice(e.forward(&[next])?);
             }
         }
     }
-    if let Some(e) = text_out.io_err.take() {
-        return Err(e.into());
+    if let Some(err) = text_out.io_err.take() {
+        return Err(err.into());
     }
     let TextOut {
         generated,
@@ -236,20 +292,23 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
         StopReason::ContextFull
     };
     let decode_s = td.elapsed().as_secs_f64();
-    s.model.backend.synchronize()?;
+    e.synchronize()?;
     if !a.json {
         writeln!(out)?;
     }
-    let copied1 = s.model.backend.copied_bytes();
+    let copied1 = e.copied();
     let n_steps = (generated.len().max(1)) as u64; // forward calls after the prefill, plus the prefill's logits
     let per_token = (copied1.to_device + copied1.to_host - copied0.to_device - copied0.to_host) / n_steps;
     let speed = DecodeSpeed::from_arrivals(td, &at, decode_s);
     let prefill_tok_s = ids.len() as f64 / prefill_s;
+    // Time to first token: from process start to the first generated token's arrival.
+    let ttft_ms = at.first().map(|t| (*t - t0).as_secs_f64() * 1e3);
+    let total_ms = t0.elapsed().as_secs_f64() * 1e3;
     if a.json {
-        let j = json!({
+        let mut j = json!({
             "model": a.model.run.model.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| s.path.display().to_string()),
-            "backend": s.model.backend.name(),
-            "isa": s.model.backend.isa(),
+            "backend": e.name(),
+            "isa": e.isa(),
             "threads": s.threads,
             "prompt_ids": ids,
             "generated_ids": generated,
@@ -260,18 +319,23 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
             "decode_steps_timed": speed.steps,
             "decode_includes_first_step": speed.includes_first,
             "decode_first_step_ms": speed.first_step_ms,
+            "ttft_ms": ttft_ms,
+            "total_ms": total_ms,
             "stop_reason": stop.name(),
             "synthetic": s.synthetic,
             "peak_rss_bytes": peak_rss_bytes(),
-            "kv_cache_bytes": s.model.kv.bytes(),
-            "kv_type": s.model.kv.dtype().name(),
-            "kv_bytes_per_token": s.model.kv.bytes_per_token(),
+            "kv_cache_bytes": e.kv_bytes(),
+            "kv_type": e.kv_type(),
+            "kv_bytes_per_token": e.kv_bytes_per_token(),
             "kv_policy": cfg.policy.name(),
-            "kv_evicted": s.model.kv.evicted(),
+            "kv_evicted": e.kv_evicted(),
             "copied_bytes_load": s.copied_load.to_device + s.copied_load.to_host,
             "copied_bytes_per_token": per_token,
             "argmax_on_device": on_device,
         });
+        if let (Some(Value::Object(extra)), Value::Object(m)) = (e.extra_json(), &mut j) {
+            m.extend(extra);
+        }
         writeln!(out, "{j}")?;
     } else {
         eprintln!(
@@ -282,10 +346,17 @@ fn generate<B: Backend>(a: &GenerateArgs, s: &mut Session<B>) -> Result<()> {
             s.load_ms,
             prefill_tok_s,
             speed.label(),
-            s.model.backend.name(),
-            s.model.backend.isa(),
+            e.name(),
+            e.isa(),
             s.threads
         );
+        if let Some(Value::Object(extra)) = e.extra_json() {
+            if let Some(Value::Array(sw)) = extra.get("switches") {
+                for w in sw {
+                    eprintln!("[switch: {w}]");
+                }
+            }
+        }
     }
     if stop == StopReason::ContextFull {
         eprintln!(

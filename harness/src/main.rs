@@ -10,6 +10,7 @@ mod bench;
 mod common;
 mod fetch;
 mod generate;
+mod hybrid;
 mod logits;
 mod oracle;
 mod output;

@@ -84,6 +84,9 @@ pub fn run(a: &OracleArgs) -> Result<()> {
             let be = a.model.run.cpu_backend()?;
             (rep, "cpu", antigravity_core::Backend::isa(&be).to_string())
         }
+        BackendArg::Hybrid => {
+            anyhow::bail!("the oracle runs one backend (cpu or opencl); the hybrid's oracle check with a switch mid-prompt is core/tests/hybrid.rs")
+        }
         BackendArg::Opencl => {
             let be = crate::common::opencl_backend()?;
             let isa = antigravity_core::Backend::isa(&be).to_string();

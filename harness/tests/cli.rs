@@ -1188,3 +1188,65 @@ fn perplexity_json_names_its_fields() {
     assert_eq!(j["tokens_scored"], 100);
     assert_eq!(j["kv_policy"], "sinks");
 }
+
+// ---- the hybrid backend ----
+
+/// `--backend hybrid` with forced switches (CPU → OpenCL at token 4, back at token 9):
+/// the same ids as the CPU alone with the same (f32) cache and weights, the switches in `--json`
+/// with the bytes of exactly the used slots. The OpenCL side needs a device (PoCL in
+/// CI); without one the build fails and the forced switch is an error, so the test
+/// skips, saying why. `--switch-at` without hybrid is refused.
+#[test]
+fn hybrid_generation_with_forced_switches() {
+    let dir = root().join("oracle/models/tiny-untied");
+    let d = dir.to_str().unwrap();
+    // f32 weights: the two backends then differ by summation order only (with Q4_0 the
+    // CPU's Q8 activations move a near-tie of this random model; core/tests/hybrid.rs
+    // allows those).
+    let base = [
+        "generate",
+        "--model",
+        d,
+        "--weights",
+        "f32",
+        "--prompt-ids",
+        "1,5,9,42,7",
+        "--max-tokens",
+        "16",
+    ];
+    let run = |extra: &[&str]| {
+        let mut a = base.to_vec();
+        a.extend_from_slice(&["--json", "--ignore-eos"]);
+        a.extend_from_slice(extra);
+        harness(&a)
+    };
+    usage_or_error_mentions(&run(&["--switch-at", "3"]), "--backend hybrid");
+    let o = run(&["--backend", "hybrid", "--switch-at", "4,9", "--verbose"]);
+    if !o.status.success() && stderr(&o).contains("no second backend") {
+        eprintln!("SKIP: no OpenCL device for the hybrid's second backend: {}", stderr(&o));
+        return;
+    }
+    let h = last_json(&ok(&o));
+    let c = last_json(&ok(&run(&["--backend", "cpu", "--kv-type", "f32"])));
+    assert_eq!(h["generated_ids"], c["generated_ids"], "hybrid {h}\ncpu {c}");
+    assert_eq!(h["backend"], "hybrid");
+    let sw = h["switches"].as_array().unwrap();
+    assert_eq!(sw.len(), 2, "{h}");
+    assert_eq!(
+        (sw[0]["token"].as_u64(), sw[0]["from"].as_str(), sw[0]["to"].as_str()),
+        (Some(4), Some("cpu"), Some("opencl"))
+    );
+    assert_eq!((sw[1]["token"].as_u64(), sw[1]["to"].as_str()), (Some(9), Some("cpu")));
+    // Before the pass producing token 4: the prompt (5) and tokens 0..3 fed (3) are
+    // cached — 8 slots of K and V in 3 layers of 2 KV heads × 32, f32.
+    assert_eq!(sw[0]["bytes"].as_u64(), Some(2 * 3 * 8 * 64 * 4), "{h}");
+    assert_eq!(sw[1]["bytes"].as_u64(), Some(2 * 3 * 13 * 64 * 4), "{h}");
+    assert!(stderr(&o).contains("switch before token 4"), "{}", stderr(&o));
+}
+
+/// A usage error (2) or a clean error (1) whose message contains `needle`.
+fn usage_or_error_mentions(o: &Output, needle: &str) {
+    let err = stderr(o);
+    assert!(matches!(o.status.code(), Some(1) | Some(2)), "{:?}: {err}", o.status);
+    assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
+}

@@ -173,7 +173,7 @@ impl ImgPath {
         }
         let file = "mul_mv_q4_0_img_f32.cl";
         let options = format!("-cl-std=CL1.2 -DLWS={lws} -DROWS={rows} -DNT={NT}");
-        let program = match build_program(context, dev, file, &options) {
+        let program = match build_program(context, dev, file, &options, opts.binary_cache.as_deref()) {
             Ok(p) => p,
             Err(e) => return off(format!("{e}")),
         };

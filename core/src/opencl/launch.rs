@@ -654,3 +654,13 @@ impl Drop for FlagRead {
         let _ = self.wait();
     }
 }
+
+/// A program from a device binary that an earlier build of ours produced
+/// (`opencl/binary_cache.rs`); the caller still builds (links) it, and falls back to
+/// the source on any error.
+pub(super) fn program_from_binary(context: &Context, dev: opencl3::types::cl_device_id, bin: &[u8]) -> Result<Program> {
+    // SAFETY: one device and one binary, as clCreateProgramWithBinary requires; the
+    // driver validates the bytes (a malformed binary is an error code, not UB: the
+    // binary status comes back as CL_INVALID_BINARY) and copies them before returning.
+    unsafe { Program::create_from_binary(context, &[dev], &[bin]) }.map_err(cl_err("clCreateProgramWithBinary"))
+}

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`options`] | [`OpenClOptions`]; every `ANTIGRAVITY_OPENCL_*` variable is read there ([`options::ENV`]) |
 //! | `device` | platform/device discovery, [`DeviceInfo`] |
+//! | `binary_cache` | built programs' device binaries on disk, keyed by device, driver, options and source |
 //! | `program` | sizes chosen for the device, kernel source assembly (generated header + `cl/common/` preludes + family), program builds, `block.cl`'s variant choice |
 //! | `kernels` | the typed kernel registry: one signature struct per kernel parameter list, [`Kernels`](kernels::Kernels) by name and dtype |
 //! | `launch` | the FFI boundary — the only `unsafe` of the backend: typed argument setting, enqueue, transfers |
@@ -35,6 +36,7 @@
 //! (the CPU backend quantizes them to Q8_0/Q8_1 first), so the two backends differ at
 //! the ~1e-5 normalized-MSE level; `core/tests/conformance.rs` states every limit.
 
+mod binary_cache;
 mod block;
 mod buffer;
 mod device;

@@ -51,6 +51,10 @@ pub const ENV: &[(&str, &str)] = &[
         "ANTIGRAVITY_OPENCL_IMG_ROWS",
         "tuning: rows per work-group of the image kernel, dividing its work-group (`img_rows`)",
     ),
+    (
+        "ANTIGRAVITY_OPENCL_BINARY_CACHE",
+        "`0`: no program-binary cache; a directory: keep it there (`binary_cache`; default `$ANTIGRAVITY_HOME/cl-cache`)",
+    ),
 ];
 
 /// How to pick and drive the device.
@@ -108,6 +112,10 @@ pub struct OpenClOptions {
     /// Tuning: rows per work-group of the image kernel (dividing its work-group, with a
     /// power-of-two share per row). `None`: 4 on GPUs, 2 on CPU devices.
     pub img_rows: Option<usize>,
+    /// Directory of the program-binary cache (`binary_cache.rs`: built programs' device
+    /// binaries, so a later start skips compiling). `None`: off (the `Default`;
+    /// [`OpenClOptions::from_env`] turns it on at `$ANTIGRAVITY_HOME/cl-cache`).
+    pub binary_cache: Option<String>,
 }
 
 impl OpenClOptions {
@@ -148,6 +156,11 @@ impl OpenClOptions {
         o.block_defines = get("ANTIGRAVITY_OPENCL_BLOCK_DEFINES").unwrap_or_default();
         o.head_rows = num("ANTIGRAVITY_OPENCL_HEAD_ROWS").filter(|&v| v > 0);
         o.img_rows = num("ANTIGRAVITY_OPENCL_IMG_ROWS").filter(|&v| v > 0);
+        o.binary_cache = match get("ANTIGRAVITY_OPENCL_BINARY_CACHE") {
+            Some(v) if v.trim() == "0" => None,
+            Some(v) if !v.trim().is_empty() => Some(v.trim().to_string()),
+            _ => super::binary_cache::default_dir(&get),
+        };
         o
     }
 }
@@ -174,7 +187,9 @@ mod tests {
             ("ANTIGRAVITY_OPENCL_BLOCK_DEFINES", "-DX"),
             ("ANTIGRAVITY_OPENCL_HEAD_ROWS", "32"),
             ("ANTIGRAVITY_OPENCL_IMG_ROWS", "1"),
+            ("ANTIGRAVITY_OPENCL_BINARY_CACHE", "/tmp/x"),
         ]);
+        assert_eq!(o.binary_cache.as_deref(), Some("/tmp/x"));
         assert_eq!((o.platform, o.device, o.profiling), (Some(1), Some(2), true));
         assert_eq!((o.persistent_groups, o.images), (Some(0), Some(true)));
         assert_eq!(
@@ -185,7 +200,7 @@ mod tests {
             (o.block_defines.as_str(), o.head_rows, o.img_rows),
             ("-DX", Some(32), Some(1))
         );
-        assert_eq!(ENV.len(), 11);
+        assert_eq!(ENV.len(), 12);
         let doc = include_str!("../../../docs/opencl.md");
         for (name, _) in ENV {
             assert!(

@@ -208,17 +208,28 @@ pub fn program_source(file: &str) -> Result<String> {
 }
 
 /// Builds family `file` with `options` (an error carries the build log).
-pub(super) fn build_program(context: &Context, dev: cl_device_id, file: &str, options: &str) -> Result<Program> {
+/// Through the program-binary cache in `cache` (a directory; `None`: off).
+pub(super) fn build_program(
+    context: &Context,
+    dev: cl_device_id,
+    file: &str,
+    options: &str,
+    cache: Option<&str>,
+) -> Result<Program> {
     let src = program_source(file)?;
-    let mut program =
-        Program::create_from_source(context, &src).map_err(super::launch::cl_err("clCreateProgramWithSource"))?;
-    if let Err(e) = program.build(&[dev], options) {
-        let log = program.get_build_log(dev).unwrap_or_default();
-        return Err(Error::backend(
-            "opencl",
-            format!("building {file} ({options}): {e}\n{log}"),
-        ));
-    }
+    let compile = || {
+        let mut program =
+            Program::create_from_source(context, &src).map_err(super::launch::cl_err("clCreateProgramWithSource"))?;
+        if let Err(e) = program.build(&[dev], options) {
+            let log = program.get_build_log(dev).unwrap_or_default();
+            return Err(Error::backend(
+                "opencl",
+                format!("building {file} ({options}): {e}\n{log}"),
+            ));
+        }
+        Ok(program)
+    };
+    let (program, _) = super::binary_cache::build(cache, context, dev, file, options, &src, compile)?;
     Ok(program)
 }
 
@@ -255,7 +266,10 @@ pub(super) fn build_all(
     for file in FAMILIES {
         let group_lws = if file.starts_with("mul_mv") { sz.mv_lws } else { sz.lws };
         let options = format!("-cl-std=CL1.2 -DLWS={group_lws} -DNT={NT} -DMAX_HD={MAX_HD}");
-        programs.push((file, build_program(context, dev, file, &options)?));
+        programs.push((
+            file,
+            build_program(context, dev, file, &options, opts.binary_cache.as_deref())?,
+        ));
     }
     let (block, bb) = build_block(context, dev, info, opts)?;
     programs.push(("block.cl", block));
@@ -313,7 +327,8 @@ fn build_block(
             (true, false) => &with_fence,
             _ => &options,
         };
-        let program = match build_program(context, dev, "block.cl", first) {
+        let cache = opts.binary_cache.as_deref();
+        let program = match build_program(context, dev, "block.cl", first, cache) {
             Ok(p) => p,
             // Warp shuffles refused: the same kernel with local-memory reductions.
             Err(e) if fenced && nv_shfl => {
@@ -328,7 +343,7 @@ fn build_block(
                     std::eprintln!("opencl: block.cl with membar.gl failed, persistent path off: {e}");
                 }
                 fence_ok = false;
-                build_program(context, dev, "block.cl", &options)?
+                build_program(context, dev, "block.cl", &options, cache)?
             }
             Err(e) => return Err(e),
         };

@@ -63,6 +63,16 @@ pub struct BenchArgs {
     /// Skip parts: any of `kernels`, `stream`, `e2e`, `report` (comma separated).
     #[arg(long, value_delimiter = ',')]
     pub skip: Vec<Part>,
+    /// Measure only the CPU⇄OpenCL crossover table that `--backend hybrid` reads
+    /// (prefill tok/s for prompts of 1…512 tokens, decode tok/s after each, init times,
+    /// the hand-over's speed): written to reports/results/crossover-*.json and
+    /// $ANTIGRAVITY_HOME/crossover/<machine>.json.
+    #[arg(long)]
+    pub crossover: bool,
+    /// With --crossover: the longest context measured (prompts 1024, 2048, … up to it
+    /// are added past 512).
+    #[arg(long, default_value_t = 512, value_parser = crate::common::at_least_one)]
+    pub crossover_max_ctx: usize,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -196,6 +206,21 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let out_dir = a.out_dir.clone().unwrap_or_else(|| reports.join("results"));
     let report_dir = a.report_dir.clone().unwrap_or(reports);
     std::fs::create_dir_all(&out_dir).at(&out_dir)?;
+    if a.crossover {
+        let m = crate::common::ModelArgs {
+            run: a.run.clone(),
+            weights: antigravity_core::dtype::DType::Q4_0,
+            ctx: a.crossover_max_ctx + 32,
+            kv_type: crate::common::KvTypeArg::Auto,
+        };
+        return crate::hybrid::bench_crossover(&m, &out_dir, a.crossover_max_ctx)
+            .map_err(|e| Error::msg(format!("{e:#}")));
+    }
+    if a.run.backend == BackendArg::Hybrid {
+        return Err(Error::msg(
+            "bench --backend hybrid: the hybrid's data is `bench --crossover`; time it with `generate --backend hybrid --json`",
+        ));
+    }
 
     let mut run = Run::open(&out_dir, a.json, a.quick)?;
 
@@ -271,6 +296,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                     run_kernels(&mut run, &mut b, budget)?;
                 }
             }
+            BackendArg::Hybrid => {}
             BackendArg::Opencl => match crate::common::opencl_backend() {
                 // Kernel timings on a queue-based device: `kernels::run` synchronises
                 // around each timed repetition.

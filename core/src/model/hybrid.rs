@@ -1,0 +1,858 @@
+//! Hybrid inference: one sequence, two backends, moved between them at token boundaries.
+//!
+//! [`Hybrid`] owns a model on a host backend (`C`, the CPU: ready in milliseconds over
+//! the mapped file) and, once it exists, the same model on a second backend (`G`, an
+//! OpenCL device: ready after its program build and weight import). Both are plain
+//! [`Llama`]s over the same weights file; only one holds the live sequence at a time.
+//! Moving the sequence is [`handover`]: the KV cache's *used* slots (keys and values of
+//! every layer) and their positions go from the active model's cache to the other's —
+//! nothing else carries state between tokens (the workspace is rewritten by every pass).
+//!
+//! * **When**: before the pass that produces token `k` (`k` counts the tokens produced
+//!   since the prompt started: the prompt's pass produces token 0, decode step `i`
+//!   token `i`). A switch is forced there ([`HybridOptions::switch_at`]) or chosen by the
+//!   [`Crossover`] policy: the remaining work's estimated time on each side, the
+//!   hand-over's cost included.
+//! * **Warm-up**: the second backend may be built on a background thread
+//!   ([`Hybrid::with_background`]: program build, weight import) while the host model
+//!   serves; the first boundary after it finished binds it ([`Llama::new`]: its cache
+//!   and workspace) and asks the policy.
+//! * **Cache dtypes**: each side keeps its own (`f16` on the CPU, `f32` on OpenCL by
+//!   default); the hand-over converts f16 ⇄ f32 as it copies. f16 → f32 is exact;
+//!   f32 → f16 rounds each value to nearest-even once, as the CPU rounds what it stores.
+//! * **Copies**: the hand-over is a counted copy of exactly `len` slots per layer and
+//!   per K/V, through one staging buffer sized once for a whole layer (no allocation per
+//!   switch): a download from the producer (which orders itself after its queued work)
+//!   then an upload to the consumer. Zero-copy sharing of one cache by both backends is
+//!   not done: their buffer types differ (a host `Vec` and a `cl_mem`), see
+//!   `docs/hybrid.md`.
+//!
+//! After construction (and the one-time bind of a background-built backend), a decoded
+//! token allocates nothing, switches included (`core/tests/hybrid.rs` counts).
+
+use std::string::String;
+use std::thread::JoinHandle;
+use std::time::Instant;
+use std::vec::Vec;
+
+use super::config::LlamaConfig;
+use super::llama::{Llama, RunOptions};
+use super::weights::Weights;
+use crate::backend::Backend;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// One hand-over of the sequence: before the pass producing token `token`, from backend
+/// `from` to `to`; `bytes` of cache written into the consumer; `ms` wall time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Switch {
+    pub token: usize,
+    pub from: &'static str,
+    pub to: &'static str,
+    pub bytes: u64,
+    pub ms: f64,
+}
+
+/// Measured speed of one backend: the data the policy reads (`harness bench
+/// --crossover` writes it).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Speeds {
+    /// Backend name (`cpu`, `opencl`).
+    pub name: String,
+    /// Time from nothing to a model ready to run (backend build, weight import, state), ms.
+    pub init_ms: f64,
+    /// `(prompt chunk tokens, prefill tok/s)`, ascending chunk.
+    pub prefill: Vec<(usize, f64)>,
+    /// `(context tokens, decode tok/s)`, ascending context.
+    pub decode: Vec<(usize, f64)>,
+    /// The model's first pass after it is built (binding its state, first launches), ms:
+    /// what moving the prompt's pass to a fresh backend costs beyond its speed.
+    pub first_ms: f64,
+}
+
+/// Linear interpolation in `(x, y)` points sorted by `x`, clamped at both ends; `None`
+/// without points.
+fn interp(points: &[(usize, f64)], x: usize) -> Option<f64> {
+    let (first, last) = (points.first()?, points.last()?);
+    if x <= first.0 {
+        return Some(first.1);
+    }
+    if x >= last.0 {
+        return Some(last.1);
+    }
+    let i = points.iter().position(|p| p.0 >= x)?;
+    let (a, b) = (points[i - 1], points[i]);
+    let t = (x - a.0) as f64 / (b.0 - a.0).max(1) as f64;
+    Some(a.1 + t * (b.1 - a.1))
+}
+
+impl Speeds {
+    /// Seconds to decode `n` tokens starting at context `ctx` (the rate at the middle of
+    /// the span: decode speed falls slowly and smoothly with context).
+    pub fn decode_s(&self, ctx: usize, n: usize) -> Option<f64> {
+        if n == 0 {
+            return Some(0.0);
+        }
+        let r = interp(&self.decode, ctx + n / 2)?;
+        (r > 0.0).then(|| n as f64 / r)
+    }
+    /// Seconds to prefill `n` prompt tokens.
+    pub fn prefill_s(&self, n: usize) -> Option<f64> {
+        let r = interp(&self.prefill, n)?;
+        (r > 0.0).then(|| n as f64 / r)
+    }
+}
+
+/// The crossover table of one machine: both backends' speeds, and the hand-over's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Crossover {
+    pub cpu: Speeds,
+    pub gpu: Speeds,
+    /// Cache bytes a hand-over moves per second (download + conversion + upload).
+    pub handover_bytes_per_s: f64,
+    /// Cache bytes per token of the measured model (f32 cache), for planning before a
+    /// model is loaded.
+    pub kv_bytes_per_token: usize,
+}
+
+/// What the policy said at a boundary (printed with `--verbose`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Estimate {
+    /// Seconds to finish on the active side.
+    pub stay_s: f64,
+    /// Seconds to finish on the other side, the hand-over included.
+    pub move_s: f64,
+}
+
+impl Crossover {
+    /// Whether building the second backend can pay for a job of a `prompt`-token prefill
+    /// and `gen` generated tokens: the CPU alone against the CPU serving while the GPU
+    /// initializes, then the GPU finishing the rest (the hand-over included). `None`: the
+    /// table lacks the data.
+    pub fn gpu_pays(&self, prompt: usize, gen: usize) -> Option<(bool, Estimate)> {
+        let kv_bytes_per_token = self.kv_bytes_per_token;
+        let cpu_total = self.cpu.prefill_s(prompt)? + self.cpu.decode_s(prompt, gen)?;
+        // While the GPU initializes, the CPU prefills and decodes; the GPU takes over
+        // at the first token after `init_s` (or never, if the CPU is done first).
+        let init_s = self.gpu.init_ms / 1e3;
+        let mut t = self.cpu.prefill_s(prompt)?;
+        let mut done = 0usize;
+        while t < init_s && done < gen {
+            t += self.cpu.decode_s(prompt + done, 1)?;
+            done += 1;
+        }
+        let rest = gen - done;
+        let ctx = prompt + done;
+        let move_s = t.max(init_s) + self.handover_s(ctx, kv_bytes_per_token) + self.gpu.decode_s(ctx, rest)?;
+        // Or: wait for the device, and prefill there too (a long prompt, a fast device).
+        let wait_s = init_s
+            + self.gpu.first_ms / 1e3
+            + self.gpu.prefill_s(prompt)?
+            + self.gpu.decode_s(prompt, gen.saturating_sub(1))?;
+        let (move_s, rest) = if wait_s < move_s { (wait_s, gen) } else { (move_s, rest) };
+        let e = Estimate {
+            stay_s: cpu_total,
+            move_s,
+        };
+        Some((rest > 0 && move_s < cpu_total, e))
+    }
+
+    /// Seconds a hand-over of `ctx` cached tokens takes.
+    pub fn handover_s(&self, ctx: usize, kv_bytes_per_token: usize) -> f64 {
+        if self.handover_bytes_per_s > 0.0 {
+            (ctx * kv_bytes_per_token) as f64 / self.handover_bytes_per_s
+        } else {
+            0.0
+        }
+    }
+
+    /// At a boundary with `ctx` cached tokens and `left` tokens still to produce: the
+    /// time to finish where the sequence is (`on_gpu`) and on the other side.
+    /// `n_new` is the next pass's token count (a prompt: prefilled, then `left - 1`
+    /// decode steps; 1: `left` decode steps).
+    pub fn estimate(
+        &self,
+        on_gpu: bool,
+        ctx: usize,
+        n_new: usize,
+        left: usize,
+        kv_bytes_per_token: usize,
+    ) -> Option<Estimate> {
+        let (here, there) = if on_gpu {
+            (&self.gpu, &self.cpu)
+        } else {
+            (&self.cpu, &self.gpu)
+        };
+        let cost = |s: &Speeds| -> Option<f64> {
+            if n_new > 1 {
+                Some(s.prefill_s(n_new)? + s.decode_s(ctx + n_new, left.saturating_sub(1))?)
+            } else {
+                s.decode_s(ctx, left)
+            }
+        };
+        Some(Estimate {
+            stay_s: cost(here)?,
+            move_s: self.handover_s(ctx, kv_bytes_per_token) + cost(there)?,
+        })
+    }
+}
+
+/// How a [`Hybrid`] decides.
+#[derive(Clone, Debug, Default)]
+pub struct HybridOptions {
+    /// Token indices before whose pass the sequence is forced to the other backend
+    /// (waiting for a background build if need be). With forced switches the policy
+    /// makes no moves of its own.
+    pub switch_at: Vec<usize>,
+    /// The crossover table; `None`: no automatic moves.
+    pub crossover: Option<Crossover>,
+    /// Print every decision to stderr.
+    pub verbose: bool,
+}
+
+/// The second backend's parts, as a background build hands them over: the model is
+/// bound to them ([`Llama::new`]) on the serving thread.
+pub struct GpuParts<G: Backend> {
+    pub cfg: LlamaConfig,
+    pub weights: Weights<G>,
+    pub backend: G,
+    /// How long the build took (backend, programs, weight import), ms.
+    pub init_ms: f64,
+}
+
+/// A background build under way ([`spawn_build`]).
+pub struct PendingGpu<G: Backend> {
+    handle: JoinHandle<Result<GpuParts<G>>>,
+    started: Instant,
+}
+
+/// Starts building the second backend on a background thread.
+pub fn spawn_build<G, F>(build: F) -> Result<PendingGpu<G>>
+where
+    G: Backend,
+    F: FnOnce() -> Result<GpuParts<G>> + Send + 'static,
+    GpuParts<G>: Send + 'static,
+{
+    let started = Instant::now();
+    let handle = std::thread::Builder::new()
+        .name(String::from("hybrid-gpu-init"))
+        .spawn(build)
+        .map_err(|e| Error::invalid(std::format!("hybrid: cannot start the background build: {e}")))?;
+    Ok(PendingGpu { handle, started })
+}
+
+enum Gpu<G: Backend> {
+    /// Not built, and not being built (the policy said it cannot pay, or no device).
+    Off,
+    Loading(JoinHandle<Result<GpuParts<G>>>, Instant),
+    Ready(alloc::boxed::Box<Llama<G>>),
+}
+
+/// One sequence on two backends. See the module docs.
+pub struct Hybrid<C: Backend, G: Backend> {
+    pub cpu: Llama<C>,
+    gpu: Gpu<G>,
+    gpu_opts: RunOptions,
+    on_gpu: bool,
+    opts: HybridOptions,
+    /// Tokens produced since the last [`Hybrid::reset`]; the next pass produces token
+    /// `produced`.
+    produced: usize,
+    /// Tokens the caller means to produce (the policy's horizon), set by
+    /// [`Hybrid::plan`].
+    budget: usize,
+    /// One layer's K (or V) in the wider of the two cache dtypes, and the converted copy.
+    stage: Vec<u8>,
+    conv: Vec<u8>,
+    switches: Vec<Switch>,
+    /// When the background build was observed finished (for the log), ms since `t0`.
+    t0: Instant,
+    gpu_ready_ms: Option<f64>,
+    note: Option<String>,
+}
+
+/// Most switches recorded (the list is allocated once).
+pub const MAX_SWITCHES: usize = 1024;
+
+impl<C: Backend, G: Backend> Hybrid<C, G> {
+    /// The host model alone; the second backend is not built (`why` is logged).
+    pub fn cpu_only(cpu: Llama<C>, opts: HybridOptions, why: &str) -> Self {
+        let gpu_opts = cpu.options();
+        let h = Self::make(cpu, Gpu::Off, gpu_opts, opts);
+        h.log(format_args!("hybrid: staying on {}: {why}", h.cpu.backend.name()));
+        h
+    }
+
+    /// Both models ready (tests, and a warm second backend).
+    pub fn with_both(cpu: Llama<C>, gpu: Llama<G>, opts: HybridOptions) -> Result<Self> {
+        check_same_model(&cpu.cfg, &gpu.cfg)?;
+        let gpu_opts = gpu.options();
+        let mut h = Self::make(cpu, Gpu::Off, gpu_opts, opts);
+        h.size_stage(&h.cpu.kv_shape(), gpu.kv.dtype());
+        h.gpu = Gpu::Ready(alloc::boxed::Box::new(gpu));
+        h.gpu_ready_ms = Some(0.0);
+        Ok(h)
+    }
+
+    /// The host model serving now; the second backend built by `build` on a background
+    /// thread, bound at the first boundary after it finishes (with `gpu_opts`).
+    pub fn with_background<F>(cpu: Llama<C>, build: F, gpu_opts: RunOptions, opts: HybridOptions) -> Result<Self>
+    where
+        F: FnOnce() -> Result<GpuParts<G>> + Send + 'static,
+        GpuParts<G>: Send + 'static,
+    {
+        Ok(Self::with_pending(cpu, spawn_build(build)?, gpu_opts, opts))
+    }
+
+    /// The host model serving now, and a build started earlier ([`spawn_build`]: before
+    /// the host model loaded, so the two overlap).
+    pub fn with_pending(cpu: Llama<C>, pending: PendingGpu<G>, gpu_opts: RunOptions, opts: HybridOptions) -> Self {
+        let h = Self::make(cpu, Gpu::Loading(pending.handle, pending.started), gpu_opts, opts);
+        h.log(format_args!(
+            "hybrid: serving on {}; the second backend builds in the background",
+            h.cpu.backend.name()
+        ));
+        h
+    }
+
+    fn make(cpu: Llama<C>, gpu: Gpu<G>, gpu_opts: RunOptions, opts: HybridOptions) -> Self {
+        let mut switch_at = opts.switch_at.clone();
+        switch_at.sort_unstable();
+        switch_at.dedup();
+        Hybrid {
+            cpu,
+            gpu,
+            gpu_opts,
+            on_gpu: false,
+            opts: HybridOptions { switch_at, ..opts },
+            produced: 0,
+            budget: 0,
+            stage: Vec::new(),
+            conv: Vec::new(),
+            switches: Vec::with_capacity(MAX_SWITCHES),
+            t0: Instant::now(),
+            gpu_ready_ms: None,
+            note: None,
+        }
+    }
+
+    fn size_stage(&mut self, shape: &KvShape, gpu_dtype: DType) {
+        let wide = shape.dtype.block_bytes().max(gpu_dtype.block_bytes());
+        let bytes = shape.capacity * shape.kv_dim * wide;
+        self.stage = std::vec![0u8; bytes];
+        self.conv = std::vec![0u8; bytes];
+    }
+
+    fn log(&self, args: core::fmt::Arguments<'_>) {
+        if self.opts.verbose {
+            std::eprintln!("{args}");
+        }
+    }
+
+    /// The name of the backend holding the sequence.
+    pub fn active_name(&self) -> &'static str {
+        match (&self.gpu, self.on_gpu) {
+            (Gpu::Ready(g), true) => g.backend.name(),
+            _ => self.cpu.backend.name(),
+        }
+    }
+    pub fn on_gpu(&self) -> bool {
+        self.on_gpu
+    }
+    /// The second model, once bound.
+    pub fn gpu(&self) -> Option<&Llama<G>> {
+        match &self.gpu {
+            Gpu::Ready(g) => Some(g),
+            _ => None,
+        }
+    }
+    /// The second model, once bound, mutably (tests run it alone).
+    pub fn gpu_mut(&mut self) -> Option<&mut Llama<G>> {
+        match &mut self.gpu {
+            Gpu::Ready(g) => Some(g),
+            _ => None,
+        }
+    }
+    /// The same models under new options (the switch list is cleared of past records).
+    pub fn with_options(mut self, opts: HybridOptions) -> Self {
+        let mut switch_at = opts.switch_at.clone();
+        switch_at.sort_unstable();
+        switch_at.dedup();
+        self.opts = HybridOptions { switch_at, ..opts };
+        self.switches.clear();
+        self
+    }
+    fn gpu_ready_or_loading(&self) -> bool {
+        !matches!(self.gpu, Gpu::Off)
+    }
+    /// Whether the second backend is being built in the background.
+    pub fn gpu_loading(&self) -> bool {
+        matches!(self.gpu, Gpu::Loading(..))
+    }
+    /// When the second backend became usable, ms after the hybrid was made.
+    pub fn gpu_ready_ms(&self) -> Option<f64> {
+        self.gpu_ready_ms
+    }
+    /// Every switch so far.
+    pub fn switches(&self) -> &[Switch] {
+        &self.switches
+    }
+    /// Tokens produced since the last reset.
+    pub fn produced(&self) -> usize {
+        self.produced
+    }
+    /// A line on why the second backend is not used (build failure), if any.
+    pub fn note(&self) -> Option<&str> {
+        self.note.as_deref()
+    }
+    /// Cached tokens of the active side.
+    pub fn kv_len(&self) -> usize {
+        match (&self.gpu, self.on_gpu) {
+            (Gpu::Ready(g), true) => g.kv.len(),
+            _ => self.cpu.kv.len(),
+        }
+    }
+    /// Bytes one cached token takes on the active side.
+    pub fn kv_bytes_per_token(&self) -> usize {
+        match (&self.gpu, self.on_gpu) {
+            (Gpu::Ready(g), true) => g.kv.bytes_per_token(),
+            _ => self.cpu.kv.bytes_per_token(),
+        }
+    }
+
+    /// Says how many tokens the caller means to produce (the policy's horizon).
+    pub fn plan(&mut self, tokens: usize) {
+        self.budget = tokens;
+    }
+
+    /// Forgets the sequence on both sides; the sequence goes back to the host backend.
+    pub fn reset(&mut self) {
+        self.cpu.reset();
+        if let Gpu::Ready(g) = &mut self.gpu {
+            g.reset();
+        }
+        self.on_gpu = false;
+        self.produced = 0;
+        self.switches.clear();
+    }
+
+    /// Waits for a background build and binds the model (tests; a forced switch).
+    pub fn wait_gpu(&mut self) -> Result<bool> {
+        if matches!(self.gpu, Gpu::Loading(..)) {
+            self.bind_gpu(true)?;
+        }
+        Ok(matches!(self.gpu, Gpu::Ready(_)))
+    }
+
+    /// Binds a finished (or, with `wait`, any) background build. A failed build turns
+    /// the second backend off (noted, the host model serves on).
+    fn bind_gpu(&mut self, wait: bool) -> Result<()> {
+        let done = match &self.gpu {
+            Gpu::Loading(h, _) => wait || h.is_finished(),
+            _ => false,
+        };
+        if !done {
+            return Ok(());
+        }
+        let Gpu::Loading(h, _) = core::mem::replace(&mut self.gpu, Gpu::Off) else {
+            return Ok(());
+        };
+        let parts = match h.join() {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                self.note = Some(std::format!("second backend failed to build: {e}"));
+                self.log(format_args!("hybrid: {}", self.note.as_deref().unwrap_or("")));
+                return Ok(());
+            }
+            Err(_) => {
+                self.note = Some(String::from("second backend's build thread panicked"));
+                return Ok(());
+            }
+        };
+        check_same_model(&self.cpu.cfg, &parts.cfg)?;
+        let g = Llama::new(parts.cfg, parts.weights, parts.backend, self.gpu_opts)?;
+        self.size_stage(&self.cpu.kv_shape(), g.kv.dtype());
+        let at = self.t0.elapsed().as_secs_f64() * 1e3;
+        self.gpu_ready_ms = Some(at);
+        self.log(format_args!(
+            "hybrid: {} ready at {at:.0} ms (its build took {:.0} ms) with {} tokens cached",
+            g.backend.name(),
+            parts.init_ms,
+            self.cpu.kv.len()
+        ));
+        self.gpu = Gpu::Ready(alloc::boxed::Box::new(g));
+        Ok(())
+    }
+
+    /// Before a pass of `n` tokens on the host while the second backend builds: when
+    /// the table says the build's remaining time plus the device's pass is shorter than
+    /// the host's pass (a long prompt on a fast device), waits for the build — but only
+    /// until the time that estimate assumed (with slack): a build running late (a cold
+    /// driver cache: seconds instead of the table's warm start) never holds the first
+    /// token back; the host runs the pass then.
+    fn wait_for_prefill(&mut self, n: usize) -> Result<()> {
+        let (Gpu::Loading(h, started), Some(x)) = (&self.gpu, &self.opts.crossover) else {
+            return Ok(());
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let left_s = x.gpu.init_ms / 1e3 - elapsed;
+        let (Some(gpu_s), Some(cpu_s)) = (x.gpu.prefill_s(n), x.cpu.prefill_s(n)) else {
+            return Ok(());
+        };
+        let gpu_s = gpu_s + x.gpu.first_ms / 1e3;
+        if n <= 1 || h.is_finished() || left_s <= 0.0 || left_s + gpu_s >= cpu_s {
+            return Ok(());
+        }
+        // Worth waiting up to the host's own pass time (beyond it, waiting loses).
+        let deadline = std::time::Duration::from_secs_f64(elapsed + (cpu_s - gpu_s));
+        while !h.is_finished() {
+            if started.elapsed() >= deadline {
+                self.log(format_args!(
+                    "hybrid: {n}-token pass: the device is late ({:.0} ms into its build); the host runs it",
+                    started.elapsed().as_secs_f64() * 1e3
+                ));
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        self.log(format_args!(
+            "hybrid: {n}-token pass: waited {:.0} ms for the device (then {:.1} ms there against the host's {:.0} ms)",
+            (started.elapsed().as_secs_f64() - elapsed) * 1e3,
+            gpu_s * 1e3,
+            cpu_s * 1e3
+        ));
+        self.bind_gpu(true)
+    }
+
+    /// Whether the sequence should be on the other side before the pass producing token
+    /// `k`: forced, or (no forced switches) the policy's estimate.
+    fn wants_move(&mut self, k: usize, n_new: usize) -> Result<bool> {
+        if !self.opts.switch_at.is_empty() {
+            let forced = self.opts.switch_at.binary_search(&k).is_ok();
+            if forced && !self.on_gpu {
+                self.wait_gpu()?;
+            }
+            return Ok(forced);
+        }
+        if !self.on_gpu && n_new > 1 {
+            // The prompt's pass: on the device only if it wins the pass itself, its first
+            // pass's cost included — the time to first token never waits for a device
+            // that does not clearly win it. Decode decides from the next token.
+            let (Some(x), true) = (&self.opts.crossover, self.gpu_ready_or_loading()) else {
+                return Ok(false);
+            };
+            let (Some(c), Some(g)) = (x.cpu.prefill_s(n_new), x.gpu.prefill_s(n_new)) else {
+                return Ok(false);
+            };
+            let handover = x.handover_s(self.kv_len(), self.kv_bytes_per_token());
+            if g + x.gpu.first_ms / 1e3 + handover >= c {
+                self.log(format_args!(
+                    "hybrid: {n_new}-token pass on {}: {:.1} ms there against {:.1} ms + {:.0} ms first pass on the device",
+                    self.cpu.backend.name(),
+                    c * 1e3,
+                    g * 1e3,
+                    x.gpu.first_ms
+                ));
+                return Ok(false);
+            }
+            self.wait_for_prefill(n_new)?;
+        }
+        if !self.on_gpu {
+            self.bind_gpu(false)?;
+        }
+        let Gpu::Ready(_) = &self.gpu else {
+            return Ok(false);
+        };
+        let Some(x) = &self.opts.crossover else {
+            return Ok(false);
+        };
+        let left = self.budget.saturating_sub(k);
+        if left == 0 {
+            return Ok(false);
+        }
+        let ctx = self.kv_len();
+        let Some(e) = x.estimate(self.on_gpu, ctx, n_new, left, self.kv_bytes_per_token()) else {
+            return Ok(false);
+        };
+        let go = e.move_s < e.stay_s;
+        if go || self.switches.is_empty() {
+            self.log(format_args!(
+                "hybrid: token {k}, {ctx} cached, {left} to go on {}: stay {:.1} ms, move {:.1} ms -> {}",
+                self.active_name(),
+                e.stay_s * 1e3,
+                e.move_s * 1e3,
+                if go { "move" } else { "stay" }
+            ));
+        }
+        Ok(go)
+    }
+
+    /// At the boundary before the pass producing token `k`: moves the sequence if due.
+    fn boundary(&mut self, k: usize, n_new: usize) -> Result<()> {
+        if self.wants_move(k, n_new)? {
+            self.switch(k)?;
+        }
+        Ok(())
+    }
+
+    /// Moves the sequence to the other backend now (before the pass producing token
+    /// `token`); an error if the other is not built.
+    pub fn switch(&mut self, token: usize) -> Result<()> {
+        let Gpu::Ready(g) = &mut self.gpu else {
+            return Err(Error::invalid(
+                "hybrid: no second backend to switch to (not built, or its build failed)",
+            ));
+        };
+        let t = Instant::now();
+        let (from, to, bytes) = if self.on_gpu {
+            let b = handover(&mut **g, &mut self.cpu, &mut self.stage, &mut self.conv)?;
+            (g.backend.name(), self.cpu.backend.name(), b)
+        } else {
+            let b = handover(&mut self.cpu, &mut **g, &mut self.stage, &mut self.conv)?;
+            (self.cpu.backend.name(), g.backend.name(), b)
+        };
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        self.on_gpu = !self.on_gpu;
+        if self.switches.len() < MAX_SWITCHES {
+            self.switches.push(Switch {
+                token,
+                from,
+                to,
+                bytes,
+                ms,
+            });
+        }
+        self.log(format_args!(
+            "hybrid: switch before token {token}: {from} -> {to}, {bytes} cache bytes in {ms:.2} ms"
+        ));
+        Ok(())
+    }
+
+    /// [`Llama::forward`] on the backend holding the sequence (moved first if due).
+    pub fn forward(&mut self, ids: &[u32]) -> Result<&[f32]> {
+        self.boundary(self.produced, ids.len())?;
+        self.produced += 1;
+        match (&mut self.gpu, self.on_gpu) {
+            (Gpu::Ready(g), true) => g.forward(ids),
+            _ => self.cpu.forward(ids),
+        }
+    }
+
+    /// [`Llama::forward_argmax`] on the backend holding the sequence.
+    pub fn forward_argmax(&mut self, ids: &[u32]) -> Result<u32> {
+        self.boundary(self.produced, ids.len())?;
+        self.produced += 1;
+        match (&mut self.gpu, self.on_gpu) {
+            (Gpu::Ready(g), true) => g.forward_argmax(ids),
+            _ => self.cpu.forward_argmax(ids),
+        }
+    }
+
+    /// [`Llama::decode_greedy`] across backends: runs on the active side until a move
+    /// may be due (the pass queued ahead is dropped there, as for a stop), asks
+    /// ([`HybridOptions`]), moves the sequence if so, and goes on from the last token.
+    /// Under the policy it asks when a background build has just finished and then
+    /// every [`RECHECK`] tokens.
+    pub fn decode_greedy(
+        &mut self,
+        first: u32,
+        steps: usize,
+        mut on_token: impl FnMut(u32) -> Result<bool>,
+    ) -> Result<usize> {
+        let mut kept_total = 0;
+        let mut next = first;
+        while kept_total < steps {
+            self.boundary(self.produced, 1)?;
+            let left = steps - kept_total;
+            let mut w = Watch {
+                produced: self.produced,
+                last: next,
+                stopped: false,
+                forced: &self.opts.switch_at,
+                policy: self.opts.switch_at.is_empty() && self.opts.crossover.is_some(),
+                budget: self.budget,
+            };
+            let kept = if self.on_gpu {
+                let Gpu::Ready(g) = &mut self.gpu else {
+                    return Err(Error::invalid("hybrid: on the second backend without one"));
+                };
+                g.decode_greedy(next, left, |t| w.step(t, &mut on_token, None::<&JoinHandle<()>>, true))?
+            } else {
+                let (loading, ready) = match &self.gpu {
+                    Gpu::Loading(h, _) => (Some(h), false),
+                    Gpu::Ready(_) => (None, true),
+                    Gpu::Off => (None, false),
+                };
+                self.cpu
+                    .decode_greedy(next, left, |t| w.step(t, &mut on_token, loading, ready))?
+            };
+            let (produced, last, stopped) = (w.produced, w.last, w.stopped);
+            self.produced = produced;
+            kept_total += kept;
+            next = last;
+            if stopped || kept == 0 {
+                break;
+            }
+        }
+        Ok(kept_total)
+    }
+}
+
+impl<C: Backend, G: Backend> Drop for Hybrid<C, G> {
+    /// Waits for a build still under way: a process whose `main` returns while an
+    /// OpenCL driver compiles on another thread can crash in the driver's exit handlers
+    /// (measured: NVIDIA, a segfault after the output was complete). Only a job that
+    /// ends before a cold build finishes pays this, after its last token.
+    fn drop(&mut self) {
+        if let Gpu::Loading(h, _) = core::mem::replace(&mut self.gpu, Gpu::Off) {
+            let _ = h.join();
+        }
+    }
+}
+
+/// Under the policy, how often (in tokens) a decode that runs with both backends ready
+/// stops to ask again (each stop drops the pass queued ahead: one pass of work).
+pub const RECHECK: usize = 32;
+
+/// What [`Hybrid::decode_greedy`] watches per token.
+struct Watch<'a> {
+    produced: usize,
+    last: u32,
+    stopped: bool,
+    forced: &'a [usize],
+    policy: bool,
+    budget: usize,
+}
+
+impl Watch<'_> {
+    /// Hands token `t` on; `false` stops the run (the caller's stop, or a boundary where
+    /// a move may be due).
+    fn step<G>(
+        &mut self,
+        t: u32,
+        on_token: &mut impl FnMut(u32) -> Result<bool>,
+        loading: Option<&JoinHandle<G>>,
+        both_ready: bool,
+    ) -> Result<bool> {
+        self.produced += 1;
+        self.last = t;
+        if !on_token(t)? {
+            self.stopped = true;
+            return Ok(false);
+        }
+        let k = self.produced;
+        let due = self.forced.binary_search(&k).is_ok()
+            || (self.policy
+                && k < self.budget
+                && (loading.is_some_and(|h| h.is_finished()) || (both_ready && k.is_multiple_of(RECHECK))));
+        Ok(!due)
+    }
+}
+
+/// A cache's geometry, for sizing the staging buffers.
+pub struct KvShape {
+    pub n_layer: usize,
+    pub capacity: usize,
+    pub kv_dim: usize,
+    pub dtype: DType,
+}
+
+impl<B: Backend> Llama<B> {
+    /// The KV cache's geometry.
+    pub fn kv_shape(&self) -> KvShape {
+        KvShape {
+            n_layer: self.cfg.n_layer,
+            capacity: self.kv.capacity(),
+            kv_dim: self.cfg.n_kv_head * self.cfg.head_dim,
+            dtype: self.kv.dtype(),
+        }
+    }
+}
+
+fn check_same_model(a: &LlamaConfig, b: &LlamaConfig) -> Result<()> {
+    let key = |c: &LlamaConfig| (c.n_layer, c.dim, c.n_head, c.n_kv_head, c.head_dim, c.ffn_dim, c.vocab);
+    if key(a) != key(b) {
+        return Err(Error::invalid(std::format!(
+            "hybrid: the two backends loaded different models ({:?} vs {:?})",
+            key(a),
+            key(b)
+        )));
+    }
+    Ok(())
+}
+
+/// Copies the used KV slots of `src` into `dst` (converting between f32 and f16 where
+/// the two caches differ) and gives `dst` their positions. Returns the bytes written
+/// into `dst`'s cache. `stage` and `conv` must hold one layer's K of the wider dtype at
+/// full capacity; nothing is allocated.
+pub fn handover<S: Backend, D: Backend>(
+    src: &mut Llama<S>,
+    dst: &mut Llama<D>,
+    stage: &mut [u8],
+    conv: &mut [u8],
+) -> Result<u64> {
+    let (s, d) = (src.kv_shape(), dst.kv_shape());
+    if s.n_layer != d.n_layer || s.kv_dim != d.kv_dim {
+        return Err(Error::invalid(std::format!(
+            "hybrid hand-over: caches of different shapes ({} layers × {} vs {} × {})",
+            s.n_layer,
+            s.kv_dim,
+            d.n_layer,
+            d.kv_dim
+        )));
+    }
+    let n = src.kv.len();
+    if n > d.capacity {
+        return Err(Error::range(
+            String::from("cached tokens handed over (the other backend's --ctx)"),
+            n as u64,
+            d.capacity as u64,
+        ));
+    }
+    let (sb, db) = (
+        n * s.kv_dim * s.dtype.block_bytes(),
+        n * s.kv_dim * d.dtype.block_bytes(),
+    );
+    if stage.len() < sb || conv.len() < db {
+        return Err(Error::invalid("hybrid hand-over: staging buffers too small"));
+    }
+    let mut bytes = 0u64;
+    for l in 0..s.n_layer {
+        for which in 0..2 {
+            {
+                let (k, v) = src.kv.views(l);
+                let buf = if which == 0 { k.buf } else { v.buf };
+                src.backend.download(buf, 0, &mut stage[..sb])?;
+            }
+            let out: &[u8] = match (s.dtype, d.dtype) {
+                (a, b) if a == b => &stage[..sb],
+                (DType::F16, DType::F32) => {
+                    let from: &[half::f16] = bytemuck::cast_slice(&stage[..sb]);
+                    let to: &mut [f32] = bytemuck::cast_slice_mut(&mut conv[..db]);
+                    for (o, i) in to.iter_mut().zip(from) {
+                        *o = i.to_f32();
+                    }
+                    &conv[..db]
+                }
+                (DType::F32, DType::F16) => {
+                    let from: &[f32] = bytemuck::cast_slice(&stage[..sb]);
+                    let to: &mut [half::f16] = bytemuck::cast_slice_mut(&mut conv[..db]);
+                    for (o, &i) in to.iter_mut().zip(from) {
+                        *o = half::f16::from_f32(i);
+                    }
+                    &conv[..db]
+                }
+                (a, _) if !matches!(a, DType::F32 | DType::F16) => {
+                    return Err(Error::dtype("hybrid hand-over", "source KV cache", a))
+                }
+                (_, b) => return Err(Error::dtype("hybrid hand-over", "destination KV cache", b)),
+            };
+            let (k, v) = dst.kv.layer_mut(l);
+            let buf = if which == 0 { k.buf } else { v.buf };
+            dst.backend.upload(buf, 0, out)?;
+            bytes += out.len() as u64;
+        }
+    }
+    dst.kv.set_slots(src.kv.positions())?;
+    Ok(bytes)
+}
