@@ -397,10 +397,11 @@ impl<B: Backend> KvCache<B> {
         }
     }
 
-    /// Takes over another cache's bookkeeping — its used slots' positions — after their
-    /// keys and values were copied into this cache's buffers (the hybrid driver's
-    /// hand-over, `model::hybrid`). Allocates nothing (`positions` holds `capacity`).
-    pub fn set_slots(&mut self, positions: &[u32]) -> Result<()> {
+    /// Takes over another cache's bookkeeping — its used slots' positions and the
+    /// position the next token gets — after their keys and values were copied into this
+    /// cache's buffers (the hybrid driver's hand-over, `model::hybrid`). Allocates nothing
+    /// (`positions` holds `capacity`).
+    pub fn set_slots(&mut self, positions: &[u32], next_pos: usize) -> Result<()> {
         if positions.len() > self.capacity {
             return Err(Error::range(
                 alloc::string::String::from("slots handed over to the KV cache"),
@@ -411,6 +412,7 @@ impl<B: Backend> KvCache<B> {
         self.positions.clear();
         self.positions.extend_from_slice(positions);
         self.len = positions.len();
+        self.next_pos = next_pos;
         Ok(())
     }
 

@@ -853,6 +853,6 @@ pub fn handover<S: Backend, D: Backend>(
             bytes += out.len() as u64;
         }
     }
-    dst.kv.set_slots(src.kv.positions())?;
+    dst.kv.set_slots(src.kv.positions(), src.kv.next_pos())?;
     Ok(bytes)
 }
