@@ -30,11 +30,14 @@
 //!   `qs[32c + 4p + i]`: low nibbles are sub-block `2c`, high nibbles `2c + 1`); the 12
 //!   packed scale bytes stored byte-major (`scales[8k + j]` = row `j`'s `scales[k]`), so
 //!   eight rows' 6-bit scales and minimums unpack with byte-vector operations.
-//! * Q6_K: the 256 six-bit values of each row re-cut into eight 32-element chunks: per
-//!   chunk `c`, byte `128c + 32p + 4j + i` holds element `32c + 4p + i` of row `j` in its
-//!   low nibble and `32c + 16 + 4p + i` in its high nibble (the two 16-element sub-blocks
-//!   of the chunk), and two 32-bit words per row hold the top two bits of those elements
-//!   (bits `2p..2p+2` of byte `i`); the sixteen scales stored sub-block-major.
+//! * Q6_K: the 256 six-bit values of each row re-cut into eight 32-element chunks, each
+//!   stored whole (its two sub-blocks' scales, low bits, top bits; `ChunkQ6_Kx8`): in
+//!   chunk `c`, low-bit byte `32p + 4j + i` holds element `32c + 4p + i` of row `j` in
+//!   its low nibble and `32c + 16 + 4p + i` in its high nibble (the chunk's two
+//!   16-element sub-blocks), and two 32-bit words per row hold the top two bits of those
+//!   elements (bits `2p..2p+2` of byte `i`). A super-block is then read front to back
+//!   (scales, low and top bits in separate regions ran at a third of Q4_K's bytes per
+//!   second in decode: three streams per block).
 //!
 //! The K-quant layouts rearrange bits within a super-block, so they too have exactly the
 //! bytes of the original; [`extract_block`] rebuilds any block of the file's layout.
@@ -116,17 +119,26 @@ pub struct BlockQ4_Kx8 {
 }
 const _: () = assert!(core::mem::size_of::<BlockQ4_Kx8>() == 8 * core::mem::size_of::<BlockQ4_K>());
 
-/// Super-block `b` of eight Q6_K rows.
+/// Super-block `b` of eight Q6_K rows: the scales, then eight 32-element chunks, each
+/// with everything a kernel reads for it, so the super-block is read front to back.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct BlockQ6_Kx8 {
     pub d: [f16; 8],
-    /// `scales[8s + j]` = row `j`'s scale of sub-block `s` (16 elements).
-    pub scales: [i8; 128],
-    /// Low four bits: 128 bytes per 32-element chunk (module docs).
-    pub ql: [u8; 1024],
-    /// Top two bits: 64 bytes per chunk, the chunk's first 16 elements in the first 32.
-    pub qh: [u8; 512],
+    pub c: [ChunkQ6_Kx8; 8],
+}
+
+/// Chunk `c` (elements `32c..32c+32`) of eight Q6_K rows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct ChunkQ6_Kx8 {
+    /// `scales[8h + j]` = row `j`'s scale of sub-block `2c + h` (16 elements each).
+    pub scales: [i8; 16],
+    /// Low four bits (module docs): byte `32p + 4j + i`.
+    pub ql: [u8; 128],
+    /// Top two bits: the chunk's first 16 elements in bytes `4j + i`, the second 16 in
+    /// `32 + 4j + i`.
+    pub qh: [u8; 64],
 }
 const _: () = assert!(core::mem::size_of::<BlockQ6_Kx8>() == 8 * core::mem::size_of::<BlockQ6_K>());
 
@@ -205,16 +217,16 @@ fn q6_k_into_x8(s: &BlockQ6_K, j: usize, d: &mut BlockQ6_Kx8) {
     let u = |e: usize| (q[e] + 32) as u8; // 0..=63
     d.d[j] = s.d;
     for (sb, &sc) in s.scales.iter().enumerate() {
-        d.scales[8 * sb + j] = sc;
+        d.c[sb / 2].scales[8 * (sb % 2) + j] = sc;
     }
-    for c in 0..8 {
+    for (c, ch) in d.c.iter_mut().enumerate() {
         for p in 0..4 {
             for i in 0..4 {
                 let (lo, hi) = (u(32 * c + 4 * p + i), u(32 * c + 16 + 4 * p + i));
-                d.ql[128 * c + 32 * p + 4 * j + i] = (lo & 15) | ((hi & 15) << 4);
-                let (a, b) = (64 * c + 4 * j + i, 64 * c + 32 + 4 * j + i);
-                d.qh[a] = (d.qh[a] & !(3 << (2 * p))) | ((lo >> 4) << (2 * p));
-                d.qh[b] = (d.qh[b] & !(3 << (2 * p))) | ((hi >> 4) << (2 * p));
+                ch.ql[32 * p + 4 * j + i] = (lo & 15) | ((hi & 15) << 4);
+                let (a, b) = (4 * j + i, 32 + 4 * j + i);
+                ch.qh[a] = (ch.qh[a] & !(3 << (2 * p))) | ((lo >> 4) << (2 * p));
+                ch.qh[b] = (ch.qh[b] & !(3 << (2 * p))) | ((hi >> 4) << (2 * p));
             }
         }
     }
@@ -223,11 +235,11 @@ fn q6_k_into_x8(s: &BlockQ6_K, j: usize, d: &mut BlockQ6_Kx8) {
 /// Row `j`'s Q6_K super-block out of an x8 super-block (the inverse of `q6_k_into_x8`).
 fn q6_k_from_x8(x: &BlockQ6_Kx8, j: usize) -> BlockQ6_K {
     let mut q = [0u8; QK_K];
-    for c in 0..8 {
+    for (c, ch) in x.c.iter().enumerate() {
         for p in 0..4 {
             for i in 0..4 {
-                let b = x.ql[128 * c + 32 * p + 4 * j + i];
-                let (ha, hb) = (x.qh[64 * c + 4 * j + i], x.qh[64 * c + 32 + 4 * j + i]);
+                let b = ch.ql[32 * p + 4 * j + i];
+                let (ha, hb) = (ch.qh[4 * j + i], ch.qh[32 + 4 * j + i]);
                 q[32 * c + 4 * p + i] = (b & 15) | (((ha >> (2 * p)) & 3) << 4);
                 q[32 * c + 16 + 4 * p + i] = (b >> 4) | (((hb >> (2 * p)) & 3) << 4);
             }
@@ -236,7 +248,7 @@ fn q6_k_from_x8(x: &BlockQ6_Kx8, j: usize) -> BlockQ6_K {
     let mut o = BlockQ6_K {
         ql: [0; QK_K / 2],
         qh: [0; QK_K / 4],
-        scales: core::array::from_fn(|sb| x.scales[8 * sb + j]),
+        scales: core::array::from_fn(|sb| x.c[sb / 2].scales[8 * (sb % 2) + j]),
         d: x.d[j],
     };
     // ggml's order (`quant::k` module docs): element 128n + 32k + l.

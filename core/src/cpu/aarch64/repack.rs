@@ -483,22 +483,22 @@ macro_rules! x8_kq_kernels {
             let mut acc = [[vdupq_n_f32(0.0); 2]; T];
             for (b, blk) in wg.iter().enumerate() {
                 let xb: [&BlockQ8_K; T] = core::array::from_fn(|t| &xs[t][b]);
-                let scb: &[u8; 128] = bytemuck::cast_ref(&blk.scales);
                 let mut isum = [[vdupq_n_s32(0); 2]; T];
                 let mut off = [[vdupq_n_s32(0); 2]; T];
-                for c in 0..8 {
+                for (c, ch) in blk.c.iter().enumerate() {
+                    let scb: &[u8; 16] = bytemuck::cast_ref(&ch.scales);
                     let widen_s = |v: uint8x8_t| {
                         let w = vmovl_s8(vreinterpret_s8_u8(v));
                         [vmovl_s16(vget_low_s16(w)), vmovl_high_s16(w)]
                     };
-                    let (sc_lo, sc_hi) = (widen_s(ld8(&scb[16 * c..])), widen_s(ld8(&scb[16 * c + 8..])));
+                    let (sc_lo, sc_hi) = (widen_s(ld8(&scb[..])), widen_s(ld8(&scb[8..])));
                     for h in 0..2 {
-                        let ha = ld16(&blk.qh[64 * c + 16 * h..]);
-                        let hb = ld16(&blk.qh[64 * c + 32 + 16 * h..]);
+                        let ha = ld16(&ch.qh[16 * h..]);
+                        let hb = ld16(&ch.qh[32 + 16 * h..]);
                         let mut slo = [vdupq_n_s32(0); T];
                         let mut shi = [vdupq_n_s32(0); T];
                         for p in 0..4 {
-                            let v = ld16(&blk.ql[128 * c + 32 * p + 16 * h..]);
+                            let v = ld16(&ch.ql[32 * p + 16 * h..]);
                             let (mask, sh) = (vdupq_n_u8(3 << (2 * p)), vdupq_n_s8(4 - 2 * p as i8));
                             let lo = vorrq_u8(vandq_u8(v, m4), vshlq_u8(vandq_u8(ha, mask), sh));
                             let hi = vorrq_u8(vshrq_n_u8(v, 4), vshlq_u8(vandq_u8(hb, mask), sh));

@@ -298,9 +298,9 @@ fn tile_q6_k_avx2<const T: usize>(wg: &[BlockQ6_Kx8], xs: [&[BlockQ8_K]; T]) -> 
     for (b, blk) in wg.iter().enumerate() {
         let mut isum = [_mm256_setzero_si256(); T];
         let mut off = [_mm256_setzero_si256(); T];
-        for c in 0..8 {
-            let wa = _mm256_cvtepi8_epi32(load8(&blk.scales[16 * c..]));
-            let wb = _mm256_cvtepi8_epi32(load8(&blk.scales[16 * c + 8..]));
+        for (c, ch) in blk.c.iter().enumerate() {
+            let wa = _mm256_cvtepi8_epi32(load8(&ch.scales[..]));
+            let wb = _mm256_cvtepi8_epi32(load8(&ch.scales[8..]));
             let sc_lo = _mm256_or_si256(
                 _mm256_and_si256(wa, _mm256_set1_epi32(0xffff)),
                 _mm256_slli_epi32(wa, 16),
@@ -310,11 +310,11 @@ fn tile_q6_k_avx2<const T: usize>(wg: &[BlockQ6_Kx8], xs: [&[BlockQ8_K]; T]) -> 
                 _mm256_slli_epi32(wb, 16),
             );
             let sc_pair = _mm256_blend_epi16(sc_lo, sc_hi, 0xaa);
-            let (ha, hb) = (load256(&blk.qh[64 * c..]), load256(&blk.qh[64 * c + 32..]));
+            let (ha, hb) = (load256(&ch.qh[..]), load256(&ch.qh[32..]));
             let mut lo16 = [_mm256_setzero_si256(); T];
             let mut hi16 = [_mm256_setzero_si256(); T];
             for p in 0..4 {
-                let v = load256(&blk.ql[128 * c + 32 * p..]);
+                let v = load256(&ch.ql[32 * p..]);
                 let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
                 // Bits 2p, 2p+1 of each byte → bits 4, 5.
                 let mask = _mm256_set1_epi8((3u8 << (2 * p)) as i8);
