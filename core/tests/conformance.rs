@@ -671,7 +671,13 @@ const ROWS: &[Row] = &[
             DType::Q4_K,
             DType::Q6_K,
         ],
-        shapes: &[&[4, 2, 0, 0], &[4, 2, 300, 1], &[6, 2, 5, 0], &[3, 3, 5, 1], &[8, 1, 300, 0]],
+        shapes: &[
+            &[4, 2, 0, 0],
+            &[4, 2, 300, 1],
+            &[6, 2, 5, 0],
+            &[3, 3, 5, 1],
+            &[8, 1, 300, 0],
+        ],
         vs_scalar: [
             nmse(
                 1e-10,
@@ -756,7 +762,7 @@ const KQ_MATMUL_SHAPES: &[&[usize]] = &[
     &[576, 1536, 7],
     &[512, 2048, 1], // Llama 3.2 1B's K/V projection shape
     &[13, 256, 5],
-    &[13, 512, 37], // OpenCL: the tiled kernel (mul_mm_kq_f32.cl), partial tiles
+    &[13, 512, 37],   // OpenCL: the tiled kernel (mul_mm_kq_f32.cl), partial tiles
     &[576, 1536, 64], // OpenCL: tiled, split-K 4 ways (SmolLM2's down projection in prefill)
     &[1, 256, 3],
 ];

@@ -206,7 +206,10 @@ const FAMILY_DEPS: [(&str, &[&str]); 1] = [("mul_mm_kq_f32.cl", &["mul_mm.cl"])]
 /// it builds on ([`FAMILY_DEPS`]), the file.
 pub fn program_source(file: &str) -> Result<String> {
     let mut src = generated_header();
-    let deps = FAMILY_DEPS.iter().find(|(f, _)| *f == file).map_or(&[][..], |(_, d)| *d);
+    let deps = FAMILY_DEPS
+        .iter()
+        .find(|(f, _)| *f == file)
+        .map_or(&[][..], |(_, d)| *d);
     for p in PRELUDES.iter().chain(deps).copied().chain([file]) {
         src += &format!("// ---- {p} ----\n");
         src += &read_source(p)?;
