@@ -70,6 +70,7 @@ inline void w8_q6_k(__global const uchar *row, uint k, uint n_in, float *v) {
     vstore8((convert_float8(q) - 32.0f) * (d * sc), 0, v);
 }
 
+// The __kernel functions: mul_mm.cl's macros with the loaders above.
 MUL_MM(mul_mm_q5_0_f32, q5_0, (n_in / QK) * Q5_0_BYTES)
 MUL_MM(mul_mm_q5_1_f32, q5_1, (n_in / QK) * Q5_1_BYTES)
 MUL_MM(mul_mm_q4_k_f32, q4_k, (n_in / QK_K) * Q4_K_BYTES)
