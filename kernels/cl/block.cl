@@ -272,28 +272,6 @@ inline float unit_q6_k(__global const uchar *wr, __local const float *v, const u
         }                                                \
     }
 
-// Four units per step (more bytes in flight per work-item); an experiment behind
-// -DAG_KQ_UNROLL4 (ANTIGRAVITY_OPENCL_BLOCK_DEFINES) for the K-quant arms.
-#define UNIT_LOOP4(CALL)                                 \
-    {                                                    \
-        uint u = lane;                                   \
-        for (; u + 3 * tpr < nu; u += 4 * tpr) {         \
-            const float a0 = CALL(u);                    \
-            const float a1 = CALL(u + tpr);              \
-            const float a2 = CALL(u + 2 * tpr);          \
-            const float a3 = CALL(u + 3 * tpr);          \
-            acc += (a0 + a1) + (a2 + a3);                \
-        }                                                \
-        for (; u < nu; u += tpr) {                       \
-            acc += CALL(u);                              \
-        }                                                \
-    }
-#ifdef AG_KQ_UNROLL4
-#define KQ_LOOP UNIT_LOOP4
-#else
-#define KQ_LOOP UNIT_LOOP
-#endif
-
 // dot_part's arms for the types of a Q4_K_M / Q5_K_M file (a function of its own so
 // the Q4_0/Q4_1/Q8_0 arms stay as they are).
 inline void dot_part_kq(const uint t, __global const uchar *wr, __local const float *v, const uint nu,
@@ -305,15 +283,15 @@ inline void dot_part_kq(const uint t, __global const uchar *wr, __local const fl
 #define C_Q5_K(u) unit_q45_k(wr, v, u, 1)
 #define C_Q6_K(u) unit_q6_k(wr, v, u)
     if (t == T_Q5_0) {
-        KQ_LOOP(C_Q5_0)
+        UNIT_LOOP(C_Q5_0)
     } else if (t == T_Q5_1) {
-        KQ_LOOP(C_Q5_1)
+        UNIT_LOOP(C_Q5_1)
     } else if (t == T_Q4_K) {
-        KQ_LOOP(C_Q4_K)
+        UNIT_LOOP(C_Q4_K)
     } else if (t == T_Q5_K) {
-        KQ_LOOP(C_Q5_K)
+        UNIT_LOOP(C_Q5_K)
     } else {
-        KQ_LOOP(C_Q6_K)
+        UNIT_LOOP(C_Q6_K)
     }
     *acc_io += acc;
 }
