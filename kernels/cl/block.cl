@@ -220,7 +220,7 @@ inline float unit_q5_1(__global const uchar *wr, __local const float *v, const u
     return dm.x * hsum8(xl * ql + xh * qu) + dm.y * hsum8(xl + xh);
 }
 
-// Q4_K (HAS_QH 0) and Q5_K (1): unit u of the row.
+// Q4_K (has_qh 0) and Q5_K (1): unit u of the row.
 inline float unit_q45_k(__global const uchar *wr, __local const float *v, const uint u, const uint has_qh) {
     const uint sb = u >> 4, w = u & 15, c = w >> 2, k = w & 3;
     __global const uchar *blk = wr + sb * (has_qh ? Q5_K_BYTES : Q4_K_BYTES);
