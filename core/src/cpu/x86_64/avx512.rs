@@ -95,10 +95,21 @@ pub(crate) fn kernels() -> Option<Kernels> {
         } else {
             super::repack::gemm_q8_0x8_avx2
         },
-        // The Q4_K_M types: the AVX2 tiles (no VNNI versions yet).
-        gemm_q5_0x8: super::repack::gemm_q5_0x8_avx2,
-        gemm_q4_kx8: super::repack::gemm_q4_kx8_avx2,
-        gemm_q6_kx8: super::repack::gemm_q6_kx8_avx2,
+        gemm_q5_0x8: if vnni_vl {
+            super::repack::gemm_q5_0x8_vnni
+        } else {
+            super::repack::gemm_q5_0x8_avx2
+        },
+        gemm_q4_kx8: if vnni_vl {
+            super::repack::gemm_q4_kx8_vnni
+        } else {
+            super::repack::gemm_q4_kx8_avx2
+        },
+        gemm_q6_kx8: if vnni_vl {
+            super::repack::gemm_q6_kx8_vnni
+        } else {
+            super::repack::gemm_q6_kx8_avx2
+        },
         x8_simd: true,
         x8_kq_simd: true,
     })
