@@ -114,9 +114,6 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
         bail!("--switch-at and --crossover are for --backend hybrid");
     }
     let cfg = a.policy.config();
-    if backend == BackendArg::Hybrid && cfg.policy != antigravity_core::kv_evict::KvPolicy::None {
-        bail!("--kv-policy is not supported with --backend hybrid yet (use cpu or opencl)");
-    }
     // A policy makes room for at most `max_insert` new tokens at once.
     let batch = |cpu| {
         a.batch
@@ -135,7 +132,17 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
             (None, Some(text)) => text.len() / 4 + 1,
             (None, None) => 1,
         };
-        let mut h = crate::hybrid::load(&a.model, &a.hybrid, (cpu_b, gpu_b), t0, prompt, hint, a.max_tokens)?;
+        let job = crate::hybrid::HybridJob {
+            work: crate::hybrid::Work::Generate {
+                prompt: hint,
+                gen: a.max_tokens,
+            },
+            cpu_batch: cpu_b,
+            gpu_batch: gpu_b,
+            all_logits: false,
+            policy: cfg,
+        };
+        let mut h = crate::hybrid::load(&a.model, &a.hybrid, job, t0, prompt)?;
         let meta = Meta {
             tokenizer: h.tokenizer.as_ref(),
             path: &h.path,

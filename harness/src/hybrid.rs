@@ -21,13 +21,14 @@ use antigravity_core::backend::{Backend, CopiedBytes};
 use antigravity_core::cpu::CpuBackend;
 use antigravity_core::dtype::DType;
 use antigravity_core::gguf::GgufFile;
-use antigravity_core::model::hybrid::{Crossover, GpuParts, Hybrid, HybridOptions, Speeds, Switch};
+use antigravity_core::kv_evict::EvictConfig;
+use antigravity_core::model::hybrid::{Crossover, GpuBind, GpuParts, Hybrid, HybridOptions, Speeds, Switch};
 use antigravity_core::model::{self, Llama, RunOptions};
 use antigravity_core::opencl::{OpenClBackend, OpenClOptions};
 
 use crate::common::{ModelArgs, Session};
 
-/// The hybrid's flags (`generate`).
+/// The hybrid's flags (`generate`, `logits`, `perplexity`).
 #[derive(Args, Debug, Clone, Default)]
 pub struct HybridFlags {
     /// `--backend hybrid`: force a switch to the other backend before the pass producing
@@ -72,6 +73,8 @@ pub trait Engine {
     fn kv_evicted(&self) -> u64 {
         0
     }
+    /// Chooses the cache's eviction policy (both sides of a hybrid).
+    fn set_kv_policy(&mut self, cfg: EvictConfig) -> antigravity_core::Result<()>;
     /// The tokens the caller means to generate (the hybrid's horizon).
     fn plan(&mut self, _tokens: usize) {}
     /// Extra `--json` fields (the hybrid's switches).
@@ -127,6 +130,9 @@ impl<B: Backend> Engine for Llama<B> {
     }
     fn kv_evicted(&self) -> u64 {
         self.kv.evicted()
+    }
+    fn set_kv_policy(&mut self, cfg: EvictConfig) -> antigravity_core::Result<()> {
+        Llama::set_kv_policy(self, cfg)
     }
 }
 
@@ -192,6 +198,12 @@ impl Engine for Hybrid<CpuBackend, OpenClBackend> {
     fn plan(&mut self, tokens: usize) {
         Hybrid::plan(self, tokens)
     }
+    fn kv_evicted(&self) -> u64 {
+        Hybrid::kv_evicted(self)
+    }
+    fn set_kv_policy(&mut self, cfg: EvictConfig) -> antigravity_core::Result<()> {
+        Hybrid::set_kv_policy(self, cfg)
+    }
     fn extra_json(&self) -> Option<Value> {
         let sw: Vec<Value> = self.switches().iter().map(switch_json).collect();
         Some(json!({
@@ -222,9 +234,29 @@ pub struct HybridSession {
     pub copied_load: CopiedBytes,
 }
 
-/// Loads `--backend hybrid`: the table; if it says the OpenCL device can pay for a
-/// prompt of about `prompt_hint` tokens and `gen` more (or switches are forced), the
-/// device's build on a background thread; the CPU model meanwhile.
+/// What a hybrid job will do, for the build decision before anything loads.
+#[derive(Clone, Copy, Debug)]
+pub enum Work {
+    /// A prompt of about `prompt` tokens, then `gen` generated tokens (`generate`).
+    Generate { prompt: usize, gen: usize },
+    /// `passes` prefill passes of `chunk` tokens (`logits`, `perplexity`).
+    Chunks { chunk: usize, passes: usize },
+}
+
+/// How a command runs its hybrid: the work, each side's chunk size, whether every
+/// position's logits are wanted, the cache's eviction policy.
+#[derive(Clone, Copy, Debug)]
+pub struct HybridJob {
+    pub work: Work,
+    pub cpu_batch: usize,
+    pub gpu_batch: usize,
+    pub all_logits: bool,
+    pub policy: EvictConfig,
+}
+
+/// Loads `--backend hybrid`: the table; if it says the OpenCL device can pay for the
+/// job's work (or switches are forced), the device's build on a background thread (its
+/// model bound and warmed there too); the CPU model meanwhile.
 ///
 /// The cache dtype: when the second backend may be built, both sides use one dtype —
 /// `--kv-type` if given, else f32 (the one OpenCL reads today) — so a hand-over is a
@@ -232,12 +264,17 @@ pub struct HybridSession {
 pub fn load(
     m: &ModelArgs,
     flags: &HybridFlags,
-    (cpu_batch, gpu_batch): (usize, usize),
+    job: HybridJob,
     t0: Instant,
     prompt: impl FnOnce(&Session<CpuBackend>) -> Result<Vec<u32>>,
-    prompt_hint: usize,
-    gen: usize,
 ) -> Result<HybridSession> {
+    let HybridJob {
+        work,
+        cpu_batch,
+        gpu_batch,
+        all_logits,
+        policy,
+    } = job;
     let path = crate::fetch::resolve(m.run.model.as_deref())?;
     let key = table_key(&path);
     let table_file = flags.crossover.clone().unwrap_or_else(default_table_path);
@@ -259,11 +296,19 @@ pub fn load(
     let (build, why) = if forced {
         (true, "switches forced".to_string())
     } else {
-        match table.as_ref().and_then(|x| x.gpu_pays(prompt_hint, gen)) {
+        let what = match work {
+            Work::Generate { prompt, gen } => format!("{prompt}-token prompt, {gen} to generate"),
+            Work::Chunks { chunk, passes } => format!("{passes} passes of {chunk} tokens"),
+        };
+        let pays = table.as_ref().and_then(|x| match work {
+            Work::Generate { prompt, gen } => x.gpu_pays(prompt, gen),
+            Work::Chunks { chunk, passes } => x.gpu_pays_chunks(chunk, passes),
+        });
+        match pays {
             Some((pays, e)) => (
                 pays,
                 format!(
-                    "{prompt_hint}-token prompt, {gen} to generate: CPU alone {:.0} ms, with {} {:.0} ms (its init {:.0} ms included)",
+                    "{what}: CPU alone {:.0} ms, with {} {:.0} ms (its init {:.0} ms included)",
                     e.stay_s * 1e3,
                     table.as_ref().map_or("the device", |x| x.gpu.name.as_str()),
                     e.move_s * 1e3,
@@ -283,7 +328,7 @@ pub fn load(
     let cpu_opts = RunOptions {
         ctx: m.ctx,
         max_batch: cpu_batch.min(m.ctx),
-        all_logits: false,
+        all_logits,
         kv_type,
     };
     let gpu_opts = RunOptions {
@@ -306,11 +351,23 @@ pub fn load(
                 init_ms: t.elapsed().as_secs_f64() * 1e3,
             })
         };
-        Some(model::hybrid::spawn_build(builder)?)
+        // The warm-up's prompt pass: the size of the first pass the device may take.
+        let warm_tokens = match work {
+            Work::Generate { prompt, .. } => prompt,
+            Work::Chunks { chunk, .. } => chunk,
+        }
+        .clamp(1, gpu_opts.max_batch);
+        let bind = GpuBind {
+            opts: gpu_opts,
+            policy,
+            warm_tokens,
+        };
+        Some(model::hybrid::spawn_build(builder, bind)?)
     } else {
         None
     };
-    let s = m.load(m.run.cpu_backend()?, cpu_opts, t0, None)?;
+    let mut s = m.load(m.run.cpu_backend()?, cpu_opts, t0, None)?;
+    s.model.set_kv_policy(policy)?;
     let ids = prompt(&s)?;
     let opts = HybridOptions {
         switch_at: flags.switch_at.clone(),
@@ -328,7 +385,7 @@ pub fn load(
         ..
     } = s;
     let hybrid = match pending {
-        Some(p) => Hybrid::with_pending(cpu_model, p, gpu_opts, opts),
+        Some(p) => Hybrid::with_pending(cpu_model, p, opts),
         None => Hybrid::cpu_only(cpu_model, opts, &why),
     };
     Ok(HybridSession {
@@ -512,17 +569,32 @@ fn measure_table(m: &ModelArgs, path: &Path, points: &[usize], steps: usize) -> 
     let cpu_init = t.elapsed().as_secs_f64() * 1e3;
     eprintln!("crossover: cpu …");
     let cpu_s = measure(&mut cpu, points, steps, cpu_init)?;
+    // As the hybrid's background thread does: build, bind, warm up; all of it is the
+    // device's init. Its first pass after that is `first_ms`.
     let t = Instant::now();
-    let (cfg, w, be) = build_gpu(path, m.weights)?;
-    let gpu_init = t.elapsed().as_secs_f64() * 1e3;
-    // Binding the model (its cache and workspace) happens at the hybrid's boundary:
-    // counted with the first pass.
-    let t = Instant::now();
-    let mut gpu = Llama::new(cfg, w, be, opts(512))?;
-    let bind_ms = t.elapsed().as_secs_f64() * 1e3;
-    eprintln!("crossover: {} (init {gpu_init:.0} ms) …", gpu.backend.name());
-    let mut gpu_s = measure(&mut gpu, points, steps, gpu_init)?;
-    gpu_s.first_ms += bind_ms;
+    let (cfg, weights, backend) = build_gpu(path, m.weights)?;
+    let parts = GpuParts {
+        cfg,
+        weights,
+        backend,
+        init_ms: t.elapsed().as_secs_f64() * 1e3,
+    };
+    let bind = GpuBind {
+        opts: opts(512),
+        policy: EvictConfig::default(),
+        warm_tokens: 8,
+    };
+    let ready = model::hybrid::bind_and_warm(parts, &bind)?;
+    let gpu_init = ready.init_ms();
+    let mut gpu = *ready.model;
+    eprintln!(
+        "crossover: {} (init {gpu_init:.0} ms: build {:.0}, bind {:.0}, warm-up {:.0}) …",
+        gpu.backend.name(),
+        ready.build_ms,
+        ready.bind_ms,
+        ready.warm_ms
+    );
+    let gpu_s = measure(&mut gpu, points, steps, gpu_init)?;
     let hb = measure_handover(
         &mut cpu,
         &mut gpu,
