@@ -125,13 +125,7 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
         // Each side prefills in its own chunk size (the CPU's and the device's defaults).
         let (cpu_b, gpu_b) = (batch(true), batch(false));
         let prompt = |s: &Session<_>| prompt_ids(s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat);
-        // The prompt's length before the tokenizer loads: exact for ids, about 4
-        // characters a token for text (the build decision only).
-        let hint = match (&a.prompt_ids, &a.prompt) {
-            (Some(ids), _) => ids.split(',').filter(|t| !t.trim().is_empty()).count(),
-            (None, Some(text)) => text.len() / 4 + 1,
-            (None, None) => 1,
-        };
+        let hint = crate::hybrid::prompt_hint(a.prompt.as_deref(), a.prompt_ids.as_deref());
         let job = crate::hybrid::HybridJob {
             work: crate::hybrid::Work::Generate {
                 prompt: hint,

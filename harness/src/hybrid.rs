@@ -75,6 +75,8 @@ pub trait Engine {
     }
     /// Chooses the cache's eviction policy (both sides of a hybrid).
     fn set_kv_policy(&mut self, cfg: EvictConfig) -> antigravity_core::Result<()>;
+    /// Forgets the sequence (a hybrid keeps the side holding it and its records).
+    fn clear_sequence(&mut self);
     /// The tokens the caller means to generate (the hybrid's horizon).
     fn plan(&mut self, _tokens: usize) {}
     /// Extra `--json` fields (the hybrid's switches).
@@ -133,6 +135,9 @@ impl<B: Backend> Engine for Llama<B> {
     }
     fn set_kv_policy(&mut self, cfg: EvictConfig) -> antigravity_core::Result<()> {
         Llama::set_kv_policy(self, cfg)
+    }
+    fn clear_sequence(&mut self) {
+        self.reset()
     }
 }
 
@@ -204,6 +209,9 @@ impl Engine for Hybrid<CpuBackend, OpenClBackend> {
     fn set_kv_policy(&mut self, cfg: EvictConfig) -> antigravity_core::Result<()> {
         Hybrid::set_kv_policy(self, cfg)
     }
+    fn clear_sequence(&mut self) {
+        Hybrid::clear_sequence(self)
+    }
     fn extra_json(&self) -> Option<Value> {
         let sw: Vec<Value> = self.switches().iter().map(switch_json).collect();
         Some(json!({
@@ -216,7 +224,17 @@ impl Engine for Hybrid<CpuBackend, OpenClBackend> {
     }
 }
 
-fn switch_json(s: &Switch) -> Value {
+/// The prompt's length in tokens before the tokenizer loads: exact for ids, about 4
+/// characters a token for text (the build decision only).
+pub fn prompt_hint(text: Option<&str>, ids: Option<&str>) -> usize {
+    match (ids, text) {
+        (Some(ids), _) => ids.split(',').filter(|t| !t.trim().is_empty()).count(),
+        (None, Some(text)) => text.len() / 4 + 1,
+        (None, None) => 1,
+    }
+}
+
+pub fn switch_json(s: &Switch) -> Value {
     json!({"token": s.token, "from": s.from, "to": s.to, "bytes": s.bytes, "ms": s.ms})
 }
 

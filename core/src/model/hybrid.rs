@@ -173,11 +173,14 @@ impl Crossover {
         let init_s = self.gpu.init_ms / 1e3;
         let done = ((init_s / c.max(1e-9)).ceil() as usize).min(passes);
         let rest = passes - done;
-        let serve_s = (done as f64 * c).max(init_s)
-            + self.handover_s(done * chunk, self.kv_bytes_per_token)
-            + rest as f64 * g;
+        let serve_s =
+            (done as f64 * c).max(init_s) + self.handover_s(done * chunk, self.kv_bytes_per_token) + rest as f64 * g;
         let wait_s = init_s + self.gpu.first_ms / 1e3 + passes as f64 * g;
-        let (move_s, rest) = if wait_s < serve_s { (wait_s, passes) } else { (serve_s, rest) };
+        let (move_s, rest) = if wait_s < serve_s {
+            (wait_s, passes)
+        } else {
+            (serve_s, rest)
+        };
         let e = Estimate {
             stay_s: cpu_total,
             move_s,
@@ -1064,7 +1067,9 @@ pub fn handover<S: Backend, D: Backend>(
     if let (Some(sm), true) = (src.kv.mass_buffer(), dst.kv.mass_buffer().is_some()) {
         let mb = n * 4;
         if stage.len() < mb {
-            return Err(Error::invalid("hybrid hand-over: staging buffer too small for the attention mass"));
+            return Err(Error::invalid(
+                "hybrid hand-over: staging buffer too small for the attention mass",
+            ));
         }
         src.backend.download(sm, 0, &mut stage[..mb])?;
         if let Some(dm) = dst.kv.mass_buffer_mut() {
