@@ -422,6 +422,7 @@ fn second_is_faster() -> Crossover {
         gpu: speeds("second", 1000.0),
         handover_bytes_per_s: 1e12,
         kv_bytes_per_token: 0,
+        cpu_init_during_build_ms: 0.0,
     }
 }
 

@@ -119,6 +119,10 @@ pub struct Crossover {
     /// Cache bytes per token of the measured model (f32 cache), for planning before a
     /// model is loaded.
     pub kv_bytes_per_token: usize,
+    /// The host model's load time while the device builds at the same time, ms (0:
+    /// not measured): what a build started before the host's load costs the first
+    /// token ([`Crossover::build_first`]).
+    pub cpu_init_during_build_ms: f64,
 }
 
 /// What the policy said at a boundary (printed with `--verbose`).
@@ -186,6 +190,26 @@ impl Crossover {
             move_s,
         };
         Some((rest > 0 && move_s < cpu_total, e))
+    }
+
+    /// Whether to start the device's build before the host model loads (the two
+    /// overlap: the device may be ready for the prompt's pass) rather than right after
+    /// (the host's load and first token then run alone; the device takes over during
+    /// decode). Before, only when the device's gain on a `prompt`-token first pass beats
+    /// what the build costs the host's load (`cpu_init_during_build_ms - cpu.init_ms`,
+    /// measured by `bench --crossover`; unmeasured: no cost, so before). Returns the
+    /// decision and the two figures, ms.
+    pub fn build_first(&self, prompt: usize) -> (bool, f64, f64) {
+        let cost_ms = if self.cpu_init_during_build_ms > 0.0 {
+            (self.cpu_init_during_build_ms - self.cpu.init_ms).max(0.0)
+        } else {
+            0.0
+        };
+        let gain_ms = match (self.cpu.prefill_s(prompt), self.gpu.prefill_s(prompt)) {
+            (Some(c), Some(g)) => (c - g) * 1e3 - self.gpu.first_ms,
+            _ => 0.0,
+        };
+        (gain_ms > cost_ms, gain_ms, cost_ms)
     }
 
     /// Seconds a hand-over of `ctx` cached tokens takes.
