@@ -1339,7 +1339,10 @@ fn hybrid_logits_with_a_switch() {
     let worst = h.iter().zip(&c).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     // f32 sums in another order on each backend: the oracle's limit for this model's
     // logits on OpenCL is 5.86e-5 relative (measured 4.3e-6 with a switch); 1e-4 here.
-    assert!(worst <= 1e-4 * scale, "max |hybrid - cpu| {worst} against max |logit| {scale}");
+    assert!(
+        worst <= 1e-4 * scale,
+        "max |hybrid - cpu| {worst} against max |logit| {scale}"
+    );
 }
 
 /// `perplexity --backend hybrid` (SmolLM2 when fetched): streamed through a 64-slot
