@@ -120,6 +120,7 @@ fn decode_with_eviction_allocates_nothing() {
             policy,
             sinks: 4,
             keep: 2,
+            block: 1,
         })
         .unwrap();
         // Warm-up: fill the cache and evict once.

@@ -228,6 +228,7 @@ fn perplexity<B: Backend>(a: &PerplexityArgs, text: &str, s: &mut Session<B>) ->
             "kv_policy": if a.stream { cfg.policy.name() } else { "none" },
             "kv_sinks": cfg.sinks,
             "kv_keep": cfg.keep,
+            "kv_evict_block": cfg.block_slots(ctx),
             "kv_type": s.model.kv.dtype().name(),
             "evicted": s.model.kv.evicted(),
             "seconds": seconds,
