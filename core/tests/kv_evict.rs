@@ -75,7 +75,11 @@ fn rel_err(a: &[f32], b: &[f32], row: usize, pairs: &[(usize, usize)]) -> f64 {
 /// under `cfg`: the policy's arithmetic written out independently (what is needed,
 /// raised to the block, capped by what may go; shift drops at least half).
 fn expected_len_evicted(cfg: EvictConfig, capacity: usize, chunks: &[usize]) -> (usize, u64) {
-    let block = if cfg.block == 0 { (capacity / 16).max(1) } else { cfg.block };
+    let block = if cfg.block == 0 {
+        (capacity / 16).max(1)
+    } else {
+        cfg.block
+    };
     let (mut len, mut next, mut evicted) = (0usize, 0usize, 0u64);
     for &n in chunks {
         if len + n > capacity {
@@ -192,7 +196,10 @@ fn block_eviction_matches_a_from_scratch_run_every_isa() {
     use antigravity_core::cpu::Isa;
     for isa in Isa::ALL {
         if CpuBackend::with_isa(isa).is_none() {
-            eprintln!("note: ISA {} not available on this CPU/build; not tested here", isa.name());
+            eprintln!(
+                "note: ISA {} not available on this CPU/build; not tested here",
+                isa.name()
+            );
             continue;
         }
         let make = move || CpuBackend::with_isa(isa).unwrap();
