@@ -18,9 +18,17 @@
 //!
 //! "In-cache" positions: the token in slot `s` is at RoPE position `s`, so the model
 //! never sees a distance larger than the cache (StreamingLLM's rule); "original": the
-//! position the token had in the text. The score-based policies keep one slot set for
-//! all layers and heads (the mass is summed over them), where H2O and TOVA choose per
-//! layer (and TOVA per head): one `positions` array, one compaction per eviction.
+//! position the token had in the text.
+//!
+//! Every policy evicts in blocks ([`EvictConfig::block`], `--kv-evict-block`; default
+//! `capacity / 16`): a full cache frees at least a block at once (as far as that much
+//! is evictable), so compaction and re-rotation are paid once per block of decoded
+//! tokens. `window`/`sinks` then drop a block of the oldest; `h2o`/`tova` the block of
+//! lowest mass at that step; `shift` already drops half.
+//!
+//! The score-based policies keep one slot set for all layers and heads (the mass is
+//! summed over them), where H2O and TOVA choose per layer (and TOVA per head): one
+//! `positions` array, one compaction per eviction.
 
 use alloc::string::String;
 
