@@ -20,6 +20,11 @@
 //!   back, picks the lowest-mass evictable slot, and the last slot moves into its hole
 //!   (one row per buffer; original positions, nothing re-rotated; the mass moves along).
 //!
+//! Each eviction frees at least the policy's block ([`EvictConfig::block_slots`],
+//! `--kv-evict-block`; default `capacity / 16`) where that much is evictable, so a
+//! decode step through a full cache pays for compaction and re-rotation once per block
+//! instead of once per token.
+//!
 //! Slot order only matters within a forward chunk (the causal mask): new tokens always
 //! go to the end, so moving old slots around is invisible to attention.
 //!
@@ -177,7 +182,7 @@ impl<B: Backend> KvCache<B> {
                         self.max_insert() as u64,
                     ))
                 }
-                p if p.needs_mass() => self.evict_lowest(b, self.len + n - self.capacity)?,
+                p if p.needs_mass() => self.evict_lowest(b, n)?,
                 _ => {
                     if let Some((start, count)) = self.evict.contiguous_drop(self.len, n, self.capacity) {
                         self.drop_range(b, start, count, inv_freq, style)?;
@@ -241,16 +246,21 @@ impl<B: Backend> KvCache<B> {
         Ok(())
     }
 
-    /// Evicts `need` slots of lowest attention mass (H2O: never one of the `capacity / 2`
-    /// most recent tokens), each hole filled by the last slot.
-    fn evict_lowest(&mut self, b: &mut B, need: usize) -> Result<()> {
+    /// Makes room for `n` new tokens by evicting the slots of lowest attention mass (H2O:
+    /// never one of the `capacity / 2` most recent tokens) — what is needed, raised to the
+    /// policy's block — each hole filled by the last slot. The mass is read back once.
+    fn evict_lowest(&mut self, b: &mut B, n: usize) -> Result<()> {
         let Some(m) = self.mass.as_ref() else {
             return Err(Error::invalid("KV cache: a score-based policy without its mass buffer"));
         };
-        b.download(m, 0, bytemuck::cast_slice_mut(&mut self.host_mass[..self.len]))?;
         let recent_from = self.next_pos.saturating_sub(self.evict.recent(self.capacity)) as u32;
+        let evictable = self.positions.iter().filter(|&&p| p < recent_from).count();
+        let Some(count) = self.evict.evict_count(self.len, n, self.capacity, evictable) else {
+            return Ok(());
+        };
+        b.download(m, 0, bytemuck::cast_slice_mut(&mut self.host_mass[..self.len]))?;
         let (rows, row_len) = (self.capacity, self.n_kv_head * self.head_dim);
-        for _ in 0..need {
+        for _ in 0..count {
             let victim = (0..self.len)
                 .filter(|&s| self.positions[s] < recent_from)
                 .min_by(|&a, &c| self.host_mass[a].total_cmp(&self.host_mass[c]))

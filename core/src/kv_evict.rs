@@ -18,9 +18,17 @@
 //!
 //! "In-cache" positions: the token in slot `s` is at RoPE position `s`, so the model
 //! never sees a distance larger than the cache (StreamingLLM's rule); "original": the
-//! position the token had in the text. The score-based policies keep one slot set for
-//! all layers and heads (the mass is summed over them), where H2O and TOVA choose per
-//! layer (and TOVA per head): one `positions` array, one compaction per eviction.
+//! position the token had in the text.
+//!
+//! Every policy evicts in blocks ([`EvictConfig::block`], `--kv-evict-block`; default
+//! `capacity / 16`): a full cache frees at least a block at once (as far as that much
+//! is evictable), so compaction and re-rotation are paid once per block of decoded
+//! tokens. `window`/`sinks` then drop a block of the oldest; `h2o`/`tova` the block of
+//! lowest mass at that step; `shift` already drops half.
+//!
+//! The score-based policies keep one slot set for all layers and heads (the mass is
+//! summed over them), where H2O and TOVA choose per layer (and TOVA per head): one
+//! `positions` array, one compaction per eviction.
 
 use alloc::string::String;
 
@@ -80,8 +88,15 @@ impl KvPolicy {
     }
 }
 
-/// A policy and its parameters (`--kv-policy`, `--kv-sinks`, `--kv-keep`); the budget is
-/// the cache's capacity (`--ctx`).
+/// The automatic eviction block ([`EvictConfig::block`] = 0) is the budget divided by
+/// this (at least one slot): a decode step then pays for compaction and re-rotation once
+/// per `capacity / 16` tokens, so the per-token cost stays ~16 row moves per layer
+/// whatever the budget, while a token loses at most 1/16 of the budget's context
+/// (measured: docs/kv-cache.md, *Eviction in blocks*).
+pub const AUTO_BLOCK_DIVISOR: usize = 16;
+
+/// A policy and its parameters (`--kv-policy`, `--kv-sinks`, `--kv-keep`,
+/// `--kv-evict-block`); the budget is the cache's capacity (`--ctx`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EvictConfig {
     pub policy: KvPolicy,
@@ -89,6 +104,11 @@ pub struct EvictConfig {
     pub sinks: usize,
     /// `shift`: slots at the start that are never evicted (llama.cpp's `n_keep`).
     pub keep: usize,
+    /// Fewest slots one eviction frees (as far as the policy has that many evictable):
+    /// a full cache gives up `max(needed, block)` slots at once, so its cost is paid once
+    /// per `block` decoded tokens. `1` evicts exactly what each chunk needs; `0` chooses
+    /// `capacity / AUTO_BLOCK_DIVISOR` ([`EvictConfig::block_slots`]).
+    pub block: usize,
 }
 
 impl Default for EvictConfig {
@@ -97,11 +117,29 @@ impl Default for EvictConfig {
             policy: KvPolicy::None,
             sinks: 4,
             keep: 0,
+            block: 0,
         }
     }
 }
 
 impl EvictConfig {
+    /// The eviction block for a cache of `capacity` slots (`block`, or the automatic one
+    /// when it is 0).
+    pub fn block_slots(&self, capacity: usize) -> usize {
+        match self.block {
+            0 => (capacity / AUTO_BLOCK_DIVISOR).max(1),
+            b => b,
+        }
+    }
+
+    /// How many slots to evict so that `n` new tokens fit in a cache holding `len` of
+    /// `capacity` slots, of which `evictable` may go: what is needed, raised to the block
+    /// (as far as there is that much to evict). `None` when nothing needs to go.
+    pub fn evict_count(&self, len: usize, n: usize, capacity: usize, evictable: usize) -> Option<usize> {
+        let need = (len + n).checked_sub(capacity).filter(|&k| k > 0)?;
+        Some(need.max(self.block_slots(capacity).min(evictable)))
+    }
+
     /// Slots at the start of the cache the policy never evicts.
     pub fn protected_prefix(&self) -> usize {
         match self.policy {
@@ -143,14 +181,16 @@ impl EvictConfig {
 
     /// How many slots to drop, starting at slot `start`, so that `n` new tokens fit in a
     /// cache holding `len` of `capacity` slots — for the contiguous policies (window,
-    /// sinks, shift); `None` for the others or when nothing needs to go.
+    /// sinks, shift); `None` for the others or when nothing needs to go. At least a
+    /// block goes (of the `len - start` evictable slots).
     pub fn contiguous_drop(&self, len: usize, n: usize, capacity: usize) -> Option<(usize, usize)> {
-        let need = (len + n).checked_sub(capacity).filter(|&k| k > 0)?;
         let start = self.protected_prefix();
+        let evictable = len.saturating_sub(start);
+        let count = self.evict_count(len, n, capacity, evictable)?;
         match self.policy {
-            KvPolicy::Window | KvPolicy::Sinks => Some((start, need)),
+            KvPolicy::Window | KvPolicy::Sinks => Some((start, count)),
             // llama.cpp: n_discard = (n_past - n_keep) / 2, at least what is needed.
-            KvPolicy::Shift => Some((start, need.max(len.saturating_sub(start) / 2))),
+            KvPolicy::Shift => Some((start, count.max(evictable / 2))),
             _ => None,
         }
     }
@@ -174,6 +214,7 @@ mod tests {
             policy,
             sinks: 4,
             keep: 2,
+            block: 1,
         };
         // 16 slots, full, one more token.
         assert_eq!(cfg(KvPolicy::Window).contiguous_drop(16, 1, 16), Some((0, 1)));
@@ -185,5 +226,35 @@ mod tests {
         assert_eq!(cfg(KvPolicy::Sinks).max_insert(16), 12);
         assert!(cfg(KvPolicy::Sinks).check(4).is_err());
         assert!(cfg(KvPolicy::Sinks).check(5).is_ok());
+    }
+
+    #[test]
+    fn blocks_raise_each_eviction_to_the_block() {
+        let cfg = |policy, block| EvictConfig {
+            policy,
+            sinks: 4,
+            keep: 2,
+            block,
+        };
+        // 16 slots, full, one more token: a block of 5 goes at once.
+        assert_eq!(cfg(KvPolicy::Window, 5).contiguous_drop(16, 1, 16), Some((0, 5)));
+        assert_eq!(cfg(KvPolicy::Sinks, 5).contiguous_drop(16, 1, 16), Some((4, 5)));
+        // A chunk needing more than a block evicts what it needs.
+        assert_eq!(cfg(KvPolicy::Sinks, 5).contiguous_drop(16, 7, 16), Some((4, 7)));
+        // Never more than is evictable (12 slots after the 4 sinks).
+        assert_eq!(cfg(KvPolicy::Sinks, 50).contiguous_drop(16, 1, 16), Some((4, 12)));
+        // Shift already drops half (7 of the 14 after `keep`); a larger block raises it.
+        assert_eq!(cfg(KvPolicy::Shift, 5).contiguous_drop(16, 1, 16), Some((2, 7)));
+        assert_eq!(cfg(KvPolicy::Shift, 10).contiguous_drop(16, 1, 16), Some((2, 10)));
+        // Nothing to do while the chunk fits.
+        assert_eq!(cfg(KvPolicy::Window, 5).contiguous_drop(10, 1, 16), None);
+        // Score-based: the count only (the cache picks the slots).
+        assert_eq!(cfg(KvPolicy::H2o, 5).evict_count(16, 1, 16, 8), Some(5));
+        assert_eq!(cfg(KvPolicy::H2o, 5).evict_count(16, 1, 16, 3), Some(3));
+        assert_eq!(cfg(KvPolicy::H2o, 5).evict_count(16, 6, 16, 8), Some(6));
+        // Automatic: capacity / 16, at least 1.
+        assert_eq!(cfg(KvPolicy::Window, 0).block_slots(256), 16);
+        assert_eq!(cfg(KvPolicy::Window, 0).block_slots(8), 1);
+        assert_eq!(cfg(KvPolicy::Window, 3).block_slots(256), 3);
     }
 }

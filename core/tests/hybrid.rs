@@ -561,6 +561,7 @@ fn switches_under_eviction_cpu_to_cpu_scalar() {
             policy,
             sinks: 4,
             keep: 2,
+            ..EvictConfig::default()
         };
         let model = |be: CpuBackend| {
             let p = tiny_parts(be, "tiny-untied", false);

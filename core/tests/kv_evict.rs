@@ -71,10 +71,45 @@ fn rel_err(a: &[f32], b: &[f32], row: usize, pairs: &[(usize, usize)]) -> f64 {
     d / m.max(1e-30)
 }
 
-/// Streams 50 tokens through 16 slots under every policy; checks layer 0 against a fresh
-/// run. `tol`: the cache dtype's rounding (see the callers).
-fn layer0_matches<B: Backend>(name: &str, make: &dyn Fn() -> B, kv_type: DType, tol: f64) {
+/// Slots in use and tokens evicted after streaming `chunks` through `capacity` slots
+/// under `cfg`: the policy's arithmetic written out independently (what is needed,
+/// raised to the block, capped by what may go; shift drops at least half).
+fn expected_len_evicted(cfg: EvictConfig, capacity: usize, chunks: &[usize]) -> (usize, u64) {
+    let block = if cfg.block == 0 {
+        (capacity / 16).max(1)
+    } else {
+        cfg.block
+    };
+    let (mut len, mut next, mut evicted) = (0usize, 0usize, 0u64);
+    for &n in chunks {
+        if len + n > capacity {
+            let need = len + n - capacity;
+            let evictable = match cfg.policy {
+                KvPolicy::Window | KvPolicy::Tova => len,
+                KvPolicy::Sinks => len - cfg.sinks,
+                KvPolicy::Shift => len - cfg.keep,
+                // The capacity / 2 most recent positions are all cached and never go.
+                KvPolicy::H2o => len - (capacity / 2).min(next),
+                KvPolicy::None => 0,
+            };
+            let mut count = need.max(block.min(evictable));
+            if cfg.policy == KvPolicy::Shift {
+                count = count.max(evictable / 2);
+            }
+            len -= count;
+            evicted += count as u64;
+        }
+        len += n;
+        next += n;
+    }
+    (len, evicted)
+}
+
+/// Streams 50 tokens through 16 slots under every policy, evicting in blocks of `block`;
+/// checks layer 0 against a fresh run. `tol`: the cache dtype's rounding (see the callers).
+fn layer0_matches<B: Backend>(name: &str, make: &dyn Fn() -> B, kv_type: DType, tol: f64, block: usize) {
     let tokens: Vec<u32> = (0..50u32).map(|i| (i * 37 + 11) % 250).collect();
+    let chunks: Vec<usize> = tokens.chunks(3).map(|c| c.len()).collect();
     for policy in [
         KvPolicy::Window,
         KvPolicy::Sinks,
@@ -86,6 +121,7 @@ fn layer0_matches<B: Backend>(name: &str, make: &dyn Fn() -> B, kv_type: DType, 
             policy,
             sinks: 4,
             keep: 3,
+            block,
         };
         let mut m = tiny(make(), 16, kv_type);
         m.set_kv_policy(cfg).unwrap();
@@ -94,6 +130,11 @@ fn layer0_matches<B: Backend>(name: &str, make: &dyn Fn() -> B, kv_type: DType, 
         }
         let len = m.kv.len();
         assert!(m.kv.evicted() > 0 && len <= 16, "{name} {policy:?}: the run must evict");
+        assert_eq!(
+            (len, m.kv.evicted()),
+            expected_len_evicted(cfg, 16, &chunks),
+            "{name} {policy:?} block {block}: slots in use and tokens evicted"
+        );
         let (ka, va) = layer0(&m, len);
         let row = ka.len() / len;
         let mut fresh = tiny(make(), 64, kv_type);
@@ -124,13 +165,13 @@ fn layer0_matches<B: Backend>(name: &str, make: &dyn Fn() -> B, kv_type: DType, 
         let (kb, vb) = layer0(&fresh, fresh.kv.len());
         let (ek, ev) = (rel_err(&ka, &kb, row, &pairs), rel_err(&va, &vb, row, &pairs));
         eprintln!(
-            "{name} {} {kv_type}: {} evicted, layer-0 K rel err {ek:.2e}, V {ev:.2e}",
+            "{name} {} {kv_type} block {block}: {} evicted, layer-0 K rel err {ek:.2e}, V {ev:.2e}",
             policy.name(),
             m.kv.evicted()
         );
         assert!(
             ek <= tol && ev <= tol,
-            "{name} {policy:?} {kv_type}: K {ek:.2e}, V {ev:.2e} > {tol:.0e}"
+            "{name} {policy:?} {kv_type} block {block}: K {ek:.2e}, V {ev:.2e} > {tol:.0e}"
         );
     }
 }
@@ -139,10 +180,34 @@ fn layer0_matches<B: Backend>(name: &str, make: &dyn Fn() -> B, kv_type: DType, 
 fn evicted_cache_matches_a_from_scratch_run_cpu() {
     // f32: the same kernels on other batch splits (summation order) and one re-rotation
     // in f32 per eviction: ~1e-6 of the largest value; a misplaced row or wrong angle ~1.
-    layer0_matches("cpu", &CpuBackend::new, DType::F32, 1e-4);
+    layer0_matches("cpu", &CpuBackend::new, DType::F32, 1e-4, 1);
     // f16: every stored value rounded to 2⁻¹¹ relative, re-rotations round again (the
     // drops here re-rotate a key up to ~10 times: ~10 · 2⁻¹² of the largest).
-    layer0_matches("cpu", &CpuBackend::new, DType::F16, 8e-3);
+    layer0_matches("cpu", &CpuBackend::new, DType::F16, 8e-3, 1);
+}
+
+/// Eviction in blocks (5 slots at once: 16 slots, chunks of 3, so a block is more than a
+/// chunk needs and leaves a part-empty cache; 50: larger than the evictable part, capped
+/// by it), on every CPU ISA present: the cache still holds what a from-scratch run at
+/// the new positions puts there. Tolerances as above (a block re-rotates a key fewer
+/// times, never more).
+#[test]
+fn block_eviction_matches_a_from_scratch_run_every_isa() {
+    use antigravity_core::cpu::Isa;
+    for isa in Isa::ALL {
+        if CpuBackend::with_isa(isa).is_none() {
+            eprintln!(
+                "note: ISA {} not available on this CPU/build; not tested here",
+                isa.name()
+            );
+            continue;
+        }
+        let make = move || CpuBackend::with_isa(isa).unwrap();
+        for block in [5, 50] {
+            layer0_matches(isa.name(), &make, DType::F32, 1e-4, block);
+            layer0_matches(isa.name(), &make, DType::F16, 8e-3, block);
+        }
+    }
 }
 
 #[cfg(feature = "opencl")]
@@ -158,8 +223,11 @@ fn evicted_cache_matches_a_from_scratch_run_opencl() {
         return;
     }
     let make = || OpenClBackend::new(OpenClOptions::from_env()).unwrap();
-    // As the CPU's f32 case; sin/cos within 4 ulp on the device.
-    layer0_matches("opencl", &make, DType::F32, 1e-4);
+    // As the CPU's f32 case; sin/cos within 4 ulp on the device. Block 1 (what each
+    // chunk needs) and blocks of 5 and 50 (see the CPU's block test).
+    for block in [1, 5, 50] {
+        layer0_matches("opencl", &make, DType::F32, 1e-4, block);
+    }
 }
 
 fn smollm2() -> Option<PathBuf> {
@@ -246,6 +314,7 @@ fn streaming_sinks_perplexity_stays_near_the_full_cache() {
         policy: KvPolicy::Sinks,
         sinks: 4,
         keep: 0,
+        block: 1,
     };
     let full = stream_ppl(&mut load(512), &tokens, false);
     let mut m = load(64);

@@ -93,6 +93,11 @@ pub struct KvPolicyArgs {
     /// Tokens the `shift` policy keeps at the start of the cache (llama.cpp's --keep).
     #[arg(long, default_value_t = 0, value_parser = non_negative, allow_negative_numbers = true)]
     pub kv_keep: usize,
+    /// Fewest slots one eviction frees, so its cost (compaction, re-rotation, the score
+    /// read-back) is paid once per N decoded tokens; 1 evicts exactly what each step
+    /// needs. Default: --ctx / 16 (at least 1).
+    #[arg(long, value_parser = at_least_one, allow_negative_numbers = true)]
+    pub kv_evict_block: Option<usize>,
 }
 
 impl KvPolicyArgs {
@@ -101,6 +106,8 @@ impl KvPolicyArgs {
             policy: self.kv_policy,
             sinks: self.kv_sinks,
             keep: self.kv_keep,
+            // 0: the automatic block (EvictConfig::block_slots).
+            block: self.kv_evict_block.unwrap_or(0),
         }
     }
 }

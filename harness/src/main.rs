@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod common;
+mod evict_kl;
 mod fetch;
 mod generate;
 mod hybrid;
@@ -47,6 +48,9 @@ enum Cmd {
     /// Perplexity of a text: llama-perplexity's chunked method, or streamed through an
     /// eviction policy (--stream --kv-policy P).
     Perplexity(perplexity::PerplexityArgs),
+    /// Mean KL and top-1 agreement of each eviction policy against the full cache, on the
+    /// oracle's SmolLM2 prompts continued past a small --ctx.
+    EvictKl(evict_kl::EvictKlArgs),
     /// Write the logits of every prompt position to a safetensors file.
     Logits(logits::LogitsArgs),
     /// Print the token ids of a prompt.
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Cmd::Generate(a) => generate::run(a, t0),
         Cmd::Logits(a) => logits::run(a, t0),
         Cmd::Perplexity(a) => perplexity::run(a, t0),
+        Cmd::EvictKl(a) => evict_kl::run(a, t0),
         Cmd::Tokenize(a) => tokenize::run(a, t0),
         Cmd::Quantize(a) => quantize::run(a),
         Cmd::Oracle(a) => oracle::run(a),

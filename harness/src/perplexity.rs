@@ -280,6 +280,7 @@ fn perplexity<E: Engine>(
             "kv_policy": if a.stream { cfg.policy.name() } else { "none" },
             "kv_sinks": cfg.sinks,
             "kv_keep": cfg.keep,
+            "kv_evict_block": cfg.block_slots(ctx),
             "kv_type": e.kv_type(),
             "evicted": e.kv_evicted(),
             "seconds": seconds,

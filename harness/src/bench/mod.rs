@@ -5,7 +5,8 @@
 //! * [`stream`] — the memory-bandwidth ceiling (read and copy, 1 and N threads);
 //! * [`e2e`] — end-to-end load/prefill/decode profiling through the [`e2e::DecodeTarget`]
 //!   trait; [`model_adapter`] is where the real model plugs in;
-//! * [`llama_cpp`] — peer figures from `llama-bench`, when asked for.
+//! * [`llama_cpp`] — peer figures from `llama-bench`, when asked for;
+//! * [`evict`] — `--evict` alone: decode tok/s past a small KV cache, per eviction policy.
 //!
 //! Every figure becomes one [`record::Record`] line appended to
 //! `<out-dir>/<machine>-<date>.jsonl` the moment it is measured, so an interrupted run
@@ -14,6 +15,7 @@
 pub mod e2e;
 pub mod env;
 pub mod error;
+pub mod evict;
 pub mod kernels;
 pub mod llama_cpp;
 pub mod model_adapter;
@@ -73,6 +75,29 @@ pub struct BenchArgs {
     /// are added past 512).
     #[arg(long, default_value_t = 512, value_parser = crate::common::at_least_one)]
     pub crossover_max_ctx: usize,
+    /// Measure only decode tok/s as a token stream runs past a small KV cache, with each
+    /// eviction policy (docs/kv-cache.md): rows `evict_*` in
+    /// <out-dir>/<machine>-<date>-evict.jsonl and the chart `decode_evict_tok_s`.
+    #[arg(long)]
+    pub evict: bool,
+    /// With --evict: the cache's slots (the eviction budget).
+    #[arg(long, default_value_t = 256, value_parser = crate::common::at_least_one)]
+    pub evict_ctx: usize,
+    /// With --evict: decode steps timed per policy (default 2048; with --quick 512).
+    #[arg(long, value_parser = crate::common::at_least_one)]
+    pub evict_tokens: Option<usize>,
+    /// With --evict: the policies (comma separated; `none` runs once, with a cache that
+    /// holds every position: the baseline).
+    #[arg(long, value_delimiter = ',', value_parser = evict::parse_policy,
+          default_value = "none,window,sinks,shift,h2o,tova")]
+    pub evict_policies: Vec<antigravity_core::kv_evict::KvPolicy>,
+    /// With --evict: eviction blocks (`auto`: the budget / 16; or slots), each run with
+    /// every evicting policy (`--kv-evict-block` of `generate`).
+    #[arg(long, value_delimiter = ',', value_parser = evict::parse_block, default_value = "auto,1")]
+    pub evict_blocks: Vec<usize>,
+    /// With --evict: the KV cache's element type (auto: the backend's default).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub evict_kv_type: crate::common::KvTypeArg,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,9 +136,15 @@ struct Run {
 impl Run {
     /// Starts a run: gathers its facts and opens (appends to) today's result file.
     fn open(out_dir: &Path, json: bool, quick: bool) -> Result<Run> {
+        Run::open_named(out_dir, json, quick, "")
+    }
+
+    /// [`Run::open`] on `<machine>-<date><suffix>.jsonl` (a part measured on its own keeps
+    /// its rows in a file of its own).
+    fn open_named(out_dir: &Path, json: bool, quick: bool, suffix: &str) -> Result<Run> {
         let machine = env::machine();
         let started = record::now_rfc3339();
-        let path = out_dir.join(format!("{}-{}.jsonl", machine.slug(), &started[..10]));
+        let path = out_dir.join(format!("{}-{}{suffix}.jsonl", machine.slug(), &started[..10]));
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -215,6 +246,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         };
         return crate::hybrid::bench_crossover(&m, &out_dir, a.crossover_max_ctx)
             .map_err(|e| Error::msg(format!("{e:#}")));
+    }
+    if a.evict {
+        return run_evict(a, &out_dir, &report_dir);
     }
     if a.run.backend == BackendArg::Hybrid {
         return Err(Error::msg(
@@ -510,6 +544,107 @@ fn run_kernels<B: Backend>(run: &mut Run, b: &mut B, budget: Budget) -> Result<(
     Ok(())
 }
 
+/// `bench --evict` (see [`evict`]): every series, its rows, then the report.
+fn run_evict(a: &BenchArgs, out_dir: &Path, report_dir: &Path) -> Result<()> {
+    if a.run.backend == BackendArg::Hybrid {
+        return Err(Error::msg("bench --evict: use --backend cpu or opencl"));
+    }
+    let tokens = a.evict_tokens.unwrap_or(if a.quick { 512 } else { 2048 });
+    let plan = evict::EvictPlan {
+        budget: a.evict_ctx,
+        tokens,
+        // 32 points per series.
+        bucket: (tokens / 32).max(1),
+        warmup: 4,
+        policies: a.evict_policies.clone(),
+        blocks: a.evict_blocks.clone(),
+    };
+    let path =
+        env::find_model(a.run.model.as_deref()).ok_or_else(|| Error::msg("bench --evict needs a model (--model)"))?;
+    let id = env::model_id(&path)?;
+    let model = crate::common::ModelArgs {
+        run: crate::common::RunArgs {
+            model: Some(path),
+            ..a.run.clone()
+        },
+        weights: antigravity_core::dtype::DType::Q4_0,
+        ctx: plan.budget,
+        kv_type: a.evict_kv_type,
+    };
+    let mut run = Run::open_named(out_dir, a.json, a.quick, "-evict")?;
+    eprintln!(
+        "bench --evict: {} steps per series through {} slots, git {}; results: {}",
+        plan.tokens,
+        plan.budget,
+        run.git_rev,
+        run.path.display()
+    );
+    if let Some(load) = run.load_1m.filter(|&l| l > LOAD_WARN) {
+        eprintln!("{}", load_warning(load, run.machine.cores));
+    }
+    let all = evict::series(&plan);
+    let pb = bar(all.len() as u64, "evict");
+    for cfg in all {
+        pb.set_message(format!("{} block {}", cfg.policy.name(), cfg.block));
+        let r = evict::run_series(&model, &plan, cfg)?;
+        let tag = |run: &Run, metric: &str, value: f64, unit: &str| {
+            let mut row = run.row(metric, value, unit);
+            row.backend = r.backend.clone();
+            row.isa = Some(r.isa.clone());
+            row.threads = r.threads;
+            row.model = Some(id.clone());
+            row.quant = Some(r.quant.clone());
+            row.op = Some(r.policy.name().to_string());
+            row.shape = Some(r.shape());
+            row
+        };
+        let mut rows = Vec::new();
+        for (end, n, tok_s) in r.buckets(plan.bucket) {
+            let mut row = tag(&run, "evict_decode_tok_s", tok_s, "tok/s");
+            row.ctx = Some(end as u64);
+            row.tokens = Some(n as u64);
+            rows.push(row);
+        }
+        let total: f64 = r.step_s.iter().sum();
+        let mut row = tag(
+            &run,
+            "evict_decode_tok_s_overall",
+            r.step_s.len() as f64 / total,
+            "tok/s",
+        );
+        row.ctx = Some(plan.tokens as u64);
+        row.tokens = Some(plan.tokens as u64);
+        rows.push(row);
+        for (metric, p) in [
+            ("evict_step_ms_p50", 50.0),
+            ("evict_step_ms_p99", 99.0),
+            ("evict_step_ms_max", 100.0),
+        ] {
+            let mut row = tag(&run, metric, r.step_ms(p), "ms");
+            row.ctx = Some(plan.tokens as u64);
+            row.tokens = Some(plan.tokens as u64);
+            rows.push(row);
+        }
+        let mut row = tag(&run, "evict_evicted_tokens", r.evicted as f64, "tokens");
+        row.ctx = Some(plan.tokens as u64);
+        row.tokens = Some(plan.tokens as u64);
+        rows.push(row);
+        for row in rows {
+            run.emit(row)?;
+        }
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    run.file.flush().at(&run.path)?;
+    print_table(&run.rows);
+    println!("{} rows appended to {}", run.rows.len(), run.path.display());
+    if !a.skip.contains(&Part::Report) {
+        let written = crate::report::render(out_dir, report_dir)?;
+        println!("report: {} files under {}", written.len(), report_dir.display());
+    }
+    Ok(())
+}
+
 fn run_stream(run: &mut Run, quick: bool, threads: usize) -> Result<()> {
     let (bytes, reps) = if quick {
         (stream::QUICK_BYTES, 3)
@@ -670,6 +805,8 @@ fn shown(r: &Record) -> bool {
         "matmul_gflop_s" => batched,
         "op_gflop_s" => false,
         "op_ms_per_token" => false,
+        // Drawn (chart `decode_evict_tok_s`); the table shows each series' overall rate.
+        "evict_decode_tok_s" => false,
         m => !m.ends_with("_time_us"),
     }
 }

@@ -403,6 +403,54 @@ pub fn build(rows: &[Record]) -> Vec<Chart> {
         });
     }
 
+    // (4b) decode tok/s as the stream runs past a small KV cache, one line per eviction
+    // policy × block × configuration (`bench --evict`), buckets at their midpoints.
+    let mut by: BTreeMap<(usize, String), Vec<Point>> = BTreeMap::new();
+    for (i, r) in rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.metric == "evict_decode_tok_s")
+    {
+        let (Some(hi), Some(op)) = (r.ctx, r.op.as_deref()) else {
+            continue;
+        };
+        let n = r.tokens.unwrap_or(1) as f64;
+        let rank = antigravity_core::kv_evict::KvPolicy::ALL
+            .iter()
+            .position(|p| p.name() == op)
+            .unwrap_or(99);
+        let name = format!("{op} ({}) {}", r.shape.as_deref().unwrap_or("?"), r.config_label());
+        by.entry((rank, name)).or_default().push(Point {
+            cat: 0,
+            x: hi as f64 - (n - 1.0) / 2.0,
+            y: r.value,
+            row: i,
+        });
+    }
+    if !by.is_empty() {
+        out.push(Chart {
+            id: "decode_evict_tok_s",
+            title: format!("Decode throughput past a small KV cache, per eviction policy — {machine}"),
+            x_label: "tokens decoded (stream position; bucket midpoint)".into(),
+            y_label: "decode speed (tokens/s)".into(),
+            y_scale: 1.0,
+            metrics: vec!["evict_decode_tok_s"],
+            kind: Kind::Lines { log2_x: false },
+            series: by
+                .into_iter()
+                .map(|((_, name), mut points)| {
+                    points.sort_by(|a, b| a.x.total_cmp(&b.x));
+                    Series {
+                        name,
+                        points,
+                        dashed: false,
+                    }
+                })
+                .collect(),
+            hlines: Vec::new(),
+        });
+    }
+
     // (5) per-token latency percentiles.
     let pct = |m: &str| {
         m.trim_start_matches("token_latency_ms_p")

@@ -68,6 +68,19 @@ pub fn headlines(rows: &[Record]) -> Vec<Headline> {
             push(m.replace('_', " "), i);
         }
     }
+    // Decode past a small KV cache, per eviction policy (`bench --evict`).
+    for i in find(&|r| r.metric == "evict_decode_tok_s_overall") {
+        let r = &rows[i];
+        push(
+            format!(
+                "decode, tokens 1..{}, --kv-policy {} ({})",
+                r.ctx.unwrap_or(0),
+                r.op.as_deref().unwrap_or("?"),
+                r.shape.as_deref().unwrap_or("?")
+            ),
+            i,
+        );
+    }
     // Best matvec bandwidth per ISA, next to the memory ceiling.
     let mut isas: Vec<String> = rows
         .iter()

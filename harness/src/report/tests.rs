@@ -120,6 +120,25 @@ pub(crate) fn sample_rows(run: &str) -> Vec<Record> {
     }
     v.push(e2e("peak_rss_bytes", 150e6, "bytes"));
     v.push(e2e("kv_cache_bytes", 11e6, "bytes"));
+    // `bench --evict`: two policies' buckets past a 64-slot cache, and their overall rate.
+    for (op, shape, vals) in [
+        ("none", "full cache, f16", [50.0, 45.0, 41.0]),
+        ("sinks", "budget 64, block 4, f16", [50.0, 49.0, 49.5]),
+    ] {
+        for (k, val) in vals.into_iter().enumerate() {
+            let mut r = e2e("evict_decode_tok_s", val, "tok/s");
+            r.op = Some(op.into());
+            r.shape = Some(shape.into());
+            r.ctx = Some(64 * (k as u64 + 1));
+            r.tokens = Some(64);
+            v.push(r);
+        }
+        let mut r = e2e("evict_decode_tok_s_overall", vals[1], "tok/s");
+        r.op = Some(op.into());
+        r.shape = Some(shape.into());
+        r.ctx = Some(192);
+        v.push(r);
+    }
     for (metric, p, val) in [("prefill_tok_s", Some(128), 300.0), ("decode_tok_s", None, 60.0)] {
         let mut r = e2e(metric, val, "tok/s");
         r.peer = Some("llama.cpp".into());
@@ -149,8 +168,8 @@ fn rendering_twice_gives_identical_bytes() {
     let wa = render(&data.0, &a.0).unwrap();
     let wb = render(&data.0, &b.0).unwrap();
     assert_eq!(wa.len(), wb.len());
-    // 6 charts × (svg + png) + README.
-    assert_eq!(wa.len(), 13, "{wa:?}");
+    // 7 charts × (svg + png) + README.
+    assert_eq!(wa.len(), 15, "{wa:?}");
     for (pa, pb) in wa.iter().zip(&wb) {
         assert_eq!(pa.strip_prefix(&a.0).unwrap(), pb.strip_prefix(&b.0).unwrap());
         let (ba, bb) = (std::fs::read(pa).unwrap(), std::fs::read(pb).unwrap());
@@ -174,6 +193,7 @@ fn every_drawn_value_is_a_row_value() {
             "decode_tok_s",
             "prefill_tok_s",
             "op_breakdown",
+            "decode_evict_tok_s",
             "token_latency"
         ]
     );
