@@ -40,8 +40,9 @@
 //
 // Build options: LWS (work-group size, power of two ≥ 64), MAX_HD, CH (attention chunk
 // in slots, ≤ LWS), LPL (layers per launch: 1, 2 or 4), optionally AG_NV_FENCE (NVIDIA:
-// the PTX barrier, %globaltimer stage timers) and AG_NV_SHFL (NVIDIA: `shfl.sync`
-// reductions). The staged vector `vl` is a __local kernel argument sized at launch (the
+// the PTX barrier, %globaltimer stage timers), AG_NV_SHFL (NVIDIA: `shfl.sync`
+// reductions), AG_INT8 (quant rows against an int8 copy of the staged vector, see
+// quant_vec) with AG_NV_DP4A (its dot products as PTX `dp4a`), BUNR (units fetched ahead). The staged vector `vl` is a __local kernel argument sized at launch (the
 // model's widest vector), so a small model leaves local memory for more resident
 // work-groups.
 

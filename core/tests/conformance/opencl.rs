@@ -546,7 +546,7 @@ fn image_q4_0_matmul_matches_cpu() {
         }
         assert_eq!(g.repack_stats().extra_bytes, extra);
         assert_eq!(g.repack_stats().kept_on_buffer, 0);
-        assert_eq!(g.isa(), "cl1.2+img");
+        assert!(g.isa().starts_with("cl1.2+img"), "{}", g.isa());
     }
 }
 
