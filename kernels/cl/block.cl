@@ -42,7 +42,8 @@
 // in slots, ≤ LWS), LPL (layers per launch: 1, 2 or 4), optionally AG_NV_FENCE (NVIDIA:
 // the PTX barrier, %globaltimer stage timers), AG_NV_SHFL (NVIDIA: `shfl.sync`
 // reductions), AG_INT8 (quant rows against an int8 copy of the staged vector, see
-// quant_vec) with AG_NV_DP4A (its dot products as PTX `dp4a`), BUNR (units fetched ahead). The staged vector `vl` is a __local kernel argument sized at launch (the
+// quant_vec) with AG_NV_DP4A (its dot products as PTX `dp4a`), BUNR (units fetched ahead).
+// The staged vector `vl` is a __local kernel argument sized at launch (the
 // model's widest vector), so a small model leaves local memory for more resident
 // work-groups.
 
@@ -208,43 +209,27 @@ inline int dp4a_ss(const int a, const int b, const int c) {
 
 // v[0..n) (n a multiple of 32) into xq (four int8 a word, element order), xd[b] (block
 // b's scale) and xs[u] = xd[b] · Σ q over unit u = 2b + hf (elements 8hf..8hf+7 and
-// 16+8hf..16+8hf+7 of block b: what a Q4 unit's offset multiplies). Work-item i takes
-// float4 i, eight make a block; their max and sums meet through warp shuffles on NVIDIA,
-// else through red/red2. Ends with a barrier (xq, xd, xs visible to the work-group).
+// 16+8hf..16+8hf+7 of block b: what a Q4 unit's offset multiplies). With warp shuffles
+// work-item i takes float4 i and eight make a block; else one work-item a block. Ends
+// with a barrier (xq, xd, xs visible to the work-group).
 inline void quant_vec(__local const float *v, const uint n, __local int *xq, __local float *xd,
-                      __local float *xs, __local float *red, __local float *red2, const uint lid) {
+                      __local float *xs, const uint lid) {
+#ifdef AG_NV_SHFL
     const uint sub = lid & 7u;
     for (uint i0 = 0; i0 < n / 4; i0 += LWS) {
         const uint i = i0 + lid;
         const float4 x = i < n / 4 ? vload4(i, v) : (float4)(0.0f);
         const float4 ax = fabs(x);
         float a = fmax(fmax(ax.x, ax.y), fmax(ax.z, ax.w));
-#ifdef AG_NV_SHFL
         a = fmax(a, shfl_xor(a, 1));
         a = fmax(a, shfl_xor(a, 2));
         a = fmax(a, shfl_xor(a, 4));
-#else
-        red[lid] = a;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (uint k = 1; k < 8; k++) {
-            a = fmax(a, red[(lid & ~7u) + ((sub + k) & 7u)]);
-        }
-#endif
         const float d = a / 127.0f;
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         const int4 q = convert_int4(round(x * id));
         float sm = (float)(q.x + q.y + q.z + q.w);
-#ifdef AG_NV_SHFL
         sm += shfl_xor(sm, 1); // float4s {0,1}, {2,3}, {4,5}, {6,7}
         sm += shfl_xor(sm, 4); // {0,1,4,5}: unit hf 0; {2,3,6,7}: hf 1
-#else
-        red2[lid] = sm;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        {
-            const uint b0 = (lid & ~7u) + (sub & 2u);
-            sm = red2[b0] + red2[b0 + 1] + red2[b0 + 4] + red2[b0 + 5];
-        }
-#endif
         if (i < n / 4) {
             xq[i] = (q.x & 0xff) | (q.y & 0xff) << 8 | (q.z & 0xff) << 16 | (q.w & 0xff) << 24;
             if (sub == 0) {
@@ -255,6 +240,32 @@ inline void quant_vec(__local const float *v, const uint n, __local int *xq, __l
             }
         }
     }
+#else
+    // Without shuffles a work-item takes whole blocks: no barrier inside the loop (PoCL
+    // compiles barriers in loops very slowly), the same values as the shuffle form.
+    for (uint b = lid; b < n / 32; b += LWS) {
+        __local const float *vb = v + b * 32;
+        float a = 0.0f;
+        for (uint k = 0; k < 32; k++) {
+            a = fmax(a, fabs(vb[k]));
+        }
+        const float d = a / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        int s0 = 0, s1 = 0;
+        for (uint w = 0; w < 8; w++) {
+            const int4 q = convert_int4(round(vload4(w, vb) * id));
+            xq[b * 8 + w] = (q.x & 0xff) | (q.y & 0xff) << 8 | (q.z & 0xff) << 16 | (q.w & 0xff) << 24;
+            if ((w & 2u) == 0) {
+                s0 += q.x + q.y + q.z + q.w; // words 0, 1, 4, 5: unit hf 0
+            } else {
+                s1 += q.x + q.y + q.z + q.w; // words 2, 3, 6, 7: unit hf 1
+            }
+        }
+        xd[b] = d;
+        xs[2 * b] = d * (float)s0;
+        xs[2 * b + 1] = d * (float)s1;
+    }
+#endif
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
@@ -517,7 +528,7 @@ inline uint block_layer(
         }
         stage_norm(x, attn_norm + an_off, dim, eps, vl, red, red2, lid);
 #ifdef AG_INT8
-        quant_vec(vl, dim, xq, xd, xs, red, red2, lid);
+        quant_vec(vl, dim, xq, xd, xs, lid);
 #endif
         for (uint base = p0; base < p1; base += rpp / 2) {
             const uint s = lid / tpr;
@@ -729,7 +740,7 @@ inline uint block_layer(
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 #ifdef AG_INT8
-    quant_vec(vl, qd, xq, xd, xs, red, red2, lid);
+    quant_vec(vl, qd, xq, xd, xs, lid);
 #endif
     {
         const uint rpp = LWS / c_tpr;
@@ -764,7 +775,7 @@ inline uint block_layer(
         const uint lane = lid % tpr;
         stage_norm(x, ffn_norm + fn_off, dim, eps, vl, red, red2, lid);
 #ifdef AG_INT8
-        quant_vec(vl, dim, xq, xd, xs, red, red2, lid);
+        quant_vec(vl, dim, xq, xd, xs, lid);
 #endif
         for (uint base = j0; base < j1; base += rpp / 2) {
             const uint s = lid / tpr;
@@ -806,7 +817,7 @@ inline uint block_layer(
         }
         barrier(CLK_LOCAL_MEM_FENCE);
 #ifdef AG_INT8
-        quant_vec(vl, ffn, xq, xd, xs, red, red2, lid);
+        quant_vec(vl, ffn, xq, xd, xs, lid);
 #endif
         for (uint base = r0; base < r1; base += rpp) {
             const uint row = base + lid / tpr;
@@ -936,7 +947,7 @@ __kernel void llama_head_f32(__global const float *xg, const ulong x_off,
     INT8_VIEWS(vl, dim)
     stage_norm(xg + x_off, nw + n_off, dim, eps, vl, red, red2, lid);
 #ifdef AG_INT8
-    quant_vec(vl, dim, xq, xd, xs, red, red2, lid);
+    quant_vec(vl, dim, xq, xd, xs, lid);
 #endif
     const uint r0 = min(g * rows_per_wg, n_rows);
     const uint r1 = min(r0 + rows_per_wg, n_rows);
