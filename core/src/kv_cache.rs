@@ -416,6 +416,16 @@ impl<B: Backend> KvCache<B> {
         Ok(())
     }
 
+    /// The per-slot attention mass (`[capacity]` f32) of a score-based policy, if
+    /// allocated (the hybrid's hand-over carries it with the slots).
+    pub fn mass_buffer(&self) -> Option<&B::Buffer> {
+        self.mass.as_ref()
+    }
+    /// [`KvCache::mass_buffer`], writable.
+    pub fn mass_buffer_mut(&mut self) -> Option<&mut B::Buffer> {
+        self.mass.as_mut()
+    }
+
     /// Forgets everything (the buffers stay allocated).
     pub fn clear(&mut self) {
         self.len = 0;

@@ -252,8 +252,9 @@ const ROWS: &[Row] = &[
     // --- Q5_0, Q5_1, Q4_K, Q5_K, Q6_K (what a Q4_K_M / Q5_K_M file holds): rows of 256
     // multiples (the K-quants' super-block). The CPU's activations are Q8_0/Q8_1 (Q5) or
     // Q8_K (K-quants, one scale per 256: the same Q8_ACT noise argument); OpenCL decodes
-    // them in get_rows.cl / mul_mv_kq_f32.cl and runs the fused and prefill ops as the
-    // composition over mul_mv.
+    // them in get_rows.cl / mul_mv_kq_f32.cl (decode, small batches) and from 16 tokens
+    // in mul_mm_kq_f32.cl (the tiled mul_mm, mul_mm3, mul_mm_swiglu); its fused decode
+    // ops are the composition over mul_mv.
     Row {
         op: Op::GetRows,
         dtypes: &KQ_DTYPES,
@@ -658,6 +659,36 @@ const ROWS: &[Row] = &[
         vs_f64: None,
     },
     Row {
+        // The types of a Q4_K_M / Q5_K_M file in the block (OpenCL: block.cl's K-quant
+        // arms). Wo's rows are n_head · 64 wide (192, 384 for 3 and 6 heads): not a
+        // multiple of 256, so Wo is Q5_0 — as llama-quantize's fallback would make it.
+        op: Op::LlamaBlock,
+        dtypes: &[
+            DType::Q4_K,
+            DType::Q5_K,
+            DType::Q6_K,
+            DType::Q5_0,
+            DType::Q5_1,
+            DType::Q4_K,
+            DType::Q6_K,
+        ],
+        shapes: &[
+            &[4, 2, 0, 0],
+            &[4, 2, 300, 1],
+            &[6, 2, 5, 0],
+            &[3, 3, 5, 1],
+            &[8, 1, 300, 0],
+        ],
+        vs_scalar: [
+            nmse(
+                1e-10,
+                "SIMD_Q8 through the block's seven matmuls; the rest is the same f32 arithmetic",
+            ),
+            BLOCK_Q8,
+        ],
+        vs_f64: None,
+    },
+    Row {
         op: Op::LlamaBlocks,
         dtypes: &WEIGHT_DTYPES,
         shapes: &[&[5, 70], &[1, 0]],
@@ -732,7 +763,8 @@ const KQ_MATMUL_SHAPES: &[&[usize]] = &[
     &[576, 1536, 7],
     &[512, 2048, 1], // Llama 3.2 1B's K/V projection shape
     &[13, 256, 5],
-    &[13, 512, 37], // OpenCL: no tiled kernel for these types, mul_mv's 4-token tiles
+    &[13, 512, 37],   // OpenCL: the tiled kernel (mul_mm_kq_f32.cl), partial tiles
+    &[576, 1536, 64], // OpenCL: tiled, split-K 4 ways (SmolLM2's down projection in prefill)
     &[1, 256, 3],
 ];
 

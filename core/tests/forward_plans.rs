@@ -5,9 +5,8 @@
 //! The tracer sees every stage in order; the profiler gets a balanced mark for every
 //! stage of every layer.
 
-use std::cell::RefCell;
 use std::path::Path;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use antigravity_core::cpu::{CpuBackend, Isa};
 use antigravity_core::dtype::DType;
@@ -30,14 +29,14 @@ fn tiny(be: CpuBackend, kv_type: Option<DType>) -> Llama<CpuBackend> {
 
 /// Marks as they came: `(op, begin)`.
 #[derive(Clone, Default)]
-struct Marks(Rc<RefCell<Vec<(OpKind, bool)>>>);
+struct Marks(Arc<Mutex<Vec<(OpKind, bool)>>>);
 
 impl Profiler<CpuBackend> for Marks {
     fn begin(&mut self, _: &mut CpuBackend, op: OpKind) {
-        self.0.borrow_mut().push((op, true));
+        self.0.lock().unwrap().push((op, true));
     }
     fn end(&mut self, _: &mut CpuBackend, op: OpKind) {
-        self.0.borrow_mut().push((op, false));
+        self.0.lock().unwrap().push((op, false));
     }
 }
 
@@ -107,7 +106,7 @@ fn fused_traced_and_profiled_give_the_same_logits() {
         assert_eq!(stages, want, "{}: traced stages", isa.name());
 
         // The profiler: balanced marks, each block stage once per layer and chunk.
-        let marks = marks.0.borrow();
+        let marks = marks.0.lock().unwrap();
         let mut open = None;
         for &(op, begin) in marks.iter() {
             if begin {

@@ -12,14 +12,21 @@
 //! * the hand-over copies exactly the used slots, with their positions (and converts
 //!   f16 ⇄ f32 exactly where the caches differ);
 //! * decoding with switches allocates nothing once warm: `hybrid_zero_alloc.rs` (its own
-//!   test binary, so no other test's allocations are counted).
+//!   test binary, so no other test's allocations are counted);
+//! * the background path (build, bind and warm-up on another thread, taken over at the
+//!   first boundary after it finished, the policy moving the sequence there) gives the
+//!   ids of a backend alone, and the warm-up leaves no trace in the model it warmed;
+//! * under an eviction policy (`sinks`, and `h2o`, whose attention mass travels with the
+//!   slots) switches anywhere in a generation four times the cache's length give the ids
+//!   of a backend alone evicting the same way.
 
 use std::path::{Path, PathBuf};
 
 use antigravity_core::backend::Backend;
 use antigravity_core::cpu::{CpuBackend, Isa};
 use antigravity_core::dtype::DType;
-use antigravity_core::model::hybrid::{Hybrid, HybridOptions};
+use antigravity_core::kv_evict::{EvictConfig, KvPolicy};
+use antigravity_core::model::hybrid::{Crossover, GpuBind, GpuParts, Hybrid, HybridOptions, Speeds};
 use antigravity_core::model::{self, Llama, RunOptions};
 
 const GEN: usize = 64;
@@ -31,18 +38,32 @@ fn root() -> PathBuf {
 }
 
 fn tiny<B: Backend>(be: B, name: &str, kv: DType, all_logits: bool) -> Llama<B> {
+    let parts = tiny_parts(be, name, all_logits);
+    Llama::new(parts.cfg, parts.weights, parts.backend, tiny_opts(400, kv, all_logits)).unwrap()
+}
+
+fn tiny_opts(ctx: usize, kv: DType, all_logits: bool) -> RunOptions {
+    RunOptions {
+        ctx,
+        max_batch: 16,
+        all_logits,
+        kv_type: Some(kv),
+    }
+}
+
+/// A tiny oracle model's weights on `be`, not yet bound (what a background build makes).
+fn tiny_parts<B: Backend>(be: B, name: &str, all_logits: bool) -> GpuParts<B> {
     // The oracle's weights (f32) for its logits; Q8_0 otherwise (the CPU's Q8_0
     // activations then differ from OpenCL's f32 ones, as in real use).
     let wtype = if all_logits { DType::F32 } else { DType::Q8_0 };
     let dir = root().join("oracle/models").join(name);
-    let (cfg, w) = model::hf::load(&dir, &be, wtype).unwrap();
-    let opts = RunOptions {
-        ctx: 400,
-        max_batch: 16,
-        all_logits,
-        kv_type: Some(kv),
-    };
-    Llama::new(cfg, w, be, opts).unwrap()
+    let (cfg, weights) = model::hf::load(&dir, &be, wtype).unwrap();
+    GpuParts {
+        cfg,
+        weights,
+        backend: be,
+        init_ms: 0.0,
+    }
 }
 
 /// Greedy ids of `prompt` then `GEN - 1` more tokens on one model alone, and at each
@@ -383,5 +404,194 @@ fn smollm2_switch_mid_generation_opencl() {
         let gg = same_up_to_near_tie(&got, &want_g, &margin_g);
         assert!(c.is_ok() || gg.is_ok(), "SmolLM2 switches at {at:?}: {c:?} / {gg:?}");
         eprintln!("SmolLM2, switches at {at:?}: {:?}", h.switches());
+    }
+}
+
+/// A crossover table in which the second backend is ten times faster at everything and
+/// ready at once: the policy moves the sequence there at the first boundary it can.
+fn second_is_faster() -> Crossover {
+    let speeds = |name: &str, r: f64| Speeds {
+        name: name.to_string(),
+        init_ms: 0.0,
+        prefill: vec![(1, r), (512, r)],
+        decode: vec![(1, r), (512, r)],
+        first_ms: 0.0,
+    };
+    Crossover {
+        cpu: speeds("cpu", 100.0),
+        gpu: speeds("second", 1000.0),
+        handover_bytes_per_s: 1e12,
+        kv_bytes_per_token: 0,
+        cpu_init_during_build_ms: 0.0,
+    }
+}
+
+/// The background path: `build` runs on another thread (weights, then bind and warm-up);
+/// once it finished, a generation through the policy moves to the second model before
+/// the prompt's pass. Returns the hybrid's ids and the hybrid (its second model bound).
+fn through_background<C: Backend, G: Backend>(
+    cpu: Llama<C>,
+    build: impl FnOnce() -> antigravity_core::Result<GpuParts<G>> + Send + 'static,
+    bind: GpuBind,
+    prompt: &[u32],
+) -> (Vec<u32>, Hybrid<C, G>)
+where
+    Llama<G>: Send + 'static,
+{
+    let opts = HybridOptions {
+        crossover: Some(second_is_faster()),
+        ..HybridOptions::default()
+    };
+    let mut h = Hybrid::with_background(cpu, build, bind, opts).unwrap();
+    assert!(h.gpu_loading());
+    let t = std::time::Instant::now();
+    while !h.gpu_build_finished() {
+        assert!(
+            t.elapsed().as_secs() < 600,
+            "the background build did not finish in 10 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    h.plan(GEN);
+    let ids = hybrid_ids(&mut h, prompt);
+    assert!(
+        h.gpu().is_some(),
+        "the finished build was not taken over: {:?}",
+        h.note()
+    );
+    let sw = h.switches();
+    assert_eq!(sw.len(), 1, "one move to the faster side: {sw:?}");
+    assert_eq!(
+        (sw[0].token, sw[0].bytes),
+        (0, 0),
+        "before the prompt's pass, nothing cached: {sw:?}"
+    );
+    assert!(h.on_gpu());
+    (ids, h)
+}
+
+#[test]
+fn background_build_warmed_and_taken_over_cpu() {
+    // CPU ⇄ CPU-scalar: runs everywhere; every forced-switch run of these models is
+    // identical to both alone (`forced_switches_cpu_to_cpu_scalar`), so ids must be equal.
+    let prompt = [1u32, 5, 9, 42, 7];
+    let bind = GpuBind {
+        opts: tiny_opts(400, DType::F32, false),
+        policy: EvictConfig::default(),
+        warm_tokens: prompt.len(),
+    };
+    let cpu = tiny(CpuBackend::new(), "tiny-untied", DType::F32, false);
+    let build = || {
+        Ok(tiny_parts(
+            CpuBackend::with_isa(Isa::Scalar).unwrap(),
+            "tiny-untied",
+            false,
+        ))
+    };
+    let (got, mut h) = through_background(cpu, build, bind, &prompt);
+    let (want_c, _) = alone(&mut h.cpu, &prompt);
+    // A fresh, never warmed scalar model: the warmed one must give the same ids.
+    let mut fresh = tiny(
+        CpuBackend::with_isa(Isa::Scalar).unwrap(),
+        "tiny-untied",
+        DType::F32,
+        false,
+    );
+    let (want_fresh, _) = alone(&mut fresh, &prompt);
+    assert_eq!(
+        got, want_fresh,
+        "hybrid (moved to the warmed model) vs a fresh model alone"
+    );
+    assert_eq!(got, want_c, "hybrid vs the CPU alone");
+}
+
+#[cfg(feature = "opencl")]
+#[test]
+fn background_build_warmed_and_taken_over_opencl() {
+    let prompt = [1u32, 5, 9, 42, 7];
+    let Some(probe) = opencl() else { return };
+    drop(probe);
+    let bind = GpuBind {
+        opts: tiny_opts(400, DType::F32, false),
+        policy: EvictConfig::default(),
+        warm_tokens: prompt.len(),
+    };
+    let cpu = tiny(CpuBackend::new(), "tiny-untied", DType::F32, false);
+    let build = || {
+        let be = antigravity_core::opencl::OpenClBackend::new(antigravity_core::opencl::OpenClOptions::from_env())?;
+        Ok(tiny_parts(be, "tiny-untied", false))
+    };
+    let (got, mut h) = through_background(cpu, build, bind, &prompt);
+    let (want_c, margin_c) = alone(&mut h.cpu, &prompt);
+    // The warmed device model alone, and a fresh one: the warm-up leaves no trace.
+    let (want_g, margin_g) = alone(h.gpu_mut().unwrap(), &prompt);
+    let mut fresh = tiny(opencl().unwrap(), "tiny-untied", DType::F32, false);
+    let (want_fresh, _) = alone(&mut fresh, &prompt);
+    assert_eq!(want_g, want_fresh, "the warmed device model alone vs a fresh one");
+    let c = same_up_to_near_tie(&got, &want_c, &margin_c);
+    let g = same_up_to_near_tie(&got, &want_g, &margin_g);
+    assert!(
+        c.is_ok() || g.is_ok(),
+        "background hybrid: vs cpu alone {c:?}; vs opencl alone {g:?}"
+    );
+    eprintln!(
+        "background hybrid cpu → opencl: {} (ids {} the CPU's alone)",
+        h.switches()
+            .iter()
+            .map(|s| format!("{}→{} at {}", s.from, s.to, s.token))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if got == want_c {
+            "equal to"
+        } else {
+            "up to a near-tie of"
+        }
+    );
+}
+
+#[test]
+fn switches_under_eviction_cpu_to_cpu_scalar() {
+    // A 16-slot cache and 64 generated tokens: the policy evicts at every step from the
+    // 12th on; the hand-over carries the slots' positions (after eviction) and, for
+    // h2o, their accumulated attention mass.
+    let prompt = [1u32, 5, 9, 42, 7];
+    let ctx = 16;
+    for policy in [KvPolicy::Sinks, KvPolicy::H2o, KvPolicy::Shift] {
+        let cfg = EvictConfig {
+            policy,
+            sinks: 4,
+            keep: 2,
+        };
+        let model = |be: CpuBackend| {
+            let p = tiny_parts(be, "tiny-untied", false);
+            let mut m = Llama::new(p.cfg, p.weights, p.backend, tiny_opts(ctx, DType::F32, false)).unwrap();
+            m.set_kv_policy(cfg).unwrap();
+            m
+        };
+        let a = model(CpuBackend::new());
+        let b = model(CpuBackend::with_isa(Isa::Scalar).unwrap());
+        let mut h = Hybrid::with_both(a, b, HybridOptions::default()).unwrap();
+        h.set_kv_policy(cfg).unwrap();
+        let (want_c, margin_c) = alone(&mut h.cpu, &prompt);
+        let (want_g, margin_g) = alone(h.gpu_mut().unwrap(), &prompt);
+        // `alone` runs one pass at a time, as the hybrid does under a policy.
+        assert!(h.kv_evicted() > 0, "{policy:?}: the cache should have evicted");
+        for at in [
+            vec![8],
+            vec![20],
+            vec![0, 30],
+            vec![3, 11, 17, 25, 40, 41, 50],
+            (1..GEN).collect(),
+        ] {
+            h = set_switches(h, at.clone());
+            let got = hybrid_ids(&mut h, &prompt);
+            assert_eq!(h.switches().len(), at.len());
+            let c = same_up_to_near_tie(&got, &want_c, &margin_c);
+            let g = same_up_to_near_tie(&got, &want_g, &margin_g);
+            assert!(
+                c.is_ok() || g.is_ok(),
+                "{policy:?}, switches at {at:?}: vs first alone {c:?}; vs second alone {g:?}"
+            );
+        }
     }
 }

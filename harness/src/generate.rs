@@ -114,9 +114,6 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
         bail!("--switch-at and --crossover are for --backend hybrid");
     }
     let cfg = a.policy.config();
-    if backend == BackendArg::Hybrid && cfg.policy != antigravity_core::kv_evict::KvPolicy::None {
-        bail!("--kv-policy is not supported with --backend hybrid yet (use cpu or opencl)");
-    }
     // A policy makes room for at most `max_insert` new tokens at once.
     let batch = |cpu| {
         a.batch
@@ -128,14 +125,18 @@ pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
         // Each side prefills in its own chunk size (the CPU's and the device's defaults).
         let (cpu_b, gpu_b) = (batch(true), batch(false));
         let prompt = |s: &Session<_>| prompt_ids(s, a.prompt.as_deref(), a.prompt_ids.as_deref(), a.chat);
-        // The prompt's length before the tokenizer loads: exact for ids, about 4
-        // characters a token for text (the build decision only).
-        let hint = match (&a.prompt_ids, &a.prompt) {
-            (Some(ids), _) => ids.split(',').filter(|t| !t.trim().is_empty()).count(),
-            (None, Some(text)) => text.len() / 4 + 1,
-            (None, None) => 1,
+        let hint = crate::hybrid::prompt_hint(a.prompt.as_deref(), a.prompt_ids.as_deref());
+        let job = crate::hybrid::HybridJob {
+            work: crate::hybrid::Work::Generate {
+                prompt: hint,
+                gen: a.max_tokens,
+            },
+            cpu_batch: cpu_b,
+            gpu_batch: gpu_b,
+            all_logits: false,
+            policy: cfg,
         };
-        let mut h = crate::hybrid::load(&a.model, &a.hybrid, (cpu_b, gpu_b), t0, prompt, hint, a.max_tokens)?;
+        let mut h = crate::hybrid::load(&a.model, &a.hybrid, job, t0, prompt)?;
         let meta = Meta {
             tokenizer: h.tokenizer.as_ref(),
             path: &h.path,

@@ -21,13 +21,14 @@ use antigravity_core::backend::{Backend, CopiedBytes};
 use antigravity_core::cpu::CpuBackend;
 use antigravity_core::dtype::DType;
 use antigravity_core::gguf::GgufFile;
-use antigravity_core::model::hybrid::{Crossover, GpuParts, Hybrid, HybridOptions, Speeds, Switch};
+use antigravity_core::kv_evict::EvictConfig;
+use antigravity_core::model::hybrid::{Crossover, GpuBind, GpuParts, Hybrid, HybridOptions, Speeds, Switch};
 use antigravity_core::model::{self, Llama, RunOptions};
 use antigravity_core::opencl::{OpenClBackend, OpenClOptions};
 
 use crate::common::{ModelArgs, Session};
 
-/// The hybrid's flags (`generate`).
+/// The hybrid's flags (`generate`, `logits`, `perplexity`).
 #[derive(Args, Debug, Clone, Default)]
 pub struct HybridFlags {
     /// `--backend hybrid`: force a switch to the other backend before the pass producing
@@ -72,6 +73,10 @@ pub trait Engine {
     fn kv_evicted(&self) -> u64 {
         0
     }
+    /// Chooses the cache's eviction policy (both sides of a hybrid).
+    fn set_kv_policy(&mut self, cfg: EvictConfig) -> antigravity_core::Result<()>;
+    /// Forgets the sequence (a hybrid keeps the side holding it and its records).
+    fn clear_sequence(&mut self);
     /// The tokens the caller means to generate (the hybrid's horizon).
     fn plan(&mut self, _tokens: usize) {}
     /// Extra `--json` fields (the hybrid's switches).
@@ -127,6 +132,12 @@ impl<B: Backend> Engine for Llama<B> {
     }
     fn kv_evicted(&self) -> u64 {
         self.kv.evicted()
+    }
+    fn set_kv_policy(&mut self, cfg: EvictConfig) -> antigravity_core::Result<()> {
+        Llama::set_kv_policy(self, cfg)
+    }
+    fn clear_sequence(&mut self) {
+        self.reset()
     }
 }
 
@@ -192,6 +203,15 @@ impl Engine for Hybrid<CpuBackend, OpenClBackend> {
     fn plan(&mut self, tokens: usize) {
         Hybrid::plan(self, tokens)
     }
+    fn kv_evicted(&self) -> u64 {
+        Hybrid::kv_evicted(self)
+    }
+    fn set_kv_policy(&mut self, cfg: EvictConfig) -> antigravity_core::Result<()> {
+        Hybrid::set_kv_policy(self, cfg)
+    }
+    fn clear_sequence(&mut self) {
+        Hybrid::clear_sequence(self)
+    }
     fn extra_json(&self) -> Option<Value> {
         let sw: Vec<Value> = self.switches().iter().map(switch_json).collect();
         Some(json!({
@@ -204,7 +224,17 @@ impl Engine for Hybrid<CpuBackend, OpenClBackend> {
     }
 }
 
-fn switch_json(s: &Switch) -> Value {
+/// The prompt's length in tokens before the tokenizer loads: exact for ids, about 4
+/// characters a token for text (the build decision only).
+pub fn prompt_hint(text: Option<&str>, ids: Option<&str>) -> usize {
+    match (ids, text) {
+        (Some(ids), _) => ids.split(',').filter(|t| !t.trim().is_empty()).count(),
+        (None, Some(text)) => text.len() / 4 + 1,
+        (None, None) => 1,
+    }
+}
+
+pub fn switch_json(s: &Switch) -> Value {
     json!({"token": s.token, "from": s.from, "to": s.to, "bytes": s.bytes, "ms": s.ms})
 }
 
@@ -222,9 +252,29 @@ pub struct HybridSession {
     pub copied_load: CopiedBytes,
 }
 
-/// Loads `--backend hybrid`: the table; if it says the OpenCL device can pay for a
-/// prompt of about `prompt_hint` tokens and `gen` more (or switches are forced), the
-/// device's build on a background thread; the CPU model meanwhile.
+/// What a hybrid job will do, for the build decision before anything loads.
+#[derive(Clone, Copy, Debug)]
+pub enum Work {
+    /// A prompt of about `prompt` tokens, then `gen` generated tokens (`generate`).
+    Generate { prompt: usize, gen: usize },
+    /// `passes` prefill passes of `chunk` tokens (`logits`, `perplexity`).
+    Chunks { chunk: usize, passes: usize },
+}
+
+/// How a command runs its hybrid: the work, each side's chunk size, whether every
+/// position's logits are wanted, the cache's eviction policy.
+#[derive(Clone, Copy, Debug)]
+pub struct HybridJob {
+    pub work: Work,
+    pub cpu_batch: usize,
+    pub gpu_batch: usize,
+    pub all_logits: bool,
+    pub policy: EvictConfig,
+}
+
+/// Loads `--backend hybrid`: the table; if it says the OpenCL device can pay for the
+/// job's work (or switches are forced), the device's build on a background thread (its
+/// model bound and warmed there too); the CPU model meanwhile.
 ///
 /// The cache dtype: when the second backend may be built, both sides use one dtype —
 /// `--kv-type` if given, else f32 (the one OpenCL reads today) — so a hand-over is a
@@ -232,12 +282,17 @@ pub struct HybridSession {
 pub fn load(
     m: &ModelArgs,
     flags: &HybridFlags,
-    (cpu_batch, gpu_batch): (usize, usize),
+    job: HybridJob,
     t0: Instant,
     prompt: impl FnOnce(&Session<CpuBackend>) -> Result<Vec<u32>>,
-    prompt_hint: usize,
-    gen: usize,
 ) -> Result<HybridSession> {
+    let HybridJob {
+        work,
+        cpu_batch,
+        gpu_batch,
+        all_logits,
+        policy,
+    } = job;
     let path = crate::fetch::resolve(m.run.model.as_deref())?;
     let key = table_key(&path);
     let table_file = flags.crossover.clone().unwrap_or_else(default_table_path);
@@ -259,11 +314,19 @@ pub fn load(
     let (build, why) = if forced {
         (true, "switches forced".to_string())
     } else {
-        match table.as_ref().and_then(|x| x.gpu_pays(prompt_hint, gen)) {
+        let what = match work {
+            Work::Generate { prompt, gen } => format!("{prompt}-token prompt, {gen} to generate"),
+            Work::Chunks { chunk, passes } => format!("{passes} passes of {chunk} tokens"),
+        };
+        let pays = table.as_ref().and_then(|x| match work {
+            Work::Generate { prompt, gen } => x.gpu_pays(prompt, gen),
+            Work::Chunks { chunk, passes } => x.gpu_pays_chunks(chunk, passes),
+        });
+        match pays {
             Some((pays, e)) => (
                 pays,
                 format!(
-                    "{prompt_hint}-token prompt, {gen} to generate: CPU alone {:.0} ms, with {} {:.0} ms (its init {:.0} ms included)",
+                    "{what}: CPU alone {:.0} ms, with {} {:.0} ms (its init {:.0} ms included)",
                     e.stay_s * 1e3,
                     table.as_ref().map_or("the device", |x| x.gpu.name.as_str()),
                     e.move_s * 1e3,
@@ -283,7 +346,7 @@ pub fn load(
     let cpu_opts = RunOptions {
         ctx: m.ctx,
         max_batch: cpu_batch.min(m.ctx),
-        all_logits: false,
+        all_logits,
         kv_type,
     };
     let gpu_opts = RunOptions {
@@ -291,8 +354,26 @@ pub fn load(
         kv_type: Some(kv_type.unwrap_or(DType::F32)),
         ..cpu_opts
     };
-    let pending = if build {
-        if flags.verbose {
+    // Start the build now (overlapping the CPU's load: the device may take the prompt's
+    // pass) or once the CPU model is loaded (its load then runs alone), as measured.
+    let first = match (build, forced, table.as_ref(), work) {
+        (false, ..) => false,
+        (true, true, ..) => true,
+        (true, false, Some(x), Work::Generate { prompt, .. })
+        | (true, false, Some(x), Work::Chunks { chunk: prompt, .. }) => {
+            let (first, gain, cost) = x.build_first(prompt);
+            if flags.verbose {
+                eprintln!(
+                    "hybrid: the device's gain on the first pass {gain:.1} ms, its build's cost to the CPU's load {cost:.1} ms -> build {}",
+                    if first { "now" } else { "after the CPU's load" }
+                );
+            }
+            first
+        }
+        (true, false, None, _) => true,
+    };
+    let spawn = |verbose: bool| -> Result<_> {
+        if verbose {
             eprintln!("hybrid: building the OpenCL backend in the background ({why})");
         }
         let (path, weights) = (path.clone(), m.weights);
@@ -306,11 +387,29 @@ pub fn load(
                 init_ms: t.elapsed().as_secs_f64() * 1e3,
             })
         };
-        Some(model::hybrid::spawn_build(builder)?)
+        // The warm-up's prompt pass: the size of the first pass the device may take.
+        let warm_tokens = match work {
+            Work::Generate { prompt, .. } => prompt,
+            Work::Chunks { chunk, .. } => chunk,
+        }
+        .clamp(1, gpu_opts.max_batch);
+        let bind = GpuBind {
+            opts: gpu_opts,
+            policy,
+            warm_tokens,
+        };
+        Ok(model::hybrid::spawn_build(builder, bind)?)
+    };
+    let mut pending = if build && first {
+        Some(spawn(flags.verbose)?)
     } else {
         None
     };
-    let s = m.load(m.run.cpu_backend()?, cpu_opts, t0, None)?;
+    let mut s = m.load(m.run.cpu_backend()?, cpu_opts, t0, None)?;
+    if build && !first {
+        pending = Some(spawn(flags.verbose)?);
+    }
+    s.model.set_kv_policy(policy)?;
     let ids = prompt(&s)?;
     let opts = HybridOptions {
         switch_at: flags.switch_at.clone(),
@@ -328,7 +427,7 @@ pub fn load(
         ..
     } = s;
     let hybrid = match pending {
-        Some(p) => Hybrid::with_pending(cpu_model, p, gpu_opts, opts),
+        Some(p) => Hybrid::with_pending(cpu_model, p, opts),
         None => Hybrid::cpu_only(cpu_model, opts, &why),
     };
     Ok(HybridSession {
@@ -414,6 +513,7 @@ pub fn read_table(file: &Path, key: &str) -> Option<Crossover> {
         gpu: speeds_from(&e["gpu"])?,
         handover_bytes_per_s: e["handover_bytes_per_s"].as_f64().unwrap_or(0.0),
         kv_bytes_per_token: e["kv_bytes_per_token"].as_u64().unwrap_or(0) as usize,
+        cpu_init_during_build_ms: e["cpu_init_during_build_ms"].as_f64().unwrap_or(0.0),
     })
 }
 
@@ -443,6 +543,7 @@ fn entry_json(x: &Crossover, kind: &str) -> Value {
         "gpu": speeds_json(&x.gpu),
         "handover_bytes_per_s": x.handover_bytes_per_s,
         "kv_bytes_per_token": x.kv_bytes_per_token,
+        "cpu_init_during_build_ms": x.cpu_init_during_build_ms,
     })
 }
 
@@ -512,27 +613,75 @@ fn measure_table(m: &ModelArgs, path: &Path, points: &[usize], steps: usize) -> 
     let cpu_init = t.elapsed().as_secs_f64() * 1e3;
     eprintln!("crossover: cpu …");
     let cpu_s = measure(&mut cpu, points, steps, cpu_init)?;
+    // As the hybrid's background thread does: build, bind, warm up; all of it is the
+    // device's init. Its first pass after that is `first_ms`.
     let t = Instant::now();
-    let (cfg, w, be) = build_gpu(path, m.weights)?;
-    let gpu_init = t.elapsed().as_secs_f64() * 1e3;
-    // Binding the model (its cache and workspace) happens at the hybrid's boundary:
-    // counted with the first pass.
-    let t = Instant::now();
-    let mut gpu = Llama::new(cfg, w, be, opts(512))?;
-    let bind_ms = t.elapsed().as_secs_f64() * 1e3;
-    eprintln!("crossover: {} (init {gpu_init:.0} ms) …", gpu.backend.name());
-    let mut gpu_s = measure(&mut gpu, points, steps, gpu_init)?;
-    gpu_s.first_ms += bind_ms;
+    let (cfg, weights, backend) = build_gpu(path, m.weights)?;
+    let parts = GpuParts {
+        cfg,
+        weights,
+        backend,
+        init_ms: t.elapsed().as_secs_f64() * 1e3,
+    };
+    let bind = GpuBind {
+        opts: opts(512),
+        policy: EvictConfig::default(),
+        warm_tokens: 8,
+    };
+    let ready = model::hybrid::bind_and_warm(parts, &bind)?;
+    let gpu_init = ready.init_ms();
+    let mut gpu = *ready.model;
+    eprintln!(
+        "crossover: {} (init {gpu_init:.0} ms: build {:.0}, bind {:.0}, warm-up {:.0}) …",
+        gpu.backend.name(),
+        ready.build_ms,
+        ready.bind_ms,
+        ready.warm_ms
+    );
+    let gpu_s = measure(&mut gpu, points, steps, gpu_init)?;
     let hb = measure_handover(
         &mut cpu,
         &mut gpu,
         points.iter().copied().max().unwrap_or(1).min(ctx - 1),
     )?;
+    let kv_bytes_per_token = cpu.kv.bytes_per_token();
+    drop((cpu, gpu));
+    // The CPU's load again, while the device builds (and binds, and warms up) on another
+    // thread, as a hybrid that starts both at once does: what that costs the host.
+    let (path2, weights) = (path.to_path_buf(), m.weights);
+    let bind2 = GpuBind {
+        opts: opts(512),
+        policy: EvictConfig::default(),
+        warm_tokens: 8,
+    };
+    let builder = move || -> antigravity_core::Result<GpuParts<OpenClBackend>> {
+        let (cfg, weights, backend) = build_gpu(&path2, weights)?;
+        Ok(GpuParts {
+            cfg,
+            weights,
+            backend,
+            init_ms: 0.0,
+        })
+    };
+    // Alone once more first (the file now in the page cache, as for the loads below).
+    let t = Instant::now();
+    drop(m.load(m.run.cpu_backend()?, opts(128), t, None)?);
+    let cpu_init = cpu_init.min(t.elapsed().as_secs_f64() * 1e3);
+    let mut cpu_s = cpu_s;
+    cpu_s.init_ms = cpu_init;
+    let pending = model::hybrid::spawn_build(builder, bind2)?;
+    let t = Instant::now();
+    let cpu2 = m.load(m.run.cpu_backend()?, opts(128), t, None)?.model;
+    let cpu_init_during_build_ms = t.elapsed().as_secs_f64() * 1e3;
+    // Joined by the hybrid's drop (which waits for a build under way).
+    drop(Hybrid::with_pending(cpu2, pending, HybridOptions::default()));
+    eprintln!("crossover: cpu load {cpu_init:.0} ms alone, {cpu_init_during_build_ms:.0} ms while the device builds");
     Ok(Crossover {
         cpu: cpu_s,
         gpu: gpu_s,
         handover_bytes_per_s: hb,
-        kv_bytes_per_token: cpu.kv.bytes_per_token(),
+        kv_bytes_per_token,
+        cpu_init_during_build_ms,
     })
 }
 
@@ -579,8 +728,9 @@ pub fn bench_crossover(m: &ModelArgs, out_dir: &Path, max_ctx: usize) -> Result<
         );
     }
     println!(
-        "init: cpu {:.0} ms, {} {:.0} ms (first pass {:.0} ms); hand-over {:.2} GB/s",
+        "init: cpu {:.0} ms ({:.0} ms while the device builds), {} {:.0} ms (first pass {:.0} ms); hand-over {:.2} GB/s",
         x.cpu.init_ms,
+        x.cpu_init_during_build_ms,
         x.gpu.name,
         x.gpu.init_ms,
         x.gpu.first_ms,

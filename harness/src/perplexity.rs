@@ -12,6 +12,9 @@
 //! **Streaming** (`--stream`): the whole text goes once through a cache of `ctx` slots
 //! under `--kv-policy` (chunks of `--batch` tokens; before each chunk the policy evicts
 //! what does not fit), and every token after the first is scored once.
+//!
+//! Either runs on one model or, with `--backend hybrid`, through the hybrid (its passes
+//! are the forward calls: `--switch-at K` moves the sequence before call K).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -24,7 +27,8 @@ use serde_json::json;
 use antigravity_core::backend::Backend;
 use antigravity_core::model::RunOptions;
 
-use crate::common::{at_least_one, Job, KvPolicyArgs, ModelArgs, Session};
+use crate::common::{at_least_one, BackendArg, Job, KvPolicyArgs, ModelArgs, Session};
+use crate::hybrid::{Engine, HybridFlags};
 
 #[derive(Args, Debug)]
 pub struct PerplexityArgs {
@@ -50,6 +54,8 @@ pub struct PerplexityArgs {
     /// ctx, kv_policy, kv_type, seconds, …
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub hybrid: HybridFlags,
 }
 
 pub fn run(a: &PerplexityArgs, t0: Instant) -> Result<()> {
@@ -68,6 +74,12 @@ pub fn run(a: &PerplexityArgs, t0: Instant) -> Result<()> {
         }
         a.batch.unwrap_or(default_batch)
     };
+    if a.model.run.backend == BackendArg::Hybrid {
+        return run_hybrid(a, &text, batch.min(ctx), t0);
+    }
+    if !a.hybrid.switch_at.is_empty() || a.hybrid.crossover.is_some() {
+        bail!("--switch-at and --crossover are for --backend hybrid");
+    }
     let opts = RunOptions {
         ctx,
         max_batch: batch.min(ctx),
@@ -75,6 +87,38 @@ pub fn run(a: &PerplexityArgs, t0: Instant) -> Result<()> {
         kv_type: a.model.kv_type.dtype(),
     };
     a.model.with_session(opts, t0, Ppl { a, text: &text })
+}
+
+// --- hybrid (issue 14): the same scoring through `Engine` ----------------------------
+
+/// `--backend hybrid`: the hybrid as the [`Engine`] that [`perplexity`] drives.
+fn run_hybrid(a: &PerplexityArgs, text: &str, batch: usize, t0: Instant) -> Result<()> {
+    // Passes, before the tokenizer loads (about 4 characters a token; the build decision).
+    let tokens = text.len() / 4 + 1;
+    let passes = if a.stream {
+        tokens.min(a.limit.map_or(usize::MAX, |l| l + 1)).div_ceil(batch)
+    } else {
+        let chunks = (tokens / a.model.ctx).min(a.limit.unwrap_or(usize::MAX));
+        chunks * a.model.ctx.div_ceil(batch)
+    };
+    let job = crate::hybrid::HybridJob {
+        work: crate::hybrid::Work::Chunks { chunk: batch, passes },
+        cpu_batch: batch,
+        gpu_batch: batch,
+        all_logits: true,
+        policy: Default::default(), // set by `perplexity` (streaming only)
+    };
+    let mut s = crate::hybrid::load(&a.model, &a.hybrid, job, t0, |_| Ok(Vec::new()))?;
+    s.hybrid.plan_chunks(passes, batch);
+    let tok = s
+        .tokenizer
+        .as_ref()
+        .with_context(|| format!("{} has no tokenizer", s.path.display()))?;
+    perplexity(a, text, &mut s.hybrid, tok, &s.path, s.threads, batch)?;
+    for w in s.hybrid.switches() {
+        eprintln!("[switch: {}]", crate::hybrid::switch_json(w));
+    }
+    Ok(())
 }
 
 struct Ppl<'a> {
@@ -85,7 +129,12 @@ struct Ppl<'a> {
 impl Job for Ppl<'_> {
     type Out = ();
     fn run<B: Backend>(self, mut s: Session<B>) -> Result<()> {
-        perplexity(self.a, self.text, &mut s)
+        let tok = s
+            .tokenizer
+            .take()
+            .with_context(|| format!("{} has no tokenizer", s.path.display()))?;
+        let batch = s.model.options().max_batch;
+        perplexity(self.a, self.text, &mut s.model, &tok, &s.path, s.threads, batch)
     }
 }
 
@@ -132,21 +181,24 @@ fn bar(len: u64, what: &str) -> indicatif::ProgressBar {
     pb
 }
 
-fn perplexity<B: Backend>(a: &PerplexityArgs, text: &str, s: &mut Session<B>) -> Result<()> {
-    let tok = s
-        .tokenizer
-        .as_ref()
-        .with_context(|| format!("{} has no tokenizer", s.path.display()))?;
+fn perplexity<E: Engine>(
+    a: &PerplexityArgs,
+    text: &str,
+    e: &mut E,
+    tok: &antigravity_core::tokenizer::Tokenizer,
+    path: &std::path::Path,
+    threads: usize,
+    batch: usize,
+) -> Result<()> {
     let tokens = tok.encode_with(text, true)?;
     let bos = if tok.add_bos() { tok.bos() } else { None };
-    let ctx = s.model.kv.capacity();
-    let vocab = s.model.cfg.vocab;
-    let batch = s.model.options().max_batch;
+    let ctx = e.capacity();
+    let vocab = e.vocab();
     let t = Instant::now();
     let mut nll = Nll::default();
     let (mode, chunks) = if a.stream {
         let cfg = a.policy.config();
-        s.model.set_kv_policy(cfg)?;
+        e.set_kv_policy(cfg)?;
         let n = tokens.len().min(a.limit.map_or(usize::MAX, |l| l + 1));
         if n < 2 {
             bail!("the text has {} tokens; at least 2 are needed", tokens.len());
@@ -154,7 +206,7 @@ fn perplexity<B: Backend>(a: &PerplexityArgs, text: &str, s: &mut Session<B>) ->
         let pb = bar((n - 1) as u64, "streaming");
         for start in (0..n - 1).step_by(batch) {
             let end = (start + batch).min(n - 1);
-            let logits = s.model.forward(&tokens[start..end])?;
+            let logits = e.forward(&tokens[start..end])?;
             for (i, row) in logits.chunks_exact(vocab).enumerate() {
                 nll.add(row, tokens[start + i + 1]);
             }
@@ -180,10 +232,10 @@ fn perplexity<B: Backend>(a: &PerplexityArgs, text: &str, s: &mut Session<B>) ->
             if let Some(b) = bos {
                 chunk[0] = b;
             }
-            s.model.reset();
+            e.clear_sequence();
             for b0 in (0..ctx).step_by(batch) {
                 let b1 = (b0 + batch).min(ctx);
-                let logits = s.model.forward(&chunk[b0..b1])?;
+                let logits = e.forward(&chunk[b0..b1])?;
                 // Position p's logits score token p + 1, for p in first..ctx - 1.
                 for p in b0.max(first)..b1.min(ctx - 1) {
                     let row = &logits[(p - b0) * vocab..][..vocab];
@@ -195,10 +247,10 @@ fn perplexity<B: Backend>(a: &PerplexityArgs, text: &str, s: &mut Session<B>) ->
         pb.finish_and_clear();
         ("chunked", n_chunk)
     };
-    s.model.backend.synchronize()?;
+    e.synchronize()?;
     let seconds = t.elapsed().as_secs_f64();
     let (ppl, err) = nll.ppl();
-    let cfg = s.model.kv.policy();
+    let cfg = a.policy.config();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -209,11 +261,11 @@ fn perplexity<B: Backend>(a: &PerplexityArgs, text: &str, s: &mut Session<B>) ->
         } else {
             format!(", {chunks} chunks")
         },
-        s.model.kv.dtype().name(),
-        s.model.kv.evicted(),
-        s.model.backend.name(),
-        s.model.backend.isa(),
-        s.threads,
+        e.kv_type(),
+        e.kv_evicted(),
+        e.name(),
+        e.isa(),
+        threads,
     )?;
     if a.json {
         let j = json!({
@@ -228,14 +280,14 @@ fn perplexity<B: Backend>(a: &PerplexityArgs, text: &str, s: &mut Session<B>) ->
             "kv_policy": if a.stream { cfg.policy.name() } else { "none" },
             "kv_sinks": cfg.sinks,
             "kv_keep": cfg.keep,
-            "kv_type": s.model.kv.dtype().name(),
-            "evicted": s.model.kv.evicted(),
+            "kv_type": e.kv_type(),
+            "evicted": e.kv_evicted(),
             "seconds": seconds,
-            "model": s.path.display().to_string(),
+            "model": path.display().to_string(),
             "file": a.file.display().to_string(),
-            "backend": s.model.backend.name(),
-            "isa": s.model.backend.isa(),
-            "threads": s.threads,
+            "backend": e.name(),
+            "isa": e.isa(),
+            "threads": threads,
         });
         writeln!(out, "{j}")?;
     }

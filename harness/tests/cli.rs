@@ -1250,3 +1250,151 @@ fn usage_or_error_mentions(o: &Output, needle: &str) {
     assert!(matches!(o.status.code(), Some(1) | Some(2)), "{:?}: {err}", o.status);
     assert!(err.contains(needle), "stderr lacks {needle:?}: {err}");
 }
+
+/// `--kv-policy` with `--backend hybrid`: a 16-slot cache under `sinks`, 40 tokens, the
+/// sequence forced CPU → OpenCL → CPU → OpenCL across evictions: the same ids and the
+/// same number of evicted slots as the CPU alone with the same cache and policy (f32
+/// weights: the backends differ by summation order only). Skips without a device.
+#[test]
+fn hybrid_generation_under_eviction() {
+    let dir = root().join("oracle/models/tiny-untied");
+    let d = dir.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "generate",
+            "--model",
+            d,
+            "--weights",
+            "f32",
+            "--prompt-ids",
+            "1,5,9,42,7",
+            "--max-tokens",
+            "40",
+            "--ctx",
+            "16",
+            "--kv-policy",
+            "sinks",
+            "--json",
+            "--ignore-eos",
+        ];
+        a.extend_from_slice(extra);
+        harness(&a)
+    };
+    let o = run(&["--backend", "hybrid", "--switch-at", "6,20,31"]);
+    if !o.status.success() && stderr(&o).contains("no second backend") {
+        eprintln!("SKIP: no OpenCL device for the hybrid's second backend: {}", stderr(&o));
+        return;
+    }
+    let h = last_json(&ok(&o));
+    let c = last_json(&ok(&run(&["--backend", "cpu", "--kv-type", "f32"])));
+    assert_eq!(h["generated_ids"], c["generated_ids"], "hybrid {h}\ncpu {c}");
+    assert_eq!(h["switches"].as_array().unwrap().len(), 3, "{h}");
+    assert!(c["kv_evicted"].as_u64().unwrap() > 0, "{c}");
+    assert_eq!(h["kv_evicted"], c["kv_evicted"], "both sides' evictions together");
+    // Each hand-over moves whole used slots (K and V, 3 layers × 64 f32), at most the
+    // 16 the cache holds.
+    let slot = 2 * 3 * 64 * 4;
+    for sw in h["switches"].as_array().unwrap() {
+        let b = sw["bytes"].as_u64().unwrap();
+        assert!(b % slot == 0 && b / slot <= 16 && b > 0, "{sw}");
+    }
+}
+
+/// `logits --backend hybrid`: a 100-token prompt in passes of 64, the second pass moved
+/// to OpenCL (`--switch-at 1`): every position's logits as the CPU's alone (f32 cache
+/// and weights), within f32 summation-order differences. Skips without a device.
+#[test]
+fn hybrid_logits_with_a_switch() {
+    let dir = root().join("oracle/models/tiny-untied");
+    let ids: Vec<String> = (0..100).map(|i| ((i * 37 + 11) % 384).to_string()).collect();
+    let ids = ids.join(",");
+    let (ph, pc) = (tmp("hyb-logits.safetensors"), tmp("cpu-logits.safetensors"));
+    let run = |out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "logits",
+            "--model",
+            dir.to_str().unwrap(),
+            "--weights",
+            "f32",
+            "--prompt-ids",
+            &ids,
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        a.extend_from_slice(extra);
+        harness(&a)
+    };
+    usage_or_error_mentions(&run(&pc, &["--switch-at", "1"]), "--backend hybrid");
+    let o = run(&ph, &["--backend", "hybrid", "--switch-at", "1"]);
+    if !o.status.success() && stderr(&o).contains("no second backend") {
+        eprintln!("SKIP: no OpenCL device for the hybrid's second backend: {}", stderr(&o));
+        return;
+    }
+    ok(&o);
+    assert!(stderr(&o).contains("\"token\":1"), "{}", stderr(&o));
+    ok(&run(&pc, &["--backend", "cpu", "--kv-type", "f32"]));
+    let (h, c) = (read_logits(&ph), read_logits(&pc));
+    assert_eq!(h.len(), 100 * 384);
+    let scale = c.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let worst = h.iter().zip(&c).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    // f32 sums in another order on each backend: the oracle's limit for this model's
+    // logits on OpenCL is 5.86e-5 relative (measured 4.3e-6 with a switch); 1e-4 here.
+    assert!(
+        worst <= 1e-4 * scale,
+        "max |hybrid - cpu| {worst} against max |logit| {scale}"
+    );
+}
+
+/// `perplexity --backend hybrid` (SmolLM2 when fetched): streamed through a 64-slot
+/// cache under `sinks` with the sequence moved to OpenCL and back; the same tokens
+/// scored and slots evicted as the CPU alone, and a PPL within 2 % of it (the CPU's
+/// Q8_1 activations against OpenCL's f32 ones: 0.003–0.004 nats of KL a token, see
+/// docs/testing.md). Skips without the model or a device.
+#[test]
+fn hybrid_perplexity_streamed_with_switches() {
+    let Some(m) = smollm2() else {
+        eprintln!("SKIP: SmolLM2 not in the cache");
+        return;
+    };
+    let text = tmp("ppl-hyb.txt");
+    let body = std::fs::read_to_string("/usr/share/common-licenses/GPL-3")
+        .unwrap_or_else(|_| "The quick brown fox jumps over the lazy dog. ".repeat(200));
+    std::fs::write(&text, body).unwrap();
+    let run = |extra: &[&str]| {
+        let mut a = vec![
+            "perplexity",
+            "--model",
+            m.to_str().unwrap(),
+            "--file",
+            text.to_str().unwrap(),
+            "--ctx",
+            "64",
+            "--batch",
+            "16",
+            "--limit",
+            "160",
+            "--stream",
+            "--kv-policy",
+            "sinks",
+            "--kv-type",
+            "f32",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        harness(&a)
+    };
+    let o = run(&["--backend", "hybrid", "--switch-at", "3,7"]);
+    if !o.status.success() && stderr(&o).contains("no second backend") {
+        eprintln!("SKIP: no OpenCL device for the hybrid's second backend: {}", stderr(&o));
+        return;
+    }
+    let h = last_json(&ok(&o));
+    let c = last_json(&ok(&run(&["--backend", "cpu"])));
+    assert_eq!(h["backend"], "hybrid");
+    assert_eq!(h["tokens_scored"], c["tokens_scored"]);
+    assert_eq!(h["evicted"], c["evicted"]);
+    assert!(c["evicted"].as_u64().unwrap() > 0, "{c}");
+    let (ph, pc) = (h["ppl"].as_f64().unwrap(), c["ppl"].as_f64().unwrap());
+    assert!((ph - pc).abs() <= 0.02 * pc, "hybrid PPL {ph} vs cpu {pc}");
+    assert!(stderr(&o).contains("\"token\":7"), "{}", stderr(&o));
+}

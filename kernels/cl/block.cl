@@ -174,6 +174,85 @@ inline float unit_float(const uint t, __global const uchar *wr, __local const fl
     return p4.x + p4.y + p4.z + p4.w;
 }
 
+// ---- The types of a Q4_K_M / Q5_K_M file: Q5_0, Q5_1 (32-element blocks, a unit is
+// half a block as for Q4_0) and the K-quants Q4_K, Q5_K, Q6_K (256-element super-blocks
+// of 16 units each). A unit is still 16 elements: for Q4_K/Q5_K unit w (0..15) of a
+// super-block is 8 quant bytes qs[8w..8w+8], whose low nibbles are elements
+// 64c + 8k .. +8 (sub-block 2c) and high nibbles 64c + 32 + 8k .. +8 (sub-block 2c + 1),
+// c = w / 4, k = w % 4; for Q6_K it is ql[8w..8w+8] (n = w / 8, k1 = w / 4 % 2,
+// l0 = 8 (w % 4)): low nibbles elements 128n + 32 k1 + l0 .. +8, high nibbles 64 further,
+// their top bits in qh[32n + l0 ..] and one scale each. So neighbouring lanes read
+// neighbouring bytes, as for Q4_0. Layouts: common/dtype.cl.
+
+inline float hsum8(const float8 p) {
+    const float4 p4 = p.lo + p.hi;
+    return p4.x + p4.y + p4.z + p4.w;
+}
+
+inline float unit_q5_0(__global const uchar *wr, __local const float *v, const uint u) {
+    const uint b = u >> 1, hf = u & 1;
+    __global const uchar *blk = wr + b * Q5_0_BYTES;
+    const float d = vload_half(0, (__global const half *)blk);
+    const uint qh = as_uint(vload2(0, (__global const ushort *)(blk + 2)));
+    const uchar8 qb = as_uchar8(vload4(0, (__global const ushort *)(blk + 6 + 8 * hf)));
+    const float8 xl = vload8(0, v + b * 32 + 8 * hf);
+    const float8 xh = vload8(0, v + b * 32 + 16 + 8 * hf);
+    const float8 ql = q4_lo8(qb) + q5_bits8(qh >> (8 * hf)) - 16.0f;
+    const float8 qu = q4_hi8(qb) + q5_bits8(qh >> (16 + 8 * hf)) - 16.0f;
+    return d * hsum8(xl * ql + xh * qu);
+}
+
+inline float unit_q5_1(__global const uchar *wr, __local const float *v, const uint u) {
+    const uint b = u >> 1, hf = u & 1;
+    __global const uchar *blk = wr + b * Q5_1_BYTES;
+    const float2 dm = vload_half2(0, (__global const half *)blk);
+    const uint qh = as_uint(vload2(0, (__global const ushort *)(blk + 4)));
+    const uchar8 qb = as_uchar8(vload4(0, (__global const ushort *)(blk + 8 + 8 * hf)));
+    const float8 xl = vload8(0, v + b * 32 + 8 * hf);
+    const float8 xh = vload8(0, v + b * 32 + 16 + 8 * hf);
+    const float8 ql = q4_lo8(qb) + q5_bits8(qh >> (8 * hf));
+    const float8 qu = q4_hi8(qb) + q5_bits8(qh >> (16 + 8 * hf));
+    return dm.x * hsum8(xl * ql + xh * qu) + dm.y * hsum8(xl + xh);
+}
+
+// Q4_K (has_qh 0) and Q5_K (1): unit u of the row.
+inline float unit_q45_k(__global const uchar *wr, __local const float *v, const uint u, const uint has_qh) {
+    const uint sb = u >> 4, w = u & 15, c = w >> 2, k = w & 3;
+    __global const uchar *blk = wr + sb * (has_qh ? Q5_K_BYTES : Q4_K_BYTES);
+    const float2 dm = vload_half2(0, (__global const half *)blk);
+    const uint3 sw = kq_scale_words(blk);
+    const uchar8 qb = as_uchar8(vload4(0, (__global const ushort *)(blk + (has_qh ? 48 : 16) + 8 * w)));
+    const uint2 s0 = scale_min_k4_w(sw.x, sw.y, sw.z, 2 * c);
+    const uint2 s1 = scale_min_k4_w(sw.x, sw.y, sw.z, 2 * c + 1);
+    __local const float *vb = v + sb * 256 + 64 * c + 8 * k;
+    const float8 xl = vload8(0, vb);
+    const float8 xh = vload8(0, vb + 32);
+    float8 ql = q4_lo8(qb), qu = q4_hi8(qb);
+    if (has_qh) {
+        const uchar8 hb = as_uchar8(vload4(0, (__global const ushort *)(blk + 16 + 8 * k)));
+        ql += convert_float8(((hb >> (uchar8)(2 * c)) & (uchar8)(1)) << (uchar8)(4));
+        qu += convert_float8(((hb >> (uchar8)(2 * c + 1)) & (uchar8)(1)) << (uchar8)(4));
+    }
+    return dm.x * ((float)s0.x * hsum8(xl * ql) + (float)s1.x * hsum8(xh * qu)) -
+           dm.y * ((float)s0.y * hsum8(xl) + (float)s1.y * hsum8(xh));
+}
+
+inline float unit_q6_k(__global const uchar *wr, __local const float *v, const uint u) {
+    const uint sb = u >> 4, w = u & 15, n = w >> 3, k1 = (w >> 2) & 1, l0 = 8 * (w & 3);
+    __global const uchar *blk = wr + sb * Q6_K_BYTES;
+    const float d = vload_half(104, (__global const half *)blk); // byte 208
+    const uchar8 qb = as_uchar8(vload4(0, (__global const ushort *)(blk + 8 * w)));
+    const uchar8 hb = as_uchar8(vload4(0, (__global const ushort *)(blk + 128 + 32 * n + l0)));
+    __global const char *sc = (__global const char *)blk + 192 + 8 * n + 2 * k1 + l0 / 16;
+    const float sl = (float)sc[0], sh = (float)sc[4];
+    __local const float *vb = v + sb * 256 + 128 * n + 32 * k1 + l0;
+    const float8 xl = vload8(0, vb);
+    const float8 xh = vload8(0, vb + 64);
+    const float8 ql = convert_float8((qb & (uchar8)(15)) | (((hb >> (uchar8)(2 * k1)) & (uchar8)(3)) << (uchar8)(4))) - 32.0f;
+    const float8 qu = convert_float8((qb >> (uchar8)(4)) | (((hb >> (uchar8)(2 * k1 + 4)) & (uchar8)(3)) << (uchar8)(4))) - 32.0f;
+    return d * (sl * hsum8(xl * ql) + sh * hsum8(xh * qu));
+}
+
 // ---- int8 activations (AG_INT8) -------------------------------------------------------
 // With AG_INT8 the staged vector is also quantized once per stage, in local memory, to
 // Q8_0-style blocks of 32 (d = amax / 127, q = round(x / d), ggml's rounding), and a
@@ -306,9 +385,9 @@ inline float raw_dot_i8(const uint t, const float d, const float m, const uint4 
 // Units a work-item has in flight: the loop fetches BUNR units' bytes (quant types) into
 // registers, then multiplies them. With one work-group of 256 work-items per compute
 // unit the kernel has few warps, so memory-level parallelism has to come from each
-// work-item: 2 units (20 bytes for Q4_0) in flight held the Llama 3.2 1B shape's decode
-// near 0.44 TB/s (docs/opencl.md, "Round 2 on the H200"). A build option
-// (ANTIGRAVITY_OPENCL_BLOCK_DEFINES=-DBUNR=n) for tuning.
+// work-item. With f32 activations 2, 8 or 16 made no difference (the loop was bound by
+// its instructions); with int8 ones 8 is worth 16 % over 2 on the 1B shape
+// (docs/perf-notes.md). A build option (ANTIGRAVITY_OPENCL_BLOCK_DEFINES=-DBUNR=n).
 #ifndef BUNR
 #define BUNR 8
 #endif
@@ -349,6 +428,30 @@ inline float raw_dot_i8(const uint t, const float d, const float m, const uint4 
         }                                                                                  \
     }
 
+// dot_part's arms for the types of a Q4_K_M / Q5_K_M file (a function of its own so
+// the Q4_0/Q4_1/Q8_0 arms stay as they are).
+inline void dot_part_kq(const uint t, __global const uchar *wr, __local const float *v, const uint nu,
+                        const uint lane, const uint tpr, float *acc_io) {
+    float acc = 0.0f;
+#define C_Q5_0(u) unit_q5_0(wr, v, u)
+#define C_Q5_1(u) unit_q5_1(wr, v, u)
+#define C_Q4_K(u) unit_q45_k(wr, v, u, 0)
+#define C_Q5_K(u) unit_q45_k(wr, v, u, 1)
+#define C_Q6_K(u) unit_q6_k(wr, v, u)
+    if (t == T_Q5_0) {
+        UNIT_LOOP(C_Q5_0)
+    } else if (t == T_Q5_1) {
+        UNIT_LOOP(C_Q5_1)
+    } else if (t == T_Q4_K) {
+        UNIT_LOOP(C_Q4_K)
+    } else if (t == T_Q5_K) {
+        UNIT_LOOP(C_Q5_K)
+    } else {
+        UNIT_LOOP(C_Q6_K)
+    }
+    *acc_io += acc;
+}
+
 // This work-item's share of dot(row wr, v) over units u = lane, lane + tpr, ... of 16
 // elements (n_in a multiple of 32).
 // (xq, xd, xs: the int8 copy of v, read by quant rows with AG_INT8; unused otherwise.)
@@ -364,6 +467,8 @@ inline float dot_part(const uint t, __global const uchar *wr, __local const floa
         UNIT_LOOP_Q(T_Q4_1)
     } else if (t == T_Q8_0) {
         UNIT_LOOP_Q(T_Q8_0)
+    } else if (t >= T_Q5_0) {
+        dot_part_kq(t, wr, v, nu, lane, tpr, &acc);
     } else {
         UNIT_LOOP(C_FLT)
     }

@@ -11,9 +11,10 @@
 // vectors; the K-quant minimum is applied once per unit (d·sc·Σq·x − dmin·m·Σx).
 // Layouts and element helpers: common/dtype.cl.
 //
-// These types are not decoded by block.cl or the fused / tiled kernels: a model that
-// has them runs the per-op path with this kernel for every matmul (prefill included:
-// mul_mv tiles NT tokens).
+// block.cl decodes these types too (its own 16-element units) and mul_mm_kq_f32.cl tiles
+// them for prefill; this kernel serves batches below mm_min_tokens and decode where the
+// persistent block kernel is off (PoCL, non-NVIDIA GPUs), there also for the fused ops'
+// composition (mul_mv3 / mul_mv_swiglu have no K-quant variants).
 
 inline float hsum16(const float16 v) {
     const float8 a = v.lo + v.hi;

@@ -84,6 +84,10 @@ pub const MUL_MV_FUSED: &str = include_str!("../cl/mul_mv_fused.cl");
 /// grid) and `mul_mm_swiglu_{q4_0,q4_1,q8_0}_f32` (gate, up and SwiGLU). Each is named in
 /// full where the file instantiates it.
 pub const MUL_MM: &str = include_str!("../cl/mul_mm.cl");
+/// `mul_mm_{q5_0,q5_1,q4_k,q5_k,q6_k}_f32`, `mul_mm3_…` and `mul_mm_swiglu_…` for the same
+/// types (a Q4_K_M / Q5_K_M file's): mul_mm.cl's tiled kernels with K-quant weight
+/// loaders. Built after `mul_mm.cl` in one program (its macros).
+pub const MUL_MM_KQ_F32: &str = include_str!("../cl/mul_mm_kq_f32.cl");
 
 /// `llama_blocks_f32` (up to four decode blocks per persistent launch) and
 /// `llama_head_f32` (final norm + output projection).
@@ -125,6 +129,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("mul_mv_f32_f32.cl", MUL_MV_F32_F32),
     ("mul_mv_fused.cl", MUL_MV_FUSED),
     ("mul_mm.cl", MUL_MM),
+    ("mul_mm_kq_f32.cl", MUL_MM_KQ_F32),
     ("block.cl", BLOCK),
 ];
 

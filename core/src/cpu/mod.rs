@@ -45,7 +45,7 @@ use crate::quant::{
     BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
 };
 use crate::tensor::{Shape, TensorMut, TensorRef};
-use repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8};
+use repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx8, BlockQ5_0x8, BlockQ6_Kx8, BlockQ8Act, BlockQ8_0x8};
 
 pub use kernels::{Isa, Kernels};
 use pool::Grid;
@@ -137,7 +137,7 @@ impl CpuBackend {
     }
     fn with_kernels(k: Kernels, threads: usize) -> CpuBackend {
         let mut opts = CpuOptions::from_env();
-        opts.repack &= k.x8_simd;
+        opts.repack &= k.x8_simd || k.x8_kq_simd;
         CpuBackend {
             k,
             pool: ThreadPool::new(threads),
@@ -410,15 +410,15 @@ fn matmul_gemm<W: Sync, X: Sync>(
 /// (one token) writes the tile's row directly; prefill goes through a stack buffer of
 /// `GEMM_COLS` outputs at a time, as `matmul_gemm`.
 #[allow(clippy::too_many_arguments)]
-fn matmul_x8<W: Sync>(
+fn matmul_x8<W: Sync, X: Sync>(
     pool: &mut ThreadPool,
     w: &[W],
-    x: &[BlockQ8Act],
+    x: &[X],
     y: &mut [f32],
     n_out: usize,
     n_tok: usize,
     nb: usize,
-    gemm: fn(&[W], &[BlockQ8Act], usize, &mut [f32]),
+    gemm: fn(&[W], &[X], usize, &mut [f32]),
 ) {
     use repack::ROWS_X8;
     let grid = matmul_grid(n_out, n_tok, pool.threads(), nb * core::mem::size_of::<W>() / ROWS_X8);
@@ -608,6 +608,24 @@ impl CpuBackend {
                     "matmul: a repacked (x8) weight is used whole, not at an offset",
                 ));
             }
+            if matches!(w.dtype, DType::Q4_K | DType::Q6_K) {
+                // Q8_K activations (super-blocks of 256), as the plain K-quant path.
+                let nbk = n_in / QK_K;
+                if self.q8_k.len() < n_tok * nbk {
+                    return Err(Error::invalid(UNRESERVED));
+                }
+                let xq = &mut self.q8_k[..n_tok * nbk];
+                quantize_rows(pool, xs, xq, n_in, QK_K, k.quantize_row_q8_k);
+                let xq = &*xq;
+                if w.dtype == DType::Q4_K {
+                    let wq = bytemuck::cast_slice::<_, BlockQ4_Kx8>(wb);
+                    matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q4_kx8);
+                } else {
+                    let wq = bytemuck::cast_slice::<_, BlockQ6_Kx8>(wb);
+                    matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q6_kx8);
+                }
+                return Ok(());
+            }
             if self.q8_1.len() < n_tok * nb || self.qa.len() < n_tok * nb {
                 return Err(Error::invalid(UNRESERVED));
             }
@@ -644,6 +662,16 @@ impl CpuBackend {
                     n_tok,
                     nb,
                     k.gemm_q8_0x8,
+                ),
+                DType::Q5_0 => matmul_x8(
+                    pool,
+                    bytemuck::cast_slice::<_, BlockQ5_0x8>(wb),
+                    qa,
+                    ys,
+                    n_out,
+                    n_tok,
+                    nb,
+                    k.gemm_q5_0x8,
                 ),
                 other => return Err(Error::dtype("matmul", "repacked weight", other)),
             }
@@ -1019,7 +1047,7 @@ impl Backend for CpuBackend {
             self.remember_released(&region);
             return Ok(buf);
         }
-        if !self.opts.repack || d.len() != 2 || !repack::can_repack(dtype, d[0], d[1]) {
+        if !self.opts.repack || d.len() != 2 || !repack::can_repack(dtype, d[0], d[1]) || !self.k.x8_simd_for(dtype) {
             return self.import_host(region);
         }
         let src = region.bytes();
@@ -1121,15 +1149,15 @@ impl Backend for CpuBackend {
         let src = view(&table);
         let x8 = table.buf.x8;
         let dst = f32s_mut(view_mut(out)?);
-        let mut unpacked = [0u8; 34];
+        let mut unpacked = [0u8; 210]; // the largest x8 block (Q6_K)
         for (t, &id) in ids.iter().enumerate() {
             if x8 {
                 // One GGUF block at a time out of the interleaved groups.
-                let bb = table.dtype.block_bytes();
-                for b in 0..dim / 32 {
+                let (bb, bs) = (table.dtype.block_bytes(), table.dtype.block_size());
+                for b in 0..dim / bs {
                     let ub = &mut unpacked[..bb];
                     repack::extract_block(table.dtype, src, dim, id as usize, b, ub);
-                    crate::quant::dequantize_row(table.dtype, ub, &mut dst[t * dim + 32 * b..t * dim + 32 * (b + 1)])
+                    crate::quant::dequantize_row(table.dtype, ub, &mut dst[t * dim + bs * b..t * dim + bs * (b + 1)])
                         .map_err(|e| Error::invalid(alloc::format!("get_rows: {e:?}")))?;
                 }
                 continue;

@@ -21,6 +21,26 @@
 //!   so a 32-byte vector's low nibbles are "elements `4q..4q+4` of rows 0..8" — one
 //!   4-byte piece per 32-bit lane — and its high nibbles the same for `4(q+4)..`.
 //! * Q8_0 (32 bytes a row): byte `32c + 4j + i` = row `j`'s `qs[4c + i]`, for `c < 8`.
+//! * Q5_0: the nibbles as Q4_0; the fifth bits of row `j` in one 32-bit word per row,
+//!   permuted so that byte `i` holds, in bit `q`, the bit of element `4q + i` and, in bit
+//!   `4 + q`, that of element `16 + 4q + i` — the bits of piece `q` are then one mask and
+//!   one shift away from bit 4 of the byte their nibble sits in.
+//! * Q4_K (super-blocks of 256): per sub-block pair `c < 4` the 32 bytes `qs[32c..]` of
+//!   each row cut into 4-byte pieces as Q4 (byte `256c + 32p + 4j + i` = row `j`'s
+//!   `qs[32c + 4p + i]`: low nibbles are sub-block `2c`, high nibbles `2c + 1`); the 12
+//!   packed scale bytes stored byte-major (`scales[8k + j]` = row `j`'s `scales[k]`), so
+//!   eight rows' 6-bit scales and minimums unpack with byte-vector operations.
+//! * Q6_K: the 256 six-bit values of each row re-cut into eight 32-element chunks, each
+//!   stored whole (its two sub-blocks' scales, low bits, top bits; `ChunkQ6_Kx8`): in
+//!   chunk `c`, low-bit byte `32p + 4j + i` holds element `32c + 4p + i` of row `j` in
+//!   its low nibble and `32c + 16 + 4p + i` in its high nibble (the chunk's two
+//!   16-element sub-blocks), and two 32-bit words per row hold the top two bits of those
+//!   elements (bits `2p..2p+2` of byte `i`). A super-block is then read front to back
+//!   (scales, low and top bits in separate regions ran at a third of Q4_K's bytes per
+//!   second in decode: three streams per block).
+//!
+//! The K-quant layouts rearrange bits within a super-block, so they too have exactly the
+//! bytes of the original; [`extract_block`] rebuilds any block of the file's layout.
 //!
 //! A 32-bit lane therefore always meets four weights of one row, which is the unit of
 //! `vpdpbusd` (x86 VNNI), `sdot` (ARM dotprod) and `pmaddubsw` + `pmaddwd` (AVX2): the
@@ -30,19 +50,21 @@
 //! scale and product is the one the plain layout gives.
 //!
 //! ggml does the same at load for Q4_0 (`block_q4_0x8`, "runtime repack"); this layout
-//! is our own (4-byte pieces, unsigned nibbles kept as in the file) and covers Q4_1 and
-//! Q8_0 too.
+//! is our own (4-byte pieces, unsigned nibbles kept as in the file) and covers Q4_1,
+//! Q8_0, Q5_0, Q4_K and Q6_K too (the types of a `Q4_K_M` file).
 //!
 //! **Activations.** [`BlockQ8Act`] is a Q8 activation block with what the kernels need
 //! per block pre-converted: the scale as f32 (the f16-rounded value ggml uses), Q8_1's
 //! `s` (also f16-rounded) and the integer sum of the quants. With the sum, Q4_0's
-//! `Σ (q − 8)·y` is `Σ q·y − 8·Σ y`, so the nibbles are used unsigned as stored.
+//! `Σ (q − 8)·y` is `Σ q·y − 8·Σ y`, so the nibbles are used unsigned as stored. The
+//! K-quant layouts take ggml's Q8_K activation blocks as they are (`bsums` play the part
+//! of `sum`).
 
 use bytemuck::{Pod, Zeroable};
 use half::f16;
 
-use crate::dtype::DType;
-use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
+use crate::dtype::{DType, QK_K};
+use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K};
 
 /// Rows interleaved per group.
 pub const ROWS_X8: usize = 8;
@@ -75,6 +97,51 @@ pub struct BlockQ8_0x8 {
 }
 const _: () = assert!(core::mem::size_of::<BlockQ8_0x8>() == 8 * core::mem::size_of::<BlockQ8_0>());
 
+/// Block `b` of eight Q5_0 rows: `qh[j]` is row `j`'s fifth bits, permuted (module docs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ5_0x8 {
+    pub d: [f16; 8],
+    pub qh: [u32; 8],
+    pub qs: [u8; 128],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ5_0x8>() == 8 * core::mem::size_of::<BlockQ5_0>());
+
+/// Super-block `b` of eight Q4_K rows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ4_Kx8 {
+    pub d: [f16; 8],
+    pub dmin: [f16; 8],
+    /// `scales[8k + j]` = row `j`'s packed scale byte `k`.
+    pub scales: [u8; 96],
+    pub qs: [u8; 1024],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ4_Kx8>() == 8 * core::mem::size_of::<BlockQ4_K>());
+
+/// Super-block `b` of eight Q6_K rows: the scales, then eight 32-element chunks, each
+/// with everything a kernel reads for it, so the super-block is read front to back.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ6_Kx8 {
+    pub d: [f16; 8],
+    pub c: [ChunkQ6_Kx8; 8],
+}
+
+/// Chunk `c` (elements `32c..32c+32`) of eight Q6_K rows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct ChunkQ6_Kx8 {
+    /// `scales[8h + j]` = row `j`'s scale of sub-block `2c + h` (16 elements each).
+    pub scales: [i8; 16],
+    /// Low four bits (module docs): byte `32p + 4j + i`.
+    pub ql: [u8; 128],
+    /// Top two bits: the chunk's first 16 elements in bytes `4j + i`, the second 16 in
+    /// `32 + 4j + i`.
+    pub qh: [u8; 64],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ6_Kx8>() == 8 * core::mem::size_of::<BlockQ6_K>());
+
 /// A Q8 activation block for the x8 kernels: `qs` and `d` as ggml's `block_q8_1`
 /// quantizer makes them, with `d` and `s` already converted from their f16 values and
 /// `sum = Σ qs`. Internal scratch, not a file format.
@@ -106,12 +173,96 @@ impl BlockQ8Act {
 
 /// The weight dtypes with an x8 layout.
 pub fn has_x8(dtype: DType) -> bool {
-    matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
+    matches!(
+        dtype,
+        DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q5_0 | DType::Q4_K | DType::Q6_K
+    )
 }
 
 /// Whether a `[rows, cols]` matrix of `dtype` can take the x8 layout.
 pub fn can_repack(dtype: DType, rows: usize, cols: usize) -> bool {
-    has_x8(dtype) && rows > 0 && rows.is_multiple_of(ROWS_X8) && cols > 0 && cols.is_multiple_of(32)
+    has_x8(dtype) && rows > 0 && rows.is_multiple_of(ROWS_X8) && cols > 0 && cols.is_multiple_of(dtype.block_size())
+}
+
+/// Row `j`'s Q5_0 fifth bits (`qh`, bit `e` for element `e`) in the x8 order: byte `i`,
+/// bit `q` ← element `4q + i`; bit `4 + q` ← element `16 + 4q + i`.
+#[inline]
+fn q5_qh_to_x8(qh: u32) -> u32 {
+    let mut o = 0u32;
+    for q in 0..4 {
+        for i in 0..4 {
+            o |= ((qh >> (4 * q + i)) & 1) << (8 * i + q);
+            o |= ((qh >> (16 + 4 * q + i)) & 1) << (8 * i + 4 + q);
+        }
+    }
+    o
+}
+
+/// The inverse of [`q5_qh_to_x8`].
+#[inline]
+fn q5_qh_from_x8(o: u32) -> u32 {
+    let mut qh = 0u32;
+    for q in 0..4 {
+        for i in 0..4 {
+            qh |= ((o >> (8 * i + q)) & 1) << (4 * q + i);
+            qh |= ((o >> (8 * i + 4 + q)) & 1) << (16 + 4 * q + i);
+        }
+    }
+    qh
+}
+
+/// Row `j`'s Q6_K super-block into an x8 super-block.
+fn q6_k_into_x8(s: &BlockQ6_K, j: usize, d: &mut BlockQ6_Kx8) {
+    let q = crate::quant::k::unpack_q6_k(s);
+    let u = |e: usize| (q[e] + 32) as u8; // 0..=63
+    d.d[j] = s.d;
+    for (sb, &sc) in s.scales.iter().enumerate() {
+        d.c[sb / 2].scales[8 * (sb % 2) + j] = sc;
+    }
+    for (c, ch) in d.c.iter_mut().enumerate() {
+        for p in 0..4 {
+            for i in 0..4 {
+                let (lo, hi) = (u(32 * c + 4 * p + i), u(32 * c + 16 + 4 * p + i));
+                ch.ql[32 * p + 4 * j + i] = (lo & 15) | ((hi & 15) << 4);
+                let (a, b) = (4 * j + i, 32 + 4 * j + i);
+                ch.qh[a] = (ch.qh[a] & !(3 << (2 * p))) | ((lo >> 4) << (2 * p));
+                ch.qh[b] = (ch.qh[b] & !(3 << (2 * p))) | ((hi >> 4) << (2 * p));
+            }
+        }
+    }
+}
+
+/// Row `j`'s Q6_K super-block out of an x8 super-block (the inverse of `q6_k_into_x8`).
+fn q6_k_from_x8(x: &BlockQ6_Kx8, j: usize) -> BlockQ6_K {
+    let mut q = [0u8; QK_K];
+    for (c, ch) in x.c.iter().enumerate() {
+        for p in 0..4 {
+            for i in 0..4 {
+                let b = ch.ql[32 * p + 4 * j + i];
+                let (ha, hb) = (ch.qh[4 * j + i], ch.qh[32 + 4 * j + i]);
+                q[32 * c + 4 * p + i] = (b & 15) | (((ha >> (2 * p)) & 3) << 4);
+                q[32 * c + 16 + 4 * p + i] = (b >> 4) | (((hb >> (2 * p)) & 3) << 4);
+            }
+        }
+    }
+    let mut o = BlockQ6_K {
+        ql: [0; QK_K / 2],
+        qh: [0; QK_K / 4],
+        scales: core::array::from_fn(|sb| x.c[sb / 2].scales[8 * (sb % 2) + j]),
+        d: x.d[j],
+    };
+    // ggml's order (`quant::k` module docs): element 128n + 32k + l.
+    for n in 0..2 {
+        for k in 0..4 {
+            for l in 0..32 {
+                let v = q[128 * n + 32 * k + l];
+                let lo = &mut o.ql[64 * n + l + 32 * (k & 1)];
+                *lo |= if k < 2 { v & 15 } else { (v & 15) << 4 };
+                o.qh[32 * n + l] |= (v >> 4) << (2 * k);
+            }
+        }
+    }
+    o
 }
 
 /// Byte `k` (< 16) of row `j`'s Q4 block sits at `q4_pos(j, k)` of the x8 block's `qs`.
@@ -131,7 +282,7 @@ pub fn repack(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut [u8]
     if !can_repack(dtype, rows, cols) || src.len() != dst.len() {
         return false;
     }
-    let nb = cols / 32;
+    let nb = cols / dtype.block_size();
     macro_rules! go {
         ($b:ty, $x:ty, |$d:ident, $s:ident, $j:ident| $fill:expr) => {{
             let s: &[$b] = bytemuck::cast_slice(src);
@@ -168,6 +319,26 @@ pub fn repack(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut [u8]
                 d.qs[q8_pos(j, 4 * p)..][..4].copy_from_slice(&s.qs[4 * p..4 * p + 4]);
             }
         }),
+        DType::Q5_0 => go!(BlockQ5_0, BlockQ5_0x8, |d, s, j| {
+            d.d[j] = s.d;
+            d.qh[j] = q5_qh_to_x8(u32::from_le_bytes(s.qh));
+            for p in 0..4 {
+                d.qs[q4_pos(j, 4 * p)..][..4].copy_from_slice(&s.qs[4 * p..4 * p + 4]);
+            }
+        }),
+        DType::Q4_K => go!(BlockQ4_K, BlockQ4_Kx8, |d, s, j| {
+            d.d[j] = s.d;
+            d.dmin[j] = s.dmin;
+            for (k, &v) in s.scales.iter().enumerate() {
+                d.scales[8 * k + j] = v;
+            }
+            for c in 0..4 {
+                for p in 0..8 {
+                    d.qs[256 * c + 32 * p + 4 * j..][..4].copy_from_slice(&s.qs[32 * c + 4 * p..][..4]);
+                }
+            }
+        }),
+        DType::Q6_K => go!(BlockQ6_K, BlockQ6_Kx8, |d, s, j| q6_k_into_x8(s, j, d)),
         _ => return false,
     }
     true
@@ -176,7 +347,7 @@ pub fn repack(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut [u8]
 /// Block `b` of row `r` of an x8 matrix (`cols` wide) in the GGUF layout, written to
 /// `dst` (`dtype.block_bytes()` bytes): the inverse of [`repack`] for one block.
 pub fn extract_block(dtype: DType, packed: &[u8], cols: usize, r: usize, b: usize, dst: &mut [u8]) {
-    let nb = cols / 32;
+    let nb = cols / dtype.block_size();
     let (i, j) = ((r / ROWS_X8) * nb + b, r % ROWS_X8);
     match dtype {
         DType::Q4_0 => {
@@ -198,6 +369,25 @@ pub fn extract_block(dtype: DType, packed: &[u8], cols: usize, r: usize, b: usiz
             o.d = x.d[j];
             o.qs = core::array::from_fn(|k| x.qs[q8_pos(j, k)]);
         }
+        DType::Q5_0 => {
+            let x = &bytemuck::cast_slice::<u8, BlockQ5_0x8>(packed)[i];
+            let o: &mut BlockQ5_0 = bytemuck::from_bytes_mut(dst);
+            o.d = x.d[j];
+            o.qh = q5_qh_from_x8(x.qh[j]).to_le_bytes();
+            o.qs = core::array::from_fn(|k| x.qs[q4_pos(j, k)]);
+        }
+        DType::Q4_K => {
+            let x = &bytemuck::cast_slice::<u8, BlockQ4_Kx8>(packed)[i];
+            let o: &mut BlockQ4_K = bytemuck::from_bytes_mut(dst);
+            o.d = x.d[j];
+            o.dmin = x.dmin[j];
+            o.scales = core::array::from_fn(|k| x.scales[8 * k + j]);
+            o.qs = core::array::from_fn(|k| x.qs[256 * (k / 32) + 32 * (k % 32 / 4) + 4 * j + k % 4]);
+        }
+        DType::Q6_K => {
+            let x = &bytemuck::cast_slice::<u8, BlockQ6_Kx8>(packed)[i];
+            *bytemuck::from_bytes_mut::<BlockQ6_K>(dst) = q6_k_from_x8(x, j);
+        }
         _ => unreachable!("extract_block: {dtype:?} has no x8 layout"),
     }
 }
@@ -207,14 +397,18 @@ pub fn extract_block(dtype: DType, packed: &[u8], cols: usize, r: usize, b: usiz
 /// Generates a kernel `$vis fn $name(w, x, nb, y)` with the `Kernels::gemm_*x8`
 /// signature for one ISA, from a tile function `$tile::<T>(w_group, [x_token; T])` that
 /// returns one accumulator per token for eight rows, and `$store(&acc, out8)` that
-/// writes one accumulator to eight floats. Tokens go in fours (then the 1–3 left),
+/// writes one accumulator to eight floats. The activation blocks are [`BlockQ8Act`]
+/// unless a type is given after the weight type (the K-quants take `BlockQ8_K`). Tokens go in fours (then the 1–3 left),
 /// groups inside, so a group's blocks are read once per four tokens. Shared by the
 /// x86-64 and aarch64 kernels (`cpu/*/repack.rs`).
 #[allow(unused_macros)] // a no_std build has no SIMD kernels
 macro_rules! x8_driver {
     ($vis:vis $name:ident, $feat:literal, $w:ty, $tile:ident, $store:ident) => {
+        $crate::cpu::repack::x8_driver!($vis $name, $feat, $w, $crate::cpu::repack::BlockQ8Act, $tile, $store);
+    };
+    ($vis:vis $name:ident, $feat:literal, $w:ty, $x:ty, $tile:ident, $store:ident) => {
         #[target_feature(enable = $feat)]
-        $vis fn $name(w: &[$w], x: &[$crate::cpu::repack::BlockQ8Act], nb: usize, y: &mut [f32]) {
+        $vis fn $name(w: &[$w], x: &[$x], nb: usize, y: &mut [f32]) {
             use $crate::cpu::repack::ROWS_X8;
             if nb == 0 {
                 y.fill(0.0);
@@ -293,16 +487,41 @@ pub fn gemm_q8_0x8(w: &[BlockQ8_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]
     });
 }
 
+/// Q5_0 x8 weights · Q8 activations: each block of the plain layout rebuilt and run
+/// through the plain scalar dot, so the float steps are those of `vec_dot_q5_0_q8_0`.
+pub fn gemm_q5_0x8(w: &[BlockQ5_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    each_output(w, x, nb, y, |blk, xb, j, sumf| {
+        let mut wb = [0u8; 22];
+        extract_block(DType::Q5_0, bytemuck::bytes_of(blk), 32, j, 0, &mut wb);
+        let xq = BlockQ8_0 {
+            d: f16::from_f32(xb.d),
+            qs: xb.qs,
+        };
+        *sumf += crate::quant::dot::vec_dot_q5_0_q8_0(&[*bytemuck::from_bytes::<BlockQ5_0>(&wb)], &[xq]);
+    });
+}
+
+/// Q4_K x8 weights · Q8_K activations (per super-block the plain scalar dot).
+pub fn gemm_q4_kx8(w: &[BlockQ4_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    each_output(w, x, nb, y, |blk, xb, j, sumf| {
+        let mut wb = [0u8; 144];
+        extract_block(DType::Q4_K, bytemuck::bytes_of(blk), QK_K, j, 0, &mut wb);
+        *sumf +=
+            crate::quant::dot::vec_dot_q4_k_q8_k(&[*bytemuck::from_bytes::<BlockQ4_K>(&wb)], core::slice::from_ref(xb));
+    });
+}
+
+/// Q6_K x8 weights · Q8_K activations (per super-block the plain scalar dot).
+pub fn gemm_q6_kx8(w: &[BlockQ6_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    each_output(w, x, nb, y, |blk, xb, j, sumf| {
+        *sumf += crate::quant::dot::vec_dot_q6_k_q8_k(&[q6_k_from_x8(blk, j)], core::slice::from_ref(xb));
+    });
+}
+
 /// The output loop shared by the scalar x8 kernels: `step(block, x_block, row_in_group,
 /// &mut sum)` per block, in block order.
 #[inline]
-fn each_output<W>(
-    w: &[W],
-    x: &[BlockQ8Act],
-    nb: usize,
-    y: &mut [f32],
-    step: impl Fn(&W, &BlockQ8Act, usize, &mut f32),
-) {
+fn each_output<W, X>(w: &[W], x: &[X], nb: usize, y: &mut [f32], step: impl Fn(&W, &X, usize, &mut f32)) {
     if nb == 0 {
         y.fill(0.0);
         return;

@@ -1411,7 +1411,7 @@ mod kquants {
         prop_oneof![8 => (-2.0f32..2.0).prop_map(f16::from_f32), 1 => Just(f16::ZERO), 1 => (-1e-4f32..1e-4).prop_map(f16::from_f32)]
     }
 
-    fn q8_k_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ8_K>> {
+    pub(super) fn q8_k_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ8_K>> {
         prop::collection::vec(
             (
                 prop_oneof![4 => -1.0f32..1.0, 1 => Just(0.0f32)],
@@ -1436,11 +1436,11 @@ mod kquants {
                 .collect()
         })
     }
-    fn q5_0_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ5_0>> {
+    pub(super) fn q5_0_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ5_0>> {
         prop::collection::vec((kscale(), any::<[u8; 4]>(), any::<[u8; 16]>()), n)
             .prop_map(|v| v.into_iter().map(|(d, qh, qs)| BlockQ5_0 { d, qh, qs }).collect())
     }
-    fn q4_k_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ4_K>> {
+    pub(super) fn q4_k_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ4_K>> {
         prop::collection::vec(
             (
                 kscale(),
@@ -1479,7 +1479,7 @@ mod kquants {
                 .collect()
         })
     }
-    fn q6_k_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ6_K>> {
+    pub(super) fn q6_k_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ6_K>> {
         prop::collection::vec(
             (
                 kscale(),
@@ -1598,6 +1598,258 @@ mod kquants {
             }
             for (s, c) in b[0].bsums.iter().zip(b[0].qs.chunks_exact(16)) {
                 prop_assert_eq!(i32::from(*s), c.iter().map(|&q| i32::from(q)).sum::<i32>());
+            }
+        }
+    }
+}
+
+// --- x8 layouts of the Q4_K_M types ----------------------------------------------------
+
+mod x8_kquants {
+    //! The Q5_0 / Q4_K / Q6_K x8 kernels against the plain layout's scalar dots: the
+    //! scalar twins bit-identical, every SIMD table within a rounding bound on the sum of
+    //! the magnitudes its float steps see (the K-quants' scale and minimum terms apart,
+    //! since they cancel).
+
+    use proptest::prelude::*;
+
+    use super::kquants::{q4_k_blocks, q5_0_blocks, q6_k_blocks, q8_k_blocks};
+    use super::{close, eps, scale};
+    use crate::cpu::repack::{self, BlockQ8Act};
+    use crate::cpu::{Isa, Kernels};
+    use crate::dtype::DType;
+    use crate::quant::k::{scale_min_k4, unpack_q4_k, unpack_q6_k};
+    use crate::quant::q5::unpack5;
+    use crate::quant::{dot, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K};
+
+    fn packed<T: bytemuck::Pod>(dtype: DType, w: &[T], rows: usize, cols: usize) -> Vec<u8> {
+        let src: &[u8] = bytemuck::cast_slice(w);
+        let mut dst = vec![0u8; src.len()];
+        assert!(repack::repack(dtype, rows, cols, src, &mut dst));
+        let (bb, bs) = (dtype.block_bytes(), dtype.block_size());
+        let mut b1 = vec![0u8; bb];
+        for r in 0..rows {
+            for b in 0..cols / bs {
+                repack::extract_block(dtype, &dst, cols, r, b, &mut b1);
+                assert_eq!(b1, src[(r * cols / bs + b) * bb..][..bb], "{dtype:?} row {r} block {b}");
+            }
+        }
+        dst
+    }
+
+    fn act_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ8_1>> {
+        prop::collection::vec((scale(), prop::collection::vec(-127i8..=127, 32)), n).prop_map(|v| {
+            v.into_iter()
+                .map(|(d, qs)| BlockQ8_1 {
+                    d,
+                    s: half::f16::ZERO,
+                    qs: qs.try_into().unwrap(),
+                })
+                .collect()
+        })
+    }
+
+    /// Σ |d_w d_y (q − 16) y| over a Q5_0 row.
+    fn mag_q5_0(w: &[BlockQ5_0], x: &[BlockQ8_0]) -> f32 {
+        w.iter()
+            .zip(x)
+            .map(|(a, b)| {
+                let q = unpack5(a.qh, &a.qs);
+                let s: i32 = q
+                    .iter()
+                    .zip(&b.qs)
+                    .map(|(&q, &y)| ((i32::from(q) - 16) * i32::from(y)).abs())
+                    .sum();
+                (a.d.to_f32() * b.d.to_f32()).abs() * s as f32
+            })
+            .sum()
+    }
+
+    /// Σ |d_y| (|d_w| Σ |sc q y| + |dmin| Σ |m y|) over a Q4_K row.
+    fn mag_q4_k(w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
+        w.iter()
+            .zip(x)
+            .map(|(a, b)| {
+                let q = unpack_q4_k(&a.qs);
+                let (mut si, mut sm) = (0i64, 0i64);
+                for (e, (&q, &y)) in q.iter().zip(&b.qs).enumerate() {
+                    let (sc, m) = scale_min_k4(e / 32, &a.scales);
+                    let y = i64::from(y).abs();
+                    si += i64::from(sc) * i64::from(q) * y;
+                    sm += i64::from(m) * y;
+                }
+                b.d.abs() * (a.d.to_f32().abs() * si as f32 + a.dmin.to_f32().abs() * sm as f32)
+            })
+            .sum()
+    }
+
+    /// Σ |d_w d_y sc (q − 32) y| plus the −32 offset's |32 sc Σ y| terms, over a Q6_K row.
+    fn mag_q6_k(w: &[BlockQ6_K], x: &[BlockQ8_K]) -> f32 {
+        w.iter()
+            .zip(x)
+            .map(|(a, b)| {
+                let q = unpack_q6_k(a);
+                let s: i64 = (0..256)
+                    .map(|e| {
+                        let (sc, y) = (i64::from(a.scales[e / 16]).abs(), i64::from(b.qs[e]).abs());
+                        sc * (i64::from(q[e]) + 32) * y + 32 * sc * y
+                    })
+                    .sum();
+                (a.d.to_f32() * b.d).abs() * s as f32
+            })
+            .sum()
+    }
+
+    /// One table's `[toks, rows]` output against the plain scalar dot of each row and
+    /// token: equal bits for the scalar table, within `(units + 64) ε mag` otherwise.
+    #[allow(clippy::too_many_arguments)]
+    fn check<W, X>(
+        k: &Kernels,
+        name: &str,
+        got: &[f32],
+        w: &[W],
+        x: &[X],
+        nb: usize,
+        units: usize,
+        dot: impl Fn(&[W], &[X]) -> f32,
+        mag: impl Fn(&[W], &[X]) -> f32,
+    ) -> Result<(), TestCaseError> {
+        let (rows, toks) = (w.len() / nb, x.len() / nb);
+        for t in 0..toks {
+            for r in 0..rows {
+                let (wr, xt) = (&w[r * nb..(r + 1) * nb], &x[t * nb..(t + 1) * nb]);
+                let (want, g) = (dot(wr, xt), got[t * rows + r]);
+                if k.x8_simd_for(DType::Q4_K) {
+                    let tol = (units as f32 + 64.0) * eps() * mag(wr, xt) + 1e-30;
+                    prop_assert!(close(g, want, tol), "{} {name} [{t},{r}]: {g} vs {want}", k.isa.name());
+                } else {
+                    prop_assert!(
+                        g == want || (g.is_nan() && want.is_nan()),
+                        "{} {name} [{t},{r}]: {g} vs {want}",
+                        k.isa.name()
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
+        #[test]
+        fn gemm_x8_q5_0(
+            (nb, w, xa) in (1usize..12, 1usize..4, 1usize..8).prop_flat_map(|(nb, groups, toks)| {
+                (Just(nb), q5_0_blocks(8 * groups * nb), act_blocks(toks * nb))
+            }),
+        ) {
+            let rows = w.len() / nb;
+            let x: Vec<BlockQ8Act> = xa.iter().map(BlockQ8Act::from_q8_1).collect();
+            let x0: Vec<_> = xa.iter().map(repack::q8_0_of).collect();
+            let p = packed(DType::Q5_0, &w, rows, nb * 32);
+            for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
+                let mut g = vec![f32::NAN; rows * (x.len() / nb)];
+                (k.gemm_q5_0x8)(bytemuck::cast_slice(&p), &x, nb, &mut g);
+                check(&k, "q5_0x8", &g, &w, &x0, nb, nb, dot::vec_dot_q5_0_q8_0, mag_q5_0)?;
+            }
+        }
+
+        #[test]
+        fn gemm_x8_q4_k(
+            (nb, w, x) in (1usize..4, 1usize..3, 1usize..7).prop_flat_map(|(nb, groups, toks)| {
+                (Just(nb), q4_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
+            }),
+        ) {
+            let rows = w.len() / nb;
+            let p = packed(DType::Q4_K, &w, rows, nb * 256);
+            for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
+                let mut g = vec![f32::NAN; rows * (x.len() / nb)];
+                (k.gemm_q4_kx8)(bytemuck::cast_slice(&p), &x, nb, &mut g);
+                check(&k, "q4_kx8", &g, &w, &x, nb, 16 * nb, dot::vec_dot_q4_k_q8_k, mag_q4_k)?;
+            }
+        }
+
+        #[test]
+        fn gemm_x8_q6_k(
+            (nb, w, x) in (1usize..4, 1usize..3, 1usize..7).prop_flat_map(|(nb, groups, toks)| {
+                (Just(nb), q6_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
+            }),
+        ) {
+            let rows = w.len() / nb;
+            let p = packed(DType::Q6_K, &w, rows, nb * 256);
+            for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
+                let mut g = vec![f32::NAN; rows * (x.len() / nb)];
+                (k.gemm_q6_kx8)(bytemuck::cast_slice(&p), &x, nb, &mut g);
+                check(&k, "q6_kx8", &g, &w, &x, nb, 16 * nb, dot::vec_dot_q6_k_q8_k, mag_q6_k)?;
+            }
+        }
+    }
+
+    /// Extreme values exactly: every Q6_K quant 0 or 63 with scales ±127/−128, Q4_K
+    /// nibbles 0/15 with 63 scales and minimums, activations −128/127, unit scales — the
+    /// integer sums at their bounds, so every table must equal the plain dot.
+    #[test]
+    fn gemm_x8_kquant_extremes_exact() {
+        let one = half::f16::from_f32(1.0);
+        let (rows, toks) = (8usize, 5usize);
+        let x: Vec<BlockQ8_K> = (0..toks)
+            .map(|t| {
+                let v = [-128i8, 127, 0, -1, 127][t];
+                let mut b = BlockQ8_K {
+                    d: 1.0,
+                    qs: [v; 256],
+                    bsums: [0; 16],
+                };
+                if t == 3 {
+                    for (i, q) in b.qs.iter_mut().enumerate() {
+                        *q = if i % 2 == 0 { -128 } else { 127 };
+                    }
+                }
+                for (s, c) in b.bsums.iter_mut().zip(b.qs.chunks_exact(16)) {
+                    *s = c.iter().map(|&q| i16::from(q)).sum();
+                }
+                b
+            })
+            .collect();
+        let w6: Vec<BlockQ6_K> = (0..rows)
+            .map(|r| BlockQ6_K {
+                ql: [if r % 2 == 0 { 0xff } else { 0x00 }; 128],
+                qh: [if r % 3 == 0 { 0xff } else { 0x00 }; 64],
+                scales: [[127i8, -128, 1, -1][r % 4]; 16],
+                d: one,
+            })
+            .collect();
+        let w4: Vec<BlockQ4_K> = (0..rows)
+            .map(|r| BlockQ4_K {
+                d: one,
+                dmin: one,
+                scales: [if r % 2 == 0 { 0xff } else { 0x3f }; 12],
+                qs: [if r % 3 == 0 { 0xff } else { 0x0f }; 128],
+            })
+            .collect();
+        let p6 = packed(DType::Q6_K, &w6, rows, 256);
+        let p4 = packed(DType::Q4_K, &w4, rows, 256);
+        for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
+            let mut g = vec![f32::NAN; rows * toks];
+            (k.gemm_q6_kx8)(bytemuck::cast_slice(&p6), &x, 1, &mut g);
+            let mut h = vec![f32::NAN; rows * toks];
+            (k.gemm_q4_kx8)(bytemuck::cast_slice(&p4), &x, 1, &mut h);
+            for t in 0..toks {
+                for r in 0..rows {
+                    let xt = &x[t..t + 1];
+                    assert_eq!(
+                        g[t * rows + r],
+                        dot::vec_dot_q6_k_q8_k(&w6[r..r + 1], xt),
+                        "{} q6_kx8 [{t},{r}]",
+                        k.isa.name()
+                    );
+                    assert_eq!(
+                        h[t * rows + r],
+                        dot::vec_dot_q4_k_q8_k(&w4[r..r + 1], xt),
+                        "{} q4_kx8 [{t},{r}]",
+                        k.isa.name()
+                    );
+                }
             }
         }
     }

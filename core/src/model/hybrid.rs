@@ -14,9 +14,14 @@
 //!   [`Crossover`] policy: the remaining work's estimated time on each side, the
 //!   hand-over's cost included.
 //! * **Warm-up**: the second backend may be built on a background thread
-//!   ([`Hybrid::with_background`]: program build, weight import) while the host model
-//!   serves; the first boundary after it finished binds it ([`Llama::new`]: its cache
-//!   and workspace) and asks the policy.
+//!   ([`Hybrid::with_background`]: program build, weight import, then [`Llama::new`] —
+//!   its cache and workspace — and one dummy prompt pass and decode steps, [`warm_up`])
+//!   while the host model serves; the first boundary after the thread finished takes the
+//!   ready model (moving a box) and asks the policy. Nothing of the device's first use
+//!   is left on the serving thread's critical path. This moves a `Llama<G>` between
+//!   threads, so it needs `Llama<G>: Send` — no `unsafe impl` is involved: the compiler
+//!   derives it from the backend's own types (the OpenCL backend's handles are `Send` in
+//!   `opencl3`, and the model's profiler box is `dyn Profiler + Send`).
 //! * **Cache dtypes**: each side keeps its own (`f16` on the CPU, `f32` on OpenCL by
 //!   default); the hand-over converts f16 ⇄ f32 as it copies. f16 → f32 is exact;
 //!   f32 → f16 rounds each value to nearest-even once, as the CPU rounds what it stores.
@@ -41,6 +46,7 @@ use super::weights::Weights;
 use crate::backend::Backend;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::kv_evict::{EvictConfig, KvPolicy};
 
 /// One hand-over of the sequence: before the pass producing token `token`, from backend
 /// `from` to `to`; `bytes` of cache written into the consumer; `ms` wall time.
@@ -113,6 +119,10 @@ pub struct Crossover {
     /// Cache bytes per token of the measured model (f32 cache), for planning before a
     /// model is loaded.
     pub kv_bytes_per_token: usize,
+    /// The host model's load time while the device builds at the same time, ms (0:
+    /// not measured): what a build started before the host's load costs the first
+    /// token ([`Crossover::build_first`]).
+    pub cpu_init_during_build_ms: f64,
 }
 
 /// What the policy said at a boundary (printed with `--verbose`).
@@ -157,6 +167,51 @@ impl Crossover {
         Some((rest > 0 && move_s < cpu_total, e))
     }
 
+    /// [`Crossover::gpu_pays`] for work that is all prefill: `passes` passes of `chunk`
+    /// tokens (`logits`, `perplexity`). The CPU runs passes while the device
+    /// initializes; the device runs the rest (after a hand-over of what is cached), or
+    /// everything after waiting for it.
+    pub fn gpu_pays_chunks(&self, chunk: usize, passes: usize) -> Option<(bool, Estimate)> {
+        let (c, g) = (self.cpu.prefill_s(chunk)?, self.gpu.prefill_s(chunk)?);
+        let cpu_total = passes as f64 * c;
+        let init_s = self.gpu.init_ms / 1e3;
+        let done = ((init_s / c.max(1e-9)).ceil() as usize).min(passes);
+        let rest = passes - done;
+        let serve_s =
+            (done as f64 * c).max(init_s) + self.handover_s(done * chunk, self.kv_bytes_per_token) + rest as f64 * g;
+        let wait_s = init_s + self.gpu.first_ms / 1e3 + passes as f64 * g;
+        let (move_s, rest) = if wait_s < serve_s {
+            (wait_s, passes)
+        } else {
+            (serve_s, rest)
+        };
+        let e = Estimate {
+            stay_s: cpu_total,
+            move_s,
+        };
+        Some((rest > 0 && move_s < cpu_total, e))
+    }
+
+    /// Whether to start the device's build before the host model loads (the two
+    /// overlap: the device may be ready for the prompt's pass) rather than right after
+    /// (the host's load and first token then run alone; the device takes over during
+    /// decode). Before, only when the device's gain on a `prompt`-token first pass beats
+    /// what the build costs the host's load (`cpu_init_during_build_ms - cpu.init_ms`,
+    /// measured by `bench --crossover`; unmeasured: no cost, so before). Returns the
+    /// decision and the two figures, ms.
+    pub fn build_first(&self, prompt: usize) -> (bool, f64, f64) {
+        let cost_ms = if self.cpu_init_during_build_ms > 0.0 {
+            (self.cpu_init_during_build_ms - self.cpu.init_ms).max(0.0)
+        } else {
+            0.0
+        };
+        let gain_ms = match (self.cpu.prefill_s(prompt), self.gpu.prefill_s(prompt)) {
+            (Some(c), Some(g)) => (c - g) * 1e3 - self.gpu.first_ms,
+            _ => 0.0,
+        };
+        (gain_ms > cost_ms, gain_ms, cost_ms)
+    }
+
     /// Seconds a hand-over of `ctx` cached tokens takes.
     pub fn handover_s(&self, ctx: usize, kv_bytes_per_token: usize) -> f64 {
         if self.handover_bytes_per_s > 0.0 {
@@ -195,6 +250,28 @@ impl Crossover {
             move_s: self.handover_s(ctx, kv_bytes_per_token) + cost(there)?,
         })
     }
+
+    /// As [`Crossover::estimate`] for work that is all prefill (`logits`,
+    /// `perplexity`): `passes` more passes of `chunk` tokens each.
+    pub fn estimate_chunks(
+        &self,
+        on_gpu: bool,
+        ctx: usize,
+        chunk: usize,
+        passes: usize,
+        kv_bytes_per_token: usize,
+    ) -> Option<Estimate> {
+        let (here, there) = if on_gpu {
+            (&self.gpu, &self.cpu)
+        } else {
+            (&self.cpu, &self.gpu)
+        };
+        let p = passes as f64;
+        Some(Estimate {
+            stay_s: p * here.prefill_s(chunk)?,
+            move_s: self.handover_s(ctx, kv_bytes_per_token) + p * there.prefill_s(chunk)?,
+        })
+    }
 }
 
 /// How a [`Hybrid`] decides.
@@ -210,8 +287,8 @@ pub struct HybridOptions {
     pub verbose: bool,
 }
 
-/// The second backend's parts, as a background build hands them over: the model is
-/// bound to them ([`Llama::new`]) on the serving thread.
+/// The second backend's parts, as the build closure makes them (backend, programs,
+/// weights); [`bind_and_warm`] turns them into a ready model.
 pub struct GpuParts<G: Backend> {
     pub cfg: LlamaConfig,
     pub weights: Weights<G>,
@@ -220,31 +297,110 @@ pub struct GpuParts<G: Backend> {
     pub init_ms: f64,
 }
 
+/// How the second model is bound and warmed after its build.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GpuBind {
+    /// Its run options (context, batch, cache dtype).
+    pub opts: RunOptions,
+    /// Its cache's eviction policy (the host model's).
+    pub policy: EvictConfig,
+    /// Tokens of the warm-up's prompt pass (the expected prompt chunk: the device's
+    /// first prefill then runs warm); 0: no warm-up.
+    pub warm_tokens: usize,
+}
+
+/// A second model built, bound and warmed (what the background thread hands over).
+pub struct ReadyGpu<G: Backend> {
+    pub model: alloc::boxed::Box<Llama<G>>,
+    /// Backend, programs, weight import, ms.
+    pub build_ms: f64,
+    /// [`Llama::new`]: cache, workspace, op scratch, ms.
+    pub bind_ms: f64,
+    /// The warm-up passes ([`warm_up`]), ms.
+    pub warm_ms: f64,
+}
+
+impl<G: Backend> ReadyGpu<G> {
+    /// Build, bind and warm-up together, ms.
+    pub fn init_ms(&self) -> f64 {
+        self.build_ms + self.bind_ms + self.warm_ms
+    }
+}
+
+/// Binds a built backend's model ([`Llama::new`] with `bind.opts`, the policy set) and
+/// warms it ([`warm_up`] with `bind.warm_tokens`).
+pub fn bind_and_warm<G: Backend>(parts: GpuParts<G>, bind: &GpuBind) -> Result<ReadyGpu<G>> {
+    let t = Instant::now();
+    let mut model = alloc::boxed::Box::new(Llama::new(parts.cfg, parts.weights, parts.backend, bind.opts)?);
+    model.set_kv_policy(bind.policy)?;
+    let bind_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    if bind.warm_tokens > 0 {
+        warm_up(&mut model, bind.warm_tokens)?;
+    }
+    Ok(ReadyGpu {
+        model,
+        build_ms: parts.init_ms,
+        bind_ms,
+        warm_ms: t.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+/// Runs a model's first passes on dummy ids and forgets them: a prompt pass of `tokens`
+/// tokens (at most half the cache), two pipelined greedy steps and one step with its
+/// logits read back — the kernels, buffers and read paths a generation uses, so their
+/// first-use costs (a driver's lazy module load, first touch of the cache and workspace
+/// pages) are paid here and not by the first real token. Leaves the cache empty (its
+/// eviction count untouched: nothing is evicted within half the cache).
+pub fn warm_up<B: Backend>(m: &mut Llama<B>, tokens: usize) -> Result<()> {
+    let cap = m.kv.capacity();
+    let n = tokens.clamp(1, (cap / 2).max(1));
+    let vocab = m.cfg.vocab.max(1) as u32;
+    let ids: Vec<u32> = (0..n as u32).map(|i| (i * 7919 + 13) % vocab).collect();
+    m.reset();
+    let first = m.forward_argmax(&ids)?;
+    if n + 3 <= cap {
+        m.decode_greedy(first, 2, |_| Ok(true))?;
+        m.forward(&[first])?;
+    }
+    m.backend.synchronize()?;
+    m.reset();
+    Ok(())
+}
+
 /// A background build under way ([`spawn_build`]).
 pub struct PendingGpu<G: Backend> {
-    handle: JoinHandle<Result<GpuParts<G>>>,
+    handle: JoinHandle<Result<ReadyGpu<G>>>,
     started: Instant,
 }
 
-/// Starts building the second backend on a background thread.
-pub fn spawn_build<G, F>(build: F) -> Result<PendingGpu<G>>
+/// Starts building the second backend on a background thread: `build` (backend,
+/// programs, weights), then [`bind_and_warm`] with `bind` — all off the serving thread.
+pub fn spawn_build<G, F>(build: F, bind: GpuBind) -> Result<PendingGpu<G>>
 where
     G: Backend,
     F: FnOnce() -> Result<GpuParts<G>> + Send + 'static,
-    GpuParts<G>: Send + 'static,
+    Llama<G>: Send + 'static,
 {
     let started = Instant::now();
     let handle = std::thread::Builder::new()
         .name(String::from("hybrid-gpu-init"))
-        .spawn(build)
+        .spawn(move || bind_and_warm(build()?, &bind))
         .map_err(|e| Error::invalid(std::format!("hybrid: cannot start the background build: {e}")))?;
     Ok(PendingGpu { handle, started })
+}
+
+impl<G: Backend> PendingGpu<G> {
+    /// Whether the background thread is done (ready, or failed).
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
 }
 
 enum Gpu<G: Backend> {
     /// Not built, and not being built (the policy said it cannot pay, or no device).
     Off,
-    Loading(JoinHandle<Result<GpuParts<G>>>, Instant),
+    Loading(JoinHandle<Result<ReadyGpu<G>>>, Instant),
     Ready(alloc::boxed::Box<Llama<G>>),
 }
 
@@ -252,15 +408,16 @@ enum Gpu<G: Backend> {
 pub struct Hybrid<C: Backend, G: Backend> {
     pub cpu: Llama<C>,
     gpu: Gpu<G>,
-    gpu_opts: RunOptions,
     on_gpu: bool,
     opts: HybridOptions,
     /// Tokens produced since the last [`Hybrid::reset`]; the next pass produces token
     /// `produced`.
     produced: usize,
     /// Tokens the caller means to produce (the policy's horizon), set by
-    /// [`Hybrid::plan`].
+    /// [`Hybrid::plan`] (or passes, by [`Hybrid::plan_chunks`]).
     budget: usize,
+    /// Tokens per pass of prefill-only work ([`Hybrid::plan_chunks`]); 0: generation.
+    chunk: usize,
     /// One layer's K (or V) in the wider of the two cache dtypes, and the converted copy.
     stage: Vec<u8>,
     conv: Vec<u8>,
@@ -277,8 +434,7 @@ pub const MAX_SWITCHES: usize = 1024;
 impl<C: Backend, G: Backend> Hybrid<C, G> {
     /// The host model alone; the second backend is not built (`why` is logged).
     pub fn cpu_only(cpu: Llama<C>, opts: HybridOptions, why: &str) -> Self {
-        let gpu_opts = cpu.options();
-        let h = Self::make(cpu, Gpu::Off, gpu_opts, opts);
+        let h = Self::make(cpu, Gpu::Off, opts);
         h.log(format_args!("hybrid: staying on {}: {why}", h.cpu.backend.name()));
         h
     }
@@ -286,28 +442,28 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
     /// Both models ready (tests, and a warm second backend).
     pub fn with_both(cpu: Llama<C>, gpu: Llama<G>, opts: HybridOptions) -> Result<Self> {
         check_same_model(&cpu.cfg, &gpu.cfg)?;
-        let gpu_opts = gpu.options();
-        let mut h = Self::make(cpu, Gpu::Off, gpu_opts, opts);
+        let mut h = Self::make(cpu, Gpu::Off, opts);
         h.size_stage(&h.cpu.kv_shape(), gpu.kv.dtype());
         h.gpu = Gpu::Ready(alloc::boxed::Box::new(gpu));
         h.gpu_ready_ms = Some(0.0);
         Ok(h)
     }
 
-    /// The host model serving now; the second backend built by `build` on a background
-    /// thread, bound at the first boundary after it finishes (with `gpu_opts`).
-    pub fn with_background<F>(cpu: Llama<C>, build: F, gpu_opts: RunOptions, opts: HybridOptions) -> Result<Self>
+    /// The host model serving now; the second backend built by `build`, bound and
+    /// warmed (`bind`) on a background thread, taken over at the first boundary after
+    /// that thread finished.
+    pub fn with_background<F>(cpu: Llama<C>, build: F, bind: GpuBind, opts: HybridOptions) -> Result<Self>
     where
         F: FnOnce() -> Result<GpuParts<G>> + Send + 'static,
-        GpuParts<G>: Send + 'static,
+        Llama<G>: Send + 'static,
     {
-        Ok(Self::with_pending(cpu, spawn_build(build)?, gpu_opts, opts))
+        Ok(Self::with_pending(cpu, spawn_build(build, bind)?, opts))
     }
 
     /// The host model serving now, and a build started earlier ([`spawn_build`]: before
     /// the host model loaded, so the two overlap).
-    pub fn with_pending(cpu: Llama<C>, pending: PendingGpu<G>, gpu_opts: RunOptions, opts: HybridOptions) -> Self {
-        let h = Self::make(cpu, Gpu::Loading(pending.handle, pending.started), gpu_opts, opts);
+    pub fn with_pending(cpu: Llama<C>, pending: PendingGpu<G>, opts: HybridOptions) -> Self {
+        let h = Self::make(cpu, Gpu::Loading(pending.handle, pending.started), opts);
         h.log(format_args!(
             "hybrid: serving on {}; the second backend builds in the background",
             h.cpu.backend.name()
@@ -315,18 +471,18 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
         h
     }
 
-    fn make(cpu: Llama<C>, gpu: Gpu<G>, gpu_opts: RunOptions, opts: HybridOptions) -> Self {
+    fn make(cpu: Llama<C>, gpu: Gpu<G>, opts: HybridOptions) -> Self {
         let mut switch_at = opts.switch_at.clone();
         switch_at.sort_unstable();
         switch_at.dedup();
         Hybrid {
             cpu,
             gpu,
-            gpu_opts,
             on_gpu: false,
             opts: HybridOptions { switch_at, ..opts },
             produced: 0,
             budget: 0,
+            chunk: 0,
             stage: Vec::new(),
             conv: Vec::new(),
             switches: Vec::with_capacity(MAX_SWITCHES),
@@ -389,6 +545,11 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
     pub fn gpu_loading(&self) -> bool {
         matches!(self.gpu, Gpu::Loading(..))
     }
+    /// Whether a background build has finished (ready to be taken at the next boundary,
+    /// or failed) and not been taken yet.
+    pub fn gpu_build_finished(&self) -> bool {
+        matches!(&self.gpu, Gpu::Loading(h, _) if h.is_finished())
+    }
     /// When the second backend became usable, ms after the hybrid was made.
     pub fn gpu_ready_ms(&self) -> Option<f64> {
         self.gpu_ready_ms
@@ -423,6 +584,41 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
     /// Says how many tokens the caller means to produce (the policy's horizon).
     pub fn plan(&mut self, tokens: usize) {
         self.budget = tokens;
+        self.chunk = 0;
+    }
+
+    /// Says the work is `passes` prefill passes of about `chunk` tokens each (`logits`,
+    /// `perplexity`): the policy weighs the passes left on each side. Token indices
+    /// ([`HybridOptions::switch_at`]) then count passes.
+    pub fn plan_chunks(&mut self, passes: usize, chunk: usize) {
+        self.budget = passes;
+        self.chunk = chunk.max(1);
+    }
+
+    /// Chooses the cache's eviction policy on both sides (a model still building gets it
+    /// when it is taken over); a hand-over then carries the slots' positions after
+    /// eviction, and for the score-based policies their attention mass.
+    pub fn set_kv_policy(&mut self, cfg: EvictConfig) -> Result<()> {
+        self.cpu.set_kv_policy(cfg)?;
+        if let Gpu::Ready(g) = &mut self.gpu {
+            g.set_kv_policy(cfg)?;
+        }
+        Ok(())
+    }
+
+    /// Slots evicted so far, both sides together (each eviction happens on one side).
+    pub fn kv_evicted(&self) -> u64 {
+        self.cpu.kv.evicted() + self.gpu().map_or(0, |g| g.kv.evicted())
+    }
+
+    /// Forgets the sequence on both sides but keeps everything else: the side holding
+    /// it, the pass count and the switch records (`perplexity`'s chunks, each from an
+    /// empty cache, as one job).
+    pub fn clear_sequence(&mut self) {
+        self.cpu.reset();
+        if let Gpu::Ready(g) = &mut self.gpu {
+            g.reset();
+        }
     }
 
     /// Forgets the sequence on both sides; the sequence goes back to the host backend.
@@ -469,18 +665,24 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
                 return Ok(());
             }
         };
-        check_same_model(&self.cpu.cfg, &parts.cfg)?;
-        let g = Llama::new(parts.cfg, parts.weights, parts.backend, self.gpu_opts)?;
+        let mut g = parts.model;
+        check_same_model(&self.cpu.cfg, &g.cfg)?;
+        let policy = self.cpu.kv.policy();
+        if g.kv.policy() != policy {
+            g.set_kv_policy(policy)?;
+        }
         self.size_stage(&self.cpu.kv_shape(), g.kv.dtype());
         let at = self.t0.elapsed().as_secs_f64() * 1e3;
         self.gpu_ready_ms = Some(at);
         self.log(format_args!(
-            "hybrid: {} ready at {at:.0} ms (its build took {:.0} ms) with {} tokens cached",
+            "hybrid: {} ready at {at:.0} ms (build {:.0} ms, bind {:.0} ms, warm-up {:.0} ms, all off this thread) with {} tokens cached",
             g.backend.name(),
-            parts.init_ms,
+            parts.build_ms,
+            parts.bind_ms,
+            parts.warm_ms,
             self.cpu.kv.len()
         ));
-        self.gpu = Gpu::Ready(alloc::boxed::Box::new(g));
+        self.gpu = Gpu::Ready(g);
         Ok(())
     }
 
@@ -571,7 +773,12 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
             return Ok(false);
         }
         let ctx = self.kv_len();
-        let Some(e) = x.estimate(self.on_gpu, ctx, n_new, left, self.kv_bytes_per_token()) else {
+        let e = if self.chunk > 0 {
+            x.estimate_chunks(self.on_gpu, ctx, self.chunk, left, self.kv_bytes_per_token())
+        } else {
+            x.estimate(self.on_gpu, ctx, n_new, left, self.kv_bytes_per_token())
+        };
+        let Some(e) = e else {
             return Ok(false);
         };
         let go = e.move_s < e.stay_s;
@@ -659,6 +866,9 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
         steps: usize,
         mut on_token: impl FnMut(u32) -> Result<bool>,
     ) -> Result<usize> {
+        if self.evicting() {
+            return self.decode_stepwise(first, steps, on_token);
+        }
         let mut kept_total = 0;
         let mut next = first;
         while kept_total < steps {
@@ -695,6 +905,30 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
             }
         }
         Ok(kept_total)
+    }
+
+    /// Whether the cache evicts (`--kv-policy`).
+    fn evicting(&self) -> bool {
+        self.cpu.kv.policy().policy != KvPolicy::None
+    }
+
+    /// [`Hybrid::decode_greedy`] one pass at a time, a boundary before each: under an
+    /// eviction policy, where the pipelined loop's pass queued ahead may already have
+    /// evicted when a boundary stops it (dropping that pass cannot undo an eviction).
+    fn decode_stepwise(
+        &mut self,
+        first: u32,
+        steps: usize,
+        mut on_token: impl FnMut(u32) -> Result<bool>,
+    ) -> Result<usize> {
+        let mut next = first;
+        for i in 0..steps {
+            next = self.forward_argmax(&[next])?;
+            if !on_token(next)? {
+                return Ok(i + 1);
+            }
+        }
+        Ok(steps)
     }
 }
 
@@ -852,6 +1086,20 @@ pub fn handover<S: Backend, D: Backend>(
             dst.backend.upload(buf, 0, out)?;
             bytes += out.len() as u64;
         }
+    }
+    // A score-based policy ranks slots by their accumulated attention: that goes along.
+    if let (Some(sm), true) = (src.kv.mass_buffer(), dst.kv.mass_buffer().is_some()) {
+        let mb = n * 4;
+        if stage.len() < mb {
+            return Err(Error::invalid(
+                "hybrid hand-over: staging buffer too small for the attention mass",
+            ));
+        }
+        src.backend.download(sm, 0, &mut stage[..mb])?;
+        if let Some(dm) = dst.kv.mass_buffer_mut() {
+            dst.backend.upload(dm, 0, &stage[..mb])?;
+        }
+        bytes += mb as u64;
     }
     dst.kv.set_slots(src.kv.positions(), src.kv.next_pos())?;
     Ok(bytes)

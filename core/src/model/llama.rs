@@ -173,7 +173,9 @@ pub struct Llama<B: Backend> {
     /// Host copy of the logits of the last forward (`(rows, vocab)`).
     logits_host: Vec<f32>,
     logits_rows: usize,
-    profiler: Option<alloc::boxed::Box<dyn Profiler<B>>>,
+    /// `Send` so that a model can be built (and warmed) on one thread and run on another
+    /// (the hybrid's background build, `model::hybrid`).
+    profiler: Option<alloc::boxed::Box<dyn Profiler<B> + Send>>,
 }
 
 /// Bytes of the run state `Llama::new` allocates: the KV cache (K and V per layer; f32
@@ -303,7 +305,7 @@ impl<B: Backend> Llama<B> {
     }
 
     /// Installs (or removes) a per-op profiler.
-    pub fn set_profiler(&mut self, p: Option<alloc::boxed::Box<dyn Profiler<B>>>) {
+    pub fn set_profiler(&mut self, p: Option<alloc::boxed::Box<dyn Profiler<B> + Send>>) {
         self.profiler = p;
     }
 

@@ -136,8 +136,8 @@ signature! {
 /// then the staged vector (see `block.rs`).
 pub(super) struct LlamaBlocks;
 
-/// The dtype code the kernels switch on (`T_F32` … `T_Q8_0` in the generated prelude);
-/// `None` for dtypes no kernel reads as a weight.
+/// The dtype code the kernels switch on (`T_F32` … `T_Q6_K` in the generated prelude;
+/// `block.cl` decodes every one); `None` for the activation-only types (Q8_1, Q8_K).
 pub(super) fn dtype_code(t: DType) -> Option<u32> {
     Some(match t {
         DType::F32 => 0,
@@ -146,7 +146,12 @@ pub(super) fn dtype_code(t: DType) -> Option<u32> {
         DType::Q4_0 => 3,
         DType::Q4_1 => 4,
         DType::Q8_0 => 5,
-        DType::Q8_1 | DType::Q5_0 | DType::Q5_1 | DType::Q4_K | DType::Q5_K | DType::Q6_K | DType::Q8_K => return None,
+        DType::Q5_0 => 6,
+        DType::Q5_1 => 7,
+        DType::Q4_K => 8,
+        DType::Q5_K => 9,
+        DType::Q6_K => 10,
+        DType::Q8_1 | DType::Q8_K => return None,
     })
 }
 
@@ -175,9 +180,9 @@ impl<K> ByWeight<K> {
 }
 
 /// One kernel per weight dtype any per-op kernel reads: [`ByWeight`]'s and the types of a
-/// `Q4_K_M`/`Q5_K_M` file (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), which only `get_rows` and
-/// `mul_mv` decode (no [`dtype_code`]: the block, fused and tiled kernels leave them to
-/// the per-op path).
+/// `Q4_K_M`/`Q5_K_M` file (Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), which `get_rows`, `mul_mv` and
+/// the tiled `mul_mm` decode (and `block.cl`, by [`dtype_code`]); the fused per-op decode
+/// kernels (`mul_mv3`, `mul_mv_swiglu`) leave them to the composition.
 pub(super) struct ByAnyWeight<K> {
     base: ByWeight<K>,
     q5_0: K,
@@ -188,6 +193,30 @@ pub(super) struct ByAnyWeight<K> {
 }
 
 impl<K> ByAnyWeight<K> {
+    pub(super) fn get(&self, t: DType) -> Option<&K> {
+        Some(match t {
+            DType::Q5_0 => &self.q5_0,
+            DType::Q5_1 => &self.q5_1,
+            DType::Q4_K => &self.q4_k,
+            DType::Q5_K => &self.q5_k,
+            DType::Q6_K => &self.q6_k,
+            _ => return self.base.get(t),
+        })
+    }
+}
+
+/// One kernel per block-quantized weight dtype: [`ByQuant`]'s and the types of a
+/// `Q4_K_M`/`Q5_K_M` file (the tiled fused prefill kernels).
+pub(super) struct ByAnyQuant<K> {
+    base: ByQuant<K>,
+    q5_0: K,
+    q5_1: K,
+    q4_k: K,
+    q5_k: K,
+    q6_k: K,
+}
+
+impl<K> ByAnyQuant<K> {
     pub(super) fn get(&self, t: DType) -> Option<&K> {
         Some(match t {
             DType::Q5_0 => &self.q5_0,
@@ -240,12 +269,12 @@ pub(super) struct Kernels {
     /// `store_rows_f32`, `store_rows_f16`, `store_rows_q8_0`.
     pub(super) store_rows: [Kern<StoreRows>; 3],
     pub(super) mul_mv: ByAnyWeight<Kern<MulMv>>,
-    pub(super) mul_mm: ByWeight<Kern<MulMm>>,
+    pub(super) mul_mm: ByAnyWeight<Kern<MulMm>>,
     pub(super) mul_mm_reduce: Kern<MulMmReduce>,
     pub(super) mul_mv3: ByQuant<Kern<MulMv3>>,
     pub(super) mul_mv_swiglu: ByQuant<Kern<MulMvSwiglu>>,
-    pub(super) mul_mm3: ByQuant<Kern<MulMm3>>,
-    pub(super) mul_mm_swiglu: ByQuant<Kern<MulMmSwiglu>>,
+    pub(super) mul_mm3: ByAnyQuant<Kern<MulMm3>>,
+    pub(super) mul_mm_swiglu: ByAnyQuant<Kern<MulMmSwiglu>>,
     pub(super) llama_head: Kern<LlamaHead>,
     /// `llama_blocks_f32` of the shared program (the one-layer `llama_block` op).
     pub(super) llama_blocks: Kern<LlamaBlocks>,
@@ -257,6 +286,7 @@ impl Kernels {
     pub(super) fn create(p: &Programs, block_args: usize) -> Result<Kernels> {
         let (mm_cl, fused_cl, get_rows_cl) = (p.get("mul_mm.cl"), p.get("mul_mv_fused.cl"), p.get("get_rows.cl"));
         let kq_cl = p.get("mul_mv_kq_f32.cl");
+        let mm_kq = p.get("mul_mm_kq_f32.cl");
         Ok(Kernels {
             add: Kern::create(p.get("add.cl"), "add_f32")?,
             silu_mul: Kern::create(p.get("silu_mul.cl"), "silu_mul_f32")?,
@@ -308,13 +338,20 @@ impl Kernels {
                 q5_k: Kern::create(kq_cl, "mul_mv_q5_k_f32")?,
                 q6_k: Kern::create(kq_cl, "mul_mv_q6_k_f32")?,
             },
-            mul_mm: ByWeight {
-                f32: Kern::create(mm_cl, "mul_mm_f32_f32")?,
-                f16: Kern::create(mm_cl, "mul_mm_f16_f32")?,
-                bf16: Kern::create(mm_cl, "mul_mm_bf16_f32")?,
-                q4_0: Kern::create(mm_cl, "mul_mm_q4_0_f32")?,
-                q4_1: Kern::create(mm_cl, "mul_mm_q4_1_f32")?,
-                q8_0: Kern::create(mm_cl, "mul_mm_q8_0_f32")?,
+            mul_mm: ByAnyWeight {
+                base: ByWeight {
+                    f32: Kern::create(mm_cl, "mul_mm_f32_f32")?,
+                    f16: Kern::create(mm_cl, "mul_mm_f16_f32")?,
+                    bf16: Kern::create(mm_cl, "mul_mm_bf16_f32")?,
+                    q4_0: Kern::create(mm_cl, "mul_mm_q4_0_f32")?,
+                    q4_1: Kern::create(mm_cl, "mul_mm_q4_1_f32")?,
+                    q8_0: Kern::create(mm_cl, "mul_mm_q8_0_f32")?,
+                },
+                q5_0: Kern::create(mm_kq, "mul_mm_q5_0_f32")?,
+                q5_1: Kern::create(mm_kq, "mul_mm_q5_1_f32")?,
+                q4_k: Kern::create(mm_kq, "mul_mm_q4_k_f32")?,
+                q5_k: Kern::create(mm_kq, "mul_mm_q5_k_f32")?,
+                q6_k: Kern::create(mm_kq, "mul_mm_q6_k_f32")?,
             },
             mul_mm_reduce: Kern::create(mm_cl, "mul_mm_reduce_f32")?,
             mul_mv3: ByQuant {
@@ -327,15 +364,29 @@ impl Kernels {
                 q4_1: Kern::create(fused_cl, "mul_mv_swiglu_q4_1_f32")?,
                 q8_0: Kern::create(fused_cl, "mul_mv_swiglu_q8_0_f32")?,
             },
-            mul_mm3: ByQuant {
-                q4_0: Kern::create(mm_cl, "mul_mm3_q4_0_f32")?,
-                q4_1: Kern::create(mm_cl, "mul_mm3_q4_1_f32")?,
-                q8_0: Kern::create(mm_cl, "mul_mm3_q8_0_f32")?,
+            mul_mm3: ByAnyQuant {
+                base: ByQuant {
+                    q4_0: Kern::create(mm_cl, "mul_mm3_q4_0_f32")?,
+                    q4_1: Kern::create(mm_cl, "mul_mm3_q4_1_f32")?,
+                    q8_0: Kern::create(mm_cl, "mul_mm3_q8_0_f32")?,
+                },
+                q5_0: Kern::create(mm_kq, "mul_mm3_q5_0_f32")?,
+                q5_1: Kern::create(mm_kq, "mul_mm3_q5_1_f32")?,
+                q4_k: Kern::create(mm_kq, "mul_mm3_q4_k_f32")?,
+                q5_k: Kern::create(mm_kq, "mul_mm3_q5_k_f32")?,
+                q6_k: Kern::create(mm_kq, "mul_mm3_q6_k_f32")?,
             },
-            mul_mm_swiglu: ByQuant {
-                q4_0: Kern::create(mm_cl, "mul_mm_swiglu_q4_0_f32")?,
-                q4_1: Kern::create(mm_cl, "mul_mm_swiglu_q4_1_f32")?,
-                q8_0: Kern::create(mm_cl, "mul_mm_swiglu_q8_0_f32")?,
+            mul_mm_swiglu: ByAnyQuant {
+                base: ByQuant {
+                    q4_0: Kern::create(mm_cl, "mul_mm_swiglu_q4_0_f32")?,
+                    q4_1: Kern::create(mm_cl, "mul_mm_swiglu_q4_1_f32")?,
+                    q8_0: Kern::create(mm_cl, "mul_mm_swiglu_q8_0_f32")?,
+                },
+                q5_0: Kern::create(mm_kq, "mul_mm_swiglu_q5_0_f32")?,
+                q5_1: Kern::create(mm_kq, "mul_mm_swiglu_q5_1_f32")?,
+                q4_k: Kern::create(mm_kq, "mul_mm_swiglu_q4_k_f32")?,
+                q5_k: Kern::create(mm_kq, "mul_mm_swiglu_q5_k_f32")?,
+                q6_k: Kern::create(mm_kq, "mul_mm_swiglu_q6_k_f32")?,
             },
             llama_head: Kern::create(p.get("block.cl"), "llama_head_f32")?,
             llama_blocks: Kern::create_n(p.get("block.cl"), "llama_blocks_f32", block_args)?,

@@ -62,7 +62,6 @@ pub(super) fn mat(be: &mut OpenClBackend, w: Ref<'_>, x: Ref<'_>, y: Mut<'_>, ac
             }
         }
     }
-    // (Q5_0, Q5_1 and the K-quants have no tiled kernel: mul_mv's NT-token tiles.)
     if n_tok >= be.sz.mm_min_tok && be.k.mul_mm.get(w.dtype).is_some() {
         let tiles = n_out.div_ceil(MM_ROWS) * n_tok.div_ceil(MM_TOKS);
         let steps = n_in.div_ceil(MM_K);

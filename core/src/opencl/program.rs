@@ -195,7 +195,7 @@ pub fn generated_header() -> String {
         debug_assert_eq!(t.block_size(), DType::Q4_0.block_size());
         s += &format!("#define {}_BYTES {}\n", t.name().to_ascii_uppercase(), t.block_bytes());
     }
-    // The per-op-only types (no dtype code; common/dtype.cl's element helpers).
+    // The 256-element super-block and the blocks of the Q4_K_M / Q5_K_M types.
     s += &format!("#define QK_K {}\n", crate::dtype::QK_K);
     for t in [DType::Q5_0, DType::Q5_1, DType::Q4_K, DType::Q5_K, DType::Q6_K] {
         s += &format!("#define {}_BYTES {}\n", t.name().to_ascii_uppercase(), t.block_bytes());
@@ -210,10 +210,21 @@ fn read_source(file: &str) -> Result<String> {
     Ok(src.into_owned())
 }
 
-/// The full OpenCL C source of family `file`: generated header, preludes, the file.
+/// Families built on another family's definitions: `(file, the files before it)`.
+/// `mul_mm_kq_f32.cl` stamps out `mul_mm.cl`'s tiled kernels (its macros) with K-quant
+/// weight loaders, so the tiling is written once; its program holds mul_mm.cl's own
+/// kernels too (compiled twice, used from the `mul_mm.cl` program).
+const FAMILY_DEPS: [(&str, &[&str]); 1] = [("mul_mm_kq_f32.cl", &["mul_mm.cl"])];
+
+/// The full OpenCL C source of family `file`: generated header, preludes, the families
+/// it builds on ([`FAMILY_DEPS`]), the file.
 pub fn program_source(file: &str) -> Result<String> {
     let mut src = generated_header();
-    for p in PRELUDES.iter().copied().chain([file]) {
+    let deps = FAMILY_DEPS
+        .iter()
+        .find(|(f, _)| *f == file)
+        .map_or(&[][..], |(_, d)| *d);
+    for p in PRELUDES.iter().chain(deps).copied().chain([file]) {
         src += &format!("// ---- {p} ----\n");
         src += &read_source(p)?;
         src.push('\n');
@@ -248,7 +259,7 @@ pub(super) fn build_program(
 }
 
 /// The per-op families (all but block.cl and the image kernel's).
-const FAMILIES: [&str; 17] = [
+const FAMILIES: [&str; 18] = [
     "add.cl",
     "silu_mul.cl",
     "rms_norm.cl",
@@ -265,6 +276,7 @@ const FAMILIES: [&str; 17] = [
     "mul_mv_q8_0_f32.cl",
     "mul_mv_kq_f32.cl",
     "mul_mm.cl",
+    "mul_mm_kq_f32.cl",
     "mul_mv_fused.cl",
 ];
 

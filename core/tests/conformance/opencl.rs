@@ -65,7 +65,9 @@ const INT8_VS_F32_LAYERS: Limit = nmse(
 /// then the per-op result.
 #[test]
 fn block_kernel_matches_composition() {
-    let dtypes = ROWS.iter().find(|r| r.op == Op::LlamaBlock).unwrap().dtypes;
+    // Every LlamaBlock row's dtype mix: Q4_0/Q4_1/Q8_0/F16/BF16/F32, then the types of a
+    // Q4_K_M file (Q4_K, Q5_K, Q6_K, Q5_0, Q5_1).
+    let rows: Vec<_> = ROWS.iter().filter(|r| r.op == Op::LlamaBlock).collect();
     let (_, _, ffn, cap) = super::BLOCK;
     let mut c = scalar_cpu();
     for (p, d, dev) in cl_devices() {
@@ -89,21 +91,26 @@ fn block_kernel_matches_composition() {
                     g = persistent(p, d, 16 * cus, cap, n_head, ffn, int8);
                 }
                 assert!(g.persistent_block().is_some(), "{dev}: the forced block path is off");
-                for (style, n_past) in [(0, 0), (1, 5), (0, 300)] {
+                for ((style, n_past), row) in [(0, 0), (1, 5), (0, 300)]
+                    .into_iter()
+                    .flat_map(|c| rows.iter().map(move |r| (c, r)))
+                {
+                    let dtypes = row.dtypes;
                     let inp = inputs(Op::LlamaBlock, DType::F32, dtypes, &[n_head, n_kv, n_past, style], 720);
                     let cpu = block(&mut c, &inp, Entry::Composition).unwrap();
                     let comp = block(&mut g, &inp, Entry::Composition).unwrap();
-                    if oversubscribed && n_past == 0 {
+                    if oversubscribed && n_past == 0 && std::ptr::eq(*row, rows[0]) {
                         let t = std::time::Instant::now();
                         let e = block(&mut g, &inp, Entry::Op).expect_err("an unrunnable grid must fail");
                         eprintln!("{name:<16} oversubscribed grid: error after {:.2?}: {e}", t.elapsed());
                         assert!(e.to_string().contains("grid barrier"), "{e}");
                     }
                     let fused = block(&mut g, &inp, Entry::Op).unwrap();
+                    let mix = format!("{}", dtypes[0]);
                     let case = if oversubscribed {
-                        format!("16/CU (fell back) style {style} n_past {n_past}")
+                        format!("{mix}.. 16/CU (fell back) style {style} n_past {n_past}")
                     } else {
-                        format!("{n_head}/{n_kv} heads, {groups} groups, style {style} n_past {n_past}")
+                        format!("{mix}.. {n_head}/{n_kv} heads, {groups} groups, style {style} n_past {n_past}")
                     };
                     for i in 0..3 {
                         let what = fused[i].0;
@@ -124,7 +131,7 @@ fn block_kernel_matches_composition() {
                             &wide(&comp[i].1),
                             &lim,
                         );
-                        let lim = ROWS.iter().find(|r| r.op == Op::LlamaBlock).unwrap().vs_scalar[1];
+                        let lim = row.vs_scalar[1];
                         check(
                             &name,
                             "llama_block",

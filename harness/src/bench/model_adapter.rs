@@ -14,9 +14,8 @@ pub use real::ModelTarget;
 
 /// The real model.
 mod real {
-    use std::cell::RefCell;
     use std::path::Path;
-    use std::rc::Rc;
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
     use antigravity_core::cpu::{CpuBackend, Isa};
@@ -29,7 +28,7 @@ mod real {
     use crate::bench::error::{Error, Result};
 
     /// Per-op time, summed, shared between the profiler (inside the model) and the target.
-    type OpTimes = Rc<RefCell<[Duration; OpKind::ALL.len()]>>;
+    type OpTimes = Arc<Mutex<[Duration; OpKind::ALL.len()]>>;
 
     /// Times each op group the model marks. The CPU backend is synchronous, so wall time
     /// between `begin` and `end` is the op's cost.
@@ -53,7 +52,8 @@ mod real {
             if let Some((began, t)) = self.started.take() {
                 if began == op {
                     if let Some(i) = OpKind::ALL.iter().position(|&k| k == op) {
-                        self.times.borrow_mut()[i] += t.elapsed();
+                        // A poisoned lock only means a panic elsewhere; the sums are still sums.
+                        self.times.lock().unwrap_or_else(|e| e.into_inner())[i] += t.elapsed();
                     }
                 }
             }
@@ -122,7 +122,7 @@ mod real {
 
     impl DecodeTarget for ModelTarget {
         fn load(path: &Path, o: &TargetOptions) -> Result<Self> {
-            let times: OpTimes = Rc::default();
+            let times: OpTimes = Arc::default();
             let (m, quant, threads) = match o.backend.as_str() {
                 "cpu" => {
                     let be = crate::common::set_threads(cpu_backend(o.isa.as_deref())?, o.threads);
@@ -167,7 +167,7 @@ mod real {
             Ok(())
         }
         fn op_times(&self) -> Vec<(String, Duration)> {
-            let t = self.times.borrow();
+            let t = self.times.lock().unwrap_or_else(|e| e.into_inner());
             OpKind::ALL
                 .iter()
                 .zip(t.iter())
@@ -176,7 +176,7 @@ mod real {
                 .collect()
         }
         fn reset_op_times(&mut self) {
-            *self.times.borrow_mut() = Default::default();
+            *self.times.lock().unwrap_or_else(|e| e.into_inner()) = Default::default();
         }
         fn transfer_bytes(&self) -> TransferBytes {
             let c = on!(self, m => Backend::copied_bytes(&m.backend));

@@ -54,6 +54,16 @@ inline ulong row_bytes(const uint t, const uint n) {
         return (ulong)(n / QK) * Q4_0_BYTES;
     case T_Q4_1:
         return (ulong)(n / QK) * Q4_1_BYTES;
+    case T_Q5_0:
+        return (ulong)(n / QK) * Q5_0_BYTES;
+    case T_Q5_1:
+        return (ulong)(n / QK) * Q5_1_BYTES;
+    case T_Q4_K:
+        return (ulong)(n / QK_K) * Q4_K_BYTES;
+    case T_Q5_K:
+        return (ulong)(n / QK_K) * Q5_K_BYTES;
+    case T_Q6_K:
+        return (ulong)(n / QK_K) * Q6_K_BYTES;
     default:
         return (ulong)(n / QK) * Q8_0_BYTES;
     }
@@ -65,9 +75,9 @@ inline bool is_quant(const uint t) {
 
 // ---- Q5_0, Q5_1 and the K-quants (Q4_K, Q5_K, Q6_K) ----
 //
-// Their block sizes (Q5_0_BYTES … Q6_K_BYTES) and QK_K (256) come from the generated
-// header too. These types have no T_* code: block.cl does not decode them; the per-op
-// kernels (get_rows.cl, mul_mv_kq_f32.cl) do, through the functions below. Layouts
+// Their block sizes (Q5_0_BYTES … Q6_K_BYTES), QK_K (256) and dtype codes (T_Q5_0 …
+// T_Q6_K) come from the generated header too. get_rows.cl, mul_mv_kq_f32.cl,
+// mul_mm_kq_f32.cl and block.cl decode them through the functions below. Layouts
 // (docs/quant-formats.md; every field read as bytes — a block is only 2-byte aligned):
 //   block_q5_0 { half d; uchar qh[4]; uchar qs[16]; }              (q - 16) * d
 //   block_q5_1 { half d; half m; uchar qh[4]; uchar qs[16]; }      q * d + m
@@ -136,4 +146,29 @@ inline float q6_k_elem(__global const uchar *blk, const uint i) {
     const float d = vload_half(104, (__global const half *)blk); // byte 208
     const float sc = (float)((__global const char *)blk)[192 + i / 16];
     return d * sc * (float)q6_k_value(blk, i);
+}
+
+// ---- vector helpers for the K-quant kernels (block.cl, mul_mm_kq_f32.cl) ----
+
+// 16.0f in lane i where bit i of the low 8 bits of h is set (a Q5 fifth bit, weighted).
+inline float8 q5_bits8(const uint h) {
+    const uint8 b = ((uint8)(h) >> (uint8)(0u, 1u, 2u, 3u, 4u, 5u, 6u, 7u)) & (uint8)(1u);
+    return convert_float8(b << (uint8)(4u));
+}
+// (scale, min) of sub-block j (0..7) of a Q4_K/Q5_K super-block from its 12 scale bytes
+// read as three little-endian words (s0 = bytes 0..3, s1 = 4..7, s2 = 8..11): the
+// arithmetic of scale_min_k4 above on registers instead of byte loads.
+inline uint2 scale_min_k4_w(const uint s0, const uint s1, const uint s2, const uint j) {
+    const uint sh = 8 * (j & 3);
+    const uint b0 = (s0 >> sh) & 255u, b1 = (s1 >> sh) & 255u, b2 = (s2 >> sh) & 255u;
+    if (j < 4) {
+        return (uint2)(b0 & 63u, b1 & 63u);
+    }
+    return (uint2)((b2 & 15u) | ((b0 >> 6) << 4), (b2 >> 4) | ((b1 >> 6) << 4));
+}
+// The 12 scale bytes of the Q4_K/Q5_K super-block at blk (bytes 4..15; 2-byte aligned).
+inline uint3 kq_scale_words(__global const uchar *blk) {
+    const uint4 a = convert_uint4(vload4(0, (__global const ushort *)(blk + 4)));
+    const uint2 b = convert_uint2(vload2(0, (__global const ushort *)(blk + 12)));
+    return (uint3)(a.x | (a.y << 16), a.z | (a.w << 16), b.x | (b.y << 16));
 }

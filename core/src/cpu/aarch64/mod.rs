@@ -64,7 +64,11 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         gemm_q4_0x8: repack::gemm_q4_0x8_neon,
         gemm_q4_1x8: repack::gemm_q4_1x8_neon,
         gemm_q8_0x8: repack::gemm_q8_0x8_neon,
+        gemm_q5_0x8: repack::gemm_q5_0x8_neon,
+        gemm_q4_kx8: repack::gemm_q4_kx8_neon,
+        gemm_q6_kx8: repack::gemm_q6_kx8_neon,
         x8_simd: true,
+        x8_kq_simd: true,
     };
     match isa {
         Isa::Neon if neon => Some(base),
@@ -81,6 +85,9 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
             gemm_q4_0x8: repack::gemm_q4_0x8_dot,
             gemm_q4_1x8: repack::gemm_q4_1x8_dot,
             gemm_q8_0x8: repack::gemm_q8_0x8_dot,
+            gemm_q5_0x8: repack::gemm_q5_0x8_dot,
+            gemm_q4_kx8: repack::gemm_q4_kx8_dot,
+            gemm_q6_kx8: repack::gemm_q6_kx8_dot,
             ..base
         }),
         _ => None,

@@ -15,7 +15,8 @@
 
 use core::arch::aarch64::*;
 
-use crate::cpu::repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8};
+use crate::cpu::repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx8, BlockQ5_0x8, BlockQ6_Kx8, BlockQ8Act, BlockQ8_0x8};
+use crate::quant::BlockQ8_K;
 
 /// Per 32-bit lane, the sum of the four byte products of that lane (NEON).
 #[inline]
@@ -303,6 +304,279 @@ x8_driver!(q8_0x8_neon_impl, "neon", BlockQ8_0x8, tile_q8_0_neon, store8);
 x8_driver!(q4_0x8_dot_impl, "neon,dotprod", BlockQ4_0x8, tile_q4_0_dot, store8);
 x8_driver!(q4_1x8_dot_impl, "neon,dotprod", BlockQ4_1x8, tile_q4_1_dot, store8);
 x8_driver!(q8_0x8_dot_impl, "neon,dotprod", BlockQ8_0x8, tile_q8_0_dot, store8);
+
+// --- the Q4_K_M types (Q5_0, Q4_K, Q6_K) ------------------------------------------------
+//
+// Weights are unpacked to bytes ≤ 63 (valid non-negative i8), so one signed byte dot
+// serves every type: per 32-bit lane (row) the four products of a weight piece and the
+// broadcast activation piece, exact in i32. Sub-block scales multiply the i32 sums
+// (`mla`); offsets and minimums go through the activation sums, as on x86-64.
+
+/// Activation bytes `qs[off..off + 4]` in all four lanes (`ld1r`).
+#[inline]
+#[target_feature(enable = "neon")]
+fn bcast_at(qs: &[i8], off: usize) -> int8x16_t {
+    let p = &qs[off..off + 4];
+    // SAFETY: `p` is 4 readable bytes (bounds checked); `ld1r` has no alignment need.
+    vreinterpretq_s8_s32(unsafe { vld1q_dup_s32(p.as_ptr().cast()) })
+}
+
+/// `sdot` of two vectors: each lane gains the four products of its bytes (exact).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+fn sdot_vec(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: `sdot` reads two vector registers and updates a third, nothing else; the
+    // enclosing fn is only reached when dotprod was detected.
+    unsafe {
+        core::arch::asm!(
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags)
+        );
+    }
+    acc
+}
+
+#[inline(always)]
+fn kdot_neon(acc: int32x4_t, w: uint8x16_t, xq: &[i8], off: usize) -> int32x4_t {
+    // SAFETY: only called from the `neon` tiles below (NEON verified).
+    unsafe { dot4_neon(acc, vreinterpretq_s8_u8(w), bcast_at(xq, off)) }
+}
+
+#[inline(always)]
+fn kdot_sdot(acc: int32x4_t, w: uint8x16_t, xq: &[i8], off: usize) -> int32x4_t {
+    // SAFETY: only called from the `neon,dotprod` tiles below (dotprod detected).
+    unsafe { sdot_vec(acc, vreinterpretq_s8_u8(w), bcast_at(xq, off)) }
+}
+
+/// Eight bytes at `p[..8]` (one per row) widened to two i32x4 (rows 0–3, 4–7).
+#[inline]
+#[target_feature(enable = "neon")]
+fn widen8_u(v: uint8x8_t) -> [int32x4_t; 2] {
+    let w = vmovl_u8(v);
+    [
+        vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(w))),
+        vreinterpretq_s32_u32(vmovl_high_u16(w)),
+    ]
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+fn ld8(b: &[u8]) -> uint8x8_t {
+    let s = &b[..8];
+    // SAFETY: `s` is 8 readable bytes (bounds checked); no alignment need.
+    unsafe { vld1_u8(s.as_ptr()) }
+}
+
+/// Generates the Q5_0 / Q4_K / Q6_K tiles of one dot flavour.
+macro_rules! x8_kq_kernels {
+    ($feat:literal, $kdot:ident, $q5_0:ident, $q4_k:ident, $q6_k:ident) => {
+        /// Q5_0 × Q8: the fifth bit of piece `q` at bit `q` (low elements) and `4 + q`
+        /// (high elements) of each byte of the permuted `qh`, moved to bit 4.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn $q5_0<const T: usize>(wg: &[BlockQ5_0x8], xs: [&[BlockQ8Act]; T]) -> [[float32x4_t; 2]; T] {
+            let m4 = vdupq_n_u8(0x0f);
+            let mut acc = [[vdupq_n_f32(0.0); 2]; T];
+            for (b, blk) in wg.iter().enumerate() {
+                let xb: [&BlockQ8Act; T] = core::array::from_fn(|t| &xs[t][b]);
+                let qhb: &[u8; 32] = bytemuck::cast_ref(&blk.qh);
+                let qh = [ld16(&qhb[..]), ld16(&qhb[16..])];
+                let mut s: [[int32x4_t; 2]; T] = core::array::from_fn(|t| [vdupq_n_s32(-16 * xb[t].sum); 2]);
+                for q in 0..4 {
+                    let (sl, sh) = (vdupq_n_s8(4 - q as i8), vdupq_n_s8(-(q as i8)));
+                    for h in 0..2 {
+                        let p = ld16(&blk.qs[32 * q + 16 * h..]);
+                        let bl = vshlq_u8(vandq_u8(qh[h], vdupq_n_u8(1 << q)), sl);
+                        let bh = vshlq_u8(vandq_u8(qh[h], vdupq_n_u8(0x10 << q)), sh);
+                        let lo = vorrq_u8(vandq_u8(p, m4), bl);
+                        let hi = vorrq_u8(vshrq_n_u8(p, 4), bh);
+                        for t in 0..T {
+                            s[t][h] = $kdot($kdot(s[t][h], lo, &xb[t].qs, 4 * q), hi, &xb[t].qs, 16 + 4 * q);
+                        }
+                    }
+                }
+                let dw = [f16x4(&blk.d[..4]), f16x4(&blk.d[4..])];
+                for t in 0..T {
+                    for h in 0..2 {
+                        acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(s[t][h]), vmulq_n_f32(dw[h], xb[t].d));
+                    }
+                }
+            }
+            acc
+        }
+
+        /// Q4_K × Q8_K: per sub-block the nibble dots scaled by its 6-bit scale (`mla`),
+        /// the minimums through `bsums`; `d_y (d_w isum) − d_y (dmin msum)`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn $q4_k<const T: usize>(wg: &[BlockQ4_Kx8], xs: [&[BlockQ8_K]; T]) -> [[float32x4_t; 2]; T] {
+            let m4 = vdupq_n_u8(0x0f);
+            let (m63, m15, m30) = (vdup_n_u8(63), vdup_n_u8(15), vdup_n_u8(0x30));
+            let mut acc = [[vdupq_n_f32(0.0); 2]; T];
+            for (b, blk) in wg.iter().enumerate() {
+                let xb: [&BlockQ8_K; T] = core::array::from_fn(|t| &xs[t][b]);
+                let sb: [uint8x8_t; 12] = core::array::from_fn(|k| ld8(&blk.scales[8 * k..]));
+                let sc: [[int32x4_t; 2]; 8] = core::array::from_fn(|s| {
+                    widen8_u(if s < 4 {
+                        vand_u8(sb[s], m63)
+                    } else {
+                        vorr_u8(vand_u8(sb[s + 4], m15), vand_u8(vshr_n_u8(sb[s - 4], 2), m30))
+                    })
+                });
+                let mn: [[int32x4_t; 2]; 8] = core::array::from_fn(|s| {
+                    widen8_u(if s < 4 {
+                        vand_u8(sb[s + 4], m63)
+                    } else {
+                        vorr_u8(vshr_n_u8(sb[s + 4], 4), vand_u8(vshr_n_u8(sb[s], 2), m30))
+                    })
+                });
+                let mut isum = [[vdupq_n_s32(0); 2]; T];
+                let mut msum = [[vdupq_n_s32(0); 2]; T];
+                for c in 0..4 {
+                    let mut slo = [[vdupq_n_s32(0); 2]; T];
+                    let mut shi = [[vdupq_n_s32(0); 2]; T];
+                    for p in 0..8 {
+                        for h in 0..2 {
+                            let v = ld16(&blk.qs[256 * c + 32 * p + 16 * h..]);
+                            let (lo, hi) = (vandq_u8(v, m4), vshrq_n_u8(v, 4));
+                            for t in 0..T {
+                                slo[t][h] = $kdot(slo[t][h], lo, &xb[t].qs, 64 * c + 4 * p);
+                                shi[t][h] = $kdot(shi[t][h], hi, &xb[t].qs, 64 * c + 32 + 4 * p);
+                            }
+                        }
+                    }
+                    for t in 0..T {
+                        let bs = &xb[t].bsums;
+                        let b0 = i32::from(bs[4 * c]) + i32::from(bs[4 * c + 1]);
+                        let b1 = i32::from(bs[4 * c + 2]) + i32::from(bs[4 * c + 3]);
+                        for h in 0..2 {
+                            isum[t][h] = vmlaq_s32(isum[t][h], slo[t][h], sc[2 * c][h]);
+                            isum[t][h] = vmlaq_s32(isum[t][h], shi[t][h], sc[2 * c + 1][h]);
+                            msum[t][h] = vmlaq_n_s32(msum[t][h], mn[2 * c][h], b0);
+                            msum[t][h] = vmlaq_n_s32(msum[t][h], mn[2 * c + 1][h], b1);
+                        }
+                    }
+                }
+                let dw = [f16x4(&blk.d[..4]), f16x4(&blk.d[4..])];
+                let mw = [f16x4(&blk.dmin[..4]), f16x4(&blk.dmin[4..])];
+                for t in 0..T {
+                    for h in 0..2 {
+                        acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(isum[t][h]), vmulq_n_f32(dw[h], xb[t].d));
+                        acc[t][h] = vfmsq_f32(acc[t][h], vcvtq_f32_s32(msum[t][h]), vmulq_n_f32(mw[h], xb[t].d));
+                    }
+                }
+            }
+            acc
+        }
+
+        /// Q6_K × Q8_K: six-bit quants from the nibbles and the top-bit words, per
+        /// 16-element sub-block scaled by its signed scale; the −32 offset through
+        /// `bsums` (`isum − 32 Σ sc·bsum`).
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn $q6_k<const T: usize>(wg: &[BlockQ6_Kx8], xs: [&[BlockQ8_K]; T]) -> [[float32x4_t; 2]; T] {
+            let m4 = vdupq_n_u8(0x0f);
+            let mut acc = [[vdupq_n_f32(0.0); 2]; T];
+            for (b, blk) in wg.iter().enumerate() {
+                let xb: [&BlockQ8_K; T] = core::array::from_fn(|t| &xs[t][b]);
+                let mut isum = [[vdupq_n_s32(0); 2]; T];
+                let mut off = [[vdupq_n_s32(0); 2]; T];
+                for (c, ch) in blk.c.iter().enumerate() {
+                    let scb: &[u8; 16] = bytemuck::cast_ref(&ch.scales);
+                    let widen_s = |v: uint8x8_t| {
+                        let w = vmovl_s8(vreinterpret_s8_u8(v));
+                        [vmovl_s16(vget_low_s16(w)), vmovl_high_s16(w)]
+                    };
+                    let (sc_lo, sc_hi) = (widen_s(ld8(&scb[..])), widen_s(ld8(&scb[8..])));
+                    for h in 0..2 {
+                        let ha = ld16(&ch.qh[16 * h..]);
+                        let hb = ld16(&ch.qh[32 + 16 * h..]);
+                        let mut slo = [vdupq_n_s32(0); T];
+                        let mut shi = [vdupq_n_s32(0); T];
+                        for p in 0..4 {
+                            let v = ld16(&ch.ql[32 * p + 16 * h..]);
+                            let (mask, sh) = (vdupq_n_u8(3 << (2 * p)), vdupq_n_s8(4 - 2 * p as i8));
+                            let lo = vorrq_u8(vandq_u8(v, m4), vshlq_u8(vandq_u8(ha, mask), sh));
+                            let hi = vorrq_u8(vshrq_n_u8(v, 4), vshlq_u8(vandq_u8(hb, mask), sh));
+                            for t in 0..T {
+                                slo[t] = $kdot(slo[t], lo, &xb[t].qs, 32 * c + 4 * p);
+                                shi[t] = $kdot(shi[t], hi, &xb[t].qs, 32 * c + 16 + 4 * p);
+                            }
+                        }
+                        for t in 0..T {
+                            let bs = &xb[t].bsums;
+                            isum[t][h] = vmlaq_s32(isum[t][h], slo[t], sc_lo[h]);
+                            isum[t][h] = vmlaq_s32(isum[t][h], shi[t], sc_hi[h]);
+                            off[t][h] = vmlaq_n_s32(off[t][h], sc_lo[h], i32::from(bs[2 * c]));
+                            off[t][h] = vmlaq_n_s32(off[t][h], sc_hi[h], i32::from(bs[2 * c + 1]));
+                        }
+                    }
+                }
+                let dw = [f16x4(&blk.d[..4]), f16x4(&blk.d[4..])];
+                for t in 0..T {
+                    for h in 0..2 {
+                        let s = vsubq_s32(isum[t][h], vshlq_n_s32(off[t][h], 5));
+                        acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(s), vmulq_n_f32(dw[h], xb[t].d));
+                    }
+                }
+            }
+            acc
+        }
+    };
+}
+
+x8_kq_kernels!("neon", kdot_neon, tile_q5_0_neon, tile_q4_k_neon, tile_q6_k_neon);
+x8_kq_kernels!("neon,dotprod", kdot_sdot, tile_q5_0_dot, tile_q4_k_dot, tile_q6_k_dot);
+
+x8_driver!(q5_0x8_neon_impl, "neon", BlockQ5_0x8, tile_q5_0_neon, store8);
+x8_driver!(q4_kx8_neon_impl, "neon", BlockQ4_Kx8, BlockQ8_K, tile_q4_k_neon, store8);
+x8_driver!(q6_kx8_neon_impl, "neon", BlockQ6_Kx8, BlockQ8_K, tile_q6_k_neon, store8);
+x8_driver!(q5_0x8_dot_impl, "neon,dotprod", BlockQ5_0x8, tile_q5_0_dot, store8);
+x8_driver!(
+    q4_kx8_dot_impl,
+    "neon,dotprod",
+    BlockQ4_Kx8,
+    BlockQ8_K,
+    tile_q4_k_dot,
+    store8
+);
+x8_driver!(
+    q6_kx8_dot_impl,
+    "neon,dotprod",
+    BlockQ6_Kx8,
+    BlockQ8_K,
+    tile_q6_k_dot,
+    store8
+);
+
+pub(super) fn gemm_q5_0x8_neon(w: &[BlockQ5_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    // SAFETY: handed out only by `aarch64::kernels()`, which verified NEON.
+    unsafe { q5_0x8_neon_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q4_kx8_neon(w: &[BlockQ4_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { q4_kx8_neon_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q6_kx8_neon(w: &[BlockQ6_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { q6_kx8_neon_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q5_0x8_dot(w: &[BlockQ5_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    // SAFETY: handed out only in the NeonDotprod table, built after dotprod was detected.
+    unsafe { q5_0x8_dot_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q4_kx8_dot(w: &[BlockQ4_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { q4_kx8_dot_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q6_kx8_dot(w: &[BlockQ6_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { q6_kx8_dot_impl(w, x, nb, y) }
+}
 
 // Safe entry points, reachable only through the tables that checked the features.
 

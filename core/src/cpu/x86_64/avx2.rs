@@ -49,7 +49,11 @@ pub(crate) fn kernels() -> Option<Kernels> {
         gemm_q4_0x8: super::repack::gemm_q4_0x8_avx2,
         gemm_q4_1x8: super::repack::gemm_q4_1x8_avx2,
         gemm_q8_0x8: super::repack::gemm_q8_0x8_avx2,
+        gemm_q5_0x8: super::repack::gemm_q5_0x8_avx2,
+        gemm_q4_kx8: super::repack::gemm_q4_kx8_avx2,
+        gemm_q6_kx8: super::repack::gemm_q6_kx8_avx2,
         x8_simd: true,
+        x8_kq_simd: true,
     })
 }
 

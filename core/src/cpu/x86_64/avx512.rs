@@ -95,7 +95,23 @@ pub(crate) fn kernels() -> Option<Kernels> {
         } else {
             super::repack::gemm_q8_0x8_avx2
         },
+        gemm_q5_0x8: if vnni_vl {
+            super::repack::gemm_q5_0x8_vnni
+        } else {
+            super::repack::gemm_q5_0x8_avx2
+        },
+        gemm_q4_kx8: if vnni_vl {
+            super::repack::gemm_q4_kx8_vnni
+        } else {
+            super::repack::gemm_q4_kx8_avx2
+        },
+        gemm_q6_kx8: if vnni_vl {
+            super::repack::gemm_q6_kx8_vnni
+        } else {
+            super::repack::gemm_q6_kx8_avx2
+        },
         x8_simd: true,
+        x8_kq_simd: true,
     })
 }
 

@@ -10,7 +10,8 @@
 
 use core::arch::x86_64::*;
 
-use crate::cpu::repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ8Act, BlockQ8_0x8};
+use crate::cpu::repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx8, BlockQ5_0x8, BlockQ6_Kx8, BlockQ8Act, BlockQ8_0x8};
+use crate::quant::BlockQ8_K;
 
 /// The 4 activation bytes of piece `c` (elements `4c..4c+4`) in all 8 lanes.
 #[inline]
@@ -133,7 +134,235 @@ fn tile_q8_0_avx2<const T: usize>(wg: &[BlockQ8_0x8], xs: [&[BlockQ8Act]; T]) ->
     acc
 }
 
+/// The 4 activation bytes at `qs[off..off + 4]` in all 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bcast4_at(qs: &[i8], off: usize) -> __m256i {
+    let p = &qs[off..off + 4];
+    _mm256_set1_epi32(i32::from_le_bytes([p[0] as u8, p[1] as u8, p[2] as u8, p[3] as u8]))
+}
+
+/// Q5_0 × Q8, AVX2: the nibbles as Q4_0 with each element's fifth bit moved to bit 4
+/// (the permuted `qh` puts piece `q`'s bits at `q` and `4 + q` of the lane's bytes).
+/// Elements ≤ 31 and |y| ≤ 128 give `pmaddubsw` pairs ≤ 7 936; two pieces (four pairs
+/// sums) stay ≤ 31 744 in i16 before `pmaddwd` widens them. `Σ (q − 16)·y = Σ q·y − 16 Σ y`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q5_0_avx2<const T: usize>(wg: &[BlockQ5_0x8], xs: [&[BlockQ8Act]; T]) -> [__m256; T] {
+    let (ones, m4) = (_mm256_set1_epi16(1), _mm256_set1_epi8(0x0f));
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, blk) in wg.iter().enumerate() {
+        let qh = load256(&blk.qh);
+        let mut s32: [__m256i; T] = core::array::from_fn(|t| _mm256_set1_epi32(-16 * xs[t][b].sum));
+        for half in 0..2 {
+            let mut s16 = [_mm256_setzero_si256(); T];
+            for q in 2 * half..2 * half + 2 {
+                let p = load256(&blk.qs[32 * q..]);
+                let (lo, hi) = (_mm256_and_si256(p, m4), _mm256_and_si256(_mm256_srli_epi16(p, 4), m4));
+                // Bit q of each byte → bit 4 (a left shift by 4 − q), bit 4 + q → bit 4.
+                let blo = _mm256_and_si256(qh, _mm256_set1_epi8(1 << q));
+                let bhi = _mm256_and_si256(qh, _mm256_set1_epi8((0x10u8 << q) as i8));
+                let (blo, bhi) = match q {
+                    0 => (_mm256_slli_epi16(blo, 4), bhi),
+                    1 => (_mm256_slli_epi16(blo, 3), _mm256_srli_epi16(bhi, 1)),
+                    2 => (_mm256_slli_epi16(blo, 2), _mm256_srli_epi16(bhi, 2)),
+                    _ => (_mm256_slli_epi16(blo, 1), _mm256_srli_epi16(bhi, 3)),
+                };
+                let (lo, hi) = (_mm256_or_si256(lo, blo), _mm256_or_si256(hi, bhi));
+                for t in 0..T {
+                    let xq = &xs[t][b].qs;
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, bcast4(xq, q)));
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(hi, bcast4(xq, q + 4)));
+                }
+            }
+            for t in 0..T {
+                s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], ones));
+            }
+        }
+        let dw = scales8(&blk.d);
+        for t in 0..T {
+            let xd = _mm256_set1_ps(xs[t][b].d);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[t]), _mm256_mul_ps(dw, xd), acc[t]);
+        }
+    }
+    acc
+}
+
+/// Eight bytes (one per row) at `p[..8]` into the low half of a vector.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load8<T: bytemuck::Pod>(p: &[T]) -> __m128i {
+    let b: &[u8] = bytemuck::cast_slice(p);
+    let b = &b[..8];
+    // SAFETY: 8 readable bytes (bounds checked); unaligned load.
+    unsafe { _mm_loadl_epi64(b.as_ptr().cast()) }
+}
+
+/// Eight unsigned bytes (one per row) as i32 lanes with the value in both 16-bit halves,
+/// the multiplier `pmaddwd` needs to scale a lane's two i16 partial sums at once.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pair_u8(v: __m128i) -> __m256i {
+    let w = _mm256_cvtepu8_epi32(v);
+    _mm256_or_si256(w, _mm256_slli_epi32(w, 16))
+}
+
+/// The broadcast pair `(a, b)` as one i32 per lane (`a` low, `b` high 16 bits).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bcast_pair(a: i32, b: i32) -> __m256i {
+    _mm256_set1_epi32((a & 0xffff) | (b << 16))
+}
+
+/// Q4_K × Q8_K, AVX2. Per sub-block, eight `pmaddubsw` of nibbles (≤ 15) and activations
+/// (|y| ≤ 128) sum to ≤ 30 720 in i16; one `pmaddwd` with the sub-block's scale (≤ 63 in
+/// both halves of the lane) widens and scales them. The minimums go through `bsums`:
+/// `Σ_s m_s (bsum_2s + bsum_2s+1)` by `pmaddwd` of (m_2c, m_2c+1) lane pairs. Per
+/// super-block `d_y (d_w isum) − d_y (dmin msum)`, as the scalar twin.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q4_k_avx2<const T: usize>(wg: &[BlockQ4_Kx8], xs: [&[BlockQ8_K]; T]) -> [__m256; T] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let (m63, m15, m30) = (_mm_set1_epi8(63), _mm_set1_epi8(15), _mm_set1_epi8(0x30));
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, blk) in wg.iter().enumerate() {
+        // Eight rows' 6-bit scales and minimums (`quant::k::scale_min_k4`, bytewise).
+        let sb: [__m128i; 12] = core::array::from_fn(|k| load8(&blk.scales[8 * k..]));
+        let sc: [__m128i; 8] = core::array::from_fn(|s| {
+            if s < 4 {
+                _mm_and_si128(sb[s], m63)
+            } else {
+                _mm_or_si128(
+                    _mm_and_si128(sb[s + 4], m15),
+                    _mm_and_si128(_mm_srli_epi16(sb[s - 4], 2), m30),
+                )
+            }
+        });
+        let mn: [__m128i; 8] = core::array::from_fn(|s| {
+            if s < 4 {
+                _mm_and_si128(sb[s + 4], m63)
+            } else {
+                _mm_or_si128(
+                    _mm_and_si128(_mm_srli_epi16(sb[s + 4], 4), m15),
+                    _mm_and_si128(_mm_srli_epi16(sb[s], 2), m30),
+                )
+            }
+        });
+        let mut isum = [_mm256_setzero_si256(); T];
+        let mut msum = [_mm256_setzero_si256(); T];
+        for c in 0..4 {
+            let (sc_lo, sc_hi) = (pair_u8(sc[2 * c]), pair_u8(sc[2 * c + 1]));
+            let mpair = _mm256_or_si256(
+                _mm256_cvtepu8_epi32(mn[2 * c]),
+                _mm256_slli_epi32(_mm256_cvtepu8_epi32(mn[2 * c + 1]), 16),
+            );
+            let mut lo16 = [_mm256_setzero_si256(); T];
+            let mut hi16 = [_mm256_setzero_si256(); T];
+            for p in 0..8 {
+                let v = load256(&blk.qs[256 * c + 32 * p..]);
+                let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+                for t in 0..T {
+                    let xq = &xs[t][b].qs;
+                    lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, bcast4_at(xq, 64 * c + 4 * p)));
+                    hi16[t] = _mm256_add_epi16(hi16[t], _mm256_maddubs_epi16(hi, bcast4_at(xq, 64 * c + 32 + 4 * p)));
+                }
+            }
+            for t in 0..T {
+                let bs = &xs[t][b].bsums;
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(lo16[t], sc_lo));
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(hi16[t], sc_hi));
+                let b0 = i32::from(bs[4 * c]) + i32::from(bs[4 * c + 1]);
+                let b1 = i32::from(bs[4 * c + 2]) + i32::from(bs[4 * c + 3]);
+                msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mpair, bcast_pair(b0, b1)));
+            }
+        }
+        let (dw, mw) = (scales8(&blk.d), scales8(&blk.dmin));
+        for t in 0..T {
+            let yd = _mm256_set1_ps(xs[t][b].d);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, yd), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[t]), _mm256_mul_ps(mw, yd), acc[t]);
+        }
+    }
+    acc
+}
+
+/// Q6_K × Q8_K, AVX2. Per chunk of 32 elements: six-bit quants (≤ 63, unsigned) from the
+/// nibbles and the top-bit words, `pmaddubsw` pairs ≤ 16 128, two pieces summed in i16
+/// (≤ 32 256), then `pmaddwd` with the 16-element sub-block's signed scale. The −32
+/// offset: `32 Σ_s sc_s bsum_s`, by `pmaddwd` of (sc_2c, sc_2c+1) pairs and the bsums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn tile_q6_k_avx2<const T: usize>(wg: &[BlockQ6_Kx8], xs: [&[BlockQ8_K]; T]) -> [__m256; T] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, blk) in wg.iter().enumerate() {
+        let mut isum = [_mm256_setzero_si256(); T];
+        let mut off = [_mm256_setzero_si256(); T];
+        for (c, ch) in blk.c.iter().enumerate() {
+            let wa = _mm256_cvtepi8_epi32(load8(&ch.scales[..]));
+            let wb = _mm256_cvtepi8_epi32(load8(&ch.scales[8..]));
+            let sc_lo = _mm256_or_si256(
+                _mm256_and_si256(wa, _mm256_set1_epi32(0xffff)),
+                _mm256_slli_epi32(wa, 16),
+            );
+            let sc_hi = _mm256_or_si256(
+                _mm256_and_si256(wb, _mm256_set1_epi32(0xffff)),
+                _mm256_slli_epi32(wb, 16),
+            );
+            let sc_pair = _mm256_blend_epi16(sc_lo, sc_hi, 0xaa);
+            let (ha, hb) = (load256(&ch.qh[..]), load256(&ch.qh[32..]));
+            let mut lo16 = [_mm256_setzero_si256(); T];
+            let mut hi16 = [_mm256_setzero_si256(); T];
+            for p in 0..4 {
+                let v = load256(&ch.ql[32 * p..]);
+                let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+                // Bits 2p, 2p+1 of each byte → bits 4, 5.
+                let mask = _mm256_set1_epi8((3u8 << (2 * p)) as i8);
+                let (ta, tb) = (_mm256_and_si256(ha, mask), _mm256_and_si256(hb, mask));
+                let (ta, tb) = match p {
+                    0 => (_mm256_slli_epi16(ta, 4), _mm256_slli_epi16(tb, 4)),
+                    1 => (_mm256_slli_epi16(ta, 2), _mm256_slli_epi16(tb, 2)),
+                    2 => (ta, tb),
+                    _ => (_mm256_srli_epi16(ta, 2), _mm256_srli_epi16(tb, 2)),
+                };
+                let (lo, hi) = (_mm256_or_si256(lo, ta), _mm256_or_si256(hi, tb));
+                for t in 0..T {
+                    let xq = &xs[t][b].qs;
+                    lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, bcast4_at(xq, 32 * c + 4 * p)));
+                    hi16[t] = _mm256_add_epi16(hi16[t], _mm256_maddubs_epi16(hi, bcast4_at(xq, 32 * c + 16 + 4 * p)));
+                }
+                if p % 2 == 1 {
+                    for t in 0..T {
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(lo16[t], sc_lo));
+                        isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(hi16[t], sc_hi));
+                        lo16[t] = _mm256_setzero_si256();
+                        hi16[t] = _mm256_setzero_si256();
+                    }
+                }
+            }
+            for t in 0..T {
+                let bs = &xs[t][b].bsums;
+                let pair = bcast_pair(i32::from(bs[2 * c]), i32::from(bs[2 * c + 1]));
+                off[t] = _mm256_add_epi32(off[t], _mm256_madd_epi16(sc_pair, pair));
+            }
+        }
+        let dw = scales8(&blk.d);
+        for t in 0..T {
+            let s = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(off[t], 5));
+            acc[t] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(s),
+                _mm256_mul_ps(dw, _mm256_set1_ps(xs[t][b].d)),
+                acc[t],
+            );
+        }
+    }
+    acc
+}
+
 x8_driver!(pub(super) gemm_q4_0x8_avx2_impl, "avx2,fma,f16c", BlockQ4_0x8, tile_q4_0_avx2, store8);
+x8_driver!(pub(super) gemm_q5_0x8_avx2_impl, "avx2,fma,f16c", BlockQ5_0x8, tile_q5_0_avx2, store8);
+x8_driver!(pub(super) gemm_q4_kx8_avx2_impl, "avx2,fma,f16c", BlockQ4_Kx8, BlockQ8_K, tile_q4_k_avx2, store8);
+x8_driver!(pub(super) gemm_q6_kx8_avx2_impl, "avx2,fma,f16c", BlockQ6_Kx8, BlockQ8_K, tile_q6_k_avx2, store8);
 x8_driver!(pub(super) gemm_q4_1x8_avx2_impl, "avx2,fma,f16c", BlockQ4_1x8, tile_q4_1_avx2, store8);
 x8_driver!(pub(super) gemm_q8_0x8_avx2_impl, "avx2,fma,f16c", BlockQ8_0x8, tile_q8_0_avx2, store8);
 
@@ -224,6 +453,191 @@ fn tile_q8_0_vnni<const T: usize>(wg: &[BlockQ8_0x8], xs: [&[BlockQ8Act]; T]) ->
     acc
 }
 
+/// Q5_0 × Q8, VNNI: the five-bit values (≤ 31, unsigned) as in `tile_q5_0_avx2`, summed
+/// by `vpdpbusd` into i32 lanes that start at `−16 Σ y` (exact: |Σ| ≤ 32·31·128 + 16·32·128).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn tile_q5_0_vnni<const T: usize>(wg: &[BlockQ5_0x8], xs: [&[BlockQ8Act]; T]) -> [__m256; T] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, blk) in wg.iter().enumerate() {
+        let qh = load256(&blk.qh);
+        let mut s: [__m256i; T] = core::array::from_fn(|t| _mm256_set1_epi32(-16 * xs[t][b].sum));
+        for q in 0..4 {
+            let p = load256(&blk.qs[32 * q..]);
+            let (lo, hi) = (_mm256_and_si256(p, m4), _mm256_and_si256(_mm256_srli_epi16(p, 4), m4));
+            let blo = _mm256_and_si256(qh, _mm256_set1_epi8(1 << q));
+            let bhi = _mm256_and_si256(qh, _mm256_set1_epi8((0x10u8 << q) as i8));
+            let (blo, bhi) = match q {
+                0 => (_mm256_slli_epi16(blo, 4), bhi),
+                1 => (_mm256_slli_epi16(blo, 3), _mm256_srli_epi16(bhi, 1)),
+                2 => (_mm256_slli_epi16(blo, 2), _mm256_srli_epi16(bhi, 2)),
+                _ => (_mm256_slli_epi16(blo, 1), _mm256_srli_epi16(bhi, 3)),
+            };
+            let (lo, hi) = (_mm256_or_si256(lo, blo), _mm256_or_si256(hi, bhi));
+            for t in 0..T {
+                let xq = &xs[t][b].qs;
+                s[t] = _mm256_dpbusd_epi32(s[t], lo, bcast4(xq, q));
+                s[t] = _mm256_dpbusd_epi32(s[t], hi, bcast4(xq, q + 4));
+            }
+        }
+        let dw = scales8(&blk.d);
+        for t in 0..T {
+            let xd = _mm256_set1_ps(xs[t][b].d);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(dw, xd), acc[t]);
+        }
+    }
+    acc
+}
+
+/// Q4_K × Q8_K, VNNI: per sub-block eight `vpdpbusd` of nibbles and activations into
+/// fresh i32 lanes, times the sub-block's scale (`vpmulld`); minimums as in the AVX2 tile.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn tile_q4_k_vnni<const T: usize>(wg: &[BlockQ4_Kx8], xs: [&[BlockQ8_K]; T]) -> [__m256; T] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let (m63, m15, m30) = (_mm_set1_epi8(63), _mm_set1_epi8(15), _mm_set1_epi8(0x30));
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, blk) in wg.iter().enumerate() {
+        let sb: [__m128i; 12] = core::array::from_fn(|k| load8(&blk.scales[8 * k..]));
+        let sc: [__m128i; 8] = core::array::from_fn(|s| {
+            if s < 4 {
+                _mm_and_si128(sb[s], m63)
+            } else {
+                _mm_or_si128(
+                    _mm_and_si128(sb[s + 4], m15),
+                    _mm_and_si128(_mm_srli_epi16(sb[s - 4], 2), m30),
+                )
+            }
+        });
+        let mn: [__m128i; 8] = core::array::from_fn(|s| {
+            if s < 4 {
+                _mm_and_si128(sb[s + 4], m63)
+            } else {
+                _mm_or_si128(
+                    _mm_and_si128(_mm_srli_epi16(sb[s + 4], 4), m15),
+                    _mm_and_si128(_mm_srli_epi16(sb[s], 2), m30),
+                )
+            }
+        });
+        let mut isum = [_mm256_setzero_si256(); T];
+        let mut msum = [_mm256_setzero_si256(); T];
+        for c in 0..4 {
+            let (sc_lo, sc_hi) = (_mm256_cvtepu8_epi32(sc[2 * c]), _mm256_cvtepu8_epi32(sc[2 * c + 1]));
+            let mpair = _mm256_or_si256(
+                _mm256_cvtepu8_epi32(mn[2 * c]),
+                _mm256_slli_epi32(_mm256_cvtepu8_epi32(mn[2 * c + 1]), 16),
+            );
+            let mut lo32 = [_mm256_setzero_si256(); T];
+            let mut hi32 = [_mm256_setzero_si256(); T];
+            for p in 0..8 {
+                let v = load256(&blk.qs[256 * c + 32 * p..]);
+                let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+                for t in 0..T {
+                    let xq = &xs[t][b].qs;
+                    lo32[t] = _mm256_dpbusd_epi32(lo32[t], lo, bcast4_at(xq, 64 * c + 4 * p));
+                    hi32[t] = _mm256_dpbusd_epi32(hi32[t], hi, bcast4_at(xq, 64 * c + 32 + 4 * p));
+                }
+            }
+            for t in 0..T {
+                let bs = &xs[t][b].bsums;
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(lo32[t], sc_lo));
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(hi32[t], sc_hi));
+                let b0 = i32::from(bs[4 * c]) + i32::from(bs[4 * c + 1]);
+                let b1 = i32::from(bs[4 * c + 2]) + i32::from(bs[4 * c + 3]);
+                msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mpair, bcast_pair(b0, b1)));
+            }
+        }
+        let (dw, mw) = (scales8(&blk.d), scales8(&blk.dmin));
+        for t in 0..T {
+            let yd = _mm256_set1_ps(xs[t][b].d);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, yd), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[t]), _mm256_mul_ps(mw, yd), acc[t]);
+        }
+    }
+    acc
+}
+
+/// Q6_K × Q8_K, VNNI: per 16-element sub-block four `vpdpbusd` of the six-bit values
+/// (≤ 63) into fresh i32 lanes, times the signed scale (`vpmulld`); the −32 offset as in
+/// the AVX2 tile.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn tile_q6_k_vnni<const T: usize>(wg: &[BlockQ6_Kx8], xs: [&[BlockQ8_K]; T]) -> [__m256; T] {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let mut acc = [_mm256_setzero_ps(); T];
+    for (b, blk) in wg.iter().enumerate() {
+        let mut isum = [_mm256_setzero_si256(); T];
+        let mut off = [_mm256_setzero_si256(); T];
+        for (c, ch) in blk.c.iter().enumerate() {
+            let wa = _mm256_cvtepi8_epi32(load8(&ch.scales[..]));
+            let wb = _mm256_cvtepi8_epi32(load8(&ch.scales[8..]));
+            let sc_pair = _mm256_blend_epi16(wa, _mm256_slli_epi32(wb, 16), 0xaa);
+            let (ha, hb) = (load256(&ch.qh[..]), load256(&ch.qh[32..]));
+            let mut lo32 = [_mm256_setzero_si256(); T];
+            let mut hi32 = [_mm256_setzero_si256(); T];
+            for p in 0..4 {
+                let v = load256(&ch.ql[32 * p..]);
+                let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+                let mask = _mm256_set1_epi8((3u8 << (2 * p)) as i8);
+                let (ta, tb) = (_mm256_and_si256(ha, mask), _mm256_and_si256(hb, mask));
+                let (ta, tb) = match p {
+                    0 => (_mm256_slli_epi16(ta, 4), _mm256_slli_epi16(tb, 4)),
+                    1 => (_mm256_slli_epi16(ta, 2), _mm256_slli_epi16(tb, 2)),
+                    2 => (ta, tb),
+                    _ => (_mm256_srli_epi16(ta, 2), _mm256_srli_epi16(tb, 2)),
+                };
+                let (lo, hi) = (_mm256_or_si256(lo, ta), _mm256_or_si256(hi, tb));
+                for t in 0..T {
+                    let xq = &xs[t][b].qs;
+                    lo32[t] = _mm256_dpbusd_epi32(lo32[t], lo, bcast4_at(xq, 32 * c + 4 * p));
+                    hi32[t] = _mm256_dpbusd_epi32(hi32[t], hi, bcast4_at(xq, 32 * c + 16 + 4 * p));
+                }
+            }
+            for t in 0..T {
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(lo32[t], wa));
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(hi32[t], wb));
+                let bs = &xs[t][b].bsums;
+                let pair = bcast_pair(i32::from(bs[2 * c]), i32::from(bs[2 * c + 1]));
+                off[t] = _mm256_add_epi32(off[t], _mm256_madd_epi16(sc_pair, pair));
+            }
+        }
+        let dw = scales8(&blk.d);
+        for t in 0..T {
+            let s = _mm256_sub_epi32(isum[t], _mm256_slli_epi32(off[t], 5));
+            acc[t] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(s),
+                _mm256_mul_ps(dw, _mm256_set1_ps(xs[t][b].d)),
+                acc[t],
+            );
+        }
+    }
+    acc
+}
+
+x8_driver!(
+    pub(super) gemm_q4_kx8_vnni_impl,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    BlockQ4_Kx8,
+    BlockQ8_K,
+    tile_q4_k_vnni,
+    store8
+);
+x8_driver!(
+    pub(super) gemm_q6_kx8_vnni_impl,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    BlockQ6_Kx8,
+    BlockQ8_K,
+    tile_q6_k_vnni,
+    store8
+);
+x8_driver!(
+    pub(super) gemm_q5_0x8_vnni_impl,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    BlockQ5_0x8,
+    tile_q5_0_vnni,
+    store8
+);
 x8_driver!(
     pub(super) gemm_q4_0x8_vnni_impl,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
@@ -261,6 +675,18 @@ pub(super) fn gemm_q8_0x8_avx2(w: &[BlockQ8_0x8], x: &[BlockQ8Act], nb: usize, y
     // SAFETY: as above.
     unsafe { gemm_q8_0x8_avx2_impl(w, x, nb, y) }
 }
+pub(super) fn gemm_q5_0x8_avx2(w: &[BlockQ5_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { gemm_q5_0x8_avx2_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q4_kx8_avx2(w: &[BlockQ4_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { gemm_q4_kx8_avx2_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q6_kx8_avx2(w: &[BlockQ6_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { gemm_q6_kx8_avx2_impl(w, x, nb, y) }
+}
 pub(super) fn gemm_q4_0x8_vnni(w: &[BlockQ4_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
     // SAFETY: only handed out by `avx512::kernels()` when it found AVX-512 F/BW/VL/VNNI
     // besides AVX2, FMA and F16C.
@@ -269,6 +695,19 @@ pub(super) fn gemm_q4_0x8_vnni(w: &[BlockQ4_0x8], x: &[BlockQ8Act], nb: usize, y
 pub(super) fn gemm_q4_1x8_vnni(w: &[BlockQ4_1x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
     // SAFETY: as above.
     unsafe { gemm_q4_1x8_vnni_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q5_0x8_vnni(w: &[BlockQ5_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    // SAFETY: only handed out by `avx512::kernels()` when it found AVX-512 F/BW/VL/VNNI
+    // besides AVX2, FMA and F16C.
+    unsafe { gemm_q5_0x8_vnni_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q4_kx8_vnni(w: &[BlockQ4_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { gemm_q4_kx8_vnni_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q6_kx8_vnni(w: &[BlockQ6_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { gemm_q6_kx8_vnni_impl(w, x, nb, y) }
 }
 pub(super) fn gemm_q8_0x8_vnni(w: &[BlockQ8_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
     // SAFETY: as above.
