@@ -46,6 +46,25 @@ fn skip(reason: &str) {
 }
 
 /// Deterministic pseudo-random f32s, roughly N(0, scale²) (sum of 4 uniforms).
+/// Random Q4_0 blocks (uniform nibbles, scales 0.0043 ± 25 %: weights of std ≈ 0.02, as
+/// `harness synth` makes them) filling `bytes`.
+fn random_q4_0(bytes: &mut [u8], seed: u64) {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for blk in bytes.chunks_exact_mut(18) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        let r = s;
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        blk[2..10].copy_from_slice(&r.to_le_bytes());
+        blk[10..18].copy_from_slice(&s.to_le_bytes());
+        let jitter = 0.75 + 0.5 * (r >> 40) as f32 / (1u64 << 24) as f32;
+        blk[0..2].copy_from_slice(&half::f16::from_f32(0.0043 * jitter).to_le_bytes());
+    }
+}
+
 fn randn(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = || {
@@ -206,7 +225,21 @@ fn decode_profile_smollm2_shapes() {
             return;
         }
     };
-    let (n_layer, dim, ffn, n_head, n_kv, hd, vocab, ctx) = (30, 576, 1536, 9, 3, 64, 49152, 2048);
+    // ANTIGRAVITY_PROFILE_SHAPE=llama3.2-1b: the Llama 3.2 1B shape (16 layers, hidden
+    // 2048, FFN 8192, 32/8 heads, 128256 × 2048 output), every matrix Q4_0 as `harness
+    // synth --type q4_0` makes it, from random blocks (quantizing 1.2 G random floats on
+    // one thread would take minutes); otherwise SmolLM2-135M's (Q4_1 layers, Q8_0 output).
+    let l1b = std::env::var("ANTIGRAVITY_PROFILE_SHAPE").is_ok_and(|v| v == "llama3.2-1b");
+    let (n_layer, dim, ffn, n_head, n_kv, hd, vocab, ctx) = if l1b {
+        (16, 2048, 8192, 32, 8, 64, 128256, 2048)
+    } else {
+        (30, 576, 1536, 9, 3, 64, 49152, 2048)
+    };
+    let (layer_t, out_t) = if l1b {
+        (DType::Q4_0, DType::Q4_0)
+    } else {
+        (DType::Q4_1, DType::Q8_0)
+    };
     let kv_dim = n_kv * hd;
     g.reserve(Reservation {
         max_tokens: 1,
@@ -217,20 +250,24 @@ fn decode_profile_smollm2_shapes() {
     .unwrap();
     let imp = |dtype: DType, rows: usize, cols: usize, seed: u64| {
         let rb = dtype.row_bytes(cols).unwrap();
-        let vals = randn(rows * cols, seed, 0.05);
         let mut bytes = vec![0u8; rows * rb];
-        for r in 0..rows {
-            antigravity_core::quant::quantize_row(
-                dtype,
-                &vals[r * cols..(r + 1) * cols],
-                &mut bytes[r * rb..(r + 1) * rb],
-            )
-            .unwrap();
+        if l1b {
+            random_q4_0(&mut bytes, seed);
+        } else {
+            let vals = randn(rows * cols, seed, 0.05);
+            for r in 0..rows {
+                antigravity_core::quant::quantize_row(
+                    dtype,
+                    &vals[r * cols..(r + 1) * cols],
+                    &mut bytes[r * rb..(r + 1) * rb],
+                )
+                .unwrap();
+            }
         }
         let buf = g.import_host(HostRegion::new(Arc::new(bytes))).unwrap();
         (buf, Shape::d2(rows, cols), dtype)
     };
-    let embd = imp(DType::Q8_0, vocab, dim, 1);
+    let embd = imp(out_t, vocab, dim, 1);
     let f32v = |v: Vec<f32>| {
         let buf = g
             .import_host(HostRegion::new(Arc::new(bytemuck::cast_slice::<f32, u8>(&v).to_vec())))
@@ -238,18 +275,21 @@ fn decode_profile_smollm2_shapes() {
         (buf, Shape::d1(v.len()), DType::F32)
     };
     let norm = f32v(vec![1.0; dim]);
-    let inv_freq = f32v(antigravity_core::rope::base_inv_freq(100000.0, hd));
+    let inv_freq = f32v(antigravity_core::rope::base_inv_freq(
+        if l1b { 500000.0 } else { 100000.0 },
+        hd,
+    ));
     let layers: Vec<_> = (0..n_layer as u64)
         .map(|l| {
             let s = 100 * (l + 1);
             [
-                imp(DType::Q4_1, dim, dim, s),
-                imp(DType::Q4_1, kv_dim, dim, s + 1),
-                imp(DType::Q4_1, kv_dim, dim, s + 2),
-                imp(DType::Q4_1, dim, dim, s + 3),
-                imp(DType::Q4_1, ffn, dim, s + 4),
-                imp(DType::Q4_1, ffn, dim, s + 5),
-                imp(DType::Q4_1, dim, ffn, s + 6),
+                imp(layer_t, dim, dim, s),
+                imp(layer_t, kv_dim, dim, s + 1),
+                imp(layer_t, kv_dim, dim, s + 2),
+                imp(layer_t, dim, dim, s + 3),
+                imp(layer_t, ffn, dim, s + 4),
+                imp(layer_t, ffn, dim, s + 5),
+                imp(layer_t, dim, ffn, s + 6),
             ]
         })
         .collect();

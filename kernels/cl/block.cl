@@ -40,8 +40,10 @@
 //
 // Build options: LWS (work-group size, power of two ≥ 64), MAX_HD, CH (attention chunk
 // in slots, ≤ LWS), LPL (layers per launch: 1, 2 or 4), optionally AG_NV_FENCE (NVIDIA:
-// the PTX barrier, %globaltimer stage timers) and AG_NV_SHFL (NVIDIA: `shfl.sync`
-// reductions). The staged vector `vl` is a __local kernel argument sized at launch (the
+// the PTX barrier, %globaltimer stage timers), AG_NV_SHFL (NVIDIA: `shfl.sync`
+// reductions), AG_INT8 (quant rows against an int8 copy of the staged vector, see
+// quant_vec) with AG_NV_DP4A (its dot products as PTX `dp4a`), BUNR (units fetched ahead).
+// The staged vector `vl` is a __local kernel argument sized at launch (the
 // model's widest vector), so a small model leaves local memory for more resident
 // work-groups.
 
@@ -157,13 +159,6 @@ inline float raw_dot(const uint t, const float d, const float m, const uint4 q, 
     return d * (p4.x + p4.y + p4.z + p4.w) + m * (s4.x + s4.y + s4.z + s4.w);
 }
 
-inline float unit_quant(const uint t, __global const uchar *wr, __local const float *v, const uint u) {
-    float d, m;
-    uint4 q;
-    raw_load(t, wr, u, &d, &m, &q);
-    return raw_dot(t, d, m, q, v, u);
-}
-
 inline float unit_float(const uint t, __global const uchar *wr, __local const float *v, const uint u) {
     float16 w;
     if (t == T_F32) {
@@ -258,7 +253,146 @@ inline float unit_q6_k(__global const uchar *wr, __local const float *v, const u
     return d * (sl * hsum8(xl * ql) + sh * hsum8(xh * qu));
 }
 
-// Two units per step, so each work-item has two rows' worth of loads in flight.
+// ---- int8 activations (AG_INT8) -------------------------------------------------------
+// With AG_INT8 the staged vector is also quantized once per stage, in local memory, to
+// Q8_0-style blocks of 32 (d = amax / 127, q = round(x / d), ggml's rounding), and a
+// quantized row's 16-element unit is four 4-way int8 dot products (`dp4a`) and one float
+// multiply instead of 16 nibble conversions and 16 FMAs. The arithmetic is then the CPU
+// backend's (weights × Q8 activations), not "dequantized weights × f32 x".
+// dp4a_us(a, b, c) = c + Σ (uchar) a_k · (char) b_k, dp4a_ss with signed a. NVIDIA
+// (AG_NV_DP4A): PTX `dp4a` (sm_61+); elsewhere the same sum in plain OpenCL C.
+#ifdef AG_INT8
+#ifdef AG_NV_DP4A
+inline int dp4a_us(const uint a, const int b, const int c) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+inline int dp4a_ss(const int a, const int b, const int c) {
+    int d;
+    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+#else
+inline int dp4a_us(const uint a, const int b, const int c) {
+    const int4 x = convert_int4(as_uchar4(a));
+    const int4 y = convert_int4(as_char4(b));
+    return c + x.s0 * y.s0 + x.s1 * y.s1 + x.s2 * y.s2 + x.s3 * y.s3;
+}
+inline int dp4a_ss(const int a, const int b, const int c) {
+    const int4 x = convert_int4(as_char4(a));
+    const int4 y = convert_int4(as_char4(b));
+    return c + x.s0 * y.s0 + x.s1 * y.s1 + x.s2 * y.s2 + x.s3 * y.s3;
+}
+#endif
+
+// v[0..n) (n a multiple of 32) into xq (four int8 a word, element order), xd[b] (block
+// b's scale) and xs[u] = xd[b] · Σ q over unit u = 2b + hf (elements 8hf..8hf+7 and
+// 16+8hf..16+8hf+7 of block b: what a Q4 unit's offset multiplies). With warp shuffles
+// work-item i takes float4 i and eight make a block; else one work-item a block. Ends
+// with a barrier (xq, xd, xs visible to the work-group).
+inline void quant_vec(__local const float *v, const uint n, __local int *xq, __local float *xd,
+                      __local float *xs, const uint lid) {
+#ifdef AG_NV_SHFL
+    const uint sub = lid & 7u;
+    for (uint i0 = 0; i0 < n / 4; i0 += LWS) {
+        const uint i = i0 + lid;
+        const float4 x = i < n / 4 ? vload4(i, v) : (float4)(0.0f);
+        const float4 ax = fabs(x);
+        float a = fmax(fmax(ax.x, ax.y), fmax(ax.z, ax.w));
+        a = fmax(a, shfl_xor(a, 1));
+        a = fmax(a, shfl_xor(a, 2));
+        a = fmax(a, shfl_xor(a, 4));
+        const float d = a / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const int4 q = convert_int4(round(x * id));
+        float sm = (float)(q.x + q.y + q.z + q.w);
+        sm += shfl_xor(sm, 1); // float4s {0,1}, {2,3}, {4,5}, {6,7}
+        sm += shfl_xor(sm, 4); // {0,1,4,5}: unit hf 0; {2,3,6,7}: hf 1
+        if (i < n / 4) {
+            xq[i] = (q.x & 0xff) | (q.y & 0xff) << 8 | (q.z & 0xff) << 16 | (q.w & 0xff) << 24;
+            if (sub == 0) {
+                xd[i / 8] = d;
+            }
+            if (sub == 0 || sub == 2) {
+                xs[i / 4 + sub / 2] = d * sm;
+            }
+        }
+    }
+#else
+    // Without shuffles a work-item takes whole blocks: no barrier inside the loop (PoCL
+    // compiles barriers in loops very slowly), the same values as the shuffle form.
+    for (uint b = lid; b < n / 32; b += LWS) {
+        __local const float *vb = v + b * 32;
+        float a = 0.0f;
+        for (uint k = 0; k < 32; k++) {
+            a = fmax(a, fabs(vb[k]));
+        }
+        const float d = a / 127.0f;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        int s0 = 0, s1 = 0;
+        for (uint w = 0; w < 8; w++) {
+            const int4 q = convert_int4(round(vload4(w, vb) * id));
+            xq[b * 8 + w] = (q.x & 0xff) | (q.y & 0xff) << 8 | (q.z & 0xff) << 16 | (q.w & 0xff) << 24;
+            if ((w & 2u) == 0) {
+                s0 += q.x + q.y + q.z + q.w; // words 0, 1, 4, 5: unit hf 0
+            } else {
+                s1 += q.x + q.y + q.z + q.w; // words 2, 3, 6, 7: unit hf 1
+            }
+        }
+        xd[b] = d;
+        xs[2 * b] = d * (float)s0;
+        xs[2 * b + 1] = d * (float)s1;
+    }
+#endif
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+// raw_dot with the int8 vector: unit u of a row (its bytes from raw_load) · block u / 2.
+inline float raw_dot_i8(const uint t, const float d, const float m, const uint4 q, __local const int *xq,
+                        __local const float *xd, __local const float *xs, const uint u) {
+    const uint b = u >> 1, hf = u & 1;
+    if (t == T_Q8_0) {
+        __local const int *xw = xq + b * 8 + 4 * hf;
+        int s = dp4a_ss(as_int(q.x), xw[0], 0);
+        s = dp4a_ss(as_int(q.y), xw[1], s);
+        s = dp4a_ss(as_int(q.z), xw[2], s);
+        s = dp4a_ss(as_int(q.w), xw[3], s);
+        return d * xd[b] * (float)s;
+    }
+    __local const int *xw = xq + b * 8 + 2 * hf;
+    int s = dp4a_us(q.x & 0x0F0F0F0Fu, xw[0], 0);
+    s = dp4a_us(q.y & 0x0F0F0F0Fu, xw[1], s);
+    s = dp4a_us((q.x >> 4) & 0x0F0F0F0Fu, xw[4], s);
+    s = dp4a_us((q.y >> 4) & 0x0F0F0F0Fu, xw[5], s);
+    if (t == T_Q4_0) {
+        return d * (xd[b] * (float)s - 8.0f * xs[u]);
+    }
+    return d * xd[b] * (float)s + m * xs[u];
+}
+#define RAW_DOT(T, d, m, q, u) raw_dot_i8(T, d, m, q, xq, xd, xs, u)
+#else
+#define RAW_DOT(T, d, m, q, u) raw_dot(T, d, m, q, v, u)
+#endif
+
+// The int8 copy of a staged vector of capacity nv floats sits after it in the same
+// __local buffer: nv / 4 words, nv / 32 scales, nv / 16 unit sums (host: vec_bytes).
+#define INT8_VIEWS(vl, nv)                                                                 \
+    __local int *xq = (__local int *)((vl) + (nv));                                        \
+    __local float *xd = (__local float *)(xq + (nv) / 4);                                  \
+    __local float *xs = xd + (nv) / 32;
+
+// Units a work-item has in flight: the loop fetches BUNR units' bytes (quant types) into
+// registers, then multiplies them. With one work-group of 256 work-items per compute
+// unit the kernel has few warps, so memory-level parallelism has to come from each
+// work-item. With f32 activations 2, 8 or 16 made no difference (the loop was bound by
+// its instructions); with int8 ones 8 is worth 16 % over 2 on the 1B shape
+// (docs/perf-notes.md). A build option (ANTIGRAVITY_OPENCL_BLOCK_DEFINES=-DBUNR=n).
+#ifndef BUNR
+#define BUNR 8
+#endif
+
+// Float rows and the fallback: two units per step.
 #define UNIT_LOOP(CALL)                                  \
     {                                                    \
         uint u = lane;                                   \
@@ -270,6 +404,28 @@ inline float unit_q6_k(__global const uchar *wr, __local const float *v, const u
         if (u < nu) {                                    \
             acc += CALL(u);                              \
         }                                                \
+    }
+
+// Quant rows: BUNR units' loads issued before their multiplies, then the tail one by one.
+#define UNIT_LOOP_Q(T)                                                                     \
+    {                                                                                      \
+        uint u = lane;                                                                     \
+        for (; u + (BUNR - 1) * tpr < nu; u += BUNR * tpr) {                               \
+            float dk[BUNR], mk[BUNR];                                                      \
+            uint4 qk[BUNR];                                                                \
+            for (uint k = 0; k < BUNR; k++) {                                              \
+                raw_load(T, wr, u + k * tpr, &dk[k], &mk[k], &qk[k]);                      \
+            }                                                                              \
+            for (uint k = 0; k < BUNR; k++) {                                              \
+                acc += RAW_DOT(T, dk[k], mk[k], qk[k], u + k * tpr);                       \
+            }                                                                              \
+        }                                                                                  \
+        for (; u < nu; u += tpr) {                                                         \
+            float d1, m1;                                                                  \
+            uint4 q1;                                                                      \
+            raw_load(T, wr, u, &d1, &m1, &q1);                                             \
+            acc += RAW_DOT(T, d1, m1, q1, u);                                              \
+        }                                                                                  \
     }
 
 // dot_part's arms for the types of a Q4_K_M / Q5_K_M file (a function of its own so
@@ -298,20 +454,19 @@ inline void dot_part_kq(const uint t, __global const uchar *wr, __local const fl
 
 // This work-item's share of dot(row wr, v) over units u = lane, lane + tpr, ... of 16
 // elements (n_in a multiple of 32).
+// (xq, xd, xs: the int8 copy of v, read by quant rows with AG_INT8; unused otherwise.)
 inline float dot_part(const uint t, __global const uchar *wr, __local const float *v,
+                      __local const int *xq, __local const float *xd, __local const float *xs,
                       const uint n_in, const uint lane, const uint tpr) {
     const uint nu = n_in / 16;
     float acc = 0.0f;
-#define C_Q4_0(u) unit_quant(T_Q4_0, wr, v, u)
-#define C_Q4_1(u) unit_quant(T_Q4_1, wr, v, u)
-#define C_Q8_0(u) unit_quant(T_Q8_0, wr, v, u)
 #define C_FLT(u) unit_float(t, wr, v, u)
     if (t == T_Q4_0) {
-        UNIT_LOOP(C_Q4_0)
+        UNIT_LOOP_Q(T_Q4_0)
     } else if (t == T_Q4_1) {
-        UNIT_LOOP(C_Q4_1)
+        UNIT_LOOP_Q(T_Q4_1)
     } else if (t == T_Q8_0) {
-        UNIT_LOOP(C_Q8_0)
+        UNIT_LOOP_Q(T_Q8_0)
     } else if (t >= T_Q5_0) {
         dot_part_kq(t, wr, v, nu, lane, tpr, &acc);
     } else {
@@ -455,6 +610,7 @@ inline uint block_layer(
     const uint qd = n_head * hd;
     const uint kvd = n_kv_head * hd;
     const uint half_d = hd / 2;
+    INT8_VIEWS(vl, max(dim, max(qd, ffn)))
 
     // ---- A: norm, Q/K/V, RoPE, cache write ------------------------------------------
     {
@@ -476,6 +632,9 @@ inline uint block_layer(
             }
         }
         stage_norm(x, attn_norm + an_off, dim, eps, vl, red, red2, lid);
+#ifdef AG_INT8
+        quant_vec(vl, dim, xq, xd, xs, lid);
+#endif
         for (uint base = p0; base < p1; base += rpp / 2) {
             const uint s = lid / tpr;
             const uint p = base + s / 2;
@@ -484,7 +643,7 @@ inline uint block_layer(
                 uint t;
                 __global const uchar *wr = qkv_row(p, s & 1, wq + wq_off, tq, wk + wk_off, tk, wv + wv_off,
                                                   tv, qd, kvd, hd, style, dim, &t);
-                acc = dot_part(t, wr, vl, dim, lane, tpr);
+                acc = dot_part(t, wr, vl, xq, xd, xs, dim, lane, tpr);
             }
             row_reduce(acc, red, red2, res, lid, tpr);
             const uint p_this = base + lid;
@@ -685,6 +844,9 @@ inline uint block_layer(
         vl[e] = num / den;
     }
     barrier(CLK_LOCAL_MEM_FENCE);
+#ifdef AG_INT8
+    quant_vec(vl, qd, xq, xd, xs, lid);
+#endif
     {
         const uint rpp = LWS / c_tpr;
         for (uint base = c_r0; base < c_r1; base += rpp) {
@@ -692,7 +854,7 @@ inline uint block_layer(
             float acc = 0.0f;
             if (row < c_r1) {
                 __global const uchar *wr = wo + wo_off + row * wo_rb;
-                acc = dot_part(to, wr, vl, qd, lid % c_tpr, c_tpr);
+                acc = dot_part(to, wr, vl, xq, xd, xs, qd, lid % c_tpr, c_tpr);
             }
             row_reduce(acc, red, red2, res, lid, c_tpr);
             if (lid < rpp && base + lid < c_r1) {
@@ -717,6 +879,9 @@ inline uint block_layer(
         const uint rpp = LWS / tpr;
         const uint lane = lid % tpr;
         stage_norm(x, ffn_norm + fn_off, dim, eps, vl, red, red2, lid);
+#ifdef AG_INT8
+        quant_vec(vl, dim, xq, xd, xs, lid);
+#endif
         for (uint base = j0; base < j1; base += rpp / 2) {
             const uint s = lid / tpr;
             const uint j = base + s / 2;
@@ -725,7 +890,7 @@ inline uint block_layer(
                 const uint t = (s & 1) == 0 ? tg : tu;
                 __global const uchar *wr = (s & 1) == 0 ? wg + wg_off + j * row_bytes(tg, dim)
                                                         : wu + wu_off + j * row_bytes(tu, dim);
-                acc = dot_part(t, wr, vl, dim, lane, tpr);
+                acc = dot_part(t, wr, vl, xq, xd, xs, dim, lane, tpr);
             }
             row_reduce(acc, red, red2, res, lid, tpr);
             if (lid < rpp / 2 && base + lid < j1) {
@@ -756,12 +921,15 @@ inline uint block_layer(
             vl[i] = hb[i];
         }
         barrier(CLK_LOCAL_MEM_FENCE);
+#ifdef AG_INT8
+        quant_vec(vl, ffn, xq, xd, xs, lid);
+#endif
         for (uint base = r0; base < r1; base += rpp) {
             const uint row = base + lid / tpr;
             float acc = 0.0f;
             if (row < r1) {
                 __global const uchar *wr = wd + wd_off + row * rb;
-                acc = dot_part(td, wr, vl, ffn, lid % tpr, tpr);
+                acc = dot_part(td, wr, vl, xq, xd, xs, ffn, lid % tpr, tpr);
             }
             row_reduce(acc, red, red2, res, lid, tpr);
             if (lid < rpp && base + lid < r1) {
@@ -881,7 +1049,11 @@ __kernel void llama_head_f32(__global const float *xg, const ulong x_off,
     __local float res[LWS];
     const uint lid = get_local_id(0);
     const uint g = get_group_id(0);
+    INT8_VIEWS(vl, dim)
     stage_norm(xg + x_off, nw + n_off, dim, eps, vl, red, red2, lid);
+#ifdef AG_INT8
+    quant_vec(vl, dim, xq, xd, xs, lid);
+#endif
     const uint r0 = min(g * rows_per_wg, n_rows);
     const uint r1 = min(r0 + rows_per_wg, n_rows);
     const uint tpr = pick_tpr(rows_per_wg, dim);
@@ -891,7 +1063,7 @@ __kernel void llama_head_f32(__global const float *xg, const ulong x_off,
         const uint row = base + lid / tpr;
         float acc = 0.0f;
         if (row < r1) {
-            acc = dot_part(tw, w + w_off + row * rb, vl, dim, lid % tpr, tpr);
+            acc = dot_part(tw, w + w_off + row * rb, vl, xq, xd, xs, dim, lid % tpr, tpr);
         }
         row_reduce(acc, red, red2, res, lid, tpr);
         if (lid < rpp && base + lid < r1) {

@@ -308,7 +308,9 @@ impl OpenClBackend {
             n_layers: n_layers as u32,
         };
         k.set_part(0, &args)?;
-        let vec_bytes = x.shape.row_len().max(a.n_head * a.head_dim).max(ffn) * 4;
+        let vec_bytes = self
+            .blk
+            .vec_bytes(x.shape.row_len().max(a.n_head * a.head_dim).max(ffn));
         k.set_one(SHARED_ARGS + LAYER_ARGS * self.blk.lpl as u32, &Local(vec_bytes))
     }
 
@@ -514,7 +516,7 @@ impl OpenClBackend {
             n_rows: n_rows as u32,
             eps,
             rows_per_wg: rows_per_wg as u32,
-            vl: Local(dim * 4),
+            vl: Local(self.blk.vec_bytes(dim)),
         };
         let lws = self.blk.lws;
         self.q.run(

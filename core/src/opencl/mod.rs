@@ -222,11 +222,15 @@ impl Backend for OpenClBackend {
     }
     fn isa(&self) -> &'static str {
         // The kernel variant: portable OpenCL C 1.2, plus the Q4_0 image matmul when that
-        // path is on (fp16/subgroup variants would say so too).
-        if self.img.is_some() {
-            "cl1.2+img"
-        } else {
-            "cl1.2"
+        // path is on, plus int8 activations when block.cl (the block kernel and the fused
+        // head) was built with them
+        // (fp16/subgroup variants would say so too).
+        let int8 = self.blk.int8 && self.head_ok();
+        match (self.img.is_some(), int8) {
+            (true, true) => "cl1.2+img+int8",
+            (true, false) => "cl1.2+img",
+            (false, true) => "cl1.2+int8",
+            (false, false) => "cl1.2",
         }
     }
     fn capabilities(&self) -> Capabilities {

@@ -40,6 +40,10 @@ pub const ENV: &[(&str, &str)] = &[
         "tuning: attention chunk of `block.cl` in cache slots, a power of two in 16..=256 (`block_ch`)",
     ),
     (
+        "ANTIGRAVITY_OPENCL_BLOCK_INT8",
+        "`1`/`0`: `block.cl` with int8 activations and 4-way int8 dot products on/off (`block_int8`; default on for NVIDIA: PTX `dp4a`)",
+    ),
+    (
         "ANTIGRAVITY_OPENCL_BLOCK_DEFINES",
         "tuning: extra `block.cl` build options, e.g. `-DAG_NV_PLAIN_BARRIER` (`block_defines`)",
     ),
@@ -105,6 +109,10 @@ pub struct OpenClOptions {
     /// Tuning: attention chunk of `block.cl` in cache slots (a power of two, 16..=256).
     /// `None`: 32.
     pub block_ch: Option<usize>,
+    /// `block.cl`'s quantized rows against int8 activations (the staged vector quantized
+    /// once per stage to Q8_0-style blocks, 4-way int8 dot products: PTX `dp4a` on NVIDIA,
+    /// plain OpenCL C elsewhere). `None`: on for NVIDIA GPUs, off elsewhere.
+    pub block_int8: Option<bool>,
     /// Tuning: extra build options for `block.cl` (kernel experiments).
     pub block_defines: String,
     /// Tuning: output rows per work-group of the head kernel. `None`: 64.
@@ -153,6 +161,11 @@ impl OpenClOptions {
         o.block_lws = num("ANTIGRAVITY_OPENCL_BLOCK_LWS").filter(|v| v.is_power_of_two());
         o.block_shfl = get("ANTIGRAVITY_OPENCL_BLOCK_SHFL").map(|v| v != "0");
         o.block_ch = num("ANTIGRAVITY_OPENCL_BLOCK_CH").filter(|v| v.is_power_of_two() && (16..=256).contains(v));
+        o.block_int8 = get("ANTIGRAVITY_OPENCL_BLOCK_INT8").and_then(|v| match v.trim() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        });
         o.block_defines = get("ANTIGRAVITY_OPENCL_BLOCK_DEFINES").unwrap_or_default();
         o.head_rows = num("ANTIGRAVITY_OPENCL_HEAD_ROWS").filter(|&v| v > 0);
         o.img_rows = num("ANTIGRAVITY_OPENCL_IMG_ROWS").filter(|&v| v > 0);
@@ -184,6 +197,7 @@ mod tests {
             ("ANTIGRAVITY_OPENCL_BLOCK_LWS", "256"),
             ("ANTIGRAVITY_OPENCL_BLOCK_SHFL", "0"),
             ("ANTIGRAVITY_OPENCL_BLOCK_CH", "64"),
+            ("ANTIGRAVITY_OPENCL_BLOCK_INT8", "0"),
             ("ANTIGRAVITY_OPENCL_BLOCK_DEFINES", "-DX"),
             ("ANTIGRAVITY_OPENCL_HEAD_ROWS", "32"),
             ("ANTIGRAVITY_OPENCL_IMG_ROWS", "1"),
@@ -200,7 +214,8 @@ mod tests {
             (o.block_defines.as_str(), o.head_rows, o.img_rows),
             ("-DX", Some(32), Some(1))
         );
-        assert_eq!(ENV.len(), 12);
+        assert_eq!(o.block_int8, Some(false));
+        assert_eq!(ENV.len(), 13);
         let doc = include_str!("../../../docs/opencl.md");
         for (name, _) in ENV {
             assert!(

@@ -98,11 +98,25 @@ pub(super) struct BlockBuild {
     pub(super) fence_ok: bool,
     /// The compiled kernels allow `lws` work-items.
     pub(super) fits: bool,
+    /// Built with int8 activations (`AG_INT8`): the staged vector's buffer also holds
+    /// its int8 copy ([`BlockBuild::vec_bytes`]).
+    pub(super) int8: bool,
     /// For logs and profiles.
     pub(super) desc: String,
 }
 
 impl BlockBuild {
+    /// Bytes of the staged-vector `__local` argument for vectors of up to `n` floats:
+    /// the floats, and with int8 activations their copy (`INT8_VIEWS` in block.cl:
+    /// n / 4 words, n / 32 scales, n / 16 unit sums).
+    pub(super) fn vec_bytes(&self, n: usize) -> usize {
+        if self.int8 {
+            n * 4 + n + n / 32 * 4 + n / 16 * 4
+        } else {
+            n * 4
+        }
+    }
+
     /// Parameters of `llama_blocks_f32` as built.
     pub(super) fn n_args(&self) -> usize {
         BlockShared::FIELDS.len() + self.lpl * BlockLayer::FIELDS.len() + 1
@@ -321,9 +335,21 @@ fn build_block(
         n if n >= 768 => 2,
         _ => 1,
     };
-    // (sized for the work-group first asked for)
-    let max_vec = (((info.local_mem as usize) / 4).saturating_sub(3 * lws + MAX_HD + 64) / 32 * 32).min(BLOCK_MAX_VEC);
-    let defines = &opts.block_defines;
+    // Int8 activations (on by default where `dp4a` is native: NVIDIA, inline PTX).
+    let int8 = opts.block_int8.unwrap_or(nv_fence);
+    // Floats of local memory an element of the staged vector takes: 1, or 1 + 11/32 with
+    // its int8 copy (BlockBuild::vec_bytes).
+    let per_elem = if int8 { 43.0 / 32.0 } else { 1.0 };
+    let defines = if int8 {
+        format!(
+            "-DAG_INT8{} {}",
+            if nv_fence { " -DAG_NV_DP4A" } else { "" },
+            opts.block_defines
+        )
+    } else {
+        opts.block_defines.clone()
+    };
+    let defines = defines.trim();
     let mut fence_ok = true;
     let (program, fits, private) = loop {
         // (a chunk's slots are work-items of stage B)
@@ -371,6 +397,10 @@ fn build_block(
         }
         lws = pow2_floor(allowed).max(64);
     };
+    // The staged vector gets the local memory the reduction arrays of the work-group
+    // size built (not the one first asked for) leave.
+    let free = ((info.local_mem as usize) / 4).saturating_sub(3 * lws + MAX_HD + 64);
+    let max_vec = ((free as f64 / per_elem) as usize / 32 * 32).min(BLOCK_MAX_VEC);
     // The chunk the kernel was built with (at most its work-group size).
     let ch = ch.min(lws);
     let desc = format!(
@@ -396,6 +426,7 @@ fn build_block(
             nv_fence,
             fence_ok,
             fits,
+            int8,
             desc,
         },
     ))
