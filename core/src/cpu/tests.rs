@@ -562,6 +562,120 @@ mod backend {
         y
     }
 
+    /// Weights imported as the loaders do (`import_weight`: the x8 layout where the table
+    /// has SIMD kernels for the type) give the plain layout's `get_rows` bit for bit and
+    /// its `matmul` within the reassociation bound, for every x8 type and SIMD table.
+    #[test]
+    fn repacked_weights_match_the_file_layout() {
+        use crate::backend::HostRegion;
+        let mut rng = Lcg(11);
+        for dtype in [
+            DType::Q4_0,
+            DType::Q4_1,
+            DType::Q8_0,
+            DType::Q5_0,
+            DType::Q4_K,
+            DType::Q6_K,
+        ] {
+            let (n_out, n_in, n_tok) = (24, 512, 5);
+            let mut w = vec![0u8; dtype.row_bytes(n_out * n_in).unwrap()];
+            if matches!(dtype, DType::Q4_K | DType::Q6_K) {
+                // Random bytes with f16 scales of ~0.01 (every bit pattern is a block).
+                let mut st = 1u64;
+                for v in w.iter_mut() {
+                    st = st.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    *v = (st >> 33) as u8;
+                }
+                let bb = dtype.block_bytes();
+                let at = if dtype == DType::Q4_K {
+                    [0usize, 2]
+                } else {
+                    [bb - 2, bb - 2]
+                };
+                for blk in w.chunks_exact_mut(bb) {
+                    for &o in &at {
+                        blk[o..o + 2].copy_from_slice(&half::f16::from_f32(0.01).to_le_bytes());
+                    }
+                }
+            } else {
+                crate::quant::quantize_row(dtype, &rng.vec(n_out * n_in), &mut w).unwrap();
+            }
+            let x = rng.vec(n_tok * n_in);
+            let ids = [0u32, 23, 7, 8, 15];
+            for isa in Isa::ALL {
+                let Some(mut b) = CpuBackend::with_threads(isa, 2) else {
+                    continue;
+                };
+                b.set_repack(true);
+                b.reserve(Reservation {
+                    max_tokens: n_tok,
+                    max_row: n_in,
+                    max_ctx: 1,
+                    n_head: 1,
+                })
+                .unwrap();
+                let packed = b
+                    .import_weight(
+                        HostRegion::new(std::sync::Arc::new(w.clone())),
+                        dtype,
+                        Shape::d2(n_out, n_in),
+                    )
+                    .unwrap();
+                assert_eq!(
+                    packed.is_repacked(),
+                    b.kernels().x8_simd_for(dtype),
+                    "{} {dtype:?}: repacked exactly where the table has x8 kernels",
+                    isa.name()
+                );
+                let plain = buf(&b, &w);
+                let rows = |b: &mut CpuBackend, wb: &CpuBuffer| {
+                    let mut o = b.alloc(ids.len() * n_in * 4, BufferKind::Shared).unwrap();
+                    ops::get_rows(
+                        b,
+                        TensorRef::new(wb, 0, dtype, Shape::d2(n_out, n_in)),
+                        &ids,
+                        TensorMut::new(&mut o, 0, DType::F32, Shape::d2(ids.len(), n_in)),
+                    )
+                    .unwrap();
+                    let mut v = vec![0f32; ids.len() * n_in];
+                    b.download(&o, 0, bytemuck::cast_slice_mut(&mut v)).unwrap();
+                    v
+                };
+                let (rp, rf) = (rows(&mut b, &packed), rows(&mut b, &plain));
+                assert!(
+                    rp.iter().zip(&rf).all(|(a, c)| a.to_bits() == c.to_bits()),
+                    "{} {dtype:?}: get_rows of the x8 layout",
+                    isa.name()
+                );
+                let mm = |b: &mut CpuBackend, wb: &CpuBuffer| {
+                    let xb = buf(b, bytemuck::cast_slice(&x));
+                    let mut yb = b.alloc(n_tok * n_out * 4, BufferKind::Shared).unwrap();
+                    ops::matmul(
+                        b,
+                        TensorRef::new(wb, 0, dtype, Shape::d2(n_out, n_in)),
+                        TensorRef::new(&xb, 0, DType::F32, Shape::d2(n_tok, n_in)),
+                        TensorMut::new(&mut yb, 0, DType::F32, Shape::d2(n_tok, n_out)),
+                    )
+                    .unwrap();
+                    let mut y = vec![0f32; n_tok * n_out];
+                    b.download(&yb, 0, bytemuck::cast_slice_mut(&mut y)).unwrap();
+                    y
+                };
+                let (yp, yf) = (mm(&mut b, &packed), mm(&mut b, &plain));
+                // Both paths quantize the activations alike (Q4_0/Q5_0's Q8_0 and the x8
+                // path's Q8_1 share d and qs), so only the f32 order of one dot differs.
+                let scale = yf.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+                for (i, (a, c)) in yp.iter().zip(&yf).enumerate() {
+                    assert!(
+                        (a - c).abs() <= 2e-4 * scale,
+                        "{} {dtype:?} y[{i}]: x8 {a} vs plain {c}",
+                        isa.name()
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn matmul_every_dtype_isa_and_thread_count() {
         let mut rng = Lcg(7);
