@@ -142,6 +142,76 @@ fn bcast4_at(qs: &[i8], off: usize) -> __m256i {
     _mm256_set1_epi32(i32::from_le_bytes([p[0] as u8, p[1] as u8, p[2] as u8, p[3] as u8]))
 }
 
+/// Piece `q` of a Q5_0 x8 block as unsigned five-bit bytes: the low nibbles
+/// (elements `4q..4q+4` of each row) and the high ones (`16 + 4q..`), each with its fifth
+/// bit moved from bit `q` / `4 + q` of the permuted `qh` byte to bit 4.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_0_piece(qs: &[u8; 128], qh: __m256i, q: usize) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let p = load256(&qs[32 * q..]);
+    let (lo, hi) = (_mm256_and_si256(p, m4), _mm256_and_si256(_mm256_srli_epi16(p, 4), m4));
+    let blo = _mm256_and_si256(qh, _mm256_set1_epi8(1 << q));
+    let bhi = _mm256_and_si256(qh, _mm256_set1_epi8((0x10u8 << q) as i8));
+    let (blo, bhi) = match q {
+        0 => (_mm256_slli_epi16(blo, 4), bhi),
+        1 => (_mm256_slli_epi16(blo, 3), _mm256_srli_epi16(bhi, 1)),
+        2 => (_mm256_slli_epi16(blo, 2), _mm256_srli_epi16(bhi, 2)),
+        _ => (_mm256_slli_epi16(blo, 1), _mm256_srli_epi16(bhi, 3)),
+    };
+    (_mm256_or_si256(lo, blo), _mm256_or_si256(hi, bhi))
+}
+
+/// The eight rows' 6-bit scales and minimums of a Q4_K x8 super-block, per sub-block
+/// eight bytes (`quant::k::scale_min_k4`, bytewise).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4_k_scales(scales: &[u8; 96]) -> ([__m128i; 8], [__m128i; 8]) {
+    let (m63, m15, m30) = (_mm_set1_epi8(63), _mm_set1_epi8(15), _mm_set1_epi8(0x30));
+    let sb: [__m128i; 12] = core::array::from_fn(|k| load8(&scales[8 * k..]));
+    let sc = core::array::from_fn(|s| {
+        if s < 4 {
+            _mm_and_si128(sb[s], m63)
+        } else {
+            _mm_or_si128(
+                _mm_and_si128(sb[s + 4], m15),
+                _mm_and_si128(_mm_srli_epi16(sb[s - 4], 2), m30),
+            )
+        }
+    });
+    let mn = core::array::from_fn(|s| {
+        if s < 4 {
+            _mm_and_si128(sb[s + 4], m63)
+        } else {
+            _mm_or_si128(
+                _mm_and_si128(_mm_srli_epi16(sb[s + 4], 4), m15),
+                _mm_and_si128(_mm_srli_epi16(sb[s], 2), m30),
+            )
+        }
+    });
+    (sc, mn)
+}
+
+/// Piece `p` of a Q6_K x8 chunk as unsigned six-bit bytes: low nibbles with the top bits
+/// of `ha` (the chunk's first 16 elements), high nibbles with those of `hb`; bits
+/// `2p, 2p+1` of each top-bit byte moved to bits 4, 5.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6_k_piece(ql: &[u8; 128], ha: __m256i, hb: __m256i, p: usize) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let v = load256(&ql[32 * p..]);
+    let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+    let mask = _mm256_set1_epi8((3u8 << (2 * p)) as i8);
+    let (ta, tb) = (_mm256_and_si256(ha, mask), _mm256_and_si256(hb, mask));
+    let (ta, tb) = match p {
+        0 => (_mm256_slli_epi16(ta, 4), _mm256_slli_epi16(tb, 4)),
+        1 => (_mm256_slli_epi16(ta, 2), _mm256_slli_epi16(tb, 2)),
+        2 => (ta, tb),
+        _ => (_mm256_srli_epi16(ta, 2), _mm256_srli_epi16(tb, 2)),
+    };
+    (_mm256_or_si256(lo, ta), _mm256_or_si256(hi, tb))
+}
+
 /// Q5_0 × Q8, AVX2: the nibbles as Q4_0 with each element's fifth bit moved to bit 4
 /// (the permuted `qh` puts piece `q`'s bits at `q` and `4 + q` of the lane's bytes).
 /// Elements ≤ 31 and |y| ≤ 128 give `pmaddubsw` pairs ≤ 7 936; two pieces (four pairs
@@ -149,7 +219,7 @@ fn bcast4_at(qs: &[i8], off: usize) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tile_q5_0_avx2<const T: usize>(wg: &[BlockQ5_0x8], xs: [&[BlockQ8Act]; T]) -> [__m256; T] {
-    let (ones, m4) = (_mm256_set1_epi16(1), _mm256_set1_epi8(0x0f));
+    let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
         let qh = load256(&blk.qh);
@@ -157,18 +227,7 @@ fn tile_q5_0_avx2<const T: usize>(wg: &[BlockQ5_0x8], xs: [&[BlockQ8Act]; T]) ->
         for half in 0..2 {
             let mut s16 = [_mm256_setzero_si256(); T];
             for q in 2 * half..2 * half + 2 {
-                let p = load256(&blk.qs[32 * q..]);
-                let (lo, hi) = (_mm256_and_si256(p, m4), _mm256_and_si256(_mm256_srli_epi16(p, 4), m4));
-                // Bit q of each byte → bit 4 (a left shift by 4 − q), bit 4 + q → bit 4.
-                let blo = _mm256_and_si256(qh, _mm256_set1_epi8(1 << q));
-                let bhi = _mm256_and_si256(qh, _mm256_set1_epi8((0x10u8 << q) as i8));
-                let (blo, bhi) = match q {
-                    0 => (_mm256_slli_epi16(blo, 4), bhi),
-                    1 => (_mm256_slli_epi16(blo, 3), _mm256_srli_epi16(bhi, 1)),
-                    2 => (_mm256_slli_epi16(blo, 2), _mm256_srli_epi16(bhi, 2)),
-                    _ => (_mm256_slli_epi16(blo, 1), _mm256_srli_epi16(bhi, 3)),
-                };
-                let (lo, hi) = (_mm256_or_si256(lo, blo), _mm256_or_si256(hi, bhi));
+                let (lo, hi) = q5_0_piece(&blk.qs, qh, q);
                 for t in 0..T {
                     let xq = &xs[t][b].qs;
                     s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, bcast4(xq, q)));
@@ -223,31 +282,9 @@ fn bcast_pair(a: i32, b: i32) -> __m256i {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tile_q4_k_avx2<const T: usize>(wg: &[BlockQ4_Kx8], xs: [&[BlockQ8_K]; T]) -> [__m256; T] {
     let m4 = _mm256_set1_epi8(0x0f);
-    let (m63, m15, m30) = (_mm_set1_epi8(63), _mm_set1_epi8(15), _mm_set1_epi8(0x30));
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
-        // Eight rows' 6-bit scales and minimums (`quant::k::scale_min_k4`, bytewise).
-        let sb: [__m128i; 12] = core::array::from_fn(|k| load8(&blk.scales[8 * k..]));
-        let sc: [__m128i; 8] = core::array::from_fn(|s| {
-            if s < 4 {
-                _mm_and_si128(sb[s], m63)
-            } else {
-                _mm_or_si128(
-                    _mm_and_si128(sb[s + 4], m15),
-                    _mm_and_si128(_mm_srli_epi16(sb[s - 4], 2), m30),
-                )
-            }
-        });
-        let mn: [__m128i; 8] = core::array::from_fn(|s| {
-            if s < 4 {
-                _mm_and_si128(sb[s + 4], m63)
-            } else {
-                _mm_or_si128(
-                    _mm_and_si128(_mm_srli_epi16(sb[s + 4], 4), m15),
-                    _mm_and_si128(_mm_srli_epi16(sb[s], 2), m30),
-                )
-            }
-        });
+        let (sc, mn) = q4_k_scales(&blk.scales);
         let mut isum = [_mm256_setzero_si256(); T];
         let mut msum = [_mm256_setzero_si256(); T];
         for c in 0..4 {
@@ -293,7 +330,6 @@ fn tile_q4_k_avx2<const T: usize>(wg: &[BlockQ4_Kx8], xs: [&[BlockQ8_K]; T]) -> 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn tile_q6_k_avx2<const T: usize>(wg: &[BlockQ6_Kx8], xs: [&[BlockQ8_K]; T]) -> [__m256; T] {
-    let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
         let mut isum = [_mm256_setzero_si256(); T];
@@ -314,18 +350,7 @@ fn tile_q6_k_avx2<const T: usize>(wg: &[BlockQ6_Kx8], xs: [&[BlockQ8_K]; T]) -> 
             let mut lo16 = [_mm256_setzero_si256(); T];
             let mut hi16 = [_mm256_setzero_si256(); T];
             for p in 0..4 {
-                let v = load256(&ch.ql[32 * p..]);
-                let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
-                // Bits 2p, 2p+1 of each byte → bits 4, 5.
-                let mask = _mm256_set1_epi8((3u8 << (2 * p)) as i8);
-                let (ta, tb) = (_mm256_and_si256(ha, mask), _mm256_and_si256(hb, mask));
-                let (ta, tb) = match p {
-                    0 => (_mm256_slli_epi16(ta, 4), _mm256_slli_epi16(tb, 4)),
-                    1 => (_mm256_slli_epi16(ta, 2), _mm256_slli_epi16(tb, 2)),
-                    2 => (ta, tb),
-                    _ => (_mm256_srli_epi16(ta, 2), _mm256_srli_epi16(tb, 2)),
-                };
-                let (lo, hi) = (_mm256_or_si256(lo, ta), _mm256_or_si256(hi, tb));
+                let (lo, hi) = q6_k_piece(&ch.ql, ha, hb, p);
                 for t in 0..T {
                     let xq = &xs[t][b].qs;
                     lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, bcast4_at(xq, 32 * c + 4 * p)));
@@ -458,23 +483,12 @@ fn tile_q8_0_vnni<const T: usize>(wg: &[BlockQ8_0x8], xs: [&[BlockQ8Act]; T]) ->
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn tile_q5_0_vnni<const T: usize>(wg: &[BlockQ5_0x8], xs: [&[BlockQ8Act]; T]) -> [__m256; T] {
-    let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
         let qh = load256(&blk.qh);
         let mut s: [__m256i; T] = core::array::from_fn(|t| _mm256_set1_epi32(-16 * xs[t][b].sum));
         for q in 0..4 {
-            let p = load256(&blk.qs[32 * q..]);
-            let (lo, hi) = (_mm256_and_si256(p, m4), _mm256_and_si256(_mm256_srli_epi16(p, 4), m4));
-            let blo = _mm256_and_si256(qh, _mm256_set1_epi8(1 << q));
-            let bhi = _mm256_and_si256(qh, _mm256_set1_epi8((0x10u8 << q) as i8));
-            let (blo, bhi) = match q {
-                0 => (_mm256_slli_epi16(blo, 4), bhi),
-                1 => (_mm256_slli_epi16(blo, 3), _mm256_srli_epi16(bhi, 1)),
-                2 => (_mm256_slli_epi16(blo, 2), _mm256_srli_epi16(bhi, 2)),
-                _ => (_mm256_slli_epi16(blo, 1), _mm256_srli_epi16(bhi, 3)),
-            };
-            let (lo, hi) = (_mm256_or_si256(lo, blo), _mm256_or_si256(hi, bhi));
+            let (lo, hi) = q5_0_piece(&blk.qs, qh, q);
             for t in 0..T {
                 let xq = &xs[t][b].qs;
                 s[t] = _mm256_dpbusd_epi32(s[t], lo, bcast4(xq, q));
@@ -496,30 +510,9 @@ fn tile_q5_0_vnni<const T: usize>(wg: &[BlockQ5_0x8], xs: [&[BlockQ8Act]; T]) ->
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn tile_q4_k_vnni<const T: usize>(wg: &[BlockQ4_Kx8], xs: [&[BlockQ8_K]; T]) -> [__m256; T] {
     let m4 = _mm256_set1_epi8(0x0f);
-    let (m63, m15, m30) = (_mm_set1_epi8(63), _mm_set1_epi8(15), _mm_set1_epi8(0x30));
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
-        let sb: [__m128i; 12] = core::array::from_fn(|k| load8(&blk.scales[8 * k..]));
-        let sc: [__m128i; 8] = core::array::from_fn(|s| {
-            if s < 4 {
-                _mm_and_si128(sb[s], m63)
-            } else {
-                _mm_or_si128(
-                    _mm_and_si128(sb[s + 4], m15),
-                    _mm_and_si128(_mm_srli_epi16(sb[s - 4], 2), m30),
-                )
-            }
-        });
-        let mn: [__m128i; 8] = core::array::from_fn(|s| {
-            if s < 4 {
-                _mm_and_si128(sb[s + 4], m63)
-            } else {
-                _mm_or_si128(
-                    _mm_and_si128(_mm_srli_epi16(sb[s + 4], 4), m15),
-                    _mm_and_si128(_mm_srli_epi16(sb[s], 2), m30),
-                )
-            }
-        });
+        let (sc, mn) = q4_k_scales(&blk.scales);
         let mut isum = [_mm256_setzero_si256(); T];
         let mut msum = [_mm256_setzero_si256(); T];
         for c in 0..4 {
@@ -564,7 +557,6 @@ fn tile_q4_k_vnni<const T: usize>(wg: &[BlockQ4_Kx8], xs: [&[BlockQ8_K]; T]) -> 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 fn tile_q6_k_vnni<const T: usize>(wg: &[BlockQ6_Kx8], xs: [&[BlockQ8_K]; T]) -> [__m256; T] {
-    let m4 = _mm256_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
         let mut isum = [_mm256_setzero_si256(); T];
@@ -577,17 +569,7 @@ fn tile_q6_k_vnni<const T: usize>(wg: &[BlockQ6_Kx8], xs: [&[BlockQ8_K]; T]) -> 
             let mut lo32 = [_mm256_setzero_si256(); T];
             let mut hi32 = [_mm256_setzero_si256(); T];
             for p in 0..4 {
-                let v = load256(&ch.ql[32 * p..]);
-                let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
-                let mask = _mm256_set1_epi8((3u8 << (2 * p)) as i8);
-                let (ta, tb) = (_mm256_and_si256(ha, mask), _mm256_and_si256(hb, mask));
-                let (ta, tb) = match p {
-                    0 => (_mm256_slli_epi16(ta, 4), _mm256_slli_epi16(tb, 4)),
-                    1 => (_mm256_slli_epi16(ta, 2), _mm256_slli_epi16(tb, 2)),
-                    2 => (ta, tb),
-                    _ => (_mm256_srli_epi16(ta, 2), _mm256_srli_epi16(tb, 2)),
-                };
-                let (lo, hi) = (_mm256_or_si256(lo, ta), _mm256_or_si256(hi, tb));
+                let (lo, hi) = q6_k_piece(&ch.ql, ha, hb, p);
                 for t in 0..T {
                     let xq = &xs[t][b].qs;
                     lo32[t] = _mm256_dpbusd_epi32(lo32[t], lo, bcast4_at(xq, 32 * c + 4 * p));
