@@ -262,8 +262,15 @@ fn load8<T: bytemuck::Pod>(p: &[T]) -> __m128i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn pair_u8(v: __m128i) -> __m256i {
-    let w = _mm256_cvtepu8_epi32(v);
-    _mm256_or_si256(w, _mm256_slli_epi32(w, 16))
+    pair_i32(_mm256_cvtepu8_epi32(v))
+}
+
+/// Each i32 lane's low 16 bits (a value in i16 range, sign included) in both 16-bit
+/// halves of the lane (see `pair_u8`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn pair_i32(w: __m256i) -> __m256i {
+    _mm256_or_si256(_mm256_and_si256(w, _mm256_set1_epi32(0xffff)), _mm256_slli_epi32(w, 16))
 }
 
 /// The broadcast pair `(a, b)` as one i32 per lane (`a` low, `b` high 16 bits).
@@ -337,14 +344,7 @@ fn tile_q6_k_avx2<const T: usize>(wg: &[BlockQ6_Kx8], xs: [&[BlockQ8_K]; T]) -> 
         for (c, ch) in blk.c.iter().enumerate() {
             let wa = _mm256_cvtepi8_epi32(load8(&ch.scales[..]));
             let wb = _mm256_cvtepi8_epi32(load8(&ch.scales[8..]));
-            let sc_lo = _mm256_or_si256(
-                _mm256_and_si256(wa, _mm256_set1_epi32(0xffff)),
-                _mm256_slli_epi32(wa, 16),
-            );
-            let sc_hi = _mm256_or_si256(
-                _mm256_and_si256(wb, _mm256_set1_epi32(0xffff)),
-                _mm256_slli_epi32(wb, 16),
-            );
+            let (sc_lo, sc_hi) = (pair_i32(wa), pair_i32(wb));
             let sc_pair = _mm256_blend_epi16(sc_lo, sc_hi, 0xaa);
             let (ha, hb) = (load256(&ch.qh[..]), load256(&ch.qh[32..]));
             let mut lo16 = [_mm256_setzero_si256(); T];
