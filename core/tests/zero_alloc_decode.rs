@@ -213,7 +213,10 @@ fn opencl_decode_allocates_nothing() {
             });
             r.unwrap();
             if policy != KvPolicy::None {
-                assert!(m.kv.evicted() >= evicted + steps as u64, "{policy:?}: the steps must evict");
+                assert!(
+                    m.kv.evicted() >= evicted + steps as u64,
+                    "{policy:?}: the steps must evict"
+                );
             }
             assert_eq!(
                 n,

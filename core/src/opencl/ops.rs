@@ -548,7 +548,13 @@ pub(super) fn matmul_into_cache(
     };
     let need = y.shape.numel() * 4;
     let res = if need > tmp.len {
-        Err(Error::out_of_bounds("opencl matmul", "f32 staging of the cache rows", 0, need, tmp.len))
+        Err(Error::out_of_bounds(
+            "opencl matmul",
+            "f32 staging of the cache rows",
+            0,
+            need,
+            tmp.len,
+        ))
     } else {
         super::matmul::mat(be, w, x, TensorMut::new(&mut tmp, 0, DType::F32, y.shape), false)
             .and_then(|()| store_rows(be, TensorRef::new(&tmp, 0, DType::F32, y.shape), y))
