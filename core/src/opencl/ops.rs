@@ -217,13 +217,6 @@ pub(super) fn attention(
     if n_tok == 0 {
         return Ok(());
     }
-    if p.head_dim > MAX_HD {
-        return Err(Error::range(
-            "opencl attention head_dim".to_string(),
-            p.head_dim as u64,
-            MAX_HD as u64,
-        ));
-    }
     check_kv_head(be, "opencl attention", k.dtype, p.head_dim)?;
     let o = out.buf.writable("opencl attention output")?;
     if n_tok >= be.sz.attn_prefill_min_tok && p.head_dim <= ATTN_PREFILL_HD {
