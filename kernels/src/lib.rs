@@ -54,9 +54,11 @@ pub const ROPE: &str = include_str!("../cl/rope.cl");
 pub const GET_ROWS: &str = include_str!("../cl/get_rows.cl");
 /// `attention_f32`: causal GQA over the KV cache, online softmax (decode, small batches);
 /// `attention_prefill_f32`: the same with K/V tiles shared by 32 query rows (prefill).
+/// Built once per KV-cache dtype (`-DKV_T`, `common/kv.cl`): K and V read as stored.
 pub const ATTENTION: &str = include_str!("../cl/attention.cl");
 /// `move_rows_u16` (compaction), `rope_shift_f32` (re-rotation) and `attention_mass_f32`
-/// (per-slot attention mass): the KV cache's eviction ops.
+/// (per-slot attention mass): the KV cache's eviction ops. Built once per KV-cache dtype
+/// like `ATTENTION`.
 pub const KV_CACHE: &str = include_str!("../cl/kv_cache.cl");
 /// `mul_mv_q4_0_f32`.
 pub const MUL_MV_Q4_0_F32: &str = include_str!("../cl/mul_mv_q4_0_f32.cl");
