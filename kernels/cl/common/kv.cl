@@ -44,7 +44,7 @@ inline float4 kv_get4(__global const uchar *hp, const uint i) {
 #if KV_T == T_F32
     return vload4(0, (__global const float *)hp + i);
 #elif KV_T == T_F16
-    return vload_half4(0, (__global const half *)hp + i);
+    return vload_half4(i / 4, (__global const half *)hp); // (no arithmetic on half pointers: no cl_khr_fp16)
 #else
     __global const uchar *blk = hp + (i / QK) * Q8_0_BYTES;
     const float d = vload_half(0, (__global const half *)blk);
