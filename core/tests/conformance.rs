@@ -845,9 +845,10 @@ fn run_op(pick: impl Fn(Op) -> bool) {
                     }
                     let got = exec(&mut **g, row.op, &inp).unwrap();
                     // One row through the fused head (llama_head_f32) of a block.cl built
-                    // with int8 activations: the CPU's Q8 arithmetic, not f32 sums.
+                    // with int8 activations: the CPU's Q8 arithmetic, not f32 sums (every
+                    // quantized type: Q4_0/Q4_1/Q8_0 and the Q4_K_M types' int8 arms).
                     let int8_head = row.op == Op::RmsNormMatmul
-                        && matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
+                        && !matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
                         && dims[2] == 1
                         && g.isa().contains("+int8");
                     if int8_head {
