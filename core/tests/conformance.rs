@@ -1123,12 +1123,16 @@ fn inputs(op: Op, dtype: DType, dtypes: &[DType], dims: &[usize], seed: u64) -> 
             let (dim, hd, ffn, cap) = BLOCK;
             let shapes = block_matrices(dim, n_head * hd, n_kv * hd, ffn);
             for (m, &(r, c)) in shapes.iter().enumerate() {
-                weights.push(host_weight(
+                // Every other matrix 32 bytes into its region (16-byte aligned rows where
+                // the row bytes allow: the int8 Q4_K/Q5_K arms' 16-byte loads), the others
+                // 2 bytes in (their fallback).
+                weights.push(host_weight_at(
                     dtypes[m % dtypes.len()],
                     r,
                     c,
                     seed + m as u64,
                     0.5 / (c as f32).sqrt(),
+                    if m % 2 == 1 { 32 } else { 2 },
                 ));
             }
             acts.push(randn(dim, seed + 20, 1.0)); // x

@@ -455,8 +455,9 @@ inline float raw_dot_i8(const uint t, const float d, const float m, const uint4 
 #define AG_KQ_INT8
 
 // K units a work-item fetches before multiplying them (as BUNR for 16-element units).
+// H200, 1B shape Q4_K_M: 2 / 4 / 8 gave 694 / 666 / 636 tok/s (docs/perf-notes.md).
 #ifndef KUNR
-#define KUNR 4
+#define KUNR 2
 #endif
 
 // Bit 4 of byte k set where bit k of h (low 4 bits) is: (h & 15) · (1 + 2^7 + 2^14 + 2^21)
@@ -468,8 +469,8 @@ inline uint q5_spread4(const uint h) {
 // The bytes of K unit u: d, m (Q4_K/Q5_K: dmin; Q5_1: m), packed scales sc (Q4_K/Q5_K:
 // bytes sc0, sc1, m0, m1 of sub-blocks 2c, 2c + 1; Q6_K: the two signed scales), the 16
 // quant bytes qa, and qb (Q5_K/Q6_K: 16 qh bytes; Q5_0/Q5_1: qh in qb.x).
-inline void kq_load(const uint t, __global const uchar *wr, const uint u, float *d, float *m, uint *sc,
-                    uint4 *qa, uint4 *qb) {
+inline void kq_load(const uint t, const uint al, __global const uchar *wr, const uint u, float *d, float *m,
+                    uint *sc, uint4 *qa, uint4 *qb) {
     if (t == T_Q5_0 || t == T_Q5_1) {
         const uint o = t == T_Q5_0 ? 0u : 2u;
         __global const uchar *blk = wr + u * (t == T_Q5_0 ? Q5_0_BYTES : Q5_1_BYTES);
@@ -494,14 +495,22 @@ inline void kq_load(const uint t, __global const uchar *wr, const uint u, float 
         const float2 dm = vload_half2(0, (__global const half *)blk);
         *d = dm.x;
         *m = dm.y;
-        const uint3 s = kq_scale_words(blk);
+        // al: the row (so every super-block: 144 and 176 bytes are multiples of 16) is
+        // 16-byte aligned, as a GGUF tensor is: 16-byte loads instead of 2-byte ones
+        __global const uint4 *b4 = (__global const uint4 *)blk;
+        const uint3 s = al ? b4[0].yzw : kq_scale_words(blk);
         // the 6-bit scales (mins) of sub-blocks 0..3 and 4..7, one a byte (scale_min_k4)
         const uint scw = c < 2 ? s.x & 0x3F3F3F3Fu : (s.z & 0x0F0F0F0Fu) | ((s.x >> 2) & 0x30303030u);
         const uint mw = c < 2 ? s.y & 0x3F3F3F3Fu : ((s.z >> 4) & 0x0F0F0F0Fu) | ((s.y >> 2) & 0x30303030u);
         const uint sh = 16 * (c & 1);
         *sc = ((scw >> sh) & 0xFFFFu) | (((mw >> sh) & 0xFFFFu) << 16);
-        *qa = as_uint4(vload8(0, (__global const ushort *)(blk + (has_qh ? 48 : 16) + 16 * w)));
-        *qb = has_qh ? as_uint4(vload8(0, (__global const ushort *)(blk + 16 + 16 * (w & 1)))) : (uint4)(0u);
+        if (al) {
+            *qa = b4[(has_qh ? 3 : 1) + w];
+            *qb = has_qh ? b4[1 + (w & 1)] : (uint4)(0u);
+        } else {
+            *qa = as_uint4(vload8(0, (__global const ushort *)(blk + (has_qh ? 48 : 16) + 16 * w)));
+            *qb = has_qh ? as_uint4(vload8(0, (__global const ushort *)(blk + 16 + 16 * (w & 1)))) : (uint4)(0u);
+        }
     }
 }
 
@@ -563,7 +572,7 @@ inline float kq_dot_i8(const uint t, const float d, const float m, const uint sc
 }
 
 // KUNR K units' loads, then their dot products; the tail one by one.
-#define KUNIT_LOOP(T)                                                                      \
+#define KUNIT_LOOP(T, AL)                                                                  \
     {                                                                                      \
         uint u = lane;                                                                     \
         for (; u + (KUNR - 1) * tpr < nk; u += KUNR * tpr) {                               \
@@ -571,7 +580,7 @@ inline float kq_dot_i8(const uint t, const float d, const float m, const uint sc
             uint sk[KUNR];                                                                 \
             uint4 ak[KUNR], bk[KUNR];                                                      \
             for (uint k = 0; k < KUNR; k++) {                                              \
-                kq_load(T, wr, u + k * tpr, &dk[k], &mk[k], &sk[k], &ak[k], &bk[k]);       \
+                kq_load(T, AL, wr, u + k * tpr, &dk[k], &mk[k], &sk[k], &ak[k], &bk[k]);   \
             }                                                                              \
             for (uint k = 0; k < KUNR; k++) {                                              \
                 acc += kq_dot_i8(T, dk[k], mk[k], sk[k], ak[k], bk[k], xq4, xd, xs, u + k * tpr); \
@@ -581,7 +590,7 @@ inline float kq_dot_i8(const uint t, const float d, const float m, const uint sc
             float d1, m1;                                                                  \
             uint s1;                                                                       \
             uint4 a1, b1;                                                                  \
-            kq_load(T, wr, u, &d1, &m1, &s1, &a1, &b1);                                    \
+            kq_load(T, AL, wr, u, &d1, &m1, &s1, &a1, &b1);                                \
             acc += kq_dot_i8(T, d1, m1, s1, a1, b1, xq4, xd, xs, u);                       \
         }                                                                                  \
     }
@@ -592,16 +601,21 @@ inline float dot_part_kq_i8(const uint t, __global const uchar *wr, __local cons
                             const uint lane, const uint tpr) {
     __local const int4 *xq4 = (__local const int4 *)xq; // 16-byte aligned (INT8_VIEWS)
     float acc = 0.0f;
-    if (t == T_Q4_K) {
-        KUNIT_LOOP(T_Q4_K)
+    const uint al = ((uint)(ulong)wr & 15u) == 0;
+    if (t == T_Q4_K && al) {
+        KUNIT_LOOP(T_Q4_K, 1)
+    } else if (t == T_Q4_K) {
+        KUNIT_LOOP(T_Q4_K, 0)
     } else if (t == T_Q6_K) {
-        KUNIT_LOOP(T_Q6_K)
+        KUNIT_LOOP(T_Q6_K, 0)
     } else if (t == T_Q5_0) {
-        KUNIT_LOOP(T_Q5_0)
+        KUNIT_LOOP(T_Q5_0, 0)
     } else if (t == T_Q5_1) {
-        KUNIT_LOOP(T_Q5_1)
+        KUNIT_LOOP(T_Q5_1, 0)
+    } else if (al) {
+        KUNIT_LOOP(T_Q5_K, 1)
     } else {
-        KUNIT_LOOP(T_Q5_K)
+        KUNIT_LOOP(T_Q5_K, 0)
     }
     return acc;
 }
