@@ -285,7 +285,11 @@ fn decode_profile_smollm2_shapes() {
     };
     eprintln!(
         "profile weights: layers {layer_t}{}, output {out_t}",
-        if kqm { " (attn_v, ffn_down Q6_K on the use_more_bits layers)" } else { "" }
+        if kqm {
+            " (attn_v, ffn_down Q6_K on the use_more_bits layers)"
+        } else {
+            ""
+        }
     );
     let kv_dim = n_kv * hd;
     g.reserve(Reservation {
