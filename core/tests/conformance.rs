@@ -857,6 +857,18 @@ fn run_op(pick: impl Fn(Op) -> bool) {
                             ..**row
                         };
                         compare(name, &r, &case, &got, &want, exact.as_deref(), 1, false);
+                        // and tightly against what the int8 path computes: the dequantized
+                        // weights times the normed vector rounded as block.cl stages it
+                        let xq = q8_0_staged(&norm(&inp.acts[0], &inp.acts[1], dims[1]));
+                        let w8 = mm(&inp.weights[0].deq, &wide(&xq), dims[0], dims[1], 1);
+                        check(
+                            name,
+                            row.op.name(),
+                            &format!("{case} vs W·q8(x)"),
+                            &got[0].1,
+                            &w8,
+                            &INT8_STAGED,
+                        );
                     } else {
                         cmp(name, &got, 1, false);
                     }
@@ -1716,6 +1728,25 @@ fn mm(w: &[f32], x: &[f64], n_out: usize, n_in: usize, n_tok: usize) -> Vec<f64>
 }
 
 /// Row-wise `x / sqrt(mean(x²) + eps) · w` in f64.
+/// `x` (f32) rounded as block.cl's int8 staging does (`quant_vec`): blocks of 32,
+/// `d = amax / 127` in f32, `q = round(x / d)` (half away from zero), back to `q · d`.
+fn q8_0_staged(x: &[f64]) -> Vec<f32> {
+    let x: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    x.chunks(32)
+        .flat_map(|b| {
+            let d = b.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            b.iter().map(move |&v| (v * id).round() * d)
+        })
+        .collect()
+}
+
+/// The fused head with int8 activations against [`q8_0_staged`] activations.
+const INT8_STAGED: Limit = nmse(
+    1e-5,
+    "the kernel's int8 arithmetic exactly, up to f32 sums and its rsqrt norm: a staged element      rounding the other way at a .5 boundary costs ~(amax/127)²/(n·E[x²]) ≈ 2e-6; Q8_K-style      rounding (the CPU's K-quant path) gives ~1e-4, a wrong scale or layout ≥ 1e-3",
+);
+
 fn norm(x: &[f32], w: &[f32], n: usize) -> Vec<f64> {
     x.chunks(n)
         .flat_map(|r| {
