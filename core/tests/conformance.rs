@@ -1730,6 +1730,7 @@ fn mm(w: &[f32], x: &[f64], n_out: usize, n_in: usize, n_tok: usize) -> Vec<f64>
 /// Row-wise `x / sqrt(mean(x²) + eps) · w` in f64.
 /// `x` (f32) rounded as block.cl's int8 staging does (`quant_vec`): blocks of 32,
 /// `d = amax / 127` in f32, `q = round(x / d)` (half away from zero), back to `q · d`.
+#[cfg(feature = "opencl")]
 fn q8_0_staged(x: &[f64]) -> Vec<f32> {
     let x: Vec<f32> = x.iter().map(|&v| v as f32).collect();
     x.chunks(32)
@@ -1742,6 +1743,7 @@ fn q8_0_staged(x: &[f64]) -> Vec<f32> {
 }
 
 /// The fused head with int8 activations against [`q8_0_staged`] activations.
+#[cfg(feature = "opencl")]
 const INT8_STAGED: Limit = nmse(
     1e-5,
     "the kernel's int8 arithmetic exactly, up to f32 sums and its rsqrt norm: a staged element      rounding the other way at a .5 boundary costs ~(amax/127)²/(n·E[x²]) ≈ 2e-6; Q8_K-style      rounding (the CPU's K-quant path) gives ~1e-4, a wrong scale or layout ≥ 1e-3",
