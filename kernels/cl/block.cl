@@ -44,7 +44,8 @@
 // reductions), AG_INT8 (quant rows against an int8 copy of the staged vector, see
 // quant_vec) with AG_NV_DP4A (its dot products as PTX `dp4a`), BUNR (units fetched ahead),
 // KUNR (32-element K units fetched ahead by the int8 Q4_K_M arms), AG_KQ_F32 (those
-// types on f32 activations even with AG_INT8: the arms before int8, for measurements).
+// types on f32 activations even with AG_INT8: the arms before int8, for measurements),
+// AG_KQ_NOINLINE (those arms out of line, see dot_part_kq_i8).
 // The staged vector `vl` is a __local kernel argument sized at launch (the
 // model's widest vector), so a small model leaves local memory for more resident
 // work-groups.
@@ -596,7 +597,15 @@ inline float kq_dot_i8(const uint t, const float d, const float m, const uint sc
     }
 
 // dot_part's int8 arms for the Q4_K_M types: K units u = lane, lane + tpr, … of nk.
-inline float dot_part_kq_i8(const uint t, __global const uchar *wr, __local const int *xq,
+// AG_KQ_NOINLINE (a measurement option) keeps it out of line, so the stages' inlined
+// code is what it was before these arms: the 1B Q4_0 decode measured 898–905 tok/s
+// with this branch against main's 971 in one H200 call, untested whether this helps.
+#ifdef AG_KQ_NOINLINE
+__attribute__((noinline))
+#else
+inline
+#endif
+float dot_part_kq_i8(const uint t, __global const uchar *wr, __local const int *xq,
                             __local const float *xd, __local const float *xs, const uint nk,
                             const uint lane, const uint tpr) {
     __local const int4 *xq4 = (__local const int4 *)xq; // 16-byte aligned (INT8_VIEWS)
