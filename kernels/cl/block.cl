@@ -456,7 +456,8 @@ inline float raw_dot_i8(const uint t, const float d, const float m, const uint4 
 #define AG_KQ_INT8
 
 // K units a work-item fetches before multiplying them (as BUNR for 16-element units).
-// H200, 1B shape Q4_K_M: 2 / 4 / 8 gave 694 / 666 / 636 tok/s (docs/perf-notes.md).
+// H200, 1B shape Q4_K_M: 2 / 4 / 8 gave 694 / 666 / 636 tok/s with 2-byte loads only,
+// 1 / 2 gave 679 / 842 with the 16-byte ones (docs/perf-notes.md).
 #ifndef KUNR
 #define KUNR 2
 #endif
