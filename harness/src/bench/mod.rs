@@ -98,6 +98,18 @@ pub struct BenchArgs {
     /// With --evict: the KV cache's element type (auto: the backend's default).
     #[arg(long, value_enum, default_value = "auto")]
     pub evict_kv_type: crate::common::KvTypeArg,
+    /// With --backend hybrid: force a switch to the other backend before these token
+    /// indices of every phase (each prefill pass is token 0 of its phase, the timed
+    /// decode run's steps are 0…N-1); the policy makes no moves of its own then.
+    #[arg(long, value_delimiter = ',')]
+    pub switch_at: Vec<usize>,
+    /// With --backend hybrid: the crossover table to read (default:
+    /// $ANTIGRAVITY_HOME/crossover/<machine>.json, measured at first use if missing).
+    #[arg(long, value_name = "FILE")]
+    pub crossover_table: Option<PathBuf>,
+    /// With --backend hybrid: print the policy's estimates and every decision.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,9 +262,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.evict {
         return run_evict(a, &out_dir, &report_dir);
     }
-    if a.run.backend == BackendArg::Hybrid {
+    if a.run.backend != BackendArg::Hybrid && (!a.switch_at.is_empty() || a.crossover_table.is_some() || a.verbose) {
         return Err(Error::msg(
-            "bench --backend hybrid: the hybrid's data is `bench --crossover`; time it with `generate --backend hybrid --json`",
+            "--switch-at, --crossover-table and --verbose are for bench --backend hybrid",
         ));
     }
 
@@ -330,7 +342,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                     run_kernels(&mut run, &mut b, budget)?;
                 }
             }
-            BackendArg::Hybrid => {}
+            BackendArg::Hybrid => {
+                let msg = "kernels skipped: the hybrid runs the cpu's and opencl's kernels (bench those with --backend cpu / opencl)";
+                eprintln!("{msg}");
+                notes.push(msg.to_string());
+            }
             BackendArg::Opencl => match crate::common::opencl_backend() {
                 // Kernel timings on a queue-based device: `kernels::run` synchronises
                 // around each timed repetition.
@@ -685,6 +701,12 @@ fn run_e2e<T: e2e::DecodeTarget>(
         isa: a.run.isa.0.map(|i| i.name().to_string()),
         threads,
         max_ctx: plan.max_ctx(),
+        hybrid: crate::hybrid::HybridFlags {
+            switch_at: a.switch_at.clone(),
+            verbose: a.verbose,
+            crossover: a.crossover_table.clone(),
+        },
+        work: (plan.prompt_lens.iter().copied().max().unwrap_or(1), plan.decode_tokens),
     };
     let rss_reset = env::reset_peak_rss();
     let pb = bar(plan.units(), "e2e");
@@ -750,6 +772,26 @@ fn run_e2e<T: e2e::DecodeTarget>(
         r.transfer.device_to_host as f64,
         "bytes",
     ));
+    // A hybrid's hand-overs (one row each for bytes and time, the switch's direction in
+    // `op`, its token in `tokens`, its phase in `shape`) and which side ran how much.
+    for w in &r.switches {
+        for (metric, v, unit) in [
+            ("hybrid_switch_bytes", w.bytes as f64, "bytes"),
+            ("hybrid_switch_ms", w.ms, "ms"),
+        ] {
+            let mut row = tag(run, metric, v, unit);
+            row.op = Some(format!("{}->{}", w.from, w.to));
+            row.tokens = Some(w.token as u64);
+            row.shape = Some(w.phase.clone());
+            rows.push(row);
+        }
+    }
+    for b in &r.tokens_by_backend {
+        let mut row = tag(run, "hybrid_tokens", b.tokens as f64, "tokens");
+        row.op = Some(b.backend.clone());
+        row.shape = Some(b.phase.to_string());
+        rows.push(row);
+    }
     if let Some(p) = peak {
         // Without a reset the peak covers the whole process so far: a different figure,
         // so a different name.
@@ -784,6 +826,9 @@ pub fn detail(r: &Record) -> String {
     }
     if let (Some(t), true) = (r.tokens, r.metric.starts_with("matmul")) {
         d.push(format!("{t} tok"));
+    }
+    if let (Some(t), true) = (r.tokens, r.metric.starts_with("hybrid_switch")) {
+        d.push(format!("before token {t}"));
     }
     if let Some(p) = r.prompt_len {
         d.push(format!("prompt {p}"));
@@ -820,6 +865,8 @@ fn print_table(rows: &[Record]) {
                 format!("{:.1} MiB", r.value / (1u64 << 20) as f64)
             } else if r.unit == "fraction" {
                 format!("{:.1} %", r.value * 100.0)
+            } else if r.unit == "tokens" {
+                format!("{:.0} tokens", r.value)
             } else {
                 format!("{} {}", sig3(r.value), r.unit)
             };
