@@ -998,6 +998,108 @@ mod tests {
         assert!(dir.0.join("README.md").is_file());
     }
 
+    /// A hybrid-like target: the fake's costs, the phases the profiler announced, one
+    /// switch in the last phase and tokens on two sides.
+    struct FakeHybrid(e2e::tests::FakeTarget, Vec<e2e::Phase>);
+
+    impl e2e::DecodeTarget for FakeHybrid {
+        fn load(p: &Path, o: &e2e::TargetOptions) -> Result<Self> {
+            Ok(FakeHybrid(e2e::tests::FakeTarget::load(p, o)?, Vec::new()))
+        }
+        fn info(&self) -> e2e::TargetInfo {
+            e2e::TargetInfo {
+                backend: "hybrid".into(),
+                ..self.0.info()
+            }
+        }
+        fn vocab_size(&self) -> usize {
+            self.0.vocab_size()
+        }
+        fn reset(&mut self) -> Result<()> {
+            self.0.reset()
+        }
+        fn prefill(&mut self, ids: &[u32]) -> Result<()> {
+            self.0.prefill(ids)
+        }
+        fn decode_one(&mut self, id: u32) -> Result<()> {
+            self.0.decode_one(id)
+        }
+        fn op_times(&self) -> Vec<(String, std::time::Duration)> {
+            self.0.op_times()
+        }
+        fn reset_op_times(&mut self) {
+            self.0.reset_op_times()
+        }
+        fn kv_cache_bytes(&self) -> u64 {
+            self.0.kv_cache_bytes()
+        }
+        fn begin_phase(&mut self, phase: e2e::Phase) {
+            self.1.push(phase);
+        }
+        fn switches(&self) -> Vec<e2e::SwitchRow> {
+            vec![e2e::SwitchRow {
+                phase: self.1.last().map_or_else(String::new, |p| p.label()),
+                token: 5,
+                from: "cpu".into(),
+                to: "opencl".into(),
+                bytes: 1536,
+                ms: 0.25,
+            }]
+        }
+        fn tokens_by_backend(&self) -> Vec<e2e::BackendTokens> {
+            let phases = self.1.len() as u64;
+            vec![
+                e2e::BackendTokens {
+                    phase: "decode",
+                    backend: "cpu".into(),
+                    tokens: 5,
+                },
+                e2e::BackendTokens {
+                    phase: "decode",
+                    backend: "opencl".into(),
+                    tokens: phases,
+                },
+            ]
+        }
+    }
+
+    #[test]
+    fn hybrid_rows_carry_switches_and_tokens_per_backend() {
+        let dir = TempDir::new("bench-hybrid");
+        let a = args(&["--quick", "--backend", "hybrid", "--switch-at", "5"]);
+        let mut r = Run::open(&dir.0, false, true).unwrap();
+        let id = ModelId {
+            file: "fake.gguf".into(),
+            sha256_prefix: "0123456789ab".into(),
+        };
+        run_e2e::<FakeHybrid>(&mut r, &a, Path::new("fake.gguf"), &id, 1).unwrap();
+        let plan = e2e::Plan::quick();
+        let get = |m: &str| r.rows.iter().filter(|x| x.metric == m).collect::<Vec<_>>();
+        let (bytes, ms) = (get("hybrid_switch_bytes"), get("hybrid_switch_ms"));
+        assert_eq!((bytes.len(), ms.len()), (1, 1));
+        let label = format!("decode {}", plan.decode_tokens);
+        for (row, v, unit) in [(bytes[0], 1536.0, "bytes"), (ms[0], 0.25, "ms")] {
+            assert_eq!(row.value, v);
+            assert_eq!(row.unit, unit);
+            assert_eq!(row.op.as_deref(), Some("cpu->opencl"));
+            assert_eq!(row.tokens, Some(5));
+            assert_eq!(row.shape.as_deref(), Some(label.as_str()));
+            assert_eq!(row.backend, "hybrid");
+        }
+        assert!(detail(bytes[0]).contains("before token 5"), "{}", detail(bytes[0]));
+        let toks = get("hybrid_tokens");
+        let sides: Vec<_> = toks
+            .iter()
+            .map(|x| (x.op.as_deref().unwrap(), x.shape.as_deref().unwrap(), x.value))
+            .collect();
+        // One phase per prefill (each length, each rep), the warm-up, the timed decode.
+        let phases = (plan.prompt_lens.len() * plan.prefill_reps as usize + 2) as f64;
+        assert_eq!(sides, [("cpu", "decode", 5.0), ("opencl", "decode", phases)]);
+        // The other rows are the ones every backend has.
+        assert_eq!(get("prefill_tok_s").len(), plan.prompt_lens.len());
+        assert_eq!(get("decode_tok_s_overall").len(), 1);
+    }
+
     #[test]
     fn e2e_rows_carry_model_and_target_facts() {
         let dir = TempDir::new("bench-e2e");
