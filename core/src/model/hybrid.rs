@@ -1103,6 +1103,20 @@ pub fn handover<S: Backend, D: Backend>(
         ));
     }
     let same = s.dtype == d.dtype;
+    let float = |t: DType| matches!(t, DType::F32 | DType::F16);
+    if !same && !(float(s.dtype) && float(d.dtype)) {
+        // Checked before anything is written: converting is f16 ⇄ f32 only.
+        let (what, t) = if float(s.dtype) {
+            ("destination KV cache", d.dtype)
+        } else {
+            ("source KV cache", s.dtype)
+        };
+        return Err(Error::dtype(
+            "hybrid hand-over (between different cache types)",
+            what,
+            t,
+        ));
+    }
     let (sb, db) = (
         slot_bytes(s.dtype, s.kv_dim, n, "source")?,
         slot_bytes(d.dtype, d.kv_dim, n, "destination")?,
