@@ -1104,7 +1104,8 @@ pub fn handover<S: Backend, D: Backend>(
     }
     let same = s.dtype == d.dtype;
     let float = |t: DType| matches!(t, DType::F32 | DType::F16);
-    if !same && !(float(s.dtype) && float(d.dtype)) {
+    let convertible = float(s.dtype) && float(d.dtype);
+    if !(same || convertible) {
         // Checked before anything is written: converting is f16 ⇄ f32 only.
         let (what, t) = if float(s.dtype) {
             ("destination KV cache", d.dtype)
