@@ -294,20 +294,8 @@ pub fn load(
         policy,
     } = job;
     let path = crate::fetch::resolve(m.run.model.as_deref())?;
-    let key = table_key(&path);
-    let table_file = flags.crossover.clone().unwrap_or_else(default_table_path);
-    let mut table = read_table(&table_file, &key);
     let forced = !flags.switch_at.is_empty();
-    if table.is_none() && !forced {
-        eprintln!(
-            "hybrid: no crossover table for this model in {}; measuring a short one first (once; `harness bench --crossover` measures a full one)",
-            table_file.display()
-        );
-        let x = measure_short(m, &path)?;
-        write_table(&table_file, &key, &x, "short (first use)")?;
-        eprintln!("hybrid: wrote {}", table_file.display());
-        table = Some(x);
-    }
+    let table = table(m, flags)?;
     // Decided before the CPU model loads, so the device's build overlaps that load; the
     // prompt's length is `prompt_hint` here (exact for --prompt-ids), exact at the
     // boundaries.
@@ -440,6 +428,27 @@ pub fn load(
         synthetic,
         copied_load,
     })
+}
+
+/// The crossover table for `m`'s model: read from `--crossover FILE` or the machine's
+/// file; when it has no entry and no switches are forced, a short one is measured first
+/// (saying so) and cached there. `None` only with forced switches and no entry.
+pub fn table(m: &ModelArgs, flags: &HybridFlags) -> Result<Option<Crossover>> {
+    let path = crate::fetch::resolve(m.run.model.as_deref())?;
+    let key = table_key(&path);
+    let table_file = flags.crossover.clone().unwrap_or_else(default_table_path);
+    let table = read_table(&table_file, &key);
+    if table.is_some() || !flags.switch_at.is_empty() {
+        return Ok(table);
+    }
+    eprintln!(
+        "hybrid: no crossover table for this model in {}; measuring a short one first (once; `harness bench --crossover` measures a full one)",
+        table_file.display()
+    );
+    let x = measure_short(m, &path)?;
+    write_table(&table_file, &key, &x, "short (first use)")?;
+    eprintln!("hybrid: wrote {}", table_file.display());
+    Ok(Some(x))
 }
 
 /// The OpenCL backend and the model's weights on it (what the background thread runs).

@@ -114,6 +114,15 @@ pub struct TransferBytes {
 /// A model the bench can drive. Every method returns once its work is complete (a GPU
 /// target synchronises before returning), so wall time around a call is its cost.
 pub trait DecodeTarget {
+    /// Work done once before the timed load, outside `load_time_s` (a hybrid target
+    /// measures its crossover table here when it has none). The default does nothing.
+    fn prepare(path: &Path, opts: &TargetOptions) -> Result<()>
+    where
+        Self: Sized,
+    {
+        let _ = (path, opts);
+        Ok(())
+    }
     /// Loads the model file with these options.
     fn load(path: &Path, opts: &TargetOptions) -> Result<Self>
     where
@@ -240,6 +249,7 @@ pub fn run<T: DecodeTarget>(
     plan: &Plan,
     tick: &mut dyn FnMut(u64),
 ) -> Result<E2eResult> {
+    T::prepare(path, opts)?;
     let t = Instant::now();
     let mut target = T::load(path, opts)?;
     let load_s = t.elapsed().as_secs_f64();

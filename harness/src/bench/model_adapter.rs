@@ -164,14 +164,13 @@ mod real {
         threads: u32,
     }
 
-    /// `--backend hybrid`: loaded as `generate` loads it, with the bench's context and
-    /// the default batch of the other targets on both sides.
-    fn load_hybrid(path: &Path, o: &TargetOptions, times: &OpTimes) -> Result<(HybridTarget, String)> {
+    /// The flags `generate --backend hybrid` would get for the bench's run.
+    fn hybrid_args(path: &Path, o: &TargetOptions) -> Result<ModelArgs> {
         let isa = match o.isa.as_deref() {
             None | Some("auto") => None,
             Some(name) => Some(Isa::parse(name).ok_or_else(|| Error::msg(format!("unknown ISA {name}")))?),
         };
-        let m = ModelArgs {
+        Ok(ModelArgs {
             run: RunArgs {
                 model: Some(path.to_path_buf()),
                 backend: BackendArg::Hybrid,
@@ -181,7 +180,13 @@ mod real {
             weights: DType::Q4_0,
             ctx: o.max_ctx,
             kv_type: KvTypeArg::Auto,
-        };
+        })
+    }
+
+    /// `--backend hybrid`: loaded as `generate` loads it, with the bench's context and
+    /// the default batch of the other targets on both sides.
+    fn load_hybrid(path: &Path, o: &TargetOptions, times: &OpTimes) -> Result<(HybridTarget, String)> {
+        let m = hybrid_args(path, o)?;
         let batch = RunOptions::default().max_batch;
         let job = HybridJob {
             work: Work::Generate {
@@ -249,6 +254,14 @@ mod real {
     }
 
     impl DecodeTarget for ModelTarget {
+        /// A hybrid without a crossover table measures its short one here, so that
+        /// minutes of first use on a PoCL machine are not counted as its load time.
+        fn prepare(path: &Path, o: &TargetOptions) -> Result<()> {
+            if o.backend == "hybrid" {
+                crate::hybrid::table(&hybrid_args(path, o)?, &o.hybrid).map_err(|e| Error::msg(format!("{e:#}")))?;
+            }
+            Ok(())
+        }
         fn load(path: &Path, o: &TargetOptions) -> Result<Self> {
             let times: OpTimes = Arc::default();
             let (m, quant, threads) = match o.backend.as_str() {
