@@ -305,15 +305,21 @@ fn bcast_pair(a: i32, b: i32) -> __m256i {
 }
 
 /// The fifth bits of piece `p` of sub-block pair `c` of a Q5_K x8 super-block (bits
-/// `2c` and `2c + 1` of the `qh` piece) at bit 4 of the low and high values.
+/// `2c` and `2c + 1` of the `qh` piece) at bit 4 of the low and high values: one shift by
+/// a constant and one mask each (a 16-bit shift by at most 4 keeps every byte's bit 4
+/// its own byte's bit; the mask and the OR into the value fuse into `vpternlogd` where
+/// AVX-512VL is on).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q5_k_bits(qh: __m256i, c: usize) -> (__m256i, __m256i) {
-    let one = _mm256_set1_epi8(1);
-    let v = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32));
-    let lo = _mm256_slli_epi16(_mm256_and_si256(v, one), 4);
-    let hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 1), one), 4);
-    (lo, hi)
+    let m = _mm256_set1_epi8(0x10);
+    let (lo, hi) = match c {
+        0 => (_mm256_slli_epi16(qh, 4), _mm256_slli_epi16(qh, 3)),
+        1 => (_mm256_slli_epi16(qh, 2), _mm256_slli_epi16(qh, 1)),
+        2 => (qh, _mm256_srli_epi16(qh, 1)),
+        _ => (_mm256_srli_epi16(qh, 2), _mm256_srli_epi16(qh, 3)),
+    };
+    (_mm256_and_si256(lo, m), _mm256_and_si256(hi, m))
 }
 
 /// Piece `p` of sub-block pair `c` of a Q4_K / Q5_K x8 super-block as unsigned bytes: the
