@@ -182,6 +182,7 @@ const Q8_ACT: Limit = nmse(
      Gaussian row the rounding adds relative noise ≈ (amax/127)²/12 / E[x²] ≈ 3e-5 per \
      element, so NMSE ~1e-5..1e-4; a wrong block layout gives ~1",
 );
+#[cfg(feature = "opencl")]
 const MMQ_SAME_Q8: Limit = nmse(
     1e-6,
     "the int8 prefill matmuls quantize activations to Q8_0/Q8_1 blocks exactly as the CPU \
@@ -903,6 +904,7 @@ fn run_op(pick: impl Fn(Op) -> bool) {
 }
 
 /// The ops whose tiled (≥ 16-token) OpenCL kernels have int8 twins (mul_mm_q8_1.cl).
+#[cfg(feature = "opencl")]
 fn mmq_op(op: Op) -> bool {
     matches!(
         op,
@@ -911,6 +913,7 @@ fn mmq_op(op: Op) -> bool {
 }
 
 /// The weight types of the int8 prefill matmuls (one scale and offset per 32 elements).
+#[cfg(feature = "opencl")]
 const MMQ_DTYPES: [DType; 7] = [
     DType::Q4_0,
     DType::Q4_1,

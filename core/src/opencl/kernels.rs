@@ -292,7 +292,6 @@ impl<K> ByInt8<K> {
             _ => return None,
         })
     }
-
 }
 
 /// The int8 prefill path (mul_mm_q8_1.cl), when it was built: the activation quantizer

@@ -84,8 +84,16 @@ pub(super) fn mat(be: &mut OpenClBackend, w: Ref<'_>, x: Ref<'_>, y: Mut<'_>, ac
             k_chunk: k_chunk as u32,
             part,
         };
-        let k = be.mmq.as_ref().and_then(|m| m.k.mul_mm.get(w.dtype)).ok_or_else(dtype_err)?;
-        let gws = [n_out.div_ceil(MM_ROWS) * MM_LWS, n_tok.div_ceil(MM_TOKS) * MM_LWS, split];
+        let k = be
+            .mmq
+            .as_ref()
+            .and_then(|m| m.k.mul_mm.get(w.dtype))
+            .ok_or_else(dtype_err)?;
+        let gws = [
+            n_out.div_ceil(MM_ROWS) * MM_LWS,
+            n_tok.div_ceil(MM_TOKS) * MM_LWS,
+            split,
+        ];
         be.q.run(k, &args, &gws, Some(&[MM_LWS, MM_LWS, 1]))?;
         return reduce_split(be, split, n_tok * n_out, y_mem, y.offset, accumulate);
     }
@@ -174,14 +182,17 @@ fn reduce_split(be: &OpenClBackend, split: usize, n: usize, y: Mem, y_offset: us
 /// quantized input.
 fn int8_ok(be: &OpenClBackend, t: DType, n_tok: usize, n_in: usize) -> bool {
     be.mmq.as_ref().is_some_and(|m| m.k.mul_mm.get(t).is_some())
-        && n_in % MM_K == 0
+        && n_in.is_multiple_of(MM_K)
         && n_tok * n_in <= be.scratch.mmq_cap
 }
 
 /// Quantizes `x` (`n_tok` rows of `n_in` f32, `n_in % 32 == 0`) into the int8 scratch
 /// (`quantize_q8_1_f32`); returns its three buffers as kernel arguments.
 fn quantize(be: &OpenClBackend, x: &Ref<'_>, n_tok: usize, n_in: usize) -> Result<(Mem, Mem, Mem)> {
-    let m = be.mmq.as_ref().ok_or_else(|| Error::invalid("opencl: the int8 prefill path is off"))?;
+    let m = be
+        .mmq
+        .as_ref()
+        .ok_or_else(|| Error::invalid("opencl: the int8 prefill path is off"))?;
     let s = &be.scratch;
     let (xq, xd, xs) = (Mem::of(&s.mmq_q), Mem::of(&s.mmq_d), Mem::of(&s.mmq_s));
     let n_blocks = n_tok * n_in / MM_K;
@@ -295,7 +306,11 @@ pub(super) fn rms_norm_matmul3(
         // tiled launch.
         ops::rms_norm(be, x, norm_w, eps, xn.reborrow())?;
         let (xq, xd, xs) = quantize(be, &xn.as_ref(), n_tok, n_in)?;
-        let k = be.mmq.as_ref().and_then(|m| m.k.mul_mm3.get(ws[0].dtype)).expect("checked above");
+        let k = be
+            .mmq
+            .as_ref()
+            .and_then(|m| m.k.mul_mm3.get(ws[0].dtype))
+            .expect("checked above");
         let [(y0, y0_off), (y1, y1_off), (y2, y2_off)] = outs3(&ys)?;
         let ((w0, w0_off), (w1, w1_off), (w2, w2_off)) = (w_args(0), w_args(1), w_args(2));
         let args = MulMmq3 {
@@ -320,7 +335,10 @@ pub(super) fn rms_norm_matmul3(
             n2: n[2] as u32,
             n_tok: n_tok as u32,
         };
-        let gws = [(n[0] + n[1] + n[2]).div_ceil(MM_ROWS) * MM_LWS, n_tok.div_ceil(MM_TOKS) * MM_LWS];
+        let gws = [
+            (n[0] + n[1] + n[2]).div_ceil(MM_ROWS) * MM_LWS,
+            n_tok.div_ceil(MM_TOKS) * MM_LWS,
+        ];
         return be.q.run(k, &args, &gws, Some(&[MM_LWS, MM_LWS]));
     }
     if same && n_tok >= be.sz.mm_min_tok && be.k.mul_mm3.get(ws[0].dtype).is_some() {
@@ -402,13 +420,21 @@ pub(super) fn rms_norm_matmul_swiglu(
             return be.q.run(k, &args, &[n_out * lws, n_tok.div_ceil(NT)], Some(&[lws, 1]));
         }
     }
-    let int8 = same && be.mmq.as_ref().is_some_and(|m| m.k.mul_mm_swiglu.get(w_gate.dtype).is_some());
+    let int8 = same
+        && be
+            .mmq
+            .as_ref()
+            .is_some_and(|m| m.k.mul_mm_swiglu.get(w_gate.dtype).is_some());
     if int8 && n_tok >= be.sz.mm_min_tok && int8_ok(be, w_gate.dtype, n_tok, n_in) {
         // Prefill, int8: one norm launch, its output quantized once, then gate, up and
         // SwiGLU as one tiled launch.
         ops::rms_norm(be, x, norm_w, eps, xn.reborrow())?;
         let (xq, xd, xs) = quantize(be, &xn.as_ref(), n_tok, n_in)?;
-        let k = be.mmq.as_ref().and_then(|m| m.k.mul_mm_swiglu.get(w_gate.dtype)).expect("checked above");
+        let k = be
+            .mmq
+            .as_ref()
+            .and_then(|m| m.k.mul_mm_swiglu.get(w_gate.dtype))
+            .expect("checked above");
         let args = MulMmqSwiglu {
             wg: w_gate.buf.arg(),
             wg_off: w_gate.offset as u64,

@@ -63,7 +63,12 @@ pub(super) const ATTN_PREFILL_LWS: usize = 128;
 const ATTN_PREFILL_LOCAL: u64 = 30_848;
 
 /// The shared preludes, prepended (after the generated header) to every family.
-const PRELUDES: [&str; 4] = ["common/dtype.cl", "common/reduce.cl", "common/rope.cl", "common/int8.cl"];
+const PRELUDES: [&str; 4] = [
+    "common/dtype.cl",
+    "common/reduce.cl",
+    "common/rope.cl",
+    "common/int8.cl",
+];
 
 /// Sizes and thresholds chosen once for the device (and the options' overrides).
 #[derive(Clone, Debug)]
@@ -349,7 +354,11 @@ pub(super) fn build_mmq(
                 if opts.log {
                     std::eprintln!("opencl: int8 prefill matmuls built with `{options}`");
                 }
-                return Some(MmqPath { k, mma, _program: program });
+                return Some(MmqPath {
+                    k,
+                    mma,
+                    _program: program,
+                });
             }
             Err(e) => {
                 if opts.log || opts.mm_int8 == Some(true) {
