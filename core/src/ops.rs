@@ -225,20 +225,23 @@ pub fn rope<B: Backend + ?Sized>(
     pos0: usize,
     style: RopeStyle,
 ) -> Result<()> {
-    check_rope(b, "rope", &x, &inv_freq)?;
+    check_rope(b, "rope", &x, &inv_freq, false)?;
     b.rope(x, inv_freq, pos0, style)
 }
 
+/// `quantized_ok`: `x` may be a block-quantized cache (re-rotation decodes, turns and
+/// requantizes whole heads); RoPE itself refuses one.
 fn check_rope<B: Backend + ?Sized>(
     b: &B,
     op: &'static str,
     x: &TensorMut<'_, B>,
     inv_freq: &TensorRef<'_, B>,
+    quantized_ok: bool,
 ) -> Result<()> {
     chk_mut(b, op, "x", x)?;
     chk_ref(b, op, "inv_freq", inv_freq)?;
     want_f32_or_kv(b, op, "x", x.dtype)?;
-    if x.dtype.is_quantized() {
+    if x.dtype.is_quantized() && !quantized_ok {
         // A quantized cache's keys are rotated in f32 and stored with `store_rows`.
         return Err(Error::dtype(op, "x", x.dtype));
     }
@@ -378,7 +381,7 @@ pub fn rope_shift<B: Backend + ?Sized>(
     delta: i32,
     style: RopeStyle,
 ) -> Result<()> {
-    check_rope(b, "rope_shift", &x, &inv_freq)?;
+    check_rope(b, "rope_shift", &x, &inv_freq, true)?;
     if delta == 0 || x.shape.numel() == 0 {
         return Ok(());
     }
@@ -499,8 +502,8 @@ pub fn rope_qk<B: Backend + ?Sized>(
     style: RopeStyle,
 ) -> Result<()> {
     const OP: &str = "rope_qk";
-    check_rope(b, OP, &q, &inv_freq)?;
-    check_rope(b, OP, &k, &inv_freq)?;
+    check_rope(b, OP, &q, &inv_freq, false)?;
+    check_rope(b, OP, &k, &inv_freq, false)?;
     if q.shape.dims()[0] != k.shape.dims()[0] || q.shape.row_len() != k.shape.row_len() {
         return Err(Error::shape(
             OP,
@@ -597,7 +600,7 @@ fn check_block<B: Backend + ?Sized>(
     want_shape(OP, "att", s.att.shape, &[n, qd])?;
     check_matmul(b, OP, &w.wq, &xn, &s.q)?;
     let q_heads = s.q.reborrow().reshape(Shape::d3(n, a.n_head, a.head_dim));
-    check_rope(b, OP, &q_heads, inv_freq)?;
+    check_rope(b, OP, &q_heads, inv_freq, false)?;
     let kv_row = a.n_kv_head * a.head_dim;
     check_attention(
         b,
@@ -619,11 +622,18 @@ fn check_block<B: Backend + ?Sized>(
             OP,
             &k32.reborrow().reshape(Shape::d3(n, a.n_kv_head, a.head_dim)),
             inv_freq,
+            false,
         )?;
         check_store_rows(b, OP, &k32.as_ref(), &k_new)?;
     } else {
         check_matmul_to(b, OP, &w.wk, &xn, &k_new, true)?;
-        check_rope(b, OP, &k_new.reshape(Shape::d3(n, a.n_kv_head, a.head_dim)), inv_freq)?;
+        check_rope(
+            b,
+            OP,
+            &k_new.reshape(Shape::d3(n, a.n_kv_head, a.head_dim)),
+            inv_freq,
+            false,
+        )?;
     }
     check_matmul_to(b, OP, &w.wv, &xn, &kv.v.rows_mut(a.n_past, n, kv_row), true)?;
     check_matmul(b, OP, &w.wo, &s.att.as_ref(), &s.tmp)?;

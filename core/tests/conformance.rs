@@ -477,8 +477,10 @@ const ROWS: &[Row] = &[
             &[9, 3, 64, 37, 0, 40],      // prefill from empty
             &[2, 2, 256, 3, 10, 24],     // the largest head a Q8_0 cache serves
         ],
-        vs_scalar: [ATTN_Q8, ATTN_Q8],
-        vs_f64: Some([ATTN_Q8_QUERY, ATTN_Q8_QUERY]),
+        // OpenCL reads the Q8_0 blocks against the f32 query (no query quantization):
+        // the CPU's query rounding separates it from the scalar twin, not from f64.
+        vs_scalar: [ATTN_Q8, ATTN_Q8_QUERY],
+        vs_f64: Some([ATTN_Q8_QUERY, ATTN_F32]),
     },
     Row {
         op: Op::StoreRows,
@@ -726,6 +728,15 @@ const ROWS: &[Row] = &[
         vs_f64: Some([ATTN_F32, ATTN_F32]),
     },
     Row {
+        // The mass over a Q8_0 cache (CPU: the query quantized, as its attention; OpenCL:
+        // the f32 query).
+        op: Op::AttentionMass,
+        dtypes: &[DType::Q8_0],
+        shapes: &[&[9, 3, 64, 1, 99, 128], &[9, 3, 64, 5, 40, 64], &[4, 2, 32, 64, 0, 64]],
+        vs_scalar: [ATTN_Q8, ATTN_Q8_QUERY],
+        vs_f64: Some([ATTN_Q8_QUERY, ATTN_F32]),
+    },
+    Row {
         op: Op::EvictShift(RopeStyle::Adjacent),
         dtypes: F32,
         shapes: EVICT_SHAPES,
@@ -743,8 +754,31 @@ const ROWS: &[Row] = &[
         op: Op::EvictShift(RopeStyle::Adjacent),
         dtypes: &[DType::F16],
         shapes: EVICT_SHAPES,
-        vs_scalar: [SAME, ROPE_ANGLE],
+        vs_scalar: [SAME, EVICT_F16_DEVICE],
         vs_f64: Some([EVICT_F16, EVICT_F16]),
+    },
+    Row {
+        op: Op::EvictShift(RopeStyle::HalfSplit),
+        dtypes: &[DType::F16],
+        shapes: EVICT_SHAPES,
+        vs_scalar: [SAME, EVICT_F16_DEVICE],
+        vs_f64: Some([EVICT_F16, EVICT_F16]),
+    },
+    Row {
+        // A Q8_0 cache: whole heads decoded, turned and requantized; the half-split pairs
+        // span two blocks of a head.
+        op: Op::EvictShift(RopeStyle::Adjacent),
+        dtypes: &[DType::Q8_0],
+        shapes: EVICT_SHAPES,
+        vs_scalar: [SAME, EVICT_Q8_DEVICE],
+        vs_f64: Some([EVICT_Q8, EVICT_Q8]),
+    },
+    Row {
+        op: Op::EvictShift(RopeStyle::HalfSplit),
+        dtypes: &[DType::Q8_0],
+        shapes: EVICT_SHAPES,
+        vs_scalar: [SAME, EVICT_Q8_DEVICE],
+        vs_f64: Some([EVICT_Q8, EVICT_Q8]),
     },
 ];
 
@@ -809,6 +843,23 @@ const EVICT_F16: Limit = nmse(
     2e-6,
     "the f16 cache rounds three times (stored, rotated, re-rotated), ≤ 2⁻¹¹ relative each: \
      NMSE ≈ 3 · 2⁻²²/3 ≈ 2.4e-7, plus the f32 angle (see EVICT_F64)",
+);
+
+const EVICT_F16_DEVICE: Limit = nmse(
+    1e-8,
+    "the same three f16 roundings; a device's sin/cos (4 ulp) may put a rotated value on the \
+     other side of an f16 rounding boundary: one step of 2⁻¹¹ relative in a few values",
+);
+const EVICT_Q8: Limit = nmse(
+    2e-4,
+    "a Q8_0 cache quantizes twice (stored rotated, then re-rotated and requantized), each a \
+     uniform error of one step amax/127: NMSE ≈ 2 × 3e-5 (see STORE_ROUNDING), plus the f32 \
+     angle (EVICT_F64)",
+);
+const EVICT_Q8_DEVICE: Limit = nmse(
+    1e-6,
+    "the same quantizer; a device's sin/cos (4 ulp) or f32 division may move a value across a \
+     rounding boundary: one quant step (≈ 0.02σ) in a handful of ~10⁴ values, ≲ 1e-8 each",
 );
 
 const ROPE_QK_SHAPES: &[&[usize]] = &[&[1, 9, 3, 64, 0], &[5, 9, 3, 64, 300], &[2, 32, 8, 64, 2047]];
@@ -1309,11 +1360,24 @@ fn exec<B: Backend>(b: &mut B, op: Op, inp: &Inputs) -> antigravity_core::Result
         Op::EvictShift(style) => {
             let (n_rows, heads, hd, start, count, pos0) = (d[0], d[1], d[2], d[3], d[4], d[5]);
             let shape = Shape::d3(n_rows, heads, hd);
-            let mut buf = cache_upload(b, inp.dtype, &a[0]);
             let fr = f(b, &a[1], Shape::d1(hd / 2));
             let row = heads * hd;
+            let mut buf = if inp.dtype.is_quantized() {
+                // A Q8_0 cache's keys are rotated in f32 and quantized once (the model's
+                // path: RoPE in scratch, then `store_rows`).
+                let mut k32 = f(b, &a[0], shape);
+                ops::rope(b, k32.m(), fr.r(), pos0, style)?;
+                let bytes = inp.dtype.row_bytes(row).unwrap() * n_rows;
+                let mut buf = b.alloc(bytes, BufferKind::Device).unwrap();
+                ops::store_rows(b, k32.r(), TensorMut::new(&mut buf, 0, inp.dtype, shape))?;
+                buf
+            } else {
+                let mut buf = cache_upload(b, inp.dtype, &a[0]);
+                let x = TensorMut::new(&mut buf, 0, inp.dtype, shape);
+                ops::rope(b, x, fr.r(), pos0, style)?;
+                buf
+            };
             let mut x = TensorMut::new(&mut buf, 0, inp.dtype, shape);
-            ops::rope(b, x.reborrow(), fr.r(), pos0, style)?;
             let moved = n_rows - start - count;
             ops::move_rows(
                 b,
@@ -1466,6 +1530,7 @@ fn exec<B: Backend>(b: &mut B, op: Op, inp: &Inputs) -> antigravity_core::Result
 fn cache_upload<B: Backend>(b: &B, dtype: DType, v: &[f32]) -> B::Buffer {
     let bytes: Vec<u8> = match dtype {
         DType::F16 => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+        DType::Q8_0 => q8_blocks(v),
         _ => v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
     };
     let mut buf = b.alloc(bytes.len(), BufferKind::Device).unwrap();
@@ -1473,11 +1538,16 @@ fn cache_upload<B: Backend>(b: &B, dtype: DType, v: &[f32]) -> B::Buffer {
     buf
 }
 
-/// The first `n` values of a cache buffer, widened to f32.
+/// The first `n` values of a cache buffer, widened (Q8_0: dequantized) to f32.
 fn cache_read<B: Backend>(b: &B, dtype: DType, buf: &B::Buffer, n: usize) -> Vec<f32> {
-    let mut bytes = vec![0u8; n * if dtype == DType::F16 { 2 } else { 4 }];
+    let mut bytes = vec![0u8; dtype.row_bytes(n).unwrap()];
     b.download(buf, 0, &mut bytes).unwrap();
     match dtype {
+        DType::Q8_0 => {
+            let mut out = vec![0f32; n];
+            antigravity_core::quant::dequantize_row(dtype, &bytes, &mut out).unwrap();
+            out
+        }
         DType::F16 => bytes
             .chunks_exact(2)
             .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())

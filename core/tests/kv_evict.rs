@@ -41,10 +41,14 @@ fn layer0<B: Backend>(m: &Llama<B>, n: usize) -> (Vec<f32>, Vec<f32>) {
     let (k, v) = m.kv.views(0);
     let row = k.shape.row_len() * k.shape.dims()[1];
     let read = |t: TensorRef<'_, B>| -> Vec<f32> {
-        let es = t.dtype.block_bytes();
-        let mut bytes = vec![0u8; n * row * es];
+        let mut bytes = vec![0u8; t.dtype.row_bytes(n * row).unwrap()];
         m.backend.download(t.buf, t.offset, &mut bytes).unwrap();
         match t.dtype {
+            DType::Q8_0 => {
+                let mut out = vec![0f32; n * row];
+                antigravity_core::quant::dequantize_row(DType::Q8_0, &bytes, &mut out).unwrap();
+                out
+            }
             DType::F16 => bytes
                 .chunks_exact(2)
                 .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
@@ -184,7 +188,14 @@ fn evicted_cache_matches_a_from_scratch_run_cpu() {
     // f16: every stored value rounded to 2⁻¹¹ relative, re-rotations round again (the
     // drops here re-rotate a key up to ~10 times: ~10 · 2⁻¹² of the largest).
     layer0_matches("cpu", &CpuBackend::new, DType::F16, 8e-3, 1);
+    // Q8_0: every re-rotation requantizes the key, up to half a step (amax/254 of its
+    // block) each time; ~10 turns bound the drift by ~10/254 ≈ 0.04 of the largest value
+    // (a misplaced row or wrong angle ~1).
+    layer0_matches("cpu", &CpuBackend::new, DType::Q8_0, Q8_TOL, 1);
 }
+
+/// See `evicted_cache_matches_a_from_scratch_run_cpu`'s Q8_0 case.
+const Q8_TOL: f64 = 5e-2;
 
 /// Eviction in blocks (5 slots at once: 16 slots, chunks of 3, so a block is more than a
 /// chunk needs and leaves a part-empty cache; 50: larger than the evictable part, capped
@@ -206,6 +217,7 @@ fn block_eviction_matches_a_from_scratch_run_every_isa() {
         for block in [5, 50] {
             layer0_matches(isa.name(), &make, DType::F32, 1e-4, block);
             layer0_matches(isa.name(), &make, DType::F16, 8e-3, block);
+            layer0_matches(isa.name(), &make, DType::Q8_0, Q8_TOL, block);
         }
     }
 }
@@ -227,6 +239,12 @@ fn evicted_cache_matches_a_from_scratch_run_opencl() {
     // chunk needs) and blocks of 5 and 50 (see the CPU's block test).
     for block in [1, 5, 50] {
         layer0_matches("opencl", &make, DType::F32, 1e-4, block);
+    }
+    // f16 and Q8_0 caches (the CPU's tolerances): K/V projected through f32 staging and
+    // stored, RoPE on the f16 keys in place, compaction and re-rotation on the device.
+    for block in [1, 5] {
+        layer0_matches("opencl", &make, DType::F16, 8e-3, block);
+        layer0_matches("opencl", &make, DType::Q8_0, Q8_TOL, block);
     }
 }
 

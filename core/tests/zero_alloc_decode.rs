@@ -1,5 +1,7 @@
 //! After setup, the forward pass allocates nothing: a counting global allocator watches
-//! prefill chunks and decode steps of a real (tiny) model on the CPU backend.
+//! prefill chunks and decode steps of a real (tiny) model on the CPU backend, and (with
+//! the `opencl` feature, on the OpenCL device present) decode steps over every cache
+//! dtype the OpenCL backend lists, with and without eviction.
 //!
 //! The counter is process-wide (the CPU backend's pool workers allocate on their own
 //! threads, and those must count), so nothing else may run in the process: this file is
@@ -149,11 +151,98 @@ fn decode_with_eviction_allocates_nothing() {
     }
 }
 
+/// The OpenCL backend (PoCL in CI) with every cache dtype it lists: a prefill and decode
+/// steps without eviction, then decode through a full cache under `sinks` (compaction and
+/// re-rotation on the device every step) and `h2o` (the mass read back into the cache's
+/// preallocated host copy): no allocation after warm-up. Skips, saying why, when no
+/// OpenCL device is found (an error when `ANTIGRAVITY_OPENCL_REQUIRED` is set).
+#[cfg(feature = "opencl")]
+fn opencl_decode_allocates_nothing() {
+    use antigravity_core::backend::Backend;
+    use antigravity_core::kv_evict::{EvictConfig, KvPolicy};
+    use antigravity_core::opencl::{OpenClBackend, OpenClOptions};
+    let make = || OpenClBackend::new(OpenClOptions::from_env());
+    let kv_types = match make() {
+        Ok(be) => be.capabilities().kv_dtypes,
+        Err(e) => {
+            assert!(
+                std::env::var("ANTIGRAVITY_OPENCL_REQUIRED").is_err(),
+                "OpenCL required but unavailable: {e}"
+            );
+            println!("SKIP opencl_decode_allocates_nothing: no OpenCL device ({e})");
+            return;
+        }
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../oracle/models/tiny-untied");
+    for &kv_type in kv_types {
+        for policy in [KvPolicy::None, KvPolicy::Sinks, KvPolicy::H2o] {
+            let be = make().unwrap();
+            let (cfg, w) = model::hf::load(&dir, &be, DType::Q4_0).unwrap();
+            let opts = RunOptions {
+                ctx: 32,
+                max_batch: 8,
+                all_logits: false,
+                kv_type: Some(kv_type),
+            };
+            let mut m = Llama::new(cfg, w, be, opts).unwrap();
+            m.set_kv_policy(EvictConfig {
+                policy,
+                sinks: 4,
+                keep: 2,
+                block: 1,
+            })
+            .unwrap();
+            // Warm-up: a chunk and a step; with a policy, fill the cache and evict once.
+            let prompt: Vec<u32> = (0..if policy == KvPolicy::None { 8 } else { 40 })
+                .map(|i| (i * 7 % 300) as u32)
+                .collect();
+            m.forward(&prompt).unwrap();
+            m.forward(&[4]).unwrap();
+            let evicted = m.kv.evicted();
+            if policy == KvPolicy::None {
+                let (r, n) = counted(|| m.forward(&prompt).map(|_| ()));
+                r.unwrap();
+                assert_eq!(n, 0, "opencl, {kv_type} cache: an 8-token chunk allocated {n} times");
+            }
+            let steps = if policy == KvPolicy::None { 12 } else { 20 };
+            let (r, n) = counted(|| {
+                for t in 0..steps {
+                    m.forward(&[t % 300])?;
+                }
+                Ok::<(), antigravity_core::Error>(())
+            });
+            r.unwrap();
+            if policy != KvPolicy::None {
+                assert!(
+                    m.kv.evicted() >= evicted + steps as u64,
+                    "{policy:?}: the steps must evict"
+                );
+            }
+            assert_eq!(
+                n,
+                0,
+                "opencl, {kv_type} cache, {}: {steps} decode steps allocated {n} times",
+                policy.name()
+            );
+            println!(
+                "opencl {kv_type} cache, --kv-policy {}: {steps} decode steps, 0 allocations ({} evicted)",
+                policy.name(),
+                m.kv.evicted() - evicted
+            );
+        }
+    }
+}
+
+#[cfg(not(feature = "opencl"))]
+fn opencl_decode_allocates_nothing() {
+    println!("SKIP opencl_decode_allocates_nothing: built without the `opencl` feature");
+}
+
 /// Runs the checks one after the other (no other thread in the process). Understands the
 /// test-runner arguments cargo may pass: name filters, `--skip NAME`, `--exact`, `--list`
 /// and `--ignored` (there are no ignored checks); other flags are accepted and ignored.
 fn main() {
-    let checks: [(&str, fn()); 2] = [
+    let checks: [(&str, fn()); 3] = [
         (
             "prefill_and_decode_allocate_nothing",
             prefill_and_decode_allocate_nothing,
@@ -162,6 +251,7 @@ fn main() {
             "decode_with_eviction_allocates_nothing",
             decode_with_eviction_allocates_nothing,
         ),
+        ("opencl_decode_allocates_nothing", opencl_decode_allocates_nothing),
     ];
     let (mut filters, mut skips, mut exact, mut list) = (Vec::new(), Vec::new(), false, false);
     let mut args = std::env::args().skip(1);

@@ -49,7 +49,7 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 2048, value_parser = at_least_one, allow_negative_numbers = true)]
     pub ctx: usize,
     /// KV-cache element type; auto: f16 on the CPU (half the memory of f32), f32 on
-    /// OpenCL (the only type its kernels read so far).
+    /// OpenCL (which reads f16 and q8_0 too).
     #[arg(long, value_enum, default_value = "auto")]
     pub kv_type: KvTypeArg,
 }

@@ -36,23 +36,8 @@ pub struct GenerateArgs {
     /// fills; the reason is printed as `stop_reason`).
     #[arg(long, default_value_t = 128, value_parser = non_negative, allow_negative_numbers = true)]
     pub max_tokens: usize,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub temperature: f32,
-    /// 0 = off.
-    #[arg(long, default_value_t = 0, value_parser = non_negative, allow_negative_numbers = true)]
-    pub top_k: usize,
-    /// 1.0 = off.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    pub top_p: f32,
-    /// 0.0 = off.
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub min_p: f32,
-    /// 1.0 = off.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
-    pub repeat_penalty: f32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Keep generating past end-of-sequence tokens.
     #[arg(long)]
     pub ignore_eos: bool,
@@ -92,8 +77,30 @@ impl StopReason {
     }
 }
 
-impl GenerateArgs {
-    fn sampler_config(&self) -> SamplerConfig {
+/// The sampling flags (`generate`, `chat`).
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// 0 = greedy.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub temperature: f32,
+    /// 0 = off.
+    #[arg(long, default_value_t = 0, value_parser = non_negative, allow_negative_numbers = true)]
+    pub top_k: usize,
+    /// 1.0 = off.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub top_p: f32,
+    /// 0.0 = off.
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub min_p: f32,
+    /// 1.0 = off.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub repeat_penalty: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    pub fn config(&self) -> SamplerConfig {
         SamplerConfig {
             temperature: self.temperature,
             top_k: self.top_k,
@@ -104,11 +111,18 @@ impl GenerateArgs {
             ..SamplerConfig::default()
         }
     }
+
+    /// Plain greedy decoding: the backend can pick the argmax itself (4 bytes read back
+    /// a step instead of the logits row; same rule as the greedy sampler: NaN never
+    /// wins, ties go to the lowest id).
+    pub fn on_device(&self) -> bool {
+        self.temperature == 0.0 && self.repeat_penalty == 1.0
+    }
 }
 
 pub fn run(a: &GenerateArgs, t0: Instant) -> Result<()> {
     // Sampling flags are checked before the model loads, so a typo costs no load time.
-    a.sampler_config().validate()?;
+    a.sampling.config().validate()?;
     let backend = a.model.run.backend;
     if backend != BackendArg::Hybrid && (!a.hybrid.switch_at.is_empty() || a.hybrid.crossover.is_some()) {
         bail!("--switch-at and --crossover are for --backend hybrid");
@@ -212,7 +226,7 @@ fn generate<E: Engine>(a: &GenerateArgs, e: &mut E, ids: Vec<u32>, s: &Meta<'_>,
         );
     }
     let vocab = e.vocab();
-    let mut sampler = Sampler::new(a.sampler_config(), vocab)?;
+    let mut sampler = Sampler::new(a.sampling.config(), vocab)?;
     let eos: Vec<u32> = match s.tokenizer {
         Some(t) => t.eos_ids().to_vec(),
         None => e.eos().into_iter().collect(),
@@ -230,10 +244,7 @@ fn generate<E: Engine>(a: &GenerateArgs, e: &mut E, ids: Vec<u32>, s: &Meta<'_>,
         at: Vec::with_capacity(a.max_tokens),
     };
 
-    // Plain greedy decoding: the backend picks the argmax, so a step reads back 4 bytes
-    // instead of the logits row (same rule as the greedy sampler: NaN never wins, ties
-    // go to the lowest id).
-    let on_device = a.temperature == 0.0 && a.repeat_penalty == 1.0;
+    let on_device = a.sampling.on_device();
     let mut device_next = None;
     // The last token needs no cache slot (nothing runs on it), so a context of `ctx`
     // holds the prompt and `ctx - prompt + 1` generated tokens.

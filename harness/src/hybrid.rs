@@ -277,8 +277,10 @@ pub struct HybridJob {
 /// model bound and warmed there too); the CPU model meanwhile.
 ///
 /// The cache dtype: when the second backend may be built, both sides use one dtype —
-/// `--kv-type` if given, else f32 (the one OpenCL reads today) — so a hand-over is a
-/// plain copy; when it will not be, the CPU keeps its default (f16).
+/// `--kv-type` if given (f32, f16 and q8_0 are read by both backends, and the bytes a
+/// hand-over copies shrink with the type), else f32 (OpenCL's default: its whole-block
+/// decode kernel reads f32) — so a hand-over is a plain copy; when it will not be, the
+/// CPU keeps its default (f16).
 pub fn load(
     m: &ModelArgs,
     flags: &HybridFlags,
@@ -336,8 +338,8 @@ pub fn load(
             None => (false, "the crossover table lacks data".to_string()),
         }
     };
-    // One cache dtype on both sides when the device is built (f32: what OpenCL reads
-    // today); the CPU's default (f16) when it is not.
+    // One cache dtype on both sides when the device is built: the one asked for, else f32
+    // (OpenCL's default, what its block kernel reads); the CPU's default (f16) when it is not.
     let kv_type = match (m.kv_type.dtype(), build) {
         (Some(t), _) => Some(t),
         (None, true) => Some(DType::F32),
@@ -583,8 +585,8 @@ pub fn measure<B: Backend>(m: &mut Llama<B>, points: &[usize], steps: usize, ini
 /// `n` cached tokens; the mean of the two directions).
 fn measure_handover(cpu: &mut Llama<CpuBackend>, gpu: &mut Llama<OpenClBackend>, n: usize) -> Result<f64> {
     let shape = cpu.kv_shape();
-    let wide = shape.dtype.block_bytes().max(gpu.kv.dtype().block_bytes());
-    let mut stage = vec![0u8; shape.capacity * shape.kv_dim * wide];
+    let layer = |t: DType| t.row_bytes(shape.capacity * shape.kv_dim).unwrap_or(0);
+    let mut stage = vec![0u8; layer(shape.dtype).max(layer(gpu.kv.dtype())).max(shape.capacity * 4)];
     let mut conv = stage.clone();
     cpu.reset();
     let ids: Vec<u32> = (0..n as u32).map(|i| (i * 31 + 7) % cpu.cfg.vocab as u32).collect();

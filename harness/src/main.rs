@@ -7,6 +7,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod chat;
 mod common;
 mod evict_kl;
 mod fetch;
@@ -45,6 +46,9 @@ enum Cmd {
     Report(report::ReportArgs),
     /// Generate text from a prompt.
     Generate(generate::GenerateArgs),
+    /// Talk with the model: one message per line, its chat template, the KV cache kept
+    /// between turns (only each turn's new tokens are fed); /reset, /quit.
+    Chat(chat::ChatArgs),
     /// Perplexity of a text: llama-perplexity's chunked method, or streamed through an
     /// eviction policy (--stream --kv-policy P).
     Perplexity(perplexity::PerplexityArgs),
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Cmd::Bench(a) => bench::run(a).map_err(anyhow::Error::from),
         Cmd::Report(a) => report::run(a).map_err(anyhow::Error::from),
         Cmd::Generate(a) => generate::run(a, t0),
+        Cmd::Chat(a) => chat::run(a, t0),
         Cmd::Logits(a) => logits::run(a, t0),
         Cmd::Perplexity(a) => perplexity::run(a, t0),
         Cmd::EvictKl(a) => evict_kl::run(a, t0),

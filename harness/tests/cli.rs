@@ -1398,3 +1398,124 @@ fn hybrid_perplexity_streamed_with_switches() {
     assert!((ph - pc).abs() <= 0.02 * pc, "hybrid PPL {ph} vs cpu {pc}");
     assert!(stderr(&o).contains("\"token\":7"), "{}", stderr(&o));
 }
+
+// ---- chat ----
+
+/// `harness chat` with `input` on stdin.
+fn chat(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut c = Command::new(env!("CARGO_BIN_EXE_harness"));
+    c.arg("chat")
+        .args(args)
+        .env("ANTIGRAVITY_HOME", home())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn ids_of(v: &serde_json::Value) -> Vec<u64> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect()
+}
+
+#[test]
+fn chat_reuses_the_cache_and_replies_as_a_fresh_run_would() {
+    // The second turn feeds only its new tokens after the first turn's; its reply must be
+    // the one a fresh `generate` over the whole conversation's tokens gives (greedy), up
+    // to a near-tie (the cached and the fresh prefill chunk the tokens differently).
+    let Some(m) = smollm2() else {
+        eprintln!("SKIP: SmolLM2 not in {} (run `harness fetch`)", home().display());
+        return;
+    };
+    let m = m.to_str().unwrap();
+    let o = chat(
+        &["--model", m, "--ctx", "512", "--max-tokens", "12", "--json"],
+        "What is the capital of France?\n\nAnd of Germany?\n",
+    );
+    let out = ok(&o);
+    let turns: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(turns.len(), 2, "{out}");
+    let (p1, p2) = (ids_of(&turns[0]["prompt_ids"]), ids_of(&turns[1]["prompt_ids"]));
+    assert_eq!(turns[0]["reused_tokens"], 0);
+    assert!(
+        p2.starts_with(&p1),
+        "turn 2's conversation does not start with turn 1's"
+    );
+    let reused = turns[1]["reused_tokens"].as_u64().unwrap() as usize;
+    assert!(
+        reused > p1.len(),
+        "turn 2 reused {reused} cached tokens; turn 1's prompt alone is {}",
+        p1.len()
+    );
+    assert_eq!(reused + turns[1]["new_tokens"].as_u64().unwrap() as usize, p2.len());
+    let got = ids_of(&turns[1]["generated_ids"]);
+    assert!(!got.is_empty(), "{out}");
+
+    let p2s = p2.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let fresh = last_json(&ok(&harness(&[
+        "generate",
+        "--model",
+        m,
+        "--ctx",
+        "512",
+        "--prompt-ids",
+        &p2s,
+        "--max-tokens",
+        "12",
+        "--json",
+    ])));
+    let want = ids_of(&fresh["generated_ids"]);
+    let Some(k) = (0..got.len().max(want.len())).find(|&i| got.get(i) != want.get(i)) else {
+        return;
+    };
+    // They part at step k: both candidates must be a near-tie after the common prefix.
+    let (Some(&a), Some(&b)) = (got.get(k), want.get(k)) else {
+        panic!("one reply stopped at step {k}, the other went on: chat {got:?}, fresh {want:?}");
+    };
+    let mut prefix = p2.clone();
+    prefix.extend_from_slice(&want[..k]);
+    let ps = prefix.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    let f = tmp("chat-tie.safetensors");
+    ok(&harness(&[
+        "logits",
+        "--model",
+        m,
+        "--ctx",
+        "512",
+        "--prompt-ids",
+        &ps,
+        "--out",
+        f.to_str().unwrap(),
+    ]));
+    let l = read_logits(&f);
+    let vocab = l.len() / prefix.len();
+    let row = &l[l.len() - vocab..];
+    let margin = (row[a as usize] - row[b as usize]).abs();
+    assert!(
+        margin < 0.1,
+        "chat and a fresh run part at step {k} ({a} vs {b}) with a logit margin of {margin}: not a near-tie"
+    );
+}
+
+#[test]
+fn chat_refuses_a_turn_that_does_not_fit_and_goes_on() {
+    let Some(m) = smollm2() else {
+        eprintln!("SKIP: SmolLM2 not in {} (run `harness fetch`)", home().display());
+        return;
+    };
+    let m = m.to_str().unwrap();
+    let long = "word ".repeat(100);
+    let o = chat(
+        &["--model", m, "--ctx", "64", "--max-tokens", "4", "--json"],
+        &format!("{long}\nHi\n"),
+    );
+    // The long turn fails with a message naming the fix; the short one after it runs.
+    fails_with(&o, "the context holds 64");
+    let out = String::from_utf8_lossy(&o.stdout);
+    let turns: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(turns.len(), 1, "{out}");
+    assert_eq!(turns[0]["turn"], 1);
+    assert!(stderr(&o).contains("1 turn(s) failed"), "{}", stderr(&o));
+}

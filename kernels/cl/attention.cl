@@ -1,5 +1,10 @@
-// attention.cl — causal grouped-query attention over the KV cache (f32), decode and
-// prefill in one kernel.
+// attention.cl — causal grouped-query attention over the KV cache, decode and prefill.
+//
+// The cache's dtype is the build option KV_T (T_F32, T_F16 or T_Q8_0; common/kv.cl): the
+// family is built once per cache dtype and its kernels read K and V in that dtype
+// directly — f16 widened, Q8_0 blocks dequantized value by value as they are loaded, no
+// dequantized copy of the cache — with f32 arithmetic throughout (the kernel names say
+// the f32 query and output).
 //
 // q [n_tok, n_head, hd], k/v [capacity, n_kv_head, hd], out [n_tok, n_head, hd];
 // query token t sits in cache slot n_past + t and sees slots 0..=n_past + t. Query head h
@@ -19,13 +24,14 @@
 // out = sum_c exp(m_c - M) o_c / sum_c exp(m_c - M) l_c, M = max_c m_c.
 // With one chunk (get_num_groups(2) == 1) the kernel writes `out` directly.
 //
-// Offsets are in elements. Build options: LWS (power of two), MAX_HD (multiple of LWS).
+// Offsets of q, out and part are in elements, of k and v in bytes. Build options: LWS
+// (power of two), MAX_HD (multiple of LWS), KV_T.
 
 #define DPT (MAX_HD / LWS)
 
 __kernel void attention_f32(__global const float *q, const ulong q_off,
-                            __global const float *k, const ulong k_off,
-                            __global const float *v, const ulong v_off,
+                            __global const uchar *k, const ulong k_off,
+                            __global const uchar *v, const ulong v_off,
                             __global float *out, const ulong out_off,
                             const uint n_head, const uint n_kv_head, const uint hd,
                             const float scale, const uint n_past,
@@ -42,9 +48,10 @@ __kernel void attention_f32(__global const float *q, const ulong q_off,
     const uint n_chunks = get_num_groups(2);
     const uint c0 = n_chunks == 1 ? 0 : min(c * chunk, n_ctx);
     const uint c1 = n_chunks == 1 ? n_ctx : min(c0 + chunk, n_ctx);
-    const ulong kv_stride = (ulong)n_kv_head * hd;
-    __global const float *kb = k + k_off + (ulong)kvh * hd;
-    __global const float *vb = v + v_off + (ulong)kvh * hd;
+    const ulong hb = kv_head_bytes(hd);
+    const ulong kv_stride = (ulong)n_kv_head * hb;
+    __global const uchar *kb = k + k_off + (ulong)kvh * hb;
+    __global const uchar *vb = v + v_off + (ulong)kvh * hb;
 
     __global const float *qh = q + q_off + ((ulong)t * n_head + h) * hd;
     for (uint i = lid; i < hd; i += LWS) {
@@ -63,15 +70,15 @@ __kernel void attention_f32(__global const float *q, const ulong q_off,
         const uint s = base + lid;
         float sc = -INFINITY;
         if (s < c1) {
-            __global const float *kr = kb + (ulong)s * kv_stride;
+            __global const uchar *kr = kb + (ulong)s * kv_stride;
             float4 d4 = (float4)(0.0f);
             uint i = 0;
             for (; i + 4 <= hd; i += 4) {
-                d4 += vload4(0, ql + i) * vload4(0, kr + i);
+                d4 += vload4(0, ql + i) * kv_get4(kr, i);
             }
             float dot = (d4.x + d4.y) + (d4.z + d4.w);
             for (; i < hd; i++) {
-                dot += ql[i] * kr[i];
+                dot += ql[i] * kv_get(kr, i);
             }
             sc = dot * scale;
         }
@@ -106,7 +113,7 @@ __kernel void attention_f32(__global const float *q, const ulong q_off,
             if (j < hd) {
                 float acc = 0.0f;
                 for (uint i = 0; i < n_tile; i++) {
-                    acc += ps[i] * vb[(ulong)(base + i) * kv_stride + j];
+                    acc += ps[i] * kv_get(vb + (ulong)(base + i) * kv_stride, j);
                 }
                 o[d] = o[d] * corr + acc;
             }
@@ -201,21 +208,22 @@ __kernel void attention_combine_f32(__global const float *part,
 
 // Elements lid + e·PLWS (e < PKV) of the K and V tile at slot `base`, as (slot, dim) of a
 // PBC × PHD tile: zeros past the context or the head.
-inline void kv_fetch(__global const float *kb, __global const float *vb, ulong kv_stride, uint base,
+// (kb, vb: the KV head's first slot; kv_stride: bytes from one slot to the next.)
+inline void kv_fetch(__global const uchar *kb, __global const uchar *vb, ulong kv_stride, uint base,
                      uint ctx_end, uint hd, uint lid, float *kr, float *vr) {
     for (uint e = 0; e < PKV; e++) {
         const uint i = lid + e * PLWS;
         const uint s = base + i / PHD, d = i % PHD;
         const bool ok = s < ctx_end && d < hd;
-        kr[e] = ok ? kb[(ulong)s * kv_stride + d] : 0.0f;
-        vr[e] = ok ? vb[(ulong)s * kv_stride + d] : 0.0f;
+        kr[e] = ok ? kv_get(kb + (ulong)s * kv_stride, d) : 0.0f;
+        vr[e] = ok ? kv_get(vb + (ulong)s * kv_stride, d) : 0.0f;
     }
 }
 
 __kernel __attribute__((reqd_work_group_size(PLWS, 1, 1)))
 void attention_prefill_f32(__global const float *q, const ulong q_off,
-                           __global const float *k, const ulong k_off,
-                           __global const float *v, const ulong v_off,
+                           __global const uchar *k, const ulong k_off,
+                           __global const uchar *v, const ulong v_off,
                            __global float *out, const ulong out_off,
                            const uint n_head, const uint n_kv_head, const uint hd,
                            const float scale, const uint n_past, const uint n_tok) {
@@ -232,9 +240,10 @@ void attention_prefill_f32(__global const float *q, const ulong q_off,
     const uint row0 = (get_num_groups(0) - 1 - get_group_id(0)) * PBR;
     const uint row_end = min(row0 + PBR, n_rows);
     const uint ctx_end = n_past + (row_end - 1) / grp + 1;
-    const ulong kv_stride = (ulong)n_kv_head * hd;
-    __global const float *kb = k + k_off + (ulong)kvh * hd;
-    __global const float *vb = v + v_off + (ulong)kvh * hd;
+    const ulong hb = kv_head_bytes(hd);
+    const ulong kv_stride = (ulong)n_kv_head * hb;
+    __global const uchar *kb = k + k_off + (ulong)kvh * hb;
+    __global const uchar *vb = v + v_off + (ulong)kvh * hb;
 
     for (uint i = lid; i < PBR * PHD; i += PLWS) {
         const uint r = i / PHD, d = i % PHD;

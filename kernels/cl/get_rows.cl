@@ -107,8 +107,8 @@ __kernel void get_rows_q6_k(GET_ROWS_ARGS) {
 // store_rows_* — the inverse: n f32 values at src[src_off..] written into a KV-cache
 // view of the kernel's dtype at byte offset dst_off (rows are contiguous in both, so the
 // view is one run of values). f32: copied; f16: rounded to nearest even; Q8_0: one
-// work-item per 32-value block, quantized as ggml's quantize_row_q8_0 (d = amax / 127,
-// q = round-half-away(x / d), d stored as f16).
+// work-item per 32-value block, quantized by common/kv.cl's q8_0_store_block (ggml's
+// quantize_row_q8_0).
 
 #define STORE_ROWS_ARGS                                                          \
     __global const float *src, const ulong src_off, __global uchar *dst,         \
@@ -134,15 +134,9 @@ __kernel void store_rows_q8_0(STORE_ROWS_ARGS) {
         return;
     }
     __global const float *x = src + src_off + (ulong)b * QK;
-    __global uchar *blk = dst + dst_off + (ulong)b * Q8_0_BYTES;
-    float amax = 0.0f;
+    float xb[QK];
     for (uint j = 0; j < QK; j++) {
-        amax = fmax(amax, fabs(x[j]));
+        xb[j] = x[j];
     }
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    vstore_half_rte(d, 0, (__global half *)blk);
-    for (uint j = 0; j < QK; j++) {
-        ((__global char *)blk)[2 + j] = (char)round(x[j] * id);
-    }
+    q8_0_store_block(xb, dst + dst_off + (ulong)b * Q8_0_BYTES);
 }

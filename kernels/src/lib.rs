@@ -9,9 +9,10 @@
 //! then `common/dtype.cl` (ggml block decoding: the Q4 nibble helpers, `row_bytes`),
 //! `common/reduce.cl` (work-group reductions: the per-op trees, the mul_mv epilogue
 //! `reduce_store_nt`, and `block.cl`'s `wg_sum` / `row_reduce` with their NVIDIA
-//! warp-shuffle variant), `common/rope.cl` (the RoPE pair indices and rotation) and
-//! `common/int8.cl` (4-way int8 dot products), then the family. The per-op kernels and
-//! the whole-block kernel call the same functions.
+//! warp-shuffle variant), `common/rope.cl` (the RoPE pair indices and rotation),
+//! `common/kv.cl` (a KV-cache head in the cache dtype `KV_T`, a build option of the
+//! families that read the cache) and `common/int8.cl` (4-way int8 dot products), then
+//! the family. The per-op kernels and the whole-block kernel call the same functions.
 //!
 //! **Portability.** The sources are OpenCL C 1.2: f32 arithmetic, no `cl_khr_fp16` (f16
 //! data is read with `vload_half`), no OpenCL subgroups. Two device-specific paths are
@@ -54,9 +55,11 @@ pub const ROPE: &str = include_str!("../cl/rope.cl");
 pub const GET_ROWS: &str = include_str!("../cl/get_rows.cl");
 /// `attention_f32`: causal GQA over the KV cache, online softmax (decode, small batches);
 /// `attention_prefill_f32`: the same with K/V tiles shared by 32 query rows (prefill).
+/// Built once per KV-cache dtype (`-DKV_T`, `common/kv.cl`): K and V read as stored.
 pub const ATTENTION: &str = include_str!("../cl/attention.cl");
 /// `move_rows_u16` (compaction), `rope_shift_f32` (re-rotation) and `attention_mass_f32`
-/// (per-slot attention mass): the KV cache's eviction ops.
+/// (per-slot attention mass): the KV cache's eviction ops. Built once per KV-cache dtype
+/// like `ATTENTION`.
 pub const KV_CACHE: &str = include_str!("../cl/kv_cache.cl");
 /// `mul_mv_q4_0_f32`.
 pub const MUL_MV_Q4_0_F32: &str = include_str!("../cl/mul_mv_q4_0_f32.cl");
@@ -106,6 +109,9 @@ pub const COMMON_DTYPE: &str = include_str!("../cl/common/dtype.cl");
 pub const COMMON_REDUCE: &str = include_str!("../cl/common/reduce.cl");
 /// `common/rope.cl`: RoPE pair indices and rotation.
 pub const COMMON_ROPE: &str = include_str!("../cl/common/rope.cl");
+/// `common/kv.cl`: one KV-cache head in the cache dtype `KV_T` (f32, f16, Q8_0 blocks),
+/// read as f32 and written back; ggml's Q8_0 block quantizer.
+pub const COMMON_KV: &str = include_str!("../cl/common/kv.cl");
 /// `common/int8.cl`: 4-way int8 dot products (`dp4a_us`, `dp4a_ss`; PTX with `AG_NV_DP4A`).
 pub const COMMON_INT8: &str = include_str!("../cl/common/int8.cl");
 
@@ -115,6 +121,7 @@ pub const PRELUDES: &[(&str, &str)] = &[
     ("common/dtype.cl", COMMON_DTYPE),
     ("common/reduce.cl", COMMON_REDUCE),
     ("common/rope.cl", COMMON_ROPE),
+    ("common/kv.cl", COMMON_KV),
     ("common/int8.cl", COMMON_INT8),
 ];
 

@@ -19,7 +19,10 @@
 
 use half::{bf16, f16};
 
-use super::repack::{self, BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx8, BlockQ5_0x8, BlockQ6_Kx8, BlockQ8Act, BlockQ8_0x8};
+use super::repack::{
+    self, BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx8, BlockQ5_0x8, BlockQ5_1x8, BlockQ5_Kx8, BlockQ6_Kx8, BlockQ8Act,
+    BlockQ8_0x8,
+};
 use super::scalar;
 use crate::quant::dot;
 use crate::quant::{
@@ -127,17 +130,20 @@ pub struct Kernels {
     pub gemm_q4_0x8: fn(&[BlockQ4_0x8], &[BlockQ8Act], usize, &mut [f32]),
     pub gemm_q4_1x8: fn(&[BlockQ4_1x8], &[BlockQ8Act], usize, &mut [f32]),
     pub gemm_q8_0x8: fn(&[BlockQ8_0x8], &[BlockQ8Act], usize, &mut [f32]),
-    /// The same for the types of a `Q4_K_M` file: Q5_0 with Q8 activations, Q4_K and
-    /// Q6_K with Q8_K activations (`nb` in super-blocks). Scalar twins:
-    /// `cpu::repack::gemm_q5_0x8`, `gemm_q4_kx8`, `gemm_q6_kx8`.
+    /// The same for the types of `Q4_K_M` and `Q5_K_M` files: Q5_0 and Q5_1 with Q8
+    /// activations, Q4_K, Q5_K and Q6_K with Q8_K activations (`nb` in super-blocks).
+    /// Scalar twins: `cpu::repack::gemm_q5_0x8`, `gemm_q5_1x8`, `gemm_q4_kx8`,
+    /// `gemm_q5_kx8`, `gemm_q6_kx8`.
     pub gemm_q5_0x8: fn(&[BlockQ5_0x8], &[BlockQ8Act], usize, &mut [f32]),
+    pub gemm_q5_1x8: fn(&[BlockQ5_1x8], &[BlockQ8Act], usize, &mut [f32]),
     pub gemm_q4_kx8: fn(&[BlockQ4_Kx8], &[BlockQ8_K], usize, &mut [f32]),
+    pub gemm_q5_kx8: fn(&[BlockQ5_Kx8], &[BlockQ8_K], usize, &mut [f32]),
     pub gemm_q6_kx8: fn(&[BlockQ6_Kx8], &[BlockQ8_K], usize, &mut [f32]),
     /// True when the Q4_0/Q4_1/Q8_0 x8 entries are SIMD kernels of this ISA; the backend
     /// repacks weights at load only then (the scalar twins are references, slower than
     /// the plain path's SIMD kernels).
     pub x8_simd: bool,
-    /// The same for the Q5_0/Q4_K/Q6_K entries.
+    /// The same for the Q5_0/Q5_1/Q4_K/Q5_K/Q6_K entries.
     pub x8_kq_simd: bool,
 }
 
@@ -176,7 +182,9 @@ impl Kernels {
             gemm_q4_1x8: repack::gemm_q4_1x8,
             gemm_q8_0x8: repack::gemm_q8_0x8,
             gemm_q5_0x8: repack::gemm_q5_0x8,
+            gemm_q5_1x8: repack::gemm_q5_1x8,
             gemm_q4_kx8: repack::gemm_q4_kx8,
+            gemm_q5_kx8: repack::gemm_q5_kx8,
             gemm_q6_kx8: repack::gemm_q6_kx8,
             x8_simd: false,
             x8_kq_simd: false,
@@ -205,7 +213,7 @@ impl Kernels {
         use crate::dtype::DType;
         match dtype {
             DType::Q4_0 | DType::Q4_1 | DType::Q8_0 => self.x8_simd,
-            DType::Q5_0 | DType::Q4_K | DType::Q6_K => self.x8_kq_simd,
+            DType::Q5_0 | DType::Q5_1 | DType::Q4_K | DType::Q5_K | DType::Q6_K => self.x8_kq_simd,
             _ => false,
         }
     }

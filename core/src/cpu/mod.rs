@@ -7,7 +7,8 @@
 //!
 //! Memory: a [`CpuBuffer`] is either owned, 64-byte-aligned host memory, or a
 //! [`HostRegion`] borrowed from a memory-mapped file (weights: zero-copy, read-only).
-//! Q4_0/Q4_1/Q8_0 weight matrices are repacked at import into the row-interleaved x8
+//! Quantized weight matrices (Q4_0, Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are
+//! repacked at import into the row-interleaved x8
 //! layout ([`repack`]; owned, marked by [`CpuBuffer::is_repacked`]), the file's pages of
 //! the tensor then released, unless [`CpuOptions`] says otherwise; `matmul` and
 //! `get_rows` read such a buffer in that layout.
@@ -45,7 +46,9 @@ use crate::quant::{
     BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
 };
 use crate::tensor::{Shape, TensorMut, TensorRef};
-use repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx8, BlockQ5_0x8, BlockQ6_Kx8, BlockQ8Act, BlockQ8_0x8};
+use repack::{
+    BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx8, BlockQ5_0x8, BlockQ5_1x8, BlockQ5_Kx8, BlockQ6_Kx8, BlockQ8Act, BlockQ8_0x8,
+};
 
 pub use kernels::{Isa, Kernels};
 use pool::Grid;
@@ -265,8 +268,8 @@ fn repack_par(
 /// `0` or `off` turns a knob off; anything else, or unset, leaves the default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CpuOptions {
-    /// Repack Q4_0/Q4_1/Q8_0 matrices into the x8 layout at import (only where the ISA
-    /// has x8 SIMD kernels, `Kernels::x8_simd`).
+    /// Repack quantized matrices (`repack::has_x8`) into the x8 layout at import (only
+    /// where the ISA has x8 SIMD kernels for the type, `Kernels::x8_simd_for`).
     pub repack: bool,
     /// `madvise(MADV_HUGEPAGE)` on repacked weights before they are written.
     pub huge_pages: bool,
@@ -608,7 +611,7 @@ impl CpuBackend {
                     "matmul: a repacked (x8) weight is used whole, not at an offset",
                 ));
             }
-            if matches!(w.dtype, DType::Q4_K | DType::Q6_K) {
+            if matches!(w.dtype, DType::Q4_K | DType::Q5_K | DType::Q6_K) {
                 // Q8_K activations (super-blocks of 256), as the plain K-quant path.
                 let nbk = n_in / QK_K;
                 if self.q8_k.len() < n_tok * nbk {
@@ -617,12 +620,19 @@ impl CpuBackend {
                 let xq = &mut self.q8_k[..n_tok * nbk];
                 quantize_rows(pool, xs, xq, n_in, QK_K, k.quantize_row_q8_k);
                 let xq = &*xq;
-                if w.dtype == DType::Q4_K {
-                    let wq = bytemuck::cast_slice::<_, BlockQ4_Kx8>(wb);
-                    matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q4_kx8);
-                } else {
-                    let wq = bytemuck::cast_slice::<_, BlockQ6_Kx8>(wb);
-                    matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q6_kx8);
+                match w.dtype {
+                    DType::Q4_K => {
+                        let wq = bytemuck::cast_slice::<_, BlockQ4_Kx8>(wb);
+                        matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q4_kx8);
+                    }
+                    DType::Q5_K => {
+                        let wq = bytemuck::cast_slice::<_, BlockQ5_Kx8>(wb);
+                        matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q5_kx8);
+                    }
+                    _ => {
+                        let wq = bytemuck::cast_slice::<_, BlockQ6_Kx8>(wb);
+                        matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q6_kx8);
+                    }
                 }
                 return Ok(());
             }
@@ -672,6 +682,16 @@ impl CpuBackend {
                     n_tok,
                     nb,
                     k.gemm_q5_0x8,
+                ),
+                DType::Q5_1 => matmul_x8(
+                    pool,
+                    bytemuck::cast_slice::<_, BlockQ5_1x8>(wb),
+                    qa,
+                    ys,
+                    n_out,
+                    n_tok,
+                    nb,
+                    k.gemm_q5_1x8,
                 ),
                 other => return Err(Error::dtype("matmul", "repacked weight", other)),
             }
@@ -1025,8 +1045,8 @@ impl Backend for CpuBackend {
             x8: false,
         })
     }
-    /// Q4_0 / Q4_1 / Q8_0 matrices with rows in multiples of 8 are repacked into the x8
-    /// layout when repacking is on (`set_repack`): one owned copy, after which the file's
+    /// Quantized matrices of an x8 type (`repack::has_x8`) with rows in multiples of 8
+    /// are repacked into the x8 layout when repacking is on (`set_repack`): one owned copy, after which the file's
     /// pages of the tensor are released (`madvise(MADV_DONTNEED)` on the mapping), so
     /// resident memory holds the weight once. With repacking on, vectors (the norms, a
     /// few KiB each) are copied too and their pages released: read in place, each would

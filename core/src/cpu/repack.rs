@@ -25,11 +25,17 @@
 //!   permuted so that byte `i` holds, in bit `q`, the bit of element `4q + i` and, in bit
 //!   `4 + q`, that of element `16 + 4q + i` — the bits of piece `q` are then one mask and
 //!   one shift away from bit 4 of the byte their nibble sits in.
+//! * Q5_1: as Q5_0, with the eight rows' minimums `m` beside their scales.
 //! * Q4_K (super-blocks of 256): per sub-block pair `c < 4` the 32 bytes `qs[32c..]` of
 //!   each row cut into 4-byte pieces as Q4 (byte `256c + 32p + 4j + i` = row `j`'s
 //!   `qs[32c + 4p + i]`: low nibbles are sub-block `2c`, high nibbles `2c + 1`); the 12
 //!   packed scale bytes stored byte-major (`scales[8k + j]` = row `j`'s `scales[k]`), so
 //!   eight rows' 6-bit scales and minimums unpack with byte-vector operations.
+//! * Q5_K: as Q4_K, plus the 32 fifth-bit bytes of each row cut into the same 4-byte
+//!   pieces (byte `32p + 4j + i` = row `j`'s `qh[4p + i]`). Byte `l` of a row's `qh` holds
+//!   in bit `s` the fifth bit of element `l` of sub-block `s`, so piece `p` of the bits
+//!   serves piece `p` of every sub-block pair: bit `2c` for the low nibbles, `2c + 1` for
+//!   the high ones.
 //! * Q6_K: the 256 six-bit values of each row re-cut into eight 32-element chunks, each
 //!   stored whole (its two sub-blocks' scales, low bits, top bits; `ChunkQ6_Kx8`): in
 //!   chunk `c`, low-bit byte `32p + 4j + i` holds element `32c + 4p + i` of row `j` in
@@ -51,7 +57,7 @@
 //!
 //! ggml does the same at load for Q4_0 (`block_q4_0x8`, "runtime repack"); this layout
 //! is our own (4-byte pieces, unsigned nibbles kept as in the file) and covers Q4_1,
-//! Q8_0, Q5_0, Q4_K and Q6_K too (the types of a `Q4_K_M` file).
+//! Q8_0, Q5_0, Q5_1, Q4_K, Q5_K and Q6_K too (the types of `Q4_K_M` and `Q5_K_M` files).
 //!
 //! **Activations.** [`BlockQ8Act`] is a Q8 activation block with what the kernels need
 //! per block pre-converted: the scale as f32 (the f16-rounded value ggml uses), Q8_1's
@@ -64,7 +70,9 @@ use bytemuck::{Pod, Zeroable};
 use half::f16;
 
 use crate::dtype::{DType, QK_K};
-use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K};
+use crate::quant::{
+    BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K,
+};
 
 /// Rows interleaved per group.
 pub const ROWS_X8: usize = 8;
@@ -107,6 +115,62 @@ pub struct BlockQ5_0x8 {
 }
 const _: () = assert!(core::mem::size_of::<BlockQ5_0x8>() == 8 * core::mem::size_of::<BlockQ5_0>());
 
+/// Block `b` of eight Q5_1 rows: Q5_0's layout with the minimums.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ5_1x8 {
+    pub d: [f16; 8],
+    pub m: [f16; 8],
+    pub qh: [u32; 8],
+    pub qs: [u8; 128],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ5_1x8>() == 8 * core::mem::size_of::<BlockQ5_1>());
+
+/// What the Q5_0 / Q5_1 x8 tiles read of a block (one tile serves both).
+pub trait Q5x8: Pod {
+    /// The offset subtracted from every five-bit value: 16 for Q5_0; 0 for Q5_1, whose
+    /// minimum `m` is added instead (times the activation block's `s`).
+    const OFFSET: i32;
+    fn d(&self) -> &[f16; 8];
+    fn m(&self) -> Option<&[f16; 8]>;
+    fn qh(&self) -> &[u32; 8];
+    fn qs(&self) -> &[u8; 128];
+}
+
+/// The [`Q5x8`] impl of a Q5 x8 block: its offset and how to read its minimums.
+macro_rules! q5x8_impl {
+    ($t:ty, $off:expr, |$b:ident| $m:expr) => {
+        impl Q5x8 for $t {
+            const OFFSET: i32 = $off;
+            #[inline(always)]
+            fn d(&self) -> &[f16; 8] {
+                &self.d
+            }
+            #[inline(always)]
+            fn m(&self) -> Option<&[f16; 8]> {
+                let $b = self;
+                $m
+            }
+            #[inline(always)]
+            fn qh(&self) -> &[u32; 8] {
+                &self.qh
+            }
+            #[inline(always)]
+            fn qs(&self) -> &[u8; 128] {
+                &self.qs
+            }
+        }
+    };
+}
+q5x8_impl!(BlockQ5_0x8, 16, |_b| None);
+q5x8_impl!(BlockQ5_1x8, 0, |b| Some(&b.m));
+
+/// [`Q5x8::OFFSET`] of a slice's block type (for tiles that take `&[impl Q5x8]`).
+#[inline(always)]
+pub fn q5_offset<B: Q5x8>(_: &[B]) -> i32 {
+    B::OFFSET
+}
+
 /// Super-block `b` of eight Q4_K rows.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
@@ -118,6 +182,71 @@ pub struct BlockQ4_Kx8 {
     pub qs: [u8; 1024],
 }
 const _: () = assert!(core::mem::size_of::<BlockQ4_Kx8>() == 8 * core::mem::size_of::<BlockQ4_K>());
+
+/// Super-block `b` of eight Q5_K rows: Q4_K's layout with the fifth bits in 4-byte
+/// pieces (module docs).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ5_Kx8 {
+    pub d: [f16; 8],
+    pub dmin: [f16; 8],
+    /// `scales[8k + j]` = row `j`'s packed scale byte `k`.
+    pub scales: [u8; 96],
+    /// `qh[32p + 4j + i]` = row `j`'s `qh[4p + i]`.
+    pub qh: [u8; 256],
+    pub qs: [u8; 1024],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ5_Kx8>() == 8 * core::mem::size_of::<BlockQ5_K>());
+
+/// What the Q4_K / Q5_K x8 tiles read of a super-block (one tile serves both).
+pub trait Kx8: Pod {
+    /// True for Q5_K: values reach 31, and the fifth bits come from [`Kx8::qh`].
+    const FIVE: bool;
+    fn d(&self) -> &[f16; 8];
+    fn dmin(&self) -> &[f16; 8];
+    fn scales(&self) -> &[u8; 96];
+    fn qs(&self) -> &[u8; 1024];
+    /// The fifth bits (Q5_K); Q4_K has none.
+    fn qh(&self) -> &[u8; 256];
+}
+
+/// The [`Kx8`] impl of a K-quant x8 super-block: whether it has fifth bits, and where.
+macro_rules! kx8_impl {
+    ($t:ty, $five:expr, |$b:ident| $qh:expr) => {
+        impl Kx8 for $t {
+            const FIVE: bool = $five;
+            #[inline(always)]
+            fn d(&self) -> &[f16; 8] {
+                &self.d
+            }
+            #[inline(always)]
+            fn dmin(&self) -> &[f16; 8] {
+                &self.dmin
+            }
+            #[inline(always)]
+            fn scales(&self) -> &[u8; 96] {
+                &self.scales
+            }
+            #[inline(always)]
+            fn qs(&self) -> &[u8; 1024] {
+                &self.qs
+            }
+            #[inline(always)]
+            fn qh(&self) -> &[u8; 256] {
+                let $b = self;
+                $qh
+            }
+        }
+    };
+}
+kx8_impl!(BlockQ4_Kx8, false, |_b| &[0; 256]);
+kx8_impl!(BlockQ5_Kx8, true, |b| &b.qh);
+
+/// [`Kx8::FIVE`] of a slice's block type (for tiles that take `&[impl Kx8]`).
+#[inline(always)]
+pub fn k_five<B: Kx8>(_: &[B]) -> bool {
+    B::FIVE
+}
 
 /// Super-block `b` of eight Q6_K rows: the scales, then eight 32-element chunks, each
 /// with everything a kernel reads for it, so the super-block is read front to back.
@@ -175,7 +304,7 @@ impl BlockQ8Act {
 pub fn has_x8(dtype: DType) -> bool {
     matches!(
         dtype,
-        DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q5_0 | DType::Q4_K | DType::Q6_K
+        DType::Q4_0 | DType::Q4_1 | DType::Q8_0 | DType::Q5_0 | DType::Q5_1 | DType::Q4_K | DType::Q5_K | DType::Q6_K
     )
 }
 
@@ -265,6 +394,26 @@ fn q6_k_from_x8(x: &BlockQ6_Kx8, j: usize) -> BlockQ6_K {
     o
 }
 
+/// Row `j`'s packed scales and nibbles of a Q4_K / Q5_K super-block into the x8 arrays.
+fn k_into_x8(scales: &[u8; 12], qs: &[u8; 128], j: usize, dsc: &mut [u8; 96], dqs: &mut [u8; 1024]) {
+    for (k, &v) in scales.iter().enumerate() {
+        dsc[8 * k + j] = v;
+    }
+    for c in 0..4 {
+        for p in 0..8 {
+            dqs[256 * c + 32 * p + 4 * j..][..4].copy_from_slice(&qs[32 * c + 4 * p..][..4]);
+        }
+    }
+}
+
+/// The inverse of [`k_into_x8`].
+fn k_from_x8(scales: &[u8; 96], qs: &[u8; 1024], j: usize) -> ([u8; 12], [u8; 128]) {
+    (
+        core::array::from_fn(|k| scales[8 * k + j]),
+        core::array::from_fn(|k| qs[256 * (k / 32) + 32 * (k % 32 / 4) + 4 * j + k % 4]),
+    )
+}
+
 /// Byte `k` (< 16) of row `j`'s Q4 block sits at `q4_pos(j, k)` of the x8 block's `qs`.
 #[inline]
 const fn q4_pos(j: usize, k: usize) -> usize {
@@ -326,16 +475,25 @@ pub fn repack(dtype: DType, rows: usize, cols: usize, src: &[u8], dst: &mut [u8]
                 d.qs[q4_pos(j, 4 * p)..][..4].copy_from_slice(&s.qs[4 * p..4 * p + 4]);
             }
         }),
+        DType::Q5_1 => go!(BlockQ5_1, BlockQ5_1x8, |d, s, j| {
+            d.d[j] = s.d;
+            d.m[j] = s.m;
+            d.qh[j] = q5_qh_to_x8(u32::from_le_bytes(s.qh));
+            for p in 0..4 {
+                d.qs[q4_pos(j, 4 * p)..][..4].copy_from_slice(&s.qs[4 * p..4 * p + 4]);
+            }
+        }),
         DType::Q4_K => go!(BlockQ4_K, BlockQ4_Kx8, |d, s, j| {
             d.d[j] = s.d;
             d.dmin[j] = s.dmin;
-            for (k, &v) in s.scales.iter().enumerate() {
-                d.scales[8 * k + j] = v;
-            }
-            for c in 0..4 {
-                for p in 0..8 {
-                    d.qs[256 * c + 32 * p + 4 * j..][..4].copy_from_slice(&s.qs[32 * c + 4 * p..][..4]);
-                }
+            k_into_x8(&s.scales, &s.qs, j, &mut d.scales, &mut d.qs);
+        }),
+        DType::Q5_K => go!(BlockQ5_K, BlockQ5_Kx8, |d, s, j| {
+            d.d[j] = s.d;
+            d.dmin[j] = s.dmin;
+            k_into_x8(&s.scales, &s.qs, j, &mut d.scales, &mut d.qs);
+            for p in 0..8 {
+                d.qh[32 * p + 4 * j..][..4].copy_from_slice(&s.qh[4 * p..][..4]);
             }
         }),
         DType::Q6_K => go!(BlockQ6_K, BlockQ6_Kx8, |d, s, j| q6_k_into_x8(s, j, d)),
@@ -376,13 +534,28 @@ pub fn extract_block(dtype: DType, packed: &[u8], cols: usize, r: usize, b: usiz
             o.qh = q5_qh_from_x8(x.qh[j]).to_le_bytes();
             o.qs = core::array::from_fn(|k| x.qs[q4_pos(j, k)]);
         }
+        DType::Q5_1 => {
+            let x = &bytemuck::cast_slice::<u8, BlockQ5_1x8>(packed)[i];
+            let o: &mut BlockQ5_1 = bytemuck::from_bytes_mut(dst);
+            o.d = x.d[j];
+            o.m = x.m[j];
+            o.qh = q5_qh_from_x8(x.qh[j]).to_le_bytes();
+            o.qs = core::array::from_fn(|k| x.qs[q4_pos(j, k)]);
+        }
         DType::Q4_K => {
             let x = &bytemuck::cast_slice::<u8, BlockQ4_Kx8>(packed)[i];
             let o: &mut BlockQ4_K = bytemuck::from_bytes_mut(dst);
             o.d = x.d[j];
             o.dmin = x.dmin[j];
-            o.scales = core::array::from_fn(|k| x.scales[8 * k + j]);
-            o.qs = core::array::from_fn(|k| x.qs[256 * (k / 32) + 32 * (k % 32 / 4) + 4 * j + k % 4]);
+            (o.scales, o.qs) = k_from_x8(&x.scales, &x.qs, j);
+        }
+        DType::Q5_K => {
+            let x = &bytemuck::cast_slice::<u8, BlockQ5_Kx8>(packed)[i];
+            let o: &mut BlockQ5_K = bytemuck::from_bytes_mut(dst);
+            o.d = x.d[j];
+            o.dmin = x.dmin[j];
+            (o.scales, o.qs) = k_from_x8(&x.scales, &x.qs, j);
+            o.qh = core::array::from_fn(|k| x.qh[32 * (k / 4) + 4 * j + k % 4]);
         }
         DType::Q6_K => {
             let x = &bytemuck::cast_slice::<u8, BlockQ6_Kx8>(packed)[i];
@@ -498,6 +671,31 @@ pub fn gemm_q5_0x8(w: &[BlockQ5_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]
             qs: xb.qs,
         };
         *sumf += crate::quant::dot::vec_dot_q5_0_q8_0(&[*bytemuck::from_bytes::<BlockQ5_0>(&wb)], &[xq]);
+    });
+}
+
+/// Q5_1 x8 weights · Q8 activations (`s` as Q8_1's): the plain scalar dot per block.
+pub fn gemm_q5_1x8(w: &[BlockQ5_1x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    each_output(w, x, nb, y, |blk, xb, j, sumf| {
+        let mut wb = [0u8; 24];
+        extract_block(DType::Q5_1, bytemuck::bytes_of(blk), 32, j, 0, &mut wb);
+        // `d` and `s` were f16 values, so they convert back exactly.
+        let xq = BlockQ8_1 {
+            d: f16::from_f32(xb.d),
+            s: f16::from_f32(xb.s),
+            qs: xb.qs,
+        };
+        *sumf += crate::quant::dot::vec_dot_q5_1_q8_1(&[*bytemuck::from_bytes::<BlockQ5_1>(&wb)], &[xq]);
+    });
+}
+
+/// Q5_K x8 weights · Q8_K activations (per super-block the plain scalar dot).
+pub fn gemm_q5_kx8(w: &[BlockQ5_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    each_output(w, x, nb, y, |blk, xb, j, sumf| {
+        let mut wb = [0u8; 176];
+        extract_block(DType::Q5_K, bytemuck::bytes_of(blk), QK_K, j, 0, &mut wb);
+        *sumf +=
+            crate::quant::dot::vec_dot_q5_k_q8_k(&[*bytemuck::from_bytes::<BlockQ5_K>(&wb)], core::slice::from_ref(xb));
     });
 }
 

@@ -574,12 +574,14 @@ mod backend {
             DType::Q4_1,
             DType::Q8_0,
             DType::Q5_0,
+            DType::Q5_1,
             DType::Q4_K,
+            DType::Q5_K,
             DType::Q6_K,
         ] {
             let (n_out, n_in, n_tok) = (24, 512, 5);
             let mut w = vec![0u8; dtype.row_bytes(n_out * n_in).unwrap()];
-            if matches!(dtype, DType::Q4_K | DType::Q6_K) {
+            if matches!(dtype, DType::Q4_K | DType::Q5_K | DType::Q6_K) {
                 // Random bytes with f16 scales of ~0.01 (every bit pattern is a block).
                 let mut st = 1u64;
                 for v in w.iter_mut() {
@@ -587,7 +589,7 @@ mod backend {
                     *v = (st >> 33) as u8;
                 }
                 let bb = dtype.block_bytes();
-                let at = if dtype == DType::Q4_K {
+                let at = if dtype != DType::Q6_K {
                     [0usize, 2]
                 } else {
                     [bb - 2, bb - 2]
@@ -1579,7 +1581,7 @@ mod kquants {
                 .collect()
         })
     }
-    fn q5_k_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ5_K>> {
+    pub(super) fn q5_k_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ5_K>> {
         (q4_k_blocks(n), prop::collection::vec(any::<[u8; 32]>(), n)).prop_map(|(b4, qh)| {
             b4.into_iter()
                 .zip(qh)
@@ -1720,21 +1722,21 @@ mod kquants {
 // --- x8 layouts of the Q4_K_M types ----------------------------------------------------
 
 mod x8_kquants {
-    //! The Q5_0 / Q4_K / Q6_K x8 kernels against the plain layout's scalar dots: the
+    //! The Q5_0 / Q5_1 / Q4_K / Q5_K / Q6_K x8 kernels against the plain layout's scalar dots: the
     //! scalar twins bit-identical, every SIMD table within a rounding bound on the sum of
     //! the magnitudes its float steps see (the K-quants' scale and minimum terms apart,
     //! since they cancel).
 
     use proptest::prelude::*;
 
-    use super::kquants::{q4_k_blocks, q5_0_blocks, q6_k_blocks, q8_k_blocks};
+    use super::kquants::{q4_k_blocks, q5_0_blocks, q5_k_blocks, q6_k_blocks, q8_k_blocks};
     use super::{close, eps, scale};
     use crate::cpu::repack::{self, BlockQ8Act};
     use crate::cpu::{Isa, Kernels};
     use crate::dtype::DType;
-    use crate::quant::k::{scale_min_k4, unpack_q4_k, unpack_q6_k};
+    use crate::quant::k::{scale_min_k4, unpack_q4_k, unpack_q5_k, unpack_q6_k};
     use crate::quant::q5::unpack5;
-    use crate::quant::{dot, BlockQ4_K, BlockQ5_0, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K};
+    use crate::quant::{dot, BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQ8_1, BlockQ8_K};
 
     fn packed<T: bytemuck::Pod>(dtype: DType, w: &[T], rows: usize, cols: usize) -> Vec<u8> {
         let src: &[u8] = bytemuck::cast_slice(w);
@@ -1749,6 +1751,11 @@ mod x8_kquants {
             }
         }
         dst
+    }
+
+    fn q5_1_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ5_1>> {
+        prop::collection::vec((scale(), scale(), any::<[u8; 4]>(), any::<[u8; 16]>()), n)
+            .prop_map(|v| v.into_iter().map(|(d, m, qh, qs)| BlockQ5_1 { d, m, qh, qs }).collect())
     }
 
     fn act_blocks(n: usize) -> impl Strategy<Value = Vec<BlockQ8_1>> {
@@ -1779,21 +1786,45 @@ mod x8_kquants {
             .sum()
     }
 
-    /// Σ |d_y| (|d_w| Σ |sc q y| + |dmin| Σ |m y|) over a Q4_K row.
-    fn mag_q4_k(w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
+    /// Σ |d_w d_y q y| + |m_w s_y| over a Q5_1 row.
+    fn mag_q5_1(w: &[BlockQ5_1], x: &[BlockQ8_1]) -> f32 {
         w.iter()
             .zip(x)
             .map(|(a, b)| {
-                let q = unpack_q4_k(&a.qs);
-                let (mut si, mut sm) = (0i64, 0i64);
-                for (e, (&q, &y)) in q.iter().zip(&b.qs).enumerate() {
-                    let (sc, m) = scale_min_k4(e / 32, &a.scales);
-                    let y = i64::from(y).abs();
-                    si += i64::from(sc) * i64::from(q) * y;
-                    sm += i64::from(m) * y;
-                }
-                b.d.abs() * (a.d.to_f32().abs() * si as f32 + a.dmin.to_f32().abs() * sm as f32)
+                let q = unpack5(a.qh, &a.qs);
+                let s: i32 = q
+                    .iter()
+                    .zip(&b.qs)
+                    .map(|(&q, &y)| (i32::from(q) * i32::from(y)).abs())
+                    .sum();
+                (a.d.to_f32() * b.d.to_f32()).abs() * s as f32 + (a.m.to_f32() * b.s.to_f32()).abs()
             })
+            .sum()
+    }
+
+    /// Σ |d_y| (|d_w| Σ |sc q y| + |dmin| Σ |m y|) over a Q4_K / Q5_K row (`q` its values).
+    fn mag_k(q: &[u8; 256], scales: &[u8; 12], d: f32, dmin: f32, b: &BlockQ8_K) -> f32 {
+        let (mut si, mut sm) = (0i64, 0i64);
+        for (e, (&q, &y)) in q.iter().zip(&b.qs).enumerate() {
+            let (sc, m) = scale_min_k4(e / 32, scales);
+            let y = i64::from(y).abs();
+            si += i64::from(sc) * i64::from(q) * y;
+            sm += i64::from(m) * y;
+        }
+        b.d.abs() * (d.abs() * si as f32 + dmin.abs() * sm as f32)
+    }
+
+    fn mag_q4_k(w: &[BlockQ4_K], x: &[BlockQ8_K]) -> f32 {
+        w.iter()
+            .zip(x)
+            .map(|(a, b)| mag_k(&unpack_q4_k(&a.qs), &a.scales, a.d.to_f32(), a.dmin.to_f32(), b))
+            .sum()
+    }
+
+    fn mag_q5_k(w: &[BlockQ5_K], x: &[BlockQ8_K]) -> f32 {
+        w.iter()
+            .zip(x)
+            .map(|(a, b)| mag_k(&unpack_q5_k(a), &a.scales, a.d.to_f32(), a.dmin.to_f32(), b))
             .sum()
     }
 
@@ -1869,6 +1900,45 @@ mod x8_kquants {
         }
 
         #[test]
+        fn gemm_x8_q5_1(
+            (nb, w, xa) in (1usize..12, 1usize..4, 1usize..8).prop_flat_map(|(nb, groups, toks)| {
+                (Just(nb), q5_1_blocks(8 * groups * nb), act_blocks(toks * nb))
+            }),
+        ) {
+            let rows = w.len() / nb;
+            // Q8_1's `s` as its quantizer makes it: d · Σ qs, rounded to f16.
+            let xa: Vec<BlockQ8_1> = xa
+                .into_iter()
+                .map(|b| BlockQ8_1 {
+                    s: half::f16::from_f32(b.d.to_f32() * b.qs.iter().map(|&q| f32::from(q)).sum::<f32>()),
+                    ..b
+                })
+                .collect();
+            let x: Vec<BlockQ8Act> = xa.iter().map(BlockQ8Act::from_q8_1).collect();
+            let p = packed(DType::Q5_1, &w, rows, nb * 32);
+            for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
+                let mut g = vec![f32::NAN; rows * (x.len() / nb)];
+                (k.gemm_q5_1x8)(bytemuck::cast_slice(&p), &x, nb, &mut g);
+                check(&k, "q5_1x8", &g, &w, &xa, nb, 2 * nb, dot::vec_dot_q5_1_q8_1, mag_q5_1)?;
+            }
+        }
+
+        #[test]
+        fn gemm_x8_q5_k(
+            (nb, w, x) in (1usize..4, 1usize..3, 1usize..7).prop_flat_map(|(nb, groups, toks)| {
+                (Just(nb), q5_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
+            }),
+        ) {
+            let rows = w.len() / nb;
+            let p = packed(DType::Q5_K, &w, rows, nb * 256);
+            for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
+                let mut g = vec![f32::NAN; rows * (x.len() / nb)];
+                (k.gemm_q5_kx8)(bytemuck::cast_slice(&p), &x, nb, &mut g);
+                check(&k, "q5_kx8", &g, &w, &x, nb, 16 * nb, dot::vec_dot_q5_k_q8_k, mag_q5_k)?;
+            }
+        }
+
+        #[test]
         fn gemm_x8_q4_k(
             (nb, w, x) in (1usize..4, 1usize..3, 1usize..7).prop_flat_map(|(nb, groups, toks)| {
                 (Just(nb), q4_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
@@ -1900,7 +1970,8 @@ mod x8_kquants {
     }
 
     /// Extreme values exactly: every Q6_K quant 0 or 63 with scales ±127/−128, Q4_K
-    /// nibbles 0/15 with 63 scales and minimums, activations −128/127, unit scales — the
+    /// nibbles 0/15 (Q5_K values 0/15/16/31) with 63 scales and minimums, activations
+    /// −128/127, unit scales — the
     /// integer sums at their bounds, so every table must equal the plain dot.
     #[test]
     fn gemm_x8_kquant_extremes_exact() {
@@ -1941,13 +2012,27 @@ mod x8_kquants {
                 qs: [if r % 3 == 0 { 0xff } else { 0x0f }; 128],
             })
             .collect();
+        let w5: Vec<BlockQ5_K> = w4
+            .iter()
+            .enumerate()
+            .map(|(r, b)| BlockQ5_K {
+                d: b.d,
+                dmin: b.dmin,
+                scales: b.scales,
+                qh: [if r % 4 < 2 { 0xff } else { 0x00 }; 32],
+                qs: b.qs,
+            })
+            .collect();
         let p6 = packed(DType::Q6_K, &w6, rows, 256);
         let p4 = packed(DType::Q4_K, &w4, rows, 256);
+        let p5 = packed(DType::Q5_K, &w5, rows, 256);
         for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
             let mut g = vec![f32::NAN; rows * toks];
             (k.gemm_q6_kx8)(bytemuck::cast_slice(&p6), &x, 1, &mut g);
             let mut h = vec![f32::NAN; rows * toks];
             (k.gemm_q4_kx8)(bytemuck::cast_slice(&p4), &x, 1, &mut h);
+            let mut h5 = vec![f32::NAN; rows * toks];
+            (k.gemm_q5_kx8)(bytemuck::cast_slice(&p5), &x, 1, &mut h5);
             for t in 0..toks {
                 for r in 0..rows {
                     let xt = &x[t..t + 1];
@@ -1961,6 +2046,12 @@ mod x8_kquants {
                         h[t * rows + r],
                         dot::vec_dot_q4_k_q8_k(&w4[r..r + 1], xt),
                         "{} q4_kx8 [{t},{r}]",
+                        k.isa.name()
+                    );
+                    assert_eq!(
+                        h5[t * rows + r],
+                        dot::vec_dot_q5_k_q8_k(&w5[r..r + 1], xt),
+                        "{} q5_kx8 [{t},{r}]",
                         k.isa.name()
                     );
                 }

@@ -493,8 +493,10 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
     }
 
     fn size_stage(&mut self, shape: &KvShape, gpu_dtype: DType) {
-        let wide = shape.dtype.block_bytes().max(gpu_dtype.block_bytes());
-        let bytes = shape.capacity * shape.kv_dim * wide;
+        // One layer's K at full capacity in the wider dtype (Q8_0: whole blocks), and at
+        // least the attention mass (`capacity` f32s).
+        let layer = |t: DType| t.row_bytes(shape.capacity * shape.kv_dim).unwrap_or(0);
+        let bytes = layer(shape.dtype).max(layer(gpu_dtype)).max(shape.capacity * 4);
         self.stage = std::vec![0u8; bytes];
         self.conv = std::vec![0u8; bytes];
     }
@@ -1043,10 +1045,9 @@ pub fn handover<S: Backend, D: Backend>(
             d.capacity as u64,
         ));
     }
-    let (sb, db) = (
-        n * s.kv_dim * s.dtype.block_bytes(),
-        n * s.kv_dim * d.dtype.block_bytes(),
-    );
+    // (Q8_0: whole 34-byte blocks of 32 values; f16, f32: 2 and 4 bytes a value.)
+    let bytes_of = |t: DType| t.row_bytes(n * s.kv_dim).unwrap_or(usize::MAX);
+    let (sb, db) = (bytes_of(s.dtype), bytes_of(d.dtype));
     if stage.len() < sb || conv.len() < db {
         return Err(Error::invalid("hybrid hand-over: staging buffers too small"));
     }

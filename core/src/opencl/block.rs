@@ -258,12 +258,16 @@ impl OpenClBackend {
             && a.n_head * (a.n_past + 1).div_ceil(self.blk.ch) * (hd + 2) <= st.part_cap
     }
 
-    /// Whether one layer's weights suit the kernel (dtypes it decodes, same FFN width).
-    fn block_layer_fits(w: &BlockWeights<'_, Self>, ffn: usize) -> bool {
+    /// Whether one layer suits the kernel: weight dtypes it decodes, the same FFN width,
+    /// an f32 cache (block.cl's stage A writes and stage B reads f32; an f16 / Q8_0 cache
+    /// takes the per-op composition, whose kernels read it directly).
+    fn block_layer_fits(w: &BlockWeights<'_, Self>, kv: &BlockKv<'_, Self>, ffn: usize) -> bool {
         [w.wq, w.wk, w.wv, w.wo, w.w_gate, w.w_up, w.w_down]
             .iter()
             .all(|m| dtype_code(m.dtype).is_some())
             && w.w_gate.shape.dims()[0] == ffn
+            && kv.k.dtype == DType::F32
+            && kv.v.dtype == DType::F32
     }
 
     /// Sets the arguments every layer of a launch shares, and the staged vector's size.
@@ -390,7 +394,7 @@ impl OpenClBackend {
         s: &BlockScratch<'_, Self>,
     ) -> Result<bool> {
         let ffn = w.w_gate.shape.dims()[0];
-        if !self.block_shapes_fit(x, p, ffn) || !Self::block_layer_fits(w, ffn) {
+        if !self.block_shapes_fit(x, p, ffn) || !Self::block_layer_fits(w, kv, ffn) {
             return Ok(false);
         }
         let k = &self.k.llama_blocks;
@@ -427,8 +431,8 @@ impl OpenClBackend {
         }
         let mut all_fit = true;
         for l in 0..n_layer {
-            layer(l, &mut |w, _| {
-                all_fit &= Self::block_layer_fits(&w, ffn);
+            layer(l, &mut |w, kv| {
+                all_fit &= Self::block_layer_fits(&w, &kv, ffn);
                 Ok(())
             })?;
         }

@@ -10,7 +10,7 @@
 //! offsets (weights in bytes, f32 activations in elements), `u32`/`i32`/`f32` scalars,
 //! `Local` for `__local` buffers sized at launch.
 
-use super::launch::{signature, Kern, Local, Mem};
+use super::launch::{signature, Args, Kern, Local, Mem};
 use super::program::Programs;
 use crate::dtype::DType;
 use crate::error::Result;
@@ -39,25 +39,28 @@ signature! {
         q: Mem, q_off: u64, k: Mem, k_off: u64, inv_freq: Mem, f_off: u64, pos0: u32, n_head_q: u32,
         n_head_k: u32, head_dim: u32, style: u32,
     }
-    /// `attention_f32` (attention.cl).
+    /// `attention_f32` (attention.cl; `k_off`, `v_off` in bytes, the cache in the
+    /// program's `KV_T`).
     struct Attention {
         q: Mem, q_off: u64, k: Mem, k_off: u64, v: Mem, v_off: u64, out: Mem, out_off: u64, n_head: u32,
         n_kv_head: u32, hd: u32, scale: f32, n_past: u32, chunk: u32, part: Mem,
     }
     /// `attention_combine_f32` (attention.cl).
     struct AttentionCombine { part: Mem, out: Mem, out_off: u64, n_head: u32, hd: u32, n_chunks: u32 }
-    /// `attention_prefill_f32` (attention.cl).
+    /// `attention_prefill_f32` (attention.cl; as [`Attention`]).
     struct AttentionPrefill {
         q: Mem, q_off: u64, k: Mem, k_off: u64, v: Mem, v_off: u64, out: Mem, out_off: u64, n_head: u32,
         n_kv_head: u32, hd: u32, scale: f32, n_past: u32, n_tok: u32,
     }
     /// `move_rows_u16` (kv_cache.cl); offsets and counts in 2-byte units.
     struct MoveRows { x: Mem, x_off: u64, src: u64, dst: u64, n: u64 }
-    /// `rope_shift_f32` (kv_cache.cl).
+    /// `rope_shift_f32` (kv_cache.cl): row `r` turned by `delta + r * step` positions;
+    /// `x_off` in bytes, the cache in the program's `KV_T`.
     struct RopeShift {
-        x: Mem, x_off: u64, inv_freq: Mem, f_off: u64, delta: i32, n_heads: u32, head_dim: u32, style: u32,
+        x: Mem, x_off: u64, inv_freq: Mem, f_off: u64, delta: i32, step: u32, n_heads: u32, head_dim: u32,
+        style: u32,
     }
-    /// `attention_mass_f32` (kv_cache.cl).
+    /// `attention_mass_f32` (kv_cache.cl; `k_off` in bytes, the cache in `KV_T`).
     struct AttentionMass {
         q: Mem, q_off: u64, k: Mem, k_off: u64, n_head: u32, n_kv_head: u32, hd: u32, scale: f32, n_past: u32,
         mass: Mem, m_off: u64,
@@ -248,6 +251,34 @@ impl<K> ByAnyQuant<K> {
     }
 }
 
+/// One kernel per KV-cache dtype: the cache-reading families (attention.cl, kv_cache.cl)
+/// built once per cache dtype (`-DKV_T=…`, [`super::program::KV_VARIANTS`]).
+pub(super) struct ByKv<K> {
+    f32: K,
+    f16: K,
+    q8_0: K,
+}
+
+impl<K> ByKv<K> {
+    pub(super) fn get(&self, t: DType) -> Option<&K> {
+        match t {
+            DType::F32 => Some(&self.f32),
+            DType::F16 => Some(&self.f16),
+            DType::Q8_0 => Some(&self.q8_0),
+            _ => None,
+        }
+    }
+}
+
+/// Kernel `name` from each cache dtype's program of `file`.
+fn by_kv<S: Args>(p: &Programs, file: &str, name: &'static str) -> Result<ByKv<Kern<S>>> {
+    Ok(ByKv {
+        f32: Kern::create(p.get_kv(file, DType::F32), name)?,
+        f16: Kern::create(p.get_kv(file, DType::F16), name)?,
+        q8_0: Kern::create(p.get_kv(file, DType::Q8_0), name)?,
+    })
+}
+
 /// One kernel per block-quantized weight dtype (the fused kernels).
 pub(super) struct ByQuant<K> {
     q4_0: K,
@@ -350,12 +381,12 @@ pub(super) struct Kernels {
     pub(super) argmax_final: Kern<ArgmaxFinal>,
     pub(super) rope: Kern<Rope>,
     pub(super) rope_qk: Kern<RopeQk>,
-    pub(super) attention: Kern<Attention>,
+    pub(super) attention: ByKv<Kern<Attention>>,
     pub(super) attention_combine: Kern<AttentionCombine>,
-    pub(super) attention_prefill: Kern<AttentionPrefill>,
+    pub(super) attention_prefill: ByKv<Kern<AttentionPrefill>>,
     pub(super) move_rows: Kern<MoveRows>,
-    pub(super) rope_shift: Kern<RopeShift>,
-    pub(super) attention_mass: Kern<AttentionMass>,
+    pub(super) rope_shift: ByKv<Kern<RopeShift>>,
+    pub(super) attention_mass: ByKv<Kern<AttentionMass>>,
     pub(super) get_rows: ByAnyWeight<Kern<GetRows>>,
     /// `store_rows_f32`, `store_rows_f16`, `store_rows_q8_0`.
     pub(super) store_rows: [Kern<StoreRows>; 3],
@@ -388,12 +419,12 @@ impl Kernels {
             argmax_final: Kern::create(p.get("softmax.cl"), "argmax_final_f32")?,
             rope: Kern::create(p.get("rope.cl"), "rope_f32")?,
             rope_qk: Kern::create(p.get("rope.cl"), "rope_qk_f32")?,
-            attention: Kern::create(p.get("attention.cl"), "attention_f32")?,
+            attention: by_kv(p, "attention.cl", "attention_f32")?,
             attention_combine: Kern::create(p.get("attention.cl"), "attention_combine_f32")?,
-            attention_prefill: Kern::create(p.get("attention.cl"), "attention_prefill_f32")?,
+            attention_prefill: by_kv(p, "attention.cl", "attention_prefill_f32")?,
             move_rows: Kern::create(p.get("kv_cache.cl"), "move_rows_u16")?,
-            rope_shift: Kern::create(p.get("kv_cache.cl"), "rope_shift_f32")?,
-            attention_mass: Kern::create(p.get("kv_cache.cl"), "attention_mass_f32")?,
+            rope_shift: by_kv(p, "kv_cache.cl", "rope_shift_f32")?,
+            attention_mass: by_kv(p, "kv_cache.cl", "attention_mass_f32")?,
             get_rows: ByAnyWeight {
                 base: ByWeight {
                     f32: Kern::create(get_rows_cl, "get_rows_f32")?,

@@ -53,6 +53,10 @@ pub(super) struct Scratch {
     /// Downloads in flight (`download_start`), by ticket; reused, so a decode step
     /// allocates nothing.
     pub(super) reads: Vec<ReadSlot>,
+    /// f32 staging for a K/V projection into an f16 or Q8_0 cache (the matmul kernels
+    /// write f32; `store_rows` converts): `max_tokens × max_row` f32s, `None` until
+    /// `reserve` (and while an op holds it).
+    pub(super) kv_tmp: Option<ClBuffer>,
 }
 
 impl Scratch {
@@ -70,6 +74,7 @@ impl Scratch {
             argmax_part: create_buffer(context, CL_MEM_READ_WRITE, 4)?,
             argmax_part_cap: 0,
             reads: Vec::new(),
+            kv_tmp: None,
         })
     }
 }
@@ -288,6 +293,10 @@ pub(super) fn reserve(be: &mut OpenClBackend, r: Reservation) -> Result<()> {
     if parts > s.argmax_part_cap {
         s.argmax_part = create_buffer(&be.context, CL_MEM_READ_WRITE, parts * 4)?;
         s.argmax_part_cap = parts;
+    }
+    let kv_tmp = r.max_tokens * r.max_row * 4;
+    if be.scratch.kv_tmp.as_ref().is_none_or(|t| t.len < kv_tmp) {
+        be.scratch.kv_tmp = Some(alloc(be, kv_tmp, BufferKind::Device)?);
     }
     be.block_reserve(r.max_ctx, r.n_head)
 }

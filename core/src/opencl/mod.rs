@@ -255,7 +255,10 @@ impl Backend for OpenClBackend {
                 DType::Q5_K,
                 DType::Q6_K,
             ],
-            kv_dtypes: &[DType::F32],
+            // f32 first (the default): on a GPU the cache is read from device memory at
+            // full speed and f32 keeps the oracle's tolerances; f16 / q8_0 where memory
+            // binds (docs/kv-cache.md, OpenCL rows).
+            kv_dtypes: &[DType::F32, DType::F16, DType::Q8_0],
             unified_memory: self.info.unified_memory,
             synchronous: false,
         }
@@ -328,6 +331,10 @@ impl Backend for OpenClBackend {
     }
 
     fn matmul(&mut self, w: TensorRef<'_, Self>, x: TensorRef<'_, Self>, y: TensorMut<'_, Self>) -> Result<()> {
+        if y.dtype != DType::F32 {
+            // A K/V projection into an f16 / Q8_0 cache.
+            return ops::matmul_into_cache(self, w, x, y);
+        }
         matmul::mat(self, w, x, y, false)
     }
 
@@ -439,6 +446,11 @@ impl Backend for OpenClBackend {
         ws: [TensorRef<'_, Self>; 3],
         ys: [TensorMut<'_, Self>; 3],
     ) -> Result<()> {
+        if ys.iter().any(|y| y.dtype != DType::F32) {
+            // K or V into an f16 / Q8_0 cache: the norm, then three matmuls (each into
+            // the cache through `matmul`'s f32 staging).
+            return crate::backend::rms_norm_matmul3_composed(self, x, norm_w, eps, xn, ws, ys);
+        }
         matmul::rms_norm_matmul3(self, x, norm_w, eps, xn, ws, ys)
     }
 

@@ -3,6 +3,7 @@
 //! struct and launches it (the `Backend` impl in `mod.rs` calls these; shape checks live
 //! in the op layer, `crate::ops`).
 
+use alloc::format;
 use alloc::string::ToString;
 
 use super::buffer::{el, round_up};
@@ -15,6 +16,7 @@ use super::memory::upload_ids;
 use super::program::{ATTN_PREFILL_LWS, MAX_HD};
 use super::OpenClBackend;
 use crate::backend::{AttnParams, RopeStyle};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::{TensorMut, TensorRef};
 
@@ -151,6 +153,10 @@ pub(super) fn rope(
     if n_tok == 0 || n_heads == 0 || hd == 0 {
         return Ok(());
     }
+    if x.dtype != DType::F32 {
+        // Keys held in an f16 cache: rotated in f32 and rounded back, in place.
+        return rope_kv(be, x, inv_freq, pos_i32(pos0)?, 1, style);
+    }
     let args = Rope {
         x: x.buf.writable("opencl rope input")?,
         x_off: el(x.offset),
@@ -176,6 +182,12 @@ pub(super) fn rope_qk(
     let (n_tok, hq, hk, hd) = (dq[0], dq[1], dk[1], dq[2]);
     if n_tok == 0 || hq + hk == 0 || hd == 0 {
         return Ok(());
+    }
+    if k.dtype != DType::F32 {
+        // New keys written straight into an f16 cache (the K projection rounded them
+        // once); q stays f32. Two launches instead of one.
+        rope(be, q, inv_freq, pos0, style)?;
+        return rope_kv(be, k, inv_freq, pos_i32(pos0)?, 1, style);
     }
     let args = RopeQk {
         q: q.buf.writable("opencl rope q")?,
@@ -205,13 +217,7 @@ pub(super) fn attention(
     if n_tok == 0 {
         return Ok(());
     }
-    if p.head_dim > MAX_HD {
-        return Err(Error::range(
-            "opencl attention head_dim".to_string(),
-            p.head_dim as u64,
-            MAX_HD as u64,
-        ));
-    }
+    check_kv_head(be, "opencl attention", k.dtype, p.head_dim)?;
     let o = out.buf.writable("opencl attention output")?;
     if n_tok >= be.sz.attn_prefill_min_tok && p.head_dim <= ATTN_PREFILL_HD {
         // Many query rows: K/V tiles shared by 32 (token, head) rows of a KV head.
@@ -220,9 +226,9 @@ pub(super) fn attention(
             q: q.buf.arg(),
             q_off: el(q.offset),
             k: k.buf.arg(),
-            k_off: el(k.offset),
+            k_off: k.offset as u64,
             v: v.buf.arg(),
-            v_off: el(v.offset),
+            v_off: v.offset as u64,
             out: o,
             out_off: el(out.offset),
             n_head: p.n_head as u32,
@@ -232,8 +238,9 @@ pub(super) fn attention(
             n_past: p.n_past as u32,
             n_tok: n_tok as u32,
         };
+        let kern = be.k.attention_prefill.get(k.dtype).expect("checked by check_kv_head");
         return be.q.run(
-            &be.k.attention_prefill,
+            kern,
             &args,
             &[row_tiles * ATTN_PREFILL_LWS, p.n_kv_head],
             Some(&[ATTN_PREFILL_LWS, 1]),
@@ -252,9 +259,9 @@ pub(super) fn attention(
         q: q.buf.arg(),
         q_off: el(q.offset),
         k: k.buf.arg(),
-        k_off: el(k.offset),
+        k_off: k.offset as u64,
         v: v.buf.arg(),
-        v_off: el(v.offset),
+        v_off: v.offset as u64,
         out: o,
         out_off: el(out.offset),
         n_head: p.n_head as u32,
@@ -266,7 +273,7 @@ pub(super) fn attention(
         part,
     };
     be.q.run(
-        &be.k.attention,
+        be.k.attention.get(k.dtype).expect("checked by check_kv_head"),
         &args,
         &[p.n_head * lws, n_tok, n_chunks],
         Some(&[lws, 1, 1]),
@@ -303,14 +310,12 @@ pub(super) fn attention_mass(
     if n_tok == 0 {
         return Ok(());
     }
-    if k.dtype != crate::dtype::DType::F32 {
-        return Err(Error::dtype("opencl attention_mass", "k", k.dtype));
-    }
+    check_kv_head(be, "opencl attention_mass", k.dtype, p.head_dim)?;
     let args = AttentionMass {
         q: q.buf.arg(),
         q_off: el(q.offset),
         k: k.buf.arg(),
-        k_off: el(k.offset),
+        k_off: k.offset as u64,
         n_head: p.n_head as u32,
         n_kv_head: p.n_kv_head as u32,
         hd: p.head_dim as u32,
@@ -320,7 +325,8 @@ pub(super) fn attention_mass(
         m_off: el(mass.offset),
     };
     let lws = be.sz.lws;
-    be.q.run(&be.k.attention_mass, &args, &[p.n_head * lws, n_tok], Some(&[lws, 1]))
+    let kern = be.k.attention_mass.get(k.dtype).expect("checked by check_kv_head");
+    be.q.run(kern, &args, &[p.n_head * lws, n_tok], Some(&[lws, 1]))
 }
 
 /// Compaction within one buffer: one work-group (see kv_cache.cl), in 2-byte units.
@@ -343,7 +349,7 @@ pub(super) fn move_rows(
     be.q.run(&be.k.move_rows, &args, &[lws], Some(&[lws]))
 }
 
-/// Re-rotation of cached keys by `delta` positions (f32 cache).
+/// Re-rotation of cached keys by `delta` positions (every cache dtype).
 pub(super) fn rope_shift(
     be: &OpenClBackend,
     x: TensorMut<'_, OpenClBackend>,
@@ -351,22 +357,68 @@ pub(super) fn rope_shift(
     delta: i32,
     style: RopeStyle,
 ) -> Result<()> {
+    rope_kv(be, x, inv_freq, delta, 0, style)
+}
+
+/// `rope_shift_f32` of the cache dtype's kv_cache.cl: row `r` of `x` (`[rows, heads, hd]`
+/// in a cache dtype) turned by `delta + r * step` positions — re-rotation (`step` 0) or
+/// RoPE at positions `delta..` (`step` 1, keys held in an f16 cache).
+fn rope_kv(
+    be: &OpenClBackend,
+    x: TensorMut<'_, OpenClBackend>,
+    inv_freq: TensorRef<'_, OpenClBackend>,
+    delta: i32,
+    step: u32,
+    style: RopeStyle,
+) -> Result<()> {
     let d = x.shape.dims();
     let (n_rows, n_heads, hd) = (d[0], d[1], d[2]);
-    if x.dtype != crate::dtype::DType::F32 {
-        return Err(Error::dtype("opencl rope_shift", "x", x.dtype));
+    if n_rows == 0 || n_heads == 0 || hd == 0 {
+        return Ok(());
     }
+    check_kv_head(be, "opencl rope_shift", x.dtype, hd)?;
+    let kern = be.k.rope_shift.get(x.dtype).expect("checked by check_kv_head");
+    let dtype = x.dtype;
     let args = RopeShift {
         x: x.buf.writable("opencl rope_shift input")?,
-        x_off: el(x.offset),
+        x_off: x.offset as u64,
         inv_freq: inv_freq.buf.arg(),
         f_off: el(inv_freq.offset),
         delta,
+        step,
         n_heads: n_heads as u32,
         head_dim: hd as u32,
         style: rope_style(style),
     };
-    be.q.run(&be.k.rope_shift, &args, &[hd / 2, n_heads, n_rows], None)
+    // Q8_0: one work-item per (head, row) requantizes the whole head (see kv_cache.cl).
+    let pairs = if dtype == DType::Q8_0 { 1 } else { hd / 2 };
+    be.q.run(kern, &args, &[pairs, n_heads, n_rows], None)
+}
+
+/// A RoPE position as the kernels' `int` (`delta + r * step`).
+fn pos_i32(pos: usize) -> Result<i32> {
+    i32::try_from(pos).map_err(|_| Error::range("opencl rope position".to_string(), pos as u64, i32::MAX as u64))
+}
+
+/// The cache dtypes the cache-reading kernels are built for, and heads they serve: a Q8_0
+/// head is whole 32-value blocks (`KvCache::new` checks it for a cache; a view made by
+/// hand is refused here, not read out of bounds), any head at most `MAX_HD`.
+fn check_kv_head(be: &OpenClBackend, op: &'static str, dtype: DType, hd: usize) -> Result<()> {
+    if be.k.attention.get(dtype).is_none() {
+        return Err(Error::dtype(op, "cache", dtype));
+    }
+    if hd > MAX_HD {
+        return Err(Error::range(format!("{op} head_dim"), hd as u64, MAX_HD as u64));
+    }
+    if dtype.is_quantized() && !hd.is_multiple_of(dtype.block_size()) {
+        return Err(Error::shape(
+            op,
+            "cache",
+            format!("head_dim a multiple of {} ({dtype} blocks)", dtype.block_size()),
+            format!("head_dim {hd}"),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn softmax(be: &OpenClBackend, x: TensorMut<'_, OpenClBackend>) -> Result<()> {
@@ -473,6 +525,37 @@ pub(super) fn add(
     be.q.run(&be.k.add, &args, &[round_up(n, 64)], None)
 }
 
+/// `y = x · wᵀ` into a view of an f16 or Q8_0 cache (a K/V projection): the matmul
+/// kernels write f32, so the rows go to the backend's f32 staging (`Scratch::kv_tmp`)
+/// and `store_rows` converts them — one rounding, as the CPU's matmul into the cache.
+pub(super) fn matmul_into_cache(
+    be: &mut OpenClBackend,
+    w: TensorRef<'_, OpenClBackend>,
+    x: TensorRef<'_, OpenClBackend>,
+    y: TensorMut<'_, OpenClBackend>,
+) -> Result<()> {
+    let Some(mut tmp) = be.scratch.kv_tmp.take() else {
+        return Err(Error::invalid(
+            "opencl matmul into an f16/q8_0 cache: f32 staging not reserved (call reserve)",
+        ));
+    };
+    let need = y.shape.numel() * 4;
+    let res = if need > tmp.len {
+        Err(Error::out_of_bounds(
+            "opencl matmul",
+            "f32 staging of the cache rows",
+            0,
+            need,
+            tmp.len,
+        ))
+    } else {
+        super::matmul::mat(be, w, x, TensorMut::new(&mut tmp, 0, DType::F32, y.shape), false)
+            .and_then(|()| store_rows(be, TensorRef::new(&tmp, 0, DType::F32, y.shape), y))
+    };
+    be.scratch.kv_tmp = Some(tmp);
+    res
+}
+
 /// `dst = convert(src)` into a cache view (f32, f16 or Q8_0; see `Backend::store_rows`).
 pub(super) fn store_rows(
     be: &OpenClBackend,
@@ -484,9 +567,9 @@ pub(super) fn store_rows(
         return Ok(());
     }
     let (k, items) = match dst.dtype {
-        crate::dtype::DType::F32 => (&be.k.store_rows[0], n),
-        crate::dtype::DType::F16 => (&be.k.store_rows[1], n),
-        crate::dtype::DType::Q8_0 => (&be.k.store_rows[2], n / 32),
+        DType::F32 => (&be.k.store_rows[0], n),
+        DType::F16 => (&be.k.store_rows[1], n),
+        DType::Q8_0 => (&be.k.store_rows[2], n / 32),
         other => return Err(Error::dtype("store_rows", "dst", other)),
     };
     let args = StoreRows {

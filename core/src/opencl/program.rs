@@ -63,10 +63,11 @@ pub(super) const ATTN_PREFILL_LWS: usize = 128;
 const ATTN_PREFILL_LOCAL: u64 = 30_848;
 
 /// The shared preludes, prepended (after the generated header) to every family.
-const PRELUDES: [&str; 4] = [
+const PRELUDES: [&str; 5] = [
     "common/dtype.cl",
     "common/reduce.cl",
     "common/rope.cl",
+    "common/kv.cl",
     "common/int8.cl",
 ];
 
@@ -128,19 +129,34 @@ impl BlockBuild {
     }
 }
 
-/// Every program but the image kernel's, by family file.
-pub(super) struct Programs(Vec<(&'static str, Program)>);
+/// Every program but the image kernel's, by family file and the cache dtype it was
+/// built for (`KV_T`; F32 for every family that does not read the cache).
+pub(super) struct Programs(Vec<(&'static str, DType, Program)>);
 
 impl Programs {
     pub(super) fn get(&self, file: &str) -> &Program {
+        self.get_kv(file, DType::F32)
+    }
+    /// Family `file` as built for a cache of dtype `kv` ([`KV_VARIANTS`]).
+    pub(super) fn get_kv(&self, file: &str, kv: DType) -> &Program {
         &self
             .0
             .iter()
-            .find(|(f, _)| *f == file)
+            .find(|(f, t, _)| *f == file && *t == kv)
             .expect("every family is built")
-            .1
+            .2
     }
 }
+
+/// The families that read the KV cache, built once more per cache dtype besides f32
+/// (`-DKV_T=T_F16`, `-DKV_T=T_Q8_0`; common/kv.cl): their kernels read the cache in its
+/// own dtype, the dtype fixed at build time so the inner loops carry no dtype branch.
+pub(super) const KV_VARIANTS: [(&str, DType); 4] = [
+    ("attention.cl", DType::F16),
+    ("attention.cl", DType::Q8_0),
+    ("kv_cache.cl", DType::F16),
+    ("kv_cache.cl", DType::Q8_0),
+];
 
 fn pow2_floor(n: usize) -> usize {
     if n == 0 {
@@ -293,17 +309,22 @@ pub(super) fn build_all(
     opts: &OpenClOptions,
     sz: &Sizes,
 ) -> Result<(Programs, BlockBuild)> {
-    let mut programs = Vec::with_capacity(FAMILIES.len() + 1);
-    for file in FAMILIES {
+    let mut programs = Vec::with_capacity(FAMILIES.len() + KV_VARIANTS.len() + 1);
+    let builds = FAMILIES.iter().map(|&f| (f, DType::F32)).chain(KV_VARIANTS);
+    for (file, kv) in builds {
         let group_lws = if file.starts_with("mul_mv") { sz.mv_lws } else { sz.lws };
-        let options = format!("-cl-std=CL1.2 -DLWS={group_lws} -DNT={NT} -DMAX_HD={MAX_HD}");
+        let mut options = format!("-cl-std=CL1.2 -DLWS={group_lws} -DNT={NT} -DMAX_HD={MAX_HD}");
+        if kv != DType::F32 {
+            options += &format!(" -DKV_T=T_{}", kv.name().to_ascii_uppercase());
+        }
         programs.push((
             file,
+            kv,
             build_program(context, dev, file, &options, opts.binary_cache.as_deref())?,
         ));
     }
     let (block, bb) = build_block(context, dev, info, opts)?;
-    programs.push(("block.cl", block));
+    programs.push(("block.cl", DType::F32, block));
     Ok((Programs(programs), bb))
 }
 

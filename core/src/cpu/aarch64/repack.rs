@@ -15,7 +15,10 @@
 
 use core::arch::aarch64::*;
 
-use crate::cpu::repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx8, BlockQ5_0x8, BlockQ6_Kx8, BlockQ8Act, BlockQ8_0x8};
+use crate::cpu::repack::{
+    k_five, q5_offset, BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx8, BlockQ5_0x8, BlockQ5_1x8, BlockQ5_Kx8, BlockQ6_Kx8,
+    BlockQ8Act, BlockQ8_0x8, Kx8, Q5x8,
+};
 use crate::quant::BlockQ8_K;
 
 /// Per 32-bit lane, the sum of the four byte products of that lane (NEON).
@@ -371,25 +374,27 @@ fn ld8(b: &[u8]) -> uint8x8_t {
     unsafe { vld1_u8(s.as_ptr()) }
 }
 
-/// Generates the Q5_0 / Q4_K / Q6_K tiles of one dot flavour.
+/// Generates the Q5_0 / Q5_1, Q4_K / Q5_K and Q6_K tiles of one dot flavour.
 macro_rules! x8_kq_kernels {
-    ($feat:literal, $kdot:ident, $q5_0:ident, $q4_k:ident, $q6_k:ident) => {
-        /// Q5_0 × Q8: the fifth bit of piece `q` at bit `q` (low elements) and `4 + q`
-        /// (high elements) of each byte of the permuted `qh`, moved to bit 4.
+    ($feat:literal, $kdot:ident, $q5:ident, $k:ident, $q6_k:ident) => {
+        /// Q5_0 / Q5_1 × Q8: the fifth bit of piece `q` at bit `q` (low elements) and
+        /// `4 + q` (high elements) of each byte of the permuted `qh`, moved to bit 4.
+        /// Q5_0's lanes start at `−16 Σ y`; Q5_1 adds `m_w s_y` per block, as Q4_1.
         #[inline]
         #[target_feature(enable = $feat)]
-        fn $q5_0<const T: usize>(wg: &[BlockQ5_0x8], xs: [&[BlockQ8Act]; T]) -> [[float32x4_t; 2]; T] {
+        fn $q5<const T: usize>(wg: &[impl Q5x8], xs: [&[BlockQ8Act]; T]) -> [[float32x4_t; 2]; T] {
             let m4 = vdupq_n_u8(0x0f);
+            let off = q5_offset(wg);
             let mut acc = [[vdupq_n_f32(0.0); 2]; T];
             for (b, blk) in wg.iter().enumerate() {
                 let xb: [&BlockQ8Act; T] = core::array::from_fn(|t| &xs[t][b]);
-                let qhb: &[u8; 32] = bytemuck::cast_ref(&blk.qh);
+                let qhb: &[u8; 32] = bytemuck::cast_ref(blk.qh());
                 let qh = [ld16(&qhb[..]), ld16(&qhb[16..])];
-                let mut s: [[int32x4_t; 2]; T] = core::array::from_fn(|t| [vdupq_n_s32(-16 * xb[t].sum); 2]);
+                let mut s: [[int32x4_t; 2]; T] = core::array::from_fn(|t| [vdupq_n_s32(-off * xb[t].sum); 2]);
                 for q in 0..4 {
                     let (sl, sh) = (vdupq_n_s8(4 - q as i8), vdupq_n_s8(-(q as i8)));
                     for h in 0..2 {
-                        let p = ld16(&blk.qs[32 * q + 16 * h..]);
+                        let p = ld16(&blk.qs()[32 * q + 16 * h..]);
                         let bl = vshlq_u8(vandq_u8(qh[h], vdupq_n_u8(1 << q)), sl);
                         let bh = vshlq_u8(vandq_u8(qh[h], vdupq_n_u8(0x10 << q)), sh);
                         let lo = vorrq_u8(vandq_u8(p, m4), bl);
@@ -399,27 +404,38 @@ macro_rules! x8_kq_kernels {
                         }
                     }
                 }
-                let dw = [f16x4(&blk.d[..4]), f16x4(&blk.d[4..])];
+                let d = blk.d();
+                let dw = [f16x4(&d[..4]), f16x4(&d[4..])];
                 for t in 0..T {
                     for h in 0..2 {
                         acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(s[t][h]), vmulq_n_f32(dw[h], xb[t].d));
+                    }
+                }
+                if let Some(m) = blk.m() {
+                    let mw = [f16x4(&m[..4]), f16x4(&m[4..])];
+                    for t in 0..T {
+                        for h in 0..2 {
+                            acc[t][h] = vfmaq_n_f32(acc[t][h], mw[h], xb[t].s);
+                        }
                     }
                 }
             }
             acc
         }
 
-        /// Q4_K × Q8_K: per sub-block the nibble dots scaled by its 6-bit scale (`mla`),
-        /// the minimums through `bsums`; `d_y (d_w isum) − d_y (dmin msum)`.
+        /// Q4_K / Q5_K × Q8_K: per sub-block the value dots scaled by its 6-bit scale
+        /// (`mla`), the minimums through `bsums`; `d_y (d_w isum) − d_y (dmin msum)`. Q5_K's
+        /// fifth bits: bit `2c` / `2c + 1` of the `qh` piece moved to bit 4.
         #[inline]
         #[target_feature(enable = $feat)]
-        fn $q4_k<const T: usize>(wg: &[BlockQ4_Kx8], xs: [&[BlockQ8_K]; T]) -> [[float32x4_t; 2]; T] {
+        fn $k<const T: usize>(wg: &[impl Kx8], xs: [&[BlockQ8_K]; T]) -> [[float32x4_t; 2]; T] {
             let m4 = vdupq_n_u8(0x0f);
+            let five = k_five(wg);
             let (m63, m15, m30) = (vdup_n_u8(63), vdup_n_u8(15), vdup_n_u8(0x30));
             let mut acc = [[vdupq_n_f32(0.0); 2]; T];
             for (b, blk) in wg.iter().enumerate() {
                 let xb: [&BlockQ8_K; T] = core::array::from_fn(|t| &xs[t][b]);
-                let sb: [uint8x8_t; 12] = core::array::from_fn(|k| ld8(&blk.scales[8 * k..]));
+                let sb: [uint8x8_t; 12] = core::array::from_fn(|k| ld8(&blk.scales()[8 * k..]));
                 let sc: [[int32x4_t; 2]; 8] = core::array::from_fn(|s| {
                     widen8_u(if s < 4 {
                         vand_u8(sb[s], m63)
@@ -439,10 +455,17 @@ macro_rules! x8_kq_kernels {
                 for c in 0..4 {
                     let mut slo = [[vdupq_n_s32(0); 2]; T];
                     let mut shi = [[vdupq_n_s32(0); 2]; T];
+                    let (ml, mh) = (vdupq_n_u8(1 << (2 * c)), vdupq_n_u8(2 << (2 * c)));
+                    let (sl, sh) = (vdupq_n_s8(4 - 2 * c as i8), vdupq_n_s8(3 - 2 * c as i8));
                     for p in 0..8 {
                         for h in 0..2 {
-                            let v = ld16(&blk.qs[256 * c + 32 * p + 16 * h..]);
-                            let (lo, hi) = (vandq_u8(v, m4), vshrq_n_u8(v, 4));
+                            let v = ld16(&blk.qs()[256 * c + 32 * p + 16 * h..]);
+                            let (mut lo, mut hi) = (vandq_u8(v, m4), vshrq_n_u8(v, 4));
+                            if five {
+                                let qh = ld16(&blk.qh()[32 * p + 16 * h..]);
+                                lo = vorrq_u8(lo, vshlq_u8(vandq_u8(qh, ml), sl));
+                                hi = vorrq_u8(hi, vshlq_u8(vandq_u8(qh, mh), sh));
+                            }
                             for t in 0..T {
                                 slo[t][h] = $kdot(slo[t][h], lo, &xb[t].qs, 64 * c + 4 * p);
                                 shi[t][h] = $kdot(shi[t][h], hi, &xb[t].qs, 64 * c + 32 + 4 * p);
@@ -461,8 +484,9 @@ macro_rules! x8_kq_kernels {
                         }
                     }
                 }
-                let dw = [f16x4(&blk.d[..4]), f16x4(&blk.d[4..])];
-                let mw = [f16x4(&blk.dmin[..4]), f16x4(&blk.dmin[4..])];
+                let (d, dmin) = (blk.d(), blk.dmin());
+                let dw = [f16x4(&d[..4]), f16x4(&d[4..])];
+                let mw = [f16x4(&dmin[..4]), f16x4(&dmin[4..])];
                 for t in 0..T {
                     for h in 0..2 {
                         acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(isum[t][h]), vmulq_n_f32(dw[h], xb[t].d));
@@ -529,19 +553,30 @@ macro_rules! x8_kq_kernels {
     };
 }
 
-x8_kq_kernels!("neon", kdot_neon, tile_q5_0_neon, tile_q4_k_neon, tile_q6_k_neon);
-x8_kq_kernels!("neon,dotprod", kdot_sdot, tile_q5_0_dot, tile_q4_k_dot, tile_q6_k_dot);
+x8_kq_kernels!("neon", kdot_neon, tile_q5_neon, tile_k_neon, tile_q6_k_neon);
+x8_kq_kernels!("neon,dotprod", kdot_sdot, tile_q5_dot, tile_k_dot, tile_q6_k_dot);
 
-x8_driver!(q5_0x8_neon_impl, "neon", BlockQ5_0x8, tile_q5_0_neon, store8);
-x8_driver!(q4_kx8_neon_impl, "neon", BlockQ4_Kx8, BlockQ8_K, tile_q4_k_neon, store8);
+x8_driver!(q5_0x8_neon_impl, "neon", BlockQ5_0x8, tile_q5_neon, store8);
+x8_driver!(q5_1x8_neon_impl, "neon", BlockQ5_1x8, tile_q5_neon, store8);
+x8_driver!(q4_kx8_neon_impl, "neon", BlockQ4_Kx8, BlockQ8_K, tile_k_neon, store8);
+x8_driver!(q5_kx8_neon_impl, "neon", BlockQ5_Kx8, BlockQ8_K, tile_k_neon, store8);
 x8_driver!(q6_kx8_neon_impl, "neon", BlockQ6_Kx8, BlockQ8_K, tile_q6_k_neon, store8);
-x8_driver!(q5_0x8_dot_impl, "neon,dotprod", BlockQ5_0x8, tile_q5_0_dot, store8);
+x8_driver!(q5_0x8_dot_impl, "neon,dotprod", BlockQ5_0x8, tile_q5_dot, store8);
+x8_driver!(q5_1x8_dot_impl, "neon,dotprod", BlockQ5_1x8, tile_q5_dot, store8);
 x8_driver!(
     q4_kx8_dot_impl,
     "neon,dotprod",
     BlockQ4_Kx8,
     BlockQ8_K,
-    tile_q4_k_dot,
+    tile_k_dot,
+    store8
+);
+x8_driver!(
+    q5_kx8_dot_impl,
+    "neon,dotprod",
+    BlockQ5_Kx8,
+    BlockQ8_K,
+    tile_k_dot,
     store8
 );
 x8_driver!(
@@ -557,9 +592,17 @@ pub(super) fn gemm_q5_0x8_neon(w: &[BlockQ5_0x8], x: &[BlockQ8Act], nb: usize, y
     // SAFETY: handed out only by `aarch64::kernels()`, which verified NEON.
     unsafe { q5_0x8_neon_impl(w, x, nb, y) }
 }
+pub(super) fn gemm_q5_1x8_neon(w: &[BlockQ5_1x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { q5_1x8_neon_impl(w, x, nb, y) }
+}
 pub(super) fn gemm_q4_kx8_neon(w: &[BlockQ4_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
     // SAFETY: as above.
     unsafe { q4_kx8_neon_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q5_kx8_neon(w: &[BlockQ5_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { q5_kx8_neon_impl(w, x, nb, y) }
 }
 pub(super) fn gemm_q6_kx8_neon(w: &[BlockQ6_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
     // SAFETY: as above.
@@ -569,9 +612,17 @@ pub(super) fn gemm_q5_0x8_dot(w: &[BlockQ5_0x8], x: &[BlockQ8Act], nb: usize, y:
     // SAFETY: handed out only in the NeonDotprod table, built after dotprod was detected.
     unsafe { q5_0x8_dot_impl(w, x, nb, y) }
 }
+pub(super) fn gemm_q5_1x8_dot(w: &[BlockQ5_1x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { q5_1x8_dot_impl(w, x, nb, y) }
+}
 pub(super) fn gemm_q4_kx8_dot(w: &[BlockQ4_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
     // SAFETY: as above.
     unsafe { q4_kx8_dot_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q5_kx8_dot(w: &[BlockQ5_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { q5_kx8_dot_impl(w, x, nb, y) }
 }
 pub(super) fn gemm_q6_kx8_dot(w: &[BlockQ6_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
     // SAFETY: as above.

@@ -100,6 +100,16 @@ pub(crate) fn kernels() -> Option<Kernels> {
         } else {
             super::repack::gemm_q5_0x8_avx2
         },
+        gemm_q5_1x8: if vnni_vl {
+            super::repack::gemm_q5_1x8_vnni
+        } else {
+            super::repack::gemm_q5_1x8_avx2
+        },
+        gemm_q5_kx8: if vnni_vl {
+            super::repack::gemm_q5_kx8_vnni
+        } else {
+            super::repack::gemm_q5_kx8_avx2
+        },
         gemm_q4_kx8: if vnni_vl {
             super::repack::gemm_q4_kx8_vnni
         } else {

@@ -10,7 +10,10 @@
 
 use core::arch::x86_64::*;
 
-use crate::cpu::repack::{BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx8, BlockQ5_0x8, BlockQ6_Kx8, BlockQ8Act, BlockQ8_0x8};
+use crate::cpu::repack::{
+    k_five, q5_offset, BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx8, BlockQ5_0x8, BlockQ5_1x8, BlockQ5_Kx8, BlockQ6_Kx8,
+    BlockQ8Act, BlockQ8_0x8, Kx8, Q5x8,
+};
 use crate::quant::BlockQ8_K;
 
 /// The 4 activation bytes of piece `c` (elements `4c..4c+4`) in all 8 lanes.
@@ -212,22 +215,24 @@ fn q6_k_piece(ql: &[u8; 128], ha: __m256i, hb: __m256i, p: usize) -> (__m256i, _
     (_mm256_or_si256(lo, ta), _mm256_or_si256(hi, tb))
 }
 
-/// Q5_0 × Q8, AVX2: the nibbles as Q4_0 with each element's fifth bit moved to bit 4
-/// (the permuted `qh` puts piece `q`'s bits at `q` and `4 + q` of the lane's bytes).
+/// Q5_0 / Q5_1 × Q8, AVX2: the nibbles as Q4_0 with each element's fifth bit moved to
+/// bit 4 (the permuted `qh` puts piece `q`'s bits at `q` and `4 + q` of the lane's bytes).
 /// Elements ≤ 31 and |y| ≤ 128 give `pmaddubsw` pairs ≤ 7 936; two pieces (four pairs
-/// sums) stay ≤ 31 744 in i16 before `pmaddwd` widens them. `Σ (q − 16)·y = Σ q·y − 16 Σ y`.
+/// sums) stay ≤ 31 744 in i16 before `pmaddwd` widens them. Q5_0: `Σ (q − 16)·y =
+/// Σ q·y − 16 Σ y`; Q5_1: `d_w d_y Σ q·y + m_w s_y`, as Q4_1.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn tile_q5_0_avx2<const T: usize>(wg: &[BlockQ5_0x8], xs: [&[BlockQ8Act]; T]) -> [__m256; T] {
+fn tile_q5_avx2<const T: usize>(wg: &[impl Q5x8], xs: [&[BlockQ8Act]; T]) -> [__m256; T] {
     let ones = _mm256_set1_epi16(1);
+    let off = q5_offset(wg);
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
-        let qh = load256(&blk.qh);
-        let mut s32: [__m256i; T] = core::array::from_fn(|t| _mm256_set1_epi32(-16 * xs[t][b].sum));
+        let qh = load256(blk.qh());
+        let mut s32: [__m256i; T] = core::array::from_fn(|t| _mm256_set1_epi32(-off * xs[t][b].sum));
         for half in 0..2 {
             let mut s16 = [_mm256_setzero_si256(); T];
             for q in 2 * half..2 * half + 2 {
-                let (lo, hi) = q5_0_piece(&blk.qs, qh, q);
+                let (lo, hi) = q5_0_piece(blk.qs(), qh, q);
                 for t in 0..T {
                     let xq = &xs[t][b].qs;
                     s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(lo, bcast4(xq, q)));
@@ -238,13 +243,32 @@ fn tile_q5_0_avx2<const T: usize>(wg: &[BlockQ5_0x8], xs: [&[BlockQ8Act]; T]) ->
                 s32[t] = _mm256_add_epi32(s32[t], _mm256_madd_epi16(s16[t], ones));
             }
         }
-        let dw = scales8(&blk.d);
-        for t in 0..T {
-            let xd = _mm256_set1_ps(xs[t][b].d);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[t]), _mm256_mul_ps(dw, xd), acc[t]);
-        }
+        q5_finish(blk, &s32, xs, b, &mut acc);
     }
     acc
+}
+
+/// The float step of a Q5_0 / Q5_1 block: `acc += sumi · (d_w d_y)` (+ `m_w s_y`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_finish<const T: usize>(
+    blk: &impl Q5x8,
+    s32: &[__m256i; T],
+    xs: [&[BlockQ8Act]; T],
+    b: usize,
+    acc: &mut [__m256; T],
+) {
+    let dw = scales8(blk.d());
+    for t in 0..T {
+        let xd = _mm256_set1_ps(xs[t][b].d);
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[t]), _mm256_mul_ps(dw, xd), acc[t]);
+    }
+    if let Some(m) = blk.m() {
+        let mw = scales8(m);
+        for t in 0..T {
+            acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(xs[t][b].s), acc[t]);
+        }
+    }
 }
 
 /// Eight bytes (one per row) at `p[..8]` into the low half of a vector.
@@ -280,18 +304,48 @@ fn bcast_pair(a: i32, b: i32) -> __m256i {
     _mm256_set1_epi32((a & 0xffff) | (b << 16))
 }
 
-/// Q4_K × Q8_K, AVX2. Per sub-block, eight `pmaddubsw` of nibbles (≤ 15) and activations
-/// (|y| ≤ 128) sum to ≤ 30 720 in i16; one `pmaddwd` with the sub-block's scale (≤ 63 in
-/// both halves of the lane) widens and scales them. The minimums go through `bsums`:
+/// The fifth bits of piece `p` of sub-block pair `c` of a Q5_K x8 super-block (bits
+/// `2c` and `2c + 1` of the `qh` piece) at bit 4 of the low and high values.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q5_k_bits(qh: __m256i, c: usize) -> (__m256i, __m256i) {
+    let one = _mm256_set1_epi8(1);
+    let v = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * c as i32));
+    let lo = _mm256_slli_epi16(_mm256_and_si256(v, one), 4);
+    let hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 1), one), 4);
+    (lo, hi)
+}
+
+/// Piece `p` of sub-block pair `c` of a Q4_K / Q5_K x8 super-block as unsigned bytes: the
+/// low nibbles (sub-block `2c`) and high ones (`2c + 1`), with the fifth bits for Q5_K.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn k_piece(blk: &impl Kx8, five: bool, c: usize, p: usize) -> (__m256i, __m256i) {
+    let m4 = _mm256_set1_epi8(0x0f);
+    let v = load256(&blk.qs()[256 * c + 32 * p..]);
+    let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+    if !five {
+        return (lo, hi);
+    }
+    let (bl, bh) = q5_k_bits(load256(&blk.qh()[32 * p..]), c);
+    (_mm256_or_si256(lo, bl), _mm256_or_si256(hi, bh))
+}
+
+/// Q4_K / Q5_K × Q8_K, AVX2. Per sub-block, `pmaddubsw` of the values and activations
+/// (|y| ≤ 128) summed in i16: eight pieces of nibbles (≤ 15) reach ≤ 30 720, so Q4_K
+/// widens once per sub-block; five-bit values (≤ 31) reach that in four pieces, so Q5_K
+/// widens twice. One `pmaddwd` with the sub-block's scale (≤ 63 in both halves of the
+/// lane) widens and scales them. The minimums go through `bsums`:
 /// `Σ_s m_s (bsum_2s + bsum_2s+1)` by `pmaddwd` of (m_2c, m_2c+1) lane pairs. Per
 /// super-block `d_y (d_w isum) − d_y (dmin msum)`, as the scalar twin.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn tile_q4_k_avx2<const T: usize>(wg: &[BlockQ4_Kx8], xs: [&[BlockQ8_K]; T]) -> [__m256; T] {
-    let m4 = _mm256_set1_epi8(0x0f);
+fn tile_k_avx2<const T: usize>(wg: &[impl Kx8], xs: [&[BlockQ8_K]; T]) -> [__m256; T] {
+    let five = k_five(wg);
+    let run = if five { 4 } else { 8 };
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
-        let (sc, mn) = q4_k_scales(&blk.scales);
+        let (sc, mn) = q4_k_scales(blk.scales());
         let mut isum = [_mm256_setzero_si256(); T];
         let mut msum = [_mm256_setzero_si256(); T];
         for c in 0..4 {
@@ -300,34 +354,52 @@ fn tile_q4_k_avx2<const T: usize>(wg: &[BlockQ4_Kx8], xs: [&[BlockQ8_K]; T]) -> 
                 _mm256_cvtepu8_epi32(mn[2 * c]),
                 _mm256_slli_epi32(_mm256_cvtepu8_epi32(mn[2 * c + 1]), 16),
             );
-            let mut lo16 = [_mm256_setzero_si256(); T];
-            let mut hi16 = [_mm256_setzero_si256(); T];
-            for p in 0..8 {
-                let v = load256(&blk.qs[256 * c + 32 * p..]);
-                let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+            for p0 in (0..8).step_by(run) {
+                let mut lo16 = [_mm256_setzero_si256(); T];
+                let mut hi16 = [_mm256_setzero_si256(); T];
+                for p in p0..p0 + run {
+                    let (lo, hi) = k_piece(blk, five, c, p);
+                    for t in 0..T {
+                        let xq = &xs[t][b].qs;
+                        lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, bcast4_at(xq, 64 * c + 4 * p)));
+                        hi16[t] =
+                            _mm256_add_epi16(hi16[t], _mm256_maddubs_epi16(hi, bcast4_at(xq, 64 * c + 32 + 4 * p)));
+                    }
+                }
                 for t in 0..T {
-                    let xq = &xs[t][b].qs;
-                    lo16[t] = _mm256_add_epi16(lo16[t], _mm256_maddubs_epi16(lo, bcast4_at(xq, 64 * c + 4 * p)));
-                    hi16[t] = _mm256_add_epi16(hi16[t], _mm256_maddubs_epi16(hi, bcast4_at(xq, 64 * c + 32 + 4 * p)));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(lo16[t], sc_lo));
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(hi16[t], sc_hi));
                 }
             }
             for t in 0..T {
                 let bs = &xs[t][b].bsums;
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(lo16[t], sc_lo));
-                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(hi16[t], sc_hi));
                 let b0 = i32::from(bs[4 * c]) + i32::from(bs[4 * c + 1]);
                 let b1 = i32::from(bs[4 * c + 2]) + i32::from(bs[4 * c + 3]);
                 msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mpair, bcast_pair(b0, b1)));
             }
         }
-        let (dw, mw) = (scales8(&blk.d), scales8(&blk.dmin));
-        for t in 0..T {
-            let yd = _mm256_set1_ps(xs[t][b].d);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, yd), acc[t]);
-            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[t]), _mm256_mul_ps(mw, yd), acc[t]);
-        }
+        k_finish(blk, &isum, &msum, xs, b, &mut acc);
     }
     acc
+}
+
+/// The float step of a Q4_K / Q5_K super-block: `acc += d_y (d_w isum) − d_y (dmin msum)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn k_finish<const T: usize>(
+    blk: &impl Kx8,
+    isum: &[__m256i; T],
+    msum: &[__m256i; T],
+    xs: [&[BlockQ8_K]; T],
+    b: usize,
+    acc: &mut [__m256; T],
+) {
+    let (dw, mw) = (scales8(blk.d()), scales8(blk.dmin()));
+    for t in 0..T {
+        let yd = _mm256_set1_ps(xs[t][b].d);
+        acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, yd), acc[t]);
+        acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[t]), _mm256_mul_ps(mw, yd), acc[t]);
+    }
 }
 
 /// Q6_K × Q8_K, AVX2. Per chunk of 32 elements: six-bit quants (≤ 63, unsigned) from the
@@ -385,8 +457,10 @@ fn tile_q6_k_avx2<const T: usize>(wg: &[BlockQ6_Kx8], xs: [&[BlockQ8_K]; T]) -> 
 }
 
 x8_driver!(pub(super) gemm_q4_0x8_avx2_impl, "avx2,fma,f16c", BlockQ4_0x8, tile_q4_0_avx2, store8);
-x8_driver!(pub(super) gemm_q5_0x8_avx2_impl, "avx2,fma,f16c", BlockQ5_0x8, tile_q5_0_avx2, store8);
-x8_driver!(pub(super) gemm_q4_kx8_avx2_impl, "avx2,fma,f16c", BlockQ4_Kx8, BlockQ8_K, tile_q4_k_avx2, store8);
+x8_driver!(pub(super) gemm_q5_0x8_avx2_impl, "avx2,fma,f16c", BlockQ5_0x8, tile_q5_avx2, store8);
+x8_driver!(pub(super) gemm_q5_1x8_avx2_impl, "avx2,fma,f16c", BlockQ5_1x8, tile_q5_avx2, store8);
+x8_driver!(pub(super) gemm_q4_kx8_avx2_impl, "avx2,fma,f16c", BlockQ4_Kx8, BlockQ8_K, tile_k_avx2, store8);
+x8_driver!(pub(super) gemm_q5_kx8_avx2_impl, "avx2,fma,f16c", BlockQ5_Kx8, BlockQ8_K, tile_k_avx2, store8);
 x8_driver!(pub(super) gemm_q6_kx8_avx2_impl, "avx2,fma,f16c", BlockQ6_Kx8, BlockQ8_K, tile_q6_k_avx2, store8);
 x8_driver!(pub(super) gemm_q4_1x8_avx2_impl, "avx2,fma,f16c", BlockQ4_1x8, tile_q4_1_avx2, store8);
 x8_driver!(pub(super) gemm_q8_0x8_avx2_impl, "avx2,fma,f16c", BlockQ8_0x8, tile_q8_0_avx2, store8);
@@ -478,41 +552,40 @@ fn tile_q8_0_vnni<const T: usize>(wg: &[BlockQ8_0x8], xs: [&[BlockQ8Act]; T]) ->
     acc
 }
 
-/// Q5_0 × Q8, VNNI: the five-bit values (≤ 31, unsigned) as in `tile_q5_0_avx2`, summed
-/// by `vpdpbusd` into i32 lanes that start at `−16 Σ y` (exact: |Σ| ≤ 32·31·128 + 16·32·128).
+/// Q5_0 / Q5_1 × Q8, VNNI: the five-bit values (≤ 31, unsigned) as in `tile_q5_avx2`,
+/// summed by `vpdpbusd` into i32 lanes that start at `−16 Σ y` for Q5_0 (exact: |Σ| ≤
+/// 32·31·128 + 16·32·128).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn tile_q5_0_vnni<const T: usize>(wg: &[BlockQ5_0x8], xs: [&[BlockQ8Act]; T]) -> [__m256; T] {
+fn tile_q5_vnni<const T: usize>(wg: &[impl Q5x8], xs: [&[BlockQ8Act]; T]) -> [__m256; T] {
+    let off = q5_offset(wg);
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
-        let qh = load256(&blk.qh);
-        let mut s: [__m256i; T] = core::array::from_fn(|t| _mm256_set1_epi32(-16 * xs[t][b].sum));
+        let qh = load256(blk.qh());
+        let mut s: [__m256i; T] = core::array::from_fn(|t| _mm256_set1_epi32(-off * xs[t][b].sum));
         for q in 0..4 {
-            let (lo, hi) = q5_0_piece(&blk.qs, qh, q);
+            let (lo, hi) = q5_0_piece(blk.qs(), qh, q);
             for t in 0..T {
                 let xq = &xs[t][b].qs;
                 s[t] = _mm256_dpbusd_epi32(s[t], lo, bcast4(xq, q));
                 s[t] = _mm256_dpbusd_epi32(s[t], hi, bcast4(xq, q + 4));
             }
         }
-        let dw = scales8(&blk.d);
-        for t in 0..T {
-            let xd = _mm256_set1_ps(xs[t][b].d);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(dw, xd), acc[t]);
-        }
+        q5_finish(blk, &s, xs, b, &mut acc);
     }
     acc
 }
 
-/// Q4_K × Q8_K, VNNI: per sub-block eight `vpdpbusd` of nibbles and activations into
-/// fresh i32 lanes, times the sub-block's scale (`vpmulld`); minimums as in the AVX2 tile.
+/// Q4_K / Q5_K × Q8_K, VNNI: per sub-block eight `vpdpbusd` of the values and
+/// activations into fresh i32 lanes, times the sub-block's scale (`vpmulld`); minimums as
+/// in the AVX2 tile.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn tile_q4_k_vnni<const T: usize>(wg: &[BlockQ4_Kx8], xs: [&[BlockQ8_K]; T]) -> [__m256; T] {
-    let m4 = _mm256_set1_epi8(0x0f);
+fn tile_k_vnni<const T: usize>(wg: &[impl Kx8], xs: [&[BlockQ8_K]; T]) -> [__m256; T] {
+    let five = k_five(wg);
     let mut acc = [_mm256_setzero_ps(); T];
     for (b, blk) in wg.iter().enumerate() {
-        let (sc, mn) = q4_k_scales(&blk.scales);
+        let (sc, mn) = q4_k_scales(blk.scales());
         let mut isum = [_mm256_setzero_si256(); T];
         let mut msum = [_mm256_setzero_si256(); T];
         for c in 0..4 {
@@ -524,8 +597,7 @@ fn tile_q4_k_vnni<const T: usize>(wg: &[BlockQ4_Kx8], xs: [&[BlockQ8_K]; T]) -> 
             let mut lo32 = [_mm256_setzero_si256(); T];
             let mut hi32 = [_mm256_setzero_si256(); T];
             for p in 0..8 {
-                let v = load256(&blk.qs[256 * c + 32 * p..]);
-                let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+                let (lo, hi) = k_piece(blk, five, c, p);
                 for t in 0..T {
                     let xq = &xs[t][b].qs;
                     lo32[t] = _mm256_dpbusd_epi32(lo32[t], lo, bcast4_at(xq, 64 * c + 4 * p));
@@ -541,12 +613,7 @@ fn tile_q4_k_vnni<const T: usize>(wg: &[BlockQ4_Kx8], xs: [&[BlockQ8_K]; T]) -> 
                 msum[t] = _mm256_add_epi32(msum[t], _mm256_madd_epi16(mpair, bcast_pair(b0, b1)));
             }
         }
-        let (dw, mw) = (scales8(&blk.d), scales8(&blk.dmin));
-        for t in 0..T {
-            let yd = _mm256_set1_ps(xs[t][b].d);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(dw, yd), acc[t]);
-            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(msum[t]), _mm256_mul_ps(mw, yd), acc[t]);
-        }
+        k_finish(blk, &isum, &msum, xs, b, &mut acc);
     }
     acc
 }
@@ -602,7 +669,15 @@ x8_driver!(
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     BlockQ4_Kx8,
     BlockQ8_K,
-    tile_q4_k_vnni,
+    tile_k_vnni,
+    store8
+);
+x8_driver!(
+    pub(super) gemm_q5_kx8_vnni_impl,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    BlockQ5_Kx8,
+    BlockQ8_K,
+    tile_k_vnni,
     store8
 );
 x8_driver!(
@@ -617,7 +692,14 @@ x8_driver!(
     pub(super) gemm_q5_0x8_vnni_impl,
     "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
     BlockQ5_0x8,
-    tile_q5_0_vnni,
+    tile_q5_vnni,
+    store8
+);
+x8_driver!(
+    pub(super) gemm_q5_1x8_vnni_impl,
+    "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c",
+    BlockQ5_1x8,
+    tile_q5_vnni,
     store8
 );
 x8_driver!(
@@ -694,4 +776,22 @@ pub(super) fn gemm_q6_kx8_vnni(w: &[BlockQ6_Kx8], x: &[BlockQ8_K], nb: usize, y:
 pub(super) fn gemm_q8_0x8_vnni(w: &[BlockQ8_0x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
     // SAFETY: as above.
     unsafe { gemm_q8_0x8_vnni_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q5_1x8_avx2(w: &[BlockQ5_1x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    // SAFETY: only handed out by `avx2::kernels()` / `avx512::kernels()`, which verified
+    // AVX2, FMA and F16C.
+    unsafe { gemm_q5_1x8_avx2_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q5_kx8_avx2(w: &[BlockQ5_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { gemm_q5_kx8_avx2_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q5_1x8_vnni(w: &[BlockQ5_1x8], x: &[BlockQ8Act], nb: usize, y: &mut [f32]) {
+    // SAFETY: only handed out by `avx512::kernels()` when it found AVX-512 F/BW/VL/VNNI
+    // besides AVX2, FMA and F16C.
+    unsafe { gemm_q5_1x8_vnni_impl(w, x, nb, y) }
+}
+pub(super) fn gemm_q5_kx8_vnni(w: &[BlockQ5_Kx8], x: &[BlockQ8_K], nb: usize, y: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { gemm_q5_kx8_vnni_impl(w, x, nb, y) }
 }
