@@ -65,6 +65,34 @@ fn random_q4_0(bytes: &mut [u8], seed: u64) {
     }
 }
 
+/// Random blocks of a Q4_K_M type (Q4_K, Q6_K) filling `bytes`: random quants and
+/// scales, f16 super-block scales set to small finite values (weights of a few
+/// hundredths, as for Q4_0 above) — only the bytes read per token matter here.
+fn random_kq(dtype: DType, bytes: &mut [u8], seed: u64) {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for c in bytes.chunks_mut(8) {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        c.copy_from_slice(&s.to_le_bytes()[..c.len()]);
+    }
+    let h = |v: f32| half::f16::from_f32(v).to_le_bytes();
+    match dtype {
+        DType::Q4_K => {
+            for blk in bytes.chunks_exact_mut(144) {
+                blk[0..2].copy_from_slice(&h(6e-5));
+                blk[2..4].copy_from_slice(&h(4.5e-4));
+            }
+        }
+        DType::Q6_K => {
+            for blk in bytes.chunks_exact_mut(210) {
+                blk[208..210].copy_from_slice(&h(1e-5));
+            }
+        }
+        _ => unreachable!("random_kq: {dtype}"),
+    }
+}
+
 fn randn(n: usize, seed: u64, scale: f32) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut next = || {
@@ -235,11 +263,34 @@ fn decode_profile_smollm2_shapes() {
     } else {
         (30, 576, 1536, 9, 3, 64, 49152, 2048)
     };
-    let (layer_t, out_t) = if l1b {
+    // ANTIGRAVITY_PROFILE_TYPE=q4_k_m (with the 1B shape): llama.cpp's Q4_K_M mix as
+    // `harness synth --type q4_k_m` makes it — Q4_K, with attn_v and ffn_down in Q6_K on
+    // the `use_more_bits` layers (the first and last eighth, every third between) and a
+    // Q6_K output.
+    let kqm = l1b && std::env::var("ANTIGRAVITY_PROFILE_TYPE").is_ok_and(|v| v == "q4_k_m");
+    let (layer_t, out_t) = if kqm {
+        (DType::Q4_K, DType::Q6_K)
+    } else if l1b {
         (DType::Q4_0, DType::Q4_0)
     } else {
         (DType::Q4_1, DType::Q8_0)
     };
+    let more_bits = |l: usize| l < n_layer / 8 || l >= 7 * n_layer / 8 || (l - n_layer / 8) % 3 == 2;
+    let mat_t = |l: usize, m: usize| {
+        if kqm && (m == 2 || m == 6) && more_bits(l) {
+            DType::Q6_K
+        } else {
+            layer_t
+        }
+    };
+    eprintln!(
+        "profile weights: layers {layer_t}{}, output {out_t}",
+        if kqm {
+            " (attn_v, ffn_down Q6_K on the use_more_bits layers)"
+        } else {
+            ""
+        }
+    );
     let kv_dim = n_kv * hd;
     g.reserve(Reservation {
         max_tokens: 1,
@@ -251,7 +302,9 @@ fn decode_profile_smollm2_shapes() {
     let imp = |dtype: DType, rows: usize, cols: usize, seed: u64| {
         let rb = dtype.row_bytes(cols).unwrap();
         let mut bytes = vec![0u8; rows * rb];
-        if l1b {
+        if kqm {
+            random_kq(dtype, &mut bytes, seed);
+        } else if l1b {
             random_q4_0(&mut bytes, seed);
         } else {
             let vals = randn(rows * cols, seed, 0.05);
@@ -279,17 +332,17 @@ fn decode_profile_smollm2_shapes() {
         if l1b { 500000.0 } else { 100000.0 },
         hd,
     ));
-    let layers: Vec<_> = (0..n_layer as u64)
+    let layers: Vec<_> = (0..n_layer)
         .map(|l| {
-            let s = 100 * (l + 1);
+            let s = 100 * (l as u64 + 1);
             [
-                imp(layer_t, dim, dim, s),
-                imp(layer_t, kv_dim, dim, s + 1),
-                imp(layer_t, kv_dim, dim, s + 2),
-                imp(layer_t, dim, dim, s + 3),
-                imp(layer_t, ffn, dim, s + 4),
-                imp(layer_t, ffn, dim, s + 5),
-                imp(layer_t, dim, ffn, s + 6),
+                imp(mat_t(l, 0), dim, dim, s),
+                imp(mat_t(l, 1), kv_dim, dim, s + 1),
+                imp(mat_t(l, 2), kv_dim, dim, s + 2),
+                imp(mat_t(l, 3), dim, dim, s + 3),
+                imp(mat_t(l, 4), ffn, dim, s + 4),
+                imp(mat_t(l, 5), ffn, dim, s + 5),
+                imp(mat_t(l, 6), dim, ffn, s + 6),
             ]
         })
         .collect();

@@ -232,6 +232,22 @@ pub trait Backend {
     /// were released); the default does nothing.
     fn finish_import(&self) {}
     fn buffer_len(&self, buf: &Self::Buffer) -> usize;
+    /// The bytes of a buffer this backend keeps in plain host memory that the host may
+    /// read now (the CPU's buffers: its ops are done when they return), so another
+    /// backend can copy straight out of it (the hybrid's hand-over: one copy, no
+    /// staging). `None` (the default) where the host reaches the buffer only by
+    /// `download`.
+    fn host_bytes<'a>(&self, buf: &'a Self::Buffer) -> Option<&'a [u8]> {
+        let _ = buf;
+        None
+    }
+    /// [`Backend::host_bytes`], writable: another backend can copy straight into it.
+    /// `None` for read-only (imported) memory and where the host reaches the buffer
+    /// only by `upload`.
+    fn host_bytes_mut<'a>(&self, buf: &'a mut Self::Buffer) -> Option<&'a mut [u8]> {
+        let _ = buf;
+        None
+    }
     fn upload(&self, dst: &mut Self::Buffer, offset: usize, src: &[u8]) -> Result<()>;
     fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [u8]) -> Result<()>;
     /// Starts copying `len` bytes of `src` at `offset` to the host, behind the ops

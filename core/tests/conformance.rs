@@ -912,9 +912,10 @@ fn run_op(pick: impl Fn(Op) -> bool) {
                     }
                     let got = exec(&mut **g, row.op, &inp).unwrap();
                     // One row through the fused head (llama_head_f32) of a block.cl built
-                    // with int8 activations: the CPU's Q8 arithmetic, not f32 sums.
+                    // with int8 activations: the CPU's Q8 arithmetic, not f32 sums (every
+                    // quantized type: Q4_0/Q4_1/Q8_0 and the Q4_K_M types' int8 arms).
                     let int8_head = row.op == Op::RmsNormMatmul
-                        && matches!(dtype, DType::Q4_0 | DType::Q4_1 | DType::Q8_0)
+                        && !matches!(dtype, DType::F32 | DType::F16 | DType::BF16)
                         && dims[2] == 1
                         && g.isa().contains("+int8");
                     if int8_head {
@@ -923,6 +924,18 @@ fn run_op(pick: impl Fn(Op) -> bool) {
                             ..**row
                         };
                         compare(name, &r, &case, &got, &want, exact.as_deref(), 1, false);
+                        // and tightly against what the int8 path computes: the dequantized
+                        // weights times the normed vector rounded as block.cl stages it
+                        let xq = q8_0_staged(&norm(&inp.acts[0], &inp.acts[1], dims[1]));
+                        let w8 = mm(&inp.weights[0].deq, &wide(&xq), dims[0], dims[1], 1);
+                        check(
+                            name,
+                            row.op.name(),
+                            &format!("{case} vs W·q8(x)"),
+                            &got[0].1,
+                            &w8,
+                            &INT8_STAGED,
+                        );
                     } else {
                         cmp(name, &got, 1, false);
                     }
@@ -1230,12 +1243,16 @@ fn inputs(op: Op, dtype: DType, dtypes: &[DType], dims: &[usize], seed: u64) -> 
             let (dim, hd, ffn, cap) = BLOCK;
             let shapes = block_matrices(dim, n_head * hd, n_kv * hd, ffn);
             for (m, &(r, c)) in shapes.iter().enumerate() {
-                weights.push(host_weight(
+                // Every other matrix 32 bytes into its region (16-byte aligned rows where
+                // the row bytes allow: the int8 Q4_K/Q5_K arms' 16-byte loads), the others
+                // 2 bytes in (their fallback).
+                weights.push(host_weight_at(
                     dtypes[m % dtypes.len()],
                     r,
                     c,
                     seed + m as u64,
                     0.5 / (c as f32).sqrt(),
+                    if m % 2 == 1 { 32 } else { 2 },
                 ));
             }
             acts.push(randn(dim, seed + 20, 1.0)); // x
@@ -1838,6 +1855,27 @@ fn mm(w: &[f32], x: &[f64], n_out: usize, n_in: usize, n_tok: usize) -> Vec<f64>
 }
 
 /// Row-wise `x / sqrt(mean(x²) + eps) · w` in f64.
+/// `x` (f32) rounded as block.cl's int8 staging does (`quant_vec`): blocks of 32,
+/// `d = amax / 127` in f32, `q = round(x / d)` (half away from zero), back to `q · d`.
+#[cfg(feature = "opencl")]
+fn q8_0_staged(x: &[f64]) -> Vec<f32> {
+    let x: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    x.chunks(32)
+        .flat_map(|b| {
+            let d = b.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            b.iter().map(move |&v| (v * id).round() * d)
+        })
+        .collect()
+}
+
+/// The fused head with int8 activations against [`q8_0_staged`] activations.
+#[cfg(feature = "opencl")]
+const INT8_STAGED: Limit = nmse(
+    1e-5,
+    "the kernel's int8 arithmetic exactly, up to f32 sums and its rsqrt norm: a staged element      rounding the other way at a .5 boundary costs ~(amax/127)²/(n·E[x²]) ≈ 2e-6; Q8_K-style      rounding (the CPU's K-quant path) gives ~1e-4, a wrong scale or layout ≥ 1e-3",
+);
+
 fn norm(x: &[f32], w: &[f32], n: usize) -> Vec<f64> {
     x.chunks(n)
         .flat_map(|r| {

@@ -259,6 +259,30 @@ fn handover_copies_exactly_the_used_slots() {
     let e = model::hybrid::handover(&mut a, &mut small, &mut stage, &mut conv).unwrap_err();
     assert!(e.to_string().contains("--ctx"), "{e}");
     assert_eq!(small.kv.len(), 0);
+    // One cache type that is not a float (q8_0: 34 bytes per 32 values) goes over as its
+    // bytes, straight between two host caches (no staging buffer at all) ...
+    let mut q = tiny(CpuBackend::new(), "tiny-untied", DType::Q8_0, false);
+    let mut q2 = tiny(CpuBackend::new(), "tiny-untied", DType::Q8_0, false);
+    q.forward(&[1, 2, 3, 4, 5]).unwrap();
+    let bytes = model::hybrid::handover(&mut q, &mut q2, &mut [], &mut []).unwrap();
+    let row = DType::Q8_0.row_bytes(shape.kv_dim).unwrap();
+    assert_eq!(bytes as usize, 2 * shape.n_layer * 5 * row);
+    for l in 0..shape.n_layer {
+        let (kq, vq) = q.kv.views(l);
+        let (kq2, vq2) = q2.kv.views(l);
+        for (x, y) in [(kq.buf, kq2.buf), (vq.buf, vq2.buf)] {
+            let (mut hx, mut hy) = (vec![0u8; 5 * row], vec![0u8; 5 * row]);
+            q.backend.download(x, 0, &mut hx).unwrap();
+            q2.backend.download(y, 0, &mut hy).unwrap();
+            assert_eq!(hx, hy, "layer {l}");
+        }
+    }
+    assert_eq!(q.forward(&[6]).unwrap(), q2.forward(&[6]).unwrap());
+    // ... and a pair that would need converting to or from it is refused before anything
+    // is written.
+    let e = model::hybrid::handover(&mut a, &mut q2, &mut stage, &mut conv).unwrap_err();
+    assert_eq!(e.kind(), antigravity_core::ErrorKind::DType, "{e}");
+    assert_eq!(q2.kv.len(), 6);
 }
 
 #[test]

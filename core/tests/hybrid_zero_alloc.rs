@@ -1,12 +1,23 @@
 //! Decoding through the hybrid driver with switches allocates nothing once warm: a
-//! counting global allocator watches 100 greedy steps with a hand-over every 7 tokens
-//! (two CPU models, f16 and f32 caches, so every hand-over also converts). Its own test
-//! binary: the counter is process-wide.
+//! counting global allocator watches 100 greedy steps with a hand-over every 7 tokens,
+//! both directions, for
+//!
+//! * two CPU models (f16 and f32 caches, so every hand-over also converts), and
+//! * the CPU and the OpenCL device (PoCL here; f32 caches on both sides, as
+//!   `--backend hybrid` runs them), with the `opencl` feature — skipped, saying why,
+//!   when no device is found (`ANTIGRAVITY_OPENCL_REQUIRED=1` makes that a failure).
+//!
+//! Its own `main` (`harness = false` in Cargo.toml), as `zero_alloc_decode`: the counter
+//! is process-wide (pool workers allocate on their own threads and must count), and
+//! libtest's main thread allocates while tests run. What the counter sees is Rust's
+//! global allocator: the OpenCL driver's own `malloc`s inside its entry points are the
+//! driver's business, not counted (and not ours to fix).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use antigravity_core::backend::Backend;
 use antigravity_core::cpu::{CpuBackend, Isa};
 use antigravity_core::dtype::DType;
 use antigravity_core::model::hybrid::{Hybrid, HybridOptions};
@@ -49,7 +60,7 @@ fn counted<T>(f: impl FnOnce() -> T) -> (T, usize) {
     (r, COUNT.load(Ordering::SeqCst))
 }
 
-fn tiny(be: CpuBackend, kv: DType) -> Llama<CpuBackend> {
+fn tiny<B: Backend>(be: B, kv: DType) -> Llama<B> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../oracle/models/tiny-untied");
     let (cfg, w) = model::hf::load(&dir, &be, DType::Q8_0).unwrap();
     let opts = RunOptions {
@@ -61,17 +72,15 @@ fn tiny(be: CpuBackend, kv: DType) -> Llama<CpuBackend> {
     Llama::new(cfg, w, be, opts).unwrap()
 }
 
-#[test]
-fn decoding_with_switches_allocates_nothing() {
-    let a = tiny(CpuBackend::new(), DType::F16);
-    let b = tiny(CpuBackend::with_isa(Isa::Scalar).unwrap(), DType::F32);
+/// 100 greedy steps with a forced switch every 7 tokens (from token 1: both directions,
+/// 14 times) allocate nothing after two warm-up generations (each backend's first passes
+/// at a context length may size lazy scratch).
+fn decoding_with_switches_allocates_nothing<C: Backend, G: Backend>(a: Llama<C>, b: Llama<G>, case: &str) {
     let opts = HybridOptions {
         switch_at: (1..200).step_by(7).collect(),
         ..HybridOptions::default()
     };
     let mut h = Hybrid::with_both(a, b, opts).unwrap();
-    // Warm-up: the same generation once (each backend's first passes at a context
-    // length may size lazy per-thread scratch).
     for _ in 0..2 {
         h.reset();
         let first = h.forward_argmax(&[4, 5, 6]).unwrap();
@@ -81,7 +90,52 @@ fn decoding_with_switches_allocates_nothing() {
     let first = h.forward_argmax(&[4, 5, 6]).unwrap();
     let n0 = h.switches().len();
     let (r, n) = counted(|| h.decode_greedy(first, 100, |_| Ok(true)));
-    assert_eq!(r.unwrap(), 100);
-    assert!(h.switches().len() - n0 >= 14, "{:?}", h.switches().len());
-    assert_eq!(n, 0, "100 decode steps with 14 switches allocated {n} times");
+    assert_eq!(r.unwrap(), 100, "{case}");
+    let sw = &h.switches()[n0..];
+    assert!(sw.len() >= 14, "{case}: {} switches", sw.len());
+    // Both directions (the names differ where the backends do).
+    assert!(sw[0].from == sw[1].to && sw[0].to == sw[1].from, "{case}: {sw:?}");
+    assert_eq!(
+        n,
+        0,
+        "{case}: 100 decode steps with {} switches allocated {n} times",
+        sw.len()
+    );
+    println!("ok: {case}: 100 decode steps, {} switches, 0 allocations", sw.len());
+}
+
+#[cfg(feature = "opencl")]
+fn cpu_and_opencl() {
+    use antigravity_core::opencl::{OpenClBackend, OpenClOptions};
+    let g = match OpenClBackend::new(OpenClOptions::from_env()) {
+        Ok(g) => g,
+        Err(e) => {
+            assert!(
+                std::env::var("ANTIGRAVITY_OPENCL_REQUIRED").is_err(),
+                "OpenCL required but unavailable: {e}"
+            );
+            println!("SKIP: cpu ⇄ opencl: no OpenCL device ({e})");
+            return;
+        }
+    };
+    let name = g.device_info().name.clone();
+    decoding_with_switches_allocates_nothing(
+        tiny(CpuBackend::new(), DType::F32),
+        tiny(g, DType::F32),
+        &format!("cpu ⇄ opencl ({name}), f32 caches"),
+    );
+}
+
+#[cfg(not(feature = "opencl"))]
+fn cpu_and_opencl() {
+    println!("SKIP: cpu ⇄ opencl: built without the `opencl` feature");
+}
+
+fn main() {
+    decoding_with_switches_allocates_nothing(
+        tiny(CpuBackend::new(), DType::F16),
+        tiny(CpuBackend::with_isa(Isa::Scalar).unwrap(), DType::F32),
+        "cpu ⇄ cpu-scalar, f16 ⇄ f32 caches",
+    );
+    cpu_and_opencl();
 }

@@ -131,8 +131,8 @@ fn parse_weights(s: &str) -> Result<DType, String> {
 pub enum BackendArg {
     Cpu,
     Opencl,
-    /// The CPU at once, the OpenCL device when it is ready and faster (`generate`;
-    /// see docs/hybrid.md).
+    /// The CPU at once, the OpenCL device when it is ready and faster (`generate`,
+    /// `logits`, `perplexity`, `bench`; see docs/hybrid.md).
     Hybrid,
 }
 
@@ -267,7 +267,7 @@ impl ModelArgs {
                 job.run(s)
             }
             BackendArg::Hybrid => bail!(
-                "--backend hybrid runs `generate` (and `bench --crossover` measures its table); use cpu or opencl here"
+                "--backend hybrid runs `generate`, `logits`, `perplexity` and `bench` (`bench --crossover` measures its table); use cpu or opencl here"
             ),
         }
     }

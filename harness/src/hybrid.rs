@@ -29,7 +29,7 @@ use antigravity_core::opencl::{OpenClBackend, OpenClOptions};
 use crate::common::{ModelArgs, Session};
 
 /// The hybrid's flags (`generate`, `logits`, `perplexity`).
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone, Default, PartialEq)]
 pub struct HybridFlags {
     /// `--backend hybrid`: force a switch to the other backend before the pass producing
     /// each of these token indices (0 = the prompt's pass; comma-separated). The policy
@@ -296,20 +296,8 @@ pub fn load(
         policy,
     } = job;
     let path = crate::fetch::resolve(m.run.model.as_deref())?;
-    let key = table_key(&path);
-    let table_file = flags.crossover.clone().unwrap_or_else(default_table_path);
-    let mut table = read_table(&table_file, &key);
     let forced = !flags.switch_at.is_empty();
-    if table.is_none() && !forced {
-        eprintln!(
-            "hybrid: no crossover table for this model in {}; measuring a short one first (once; `harness bench --crossover` measures a full one)",
-            table_file.display()
-        );
-        let x = measure_short(m, &path)?;
-        write_table(&table_file, &key, &x, "short (first use)")?;
-        eprintln!("hybrid: wrote {}", table_file.display());
-        table = Some(x);
-    }
+    let table = table(m, flags)?;
     // Decided before the CPU model loads, so the device's build overlaps that load; the
     // prompt's length is `prompt_hint` here (exact for --prompt-ids), exact at the
     // boundaries.
@@ -442,6 +430,27 @@ pub fn load(
         synthetic,
         copied_load,
     })
+}
+
+/// The crossover table for `m`'s model: read from `--crossover FILE` or the machine's
+/// file; when it has no entry and no switches are forced, a short one is measured first
+/// (saying so) and cached there. `None` only with forced switches and no entry.
+pub fn table(m: &ModelArgs, flags: &HybridFlags) -> Result<Option<Crossover>> {
+    let path = crate::fetch::resolve(m.run.model.as_deref())?;
+    let key = table_key(&path);
+    let table_file = flags.crossover.clone().unwrap_or_else(default_table_path);
+    let table = read_table(&table_file, &key);
+    if table.is_some() || !flags.switch_at.is_empty() {
+        return Ok(table);
+    }
+    eprintln!(
+        "hybrid: no crossover table for this model in {}; measuring a short one first (once; `harness bench --crossover` measures a full one)",
+        table_file.display()
+    );
+    let x = measure_short(m, &path)?;
+    write_table(&table_file, &key, &x, "short (first use)")?;
+    eprintln!("hybrid: wrote {}", table_file.display());
+    Ok(Some(x))
 }
 
 /// The OpenCL backend and the model's weights on it (what the background thread runs).
@@ -601,12 +610,18 @@ fn measure_handover(cpu: &mut Llama<CpuBackend>, gpu: &mut Llama<OpenClBackend>,
     Ok((b1 + b2) as f64 / (t1 + t2).max(1e-9))
 }
 
-/// Both backends' curves for the model at `path`, measured at `points`. With
-/// `warm_init`, the device is built once first (filling the program-binary cache) and
-/// the init recorded is the second build's: every later start of that device loads the
-/// cached binaries, so a table that kept the cold figure (26 s against ~0.7–4 s on the
-/// H200 for `block.cl`) would keep the hybrid on the CPU where the device pays.
-fn measure_table(m: &ModelArgs, path: &Path, points: &[usize], steps: usize, warm_init: bool) -> Result<Crossover> {
+/// Both backends' curves for the model at `path`, measured at `points`.
+///
+/// The device is built twice, and the init recorded is the second build's: the first
+/// one (cold where the driver's and our program-binary caches are empty) runs while the
+/// CPU model loads once more — that load's time is `cpu_init_during_build_ms`, what a
+/// hybrid that starts both at once pays — and it fills the caches that every later start
+/// of that device reads. A table that kept the cold figure (26 s against ~0.2–4 s on the
+/// H200 for `block.cl`) would keep the hybrid on the CPU where the device pays. The
+/// overlap measurement needs a build anyway, so the warm figure costs no extra build:
+/// the short table a first hybrid run measures (on PoCL, where a cold build takes
+/// seconds to minutes) pays exactly the two builds it paid before this order.
+fn measure_table(m: &ModelArgs, path: &Path, points: &[usize], steps: usize) -> Result<Crossover> {
     let ctx = points.iter().max().copied().unwrap_or(1) + steps + 2;
     let opts = |batch: usize| RunOptions {
         ctx,
@@ -619,16 +634,47 @@ fn measure_table(m: &ModelArgs, path: &Path, points: &[usize], steps: usize, war
     let cpu_init = t.elapsed().as_secs_f64() * 1e3;
     eprintln!("crossover: cpu …");
     let cpu_s = measure(&mut cpu, points, steps, cpu_init)?;
-    if warm_init {
+    // The CPU's load alone once more (the file now in the page cache, as for the load
+    // below), then while the device's first build runs on another thread, as a hybrid
+    // that starts both at once does: what that costs the host.
+    let t = Instant::now();
+    drop(m.load(m.run.cpu_backend()?, opts(128), t, None)?);
+    let cpu_init = cpu_init.min(t.elapsed().as_secs_f64() * 1e3);
+    let mut cpu_s = cpu_s;
+    cpu_s.init_ms = cpu_init;
+    let (path2, weights) = (path.to_path_buf(), m.weights);
+    let bind1 = GpuBind {
+        opts: opts(512),
+        policy: EvictConfig::default(),
+        warm_tokens: 8,
+    };
+    let builder = move || -> antigravity_core::Result<GpuParts<OpenClBackend>> {
         let t = Instant::now();
-        drop(build_gpu(path, m.weights)?);
-        eprintln!(
-            "crossover: first device build {:.0} ms (cold where the program-binary cache was empty)",
-            t.elapsed().as_secs_f64() * 1e3
-        );
+        let (cfg, weights, backend) = build_gpu(&path2, weights)?;
+        Ok(GpuParts {
+            cfg,
+            weights,
+            backend,
+            init_ms: t.elapsed().as_secs_f64() * 1e3,
+        })
+    };
+    let built = Instant::now();
+    let pending = model::hybrid::spawn_build(builder, bind1)?;
+    let t = Instant::now();
+    let cpu2 = m.load(m.run.cpu_backend()?, opts(128), t, None)?.model;
+    let cpu_init_during_build_ms = t.elapsed().as_secs_f64() * 1e3;
+    let mut first = Hybrid::with_pending(cpu2, pending, HybridOptions::default());
+    first.wait_gpu()?;
+    let cold_ms = built.elapsed().as_secs_f64() * 1e3;
+    if let Some(note) = first.note() {
+        anyhow::bail!("crossover: the device's first build failed: {note}");
     }
-    // As the hybrid's background thread does: build, bind, warm up; all of it is the
-    // device's init. Its first pass after that is `first_ms`.
+    drop(first);
+    eprintln!(
+        "crossover: cpu load {cpu_init:.0} ms alone, {cpu_init_during_build_ms:.0} ms while the device's first build runs ({cold_ms:.0} ms to ready: cold where the caches were empty)"
+    );
+    // The timed build, as the hybrid's background thread does it: build, bind, warm up;
+    // all of it is the device's init. Its first pass after that is `first_ms`.
     let t = Instant::now();
     let (cfg, weights, backend) = build_gpu(path, m.weights)?;
     let parts = GpuParts {
@@ -659,37 +705,6 @@ fn measure_table(m: &ModelArgs, path: &Path, points: &[usize], steps: usize, war
         points.iter().copied().max().unwrap_or(1).min(ctx - 1),
     )?;
     let kv_bytes_per_token = cpu.kv.bytes_per_token();
-    drop((cpu, gpu));
-    // The CPU's load again, while the device builds (and binds, and warms up) on another
-    // thread, as a hybrid that starts both at once does: what that costs the host.
-    let (path2, weights) = (path.to_path_buf(), m.weights);
-    let bind2 = GpuBind {
-        opts: opts(512),
-        policy: EvictConfig::default(),
-        warm_tokens: 8,
-    };
-    let builder = move || -> antigravity_core::Result<GpuParts<OpenClBackend>> {
-        let (cfg, weights, backend) = build_gpu(&path2, weights)?;
-        Ok(GpuParts {
-            cfg,
-            weights,
-            backend,
-            init_ms: 0.0,
-        })
-    };
-    // Alone once more first (the file now in the page cache, as for the loads below).
-    let t = Instant::now();
-    drop(m.load(m.run.cpu_backend()?, opts(128), t, None)?);
-    let cpu_init = cpu_init.min(t.elapsed().as_secs_f64() * 1e3);
-    let mut cpu_s = cpu_s;
-    cpu_s.init_ms = cpu_init;
-    let pending = model::hybrid::spawn_build(builder, bind2)?;
-    let t = Instant::now();
-    let cpu2 = m.load(m.run.cpu_backend()?, opts(128), t, None)?.model;
-    let cpu_init_during_build_ms = t.elapsed().as_secs_f64() * 1e3;
-    // Joined by the hybrid's drop (which waits for a build under way).
-    drop(Hybrid::with_pending(cpu2, pending, HybridOptions::default()));
-    eprintln!("crossover: cpu load {cpu_init:.0} ms alone, {cpu_init_during_build_ms:.0} ms while the device builds");
     Ok(Crossover {
         cpu: cpu_s,
         gpu: gpu_s,
@@ -702,7 +717,7 @@ fn measure_table(m: &ModelArgs, path: &Path, points: &[usize], steps: usize, war
 /// The short table a hybrid run measures when it has none: prompts of 16 and 128
 /// tokens, 8 decode steps after each.
 fn measure_short(m: &ModelArgs, path: &Path) -> Result<Crossover> {
-    measure_table(m, path, &[16, 128], 8, false)
+    measure_table(m, path, &[16, 128], 8)
 }
 
 /// `harness bench --crossover`: the full table (prompt chunks 1…512, decode after each,
@@ -717,7 +732,7 @@ pub fn bench_crossover(m: &ModelArgs, out_dir: &Path, max_ctx: usize) -> Result<
         c *= 2;
     }
     points.retain(|&p| p <= max_ctx);
-    let x = measure_table(m, &path, &points, 16, true)?;
+    let x = measure_table(m, &path, &points, 16)?;
     let key = table_key(&path);
     let table = default_table_path();
     write_table(&table, &key, &x, "full (harness bench --crossover)")?;

@@ -1256,6 +1256,100 @@ fn usage_or_error_mentions(o: &Output, needle: &str) {
 /// same number of evicted slots as the CPU alone with the same cache and policy (f32
 /// weights: the backends differ by summation order only). Skips without a device.
 #[test]
+fn bench_backend_hybrid_reports_switches_and_tokens_per_side() {
+    let d = tmp_dir("bench-hybrid");
+    let model = d.join("tiny-q8_0.gguf");
+    tiny_gguf(&model, "q8_0");
+    let o = harness(&[
+        "bench",
+        "--backend",
+        "hybrid",
+        "--model",
+        model.to_str().unwrap(),
+        "--quick",
+        "--skip",
+        "kernels,stream,report",
+        "--switch-at",
+        "0,40",
+        "--json",
+        "--threads",
+        "2",
+        "--out-dir",
+        d.join("results").to_str().unwrap(),
+    ]);
+    if !o.status.success() && stderr(&o).contains("no second backend") {
+        eprintln!("SKIP: no OpenCL device for the hybrid's second backend: {}", stderr(&o));
+        return;
+    }
+    let out = ok(&o);
+    let rows: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(rows.iter().all(|r| r["backend"] == "hybrid"), "{out}");
+    let of = |m: &str| rows.iter().filter(|r| r["metric"] == m).collect::<Vec<_>>();
+    // Both caches (CPU and device, f32, the same capacity): bytes per cached token.
+    let kv = of("kv_cache_bytes")[0]["value"].as_f64().unwrap();
+    let ctx = 128.0; // the quick plan's longest prompt: the bench's cache capacity
+    let per_token = kv / 2.0 / ctx;
+    // Each phase starts on the CPU with an empty cache: every switch before token 0 moves
+    // nothing; the timed decode run moves 40 tokens back before its token 40.
+    let sw: Vec<(String, u64, String, f64)> = of("hybrid_switch_bytes")
+        .iter()
+        .map(|r| {
+            (
+                r["shape"].as_str().unwrap().to_string(),
+                r["tokens"].as_u64().unwrap(),
+                r["op"].as_str().unwrap().to_string(),
+                r["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let find = |phase: &str, token: u64| {
+        sw.iter()
+            .find(|s| s.0 == phase && s.1 == token)
+            .unwrap_or_else(|| panic!("no switch {phase} {token}: {sw:?}"))
+    };
+    for phase in ["prefill 32", "prefill 128", "warm-up 2", "decode 64"] {
+        let s = find(phase, 0);
+        assert_eq!((s.2.as_str(), s.3), ("cpu->opencl", 0.0), "{sw:?}");
+    }
+    let back = find("decode 64", 40);
+    assert_eq!(back.2, "opencl->cpu");
+    assert_eq!(back.3, 40.0 * per_token, "{sw:?}");
+    assert_eq!(of("hybrid_switch_ms").len(), sw.len());
+    // Which side ran what: every prefill and the warm-up on the device, decode 40 + 24.
+    let toks: Vec<(String, String, f64)> = of("hybrid_tokens")
+        .iter()
+        .map(|r| {
+            (
+                r["shape"].as_str().unwrap().to_string(),
+                r["op"].as_str().unwrap().to_string(),
+                r["value"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let tok = |phase: &str, side: &str| toks.iter().find(|t| t.0 == phase && t.1 == side).map_or(0.0, |t| t.2);
+    assert_eq!(tok("prefill", "opencl"), 160.0, "{toks:?}");
+    assert_eq!(tok("prefill", "cpu"), 0.0, "{toks:?}");
+    assert_eq!(
+        (tok("decode", "opencl"), tok("decode", "cpu")),
+        (40.0, 24.0),
+        "{toks:?}"
+    );
+    // And the rows every backend writes.
+    for m in [
+        "load_time_s",
+        "prefill_tok_s",
+        "decode_tok_s_overall",
+        "host_to_device_bytes",
+    ] {
+        assert!(!of(m).is_empty(), "no {m}: {out}");
+    }
+}
+
+#[test]
 fn hybrid_generation_under_eviction() {
     let dir = root().join("oracle/models/tiny-untied");
     let d = dir.to_str().unwrap();

@@ -42,7 +42,10 @@
 // in slots, ≤ LWS), LPL (layers per launch: 1, 2 or 4), optionally AG_NV_FENCE (NVIDIA:
 // the PTX barrier, %globaltimer stage timers), AG_NV_SHFL (NVIDIA: `shfl.sync`
 // reductions), AG_INT8 (quant rows against an int8 copy of the staged vector, see
-// quant_vec) with AG_NV_DP4A (its dot products as PTX `dp4a`), BUNR (units fetched ahead).
+// quant_vec) with AG_NV_DP4A (its dot products as PTX `dp4a`), BUNR (units fetched ahead),
+// KUNR (32-element K units fetched ahead by the int8 Q4_K_M arms), AG_KQ_F32 (those
+// types on f32 activations even with AG_INT8: the arms before int8, for measurements),
+// AG_KQ_NOINLINE (those arms out of line, see dot_part_kq_i8).
 // The staged vector `vl` is a __local kernel argument sized at launch (the
 // model's widest vector), so a small model leaves local memory for more resident
 // work-groups.
@@ -404,6 +407,206 @@ inline float raw_dot_i8(const uint t, const float d, const float m, const uint4 
         }                                                                                  \
     }
 
+// ---- int8 arms of the Q4_K_M / Q5_K_M types (AG_INT8 without AG_KQ_F32) ---------------
+// A "K unit" is 32 elements: one Q5_0/Q5_1 block, or an eighth of a Q4_K/Q5_K/Q6_K
+// super-block — 16 consecutive quant bytes, so neighbouring lanes still read
+// neighbouring bytes, and the scale decoding is shared by 32 weights instead of 16.
+// Each 16-element half of a unit lies inside one 32-element block of the int8 vector,
+// so a half is four `dp4a` against one int4 of xq and one scale xd:
+//   Q4_K / Q5_K, unit w (0..7) of super-block sb: qs[16w .. 16w + 16); c = w / 2,
+//     kk = w % 2; low nibbles are elements 16kk.. of sub-block 2c (int8 block
+//     8sb + 2c), high nibbles of sub-block 2c + 1 (block + 1); Q5_K's fifth bits are
+//     bits 2c and 2c + 1 of qh[16kk .. 16kk + 16). The value is
+//     d·sc_j·Σ q·a − dmin·m_j·Σ a: the first with xd[b]·dp4a, the second from the
+//     staged unit sums xs (xs[2b] + xs[2b + 1] is block b's Σ a; each of the two units
+//     of a sub-block takes half of it).
+//   Q6_K, unit w: ql[16w ..), n = w / 4, k1 = w / 2 % 2, hf = w % 2; low nibbles are
+//     elements 128n + 32k1 + 16hf .. +16 (int8 block 8sb + 4n + k1, words 4hf..), high
+//     nibbles 64 further (block + 2); top bits from qh[32n + 16hf ..] (bits 2k1, 2k1+1
+//     and 2k1+4, 2k1+5); scales sc[8n + 2k1 + hf] and sc[… + 4]. The 6-bit value minus 32
+//     is made a signed byte in the word (SWAR) and multiplied with dp4a.s32.
+//   Q5_0 / Q5_1: unit = block; elements 4i.. are the low nibbles of word i of qs, 16 + 4i..
+//     the high ones; the fifth bits (qh bit j = element j) are spread to bit 4 of each
+//     byte by one multiply. Q5_0's −16 offset and Q5_1's m take the block's Σ a.
+#if defined(AG_INT8) && !defined(AG_KQ_F32)
+#define AG_KQ_INT8
+
+// K units a work-item fetches before multiplying them (as BUNR for 16-element units).
+// H200, 1B shape Q4_K_M: 2 / 4 / 8 gave 694 / 666 / 636 tok/s with 2-byte loads only,
+// 1 / 2 gave 679 / 842 with the 16-byte ones (docs/perf-notes.md).
+#ifndef KUNR
+#define KUNR 2
+#endif
+
+// Bit 4 of byte k set where bit k of h (low 4 bits) is: (h & 15) · (1 + 2^7 + 2^14 + 2^21)
+// puts bit k at 8k (no carries: the four copies do not overlap), times 16.
+inline uint q5_spread4(const uint h) {
+    return ((h & 15u) * 0x02040810u) & 0x10101010u;
+}
+
+// The bytes of K unit u: d, m (Q4_K/Q5_K: dmin; Q5_1: m), packed scales sc (Q4_K/Q5_K:
+// bytes sc0, sc1, m0, m1 of sub-blocks 2c, 2c + 1; Q6_K: the two signed scales), the 16
+// quant bytes qa, and qb (Q5_K/Q6_K: 16 qh bytes; Q5_0/Q5_1: qh in qb.x).
+inline void kq_load(const uint t, const uint al, __global const uchar *wr, const uint u, float *d, float *m,
+                    uint *sc, uint4 *qa, uint4 *qb) {
+    if (t == T_Q5_0 || t == T_Q5_1) {
+        const uint o = t == T_Q5_0 ? 0u : 2u;
+        __global const uchar *blk = wr + u * (t == T_Q5_0 ? Q5_0_BYTES : Q5_1_BYTES);
+        *d = vload_half(0, (__global const half *)blk);
+        *m = t == T_Q5_0 ? 0.0f : vload_half(1, (__global const half *)blk);
+        *sc = 0u;
+        *qb = (uint4)(as_uint(vload2(0, (__global const ushort *)(blk + 2 + o))), 0u, 0u, 0u);
+        *qa = as_uint4(vload8(0, (__global const ushort *)(blk + 6 + o)));
+    } else if (t == T_Q6_K) {
+        const uint sb = u >> 3, w = u & 7, n = w >> 2, k1 = (w >> 1) & 1, hf = w & 1;
+        __global const uchar *blk = wr + sb * Q6_K_BYTES;
+        *d = vload_half(104, (__global const half *)blk); // byte 208
+        *m = 0.0f;
+        *qa = as_uint4(vload8(0, (__global const ushort *)(blk + 16 * w)));
+        *qb = as_uint4(vload8(0, (__global const ushort *)(blk + 128 + 32 * n + 16 * hf)));
+        __global const uchar *s = blk + 192 + 8 * n + 2 * k1 + hf;
+        *sc = (uint)s[0] | ((uint)s[4] << 8);
+    } else { // T_Q4_K, T_Q5_K
+        const uint has_qh = t == T_Q5_K;
+        const uint sb = u >> 3, w = u & 7, c = w >> 1;
+        __global const uchar *blk = wr + sb * (has_qh ? Q5_K_BYTES : Q4_K_BYTES);
+        const float2 dm = vload_half2(0, (__global const half *)blk);
+        *d = dm.x;
+        *m = dm.y;
+        // al: the row (so every super-block: 144 and 176 bytes are multiples of 16) is
+        // 16-byte aligned, as a GGUF tensor is: 16-byte loads instead of 2-byte ones
+        __global const uint4 *b4 = (__global const uint4 *)blk;
+        const uint3 s = al ? b4[0].yzw : kq_scale_words(blk);
+        // the 6-bit scales (mins) of sub-blocks 0..3 and 4..7, one a byte (scale_min_k4)
+        const uint scw = c < 2 ? s.x & 0x3F3F3F3Fu : (s.z & 0x0F0F0F0Fu) | ((s.x >> 2) & 0x30303030u);
+        const uint mw = c < 2 ? s.y & 0x3F3F3F3Fu : ((s.z >> 4) & 0x0F0F0F0Fu) | ((s.y >> 2) & 0x30303030u);
+        const uint sh = 16 * (c & 1);
+        *sc = ((scw >> sh) & 0xFFFFu) | (((mw >> sh) & 0xFFFFu) << 16);
+        if (al) {
+            *qa = b4[(has_qh ? 3 : 1) + w];
+            *qb = has_qh ? b4[1 + (w & 1)] : (uint4)(0u);
+        } else {
+            *qa = as_uint4(vload8(0, (__global const ushort *)(blk + (has_qh ? 48 : 16) + 16 * w)));
+            *qb = has_qh ? as_uint4(vload8(0, (__global const ushort *)(blk + 16 + 16 * (w & 1)))) : (uint4)(0u);
+        }
+    }
+}
+
+// Σ over 4 words of dp4a(unsigned weight bytes, int8 activations).
+inline int dp4a_us4(const uint4 w, const int4 a) {
+    return dp4a_us(w.w, a.w, dp4a_us(w.z, a.z, dp4a_us(w.y, a.y, dp4a_us(w.x, a.x, 0))));
+}
+inline int dp4a_ss4(const uint4 w, const int4 a) {
+    return dp4a_ss(as_int(w.w), a.w,
+                   dp4a_ss(as_int(w.z), a.z, dp4a_ss(as_int(w.y), a.y, dp4a_ss(as_int(w.x), a.x, 0))));
+}
+
+// K unit u (bytes from kq_load) · the int8 vector (xq as int4s: 8 words a block).
+inline float kq_dot_i8(const uint t, const float d, const float m, const uint sc, const uint4 qa,
+                       const uint4 qb, __local const int4 *xq4, __local const float *xd,
+                       __local const float *xs, const uint u) {
+    const uint4 lo4 = (uint4)(0x0F0F0F0Fu);
+    if (t == T_Q5_0 || t == T_Q5_1) {
+        const uint h = qb.x;
+        const uint4 hl = (uint4)(q5_spread4(h), q5_spread4(h >> 4), q5_spread4(h >> 8), q5_spread4(h >> 12));
+        const uint4 hh = (uint4)(q5_spread4(h >> 16), q5_spread4(h >> 20), q5_spread4(h >> 24), q5_spread4(h >> 28));
+        const int s = dp4a_us4((qa & lo4) | hl, xq4[2 * u]) + dp4a_us4(((qa >> 4) & lo4) | hh, xq4[2 * u + 1]);
+        const float bs = xs[2 * u] + xs[2 * u + 1]; // xd[u] · Σ q_a over the block
+        if (t == T_Q5_0) {
+            return d * (xd[u] * (float)s - 16.0f * bs);
+        }
+        return d * xd[u] * (float)s + m * bs;
+    }
+    const uint sb = u >> 3, w = u & 7;
+    if (t == T_Q6_K) {
+        const uint n = w >> 2, k1 = (w >> 1) & 1, hf = w & 1;
+        const uint b0 = 8 * sb + 4 * n + k1, b1 = b0 + 2;
+        const uint4 m6 = (uint4)(0x30303030u);
+        // 6-bit values 0..63 a byte, then minus 32 as signed bytes: ((v | 0x80) − 0x20) ^ 0x80
+        // per byte (no borrow crosses a byte)
+        const uint4 vlo = (qa & lo4) | ((qb << (4 - 2 * k1)) & m6);
+        const uint4 vhi = ((qa >> 4) & lo4) | ((qb >> (2 * k1)) & m6);
+        const uint4 hi = (uint4)(0x80808080u), off = (uint4)(0x20202020u);
+        const int s0 = dp4a_ss4(((vlo | hi) - off) ^ hi, xq4[2 * b0 + hf]);
+        const int s1 = dp4a_ss4(((vhi | hi) - off) ^ hi, xq4[2 * b1 + hf]);
+        const float sl = (float)(char)(sc & 255u), sh = (float)(char)((sc >> 8) & 255u);
+        return d * (sl * xd[b0] * (float)s0 + sh * xd[b1] * (float)s1);
+    }
+    // Q4_K, Q5_K
+    const uint c = w >> 1, kk = w & 1;
+    const uint b0 = 8 * sb + 2 * c, b1 = b0 + 1;
+    uint4 vlo = qa & lo4, vhi = (qa >> 4) & lo4;
+    if (t == T_Q5_K) {
+        const uint4 one = (uint4)(0x01010101u);
+        vlo |= ((qb >> (2 * c)) & one) << 4;
+        vhi |= ((qb >> (2 * c + 1)) & one) << 4;
+    }
+    const int s0 = dp4a_us4(vlo, xq4[2 * b0 + kk]);
+    const int s1 = dp4a_us4(vhi, xq4[2 * b1 + kk]);
+    const float sc0 = (float)(sc & 255u), sc1 = (float)((sc >> 8) & 255u);
+    const float m0 = (float)((sc >> 16) & 255u), m1 = (float)(sc >> 24);
+    return d * (sc0 * xd[b0] * (float)s0 + sc1 * xd[b1] * (float)s1) -
+           m * 0.5f * (m0 * (xs[2 * b0] + xs[2 * b0 + 1]) + m1 * (xs[2 * b1] + xs[2 * b1 + 1]));
+}
+
+// KUNR K units' loads, then their dot products; the tail one by one.
+#define KUNIT_LOOP(T, AL)                                                                  \
+    {                                                                                      \
+        uint u = lane;                                                                     \
+        for (; u + (KUNR - 1) * tpr < nk; u += KUNR * tpr) {                               \
+            float dk[KUNR], mk[KUNR];                                                      \
+            uint sk[KUNR];                                                                 \
+            uint4 ak[KUNR], bk[KUNR];                                                      \
+            for (uint k = 0; k < KUNR; k++) {                                              \
+                kq_load(T, AL, wr, u + k * tpr, &dk[k], &mk[k], &sk[k], &ak[k], &bk[k]);   \
+            }                                                                              \
+            for (uint k = 0; k < KUNR; k++) {                                              \
+                acc += kq_dot_i8(T, dk[k], mk[k], sk[k], ak[k], bk[k], xq4, xd, xs, u + k * tpr); \
+            }                                                                              \
+        }                                                                                  \
+        for (; u < nk; u += tpr) {                                                         \
+            float d1, m1;                                                                  \
+            uint s1;                                                                       \
+            uint4 a1, b1;                                                                  \
+            kq_load(T, AL, wr, u, &d1, &m1, &s1, &a1, &b1);                                \
+            acc += kq_dot_i8(T, d1, m1, s1, a1, b1, xq4, xd, xs, u);                       \
+        }                                                                                  \
+    }
+
+// dot_part's int8 arms for the Q4_K_M types: K units u = lane, lane + tpr, … of nk.
+// AG_KQ_NOINLINE (a measurement option) keeps it out of line, so the stages' inlined
+// code is what it was before these arms: the 1B Q4_0 decode measured 898–905 tok/s
+// with this branch against main's 971 in one H200 call, untested whether this helps.
+#ifdef AG_KQ_NOINLINE
+__attribute__((noinline))
+#else
+inline
+#endif
+float dot_part_kq_i8(const uint t, __global const uchar *wr, __local const int *xq,
+                            __local const float *xd, __local const float *xs, const uint nk,
+                            const uint lane, const uint tpr) {
+    __local const int4 *xq4 = (__local const int4 *)xq; // 16-byte aligned (INT8_VIEWS)
+    float acc = 0.0f;
+    const uint al = ((uint)(ulong)wr & 15u) == 0;
+    if (t == T_Q4_K && al) {
+        KUNIT_LOOP(T_Q4_K, 1)
+    } else if (t == T_Q4_K) {
+        KUNIT_LOOP(T_Q4_K, 0)
+    } else if (t == T_Q6_K) {
+        KUNIT_LOOP(T_Q6_K, 0)
+    } else if (t == T_Q5_0) {
+        KUNIT_LOOP(T_Q5_0, 0)
+    } else if (t == T_Q5_1) {
+        KUNIT_LOOP(T_Q5_1, 0)
+    } else if (al) {
+        KUNIT_LOOP(T_Q5_K, 1)
+    } else {
+        KUNIT_LOOP(T_Q5_K, 0)
+    }
+    return acc;
+}
+#endif
+
 // dot_part's arms for the types of a Q4_K_M / Q5_K_M file (a function of its own so
 // the Q4_0/Q4_1/Q8_0 arms stay as they are).
 inline void dot_part_kq(const uint t, __global const uchar *wr, __local const float *v, const uint nu,
@@ -444,7 +647,11 @@ inline float dot_part(const uint t, __global const uchar *wr, __local const floa
     } else if (t == T_Q8_0) {
         UNIT_LOOP_Q(T_Q8_0)
     } else if (t >= T_Q5_0) {
+#ifdef AG_KQ_INT8
+        acc = dot_part_kq_i8(t, wr, xq, xd, xs, n_in / 32, lane, tpr);
+#else
         dot_part_kq(t, wr, v, nu, lane, tpr, &acc);
+#endif
     } else {
         UNIT_LOOP(C_FLT)
     }
@@ -952,11 +1159,14 @@ __kernel void llama_blocks_f32(
 #if LPL > 2
     LAYER_PARAMS(2), LAYER_PARAMS(3),
 #endif
-    __local float *vl) {
+    __local float4 *vl4) {
     __local float red[LWS];
     __local float red2[LWS];
     __local float res[LWS];
     __local uint flag;
+    // (declared float4 so that it is 16-byte aligned: the int8 copy after the floats is
+    // read as int4s)
+    __local float *vl = (__local float *)vl4;
 
     const uint lid = get_local_id(0);
     const uint g = get_group_id(0);
@@ -1019,10 +1229,11 @@ __kernel void llama_head_f32(__global const float *xg, const ulong x_off,
                              __global const uchar *w, const ulong w_off, const uint tw,
                              __global float *y, const ulong y_off,
                              const uint dim, const uint n_rows, const float eps,
-                             const uint rows_per_wg, __local float *vl) {
+                             const uint rows_per_wg, __local float4 *vl4) {
     __local float red[LWS];
     __local float red2[LWS];
     __local float res[LWS];
+    __local float *vl = (__local float *)vl4; // (float4: aligned, as in llama_blocks_f32)
     const uint lid = get_local_id(0);
     const uint g = get_group_id(0);
     INT8_VIEWS(vl, dim)

@@ -1121,6 +1121,12 @@ impl Backend for CpuBackend {
     fn buffer_len(&self, buf: &CpuBuffer) -> usize {
         buf.len
     }
+    fn host_bytes<'a>(&self, buf: &'a CpuBuffer) -> Option<&'a [u8]> {
+        Some(buf.bytes())
+    }
+    fn host_bytes_mut<'a>(&self, buf: &'a mut CpuBuffer) -> Option<&'a mut [u8]> {
+        buf.bytes_mut()
+    }
     fn upload(&self, dst: &mut CpuBuffer, offset: usize, src: &[u8]) -> Result<()> {
         let len = dst.len;
         let b = dst.bytes_mut().ok_or_else(|| Error::read_only("upload destination"))?;

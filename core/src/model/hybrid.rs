@@ -26,11 +26,12 @@
 //!   default); the hand-over converts f16 ⇄ f32 as it copies. f16 → f32 is exact;
 //!   f32 → f16 rounds each value to nearest-even once, as the CPU rounds what it stores.
 //! * **Copies**: the hand-over is a counted copy of exactly `len` slots per layer and
-//!   per K/V, through one staging buffer sized once for a whole layer (no allocation per
-//!   switch): a download from the producer (which orders itself after its queued work)
-//!   then an upload to the consumer. Zero-copy sharing of one cache by both backends is
-//!   not done: their buffer types differ (a host `Vec` and a `cl_mem`), see
-//!   `docs/hybrid.md`.
+//!   per K/V, each byte copied once: the device's `upload` reads straight from the host
+//!   model's cache memory, or its `download` (which orders itself after its queued
+//!   work) writes straight into it ([`Backend::host_bytes`]); a staging buffer sized
+//!   once (no allocation per switch) serves only a dtype conversion and the attention
+//!   mass. Zero-copy sharing of one cache by both backends is not done: see
+//!   `docs/hybrid.md` for what it needs.
 //!
 //! After construction (and the one-time bind of a background-built backend), a decoded
 //! token allocates nothing, switches included (`core/tests/hybrid.rs` counts).
@@ -418,7 +419,9 @@ pub struct Hybrid<C: Backend, G: Backend> {
     budget: usize,
     /// Tokens per pass of prefill-only work ([`Hybrid::plan_chunks`]); 0: generation.
     chunk: usize,
-    /// One layer's K (or V) in the wider of the two cache dtypes, and the converted copy.
+    /// The hand-over's staging buffers ([`Hybrid::size_stage`]): one layer's K (or V) in
+    /// the wider of the two cache dtypes and its converted copy — or, when the host
+    /// cache is copied straight to and from the device's, room for the attention mass.
     stage: Vec<u8>,
     conv: Vec<u8>,
     switches: Vec<Switch>,
@@ -492,13 +495,25 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
         }
     }
 
+    /// Sizes the hand-over's staging buffers once: nothing for the cache itself when the
+    /// host model's cache is host memory of the device's dtype (each layer is then
+    /// copied straight between the two: [`handover`]), else one layer's K of the wider
+    /// dtype at full capacity; always room for the attention mass (4 bytes a slot).
     fn size_stage(&mut self, shape: &KvShape, gpu_dtype: DType) {
-        // One layer's K at full capacity in the wider dtype (Q8_0: whole blocks), and at
-        // least the attention mass (`capacity` f32s).
-        let layer = |t: DType| t.row_bytes(shape.capacity * shape.kv_dim).unwrap_or(0);
-        let bytes = layer(shape.dtype).max(layer(gpu_dtype)).max(shape.capacity * 4);
-        self.stage = std::vec![0u8; bytes];
-        self.conv = std::vec![0u8; bytes];
+        let direct = shape.dtype == gpu_dtype && shape.n_layer > 0 && {
+            let (k, _) = self.cpu.kv.views(0);
+            self.cpu.backend.host_bytes(k.buf).is_some()
+        };
+        let mass = shape.capacity * 4;
+        let layer = |t: DType| t.row_bytes(shape.kv_dim).unwrap_or(shape.kv_dim * 4) * shape.capacity;
+        let (stage, conv) = if direct {
+            (mass, 0)
+        } else {
+            let wide = layer(shape.dtype).max(layer(gpu_dtype));
+            (wide.max(mass), wide)
+        };
+        self.stage = std::vec![0u8; stage];
+        self.conv = std::vec![0u8; conv];
     }
 
     fn log(&self, args: core::fmt::Arguments<'_>) {
@@ -1017,10 +1032,52 @@ fn check_same_model(a: &LlamaConfig, b: &LlamaConfig) -> Result<()> {
     Ok(())
 }
 
+/// Bytes of `n` slots of `kv_dim` values of `dtype` (a cache row is one slot).
+fn slot_bytes(dtype: DType, kv_dim: usize, n: usize, what: &str) -> Result<usize> {
+    let row = dtype.row_bytes(kv_dim).ok_or_else(|| {
+        Error::invalid(std::format!(
+            "hybrid hand-over: {what} KV cache rows of {kv_dim} values are not whole {} blocks",
+            dtype.name()
+        ))
+    })?;
+    Ok(n * row)
+}
+
+/// Converts one layer's K or V slots between the two float cache types (`from` and
+/// `to` hold the same number of values).
+fn convert(sd: DType, dd: DType, from: &[u8], to: &mut [u8]) -> Result<()> {
+    match (sd, dd) {
+        (DType::F16, DType::F32) => {
+            let from: &[half::f16] = bytemuck::cast_slice(from);
+            let to: &mut [f32] = bytemuck::cast_slice_mut(to);
+            for (o, i) in to.iter_mut().zip(from) {
+                *o = i.to_f32();
+            }
+            Ok(())
+        }
+        (DType::F32, DType::F16) => {
+            let from: &[f32] = bytemuck::cast_slice(from);
+            let to: &mut [half::f16] = bytemuck::cast_slice_mut(to);
+            for (o, &i) in to.iter_mut().zip(from) {
+                *o = half::f16::from_f32(i);
+            }
+            Ok(())
+        }
+        (a, _) if !matches!(a, DType::F32 | DType::F16) => Err(Error::dtype("hybrid hand-over", "source KV cache", a)),
+        (_, b) => Err(Error::dtype("hybrid hand-over", "destination KV cache", b)),
+    }
+}
+
 /// Copies the used KV slots of `src` into `dst` (converting between f32 and f16 where
-/// the two caches differ) and gives `dst` their positions. Returns the bytes written
-/// into `dst`'s cache. `stage` and `conv` must hold one layer's K of the wider dtype at
-/// full capacity; nothing is allocated.
+/// the two caches differ; any one cache type, q8_0 included, is copied as bytes) and
+/// gives `dst` their positions. Returns the bytes written into `dst`'s cache.
+///
+/// Each byte is copied once: where one side keeps its cache in host memory
+/// ([`Backend::host_bytes`]: the CPU), the other side's `upload` reads from it, or its
+/// `download` writes into it, directly (an OpenCL write or read of the used range: on a
+/// unified-memory device, PoCL, one memcpy). Only between two device backends, or when
+/// the dtypes differ, does a layer pass through `stage` (and `conv`), which must then
+/// hold one layer's K of the wider dtype at full capacity; nothing is allocated.
 pub fn handover<S: Backend, D: Backend>(
     src: &mut Llama<S>,
     dst: &mut Llama<D>,
@@ -1045,47 +1102,70 @@ pub fn handover<S: Backend, D: Backend>(
             d.capacity as u64,
         ));
     }
-    // (Q8_0: whole 34-byte blocks of 32 values; f16, f32: 2 and 4 bytes a value.)
-    let bytes_of = |t: DType| t.row_bytes(n * s.kv_dim).unwrap_or(usize::MAX);
-    let (sb, db) = (bytes_of(s.dtype), bytes_of(d.dtype));
-    if stage.len() < sb || conv.len() < db {
-        return Err(Error::invalid("hybrid hand-over: staging buffers too small"));
+    let same = s.dtype == d.dtype;
+    let float = |t: DType| matches!(t, DType::F32 | DType::F16);
+    let convertible = float(s.dtype) && float(d.dtype);
+    if !(same || convertible) {
+        // Checked before anything is written: converting is f16 ⇄ f32 only.
+        let (what, t) = if float(s.dtype) {
+            ("destination KV cache", d.dtype)
+        } else {
+            ("source KV cache", s.dtype)
+        };
+        return Err(Error::dtype(
+            "hybrid hand-over (between different cache types)",
+            what,
+            t,
+        ));
     }
+    let (sb, db) = (
+        slot_bytes(s.dtype, s.kv_dim, n, "source")?,
+        slot_bytes(d.dtype, d.kv_dim, n, "destination")?,
+    );
     let mut bytes = 0u64;
     for l in 0..s.n_layer {
         for which in 0..2 {
-            {
-                let (k, v) = src.kv.views(l);
-                let buf = if which == 0 { k.buf } else { v.buf };
-                src.backend.download(buf, 0, &mut stage[..sb])?;
-            }
-            let out: &[u8] = match (s.dtype, d.dtype) {
-                (a, b) if a == b => &stage[..sb],
-                (DType::F16, DType::F32) => {
-                    let from: &[half::f16] = bytemuck::cast_slice(&stage[..sb]);
-                    let to: &mut [f32] = bytemuck::cast_slice_mut(&mut conv[..db]);
-                    for (o, i) in to.iter_mut().zip(from) {
-                        *o = i.to_f32();
+            let (sk, sv) = src.kv.views(l);
+            let sbuf = if which == 0 { sk.buf } else { sv.buf };
+            let (dk, dv) = dst.kv.layer_mut(l);
+            let dbuf = if which == 0 { dk.buf } else { dv.buf };
+            // The source's bytes: in place where the host can read them, else downloaded
+            // (straight into the destination when that is host memory of the same type).
+            let from: &[u8] = match src.backend.host_bytes(sbuf) {
+                Some(b) => &b[..sb],
+                None => {
+                    if same {
+                        if let Some(to) = dst.backend.host_bytes_mut(dbuf) {
+                            src.backend.download(sbuf, 0, &mut to[..sb])?;
+                            bytes += sb as u64;
+                            continue;
+                        }
                     }
-                    &conv[..db]
+                    let st = stage
+                        .get_mut(..sb)
+                        .ok_or_else(|| Error::invalid("hybrid hand-over: staging buffer too small"))?;
+                    src.backend.download(sbuf, 0, st)?;
+                    &stage[..sb]
                 }
-                (DType::F32, DType::F16) => {
-                    let from: &[f32] = bytemuck::cast_slice(&stage[..sb]);
-                    let to: &mut [half::f16] = bytemuck::cast_slice_mut(&mut conv[..db]);
-                    for (o, &i) in to.iter_mut().zip(from) {
-                        *o = half::f16::from_f32(i);
-                    }
-                    &conv[..db]
-                }
-                (a, _) if !matches!(a, DType::F32 | DType::F16) => {
-                    return Err(Error::dtype("hybrid hand-over", "source KV cache", a))
-                }
-                (_, b) => return Err(Error::dtype("hybrid hand-over", "destination KV cache", b)),
             };
-            let (k, v) = dst.kv.layer_mut(l);
-            let buf = if which == 0 { k.buf } else { v.buf };
-            dst.backend.upload(buf, 0, out)?;
-            bytes += out.len() as u64;
+            if same {
+                match dst.backend.host_bytes_mut(dbuf) {
+                    Some(to) => to[..sb].copy_from_slice(from),
+                    None => dst.backend.upload(dbuf, 0, from)?,
+                }
+            } else {
+                match dst.backend.host_bytes_mut(dbuf) {
+                    Some(to) => convert(s.dtype, d.dtype, from, &mut to[..db])?,
+                    None => {
+                        let c = conv
+                            .get_mut(..db)
+                            .ok_or_else(|| Error::invalid("hybrid hand-over: conversion buffer too small"))?;
+                        convert(s.dtype, d.dtype, from, c)?;
+                        dst.backend.upload(dbuf, 0, &conv[..db])?;
+                    }
+                }
+            }
+            bytes += db as u64;
         }
     }
     // A score-based policy ranks slots by their accumulated attention: that goes along.

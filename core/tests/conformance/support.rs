@@ -166,6 +166,12 @@ pub struct HostWeight {
 /// for float ones, so views sit at nonzero, minimally aligned offsets).
 pub fn host_weight(dtype: DType, rows: usize, cols: usize, seed: u64, scale: f32) -> HostWeight {
     let pad = if dtype.is_quantized() { 2 } else { 32 };
+    host_weight_at(dtype, rows, cols, seed, scale, pad)
+}
+
+/// [`host_weight`] at `pad` bytes into the region (32: a 16-byte aligned view, which
+/// `block.cl`'s int8 Q4_K/Q5_K arms read with 16-byte loads; 2: their 2-byte fallback).
+pub fn host_weight_at(dtype: DType, rows: usize, cols: usize, seed: u64, scale: f32, pad: usize) -> HostWeight {
     let rb = dtype.row_bytes(cols).unwrap();
     let vals = randn(rows * cols, seed, scale);
     let mut bytes = vec![0u8; pad + rows * rb];

@@ -23,13 +23,75 @@ use super::timing::percentile;
 /// How the bench asks for a model to be loaded.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TargetOptions {
-    /// `cpu` or `opencl`.
+    /// `cpu`, `opencl` or `hybrid`.
     pub backend: String,
     /// Forced ISA name (`--isa`), or `None` for the best available.
     pub isa: Option<String>,
     pub threads: usize,
     /// KV-cache capacity the run needs (positions).
     pub max_ctx: usize,
+    /// `hybrid`: forced switches, `--verbose`, the crossover table's file.
+    pub hybrid: crate::hybrid::HybridFlags,
+    /// `hybrid`: the job the build decision weighs (the plan's longest prompt, then its
+    /// decode steps).
+    pub work: (usize, usize),
+}
+
+/// Which part of the plan runs next ([`DecodeTarget::begin_phase`]); each starts from an
+/// empty cache, and a hybrid counts its token indices (`--switch-at`) from there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// One prefill pass of this many tokens.
+    Prefill(usize),
+    /// The untimed decode steps.
+    Warmup(usize),
+    /// The timed decode steps.
+    Decode(usize),
+}
+
+impl Phase {
+    /// `prefill`, `warm-up` or `decode`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Phase::Prefill(_) => "prefill",
+            Phase::Warmup(_) => "warm-up",
+            Phase::Decode(_) => "decode",
+        }
+    }
+    /// The passes this phase produces tokens with (a prefill: one).
+    pub fn tokens(self) -> usize {
+        match self {
+            Phase::Prefill(_) => 1,
+            Phase::Warmup(n) | Phase::Decode(n) => n,
+        }
+    }
+    /// A label for the rows: `prefill 128`, `decode 256`.
+    pub fn label(self) -> String {
+        match self {
+            Phase::Prefill(n) | Phase::Warmup(n) | Phase::Decode(n) => format!("{} {n}", self.kind()),
+        }
+    }
+}
+
+/// One hand-over of a hybrid target's sequence: in which phase, before which token of
+/// it, from and to which backend, cache bytes copied, wall time.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwitchRow {
+    pub phase: String,
+    pub token: usize,
+    pub from: String,
+    pub to: String,
+    pub bytes: u64,
+    pub ms: f64,
+}
+
+/// Tokens a backend processed in one kind of phase (a hybrid target: which side ran
+/// what). Prefill counts prompt tokens, decode counts steps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendTokens {
+    pub phase: &'static str,
+    pub backend: String,
+    pub tokens: u64,
 }
 
 /// What ran, as recorded in results.
@@ -52,6 +114,15 @@ pub struct TransferBytes {
 /// A model the bench can drive. Every method returns once its work is complete (a GPU
 /// target synchronises before returning), so wall time around a call is its cost.
 pub trait DecodeTarget {
+    /// Work done once before the timed load, outside `load_time_s` (a hybrid target
+    /// measures its crossover table here when it has none). The default does nothing.
+    fn prepare(path: &Path, opts: &TargetOptions) -> Result<()>
+    where
+        Self: Sized,
+    {
+        let _ = (path, opts);
+        Ok(())
+    }
     /// Loads the model file with these options.
     fn load(path: &Path, opts: &TargetOptions) -> Result<Self>
     where
@@ -75,6 +146,17 @@ pub trait DecodeTarget {
     /// Host↔device bytes copied since load.
     fn transfer_bytes(&self) -> TransferBytes {
         TransferBytes::default()
+    }
+    /// Says which phase comes next (after its [`DecodeTarget::reset`]): a hybrid target
+    /// takes its horizon from it and labels its switches with it.
+    fn begin_phase(&mut self, _phase: Phase) {}
+    /// Every hand-over so far (a hybrid target; empty for one backend).
+    fn switches(&self) -> Vec<SwitchRow> {
+        Vec::new()
+    }
+    /// Tokens per backend and phase kind (a hybrid target; empty for one backend).
+    fn tokens_by_backend(&self) -> Vec<BackendTokens> {
+        Vec::new()
     }
 }
 
@@ -154,6 +236,10 @@ pub struct E2eResult {
     pub ops: Vec<(String, f64, f64)>,
     pub kv_cache_bytes: u64,
     pub transfer: TransferBytes,
+    /// A hybrid target's hand-overs (empty otherwise).
+    pub switches: Vec<SwitchRow>,
+    /// A hybrid target's tokens per backend and phase (empty otherwise).
+    pub tokens_by_backend: Vec<BackendTokens>,
 }
 
 /// Loads `T` from `path` (timed) and profiles it.
@@ -163,6 +249,7 @@ pub fn run<T: DecodeTarget>(
     plan: &Plan,
     tick: &mut dyn FnMut(u64),
 ) -> Result<E2eResult> {
+    T::prepare(path, opts)?;
     let t = Instant::now();
     let mut target = T::load(path, opts)?;
     let load_s = t.elapsed().as_secs_f64();
@@ -215,6 +302,7 @@ pub fn profile_with_clock(
         let mut secs = Vec::new();
         for _ in 0..plan.prefill_reps.max(1) {
             target.reset()?;
+            target.begin_phase(Phase::Prefill(len));
             let t = clock.now();
             target.prefill(&prompt)?;
             secs.push((clock.now() - t).as_secs_f64());
@@ -227,10 +315,12 @@ pub fn profile_with_clock(
     // Decode warm-up, then timed steps from an empty cache.
     let seq = ids(plan.decode_tokens.max(plan.warmup_tokens));
     target.reset()?;
+    target.begin_phase(Phase::Warmup(plan.warmup_tokens));
     for &id in &seq[..plan.warmup_tokens] {
         target.decode_one(id)?;
     }
     target.reset()?;
+    target.begin_phase(Phase::Decode(plan.decode_tokens));
     target.reset_op_times();
     let mut lat = Vec::with_capacity(plan.decode_tokens);
     for &id in &seq[..plan.decode_tokens] {
@@ -292,6 +382,8 @@ pub fn profile_with_clock(
         ops,
         kv_cache_bytes: target.kv_cache_bytes(),
         transfer: target.transfer_bytes(),
+        switches: target.switches(),
+        tokens_by_backend: target.tokens_by_backend(),
     })
 }
 
@@ -403,6 +495,8 @@ pub(crate) mod tests {
             isa: None,
             threads: 1,
             max_ctx: plan().max_ctx(),
+            hybrid: Default::default(),
+            work: (32, 24),
         }
     }
 

@@ -98,6 +98,18 @@ pub struct BenchArgs {
     /// With --evict: the KV cache's element type (auto: the backend's default).
     #[arg(long, value_enum, default_value = "auto")]
     pub evict_kv_type: crate::common::KvTypeArg,
+    /// With --backend hybrid: force a switch to the other backend before these token
+    /// indices of every phase (each prefill pass is token 0 of its phase, the timed
+    /// decode run's steps are 0…N-1); the policy makes no moves of its own then.
+    #[arg(long, value_delimiter = ',')]
+    pub switch_at: Vec<usize>,
+    /// With --backend hybrid: the crossover table to read (default:
+    /// $ANTIGRAVITY_HOME/crossover/<machine>.json, measured at first use if missing).
+    #[arg(long, value_name = "FILE")]
+    pub crossover_table: Option<PathBuf>,
+    /// With --backend hybrid: print the policy's estimates and every decision.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,9 +262,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.evict {
         return run_evict(a, &out_dir, &report_dir);
     }
-    if a.run.backend == BackendArg::Hybrid {
+    if a.run.backend != BackendArg::Hybrid && (!a.switch_at.is_empty() || a.crossover_table.is_some() || a.verbose) {
         return Err(Error::msg(
-            "bench --backend hybrid: the hybrid's data is `bench --crossover`; time it with `generate --backend hybrid --json`",
+            "--switch-at, --crossover-table and --verbose are for bench --backend hybrid",
         ));
     }
 
@@ -330,7 +342,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                     run_kernels(&mut run, &mut b, budget)?;
                 }
             }
-            BackendArg::Hybrid => {}
+            BackendArg::Hybrid => {
+                let msg = "kernels skipped: the hybrid runs the cpu's and opencl's kernels (bench those with --backend cpu / opencl)";
+                eprintln!("{msg}");
+                notes.push(msg.to_string());
+            }
             BackendArg::Opencl => match crate::common::opencl_backend() {
                 // Kernel timings on a queue-based device: `kernels::run` synchronises
                 // around each timed repetition.
@@ -685,6 +701,12 @@ fn run_e2e<T: e2e::DecodeTarget>(
         isa: a.run.isa.0.map(|i| i.name().to_string()),
         threads,
         max_ctx: plan.max_ctx(),
+        hybrid: crate::hybrid::HybridFlags {
+            switch_at: a.switch_at.clone(),
+            verbose: a.verbose,
+            crossover: a.crossover_table.clone(),
+        },
+        work: (plan.prompt_lens.iter().copied().max().unwrap_or(1), plan.decode_tokens),
     };
     let rss_reset = env::reset_peak_rss();
     let pb = bar(plan.units(), "e2e");
@@ -750,6 +772,26 @@ fn run_e2e<T: e2e::DecodeTarget>(
         r.transfer.device_to_host as f64,
         "bytes",
     ));
+    // A hybrid's hand-overs (one row each for bytes and time, the switch's direction in
+    // `op`, its token in `tokens`, its phase in `shape`) and which side ran how much.
+    for w in &r.switches {
+        for (metric, v, unit) in [
+            ("hybrid_switch_bytes", w.bytes as f64, "bytes"),
+            ("hybrid_switch_ms", w.ms, "ms"),
+        ] {
+            let mut row = tag(run, metric, v, unit);
+            row.op = Some(format!("{}->{}", w.from, w.to));
+            row.tokens = Some(w.token as u64);
+            row.shape = Some(w.phase.clone());
+            rows.push(row);
+        }
+    }
+    for b in &r.tokens_by_backend {
+        let mut row = tag(run, "hybrid_tokens", b.tokens as f64, "tokens");
+        row.op = Some(b.backend.clone());
+        row.shape = Some(b.phase.to_string());
+        rows.push(row);
+    }
     if let Some(p) = peak {
         // Without a reset the peak covers the whole process so far: a different figure,
         // so a different name.
@@ -784,6 +826,9 @@ pub fn detail(r: &Record) -> String {
     }
     if let (Some(t), true) = (r.tokens, r.metric.starts_with("matmul")) {
         d.push(format!("{t} tok"));
+    }
+    if let (Some(t), true) = (r.tokens, r.metric.starts_with("hybrid_switch")) {
+        d.push(format!("before token {t}"));
     }
     if let Some(p) = r.prompt_len {
         d.push(format!("prompt {p}"));
@@ -820,6 +865,8 @@ fn print_table(rows: &[Record]) {
                 format!("{:.1} MiB", r.value / (1u64 << 20) as f64)
             } else if r.unit == "fraction" {
                 format!("{:.1} %", r.value * 100.0)
+            } else if r.unit == "tokens" {
+                format!("{:.0} tokens", r.value)
             } else {
                 format!("{} {}", sig3(r.value), r.unit)
             };
@@ -949,6 +996,108 @@ mod tests {
             .all(|r| r.schema == SCHEMA && r.value > 0.0 && r.run == rows[0].run));
         assert_eq!(rows[2].threads, 2);
         assert!(dir.0.join("README.md").is_file());
+    }
+
+    /// A hybrid-like target: the fake's costs, the phases the profiler announced, one
+    /// switch in the last phase and tokens on two sides.
+    struct FakeHybrid(e2e::tests::FakeTarget, Vec<e2e::Phase>);
+
+    impl e2e::DecodeTarget for FakeHybrid {
+        fn load(p: &Path, o: &e2e::TargetOptions) -> Result<Self> {
+            Ok(FakeHybrid(e2e::tests::FakeTarget::load(p, o)?, Vec::new()))
+        }
+        fn info(&self) -> e2e::TargetInfo {
+            e2e::TargetInfo {
+                backend: "hybrid".into(),
+                ..self.0.info()
+            }
+        }
+        fn vocab_size(&self) -> usize {
+            self.0.vocab_size()
+        }
+        fn reset(&mut self) -> Result<()> {
+            self.0.reset()
+        }
+        fn prefill(&mut self, ids: &[u32]) -> Result<()> {
+            self.0.prefill(ids)
+        }
+        fn decode_one(&mut self, id: u32) -> Result<()> {
+            self.0.decode_one(id)
+        }
+        fn op_times(&self) -> Vec<(String, std::time::Duration)> {
+            self.0.op_times()
+        }
+        fn reset_op_times(&mut self) {
+            self.0.reset_op_times()
+        }
+        fn kv_cache_bytes(&self) -> u64 {
+            self.0.kv_cache_bytes()
+        }
+        fn begin_phase(&mut self, phase: e2e::Phase) {
+            self.1.push(phase);
+        }
+        fn switches(&self) -> Vec<e2e::SwitchRow> {
+            vec![e2e::SwitchRow {
+                phase: self.1.last().map_or_else(String::new, |p| p.label()),
+                token: 5,
+                from: "cpu".into(),
+                to: "opencl".into(),
+                bytes: 1536,
+                ms: 0.25,
+            }]
+        }
+        fn tokens_by_backend(&self) -> Vec<e2e::BackendTokens> {
+            let phases = self.1.len() as u64;
+            vec![
+                e2e::BackendTokens {
+                    phase: "decode",
+                    backend: "cpu".into(),
+                    tokens: 5,
+                },
+                e2e::BackendTokens {
+                    phase: "decode",
+                    backend: "opencl".into(),
+                    tokens: phases,
+                },
+            ]
+        }
+    }
+
+    #[test]
+    fn hybrid_rows_carry_switches_and_tokens_per_backend() {
+        let dir = TempDir::new("bench-hybrid");
+        let a = args(&["--quick", "--backend", "hybrid", "--switch-at", "5"]);
+        let mut r = Run::open(&dir.0, false, true).unwrap();
+        let id = ModelId {
+            file: "fake.gguf".into(),
+            sha256_prefix: "0123456789ab".into(),
+        };
+        run_e2e::<FakeHybrid>(&mut r, &a, Path::new("fake.gguf"), &id, 1).unwrap();
+        let plan = e2e::Plan::quick();
+        let get = |m: &str| r.rows.iter().filter(|x| x.metric == m).collect::<Vec<_>>();
+        let (bytes, ms) = (get("hybrid_switch_bytes"), get("hybrid_switch_ms"));
+        assert_eq!((bytes.len(), ms.len()), (1, 1));
+        let label = format!("decode {}", plan.decode_tokens);
+        for (row, v, unit) in [(bytes[0], 1536.0, "bytes"), (ms[0], 0.25, "ms")] {
+            assert_eq!(row.value, v);
+            assert_eq!(row.unit, unit);
+            assert_eq!(row.op.as_deref(), Some("cpu->opencl"));
+            assert_eq!(row.tokens, Some(5));
+            assert_eq!(row.shape.as_deref(), Some(label.as_str()));
+            assert_eq!(row.backend, "hybrid");
+        }
+        assert!(detail(bytes[0]).contains("before token 5"), "{}", detail(bytes[0]));
+        let toks = get("hybrid_tokens");
+        let sides: Vec<_> = toks
+            .iter()
+            .map(|x| (x.op.as_deref().unwrap(), x.shape.as_deref().unwrap(), x.value))
+            .collect();
+        // One phase per prefill (each length, each rep), the warm-up, the timed decode.
+        let phases = (plan.prompt_lens.len() * plan.prefill_reps as usize + 2) as f64;
+        assert_eq!(sides, [("cpu", "decode", 5.0), ("opencl", "decode", phases)]);
+        // The other rows are the ones every backend has.
+        assert_eq!(get("prefill_tok_s").len(), plan.prompt_lens.len());
+        assert_eq!(get("decode_tok_s_overall").len(), 1);
     }
 
     #[test]
