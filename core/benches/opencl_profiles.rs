@@ -703,16 +703,28 @@ fn prefill_matmul_profile() {
 /// `ANTIGRAVITY_PROFILE_LAYERS=n` runs fewer layers (a quick look on PoCL).
 fn prefill_profile_smollm2_shapes() {
     use antigravity_core::kv_cache::KvCache;
+    // ANTIGRAVITY_PROFILE_SHAPE=llama3.2-1b: the Llama 3.2 1B shape (16 layers, hidden
+    // 2048, FFN 8192, 32/8 heads, a tied 128256 × 2048 table), every matrix Q4_0 from
+    // random blocks as in the decode profile; only the prefill attention kernel.
+    let l1b = std::env::var("ANTIGRAVITY_PROFILE_SHAPE").is_ok_and(|v| v == "llama3.2-1b");
     let n_layer: usize = std::env::var("ANTIGRAVITY_PROFILE_LAYERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
-    let (dim, ffn, n_head, n_kv, hd, vocab, n_tok) = (576, 1536, 9, 3, 64, 49152, 512);
+        .unwrap_or(if l1b { 16 } else { 30 });
+    let (dim, ffn, n_head, n_kv, hd, vocab, n_tok) = if l1b {
+        (2048, 8192, 32, 8, 64, 128256, 512)
+    } else {
+        (576, 1536, 9, 3, 64, 49152, 512)
+    };
     let kv_dim = n_kv * hd;
     let host = |dtype: DType, rows: usize, cols: usize, seed: u64| {
         let rb = dtype.row_bytes(cols).unwrap();
-        let vals = randn(rows * cols, seed, 0.05);
         let mut bytes = vec![0u8; rows * rb];
+        if l1b {
+            random_q4_0(&mut bytes, seed);
+            return (HostRegion::new(Arc::new(bytes)), Shape::d2(rows, cols), DType::Q4_0);
+        }
+        let vals = randn(rows * cols, seed, 0.05);
         for r in 0..rows {
             antigravity_core::quant::quantize_row(
                 dtype,
@@ -723,7 +735,7 @@ fn prefill_profile_smollm2_shapes() {
         }
         (HostRegion::new(Arc::new(bytes)), Shape::d2(rows, cols), dtype)
     };
-    let embd_h = host(DType::Q8_0, vocab, dim, 1);
+    let embd_h = host(if l1b { DType::Q4_0 } else { DType::Q8_0 }, vocab, dim, 1);
     let layers_h: Vec<_> = (0..n_layer as u64)
         .map(|l| {
             let s = 100 * (l + 1);
@@ -759,7 +771,12 @@ fn prefill_profile_smollm2_shapes() {
     fn m(b: &mut Buf, rows: usize, n: usize) -> TensorMut<'_, OpenClBackend> {
         TensorMut::new(b, 0, DType::F32, Shape::d2(rows, n))
     }
-    for (label, attn_min) in [("attention_f32", usize::MAX), ("attention_prefill_f32", 16)] {
+    let variants: &[(&str, usize)] = if l1b {
+        &[("attention_prefill_f32", 16)]
+    } else {
+        &[("attention_f32", usize::MAX), ("attention_prefill_f32", 16)]
+    };
+    for &(label, attn_min) in variants {
         let mut opts = OpenClOptions::from_env();
         opts.profiling = true;
         opts.attn_prefill_min_tokens = Some(attn_min);
@@ -777,6 +794,7 @@ fn prefill_profile_smollm2_shapes() {
             n_head,
         })
         .unwrap();
+        let isa = g.isa();
         let imp = |g: &OpenClBackend, h: &(HostRegion, Shape, DType)| (g.import_host(h.0.clone()).unwrap(), h.1, h.2);
         let embd = imp(&g, &embd_h);
         let norm = imp(&g, &norm_h);
@@ -864,7 +882,7 @@ fn prefill_profile_smollm2_shapes() {
         let total: u64 = times.iter().map(|t| t.1).sum();
         let wall_ms = wall * 1e3 / reps as f64;
         eprintln!(
-            "prefill {n_tok} tok, {n_layer} layers, {label}, {}: {wall_ms:.2} ms wall ({:.0} tok/s), {:.2} ms in kernels",
+            "prefill {n_tok} tok, {n_layer} layers ({dim}/{ffn}), {label}, {} ({isa}): {wall_ms:.2} ms wall ({:.0} tok/s), {:.2} ms in kernels",
             g.device_info().name,
             n_tok as f64 * 1e3 / wall_ms,
             total as f64 / 1e6 / reps as f64,

@@ -182,6 +182,14 @@ const Q8_ACT: Limit = nmse(
      Gaussian row the rounding adds relative noise ≈ (amax/127)²/12 / E[x²] ≈ 3e-5 per \
      element, so NMSE ~1e-5..1e-4; a wrong block layout gives ~1",
 );
+#[cfg(feature = "opencl")]
+const MMQ_SAME_Q8: Limit = nmse(
+    1e-6,
+    "the int8 prefill matmuls quantize activations to Q8_0/Q8_1 blocks exactly as the CPU \
+     does and sum integer products exactly; the per-block f32 terms add in another order \
+     (~1e-13), and an input an ulp apart (a device's norm, its 1/d) can move one quant by a \
+     step: (amax/127)² of one element in n·E[x²] ≈ 1e-7 each; a wrong layout gives ~1",
+);
 const F32_SUMS: Limit = nmse(
     1e-10,
     "f32 accumulation in another order (tree vs sequential, split-K, SIMD lanes); n ≤ 1536 \
@@ -865,6 +873,14 @@ fn run_op(pick: impl Fn(Op) -> bool) {
     let mut cpus = cpu_targets();
     #[cfg(feature = "opencl")]
     let mut devices = opencl_targets();
+    // The int8 prefill matmuls (mul_mm_q8_1.cl) on every device, forced on: the tiled
+    // rows (≥ 16 tokens) of the matmul ops at the weight types they take.
+    #[cfg(feature = "opencl")]
+    let mut mmq_devices = if rows.iter().any(|r| mmq_op(r.op)) {
+        opencl_mmq_targets()
+    } else {
+        Vec::new()
+    };
     for (ri, row) in rows.iter().enumerate() {
         for &dtype in row.dtypes.iter().take(if is_mixed(row.op) { 1 } else { usize::MAX }) {
             for (si, &dims) in row.shapes.iter().enumerate() {
@@ -924,12 +940,53 @@ fn run_op(pick: impl Fn(Op) -> bool) {
                         cmp(name, &got, 1, false);
                     }
                 }
+                #[cfg(feature = "opencl")]
+                if mmq_op(row.op) && MMQ_DTYPES.contains(&dtype) && dims.last().is_some_and(|&t| t >= 16) {
+                    for (name, g) in mmq_devices.iter_mut() {
+                        let isa = g.isa();
+                        assert!(
+                            isa.ends_with("+mmq") || isa.ends_with("+mma"),
+                            "{name}: the int8 prefill matmuls were forced on but not built (isa {isa})"
+                        );
+                        let got = exec(&mut **g, row.op, &inp).unwrap();
+                        // The CPU quantizes activations to Q8_0/Q8_1 as the device does for
+                        // the 32-element types; to Q8_K (one scale per 256) for Q4_K/Q5_K.
+                        let same_q8 = !matches!(dtype, DType::Q4_K | DType::Q5_K);
+                        let r = Row {
+                            vs_scalar: [row.vs_scalar[0], if same_q8 { MMQ_SAME_Q8 } else { Q8_ACT }],
+                            vs_f64: row.vs_f64.map(|l| [l[0], Q8_ACT]),
+                            ..**row
+                        };
+                        compare(name, &r, &case, &got, &want, exact.as_deref(), 1, false);
+                    }
+                }
             }
         }
     }
     #[cfg(not(feature = "opencl"))]
     skip("built without the `opencl` feature: OpenCL rows not run");
 }
+
+/// The ops whose tiled (≥ 16-token) OpenCL kernels have int8 twins (mul_mm_q8_1.cl).
+#[cfg(feature = "opencl")]
+fn mmq_op(op: Op) -> bool {
+    matches!(
+        op,
+        Op::Matmul(_) | Op::MatmulAdd | Op::RmsNormMatmul3 | Op::RmsNormMatmulSwiglu | Op::RmsNormMatmul
+    )
+}
+
+/// The weight types of the int8 prefill matmuls (one scale and offset per 32 elements).
+#[cfg(feature = "opencl")]
+const MMQ_DTYPES: [DType; 7] = [
+    DType::Q4_0,
+    DType::Q4_1,
+    DType::Q8_0,
+    DType::Q5_0,
+    DType::Q5_1,
+    DType::Q4_K,
+    DType::Q5_K,
+];
 
 /// LlamaBlock and LlamaBlocks take their dtypes all at once (one per matrix).
 fn is_mixed(op: Op) -> bool {

@@ -262,32 +262,8 @@ inline float unit_q6_k(__global const uchar *wr, __local const float *v, const u
 // quantized row's 16-element unit is four 4-way int8 dot products (`dp4a`) and one float
 // multiply instead of 16 nibble conversions and 16 FMAs. The arithmetic is then the CPU
 // backend's (weights × Q8 activations), not "dequantized weights × f32 x".
-// dp4a_us(a, b, c) = c + Σ (uchar) a_k · (char) b_k, dp4a_ss with signed a. NVIDIA
-// (AG_NV_DP4A): PTX `dp4a` (sm_61+); elsewhere the same sum in plain OpenCL C.
+// dp4a_us / dp4a_ss (PTX `dp4a` with AG_NV_DP4A): common/int8.cl.
 #ifdef AG_INT8
-#ifdef AG_NV_DP4A
-inline int dp4a_us(const uint a, const int b, const int c) {
-    int d;
-    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
-inline int dp4a_ss(const int a, const int b, const int c) {
-    int d;
-    asm("dp4a.s32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
-#else
-inline int dp4a_us(const uint a, const int b, const int c) {
-    const int4 x = convert_int4(as_uchar4(a));
-    const int4 y = convert_int4(as_char4(b));
-    return c + x.s0 * y.s0 + x.s1 * y.s1 + x.s2 * y.s2 + x.s3 * y.s3;
-}
-inline int dp4a_ss(const int a, const int b, const int c) {
-    const int4 x = convert_int4(as_char4(a));
-    const int4 y = convert_int4(as_char4(b));
-    return c + x.s0 * y.s0 + x.s1 * y.s1 + x.s2 * y.s2 + x.s3 * y.s3;
-}
-#endif
 
 // v[0..n) (n a multiple of 32) into xq (four int8 a word, element order), xd[b] (block
 // b's scale) and xs[u] = xd[b] · Σ q over unit u = 2b + hf (elements 8hf..8hf+7 and

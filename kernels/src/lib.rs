@@ -9,9 +9,10 @@
 //! then `common/dtype.cl` (ggml block decoding: the Q4 nibble helpers, `row_bytes`),
 //! `common/reduce.cl` (work-group reductions: the per-op trees, the mul_mv epilogue
 //! `reduce_store_nt`, and `block.cl`'s `wg_sum` / `row_reduce` with their NVIDIA
-//! warp-shuffle variant), `common/rope.cl` (the RoPE pair indices and rotation) and
+//! warp-shuffle variant), `common/rope.cl` (the RoPE pair indices and rotation),
 //! `common/kv.cl` (a KV-cache head in the cache dtype `KV_T`, a build option of the
-//! families that read the cache), then the family. The per-op kernels and the whole-block kernel call the same functions.
+//! families that read the cache) and `common/int8.cl` (4-way int8 dot products), then
+//! the family. The per-op kernels and the whole-block kernel call the same functions.
 //!
 //! **Portability.** The sources are OpenCL C 1.2: f32 arithmetic, no `cl_khr_fp16` (f16
 //! data is read with `vload_half`), no OpenCL subgroups. Two device-specific paths are
@@ -91,6 +92,11 @@ pub const MUL_MM: &str = include_str!("../cl/mul_mm.cl");
 /// types (a Q4_K_M / Q5_K_M file's): mul_mm.cl's tiled kernels with K-quant weight
 /// loaders. Built after `mul_mm.cl` in one program (its macros).
 pub const MUL_MM_KQ_F32: &str = include_str!("../cl/mul_mm_kq_f32.cl");
+/// `quantize_q8_1_f32` (activations to int8 blocks of 32 with scale and sum, once per
+/// matmul input) and the int8 prefill matmuls `mul_mm_{q4_0,q4_1,q8_0,q5_0,q5_1,q4_k,q5_k}_q8_1`,
+/// `mul_mm3_…_q8_1`, `mul_mm_swiglu_…_q8_1`: 4-way int8 dot products (`dp4a`) on int8
+/// tiles in local memory, or NVIDIA `mma.sync` int8 with `AG_NV_MMA`.
+pub const MUL_MM_Q8_1: &str = include_str!("../cl/mul_mm_q8_1.cl");
 
 /// `llama_blocks_f32` (up to four decode blocks per persistent launch) and
 /// `llama_head_f32` (final norm + output projection).
@@ -106,6 +112,8 @@ pub const COMMON_ROPE: &str = include_str!("../cl/common/rope.cl");
 /// `common/kv.cl`: one KV-cache head in the cache dtype `KV_T` (f32, f16, Q8_0 blocks),
 /// read as f32 and written back; ggml's Q8_0 block quantizer.
 pub const COMMON_KV: &str = include_str!("../cl/common/kv.cl");
+/// `common/int8.cl`: 4-way int8 dot products (`dp4a_us`, `dp4a_ss`; PTX with `AG_NV_DP4A`).
+pub const COMMON_INT8: &str = include_str!("../cl/common/int8.cl");
 
 /// `(file name, source)` of the shared preludes, in the order they are prepended to
 /// every family (after the backend's generated header).
@@ -114,6 +122,7 @@ pub const PRELUDES: &[(&str, &str)] = &[
     ("common/reduce.cl", COMMON_REDUCE),
     ("common/rope.cl", COMMON_ROPE),
     ("common/kv.cl", COMMON_KV),
+    ("common/int8.cl", COMMON_INT8),
 ];
 
 /// `(file name, source)` of every kernel family.
@@ -137,6 +146,7 @@ pub const SOURCES: &[(&str, &str)] = &[
     ("mul_mv_fused.cl", MUL_MV_FUSED),
     ("mul_mm.cl", MUL_MM),
     ("mul_mm_kq_f32.cl", MUL_MM_KQ_F32),
+    ("mul_mm_q8_1.cl", MUL_MM_Q8_1),
     ("block.cl", BLOCK),
 ];
 

@@ -111,6 +111,25 @@ signature! {
         wg: Mem, wg_off: u64, wu: Mem, wu_off: u64, x: Mem, x_off: u64, out: Mem, out_off: u64, n_in: u32,
         n_out: u32, n_tok: u32,
     }
+    /// `quantize_q8_1_f32` (mul_mm_q8_1.cl): `n_blocks` 32-element blocks of `x` into
+    /// int8 words `xq`, scales `xd` and scaled sums `xs`.
+    struct QuantizeQ8_1 { x: Mem, x_off: u64, xq: Mem, xd: Mem, xs: Mem, n_blocks: u32 }
+    /// `mul_mm_*_q8_1` (mul_mm_q8_1.cl): [`MulMm`] over quantized activations.
+    struct MulMmq {
+        w: Mem, w_off: u64, xq: Mem, xd: Mem, xs: Mem, y: Mem, y_off: u64, n_in: u32, n_out: u32, n_tok: u32,
+        accumulate: u32, k_chunk: u32, part: Mem,
+    }
+    /// `mul_mm3_*_q8_1` (mul_mm_q8_1.cl).
+    struct MulMmq3 {
+        w0: Mem, w0_off: u64, w1: Mem, w1_off: u64, w2: Mem, w2_off: u64, xq: Mem, xd: Mem, xs: Mem, y0: Mem,
+        y0_off: u64, y1: Mem, y1_off: u64, y2: Mem, y2_off: u64, n_in: u32, n0: u32, n1: u32, n2: u32,
+        n_tok: u32,
+    }
+    /// `mul_mm_swiglu_*_q8_1` (mul_mm_q8_1.cl).
+    struct MulMmqSwiglu {
+        wg: Mem, wg_off: u64, wu: Mem, wu_off: u64, xq: Mem, xd: Mem, xs: Mem, out: Mem, out_off: u64,
+        n_in: u32, n_out: u32, n_tok: u32,
+    }
     /// `mul_mm_reduce_f32` (mul_mm.cl).
     struct MulMmReduce { part: Mem, y: Mem, y_off: u64, n: u32, n_split: u32, accumulate: u32 }
     /// `llama_head_f32` (block.cl); `tw` is the weight's [`dtype_code`].
@@ -275,6 +294,78 @@ impl<K> ByQuant<K> {
             DType::Q8_0 => Some(&self.q8_0),
             _ => None,
         }
+    }
+}
+
+/// One kernel per weight dtype the int8 prefill matmuls read (mul_mm_q8_1.cl): the
+/// types whose 32-element blocks (or K-quant sub-blocks) have one scale and offset.
+/// Q6_K (16-element scales) and the float types stay on `mul_mm`.
+pub(super) struct ByInt8<K> {
+    q4_0: K,
+    q4_1: K,
+    q8_0: K,
+    q5_0: K,
+    q5_1: K,
+    q4_k: K,
+    q5_k: K,
+}
+
+impl<K> ByInt8<K> {
+    pub(super) fn get(&self, t: DType) -> Option<&K> {
+        Some(match t {
+            DType::Q4_0 => &self.q4_0,
+            DType::Q4_1 => &self.q4_1,
+            DType::Q8_0 => &self.q8_0,
+            DType::Q5_0 => &self.q5_0,
+            DType::Q5_1 => &self.q5_1,
+            DType::Q4_K => &self.q4_k,
+            DType::Q5_K => &self.q5_k,
+            _ => return None,
+        })
+    }
+}
+
+/// The int8 prefill path (mul_mm_q8_1.cl), when it was built: the activation quantizer
+/// and the three tiled matmuls over its output.
+pub(super) struct Mmq {
+    pub(super) quantize: Kern<QuantizeQ8_1>,
+    pub(super) mul_mm: ByInt8<Kern<MulMmq>>,
+    pub(super) mul_mm3: ByInt8<Kern<MulMmq3>>,
+    pub(super) mul_mm_swiglu: ByInt8<Kern<MulMmqSwiglu>>,
+}
+
+impl Mmq {
+    pub(super) fn create(p: &opencl3::program::Program) -> Result<Mmq> {
+        Ok(Mmq {
+            quantize: Kern::create(p, "quantize_q8_1_f32")?,
+            mul_mm: ByInt8 {
+                q4_0: Kern::create(p, "mul_mm_q4_0_q8_1")?,
+                q4_1: Kern::create(p, "mul_mm_q4_1_q8_1")?,
+                q8_0: Kern::create(p, "mul_mm_q8_0_q8_1")?,
+                q5_0: Kern::create(p, "mul_mm_q5_0_q8_1")?,
+                q5_1: Kern::create(p, "mul_mm_q5_1_q8_1")?,
+                q4_k: Kern::create(p, "mul_mm_q4_k_q8_1")?,
+                q5_k: Kern::create(p, "mul_mm_q5_k_q8_1")?,
+            },
+            mul_mm3: ByInt8 {
+                q4_0: Kern::create(p, "mul_mm3_q4_0_q8_1")?,
+                q4_1: Kern::create(p, "mul_mm3_q4_1_q8_1")?,
+                q8_0: Kern::create(p, "mul_mm3_q8_0_q8_1")?,
+                q5_0: Kern::create(p, "mul_mm3_q5_0_q8_1")?,
+                q5_1: Kern::create(p, "mul_mm3_q5_1_q8_1")?,
+                q4_k: Kern::create(p, "mul_mm3_q4_k_q8_1")?,
+                q5_k: Kern::create(p, "mul_mm3_q5_k_q8_1")?,
+            },
+            mul_mm_swiglu: ByInt8 {
+                q4_0: Kern::create(p, "mul_mm_swiglu_q4_0_q8_1")?,
+                q4_1: Kern::create(p, "mul_mm_swiglu_q4_1_q8_1")?,
+                q8_0: Kern::create(p, "mul_mm_swiglu_q8_0_q8_1")?,
+                q5_0: Kern::create(p, "mul_mm_swiglu_q5_0_q8_1")?,
+                q5_1: Kern::create(p, "mul_mm_swiglu_q5_1_q8_1")?,
+                q4_k: Kern::create(p, "mul_mm_swiglu_q4_k_q8_1")?,
+                q5_k: Kern::create(p, "mul_mm_swiglu_q5_k_q8_1")?,
+            },
+        })
     }
 }
 

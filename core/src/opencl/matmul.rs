@@ -10,10 +10,13 @@
 //!   composition in `crate::backend`.
 
 use super::buffer::{el, round_up};
-use super::kernels::{MulMm, MulMm3, MulMmReduce, MulMv, MulMv3, MulMvImg, MulMvSwiglu};
+use super::kernels::{
+    MulMm, MulMm3, MulMmReduce, MulMmq, MulMmq3, MulMmqSwiglu, MulMv, MulMv3, MulMvImg, MulMvSwiglu, QuantizeQ8_1,
+};
 use super::launch::Mem;
 use super::program::{MM_LWS, NT};
 use super::{image, ops, OpenClBackend};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::{TensorMut, TensorRef};
 
@@ -62,18 +65,40 @@ pub(super) fn mat(be: &mut OpenClBackend, w: Ref<'_>, x: Ref<'_>, y: Mut<'_>, ac
             }
         }
     }
+    if n_tok >= be.sz.mm_min_tok && int8_ok(be, w.dtype, n_tok, n_in) {
+        let (split, k_chunk) = split_k(be, n_out, n_tok, n_in);
+        let (xq, xd, xs) = quantize(be, &x, n_tok, n_in)?;
+        let part = Mem::of(&be.scratch.mm_part);
+        let args = MulMmq {
+            w: w.buf.arg(),
+            w_off: w.offset as u64,
+            xq,
+            xd,
+            xs,
+            y: y_mem,
+            y_off: el(y.offset),
+            n_in: n_in as u32,
+            n_out: n_out as u32,
+            n_tok: n_tok as u32,
+            accumulate: accumulate as u32,
+            k_chunk: k_chunk as u32,
+            part,
+        };
+        let k = be
+            .mmq
+            .as_ref()
+            .and_then(|m| m.k.mul_mm.get(w.dtype))
+            .ok_or_else(dtype_err)?;
+        let gws = [
+            n_out.div_ceil(MM_ROWS) * MM_LWS,
+            n_tok.div_ceil(MM_TOKS) * MM_LWS,
+            split,
+        ];
+        be.q.run(k, &args, &gws, Some(&[MM_LWS, MM_LWS, 1]))?;
+        return reduce_split(be, split, n_tok * n_out, y_mem, y.offset, accumulate);
+    }
     if n_tok >= be.sz.mm_min_tok && be.k.mul_mm.get(w.dtype).is_some() {
-        let tiles = n_out.div_ceil(MM_ROWS) * n_tok.div_ceil(MM_TOKS);
-        let steps = n_in.div_ceil(MM_K);
-        let mut split = MM_SPLIT_MIN_GROUPS
-            .div_ceil(tiles)
-            .min(MM_SPLIT_MAX)
-            .min(steps / MM_SPLIT_MIN_STEPS);
-        if split * n_tok * n_out > be.scratch.mm_part_cap {
-            split = 1;
-        }
-        let k_chunk = steps.div_ceil(split.max(1)) * MM_K;
-        let split = n_in.div_ceil(k_chunk);
+        let (split, k_chunk) = split_k(be, n_out, n_tok, n_in);
         let part = Mem::of(&be.scratch.mm_part);
         let args = MulMm {
             w: w.buf.arg(),
@@ -100,19 +125,7 @@ pub(super) fn mat(be: &mut OpenClBackend, w: Ref<'_>, x: Ref<'_>, y: Mut<'_>, ac
             ],
             Some(&[MM_LWS, MM_LWS, 1]),
         )?;
-        if split > 1 {
-            let n = n_tok * n_out;
-            let args = MulMmReduce {
-                part,
-                y: y_mem,
-                y_off: el(y.offset),
-                n: n as u32,
-                n_split: split as u32,
-                accumulate: accumulate as u32,
-            };
-            be.q.run(&be.k.mul_mm_reduce, &args, &[round_up(n, 64)], None)?;
-        }
-        return Ok(());
+        return reduce_split(be, split, n_tok * n_out, y_mem, y.offset, accumulate);
     }
     let args = MulMv {
         w: w.buf.arg(),
@@ -129,6 +142,70 @@ pub(super) fn mat(be: &mut OpenClBackend, w: Ref<'_>, x: Ref<'_>, y: Mut<'_>, ac
     let k = be.k.mul_mv.get(w.dtype).ok_or_else(dtype_err)?;
     let lws = be.sz.mv_lws;
     be.q.run(k, &args, &[n_out * lws, n_tok.div_ceil(NT)], Some(&[lws, 1]))
+}
+
+/// Split-K for a tiled matmul: `(pieces, k elements a piece)` — a matmul with fewer than
+/// `MM_SPLIT_MIN_GROUPS` output tiles cuts its reduction (when the partials fit the
+/// reserved scratch).
+fn split_k(be: &OpenClBackend, n_out: usize, n_tok: usize, n_in: usize) -> (usize, usize) {
+    let tiles = n_out.div_ceil(MM_ROWS) * n_tok.div_ceil(MM_TOKS);
+    let steps = n_in.div_ceil(MM_K);
+    let mut split = MM_SPLIT_MIN_GROUPS
+        .div_ceil(tiles)
+        .min(MM_SPLIT_MAX)
+        .min(steps / MM_SPLIT_MIN_STEPS);
+    if split * n_tok * n_out > be.scratch.mm_part_cap {
+        split = 1;
+    }
+    let k_chunk = steps.div_ceil(split.max(1)) * MM_K;
+    (n_in.div_ceil(k_chunk), k_chunk)
+}
+
+/// After a split-K matmul: `mul_mm_reduce_f32` sums the `split` partial tiles into y.
+fn reduce_split(be: &OpenClBackend, split: usize, n: usize, y: Mem, y_offset: usize, accumulate: bool) -> Result<()> {
+    if split <= 1 {
+        return Ok(());
+    }
+    let args = MulMmReduce {
+        part: Mem::of(&be.scratch.mm_part),
+        y,
+        y_off: el(y_offset),
+        n: n as u32,
+        n_split: split as u32,
+        accumulate: accumulate as u32,
+    };
+    be.q.run(&be.k.mul_mm_reduce, &args, &[round_up(n, 64)], None)
+}
+
+/// Whether a tiled matmul of weight type `t` over `n_tok` rows of `n_in` runs the int8
+/// path: built, a kernel for the type, whole blocks, and the reserved scratch holds the
+/// quantized input.
+fn int8_ok(be: &OpenClBackend, t: DType, n_tok: usize, n_in: usize) -> bool {
+    be.mmq.as_ref().is_some_and(|m| m.k.mul_mm.get(t).is_some())
+        && n_in.is_multiple_of(MM_K)
+        && n_tok * n_in <= be.scratch.mmq_cap
+}
+
+/// Quantizes `x` (`n_tok` rows of `n_in` f32, `n_in % 32 == 0`) into the int8 scratch
+/// (`quantize_q8_1_f32`); returns its three buffers as kernel arguments.
+fn quantize(be: &OpenClBackend, x: &Ref<'_>, n_tok: usize, n_in: usize) -> Result<(Mem, Mem, Mem)> {
+    let m = be
+        .mmq
+        .as_ref()
+        .ok_or_else(|| Error::invalid("opencl: the int8 prefill path is off"))?;
+    let s = &be.scratch;
+    let (xq, xd, xs) = (Mem::of(&s.mmq_q), Mem::of(&s.mmq_d), Mem::of(&s.mmq_s));
+    let n_blocks = n_tok * n_in / MM_K;
+    let args = QuantizeQ8_1 {
+        x: x.buf.arg(),
+        x_off: el(x.offset),
+        xq,
+        xd,
+        xs,
+        n_blocks: n_blocks as u32,
+    };
+    be.q.run(&m.k.quantize, &args, &[round_up(n_blocks, 64)], Some(&[64]))?;
+    Ok((xq, xd, xs))
 }
 
 /// `y = x · wᵀ` (`y += …` with `accumulate`) by `mul_mv_q4_0_img_f32` over the weight's
@@ -223,6 +300,47 @@ pub(super) fn rms_norm_matmul3(
             );
         }
     }
+    let int8 = same && be.mmq.as_ref().is_some_and(|m| m.k.mul_mm3.get(ws[0].dtype).is_some());
+    if int8 && n_tok >= be.sz.mm_min_tok && int8_ok(be, ws[0].dtype, n_tok, n_in) {
+        // Prefill, int8: one norm launch, its output quantized once, then Q/K/V as one
+        // tiled launch.
+        ops::rms_norm(be, x, norm_w, eps, xn.reborrow())?;
+        let (xq, xd, xs) = quantize(be, &xn.as_ref(), n_tok, n_in)?;
+        let k = be
+            .mmq
+            .as_ref()
+            .and_then(|m| m.k.mul_mm3.get(ws[0].dtype))
+            .expect("checked above");
+        let [(y0, y0_off), (y1, y1_off), (y2, y2_off)] = outs3(&ys)?;
+        let ((w0, w0_off), (w1, w1_off), (w2, w2_off)) = (w_args(0), w_args(1), w_args(2));
+        let args = MulMmq3 {
+            w0,
+            w0_off,
+            w1,
+            w1_off,
+            w2,
+            w2_off,
+            xq,
+            xd,
+            xs,
+            y0,
+            y0_off,
+            y1,
+            y1_off,
+            y2,
+            y2_off,
+            n_in: n_in as u32,
+            n0: n[0] as u32,
+            n1: n[1] as u32,
+            n2: n[2] as u32,
+            n_tok: n_tok as u32,
+        };
+        let gws = [
+            (n[0] + n[1] + n[2]).div_ceil(MM_ROWS) * MM_LWS,
+            n_tok.div_ceil(MM_TOKS) * MM_LWS,
+        ];
+        return be.q.run(k, &args, &gws, Some(&[MM_LWS, MM_LWS]));
+    }
     if same && n_tok >= be.sz.mm_min_tok && be.k.mul_mm3.get(ws[0].dtype).is_some() {
         // Prefill: one norm launch, then Q/K/V as one tiled matmul launch.
         ops::rms_norm(be, x, norm_w, eps, xn.reborrow())?;
@@ -301,6 +419,38 @@ pub(super) fn rms_norm_matmul_swiglu(
             let lws = be.sz.mv_lws;
             return be.q.run(k, &args, &[n_out * lws, n_tok.div_ceil(NT)], Some(&[lws, 1]));
         }
+    }
+    let int8 = same
+        && be
+            .mmq
+            .as_ref()
+            .is_some_and(|m| m.k.mul_mm_swiglu.get(w_gate.dtype).is_some());
+    if int8 && n_tok >= be.sz.mm_min_tok && int8_ok(be, w_gate.dtype, n_tok, n_in) {
+        // Prefill, int8: one norm launch, its output quantized once, then gate, up and
+        // SwiGLU as one tiled launch.
+        ops::rms_norm(be, x, norm_w, eps, xn.reborrow())?;
+        let (xq, xd, xs) = quantize(be, &xn.as_ref(), n_tok, n_in)?;
+        let k = be
+            .mmq
+            .as_ref()
+            .and_then(|m| m.k.mul_mm_swiglu.get(w_gate.dtype))
+            .expect("checked above");
+        let args = MulMmqSwiglu {
+            wg: w_gate.buf.arg(),
+            wg_off: w_gate.offset as u64,
+            wu: w_up.buf.arg(),
+            wu_off: w_up.offset as u64,
+            xq,
+            xd,
+            xs,
+            out: out.buf.writable("opencl matmul_swiglu output")?,
+            out_off: el(out.offset),
+            n_in: n_in as u32,
+            n_out: n_out as u32,
+            n_tok: n_tok as u32,
+        };
+        let gws = [n_out.div_ceil(MM_ROWS) * MM_LWS, n_tok.div_ceil(MM_TOKS) * MM_LWS];
+        return be.q.run(k, &args, &gws, Some(&[MM_LWS, MM_LWS]));
     }
     if same && n_tok >= be.sz.mm_min_tok && be.k.mul_mm_swiglu.get(w_gate.dtype).is_some() {
         // Prefill: one norm launch, then gate, up and SwiGLU as one tiled launch.

@@ -40,6 +40,13 @@ pub(super) struct Scratch {
     /// Split-K matmul partials: [split, n_tok, n_out]; `mm_part_cap` f32s.
     pub(super) mm_part: Buffer<u8>,
     pub(super) mm_part_cap: usize,
+    /// The int8 prefill path's quantized activations (one matmul input at a time):
+    /// `mmq_cap` int8 values in `mmq_q`, a scale and a scaled sum per 32 of them in
+    /// `mmq_d` / `mmq_s`.
+    pub(super) mmq_q: Buffer<u8>,
+    pub(super) mmq_d: Buffer<u8>,
+    pub(super) mmq_s: Buffer<u8>,
+    pub(super) mmq_cap: usize,
     /// Two-pass argmax partials: (max, index bits) per piece; `argmax_part_cap` f32s.
     pub(super) argmax_part: Buffer<u8>,
     pub(super) argmax_part_cap: usize,
@@ -60,6 +67,10 @@ impl Scratch {
             part_cap: 0,
             mm_part: create_buffer(context, CL_MEM_READ_WRITE, 4)?,
             mm_part_cap: 0,
+            mmq_q: create_buffer(context, CL_MEM_READ_WRITE, 4)?,
+            mmq_d: create_buffer(context, CL_MEM_READ_WRITE, 4)?,
+            mmq_s: create_buffer(context, CL_MEM_READ_WRITE, 4)?,
+            mmq_cap: 0,
             argmax_part: create_buffer(context, CL_MEM_READ_WRITE, 4)?,
             argmax_part_cap: 0,
             reads: Vec::new(),
@@ -270,6 +281,13 @@ pub(super) fn reserve(be: &mut OpenClBackend, r: Reservation) -> Result<()> {
     if r.max_tokens >= be.sz.mm_min_tok && mm_part > s.mm_part_cap {
         s.mm_part = create_buffer(&be.context, CL_MEM_READ_WRITE, mm_part * 4)?;
         s.mm_part_cap = mm_part;
+    }
+    let mmq = r.max_tokens * r.max_row.next_multiple_of(32);
+    if be.mmq.is_some() && r.max_tokens >= be.sz.mm_min_tok && mmq > s.mmq_cap {
+        s.mmq_q = create_buffer(&be.context, CL_MEM_READ_WRITE, mmq)?;
+        s.mmq_d = create_buffer(&be.context, CL_MEM_READ_WRITE, mmq / 32 * 4)?;
+        s.mmq_s = create_buffer(&be.context, CL_MEM_READ_WRITE, mmq / 32 * 4)?;
+        s.mmq_cap = mmq;
     }
     let parts = r.max_tokens.max(1) * ARGMAX_MAX_PARTS * 2;
     if parts > s.argmax_part_cap {

@@ -78,6 +78,8 @@ pub struct OpenClBackend {
     info: DeviceInfo,
     // Drop order: kernels before programs, both before the queues and the context.
     k: kernels::Kernels,
+    /// The int8 prefill matmuls (None: off, `mul_mm` runs prefill).
+    mmq: Option<program::MmqPath>,
     programs: program::Programs,
     /// The compute queue and the launch path (profiling included).
     q: launch::Queue,
@@ -157,10 +159,12 @@ impl OpenClBackend {
             }
         }
         let img = image::ImgPath::build(&context, id, &info, &opts);
+        let mmq = program::build_mmq(&context, id, &info, &opts, &sz);
         let scratch = memory::Scratch::new(&context)?;
         let g = OpenClBackend {
             info,
             k,
+            mmq,
             programs,
             q,
             read_queue,
@@ -226,12 +230,15 @@ impl Backend for OpenClBackend {
         // head) was built with them
         // (fp16/subgroup variants would say so too).
         let int8 = self.blk.int8 && self.head_ok();
-        match (self.img.is_some(), int8) {
-            (true, true) => "cl1.2+img+int8",
-            (true, false) => "cl1.2+img",
-            (false, true) => "cl1.2+int8",
-            (false, false) => "cl1.2",
-        }
+        // ... and the int8 prefill matmuls: `+mmq` with `dp4a`, `+mma` with tensor cores.
+        let mm = self.mmq.as_ref().map_or(0, |m| if m.mma { 2 } else { 1 });
+        const ISA: [[&str; 3]; 4] = [
+            ["cl1.2", "cl1.2+mmq", "cl1.2+mma"],
+            ["cl1.2+int8", "cl1.2+int8+mmq", "cl1.2+int8+mma"],
+            ["cl1.2+img", "cl1.2+img+mmq", "cl1.2+img+mma"],
+            ["cl1.2+img+int8", "cl1.2+img+int8+mmq", "cl1.2+img+int8+mma"],
+        ];
+        ISA[2 * self.img.is_some() as usize + int8 as usize][mm]
     }
     fn capabilities(&self) -> Capabilities {
         Capabilities {

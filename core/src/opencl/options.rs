@@ -44,6 +44,18 @@ pub const ENV: &[(&str, &str)] = &[
         "`1`/`0`: `block.cl` with int8 activations and 4-way int8 dot products on/off (`block_int8`; default on for NVIDIA: PTX `dp4a`)",
     ),
     (
+        "ANTIGRAVITY_OPENCL_MM_INT8",
+        "`1`/`0`: the int8 prefill matmuls (`mul_mm_q8_1.cl`: activations quantized once per input, int8 tiles) on/off (`mm_int8`; default on for NVIDIA)",
+    ),
+    (
+        "ANTIGRAVITY_OPENCL_MM_MMA",
+        "`0`: the int8 prefill matmuls use `dp4a` instead of NVIDIA `mma.sync` tensor-core tiles (`mm_mma`)",
+    ),
+    (
+        "ANTIGRAVITY_OPENCL_MM_DEFINES",
+        "tuning: extra `mul_mm_q8_1.cl` build options, e.g. `-DNB=4` (`mm_defines`)",
+    ),
+    (
         "ANTIGRAVITY_OPENCL_BLOCK_DEFINES",
         "tuning: extra `block.cl` build options, e.g. `-DAG_NV_PLAIN_BARRIER` (`block_defines`)",
     ),
@@ -113,6 +125,18 @@ pub struct OpenClOptions {
     /// once per stage to Q8_0-style blocks, 4-way int8 dot products: PTX `dp4a` on NVIDIA,
     /// plain OpenCL C elsewhere). `None`: on for NVIDIA GPUs, off elsewhere.
     pub block_int8: Option<bool>,
+    /// The int8 prefill matmuls (`mul_mm_q8_1.cl`): from `mm_min_tokens` tokens on, a
+    /// quantized weight (Q4_0, Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K) multiplies activations
+    /// quantized once per input to Q8_1-style blocks, by int8 dot products on tiles in
+    /// local memory. `None`: on for NVIDIA GPUs (PTX `dp4a` / `mma.sync`), off elsewhere
+    /// (`mul_mm`'s f32 tiles); `Some(true)` forces it on (the portable `dp4a` on other
+    /// devices: PoCL runs it in the conformance suite).
+    pub mm_int8: Option<bool>,
+    /// Tuning: `Some(false)` keeps the int8 prefill matmuls on `dp4a` on NVIDIA instead of
+    /// `mma.sync` int8 tensor-core tiles (the default where the compiler takes them).
+    pub mm_mma: Option<bool>,
+    /// Tuning: extra build options for `mul_mm_q8_1.cl` (e.g. `-DNB=4`, blocks per step).
+    pub mm_defines: String,
     /// Tuning: extra build options for `block.cl` (kernel experiments).
     pub block_defines: String,
     /// Tuning: output rows per work-group of the head kernel. `None`: 64.
@@ -166,6 +190,13 @@ impl OpenClOptions {
             "0" => Some(false),
             _ => None,
         });
+        o.mm_int8 = get("ANTIGRAVITY_OPENCL_MM_INT8").and_then(|v| match v.trim() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        });
+        o.mm_mma = get("ANTIGRAVITY_OPENCL_MM_MMA").map(|v| v.trim() != "0");
+        o.mm_defines = get("ANTIGRAVITY_OPENCL_MM_DEFINES").unwrap_or_default();
         o.block_defines = get("ANTIGRAVITY_OPENCL_BLOCK_DEFINES").unwrap_or_default();
         o.head_rows = num("ANTIGRAVITY_OPENCL_HEAD_ROWS").filter(|&v| v > 0);
         o.img_rows = num("ANTIGRAVITY_OPENCL_IMG_ROWS").filter(|&v| v > 0);
@@ -199,6 +230,9 @@ mod tests {
             ("ANTIGRAVITY_OPENCL_BLOCK_CH", "64"),
             ("ANTIGRAVITY_OPENCL_BLOCK_INT8", "0"),
             ("ANTIGRAVITY_OPENCL_BLOCK_DEFINES", "-DX"),
+            ("ANTIGRAVITY_OPENCL_MM_INT8", "1"),
+            ("ANTIGRAVITY_OPENCL_MM_MMA", "0"),
+            ("ANTIGRAVITY_OPENCL_MM_DEFINES", "-DNB=4"),
             ("ANTIGRAVITY_OPENCL_HEAD_ROWS", "32"),
             ("ANTIGRAVITY_OPENCL_IMG_ROWS", "1"),
             ("ANTIGRAVITY_OPENCL_BINARY_CACHE", "/tmp/x"),
@@ -215,7 +249,11 @@ mod tests {
             ("-DX", Some(32), Some(1))
         );
         assert_eq!(o.block_int8, Some(false));
-        assert_eq!(ENV.len(), 13);
+        assert_eq!(
+            (o.mm_int8, o.mm_mma, o.mm_defines.as_str()),
+            (Some(true), Some(false), "-DNB=4")
+        );
+        assert_eq!(ENV.len(), 16);
         let doc = include_str!("../../../docs/opencl.md");
         for (name, _) in ENV {
             assert!(

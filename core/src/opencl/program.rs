@@ -63,7 +63,13 @@ pub(super) const ATTN_PREFILL_LWS: usize = 128;
 const ATTN_PREFILL_LOCAL: u64 = 30_848;
 
 /// The shared preludes, prepended (after the generated header) to every family.
-const PRELUDES: [&str; 4] = ["common/dtype.cl", "common/reduce.cl", "common/rope.cl", "common/kv.cl"];
+const PRELUDES: [&str; 5] = [
+    "common/dtype.cl",
+    "common/reduce.cl",
+    "common/rope.cl",
+    "common/kv.cl",
+    "common/int8.cl",
+];
 
 /// Sizes and thresholds chosen once for the device (and the options' overrides).
 #[derive(Clone, Debug)]
@@ -320,6 +326,69 @@ pub(super) fn build_all(
     let (block, bb) = build_block(context, dev, info, opts)?;
     programs.push(("block.cl", DType::F32, block));
     Ok((Programs(programs), bb))
+}
+
+/// The int8 prefill path as built: its kernels, whether they multiply with `mma.sync`
+/// (else `dp4a`), and the program (dropped after the kernels).
+pub(super) struct MmqPath {
+    pub(super) k: super::kernels::Mmq,
+    pub(super) mma: bool,
+    pub(super) _program: Program,
+}
+
+/// Builds mul_mm_q8_1.cl when the int8 prefill path is on for this device (`mm_int8`;
+/// default: NVIDIA GPUs) and the tiled matmuls can run (`sz.mm_min_tok`): on NVIDIA
+/// with PTX `dp4a` and, unless `mm_mma` says no, `mma.sync` tiles — dropped when the
+/// compiler refuses them; elsewhere the portable OpenCL C `dp4a`. `None` (with a log
+/// line when asked for) when it is off or does not build: `mul_mm` stays.
+pub(super) fn build_mmq(
+    context: &Context,
+    dev: cl_device_id,
+    info: &DeviceInfo,
+    opts: &OpenClOptions,
+    sz: &Sizes,
+) -> Option<MmqPath> {
+    let nvidia = !info.is_cpu && info.vendor.to_ascii_lowercase().contains("nvidia");
+    if !opts.mm_int8.unwrap_or(nvidia) || sz.mm_min_tok == usize::MAX {
+        return None;
+    }
+    // (LWS, NT, MAX_HD: what the shared preludes are written against.)
+    let base = format!(
+        "-cl-std=CL1.2 -DLWS={} -DNT={NT} -DMAX_HD={MAX_HD} {}",
+        sz.lws, opts.mm_defines
+    )
+    .trim()
+    .to_string();
+    let mut tries = Vec::new();
+    if nvidia {
+        if opts.mm_mma.unwrap_or(true) {
+            tries.push((format!("{base} -DAG_NV_DP4A -DAG_NV_MMA"), true));
+        }
+        tries.push((format!("{base} -DAG_NV_DP4A"), false));
+    }
+    tries.push((base, false));
+    for (options, mma) in tries {
+        let built = build_program(context, dev, "mul_mm_q8_1.cl", &options, opts.binary_cache.as_deref())
+            .and_then(|program| Ok((super::kernels::Mmq::create(&program)?, program)));
+        match built {
+            Ok((k, program)) => {
+                if opts.log {
+                    std::eprintln!("opencl: int8 prefill matmuls built with `{options}`");
+                }
+                return Some(MmqPath {
+                    k,
+                    mma,
+                    _program: program,
+                });
+            }
+            Err(e) => {
+                if opts.log || opts.mm_int8 == Some(true) {
+                    std::eprintln!("opencl: mul_mm_q8_1.cl ({options}) failed: {e}");
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Builds block.cl: for a work-group size, then checked against what the compiled

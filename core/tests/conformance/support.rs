@@ -384,19 +384,37 @@ mod cl {
 
     /// One backend per device (building the kernels takes seconds on PoCL), shared by
     /// the tests of this binary; each named `opencl[p:d]`. None, after a printed `SKIP:`
-    /// (every call: each test says so), without a device.
+    /// (every call: each test says so), without a device. Prefill matmuls run
+    /// `mul_mm`'s f32 tiles here on every device (the int8 ones: [`opencl_mmq_targets`]).
     pub fn opencl_targets() -> Vec<(String, MutexGuard<'static, OpenClBackend>)> {
         static CL: OnceLock<Shared> = OnceLock::new();
-        let shared = CL.get_or_init(|| {
+        shared_targets(&CL, false)
+    }
+
+    /// [`opencl_targets`] with the int8 prefill matmuls forced on (`mm_int8`:
+    /// mul_mm_q8_1.cl — `mma.sync` on NVIDIA unless `ANTIGRAVITY_OPENCL_MM_MMA=0`, the
+    /// portable `dp4a` elsewhere), named `opencl[p:d]+mmq`; built on first use.
+    pub fn opencl_mmq_targets() -> Vec<(String, MutexGuard<'static, OpenClBackend>)> {
+        static CL: OnceLock<Shared> = OnceLock::new();
+        shared_targets(&CL, true)
+    }
+
+    fn shared_targets(
+        cell: &'static OnceLock<Shared>,
+        mm_int8: bool,
+    ) -> Vec<(String, MutexGuard<'static, OpenClBackend>)> {
+        let shared = cell.get_or_init(|| {
             Ok(find_devices()?
                 .into_iter()
                 .map(|(p, d, name)| {
-                    let b = OpenClBackend::new(cl_options(p, d)).and_then(|mut b| {
+                    let mut o = cl_options(p, d);
+                    o.mm_int8 = Some(mm_int8);
+                    let b = OpenClBackend::new(o).and_then(|mut b| {
                         b.reserve(RESERVATION)?;
                         Ok(b)
                     });
                     (
-                        format!("opencl[{p}:{d}]"),
+                        format!("opencl[{p}:{d}]{}", if mm_int8 { "+mmq" } else { "" }),
                         b.map(Mutex::new).map_err(|e| format!("{name}: {e}")),
                     )
                 })
