@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# The whole H200 check of a merged tree, for the `device` tool (run from the repo root
+# there): conformance, hybrid, kv_evict, `harness oracle --backend opencl`, then decode
+# and prefill figures side by side with llama.cpp CUDA, built there in the background
+# from the llama-cpp-python sdist's vendor/llama.cpp while the tests run.
+#
+# Prepare here (x86-64, then carry ["gpu-bin", "llama-src"]):
+#   cargo build --release -p harness
+#   cargo test --release -p antigravity-core --features opencl --test conformance --test hybrid --test kv_evict --no-run
+#   mkdir -p gpu-bin && cp target/release/harness gpu-bin/ && cp the three test executables
+#     to gpu-bin/{conformance,hybrid,kv_evict} && strip gpu-bin/*
+#   (cd .../vendor/llama.cpp && tar --exclude=ggml/src/ggml-{vulkan,sycl,hexagon,metal,opencl,et} \
+#     --exclude=tools/{server,ui} -cJf $REPO/llama-src/llama.tar.xz CMakeLists.txt cmake ggml src \
+#     include common tools vendor licenses LICENSE)     # ~4 MB; llama-src/ in .git/info/exclude
+# Run:  bash scripts/h200-final.sh tests race q40 [grid]     (results under $OUT)
+set -u
+G=$PWD/gpu-bin
+mkdir -p /etc/OpenCL/vendors && echo libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
+export ANTIGRAVITY_OPENCL_REQUIRED=1 ANTIGRAVITY_OPENCL_DEVICE=nvidia ANTIGRAVITY_HOME=/tmp/aghome
+mkdir -p /work /tmp/aghome && [ -e /work/main ] || ln -s "$PWD" /work/main
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > $OUT/gpu.txt 2>&1
+STEPS=" $* "
+t0=$(date +%s)
+log() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a $OUT/steps.txt; }
+if [[ $STEPS == *" race "* ]] && [ -f llama-src/llama.tar.xz ]; then
+  ( mkdir -p /tmp/ls && tar xJf llama-src/llama.tar.xz -C /tmp/ls && cd /tmp/ls &&
+    cmake -S . -B b -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_CUDA_FA=OFF -DLLAMA_BUILD_TESTS=OFF \
+      -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+      -DGGML_NATIVE=OFF -DCMAKE_BUILD_TYPE=Release > $OUT/llama-cmake.log 2>&1 &&
+    nice cmake --build b --target llama-bench -j 15 > $OUT/llama-build.log 2>&1; echo $? > /tmp/ls/DONE ) &
+fi
+log "models"
+for m in "smollm2-135m q4_0 smol-q4_0" "smollm2-135m q4_1 smol-q4_1" "smollm2-135m q4_k_m smol-q4_k_m" \
+         "llama3.2-1b q4_0 l1b-q4_0" "llama3.2-1b q4_k_m l1b-q4_k_m"; do
+  set -- $m; $G/harness synth --shape $1 --type $2 --out /tmp/$3.gguf > /dev/null 2>&1 || log "synth $3 failed"
+done
+if [[ $STEPS == *" tests "* ]]; then
+  log "conformance"; timeout 240 $G/conformance --test-threads 2 > $OUT/conformance.log 2>&1; log "rc $?"; grep "test result" $OUT/conformance.log | tee -a $OUT/steps.txt
+  for t in hybrid kv_evict; do [ -x $G/$t ] || continue; log "$t"; timeout 120 $G/$t --test-threads 2 > $OUT/$t.log 2>&1; log "rc $?"; grep "test result" $OUT/$t.log | tee -a $OUT/steps.txt; done
+  log "oracle"; $G/harness oracle --backend opencl > $OUT/oracle.log 2>&1; log "rc $?"; tail -3 $OUT/oracle.log | tee -a $OUT/steps.txt
+fi
+if [[ $STEPS == *" race "* ]]; then
+  log "waiting for llama.cpp"; while [ ! -f /tmp/ls/DONE ] && [ $(( $(date +%s) - t0 )) -lt 380 ]; do sleep 5; done
+  LB=/tmp/ls/b/bin/llama-bench; [ -x $LB ] || log "no llama-bench ($(cat /tmp/ls/DONE 2>/dev/null))"
+  ids512=$(seq -s, 1 512); ids2000=$(seq -s, 1 2000)
+  for r in 1 2; do for m in smol-q4_0 smol-q4_1 smol-q4_k_m l1b-q4_0 l1b-q4_k_m; do
+    M=/tmp/$m.gguf
+    [ -x $LB ] && $LB -m $M -ngl 99 -fa 0 -p 512 -n 128 -r 3 -o jsonl 2>/dev/null | sed "s/^/{\"who\":\"llama\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/race.jsonl
+    $G/harness generate --backend opencl --model $M --prompt-ids $ids512 --max-tokens 1 --ctx 514 --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"ours-pp512\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/race.jsonl
+    $G/harness generate --backend opencl --model $M --prompt-ids 1,2,3 --max-tokens 256 --ignore-eos --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"ours-tg\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/race.jsonl
+  done; done
+  for m in smol-q4_0 l1b-q4_0 l1b-q4_k_m; do
+    M=/tmp/$m.gguf
+    [ -x $LB ] && $LB -m $M -ngl 99 -fa 0 -d 2000 -p 0 -n 128 -r 2 -o jsonl 2>/dev/null | sed "s/^/{\"who\":\"llama-d2000\",\"m\":\"$m\",\"row\":/; s/\$/}/" >> $OUT/race.jsonl
+    $G/harness generate --backend opencl --model $M --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"ours-d2000\",\"m\":\"$m\",\"row\":/; s/\$/}/" >> $OUT/race.jsonl
+  done
+  for kt in f16 q8_0; do
+    $G/harness generate --backend opencl --model /tmp/l1b-q4_0.gguf --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --kv-type $kt --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"ours-d2000-$kt\",\"m\":\"l1b-q4_0\",\"row\":/; s/\$/}/" >> $OUT/race.jsonl
+  done
+  log "race done"
+fi
+if [[ $STEPS == *" q40 "* ]]; then
+  log "block.cl variants"
+  for r in 1 2; do for d in "" "-DAG_KQ_F32" "-DAG_KQ_NOINLINE"; do for m in l1b-q4_0 l1b-q4_k_m; do
+    ANTIGRAVITY_OPENCL_BLOCK_DEFINES="$d" $G/harness generate --backend opencl --model /tmp/$m.gguf --prompt-ids 1,2,3 --max-tokens 256 --ignore-eos --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"variant$d\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/variants.jsonl
+  done; done; done
+fi
+if [[ $STEPS == *" grid "* ]]; then
+  log "grid"; REPS=${REPS:-3} START=1 CROSSOVER=1 bash scripts/hybrid-grid.sh $G/harness /tmp/smol-q4_0.gguf $OUT/grid > $OUT/grid.log 2>&1; log "grid done"
+fi
+log "end"
