@@ -95,12 +95,38 @@ fn prefill_and_decode_allocate_nothing() {
     }
 }
 
+/// The tiny Q4_0 model on `be` with a 32-slot cache of `kv_type` under `policy` (4 sinks,
+/// `shift` keeps 2, `block` slots freed at once).
+fn evicting_model<B: antigravity_core::backend::Backend>(
+    be: B,
+    kv_type: DType,
+    policy: antigravity_core::kv_evict::KvPolicy,
+    block: usize,
+) -> Llama<B> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../oracle/models/tiny-untied");
+    let (cfg, w) = model::hf::load(&dir, &be, DType::Q4_0).unwrap();
+    let opts = RunOptions {
+        ctx: 32,
+        max_batch: 8,
+        all_logits: false,
+        kv_type: Some(kv_type),
+    };
+    let mut m = Llama::new(cfg, w, be, opts).unwrap();
+    m.set_kv_policy(antigravity_core::kv_evict::EvictConfig {
+        policy,
+        sinks: 4,
+        keep: 2,
+        block,
+    })
+    .unwrap();
+    m
+}
+
 /// Decoding through a full cache under every eviction policy (and block) allocates
 /// nothing either: each step (or each block's first) evicts (compaction, re-rotation, the score policies' mass read back into
 /// the cache's preallocated host copy) before it runs.
 fn decode_with_eviction_allocates_nothing() {
-    use antigravity_core::kv_evict::{EvictConfig, KvPolicy};
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../oracle/models/tiny-untied");
+    use antigravity_core::kv_evict::KvPolicy;
     let policies = [
         KvPolicy::Window,
         KvPolicy::Sinks,
@@ -115,22 +141,7 @@ fn decode_with_eviction_allocates_nothing() {
         .flat_map(|p| [(p, DType::F16), (p, DType::F32)])
         .flat_map(|(p, t)| [(p, t, 1), (p, t, 5)]);
     for (policy, kv_type, block) in cases {
-        let be = CpuBackend::new();
-        let (cfg, w) = model::hf::load(&dir, &be, DType::Q4_0).unwrap();
-        let opts = RunOptions {
-            ctx: 32,
-            max_batch: 8,
-            all_logits: false,
-            kv_type: Some(kv_type),
-        };
-        let mut m = Llama::new(cfg, w, be, opts).unwrap();
-        m.set_kv_policy(EvictConfig {
-            policy,
-            sinks: 4,
-            keep: 2,
-            block,
-        })
-        .unwrap();
+        let mut m = evicting_model(CpuBackend::new(), kv_type, policy, block);
         // Warm-up: fill the cache and evict once.
         let prompt: Vec<u32> = (0..40).map(|i| (i * 7 % 300) as u32).collect();
         m.forward(&prompt).unwrap();
@@ -159,7 +170,7 @@ fn decode_with_eviction_allocates_nothing() {
 #[cfg(feature = "opencl")]
 fn opencl_decode_allocates_nothing() {
     use antigravity_core::backend::Backend;
-    use antigravity_core::kv_evict::{EvictConfig, KvPolicy};
+    use antigravity_core::kv_evict::KvPolicy;
     use antigravity_core::opencl::{OpenClBackend, OpenClOptions};
     let make = || OpenClBackend::new(OpenClOptions::from_env());
     let kv_types = match make() {
@@ -173,25 +184,9 @@ fn opencl_decode_allocates_nothing() {
             return;
         }
     };
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../oracle/models/tiny-untied");
     for &kv_type in kv_types {
         for policy in [KvPolicy::None, KvPolicy::Sinks, KvPolicy::H2o] {
-            let be = make().unwrap();
-            let (cfg, w) = model::hf::load(&dir, &be, DType::Q4_0).unwrap();
-            let opts = RunOptions {
-                ctx: 32,
-                max_batch: 8,
-                all_logits: false,
-                kv_type: Some(kv_type),
-            };
-            let mut m = Llama::new(cfg, w, be, opts).unwrap();
-            m.set_kv_policy(EvictConfig {
-                policy,
-                sinks: 4,
-                keep: 2,
-                block: 1,
-            })
-            .unwrap();
+            let mut m = evicting_model(make().unwrap(), kv_type, policy, 1);
             // Warm-up: a chunk and a step; with a policy, fill the cache and evict once.
             let prompt: Vec<u32> = (0..if policy == KvPolicy::None { 8 } else { 40 })
                 .map(|i| (i * 7 % 300) as u32)

@@ -569,16 +569,12 @@ mod backend {
     fn repacked_weights_match_the_file_layout() {
         use crate::backend::HostRegion;
         let mut rng = Lcg(11);
-        for dtype in [
-            DType::Q4_0,
-            DType::Q4_1,
-            DType::Q8_0,
-            DType::Q5_0,
-            DType::Q5_1,
-            DType::Q4_K,
-            DType::Q5_K,
-            DType::Q6_K,
-        ] {
+        let x8_types: Vec<DType> = DType::ALL
+            .into_iter()
+            .filter(|&t| crate::cpu::repack::has_x8(t))
+            .collect();
+        assert_eq!(x8_types.len(), 8, "the x8 types: {x8_types:?}");
+        for dtype in x8_types {
             let (n_out, n_in, n_tok) = (24, 512, 5);
             let mut w = vec![0u8; dtype.row_bytes(n_out * n_in).unwrap()];
             if matches!(dtype, DType::Q4_K | DType::Q5_K | DType::Q6_K) {
@@ -1879,6 +1875,27 @@ mod x8_kquants {
         Ok(())
     }
 
+    /// A K-quant x8 kernel (`run(table, packed bytes, out)`) of every table against the
+    /// plain dot, `16 · nb` float steps a row (see `check`).
+    fn check_k<W: bytemuck::Pod>(
+        dtype: DType,
+        w: &[W],
+        x: &[BlockQ8_K],
+        nb: usize,
+        run: impl Fn(&Kernels, &[u8], &mut [f32]),
+        dot: impl Fn(&[W], &[BlockQ8_K]) -> f32,
+        mag: impl Fn(&[W], &[BlockQ8_K]) -> f32,
+    ) -> Result<(), TestCaseError> {
+        let rows = w.len() / nb;
+        let p = packed(dtype, w, rows, nb * 256);
+        for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
+            let mut g = vec![f32::NAN; rows * (x.len() / nb)];
+            run(&k, &p, &mut g);
+            check(&k, dtype.name(), &g, w, x, nb, 16 * nb, &dot, &mag)?;
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(32))]
 
@@ -1929,13 +1946,7 @@ mod x8_kquants {
                 (Just(nb), q5_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
             }),
         ) {
-            let rows = w.len() / nb;
-            let p = packed(DType::Q5_K, &w, rows, nb * 256);
-            for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
-                let mut g = vec![f32::NAN; rows * (x.len() / nb)];
-                (k.gemm_q5_kx8)(bytemuck::cast_slice(&p), &x, nb, &mut g);
-                check(&k, "q5_kx8", &g, &w, &x, nb, 16 * nb, dot::vec_dot_q5_k_q8_k, mag_q5_k)?;
-            }
+            check_k(DType::Q5_K, &w, &x, nb, |k, p, g| (k.gemm_q5_kx8)(bytemuck::cast_slice(p), &x, nb, g), dot::vec_dot_q5_k_q8_k, mag_q5_k)?;
         }
 
         #[test]
@@ -1944,13 +1955,7 @@ mod x8_kquants {
                 (Just(nb), q4_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
             }),
         ) {
-            let rows = w.len() / nb;
-            let p = packed(DType::Q4_K, &w, rows, nb * 256);
-            for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
-                let mut g = vec![f32::NAN; rows * (x.len() / nb)];
-                (k.gemm_q4_kx8)(bytemuck::cast_slice(&p), &x, nb, &mut g);
-                check(&k, "q4_kx8", &g, &w, &x, nb, 16 * nb, dot::vec_dot_q4_k_q8_k, mag_q4_k)?;
-            }
+            check_k(DType::Q4_K, &w, &x, nb, |k, p, g| (k.gemm_q4_kx8)(bytemuck::cast_slice(p), &x, nb, g), dot::vec_dot_q4_k_q8_k, mag_q4_k)?;
         }
 
         #[test]
@@ -1959,13 +1964,7 @@ mod x8_kquants {
                 (Just(nb), q6_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
             }),
         ) {
-            let rows = w.len() / nb;
-            let p = packed(DType::Q6_K, &w, rows, nb * 256);
-            for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
-                let mut g = vec![f32::NAN; rows * (x.len() / nb)];
-                (k.gemm_q6_kx8)(bytemuck::cast_slice(&p), &x, nb, &mut g);
-                check(&k, "q6_kx8", &g, &w, &x, nb, 16 * nb, dot::vec_dot_q6_k_q8_k, mag_q6_k)?;
-            }
+            check_k(DType::Q6_K, &w, &x, nb, |k, p, g| (k.gemm_q6_kx8)(bytemuck::cast_slice(p), &x, nb, g), dot::vec_dot_q6_k_q8_k, mag_q6_k)?;
         }
     }
 
