@@ -299,7 +299,8 @@ impl<'a, B: Backend> Conversation<'a, B> {
                     self.model.decode_greedy(first, budget - 1, &mut take)?;
                 }
             } else {
-                let mut history = self.fed.clone();
+                let mut history = Vec::with_capacity(self.fed.len() + budget);
+                history.extend_from_slice(&self.fed);
                 for step in 0..budget {
                     let next = self.sampler.sample(&self.logits, &history)?;
                     if !take(next)? || step + 1 == budget {
