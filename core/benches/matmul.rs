@@ -2,8 +2,13 @@
 //! weight types a GGUF model uses. Throughput is weight bytes, so criterion reports GB/s
 //! of weights streamed — comparable with the machine's read bandwidth.
 //!
+//! `gemm/…`: prefill, 128 tokens through the Llama 3.2 1B shapes, one thread, for the
+//! types of the files people run (Q4_0, Q8_0, the `…_K_M` mixes' types, F16, BF16). Throughput is
+//! multiply-adds (`n_out · n_in · 128`), so criterion's `elem/s` is MAC/s — comparable
+//! with the core's integer dot-product peak (Zen 4: 2 `vpdpbusd` ymm a cycle, 64 MACs).
+//!
 //! `cargo bench -p antigravity-core --bench matmul` (all ISAs this CPU has, threads = 1
-//! and 2). Filter e.g. `-- avx512/t2/Q4_0`.
+//! and 2). Filter e.g. `-- avx512/t2/Q4_0` or `-- gemm/avx512/t1/Q5_K`.
 //!
 //! Weights enter through `Backend::import_weight`, as a model's do (the CPU repacks them
 //! into its x8 layout there). Each case runs twice: `l2/…` repeats one matrix (cache-
@@ -89,9 +94,67 @@ fn matvec(c: &mut Criterion) {
     }
 }
 
+/// out × in of Llama 3.2 1B's matmuls: q/o (2048×2048), gate/up (8192×2048), down
+/// (2048×8192); k/v (512×2048) are left out (small, the same kernel).
+const SHAPES_1B: [(usize, usize); 3] = [(2048, 2048), (8192, 2048), (2048, 8192)];
+const GEMM_TOKENS: usize = 128;
+
+fn gemm(c: &mut Criterion) {
+    for isa in Isa::ALL {
+        let Some(mut b) = CpuBackend::with_threads(isa, 1) else {
+            eprintln!("skip {}: not supported here", isa.name());
+            continue;
+        };
+        b.reserve(Reservation {
+            max_tokens: GEMM_TOKENS,
+            max_row: 8192,
+            max_ctx: 1,
+            n_head: 1,
+        })
+        .unwrap();
+        let mut g = c.benchmark_group(format!("gemm/{}/t1", isa.name()));
+        for dtype in [
+            DType::Q4_0,
+            DType::Q8_0,
+            DType::Q4_K,
+            DType::Q5_K,
+            DType::Q6_K,
+            DType::F16,
+            DType::BF16,
+        ] {
+            for (n_out, n_in) in SHAPES_1B {
+                let region = HostRegion::new(Arc::new(weights(dtype, n_out, n_in)));
+                let w = b.import_weight(region, dtype, Shape::d2(n_out, n_in)).unwrap();
+                let mut x = b.alloc(GEMM_TOKENS * n_in * 4, BufferKind::Shared).unwrap();
+                let xs: Vec<f32> = (0..GEMM_TOKENS * n_in)
+                    .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0)
+                    .collect();
+                b.upload(&mut x, 0, bytemuck::cast_slice(&xs)).unwrap();
+                let mut y = b.alloc(GEMM_TOKENS * n_out * 4, BufferKind::Shared).unwrap();
+                g.throughput(Throughput::Elements((n_out * n_in * GEMM_TOKENS) as u64));
+                g.bench_function(
+                    BenchmarkId::new(format!("{dtype:?}"), format!("{n_out}x{n_in}")),
+                    |bch| {
+                        bch.iter(|| {
+                            ops::matmul(
+                                &mut b,
+                                TensorRef::new(&w, 0, dtype, Shape::d2(n_out, n_in)),
+                                TensorRef::new(&x, 0, DType::F32, Shape::d2(GEMM_TOKENS, n_in)),
+                                TensorMut::new(&mut y, 0, DType::F32, Shape::d2(GEMM_TOKENS, n_out)),
+                            )
+                            .unwrap()
+                        })
+                    },
+                );
+            }
+        }
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
-    targets = matvec
+    targets = matvec, gemm
 }
 criterion_main!(benches);

@@ -66,6 +66,10 @@ impl Isa {
     }
 }
 
+/// `gemm(w, x, n, y)` over 16-bit float weight rows and f32 activation rows of `n`
+/// elements ([`Kernels::gemm_f16_f32`]).
+pub type GemmHalf<W> = fn(&[W], &[f32], usize, &mut [f32]);
+
 /// Function pointers for the hot kernels of one ISA.
 #[derive(Clone, Copy, Debug)]
 pub struct Kernels {
@@ -123,6 +127,12 @@ pub struct Kernels {
     /// `nb` blocks long; `y` is `[toks, rows]`). SIMD versions decode each weight block
     /// once for several tokens. Scalar twins: `cpu::scalar::gemm_*`.
     pub gemm_q4_0_q8_0: fn(&[BlockQ4_0], &[BlockQ8_0], usize, &mut [f32]),
+    /// `gemm(w, x, n, y)` for f16 / bf16 weight rows and f32 activation rows of `n`
+    /// elements, as `gemm_q4_0_q8_0`: register tiles of rows × tokens, so each weight
+    /// vector is widened once for several tokens (prefill). `None` where the table has no
+    /// tiled kernel: `matmul` then runs `vec_dot_f16_f32` / `vec_dot_bf16_f32` per output.
+    pub gemm_f16_f32: Option<GemmHalf<f16>>,
+    pub gemm_bf16_f32: Option<GemmHalf<bf16>>,
     /// The row-interleaved layouts (`cpu::repack`): `gemm(w, x, nb, y)` with `w` the
     /// `groups × nb` x8 blocks of `8 · groups` rows, `x` the `toks × nb` activation
     /// blocks, `y` `[toks, 8 · groups]`; decode is `toks = 1`. Scalar twins:
@@ -178,6 +188,8 @@ impl Kernels {
             gemv_q4_1_q8_1: scalar::gemv_q4_1_q8_1,
             gemv_q8_0_q8_0: scalar::gemv_q8_0_q8_0,
             gemm_q4_0_q8_0: scalar::gemm_q4_0_q8_0,
+            gemm_f16_f32: None,
+            gemm_bf16_f32: None,
             gemm_q4_0x8: repack::gemm_q4_0x8,
             gemm_q4_1x8: repack::gemm_q4_1x8,
             gemm_q8_0x8: repack::gemm_q8_0x8,

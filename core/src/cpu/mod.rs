@@ -730,15 +730,21 @@ impl CpuBackend {
             }),
             DType::F16 => {
                 let wf: &[f16] = bytemuck::cast_slice(wb);
-                matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, &|w, x, y| {
-                    scalar::gemv(w, x, y, k.vec_dot_f16_f32)
-                })
+                match k.gemm_f16_f32 {
+                    Some(gemm) if n_tok >= GEMM_MIN_TOK => matmul_gemm(pool, wf, xs, ys, n_out, n_tok, n_in, gemm),
+                    _ => matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, &|w, x, y| {
+                        scalar::gemv(w, x, y, k.vec_dot_f16_f32)
+                    }),
+                }
             }
             DType::BF16 => {
                 let wf: &[bf16] = bytemuck::cast_slice(wb);
-                matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, &|w, x, y| {
-                    scalar::gemv(w, x, y, k.vec_dot_bf16_f32)
-                })
+                match k.gemm_bf16_f32 {
+                    Some(gemm) if n_tok >= GEMM_MIN_TOK => matmul_gemm(pool, wf, xs, ys, n_out, n_tok, n_in, gemm),
+                    _ => matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, &|w, x, y| {
+                        scalar::gemv(w, x, y, k.vec_dot_bf16_f32)
+                    }),
+                }
             }
             DType::Q5_0 => {
                 if self.q8_0.len() < n_tok * nb {

@@ -330,6 +330,68 @@ proptest! {
     }
 }
 
+proptest! {
+    /// The tiled f16 / bf16 GEMMs against an f64 sum of the same widened products per
+    /// (row, token), within f32 accumulation error (`n · ε · Σ|w·x|`). Lengths 1..70
+    /// cover the eight-wide body and the element tail; rows and tokens 1..10 the tile
+    /// bodies and the row and token tails of every tile shape.
+    #[test]
+    fn gemm_half_every_table(
+        (w, x, n) in (1usize..70, 1usize..10, 1usize..10).prop_flat_map(|(n, rows, toks)| {
+            let half_vals = prop::collection::vec(
+                prop_oneof![8 => -2.0f32..2.0, 1 => Just(0.0f32), 1 => -60000.0f32..60000.0],
+                rows * n,
+            );
+            (half_vals, float_vals(toks * n..toks * n + 1), Just(n))
+        })
+    ) {
+        let wh: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let wb: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+        let mut ran = 0;
+        for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
+            let name = k.isa.name();
+            ran += usize::from(check_half(name, "f16", k.gemm_f16_f32, &wh, &x, n)?);
+            ran += usize::from(check_half(name, "bf16", k.gemm_bf16_f32, &wb, &x, n)?);
+        }
+        // On x86-64 with AVX2 the tiled kernels exist, so this test checked something.
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if Kernels::for_isa(Isa::Avx2).is_some() {
+            prop_assert!(ran >= 2);
+        }
+        let _ = ran;
+    }
+}
+
+/// One table's tiled half GEMM (if it has one) against f64 sums of the widened
+/// products; `Ok(false)` when the table has none.
+fn check_half<W: Copy + Into<f32>>(
+    isa: &str,
+    name: &str,
+    gemm: Option<super::kernels::GemmHalf<W>>,
+    w: &[W],
+    x: &[f32],
+    n: usize,
+) -> Result<bool, TestCaseError> {
+    let Some(gemm) = gemm else { return Ok(false) };
+    let (rows, toks) = (w.len() / n, x.len() / n);
+    let mut g = vec![f32::NAN; rows * toks];
+    gemm(w, x, n, &mut g);
+    for t in 0..toks {
+        for r in 0..rows {
+            let pairs = (0..n).map(|i| f64::from(w[r * n + i].into()) * f64::from(x[t * n + i]));
+            let want: f64 = pairs.clone().sum();
+            let mag: f64 = pairs.map(f64::abs).sum();
+            let tol = n as f64 * f64::from(f32::EPSILON) * mag + 1e-30;
+            let got = f64::from(g[t * rows + r]);
+            prop_assert!(
+                (got - want).abs() <= tol,
+                "{isa} {name} row {r} tok {t}: {got} vs {want} (tol {tol})"
+            );
+        }
+    }
+    Ok(true)
+}
+
 /// `gemm_*` with `nb = 0` writes zeros (as the scalar twin), and extreme blocks (all
 /// nibbles 0 or 15, activations ±127 and −128) keep exact integer sums.
 #[test]

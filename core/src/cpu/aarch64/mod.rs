@@ -61,6 +61,8 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         gemv_q8_0_q8_0: gemv_q8_0_q8_0_neon,
         // No NEON GEMM tile yet: one gemv per token (the pre-GEMM path).
         gemm_q4_0_q8_0: gemm_q4_0_q8_0_neon,
+        gemm_f16_f32: None,
+        gemm_bf16_f32: None,
         gemm_q4_0x8: repack::gemm_q4_0x8_neon,
         gemm_q4_1x8: repack::gemm_q4_1x8_neon,
         gemm_q8_0x8: repack::gemm_q8_0x8_neon,

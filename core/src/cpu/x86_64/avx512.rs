@@ -29,7 +29,8 @@ pub(crate) fn kernels() -> Option<Kernels> {
         return None;
     }
     let vnni = is_x86_feature_detected!("avx512vnni");
-    let vnni_vl = vnni && is_x86_feature_detected!("avx512vl");
+    let vl = is_x86_feature_detected!("avx512vl");
+    let vnni_vl = vnni && vl;
     Some(Kernels {
         isa: Isa::Avx512,
         quantize_row_q8_0,
@@ -73,6 +74,16 @@ pub(crate) fn kernels() -> Option<Kernels> {
         gemv_q4_0_q8_0: super::avx2::gemv_q4_0_q8_0,
         gemv_q4_1_q8_1: super::avx2::gemv_q4_1_q8_1,
         gemv_q8_0_q8_0: super::avx2::gemv_q8_0_q8_0,
+        gemm_f16_f32: Some(if vl {
+            super::avx2::gemm_f16_f32_vl
+        } else {
+            super::avx2::gemm_f16_f32
+        }),
+        gemm_bf16_f32: Some(if vl {
+            super::avx2::gemm_bf16_f32_vl
+        } else {
+            super::avx2::gemm_bf16_f32
+        }),
         // VNNI tiles, two blocks per zmm (measured: 4 × 4 zmm beat 4 × 4 ymm by ~25%
         // end to end in prefill; see docs/perf-notes.md).
         gemm_q4_0_q8_0: if vnni_vl {
