@@ -12,7 +12,8 @@
 //!   into an i32 lane, exact), through `asm!` because `vdotq_s32` is not stable Rust.
 //! * `gemv_*`: four weight rows per step sharing each activation block's loads.
 //! * f32, f16 and bf16 dots are vectorized; f16 is widened by `fcvtl` in inline asm
-//!   (the f16 vector types and `vcvt_f32_f16` are not stable Rust).
+//!   (the f16 vector types and `vcvt_f32_f16` are not stable Rust). Prefill over f16 /
+//!   bf16 weights runs 4 × 4 register tiles (`gemm_half_impl`).
 //! * x8 layouts (`cpu::repack`): `repack.rs`, `smull`-based and `sdot`-based.
 //! * Q5_0, Q5_1 and K-quant dots: `k.rs`, `smull`-based (the dotprod table uses them too).
 //! * `Isa::NeonI8mm` (`smmla`) is not implemented: `kernels(NeonI8mm)` returns `None`.
@@ -61,8 +62,8 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         gemv_q8_0_q8_0: gemv_q8_0_q8_0_neon,
         // No NEON GEMM tile yet: one gemv per token (the pre-GEMM path).
         gemm_q4_0_q8_0: gemm_q4_0_q8_0_neon,
-        gemm_f16_f32: None,
-        gemm_bf16_f32: None,
+        gemm_f16_f32: Some(gemm_f16_f32),
+        gemm_bf16_f32: Some(gemm_bf16_f32),
         gemm_q4_0x8: repack::gemm_q4_0x8_neon,
         gemm_q4_1x8: repack::gemm_q4_1x8_neon,
         gemm_q8_0x8: repack::gemm_q8_0x8_neon,
@@ -188,6 +189,14 @@ fn attn_values_q8_0(w: &[f32], v: &[BlockQ8_0], stride: usize, out: &mut [f32]) 
 fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
     // SAFETY: NEON verified.
     unsafe { vec_dot_f16_f32_impl(x, y) }
+}
+fn gemm_f16_f32(w: &[f16], x: &[f32], n: usize, y: &mut [f32]) {
+    // SAFETY: NEON verified.
+    unsafe { gemm_half_impl(w, x, n, y) }
+}
+fn gemm_bf16_f32(w: &[bf16], x: &[f32], n: usize, y: &mut [f32]) {
+    // SAFETY: NEON verified.
+    unsafe { gemm_half_impl(w, x, n, y) }
 }
 fn softmax_f32(x: &mut [f32]) {
     // SAFETY: NEON verified.
@@ -634,6 +643,88 @@ impl Lane4 for f16 {
     #[inline(always)]
     fn f32(self) -> f32 {
         self.to_f32()
+    }
+}
+
+impl Lane4 for bf16 {
+    #[inline(always)]
+    fn ld4(x: &[bf16], i: usize) -> float32x4_t {
+        let s = &x[i..i + 4];
+        // SAFETY: 4 readable bf16 (bounds checked), loaded as their bits; NEON verified.
+        let h: uint16x4_t = unsafe { vld1_u16(s.as_ptr().cast()) };
+        // bf16 → f32 is a 16-bit left shift of the bits (exact).
+        // SAFETY: register-only NEON instructions; NEON verified.
+        unsafe { vreinterpretq_f32_u32(vshll_n_u16(h, 16)) }
+    }
+    #[inline(always)]
+    fn f32(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+/// `R` f16/bf16 weight rows × `T` f32 activation rows of `n` elements (the x86-64
+/// `tile_half`): per four elements each row's weights are widened once for `T` tokens.
+/// Each row is cut to exactly `n` elements first so the loop's bounds checks fold away;
+/// a check left inside it can keep the accumulators on the stack (seen on x86-64).
+#[inline]
+#[target_feature(enable = "neon")]
+#[allow(clippy::too_many_arguments)]
+fn tile_half<W: Lane4, const R: usize, const T: usize>(
+    w: &[W],
+    x: &[f32],
+    n: usize,
+    r0: usize,
+    t0: usize,
+    y: &mut [f32],
+    rows: usize,
+) {
+    let wr: [&[W]; R] = core::array::from_fn(|r| &w[(r0 + r) * n..(r0 + r + 1) * n]);
+    let xt: [&[f32]; T] = core::array::from_fn(|t| &x[(t0 + t) * n..(t0 + t + 1) * n]);
+    let mut acc = [[vdupq_n_f32(0.0); T]; R];
+    let n4 = n / 4 * 4;
+    for i in (0..n4).step_by(4) {
+        let wv: [float32x4_t; R] = core::array::from_fn(|r| W::ld4(wr[r], i));
+        for t in 0..T {
+            let xv = ld_f32(xt[t], i);
+            for r in 0..R {
+                acc[r][t] = vfmaq_f32(acc[r][t], wv[r], xv);
+            }
+        }
+    }
+    for r in 0..R {
+        for t in 0..T {
+            let mut s = vaddvq_f32(acc[r][t]);
+            for j in n4..n {
+                s += wr[r][j].f32() * xt[t][j];
+            }
+            y[(t0 + t) * rows + r0 + r] = s;
+        }
+    }
+}
+
+/// Tiles of 4 rows × 4 tokens (16 accumulators, four weight vectors, one input: 21 of
+/// the 32 registers), 1-wide tiles for the row and token tails.
+#[target_feature(enable = "neon")]
+fn gemm_half_impl<W: Lane4>(w: &[W], x: &[f32], n: usize, y: &mut [f32]) {
+    if n == 0 {
+        y.fill(0.0);
+        return;
+    }
+    let (rows, toks) = (w.len() / n, x.len() / n);
+    let (rf, tf) = (rows / 4 * 4, toks / 4 * 4);
+    let mut r0 = 0;
+    while r0 < rows {
+        let mut t0 = 0;
+        while t0 < toks {
+            match (r0 < rf, t0 < tf) {
+                (true, true) => tile_half::<W, 4, 4>(w, x, n, r0, t0, y, rows),
+                (true, false) => tile_half::<W, 4, 1>(w, x, n, r0, t0, y, rows),
+                (false, true) => tile_half::<W, 1, 4>(w, x, n, r0, t0, y, rows),
+                (false, false) => tile_half::<W, 1, 1>(w, x, n, r0, t0, y, rows),
+            }
+            t0 += if t0 < tf { 4 } else { 1 };
+        }
+        r0 += if r0 < rf { 4 } else { 1 };
     }
 }
 
