@@ -661,7 +661,7 @@ fn background_build_warmed_and_taken_over_opencl() {
 #[test]
 fn switches_under_eviction_cpu_to_cpu_scalar() {
     switches_under_eviction(
-        || CpuBackend::new(),
+        CpuBackend::new,
         || CpuBackend::with_isa(Isa::Scalar).unwrap(),
         "cpu ⇄ cpu-scalar",
     );
