@@ -30,8 +30,15 @@
 //!   model's cache memory, or its `download` (which orders itself after its queued
 //!   work) writes straight into it ([`Backend::host_bytes`]); a staging buffer sized
 //!   once (no allocation per switch) serves only a dtype conversion and the attention
-//!   mass. Zero-copy sharing of one cache by both backends is not done: see
-//!   `docs/hybrid.md` for what it needs.
+//!   mass.
+//! * **Zero-copy**: where the device shares host memory (unified memory: PoCL, phones)
+//!   and both caches have one dtype and capacity, the device model's K/V buffers wrap
+//!   the host model's cache memory ([`Backend::share_host_mut`], made once when the
+//!   device model is taken over): a switch moves no cache bytes — it unmaps the buffers
+//!   for the device or maps them back for the host ([`Backend::host_access`]) and hands
+//!   over the slots' positions (and h2o/tova's mass). For that the host model is a
+//!   private field and the device model is dropped first (it wraps the host's memory).
+//!   `HybridOptions::no_zero_copy` or `ANTIGRAVITY_HYBRID_ZERO_COPY=0` keeps the copy.
 //!
 //! After construction (and the one-time bind of a background-built backend), a decoded
 //! token allocates nothing, switches included (`core/tests/hybrid.rs` counts).
