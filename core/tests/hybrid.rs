@@ -443,7 +443,7 @@ fn forced_switches_cpu_to_opencl_copy_path() {
     };
     let h = Hybrid::with_both(a, b, opts).unwrap();
     assert!(!h.zero_copy(), "no_zero_copy must keep the copy path");
-    let per_token = h.cpu().kv.bytes_per_token() as u64;
+    let per_token = h.cpu_kv_bytes_per_token() as u64;
     let (h, (want_c, margin_c)) = alone_in(h, false, &prompt);
     let (mut h, (want_g, margin_g)) = alone_in(h, true, &prompt);
     for at in [vec![9], vec![0, 20], vec![3, 11, 17, 25, 40, 41, 50]] {

@@ -422,7 +422,8 @@ pub struct Hybrid<C: Backend, G: Backend> {
     // it explicitly first.
     gpu: Gpu<G>,
     /// Private: with a zero-copy cache the device's buffers wrap this model's cache
-    /// memory, so nothing outside may replace or free it (read access: [`Hybrid::cpu`]).
+    /// memory, so nothing outside may replace, free or read it (what is safe to see:
+    /// [`Hybrid::cfg`], [`Hybrid::cpu_backend`], [`Hybrid::cpu_kv_shape`], …).
     cpu: Llama<C>,
     on_gpu: bool,
     /// The device model's K/V buffers wrap the host model's cache memory
@@ -560,10 +561,34 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
             _ => None,
         }
     }
-    /// The host model (read-only: with a zero-copy cache the device's buffers wrap its
-    /// cache memory, so it is never handed out mutably).
-    pub fn cpu(&self) -> &Llama<C> {
-        &self.cpu
+    // The host model itself is never handed out, not even read-only: with a zero-copy
+    // cache its cache memory is the device's while the device holds the sequence (its
+    // kernels may be writing it on other threads), so only what does not touch that
+    // memory is.
+
+    /// The model's configuration (the same on both sides).
+    pub fn cfg(&self) -> &LlamaConfig {
+        &self.cpu.cfg
+    }
+    /// The host model's weights (read-only everywhere).
+    pub fn cpu_weights(&self) -> &Weights<C> {
+        &self.cpu.weights
+    }
+    /// The host backend (its ISA and copy counters).
+    pub fn cpu_backend(&self) -> &C {
+        &self.cpu.backend
+    }
+    /// The host cache's geometry.
+    pub fn cpu_kv_shape(&self) -> KvShape {
+        self.cpu.kv_shape()
+    }
+    /// The host cache's bytes.
+    pub fn cpu_kv_bytes(&self) -> usize {
+        self.cpu.kv.bytes()
+    }
+    /// Bytes one cached token takes in the host cache.
+    pub fn cpu_kv_bytes_per_token(&self) -> usize {
+        self.cpu.kv.bytes_per_token()
     }
     /// Whether the device's cache wraps the host's (a switch moves no cache bytes).
     pub fn zero_copy(&self) -> bool {

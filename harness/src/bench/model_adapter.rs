@@ -199,12 +199,11 @@ mod real {
             .map_err(|e| Error::msg(format!("{e:#}")))?;
         let mut h = s.hybrid;
         let quant = h
-            .cpu()
-            .weights
+            .cpu_weights()
             .layers
             .first()
             .map(|l| l.wq.dtype.name().to_string())
-            .unwrap_or_else(|| h.cpu().weights.tok_embd.dtype.name().to_string());
+            .unwrap_or_else(|| h.cpu_weights().tok_embd.dtype.name().to_string());
         h.set_cpu_profiler(Some(Box::new(OpClock {
             started: None,
             times: times.clone(),
