@@ -20,6 +20,7 @@
 //!   ops (see `kv_cache`).
 
 use alloc::format;
+use alloc::string::String;
 use alloc::sync::Arc;
 
 use crate::dtype::DType;
@@ -247,6 +248,30 @@ pub trait Backend {
     fn host_bytes_mut<'a>(&self, buf: &'a mut Self::Buffer) -> Option<&'a mut [u8]> {
         let _ = buf;
         None
+    }
+    /// A buffer of this backend over `len` bytes of host memory at `host` that someone
+    /// else owns, read and written in place (zero-copy: the hybrid's device cache over
+    /// the CPU cache's memory). `Ok(Err(why))` where this backend cannot share that
+    /// memory without copies behind the caller's back (the default; a discrete device;
+    /// an address the device cannot wrap), so the caller keeps its copy path. The buffer
+    /// starts in device hands: [`Backend::host_access`] gives the host its turn.
+    ///
+    /// # Safety
+    ///
+    /// `host..host + len` must be one live, writable allocation that neither moves nor
+    /// is freed until the returned buffer has been dropped, and the host must read or
+    /// write it only while the buffer is in host hands (`host_access(.., true)`).
+    unsafe fn share_host_mut(&self, host: *mut u8, len: usize) -> Result<core::result::Result<Self::Buffer, String>> {
+        let _ = (host, len);
+        Ok(Err(String::from("this backend does not wrap host memory")))
+    }
+    /// Hands a buffer made by [`Backend::share_host_mut`] to the host (`true`: mapped;
+    /// blocking, so the device's queued work on it is done) or to the device (`false`:
+    /// unmapped, the device's next ops see what the host wrote). Nothing for any other
+    /// buffer (the default).
+    fn host_access(&self, buf: &mut Self::Buffer, host: bool) -> Result<()> {
+        let _ = (buf, host);
+        Ok(())
     }
     fn upload(&self, dst: &mut Self::Buffer, offset: usize, src: &[u8]) -> Result<()>;
     fn download(&self, src: &Self::Buffer, offset: usize, dst: &mut [u8]) -> Result<()>;

@@ -426,6 +426,37 @@ impl<B: Backend> KvCache<B> {
         Ok(())
     }
 
+    /// Layer `l`'s K and V buffers themselves (the hybrid hands shared ones between host
+    /// and device: `Backend::host_access`).
+    pub fn layer_buffers_mut(&mut self, l: usize) -> (&mut B::Buffer, &mut B::Buffer) {
+        let layer = &mut self.layers[l];
+        (&mut layer.k, &mut layer.v)
+    }
+    /// Puts `k` and `v` in place of layer `l`'s buffers and returns the old ones; an
+    /// error (nothing replaced) when a length differs. The contents come along as they
+    /// are: the caller swaps in memory that holds what the cache's slots say.
+    pub fn replace_layer(
+        &mut self,
+        backend: &B,
+        l: usize,
+        k: B::Buffer,
+        v: B::Buffer,
+    ) -> Result<(B::Buffer, B::Buffer)> {
+        let layer = self
+            .layers
+            .get_mut(l)
+            .ok_or_else(|| Error::invalid(alloc::format!("KV cache: no layer {l}")))?;
+        let want = backend.buffer_len(&layer.k);
+        for (what, b) in [("k", &k), ("v", &v)] {
+            let got = backend.buffer_len(b);
+            if got != want {
+                return Err(Error::invalid(alloc::format!(
+                    "KV cache: layer {l}'s new {what} buffer has {got} bytes, expected {want}"
+                )));
+            }
+        }
+        Ok((core::mem::replace(&mut layer.k, k), core::mem::replace(&mut layer.v, v)))
+    }
     /// The per-slot attention mass (`[capacity]` f32) of a score-based policy, if
     /// allocated (the hybrid's hand-over carries it with the slots).
     pub fn mass_buffer(&self) -> Option<&B::Buffer> {

@@ -126,6 +126,43 @@ fn hybrid_ids<C: Backend, G: Backend>(h: &mut Hybrid<C, G>, prompt: &[u32]) -> V
     ids
 }
 
+/// [`alone`] on one of the hybrid's models, through the hybrid: no switch (the first),
+/// or the prompt's pass moved to the second (a switch before token 0, with an empty
+/// cache). The hybrid hands its models out only read-only (with a zero-copy cache the
+/// device's buffers wrap the host model's memory), so this is how a test runs one.
+fn alone_in<C: Backend, G: Backend>(
+    h: Hybrid<C, G>,
+    second: bool,
+    prompt: &[u32],
+) -> (Hybrid<C, G>, (Vec<u32>, Vec<f32>)) {
+    let mut h = set_switches(h, if second { vec![0] } else { vec![] });
+    h.reset();
+    let mut ids = Vec::new();
+    let mut margins = Vec::new();
+    let mut logits = h.forward(prompt).unwrap().to_vec();
+    for step in 0..GEN {
+        let (t, margin) = top2_margin(&logits);
+        ids.push(t);
+        margins.push(margin);
+        if step + 1 < GEN {
+            logits = h.forward(&[t]).unwrap().to_vec();
+        }
+    }
+    assert_eq!(h.on_gpu(), second, "alone_in: the wrong side ran");
+    (h, (ids, margins))
+}
+
+/// Every switch of the last run moved no cache bytes where the hybrid shares one cache
+/// (`mass_per_slot`: bytes a slot of the attention mass still travels with, h2o/tova).
+fn check_zero_copy_bytes<C: Backend, G: Backend>(h: &Hybrid<C, G>, label: &str) {
+    if !h.zero_copy() {
+        return;
+    }
+    for s in h.switches() {
+        assert_eq!(s.bytes, 0, "{label}: a zero-copy switch moved cache bytes: {s:?}");
+    }
+}
+
 fn set_switches<C: Backend, G: Backend>(h: Hybrid<C, G>, at: Vec<usize>) -> Hybrid<C, G> {
     // Rebuild the options in place: the hybrid keeps its models.
     h.with_options(HybridOptions {
@@ -136,9 +173,9 @@ fn set_switches<C: Backend, G: Backend>(h: Hybrid<C, G>, at: Vec<usize>) -> Hybr
 
 /// Every single-switch position in both directions, and a switch at every token,
 /// against both backends alone.
-fn every_position<C: Backend, G: Backend>(mut h: Hybrid<C, G>, prompt: &[u32], label: &str) -> Hybrid<C, G> {
-    let (want_c, margin_c) = alone(&mut h.cpu, prompt);
-    let (want_g, margin_g) = alone(h.gpu_mut().unwrap(), prompt);
+fn every_position<C: Backend, G: Backend>(h: Hybrid<C, G>, prompt: &[u32], label: &str) -> Hybrid<C, G> {
+    let (h, (want_c, margin_c)) = alone_in(h, false, prompt);
+    let (mut h, (want_g, margin_g)) = alone_in(h, true, prompt);
     let distinct = {
         let mut v = want_c.clone();
         v.sort_unstable();
@@ -177,6 +214,7 @@ fn every_position<C: Backend, G: Backend>(mut h: Hybrid<C, G>, prompt: &[u32], l
                 assert_eq!(s.token, k);
             }
             check(&got, &format!("{dir} at {k}"));
+            check_zero_copy_bytes(&h, label);
             exact += (got == want_c || got == want_g) as usize;
             runs += 1;
         }
@@ -186,6 +224,7 @@ fn every_position<C: Backend, G: Backend>(mut h: Hybrid<C, G>, prompt: &[u32], l
     let got = hybrid_ids(&mut h, prompt);
     assert_eq!(h.switches().len(), GEN - 1);
     check(&got, "switch at every token");
+    check_zero_copy_bytes(&h, label);
     eprintln!("{label}: {runs} single-switch runs, {exact} identical to a backend alone, the rest differ only past a near-tie");
     h
 }
@@ -372,9 +411,54 @@ fn forced_switches_cpu_to_opencl() {
     let Some(g) = opencl() else { return };
     // One cache dtype on both sides (f32: what OpenCL reads), as `--backend hybrid` runs.
     let a = tiny(CpuBackend::new(), "tiny-untied", DType::F32, false);
+    let unified = g.device_info().unified_memory;
     let b = tiny(g, "tiny-untied", DType::F32, false);
     let h = Hybrid::with_both(a, b, HybridOptions::default()).unwrap();
+    // Where the device shares host memory (PoCL) the caches are one: every switch
+    // moves 0 bytes (checked in `every_position`); a discrete device copies.
+    assert_eq!(
+        h.zero_copy(),
+        unified,
+        "zero-copy exactly where the device shares host memory"
+    );
+    if !unified {
+        eprintln!("note: the device does not share host memory: the copy path ran, not zero-copy");
+    }
     every_position(h, &prompt, "tiny-untied cpu ⇄ opencl, f32 cache");
+}
+
+/// The counted copy hand-over on a device that could share (zero-copy turned off):
+/// switches in both directions give a backend's ids alone and move exactly the used
+/// slots (`len` slots of K and V per layer).
+#[cfg(feature = "opencl")]
+#[test]
+fn forced_switches_cpu_to_opencl_copy_path() {
+    let prompt = [1u32, 5, 9, 42, 7];
+    let Some(g) = opencl() else { return };
+    let a = tiny(CpuBackend::new(), "tiny-untied", DType::F32, false);
+    let b = tiny(g, "tiny-untied", DType::F32, false);
+    let opts = HybridOptions {
+        no_zero_copy: true,
+        ..HybridOptions::default()
+    };
+    let h = Hybrid::with_both(a, b, opts).unwrap();
+    assert!(!h.zero_copy(), "no_zero_copy must keep the copy path");
+    let per_token = h.cpu_kv_bytes_per_token() as u64;
+    let (h, (want_c, margin_c)) = alone_in(h, false, &prompt);
+    let (mut h, (want_g, margin_g)) = alone_in(h, true, &prompt);
+    for at in [vec![9], vec![0, 20], vec![3, 11, 17, 25, 40, 41, 50]] {
+        h = set_switches(h, at.clone());
+        let got = hybrid_ids(&mut h, &prompt);
+        assert_eq!(h.switches().len(), at.len());
+        for s in h.switches() {
+            // Before token k the cache holds the prompt and k - 1 generated tokens.
+            let cached = if s.token == 0 { 0 } else { prompt.len() + s.token - 1 };
+            assert_eq!(s.bytes, cached as u64 * per_token, "copy path at {at:?}: {s:?}");
+        }
+        let c = same_up_to_near_tie(&got, &want_c, &margin_c);
+        let gg = same_up_to_near_tie(&got, &want_g, &margin_g);
+        assert!(c.is_ok() || gg.is_ok(), "copy path, switches at {at:?}: {c:?} / {gg:?}");
+    }
 }
 
 #[cfg(feature = "opencl")]
@@ -416,11 +500,11 @@ fn smollm2_switch_mid_generation_opencl() {
     let a = Llama::new(cfg, w, cpu, opts).unwrap();
     let (cfg, w) = model::gguf::load(&f, &g).unwrap();
     let b = Llama::new(cfg, w, g, opts).unwrap();
-    let mut h = Hybrid::with_both(a, b, HybridOptions::default()).unwrap();
+    let h = Hybrid::with_both(a, b, HybridOptions::default()).unwrap();
     let tok = antigravity_core::tokenizer::Tokenizer::from_gguf(&f).unwrap().unwrap();
     let prompt = tok.encode("The capital of France is").unwrap();
-    let (want_c, margin_c) = alone(&mut h.cpu, &prompt);
-    let (want_g, margin_g) = alone(h.gpu_mut().unwrap(), &prompt);
+    let (h, (want_c, margin_c)) = alone_in(h, false, &prompt);
+    let (mut h, (want_g, margin_g)) = alone_in(h, true, &prompt);
     for at in [vec![GEN / 2], vec![0, GEN / 2]] {
         h = set_switches(h, at.clone());
         let got = hybrid_ids(&mut h, &prompt);
@@ -512,8 +596,8 @@ fn background_build_warmed_and_taken_over_cpu() {
             false,
         ))
     };
-    let (got, mut h) = through_background(cpu, build, bind, &prompt);
-    let (want_c, _) = alone(&mut h.cpu, &prompt);
+    let (got, h) = through_background(cpu, build, bind, &prompt);
+    let (_h, (want_c, _)) = alone_in(h, false, &prompt);
     // A fresh, never warmed scalar model: the warmed one must give the same ids.
     let mut fresh = tiny(
         CpuBackend::with_isa(Isa::Scalar).unwrap(),
@@ -545,10 +629,11 @@ fn background_build_warmed_and_taken_over_opencl() {
         let be = antigravity_core::opencl::OpenClBackend::new(antigravity_core::opencl::OpenClOptions::from_env())?;
         Ok(tiny_parts(be, "tiny-untied", false))
     };
-    let (got, mut h) = through_background(cpu, build, bind, &prompt);
-    let (want_c, margin_c) = alone(&mut h.cpu, &prompt);
+    let (got, h) = through_background(cpu, build, bind, &prompt);
+    let switches = h.switches().to_vec();
+    let (h, (want_c, margin_c)) = alone_in(h, false, &prompt);
     // The warmed device model alone, and a fresh one: the warm-up leaves no trace.
-    let (want_g, margin_g) = alone(h.gpu_mut().unwrap(), &prompt);
+    let (_h, (want_g, margin_g)) = alone_in(h, true, &prompt);
     let mut fresh = tiny(opencl().unwrap(), "tiny-untied", DType::F32, false);
     let (want_fresh, _) = alone(&mut fresh, &prompt);
     assert_eq!(want_g, want_fresh, "the warmed device model alone vs a fresh one");
@@ -560,7 +645,7 @@ fn background_build_warmed_and_taken_over_opencl() {
     );
     eprintln!(
         "background hybrid cpu → opencl: {} (ids {} the CPU's alone)",
-        h.switches()
+        switches
             .iter()
             .map(|s| format!("{}→{} at {}", s.from, s.to, s.token))
             .collect::<Vec<_>>()
@@ -575,6 +660,25 @@ fn background_build_warmed_and_taken_over_opencl() {
 
 #[test]
 fn switches_under_eviction_cpu_to_cpu_scalar() {
+    switches_under_eviction(
+        CpuBackend::new,
+        || CpuBackend::with_isa(Isa::Scalar).unwrap(),
+        "cpu ⇄ cpu-scalar",
+    );
+}
+
+/// The same on CPU ⇄ OpenCL: where the device shares host memory (PoCL) through the
+/// zero-copy cache, so eviction on either side works on the one memory and a switch
+/// carries only the positions (and h2o's mass: 4 bytes a slot).
+#[cfg(feature = "opencl")]
+#[test]
+fn switches_under_eviction_cpu_to_opencl() {
+    let Some(probe) = opencl() else { return };
+    drop(probe);
+    switches_under_eviction(CpuBackend::new, || opencl().unwrap(), "cpu ⇄ opencl");
+}
+
+fn switches_under_eviction<C: Backend, G: Backend>(first: impl Fn() -> C, second: impl Fn() -> G, label: &str) {
     // A 16-slot cache and 64 generated tokens: the policy evicts at every step from the
     // 12th on; the hand-over carries the slots' positions (after eviction) and, for
     // h2o, their accumulated attention mass.
@@ -587,20 +691,26 @@ fn switches_under_eviction_cpu_to_cpu_scalar() {
             keep: 2,
             ..EvictConfig::default()
         };
-        let model = |be: CpuBackend| {
+        fn model<B: Backend>(be: B, ctx: usize, cfg: EvictConfig) -> Llama<B> {
             let p = tiny_parts(be, "tiny-untied", false);
             let mut m = Llama::new(p.cfg, p.weights, p.backend, tiny_opts(ctx, DType::F32, false)).unwrap();
             m.set_kv_policy(cfg).unwrap();
             m
-        };
-        let a = model(CpuBackend::new());
-        let b = model(CpuBackend::with_isa(Isa::Scalar).unwrap());
+        }
+        let a = model(first(), ctx, cfg);
+        let b = model(second(), ctx, cfg);
         let mut h = Hybrid::with_both(a, b, HybridOptions::default()).unwrap();
         h.set_kv_policy(cfg).unwrap();
-        let (want_c, margin_c) = alone(&mut h.cpu, &prompt);
-        let (want_g, margin_g) = alone(h.gpu_mut().unwrap(), &prompt);
-        // `alone` runs one pass at a time, as the hybrid does under a policy.
-        assert!(h.kv_evicted() > 0, "{policy:?}: the cache should have evicted");
+        let zero_copy = h.zero_copy();
+        // `alone_in` runs one pass at a time, as the hybrid does under a policy.
+        let (h2, (want_c, margin_c)) = alone_in(h, false, &prompt);
+        let evicted = h2.kv_evicted();
+        assert!(evicted > 0, "{label} {policy:?}: the cache should have evicted");
+        let (mut h, (want_g, margin_g)) = alone_in(h2, true, &prompt);
+        assert!(
+            h.kv_evicted() > evicted,
+            "{label} {policy:?}: the second side should have evicted"
+        );
         for at in [
             vec![8],
             vec![20],
@@ -611,12 +721,20 @@ fn switches_under_eviction_cpu_to_cpu_scalar() {
             h = set_switches(h, at.clone());
             let got = hybrid_ids(&mut h, &prompt);
             assert_eq!(h.switches().len(), at.len());
+            if zero_copy {
+                // Only the attention mass travels (h2o), 4 bytes a cached slot.
+                for s in h.switches() {
+                    let mass_max = if policy == KvPolicy::H2o { ctx as u64 * 4 } else { 0 };
+                    assert!(s.bytes <= mass_max, "{label} {policy:?} zero-copy: {s:?}");
+                }
+            }
             let c = same_up_to_near_tie(&got, &want_c, &margin_c);
             let g = same_up_to_near_tie(&got, &want_g, &margin_g);
             assert!(
                 c.is_ok() || g.is_ok(),
-                "{policy:?}, switches at {at:?}: vs first alone {c:?}; vs second alone {g:?}"
+                "{label} {policy:?}, switches at {at:?}: vs first alone {c:?}; vs second alone {g:?}"
             );
         }
+        eprintln!("{label} {policy:?}: zero-copy {zero_copy}, every switch pattern up to near-ties");
     }
 }

@@ -75,12 +75,18 @@ fn tiny<B: Backend>(be: B, kv: DType) -> Llama<B> {
 /// 100 greedy steps with a forced switch every 7 tokens (from token 1: both directions,
 /// 14 times) allocate nothing after two warm-up generations (each backend's first passes
 /// at a context length may size lazy scratch).
-fn decoding_with_switches_allocates_nothing<C: Backend, G: Backend>(a: Llama<C>, b: Llama<G>, case: &str) {
+fn decoding_with_switches_allocates_nothing<C: Backend, G: Backend>(
+    a: Llama<C>,
+    b: Llama<G>,
+    case: &str,
+    zero_copy: bool,
+) {
     let opts = HybridOptions {
         switch_at: (1..200).step_by(7).collect(),
         ..HybridOptions::default()
     };
     let mut h = Hybrid::with_both(a, b, opts).unwrap();
+    assert_eq!(h.zero_copy(), zero_copy, "{case}: zero-copy cache");
     for _ in 0..2 {
         h.reset();
         let first = h.forward_argmax(&[4, 5, 6]).unwrap();
@@ -101,7 +107,17 @@ fn decoding_with_switches_allocates_nothing<C: Backend, G: Backend>(a: Llama<C>,
         "{case}: 100 decode steps with {} switches allocated {n} times",
         sw.len()
     );
-    println!("ok: {case}: 100 decode steps, {} switches, 0 allocations", sw.len());
+    if zero_copy {
+        assert!(
+            sw.iter().all(|s| s.bytes == 0),
+            "{case}: zero-copy switches moved bytes: {sw:?}"
+        );
+    }
+    println!(
+        "ok: {case}: 100 decode steps, {} switches ({}), 0 allocations",
+        sw.len(),
+        if zero_copy { "zero-copy, 0 bytes each" } else { "copied" }
+    );
 }
 
 #[cfg(feature = "opencl")]
@@ -119,10 +135,14 @@ fn cpu_and_opencl() {
         }
     };
     let name = g.device_info().name.clone();
+    // Zero-copy exactly where the device shares host memory (PoCL): the switches then
+    // map and unmap the shared cache instead of copying it.
+    let unified = g.device_info().unified_memory;
     decoding_with_switches_allocates_nothing(
         tiny(CpuBackend::new(), DType::F32),
         tiny(g, DType::F32),
         &format!("cpu ⇄ opencl ({name}), f32 caches"),
+        unified,
     );
 }
 
@@ -136,6 +156,7 @@ fn main() {
         tiny(CpuBackend::new(), DType::F16),
         tiny(CpuBackend::with_isa(Isa::Scalar).unwrap(), DType::F32),
         "cpu ⇄ cpu-scalar, f16 ⇄ f32 caches",
+        false,
     );
     cpu_and_opencl();
 }

@@ -157,16 +157,16 @@ impl Engine for Hybrid<CpuBackend, OpenClBackend> {
         Hybrid::decode_greedy(self, first, steps, on_token)
     }
     fn capacity(&self) -> usize {
-        self.cpu.kv.capacity()
+        self.cpu_kv_shape().capacity
     }
     fn vocab(&self) -> usize {
-        self.cpu.cfg.vocab
+        self.cfg().vocab
     }
     fn eos(&self) -> Option<u32> {
-        self.cpu.cfg.eos
+        self.cfg().eos
     }
     fn copied(&self) -> CopiedBytes {
-        let a = self.cpu.backend.copied_bytes();
+        let a = self.cpu_backend().copied_bytes();
         let b = self
             .gpu()
             .map(|g| Backend::copied_bytes(&g.backend))
@@ -177,28 +177,26 @@ impl Engine for Hybrid<CpuBackend, OpenClBackend> {
         }
     }
     fn synchronize(&mut self) -> antigravity_core::Result<()> {
-        if let Some(g) = self.gpu_mut() {
-            g.backend.synchronize()?;
-        }
-        Ok(())
+        self.synchronize_gpu()
     }
     fn name(&self) -> &'static str {
         "hybrid"
     }
     fn isa(&self) -> String {
         match self.gpu() {
-            Some(g) => format!("{}+{}", self.cpu.backend.isa(), g.backend.isa()),
-            None => self.cpu.backend.isa().to_string(),
+            Some(g) => format!("{}+{}", self.cpu_backend().isa(), g.backend.isa()),
+            None => self.cpu_backend().isa().to_string(),
         }
     }
     fn kv_bytes(&self) -> usize {
-        self.cpu.kv.bytes() + self.gpu().map_or(0, |g| g.kv.bytes())
+        // A zero-copy hybrid has one cache (the device's wraps the host's memory).
+        self.cpu_kv_bytes() + self.gpu().filter(|_| !self.zero_copy()).map_or(0, |g| g.kv.bytes())
     }
     fn kv_type(&self) -> &'static str {
-        self.cpu.kv.dtype().name()
+        self.cpu_kv_shape().dtype.name()
     }
     fn kv_bytes_per_token(&self) -> usize {
-        self.cpu.kv.bytes_per_token()
+        self.cpu_kv_bytes_per_token()
     }
     fn plan(&mut self, tokens: usize) {
         Hybrid::plan(self, tokens)
@@ -405,6 +403,9 @@ pub fn load(
         switch_at: flags.switch_at.clone(),
         crossover: table.clone(),
         verbose: flags.verbose,
+        // On where the device shares host memory; `ANTIGRAVITY_HYBRID_ZERO_COPY=0` turns
+        // it off (the counted copy hand-over).
+        no_zero_copy: false,
     };
     let Session {
         model: cpu_model,

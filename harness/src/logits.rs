@@ -76,7 +76,7 @@ fn run_hybrid(a: &LogitsArgs, t0: Instant) -> Result<()> {
     if ids.is_empty() {
         bail!("the prompt has no tokens");
     }
-    let vocab = h.cpu.cfg.vocab;
+    let vocab = h.cfg().vocab;
     h.plan_chunks(ids.len().div_ceil(BATCH), BATCH);
     let mut logits = Vec::with_capacity(ids.len() * vocab);
     for c in ids.chunks(BATCH) {

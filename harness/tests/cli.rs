@@ -1193,7 +1193,9 @@ fn perplexity_json_names_its_fields() {
 
 /// `--backend hybrid` with forced switches (CPU → OpenCL at token 4, back at token 9):
 /// the same ids as the CPU alone with the same (f32) cache and weights, the switches in `--json`
-/// with the bytes of exactly the used slots. The OpenCL side needs a device (PoCL in
+/// with 0 bytes where the device shares the CPU's cache (zero-copy: PoCL) and, with
+/// zero-copy off (`ANTIGRAVITY_HYBRID_ZERO_COPY=0`), the bytes of exactly the used
+/// slots. The OpenCL side needs a device (PoCL in
 /// CI); without one the build fails and the forced switch is an error, so the test
 /// skips, saying why. `--switch-at` without hybrid is refused.
 #[test]
@@ -1214,34 +1216,55 @@ fn hybrid_generation_with_forced_switches() {
         "--max-tokens",
         "16",
     ];
-    let run = |extra: &[&str]| {
+    let run_env = |extra: &[&str], env: &[(&str, &std::ffi::OsStr)]| {
         let mut a = base.to_vec();
         a.extend_from_slice(&["--json", "--ignore-eos"]);
         a.extend_from_slice(extra);
-        harness(&a)
+        harness_env(&a, env)
     };
+    let run = |extra: &[&str]| run_env(extra, &[]);
     usage_or_error_mentions(&run(&["--switch-at", "3"]), "--backend hybrid");
     let o = run(&["--backend", "hybrid", "--switch-at", "4,9", "--verbose"]);
     if !o.status.success() && stderr(&o).contains("no second backend") {
         eprintln!("SKIP: no OpenCL device for the hybrid's second backend: {}", stderr(&o));
         return;
     }
-    let h = last_json(&ok(&o));
     let c = last_json(&ok(&run(&["--backend", "cpu", "--kv-type", "f32"])));
-    assert_eq!(h["generated_ids"], c["generated_ids"], "hybrid {h}\ncpu {c}");
-    assert_eq!(h["backend"], "hybrid");
-    let sw = h["switches"].as_array().unwrap();
-    assert_eq!(sw.len(), 2, "{h}");
-    assert_eq!(
-        (sw[0]["token"].as_u64(), sw[0]["from"].as_str(), sw[0]["to"].as_str()),
-        (Some(4), Some("cpu"), Some("opencl"))
+    let copy_off = [("ANTIGRAVITY_HYBRID_ZERO_COPY", std::ffi::OsStr::new("0"))];
+    let o_copy = run_env(&["--backend", "hybrid", "--switch-at", "4,9", "--verbose"], &copy_off);
+    // Zero-copy where the device shares host memory (the log says which path ran).
+    let zero_copy = stderr(&o).contains("hybrid: zero-copy cache");
+    if !zero_copy {
+        eprintln!("note: the device does not share host memory: no zero-copy run here");
+    }
+    assert!(
+        !stderr(&o_copy).contains("hybrid: zero-copy cache"),
+        "{}",
+        stderr(&o_copy)
     );
-    assert_eq!((sw[1]["token"].as_u64(), sw[1]["to"].as_str()), (Some(9), Some("cpu")));
-    // Before the pass producing token 4: the prompt (5) and tokens 0..3 fed (3) are
-    // cached — 8 slots of K and V in 3 layers of 2 KV heads × 32, f32.
-    assert_eq!(sw[0]["bytes"].as_u64(), Some(2 * 3 * 8 * 64 * 4), "{h}");
-    assert_eq!(sw[1]["bytes"].as_u64(), Some(2 * 3 * 13 * 64 * 4), "{h}");
-    assert!(stderr(&o).contains("switch before token 4"), "{}", stderr(&o));
+    for (o, zc) in [(&o, zero_copy), (&o_copy, false)] {
+        let h = last_json(&ok(o));
+        assert_eq!(h["generated_ids"], c["generated_ids"], "hybrid {h}\ncpu {c}");
+        assert_eq!(h["backend"], "hybrid");
+        let sw = h["switches"].as_array().unwrap();
+        assert_eq!(sw.len(), 2, "{h}");
+        assert_eq!(
+            (sw[0]["token"].as_u64(), sw[0]["from"].as_str(), sw[0]["to"].as_str()),
+            (Some(4), Some("cpu"), Some("opencl"))
+        );
+        assert_eq!((sw[1]["token"].as_u64(), sw[1]["to"].as_str()), (Some(9), Some("cpu")));
+        // Before the pass producing token 4: the prompt (5) and tokens 0..3 fed (3) are
+        // cached — 8 slots of K and V in 3 layers of 2 KV heads × 32, f32 — copied, or
+        // nothing moved where both sides use one cache.
+        let (b0, b1) = if zc {
+            (0, 0)
+        } else {
+            (2 * 3 * 8 * 64 * 4, 2 * 3 * 13 * 64 * 4)
+        };
+        assert_eq!(sw[0]["bytes"].as_u64(), Some(b0), "zero-copy {zc}: {h}");
+        assert_eq!(sw[1]["bytes"].as_u64(), Some(b1), "zero-copy {zc}: {h}");
+        assert!(stderr(o).contains("switch before token 4"), "{}", stderr(o));
+    }
 }
 
 /// A usage error (2) or a clean error (1) whose message contains `needle`.
@@ -1260,23 +1283,28 @@ fn bench_backend_hybrid_reports_switches_and_tokens_per_side() {
     let d = tmp_dir("bench-hybrid");
     let model = d.join("tiny-q8_0.gguf");
     tiny_gguf(&model, "q8_0");
-    let o = harness(&[
-        "bench",
-        "--backend",
-        "hybrid",
-        "--model",
-        model.to_str().unwrap(),
-        "--quick",
-        "--skip",
-        "kernels,stream,report",
-        "--switch-at",
-        "0,40",
-        "--json",
-        "--threads",
-        "2",
-        "--out-dir",
-        d.join("results").to_str().unwrap(),
-    ]);
+    // The copy path (zero-copy off): the switch back moves exactly the used slots, and
+    // both caches count in `kv_cache_bytes` (`generate`'s test above runs zero-copy).
+    let o = harness_env(
+        &[
+            "bench",
+            "--backend",
+            "hybrid",
+            "--model",
+            model.to_str().unwrap(),
+            "--quick",
+            "--skip",
+            "kernels,stream,report",
+            "--switch-at",
+            "0,40",
+            "--json",
+            "--threads",
+            "2",
+            "--out-dir",
+            d.join("results").to_str().unwrap(),
+        ],
+        &[("ANTIGRAVITY_HYBRID_ZERO_COPY", std::ffi::OsStr::new("0"))],
+    );
     if !o.status.success() && stderr(&o).contains("no second backend") {
         eprintln!("SKIP: no OpenCL device for the hybrid's second backend: {}", stderr(&o));
         return;
@@ -1374,7 +1402,7 @@ fn hybrid_generation_under_eviction() {
         a.extend_from_slice(extra);
         harness(&a)
     };
-    let o = run(&["--backend", "hybrid", "--switch-at", "6,20,31"]);
+    let o = run(&["--backend", "hybrid", "--switch-at", "6,20,31", "--verbose"]);
     if !o.status.success() && stderr(&o).contains("no second backend") {
         eprintln!("SKIP: no OpenCL device for the hybrid's second backend: {}", stderr(&o));
         return;
@@ -1386,11 +1414,16 @@ fn hybrid_generation_under_eviction() {
     assert!(c["kv_evicted"].as_u64().unwrap() > 0, "{c}");
     assert_eq!(h["kv_evicted"], c["kv_evicted"], "both sides' evictions together");
     // Each hand-over moves whole used slots (K and V, 3 layers × 64 f32), at most the
-    // 16 the cache holds.
+    // 16 the cache holds — or nothing where the device shares the CPU's cache.
+    let zero_copy = stderr(&o).contains("hybrid: zero-copy cache");
     let slot = 2 * 3 * 64 * 4;
     for sw in h["switches"].as_array().unwrap() {
         let b = sw["bytes"].as_u64().unwrap();
-        assert!(b % slot == 0 && b / slot <= 16 && b > 0, "{sw}");
+        if zero_copy {
+            assert_eq!(b, 0, "{sw}");
+        } else {
+            assert!(b % slot == 0 && b / slot <= 16 && b > 0, "{sw}");
+        }
     }
 }
 

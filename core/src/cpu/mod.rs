@@ -5,7 +5,8 @@
 //! enter through [`kernels::Kernels`], a table of function pointers chosen once when the
 //! backend is built ([`Isa`]). Hot loops never branch on the ISA.
 //!
-//! Memory: a [`CpuBuffer`] is either owned, 64-byte-aligned host memory, or a
+//! Memory: a [`CpuBuffer`] is either owned, 64-byte-aligned host memory (page-aligned
+//! from a page up: a unified-memory device can wrap it in place), or a
 //! [`HostRegion`] borrowed from a memory-mapped file (weights: zero-copy, read-only).
 //! Quantized weight matrices (Q4_0, Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) are
 //! repacked at import into the row-interleaved x8
@@ -58,8 +59,20 @@ pub use pool::ThreadPool;
 #[derive(Clone, Copy, Pod, Zeroable)]
 struct Chunk([u8; 64]);
 
+/// A page of a large buffer: buffers of a page or more start on a page boundary, so a
+/// device that shares host memory can wrap them in place (OpenCL's
+/// `CL_DEVICE_MEM_BASE_ADDR_ALIGN` is at most a few hundred bytes on the devices we
+/// know; a page covers them all). Used by the hybrid's zero-copy KV cache.
+#[repr(C, align(4096))]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Page([u8; PAGE]);
+
+/// Bytes of a [`Page`].
+pub const PAGE: usize = 4096;
+
 enum Mem {
     Owned(Vec<Chunk>),
+    Paged(Vec<Page>),
     Host(HostRegion),
 }
 
@@ -76,6 +89,7 @@ impl CpuBuffer {
     pub fn bytes(&self) -> &[u8] {
         match &self.mem {
             Mem::Owned(v) => &bytemuck::cast_slice(v)[..self.len],
+            Mem::Paged(v) => &bytemuck::cast_slice(v)[..self.len],
             Mem::Host(r) => r.bytes(),
         }
     }
@@ -83,6 +97,7 @@ impl CpuBuffer {
     pub fn bytes_mut(&mut self) -> Option<&mut [u8]> {
         match &mut self.mem {
             Mem::Owned(v) => Some(&mut bytemuck::cast_slice_mut(v)[..self.len]),
+            Mem::Paged(v) => Some(&mut bytemuck::cast_slice_mut(v)[..self.len]),
             Mem::Host(_) => None,
         }
     }
@@ -1028,17 +1043,21 @@ impl Backend for CpuBackend {
     }
 
     fn alloc(&self, bytes: usize, _kind: BufferKind) -> Result<CpuBuffer> {
-        let chunks = bytes.div_ceil(64);
         // Zeroed pages from the allocator (untouched until written), and an error, not
-        // an abort, when the request cannot be met.
-        let mem = bytemuck::allocation::try_zeroed_vec::<Chunk>(chunks).map_err(|()| {
+        // an abort, when the request cannot be met. A page or more: page-aligned.
+        let oom = |()| {
             Error::invalid(alloc::format!(
                 "cpu: cannot allocate a buffer of {bytes} bytes ({} MiB): out of memory",
                 bytes >> 20
             ))
-        })?;
+        };
+        let mem = if bytes >= PAGE {
+            Mem::Paged(bytemuck::allocation::try_zeroed_vec::<Page>(bytes.div_ceil(PAGE)).map_err(oom)?)
+        } else {
+            Mem::Owned(bytemuck::allocation::try_zeroed_vec::<Chunk>(bytes.div_ceil(64)).map_err(oom)?)
+        };
         Ok(CpuBuffer {
-            mem: Mem::Owned(mem),
+            mem,
             len: bytes,
             x8: false,
         })

@@ -30,8 +30,15 @@
 //!   model's cache memory, or its `download` (which orders itself after its queued
 //!   work) writes straight into it ([`Backend::host_bytes`]); a staging buffer sized
 //!   once (no allocation per switch) serves only a dtype conversion and the attention
-//!   mass. Zero-copy sharing of one cache by both backends is not done: see
-//!   `docs/hybrid.md` for what it needs.
+//!   mass.
+//! * **Zero-copy**: where the device shares host memory (unified memory: PoCL, phones)
+//!   and both caches have one dtype and capacity, the device model's K/V buffers wrap
+//!   the host model's cache memory ([`Backend::share_host_mut`], made once when the
+//!   device model is taken over): a switch moves no cache bytes — it unmaps the buffers
+//!   for the device or maps them back for the host ([`Backend::host_access`]) and hands
+//!   over the slots' positions (and h2o/tova's mass). For that the host model is a
+//!   private field and the device model is dropped first (it wraps the host's memory).
+//!   `HybridOptions::no_zero_copy` or `ANTIGRAVITY_HYBRID_ZERO_COPY=0` keeps the copy.
 //!
 //! After construction (and the one-time bind of a background-built backend), a decoded
 //! token allocates nothing, switches included (`core/tests/hybrid.rs` counts).
@@ -42,7 +49,7 @@ use std::time::Instant;
 use std::vec::Vec;
 
 use super::config::LlamaConfig;
-use super::llama::{Llama, RunOptions};
+use super::llama::{Llama, Profiler, RunOptions};
 use super::weights::Weights;
 use crate::backend::Backend;
 use crate::dtype::DType;
@@ -286,6 +293,9 @@ pub struct HybridOptions {
     pub crossover: Option<Crossover>,
     /// Print every decision to stderr.
     pub verbose: bool,
+    /// Keep the counted copy hand-over even where the device could share the host
+    /// model's cache (zero-copy, [`Hybrid`]); also `ANTIGRAVITY_HYBRID_ZERO_COPY=0`.
+    pub no_zero_copy: bool,
 }
 
 /// The second backend's parts, as the build closure makes them (backend, programs,
@@ -407,9 +417,19 @@ enum Gpu<G: Backend> {
 
 /// One sequence on two backends. See the module docs.
 pub struct Hybrid<C: Backend, G: Backend> {
-    pub cpu: Llama<C>,
+    // Field order matters: the device model is dropped before the host model, whose
+    // cache memory the device's cache buffers may wrap (zero-copy). `Drop` also drops
+    // it explicitly first.
     gpu: Gpu<G>,
+    /// Private: with a zero-copy cache the device's buffers wrap this model's cache
+    /// memory, so nothing outside may replace, free or read it (what is safe to see:
+    /// [`Hybrid::cfg`], [`Hybrid::cpu_backend`], [`Hybrid::cpu_kv_shape`], …).
+    cpu: Llama<C>,
     on_gpu: bool,
+    /// The device model's K/V buffers wrap the host model's cache memory
+    /// ([`Backend::share_host_mut`]): a switch moves no cache bytes, it hands the
+    /// buffers between host (mapped) and device (unmapped).
+    shared: bool,
     opts: HybridOptions,
     /// Tokens produced since the last [`Hybrid::reset`]; the next pass produces token
     /// `produced`.
@@ -449,6 +469,7 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
         h.size_stage(&h.cpu.kv_shape(), gpu.kv.dtype());
         h.gpu = Gpu::Ready(alloc::boxed::Box::new(gpu));
         h.gpu_ready_ms = Some(0.0);
+        h.share_caches()?;
         Ok(h)
     }
 
@@ -479,9 +500,10 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
         switch_at.sort_unstable();
         switch_at.dedup();
         Hybrid {
-            cpu,
             gpu,
+            cpu,
             on_gpu: false,
+            shared: false,
             opts: HybridOptions { switch_at, ..opts },
             produced: 0,
             budget: 0,
@@ -539,11 +561,58 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
             _ => None,
         }
     }
-    /// The second model, once bound, mutably (tests run it alone).
-    pub fn gpu_mut(&mut self) -> Option<&mut Llama<G>> {
+    // The host model itself is never handed out, not even read-only: with a zero-copy
+    // cache its cache memory is the device's while the device holds the sequence (its
+    // kernels may be writing it on other threads), so only what does not touch that
+    // memory is.
+
+    /// The model's configuration (the same on both sides).
+    pub fn cfg(&self) -> &LlamaConfig {
+        &self.cpu.cfg
+    }
+    /// The host model's weights (read-only everywhere).
+    pub fn cpu_weights(&self) -> &Weights<C> {
+        &self.cpu.weights
+    }
+    /// The host backend (its ISA and copy counters).
+    pub fn cpu_backend(&self) -> &C {
+        &self.cpu.backend
+    }
+    /// The host cache's geometry.
+    pub fn cpu_kv_shape(&self) -> KvShape {
+        self.cpu.kv_shape()
+    }
+    /// The host cache's bytes.
+    pub fn cpu_kv_bytes(&self) -> usize {
+        self.cpu.kv.bytes()
+    }
+    /// Bytes one cached token takes in the host cache.
+    pub fn cpu_kv_bytes_per_token(&self) -> usize {
+        self.cpu.kv.bytes_per_token()
+    }
+    /// Whether the device's cache wraps the host's (a switch moves no cache bytes).
+    pub fn zero_copy(&self) -> bool {
+        self.shared
+    }
+    /// Sets the host model's op profiler.
+    pub fn set_cpu_profiler(&mut self, p: Option<alloc::boxed::Box<dyn Profiler<C> + Send>>) {
+        self.cpu.set_profiler(p);
+    }
+    /// Sets the second model's op profiler; `false` while it is not bound.
+    pub fn set_gpu_profiler(&mut self, p: Option<alloc::boxed::Box<dyn Profiler<G> + Send>>) -> bool {
         match &mut self.gpu {
-            Gpu::Ready(g) => Some(g),
-            _ => None,
+            Gpu::Ready(g) => {
+                g.set_profiler(p);
+                true
+            }
+            _ => false,
+        }
+    }
+    /// Waits for the second backend's queued work (nothing while it is not bound).
+    pub fn synchronize_gpu(&mut self) -> Result<()> {
+        match &mut self.gpu {
+            Gpu::Ready(g) => g.backend.synchronize(),
+            _ => Ok(()),
         }
     }
     /// The same models under new options (the switch list is cleared of past records).
@@ -638,8 +707,15 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
         }
     }
 
-    /// Forgets the sequence on both sides; the sequence goes back to the host backend.
+    /// Forgets the sequence on both sides; the sequence goes back to the host backend
+    /// (a zero-copy cache back in host hands: should mapping it fail, the note says so
+    /// and the next pass on the host reports the error).
     pub fn reset(&mut self) {
+        if self.on_gpu {
+            if let Err(e) = self.give_caches(true) {
+                self.note = Some(std::format!("zero-copy cache: mapping it back failed: {e}"));
+            }
+        }
         self.cpu.reset();
         if let Gpu::Ready(g) = &mut self.gpu {
             g.reset();
@@ -700,6 +776,111 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
             self.cpu.kv.len()
         ));
         self.gpu = Gpu::Ready(g);
+        self.share_caches()
+    }
+
+    /// Zero-copy: where the device can wrap the host model's cache memory (one dtype and
+    /// capacity on both sides, unified host memory, an address it can wrap), the device
+    /// model's K/V buffers become buffers over that memory and its own are freed; the
+    /// host model keeps the sequence, so they start mapped (in host hands). Otherwise the
+    /// reason is logged (`--verbose`) and the counted copy hand-over stays. Runs once,
+    /// when the device model is taken over with the sequence on the host side (its
+    /// warm-up ran on its own cache, never on the live one).
+    fn share_caches(&mut self) -> Result<()> {
+        if self.shared || self.on_gpu || !matches!(self.gpu, Gpu::Ready(_)) {
+            return Ok(());
+        }
+        let off = self.opts.no_zero_copy || std::env::var("ANTIGRAVITY_HYBRID_ZERO_COPY").is_ok_and(|v| v == "0");
+        let why = if off {
+            Some(String::from("zero-copy turned off"))
+        } else {
+            self.try_share()?
+        };
+        match why {
+            Some(why) => self.log(format_args!("hybrid: copying the cache at each switch: {why}")),
+            None => {
+                self.shared = true;
+                self.log(format_args!(
+                    "hybrid: zero-copy cache: the second backend's K/V buffers wrap {}'s ({} layers); a switch moves no cache bytes",
+                    self.cpu.backend.name(),
+                    self.cpu.cfg.n_layer
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Hybrid::share_caches`]' work: `Some(why not)` where it cannot share (nothing
+    /// changed then).
+    fn try_share(&mut self) -> Result<Option<String>> {
+        let Gpu::Ready(g) = &mut self.gpu else {
+            return Ok(Some(String::from("no second backend")));
+        };
+        let (c, d) = (self.cpu.kv_shape(), g.kv_shape());
+        if c.dtype != d.dtype || c.capacity != d.capacity || c.n_layer != d.n_layer || c.kv_dim != d.kv_dim {
+            return Ok(Some(std::format!(
+                "the caches differ ({} x {} slots on {}, {} x {} on {})",
+                c.dtype.name(),
+                c.capacity,
+                self.cpu.backend.name(),
+                d.dtype.name(),
+                d.capacity,
+                g.backend.name()
+            )));
+        }
+        // Every layer's pair is made before any is swapped in: on a refusal nothing
+        // changes (the buffers made so far are dropped, the copy path stays).
+        let mut made = Vec::with_capacity(c.n_layer);
+        for l in 0..c.n_layer {
+            let mut pair = [None, None];
+            let (ck, cv) = self.cpu.kv.layer_buffers_mut(l);
+            for (slot, buf) in pair.iter_mut().zip([ck, cv]) {
+                let Some(host) = self.cpu.backend.host_bytes_mut(buf) else {
+                    return Ok(Some(String::from("the host model's cache is not writable host memory")));
+                };
+                // SAFETY: the memory is the host model's cache buffer (its heap
+                // allocation never moves). It outlives the device's buffer: the host
+                // model is a private field no one outside can replace, the device model
+                // that holds the buffer is dropped before it (field order, `Drop`), and
+                // the device model itself is reachable only through `&` from outside
+                // (`Hybrid::gpu`), so its cache cannot be taken out. The host touches
+                // the memory only while the buffers are mapped: they are mapped below,
+                // unmapped only in `switch` when the device takes the sequence, and
+                // mapped again when the host takes it back (or on `reset`).
+                match unsafe { g.backend.share_host_mut(host.as_mut_ptr(), host.len()) }? {
+                    Ok(b) => *slot = Some(b),
+                    Err(why) => return Ok(Some(why)),
+                }
+            }
+            let [Some(k), Some(v)] = pair else {
+                return Ok(Some(String::from("a buffer was not made")));
+            };
+            made.push((k, v));
+        }
+        for (l, (mut k, mut v)) in made.into_iter().enumerate() {
+            g.backend.host_access(&mut k, true)?;
+            g.backend.host_access(&mut v, true)?;
+            // The old buffers (the device's own cache) are dropped only after the new
+            // ones exist, so no new handle can equal a released one.
+            let old = g.kv.replace_layer(&g.backend, l, k, v)?;
+            drop(old);
+        }
+        Ok(None)
+    }
+
+    /// Hands every shared cache buffer to the host (`true`) or the device.
+    fn give_caches(&mut self, host: bool) -> Result<()> {
+        let Gpu::Ready(g) = &mut self.gpu else {
+            return Ok(());
+        };
+        if !self.shared {
+            return Ok(());
+        }
+        for l in 0..g.cfg.n_layer {
+            let (k, v) = g.kv.layer_buffers_mut(l);
+            g.backend.host_access(k, host)?;
+            g.backend.host_access(v, host)?;
+        }
         Ok(())
     }
 
@@ -828,7 +1009,25 @@ impl<C: Backend, G: Backend> Hybrid<C, G> {
             ));
         };
         let t = Instant::now();
-        let (from, to, bytes) = if self.on_gpu {
+        let (from, to, bytes) = if self.shared {
+            // Zero-copy: the cache is one memory; hand it over, then the slots' state.
+            let (from, to) = if self.on_gpu {
+                (g.backend.name(), self.cpu.backend.name())
+            } else {
+                (self.cpu.backend.name(), g.backend.name())
+            };
+            let to_host = self.on_gpu;
+            self.give_caches(to_host)?;
+            let Gpu::Ready(g) = &mut self.gpu else {
+                return Err(Error::invalid("hybrid: the second backend went away"));
+            };
+            let b = if to_host {
+                hand_state(&mut **g, &mut self.cpu, &mut self.stage)?
+            } else {
+                hand_state(&mut self.cpu, &mut **g, &mut self.stage)?
+            };
+            (from, to, b)
+        } else if self.on_gpu {
             let b = handover(&mut **g, &mut self.cpu, &mut self.stage, &mut self.conv)?;
             (g.backend.name(), self.cpu.backend.name(), b)
         } else {
@@ -955,8 +1154,14 @@ impl<C: Backend, G: Backend> Drop for Hybrid<C, G> {
     /// (measured: NVIDIA, a segfault after the output was complete). Only a job that
     /// ends before a cold build finishes pays this, after its last token.
     fn drop(&mut self) {
-        if let Gpu::Loading(h, _) = core::mem::replace(&mut self.gpu, Gpu::Off) {
-            let _ = h.join();
+        match core::mem::replace(&mut self.gpu, Gpu::Off) {
+            Gpu::Loading(h, _) => {
+                let _ = h.join();
+            }
+            // The device model first: its cache may wrap the host model's memory (its
+            // buffers finish their queue on drop, before that memory is freed).
+            Gpu::Ready(g) => drop(g),
+            Gpu::Off => {}
         }
     }
 }
@@ -1168,6 +1373,23 @@ pub fn handover<S: Backend, D: Backend>(
             bytes += db as u64;
         }
     }
+    Ok(bytes + hand_state(src, dst, stage)?)
+}
+
+/// The part of a hand-over beyond the K/V bytes: the slots' positions (and, for a
+/// score-based policy, their attention mass, through `stage`). All of a zero-copy
+/// switch's work once the cache itself is in the consumer's hands. Returns the bytes
+/// written (the mass).
+fn hand_state<S: Backend, D: Backend>(src: &mut Llama<S>, dst: &mut Llama<D>, stage: &mut [u8]) -> Result<u64> {
+    let n = src.kv.len();
+    if n > dst.kv.capacity() {
+        return Err(Error::range(
+            String::from("cached tokens handed over (the other backend's --ctx)"),
+            n as u64,
+            dst.kv.capacity() as u64,
+        ));
+    }
+    let mut bytes = 0u64;
     // A score-based policy ranks slots by their accumulated attention: that goes along.
     if let (Some(sm), true) = (src.kv.mass_buffer(), dst.kv.mass_buffer().is_some()) {
         let mb = n * 4;

@@ -175,6 +175,18 @@ impl OpenClBackend {
         Ok(())
     }
 
+    /// Forgets the arguments last set on the block kernels: the next launch sets them
+    /// all (after a cache buffer was swapped or handed over, a `cl_mem` handle equal to
+    /// an earlier one is not proof of the same memory: a released handle's address can
+    /// be reused).
+    pub(super) fn block_forget_args(&self) {
+        if let Some(st) = &self.block {
+            for (_, last) in st.groups_k.borrow_mut().iter_mut() {
+                *last = 0;
+            }
+        }
+    }
+
     /// Sizes the attention partials for `max_ctx` positions and `n_head` heads.
     pub(super) fn block_reserve(&mut self, max_ctx: usize, n_head: usize) -> Result<()> {
         let Some(p) = self.block.as_mut() else { return Ok(()) };

@@ -69,6 +69,28 @@ pub enum ClMemKind {
     HostZeroCopy,
     /// `import_host` on a discrete device: copied once at import (read-only).
     HostCopied,
+    /// `share_host_mut` on a unified-memory device: `CL_MEM_USE_HOST_PTR |
+    /// CL_MEM_READ_WRITE` over host memory someone else owns (the hybrid's CPU KV
+    /// cache), handed between host and device by map / unmap ([`SharedHost`]).
+    HostShared,
+}
+
+/// The host side of a [`ClMemKind::HostShared`] buffer: where the wrapped memory is,
+/// whose turn it is, and the queue that maps it.
+///
+/// Invariants (what `share_host_mut`'s caller promised, and what this type keeps):
+/// the memory outlives the buffer; the host touches it only while `mapped` (the
+/// OpenCL rule for host pointers: between a map and the matching unmap); the
+/// device's kernels run on it only while it is unmapped — a map is blocking and the
+/// queue in order, so it completes after every kernel queued before it. On drop a
+/// mapped buffer is unmapped and the queue finished before the `cl_mem` is released,
+/// so no queued kernel touches the memory after its owner may free it.
+pub(super) struct SharedHost {
+    /// The wrapped host address (`usize`: the buffer stays `Send`; never dereferenced
+    /// here, only compared with what a map returns).
+    pub(super) addr: usize,
+    pub(super) mapped: bool,
+    pub(super) queue: Arc<CommandQueue>,
 }
 
 /// An OpenCL buffer: the `cl_mem`, its length and where it lives.
@@ -82,6 +104,8 @@ pub struct ClBuffer {
     pub(super) host: Option<(HostRegion, Arc<CommandQueue>)>,
     /// A Q4_0 weight's repacked image planes (`import_weight` with the image path on).
     pub(super) img: Option<Box<image::ImgWeight>>,
+    /// For `HostShared`: the wrapped memory's address, map state and queue.
+    pub(super) shared: Option<SharedHost>,
 }
 
 impl ClBuffer {
@@ -118,6 +142,16 @@ impl ClBuffer {
 
 impl Drop for ClBuffer {
     fn drop(&mut self) {
+        if let Some(sh) = &mut self.shared {
+            if sh.mapped {
+                // Unmap before release (a mapped buffer's mapping belongs to the buffer).
+                let _ = super::launch::unmap(&sh.queue, &self.mem, sh.addr);
+                sh.mapped = false;
+            }
+            // Kernels still queued may write the wrapped memory: done before its owner
+            // can free it.
+            let _ = sh.queue.finish();
+        }
         if let Some((_, queue)) = &self.host {
             // Kernels still queued may read the wrapped host bytes; let them finish
             // before the region (e.g. the model's mmap) can be unmapped.

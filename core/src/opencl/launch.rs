@@ -35,8 +35,8 @@ use opencl3::error_codes::ClError;
 use opencl3::event::Event;
 use opencl3::kernel::Kernel;
 use opencl3::memory::{
-    Buffer, ClMem, Image, CL_MEM_COPY_HOST_PTR, CL_MEM_OBJECT_IMAGE1D_BUFFER, CL_MEM_READ_ONLY, CL_MEM_USE_HOST_PTR,
-    CL_RGBA,
+    Buffer, ClMem, Image, CL_MAP_READ, CL_MAP_WRITE, CL_MEM_COPY_HOST_PTR, CL_MEM_OBJECT_IMAGE1D_BUFFER,
+    CL_MEM_READ_ONLY, CL_MEM_READ_WRITE, CL_MEM_USE_HOST_PTR, CL_RGBA,
 };
 use opencl3::program::Program;
 use opencl3::types::{
@@ -398,7 +398,75 @@ pub(super) fn wrap_host(context: &Context, queue: &Arc<CommandQueue>, region: Ho
         kind: ClMemKind::HostZeroCopy,
         host: Some((region, queue.clone())),
         img: None,
+        shared: None,
     })
+}
+
+/// A read-write buffer over `len` bytes at `host` (`CL_MEM_USE_HOST_PTR`), owned by the
+/// caller: [`ClMemKind::HostShared`], starting unmapped (in device hands).
+///
+/// # Safety
+///
+/// `host..host + len` is one live, writable allocation that stays in place until the
+/// returned buffer is dropped, and the host touches it only while the buffer is mapped
+/// ([`map_rw`] .. [`unmap`]).
+pub(super) unsafe fn wrap_host_rw(
+    context: &Context,
+    queue: &Arc<CommandQueue>,
+    host: *mut u8,
+    len: usize,
+) -> Result<ClBuffer> {
+    // SAFETY: USE_HOST_PTR over `len` writable bytes that the caller keeps alive and in
+    // place until the buffer (which finishes the queue on drop) is gone; the host only
+    // touches them while mapped (the caller's promise, kept by `SharedHost`).
+    let mem = unsafe {
+        Buffer::<u8>::create(
+            context,
+            CL_MEM_READ_WRITE | CL_MEM_USE_HOST_PTR,
+            len,
+            host as *mut c_void,
+        )
+    }
+    .map_err(|e| {
+        Error::backend(
+            "opencl",
+            format!("clCreateBuffer (USE_HOST_PTR, read-write) of {len} bytes: {e}"),
+        )
+    })?;
+    Ok(ClBuffer {
+        mem,
+        len,
+        kind: ClMemKind::HostShared,
+        host: None,
+        img: None,
+        shared: Some(super::buffer::SharedHost {
+            addr: host as usize,
+            mapped: false,
+            queue: queue.clone(),
+        }),
+    })
+}
+
+/// Blocking map of the whole buffer for reading and writing (after every op queued
+/// before it); returns the mapped address.
+pub(super) fn map_rw(q: &CommandQueue, buf: &Buffer<u8>, len: usize) -> Result<usize> {
+    let mut p: cl_mem = ptr::null_mut();
+    // SAFETY: blocking map of the buffer's own range; the pointer is only compared by
+    // the caller (a USE_HOST_PTR buffer maps to its host pointer) and handed back to
+    // `unmap`.
+    unsafe { q.enqueue_map_buffer(buf, CL_BLOCKING, CL_MAP_READ | CL_MAP_WRITE, 0, len, &mut p, &[]) }
+        .map(drop)
+        .map_err(cl_err("clEnqueueMapBuffer"))?;
+    Ok(p as usize)
+}
+
+/// Enqueues the unmap of a mapping made by [`map_rw`] at `addr` (the in-order queue
+/// runs later kernels after it).
+pub(super) fn unmap(q: &CommandQueue, buf: &Buffer<u8>, addr: usize) -> Result<()> {
+    // SAFETY: `addr` is the pointer the matching map returned for this buffer.
+    unsafe { q.enqueue_unmap_mem_object(buf.get(), addr as *mut c_void, &[]) }
+        .map(drop)
+        .map_err(cl_err("clEnqueueUnmapMemObject"))
 }
 
 /// Enqueues `buf[offset..offset + len] = 0`.

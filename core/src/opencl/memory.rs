@@ -18,8 +18,8 @@ use alloc::vec::Vec;
 use opencl3::memory::{Buffer, CL_MEM_ALLOC_HOST_PTR, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE};
 
 use super::launch::{
-    cl_err, create_buffer, create_buffer_copy, fill_zero, migrate_to_device, read_blocking, wrap_host, write_blocking,
-    IdsUpload, ReadSlot,
+    cl_err, create_buffer, create_buffer_copy, fill_zero, map_rw, migrate_to_device, read_blocking, unmap, wrap_host,
+    wrap_host_rw, write_blocking, IdsUpload, ReadSlot,
 };
 use super::matmul::MM_SPLIT_MAX;
 use super::ops::{ARGMAX_MAX_PARTS, SPLIT_MAX_CHUNKS, SPLIT_MAX_TOK, SPLIT_MIN_CHUNK};
@@ -104,6 +104,7 @@ pub(super) fn alloc(be: &OpenClBackend, bytes: usize, kind: BufferKind) -> Resul
         kind: k,
         host: None,
         img: None,
+        shared: None,
     })
 }
 
@@ -129,7 +130,69 @@ pub(super) fn import_host(be: &OpenClBackend, region: HostRegion) -> Result<ClBu
         kind: ClMemKind::HostCopied,
         host: None,
         img: None,
+        shared: None,
     })
+}
+
+/// [`crate::backend::Backend::share_host_mut`]: a [`ClMemKind::HostShared`] buffer over
+/// the caller's memory where the device shares host memory and can wrap that address;
+/// otherwise why not (the caller copies instead).
+///
+/// # Safety
+///
+/// As `Backend::share_host_mut`: the memory stays allocated and in place until the
+/// buffer is dropped, and the host touches it only while the buffer is mapped.
+pub(super) unsafe fn share_host_mut(
+    be: &OpenClBackend,
+    host: *mut u8,
+    len: usize,
+) -> Result<core::result::Result<ClBuffer, alloc::string::String>> {
+    if !be.info.unified_memory {
+        return Ok(Err(format!(
+            "{} does not share host memory (CL_DEVICE_HOST_UNIFIED_MEMORY false): a wrapped buffer would be copied behind our back",
+            be.info.name
+        )));
+    }
+    let align = (be.info.base_addr_align as usize).max(1);
+    if len == 0 || !(host as usize).is_multiple_of(align) {
+        return Ok(Err(format!(
+            "host memory at {:#x} ({len} bytes) is not aligned to CL_DEVICE_MEM_BASE_ADDR_ALIGN ({align} bytes)",
+            host as usize
+        )));
+    }
+    check_alloc(be, len)?;
+    // SAFETY: the caller's promise, passed on unchanged.
+    unsafe { wrap_host_rw(&be.context, &be.q.q, host, len) }.map(Ok)
+}
+
+/// [`crate::backend::Backend::host_access`]: maps a shared buffer for the host (blocking;
+/// it must map to the wrapped address, as the spec promises for `USE_HOST_PTR`) or
+/// unmaps it for the device. Giving the device its turn also makes the block path set
+/// its per-layer arguments afresh at the next launch (a cache buffer may have been
+/// swapped since: its handle must not be trusted to mean the same memory).
+pub(super) fn host_access(be: &OpenClBackend, buf: &mut ClBuffer, host: bool) -> Result<()> {
+    let len = buf.len;
+    let Some(sh) = &mut buf.shared else {
+        return Ok(());
+    };
+    if host && !sh.mapped {
+        let at = map_rw(&be.q.q, &buf.mem, len)?;
+        sh.mapped = true;
+        if at != sh.addr {
+            return Err(Error::backend(
+                "opencl",
+                format!(
+                    "clEnqueueMapBuffer of a USE_HOST_PTR buffer returned {at:#x}, not its host pointer {:#x}",
+                    sh.addr
+                ),
+            ));
+        }
+    } else if !host && sh.mapped {
+        unmap(&be.q.q, &buf.mem, sh.addr)?;
+        sh.mapped = false;
+        be.block_forget_args();
+    }
+    Ok(())
 }
 
 pub(super) fn import_weight(be: &OpenClBackend, region: HostRegion, dtype: DType, shape: Shape) -> Result<ClBuffer> {

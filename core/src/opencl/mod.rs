@@ -280,6 +280,19 @@ impl Backend for OpenClBackend {
         buf.len
     }
 
+    unsafe fn share_host_mut(
+        &self,
+        host: *mut u8,
+        len: usize,
+    ) -> Result<core::result::Result<ClBuffer, alloc::string::String>> {
+        // SAFETY: the caller's promise (`Backend::share_host_mut`), passed on unchanged.
+        unsafe { memory::share_host_mut(self, host, len) }
+    }
+
+    fn host_access(&self, buf: &mut ClBuffer, host: bool) -> Result<()> {
+        memory::host_access(self, buf, host)
+    }
+
     fn upload(&self, dst: &mut ClBuffer, offset: usize, src: &[u8]) -> Result<()> {
         memory::upload(self, dst, offset, src)
     }

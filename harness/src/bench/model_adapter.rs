@@ -147,13 +147,10 @@ mod real {
             if self.gpu_profiled {
                 return;
             }
-            if let Some(g) = self.h.gpu_mut() {
-                g.set_profiler(Some(Box::new(OpClock {
-                    started: None,
-                    times: times.clone(),
-                })));
-                self.gpu_profiled = true;
-            }
+            self.gpu_profiled = self.h.set_gpu_profiler(Some(Box::new(OpClock {
+                started: None,
+                times: times.clone(),
+            })));
         }
     }
 
@@ -202,13 +199,12 @@ mod real {
             .map_err(|e| Error::msg(format!("{e:#}")))?;
         let mut h = s.hybrid;
         let quant = h
-            .cpu
-            .weights
+            .cpu_weights()
             .layers
             .first()
             .map(|l| l.wq.dtype.name().to_string())
-            .unwrap_or_else(|| h.cpu.weights.tok_embd.dtype.name().to_string());
-        h.cpu.set_profiler(Some(Box::new(OpClock {
+            .unwrap_or_else(|| h.cpu_weights().tok_embd.dtype.name().to_string());
+        h.set_cpu_profiler(Some(Box::new(OpClock {
             started: None,
             times: times.clone(),
         })));
