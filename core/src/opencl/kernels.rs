@@ -147,7 +147,8 @@ signature! {
         n_kv_head: u32, hd: u32, ffn: u32, slot: u32, pos: u32, style: u32, eps: f32, scale: f32,
         n_layers: u32,
     }
-    /// One layer's parameter set of `llama_blocks_f32` (`t*`: weight [`dtype_code`]s).
+    /// One layer's parameter set of `llama_blocks_f32` (`t*`: weight [`dtype_code`]s;
+    /// `kc_off`, `vc_off` in bytes, the caches in the program's `KV_T`).
     struct BlockLayer {
         an: Mem, an_off: u64, wq: Mem, wq_off: u64, tq: u32, wk: Mem, wk_off: u64, tk: u32, wv: Mem,
         wv_off: u64, tv: u32, wo: Mem, wo_off: u64, to: u32, fn_: Mem, fn_off: u64, wg: Mem, wg_off: u64,
