@@ -352,3 +352,108 @@ fn streaming_sinks_perplexity_stays_near_the_full_cache() {
     );
     assert!(broken > 2.0 * full);
 }
+
+/// Normalized MSE of `a` against `b`: Σ(a − b)² / Σb².
+fn nmse(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let (mut d, mut n) = (0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        d += (x as f64 - y as f64).powi(2);
+        n += (y as f64).powi(2);
+    }
+    d / n.max(1e-30)
+}
+
+/// OpenCL decode through the persistent block kernel (`block.cl`, forced on with two
+/// work-groups) against the per-op kernels on the same device with the same cache dtype
+/// (f16, Q8_0; f32 is `conformance`'s block rows): a 3-token prompt, then 37 tokens one
+/// at a time through a 16-slot cache under `sinks` (decode before the cache fills, then
+/// after each eviction re-rotated the cached keys). Each step's logits and, at the end,
+/// layer 0's cached K and V must agree; the block kernel must have run for that dtype.
+/// Under `h2o` (a score-based policy: its attention must add each slot's mass, which
+/// block.cl does not compute) decode must stay on the per-op path: no block launch.
+#[cfg(feature = "opencl")]
+#[test]
+fn block_decode_matches_per_op_opencl() {
+    use antigravity_core::opencl::{OpenClBackend, OpenClOptions};
+    let with = |groups: usize| OpenClOptions {
+        persistent_groups: Some(groups),
+        ..OpenClOptions::from_env()
+    };
+    match OpenClBackend::new(with(2)) {
+        Err(e) => {
+            assert!(
+                std::env::var("ANTIGRAVITY_OPENCL_REQUIRED").is_err(),
+                "OpenCL required but unavailable: {e}"
+            );
+            eprintln!("SKIP: no OpenCL device ({e})");
+            return;
+        }
+        Ok(be) if be.persistent_block().is_none() => {
+            eprintln!("SKIP: the persistent block kernel cannot run on this device");
+            return;
+        }
+        Ok(_) => {}
+    }
+    let tokens: Vec<u32> = (0..40u32).map(|i| (i * 37 + 11) % 250).collect();
+    // Limits (NMSE of the logits, relative error of the cached rows). The two paths
+    // compute the same values in different summation orders (f32 rounding, ~1e-7
+    // relative); the cache then rounds both the same way except where the two f32
+    // values straddle a rounding boundary: f16 moves such a value by one half-ulp
+    // (2⁻¹¹ relative), Q8_0 by one quantization step (amax / 127 of its block) — rare,
+    // and each such flip moves the logits by far less than the bound. A wrong cache
+    // layout, a row in the wrong slot or a missing re-rotation gives errors of order 1.
+    // (Each case builds two backends, slow on PoCL: h2o once.)
+    for (kv_type, policy, logit_tol, row_tol) in [
+        (DType::F16, KvPolicy::Sinks, 1e-6, 2e-3),
+        (DType::Q8_0, KvPolicy::Sinks, 1e-4, 2e-2),
+        (DType::F16, KvPolicy::H2o, 1e-6, 2e-3),
+    ] {
+        {
+            let mut a = tiny(OpenClBackend::new(with(2)).unwrap(), 16, kv_type);
+            let mut b = tiny(OpenClBackend::new(with(0)).unwrap(), 16, kv_type);
+            let cfg = EvictConfig {
+                policy,
+                sinks: 4,
+                keep: 3,
+                block: 1,
+            };
+            a.set_kv_policy(cfg).unwrap();
+            b.set_kv_policy(cfg).unwrap();
+            a.forward(&tokens[..3]).unwrap();
+            b.forward(&tokens[..3]).unwrap();
+            let mut worst = 0f64;
+            for &t in &tokens[3..] {
+                let la = a.forward(&[t]).unwrap().to_vec();
+                let lb = b.forward(&[t]).unwrap();
+                worst = worst.max(nmse(&la, lb));
+            }
+            let len = a.kv.len();
+            assert_eq!((len, a.kv.evicted()), (b.kv.len(), b.kv.evicted()));
+            assert!(a.kv.evicted() > 0, "{policy:?}: the run must evict");
+            let (ka, va) = layer0(&a, len);
+            let (kb, vb) = layer0(&b, len);
+            let row = ka.len() / len;
+            let pairs: Vec<(usize, usize)> = (0..len).map(|s| (s, s)).collect();
+            let (ek, ev) = (rel_err(&ka, &kb, row, &pairs), rel_err(&va, &vb, row, &pairs));
+            let launches = a.backend.block_launches(kv_type);
+            eprintln!(
+                "opencl block vs per-op, {kv_type} cache, {}: {launches} block launches, {} evicted, \
+                 logits NMSE ≤ {worst:.2e}, layer-0 K {ek:.2e}, V {ev:.2e}",
+                policy.name(),
+                a.kv.evicted()
+            );
+            if policy == KvPolicy::H2o {
+                assert_eq!(launches, 0, "{kv_type} h2o: decode must keep the per-op path (mass)");
+            } else {
+                // One launch a layer (PoCL builds one layer a launch; more elsewhere).
+                assert!(launches > 0, "{kv_type} {policy:?}: the block kernel did not run");
+            }
+            assert!(
+                worst <= logit_tol && ek <= row_tol && ev <= row_tol,
+                "{kv_type} {policy:?}: logits NMSE {worst:.2e} (limit {logit_tol:.0e}), K {ek:.2e}, V {ev:.2e} \
+                 (limit {row_tol:.0e})"
+            );
+        }
+    }
+}

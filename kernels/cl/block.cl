@@ -3,9 +3,14 @@
 // * llama_blocks_f32: up to LPL consecutive pre-norm Llama blocks for ONE token (decode),
 //   each:
 //     A. xn = rms_norm(x) * attn_norm; q, k, v = Wq/Wk/Wv . xn; RoPE on q and k; k and v
-//        into cache slot `slot`;
+//        into cache slot `slot` (f32, or f16 rounded as the per-op path rounds: the key
+//        before and after its rotation);
+//     A2. Q8_0 cache only: A staged the new K and V rows in f32 (in `part`); after a
+//        grid barrier one work-item a 32-value block quantizes them into the cache
+//        (ggml's quantize_row_q8_0, as store_rows_q8_0), then another barrier;
 //     B. attention of every query head over slots 0..=slot, split into CH-slot chunks
-//        (flash-decoding partials m, l, o[hd]);
+//        (flash-decoding partials m, l, o[hd]), the cache read through common/kv.cl's
+//        kv_get / kv_get4 in its dtype;
 //     C. the partials merged, x += Wo . att;
 //     D. xn = rms_norm(x) * ffn_norm; hb = silu(Wgate . xn) * (Wup . xn);
 //     E. x += Wdown . hb.
@@ -14,7 +19,7 @@
 //   between the stages (and between layers). The barrier is a counter in `sync[0]` that
 //   only grows (u32, wrapping): barrier i of a launch waits until it reaches
 //   base + (i + 1) * groups, where the host passes base (it knows a launch of n layers
-//   has 5n - 1 barriers). Several layers per launch because a launch costs ~10 µs of
+//   has 5n - 1 barriers, 6n - 1 with a Q8_0 cache). Several layers per launch because a launch costs ~10 µs of
 //   device time on NVIDIA's OpenCL and a barrier ~1.5 µs. A work-group
 //   that has spun `spin_limit` times without the others arriving sets `sync[1]` (abort)
 //   and leaves; every other one sees the flag and leaves too, so a device that does not
@@ -39,7 +44,8 @@
 // imported GGUF tensor is only 32-byte aligned).
 //
 // Build options: LWS (work-group size, power of two ≥ 64), MAX_HD, CH (attention chunk
-// in slots, ≤ LWS), LPL (layers per launch: 1, 2 or 4), optionally AG_NV_FENCE (NVIDIA:
+// in slots, ≤ LWS), LPL (layers per launch: 1, 2 or 4), KV_T (the cache dtype, T_F32
+// when absent; the backend builds a T_F16 / T_Q8_0 program on first use), optionally AG_NV_FENCE (NVIDIA:
 // the PTX barrier, %globaltimer stage timers), AG_NV_SHFL (NVIDIA: `shfl.sync`
 // reductions), AG_INT8 (quant rows against an int8 copy of the staged vector, see
 // quant_vec) with AG_NV_DP4A (its dot products as PTX `dp4a`), BUNR (units fetched ahead),
@@ -775,8 +781,8 @@ inline uint block_layer(
     __global const uchar *wg, const ulong wg_off, const uint tg,
     __global const uchar *wu, const ulong wu_off, const uint tu,
     __global const uchar *wd, const ulong wd_off, const uint td,
-    __global float *kc, const ulong kc_off,
-    __global float *vc, const ulong vc_off,
+    __global uchar *kc, const ulong kc_off,
+    __global uchar *vc, const ulong vc_off,
     __global const float *inv_freq, const ulong if_off,
     XQ __global float *q, XQ __global float *hb, __global float *part,
     volatile __global uint *sync, uint *target_io, const uint spin_limit,
@@ -793,6 +799,9 @@ inline uint block_layer(
     const uint qd = n_head * hd;
     const uint kvd = n_kv_head * hd;
     const uint half_d = hd / 2;
+    // The cache in KV_T (common/kv.cl): head h of slot s at byte (s * n_kv_head + h) * hbytes.
+    const ulong hbytes = kv_head_bytes(hd);
+    const ulong kv_stride = (ulong)n_kv_head * hbytes;
     INT8_VIEWS(vl, max(dim, max(qd, ffn)))
 
     // ---- A: norm, Q/K/V, RoPE, cache write ------------------------------------------
@@ -848,18 +857,40 @@ inline uint block_layer(
                     const uint r0 = head * hd + rope_a(style, i);
                     const uint r1 = head * hd + rope_b(style, i, half_d);
                     if (is_k) {
-                        __global float *kr = kc + kc_off + (ulong)slot * kvd;
-                        kr[r0] = rot.x;
-                        kr[r1] = rot.y;
+#if KV_T == T_Q8_0
+                        // (f32 into the staging area; quantized in stage A2)
+                        part[r0] = rot.x;
+                        part[r1] = rot.y;
+#else
+                        // (r0, r1 index the row: a head is hd values, f32 or f16)
+                        __global uchar *kr = kc + kc_off + (ulong)slot * kv_stride;
+#if KV_T == T_F16
+                        // The per-op path's (and the CPU's) two roundings: the projected
+                        // key stored, then widened, turned and stored again (rope_shift_f32
+                        // with step 1). Through the slot itself: no cl_khr_fp16.
+                        kv_put(kr, r0, a);
+                        kv_put(kr, r1, b);
+                        const float2 rk = rope_rotate(kv_get(kr, r0), kv_get(kr, r1), cs, sn);
+#else
+                        const float2 rk = rot;
+#endif
+                        kv_put(kr, r0, rk.x);
+                        kv_put(kr, r1, rk.y);
+#endif
                     } else {
                         q[r0] = rot.x;
                         q[r1] = rot.y;
                     }
                 } else {
                     pp -= (qd + kvd) / 2;
-                    __global float *vr = vc + vc_off + (ulong)slot * kvd;
-                    vr[2 * pp] = a;
-                    vr[2 * pp + 1] = b;
+#if KV_T == T_Q8_0
+                    part[kvd + 2 * pp] = a;
+                    part[kvd + 2 * pp + 1] = b;
+#else
+                    __global uchar *vr = vc + vc_off + (ulong)slot * kv_stride;
+                    kv_put(vr, 2 * pp, a);
+                    kv_put(vr, 2 * pp + 1, b);
+#endif
                 }
             }
             barrier(CLK_LOCAL_MEM_FENCE);
@@ -870,6 +901,31 @@ inline uint block_layer(
     if (!grid_sync(sync, target, spin_limit, flag, lid)) {
         return 0;
     }
+#if KV_T == T_Q8_0
+    // ---- A2 (Q8_0 cache): the new K and V rows quantized into the cache ----------
+    // A 32-value block is quantized as a whole (ggml's amax scale) and its values came
+    // from several work-groups in A, so A staged the rows in f32 at part[0 .. 2 kvd)
+    // (K, then V) and, after the barrier, one work-item a block quantizes it — the
+    // per-op path's store_rows_q8_0 arithmetic (q8_0_store_block). One more grid
+    // barrier a layer; B overwrites part only after it.
+    {
+        const uint nb = 2 * kvd / QK;
+        const uint bi = g * LWS + lid;
+        for (uint b = bi; b < nb; b += nwg * LWS) {
+            float xb[QK];
+            for (uint j = 0; j < QK; j++) {
+                xb[j] = pv[b * QK + j];
+            }
+            const uint kb = kvd / QK;
+            __global uchar *row = b < kb ? kc + kc_off : vc + vc_off;
+            q8_0_store_block(xb, row + (ulong)slot * kv_stride + (ulong)(b < kb ? b : b - kb) * Q8_0_BYTES);
+        }
+    }
+    target += nwg;
+    if (!grid_sync(sync, target, spin_limit, flag, lid)) {
+        return 0;
+    }
+#endif
     MARK(1);
 
     // ---- B: attention partials, unit = (query head, CH-slot chunk) ----------------
@@ -886,11 +942,11 @@ inline uint block_layer(
         // the keys, not after the softmax.
         const uint gsz = LWS / hd;
         const uint d = lid % hd, j0 = lid / hd;
-        __global const float *vcol = vc + vc_off + kvh * hd + d;
+        __global const uchar *vhead = vc + vc_off + kvh * hbytes;
         float vv[VPRE];
         for (uint k = 0; k < VPRE; k++) {
             const uint j = j0 + k * gsz;
-            vv[k] = j0 < gsz && c0 + j < c1 ? vcol[(ulong)(c0 + j) * kvd] : 0.0f;
+            vv[k] = j0 < gsz && c0 + j < c1 ? kv_get(vhead + (ulong)(c0 + j) * kv_stride, d) : 0.0f;
         }
         // score of slot c0 + lid (lid < CH)
         float sc = -INFINITY;
@@ -906,10 +962,11 @@ inline uint block_layer(
             const uint j = lid / tps, sub = lid % tps;
             float dp = 0.0f;
             if (j < CH && c0 + j < c1) {
-                __global const float *kr = kc + kc_off + (ulong)(c0 + j) * kvd + kvh * hd + sub * e;
+                __global const uchar *kr = kc + kc_off + (ulong)(c0 + j) * kv_stride + kvh * hbytes;
                 XQ __global const float *qr = q + h * hd + sub * e;
                 for (uint i = 0; i < e; i += 4) {
-                    dp += dot(vload4(0, kr + i), (float4)(qr[i], qr[i + 1], qr[i + 2], qr[i + 3]));
+                    // (sub * e + i: a multiple of 4, never across a Q8_0 block)
+                    dp += dot(kv_get4(kr, sub * e + i), (float4)(qr[i], qr[i + 1], qr[i + 2], qr[i + 3]));
                 }
             }
             row_reduce(dp, red, red2, res, lid, tps);
@@ -928,7 +985,7 @@ inline uint block_layer(
             }
 #pragma unroll 4
             for (uint j = j0 + VPRE * gsz; c0 + j < c1; j += gsz) {
-                o += res[j] * vcol[(ulong)(c0 + j) * kvd];
+                o += res[j] * kv_get(vhead + (ulong)(c0 + j) * kv_stride, d);
             }
         }
         red[lid] = o;
@@ -1136,7 +1193,7 @@ inline uint block_layer(
     __global const uchar *wg##i, const ulong wg_off##i, const uint tg##i,                 \
     __global const uchar *wu##i, const ulong wu_off##i, const uint tu##i,                 \
     __global const uchar *wd##i, const ulong wd_off##i, const uint td##i,                 \
-    __global float *kc##i, const ulong kc_off##i, __global float *vc##i, const ulong vc_off##i
+    __global uchar *kc##i, const ulong kc_off##i, __global uchar *vc##i, const ulong vc_off##i
 
 // Layers 0..n_layers-1 of this launch (at most LPL — 1, 2 or 4, as the device's
 // parameter space allows; unused parameter sets repeat a used one), with a grid barrier

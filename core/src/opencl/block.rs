@@ -113,6 +113,9 @@ pub(super) const BLOCK_STAGES: [&str; 10] = [
 /// Bytes of the timer buffer: 10 stage sums and the layer count, u64 each.
 const PROF_BYTES: usize = 88;
 
+/// A layer group's kernel object and the fingerprint of the arguments last set on it.
+pub(super) type CachedLaunch = (Kern<LlamaBlocks>, u64);
+
 /// State of the persistent block path.
 pub(super) struct Persistent {
     /// Work-groups per launch (at most one per compute unit).
@@ -132,13 +135,16 @@ pub(super) struct Persistent {
     pub part_cap: usize,
     /// Turned off after an abort.
     pub disabled: Cell<bool>,
+    /// Launches of `llama_blocks_f32` so far, per cache dtype ([`kv_index`]).
+    pub launches: [Cell<u64>; 3],
     /// Stage timers: 10 u64 ns sums and a layer count (see block.cl `MARK`).
     pub prof: RefCell<Buffer<u8>>,
     /// One kernel object per layer group of `llama_blocks`, with a fingerprint of the
     /// arguments last set on it: from one token to the next only the barrier base, the
     /// cache slot and the position change, so ~140 clSetKernelArg calls a launch
-    /// become 3.
-    pub groups_k: RefCell<Vec<(Kern<LlamaBlocks>, u64)>>,
+    /// become 3. One list per cache dtype (f32, f16, Q8_0: [`kv_index`]), each from
+    /// that dtype's block.cl program.
+    pub groups_k: RefCell<[Vec<CachedLaunch>; 3]>,
 }
 
 impl Persistent {
@@ -148,7 +154,7 @@ impl Persistent {
         let prof = create_buffer(context, CL_MEM_READ_WRITE, PROF_BYTES)?;
         Ok(Persistent {
             prof: RefCell::new(prof),
-            groups_k: RefCell::new(Vec::new()),
+            groups_k: RefCell::new([Vec::new(), Vec::new(), Vec::new()]),
             groups,
             // A GPU barrier spin is an L2 round trip (~0.3 µs): 2^24 is seconds. A CPU
             // device's is a cached load, and its work-groups are threads the OS may
@@ -161,7 +167,24 @@ impl Persistent {
             part,
             part_cap: 0,
             disabled: Cell::new(false),
+            launches: Default::default(),
         })
+    }
+}
+
+/// The cache dtypes block.cl is built for, as an index (f32 0, f16 1, Q8_0 2).
+fn kv_index(t: DType) -> Option<usize> {
+    [DType::F32, DType::F16, DType::Q8_0].iter().position(|&u| u == t)
+}
+
+/// Grid barriers of one layer: after stages A, B, C, D (and E, between two layers of a
+/// launch), plus stage A2's with a Q8_0 cache (its new rows are quantized after a
+/// barrier: a block's values come from several work-groups).
+fn barriers_per_layer(kv: DType) -> u32 {
+    if kv == DType::Q8_0 {
+        6
+    } else {
+        5
     }
 }
 
@@ -190,7 +213,9 @@ impl OpenClBackend {
     /// Sizes the attention partials for `max_ctx` positions and `n_head` heads.
     pub(super) fn block_reserve(&mut self, max_ctx: usize, n_head: usize) -> Result<()> {
         let Some(p) = self.block.as_mut() else { return Ok(()) };
-        let need = n_head * max_ctx.div_ceil(self.blk.ch) * (MAX_HD + 2);
+        // (at least 2 · n_head · MAX_HD: a Q8_0 cache's new K and V rows are staged there,
+        // 2 · n_kv_head · head_dim floats)
+        let need = (n_head * max_ctx.div_ceil(self.blk.ch) * (MAX_HD + 2)).max(2 * n_head * MAX_HD);
         if need > p.part_cap {
             p.part = create_buffer(&self.context, CL_MEM_READ_WRITE, need * 4)?;
             p.part_cap = need;
@@ -256,7 +281,7 @@ impl OpenClBackend {
 
     /// Whether the shared shapes suit the block kernel (one token, sizes it stages,
     /// head size its attention handles, partials reserved for this context).
-    fn block_shapes_fit(&self, x: &TensorMut<'_, Self>, p: &BlockParams, ffn: usize) -> bool {
+    fn block_shapes_fit(&self, x: &TensorMut<'_, Self>, p: &BlockParams, ffn: usize, kv: DType) -> bool {
         let Some(st) = &self.block else { return false };
         let a = p.attn;
         let (dim, qd, hd) = (x.shape.row_len(), a.n_head * a.head_dim, a.head_dim);
@@ -268,18 +293,20 @@ impl OpenClBackend {
             && hd >= 8 // (stage B indexes VPRE · LWS / hd < LWS slots)
             && self.blk.lws.is_multiple_of(hd)
             && a.n_head * (a.n_past + 1).div_ceil(self.blk.ch) * (hd + 2) <= st.part_cap
+            && (kv != DType::Q8_0 || (2 * a.n_kv_head * hd <= st.part_cap && hd.is_multiple_of(kv.block_size())))
     }
 
     /// Whether one layer suits the kernel: weight dtypes it decodes, the same FFN width,
-    /// an f32 cache (block.cl's stage A writes and stage B reads f32; an f16 / Q8_0 cache
-    /// takes the per-op composition, whose kernels read it directly).
-    fn block_layer_fits(w: &BlockWeights<'_, Self>, kv: &BlockKv<'_, Self>, ffn: usize) -> bool {
+    /// K and V caches of the dtype `kvt` the launch's program is built for (f32, f16 or
+    /// Q8_0: block.cl's stage A writes and stage B reads them through common/kv.cl).
+    fn block_layer_fits(w: &BlockWeights<'_, Self>, kv: &BlockKv<'_, Self>, ffn: usize, kvt: DType) -> bool {
         [w.wq, w.wk, w.wv, w.wo, w.w_gate, w.w_up, w.w_down]
             .iter()
             .all(|m| dtype_code(m.dtype).is_some())
             && w.w_gate.shape.dims()[0] == ffn
-            && kv.k.dtype == DType::F32
-            && kv.v.dtype == DType::F32
+            && kv_index(kvt).is_some()
+            && kv.k.dtype == kvt
+            && kv.v.dtype == kvt
     }
 
     /// Sets the arguments every layer of a launch shares, and the staged vector's size.
@@ -366,16 +393,16 @@ impl OpenClBackend {
             wd_off: w.w_down.offset as u64,
             td: c(&w.w_down),
             kc: kv.k.buf.writable("opencl block k cache")?,
-            kc_off: el(kv.k.offset),
+            kc_off: kv.k.offset as u64, // (bytes: the cache in the program's KV_T)
             vc: kv.v.buf.writable("opencl block v cache")?,
-            vc_off: el(kv.v.offset),
+            vc_off: kv.v.offset as u64,
         };
         k.set_part(SHARED_ARGS + LAYER_ARGS * j as u32, &args)
     }
 
     /// Enqueues the kernel (arguments set) for `n_layers` layers; `flush` submits it
     /// (and what was queued before) to the device now.
-    fn block_launch(&self, k: &Kern<LlamaBlocks>, n_layers: usize, flush: bool) -> Result<()> {
+    fn block_launch(&self, k: &Kern<LlamaBlocks>, n_layers: usize, flush: bool, kv: DType) -> Result<()> {
         let (groups, base) = {
             let st = self.block.as_ref().expect("caller checked");
             (st.groups, st.base.get())
@@ -389,9 +416,11 @@ impl OpenClBackend {
             self.q.flush()?;
         }
         let st = self.block.as_ref().expect("caller checked");
-        let barriers = 5 * n_layers as u32 - 1;
+        let barriers = barriers_per_layer(kv) * n_layers as u32 - 1;
         st.base.set(base.wrapping_add(barriers * groups as u32));
         st.unchecked.set(true);
+        let n = &st.launches[kv_index(kv).expect("checked by block_layer_fits")];
+        n.set(n.get() + 1);
         Ok(())
     }
 
@@ -406,15 +435,18 @@ impl OpenClBackend {
         s: &BlockScratch<'_, Self>,
     ) -> Result<bool> {
         let ffn = w.w_gate.shape.dims()[0];
-        if !self.block_shapes_fit(x, p, ffn) || !Self::block_layer_fits(w, kv, ffn) {
+        let kvt = kv.k.dtype;
+        if !self.block_shapes_fit(x, p, ffn, kvt) || !Self::block_layer_fits(w, kv, ffn, kvt) {
             return Ok(false);
         }
-        let k = &self.k.llama_blocks;
+        let Some((k, _)) = self.block_kv(kvt)? else {
+            return Ok(false);
+        };
         self.block_shared_args(k, x, inv_freq, p, s, ffn, 1)?;
         for j in 0..self.blk.lpl {
             self.block_layer_args(k, j, w, kv)?;
         }
-        self.block_launch(k, 1, true)?;
+        self.block_launch(k, 1, true, kvt)?;
         Ok(true)
     }
 
@@ -432,25 +464,30 @@ impl OpenClBackend {
         if self.block.is_none() || n_layer == 0 {
             return Ok(false);
         }
-        // Layer 0's FFN width for all; every layer checked before anything is launched.
-        let mut ffn = 0;
-        layer(0, &mut |w, _| {
+        // Layer 0's FFN width and cache dtype for all; every layer checked before
+        // anything is launched.
+        let (mut ffn, mut kvt) = (0, DType::F32);
+        layer(0, &mut |w, kv| {
             ffn = w.w_gate.shape.dims()[0];
+            kvt = kv.k.dtype;
             Ok(())
         })?;
-        if !self.block_shapes_fit(x, p, ffn) {
+        if !self.block_shapes_fit(x, p, ffn, kvt) {
             return Ok(false);
         }
         let mut all_fit = true;
         for l in 0..n_layer {
             layer(l, &mut |w, kv| {
-                all_fit &= Self::block_layer_fits(&w, &kv, ffn);
+                all_fit &= Self::block_layer_fits(&w, &kv, ffn, kvt);
                 Ok(())
             })?;
         }
-        if !all_fit {
+        let (Some(ki), true) = (kv_index(kvt), all_fit) else {
             return Ok(false);
-        }
+        };
+        let Some((_, program)) = self.block_kv(kvt)? else {
+            return Ok(false);
+        };
         let lpl = self.blk.lpl;
         let st = self.block.as_ref().expect("checked above");
         for (gi, l0) in (0..n_layer).step_by(lpl).enumerate() {
@@ -469,9 +506,9 @@ impl OpenClBackend {
                     Ok(())
                 })?;
             }
-            let mut ks = st.groups_k.borrow_mut();
+            let mut ks_all = st.groups_k.borrow_mut();
+            let ks = &mut ks_all[ki];
             if ks.len() <= gi {
-                let program = self.programs.get("block.cl");
                 ks.push((Kern::create_n(program, "llama_blocks_f32", self.blk.n_args())?, 0));
             }
             let (k, last) = &mut ks[gi];
@@ -496,7 +533,7 @@ impl OpenClBackend {
                 }
                 *last = fp.0;
             }
-            self.block_launch(k, n_here, l0 == 0)?;
+            self.block_launch(k, n_here, l0 == 0, kvt)?;
         }
         Ok(true)
     }
@@ -556,6 +593,15 @@ impl OpenClBackend {
             .as_ref()
             .filter(|b| !b.disabled.get())
             .map(|b| (b.groups, self.blk.lpl))
+    }
+
+    /// Launches of the persistent block kernel so far with a cache of dtype `kv` (f32,
+    /// f16, Q8_0; 0 for the others or without the path): which caches decoded through it.
+    pub fn block_launches(&self, kv: DType) -> u64 {
+        match (&self.block, kv_index(kv)) {
+            (Some(p), Some(i)) => p.launches[i].get(),
+            _ => 0,
+        }
     }
 
     /// How the persistent block kernel was built (work-group size, layers a launch,

@@ -10,7 +10,9 @@
 //! offsets (weights in bytes, f32 activations in elements), `u32`/`i32`/`f32` scalars,
 //! `Local` for `__local` buffers sized at launch.
 
-use super::launch::{signature, Args, Kern, Local, Mem};
+use super::launch::{signature, Kern, Local, Mem};
+use opencl3::program::Program;
+
 use super::program::Programs;
 use crate::dtype::DType;
 use crate::error::Result;
@@ -145,7 +147,8 @@ signature! {
         n_kv_head: u32, hd: u32, ffn: u32, slot: u32, pos: u32, style: u32, eps: f32, scale: f32,
         n_layers: u32,
     }
-    /// One layer's parameter set of `llama_blocks_f32` (`t*`: weight [`dtype_code`]s).
+    /// One layer's parameter set of `llama_blocks_f32` (`t*`: weight [`dtype_code`]s;
+    /// `kc_off`, `vc_off` in bytes, the caches in the program's `KV_T`).
     struct BlockLayer {
         an: Mem, an_off: u64, wq: Mem, wq_off: u64, tq: u32, wk: Mem, wk_off: u64, tk: u32, wv: Mem,
         wv_off: u64, tv: u32, wo: Mem, wo_off: u64, to: u32, fn_: Mem, fn_off: u64, wg: Mem, wg_off: u64,
@@ -251,32 +254,26 @@ impl<K> ByAnyQuant<K> {
     }
 }
 
-/// One kernel per KV-cache dtype: the cache-reading families (attention.cl, kv_cache.cl)
-/// built once per cache dtype (`-DKV_T=…`, [`super::program::KV_VARIANTS`]).
-pub(super) struct ByKv<K> {
-    f32: K,
-    f16: K,
-    q8_0: K,
+/// The kernels that read a KV cache of one dtype: attention.cl and kv_cache.cl as built
+/// for it (`-DKV_T=…`; the f32 set at creation, the others on first use:
+/// [`super::program::KV_LAZY`]).
+pub(super) struct KvKernels {
+    pub(super) attention: Kern<Attention>,
+    pub(super) attention_prefill: Kern<AttentionPrefill>,
+    pub(super) rope_shift: Kern<RopeShift>,
+    pub(super) attention_mass: Kern<AttentionMass>,
 }
 
-impl<K> ByKv<K> {
-    pub(super) fn get(&self, t: DType) -> Option<&K> {
-        match t {
-            DType::F32 => Some(&self.f32),
-            DType::F16 => Some(&self.f16),
-            DType::Q8_0 => Some(&self.q8_0),
-            _ => None,
-        }
+impl KvKernels {
+    /// The set from one cache dtype's builds of attention.cl and kv_cache.cl.
+    pub(super) fn create(attention_cl: &Program, kv_cache_cl: &Program) -> Result<KvKernels> {
+        Ok(KvKernels {
+            attention: Kern::create(attention_cl, "attention_f32")?,
+            attention_prefill: Kern::create(attention_cl, "attention_prefill_f32")?,
+            rope_shift: Kern::create(kv_cache_cl, "rope_shift_f32")?,
+            attention_mass: Kern::create(kv_cache_cl, "attention_mass_f32")?,
+        })
     }
-}
-
-/// Kernel `name` from each cache dtype's program of `file`.
-fn by_kv<S: Args>(p: &Programs, file: &str, name: &'static str) -> Result<ByKv<Kern<S>>> {
-    Ok(ByKv {
-        f32: Kern::create(p.get_kv(file, DType::F32), name)?,
-        f16: Kern::create(p.get_kv(file, DType::F16), name)?,
-        q8_0: Kern::create(p.get_kv(file, DType::Q8_0), name)?,
-    })
 }
 
 /// One kernel per block-quantized weight dtype (the fused kernels).
@@ -381,12 +378,10 @@ pub(super) struct Kernels {
     pub(super) argmax_final: Kern<ArgmaxFinal>,
     pub(super) rope: Kern<Rope>,
     pub(super) rope_qk: Kern<RopeQk>,
-    pub(super) attention: ByKv<Kern<Attention>>,
+    /// The cache-reading kernels for an f32 cache (other dtypes: `OpenClBackend::kv_kernels`).
+    pub(super) kv_f32: KvKernels,
     pub(super) attention_combine: Kern<AttentionCombine>,
-    pub(super) attention_prefill: ByKv<Kern<AttentionPrefill>>,
     pub(super) move_rows: Kern<MoveRows>,
-    pub(super) rope_shift: ByKv<Kern<RopeShift>>,
-    pub(super) attention_mass: ByKv<Kern<AttentionMass>>,
     pub(super) get_rows: ByAnyWeight<Kern<GetRows>>,
     /// `store_rows_f32`, `store_rows_f16`, `store_rows_q8_0`.
     pub(super) store_rows: [Kern<StoreRows>; 3],
@@ -419,12 +414,9 @@ impl Kernels {
             argmax_final: Kern::create(p.get("softmax.cl"), "argmax_final_f32")?,
             rope: Kern::create(p.get("rope.cl"), "rope_f32")?,
             rope_qk: Kern::create(p.get("rope.cl"), "rope_qk_f32")?,
-            attention: by_kv(p, "attention.cl", "attention_f32")?,
+            kv_f32: KvKernels::create(p.get("attention.cl"), p.get("kv_cache.cl"))?,
             attention_combine: Kern::create(p.get("attention.cl"), "attention_combine_f32")?,
-            attention_prefill: by_kv(p, "attention.cl", "attention_prefill_f32")?,
             move_rows: Kern::create(p.get("kv_cache.cl"), "move_rows_u16")?,
-            rope_shift: by_kv(p, "kv_cache.cl", "rope_shift_f32")?,
-            attention_mass: by_kv(p, "kv_cache.cl", "attention_mass_f32")?,
             get_rows: ByAnyWeight {
                 base: ByWeight {
                     f32: Kern::create(get_rows_cl, "get_rows_f32")?,

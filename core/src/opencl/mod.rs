@@ -25,7 +25,9 @@
 //!   the CPU. Capabilities are read once ([`DeviceInfo`]) and logged.
 //! * **Programs**: each kernel family (`.cl` file) is built once per backend, in
 //!   [`OpenClBackend::new`], and every kernel object is created there; ops only fill a
-//!   signature struct and launch.
+//!   signature struct and launch. The exception: the cache-reading families' f16 and
+//!   Q8_0 variants (`attention.cl`, `kv_cache.cl`, `block.cl` with `-DKV_T`) are built
+//!   on the first op that meets such a cache.
 //! * **Memory** ([`ClBuffer`]): see `memory`; every byte our code copies between host
 //!   and device is counted ([`OpenClBackend::copied_bytes`]).
 //! * **Asynchrony**: ops enqueue and return. [`Backend::download`] is a blocking read,
@@ -50,11 +52,12 @@ pub mod options;
 mod profile;
 mod program;
 
-use core::cell::Cell;
+use core::cell::{Cell, OnceCell};
 
 use opencl3::command_queue::{CommandQueue, CL_QUEUE_PROFILING_ENABLE};
 use opencl3::context::Context;
 use opencl3::device::Device;
+use opencl3::program::Program;
 
 use crate::backend::{
     AttnParams, Backend, BlockKv, BlockParams, BlockScratch, BlockWeights, BufferKind, Capabilities, HostRegion,
@@ -73,11 +76,24 @@ pub use program::{generated_header, program_source};
 
 pub(crate) use launch::cl_err;
 
+/// A cache dtype's block.cl build: its one-layer kernel object and the program.
+type BlockVariant = (launch::Kern<kernels::LlamaBlocks>, Program);
+
 /// The OpenCL backend. See the module docs.
 pub struct OpenClBackend {
     info: DeviceInfo,
     // Drop order: kernels before programs, both before the queues and the context.
     k: kernels::Kernels,
+    /// The cache-reading kernels (attention.cl, kv_cache.cl) for an f16 and a Q8_0
+    /// cache ([`program::KV_LAZY`] order), built with their programs on first use.
+    kv_lazy: [OnceCell<(kernels::KvKernels, [Program; 2])>; 2],
+    /// block.cl built for an f16 and a Q8_0 cache, on first use, with its one-layer
+    /// kernel object (`None`: the build does not allow the work-group size of the f32
+    /// one; that dtype decodes on the per-op path).
+    blk_kv: [OnceCell<Option<BlockVariant>>; 2],
+    /// The program-binary cache directory ([`OpenClOptions::binary_cache`]), for the
+    /// builds made on first use.
+    binary_cache: Option<alloc::string::String>,
     /// The int8 prefill matmuls (None: off, `mul_mm` runs prefill).
     mmq: Option<program::MmqPath>,
     programs: program::Programs,
@@ -164,6 +180,9 @@ impl OpenClBackend {
         let g = OpenClBackend {
             info,
             k,
+            kv_lazy: [OnceCell::new(), OnceCell::new()],
+            blk_kv: [OnceCell::new(), OnceCell::new()],
+            binary_cache: opts.binary_cache.clone(),
             mmq,
             programs,
             q,
@@ -200,6 +219,51 @@ impl OpenClBackend {
     /// Bytes copied host↔device by our code since the backend was built.
     pub fn copied_bytes(&self) -> CopyCounters {
         self.counters.get()
+    }
+
+    /// The cache-reading kernels for a cache of `dtype` (f32, f16, Q8_0; for the others
+    /// a dtype error naming `op`), building that dtype's attention.cl and kv_cache.cl on
+    /// its first use.
+    fn kv_kernels(&self, op: &'static str, dtype: DType) -> Result<&kernels::KvKernels> {
+        if dtype == DType::F32 {
+            return Ok(&self.k.kv_f32);
+        }
+        let Some(i) = program::KV_LAZY.iter().position(|&t| t == dtype) else {
+            return Err(crate::error::Error::dtype(op, "cache", dtype));
+        };
+        if let Some((kk, _)) = self.kv_lazy[i].get() {
+            return Ok(kk);
+        }
+        let build = |file| {
+            let dev = self.context.default_device();
+            program::build_kv_family(&self.context, dev, &self.sz, self.binary_cache.as_deref(), file, dtype)
+        };
+        let (attention_cl, kv_cache_cl) = (build("attention.cl")?, build("kv_cache.cl")?);
+        let kk = kernels::KvKernels::create(&attention_cl, &kv_cache_cl)?;
+        let _ = self.kv_lazy[i].set((kk, [attention_cl, kv_cache_cl]));
+        Ok(&self.kv_lazy[i].get().expect("set above").0)
+    }
+
+    /// block.cl's program and one-layer kernel for a cache of `dtype` (built on its
+    /// first use); `None` when that dtype has no block variant or it cannot run here.
+    /// F32 is the program built at creation.
+    fn block_kv(&self, dtype: DType) -> Result<Option<(&launch::Kern<kernels::LlamaBlocks>, &Program)>> {
+        if dtype == DType::F32 {
+            return Ok(Some((&self.k.llama_blocks, self.programs.get("block.cl"))));
+        }
+        let Some(i) = program::KV_LAZY.iter().position(|&t| t == dtype) else {
+            return Ok(None);
+        };
+        if self.blk_kv[i].get().is_none() {
+            let dev = self.context.default_device();
+            let built =
+                match program::build_block_kv(&self.context, dev, &self.blk, self.binary_cache.as_deref(), dtype)? {
+                    Some(p) => Some((launch::Kern::create_n(&p, "llama_blocks_f32", self.blk.n_args())?, p)),
+                    None => None,
+                };
+            let _ = self.blk_kv[i].set(built);
+        }
+        Ok(self.blk_kv[i].get().expect("set above").as_ref().map(|(k, p)| (k, p)))
     }
 
     /// Whether the fused head kernel can run (block.cl built for its work-group and the

@@ -9,7 +9,7 @@ use alloc::string::ToString;
 use super::buffer::{el, round_up};
 use super::kernels::{
     Add, Argmax, ArgmaxFinal, ArgmaxPart, Attention, AttentionCombine, AttentionMass, AttentionPrefill, GetRows,
-    MoveRows, RmsNorm, Rope, RopeQk, RopeShift, SiluMul, Softmax, StoreRows,
+    KvKernels, MoveRows, RmsNorm, Rope, RopeQk, RopeShift, SiluMul, Softmax, StoreRows,
 };
 use super::launch::{Local, Mem};
 use super::memory::upload_ids;
@@ -217,7 +217,7 @@ pub(super) fn attention(
     if n_tok == 0 {
         return Ok(());
     }
-    check_kv_head(be, "opencl attention", k.dtype, p.head_dim)?;
+    let kk = check_kv_head(be, "opencl attention", k.dtype, p.head_dim)?;
     let o = out.buf.writable("opencl attention output")?;
     if n_tok >= be.sz.attn_prefill_min_tok && p.head_dim <= ATTN_PREFILL_HD {
         // Many query rows: K/V tiles shared by 32 (token, head) rows of a KV head.
@@ -238,7 +238,7 @@ pub(super) fn attention(
             n_past: p.n_past as u32,
             n_tok: n_tok as u32,
         };
-        let kern = be.k.attention_prefill.get(k.dtype).expect("checked by check_kv_head");
+        let kern = &kk.attention_prefill;
         return be.q.run(
             kern,
             &args,
@@ -273,7 +273,7 @@ pub(super) fn attention(
         part,
     };
     be.q.run(
-        be.k.attention.get(k.dtype).expect("checked by check_kv_head"),
+        &kk.attention,
         &args,
         &[p.n_head * lws, n_tok, n_chunks],
         Some(&[lws, 1, 1]),
@@ -310,7 +310,7 @@ pub(super) fn attention_mass(
     if n_tok == 0 {
         return Ok(());
     }
-    check_kv_head(be, "opencl attention_mass", k.dtype, p.head_dim)?;
+    let kk = check_kv_head(be, "opencl attention_mass", k.dtype, p.head_dim)?;
     let args = AttentionMass {
         q: q.buf.arg(),
         q_off: el(q.offset),
@@ -325,7 +325,7 @@ pub(super) fn attention_mass(
         m_off: el(mass.offset),
     };
     let lws = be.sz.lws;
-    let kern = be.k.attention_mass.get(k.dtype).expect("checked by check_kv_head");
+    let kern = &kk.attention_mass;
     be.q.run(kern, &args, &[p.n_head * lws, n_tok], Some(&[lws, 1]))
 }
 
@@ -376,8 +376,7 @@ fn rope_kv(
     if n_rows == 0 || n_heads == 0 || hd == 0 {
         return Ok(());
     }
-    check_kv_head(be, "opencl rope_shift", x.dtype, hd)?;
-    let kern = be.k.rope_shift.get(x.dtype).expect("checked by check_kv_head");
+    let kern = &check_kv_head(be, "opencl rope_shift", x.dtype, hd)?.rope_shift;
     let dtype = x.dtype;
     let args = RopeShift {
         x: x.buf.writable("opencl rope_shift input")?,
@@ -402,11 +401,10 @@ fn pos_i32(pos: usize) -> Result<i32> {
 
 /// The cache dtypes the cache-reading kernels are built for, and heads they serve: a Q8_0
 /// head is whole 32-value blocks (`KvCache::new` checks it for a cache; a view made by
-/// hand is refused here, not read out of bounds), any head at most `MAX_HD`.
-fn check_kv_head(be: &OpenClBackend, op: &'static str, dtype: DType, hd: usize) -> Result<()> {
-    if be.k.attention.get(dtype).is_none() {
-        return Err(Error::dtype(op, "cache", dtype));
-    }
+/// hand is refused here, not read out of bounds), any head at most `MAX_HD`. Returns
+/// the kernels for `dtype` (built now if this is its first use).
+fn check_kv_head<'b>(be: &'b OpenClBackend, op: &'static str, dtype: DType, hd: usize) -> Result<&'b KvKernels> {
+    let kk = be.kv_kernels(op, dtype)?;
     if hd > MAX_HD {
         return Err(Error::range(format!("{op} head_dim"), hd as u64, MAX_HD as u64));
     }
@@ -418,7 +416,7 @@ fn check_kv_head(be: &OpenClBackend, op: &'static str, dtype: DType, hd: usize) 
             format!("head_dim {hd}"),
         ));
     }
-    Ok(())
+    Ok(kk)
 }
 
 pub(super) fn softmax(be: &OpenClBackend, x: TensorMut<'_, OpenClBackend>) -> Result<()> {

@@ -109,6 +109,9 @@ pub(super) struct BlockBuild {
     pub(super) int8: bool,
     /// For logs and profiles.
     pub(super) desc: String,
+    /// The build options block.cl was built with (its f32-cache program); a cache
+    /// dtype's variant adds `-DKV_T=…` ([`build_block_kv`]).
+    pub(super) options: String,
 }
 
 impl BlockBuild {
@@ -129,34 +132,66 @@ impl BlockBuild {
     }
 }
 
-/// Every program but the image kernel's, by family file and the cache dtype it was
-/// built for (`KV_T`; F32 for every family that does not read the cache).
-pub(super) struct Programs(Vec<(&'static str, DType, Program)>);
+/// Every program built at creation but the image kernel's, by family file (the
+/// cache-reading families as built for an f32 cache).
+pub(super) struct Programs(Vec<(&'static str, Program)>);
 
 impl Programs {
     pub(super) fn get(&self, file: &str) -> &Program {
-        self.get_kv(file, DType::F32)
-    }
-    /// Family `file` as built for a cache of dtype `kv` ([`KV_VARIANTS`]).
-    pub(super) fn get_kv(&self, file: &str, kv: DType) -> &Program {
         &self
             .0
             .iter()
-            .find(|(f, t, _)| *f == file && *t == kv)
+            .find(|(f, _)| *f == file)
             .expect("every family is built")
-            .2
+            .1
     }
 }
 
-/// The families that read the KV cache, built once more per cache dtype besides f32
-/// (`-DKV_T=T_F16`, `-DKV_T=T_Q8_0`; common/kv.cl): their kernels read the cache in its
-/// own dtype, the dtype fixed at build time so the inner loops carry no dtype branch.
-pub(super) const KV_VARIANTS: [(&str, DType); 4] = [
-    ("attention.cl", DType::F16),
-    ("attention.cl", DType::Q8_0),
-    ("kv_cache.cl", DType::F16),
-    ("kv_cache.cl", DType::Q8_0),
-];
+/// The families that read the KV cache (`attention.cl`, `kv_cache.cl`, and `block.cl`'s
+/// decode kernel) are built once more for each other cache dtype (`-DKV_T=T_F16`,
+/// `-DKV_T=T_Q8_0`; common/kv.cl): their kernels read the cache in its own dtype, the
+/// dtype fixed at build time so the inner loops carry no dtype branch. Those variants
+/// are built on first use (a backend that never sees an f16 cache never compiles one):
+/// [`build_kv_family`], [`build_block_kv`].
+pub(super) const KV_LAZY: [DType; 2] = [DType::F16, DType::Q8_0];
+
+/// The `-DKV_T=…` option of a cache dtype's variant.
+fn kv_option(kv: DType) -> String {
+    format!(" -DKV_T=T_{}", kv.name().to_ascii_uppercase())
+}
+
+/// Build options of a per-op family for work-group size `lws`.
+fn family_options(lws: usize) -> String {
+    format!("-cl-std=CL1.2 -DLWS={lws} -DNT={NT} -DMAX_HD={MAX_HD}")
+}
+
+/// Builds cache-reading family `file` (`attention.cl`, `kv_cache.cl`) for a cache of
+/// dtype `kv` (on first use; through the program-binary cache like every build).
+pub(super) fn build_kv_family(
+    context: &Context,
+    dev: cl_device_id,
+    sz: &Sizes,
+    cache: Option<&str>,
+    file: &str,
+    kv: DType,
+) -> Result<Program> {
+    build_program(context, dev, file, &(family_options(sz.lws) + &kv_option(kv)), cache)
+}
+
+/// Builds block.cl for a cache of dtype `kv` with the options its f32-cache program was
+/// built with; `None` when the compiled kernels do not allow the work-group size that
+/// program runs (that cache dtype then decodes on the per-op path).
+pub(super) fn build_block_kv(
+    context: &Context,
+    dev: cl_device_id,
+    blk: &BlockBuild,
+    cache: Option<&str>,
+    kv: DType,
+) -> Result<Option<Program>> {
+    let program = build_program(context, dev, "block.cl", &(blk.options.clone() + &kv_option(kv)), cache)?;
+    let blocks = Kern::<LlamaBlocks>::create_n(&program, "llama_blocks_f32", blk.n_args())?;
+    Ok((blocks.work_group_size(dev)? >= blk.lws).then_some(program))
+}
 
 fn pow2_floor(n: usize) -> usize {
     if n == 0 {
@@ -309,22 +344,17 @@ pub(super) fn build_all(
     opts: &OpenClOptions,
     sz: &Sizes,
 ) -> Result<(Programs, BlockBuild)> {
-    let mut programs = Vec::with_capacity(FAMILIES.len() + KV_VARIANTS.len() + 1);
-    let builds = FAMILIES.iter().map(|&f| (f, DType::F32)).chain(KV_VARIANTS);
-    for (file, kv) in builds {
+    let mut programs = Vec::with_capacity(FAMILIES.len() + 1);
+    for file in FAMILIES {
         let group_lws = if file.starts_with("mul_mv") { sz.mv_lws } else { sz.lws };
-        let mut options = format!("-cl-std=CL1.2 -DLWS={group_lws} -DNT={NT} -DMAX_HD={MAX_HD}");
-        if kv != DType::F32 {
-            options += &format!(" -DKV_T=T_{}", kv.name().to_ascii_uppercase());
-        }
+        let options = family_options(group_lws);
         programs.push((
             file,
-            kv,
             build_program(context, dev, file, &options, opts.binary_cache.as_deref())?,
         ));
     }
     let (block, bb) = build_block(context, dev, info, opts)?;
-    programs.push(("block.cl", DType::F32, block));
+    programs.push(("block.cl", block));
     Ok((Programs(programs), bb))
 }
 
@@ -440,7 +470,7 @@ fn build_block(
     };
     let defines = defines.trim();
     let mut fence_ok = true;
-    let (program, fits, private) = loop {
+    let (program, fits, private, built_with) = loop {
         // (a chunk's slots are work-items of stage B)
         let options = format!(
             "-cl-std=CL1.2 -DLWS={lws} -DMAX_HD={MAX_HD} -DCH={} -DLPL={lpl} {defines}",
@@ -482,7 +512,14 @@ fn build_block(
         let private = blocks.private_mem(dev);
         if allowed >= lws || lws <= 64 {
             // Not even 64 work-items: the block kernels stay unused.
-            break (program, allowed >= lws, private);
+            let built_with = if fenced && nv_shfl {
+                with_shfl
+            } else if fenced && fence_ok {
+                with_fence
+            } else {
+                options
+            };
+            break (program, allowed >= lws, private, built_with);
         }
         lws = pow2_floor(allowed).max(64);
     };
@@ -517,6 +554,7 @@ fn build_block(
             fits,
             int8,
             desc,
+            options: built_with,
         },
     ))
 }
