@@ -204,8 +204,10 @@ impl OpenClBackend {
     /// be reused).
     pub(super) fn block_forget_args(&self) {
         if let Some(st) = &self.block {
-            for (_, last) in st.groups_k.borrow_mut().iter_mut() {
-                *last = 0;
+            for per_type in st.groups_k.borrow_mut().iter_mut() {
+                for (_, last) in per_type.iter_mut() {
+                    *last = 0;
+                }
             }
         }
     }
