@@ -70,15 +70,20 @@ fn tiny_parts<B: Backend>(be: B, name: &str, all_logits: bool) -> GpuParts<B> {
 /// step the top-1/top-2 log-prob margin (teacher-forced on its own ids).
 fn alone<B: Backend>(m: &mut Llama<B>, prompt: &[u32]) -> (Vec<u32>, Vec<f32>) {
     m.reset();
+    greedy_margins(|ids| m.forward(ids).unwrap().to_vec(), prompt)
+}
+
+/// The greedy loop of [`alone`] over any forward pass: `prompt`, then each chosen id.
+fn greedy_margins(mut forward: impl FnMut(&[u32]) -> Vec<f32>, prompt: &[u32]) -> (Vec<u32>, Vec<f32>) {
     let mut ids = Vec::new();
     let mut margins = Vec::new();
-    let mut logits = m.forward(prompt).unwrap().to_vec();
+    let mut logits = forward(prompt);
     for step in 0..GEN {
         let (t, margin) = top2_margin(&logits);
         ids.push(t);
         margins.push(margin);
         if step + 1 < GEN {
-            logits = m.forward(&[t]).unwrap().to_vec();
+            logits = forward(&[t]);
         }
     }
     (ids, margins)
@@ -137,19 +142,9 @@ fn alone_in<C: Backend, G: Backend>(
 ) -> (Hybrid<C, G>, (Vec<u32>, Vec<f32>)) {
     let mut h = set_switches(h, if second { vec![0] } else { vec![] });
     h.reset();
-    let mut ids = Vec::new();
-    let mut margins = Vec::new();
-    let mut logits = h.forward(prompt).unwrap().to_vec();
-    for step in 0..GEN {
-        let (t, margin) = top2_margin(&logits);
-        ids.push(t);
-        margins.push(margin);
-        if step + 1 < GEN {
-            logits = h.forward(&[t]).unwrap().to_vec();
-        }
-    }
+    let run = greedy_margins(|ids| h.forward(ids).unwrap().to_vec(), prompt);
     assert_eq!(h.on_gpu(), second, "alone_in: the wrong side ran");
-    (h, (ids, margins))
+    (h, run)
 }
 
 /// Every switch of the last run moved no cache bytes where the hybrid shares one cache

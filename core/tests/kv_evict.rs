@@ -354,6 +354,7 @@ fn streaming_sinks_perplexity_stays_near_the_full_cache() {
 }
 
 /// Normalized MSE of `a` against `b`: Σ(a − b)² / Σb².
+#[cfg(feature = "opencl")]
 fn nmse(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
     let (mut d, mut n) = (0f64, 0f64);

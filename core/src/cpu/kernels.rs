@@ -66,9 +66,9 @@ impl Isa {
     }
 }
 
-/// `gemm(w, x, n, y)` over 16-bit float weight rows and f32 activation rows of `n`
-/// elements ([`Kernels::gemm_f16_f32`]).
-pub type GemmHalf<W> = fn(&[W], &[f32], usize, &mut [f32]);
+/// `gemm(w, x, n, y)` over 16-bit float weight rows and activation rows (f32 unless
+/// given) of `n` elements ([`Kernels::gemm_f16_f32`], [`Kernels::gemm_bf16_bf16`]).
+pub type GemmHalf<W, X = f32> = fn(&[W], &[X], usize, &mut [f32]);
 
 /// Function pointers for the hot kernels of one ISA.
 #[derive(Clone, Copy, Debug)]
@@ -133,6 +133,12 @@ pub struct Kernels {
     /// tiled kernel: `matmul` then runs `vec_dot_f16_f32` / `vec_dot_bf16_f32` per output.
     pub gemm_f16_f32: Option<GemmHalf<f16>>,
     pub gemm_bf16_f32: Option<GemmHalf<bf16>>,
+    /// bf16 weights × activations rounded to bf16 (`vdpbf16ps`: two products per f32
+    /// lane per instruction, twice the FMA rate), as llama.cpp multiplies BF16 models.
+    /// Only where the CPU has AVX512-BF16; `matmul` rounds the activations once per call
+    /// (`bf16::from_f32`, nearest-even) into a buffer `reserve` sizes when BF16 weights
+    /// were imported, and takes `gemm_bf16_f32` otherwise.
+    pub gemm_bf16_bf16: Option<GemmHalf<bf16, bf16>>,
     /// The row-interleaved layouts (`cpu::repack`): `gemm(w, x, nb, y)` with `w` the
     /// `groups × nb` x8 blocks of `8 · groups` rows, `x` the `toks × nb` activation
     /// blocks, `y` `[toks, 8 · groups]`; decode is `toks = 1`. Scalar twins:
@@ -190,6 +196,7 @@ impl Kernels {
             gemm_q4_0_q8_0: scalar::gemm_q4_0_q8_0,
             gemm_f16_f32: None,
             gemm_bf16_f32: None,
+            gemm_bf16_bf16: None,
             gemm_q4_0x8: repack::gemm_q4_0x8,
             gemm_q4_1x8: repack::gemm_q4_1x8,
             gemm_q8_0x8: repack::gemm_q8_0x8,

@@ -127,6 +127,10 @@ pub struct CpuBackend {
     row: Vec<f32>,
     /// Activation rows for the x8 kernels (quantized as Q8_1, then converted).
     qa: Vec<BlockQ8Act>,
+    /// Activation rows rounded to bf16 for `Kernels::gemm_bf16_bf16`; sized by `reserve`
+    /// only once a BF16 matrix was imported on a CPU with that kernel (`bf16_weights`).
+    bf16_x: Vec<bf16>,
+    bf16_weights: core::sync::atomic::AtomicBool,
     /// Settings read once when the backend was built (`repack` already cleared where
     /// the ISA has no x8 SIMD kernels; `set_repack` changes it).
     opts: CpuOptions,
@@ -167,6 +171,8 @@ impl CpuBackend {
             qa: Vec::new(),
             opts,
             repacked: core::sync::atomic::AtomicU64::new(0),
+            bf16_x: Vec::new(),
+            bf16_weights: core::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "std")]
             released: std::sync::Mutex::new(Vec::new()),
         }
@@ -469,6 +475,25 @@ fn matmul_x8<W: Sync, X: Sync>(
     });
 }
 
+/// Rounds the rows of `xs` (`n_in` floats each) to bf16 into `xb` (nearest-even, as
+/// `half::bf16::from_f32`), rows split over the pool.
+fn round_rows_bf16(pool: &mut ThreadPool, xs: &[f32], xb: &mut [bf16], n_in: usize) {
+    let n_tok = xb.len() / n_in.max(1);
+    let grid = Grid {
+        rows: n_tok,
+        cols: n_in,
+        row_tile: n_tok.div_ceil(pool.threads()).max(1),
+        col_tile: n_in.max(1),
+    };
+    pool.run_tiles(xb, grid, &mut [0u8; 0], 0, &|mut tile, _| {
+        for t in tile.rows() {
+            for (o, &v) in tile.row(t).iter_mut().zip(&xs[t * n_in..(t + 1) * n_in]) {
+                *o = bf16::from_f32(v);
+            }
+        }
+    });
+}
+
 /// Quantizes the `n_tok` rows of `xs` (`n_in` floats each) into `xq` (`n_in / qk` blocks each);
 /// rows are split over the pool when there are several.
 fn quantize_rows<B: Send>(
@@ -750,6 +775,14 @@ impl CpuBackend {
                     _ => matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, &|w, x, y| {
                         scalar::gemv(w, x, y, k.vec_dot_f16_f32)
                     }),
+                }
+            }
+            DType::BF16 if n_tok >= GEMM_MIN_TOK && k.gemm_bf16_bf16.is_some() && self.bf16_x.len() >= xs.len() => {
+                let wf: &[bf16] = bytemuck::cast_slice(wb);
+                let xb = &mut self.bf16_x[..xs.len()];
+                round_rows_bf16(pool, xs, xb, n_in);
+                if let Some(gemm) = k.gemm_bf16_bf16 {
+                    matmul_gemm(pool, wf, &*xb, ys, n_out, n_tok, n_in, gemm);
                 }
             }
             DType::BF16 => {
@@ -1080,6 +1113,9 @@ impl Backend for CpuBackend {
     /// resident for four norm vectors). Everything else is used in place.
     fn import_weight(&self, region: HostRegion, dtype: DType, shape: Shape) -> Result<CpuBuffer> {
         let d = shape.dims();
+        if dtype == DType::BF16 && d.len() == 2 && self.k.gemm_bf16_bf16.is_some() {
+            self.bf16_weights.store(true, core::sync::atomic::Ordering::Relaxed);
+        }
         if self.opts.repack && d.len() == 1 && region.is_file_mapped() {
             let src = region.bytes();
             let mut buf = self.alloc(src.len(), BufferKind::Shared)?;
@@ -1180,6 +1216,9 @@ impl Backend for CpuBackend {
         grow(&mut self.scores, 2 * r.max_ctx * r.n_head.max(1));
         grow(&mut self.row, r.max_row);
         grow(&mut self.qa, blocks);
+        if self.bf16_weights.load(core::sync::atomic::Ordering::Relaxed) {
+            grow(&mut self.bf16_x, r.max_tokens * r.max_row);
+        }
         Ok(())
     }
     fn synchronize(&mut self) -> Result<()> {

@@ -79,6 +79,11 @@ pub(crate) fn kernels() -> Option<Kernels> {
         } else {
             super::avx2::gemm_f16_f32
         }),
+        gemm_bf16_bf16: if is_x86_feature_detected!("avx512bf16") {
+            Some(gemm_bf16_bf16)
+        } else {
+            None
+        },
         gemm_bf16_f32: Some(if vl {
             super::avx2::gemm_bf16_f32_vl
         } else {
@@ -664,4 +669,73 @@ fn attn_values_q8_0_impl(w: &[f32], v: &[BlockQ8_0], stride: usize, out: &mut [f
     if b0 < nb {
         attn_values_q8_0_cols::<1>(w, v, stride, b0, out);
     }
+}
+
+fn gemm_bf16_bf16(w: &[bf16], x: &[bf16], n: usize, y: &mut [f32]) {
+    // SAFETY: only handed out by `kernels()` after it found AVX512-BF16 besides the
+    // AVX-512 F/BW base.
+    unsafe { gemm_bf16_bf16_impl(w, x, n, y) }
+}
+
+/// `R` bf16 weight rows × `T` bf16 activation rows of `n` elements, 32 at a time:
+/// `vdpbf16ps` adds the two products of each pair of bf16 lanes (exact, formed in f32)
+/// to an f32 lane. Raw-pointer loads after slicing each row to its length, as
+/// `avx2::tile_half` (bounds checks in the loop put the accumulators on the stack).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+fn tile_bf16<const R: usize, const T: usize>(
+    w: &[bf16],
+    x: &[bf16],
+    n: usize,
+    r0: usize,
+    t0: usize,
+    y: &mut [f32],
+    rows: usize,
+) {
+    let wr: [&[bf16]; R] = core::array::from_fn(|r| &w[(r0 + r) * n..(r0 + r + 1) * n]);
+    let xt: [&[bf16]; T] = core::array::from_fn(|t| &x[(t0 + t) * n..(t0 + t + 1) * n]);
+    let mut acc = [[_mm512_setzero_ps(); T]; R];
+    let n32 = n / 32 * 32;
+    let mut i = 0;
+    while i < n32 {
+        // SAFETY: every row holds `n` values (sliced above) and `i + 32 ≤ n32 ≤ n`.
+        let wv: [__m512bh; R] =
+            core::array::from_fn(|r| unsafe { _mm512_loadu_si512(wr[r].as_ptr().add(i).cast()) }.into_bh());
+        for t in 0..T {
+            // SAFETY: as above.
+            let xv = unsafe { _mm512_loadu_si512(xt[t].as_ptr().add(i).cast()) }.into_bh();
+            for r in 0..R {
+                acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xv);
+            }
+        }
+        i += 32;
+    }
+    for r in 0..R {
+        for t in 0..T {
+            let mut s = _mm512_reduce_add_ps(acc[r][t]);
+            for j in n32..n {
+                s += wr[r][j].to_f32() * xt[t][j].to_f32();
+            }
+            y[(t0 + t) * rows + r0 + r] = s;
+        }
+    }
+}
+
+/// The bits of a 512-bit integer vector as 32 bf16 lanes.
+trait IntoBh {
+    fn into_bh(self) -> __m512bh;
+}
+impl IntoBh for __m512i {
+    #[inline(always)]
+    fn into_bh(self) -> __m512bh {
+        // SAFETY: both are 64 bytes of plain bits; a reinterpretation.
+        unsafe { core::mem::transmute::<__m512i, __m512bh>(self) }
+    }
+}
+
+/// 4 rows × 4 tokens: sixteen zmm accumulators, four weight vectors, one input.
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx2,fma,f16c")]
+fn gemm_bf16_bf16_impl(w: &[bf16], x: &[bf16], nb: usize, y: &mut [f32]) {
+    gemm_tiles!(tile_bf16::<4, 4>(w, x, nb, y))
 }
