@@ -475,23 +475,12 @@ fn matmul_x8<W: Sync, X: Sync>(
     });
 }
 
-/// Rounds the rows of `xs` (`n_in` floats each) to bf16 into `xb` (nearest-even, as
-/// `half::bf16::from_f32`), rows split over the pool.
-fn round_rows_bf16(pool: &mut ThreadPool, xs: &[f32], xb: &mut [bf16], n_in: usize) {
-    let n_tok = xb.len() / n_in.max(1);
-    let grid = Grid {
-        rows: n_tok,
-        cols: n_in,
-        row_tile: n_tok.div_ceil(pool.threads()).max(1),
-        col_tile: n_in.max(1),
-    };
-    pool.run_tiles(xb, grid, &mut [0u8; 0], 0, &|mut tile, _| {
-        for t in tile.rows() {
-            for (o, &v) in tile.row(t).iter_mut().zip(&xs[t * n_in..(t + 1) * n_in]) {
-                *o = bf16::from_f32(v);
-            }
-        }
-    });
+/// One activation row rounded to bf16 (nearest-even, `half::bf16::from_f32`): the
+/// "quantizer" of `Kernels::gemm_bf16_bf16`, run per row by `quantize_rows` (`qk` 1).
+fn round_row_bf16(x: &[f32], y: &mut [bf16]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = bf16::from_f32(v);
+    }
 }
 
 /// Quantizes the `n_tok` rows of `xs` (`n_in` floats each) into `xq` (`n_in / qk` blocks each);
@@ -780,7 +769,7 @@ impl CpuBackend {
             DType::BF16 if n_tok >= GEMM_MIN_TOK && k.gemm_bf16_bf16.is_some() && self.bf16_x.len() >= xs.len() => {
                 let wf: &[bf16] = bytemuck::cast_slice(wb);
                 let xb = &mut self.bf16_x[..xs.len()];
-                round_rows_bf16(pool, xs, xb, n_in);
+                quantize_rows(pool, xs, xb, n_in, 1, round_row_bf16);
                 if let Some(gemm) = k.gemm_bf16_bf16 {
                     matmul_gemm(pool, wf, &*xb, ys, n_out, n_tok, n_in, gemm);
                 }
