@@ -142,9 +142,9 @@ pub(super) struct Persistent {
     /// One kernel object per layer group of `llama_blocks`, with a fingerprint of the
     /// arguments last set on it: from one token to the next only the barrier base, the
     /// cache slot and the position change, so ~140 clSetKernelArg calls a launch
-    /// become 3. One list per cache dtype (f32, f16, Q8_0: [`kv_index`]), each from
-    /// that dtype's block.cl program.
-    pub groups_k: RefCell<[Vec<CachedLaunch>; 3]>,
+    /// become 3. One list per block.cl build ([`variant_index`]), each from that
+    /// build's program.
+    pub groups_k: RefCell<[Vec<CachedLaunch>; 6]>,
 }
 
 impl Persistent {
@@ -154,7 +154,7 @@ impl Persistent {
         let prof = create_buffer(context, CL_MEM_READ_WRITE, PROF_BYTES)?;
         Ok(Persistent {
             prof: RefCell::new(prof),
-            groups_k: RefCell::new([Vec::new(), Vec::new(), Vec::new()]),
+            groups_k: Default::default(),
             groups,
             // A GPU barrier spin is an L2 round trip (~0.3 µs): 2^24 is seconds. A CPU
             // device's is a cached load, and its work-groups are threads the OS may
@@ -175,6 +175,43 @@ impl Persistent {
 /// The cache dtypes block.cl is built for, as an index (f32 0, f16 1, Q8_0 2).
 fn kv_index(t: DType) -> Option<usize> {
     [DType::F32, DType::F16, DType::Q8_0].iter().position(|&u| u == t)
+}
+
+/// Query heads per KV head block.cl's stage B takes (its `GQA_MAX`).
+const GQA_MAX: usize = 8;
+
+/// Floats of the staged-vector local buffer block.cl's stage B uses for a work-group of
+/// `lws`, `grp` query heads per KV head and head dim `hd`: the unit's queries, the
+/// partial dots (`grp` padded rows) or o's sums (4 per work-item), the scores and
+/// weights of a tile (`grp · 4 lws / hd` each), the rescale factors.
+fn attn_local_floats(lws: usize, grp: usize, hd: usize) -> usize {
+    let spt = 4 * lws / hd;
+    grp * hd + (grp * (lws + hd / 4)).max(4 * lws) + 2 * grp * spt + grp
+}
+
+/// block.cl's builds: one per cache dtype ([`kv_index`]) and weight-type set — `core`
+/// the build without the Q5_0/Q5_1/K-quant arms (`AG_CORE_TYPES`). 0 is the program built
+/// at creation (f32 cache, every type).
+///
+/// Why a second build: the K-quant arms inlined into the stages cost the other types'
+/// loops registers. On the H200 the 1B shape's Q4_0 decode ran 902 tok/s with them
+/// inlined and 1005 with them out of line (`-DAG_KQ_NOINLINE`), while Q4_K_M ran 841
+/// inlined and 791 out of line; a build without them at all is the Q4_0 loop as it was
+/// written, and Q4_K_M keeps the inlined arms.
+pub(super) fn variant_index(kv: DType, core: bool) -> Option<usize> {
+    Some(2 * kv_index(kv)? + core as usize)
+}
+
+/// Whether a weight needs only the core-types build (F32/F16/BF16/Q4_0/Q4_1/Q8_0).
+pub(super) fn core_type(t: DType) -> bool {
+    dtype_code(t).is_some_and(|c| c <= 5)
+}
+
+/// Whether a layer's matrices are all of the core types.
+fn layer_core(w: &BlockWeights<'_, OpenClBackend>) -> bool {
+    [w.wq, w.wk, w.wv, w.wo, w.w_gate, w.w_up, w.w_down]
+        .iter()
+        .all(|m| core_type(m.dtype))
 }
 
 /// Grid barriers of one layer: after stages A, B, C, D (and E, between two layers of a
@@ -292,8 +329,13 @@ impl OpenClBackend {
             && [dim, qd, ffn].iter().all(|n| n % 32 == 0 && *n <= self.blk.max_vec)
             && hd <= MAX_HD
             && hd.is_multiple_of(4)
-            && hd >= 8 // (stage B indexes VPRE · LWS / hd < LWS slots)
             && self.blk.lws.is_multiple_of(hd)
+            && a.n_kv_head > 0
+            && a.n_head.is_multiple_of(a.n_kv_head)
+            && a.n_head / a.n_kv_head <= GQA_MAX
+            // (stage B's step 2 has a work-item per (query head, slot of a tile))
+            && hd >= 4 * (a.n_head / a.n_kv_head)
+            && attn_local_floats(self.blk.lws, a.n_head / a.n_kv_head, hd) <= self.blk.local_floats
             && a.n_head * (a.n_past + 1).div_ceil(self.blk.ch) * (hd + 2) <= st.part_cap
             && (kv != DType::Q8_0 || (2 * a.n_kv_head * hd <= st.part_cap && hd.is_multiple_of(kv.block_size())))
     }
@@ -355,7 +397,8 @@ impl OpenClBackend {
         k.set_part(0, &args)?;
         let vec_bytes = self
             .blk
-            .vec_bytes(x.shape.row_len().max(a.n_head * a.head_dim).max(ffn));
+            .vec_bytes(x.shape.row_len().max(a.n_head * a.head_dim).max(ffn))
+            .max(4 * attn_local_floats(self.blk.lws, a.n_head / a.n_kv_head, a.head_dim));
         k.set_one(SHARED_ARGS + LAYER_ARGS * self.blk.lpl as u32, &Local(vec_bytes))
     }
 
@@ -441,7 +484,7 @@ impl OpenClBackend {
         if !self.block_shapes_fit(x, p, ffn, kvt) || !Self::block_layer_fits(w, kv, ffn, kvt) {
             return Ok(false);
         }
-        let Some((k, _)) = self.block_kv(kvt)? else {
+        let Some((k, _, _)) = self.block_variant(kvt, layer_core(w))? else {
             return Ok(false);
         };
         self.block_shared_args(k, x, inv_freq, p, s, ffn, 1)?;
@@ -477,17 +520,18 @@ impl OpenClBackend {
         if !self.block_shapes_fit(x, p, ffn, kvt) {
             return Ok(false);
         }
-        let mut all_fit = true;
+        let (mut all_fit, mut core) = (true, true);
         for l in 0..n_layer {
             layer(l, &mut |w, kv| {
                 all_fit &= Self::block_layer_fits(&w, &kv, ffn, kvt);
+                core &= layer_core(&w);
                 Ok(())
             })?;
         }
-        let (Some(ki), true) = (kv_index(kvt), all_fit) else {
+        let (Some(ki), true) = (variant_index(kvt, core && self.blk_core), all_fit) else {
             return Ok(false);
         };
-        let Some((_, program)) = self.block_kv(kvt)? else {
+        let Some((_, _, program)) = self.block_variant(kvt, core)? else {
             return Ok(false);
         };
         let lpl = self.blk.lpl;
@@ -556,6 +600,11 @@ impl OpenClBackend {
         if !self.head_ok() || x.shape.rows() != 1 || dim % 32 != 0 || dim > self.blk.max_vec || n_rows == 0 {
             return Ok(false);
         }
+        // (the core-types build for a core-type matrix: the f32 cache's, any cache
+        // dtype's head is the same code)
+        let Some((_, head, _)) = self.block_variant(DType::F32, core_type(w.dtype))? else {
+            return Ok(false);
+        };
         let rows_per_wg = self.sz.head_rows;
         let args = LlamaHead {
             x: x.buf.arg(),
@@ -574,12 +623,8 @@ impl OpenClBackend {
             vl: Local(self.blk.vec_bytes(dim)),
         };
         let lws = self.blk.lws;
-        self.q.run(
-            &self.k.llama_head,
-            &args,
-            &[n_rows.div_ceil(rows_per_wg) * lws],
-            Some(&[lws]),
-        )?;
+        self.q
+            .run(head, &args, &[n_rows.div_ceil(rows_per_wg) * lws], Some(&[lws]))?;
         Ok(true)
     }
 }

@@ -76,8 +76,13 @@ pub use program::{generated_header, program_source};
 
 pub(crate) use launch::cl_err;
 
-/// A cache dtype's block.cl build: its one-layer kernel object and the program.
-type BlockVariant = (launch::Kern<kernels::LlamaBlocks>, Program);
+/// A block.cl build made on first use (a cache dtype, the core-types variant): its
+/// one-layer kernel object, its head kernel and the program.
+type BlockVariant = (
+    launch::Kern<kernels::LlamaBlocks>,
+    launch::Kern<kernels::LlamaHead>,
+    Program,
+);
 
 /// The OpenCL backend. See the module docs.
 pub struct OpenClBackend {
@@ -87,10 +92,14 @@ pub struct OpenClBackend {
     /// The cache-reading kernels (attention.cl, kv_cache.cl) for an f16 and a Q8_0
     /// cache ([`program::KV_LAZY`] order), built with their programs on first use.
     kv_lazy: [OnceCell<(kernels::KvKernels, [Program; 2])>; 2],
-    /// block.cl built for an f16 and a Q8_0 cache, on first use, with its one-layer
-    /// kernel object (`None`: the build does not allow the work-group size of the f32
-    /// one; that dtype decodes on the per-op path).
-    blk_kv: [OnceCell<Option<BlockVariant>>; 2],
+    /// block.cl's other builds, on first use ([`block::variant_index`] − 1: the f32
+    /// cache's core-types build, then the f16 and Q8_0 caches' full and core-types
+    /// builds), with their kernel objects (`None`: the build does not allow the
+    /// work-group size of the first one; that variant decodes on the per-op path).
+    blk_var: [OnceCell<Option<BlockVariant>>; 5],
+    /// Models without Q5/K-quant weights run block.cl's core-types builds
+    /// ([`OpenClOptions::block_core`]).
+    blk_core: bool,
     /// The program-binary cache directory ([`OpenClOptions::binary_cache`]), for the
     /// builds made on first use.
     binary_cache: Option<alloc::string::String>,
@@ -181,7 +190,8 @@ impl OpenClBackend {
             info,
             k,
             kv_lazy: [OnceCell::new(), OnceCell::new()],
-            blk_kv: [OnceCell::new(), OnceCell::new()],
+            blk_var: Default::default(),
+            blk_core: opts.block_core.unwrap_or(blk.nv_fence),
             binary_cache: opts.binary_cache.clone(),
             mmq,
             programs,
@@ -244,26 +254,48 @@ impl OpenClBackend {
         Ok(&self.kv_lazy[i].get().expect("set above").0)
     }
 
-    /// block.cl's program and one-layer kernel for a cache of `dtype` (built on its
-    /// first use); `None` when that dtype has no block variant or it cannot run here.
-    /// F32 is the program built at creation.
-    fn block_kv(&self, dtype: DType) -> Result<Option<(&launch::Kern<kernels::LlamaBlocks>, &Program)>> {
-        if dtype == DType::F32 {
-            return Ok(Some((&self.k.llama_blocks, self.programs.get("block.cl"))));
-        }
-        let Some(i) = program::KV_LAZY.iter().position(|&t| t == dtype) else {
+    /// block.cl's program, one-layer kernel and head kernel for a cache of `dtype`, the
+    /// core-types build when `core` (built on first use); `None` when that dtype has no
+    /// block variant or it cannot run here. The f32 cache's full build is the program
+    /// built at creation.
+    #[allow(clippy::type_complexity)]
+    fn block_variant(
+        &self,
+        dtype: DType,
+        core: bool,
+    ) -> Result<
+        Option<(
+            &launch::Kern<kernels::LlamaBlocks>,
+            &launch::Kern<kernels::LlamaHead>,
+            &Program,
+        )>,
+    > {
+        let core = core && self.blk_core;
+        let Some(v) = block::variant_index(dtype, core) else {
             return Ok(None);
         };
-        if self.blk_kv[i].get().is_none() {
-            let dev = self.context.default_device();
-            let built =
-                match program::build_block_kv(&self.context, dev, &self.blk, self.binary_cache.as_deref(), dtype)? {
-                    Some(p) => Some((launch::Kern::create_n(&p, "llama_blocks_f32", self.blk.n_args())?, p)),
-                    None => None,
-                };
-            let _ = self.blk_kv[i].set(built);
+        if v == 0 {
+            return Ok(Some((
+                &self.k.llama_blocks,
+                &self.k.llama_head,
+                self.programs.get("block.cl"),
+            )));
         }
-        Ok(self.blk_kv[i].get().expect("set above").as_ref().map(|(k, p)| (k, p)))
+        let cell = &self.blk_var[v - 1];
+        if cell.get().is_none() {
+            let dev = self.context.default_device();
+            let cache = self.binary_cache.as_deref();
+            let built = match program::build_block_variant(&self.context, dev, &self.blk, cache, dtype, core)? {
+                Some(p) => Some((
+                    launch::Kern::create_n(&p, "llama_blocks_f32", self.blk.n_args())?,
+                    launch::Kern::create(&p, "llama_head_f32")?,
+                    p,
+                )),
+                None => None,
+            };
+            let _ = cell.set(built);
+        }
+        Ok(cell.get().expect("set above").as_ref().map(|(k, h, p)| (k, h, p)))
     }
 
     /// Whether the fused head kernel can run (block.cl built for its work-group and the

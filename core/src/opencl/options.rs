@@ -40,6 +40,10 @@ pub const ENV: &[(&str, &str)] = &[
         "tuning: attention chunk of `block.cl` in cache slots, a power of two in 16..=256 (`block_ch`)",
     ),
     (
+        "ANTIGRAVITY_OPENCL_BLOCK_CORE",
+        "tuning: `0`: one `block.cl` build for every weight type, no core-types variant for models without Q5/K-quant weights (`block_core`)",
+    ),
+    (
         "ANTIGRAVITY_OPENCL_BLOCK_INT8",
         "`1`/`0`: `block.cl` with int8 activations and 4-way int8 dot products on/off (`block_int8`; default on for NVIDIA: PTX `dp4a`)",
     ),
@@ -125,6 +129,12 @@ pub struct OpenClOptions {
     /// once per stage to Q8_0-style blocks, 4-way int8 dot products: PTX `dp4a` on NVIDIA,
     /// plain OpenCL C elsewhere). `None`: on for NVIDIA GPUs, off elsewhere.
     pub block_int8: Option<bool>,
+    /// Tuning: `Some(false)` runs models whose block weights are all F32/F16/BF16/Q4_0/
+    /// Q4_1/Q8_0 on the `block.cl` build that also has the Q5_0/Q5_1/K-quant arms,
+    /// instead of a build without them (`AG_CORE_TYPES`, made on first use). `None`: the
+    /// variant is used on NVIDIA (where it was measured; elsewhere the persistent kernel
+    /// is off by default, and one more build costs PoCL minutes).
+    pub block_core: Option<bool>,
     /// The int8 prefill matmuls (`mul_mm_q8_1.cl`): from `mm_min_tokens` tokens on, a
     /// quantized weight (Q4_0, Q4_1, Q8_0, Q5_0, Q5_1, Q4_K, Q5_K) multiplies activations
     /// quantized once per input to Q8_1-style blocks, by int8 dot products on tiles in
@@ -190,6 +200,7 @@ impl OpenClOptions {
             "0" => Some(false),
             _ => None,
         });
+        o.block_core = get("ANTIGRAVITY_OPENCL_BLOCK_CORE").map(|v| v.trim() != "0");
         o.mm_int8 = get("ANTIGRAVITY_OPENCL_MM_INT8").and_then(|v| match v.trim() {
             "1" => Some(true),
             "0" => Some(false),
@@ -229,6 +240,7 @@ mod tests {
             ("ANTIGRAVITY_OPENCL_BLOCK_SHFL", "0"),
             ("ANTIGRAVITY_OPENCL_BLOCK_CH", "64"),
             ("ANTIGRAVITY_OPENCL_BLOCK_INT8", "0"),
+            ("ANTIGRAVITY_OPENCL_BLOCK_CORE", "0"),
             ("ANTIGRAVITY_OPENCL_BLOCK_DEFINES", "-DX"),
             ("ANTIGRAVITY_OPENCL_MM_INT8", "1"),
             ("ANTIGRAVITY_OPENCL_MM_MMA", "0"),
@@ -248,12 +260,12 @@ mod tests {
             (o.block_defines.as_str(), o.head_rows, o.img_rows),
             ("-DX", Some(32), Some(1))
         );
-        assert_eq!(o.block_int8, Some(false));
+        assert_eq!((o.block_int8, o.block_core), (Some(false), Some(false)));
         assert_eq!(
             (o.mm_int8, o.mm_mma, o.mm_defines.as_str()),
             (Some(true), Some(false), "-DNB=4")
         );
-        assert_eq!(ENV.len(), 16);
+        assert_eq!(ENV.len(), 17);
         let doc = include_str!("../../../docs/opencl.md");
         for (name, _) in ENV {
             assert!(

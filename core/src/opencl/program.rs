@@ -94,6 +94,9 @@ pub(super) struct BlockBuild {
     /// Work-group size (and staged-vector capacity, `max_vec` floats).
     pub(super) lws: usize,
     pub(super) max_vec: usize,
+    /// Floats of local memory the staged vector's buffer may take (it also holds stage
+    /// B's attention scratch).
+    pub(super) local_floats: usize,
     /// Layers per launch (`LPL`).
     pub(super) lpl: usize,
     /// Attention chunk in cache slots (`CH`, at most `lws`).
@@ -110,7 +113,7 @@ pub(super) struct BlockBuild {
     /// For logs and profiles.
     pub(super) desc: String,
     /// The build options block.cl was built with (its f32-cache program); a cache
-    /// dtype's variant adds `-DKV_T=…` ([`build_block_kv`]).
+    /// dtype's variant adds `-DKV_T=…` ([`build_block_variant`]).
     pub(super) options: String,
 }
 
@@ -152,7 +155,7 @@ impl Programs {
 /// `-DKV_T=T_Q8_0`; common/kv.cl): their kernels read the cache in its own dtype, the
 /// dtype fixed at build time so the inner loops carry no dtype branch. Those variants
 /// are built on first use (a backend that never sees an f16 cache never compiles one):
-/// [`build_kv_family`], [`build_block_kv`].
+/// [`build_kv_family`], [`build_block_variant`].
 pub(super) const KV_LAZY: [DType; 2] = [DType::F16, DType::Q8_0];
 
 /// The `-DKV_T=…` option of a cache dtype's variant.
@@ -179,18 +182,29 @@ pub(super) fn build_kv_family(
 }
 
 /// Builds block.cl for a cache of dtype `kv` with the options its f32-cache program was
-/// built with; `None` when the compiled kernels do not allow the work-group size that
-/// program runs (that cache dtype then decodes on the per-op path).
-pub(super) fn build_block_kv(
+/// built with, without the Q5_0/Q5_1/K-quant arms when `core` (`AG_CORE_TYPES`); `None`
+/// when the compiled kernels do not allow the work-group size that program runs (that
+/// variant then decodes on the per-op path).
+pub(super) fn build_block_variant(
     context: &Context,
     dev: cl_device_id,
     blk: &BlockBuild,
     cache: Option<&str>,
     kv: DType,
+    core: bool,
 ) -> Result<Option<Program>> {
-    let program = build_program(context, dev, "block.cl", &(blk.options.clone() + &kv_option(kv)), cache)?;
+    let mut options = blk.options.clone();
+    if kv != DType::F32 {
+        options += &kv_option(kv);
+    }
+    if core {
+        options += " -DAG_CORE_TYPES";
+    }
+    let program = build_program(context, dev, "block.cl", &options, cache)?;
     let blocks = Kern::<LlamaBlocks>::create_n(&program, "llama_blocks_f32", blk.n_args())?;
-    Ok((blocks.work_group_size(dev)? >= blk.lws).then_some(program))
+    let head = Kern::<LlamaHead>::create(&program, "llama_head_f32")?;
+    let allowed = blocks.work_group_size(dev)?.min(head.work_group_size(dev)?);
+    Ok((allowed >= blk.lws).then_some(program))
 }
 
 fn pow2_floor(n: usize) -> usize {
@@ -547,6 +561,7 @@ fn build_block(
         BlockBuild {
             lws,
             max_vec,
+            local_floats: free,
             lpl,
             ch,
             nv_fence,

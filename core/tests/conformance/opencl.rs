@@ -105,7 +105,15 @@ fn block_kernel_matches_composition() {
                         eprintln!("{name:<16} oversubscribed grid: error after {:.2?}: {e}", t.elapsed());
                         assert!(e.to_string().contains("grid barrier"), "{e}");
                     }
+                    let launched = g.block_launches(DType::F32);
                     let fused = block(&mut g, &inp, Entry::Op).unwrap();
+                    // (the op falls back to the composition where the kernel does not
+                    // apply: it must have run here, except on the unrunnable grid)
+                    assert_eq!(
+                        g.block_launches(DType::F32) - launched,
+                        u64::from(!oversubscribed),
+                        "{name} {n_head}/{n_kv} heads: the block kernel did not run"
+                    );
                     let mix = format!("{}", dtypes[0]);
                     let case = if oversubscribed {
                         format!("{mix}.. 16/CU (fell back) style {style} n_past {n_past}")
