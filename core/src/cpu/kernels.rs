@@ -21,7 +21,7 @@ use half::{bf16, f16};
 
 use super::repack::{
     self, BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx8, BlockQ5_0x8, BlockQ5_1x8, BlockQ5_Kx8, BlockQ6_Kx8, BlockQ8Act,
-    BlockQ8_0x8,
+    BlockQ8_0x8, BlockQ8_Kx16,
 };
 use super::scalar;
 use crate::quant::dot;
@@ -69,6 +69,9 @@ impl Isa {
 /// `gemm(w, x, n, y)` over 16-bit float weight rows and activation rows (f32 unless
 /// given) of `n` elements ([`Kernels::gemm_f16_f32`], [`Kernels::gemm_bf16_bf16`]).
 pub type GemmHalf<W, X = f32> = fn(&[W], &[X], usize, &mut [f32]);
+
+/// A token-lane K-quant prefill kernel ([`Kernels::gemm_q5_kx8_t16`]).
+pub type GemmKx16<W> = fn(&[W], &[BlockQ8_Kx16], usize, &mut [f32]);
 
 /// Function pointers for the hot kernels of one ISA.
 #[derive(Clone, Copy, Debug)]
@@ -155,6 +158,14 @@ pub struct Kernels {
     pub gemm_q4_kx8: fn(&[BlockQ4_Kx8], &[BlockQ8_K], usize, &mut [f32]),
     pub gemm_q5_kx8: fn(&[BlockQ5_Kx8], &[BlockQ8_K], usize, &mut [f32]),
     pub gemm_q6_kx8: fn(&[BlockQ6_Kx8], &[BlockQ8_K], usize, &mut [f32]),
+    /// Token-lane Q4_K / Q5_K kernels for prefill: `gemm(w, x, nb, y)` with `w` as
+    /// `gemm_q5_kx8`'s, `x` the `nb` [`BlockQ8_Kx16`] of one group of up to sixteen
+    /// tokens (`cpu::repack::q8_k_x16`), `y` `[toks, 8 · groups]` with `toks =
+    /// y.len() / (8 · groups)` ≤ 16 (the group's zero-padded tokens are not stored).
+    /// The same products as `gemm_q5_kx8`, summed in another order; `None` where the
+    /// ISA has none (the matmul driver then runs `gemm_q5_kx8`).
+    pub gemm_q4_kx8_t16: Option<GemmKx16<BlockQ4_Kx8>>,
+    pub gemm_q5_kx8_t16: Option<GemmKx16<BlockQ5_Kx8>>,
     /// True when the Q4_0/Q4_1/Q8_0 x8 entries are SIMD kernels of this ISA; the backend
     /// repacks weights at load only then (the scalar twins are references, slower than
     /// the plain path's SIMD kernels).
@@ -205,6 +216,8 @@ impl Kernels {
             gemm_q4_kx8: repack::gemm_q4_kx8,
             gemm_q5_kx8: repack::gemm_q5_kx8,
             gemm_q6_kx8: repack::gemm_q6_kx8,
+            gemm_q4_kx8_t16: None,
+            gemm_q5_kx8_t16: None,
             x8_simd: false,
             x8_kq_simd: false,
         }

@@ -642,8 +642,10 @@ mod backend {
             .filter(|&t| crate::cpu::repack::has_x8(t))
             .collect();
         assert_eq!(x8_types.len(), 8, "the x8 types: {x8_types:?}");
-        for dtype in x8_types {
-            let (n_out, n_in, n_tok) = (24, 512, 5);
+        // 27 and 37 tokens: sixteen-token tiles with an 11- and a 5-token tail (the
+        // token-lane K-quant kernels where the table has them, the x8 ones below 8).
+        for (dtype, n_tok) in x8_types.into_iter().flat_map(|t| [(t, 5usize), (t, 27), (t, 37)]) {
+            let (n_out, n_in) = (24, 512);
             let mut w = vec![0u8; dtype.row_bytes(n_out * n_in).unwrap()];
             if matches!(dtype, DType::Q4_K | DType::Q5_K | DType::Q6_K) {
                 // Random bytes with f16 scales of ~0.01 (every bit pattern is a block).
@@ -687,6 +689,14 @@ mod backend {
                         Shape::d2(n_out, n_in),
                     )
                     .unwrap();
+                // Again: some scratch is sized only once a matrix of its type is imported.
+                b.reserve(Reservation {
+                    max_tokens: n_tok,
+                    max_row: n_in,
+                    max_ctx: 1,
+                    n_head: 1,
+                })
+                .unwrap();
                 assert_eq!(
                     packed.is_repacked(),
                     b.kernels().x8_simd_for(dtype),
@@ -1945,6 +1955,29 @@ mod x8_kquants {
 
     /// A K-quant x8 kernel (`run(table, packed bytes, out)`) of every table against the
     /// plain dot, `16 · nb` float steps a row (see `check`).
+    /// `x` (up to sixteen tokens of `nb` Q8_K blocks) interleaved for the token-lane
+    /// kernels; checks the interleave against the blocks it came from.
+    fn x16_of(x: &[BlockQ8_K], nb: usize) -> Vec<repack::BlockQ8_Kx16> {
+        let toks = x.len() / nb;
+        let mut o = vec![bytemuck::Zeroable::zeroed(); nb];
+        repack::q8_k_x16(x, nb, &mut o);
+        for (b, ob) in o.iter().enumerate() {
+            for t in 0..16 {
+                let xb = (t < toks).then(|| &x[t * nb + b]);
+                assert_eq!(ob.d[t], xb.map_or(0.0, |v| v.d));
+                for e in 0..256 {
+                    let q = (ob.qs[16 * (e / 4) + t] >> (8 * (e % 4))) as i8;
+                    assert_eq!(q, xb.map_or(0, |v| v.qs[e]));
+                }
+                for s in 0..8 {
+                    let bs = (ob.bs[16 * (s / 2) + t] >> (16 * (s % 2))) as i16;
+                    assert_eq!(bs, xb.map_or(0, |v| v.bsums[2 * s] + v.bsums[2 * s + 1]));
+                }
+            }
+        }
+        o
+    }
+
     fn check_k<W: bytemuck::Pod>(
         dtype: DType,
         w: &[W],
@@ -2015,6 +2048,32 @@ mod x8_kquants {
             }),
         ) {
             check_k(DType::Q5_K, &w, &x, nb, |k, p, g| (k.gemm_q5_kx8)(bytemuck::cast_slice(p), &x, nb, g), dot::vec_dot_q5_k_q8_k, mag_q5_k)?;
+        }
+
+        #[test]
+        fn gemm_t16_q5_k(
+            (nb, w, x) in (1usize..4, 1usize..4, 1usize..17).prop_flat_map(|(nb, groups, toks)| {
+                (Just(nb), q5_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
+            }),
+        ) {
+            let x16 = x16_of(&x, nb);
+            check_k(DType::Q5_K, &w, &x, nb, |k, p, g| match k.gemm_q5_kx8_t16 {
+                Some(f) => f(bytemuck::cast_slice(p), &x16, nb, g),
+                None => (k.gemm_q5_kx8)(bytemuck::cast_slice(p), &x, nb, g),
+            }, dot::vec_dot_q5_k_q8_k, mag_q5_k)?;
+        }
+
+        #[test]
+        fn gemm_t16_q4_k(
+            (nb, w, x) in (1usize..4, 1usize..4, 1usize..17).prop_flat_map(|(nb, groups, toks)| {
+                (Just(nb), q4_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
+            }),
+        ) {
+            let x16 = x16_of(&x, nb);
+            check_k(DType::Q4_K, &w, &x, nb, |k, p, g| match k.gemm_q4_kx8_t16 {
+                Some(f) => f(bytemuck::cast_slice(p), &x16, nb, g),
+                None => (k.gemm_q4_kx8)(bytemuck::cast_slice(p), &x, nb, g),
+            }, dot::vec_dot_q4_k_q8_k, mag_q4_k)?;
         }
 
         #[test]
