@@ -159,9 +159,9 @@ pub struct Kernels {
     pub gemm_q5_kx8: fn(&[BlockQ5_Kx8], &[BlockQ8_K], usize, &mut [f32]),
     pub gemm_q6_kx8: fn(&[BlockQ6_Kx8], &[BlockQ8_K], usize, &mut [f32]),
     /// Token-lane Q4_K / Q5_K kernels for prefill: `gemm(w, x, nb, y)` with `w` as
-    /// `gemm_q5_kx8`'s, `x` the `nb` [`BlockQ8_Kx16`] of one group of up to sixteen
-    /// tokens (`cpu::repack::q8_k_x16`), `y` `[toks, 8 · groups]` with `toks =
-    /// y.len() / (8 · groups)` ≤ 16 (the group's zero-padded tokens are not stored).
+    /// `gemm_q5_kx8`'s, `y` `[toks, 8 · groups]` with `toks = y.len() / (8 · groups)`
+    /// ≤ 64, and `x` the `⌈toks / 16⌉ · nb` [`BlockQ8_Kx16`] of those tokens in groups
+    /// of sixteen, group-major (`cpu::repack::q8_k_x16`; padded tokens are not stored).
     /// The same products as `gemm_q5_kx8`, summed in another order; `None` where the
     /// ISA has none (the matmul driver then runs `gemm_q5_kx8`).
     pub gemm_q4_kx8_t16: Option<GemmKx16<BlockQ4_Kx8>>,

@@ -495,8 +495,8 @@ const T16_MIN_TOK: usize = 16;
 const T16_MIN_TILE: usize = 8;
 
 /// `matmul_x8` for the token-lane kernels: `x16` is `x` interleaved by
-/// `repack::q8_k_x16` (the grid's token tiles are sixteen tokens, aligned to its groups);
-/// tiles of fewer than `T16_MIN_TILE` tokens run `gemm8` on `x`.
+/// `repack::q8_k_x16` (the grid's token tiles are up to 64 tokens, aligned to its
+/// sixteen-token groups); tiles of fewer than `T16_MIN_TILE` tokens run `gemm8` on `x`.
 #[allow(clippy::too_many_arguments)]
 fn matmul_x16<W: Sync>(
     pool: &mut ThreadPool,
@@ -511,12 +511,15 @@ fn matmul_x16<W: Sync>(
     gemm16: GemmKx16<W>,
 ) {
     use repack::{ROWS_X8, TOKS_X16};
-    let grid = matmul_grid(n_out, n_tok, pool.threads(), nb * core::mem::size_of::<W>() / ROWS_X8);
-    debug_assert!(grid.row_tile == TOKS_X16);
+    let mut grid = matmul_grid(n_out, n_tok, pool.threads(), nb * core::mem::size_of::<W>() / ROWS_X8);
+    // Up to four sixteen-token groups per call: a group of rows' weights is unpacked
+    // once for all of them.
+    grid.row_tile = n_tok.min(T16_TILE_TOKS);
+    const T16_TILE_TOKS: usize = 4 * TOKS_X16;
     pool.run_tiles(y, grid, &mut [0u8; 0], 0, &|mut tile, _| {
         let (cols, toks) = (tile.cols(), tile.rows());
         let wg = |c0: usize, c1: usize| &w[c0 / ROWS_X8 * nb..c1 / ROWS_X8 * nb];
-        let mut buf = [0f32; 16 * GEMM_COLS]; // (tokens, cols) of one call
+        let mut buf = [0f32; T16_TILE_TOKS * GEMM_COLS]; // (tokens, cols) of one call
         let mut c0 = cols.start;
         while c0 < cols.end {
             let c1 = (c0 + GEMM_COLS).min(cols.end);
@@ -525,7 +528,8 @@ fn matmul_x16<W: Sync>(
             if toks.len() < T16_MIN_TILE {
                 gemm8(wg(c0, c1), &x[toks.start * nb..toks.end * nb], nb, out);
             } else {
-                gemm16(wg(c0, c1), &x16[toks.start / TOKS_X16 * nb..][..nb], nb, out);
+                let ng = toks.len().div_ceil(TOKS_X16);
+                gemm16(wg(c0, c1), &x16[toks.start / TOKS_X16 * nb..][..ng * nb], nb, out);
             }
             for (i, t) in toks.clone().enumerate() {
                 tile.row(t)[c0 - cols.start..c1 - cols.start].copy_from_slice(&out[i * n..(i + 1) * n]);

@@ -642,9 +642,13 @@ mod backend {
             .filter(|&t| crate::cpu::repack::has_x8(t))
             .collect();
         assert_eq!(x8_types.len(), 8, "the x8 types: {x8_types:?}");
-        // 27 and 37 tokens: sixteen-token tiles with an 11- and a 5-token tail (the
-        // token-lane K-quant kernels where the table has them, the x8 ones below 8).
-        for (dtype, n_tok) in x8_types.into_iter().flat_map(|t| [(t, 5usize), (t, 27), (t, 37)]) {
+        // 27, 37 and 70 tokens: the token-lane K-quant kernels where the table has them
+        // (64-token tiles in sixteen-token groups, partial groups), the x8 ones for a
+        // tile of fewer than 8 (70 = 64 + 6).
+        for (dtype, n_tok) in x8_types
+            .into_iter()
+            .flat_map(|t| [(t, 5usize), (t, 27), (t, 37), (t, 70)])
+        {
             let (n_out, n_in) = (24, 512);
             let mut w = vec![0u8; dtype.row_bytes(n_out * n_in).unwrap()];
             if matches!(dtype, DType::Q4_K | DType::Q5_K | DType::Q6_K) {
@@ -1955,15 +1959,17 @@ mod x8_kquants {
 
     /// A K-quant x8 kernel (`run(table, packed bytes, out)`) of every table against the
     /// plain dot, `16 · nb` float steps a row (see `check`).
-    /// `x` (up to sixteen tokens of `nb` Q8_K blocks) interleaved for the token-lane
-    /// kernels; checks the interleave against the blocks it came from.
+    /// `x` (`nb` Q8_K blocks per token) interleaved for the token-lane kernels; checks
+    /// the interleave against the blocks it came from.
     fn x16_of(x: &[BlockQ8_K], nb: usize) -> Vec<repack::BlockQ8_Kx16> {
         let toks = x.len() / nb;
-        let mut o = vec![bytemuck::Zeroable::zeroed(); nb];
+        let mut o = vec![bytemuck::Zeroable::zeroed(); toks.div_ceil(16) * nb];
         repack::q8_k_x16(x, nb, &mut o);
-        for (b, ob) in o.iter().enumerate() {
+        for (i, ob) in o.iter().enumerate() {
+            let (grp, b) = (i / nb, i % nb);
             for t in 0..16 {
-                let xb = (t < toks).then(|| &x[t * nb + b]);
+                let tok = 16 * grp + t;
+                let xb = (tok < toks).then(|| &x[tok * nb + b]);
                 assert_eq!(ob.d[t], xb.map_or(0.0, |v| v.d));
                 for e in 0..256 {
                     let q = (ob.qs[16 * (e / 4) + t] >> (8 * (e % 4))) as i8;
@@ -2052,7 +2058,7 @@ mod x8_kquants {
 
         #[test]
         fn gemm_t16_q5_k(
-            (nb, w, x) in (1usize..4, 1usize..4, 1usize..17).prop_flat_map(|(nb, groups, toks)| {
+            (nb, w, x) in (1usize..4, 1usize..4, 1usize..65).prop_flat_map(|(nb, groups, toks)| {
                 (Just(nb), q5_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
             }),
         ) {
@@ -2065,7 +2071,7 @@ mod x8_kquants {
 
         #[test]
         fn gemm_t16_q4_k(
-            (nb, w, x) in (1usize..4, 1usize..4, 1usize..17).prop_flat_map(|(nb, groups, toks)| {
+            (nb, w, x) in (1usize..4, 1usize..4, 1usize..65).prop_flat_map(|(nb, groups, toks)| {
                 (Just(nb), q4_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
             }),
         ) {

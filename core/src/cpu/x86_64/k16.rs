@@ -74,57 +74,68 @@ fn unpack(blk: &impl Kx8, five: bool, u: &mut Unpacked) {
     }
 }
 
-/// Eight rows (one x8 group, `wg` its `nb` super-blocks) times the sixteen tokens of
-/// `x` (`nb` blocks): per row a vector of sixteen token outputs.
+/// Token groups (of sixteen) per call at most: the unpacked weights of a super-block
+/// serve all of them.
+pub(super) const MAX_GROUPS: usize = 4;
+
+/// Eight rows (one x8 group, `wg` its `nb` super-blocks) times the `ng` sixteen-token
+/// groups of `x` (`ng · nb` blocks, group-major): `acc[v][r]` is row `r`'s sixteen
+/// outputs of group `v`, kept in memory (each is touched once per super-block).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-fn group<W: Kx8>(wg: &[W], x: &[BlockQ8_Kx16], u: &mut Unpacked) -> [__m512; 8] {
+fn group<W: Kx8>(wg: &[W], x: &[BlockQ8_Kx16], ng: usize, u: &mut Unpacked, acc: &mut [[__m512; 8]; MAX_GROUPS]) {
     let five = k_five(wg);
-    let mut acc = [_mm512_setzero_ps(); 8];
-    for (blk, xb) in wg.iter().zip(x) {
+    let nb = wg.len();
+    assert!(ng <= MAX_GROUPS && x.len() >= ng * nb);
+    for a in acc.iter_mut() {
+        *a = [_mm512_setzero_ps(); 8];
+    }
+    for (b, blk) in wg.iter().enumerate() {
         unpack(blk, five, u);
         let (q, sc, mn) = (u.q.as_ptr(), u.sc.as_ptr(), u.mn.as_ptr());
-        let xq = xb.qs.as_ptr();
-        let mut isum = [_mm512_setzero_si512(); 8];
-        for s in 0..8 {
-            let mut ss = [_mm512_setzero_si512(); 8];
-            for p in 0..8 {
-                // SAFETY: `xq` has 1024 i32; 16 at 16(8s + p) ≤ 1008. `q` has 512 u32;
-                // index 64s + 8p + r ≤ 511.
+        for (v, av) in acc.iter_mut().enumerate().take(ng) {
+            let xb = &x[v * nb + b];
+            let xq = xb.qs.as_ptr();
+            let mut isum = [_mm512_setzero_si512(); 8];
+            for s in 0..8 {
+                let mut ss = [_mm512_setzero_si512(); 8];
+                for p in 0..8 {
+                    // SAFETY: `xq` has 1024 i32; 16 at 16(8s + p) ≤ 1008. `q` has 512
+                    // u32; index 64s + 8p + r ≤ 511.
+                    unsafe {
+                        let a = _mm512_loadu_si512(xq.add(16 * (8 * s + p)).cast());
+                        for (r, sv) in ss.iter_mut().enumerate() {
+                            let wv = _mm512_set1_epi32(*q.add(64 * s + 8 * p + r) as i32);
+                            *sv = _mm512_dpbusd_epi32(*sv, wv, a);
+                        }
+                    }
+                }
+                for (r, iv) in isum.iter_mut().enumerate() {
+                    // SAFETY: index 8s + r ≤ 63 of `sc` (64).
+                    let scv = _mm512_set1_epi32(unsafe { *sc.add(8 * s + r) });
+                    *iv = _mm512_add_epi32(*iv, _mm512_mullo_epi32(ss[r], scv));
+                }
+            }
+            let mut msum = [_mm512_setzero_si512(); 8];
+            for c in 0..4 {
+                // SAFETY: 16 i32 at 16c ≤ 48 of `bs` (64); index 8c + r ≤ 31 of `mn` (32).
                 unsafe {
-                    let a = _mm512_loadu_si512(xq.add(16 * (8 * s + p)).cast());
-                    for (r, v) in ss.iter_mut().enumerate() {
-                        let wv = _mm512_set1_epi32(*q.add(64 * s + 8 * p + r) as i32);
-                        *v = _mm512_dpbusd_epi32(*v, wv, a);
+                    let bv = _mm512_loadu_si512(xb.bs.as_ptr().add(16 * c).cast());
+                    for (r, mv) in msum.iter_mut().enumerate() {
+                        *mv = _mm512_dpwssd_epi32(*mv, _mm512_set1_epi32(*mn.add(8 * c + r)), bv);
                     }
                 }
             }
-            for (r, v) in isum.iter_mut().enumerate() {
-                // SAFETY: index 8s + r ≤ 63 of `sc` (64).
-                let scv = _mm512_set1_epi32(unsafe { *sc.add(8 * s + r) });
-                *v = _mm512_add_epi32(*v, _mm512_mullo_epi32(ss[r], scv));
+            // SAFETY: 16 f32 of `d`.
+            let dy = unsafe { _mm512_loadu_ps(xb.d.as_ptr()) };
+            for r in 0..ROWS_X8 {
+                let dw = _mm512_mul_ps(dy, _mm512_set1_ps(u.d[r]));
+                let dm = _mm512_mul_ps(dy, _mm512_set1_ps(u.dmin[r]));
+                av[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]), dw, av[r]);
+                av[r] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[r]), dm, av[r]);
             }
-        }
-        let mut msum = [_mm512_setzero_si512(); 8];
-        for c in 0..4 {
-            // SAFETY: 16 i32 at 16c ≤ 48 of `bs` (64); index 8c + r ≤ 31 of `mn` (32).
-            unsafe {
-                let b = _mm512_loadu_si512(xb.bs.as_ptr().add(16 * c).cast());
-                for (r, v) in msum.iter_mut().enumerate() {
-                    *v = _mm512_dpwssd_epi32(*v, _mm512_set1_epi32(*mn.add(8 * c + r)), b);
-                }
-            }
-        }
-        // SAFETY: 16 f32 of `d`.
-        let dy = unsafe { _mm512_loadu_ps(xb.d.as_ptr()) };
-        for r in 0..ROWS_X8 {
-            let dw = _mm512_mul_ps(dy, _mm512_set1_ps(u.d[r]));
-            let dm = _mm512_mul_ps(dy, _mm512_set1_ps(u.dmin[r]));
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[r]), dw, acc[r]);
-            acc[r] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(msum[r]), dm, acc[r]);
         }
     }
-    acc
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
@@ -139,7 +150,8 @@ fn gemm_t16_impl<W: Kx8>(w: &[W], x: &[BlockQ8_Kx16], nb: usize, y: &mut [f32]) 
         return;
     }
     let toks = y.len() / rows;
-    assert!(toks <= TOKS_X16 && x.len() >= nb);
+    let ng = toks.div_ceil(TOKS_X16);
+    assert!(ng <= MAX_GROUPS && x.len() >= ng * nb);
     let mut u = Unpacked {
         q: [0; 512],
         sc: [0; 64],
@@ -147,17 +159,20 @@ fn gemm_t16_impl<W: Kx8>(w: &[W], x: &[BlockQ8_Kx16], nb: usize, y: &mut [f32]) 
         d: [0.0; 8],
         dmin: [0.0; 8],
     };
+    let mut acc = [[_mm512_setzero_ps(); 8]; MAX_GROUPS];
     let mut out = [[0f32; TOKS_X16]; ROWS_X8];
     for g in 0..groups {
-        let acc = group(&w[g * nb..(g + 1) * nb], &x[..nb], &mut u);
-        for (o, a) in out.iter_mut().zip(&acc) {
-            // SAFETY: 16 writable f32.
-            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *a) };
-        }
-        for t in 0..toks {
-            let yt = &mut y[t * rows + g * ROWS_X8..][..ROWS_X8];
-            for (r, v) in yt.iter_mut().enumerate() {
-                *v = out[r][t];
+        group(&w[g * nb..(g + 1) * nb], x, ng, &mut u, &mut acc);
+        for (v, av) in acc.iter().enumerate().take(ng) {
+            for (o, a) in out.iter_mut().zip(av) {
+                // SAFETY: 16 writable f32.
+                unsafe { _mm512_storeu_ps(o.as_mut_ptr(), *a) };
+            }
+            for t in 0..TOKS_X16.min(toks - TOKS_X16 * v) {
+                let yt = &mut y[(TOKS_X16 * v + t) * rows + g * ROWS_X8..][..ROWS_X8];
+                for (r, o) in yt.iter_mut().enumerate() {
+                    *o = out[r][t];
+                }
             }
         }
     }
