@@ -163,9 +163,13 @@ impl CpuBackend {
     pub fn with_threads(isa: Isa, threads: usize) -> Option<CpuBackend> {
         Kernels::for_isa(isa).map(|k| CpuBackend::with_kernels(k, threads))
     }
-    fn with_kernels(k: Kernels, threads: usize) -> CpuBackend {
+    fn with_kernels(mut k: Kernels, threads: usize) -> CpuBackend {
         let mut opts = CpuOptions::from_env();
         opts.repack &= k.x8_simd || k.x8_kq_simd;
+        if !opts.token_lanes {
+            k.gemm_q4_kx8_t16 = None;
+            k.gemm_q5_kx8_t16 = None;
+        }
         CpuBackend {
             k,
             pool: ThreadPool::new(threads),
@@ -298,6 +302,7 @@ fn repack_par(
 /// |---|---|---|---|
 /// | `ANTIGRAVITY_CPU_REPACK=0` | `repack` | on | off keeps every weight in the file's pages, uncopied (plain-layout kernels) |
 /// | `ANTIGRAVITY_CPU_HUGEPAGES=0` | `huge_pages` | on | off drops the transparent-huge-page hint on repacked weights |
+/// | `ANTIGRAVITY_CPU_TOKEN_LANES=0` | `token_lanes` | on | off runs Q4_K / Q5_K prefill on the x8 kernels, not the token-lane ones (`Kernels::gemm_q5_kx8_t16`; A/B) |
 ///
 /// `0` or `off` turns a knob off; anything else, or unset, leaves the default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -307,6 +312,8 @@ pub struct CpuOptions {
     pub repack: bool,
     /// `madvise(MADV_HUGEPAGE)` on repacked weights before they are written.
     pub huge_pages: bool,
+    /// Take the token-lane Q4_K / Q5_K kernels where the table has them.
+    pub token_lanes: bool,
 }
 
 impl Default for CpuOptions {
@@ -314,6 +321,7 @@ impl Default for CpuOptions {
         CpuOptions {
             repack: true,
             huge_pages: true,
+            token_lanes: true,
         }
     }
 }
@@ -327,6 +335,7 @@ impl CpuOptions {
             CpuOptions {
                 repack: on("ANTIGRAVITY_CPU_REPACK"),
                 huge_pages: on("ANTIGRAVITY_CPU_HUGEPAGES"),
+                token_lanes: on("ANTIGRAVITY_CPU_TOKEN_LANES"),
             }
         }
         #[cfg(not(feature = "std"))]
