@@ -141,12 +141,13 @@ fn gemm(c: &mut Criterion) {
                 b.upload(&mut x, 0, bytemuck::cast_slice(&xs)).unwrap();
                 let mut y = b.alloc(GEMM_TOKENS * n_out * 4, BufferKind::Shared).unwrap();
                 g.throughput(Throughput::Elements((n_out * n_in * GEMM_TOKENS) as u64));
-                // Q4_K / Q5_K: also with the token-lane kernels switched off ("-x8"), in
+                // Q4_K / Q5_K / Q6_K: also with the token-lane kernels switched off ("-x8"), in
                 // the same run, for A/B on a shared machine.
                 let full = *b.kernels();
                 let has_t16 = match dtype {
                     DType::Q4_K => full.gemm_q4_kx8_t16.is_some(),
                     DType::Q5_K => full.gemm_q5_kx8_t16.is_some(),
+                    DType::Q6_K => full.gemm_q6_kx8_t16.is_some(),
                     _ => false,
                 };
                 let variants: &[(&str, bool)] = if has_t16 {
@@ -160,6 +161,7 @@ fn gemm(c: &mut Criterion) {
                     if !t16 {
                         k.gemm_q4_kx8_t16 = None;
                         k.gemm_q5_kx8_t16 = None;
+                        k.gemm_q6_kx8_t16 = None;
                     }
                     g.bench_function(
                         BenchmarkId::new(format!("{dtype:?}{suffix}"), format!("{n_out}x{n_in}")),

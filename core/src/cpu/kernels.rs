@@ -158,7 +158,7 @@ pub struct Kernels {
     pub gemm_q4_kx8: fn(&[BlockQ4_Kx8], &[BlockQ8_K], usize, &mut [f32]),
     pub gemm_q5_kx8: fn(&[BlockQ5_Kx8], &[BlockQ8_K], usize, &mut [f32]),
     pub gemm_q6_kx8: fn(&[BlockQ6_Kx8], &[BlockQ8_K], usize, &mut [f32]),
-    /// Token-lane Q4_K / Q5_K kernels for prefill: `gemm(w, x, nb, y)` with `w` as
+    /// Token-lane Q4_K / Q5_K / Q6_K kernels for prefill: `gemm(w, x, nb, y)` with `w` as
     /// `gemm_q5_kx8`'s, `y` `[toks, 8 · groups]` with `toks = y.len() / (8 · groups)`
     /// ≤ 64, and `x` the `⌈toks / 16⌉ · nb` [`BlockQ8_Kx16`] of those tokens in groups
     /// of sixteen, group-major (`cpu::repack::q8_k_x16`; padded tokens are not stored).
@@ -166,6 +166,7 @@ pub struct Kernels {
     /// ISA has none (the matmul driver then runs `gemm_q5_kx8`).
     pub gemm_q4_kx8_t16: Option<GemmKx16<BlockQ4_Kx8>>,
     pub gemm_q5_kx8_t16: Option<GemmKx16<BlockQ5_Kx8>>,
+    pub gemm_q6_kx8_t16: Option<GemmKx16<BlockQ6_Kx8>>,
     /// True when the Q4_0/Q4_1/Q8_0 x8 entries are SIMD kernels of this ISA; the backend
     /// repacks weights at load only then (the scalar twins are references, slower than
     /// the plain path's SIMD kernels).
@@ -218,6 +219,7 @@ impl Kernels {
             gemm_q6_kx8: repack::gemm_q6_kx8,
             gemm_q4_kx8_t16: None,
             gemm_q5_kx8_t16: None,
+            gemm_q6_kx8_t16: None,
             x8_simd: false,
             x8_kq_simd: false,
         }

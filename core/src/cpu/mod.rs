@@ -169,6 +169,7 @@ impl CpuBackend {
         if !opts.token_lanes {
             k.gemm_q4_kx8_t16 = None;
             k.gemm_q5_kx8_t16 = None;
+            k.gemm_q6_kx8_t16 = None;
         }
         CpuBackend {
             k,
@@ -752,7 +753,12 @@ impl CpuBackend {
                     }
                     _ => {
                         let wq = bytemuck::cast_slice::<_, BlockQ6_Kx8>(wb);
-                        matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q6_kx8);
+                        match k.gemm_q6_kx8_t16 {
+                            Some(g16) if t16 => {
+                                matmul_x16(pool, wq, xq, x16, ys, n_out, n_tok, nbk, k.gemm_q6_kx8, g16)
+                            }
+                            _ => matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q6_kx8),
+                        }
                     }
                 }
                 return Ok(());
@@ -1200,6 +1206,7 @@ impl Backend for CpuBackend {
         let kx16 = match dtype {
             DType::Q4_K => self.k.gemm_q4_kx8_t16.is_some(),
             DType::Q5_K => self.k.gemm_q5_kx8_t16.is_some(),
+            DType::Q6_K => self.k.gemm_q6_kx8_t16.is_some(),
             _ => false,
         };
         if kx16 && self.opts.repack && d.len() == 2 {

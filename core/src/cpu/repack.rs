@@ -291,7 +291,9 @@ const _: () = assert!(core::mem::size_of::<BlockQ8Act>() == 48);
 /// token `t`'s bytes `4g..4g+4` (one 32-bit lane per token, so a 512-bit vector is
 /// "elements `4g..4g+4` of sixteen tokens"); `bs[16c + t]` holds token `t`'s sums over
 /// 32-element sub-blocks `2c` (low 16 bits) and `2c + 1` (high 16 bits), each
-/// `bsums[4c] + bsums[4c + 1]` etc. (|sum| ≤ 32 · 128, so it fits i16); `d[t]` its scale.
+/// `bsums[4c] + bsums[4c + 1]` etc. (|sum| ≤ 32 · 128, so it fits i16); `bs16[16k + t]`
+/// its `bsums[2k]` (low 16 bits) and `bsums[2k + 1]` (high), for Q6_K's 16-element
+/// sub-blocks; `d[t]` its scale.
 /// Missing tokens (a batch that is not a multiple of 16) are all zero. Scratch, built
 /// once per matmul by [`q8_k_x16`]; not a file format.
 #[repr(C, align(64))]
@@ -299,9 +301,10 @@ const _: () = assert!(core::mem::size_of::<BlockQ8Act>() == 48);
 pub struct BlockQ8_Kx16 {
     pub d: [f32; 16],
     pub bs: [i32; 64],
+    pub bs16: [i32; 128],
     pub qs: [i32; 1024],
 }
-const _: () = assert!(core::mem::size_of::<BlockQ8_Kx16>() == 64 + 256 + 4096);
+const _: () = assert!(core::mem::size_of::<BlockQ8_Kx16>() == 64 + 256 + 512 + 4096);
 
 /// Tokens per [`BlockQ8_Kx16`].
 pub const TOKS_X16: usize = 16;
@@ -325,6 +328,10 @@ pub fn q8_k_x16(x: &[BlockQ8_K], nb: usize, out: &mut [BlockQ8_Kx16]) {
                     let s0 = i32::from(xb.bsums[4 * c]) + i32::from(xb.bsums[4 * c + 1]);
                     let s1 = i32::from(xb.bsums[4 * c + 2]) + i32::from(xb.bsums[4 * c + 3]);
                     o.bs[16 * c + t] = (s0 & 0xffff) | (s1 << 16);
+                }
+                for k in 0..8 {
+                    let (b0, b1) = (i32::from(xb.bsums[2 * k]), i32::from(xb.bsums[2 * k + 1]));
+                    o.bs16[16 * k + t] = (b0 & 0xffff) | (b1 << 16);
                 }
                 for g in 0..64 {
                     let q = &xb.qs[4 * g..4 * g + 4];

@@ -1979,6 +1979,10 @@ mod x8_kquants {
                     let bs = (ob.bs[16 * (s / 2) + t] >> (16 * (s % 2))) as i16;
                     assert_eq!(bs, xb.map_or(0, |v| v.bsums[2 * s] + v.bsums[2 * s + 1]));
                 }
+                for s in 0..16 {
+                    let bs = (ob.bs16[16 * (s / 2) + t] >> (16 * (s % 2))) as i16;
+                    assert_eq!(bs, xb.map_or(0, |v| v.bsums[s]));
+                }
             }
         }
         o
@@ -2080,6 +2084,19 @@ mod x8_kquants {
                 Some(f) => f(bytemuck::cast_slice(p), &x16, nb, g),
                 None => (k.gemm_q4_kx8)(bytemuck::cast_slice(p), &x, nb, g),
             }, dot::vec_dot_q4_k_q8_k, mag_q4_k)?;
+        }
+
+        #[test]
+        fn gemm_t16_q6_k(
+            (nb, w, x) in (1usize..4, 1usize..4, 1usize..65).prop_flat_map(|(nb, groups, toks)| {
+                (Just(nb), q6_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
+            }),
+        ) {
+            let x16 = x16_of(&x, nb);
+            check_k(DType::Q6_K, &w, &x, nb, |k, p, g| match k.gemm_q6_kx8_t16 {
+                Some(f) => f(bytemuck::cast_slice(p), &x16, nb, g),
+                None => (k.gemm_q6_kx8)(bytemuck::cast_slice(p), &x, nb, g),
+            }, dot::vec_dot_q6_k_q8_k, mag_q6_k)?;
         }
 
         #[test]

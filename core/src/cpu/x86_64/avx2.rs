@@ -58,6 +58,7 @@ pub(crate) fn kernels() -> Option<Kernels> {
         gemm_q5_kx8: super::repack::gemm_q5_kx8_avx2,
         gemm_q4_kx8_t16: None,
         gemm_q5_kx8_t16: None,
+        gemm_q6_kx8_t16: None,
         gemm_q6_kx8: super::repack::gemm_q6_kx8_avx2,
         x8_simd: true,
         x8_kq_simd: true,

@@ -136,6 +136,11 @@ pub(crate) fn kernels() -> Option<Kernels> {
         } else {
             None
         },
+        gemm_q6_kx8_t16: if vnni_vl {
+            Some(super::k16::gemm_q6_kx8_t16)
+        } else {
+            None
+        },
         gemm_q4_kx8: if vnni_vl {
             super::repack::gemm_q4_kx8_vnni
         } else {

@@ -200,7 +200,7 @@ pub(super) fn q4_k_scales(scales: &[u8; 96]) -> ([__m128i; 8], [__m128i; 8]) {
 /// `2p, 2p+1` of each top-bit byte moved to bits 4, 5.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q6_k_piece(ql: &[u8; 128], ha: __m256i, hb: __m256i, p: usize) -> (__m256i, __m256i) {
+pub(super) fn q6_k_piece(ql: &[u8; 128], ha: __m256i, hb: __m256i, p: usize) -> (__m256i, __m256i) {
     let m4 = _mm256_set1_epi8(0x0f);
     let v = load256(&ql[32 * p..]);
     let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
@@ -274,7 +274,7 @@ fn q5_finish<const T: usize>(
 /// Eight bytes (one per row) at `p[..8]` into the low half of a vector.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load8<T: bytemuck::Pod>(p: &[T]) -> __m128i {
+pub(super) fn load8<T: bytemuck::Pod>(p: &[T]) -> __m128i {
     let b: &[u8] = bytemuck::cast_slice(p);
     let b = &b[..8];
     // SAFETY: 8 readable bytes (bounds checked); unaligned load.
