@@ -2175,13 +2175,31 @@ mod x8_kquants {
         let p6 = packed(DType::Q6_K, &w6, rows, 256);
         let p4 = packed(DType::Q4_K, &w4, rows, 256);
         let p5 = packed(DType::Q5_K, &w5, rows, 256);
-        for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
-            let mut g = vec![f32::NAN; rows * toks];
-            (k.gemm_q6_kx8)(bytemuck::cast_slice(&p6), &x, 1, &mut g);
-            let mut h = vec![f32::NAN; rows * toks];
-            (k.gemm_q4_kx8)(bytemuck::cast_slice(&p4), &x, 1, &mut h);
-            let mut h5 = vec![f32::NAN; rows * toks];
-            (k.gemm_q5_kx8)(bytemuck::cast_slice(&p5), &x, 1, &mut h5);
+        // The x8 kernels, then the token-lane ones where the table has them (same sums).
+        let x16 = x16_of(&x, 1);
+        for (k, lanes) in Isa::ALL
+            .into_iter()
+            .filter_map(Kernels::for_isa)
+            .flat_map(|k| [(k, false), (k, true)])
+        {
+            let (mut g, mut h, mut h5) = (
+                vec![f32::NAN; rows * toks],
+                vec![f32::NAN; rows * toks],
+                vec![f32::NAN; rows * toks],
+            );
+            match (lanes, k.gemm_q6_kx8_t16, k.gemm_q4_kx8_t16, k.gemm_q5_kx8_t16) {
+                (false, ..) => {
+                    (k.gemm_q6_kx8)(bytemuck::cast_slice(&p6), &x, 1, &mut g);
+                    (k.gemm_q4_kx8)(bytemuck::cast_slice(&p4), &x, 1, &mut h);
+                    (k.gemm_q5_kx8)(bytemuck::cast_slice(&p5), &x, 1, &mut h5);
+                }
+                (true, Some(f6), Some(f4), Some(f5)) => {
+                    f6(bytemuck::cast_slice(&p6), &x16, 1, &mut g);
+                    f4(bytemuck::cast_slice(&p4), &x16, 1, &mut h);
+                    f5(bytemuck::cast_slice(&p5), &x16, 1, &mut h5);
+                }
+                _ => continue,
+            }
             for t in 0..toks {
                 for r in 0..rows {
                     let xt = &x[t..t + 1];
