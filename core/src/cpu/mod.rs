@@ -134,7 +134,7 @@ pub struct CpuBackend {
     bf16_weights: core::sync::atomic::AtomicBool,
     /// Q8_K activation rows interleaved sixteen tokens at a time for the token-lane
     /// K-quant kernels (`Kernels::gemm_q5_kx8_t16`); sized by `reserve` only once a
-    /// Q4_K / Q5_K matrix was repacked on a CPU with those kernels (`kx16_weights`).
+    /// Q4_K / Q5_K / Q6_K matrix was imported on a CPU with those kernels (`kx16_weights`).
     q8_k16: Vec<BlockQ8_Kx16>,
     kx16_weights: core::sync::atomic::AtomicBool,
     /// Settings read once when the backend was built (`repack` already cleared where
@@ -303,7 +303,7 @@ fn repack_par(
 /// |---|---|---|---|
 /// | `ANTIGRAVITY_CPU_REPACK=0` | `repack` | on | off keeps every weight in the file's pages, uncopied (plain-layout kernels) |
 /// | `ANTIGRAVITY_CPU_HUGEPAGES=0` | `huge_pages` | on | off drops the transparent-huge-page hint on repacked weights |
-/// | `ANTIGRAVITY_CPU_TOKEN_LANES=0` | `token_lanes` | on | off runs Q4_K / Q5_K prefill on the x8 kernels, not the token-lane ones (`Kernels::gemm_q5_kx8_t16`; A/B) |
+/// | `ANTIGRAVITY_CPU_TOKEN_LANES=0` | `token_lanes` | on | off runs Q4_K / Q5_K / Q6_K prefill on the x8 kernels, not the token-lane ones (`Kernels::gemm_q5_kx8_t16`; A/B) |
 ///
 /// `0` or `off` turns a knob off; anything else, or unset, leaves the default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -313,7 +313,7 @@ pub struct CpuOptions {
     pub repack: bool,
     /// `madvise(MADV_HUGEPAGE)` on repacked weights before they are written.
     pub huge_pages: bool,
-    /// Take the token-lane Q4_K / Q5_K kernels where the table has them.
+    /// Take the token-lane Q4_K / Q5_K / Q6_K kernels where the table has them.
     pub token_lanes: bool,
 }
 
