@@ -167,6 +167,23 @@ proptest! {
     }
 
     #[test]
+    fn quantize_q8_k_bit_exact(x in act_row(), off in 0usize..2) {
+        let xs = shifted(&x, off, 0.0);
+        let x = &xs[off..];
+        let x = &x[..x.len() / 256 * 256];
+        let nb = x.len() / 256;
+        let zero = crate::quant::BlockQ8_K { d: 0.0, qs: [0; 256], bsums: [0; 16] };
+        let mut want = vec![zero; nb];
+        crate::quant::k::quantize_row_q8_k(x, &mut want);
+        for k in simd_tables() {
+            let mut got = vec![crate::quant::BlockQ8_K { d: 1.0, qs: [7; 256], bsums: [3; 16] }; nb];
+            (k.quantize_row_q8_k)(x, &mut got);
+            let (g, w): (&[u8], &[u8]) = (bytemuck::cast_slice(&got), bytemuck::cast_slice(&want));
+            prop_assert!(g == w, "{}: q8_k differs", k.isa.name());
+        }
+    }
+
+    #[test]
     fn quantize_q8_1_bit_exact(x in act_row(), off in 0usize..2) {
         let xs = shifted(&x, off, 0.0);
         let x = &xs[off..];
@@ -449,6 +466,11 @@ fn quantize_extremes_bit_exact() {
         (0..32).map(|i| if i % 2 == 0 { f32::MAX } else { -f32::MAX }).collect(),
     ];
     rows.push(rows.concat());
+    // Each row eight times over: a Q8_K block (256) of it, ties of ±max included.
+    for i in 0..11 {
+        rows.push(rows[i].repeat(8));
+    }
+    rows.push([vec![-2.0f32], vec![2.0; 254], vec![-2.0]].concat());
     for x in &rows {
         let nb = x.len() / 32;
         let mut w0 = vec![
@@ -468,7 +490,33 @@ fn quantize_extremes_bit_exact() {
         ];
         quant::quantize_row_q8_0(x, &mut w0);
         quant::quantize_row_q8_1(x, &mut w1);
+        // Q8_K over whole 256-element blocks of the row (the concatenated one has one).
+        let nk = x.len() / 256;
+        let mut wk = vec![
+            crate::quant::BlockQ8_K {
+                d: 0.0,
+                qs: [0; 256],
+                bsums: [0; 16]
+            };
+            nk
+        ];
+        crate::quant::k::quantize_row_q8_k(&x[..256 * nk], &mut wk);
         for k in simd_tables() {
+            let mut gk = vec![
+                crate::quant::BlockQ8_K {
+                    d: 9.0,
+                    qs: [9; 256],
+                    bsums: [9; 16]
+                };
+                nk
+            ];
+            (k.quantize_row_q8_k)(&x[..256 * nk], &mut gk);
+            assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&gk),
+                bytemuck::cast_slice::<_, u8>(&wk),
+                "{} q8_k {x:?}",
+                k.isa.name()
+            );
             let mut g0 = w0.clone();
             g0.iter_mut().for_each(|b| b.qs = [9; 32]);
             let mut g1 = w1.clone();
