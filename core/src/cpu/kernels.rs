@@ -84,7 +84,7 @@ pub struct Kernels {
     pub vec_dot_q8_0_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
     /// The Q5 and K-quant weights (what `llama-quantize … Q4_K_M` writes) and the Q8_K
     /// activation quantizer. SIMD: AVX2 (also in the AVX-512 table) and NEON dots;
-    /// `quantize_row_q8_k` is the scalar twin everywhere.
+    /// `quantize_row_q8_k` is the scalar twin but in the AVX-512 table.
     pub quantize_row_q8_k: fn(&[f32], &mut [BlockQ8_K]),
     pub vec_dot_q5_0_q8_0: fn(&[BlockQ5_0], &[BlockQ8_0]) -> f32,
     pub vec_dot_q5_1_q8_1: fn(&[BlockQ5_1], &[BlockQ8_1]) -> f32,
