@@ -125,6 +125,15 @@ fn gemm(c: &mut Criterion) {
             for (n_out, n_in) in SHAPES_1B {
                 let region = HostRegion::new(Arc::new(weights(dtype, n_out, n_in)));
                 let w = b.import_weight(region, dtype, Shape::d2(n_out, n_in)).unwrap();
+                // Again after the import: some scratch is sized only once a matrix of
+                // its type was imported (the token-lane K-quant activations).
+                b.reserve(Reservation {
+                    max_tokens: GEMM_TOKENS,
+                    max_row: 8192,
+                    max_ctx: 1,
+                    n_head: 1,
+                })
+                .unwrap();
                 let mut x = b.alloc(GEMM_TOKENS * n_in * 4, BufferKind::Shared).unwrap();
                 let xs: Vec<f32> = (0..GEMM_TOKENS * n_in)
                     .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0)
@@ -132,20 +141,44 @@ fn gemm(c: &mut Criterion) {
                 b.upload(&mut x, 0, bytemuck::cast_slice(&xs)).unwrap();
                 let mut y = b.alloc(GEMM_TOKENS * n_out * 4, BufferKind::Shared).unwrap();
                 g.throughput(Throughput::Elements((n_out * n_in * GEMM_TOKENS) as u64));
-                g.bench_function(
-                    BenchmarkId::new(format!("{dtype:?}"), format!("{n_out}x{n_in}")),
-                    |bch| {
-                        bch.iter(|| {
-                            ops::matmul(
-                                &mut b,
-                                TensorRef::new(&w, 0, dtype, Shape::d2(n_out, n_in)),
-                                TensorRef::new(&x, 0, DType::F32, Shape::d2(GEMM_TOKENS, n_in)),
-                                TensorMut::new(&mut y, 0, DType::F32, Shape::d2(GEMM_TOKENS, n_out)),
-                            )
-                            .unwrap()
-                        })
-                    },
-                );
+                // Q4_K / Q5_K / Q6_K: also with the token-lane kernels switched off ("-x8"), in
+                // the same run, for A/B on a shared machine.
+                let full = *b.kernels();
+                let has_t16 = match dtype {
+                    DType::Q4_K => full.gemm_q4_kx8_t16.is_some(),
+                    DType::Q5_K => full.gemm_q5_kx8_t16.is_some(),
+                    DType::Q6_K => full.gemm_q6_kx8_t16.is_some(),
+                    _ => false,
+                };
+                let variants: &[(&str, bool)] = if has_t16 {
+                    &[("", true), ("-x8", false)]
+                } else {
+                    &[("", true)]
+                };
+                for &(suffix, t16) in variants {
+                    let k = b.kernels_mut();
+                    *k = full;
+                    if !t16 {
+                        k.gemm_q4_kx8_t16 = None;
+                        k.gemm_q5_kx8_t16 = None;
+                        k.gemm_q6_kx8_t16 = None;
+                    }
+                    g.bench_function(
+                        BenchmarkId::new(format!("{dtype:?}{suffix}"), format!("{n_out}x{n_in}")),
+                        |bch| {
+                            bch.iter(|| {
+                                ops::matmul(
+                                    &mut b,
+                                    TensorRef::new(&w, 0, dtype, Shape::d2(n_out, n_in)),
+                                    TensorRef::new(&x, 0, DType::F32, Shape::d2(GEMM_TOKENS, n_in)),
+                                    TensorMut::new(&mut y, 0, DType::F32, Shape::d2(GEMM_TOKENS, n_out)),
+                                )
+                                .unwrap()
+                            })
+                        },
+                    );
+                }
+                *b.kernels_mut() = full;
             }
         }
         g.finish();

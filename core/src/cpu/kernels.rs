@@ -21,7 +21,7 @@ use half::{bf16, f16};
 
 use super::repack::{
     self, BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx8, BlockQ5_0x8, BlockQ5_1x8, BlockQ5_Kx8, BlockQ6_Kx8, BlockQ8Act,
-    BlockQ8_0x8,
+    BlockQ8_0x8, BlockQ8_Kx16,
 };
 use super::scalar;
 use crate::quant::dot;
@@ -70,6 +70,9 @@ impl Isa {
 /// given) of `n` elements ([`Kernels::gemm_f16_f32`], [`Kernels::gemm_bf16_bf16`]).
 pub type GemmHalf<W, X = f32> = fn(&[W], &[X], usize, &mut [f32]);
 
+/// A token-lane K-quant prefill kernel ([`Kernels::gemm_q5_kx8_t16`]).
+pub type GemmKx16<W> = fn(&[W], &[BlockQ8_Kx16], usize, &mut [f32]);
+
 /// Function pointers for the hot kernels of one ISA.
 #[derive(Clone, Copy, Debug)]
 pub struct Kernels {
@@ -81,7 +84,7 @@ pub struct Kernels {
     pub vec_dot_q8_0_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
     /// The Q5 and K-quant weights (what `llama-quantize … Q4_K_M` writes) and the Q8_K
     /// activation quantizer. SIMD: AVX2 (also in the AVX-512 table) and NEON dots;
-    /// `quantize_row_q8_k` is the scalar twin everywhere.
+    /// `quantize_row_q8_k` is the scalar twin but in the AVX-512 table.
     pub quantize_row_q8_k: fn(&[f32], &mut [BlockQ8_K]),
     pub vec_dot_q5_0_q8_0: fn(&[BlockQ5_0], &[BlockQ8_0]) -> f32,
     pub vec_dot_q5_1_q8_1: fn(&[BlockQ5_1], &[BlockQ8_1]) -> f32,
@@ -155,6 +158,15 @@ pub struct Kernels {
     pub gemm_q4_kx8: fn(&[BlockQ4_Kx8], &[BlockQ8_K], usize, &mut [f32]),
     pub gemm_q5_kx8: fn(&[BlockQ5_Kx8], &[BlockQ8_K], usize, &mut [f32]),
     pub gemm_q6_kx8: fn(&[BlockQ6_Kx8], &[BlockQ8_K], usize, &mut [f32]),
+    /// Token-lane Q4_K / Q5_K / Q6_K kernels for prefill: `gemm(w, x, nb, y)` with `w` as
+    /// `gemm_q5_kx8`'s, `y` `[toks, 8 · groups]` with `toks = y.len() / (8 · groups)`
+    /// ≤ 64, and `x` the `⌈toks / 16⌉ · nb` [`BlockQ8_Kx16`] of those tokens in groups
+    /// of sixteen, group-major (`cpu::repack::q8_k_x16`; padded tokens are not stored).
+    /// The same products as `gemm_q5_kx8`, summed in another order; `None` where the
+    /// ISA has none (the matmul driver then runs `gemm_q5_kx8`).
+    pub gemm_q4_kx8_t16: Option<GemmKx16<BlockQ4_Kx8>>,
+    pub gemm_q5_kx8_t16: Option<GemmKx16<BlockQ5_Kx8>>,
+    pub gemm_q6_kx8_t16: Option<GemmKx16<BlockQ6_Kx8>>,
     /// True when the Q4_0/Q4_1/Q8_0 x8 entries are SIMD kernels of this ISA; the backend
     /// repacks weights at load only then (the scalar twins are references, slower than
     /// the plain path's SIMD kernels).
@@ -205,6 +217,9 @@ impl Kernels {
             gemm_q4_kx8: repack::gemm_q4_kx8,
             gemm_q5_kx8: repack::gemm_q5_kx8,
             gemm_q6_kx8: repack::gemm_q6_kx8,
+            gemm_q4_kx8_t16: None,
+            gemm_q5_kx8_t16: None,
+            gemm_q6_kx8_t16: None,
             x8_simd: false,
             x8_kq_simd: false,
         }

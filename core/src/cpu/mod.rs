@@ -49,9 +49,10 @@ use crate::quant::{
 use crate::tensor::{Shape, TensorMut, TensorRef};
 use repack::{
     BlockQ4_0x8, BlockQ4_1x8, BlockQ4_Kx8, BlockQ5_0x8, BlockQ5_1x8, BlockQ5_Kx8, BlockQ6_Kx8, BlockQ8Act, BlockQ8_0x8,
+    BlockQ8_Kx16,
 };
 
-pub use kernels::{Isa, Kernels};
+pub use kernels::{GemmKx16, Isa, Kernels};
 use pool::Grid;
 pub use pool::ThreadPool;
 
@@ -131,6 +132,11 @@ pub struct CpuBackend {
     /// only once a BF16 matrix was imported on a CPU with that kernel (`bf16_weights`).
     bf16_x: Vec<bf16>,
     bf16_weights: core::sync::atomic::AtomicBool,
+    /// Q8_K activation rows interleaved sixteen tokens at a time for the token-lane
+    /// K-quant kernels (`Kernels::gemm_q5_kx8_t16`); sized by `reserve` only once a
+    /// Q4_K / Q5_K / Q6_K matrix was imported on a CPU with those kernels (`kx16_weights`).
+    q8_k16: Vec<BlockQ8_Kx16>,
+    kx16_weights: core::sync::atomic::AtomicBool,
     /// Settings read once when the backend was built (`repack` already cleared where
     /// the ISA has no x8 SIMD kernels; `set_repack` changes it).
     opts: CpuOptions,
@@ -157,9 +163,14 @@ impl CpuBackend {
     pub fn with_threads(isa: Isa, threads: usize) -> Option<CpuBackend> {
         Kernels::for_isa(isa).map(|k| CpuBackend::with_kernels(k, threads))
     }
-    fn with_kernels(k: Kernels, threads: usize) -> CpuBackend {
+    fn with_kernels(mut k: Kernels, threads: usize) -> CpuBackend {
         let mut opts = CpuOptions::from_env();
         opts.repack &= k.x8_simd || k.x8_kq_simd;
+        if !opts.token_lanes {
+            k.gemm_q4_kx8_t16 = None;
+            k.gemm_q5_kx8_t16 = None;
+            k.gemm_q6_kx8_t16 = None;
+        }
         CpuBackend {
             k,
             pool: ThreadPool::new(threads),
@@ -173,6 +184,8 @@ impl CpuBackend {
             repacked: core::sync::atomic::AtomicU64::new(0),
             bf16_x: Vec::new(),
             bf16_weights: core::sync::atomic::AtomicBool::new(false),
+            q8_k16: Vec::new(),
+            kx16_weights: core::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "std")]
             released: std::sync::Mutex::new(Vec::new()),
         }
@@ -194,6 +207,11 @@ impl CpuBackend {
     }
     pub fn kernels(&self) -> &Kernels {
         &self.k
+    }
+    /// The kernel table, to switch entries off (A/B benchmarks, tests): every entry it
+    /// can be given comes from a table this CPU supports, so any mix is safe.
+    pub fn kernels_mut(&mut self) -> &mut Kernels {
+        &mut self.k
     }
     /// Threads that run ops (workers + the caller).
     pub fn threads(&self) -> usize {
@@ -285,6 +303,7 @@ fn repack_par(
 /// |---|---|---|---|
 /// | `ANTIGRAVITY_CPU_REPACK=0` | `repack` | on | off keeps every weight in the file's pages, uncopied (plain-layout kernels) |
 /// | `ANTIGRAVITY_CPU_HUGEPAGES=0` | `huge_pages` | on | off drops the transparent-huge-page hint on repacked weights |
+/// | `ANTIGRAVITY_CPU_TOKEN_LANES=0` | `token_lanes` | on | off runs Q4_K / Q5_K / Q6_K prefill on the x8 kernels, not the token-lane ones (`Kernels::gemm_q5_kx8_t16`; A/B) |
 ///
 /// `0` or `off` turns a knob off; anything else, or unset, leaves the default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -294,6 +313,8 @@ pub struct CpuOptions {
     pub repack: bool,
     /// `madvise(MADV_HUGEPAGE)` on repacked weights before they are written.
     pub huge_pages: bool,
+    /// Take the token-lane Q4_K / Q5_K / Q6_K kernels where the table has them.
+    pub token_lanes: bool,
 }
 
 impl Default for CpuOptions {
@@ -301,6 +322,7 @@ impl Default for CpuOptions {
         CpuOptions {
             repack: true,
             huge_pages: true,
+            token_lanes: true,
         }
     }
 }
@@ -314,6 +336,7 @@ impl CpuOptions {
             CpuOptions {
                 repack: on("ANTIGRAVITY_CPU_REPACK"),
                 huge_pages: on("ANTIGRAVITY_CPU_HUGEPAGES"),
+                token_lanes: on("ANTIGRAVITY_CPU_TOKEN_LANES"),
             }
         }
         #[cfg(not(feature = "std"))]
@@ -467,6 +490,57 @@ fn matmul_x8<W: Sync, X: Sync>(
             let n = c1 - c0;
             let out = &mut buf[..toks.len() * n];
             gemm(wg(c0, c1), xt, nb, out);
+            for (i, t) in toks.clone().enumerate() {
+                tile.row(t)[c0 - cols.start..c1 - cols.start].copy_from_slice(&out[i * n..(i + 1) * n]);
+            }
+            c0 = c1;
+        }
+    });
+}
+
+/// Smallest batch that takes the token-lane K-quant kernels (`Kernels::gemm_q5_kx8_t16`);
+/// within it, a tile of fewer than `T16_MIN_TILE` tokens (the batch's tail) runs the x8
+/// kernel instead of sixteen lanes mostly empty.
+const T16_MIN_TOK: usize = 16;
+const T16_MIN_TILE: usize = 8;
+
+/// `matmul_x8` for the token-lane kernels: `x16` is `x` interleaved by
+/// `repack::q8_k_x16` (the grid's token tiles are up to 64 tokens, aligned to its
+/// sixteen-token groups); tiles of fewer than `T16_MIN_TILE` tokens run `gemm8` on `x`.
+#[allow(clippy::too_many_arguments)]
+fn matmul_x16<W: Sync>(
+    pool: &mut ThreadPool,
+    w: &[W],
+    x: &[BlockQ8_K],
+    x16: &[BlockQ8_Kx16],
+    y: &mut [f32],
+    n_out: usize,
+    n_tok: usize,
+    nb: usize,
+    gemm8: fn(&[W], &[BlockQ8_K], usize, &mut [f32]),
+    gemm16: GemmKx16<W>,
+) {
+    use repack::{ROWS_X8, TOKS_X16};
+    let mut grid = matmul_grid(n_out, n_tok, pool.threads(), nb * core::mem::size_of::<W>() / ROWS_X8);
+    // Up to four sixteen-token groups per call: a group of rows' weights is unpacked
+    // once for all of them.
+    grid.row_tile = n_tok.min(T16_TILE_TOKS);
+    const T16_TILE_TOKS: usize = 4 * TOKS_X16;
+    pool.run_tiles(y, grid, &mut [0u8; 0], 0, &|mut tile, _| {
+        let (cols, toks) = (tile.cols(), tile.rows());
+        let wg = |c0: usize, c1: usize| &w[c0 / ROWS_X8 * nb..c1 / ROWS_X8 * nb];
+        let mut buf = [0f32; T16_TILE_TOKS * GEMM_COLS]; // (tokens, cols) of one call
+        let mut c0 = cols.start;
+        while c0 < cols.end {
+            let c1 = (c0 + GEMM_COLS).min(cols.end);
+            let n = c1 - c0;
+            let out = &mut buf[..toks.len() * n];
+            if toks.len() < T16_MIN_TILE {
+                gemm8(wg(c0, c1), &x[toks.start * nb..toks.end * nb], nb, out);
+            } else {
+                let ng = toks.len().div_ceil(TOKS_X16);
+                gemm16(wg(c0, c1), &x16[toks.start / TOKS_X16 * nb..][..ng * nb], nb, out);
+            }
             for (i, t) in toks.clone().enumerate() {
                 tile.row(t)[c0 - cols.start..c1 - cols.start].copy_from_slice(&out[i * n..(i + 1) * n]);
             }
@@ -649,18 +723,42 @@ impl CpuBackend {
                 let xq = &mut self.q8_k[..n_tok * nbk];
                 quantize_rows(pool, xs, xq, n_in, QK_K, k.quantize_row_q8_k);
                 let xq = &*xq;
+                // Sixteen-token batches on the token-lane kernels where the table has
+                // them (their activations interleaved once here).
+                let n16 = n_tok.div_ceil(repack::TOKS_X16) * nbk;
+                let t16 = n_tok >= T16_MIN_TOK && self.q8_k16.len() >= n16;
+                let x16 = &mut self.q8_k16[..if t16 { n16 } else { 0 }];
+                if t16 {
+                    repack::q8_k_x16(xq, nbk, x16);
+                }
+                let x16 = &*x16;
                 match w.dtype {
                     DType::Q4_K => {
                         let wq = bytemuck::cast_slice::<_, BlockQ4_Kx8>(wb);
-                        matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q4_kx8);
+                        match k.gemm_q4_kx8_t16 {
+                            Some(g16) if t16 => {
+                                matmul_x16(pool, wq, xq, x16, ys, n_out, n_tok, nbk, k.gemm_q4_kx8, g16)
+                            }
+                            _ => matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q4_kx8),
+                        }
                     }
                     DType::Q5_K => {
                         let wq = bytemuck::cast_slice::<_, BlockQ5_Kx8>(wb);
-                        matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q5_kx8);
+                        match k.gemm_q5_kx8_t16 {
+                            Some(g16) if t16 => {
+                                matmul_x16(pool, wq, xq, x16, ys, n_out, n_tok, nbk, k.gemm_q5_kx8, g16)
+                            }
+                            _ => matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q5_kx8),
+                        }
                     }
                     _ => {
                         let wq = bytemuck::cast_slice::<_, BlockQ6_Kx8>(wb);
-                        matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q6_kx8);
+                        match k.gemm_q6_kx8_t16 {
+                            Some(g16) if t16 => {
+                                matmul_x16(pool, wq, xq, x16, ys, n_out, n_tok, nbk, k.gemm_q6_kx8, g16)
+                            }
+                            _ => matmul_x8(pool, wq, xq, ys, n_out, n_tok, nbk, k.gemm_q6_kx8),
+                        }
                     }
                 }
                 return Ok(());
@@ -1105,6 +1203,15 @@ impl Backend for CpuBackend {
         if dtype == DType::BF16 && d.len() == 2 && self.k.gemm_bf16_bf16.is_some() {
             self.bf16_weights.store(true, core::sync::atomic::Ordering::Relaxed);
         }
+        let kx16 = match dtype {
+            DType::Q4_K => self.k.gemm_q4_kx8_t16.is_some(),
+            DType::Q5_K => self.k.gemm_q5_kx8_t16.is_some(),
+            DType::Q6_K => self.k.gemm_q6_kx8_t16.is_some(),
+            _ => false,
+        };
+        if kx16 && self.opts.repack && d.len() == 2 {
+            self.kx16_weights.store(true, core::sync::atomic::Ordering::Relaxed);
+        }
         if self.opts.repack && d.len() == 1 && region.is_file_mapped() {
             let src = region.bytes();
             let mut buf = self.alloc(src.len(), BufferKind::Shared)?;
@@ -1207,6 +1314,10 @@ impl Backend for CpuBackend {
         grow(&mut self.qa, blocks);
         if self.bf16_weights.load(core::sync::atomic::Ordering::Relaxed) {
             grow(&mut self.bf16_x, r.max_tokens * r.max_row);
+        }
+        if self.kx16_weights.load(core::sync::atomic::Ordering::Relaxed) {
+            let groups = r.max_tokens.div_ceil(repack::TOKS_X16);
+            grow(&mut self.q8_k16, groups * r.max_row.div_ceil(QK_K));
         }
         Ok(())
     }

@@ -286,6 +286,62 @@ pub struct BlockQ8Act {
 }
 const _: () = assert!(core::mem::size_of::<BlockQ8Act>() == 48);
 
+/// Sixteen tokens' Q8_K activation blocks (super-block `b` of each), interleaved for
+/// the token-lane K-quant kernels (`Kernels::gemm_q5_kx8_t16`): `qs[16g + t]` holds
+/// token `t`'s bytes `4g..4g+4` (one 32-bit lane per token, so a 512-bit vector is
+/// "elements `4g..4g+4` of sixteen tokens"); `bs[16c + t]` holds token `t`'s sums over
+/// 32-element sub-blocks `2c` (low 16 bits) and `2c + 1` (high 16 bits), each
+/// `bsums[4c] + bsums[4c + 1]` etc. (|sum| ≤ 32 · 128, so it fits i16); `bs16[16k + t]`
+/// its `bsums[2k]` (low 16 bits) and `bsums[2k + 1]` (high), for Q6_K's 16-element
+/// sub-blocks; `d[t]` its scale.
+/// Missing tokens (a batch that is not a multiple of 16) are all zero. Scratch, built
+/// once per matmul by [`q8_k_x16`]; not a file format.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ8_Kx16 {
+    pub d: [f32; 16],
+    pub bs: [i32; 64],
+    pub bs16: [i32; 128],
+    pub qs: [i32; 1024],
+}
+const _: () = assert!(core::mem::size_of::<BlockQ8_Kx16>() == 64 + 256 + 512 + 4096);
+
+/// Tokens per [`BlockQ8_Kx16`].
+pub const TOKS_X16: usize = 16;
+
+/// Interleaves `x` (`toks` rows of `nb` Q8_K blocks) into `out` (`toks.div_ceil(16)`
+/// groups of `nb` [`BlockQ8_Kx16`]): group `i`, block `b` holds block `b` of tokens
+/// `16i..16i+16`.
+pub fn q8_k_x16(x: &[BlockQ8_K], nb: usize, out: &mut [BlockQ8_Kx16]) {
+    if nb == 0 {
+        return;
+    }
+    let toks = x.len() / nb;
+    assert!(out.len() >= toks.div_ceil(TOKS_X16) * nb);
+    for (i, og) in out.chunks_exact_mut(nb).take(toks.div_ceil(TOKS_X16)).enumerate() {
+        for (b, o) in og.iter_mut().enumerate() {
+            *o = BlockQ8_Kx16::zeroed();
+            for t in 0..TOKS_X16.min(toks - TOKS_X16 * i) {
+                let xb = &x[(TOKS_X16 * i + t) * nb + b];
+                o.d[t] = xb.d;
+                for c in 0..4 {
+                    let s0 = i32::from(xb.bsums[4 * c]) + i32::from(xb.bsums[4 * c + 1]);
+                    let s1 = i32::from(xb.bsums[4 * c + 2]) + i32::from(xb.bsums[4 * c + 3]);
+                    o.bs[16 * c + t] = (s0 & 0xffff) | (s1 << 16);
+                }
+                for k in 0..8 {
+                    let (b0, b1) = (i32::from(xb.bsums[2 * k]), i32::from(xb.bsums[2 * k + 1]));
+                    o.bs16[16 * k + t] = (b0 & 0xffff) | (b1 << 16);
+                }
+                for g in 0..64 {
+                    let q = &xb.qs[4 * g..4 * g + 4];
+                    o.qs[16 * g + t] = i32::from_le_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]);
+                }
+            }
+        }
+    }
+}
+
 impl BlockQ8Act {
     /// From a Q8_1 block (whose `d` and `qs` equal Q8_0's for the same input).
     #[inline]

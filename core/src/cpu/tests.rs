@@ -167,6 +167,23 @@ proptest! {
     }
 
     #[test]
+    fn quantize_q8_k_bit_exact(x in act_row(), off in 0usize..2) {
+        let xs = shifted(&x, off, 0.0);
+        let x = &xs[off..];
+        let x = &x[..x.len() / 256 * 256];
+        let nb = x.len() / 256;
+        let zero = crate::quant::BlockQ8_K { d: 0.0, qs: [0; 256], bsums: [0; 16] };
+        let mut want = vec![zero; nb];
+        crate::quant::k::quantize_row_q8_k(x, &mut want);
+        for k in simd_tables() {
+            let mut got = vec![crate::quant::BlockQ8_K { d: 1.0, qs: [7; 256], bsums: [3; 16] }; nb];
+            (k.quantize_row_q8_k)(x, &mut got);
+            let (g, w): (&[u8], &[u8]) = (bytemuck::cast_slice(&got), bytemuck::cast_slice(&want));
+            prop_assert!(g == w, "{}: q8_k differs", k.isa.name());
+        }
+    }
+
+    #[test]
     fn quantize_q8_1_bit_exact(x in act_row(), off in 0usize..2) {
         let xs = shifted(&x, off, 0.0);
         let x = &xs[off..];
@@ -449,6 +466,11 @@ fn quantize_extremes_bit_exact() {
         (0..32).map(|i| if i % 2 == 0 { f32::MAX } else { -f32::MAX }).collect(),
     ];
     rows.push(rows.concat());
+    // Each row eight times over: a Q8_K block (256) of it, ties of ±max included.
+    for i in 0..11 {
+        rows.push(rows[i].repeat(8));
+    }
+    rows.push([vec![-2.0f32], vec![2.0; 254], vec![-2.0]].concat());
     for x in &rows {
         let nb = x.len() / 32;
         let mut w0 = vec![
@@ -468,7 +490,33 @@ fn quantize_extremes_bit_exact() {
         ];
         quant::quantize_row_q8_0(x, &mut w0);
         quant::quantize_row_q8_1(x, &mut w1);
+        // Q8_K over whole 256-element blocks of the row (the concatenated one has one).
+        let nk = x.len() / 256;
+        let mut wk = vec![
+            crate::quant::BlockQ8_K {
+                d: 0.0,
+                qs: [0; 256],
+                bsums: [0; 16]
+            };
+            nk
+        ];
+        crate::quant::k::quantize_row_q8_k(&x[..256 * nk], &mut wk);
         for k in simd_tables() {
+            let mut gk = vec![
+                crate::quant::BlockQ8_K {
+                    d: 9.0,
+                    qs: [9; 256],
+                    bsums: [9; 16]
+                };
+                nk
+            ];
+            (k.quantize_row_q8_k)(&x[..256 * nk], &mut gk);
+            assert_eq!(
+                bytemuck::cast_slice::<_, u8>(&gk),
+                bytemuck::cast_slice::<_, u8>(&wk),
+                "{} q8_k {x:?}",
+                k.isa.name()
+            );
             let mut g0 = w0.clone();
             g0.iter_mut().for_each(|b| b.qs = [9; 32]);
             let mut g1 = w1.clone();
@@ -642,8 +690,14 @@ mod backend {
             .filter(|&t| crate::cpu::repack::has_x8(t))
             .collect();
         assert_eq!(x8_types.len(), 8, "the x8 types: {x8_types:?}");
-        for dtype in x8_types {
-            let (n_out, n_in, n_tok) = (24, 512, 5);
+        // 27, 37 and 70 tokens: the token-lane K-quant kernels where the table has them
+        // (64-token tiles in sixteen-token groups, partial groups), the x8 ones for a
+        // tile of fewer than 8 (70 = 64 + 6).
+        for (dtype, n_tok) in x8_types
+            .into_iter()
+            .flat_map(|t| [(t, 5usize), (t, 27), (t, 37), (t, 70)])
+        {
+            let (n_out, n_in) = (24, 512);
             let mut w = vec![0u8; dtype.row_bytes(n_out * n_in).unwrap()];
             if matches!(dtype, DType::Q4_K | DType::Q5_K | DType::Q6_K) {
                 // Random bytes with f16 scales of ~0.01 (every bit pattern is a block).
@@ -687,6 +741,14 @@ mod backend {
                         Shape::d2(n_out, n_in),
                     )
                     .unwrap();
+                // Again: some scratch is sized only once a matrix of its type is imported.
+                b.reserve(Reservation {
+                    max_tokens: n_tok,
+                    max_row: n_in,
+                    max_ctx: 1,
+                    n_head: 1,
+                })
+                .unwrap();
                 assert_eq!(
                     packed.is_repacked(),
                     b.kernels().x8_simd_for(dtype),
@@ -1945,6 +2007,35 @@ mod x8_kquants {
 
     /// A K-quant x8 kernel (`run(table, packed bytes, out)`) of every table against the
     /// plain dot, `16 · nb` float steps a row (see `check`).
+    /// `x` (`nb` Q8_K blocks per token) interleaved for the token-lane kernels; checks
+    /// the interleave against the blocks it came from.
+    fn x16_of(x: &[BlockQ8_K], nb: usize) -> Vec<repack::BlockQ8_Kx16> {
+        let toks = x.len() / nb;
+        let mut o = vec![bytemuck::Zeroable::zeroed(); toks.div_ceil(16) * nb];
+        repack::q8_k_x16(x, nb, &mut o);
+        for (i, ob) in o.iter().enumerate() {
+            let (grp, b) = (i / nb, i % nb);
+            for t in 0..16 {
+                let tok = 16 * grp + t;
+                let xb = (tok < toks).then(|| &x[tok * nb + b]);
+                assert_eq!(ob.d[t], xb.map_or(0.0, |v| v.d));
+                for e in 0..256 {
+                    let q = (ob.qs[16 * (e / 4) + t] >> (8 * (e % 4))) as i8;
+                    assert_eq!(q, xb.map_or(0, |v| v.qs[e]));
+                }
+                for s in 0..8 {
+                    let bs = (ob.bs[16 * (s / 2) + t] >> (16 * (s % 2))) as i16;
+                    assert_eq!(bs, xb.map_or(0, |v| v.bsums[2 * s] + v.bsums[2 * s + 1]));
+                }
+                for s in 0..16 {
+                    let bs = (ob.bs16[16 * (s / 2) + t] >> (16 * (s % 2))) as i16;
+                    assert_eq!(bs, xb.map_or(0, |v| v.bsums[s]));
+                }
+            }
+        }
+        o
+    }
+
     fn check_k<W: bytemuck::Pod>(
         dtype: DType,
         w: &[W],
@@ -2015,6 +2106,45 @@ mod x8_kquants {
             }),
         ) {
             check_k(DType::Q5_K, &w, &x, nb, |k, p, g| (k.gemm_q5_kx8)(bytemuck::cast_slice(p), &x, nb, g), dot::vec_dot_q5_k_q8_k, mag_q5_k)?;
+        }
+
+        #[test]
+        fn gemm_t16_q5_k(
+            (nb, w, x) in (1usize..4, 1usize..4, 1usize..65).prop_flat_map(|(nb, groups, toks)| {
+                (Just(nb), q5_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
+            }),
+        ) {
+            let x16 = x16_of(&x, nb);
+            check_k(DType::Q5_K, &w, &x, nb, |k, p, g| match k.gemm_q5_kx8_t16 {
+                Some(f) => f(bytemuck::cast_slice(p), &x16, nb, g),
+                None => (k.gemm_q5_kx8)(bytemuck::cast_slice(p), &x, nb, g),
+            }, dot::vec_dot_q5_k_q8_k, mag_q5_k)?;
+        }
+
+        #[test]
+        fn gemm_t16_q4_k(
+            (nb, w, x) in (1usize..4, 1usize..4, 1usize..65).prop_flat_map(|(nb, groups, toks)| {
+                (Just(nb), q4_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
+            }),
+        ) {
+            let x16 = x16_of(&x, nb);
+            check_k(DType::Q4_K, &w, &x, nb, |k, p, g| match k.gemm_q4_kx8_t16 {
+                Some(f) => f(bytemuck::cast_slice(p), &x16, nb, g),
+                None => (k.gemm_q4_kx8)(bytemuck::cast_slice(p), &x, nb, g),
+            }, dot::vec_dot_q4_k_q8_k, mag_q4_k)?;
+        }
+
+        #[test]
+        fn gemm_t16_q6_k(
+            (nb, w, x) in (1usize..4, 1usize..4, 1usize..65).prop_flat_map(|(nb, groups, toks)| {
+                (Just(nb), q6_k_blocks(8 * groups * nb), q8_k_blocks(toks * nb))
+            }),
+        ) {
+            let x16 = x16_of(&x, nb);
+            check_k(DType::Q6_K, &w, &x, nb, |k, p, g| match k.gemm_q6_kx8_t16 {
+                Some(f) => f(bytemuck::cast_slice(p), &x16, nb, g),
+                None => (k.gemm_q6_kx8)(bytemuck::cast_slice(p), &x, nb, g),
+            }, dot::vec_dot_q6_k_q8_k, mag_q6_k)?;
         }
 
         #[test]
@@ -2093,13 +2223,31 @@ mod x8_kquants {
         let p6 = packed(DType::Q6_K, &w6, rows, 256);
         let p4 = packed(DType::Q4_K, &w4, rows, 256);
         let p5 = packed(DType::Q5_K, &w5, rows, 256);
-        for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
-            let mut g = vec![f32::NAN; rows * toks];
-            (k.gemm_q6_kx8)(bytemuck::cast_slice(&p6), &x, 1, &mut g);
-            let mut h = vec![f32::NAN; rows * toks];
-            (k.gemm_q4_kx8)(bytemuck::cast_slice(&p4), &x, 1, &mut h);
-            let mut h5 = vec![f32::NAN; rows * toks];
-            (k.gemm_q5_kx8)(bytemuck::cast_slice(&p5), &x, 1, &mut h5);
+        // The x8 kernels, then the token-lane ones where the table has them (same sums).
+        let x16 = x16_of(&x, 1);
+        for (k, lanes) in Isa::ALL
+            .into_iter()
+            .filter_map(Kernels::for_isa)
+            .flat_map(|k| [(k, false), (k, true)])
+        {
+            let (mut g, mut h, mut h5) = (
+                vec![f32::NAN; rows * toks],
+                vec![f32::NAN; rows * toks],
+                vec![f32::NAN; rows * toks],
+            );
+            match (lanes, k.gemm_q6_kx8_t16, k.gemm_q4_kx8_t16, k.gemm_q5_kx8_t16) {
+                (false, ..) => {
+                    (k.gemm_q6_kx8)(bytemuck::cast_slice(&p6), &x, 1, &mut g);
+                    (k.gemm_q4_kx8)(bytemuck::cast_slice(&p4), &x, 1, &mut h);
+                    (k.gemm_q5_kx8)(bytemuck::cast_slice(&p5), &x, 1, &mut h5);
+                }
+                (true, Some(f6), Some(f4), Some(f5)) => {
+                    f6(bytemuck::cast_slice(&p6), &x16, 1, &mut g);
+                    f4(bytemuck::cast_slice(&p4), &x16, 1, &mut h);
+                    f5(bytemuck::cast_slice(&p5), &x16, 1, &mut h5);
+                }
+                _ => continue,
+            }
             for t in 0..toks {
                 for r in 0..rows {
                     let xt = &x[t..t + 1];

@@ -73,6 +73,9 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         gemm_q4_kx8: repack::gemm_q4_kx8_neon,
         gemm_q5_kx8: repack::gemm_q5_kx8_neon,
         gemm_q6_kx8: repack::gemm_q6_kx8_neon,
+        gemm_q4_kx8_t16: None,
+        gemm_q5_kx8_t16: None,
+        gemm_q6_kx8_t16: None,
         x8_simd: true,
         x8_kq_simd: true,
     };

@@ -48,7 +48,7 @@ pub(crate) fn kernels() -> Option<Kernels> {
         // Measured: widening a Q8_0 block to 32 i16 in a zmm is a port-5 shuffle per
         // block and ran slower (11 GB/s) than the AVX2 kernel (16 GB/s); use that.
         vec_dot_q8_0_q8_0: super::avx2::vec_dot_q8_0_q8_0,
-        quantize_row_q8_k: crate::quant::k::quantize_row_q8_k,
+        quantize_row_q8_k,
         vec_dot_q5_0_q8_0: super::avx2_k::vec_dot_q5_0_q8_0,
         vec_dot_q5_1_q8_1: super::avx2_k::vec_dot_q5_1_q8_1,
         vec_dot_q4_k_q8_k: super::avx2_k::vec_dot_q4_k_q8_k,
@@ -126,6 +126,21 @@ pub(crate) fn kernels() -> Option<Kernels> {
         } else {
             super::repack::gemm_q5_kx8_avx2
         },
+        gemm_q5_kx8_t16: if vnni_vl {
+            Some(super::k16::gemm_q5_kx8_t16)
+        } else {
+            None
+        },
+        gemm_q4_kx8_t16: if vnni_vl {
+            Some(super::k16::gemm_q4_kx8_t16)
+        } else {
+            None
+        },
+        gemm_q6_kx8_t16: if vnni_vl {
+            Some(super::k16::gemm_q6_kx8_t16)
+        } else {
+            None
+        },
         gemm_q4_kx8: if vnni_vl {
             super::repack::gemm_q4_kx8_vnni
         } else {
@@ -151,6 +166,10 @@ fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
 fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
     // SAFETY: as above.
     unsafe { quantize_row_q8_1_impl(x, y) }
+}
+fn quantize_row_q8_k(x: &[f32], y: &mut [quant::BlockQ8_K]) {
+    // SAFETY: as above.
+    unsafe { quantize_row_q8_k_impl(x, y) }
 }
 fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     // SAFETY: as above.
@@ -264,6 +283,48 @@ fn quantize_row_q8_0_impl(x: &[f32], y: &mut [BlockQ8_0]) {
             Some((d, _)) => yb.d = f16::from_f32(d),
             None => quant::quantize_row_q8_0(xb, core::slice::from_mut(yb)),
         }
+    }
+}
+
+/// ggml's `quantize_row_q8_K_ref` in lanes, byte for byte: the first element of largest
+/// magnitude gives `max`, `iscale = −127 / max`, quants `iscale · x` rounded to nearest
+/// even (`vcvtps2dq` under the default rounding mode; the scalar's magic-number
+/// `nearest_int` rounds the same for |v| < 2^22, and here |v| ≤ 127 + ε), capped at 127,
+/// `bsums` the 16-element sums. A block with a non-finite input or a non-finite `iscale`
+/// (a subnormal `max`) goes to the scalar quantizer.
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn quantize_row_q8_k_impl(x: &[f32], y: &mut [quant::BlockQ8_K]) {
+    debug_assert_eq!(x.len(), y.len() * crate::dtype::QK_K);
+    for (xb, yb) in x.chunks_exact(crate::dtype::QK_K).zip(y.iter_mut()) {
+        // SAFETY: 256 readable f32 (the chunk); unaligned loads.
+        let v: [__m512; 16] = core::array::from_fn(|i| unsafe { _mm512_loadu_ps(xb.as_ptr().add(16 * i)) });
+        let inf = _mm512_set1_ps(f32::INFINITY);
+        let (mut amax, mut bad) = (_mm512_setzero_ps(), 0u16);
+        for vi in &v {
+            let a = _mm512_abs_ps(*vi);
+            bad |= _mm512_cmp_ps_mask(a, inf, _CMP_NLT_UQ); // ±inf or NaN
+            amax = _mm512_max_ps(amax, a);
+        }
+        let am = _mm512_reduce_max_ps(amax);
+        let first = (0..16).find_map(|i| {
+            let m = _mm512_cmp_ps_mask(_mm512_abs_ps(v[i]), _mm512_set1_ps(am), _CMP_EQ_OQ);
+            (m != 0).then(|| 16 * i + m.trailing_zeros() as usize)
+        });
+        let iscale = match first {
+            Some(i) if bad == 0 && am > 0.0 => -127.0 / xb[i],
+            _ => f32::NAN,
+        };
+        if !iscale.is_finite() {
+            quant::k::quantize_row_q8_k(xb, core::slice::from_mut(yb));
+            continue;
+        }
+        let (is, cap) = (_mm512_set1_ps(iscale), _mm512_set1_epi32(127));
+        for (i, vi) in v.iter().enumerate() {
+            let q = _mm512_min_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(is, *vi)), cap);
+            store16(&mut yb.qs[16 * i..], _mm512_cvtepi32_epi8(q));
+            yb.bsums[i] = _mm512_reduce_add_epi32(q) as i16;
+        }
+        yb.d = 1.0 / iscale;
     }
 }
 

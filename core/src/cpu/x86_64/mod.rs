@@ -61,6 +61,7 @@ macro_rules! gemm_tiles {
 pub(crate) mod avx2;
 mod avx2_k;
 pub(crate) mod avx512;
+mod k16;
 mod repack;
 
 use core::arch::x86_64::*;

@@ -169,7 +169,7 @@ fn q5_0_piece(qs: &[u8; 128], qh: __m256i, q: usize) -> (__m256i, __m256i) {
 /// eight bytes (`quant::k::scale_min_k4`, bytewise).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4_k_scales(scales: &[u8; 96]) -> ([__m128i; 8], [__m128i; 8]) {
+pub(super) fn q4_k_scales(scales: &[u8; 96]) -> ([__m128i; 8], [__m128i; 8]) {
     let (m63, m15, m30) = (_mm_set1_epi8(63), _mm_set1_epi8(15), _mm_set1_epi8(0x30));
     let sb: [__m128i; 12] = core::array::from_fn(|k| load8(&scales[8 * k..]));
     let sc = core::array::from_fn(|s| {
@@ -200,7 +200,7 @@ fn q4_k_scales(scales: &[u8; 96]) -> ([__m128i; 8], [__m128i; 8]) {
 /// `2p, 2p+1` of each top-bit byte moved to bits 4, 5.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q6_k_piece(ql: &[u8; 128], ha: __m256i, hb: __m256i, p: usize) -> (__m256i, __m256i) {
+pub(super) fn q6_k_piece(ql: &[u8; 128], ha: __m256i, hb: __m256i, p: usize) -> (__m256i, __m256i) {
     let m4 = _mm256_set1_epi8(0x0f);
     let v = load256(&ql[32 * p..]);
     let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
@@ -274,7 +274,7 @@ fn q5_finish<const T: usize>(
 /// Eight bytes (one per row) at `p[..8]` into the low half of a vector.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load8<T: bytemuck::Pod>(p: &[T]) -> __m128i {
+pub(super) fn load8<T: bytemuck::Pod>(p: &[T]) -> __m128i {
     let b: &[u8] = bytemuck::cast_slice(p);
     let b = &b[..8];
     // SAFETY: 8 readable bytes (bounds checked); unaligned load.
@@ -326,7 +326,7 @@ fn q5_k_bits(qh: __m256i, c: usize) -> (__m256i, __m256i) {
 /// low nibbles (sub-block `2c`) and high ones (`2c + 1`), with the fifth bits for Q5_K.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn k_piece(blk: &impl Kx8, five: bool, c: usize, p: usize) -> (__m256i, __m256i) {
+pub(super) fn k_piece(blk: &impl Kx8, five: bool, c: usize, p: usize) -> (__m256i, __m256i) {
     let m4 = _mm256_set1_epi8(0x0f);
     let v = load256(&blk.qs()[256 * c + 32 * p..]);
     let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
