@@ -993,16 +993,6 @@ inline uint block_layer(
             const uint c0 = c * n_ctx / n_chunks, c1 = (c + 1) * n_ctx / n_chunks;
             __global const uchar *kh = kc + kc_off + kvh * hbytes;
             __global const uchar *vh = vc + vc_off + kvh * hbytes;
-            // the unit's key and value rows requested into L2 at once (so the tiles
-            // below wait for L2, not for memory): every 128-byte line of each row
-            {
-                const uint per = (uint)((hbytes + 127) / 128) + 1; // (+1: a row's last byte)
-                for (uint i = lid; i < 2 * (c1 - c0) * per; i += LWS) {
-                    const uint r = i / per, li = i % per;
-                    __global const uchar *row = ((r & 1) ? vh : kh) + (ulong)(c0 + r / 2) * kv_stride;
-                    asm volatile("prefetch.global.L2 [%0];" ::"l"(row + min((ulong)li * 128, hbytes - 1)));
-                }
-            }
             uint j = c0 + js;
             float4 kn = j < c1 ? kv_get4(kh + (ulong)j * kv_stride, 4 * sub) : (float4)(0.0f);
             float4 vn = j < c1 ? kv_get4(vh + (ulong)j * kv_stride, 4 * sub) : (float4)(0.0f);
@@ -1129,46 +1119,6 @@ inline uint block_layer(
                 }
                 barrier(CLK_LOCAL_MEM_FENCE);
             }
-            // The last of a KV head's units to finish merges its heads' partials into q
-            // (whose rows every unit of the head has staged by then), so stage C reads
-            // the attention output instead of every work-group merging every head: a
-            // counter per KV head in sync[2 ..], taken with GPU-scope acq_rel after every
-            // work-item's fence (the CUDA "last block" pattern), reset by the merger
-            // (its next use is after a grid barrier).
-            asm volatile("fence.acq_rel.gpu;" ::: "memory");
-            barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
-            if (lid == 0) {
-                uint old;
-                asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;"
-                             : "=r"(old)
-                             : "l"(sync + 2 + kvh)
-                             : "memory");
-                res[0] = old == n_chunks - 1 ? 1.0f : 0.0f;
-            }
-            barrier(CLK_LOCAL_MEM_FENCE);
-            if (res[0] != 0.0f) {
-                asm volatile("fence.acq_rel.gpu;" ::: "memory");
-                volatile __global const float *pvol = (volatile __global const float *)part;
-                for (uint e = lid; e < grp * hd; e += LWS) {
-                    const uint h = kvh * grp + e / hd, d = e % hd;
-                    volatile __global const float *ph = pvol + (ulong)h * n_chunks * (hd + 2);
-                    float mx = -INFINITY;
-                    for (uint cc = 0; cc < n_chunks; cc++) {
-                        mx = fmax(mx, ph[cc * (hd + 2)]);
-                    }
-                    float num = 0.0f, den = 0.0f;
-                    for (uint cc = 0; cc < n_chunks; cc++) {
-                        const float f = exp(ph[cc * (hd + 2)] - mx);
-                        den += f * ph[cc * (hd + 2) + 1];
-                        num += f * ph[cc * (hd + 2) + 2 + d];
-                    }
-                    q[h * hd + d] = num / den;
-                }
-                if (lid == 0) {
-                    sync[2 + kvh] = 0;
-                }
-            }
-            barrier(CLK_LOCAL_MEM_FENCE);
         }
     }
 #else
@@ -1274,12 +1224,6 @@ inline uint block_layer(
     // this group's rows of x (only it writes them in this stage), read now, not after
     // the projection
     const float x_own = lid < LWS / c_tpr && c_r0 + lid < c_r1 ? x[c_r0 + lid] : 0.0f;
-#ifdef AG_NV_FENCE
-    // (merged in stage B, into q)
-    for (uint e = lid; e < qd; e += LWS) {
-        vl[e] = q[e];
-    }
-#else
     const uint hpb = n_chunks <= LWS ? LWS / n_chunks : 0;
     for (uint h0 = 0; hpb > 0 && h0 < n_head; h0 += hpb) {
         const uint np = min(hpb, n_head - h0) * n_chunks;
@@ -1337,7 +1281,6 @@ inline uint block_layer(
         }
         vl[e] = num / den;
     }
-#endif
     barrier(CLK_LOCAL_MEM_FENCE);
 #ifdef AG_INT8
     quant_vec(vl, qd, xq, xd, xs, lid);

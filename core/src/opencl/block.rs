@@ -149,7 +149,7 @@ pub(super) struct Persistent {
 
 impl Persistent {
     pub fn new(context: &opencl3::context::Context, groups: usize, is_cpu: bool) -> Result<Persistent> {
-        let sync = create_buffer(context, CL_MEM_READ_WRITE, SYNC_BYTES)?;
+        let sync = create_buffer(context, CL_MEM_READ_WRITE, 8)?;
         let part = create_buffer(context, CL_MEM_READ_WRITE, 4)?;
         let prof = create_buffer(context, CL_MEM_READ_WRITE, PROF_BYTES)?;
         Ok(Persistent {
@@ -179,12 +179,6 @@ fn kv_index(t: DType) -> Option<usize> {
 
 /// Query heads per KV head block.cl's stage B takes (its `GQA_MAX`).
 const GQA_MAX: usize = 8;
-
-/// KV heads the NVIDIA stage B's merge counters cover (`sync[2 ..]`).
-const MAX_KV_HEADS: usize = 64;
-
-/// The barrier counter, the abort flag, and a merge counter per KV head (u32 each).
-const SYNC_BYTES: usize = 4 * (2 + MAX_KV_HEADS);
 
 /// Floats of the staged-vector local buffer block.cl's stage B uses for a work-group of
 /// `lws`, `grp` query heads per KV head and head dim `hd`: the unit's queries, the
@@ -232,11 +226,10 @@ fn barriers_per_layer(kv: DType) -> u32 {
 }
 
 impl OpenClBackend {
-    /// Zeroes the barrier counter, the flag and the merge counters (at creation and
-    /// after an abort).
+    /// Zeroes the barrier counter and flag (at creation and after an abort).
     pub(super) fn block_reset(&self) -> Result<()> {
         let Some(p) = &self.block else { return Ok(()) };
-        fill_zero(&self.q.q, &mut p.sync.borrow_mut(), 0, SYNC_BYTES)?;
+        fill_zero(&self.q.q, &mut p.sync.borrow_mut(), 0, 8)?;
         fill_zero(&self.q.q, &mut p.prof.borrow_mut(), 0, PROF_BYTES)?;
         p.base.set(0);
         Ok(())
@@ -338,7 +331,6 @@ impl OpenClBackend {
             && hd.is_multiple_of(4)
             && self.blk.lws.is_multiple_of(hd)
             && a.n_kv_head > 0
-            && a.n_kv_head <= MAX_KV_HEADS
             && a.n_head.is_multiple_of(a.n_kv_head)
             && a.n_head / a.n_kv_head <= GQA_MAX
             // (stage B's step 2 has a work-item per (query head, slot of a tile))
