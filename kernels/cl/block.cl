@@ -8,10 +8,9 @@
 //     A2. Q8_0 cache only: A staged the new K and V rows in f32 (in `part`); after a
 //        grid barrier one work-item a 32-value block quantizes them into the cache
 //        (ggml's quantize_row_q8_0, as store_rows_q8_0), then another barrier;
-//     B. attention of every query head over slots 0..=slot, split into about one
-//        (KV head, chunk) unit per work-group, the chunk's query heads together
+//     B. attention of every query head over slots 0..=slot, split into CH-slot chunks
 //        (flash-decoding partials m, l, o[hd]), the cache read through common/kv.cl's
-//        kv_get4 in its dtype;
+//        kv_get / kv_get4 in its dtype;
 //     C. the partials merged, x += Wo . att;
 //     D. xn = rms_norm(x) * ffn_norm; hb = silu(Wgate . xn) * (Wup . xn);
 //     E. x += Wdown . hb.
@@ -44,8 +43,8 @@
 // two levels in local memory). Weights of any dtype below, addressed in bytes (an
 // imported GGUF tensor is only 32-byte aligned).
 //
-// Build options: LWS (work-group size, power of two ≥ 64), MAX_HD, CH (the shortest
-// attention chunk in slots, attn_chunks), LPL (layers per launch: 1, 2 or 4), KV_T (the cache dtype, T_F32
+// Build options: LWS (work-group size, power of two ≥ 64), MAX_HD, CH (attention chunk
+// in slots, ≤ LWS), LPL (layers per launch: 1, 2 or 4), KV_T (the cache dtype, T_F32
 // when absent; the backend builds a T_F16 / T_Q8_0 program on first use), optionally AG_NV_FENCE (NVIDIA:
 // the PTX barrier, %globaltimer stage timers), AG_NV_SHFL (NVIDIA: `shfl.sync`
 // reductions), AG_INT8 (quant rows against an int8 copy of the staged vector, see
@@ -60,7 +59,7 @@
 // model's widest vector), so a small model leaves local memory for more resident
 // work-groups.
 
-// V values a work-item fetches ahead in the portable stage B.
+// V values a work-item fetches ahead in stage B.
 #define VPRE 8
 
 // Dtype codes (T_*), block sizes and decoding, row_bytes: common/dtype.cl and the header
@@ -773,21 +772,6 @@ inline __global const uchar *qkv_row(uint pp, const uint member, __global const 
     return w + rr * row_bytes(t, dim);
 }
 
-// Query heads per KV head stage B handles at most (the host checks).
-#define GQA_MAX 8
-
-// Chunks a KV head's slots are split into in stage B: about one (KV head, chunk) unit
-// per work-group, none shorter than CH slots (at most n_ctx / CH: the partials buffer
-// the host sizes).
-// (The portable stage B: CH-slot chunks.)
-inline uint attn_chunks(const uint n_ctx, const uint nwg, const uint n_kv_head) {
-#ifdef AG_NV_FENCE
-    return max(1u, min((n_ctx + CH - 1) / CH, nwg / n_kv_head));
-#else
-    return (n_ctx + CH - 1) / CH;
-#endif
-}
-
 // One block (stages A–E above) for the layer whose pointers are passed; `target` is
 // the barrier counter's next base (advanced by 4 groups' worth here). 0 when the launch
 // was aborted at a barrier.
@@ -949,185 +933,9 @@ inline uint block_layer(
 #endif
     MARK(1);
 
-#ifdef AG_NV_FENCE
-    // ---- B (NVIDIA): attention partials, unit = (KV head, chunk) ---------------------
-    // A unit is one KV head's slots c0..c1 for all `grp` query heads that share it (the
-    // keys and values are read once for the group), and there are about as many units
-    // as work-groups (attn_chunks), so a long context is spread over the whole grid
-    // instead of queueing many short units on each work-group. Inside a unit, tiles of
-    // spt = 4 LWS / hd slots: work-item (js, sub) holds float4 `sub` of slot js's key and
-    // value row, and fetches the next tile's while this one is summed. Per tile:
-    // (1) the grp partial dot products of its key, summed over the hd / 4 work-items of
-    //     the slot (warp shuffles with AG_NV_SHFL, else through local memory);
-    // (2) work-item (h, s) of the first grp · spt: head h's tile maximum, the running
-    //     maximum m (a register: every (h, ·) work-item keeps the same one) and
-    //     p = exp(score − m);
-    // (3) everyone: o[h] = o[h] · exp(m_old − m) + p · v for its float4 of v.
-    // The unit's o (summed over the tile's slot rows), m and l go to the partials as
-    // before: part[(h · n_chunks + c) · (hd + 2)] = (m, l, o[hd]), merged in stage C.
+    // ---- B: attention partials, unit = (query head, CH-slot chunk) ----------------
     const uint n_ctx = slot + 1;
-    const uint grp = n_head / n_kv_head;
-    const uint n_chunks = attn_chunks(n_ctx, nwg, n_kv_head);
-    {
-        const uint q4 = hd / 4;
-        const uint spt = LWS / q4;
-        const uint sub = lid % q4, js = lid / q4;
-        const uint n_sc = grp * spt; // (h, s) work-items of step 2
-        const uint hs = lid / spt, ss = lid % spt;
-#ifdef AG_NV_SHFL
-        // (shuffles within aligned power-of-two groups of a warp)
-        const bool shfl = q4 <= 32 && spt <= 32 && (q4 & (q4 - 1)) == 0;
-#else
-        const bool shfl = false;
-#endif
-        // local memory (the staged vector's, unused in this stage): the unit's queries,
-        // the partial dots (padded rows: no bank conflicts either way) and o's sums,
-        // scores, weights, the tile's rescale factors
-        __local float *qs = vl;
-        __local float *scr = qs + grp * hd;
-        __local float *sc = scr + max(grp * (LWS + q4), 4u * LWS);
-        __local float *pw = sc + n_sc;
-        __local float *al = pw + n_sc;
-        for (uint unit = g; unit < n_kv_head * n_chunks; unit += nwg) {
-            const uint kvh = unit / n_chunks, c = unit % n_chunks;
-            const uint c0 = c * n_ctx / n_chunks, c1 = (c + 1) * n_ctx / n_chunks;
-            __global const uchar *kh = kc + kc_off + kvh * hbytes;
-            __global const uchar *vh = vc + vc_off + kvh * hbytes;
-            uint j = c0 + js;
-            float4 kn = j < c1 ? kv_get4(kh + (ulong)j * kv_stride, 4 * sub) : (float4)(0.0f);
-            float4 vn = j < c1 ? kv_get4(vh + (ulong)j * kv_stride, 4 * sub) : (float4)(0.0f);
-            for (uint i = lid; i < grp * hd; i += LWS) {
-                qs[i] = q[kvh * grp * hd + i];
-            }
-            float m_run = -INFINITY, l_run = 0.0f; // (work-items (h, ·) of step 2)
-            float4 o[GQA_MAX];
-#pragma unroll
-            for (uint h = 0; h < GQA_MAX; h++) {
-                o[h] = (float4)(0.0f);
-            }
-            barrier(CLK_LOCAL_MEM_FENCE);
-            for (uint t0 = c0; t0 < c1; t0 += spt) {
-                const float4 kk = kn, vv = vn;
-                j = t0 + spt + js;
-                kn = j < c1 ? kv_get4(kh + (ulong)j * kv_stride, 4 * sub) : (float4)(0.0f);
-                vn = j < c1 ? kv_get4(vh + (ulong)j * kv_stride, 4 * sub) : (float4)(0.0f);
-                // (1) scores into sc[h · spt + s]
-#ifdef AG_NV_SHFL
-                if (shfl) {
-                    const bool live = t0 + js < c1;
-#pragma unroll
-                    for (uint h = 0; h < GQA_MAX; h++) {
-                        if (h < grp) {
-                            const float d = warp_sum(dot(kk, vload4(0, qs + h * hd + 4 * sub)), q4);
-                            if (sub == 0) {
-                                sc[h * spt + js] = live ? d * scale : -INFINITY;
-                            }
-                        }
-                    }
-                } else
-#endif
-                {
-#pragma unroll
-                    for (uint h = 0; h < GQA_MAX; h++) {
-                        if (h < grp) {
-                            scr[h * (LWS + q4) + sub * (spt + 1) + js] = dot(kk, vload4(0, qs + h * hd + 4 * sub));
-                        }
-                    }
-                    barrier(CLK_LOCAL_MEM_FENCE);
-                    if (lid < n_sc) {
-                        float d = 0.0f;
-                        for (uint i = 0; i < q4; i++) {
-                            d += scr[hs * (LWS + q4) + i * (spt + 1) + ss];
-                        }
-                        sc[lid] = t0 + ss < c1 ? d * scale : -INFINITY;
-                    }
-                }
-                barrier(CLK_LOCAL_MEM_FENCE);
-                // (2) running maximum, weights, the tile's sum (every work-item takes
-                // part in the shuffles; those past n_sc with neutral values)
-                {
-                    const bool act = lid < n_sc;
-                    const float x_s = act ? sc[lid] : -INFINITY;
-                    float tm = x_s;
-                    if (shfl) {
-#ifdef AG_NV_SHFL
-                        for (uint k = spt / 2; k > 0; k >>= 1) {
-                            tm = fmax(tm, shfl_xor(tm, k));
-                        }
-#endif
-                    } else if (act) {
-                        for (uint r = 0; r < spt; r++) {
-                            tm = fmax(tm, sc[hs * spt + r]);
-                        }
-                    }
-                    // (finite where act: a tile's first slot is live)
-                    const float m_new = act ? fmax(m_run, tm) : 0.0f;
-                    const float a = act ? exp(m_run - m_new) : 0.0f;
-                    const float pj = act ? exp(x_s - m_new) : 0.0f;
-                    float ts = 0.0f; // (without shuffles: summed in step 3)
-#ifdef AG_NV_SHFL
-                    if (shfl) {
-                        ts = warp_sum(pj, spt);
-                    }
-#endif
-                    if (act) {
-                        pw[lid] = pj;
-                        l_run = l_run * a + ts;
-                        m_run = m_new;
-                        if (ss == 0) {
-                            al[hs] = a;
-                        }
-                    }
-                }
-                barrier(CLK_LOCAL_MEM_FENCE);
-                // (3) o
-#pragma unroll
-                for (uint h = 0; h < GQA_MAX; h++) {
-                    if (h < grp) {
-                        o[h] = o[h] * al[h] + pw[h * spt + js] * vv;
-                    }
-                }
-                if (!shfl && lid < n_sc && ss == 0) {
-                    float ts = 0.0f;
-                    for (uint r = 0; r < spt; r++) {
-                        ts += pw[hs * spt + r];
-                    }
-                    l_run += ts;
-                }
-                barrier(CLK_LOCAL_MEM_FENCE);
-            }
-            // o summed over the slot rows, a head at a time
-            for (uint h = 0; h < grp; h++) {
-                __global float *pu = part + (ulong)((kvh * grp + h) * n_chunks + c) * (hd + 2);
-#pragma unroll
-                for (uint k = 0; k < GQA_MAX; k++) {
-                    if (k == h) {
-                        vstore4(o[k], lid, scr); // (scr[js · hd + 4 sub ..])
-                    }
-                }
-                barrier(CLK_LOCAL_MEM_FENCE);
-                if (lid < hd) {
-                    float sum = 0.0f;
-                    for (uint r = 0; r < spt; r++) {
-                        sum += scr[r * hd + lid];
-                    }
-                    pu[2 + lid] = sum;
-                }
-                if (lid == h * spt) {
-                    pu[0] = m_run;
-                    pu[1] = l_run;
-                }
-                barrier(CLK_LOCAL_MEM_FENCE);
-            }
-        }
-    }
-#else
-    // ---- B (portable builds): attention partials, unit = (query head, CH-slot chunk) --
-    // The grouped stage B above made PoCL's kernel compiler run for over 15 minutes
-    // (this one: ~2), and the persistent kernel runs by default only on NVIDIA; other
-    // devices (the tests on PoCL, a user forcing it) keep this one.
-    const uint n_ctx = slot + 1;
-    const uint n_chunks = attn_chunks(n_ctx, nwg, n_kv_head);
+    const uint n_chunks = (n_ctx + CH - 1) / CH;
     const uint grp = n_head / n_kv_head;
     for (uint unit = g; unit < n_head * n_chunks; unit += nwg) {
         const uint h = unit / n_chunks, c = unit % n_chunks;
@@ -1201,7 +1009,6 @@ inline uint block_layer(
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-#endif
     MARK(2);
     target += nwg;
     if (!grid_sync(sync, target, spin_limit, flag, lid)) {

@@ -177,18 +177,6 @@ fn kv_index(t: DType) -> Option<usize> {
     [DType::F32, DType::F16, DType::Q8_0].iter().position(|&u| u == t)
 }
 
-/// Query heads per KV head block.cl's stage B takes (its `GQA_MAX`).
-const GQA_MAX: usize = 8;
-
-/// Floats of the staged-vector local buffer block.cl's stage B uses for a work-group of
-/// `lws`, `grp` query heads per KV head and head dim `hd`: the unit's queries, the
-/// partial dots (`grp` padded rows) or o's sums (4 per work-item), the scores and
-/// weights of a tile (`grp · 4 lws / hd` each), the rescale factors.
-fn attn_local_floats(lws: usize, grp: usize, hd: usize) -> usize {
-    let spt = 4 * lws / hd;
-    grp * hd + (grp * (lws + hd / 4)).max(4 * lws) + 2 * grp * spt + grp
-}
-
 /// block.cl's builds: one per cache dtype ([`kv_index`]) and weight-type set — `core`
 /// the build without the Q5_0/Q5_1/K-quant arms (`AG_CORE_TYPES`). 0 is the program built
 /// at creation (f32 cache, every type).
@@ -329,13 +317,8 @@ impl OpenClBackend {
             && [dim, qd, ffn].iter().all(|n| n % 32 == 0 && *n <= self.blk.max_vec)
             && hd <= MAX_HD
             && hd.is_multiple_of(4)
+            && hd >= 8 // (stage B indexes VPRE · LWS / hd < LWS slots)
             && self.blk.lws.is_multiple_of(hd)
-            && a.n_kv_head > 0
-            && a.n_head.is_multiple_of(a.n_kv_head)
-            && a.n_head / a.n_kv_head <= GQA_MAX
-            // (stage B's step 2 has a work-item per (query head, slot of a tile))
-            && hd >= 4 * (a.n_head / a.n_kv_head)
-            && attn_local_floats(self.blk.lws, a.n_head / a.n_kv_head, hd) <= self.blk.local_floats
             && a.n_head * (a.n_past + 1).div_ceil(self.blk.ch) * (hd + 2) <= st.part_cap
             && (kv != DType::Q8_0 || (2 * a.n_kv_head * hd <= st.part_cap && hd.is_multiple_of(kv.block_size())))
     }
@@ -397,8 +380,7 @@ impl OpenClBackend {
         k.set_part(0, &args)?;
         let vec_bytes = self
             .blk
-            .vec_bytes(x.shape.row_len().max(a.n_head * a.head_dim).max(ffn))
-            .max(4 * attn_local_floats(self.blk.lws, a.n_head / a.n_kv_head, a.head_dim));
+            .vec_bytes(x.shape.row_len().max(a.n_head * a.head_dim).max(ffn));
         k.set_one(SHARED_ARGS + LAYER_ARGS * self.blk.lpl as u32, &Local(vec_bytes))
     }
 

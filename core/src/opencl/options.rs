@@ -37,7 +37,7 @@ pub const ENV: &[(&str, &str)] = &[
     ),
     (
         "ANTIGRAVITY_OPENCL_BLOCK_CH",
-        "tuning: attention chunk of `block.cl` in cache slots (NVIDIA: the shortest), a power of two in 16..=256 (`block_ch`)",
+        "tuning: attention chunk of `block.cl` in cache slots, a power of two in 16..=256 (`block_ch`)",
     ),
     (
         "ANTIGRAVITY_OPENCL_BLOCK_CORE",
@@ -122,8 +122,8 @@ pub struct OpenClOptions {
     /// Tuning: `Some(false)` builds `block.cl` with local-memory reductions on NVIDIA
     /// (for comparing with the warp-shuffle ones, the default there).
     pub block_shfl: Option<bool>,
-    /// Tuning: attention chunk of `block.cl` in cache slots (a power of two, 16..=256;
-    /// on NVIDIA the shortest chunk, the count set by the work-groups). `None`: 32.
+    /// Tuning: attention chunk of `block.cl` in cache slots (a power of two, 16..=256).
+    /// `None`: 32.
     pub block_ch: Option<usize>,
     /// `block.cl`'s quantized rows against int8 activations (the staged vector quantized
     /// once per stage to Q8_0-style blocks, 4-way int8 dot products: PTX `dp4a` on NVIDIA,

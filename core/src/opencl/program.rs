@@ -94,9 +94,6 @@ pub(super) struct BlockBuild {
     /// Work-group size (and staged-vector capacity, `max_vec` floats).
     pub(super) lws: usize,
     pub(super) max_vec: usize,
-    /// Floats of local memory the staged vector's buffer may take (it also holds stage
-    /// B's attention scratch).
-    pub(super) local_floats: usize,
     /// Layers per launch (`LPL`).
     pub(super) lpl: usize,
     /// Attention chunk in cache slots (`CH`, at most `lws`).
@@ -561,7 +558,6 @@ fn build_block(
         BlockBuild {
             lws,
             max_vec,
-            local_floats: free,
             lpl,
             ch,
             nv_fence,
