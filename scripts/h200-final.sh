@@ -54,6 +54,9 @@ if [[ $STEPS == *" race "* ]]; then
     [ -x $LB ] && $LB -m $M -ngl 99 -fa 0 -d 2000 -p 0 -n 128 -r 2 -o jsonl 2>/dev/null | sed "s/^/{\"who\":\"llama-d2000\",\"m\":\"$m\",\"row\":/; s/\$/}/" >> $OUT/race.jsonl
     $G/harness generate --backend opencl --model $M --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"ours-d2000\",\"m\":\"$m\",\"row\":/; s/\$/}/" >> $OUT/race.jsonl
   done
+  [ -x $G/harness-prev ] && for m in l1b-q4_0 smol-q4_0; do
+    $G/harness-prev generate --backend opencl --model /tmp/$m.gguf --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"prev-d2000\",\"m\":\"$m\",\"row\":/; s/\$/}/" >> $OUT/race.jsonl
+  done
   for kt in f16 q8_0; do
     $G/harness generate --backend opencl --model /tmp/l1b-q4_0.gguf --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --kv-type $kt --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"ours-d2000-$kt\",\"m\":\"l1b-q4_0\",\"row\":/; s/\$/}/" >> $OUT/race.jsonl
   done
@@ -63,17 +66,17 @@ if [[ $STEPS == *" q40 "* ]]; then
   # block.cl builds by weight type (ANTIGRAVITY_OPENCL_BLOCK_CORE=0: the full build for
   # every model, as before) and the K-quant arms out of line; short and long contexts.
   log "block.cl variants"
-  for r in 1 2; do for v in "" "ANTIGRAVITY_OPENCL_BLOCK_CORE=0" "ANTIGRAVITY_OPENCL_BLOCK_DEFINES=-DAG_KQ_NOINLINE"; do
+  for r in $(seq 1 ${VROUNDS:-2}); do for v in "" "ANTIGRAVITY_OPENCL_BLOCK_CORE=0" "ANTIGRAVITY_OPENCL_BLOCK_DEFINES=-DAG_KQ_NOINLINE"; do
     for m in l1b-q4_0 l1b-q4_k_m; do
       env $v $G/harness generate --backend opencl --model /tmp/$m.gguf --prompt-ids 1,2,3 --max-tokens 256 --ignore-eos --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"variant $v\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/variants.jsonl
     done; done; done
   ids2000=$(seq -s, 1 2000)
-  for ch in 32 64 128; do
+  for ch in ${CHS:-32 64 128}; do
     ANTIGRAVITY_OPENCL_BLOCK_CH=$ch $G/harness generate --backend opencl --model /tmp/l1b-q4_0.gguf --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"ch$ch-d2000\",\"m\":\"l1b-q4_0\",\"row\":/; s/\$/}/" >> $OUT/variants.jsonl
   done
   # the block kernel's stage timers at 2 000 tokens of context (gpu-bin/opencl_profiles:
   # `cargo bench -p antigravity-core --features opencl --bench opencl_profiles --no-run`)
-  [ -x $G/opencl_profiles ] && for n in 34 2000; do
+  [ -x $G/opencl_profiles ] && for n in ${PROFILE_CONTEXTS:-34 2000}; do
     ANTIGRAVITY_PROFILE_SHAPE=llama3.2-1b ANTIGRAVITY_PROFILE_CONTEXT=$n ANTIGRAVITY_PROFILE_MODES=pipelined \
       timeout 120 $G/opencl_profiles decode_profile > $OUT/profile-1b-c$n.txt 2>&1
   done
@@ -82,3 +85,5 @@ if [[ $STEPS == *" grid "* ]]; then
   log "grid"; REPS=${REPS:-3} START=1 CROSSOVER=1 bash scripts/hybrid-grid.sh $G/harness /tmp/smol-q4_0.gguf $OUT/grid > $OUT/grid.log 2>&1; log "grid done"
 fi
 log "end"
+# One archive: the device tool brings back only so many files.
+( cd $OUT && tar czf /tmp/results.tgz . && rm -rf ./* && mv /tmp/results.tgz . )
