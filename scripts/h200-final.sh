@@ -12,7 +12,10 @@
 #   (cd .../vendor/llama.cpp && tar --exclude=ggml/src/ggml-{vulkan,sycl,hexagon,metal,opencl,et} \
 #     --exclude=tools/{server,ui} -cJf $REPO/llama-src/llama.tar.xz CMakeLists.txt cmake ggml src \
 #     include common tools vendor licenses LICENSE)     # ~4 MB; llama-src/ in .git/info/exclude
-# Run:  bash scripts/h200-final.sh tests race q40 [grid]     (results under $OUT)
+#   Optional in gpu-bin/: harness-prev (an earlier harness, raced at 2 000 tokens) and
+#   opencl_profiles (`cargo bench … --features opencl --bench opencl_profiles --no-run`:
+#   the block kernel's stage timers in the q40 step).
+# Run:  bash scripts/h200-final.sh tests race q40 [grid]     (results: $OUT/results.tgz)
 set -u
 G=$PWD/gpu-bin
 mkdir -p /etc/OpenCL/vendors && echo libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
