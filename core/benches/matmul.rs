@@ -105,13 +105,13 @@ fn gemm(c: &mut Criterion) {
             eprintln!("skip {}: not supported here", isa.name());
             continue;
         };
-        b.reserve(Reservation {
+        let reservation = Reservation {
             max_tokens: GEMM_TOKENS,
             max_row: 8192,
             max_ctx: 1,
             n_head: 1,
-        })
-        .unwrap();
+        };
+        b.reserve(reservation).unwrap();
         let mut g = c.benchmark_group(format!("gemm/{}/t1", isa.name()));
         for dtype in [
             DType::Q4_0,
@@ -127,13 +127,7 @@ fn gemm(c: &mut Criterion) {
                 let w = b.import_weight(region, dtype, Shape::d2(n_out, n_in)).unwrap();
                 // Again after the import: some scratch is sized only once a matrix of
                 // its type was imported (the token-lane K-quant activations).
-                b.reserve(Reservation {
-                    max_tokens: GEMM_TOKENS,
-                    max_row: 8192,
-                    max_ctx: 1,
-                    n_head: 1,
-                })
-                .unwrap();
+                b.reserve(reservation).unwrap();
                 let mut x = b.alloc(GEMM_TOKENS * n_in * 4, BufferKind::Shared).unwrap();
                 let xs: Vec<f32> = (0..GEMM_TOKENS * n_in)
                     .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 250.0)
