@@ -97,6 +97,8 @@ fn matvec(c: &mut Criterion) {
 /// out × in of Llama 3.2 1B's matmuls: q/o (2048×2048), gate/up (8192×2048), down
 /// (2048×8192); k/v (512×2048) are left out (small, the same kernel).
 const SHAPES_1B: [(usize, usize); 3] = [(2048, 2048), (8192, 2048), (2048, 8192)];
+/// SmolLM2-135M's q/o, gate/up and down shapes, for the prefill of its F16 / BF16 files.
+const SHAPES_SMOL_GEMM: [(usize, usize); 3] = [(576, 576), (1536, 576), (576, 1536)];
 const GEMM_TOKENS: usize = 128;
 
 fn gemm(c: &mut Criterion) {
@@ -122,7 +124,13 @@ fn gemm(c: &mut Criterion) {
             DType::F16,
             DType::BF16,
         ] {
-            for (n_out, n_in) in SHAPES_1B {
+            // F16 / BF16: also SmolLM2's shapes, the files those types ship in; their
+            // 576-element rows make the per-output reductions count.
+            let smol: &[(usize, usize)] = match dtype {
+                DType::F16 | DType::BF16 => &SHAPES_SMOL_GEMM,
+                _ => &[],
+            };
+            for &(n_out, n_in) in SHAPES_1B.iter().chain(smol) {
                 let region = HostRegion::new(Arc::new(weights(dtype, n_out, n_in)));
                 let w = b.import_weight(region, dtype, Shape::d2(n_out, n_in)).unwrap();
                 // Again after the import: some scratch is sized only once a matrix of

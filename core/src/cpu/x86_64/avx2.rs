@@ -116,13 +116,9 @@ pub(super) fn gemm_bf16_f32(w: &[bf16], x: &[f32], n: usize, y: &mut [f32]) {
     // SAFETY: as above.
     unsafe { gemm_half_impl(w, x, n, y) }
 }
-pub(super) fn gemm_f16_f32_vl(w: &[f16], x: &[f32], n: usize, y: &mut [f32]) {
+pub(super) fn gemm_bf16_f32_vl(w: &[bf16], x: &[f32], n: usize, y: &mut [f32]) {
     // SAFETY: only handed out by `avx512::kernels()` after it found AVX-512 F and VL
     // besides AVX2, FMA and F16C.
-    unsafe { gemm_half_vl_impl(w, x, n, y) }
-}
-pub(super) fn gemm_bf16_f32_vl(w: &[bf16], x: &[f32], n: usize, y: &mut [f32]) {
-    // SAFETY: as above.
     unsafe { gemm_half_vl_impl(w, x, n, y) }
 }
 fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
@@ -528,9 +524,11 @@ fn tile_half<const R: usize, const T: usize>(
     let wr: [&[_]; R] = core::array::from_fn(|r| &w[(r0 + r) * n..(r0 + r + 1) * n]);
     let xt: [&[f32]; T] = core::array::from_fn(|t| &x[(t0 + t) * n..(t0 + t + 1) * n]);
     let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut pf = super::NextRows::new::<_, R, T>(wr[0].as_ptr(), n, x.len() / n, t0, n / 8);
     let n8 = n / 8 * 8;
     let mut i = 0;
     while i < n8 {
+        pf.step();
         // SAFETY: every `wr[r]` and `xt[t]` holds `n` elements (sliced above) and
         // `i + 8 ≤ n8 ≤ n`; this function's features cover AVX2 and F16C.
         let wv: [__m256; R] = core::array::from_fn(|r| unsafe { HalfW::load8(wr[r].as_ptr().add(i)) });

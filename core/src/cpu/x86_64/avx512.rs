@@ -74,11 +74,7 @@ pub(crate) fn kernels() -> Option<Kernels> {
         gemv_q4_0_q8_0: super::avx2::gemv_q4_0_q8_0,
         gemv_q4_1_q8_1: super::avx2::gemv_q4_1_q8_1,
         gemv_q8_0_q8_0: super::avx2::gemv_q8_0_q8_0,
-        gemm_f16_f32: Some(if vl {
-            super::avx2::gemm_f16_f32_vl
-        } else {
-            super::avx2::gemm_f16_f32
-        }),
+        gemm_f16_f32: Some(if vl { gemm_f16_f32_z } else { super::avx2::gemm_f16_f32 }),
         gemm_bf16_bf16: if is_x86_feature_detected!("avx512bf16") {
             Some(gemm_bf16_bf16)
         } else {
@@ -738,49 +734,188 @@ fn gemm_bf16_bf16(w: &[bf16], x: &[bf16], n: usize, y: &mut [f32]) {
     unsafe { gemm_bf16_bf16_impl(w, x, n, y) }
 }
 
-/// `R` bf16 weight rows × `T` bf16 activation rows of `n` elements, 32 at a time:
-/// `vdpbf16ps` adds the two products of each pair of bf16 lanes (exact, formed in f32)
-/// to an f32 lane. Raw-pointer loads after slicing each row to its length, as
-/// `avx2::tile_half` (bounds checks in the loop put the accumulators on the stack).
+/// A zmm GEMM tile: `R` (≤ 4) weight rows × `T` activation rows of `n` elements,
+/// `$lanes` at a time through `$step`; the last `n % $lanes` elements go through
+/// zero-masked loads (zero lanes add nothing). Each token's `R` sums leave through one
+/// transposing reduction (`hsum4`): at SmolLM2's 576-element rows a BF16 tile runs only
+/// 18 steps, and sixteen separate horizontal sums cost a third of them (see
+/// docs/perf-notes.md). Raw-pointer loads after slicing the tile's rows once (bounds
+/// checks in the loop put the accumulators on the stack, as in `avx2::tile_half`); the
+/// next row group's weights are prefetched meanwhile (`NextRows`).
+macro_rules! tile_z {
+    ($(#[$m:meta])* $name:ident, $step:ident, $feat:literal, $w:ty, $x:ty, $lanes:literal) => {
+        $(#[$m])*
+        #[inline]
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        fn $name<const R: usize, const T: usize>(
+            w: &[$w],
+            x: &[$x],
+            n: usize,
+            r0: usize,
+            t0: usize,
+            y: &mut [f32],
+            rows: usize,
+        ) {
+            const { assert!(R >= 1 && R <= 4 && T >= 1) };
+            let wp = w[r0 * n..(r0 + R) * n].as_ptr();
+            let xp = x[t0 * n..(t0 + T) * n].as_ptr();
+            let mut acc = [[_mm512_setzero_ps(); R]; T];
+            let mut pf = super::NextRows::new::<_, R, T>(wp, n, x.len() / n, t0, n / $lanes);
+            let body = n / $lanes * $lanes;
+            let mut i = 0;
+            while i < body {
+                pf.step();
+                // SAFETY: the tile's `R` weight rows and `T` activation rows are `n`
+                // elements each from `wp` / `xp` (sliced above), and `i + $lanes ≤ n`.
+                unsafe { $step::<R, T, false>(&mut acc, wp.add(i), xp.add(i), n, 0) };
+                i += $lanes;
+            }
+            if i < n {
+                // SAFETY: as above; the mask keeps the loads to the `n - i` elements left
+                // in each row.
+                unsafe { $step::<R, T, true>(&mut acc, wp.add(i), xp.add(i), n, (1u32 << (n - i)) - 1) };
+            }
+            store_sums::<R, T>(&acc, &mut y[t0 * rows + r0..], rows);
+        }
+    };
+}
+
+tile_z!(
+    /// BF16 weights × activations rounded to bf16: `vdpbf16ps` adds the two products of
+    /// each pair of bf16 lanes (exact, formed in f32) to an f32 lane.
+    tile_bf16, step_bf16, "avx512f,avx512bw,avx512bf16", bf16, bf16, 32
+);
+tile_z!(
+    /// F16 weights widened sixteen at a time (`vcvtph2ps`, exact) × f32 activations.
+    tile_f16, step_f16, "avx512f,avx512bw,avx512vl,f16c", f16, f32, 16
+);
+
+/// One 32-element step of `tile_bf16`: row `r` of the weights at `w + r·n`, token `t`'s
+/// activations at `x + t·n`; `MASKED` loads only the lanes set in `mask`.
+///
+/// # Safety
+/// Every row read holds 32 elements from the pointer (`MASKED`: the lanes in `mask`),
+/// and the CPU has AVX512-BF16.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-#[allow(clippy::too_many_arguments)]
-fn tile_bf16<const R: usize, const T: usize>(
-    w: &[bf16],
-    x: &[bf16],
+unsafe fn step_bf16<const R: usize, const T: usize, const MASKED: bool>(
+    acc: &mut [[__m512; R]; T],
+    w: *const bf16,
+    x: *const bf16,
     n: usize,
-    r0: usize,
-    t0: usize,
-    y: &mut [f32],
-    rows: usize,
+    mask: u32,
 ) {
-    let wr: [&[bf16]; R] = core::array::from_fn(|r| &w[(r0 + r) * n..(r0 + r + 1) * n]);
-    let xt: [&[bf16]; T] = core::array::from_fn(|t| &x[(t0 + t) * n..(t0 + t + 1) * n]);
-    let mut acc = [[_mm512_setzero_ps(); T]; R];
-    let n32 = n / 32 * 32;
-    let mut i = 0;
-    while i < n32 {
-        // SAFETY: every row holds `n` values (sliced above) and `i + 32 ≤ n32 ≤ n`.
-        let wv: [__m512bh; R] =
-            core::array::from_fn(|r| unsafe { _mm512_loadu_si512(wr[r].as_ptr().add(i).cast()) }.into_bh());
-        for t in 0..T {
-            // SAFETY: as above.
-            let xv = unsafe { _mm512_loadu_si512(xt[t].as_ptr().add(i).cast()) }.into_bh();
-            for r in 0..R {
-                acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv[r], xv);
+    let load = |p: *const bf16| {
+        // SAFETY: the caller's contract covers every row pointer handed in here.
+        unsafe {
+            if MASKED {
+                _mm512_maskz_loadu_epi16(mask, p.cast())
+            } else {
+                _mm512_loadu_si512(p.cast())
             }
         }
-        i += 32;
+        .into_bh()
+    };
+    let mut wv = [_mm512_setzero_si512().into_bh(); R];
+    for (r, v) in wv.iter_mut().enumerate() {
+        // SAFETY: the caller's contract (row `r` of the tile).
+        *v = load(unsafe { w.add(r * n) });
     }
-    for r in 0..R {
-        for t in 0..T {
-            let mut s = _mm512_reduce_add_ps(acc[r][t]);
-            for j in n32..n {
-                s += wr[r][j].to_f32() * xt[t][j].to_f32();
-            }
-            y[(t0 + t) * rows + r0 + r] = s;
+    for (t, a) in acc.iter_mut().enumerate() {
+        // SAFETY: the caller's contract (token `t` of the tile).
+        let xv = load(unsafe { x.add(t * n) });
+        for (r, v) in wv.iter().enumerate() {
+            a[r] = _mm512_dpbf16_ps(a[r], *v, xv);
         }
     }
+}
+
+/// One 16-element step of `tile_f16`, as `step_bf16` (the low 16 bits of `mask`).
+///
+/// # Safety
+/// Every row read holds 16 elements from the pointer (`MASKED`: the lanes in `mask`),
+/// and the CPU has AVX-512 F/BW/VL and F16C.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn step_f16<const R: usize, const T: usize, const MASKED: bool>(
+    acc: &mut [[__m512; R]; T],
+    w: *const f16,
+    x: *const f32,
+    n: usize,
+    mask: u32,
+) {
+    let m = mask as u16;
+    let mut wv = [_mm512_setzero_ps(); R];
+    for (r, v) in wv.iter_mut().enumerate() {
+        // SAFETY: the caller's contract (row `r` of the tile).
+        let p = unsafe { w.add(r * n) };
+        // SAFETY: as above.
+        let h = unsafe {
+            if MASKED {
+                _mm256_maskz_loadu_epi16(m, p.cast())
+            } else {
+                _mm256_loadu_si256(p.cast())
+            }
+        };
+        *v = _mm512_cvtph_ps(h);
+    }
+    for (t, a) in acc.iter_mut().enumerate() {
+        // SAFETY: the caller's contract (token `t` of the tile).
+        let p = unsafe { x.add(t * n) };
+        // SAFETY: as above.
+        let xv = unsafe {
+            if MASKED {
+                _mm512_maskz_loadu_ps(m, p)
+            } else {
+                _mm512_loadu_ps(p)
+            }
+        };
+        for (r, v) in wv.iter().enumerate() {
+            a[r] = _mm512_fmadd_ps(*v, xv, a[r]);
+        }
+    }
+}
+
+/// Token `t`'s `R` sums (`hsum4` of its accumulators) into `y[t · rows..][..R]`.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn store_sums<const R: usize, const T: usize>(acc: &[[__m512; R]; T], y: &mut [f32], rows: usize) {
+    let z = _mm512_setzero_ps();
+    for (t, a) in acc.iter().enumerate() {
+        let mut v = [z; 4];
+        v[..R].copy_from_slice(a);
+        let s = hsum4(v[0], v[1], v[2], v[3]);
+        let out = &mut y[t * rows..][..R];
+        if R == 4 {
+            // SAFETY: `out` holds four floats.
+            unsafe { _mm_storeu_ps(out.as_mut_ptr(), s) };
+        } else {
+            let mut o = [0f32; 4];
+            // SAFETY: `o` holds four floats.
+            unsafe { _mm_storeu_ps(o.as_mut_ptr(), s) };
+            out.copy_from_slice(&o[..R]);
+        }
+    }
+}
+
+/// The four horizontal sums of `a`, `b`, `c`, `d` as one vector `[Σa, Σb, Σc, Σd]`:
+/// interleave-and-add within each 128-bit lane, then fold the four lanes — eleven
+/// operations where four separate reductions take twenty-eight.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn hsum4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
+    // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d.
+    let ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    let cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    // Per lane: [a, b, c, d] (the lane's share of each sum).
+    let abcd = _mm512_add_ps(
+        _mm512_shuffle_ps::<0b01_00_01_00>(ab, cd),
+        _mm512_shuffle_ps::<0b11_10_11_10>(ab, cd),
+    );
+    let s = _mm512_add_ps(abcd, _mm512_shuffle_f32x4::<0b11_10_11_10>(abcd, abcd));
+    let s = _mm512_add_ps(s, _mm512_shuffle_f32x4::<0b01_01_01_01>(s, s));
+    _mm512_castps512_ps128(s)
 }
 
 /// The bits of a 512-bit integer vector as 32 bf16 lanes.
@@ -799,4 +934,16 @@ impl IntoBh for __m512i {
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16,avx2,fma,f16c")]
 fn gemm_bf16_bf16_impl(w: &[bf16], x: &[bf16], nb: usize, y: &mut [f32]) {
     gemm_tiles!(tile_bf16::<4, 4>(w, x, nb, y))
+}
+
+fn gemm_f16_f32_z(w: &[f16], x: &[f32], n: usize, y: &mut [f32]) {
+    // SAFETY: only handed out by `kernels()` after it found AVX-512 F/BW/VL besides
+    // AVX2, FMA and F16C.
+    unsafe { gemm_f16_z_impl(w, x, n, y) }
+}
+
+/// As `gemm_bf16_bf16_impl`, sixteen f16 weights widened per zmm.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+fn gemm_f16_z_impl(w: &[f16], x: &[f32], nb: usize, y: &mut [f32]) {
+    gemm_tiles!(tile_f16::<4, 4>(w, x, nb, y))
 }
