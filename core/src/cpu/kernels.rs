@@ -69,6 +69,8 @@ impl Isa {
 /// `gemm(w, x, n, y)` over 16-bit float weight rows and activation rows (f32 unless
 /// given) of `n` elements ([`Kernels::gemm_f16_f32`], [`Kernels::gemm_bf16_bf16`]).
 pub type GemmHalf<W, X = f32> = fn(&[W], &[X], usize, &mut [f32]);
+/// A dot product of two bf16 rows ([`Kernels::vec_dot_bf16_bf16`]).
+pub type DotBf16 = fn(&[bf16], &[bf16]) -> f32;
 
 /// A token-lane K-quant prefill kernel ([`Kernels::gemm_q5_kx8_t16`]).
 pub type GemmKx16<W> = fn(&[W], &[BlockQ8_Kx16], usize, &mut [f32]);
@@ -142,6 +144,11 @@ pub struct Kernels {
     /// (`bf16::from_f32`, nearest-even) into a buffer `reserve` sizes when BF16 weights
     /// were imported, and takes `gemm_bf16_f32` otherwise.
     pub gemm_bf16_bf16: Option<GemmHalf<bf16, bf16>>,
+    /// The same products for one token (decode): one bf16 weight row · the activation
+    /// row rounded to bf16. Where `gemm_bf16_bf16` is; `vdpbf16ps` per 32 values, where
+    /// widening each weight to f32 left one thread's decode of the 1B shape at 18 GB/s,
+    /// short of what memory gives (see docs/perf-notes.md).
+    pub vec_dot_bf16_bf16: Option<DotBf16>,
     /// The row-interleaved layouts (`cpu::repack`): `gemm(w, x, nb, y)` with `w` the
     /// `groups × nb` x8 blocks of `8 · groups` rows, `x` the `toks × nb` activation
     /// blocks, `y` `[toks, 8 · groups]`; decode is `toks = 1`. Scalar twins:
@@ -209,6 +216,7 @@ impl Kernels {
             gemm_f16_f32: None,
             gemm_bf16_f32: None,
             gemm_bf16_bf16: None,
+            vec_dot_bf16_bf16: None,
             gemm_q4_0x8: repack::gemm_q4_0x8,
             gemm_q4_1x8: repack::gemm_q4_1x8,
             gemm_q8_0x8: repack::gemm_q8_0x8,

@@ -348,7 +348,7 @@ proptest! {
 }
 
 proptest! {
-    /// The tiled f16 / bf16 GEMMs against an f64 sum of the same widened products per
+    /// The tiled f16 / bf16 GEMMs (and the bf16 · bf16 decode dot) against an f64 sum of the same widened products per
     /// (row, token), within f32 accumulation error (`n · ε · Σ|w·x|`). Lengths 1..70
     /// cover the eight-wide body and the element tail; rows and tokens 1..10 the tile
     /// bodies and the row and token tails of every tile shape.
@@ -376,6 +376,18 @@ proptest! {
                 let xr: Vec<f32> = xb.iter().map(|v| v.to_f32()).collect();
                 let run = |w: &[bf16], _: &[f32], n: usize, y: &mut [f32]| gemm(w, &xb, n, y);
                 check_half(name, "bf16 x bf16", Some(run), &wb, &xr, n)?;
+                // Decode's per-row dot over the same rounded activations.
+                if let Some(dot) = k.vec_dot_bf16_bf16 {
+                    let run = |w: &[bf16], _: &[f32], n: usize, y: &mut [f32]| {
+                        let rows = w.len() / n;
+                        for (t, xt) in xb.chunks_exact(n).enumerate() {
+                            for r in 0..rows {
+                                y[t * rows + r] = dot(&w[r * n..(r + 1) * n], xt);
+                            }
+                        }
+                    };
+                    check_half(name, "bf16 x bf16 dot", Some(run), &wb, &xr, n)?;
+                }
             }
         }
         // Every SIMD table has the tiled kernels (AVX2, AVX-512, NEON), so on any CPU
@@ -2272,5 +2284,70 @@ mod x8_kquants {
                 }
             }
         }
+    }
+}
+
+/// The vectorizable bf16 rounding of the activations is `half`'s, bit for bit: every
+/// exponent with mantissas around the rounding cut (ties to even both ways), zeros,
+/// subnormals, infinities and NaNs of both signs.
+#[test]
+fn round_row_bf16_matches_half() {
+    let mut xs = Vec::new();
+    for sign in [0u32, 0x8000_0000] {
+        for e in 0..=255u32 {
+            for m in [
+                0u32, 1, 0x7fff, 0x8000, 0x8001, 0xffff, 0x1_0000, 0x1_7fff, 0x1_8000, 0x1_8001, 0x7f_ffff, 0x40_0000,
+                0x7f_8000,
+            ] {
+                xs.push(f32::from_bits(sign | (e << 23) | m));
+            }
+        }
+    }
+    let mut s = 0x2545_f491u32;
+    for _ in 0..100_000 {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        xs.push(f32::from_bits(s));
+    }
+    let mut got = vec![bf16::ZERO; xs.len()];
+    super::round_row_bf16(&xs, &mut got);
+    for (x, g) in xs.iter().zip(&got) {
+        assert_eq!(g.to_bits(), bf16::from_f32(*x).to_bits(), "{:#010x}", x.to_bits());
+    }
+}
+
+/// The bf16 · bf16 decode dot on rows long enough for its 128-value body (the proptest's
+/// rows stop at 70), against an f64 sum of the same products.
+#[test]
+fn vec_dot_bf16_bf16_long_rows() {
+    let mut ran = false;
+    for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
+        let Some(dot) = k.vec_dot_bf16_bf16 else { continue };
+        ran = true;
+        for n in [128usize, 129, 200, 576, 1000, 2048] {
+            let x: Vec<bf16> = (0..n)
+                .map(|i| bf16::from_f32(((i * 37 % 101) as f32 - 50.0) / 17.0))
+                .collect();
+            let y: Vec<bf16> = (0..n)
+                .map(|i| bf16::from_f32(((i * 53 % 89) as f32 - 44.0) / 9.0))
+                .collect();
+            let want: f64 = x
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| f64::from(a.to_f32()) * f64::from(b.to_f32()))
+                .sum();
+            let mag: f64 = x
+                .iter()
+                .zip(&y)
+                .map(|(a, b)| (f64::from(a.to_f32()) * f64::from(b.to_f32())).abs())
+                .sum();
+            let got = f64::from(dot(&x, &y));
+            let tol = n as f64 * f64::from(f32::EPSILON) * mag;
+            assert!((got - want).abs() <= tol, "{} n {n}: {got} vs {want}", k.isa.name());
+        }
+    }
+    if !ran {
+        println!("skip vec_dot_bf16_bf16_long_rows: no table here has the bf16 dot (needs AVX512-BF16)");
     }
 }
