@@ -145,9 +145,9 @@ pub struct Kernels {
     /// were imported, and takes `gemm_bf16_f32` otherwise.
     pub gemm_bf16_bf16: Option<GemmHalf<bf16, bf16>>,
     /// The same products for one token (decode): one bf16 weight row · the activation
-    /// row rounded to bf16. Where `gemm_bf16_bf16` is; `vdpbf16ps` per 32 values, where
-    /// widening each weight to f32 left one thread's decode of the 1B shape at 18 GB/s,
-    /// short of what memory gives (see docs/perf-notes.md).
+    /// row rounded to bf16. Where `gemm_bf16_bf16` is; `vdpbf16ps` (two products per f32
+    /// lane), where widening each weight to f32 left one thread's decode of the 1B shape
+    /// at 18 GB/s, short of what memory gives (see docs/perf-notes.md).
     pub vec_dot_bf16_bf16: Option<DotBf16>,
     /// The row-interleaved layouts (`cpu::repack`): `gemm(w, x, nb, y)` with `w` the
     /// `groups × nb` x8 blocks of `8 · groups` rows, `x` the `toks × nb` activation

@@ -552,11 +552,11 @@ fn matmul_x16<W: Sync>(
 /// One activation row rounded to bf16 (nearest-even, `half::bf16::from_f32`): the
 /// "quantizer" of `Kernels::gemm_bf16_bf16`, run per row by `quantize_rows` (`qk` 1).
 ///
-/// Branch-free so LLVM vectorizes it (decode rounds every matmul input: with `half`'s
-/// per-value branches this cost SmolLM2's BF16 decode ~5 %). Bit-identical with
-/// `bf16::from_f32`: nearest-even by adding `0x7fff` plus the kept lsb below the cut,
-/// NaNs kept quiet as `half` keeps them (`round_row_bf16_matches_half`).
-pub(crate) fn round_row_bf16(x: &[f32], y: &mut [bf16]) {
+/// Branch-free so LLVM vectorizes it (decode rounds every matmul input too, one row at
+/// a time). Bit-identical with `bf16::from_f32`: nearest-even by adding `0x7fff` plus
+/// the kept lsb below the cut, NaNs kept quiet as `half` keeps them
+/// (`round_row_bf16_matches_half`).
+fn round_row_bf16(x: &[f32], y: &mut [bf16]) {
     for (o, &v) in y.iter_mut().zip(x) {
         let b = v.to_bits();
         let rne = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
