@@ -80,7 +80,7 @@ pub(crate) fn kernels() -> Option<Kernels> {
         } else {
             None
         },
-        vec_dot_bf16_bf16: if is_x86_feature_detected!("avx512bf16") {
+        vec_dot_bf16_bf16: if vl && is_x86_feature_detected!("avx512bf16") {
             Some(vec_dot_bf16_bf16)
         } else {
             None
@@ -936,8 +936,8 @@ impl IntoBh for __m512i {
 }
 
 fn vec_dot_bf16_bf16(x: &[bf16], y: &[bf16]) -> f32 {
-    // SAFETY: only handed out by `kernels()` after it found AVX512-BF16 besides the
-    // AVX-512 F/BW base.
+    // SAFETY: only handed out by `kernels()` after it found AVX512-BF16 and VL besides
+    // the AVX-512 F/BW base.
     unsafe { vec_dot_bf16_bf16_impl(x, y) }
 }
 
