@@ -743,7 +743,7 @@ fn gemm_bf16_bf16(w: &[bf16], x: &[bf16], n: usize, y: &mut [f32]) {
 /// `$lanes` at a time through `$step`; the last `n % $lanes` elements go through
 /// zero-masked loads (zero lanes add nothing). Each token's `R` sums leave through one
 /// transposing reduction (`hsum4`): at SmolLM2's 576-element rows a BF16 tile runs only
-/// 18 steps, and sixteen separate horizontal sums cost a third of them (see
+/// 18 steps, and sixteen separate horizontal sums took 18 % of the GEMM's profile (see
 /// docs/perf-notes.md). Raw-pointer loads after slicing the tile's rows once (bounds
 /// checks in the loop put the accumulators on the stack, as in `avx2::tile_half`); the
 /// next row group's weights are prefetched meanwhile (`NextRows`).
@@ -905,8 +905,8 @@ fn store_sums<const R: usize, const T: usize>(acc: &[[__m512; R]; T], y: &mut [f
 }
 
 /// The four horizontal sums of `a`, `b`, `c`, `d` as one vector `[Σa, Σb, Σc, Σd]`:
-/// interleave-and-add within each 128-bit lane, then fold the four lanes — eleven
-/// operations where four separate reductions take twenty-eight.
+/// interleave-and-add within each 128-bit lane, then fold the four lanes — thirteen
+/// operations where four separate reductions take about thirty-two.
 #[inline]
 #[target_feature(enable = "avx512f")]
 fn hsum4(a: __m512, b: __m512, c: __m512, d: __m512) -> __m128 {
