@@ -348,8 +348,8 @@ proptest! {
 }
 
 proptest! {
-    /// The tiled f16 / bf16 GEMMs (and the bf16 · bf16 decode dot) against an f64 sum of the same widened products per
-    /// (row, token), within f32 accumulation error (`n · ε · Σ|w·x|`). Lengths 1..70
+    /// The tiled f16 / bf16 GEMMs (and the bf16 · bf16 decode dot) against an f64 sum
+    /// of the same widened products per (row, token), within f32 accumulation error (`n · ε · Σ|w·x|`). Lengths 1..70
     /// cover the eight-wide body and the element tail; rows and tokens 1..10 the tile
     /// bodies and the row and token tails of every tile shape.
     #[test]
@@ -2348,6 +2348,6 @@ fn vec_dot_bf16_bf16_long_rows() {
         }
     }
     if !ran {
-        println!("skip vec_dot_bf16_bf16_long_rows: no table here has the bf16 dot (needs AVX512-BF16)");
+        println!("skip vec_dot_bf16_bf16_long_rows: no table here has the bf16 dot (needs AVX512-BF16 and VL)");
     }
 }
