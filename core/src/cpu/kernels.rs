@@ -72,6 +72,16 @@ pub type GemmHalf<W, X = f32> = fn(&[W], &[X], usize, &mut [f32]);
 /// A dot product of two bf16 rows ([`Kernels::vec_dot_bf16_bf16`]).
 pub type DotBf16 = fn(&[bf16], &[bf16]) -> f32;
 
+/// F16 decode on f16-rounded activations ([`Kernels::f16_act`]): `round` rounds an f32
+/// row to f16 (nearest-even) and says whether every value stayed finite (false when a
+/// magnitude reaches 65 520, which rounds to infinity; `y` is then unspecified); `dot`
+/// is `Σ x·y` of two f16 rows.
+#[derive(Clone, Copy, Debug)]
+pub struct F16Act {
+    pub round: fn(&[f32], &mut [f16]) -> bool,
+    pub dot: fn(&[f16], &[f16]) -> f32,
+}
+
 /// A token-lane K-quant prefill kernel ([`Kernels::gemm_q5_kx8_t16`]).
 pub type GemmKx16<W> = fn(&[W], &[BlockQ8_Kx16], usize, &mut [f32]);
 
@@ -149,6 +159,13 @@ pub struct Kernels {
     /// lane), where widening each weight to f32 left one thread's decode of the 1B shape
     /// at 18 GB/s, short of what memory gives (see docs/perf-notes.md).
     pub vec_dot_bf16_bf16: Option<DotBf16>,
+    /// F16 weights × one token's activations rounded to f16, llama.cpp's
+    /// `ggml_vec_dot_f16` arithmetic: both operands widened from memory, so a weight
+    /// costs one 2-byte load of each row instead of a 2-byte and a 4-byte load (the 1B
+    /// shape's F16 decode 7.2 → ~9 tok/s on one Zen 4 thread, docs/perf-notes.md).
+    /// Where F16C is (x86-64); `matmul` falls back to `vec_dot_f16_f32` for a row that
+    /// would overflow f16. The relative error it adds is 2⁻¹¹ per activation.
+    pub f16_act: Option<F16Act>,
     /// The row-interleaved layouts (`cpu::repack`): `gemm(w, x, nb, y)` with `w` the
     /// `groups × nb` x8 blocks of `8 · groups` rows, `x` the `toks × nb` activation
     /// blocks, `y` `[toks, 8 · groups]`; decode is `toks = 1`. Scalar twins:
@@ -217,6 +234,7 @@ impl Kernels {
             gemm_bf16_f32: None,
             gemm_bf16_bf16: None,
             vec_dot_bf16_bf16: None,
+            f16_act: None,
             gemm_q4_0x8: repack::gemm_q4_0x8,
             gemm_q4_1x8: repack::gemm_q4_1x8,
             gemm_q8_0x8: repack::gemm_q8_0x8,

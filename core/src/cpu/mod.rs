@@ -132,6 +132,10 @@ pub struct CpuBackend {
     /// only once a BF16 matrix was imported on a CPU with that kernel (`bf16_weights`).
     bf16_x: Vec<bf16>,
     bf16_weights: core::sync::atomic::AtomicBool,
+    /// One activation row rounded to f16 for `Kernels::f16_act` (decode of F16 weights);
+    /// sized by `reserve` only once an F16 matrix was imported on a CPU with that kernel.
+    f16_x: Vec<f16>,
+    f16_weights: core::sync::atomic::AtomicBool,
     /// Q8_K activation rows interleaved sixteen tokens at a time for the token-lane
     /// K-quant kernels (`Kernels::gemm_q5_kx8_t16`); sized by `reserve` only once a
     /// Q4_K / Q5_K / Q6_K matrix was imported on a CPU with those kernels (`kx16_weights`).
@@ -184,6 +188,8 @@ impl CpuBackend {
             repacked: core::sync::atomic::AtomicU64::new(0),
             bf16_x: Vec::new(),
             bf16_weights: core::sync::atomic::AtomicBool::new(false),
+            f16_x: Vec::new(),
+            f16_weights: core::sync::atomic::AtomicBool::new(false),
             q8_k16: Vec::new(),
             kx16_weights: core::sync::atomic::AtomicBool::new(false),
             #[cfg(feature = "std")]
@@ -865,6 +871,16 @@ impl CpuBackend {
             }),
             DType::F16 => {
                 let wf: &[f16] = bytemuck::cast_slice(wb);
+                if let Some(act) = k.f16_act.filter(|_| n_tok == 1 && self.f16_x.len() >= xs.len()) {
+                    let xh = &mut self.f16_x[..xs.len()];
+                    // A row past f16's range keeps its f32 activations.
+                    if (act.round)(xs, xh) {
+                        matmul_par(pool, wf, &*xh, ys, n_out, n_tok, n_in, &|w, x, y| {
+                            scalar::gemv(w, x, y, act.dot)
+                        });
+                        return Ok(());
+                    }
+                }
                 match k.gemm_f16_f32 {
                     Some(gemm) if n_tok >= GEMM_MIN_TOK => matmul_gemm(pool, wf, xs, ys, n_out, n_tok, n_in, gemm),
                     _ => matmul_par(pool, wf, xs, ys, n_out, n_tok, n_in, &|w, x, y| {
@@ -1221,6 +1237,9 @@ impl Backend for CpuBackend {
         if dtype == DType::BF16 && d.len() == 2 && self.k.gemm_bf16_bf16.is_some() {
             self.bf16_weights.store(true, core::sync::atomic::Ordering::Relaxed);
         }
+        if dtype == DType::F16 && d.len() == 2 && self.k.f16_act.is_some() {
+            self.f16_weights.store(true, core::sync::atomic::Ordering::Relaxed);
+        }
         let kx16 = match dtype {
             DType::Q4_K => self.k.gemm_q4_kx8_t16.is_some(),
             DType::Q5_K => self.k.gemm_q5_kx8_t16.is_some(),
@@ -1332,6 +1351,9 @@ impl Backend for CpuBackend {
         grow(&mut self.qa, blocks);
         if self.bf16_weights.load(core::sync::atomic::Ordering::Relaxed) {
             grow(&mut self.bf16_x, r.max_tokens * r.max_row);
+        }
+        if self.f16_weights.load(core::sync::atomic::Ordering::Relaxed) {
+            grow(&mut self.f16_x, r.max_row);
         }
         if self.kx16_weights.load(core::sync::atomic::Ordering::Relaxed) {
             let groups = r.max_tokens.div_ceil(repack::TOKS_X16);

@@ -348,7 +348,7 @@ proptest! {
 }
 
 proptest! {
-    /// The tiled f16 / bf16 GEMMs (and the bf16 · bf16 decode dot) against an f64 sum
+    /// The tiled f16 / bf16 GEMMs (and the bf16 · bf16 and f16 · f16 decode dots) against an f64 sum
     /// of the same widened products per (row, token), within f32 accumulation error (`n · ε · Σ|w·x|`). Lengths 1..70
     /// cover the eight-wide body and the element tail; rows and tokens 1..10 the tile
     /// bodies and the row and token tails of every tile shape.
@@ -387,6 +387,32 @@ proptest! {
                         }
                     };
                     check_half(name, "bf16 x bf16 dot", Some(run), &wb, &xr, n)?;
+                }
+            }
+            if let Some(act) = k.f16_act {
+                // F16 decode: each token's row rounded to f16 (bit for bit `f16::from_f32`,
+                // overflow reported), then the f16 · f16 dot over the rounded values.
+                let mut xh = vec![f16::ZERO; x.len()];
+                let mut fits = true;
+                for (xt, ht) in x.chunks_exact(n).zip(xh.chunks_exact_mut(n)) {
+                    let ok = (act.round)(xt, ht);
+                    prop_assert_eq!(ok, xt.iter().all(|v| v.abs() < 65520.0), "{} f16 round: overflow flag", name);
+                    fits &= ok;
+                    for (h, &v) in ht.iter().zip(xt) {
+                        prop_assert_eq!(h.to_bits(), f16::from_f32(v).to_bits(), "{} f16 round of {}", name, v);
+                    }
+                }
+                if fits {
+                    let xr: Vec<f32> = xh.iter().map(|v| v.to_f32()).collect();
+                    let run = |w: &[f16], _: &[f32], n: usize, y: &mut [f32]| {
+                        let rows = w.len() / n;
+                        for (t, xt) in xh.chunks_exact(n).enumerate() {
+                            for r in 0..rows {
+                                y[t * rows + r] = (act.dot)(&w[r * n..(r + 1) * n], xt);
+                            }
+                        }
+                    };
+                    check_half(name, "f16 x f16 dot", Some(run), &wh, &xr, n)?;
                 }
             }
         }
@@ -668,6 +694,16 @@ mod backend {
         n_in: usize,
         n_tok: usize,
     ) -> Vec<f32> {
+        // Imported as the loaders do, before `reserve`: what a weight type needs besides
+        // the Q8 rows (the bf16 / f16 activation rows of the half decode dots) is sized
+        // only once such a matrix was imported.
+        let wb = b
+            .import_weight(
+                crate::backend::HostRegion::new(std::sync::Arc::new(w.to_vec())),
+                dtype,
+                Shape::d2(n_out, n_in),
+            )
+            .unwrap();
         b.reserve(Reservation {
             max_tokens: n_tok,
             max_row: n_in,
@@ -675,7 +711,6 @@ mod backend {
             n_head: 1,
         })
         .unwrap();
-        let wb = buf(b, w);
         let xb = buf(b, bytemuck::cast_slice(x));
         let mut yb = b.alloc(n_tok * n_out * 4, BufferKind::Shared).unwrap();
         ops::matmul(
@@ -855,7 +890,17 @@ mod backend {
                                 let mag: f32 = (0..n_in)
                                     .map(|i| wd[o * n_in + i].abs() * (x[t * n_in + i].abs() + xmax / 127.0))
                                     .sum();
-                                let tol = ((n_in / 32) as f32 + 64.0) * f32::EPSILON * mag + 1e-30;
+                                let mut tol = ((n_in / 32) as f32 + 64.0) * f32::EPSILON * mag + 1e-30;
+                                // Half weights may meet activations rounded to their
+                                // type (`Kernels::f16_act` in decode, the bf16 GEMM and
+                                // dot): the unit roundoff, 2⁻¹¹ or 2⁻⁸, of each |w·x|.
+                                let u = match dtype {
+                                    DType::F16 if n_tok == 1 => 1.0 / 2048.0,
+                                    DType::BF16 => 1.0 / 256.0,
+                                    _ => 0.0,
+                                };
+                                let wx: f32 = (0..n_in).map(|i| (wd[o * n_in + i] * x[t * n_in + i]).abs()).sum();
+                                tol += u * wx;
                                 let (g, e) = (got[t * n_out + o], want[t * n_out + o]);
                                 assert!(
                                     (g - e).abs() <= tol,
@@ -2317,37 +2362,42 @@ fn round_row_bf16_matches_half() {
     }
 }
 
-/// The bf16 · bf16 decode dot on rows long enough for its 128-value body (the proptest's
-/// rows stop at 70), against an f64 sum of the same products.
+/// The half · half decode dots on rows long enough for their bodies (128 values for the
+/// bf16 dot, 64 for the f16 one; the proptest's rows stop at 70), against an f64 sum of
+/// the same products.
 #[test]
-fn vec_dot_bf16_bf16_long_rows() {
-    let mut ran = false;
+fn half_decode_dots_long_rows() {
+    let mut ran = (false, false);
     for k in Isa::ALL.into_iter().filter_map(Kernels::for_isa) {
-        let Some(dot) = k.vec_dot_bf16_bf16 else { continue };
-        ran = true;
-        for n in [128usize, 129, 200, 576, 1000, 2048] {
-            let x: Vec<bf16> = (0..n)
-                .map(|i| bf16::from_f32(((i * 37 % 101) as f32 - 50.0) / 17.0))
-                .collect();
-            let y: Vec<bf16> = (0..n)
-                .map(|i| bf16::from_f32(((i * 53 % 89) as f32 - 44.0) / 9.0))
-                .collect();
-            let want: f64 = x
-                .iter()
-                .zip(&y)
-                .map(|(a, b)| f64::from(a.to_f32()) * f64::from(b.to_f32()))
-                .sum();
-            let mag: f64 = x
-                .iter()
-                .zip(&y)
-                .map(|(a, b)| (f64::from(a.to_f32()) * f64::from(b.to_f32())).abs())
-                .sum();
-            let got = f64::from(dot(&x, &y));
-            let tol = n as f64 * f64::from(f32::EPSILON) * mag;
-            assert!((got - want).abs() <= tol, "{} n {n}: {got} vs {want}", k.isa.name());
+        if let Some(dot) = k.vec_dot_bf16_bf16 {
+            ran.0 = true;
+            check_long_dot(k.isa.name(), dot, bf16::from_f32);
+        }
+        if let Some(act) = k.f16_act {
+            ran.1 = true;
+            check_long_dot(k.isa.name(), act.dot, f16::from_f32);
         }
     }
-    if !ran {
-        println!("skip vec_dot_bf16_bf16_long_rows: no table here has the bf16 dot (needs AVX512-BF16 and VL)");
+    if !ran.0 {
+        println!("skip half_decode_dots_long_rows (bf16): no table here has the bf16 dot (needs AVX512-BF16 and VL)");
+    }
+    if !ran.1 {
+        println!("skip half_decode_dots_long_rows (f16): no table here has the f16 dot (x86-64 with F16C only)");
+    }
+}
+
+fn check_long_dot<H: Copy + Into<f32>>(isa: &str, dot: fn(&[H], &[H]) -> f32, from: fn(f32) -> H) {
+    for n in [64usize, 127, 128, 129, 200, 576, 1000, 2048, 8192] {
+        let x: Vec<H> = (0..n).map(|i| from(((i * 37 % 101) as f32 - 50.0) / 17.0)).collect();
+        let y: Vec<H> = (0..n).map(|i| from(((i * 53 % 89) as f32 - 44.0) / 9.0)).collect();
+        let prods = x
+            .iter()
+            .zip(&y)
+            .map(|(&a, &b)| f64::from(a.into()) * f64::from(b.into()));
+        let want: f64 = prods.clone().sum();
+        let mag: f64 = prods.map(f64::abs).sum();
+        let got = f64::from(dot(&x, &y));
+        let tol = n as f64 * f64::from(f32::EPSILON) * mag;
+        assert!((got - want).abs() <= tol, "{isa} n {n}: {got} vs {want}");
     }
 }

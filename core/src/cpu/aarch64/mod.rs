@@ -66,6 +66,7 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         gemm_bf16_f32: Some(gemm_bf16_f32),
         gemm_bf16_bf16: None,
         vec_dot_bf16_bf16: None,
+        f16_act: None,
         gemm_q4_0x8: repack::gemm_q4_0x8_neon,
         gemm_q4_1x8: repack::gemm_q4_1x8_neon,
         gemm_q8_0x8: repack::gemm_q8_0x8_neon,

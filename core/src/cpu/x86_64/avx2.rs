@@ -9,7 +9,7 @@ use super::{
     hmax_ps, hsum_ps, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, scale_grid, scale_prod, scales4,
     store32,
 };
-use crate::cpu::kernels::{Isa, Kernels};
+use crate::cpu::kernels::{F16Act, Isa, Kernels};
 use crate::cpu::scalar::KvScalar;
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
@@ -50,6 +50,7 @@ pub(crate) fn kernels() -> Option<Kernels> {
         gemm_bf16_f32: Some(gemm_bf16_f32),
         gemm_bf16_bf16: None,
         vec_dot_bf16_bf16: None,
+        f16_act: Some(F16_ACT),
         gemm_q4_0x8: super::repack::gemm_q4_0x8_avx2,
         gemm_q4_1x8: super::repack::gemm_q4_1x8_avx2,
         gemm_q8_0x8: super::repack::gemm_q8_0x8_avx2,
@@ -121,6 +122,20 @@ pub(super) fn gemm_bf16_f32_vl(w: &[bf16], x: &[f32], n: usize, y: &mut [f32]) {
     // SAFETY: only handed out by `avx512::kernels()` after it found AVX-512 F and VL
     // besides AVX2, FMA and F16C.
     unsafe { gemm_half_vl_impl(w, x, n, y) }
+}
+/// F16 decode on f16-rounded activations (`Kernels::f16_act`); the AVX-512 table shares
+/// the rounding.
+pub(super) const F16_ACT: F16Act = F16Act {
+    round: round_row_f16,
+    dot: vec_dot_f16_f16,
+};
+pub(super) fn round_row_f16(x: &[f32], y: &mut [f16]) -> bool {
+    // SAFETY: only handed out by tables built after AVX2, FMA and F16C were found.
+    unsafe { round_row_f16_impl(x, y) }
+}
+fn vec_dot_f16_f16(x: &[f16], y: &[f16]) -> f32 {
+    // SAFETY: as above.
+    unsafe { vec_dot_f16_f16_impl(x, y) }
 }
 fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
     // SAFETY: as above.
@@ -468,6 +483,65 @@ fn vec_dot_f32_impl(x: &[f32], y: &[f32]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 fn vec_dot_f16_f32_impl(x: &[f16], y: &[f32]) -> f32 {
     float_dot!(x, y, |i| _mm256_cvtph_ps(load_u16x8(x, i)), |i| x[i].to_f32())
+}
+
+/// Rounds `x` to f16 eight values at a time (`vcvtps2ph`, nearest-even: the bits of
+/// `f16::from_f32`), keeping the largest magnitude to report an overflow.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn round_row_f16_impl(x: &[f32], y: &mut [f16]) -> bool {
+    let n = x.len().min(y.len());
+    let abs = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let mut amax = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        let v = load_ps8(x, i);
+        amax = _mm256_max_ps(amax, _mm256_and_ps(v, abs));
+        let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v);
+        let o = &mut y[i..i + 8];
+        // SAFETY: `o` is 8 writable 2-byte values (bounds checked above); unaligned store.
+        unsafe { _mm_storeu_si128(o.as_mut_ptr().cast(), h) };
+        i += 8;
+    }
+    let mut lanes = [0f32; 8];
+    // SAFETY: `lanes` is 8 writable f32; unaligned store.
+    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), amax) };
+    let mut m = lanes.iter().fold(0f32, |a, &v| a.max(v));
+    for (o, &v) in y[i..n].iter_mut().zip(&x[i..n]) {
+        *o = f16::from_f32(v);
+        m = m.max(v.abs());
+    }
+    m < 65520.0
+}
+
+/// `Σ x·y` of two f16 rows: both widened by F16C, four chains of eight.
+#[target_feature(enable = "avx2,fma,f16c")]
+fn vec_dot_f16_f16_impl(x: &[f16], y: &[f16]) -> f32 {
+    let n = x.len().min(y.len());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 32 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let j = i + 8 * k;
+            *a = _mm256_fmadd_ps(_mm256_cvtph_ps(load_u16x8(x, j)), _mm256_cvtph_ps(load_u16x8(y, j)), *a);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(
+            _mm256_cvtph_ps(load_u16x8(x, i)),
+            _mm256_cvtph_ps(load_u16x8(y, i)),
+            acc[0],
+        );
+        i += 8;
+    }
+    let mut s = hsum_ps(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ));
+    for (a, b) in x[i..n].iter().zip(&y[i..n]) {
+        s += a.to_f32() * b.to_f32();
+    }
+    s
 }
 
 /// A 16-bit float weight the tiled GEMM widens eight at a time (exactly: f16 by F16C,

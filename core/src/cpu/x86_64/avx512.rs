@@ -11,7 +11,7 @@ use half::{bf16, f16};
 
 use super::avx2::{nibbles, sum_q4_0, sum_q4_1};
 use super::{hsum_ps, load16, load32, scale_prod, scale_prod2};
-use crate::cpu::kernels::{Isa, Kernels};
+use crate::cpu::kernels::{F16Act, Isa, Kernels};
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
 /// True when this CPU has everything the base AVX-512 table uses.
@@ -85,6 +85,10 @@ pub(crate) fn kernels() -> Option<Kernels> {
         } else {
             None
         },
+        f16_act: Some(F16Act {
+            round: super::avx2::round_row_f16,
+            dot: vec_dot_f16_f16,
+        }),
         gemm_bf16_f32: Some(if vl {
             super::avx2::gemm_bf16_f32_vl
         } else {
@@ -511,6 +515,47 @@ fn vec_dot_f32_impl(x: &[f32], y: &[f32]) -> f32 {
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
 fn vec_dot_f16_f32_impl(x: &[f16], y: &[f32]) -> f32 {
     float_dot16!(x, y, |i| _mm512_cvtph_ps(load_u16x16(x, i)), |i| x[i].to_f32())
+}
+
+fn vec_dot_f16_f16(x: &[f16], y: &[f16]) -> f32 {
+    // SAFETY: only handed out by `kernels()` after `has_base()` (AVX-512 F/BW, F16C).
+    unsafe { vec_dot_f16_f16_impl(x, y) }
+}
+
+/// `Σ x·y` of two f16 rows, both widened from memory (`vcvtph2ps` zmm), four chains of
+/// sixteen: `ggml_vec_dot_f16`'s arithmetic.
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+fn vec_dot_f16_f16_impl(x: &[f16], y: &[f16]) -> f32 {
+    let n = x.len().min(y.len());
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut i = 0;
+    while i + 64 <= n {
+        for (k, a) in acc.iter_mut().enumerate() {
+            let j = i + 16 * k;
+            *a = _mm512_fmadd_ps(
+                _mm512_cvtph_ps(load_u16x16(x, j)),
+                _mm512_cvtph_ps(load_u16x16(y, j)),
+                *a,
+            );
+        }
+        i += 64;
+    }
+    while i + 16 <= n {
+        acc[0] = _mm512_fmadd_ps(
+            _mm512_cvtph_ps(load_u16x16(x, i)),
+            _mm512_cvtph_ps(load_u16x16(y, i)),
+            acc[0],
+        );
+        i += 16;
+    }
+    let mut s = _mm512_reduce_add_ps(_mm512_add_ps(
+        _mm512_add_ps(acc[0], acc[1]),
+        _mm512_add_ps(acc[2], acc[3]),
+    ));
+    for (a, b) in x[i..n].iter().zip(&y[i..n]) {
+        s += a.to_f32() * b.to_f32();
+    }
+    s
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
