@@ -187,8 +187,11 @@ __kernel void attention_combine_f32(__global const float *part,
 // Per tile of PBC cache slots (FlashAttention-2 recurrence, f32):
 //   1. the work-group stores K and V rows base..base+PBC into local memory (fetched into
 //      registers during the previous tile: the global loads overlap the math);
-//   2. scores S = (q · scale) Kᵀ: work-item (sr, sj) computes row sr × slots 8sj..8sj+7
-//      from float4 local reads; slots past the row's causal limit are -inf;
+//   2. scores S = (q · scale) Kᵀ: work-item (sr, sj) computes row sr × slots sj + 4j
+//      (j < 8) from float4 local reads; slots past the row's causal limit are -inf. (The
+//      four sj of a warp read key rows sj + 4j at one time: 4 (sj + 4j) mod 32 puts them
+//      on distinct banks with the 68-float row stride. Rows 8 sj + j, the first layout,
+//      all fell on the same banks — a 4-way conflict on every key load.);
 //   3. the 4 work-items of a row exchange their tile maxima through local memory, each
 //      forms m_new, keeps its own partial row sum l (the 4 are added once at the end),
 //      and writes p = exp(s - m_new) slot-major into local memory and corr = exp(m - m_new);
@@ -283,12 +286,12 @@ void attention_prefill_f32(__global const float *q, const ulong q_off,
         for (uint d = 0; d < hd4; d += 4) {
             const float4 qv = vload4(0, qs + sr * PQS + d);
             for (uint j = 0; j < 8; j++) {
-                sc[j] += dot(qv, vload4(0, ks + (8 * sj + j) * PQS + d));
+                sc[j] += dot(qv, vload4(0, ks + (sj + 4 * j) * PQS + d));
             }
         }
         float tmax = -INFINITY;
         for (uint j = 0; j < 8; j++) {
-            if (base + 8 * sj + j >= s_ctx) sc[j] = -INFINITY;
+            if (base + sj + 4 * j >= s_ctx) sc[j] = -INFINITY;
             tmax = fmax(tmax, sc[j]);
         }
         mx[sr * 4 + sj] = tmax;
@@ -301,7 +304,7 @@ void attention_prefill_f32(__global const float *q, const ulong q_off,
         for (uint j = 0; j < 8; j++) {
             const float p = exp(sc[j] - m_new);
             l += p;
-            ps[(8 * sj + j) * PPS + sr] = p;
+            ps[(sj + 4 * j) * PPS + sr] = p;
         }
         if (sj == 0) cr[sr] = corr;
         barrier(CLK_LOCAL_MEM_FENCE);

@@ -772,6 +772,43 @@ inline __global const uchar *qkv_row(uint pp, const uint member, __global const 
     return w + rr * row_bytes(t, dim);
 }
 
+// The wide stage B (AG_ATTN_WIDE, default on NVIDIA): units of one KV head's slots
+// c0..c1 for the whole GQA group, about one unit per work-group (attn_splits), and the
+// last unit of a KV head to finish merges that group's partials into q, so stage C
+// reads the attention output instead of every work-group merging every head.
+// Query heads per KV head it takes at most, and KV heads its merge counters cover
+// (sync[2 ..], zeroed by the host with the barrier counter).
+#define GQA_MAX 8
+#define MAX_KV_HEADS 64
+
+// Whether this layer's shapes take the wide stage B (else the (query head, chunk)
+// units below): a key row in two halves of float4s, a warp (32 work-items) per query
+// head in the softmax, a counter per KV head. Stages B and C both ask.
+inline bool attn_wide(const uint hd, const uint n_head, const uint n_kv_head) {
+#ifdef AG_ATTN_WIDE
+    const uint grp = n_head / n_kv_head;
+    return hd % 8 == 0 && LWS % (hd / 4) == 0 && grp * n_kv_head == n_head && grp <= GQA_MAX &&
+           grp <= LWS / 32 && n_kv_head <= MAX_KV_HEADS;
+#else
+    return false;
+#endif
+}
+
+// Splits of a KV head's slots in the wide stage B: about one (KV head, split) unit per
+// work-group, none shorter than CH slots (so never more than the n_ctx / CH chunks the
+// host sized the partials for).
+inline uint attn_splits(const uint n_ctx, const uint nwg, const uint n_kv_head) {
+    return max(1u, min((n_ctx + CH - 1) / CH, nwg / n_kv_head));
+}
+
+// Floats of the staged-vector local buffer the wide stage B uses (the host sizes `vl`
+// for at least WIDE_OSUM + 4 · GQA · LWS: program.rs `wide_floats`): the group's
+// queries, the tile's scores, the rescale factors, o's sums (4 a work-item and head;
+// also the halves' partial dots without shuffles).
+#define WIDE_SCORES(grp, hd) (((grp) * (hd) + 3) / 4 * 4)
+#define WIDE_ALPHA(grp, hd) (WIDE_SCORES(grp, hd) + (grp) * (LWS / 2))
+#define WIDE_OSUM(grp, hd) (WIDE_ALPHA(grp, hd) + GQA_MAX)
+
 // One block (stages A–E above) for the layer whose pointers are passed; `target` is
 // the barrier counter's next base (advanced by 4 groups' worth here). 0 when the launch
 // was aborted at a barrier.
@@ -933,11 +970,263 @@ inline uint block_layer(
 #endif
     MARK(1);
 
-    // ---- B: attention partials, unit = (query head, CH-slot chunk) ----------------
     const uint n_ctx = slot + 1;
-    const uint n_chunks = (n_ctx + CH - 1) / CH;
     const uint grp = n_head / n_kv_head;
-    for (uint unit = g; unit < n_head * n_chunks; unit += nwg) {
+    const bool wide = attn_wide(hd, n_head, n_kv_head);
+    // (the partials' chunks per head: the wide path's splits or the CH-slot chunks)
+    const uint n_chunks = wide ? attn_splits(n_ctx, nwg, n_kv_head) : (n_ctx + CH - 1) / CH;
+#ifdef AG_ATTN_WIDE
+    // ---- B (wide): unit = (KV head, split of its slots), all its query heads -------
+    // Tiles of TILE = LWS / 2 slots. Per tile, with every load issued up front:
+    // (1) scores: work-item (s = lid / 2, half) sums half of slot s's key row against
+    //     each query head of the group (queries staged in local memory, pre-scaled),
+    //     the halves meet in a pair sum; meanwhile each work-item (js = lid / q4, d4)
+    //     has already requested the V float4s it will weigh (slots js, js + SR, ...);
+    // (2) softmax: warp h keeps query head h's running max and sum (online softmax
+    //     over tiles), turns the tile's scores into weights, rescale factor al[h];
+    // (3) o[h] = o[h] · al[h] + Σ p · v in registers, a float4 of each head.
+    // Then o is summed over the SR slot rows and stored as the unit's partial (m, l,
+    // o[hd]) per query head, part[(h · n_chunks + c) · (hd + 2)], and the KV head's
+    // last unit merges them into q.
+    if (wide) {
+        const uint q4 = hd / 4, hq4 = hd / 8;
+        const uint SR = LWS / q4;      // V slot rows a pass
+        const uint TILE = LWS / 2;     // slots a tile (two work-items a key)
+        const uint js = lid / q4, d4 = lid % q4;
+        const uint s2 = lid >> 1, hf = lid & 1;
+        const uint w = lid >> 5, ln = lid & 31;
+        __local float *qs = vl;
+        __local float *sc = vl + WIDE_SCORES(grp, hd);
+        __local float *al = vl + WIDE_ALPHA(grp, hd);
+        __local float *ob = vl + WIDE_OSUM(grp, hd);
+        for (uint unit = g; unit < n_kv_head * n_chunks; unit += nwg) {
+            const uint kvh = unit / n_chunks, c = unit % n_chunks;
+            const uint c0 = (uint)((ulong)c * n_ctx / n_chunks);
+            const uint c1 = (uint)((ulong)(c + 1) * n_ctx / n_chunks);
+            __global const uchar *kh = kc + kc_off + kvh * hbytes;
+            __global const uchar *vh = vc + vc_off + kvh * hbytes;
+#ifdef AG_NV_FENCE
+            // rows past the first tile requested into L2 now (the tiles after the first
+            // then wait for L2, not memory): every 128-byte line of each K and V row
+            if (c1 - c0 > TILE) {
+                const uint per = (uint)((hbytes + 127) / 128);
+                for (uint i = lid; i < 2 * (c1 - c0 - TILE) * per; i += LWS) {
+                    const uint r = i / per, li = i % per;
+                    __global const uchar *row = ((r & 1) ? vh : kh) + (ulong)(c0 + TILE + r / 2) * kv_stride;
+                    asm volatile("prefetch.global.L2 [%0];" ::"l"(row + (ulong)li * 128));
+                }
+            }
+#endif
+            for (uint i = lid; i < grp * hd; i += LWS) {
+                qs[i] = q[kvh * grp * hd + i] * scale;
+            }
+            float m_run = -INFINITY, l_run = 0.0f; // (warp h: query head h's)
+            float4 o[GQA_MAX];
+#pragma unroll
+            for (uint h = 0; h < GQA_MAX; h++) {
+                o[h] = (float4)(0.0f);
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            for (uint t0 = c0; t0 < c1; t0 += TILE) {
+                // the V float4s this work-item weighs in (3), requested first
+                float4 vv[VPRE];
+#pragma unroll
+                for (uint k = 0; k < VPRE; k++) {
+                    const uint r = js + k * SR, j = t0 + r;
+                    vv[k] = r < TILE && j < c1 ? kv_get4(vh + (ulong)j * kv_stride, 4 * d4) : (float4)(0.0f);
+                }
+                // (1) the scores of the tile into sc[h · TILE + s]
+                float acc[GQA_MAX];
+#pragma unroll
+                for (uint h = 0; h < GQA_MAX; h++) {
+                    acc[h] = 0.0f;
+                }
+                const bool live = t0 + s2 < c1;
+                if (live) {
+                    __global const uchar *kr = kh + (ulong)(t0 + s2) * kv_stride;
+#pragma unroll 8
+                    for (uint f = 0; f < hq4; f++) {
+                        const uint e = 4 * (hf * hq4 + f);
+                        const float4 k4 = kv_get4(kr, e);
+#pragma unroll
+                        for (uint h = 0; h < GQA_MAX; h++) {
+                            if (h < grp) {
+                                acc[h] += dot(k4, vload4(0, qs + h * hd + e));
+                            }
+                        }
+                    }
+                }
+#ifdef AG_NV_SHFL
+#pragma unroll
+                for (uint h = 0; h < GQA_MAX; h++) {
+                    if (h < grp) {
+                        const float d = acc[h] + shfl_xor(acc[h], 1);
+                        if (hf == 0) {
+                            sc[h * TILE + s2] = live ? d : -INFINITY;
+                        }
+                    }
+                }
+#else
+                // (the halves through local memory, all heads at once: few barriers,
+                // none in a loop — PoCL's compile time grows fast with those)
+#pragma unroll
+                for (uint h = 0; h < GQA_MAX; h++) {
+                    if (h < grp) {
+                        ob[h * LWS + lid] = acc[h];
+                    }
+                }
+                barrier(CLK_LOCAL_MEM_FENCE);
+                for (uint i = lid; i < grp * TILE; i += LWS) {
+                    const uint h = i / TILE, s = i % TILE;
+                    sc[i] = t0 + s < c1 ? ob[h * LWS + 2 * s] + ob[h * LWS + 2 * s + 1] : -INFINITY;
+                }
+#endif
+                barrier(CLK_LOCAL_MEM_FENCE);
+                // (2) warp h: head h's tile max, running max and sum, weights in place
+                if (w < grp) {
+                    __local float *sh = sc + w * TILE;
+#ifdef AG_NV_SHFL
+                    float mx = -INFINITY;
+                    for (uint i = ln; i < TILE; i += 32) {
+                        mx = fmax(mx, sh[i]);
+                    }
+                    mx = warp_max(mx);
+                    const float m_new = fmax(m_run, mx); // (finite: a tile's first slot is live)
+                    float sum = 0.0f;
+                    for (uint i = ln; i < TILE; i += 32) {
+                        const float pj = exp(sh[i] - m_new);
+                        sh[i] = pj;
+                        sum += pj;
+                    }
+                    sum = warp_sum(sum, 32);
+#else
+                    // (one work-item a head: the portable path is for tests)
+                    float m_new = m_run, sum = 0.0f;
+                    if (ln == 0) {
+                        for (uint i = 0; i < TILE; i++) {
+                            m_new = fmax(m_new, sh[i]);
+                        }
+                        for (uint i = 0; i < TILE; i++) {
+                            const float pj = exp(sh[i] - m_new);
+                            sh[i] = pj;
+                            sum += pj;
+                        }
+                    }
+#endif
+                    const float a = exp(m_run - m_new);
+                    l_run = l_run * a + sum;
+                    m_run = m_new;
+                    if (ln == 0) {
+                        al[w] = a;
+                    }
+                }
+                barrier(CLK_LOCAL_MEM_FENCE);
+                // (3) o, a float4 of each head (vv and the weights are 0 past c1)
+#pragma unroll
+                for (uint h = 0; h < GQA_MAX; h++) {
+                    if (h < grp) {
+                        float4 oh = o[h] * al[h];
+#pragma unroll
+                        for (uint k = 0; k < VPRE; k++) {
+                            const uint r = js + k * SR;
+                            if (r < TILE) {
+                                oh += sc[h * TILE + r] * vv[k];
+                            }
+                        }
+                        o[h] = oh;
+                    }
+                }
+                // (slot rows past VPRE · SR: head dims above 64 at 256 work-items)
+                for (uint r = js + VPRE * SR; r < TILE && t0 + r < c1; r += SR) {
+                    const float4 v4 = kv_get4(vh + (ulong)(t0 + r) * kv_stride, 4 * d4);
+#pragma unroll
+                    for (uint h = 0; h < GQA_MAX; h++) {
+                        if (h < grp) {
+                            o[h] += sc[h * TILE + r] * v4;
+                        }
+                    }
+                }
+                barrier(CLK_LOCAL_MEM_FENCE);
+            }
+            // o summed over the SR slot rows into the partials, all heads at once
+#pragma unroll
+            for (uint h = 0; h < GQA_MAX; h++) {
+                if (h < grp) {
+                    vstore4(o[h], h * LWS + lid, ob); // (ob[4 h LWS + js · hd + 4 d4 ..])
+                }
+            }
+            if (w < grp && ln == 0) {
+                __global float *pu = part + (ulong)((kvh * grp + w) * n_chunks + c) * (hd + 2);
+                pu[0] = m_run;
+                pu[1] = l_run;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            for (uint e = lid; e < grp * hd; e += LWS) {
+                const uint h = e / hd, d = e % hd;
+                float sum = 0.0f;
+                for (uint r = 0; r < SR; r++) {
+                    sum += ob[4 * h * LWS + r * hd + d];
+                }
+                part[(ulong)((kvh * grp + h) * n_chunks + c) * (hd + 2) + 2 + d] = sum;
+            }
+            // The last of a KV head's units to finish merges its heads' partials into q
+            // (every unit of the head has staged its queries by then): a counter per KV
+            // head in sync[2 ..], taken after every work-item's fence (CUDA's "last
+            // block" pattern: GPU-scope acq_rel on NVIDIA), reset by the merger (its
+            // next use is after a grid barrier).
+#ifdef AG_NV_FENCE
+            asm volatile("fence.acq_rel.gpu;" ::: "memory");
+#else
+            mem_fence(CLK_GLOBAL_MEM_FENCE);
+#endif
+            barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+            if (lid == 0) {
+                uint old;
+#ifdef AG_NV_FENCE
+                asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;"
+                             : "=r"(old)
+                             : "l"(sync + 2 + kvh)
+                             : "memory");
+#else
+                old = atomic_inc(sync + 2 + kvh);
+#endif
+                res[0] = old == n_chunks - 1 ? 1.0f : 0.0f;
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (res[0] != 0.0f) {
+#ifdef AG_NV_FENCE
+                asm volatile("fence.acq_rel.gpu;" ::: "memory");
+#else
+                mem_fence(CLK_GLOBAL_MEM_FENCE);
+#endif
+                // (volatile: these lines may sit in this compute unit's L1 from an
+                // earlier layer's merge)
+                volatile __global const float *pvol = (volatile __global const float *)part;
+                for (uint e = lid; e < grp * hd; e += LWS) {
+                    const uint h = kvh * grp + e / hd, d = e % hd;
+                    volatile __global const float *ph = pvol + (ulong)h * n_chunks * (hd + 2);
+                    float mx = -INFINITY;
+                    for (uint cc = 0; cc < n_chunks; cc++) {
+                        mx = fmax(mx, ph[cc * (hd + 2)]);
+                    }
+                    float num = 0.0f, den = 0.0f;
+                    for (uint cc = 0; cc < n_chunks; cc++) {
+                        const float f = exp(ph[cc * (hd + 2)] - mx);
+                        den += f * ph[cc * (hd + 2) + 1];
+                        num += f * ph[cc * (hd + 2) + 2 + d];
+                    }
+                    q[h * hd + d] = num / den;
+                }
+                if (lid == 0) {
+                    sync[2 + kvh] = 0;
+                }
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+    }
+#endif
+    // ---- B: attention partials, unit = (query head, CH-slot chunk) ----------------
+    for (uint unit = g; !wide && unit < n_head * n_chunks; unit += nwg) {
         const uint h = unit / n_chunks, c = unit % n_chunks;
         const uint kvh = h / grp;
         const uint c0 = c * CH;
@@ -1031,7 +1320,11 @@ inline uint block_layer(
     // this group's rows of x (only it writes them in this stage), read now, not after
     // the projection
     const float x_own = lid < LWS / c_tpr && c_r0 + lid < c_r1 ? x[c_r0 + lid] : 0.0f;
-    const uint hpb = n_chunks <= LWS ? LWS / n_chunks : 0;
+    // (the wide stage B merged them into q already)
+    for (uint e = lid; wide && e < qd; e += LWS) {
+        vl[e] = q[e];
+    }
+    const uint hpb = !wide && n_chunks <= LWS ? LWS / n_chunks : 0;
     for (uint h0 = 0; hpb > 0 && h0 < n_head; h0 += hpb) {
         const uint np = min(hpb, n_head - h0) * n_chunks;
         const uint first = (lid / n_chunks) * n_chunks; // the pair's head's first pair
@@ -1073,7 +1366,7 @@ inline uint block_layer(
         }
         barrier(CLK_LOCAL_MEM_FENCE);
     }
-    for (uint e = lid; e < qd && hpb == 0; e += LWS) {
+    for (uint e = lid; !wide && e < qd && hpb == 0; e += LWS) {
         const uint h = e / hd, d = e % hd;
         XQ __global const float *ph = pv + (ulong)h * n_chunks * (hd + 2);
         float mx = -INFINITY;

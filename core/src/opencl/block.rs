@@ -28,6 +28,7 @@ use super::launch::{create_buffer, field_index, fill_zero, read_blocking, Args, 
 use super::ops::rope_style;
 use super::program::MAX_HD;
 use super::OpenClBackend;
+use crate::backend::AttnParams;
 use crate::backend::{BlockKv, BlockParams, BlockScratch, BlockWeights, LayerVisitor};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -149,7 +150,7 @@ pub(super) struct Persistent {
 
 impl Persistent {
     pub fn new(context: &opencl3::context::Context, groups: usize, is_cpu: bool) -> Result<Persistent> {
-        let sync = create_buffer(context, CL_MEM_READ_WRITE, 8)?;
+        let sync = create_buffer(context, CL_MEM_READ_WRITE, SYNC_BYTES)?;
         let part = create_buffer(context, CL_MEM_READ_WRITE, 4)?;
         let prof = create_buffer(context, CL_MEM_READ_WRITE, PROF_BYTES)?;
         Ok(Persistent {
@@ -202,6 +203,11 @@ fn layer_core(w: &BlockWeights<'_, OpenClBackend>) -> bool {
         .all(|m| core_type(m.dtype))
 }
 
+/// The barrier counter, the abort flag, and the wide stage B's merge counter per KV
+/// head (block.cl's `MAX_KV_HEADS`; a model with more takes the other stage B there),
+/// u32 each.
+const SYNC_BYTES: usize = 4 * (2 + 64);
+
 /// Grid barriers of one layer: after stages A, B, C, D (and E, between two layers of a
 /// launch), plus stage A2's with a Q8_0 cache (its new rows are quantized after a
 /// barrier: a block's values come from several work-groups).
@@ -217,7 +223,7 @@ impl OpenClBackend {
     /// Zeroes the barrier counter and flag (at creation and after an abort).
     pub(super) fn block_reset(&self) -> Result<()> {
         let Some(p) = &self.block else { return Ok(()) };
-        fill_zero(&self.q.q, &mut p.sync.borrow_mut(), 0, 8)?;
+        fill_zero(&self.q.q, &mut p.sync.borrow_mut(), 0, SYNC_BYTES)?;
         fill_zero(&self.q.q, &mut p.prof.borrow_mut(), 0, PROF_BYTES)?;
         p.base.set(0);
         Ok(())
@@ -306,6 +312,14 @@ impl OpenClBackend {
         self.block_status_verdict(status)
     }
 
+    /// Bytes of the kernel's staged-vector local buffer: the widest vector (with its
+    /// int8 copy), or what the wide stage B uses if that is more.
+    fn block_vec_bytes(&self, dim: usize, a: AttnParams, ffn: usize) -> usize {
+        let grp = a.n_head / a.n_kv_head.max(1);
+        let n = dim.max(a.n_head * a.head_dim).max(ffn);
+        self.blk.vec_bytes(n).max(4 * self.blk.wide_floats(grp, a.head_dim))
+    }
+
     /// Whether the shared shapes suit the block kernel (one token, sizes it stages,
     /// head size its attention handles, partials reserved for this context).
     fn block_shapes_fit(&self, x: &TensorMut<'_, Self>, p: &BlockParams, ffn: usize, kv: DType) -> bool {
@@ -315,6 +329,7 @@ impl OpenClBackend {
         !st.disabled.get()
             && x.shape.rows() == 1
             && [dim, qd, ffn].iter().all(|n| n % 32 == 0 && *n <= self.blk.max_vec)
+            && self.block_vec_bytes(dim, a, ffn) <= self.blk.vec_bytes(self.blk.max_vec)
             && hd <= MAX_HD
             && hd.is_multiple_of(4)
             && hd >= 8 // (stage B indexes VPRE · LWS / hd < LWS slots)
@@ -378,9 +393,7 @@ impl OpenClBackend {
             n_layers: n_layers as u32,
         };
         k.set_part(0, &args)?;
-        let vec_bytes = self
-            .blk
-            .vec_bytes(x.shape.row_len().max(a.n_head * a.head_dim).max(ffn));
+        let vec_bytes = self.block_vec_bytes(x.shape.row_len(), a, ffn);
         k.set_one(SHARED_ARGS + LAYER_ARGS * self.blk.lpl as u32, &Local(vec_bytes))
     }
 

@@ -40,6 +40,10 @@ pub const ENV: &[(&str, &str)] = &[
         "tuning: attention chunk of `block.cl` in cache slots, a power of two in 16..=256 (`block_ch`)",
     ),
     (
+        "ANTIGRAVITY_OPENCL_BLOCK_WIDE",
+        "`1`/`0`: `block.cl`'s wide attention (units of a KV head's whole GQA group, about one a work-group, merged by the last) on/off (`block_wide`; default off)",
+    ),
+    (
         "ANTIGRAVITY_OPENCL_BLOCK_CORE",
         "tuning: `0`: one `block.cl` build for every weight type, no core-types variant for models without Q5/K-quant weights (`block_core`)",
     ),
@@ -125,6 +129,11 @@ pub struct OpenClOptions {
     /// Tuning: attention chunk of `block.cl` in cache slots (a power of two, 16..=256).
     /// `None`: 32.
     pub block_ch: Option<usize>,
+    /// `block.cl`'s wide stage B (`AG_ATTN_WIDE`): a unit is one KV head's split of the
+    /// slots for all its query heads, about one unit per work-group, the last unit of a
+    /// KV head merging its heads' partials. `None`: off (the (query head, chunk) units),
+    /// until it has been measured on a GPU.
+    pub block_wide: Option<bool>,
     /// `block.cl`'s quantized rows against int8 activations (the staged vector quantized
     /// once per stage to Q8_0-style blocks, 4-way int8 dot products: PTX `dp4a` on NVIDIA,
     /// plain OpenCL C elsewhere). `None`: on for NVIDIA GPUs, off elsewhere.
@@ -201,6 +210,11 @@ impl OpenClOptions {
             _ => None,
         });
         o.block_core = get("ANTIGRAVITY_OPENCL_BLOCK_CORE").map(|v| v.trim() != "0");
+        o.block_wide = get("ANTIGRAVITY_OPENCL_BLOCK_WIDE").and_then(|v| match v.trim() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        });
         o.mm_int8 = get("ANTIGRAVITY_OPENCL_MM_INT8").and_then(|v| match v.trim() {
             "1" => Some(true),
             "0" => Some(false),
@@ -241,6 +255,7 @@ mod tests {
             ("ANTIGRAVITY_OPENCL_BLOCK_CH", "64"),
             ("ANTIGRAVITY_OPENCL_BLOCK_INT8", "0"),
             ("ANTIGRAVITY_OPENCL_BLOCK_CORE", "0"),
+            ("ANTIGRAVITY_OPENCL_BLOCK_WIDE", "1"),
             ("ANTIGRAVITY_OPENCL_BLOCK_DEFINES", "-DX"),
             ("ANTIGRAVITY_OPENCL_MM_INT8", "1"),
             ("ANTIGRAVITY_OPENCL_MM_MMA", "0"),
@@ -260,12 +275,15 @@ mod tests {
             (o.block_defines.as_str(), o.head_rows, o.img_rows),
             ("-DX", Some(32), Some(1))
         );
-        assert_eq!((o.block_int8, o.block_core), (Some(false), Some(false)));
+        assert_eq!(
+            (o.block_int8, o.block_core, o.block_wide),
+            (Some(false), Some(false), Some(true))
+        );
         assert_eq!(
             (o.mm_int8, o.mm_mma, o.mm_defines.as_str()),
             (Some(true), Some(false), "-DNB=4")
         );
-        assert_eq!(ENV.len(), 17);
+        assert_eq!(ENV.len(), 18);
         let doc = include_str!("../../../docs/opencl.md");
         for (name, _) in ENV {
             assert!(

@@ -107,6 +107,9 @@ pub(super) struct BlockBuild {
     /// Built with int8 activations (`AG_INT8`): the staged vector's buffer also holds
     /// its int8 copy ([`BlockBuild::vec_bytes`]).
     pub(super) int8: bool,
+    /// Built with the wide stage B (`AG_ATTN_WIDE`): the staged vector's buffer is at
+    /// least [`BlockBuild::wide_floats`] for the model's shapes.
+    pub(super) wide: bool,
     /// For logs and profiles.
     pub(super) desc: String,
     /// The build options block.cl was built with (its f32-cache program); a cache
@@ -124,6 +127,16 @@ impl BlockBuild {
         } else {
             n * 4
         }
+    }
+
+    /// Floats of the staged-vector buffer the wide stage B uses for `grp` query heads a
+    /// KV head of `hd` values (block.cl's `WIDE_OSUM` plus o's sums, 4 a work-item and
+    /// head); 0 without it.
+    pub(super) fn wide_floats(&self, grp: usize, hd: usize) -> usize {
+        if !self.wide {
+            return 0;
+        }
+        (grp * hd).div_ceil(4) * 4 + grp * (self.lws / 2) + 8 + 4 * grp * self.lws
     }
 
     /// Parameters of `llama_blocks_f32` as built.
@@ -479,6 +492,13 @@ fn build_block(
     } else {
         opts.block_defines.clone()
     };
+    // The wide stage B (off by default until it has run on a GPU; see docs/opencl.md).
+    let wide = opts.block_wide.unwrap_or(false);
+    let defines = if wide {
+        format!("-DAG_ATTN_WIDE {defines}")
+    } else {
+        defines
+    };
     let defines = defines.trim();
     let mut fence_ok = true;
     let (program, fits, private, built_with) = loop {
@@ -564,6 +584,7 @@ fn build_block(
             fence_ok,
             fits,
             int8,
+            wide,
             desc,
             options: built_with,
         },
