@@ -16,6 +16,8 @@
 #   opencl_profiles (`cargo bench … --features opencl --bench opencl_profiles --no-run`:
 #   the block kernel's stage timers in the q40 step).
 # Run:  bash scripts/h200-final.sh tests race q40 [ab] [grid]     (results: $OUT/results.tgz)
+#   (steps run in the order tests, ab, race, q40, grid; RACE_ROUNDS, RACE_MODELS and
+#   D2000_MODELS trim the race to fit one call)
 set -u
 G=$PWD/gpu-bin
 mkdir -p /etc/OpenCL/vendors && echo libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
@@ -42,17 +44,36 @@ if [[ $STEPS == *" tests "* ]]; then
   for t in hybrid kv_evict; do [ -x $G/$t ] || continue; log "$t"; timeout 120 $G/$t --test-threads 2 > $OUT/$t.log 2>&1; log "rc $?"; grep "test result" $OUT/$t.log | tee -a $OUT/steps.txt; done
   log "oracle"; $G/harness oracle --backend opencl > $OUT/oracle.log 2>&1; log "rc $?"; tail -3 $OUT/oracle.log | tee -a $OUT/steps.txt
 fi
+if [[ $STEPS == *" ab "* ]]; then
+  # A/B of builds and settings, interleaved: AB is a list of `VAR=value` settings for
+  # gpu-bin/harness, or PREV for gpu-bin/harness-prev (e.g. AB="PREV ANTIGRAVITY_OPENCL_BLOCK_WIDE=0
+  # X=1"); each runs pp512 (a 512-token prompt), 256 tokens after 3 and 128 after 2 000;
+  # then, for gpu-bin/harness's settings, the 1B decode stage profile at PROFILE_CONTEXTS.
+  log "ab"; ids512=$(seq -s, 1 512); ids2000=$(seq -s, 1 2000)
+  for r in 1 2; do for v in ${AB:-X=1}; do for m in ${AB_MODELS:-l1b-q4_0 smol-q4_0}; do
+    H=$G/harness; e=$v; [ "$v" = PREV ] && { H=$G/harness-prev; e=X=1; }; [ -x $H ] || continue
+    row() { sed "s/^/{\"who\":\"$1 $v\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/ab.jsonl; }
+    env $e $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids $ids512 --max-tokens 1 --ctx 514 --json 2>/dev/null | tail -1 | row ab-pp512
+    env $e $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids 1,2,3 --max-tokens 256 --ignore-eos --json 2>/dev/null | tail -1 | row ab-tg
+    env $e $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --json 2>/dev/null | tail -1 | row ab-d2000
+  done; done; done
+  [ -x $G/opencl_profiles ] && for v in ${AB:-X=1}; do [ "$v" = PREV ] && continue; for n in ${PROFILE_CONTEXTS:-34 2000}; do
+    env $v ANTIGRAVITY_PROFILE_SHAPE=llama3.2-1b ANTIGRAVITY_PROFILE_CONTEXT=$n ANTIGRAVITY_PROFILE_MODES=pipelined \
+      timeout 120 $G/opencl_profiles decode_profile > "$OUT/profile-1b-c$n-${v//[^A-Za-z0-9]/_}.txt" 2>&1
+  done; done
+  log "ab done"
+fi
 if [[ $STEPS == *" race "* ]]; then
   log "waiting for llama.cpp"; while [ ! -f /tmp/ls/DONE ] && [ $(( $(date +%s) - t0 )) -lt 380 ]; do sleep 5; done
   LB=/tmp/ls/b/bin/llama-bench; [ -x $LB ] || log "no llama-bench ($(cat /tmp/ls/DONE 2>/dev/null))"
   ids512=$(seq -s, 1 512); ids2000=$(seq -s, 1 2000)
-  for r in 1 2; do for m in smol-q4_0 smol-q4_1 smol-q4_k_m l1b-q4_0 l1b-q4_k_m; do
+  for r in $(seq 1 ${RACE_ROUNDS:-2}); do for m in ${RACE_MODELS:-smol-q4_0 smol-q4_1 smol-q4_k_m l1b-q4_0 l1b-q4_k_m}; do
     M=/tmp/$m.gguf
     [ -x $LB ] && $LB -m $M -ngl 99 -fa 0 -p 512 -n 128 -r 3 -o jsonl 2>/dev/null | sed "s/^/{\"who\":\"llama\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/race.jsonl
     $G/harness generate --backend opencl --model $M --prompt-ids $ids512 --max-tokens 1 --ctx 514 --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"ours-pp512\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/race.jsonl
     $G/harness generate --backend opencl --model $M --prompt-ids 1,2,3 --max-tokens 256 --ignore-eos --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"ours-tg\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/race.jsonl
   done; done
-  for m in smol-q4_0 l1b-q4_0 l1b-q4_k_m; do
+  for m in ${D2000_MODELS:-smol-q4_0 l1b-q4_0 l1b-q4_k_m}; do
     M=/tmp/$m.gguf
     [ -x $LB ] && $LB -m $M -ngl 99 -fa 0 -d 2000 -p 0 -n 128 -r 2 -o jsonl 2>/dev/null | sed "s/^/{\"who\":\"llama-d2000\",\"m\":\"$m\",\"row\":/; s/\$/}/" >> $OUT/race.jsonl
     $G/harness generate --backend opencl --model $M --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"ours-d2000\",\"m\":\"$m\",\"row\":/; s/\$/}/" >> $OUT/race.jsonl
@@ -83,25 +104,6 @@ if [[ $STEPS == *" q40 "* ]]; then
     ANTIGRAVITY_PROFILE_SHAPE=llama3.2-1b ANTIGRAVITY_PROFILE_CONTEXT=$n ANTIGRAVITY_PROFILE_MODES=pipelined \
       timeout 120 $G/opencl_profiles decode_profile > $OUT/profile-1b-c$n.txt 2>&1
   done
-fi
-if [[ $STEPS == *" ab "* ]]; then
-  # A/B of builds and settings, interleaved: AB is a list of `VAR=value` settings for
-  # gpu-bin/harness, or PREV for gpu-bin/harness-prev (e.g. AB="PREV ANTIGRAVITY_OPENCL_BLOCK_WIDE=0
-  # X=1"); each runs pp512 (a 512-token prompt), 256 tokens after 3 and 128 after 2 000;
-  # then, for gpu-bin/harness's settings, the 1B decode stage profile at PROFILE_CONTEXTS.
-  log "ab"; ids512=$(seq -s, 1 512); ids2000=$(seq -s, 1 2000)
-  for r in 1 2; do for v in ${AB:-X=1}; do for m in ${AB_MODELS:-l1b-q4_0 smol-q4_0}; do
-    H=$G/harness; e=$v; [ "$v" = PREV ] && { H=$G/harness-prev; e=X=1; }; [ -x $H ] || continue
-    row() { sed "s/^/{\"who\":\"$1 $v\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/ab.jsonl; }
-    env $e $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids $ids512 --max-tokens 1 --ctx 514 --json 2>/dev/null | tail -1 | row ab-pp512
-    env $e $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids 1,2,3 --max-tokens 256 --ignore-eos --json 2>/dev/null | tail -1 | row ab-tg
-    env $e $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --json 2>/dev/null | tail -1 | row ab-d2000
-  done; done; done
-  [ -x $G/opencl_profiles ] && for v in ${AB:-X=1}; do [ "$v" = PREV ] && continue; for n in ${PROFILE_CONTEXTS:-34 2000}; do
-    env $v ANTIGRAVITY_PROFILE_SHAPE=llama3.2-1b ANTIGRAVITY_PROFILE_CONTEXT=$n ANTIGRAVITY_PROFILE_MODES=pipelined \
-      timeout 120 $G/opencl_profiles decode_profile > "$OUT/profile-1b-c$n-${v//[^A-Za-z0-9]/_}.txt" 2>&1
-  done; done
-  log "ab done"
 fi
 if [[ $STEPS == *" grid "* ]]; then
   log "grid"; REPS=${REPS:-3} START=1 CROSSOVER=1 bash scripts/hybrid-grid.sh $G/harness /tmp/smol-q4_0.gguf $OUT/grid > $OUT/grid.log 2>&1; log "grid done"
