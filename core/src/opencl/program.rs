@@ -131,9 +131,12 @@ impl BlockBuild {
 
     /// Floats of the staged-vector buffer the wide stage B uses for `grp` query heads a
     /// KV head of `hd` values (block.cl's `WIDE_OSUM` plus o's sums, 4 a work-item and
-    /// head); 0 without it.
+    /// head); 0 without it, or where the layer takes the other stage B (block.cl's
+    /// `attn_wide`: the KV-head count is checked there against the counters the host
+    /// zeroes, `MAX_KV_HEADS`).
     pub(super) fn wide_floats(&self, grp: usize, hd: usize) -> usize {
-        if !self.wide {
+        let takes = hd.is_multiple_of(8) && self.lws.is_multiple_of(hd / 4) && grp <= 8 && grp <= self.lws / 32;
+        if !self.wide || !takes {
             return 0;
         }
         (grp * hd).div_ceil(4) * 4 + grp * (self.lws / 2) + 8 + 4 * grp * self.lws
