@@ -801,6 +801,24 @@ inline uint attn_splits(const uint n_ctx, const uint nwg, const uint n_kv_head) 
     return max(1u, min((n_ctx + CH - 1) / CH, nwg / n_kv_head));
 }
 
+// Element d of one head's attention output from its n_chunks partials (m, l, o[hd]) at
+// ph: Σ_c exp(m_c − M) o_c[d] / Σ_c exp(m_c − M) l_c. (Read through a volatile pointer:
+// other work-groups wrote them in this launch; the wide stage B's merger and stage C's
+// fallback past LWS chunks a head.)
+inline float merge_partials(volatile __global const float *ph, const uint n_chunks, const uint hd, const uint d) {
+    float mx = -INFINITY;
+    for (uint c = 0; c < n_chunks; c++) {
+        mx = fmax(mx, ph[c * (hd + 2)]);
+    }
+    float num = 0.0f, den = 0.0f;
+    for (uint c = 0; c < n_chunks; c++) {
+        const float f = exp(ph[c * (hd + 2)] - mx);
+        den += f * ph[c * (hd + 2) + 1];
+        num += f * ph[c * (hd + 2) + 2 + d];
+    }
+    return num / den;
+}
+
 // Floats of the staged-vector local buffer the wide stage B uses (the host sizes `vl`
 // for at least WIDE_OSUM + 4 · GQA · LWS: program.rs `wide_floats`): the group's
 // queries, the tile's scores, the rescale factors, o's sums (4 a work-item and head;
@@ -1204,18 +1222,7 @@ inline uint block_layer(
                 volatile __global const float *pvol = (volatile __global const float *)part;
                 for (uint e = lid; e < grp * hd; e += LWS) {
                     const uint h = kvh * grp + e / hd, d = e % hd;
-                    volatile __global const float *ph = pvol + (ulong)h * n_chunks * (hd + 2);
-                    float mx = -INFINITY;
-                    for (uint cc = 0; cc < n_chunks; cc++) {
-                        mx = fmax(mx, ph[cc * (hd + 2)]);
-                    }
-                    float num = 0.0f, den = 0.0f;
-                    for (uint cc = 0; cc < n_chunks; cc++) {
-                        const float f = exp(ph[cc * (hd + 2)] - mx);
-                        den += f * ph[cc * (hd + 2) + 1];
-                        num += f * ph[cc * (hd + 2) + 2 + d];
-                    }
-                    q[h * hd + d] = num / den;
+                    q[h * hd + d] = merge_partials(pvol + (ulong)h * n_chunks * (hd + 2), n_chunks, hd, d);
                 }
                 if (lid == 0) {
                     sync[2 + kvh] = 0;
@@ -1368,18 +1375,7 @@ inline uint block_layer(
     }
     for (uint e = lid; !wide && e < qd && hpb == 0; e += LWS) {
         const uint h = e / hd, d = e % hd;
-        XQ __global const float *ph = pv + (ulong)h * n_chunks * (hd + 2);
-        float mx = -INFINITY;
-        for (uint c = 0; c < n_chunks; c++) {
-            mx = fmax(mx, ph[c * (hd + 2)]);
-        }
-        float num = 0.0f, den = 0.0f;
-        for (uint c = 0; c < n_chunks; c++) {
-            const float f = exp(ph[c * (hd + 2)] - mx);
-            den += f * ph[c * (hd + 2) + 1];
-            num += f * ph[c * (hd + 2) + 2 + d];
-        }
-        vl[e] = num / den;
+        vl[e] = merge_partials(pv + (ulong)h * n_chunks * (hd + 2), n_chunks, hd, d);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 #ifdef AG_INT8
