@@ -162,7 +162,7 @@ pub struct Kernels {
     /// F16 weights × one token's activations rounded to f16, llama.cpp's
     /// `ggml_vec_dot_f16` arithmetic: both operands widened from memory, so a weight
     /// costs one 2-byte load of each row instead of a 2-byte and a 4-byte load (the 1B
-    /// shape's F16 decode 7.2 → ~9 tok/s on one Zen 4 thread, docs/perf-notes.md).
+    /// shape's F16 decode 7.0 → 8.6 tok/s on one Zen 4 thread, docs/perf-notes.md).
     /// Where F16C is (x86-64); `matmul` falls back to `vec_dot_f16_f32` for a row that
     /// would overflow f16. The relative error it adds is 2⁻¹¹ per activation.
     pub f16_act: Option<F16Act>,
