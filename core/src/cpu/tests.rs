@@ -378,15 +378,7 @@ proptest! {
                 check_half(name, "bf16 x bf16", Some(run), &wb, &xr, n)?;
                 // Decode's per-row dot over the same rounded activations.
                 if let Some(dot) = k.vec_dot_bf16_bf16 {
-                    let run = |w: &[bf16], _: &[f32], n: usize, y: &mut [f32]| {
-                        let rows = w.len() / n;
-                        for (t, xt) in xb.chunks_exact(n).enumerate() {
-                            for r in 0..rows {
-                                y[t * rows + r] = dot(&w[r * n..(r + 1) * n], xt);
-                            }
-                        }
-                    };
-                    check_half(name, "bf16 x bf16 dot", Some(run), &wb, &xr, n)?;
+                    check_half(name, "bf16 x bf16 dot", Some(row_dots(dot, &xb)), &wb, &xr, n)?;
                 }
             }
             if let Some(act) = k.f16_act {
@@ -404,15 +396,7 @@ proptest! {
                 }
                 if fits {
                     let xr: Vec<f32> = xh.iter().map(|v| v.to_f32()).collect();
-                    let run = |w: &[f16], _: &[f32], n: usize, y: &mut [f32]| {
-                        let rows = w.len() / n;
-                        for (t, xt) in xh.chunks_exact(n).enumerate() {
-                            for r in 0..rows {
-                                y[t * rows + r] = (act.dot)(&w[r * n..(r + 1) * n], xt);
-                            }
-                        }
-                    };
-                    check_half(name, "f16 x f16 dot", Some(run), &wh, &xr, n)?;
+                    check_half(name, "f16 x f16 dot", Some(row_dots(act.dot, &xh)), &wh, &xr, n)?;
                 }
             }
         }
@@ -420,6 +404,19 @@ proptest! {
         // with one this test checked something.
         let simd = Isa::ALL.into_iter().filter(|&i| i != Isa::Scalar).filter_map(Kernels::for_isa).count();
         prop_assert!(ran >= 2 * simd, "{ran} runs for {simd} SIMD tables");
+    }
+}
+
+/// A decode dot run as a GEMM for `check_half`: `y[t · rows + r] = dot(w row r, x row t)`
+/// over the already rounded activation rows `x` (the f32 argument is unused).
+fn row_dots<'a, H>(dot: fn(&[H], &[H]) -> f32, x: &'a [H]) -> impl Fn(&[H], &[f32], usize, &mut [f32]) + 'a {
+    move |w, _, n, y| {
+        let rows = w.len() / n;
+        for (t, xt) in x.chunks_exact(n).enumerate() {
+            for r in 0..rows {
+                y[t * rows + r] = dot(&w[r * n..(r + 1) * n], xt);
+            }
+        }
     }
 }
 
