@@ -72,6 +72,38 @@ pub type GemmHalf<W, X = f32> = fn(&[W], &[X], usize, &mut [f32]);
 /// A dot product of two bf16 rows ([`Kernels::vec_dot_bf16_bf16`]).
 pub type DotBf16 = fn(&[bf16], &[bf16]) -> f32;
 
+/// `g` rows of `n` floats, row `h` at `data[h · ld..][..n]` (`ld ≥ n`): a GQA group's
+/// scores or weights inside longer per-head rows.
+#[derive(Clone, Copy, Debug)]
+pub struct Rows<'a> {
+    pub data: &'a [f32],
+    pub n: usize,
+    pub ld: usize,
+}
+
+/// [`Rows`], writable.
+#[derive(Debug)]
+pub struct RowsMut<'a> {
+    pub data: &'a mut [f32],
+    pub n: usize,
+    pub ld: usize,
+}
+
+/// Attention of a GQA group over a cache of `T` ([`Kernels::attn_group_f32`]).
+///
+/// `scores(q, g, k, stride, scale, out)`: `q` holds the group's `g` query rows
+/// (`hd = q.len() / g` each), `out` `g` rows of `n` slots; `out[h][s] = (q_h · k_s) ·
+/// scale` with `k_s = k[s·stride..][..hd]`.
+///
+/// `values(w, g, v, stride, out)`: `w` holds `g` rows of `n` weights, `out` `g` rows of
+/// `hd = out.len() / g`; `out_h += Σ_s w[h][s] · v_s`, slots in order (added to what
+/// `out` holds, so a long row can be taken in blocks).
+#[derive(Clone, Copy, Debug)]
+pub struct AttnGroup<T> {
+    pub scores: fn(&[f32], usize, &[T], usize, f32, RowsMut<'_>),
+    pub values: fn(Rows<'_>, usize, &[T], usize, &mut [f32]),
+}
+
 /// F16 decode on f16-rounded activations ([`Kernels::f16_act`]): `round` rounds an f32
 /// row to f16 (nearest-even) and says whether every value stayed finite (false when a
 /// magnitude reaches 65 520, which rounds to infinity; `y` is then unspecified); `dot`
@@ -122,10 +154,18 @@ pub struct Kernels {
     /// `cpu::scalar::attn_scores_q8_0`, `attn_values_q8_0`.
     pub attn_scores_q8_0: fn(&[f32], &[BlockQ8_0], usize, f32, &mut [f32]),
     pub attn_values_q8_0: fn(&[f32], &[BlockQ8_0], usize, &mut [f32]),
-    /// In-place softmax of one row (attention's scores). Scalar twin:
-    /// `cpu::scalar::softmax` (libm `expf`); SIMD versions use a polynomial `exp`
-    /// within a few ulp of it.
-    pub softmax_f32: fn(&mut [f32]),
+    /// Grouped-query attention over an f32 / f16 cache: the scores and value sums of a
+    /// whole GQA group (`g` query heads sharing one KV head) in one pass over the
+    /// slots, each key and value row loaded once for the group instead of once a head
+    /// (`AttnGroup`). `None`: the attention loops the per-head entries above over the
+    /// group. Each entry gives the per-head entries' bits exactly (tested).
+    pub attn_group_f32: Option<AttnGroup<f32>>,
+    pub attn_group_f16: Option<AttnGroup<f16>>,
+    /// In-place softmax of one row (attention's scores); returns the row's maximum and
+    /// the sum of `exp(x − max)` it divided by (what merging softmaxes of a row's
+    /// pieces needs). Scalar twin: `cpu::scalar::softmax` (libm `expf`); SIMD versions
+    /// use a polynomial `exp` within a few ulp of it.
+    pub softmax_f32: fn(&mut [f32]) -> (f32, f32),
     /// `out[i] = silu(g[i]) · u[i]` (the FFN's gate), `silu(g) = g / (1 + e^−g)`.
     /// Scalar twin: `cpu::scalar::swiglu` (libm `expf`); SIMD versions use the
     /// polynomial `exp` of `softmax_f32`.
@@ -224,6 +264,8 @@ impl Kernels {
             attn_values_f16: scalar::attn_values_f16,
             attn_scores_q8_0: scalar::attn_scores_q8_0,
             attn_values_q8_0: scalar::attn_values_q8_0,
+            attn_group_f32: None,
+            attn_group_f16: None,
             softmax_f32: scalar::softmax,
             swiglu_f32: scalar::swiglu,
             gemv_q4_0_q8_0: scalar::gemv_q4_0_q8_0,

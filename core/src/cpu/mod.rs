@@ -20,7 +20,9 @@
 //! Threads: a persistent [`pool::ThreadPool`] (`CpuBackend::with_threads`; default: the
 //! machine's available parallelism). `matmul` splits its output into tiles of output
 //! columns × tokens, each written by one task; prefill activation quantization splits
-//! tokens; `attention` splits heads. Everything else runs on the caller's thread.
+//! tokens; `attention` splits KV heads (a GQA group a task) and blocks of tokens, or in
+//! decode the slots (pieces merged afterwards; `attention_on`). Everything else runs on
+//! the caller's thread.
 
 pub mod kernels;
 pub mod pool;
@@ -52,7 +54,7 @@ use repack::{
     BlockQ8_Kx16,
 };
 
-pub use kernels::{GemmKx16, Isa, Kernels};
+pub use kernels::{AttnGroup, GemmKx16, Isa, Kernels, Rows, RowsMut};
 use pool::Grid;
 pub use pool::ThreadPool;
 
@@ -1019,6 +1021,7 @@ impl CpuBackend {
                     n_tok,
                     kern.attn_scores_q8_0,
                     kern.attn_values_q8_0,
+                    None,
                     kern.softmax_f32,
                     mass,
                 );
@@ -1036,6 +1039,7 @@ impl CpuBackend {
                     n_tok,
                     kern.attn_scores_f16,
                     kern.attn_values_f16,
+                    kern.attn_group_f16,
                     kern.softmax_f32,
                     mass,
                 );
@@ -1053,6 +1057,7 @@ impl CpuBackend {
                     n_tok,
                     kern.attn_scores,
                     kern.attn_values,
+                    kern.attn_group_f32,
                     kern.softmax_f32,
                     mass,
                 );
@@ -1062,12 +1067,26 @@ impl CpuBackend {
     }
 }
 
-/// Attention over a cache of `T` (f32, f16 or Q8_0 blocks): one pool task per query head (its column
-/// tile of `out`, `[n_tok, n_head * hd]`, and its own row of `scores`), or the serial
-/// reference when `scores` was reserved without `n_head`. With `mass` each head's task
-/// also sums its softmax weights per slot in the second half of its scratch row
-/// (`2 · ctx` floats a task), and the heads' sums are added into `mass` afterwards, in
-/// head order (no two tasks write one float).
+/// Slots a decode split covers at least (below that, splitting costs more in merging
+/// and task handoffs than it balances).
+const MIN_SPLIT_SLOTS: usize = 256;
+
+/// Attention over a cache of `T` (f32, f16 or Q8_0 blocks).
+///
+/// Without `mass`: one pool task per KV head (a column tile of `out`, `[n_tok, n_head ·
+/// hd]`, covering its GQA group's heads) and block of query tokens, which computes the
+/// whole group's scores, softmax and value sums for each token in one pass over the
+/// slots (`group`: the table's grouped kernels, which load each key and value row once
+/// for the group; `None`: the per-head kernels looped over the group). Its scratch is
+/// `group · ctx` scores. A decode step (one token) with fewer KV heads than twice the
+/// threads also splits each KV head's slots ([`attention_split`]). Either way the bits
+/// are the per-head reference's, except a split decode's (its pieces are merged).
+///
+/// With `mass` (eviction policies that score slots): one task per query head, its own
+/// row of scratch, and each head's softmax weights summed per slot in the second half
+/// of that row (`2 · ctx` floats a task); the heads' sums are added into `mass`
+/// afterwards, in head order (no two tasks write one float). Scratch reserved without
+/// `n_head` gives the serial reference.
 #[allow(clippy::too_many_arguments)]
 fn attention_on<T: scalar::KvUnit>(
     pool: &mut ThreadPool,
@@ -1080,7 +1099,8 @@ fn attention_on<T: scalar::KvUnit>(
     n_tok: usize,
     scores_fn: scalar::ScoresFn<T>,
     values_fn: scalar::ValuesFn<T>,
-    softmax_fn: fn(&mut [f32]),
+    group: Option<AttnGroup<T>>,
+    softmax_fn: fn(&mut [f32]) -> (f32, f32),
     mass: Option<&mut [f32]>,
 ) {
     let ctx = p.n_past + n_tok;
@@ -1103,34 +1123,314 @@ fn attention_on<T: scalar::KvUnit>(
         }
         return;
     }
+    let Some(mass) = mass else {
+        let unit = GroupUnit {
+            qs,
+            ks,
+            vs,
+            p,
+            scores_fn,
+            values_fn,
+            group,
+            softmax_fn,
+        };
+        let threads = pool.threads();
+        if n_tok == 1 {
+            if let Some(gr) = group {
+                let chunks = if threads > 1 {
+                    (2 * threads).min(ctx / MIN_SPLIT_SLOTS).max(1)
+                } else {
+                    1
+                };
+                if attention_decode(pool, scores, os, &unit, gr, chunks) {
+                    return;
+                }
+            }
+        }
+        let g = p.n_head / p.n_kv_head;
+        // Token blocks: enough tasks to balance the causal rows' unequal lengths over
+        // the threads, as many as the scratch holds (one block always fits: checked above).
+        let fit = scores.len() / (p.n_head * ctx);
+        let blocks = if threads > 1 {
+            (4 * threads).div_ceil(p.n_kv_head).min(fit).min(n_tok).max(1)
+        } else {
+            1
+        };
+        let grid = Grid {
+            rows: n_tok,
+            cols: p.n_head * p.head_dim,
+            row_tile: n_tok.div_ceil(blocks).max(1),
+            col_tile: g * p.head_dim,
+        };
+        pool.run_tiles(os, grid, scores, g * ctx, &|mut tile, sc| {
+            let kvh = tile.cols().start / (g * p.head_dim);
+            for t in tile.rows() {
+                unit.run(t, kvh, 0..p.n_past + t + 1, sc, tile.row(t));
+            }
+        });
+        return;
+    };
     let grid = Grid {
         rows: n_tok,
         cols: p.n_head * p.head_dim,
         row_tile: n_tok.max(1),
         col_tile: p.head_dim.max(1),
     };
-    let with_mass = mass.is_some();
     pool.run_tiles(os, grid, scores, per_task, &|mut tile, sc| {
         let h = tile.cols().start / p.head_dim;
         let (sc, acc) = sc.split_at_mut(ctx);
         acc.fill(0.0);
         for t in tile.rows() {
             scalar::attend_one(qs, ks, vs, p, t, h, sc, tile.row(t), scores_fn, values_fn, softmax_fn);
-            if with_mass {
-                for (a, &w) in acc.iter_mut().zip(&sc[..p.n_past + t + 1]) {
-                    *a += w;
-                }
+            for (a, &w) in acc.iter_mut().zip(&sc[..p.n_past + t + 1]) {
+                *a += w;
             }
         }
     });
-    if let Some(m) = mass {
-        for h in 0..p.n_head {
-            let acc = &scores[h * per_task + ctx..][..ctx];
-            for (m, &a) in m.iter_mut().zip(acc) {
-                *m += a;
+    for h in 0..p.n_head {
+        let acc = &scores[h * per_task + ctx..][..ctx];
+        for (m, &a) in mass.iter_mut().zip(acc) {
+            *m += a;
+        }
+    }
+}
+
+/// What one grouped attention unit reads: the query rows, the cache and the kernels.
+struct GroupUnit<'a, T> {
+    qs: &'a [f32],
+    ks: &'a [T],
+    vs: &'a [T],
+    p: AttnParams,
+    scores_fn: scalar::ScoresFn<T>,
+    values_fn: scalar::ValuesFn<T>,
+    group: Option<AttnGroup<T>>,
+    softmax_fn: fn(&mut [f32]) -> (f32, f32),
+}
+
+impl<T: scalar::KvUnit> GroupUnit<'_, T> {
+    /// The GQA group of KV head `kvh` for query token `t` over cache slots `slots`:
+    /// scores into `sc` (`group` rows of `slots.len()`), each row's softmax, the value
+    /// sums into `o` (`group · hd`).
+    fn run(&self, t: usize, kvh: usize, slots: core::ops::Range<usize>, sc: &mut [f32], o: &mut [f32]) {
+        self.run_stats(t, kvh, slots, sc, o, &mut []);
+    }
+
+    /// [`Self::run`], also writing each head's softmax (max, sum) into `stats` (`2 ·
+    /// group` floats; an empty `stats` skips them).
+    fn run_stats(
+        &self,
+        t: usize,
+        kvh: usize,
+        slots: core::ops::Range<usize>,
+        sc: &mut [f32],
+        o: &mut [f32],
+        stats: &mut [f32],
+    ) {
+        let p = self.p;
+        let (hd, g) = (p.head_dim, p.n_head / p.n_kv_head);
+        let n = slots.len();
+        let sc = &mut sc[..g * n];
+        let q = &self.qs[(t * p.n_head + kvh * g) * hd..][..g * hd];
+        // Offsets and strides in cache units (elements, or Q8_0 blocks: hd is whole blocks).
+        let stride = p.n_kv_head * hd / T::ELEMS;
+        let off = slots.start * stride + kvh * hd / T::ELEMS;
+        let (k, v) = (&self.ks[off..], &self.vs[off..]);
+        match self.group {
+            Some(gr) => (gr.scores)(q, g, k, stride, p.scale, RowsMut { data: sc, n, ld: n }),
+            None => {
+                for (qh, row) in q.chunks_exact(hd).zip(sc.chunks_exact_mut(n)) {
+                    (self.scores_fn)(qh, k, stride, p.scale, row);
+                }
+            }
+        }
+        for (h, row) in sc.chunks_exact_mut(n).enumerate() {
+            let (max, sum) = (self.softmax_fn)(row);
+            if let Some(st) = stats.get_mut(2 * h..2 * h + 2) {
+                st.copy_from_slice(&[max, sum]);
+            }
+        }
+        match self.group {
+            Some(gr) => {
+                o.fill(0.0);
+                (gr.values)(Rows { data: sc, n, ld: n }, g, v, stride, o)
+            }
+            None => {
+                for (row, oh) in sc.chunks_exact(n).zip(o.chunks_exact_mut(hd)) {
+                    (self.values_fn)(row, v, stride, oh);
+                }
             }
         }
     }
+}
+
+impl<T: scalar::KvUnit> GroupUnit<'_, T> {
+    /// Every head of the decode token (`t = 0`) over cache slots `slots`, block by block
+    /// (see [`attention_decode`]): scores into `sc` (a row of `slots.len()` a head), the
+    /// normalized value sums into `o` (`n_head · hd`), each head's softmax (max, sum)
+    /// into `stats` unless it is empty.
+    fn decode_piece(
+        &self,
+        gr: AttnGroup<T>,
+        slots: core::ops::Range<usize>,
+        sc: &mut [f32],
+        o: &mut [f32],
+        stats: &mut [f32],
+    ) {
+        let p = self.p;
+        let (hd, g) = (p.head_dim, p.n_head / p.n_kv_head);
+        let n = slots.len();
+        let sc = &mut sc[..p.n_head * n];
+        let stride = p.n_kv_head * hd / T::ELEMS;
+        let at = |s: usize, kvh: usize| (slots.start + s) * stride + kvh * hd / T::ELEMS;
+        for b0 in (0..n).step_by(DECODE_BLOCK) {
+            let nb = DECODE_BLOCK.min(n - b0);
+            prefetch_region(self.ks, at(b0 + 2 * DECODE_BLOCK, 0), DECODE_BLOCK * stride);
+            for kvh in 0..p.n_kv_head {
+                let q = &self.qs[kvh * g * hd..][..g * hd];
+                let out = RowsMut {
+                    data: &mut sc[kvh * g * n + b0..],
+                    n: nb,
+                    ld: n,
+                };
+                (gr.scores)(q, g, &self.ks[at(b0, kvh)..], stride, p.scale, out);
+            }
+        }
+        for (h, row) in sc.chunks_exact_mut(n).enumerate() {
+            let (max, sum) = (self.softmax_fn)(row);
+            if let Some(st) = stats.get_mut(2 * h..2 * h + 2) {
+                st.copy_from_slice(&[max, sum]);
+            }
+        }
+        o.fill(0.0);
+        for b0 in (0..n).step_by(DECODE_BLOCK) {
+            let nb = DECODE_BLOCK.min(n - b0);
+            prefetch_region(self.vs, at(b0 + 2 * DECODE_BLOCK, 0), DECODE_BLOCK * stride);
+            for kvh in 0..p.n_kv_head {
+                let w = Rows {
+                    data: &sc[kvh * g * n + b0..],
+                    n: nb,
+                    ld: n,
+                };
+                (gr.values)(w, g, &self.vs[at(b0, kvh)..], stride, &mut o[kvh * g * hd..][..g * hd]);
+            }
+        }
+    }
+}
+
+/// Slots a decode block covers: every KV head's rows of the block are read before the
+/// next block's, and the block after next is requested into L1 as one region when a
+/// block starts, so the cache streams in address order (a KV head's rows alone are `n_kv ·
+/// hd` elements apart: a strided walk the hardware prefetchers do not follow). A
+/// multiple of 8, so the blocks' scores have the per-head kernels' bits. Measured on
+/// a Zen 4 (a read of 128-byte rows 1 KiB apart, eight heads, 64 MiB): 5.7 GB/s head
+/// by head, 10.4 in blocks of 8 slots, 22.6 with the next block requested, 18.8 a
+/// plain sequential read.
+const DECODE_BLOCK: usize = 8;
+
+/// Requests `x[at..at + len]` into L1 (a hint, one per 64-byte line; addresses past the
+/// end of `x` are never read). A no-op off x86-64 and aarch64.
+#[inline]
+#[allow(unused_variables)]
+fn prefetch_region<T>(x: &[T], at: usize, len: usize) {
+    let p = x.as_ptr().wrapping_add(at).cast::<u8>();
+    for off in (0..len * core::mem::size_of::<T>()).step_by(64) {
+        let a = p.wrapping_add(off);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SSE is part of x86-64; a prefetch never faults and reads nothing the
+        // program sees, whatever the address.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(a.cast())
+        };
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: `prfm` is a hint: it never faults, whatever the address, and changes
+        // no register or memory the program sees.
+        unsafe {
+            core::arch::asm!("prfm pldl1keep, [{0}]", in(reg) a, options(nostack, readonly, preserves_flags))
+        };
+    }
+}
+
+/// One decode step's attention (one query token) in slot blocks of [`DECODE_BLOCK`]:
+/// for each block, every KV head's group scores, then each head's softmax over all its
+/// slots, then for each block every KV head's group value sums (`AttnGroup::values`
+/// adds, so the blocks chain into one sum). The slots are cut into `chunks` pool
+/// tasks; with one, the output is written directly and its bits are the per-head
+/// reference's; with more, each task keeps its piece's softmax max and sum and its
+/// normalized sums, and the pieces of each head are merged into `os`: `out = Σ_c w_c ·
+/// o_c / Σ_c w_c` with `w_c = sum_c · e^(max_c − M)`, `M` the largest max. Returns false
+/// (nothing done) when the scratch is too short for that many pieces.
+fn attention_decode<T: scalar::KvUnit>(
+    pool: &mut ThreadPool,
+    scores: &mut [f32],
+    os: &mut [f32],
+    unit: &GroupUnit<'_, T>,
+    gr: AttnGroup<T>,
+    chunks: usize,
+) -> bool {
+    let p = unit.p;
+    let (hd, nh) = (p.head_dim, p.n_head);
+    let ctx = p.n_past + 1;
+    let chunk = ctx.div_ceil(chunks.max(1));
+    // A task's scratch: its scores (a row of `chunk` per head), and with several chunks
+    // its sums (`hd` a head) and stats.
+    if chunks <= 1 {
+        unit.decode_piece(gr, 0..ctx, &mut scores[..nh * ctx], &mut os[..nh * hd], &mut []);
+        return true;
+    }
+    let per_task = nh * (chunk + hd + 2);
+    if chunks * per_task > scores.len() {
+        return false;
+    }
+    let part = &mut scores[..chunks * per_task];
+    let grid = Grid {
+        rows: chunks,
+        cols: per_task,
+        row_tile: 1,
+        col_tile: per_task,
+    };
+    pool.run_tiles(part, grid, &mut [] as &mut [f32], 0, &|mut tile, _| {
+        let c = tile.rows().start;
+        let (sc, rest) = tile.row(c).split_at_mut(nh * chunk);
+        let (o, stats) = rest.split_at_mut(nh * hd);
+        let slots = (c * chunk).min(ctx)..((c + 1) * chunk).min(ctx);
+        if slots.is_empty() {
+            // No slots: a piece that weighs nothing in the merge.
+            for st in stats.chunks_exact_mut(2) {
+                st.copy_from_slice(&[f32::NEG_INFINITY, 0.0]);
+            }
+            o.fill(0.0);
+        } else {
+            unit.decode_piece(gr, slots, sc, o, stats);
+        }
+    });
+    let part = &scores[..chunks * per_task];
+    for h in 0..nh {
+        let stat = |c: usize| {
+            let st = &part[c * per_task + nh * (chunk + hd) + 2 * h..][..2];
+            (st[0], st[1])
+        };
+        let top = (0..chunks).map(|c| stat(c).0).fold(f32::NEG_INFINITY, f32::max);
+        let oh = &mut os[h * hd..][..hd];
+        oh.fill(0.0);
+        let mut total = 0.0f32;
+        for c in 0..chunks {
+            let (max, sum) = stat(c);
+            if sum == 0.0 {
+                continue;
+            }
+            let w = sum * crate::math::expf(max - top);
+            total += w;
+            let o_c = &part[c * per_task + nh * chunk + h * hd..][..hd];
+            for (a, &x) in oh.iter_mut().zip(o_c) {
+                *a += w * x;
+            }
+        }
+        let inv = 1.0 / total;
+        for a in oh.iter_mut() {
+            *a *= inv;
+        }
+    }
+    true
 }
 
 /// Decodes one row of a cache dtype into f32 — with [`encode_kv_row`], the row codec the

@@ -112,7 +112,7 @@ pub fn rope_head_cs(x: &mut [f32], cos: &[f32], sin: &[f32], style: RopeStyle) {
 }
 
 /// Numerically stable softmax in place.
-pub fn softmax(x: &mut [f32]) {
+pub fn softmax(x: &mut [f32]) -> (f32, f32) {
     let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
     let mut sum = 0.0f32;
     for v in x.iter_mut() {
@@ -123,6 +123,7 @@ pub fn softmax(x: &mut [f32]) {
     for v in x.iter_mut() {
         *v *= inv;
     }
+    (max, sum)
 }
 
 /// Index of the largest value (NaN never wins, ties: the lowest index); `None` when no
@@ -220,7 +221,7 @@ pub fn attend_one<T: KvUnit>(
     oh: &mut [f32],
     scores_fn: ScoresFn<T>,
     values_fn: ValuesFn<T>,
-    softmax_fn: fn(&mut [f32]),
+    softmax_fn: fn(&mut [f32]) -> (f32, f32),
 ) {
     let hd = p.head_dim;
     let group = p.n_head / p.n_kv_head;

@@ -1183,6 +1183,119 @@ mod backend {
         }
     }
 
+    /// The grouped attention (one task per KV head and block of tokens; a decode step in
+    /// slot blocks, cut into pieces over the threads) against the per-head reference
+    /// built from the same table's kernels (`scalar::attend_one` with its per-head
+    /// scores, values and softmax), on f32 and f16 caches, for GQA groups of 4, 3, 1 and
+    /// 6. One thread, and any prefill: bit for bit. A decode step over ≥ 512 slots on 2
+    /// and 3 threads merges 2–4 pieces: within `5e-7` (the outputs are convex
+    /// combinations of values in [-1, 1], summed in other groupings: seen ≤ 8e-8; a
+    /// merge weight off by 1e-4 moves them by ~3e-6 and fails).
+    #[test]
+    fn grouped_attention_matches_per_head_reference() {
+        use crate::cpu::scalar::{attend_one, KvUnit};
+        fn reference<T: KvUnit>(
+            k: &crate::cpu::Kernels,
+            (q, kc, vc): (&[f32], &[T], &[T]),
+            p: AttnParams,
+            n_tok: usize,
+            scores: fn(&[f32], &[T], usize, f32, &mut [f32]),
+            values: fn(&[f32], &[T], usize, &mut [f32]),
+        ) -> Vec<f32> {
+            let hd = p.head_dim;
+            let mut out = vec![0f32; n_tok * p.n_head * hd];
+            let mut sc = vec![0f32; p.n_past + n_tok];
+            for t in 0..n_tok {
+                for h in 0..p.n_head {
+                    let oh = &mut out[(t * p.n_head + h) * hd..][..hd];
+                    attend_one(q, kc, vc, p, t, h, &mut sc, oh, scores, values, k.softmax_f32);
+                }
+            }
+            out
+        }
+        let mut rng = Lcg(41);
+        for (n_head, n_kv, hd) in [(8, 2, 64), (9, 3, 64), (4, 4, 16), (12, 2, 24)] {
+            for (n_past, n_tok) in [(0, 1), (20, 1), (700, 1), (1100, 1), (0, 13), (530, 6)] {
+                let cap = n_past + n_tok;
+                let q = rng.vec(n_tok * n_head * hd);
+                let k = rng.vec(cap * n_kv * hd);
+                let v = rng.vec(cap * n_kv * hd);
+                let (k16, v16): (Vec<half::f16>, Vec<half::f16>) = (
+                    k.iter().map(|&x| half::f16::from_f32(x)).collect(),
+                    v.iter().map(|&x| half::f16::from_f32(x)).collect(),
+                );
+                let p = AttnParams {
+                    n_head,
+                    n_kv_head: n_kv,
+                    head_dim: hd,
+                    scale: 0.125,
+                    n_past,
+                };
+                for isa in Isa::ALL.into_iter().filter(|&i| CpuBackend::with_isa(i).is_some()) {
+                    let kern = *CpuBackend::with_isa(isa).unwrap().kernels();
+                    for dtype in [DType::F32, DType::F16] {
+                        let (want, kb, vb): (Vec<f32>, &[u8], &[u8]) = match dtype {
+                            DType::F32 => (
+                                reference(&kern, (&q, &k, &v), p, n_tok, kern.attn_scores, kern.attn_values),
+                                bytemuck::cast_slice(&k),
+                                bytemuck::cast_slice(&v),
+                            ),
+                            _ => (
+                                reference(
+                                    &kern,
+                                    (&q, &k16, &v16),
+                                    p,
+                                    n_tok,
+                                    kern.attn_scores_f16,
+                                    kern.attn_values_f16,
+                                ),
+                                bytemuck::cast_slice(&k16),
+                                bytemuck::cast_slice(&v16),
+                            ),
+                        };
+                        for threads in [1, 2, 3] {
+                            let mut b = CpuBackend::with_threads(isa, threads).unwrap();
+                            b.reserve(Reservation {
+                                max_tokens: n_tok,
+                                max_row: 32,
+                                max_ctx: cap,
+                                n_head,
+                            })
+                            .unwrap();
+                            let (qb, kbuf, vbuf) = (buf(&b, bytemuck::cast_slice(&q)), buf(&b, kb), buf(&b, vb));
+                            let mut ob = b.alloc(q.len() * 4, BufferKind::Shared).unwrap();
+                            ops::attention(
+                                &mut b,
+                                TensorRef::new(&qb, 0, DType::F32, Shape::d3(n_tok, n_head, hd)),
+                                TensorRef::new(&kbuf, 0, dtype, Shape::d3(cap, n_kv, hd)),
+                                TensorRef::new(&vbuf, 0, dtype, Shape::d3(cap, n_kv, hd)),
+                                p,
+                                TensorMut::new(&mut ob, 0, DType::F32, Shape::d3(n_tok, n_head, hd)),
+                            )
+                            .unwrap();
+                            let mut got = vec![0f32; q.len()];
+                            b.download(&ob, 0, bytemuck::cast_slice_mut(&mut got)).unwrap();
+                            let merged = n_tok == 1 && threads > 1 && cap >= 512 && kern.attn_group_f32.is_some();
+                            let what = format!(
+                                "{} {dtype:?} heads {n_head}/{n_kv} hd {hd} n_past {n_past} n_tok {n_tok} threads {threads}",
+                                isa.name()
+                            );
+                            if merged {
+                                let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                                assert!(worst <= 5e-7, "{what}: merged pieces off by {worst}");
+                            } else {
+                                assert!(
+                                    got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                                    "{what}: not the per-head reference's bits"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The f16 cache path of every ISA: K/V projections written as f16 are the f32
     /// outputs rounded once; RoPE on f16 keys is the f32 rotation of the widened keys,
     /// rounded; attention over an f16 cache equals attention over the widened cache
@@ -1568,6 +1681,123 @@ proptest! {
             (k.attn_scores_f16)(&q, &kv16, stride, 0.125, &mut s1);
             (k.attn_values_f16)(&w, &kv16, stride, &mut v1);
             attn_within_bound(k.isa.name(), (&q, &kv, &w, stride), (&s1, &v1), (&s0, &v0))?;
+        }
+    }
+}
+
+/// One table's grouped attention kernels against its per-head ones, bit for bit, over
+/// a cache of `T` (`kv`: `n` rows `stride` apart): scores of the `g` heads at once into
+/// rows `ld` apart, whole and in blocks of 8 slots (as the decode path calls them); value
+/// sums added in two pieces cut at `split` (a chained sum must be one sum).
+#[allow(clippy::too_many_arguments)]
+fn group_matches_per_head<T: Copy>(
+    name: &str,
+    gr: super::AttnGroup<T>,
+    scores: fn(&[f32], &[T], usize, f32, &mut [f32]),
+    values: fn(&[f32], &[T], usize, &mut [f32]),
+    (q, kv, w): (&[f32], &[T], &[f32]),
+    (g, hd, n, stride, ld, split): (usize, usize, usize, usize, usize, usize),
+) -> Result<(), TestCaseError> {
+    use super::{Rows, RowsMut};
+    let mut want_s = vec![0f32; g * n];
+    let mut want_v = vec![0f32; g * hd];
+    for h in 0..g {
+        scores(&q[h * hd..][..hd], kv, stride, 0.125, &mut want_s[h * n..][..n]);
+        values(&w[h * n..][..n], kv, stride, &mut want_v[h * hd..][..hd]);
+    }
+    let mut got = vec![f32::NAN; g * ld];
+    (gr.scores)(q, g, kv, stride, 0.125, RowsMut { data: &mut got, n, ld });
+    let mut blocked = vec![f32::NAN; g * ld];
+    for b0 in (0..n).step_by(8) {
+        let nb = 8.min(n - b0);
+        let out = RowsMut {
+            data: &mut blocked[b0..],
+            n: nb,
+            ld,
+        };
+        (gr.scores)(q, g, &kv[b0 * stride..], stride, 0.125, out);
+    }
+    let mut sums = vec![0f32; g * hd];
+    let split = split.min(n);
+    // `w` rows are `n` apart: the first `split` slots, then the rest.
+    (gr.values)(
+        Rows {
+            data: w,
+            n: split,
+            ld: n,
+        },
+        g,
+        kv,
+        stride,
+        &mut sums,
+    );
+    (gr.values)(
+        Rows {
+            data: &w[split..],
+            n: n - split,
+            ld: n,
+        },
+        g,
+        &kv[split * stride..],
+        stride,
+        &mut sums,
+    );
+    for h in 0..g {
+        for (what, row) in [("scores", &got), ("blocked scores", &blocked)] {
+            let (a, b) = (&row[h * ld..][..n], &want_s[h * n..][..n]);
+            prop_assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{name} {what} g {g} head {h} hd {hd} n {n}: {a:?} vs {b:?}"
+            );
+        }
+        let (a, b) = (&sums[h * hd..][..hd], &want_v[h * hd..][..hd]);
+        prop_assert!(
+            a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{name} values g {g} head {h} hd {hd} n {n} split {split}: {a:?} vs {b:?}"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Every table's grouped attention kernels (`attn_group_f32`, `attn_group_f16`) give
+    /// the bits of its per-head kernels, for groups of 1–9 heads, head dims that are and
+    /// are not multiples of 8, padded cache strides and score rows.
+    #[test]
+    fn attn_group_kernels_match_per_head(
+        (g, hd, n, pad, extra, split) in (
+            1usize..10,
+            prop::sample::select(vec![8usize, 16, 24, 64, 72, 128, 12, 5]),
+            1usize..45,
+            0usize..9,
+            0usize..5,
+            0usize..50,
+        ),
+        seed in any::<u64>(),
+    ) {
+        let stride = hd + pad;
+        let mut st = seed | 1;
+        let mut rnd = move || { st ^= st << 13; st ^= st >> 7; st ^= st << 17; ((st >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0 };
+        let q: Vec<f32> = (0..g * hd).map(|_| rnd()).collect();
+        let kv: Vec<f32> = (0..n * stride).map(|_| rnd()).collect();
+        let kv16: Vec<f16> = kv.iter().map(|&x| f16::from_f32(x)).collect();
+        let w: Vec<f32> = (0..g * n).map(|_| rnd().abs()).collect();
+        let dims = (g, hd, n, stride, n + extra, split);
+        let mut ran = 0;
+        for k in simd_tables() {
+            if let Some(gr) = k.attn_group_f32 {
+                group_matches_per_head(k.isa.name(), gr, k.attn_scores, k.attn_values, (&q, &kv, &w), dims)?;
+                ran += 1;
+            }
+            if let Some(gr) = k.attn_group_f16 {
+                group_matches_per_head(k.isa.name(), gr, k.attn_scores_f16, k.attn_values_f16, (&q, &kv16, &w), dims)?;
+                ran += 1;
+            }
+        }
+        if ran == 0 {
+            eprintln!("skip attn_group_kernels_match_per_head: no table here has grouped attention kernels");
         }
     }
 }

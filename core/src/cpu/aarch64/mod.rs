@@ -25,7 +25,7 @@ mod repack;
 
 use half::{bf16, f16};
 
-use super::kernels::{Isa, Kernels};
+use super::kernels::{AttnGroup, Isa, Kernels, Rows, RowsMut};
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
 /// The table for a NEON-family `isa`, or `None` when the CPU lacks it (or for i8mm,
@@ -55,6 +55,14 @@ pub(crate) fn kernels(isa: Isa) -> Option<Kernels> {
         attn_values_f16,
         attn_scores_q8_0: attn_scores_q8_0_neon,
         attn_values_q8_0,
+        attn_group_f32: Some(AttnGroup {
+            scores: attn_scores_group,
+            values: attn_values_group,
+        }),
+        attn_group_f16: Some(AttnGroup {
+            scores: attn_scores_group_f16,
+            values: attn_values_group_f16,
+        }),
         softmax_f32,
         swiglu_f32,
         gemv_q4_0_q8_0: gemv_q4_0_q8_0_neon,
@@ -180,6 +188,22 @@ fn attn_values_f16(w: &[f32], v: &[f16], stride: usize, out: &mut [f32]) {
     // SAFETY: NEON verified.
     unsafe { attn_values_impl(w, v, stride, out) }
 }
+fn attn_scores_group(q: &[f32], g: usize, k: &[f32], stride: usize, scale: f32, out: RowsMut<'_>) {
+    // SAFETY: NEON verified.
+    unsafe { attn_scores_group_impl(q, g, k, stride, scale, out) }
+}
+fn attn_values_group(w: Rows<'_>, g: usize, v: &[f32], stride: usize, out: &mut [f32]) {
+    // SAFETY: NEON verified.
+    unsafe { attn_values_group_impl(w, g, v, stride, out) }
+}
+fn attn_scores_group_f16(q: &[f32], g: usize, k: &[f16], stride: usize, scale: f32, out: RowsMut<'_>) {
+    // SAFETY: NEON verified.
+    unsafe { attn_scores_group_impl(q, g, k, stride, scale, out) }
+}
+fn attn_values_group_f16(w: Rows<'_>, g: usize, v: &[f16], stride: usize, out: &mut [f32]) {
+    // SAFETY: NEON verified.
+    unsafe { attn_values_group_impl(w, g, v, stride, out) }
+}
 fn attn_scores_q8_0_neon(q: &[f32], k: &[BlockQ8_0], stride: usize, scale: f32, out: &mut [f32]) {
     // SAFETY: NEON verified.
     unsafe { scores_q8_0_neon(q, k, stride, scale, out) }
@@ -204,7 +228,7 @@ fn gemm_bf16_f32(w: &[bf16], x: &[f32], n: usize, y: &mut [f32]) {
     // SAFETY: NEON verified.
     unsafe { gemm_half_impl(w, x, n, y) }
 }
-fn softmax_f32(x: &mut [f32]) {
+fn softmax_f32(x: &mut [f32]) -> (f32, f32) {
     // SAFETY: NEON verified.
     unsafe { softmax_f32_impl(x) }
 }
@@ -805,7 +829,7 @@ fn swiglu_f32_impl(g: &[f32], u: &[f32], out: &mut [f32]) {
 }
 
 #[target_feature(enable = "neon")]
-fn softmax_f32_impl(x: &mut [f32]) {
+fn softmax_f32_impl(x: &mut [f32]) -> (f32, f32) {
     let n = x.len();
     let full = n / 4 * 4;
     let mut mv = vdupq_n_f32(f32::NEG_INFINITY);
@@ -840,6 +864,7 @@ fn softmax_f32_impl(x: &mut [f32]) {
     for v in &mut x[full..] {
         *v *= inv;
     }
+    (max, sum)
 }
 
 #[target_feature(enable = "neon")]
@@ -890,6 +915,70 @@ fn attn_values_impl<T: Lane4>(w: &[f32], v: &[T], stride: usize, out: &mut [f32]
             _ => attn_values_cols::<T, 4>(w, v, stride, c0, out),
         }
         c0 += 64;
+    }
+}
+
+/// Grouped scores: each slot's key row taken by the group's `g` heads in turn while it
+/// is in L1 (the per-head kernel's `dot_impl` for each, so its bits).
+#[target_feature(enable = "neon")]
+fn attn_scores_group_impl<T: Lane4>(q: &[f32], g: usize, k: &[T], stride: usize, scale: f32, out: RowsMut<'_>) {
+    let hd = q.len() / g;
+    for s in 0..out.n {
+        let ks = &k[s * stride..][..hd];
+        for (h, qh) in q.chunks_exact(hd).enumerate() {
+            out.data[h * out.ld + s] = dot_impl(ks, qh) * scale;
+        }
+    }
+}
+
+/// `out` (≤ 64 columns, a multiple of 4: `N` vectors) += the weighted value rows, the
+/// accumulators loaded from `out` and stored once: [`attn_values_cols`] continued.
+#[inline]
+#[target_feature(enable = "neon")]
+fn attn_values_cols_add<T: Lane4, const N: usize>(w: &[f32], v: &[T], stride: usize, c0: usize, out: &mut [f32]) {
+    let mut acc = [vdupq_n_f32(0.0); N];
+    for (j, a) in acc.iter_mut().enumerate() {
+        *a = ld_f32(out, c0 + 4 * j);
+    }
+    for (s, &ws) in w.iter().enumerate() {
+        let row = &v[s * stride + c0..][..4 * N];
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = vfmaq_n_f32(*a, T::ld4(row, 4 * j), ws);
+        }
+    }
+    for (j, a) in acc.iter().enumerate() {
+        let oj = &mut out[c0 + 4 * j..c0 + 4 * j + 4];
+        // SAFETY: `oj` holds 4 f32; unaligned store.
+        unsafe { vst1q_f32(oj.as_mut_ptr(), *a) };
+    }
+}
+
+/// Grouped value sums, added to `out`: head by head over the same value rows (a
+/// decode block's rows stay in L1 across the group), each the per-head kernel's FMA
+/// chain continued from `out`, so from zero its bits.
+#[target_feature(enable = "neon")]
+fn attn_values_group_impl<T: Lane4>(w: Rows<'_>, g: usize, v: &[T], stride: usize, out: &mut [f32]) {
+    let hd = out.len() / g;
+    for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
+        let wh = &w.data[h * w.ld..][..w.n];
+        if !hd.is_multiple_of(16) {
+            for (s, &ws) in wh.iter().enumerate() {
+                for (o, x) in oh.iter_mut().zip(&v[s * stride..][..hd]) {
+                    *o += ws * x.f32();
+                }
+            }
+            continue;
+        }
+        let mut c0 = 0;
+        while c0 < hd {
+            match ((hd - c0) / 16).min(4) {
+                4 => attn_values_cols_add::<T, 16>(wh, v, stride, c0, oh),
+                3 => attn_values_cols_add::<T, 12>(wh, v, stride, c0, oh),
+                2 => attn_values_cols_add::<T, 8>(wh, v, stride, c0, oh),
+                _ => attn_values_cols_add::<T, 4>(wh, v, stride, c0, oh),
+            }
+            c0 += 64;
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use super::{
     hmax_ps, hsum_ps, load16, load16_i8, load32, load_ps8, load_u16x8, q8_block, scale_grid, scale_prod, scales4,
     store32,
 };
-use crate::cpu::kernels::{F16Act, Isa, Kernels};
+use crate::cpu::kernels::{AttnGroup, F16Act, Isa, Kernels, Rows, RowsMut};
 use crate::cpu::scalar::KvScalar;
 use crate::quant::{self, BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
@@ -40,6 +40,8 @@ pub(crate) fn kernels() -> Option<Kernels> {
         attn_values_f16,
         attn_scores_q8_0,
         attn_values_q8_0,
+        attn_group_f32: Some(ATTN_GROUP_F32),
+        attn_group_f16: Some(ATTN_GROUP_F16),
         softmax_f32,
         swiglu_f32,
         gemv_q4_0_q8_0,
@@ -161,6 +163,56 @@ pub(super) fn attn_values_f16(w: &[f32], v: &[f16], stride: usize, out: &mut [f3
     // SAFETY: as above.
     unsafe { attn_values_impl(w, v, stride, out) }
 }
+fn attn_scores_group(q: &[f32], g: usize, k: &[f32], stride: usize, scale: f32, out: RowsMut<'_>) {
+    // SAFETY: as above.
+    unsafe { attn_scores_group_impl(q, g, k, stride, scale, out.data, out.n, out.ld) }
+}
+fn attn_values_group(w: Rows<'_>, g: usize, v: &[f32], stride: usize, out: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { attn_values_group_impl(w.data, g, w.n, w.ld, v, stride, out) }
+}
+fn attn_scores_group_f16(q: &[f32], g: usize, k: &[f16], stride: usize, scale: f32, out: RowsMut<'_>) {
+    // SAFETY: as above.
+    unsafe { attn_scores_group_impl(q, g, k, stride, scale, out.data, out.n, out.ld) }
+}
+fn attn_values_group_f16(w: Rows<'_>, g: usize, v: &[f16], stride: usize, out: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { attn_values_group_impl(w.data, g, w.n, w.ld, v, stride, out) }
+}
+fn attn_scores_group_vl32(q: &[f32], g: usize, k: &[f32], stride: usize, scale: f32, out: RowsMut<'_>) {
+    // SAFETY: handed out only by the AVX-512 table when the CPU has AVX-512VL.
+    unsafe { attn_scores_group_vl(q, g, k, stride, scale, out.data, out.n, out.ld) }
+}
+fn attn_values_group_vl32(w: Rows<'_>, g: usize, v: &[f32], stride: usize, out: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { attn_values_group_vl(w.data, g, w.n, w.ld, v, stride, out) }
+}
+fn attn_scores_group_vl16(q: &[f32], g: usize, k: &[f16], stride: usize, scale: f32, out: RowsMut<'_>) {
+    // SAFETY: as above.
+    unsafe { attn_scores_group_vl(q, g, k, stride, scale, out.data, out.n, out.ld) }
+}
+fn attn_values_group_vl16(w: Rows<'_>, g: usize, v: &[f16], stride: usize, out: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { attn_values_group_vl(w.data, g, w.n, w.ld, v, stride, out) }
+}
+/// The grouped attention entries of the AVX-512 table on CPUs with AVX-512VL.
+pub(super) const ATTN_GROUP_F32_VL: AttnGroup<f32> = AttnGroup {
+    scores: attn_scores_group_vl32,
+    values: attn_values_group_vl32,
+};
+pub(super) const ATTN_GROUP_F16_VL: AttnGroup<f16> = AttnGroup {
+    scores: attn_scores_group_vl16,
+    values: attn_values_group_vl16,
+};
+/// The grouped attention entries of the AVX2 and AVX-512 tables.
+pub(super) const ATTN_GROUP_F32: AttnGroup<f32> = AttnGroup {
+    scores: attn_scores_group,
+    values: attn_values_group,
+};
+pub(super) const ATTN_GROUP_F16: AttnGroup<f16> = AttnGroup {
+    scores: attn_scores_group_f16,
+    values: attn_values_group_f16,
+};
 pub(super) fn attn_scores_q8_0(q: &[f32], k: &[BlockQ8_0], stride: usize, scale: f32, out: &mut [f32]) {
     // SAFETY: as above.
     unsafe { attn_scores_q8_0_impl(q, k, stride, scale, out) }
@@ -169,7 +221,7 @@ pub(super) fn attn_values_q8_0(w: &[f32], v: &[BlockQ8_0], stride: usize, out: &
     // SAFETY: as above.
     unsafe { attn_values_q8_0_impl(w, v, stride, out) }
 }
-pub(super) fn softmax_f32(x: &mut [f32]) {
+pub(super) fn softmax_f32(x: &mut [f32]) -> (f32, f32) {
     // SAFETY: as above (both constructors that hand this fn out check AVX2/FMA/F16C).
     unsafe { softmax_f32_impl(x) }
 }
@@ -773,6 +825,313 @@ fn attn_values_impl<T: KvLane + KvScalar>(w: &[f32], v: &[T], stride: usize, out
     }
 }
 
+/// The transposing reduction of [`attn_scores_impl`]: lane `j` of the result is the
+/// sum of `acc[j]`'s lanes, each in the same order whatever the other vectors hold.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum8_lanes(acc: &[__m256; 8]) -> __m256 {
+    let t0 = _mm256_hadd_ps(acc[0], acc[1]);
+    let t1 = _mm256_hadd_ps(acc[2], acc[3]);
+    let t2 = _mm256_hadd_ps(acc[4], acc[5]);
+    let t3 = _mm256_hadd_ps(acc[6], acc[7]);
+    let (u0, u1) = (_mm256_hadd_ps(t0, t1), _mm256_hadd_ps(t2, t3));
+    _mm256_add_ps(
+        _mm256_permute2f128_ps(u0, u1, 0x20),
+        _mm256_permute2f128_ps(u0, u1, 0x31),
+    )
+}
+
+/// How far ahead of the slot in hand the grouped attention kernels request cache rows:
+/// a KV head's rows are `n_kv · hd` elements apart (1 KiB on the 1B shape), a stride
+/// the hardware prefetchers do not follow across pages, so without the hint each row
+/// is a demand miss.
+const PREFETCH_SLOTS: usize = 64;
+
+/// Requests the `len` elements of `x` from element `at` on into L1 (a hint: an address
+/// past the end is never read).
+#[inline(always)]
+fn prefetch_row<T>(x: &[T], at: usize, len: usize) {
+    let p = x.as_ptr().wrapping_add(at).cast::<i8>();
+    for off in (0..len * core::mem::size_of::<T>()).step_by(64) {
+        // SAFETY: SSE is part of x86-64; a prefetch never faults and reads nothing the
+        // program sees, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off)) };
+    }
+}
+
+/// `G` query heads (rows of `q`) against slots `0..n` (`out`: `G` rows of `n`, `ld`
+/// apart), `S` slots a step (`G · S ≤ 16` accumulators; `S` divides 8): each step loads its `S` key rows once for
+/// the `G` heads. Per (head, slot) the arithmetic of [`attn_scores_impl`] — lanes over
+/// the head dimension, one [`hsum8_lanes`], the slots past the last multiple of 8
+/// through `T::dot` — so the bits are the per-head kernel's.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scores_group_rows<T: KvLane, const G: usize, const S: usize>(
+    q: &[f32],
+    k: &[T],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+    n: usize,
+    ld: usize,
+) {
+    let hd = q.len() / G;
+    let body = if hd.is_multiple_of(8) { n - n % 8 } else { 0 };
+    let mut qr: [&[f32]; G] = [&[]; G];
+    for (h, r) in qr.iter_mut().enumerate() {
+        *r = &q[h * hd..][..hd];
+    }
+    let mut s = 0;
+    while s < body {
+        for j in 0..S {
+            prefetch_row(k, (s + j + PREFETCH_SLOTS) * stride, hd);
+        }
+        // (Plain loops, not `array::from_fn`: its closures do not inherit this fn's
+        // target features, so the loads inside would be calls.)
+        let mut rows: [&[T]; S] = [&[]; S];
+        for (j, r) in rows.iter_mut().enumerate() {
+            *r = &k[(s + j) * stride..][..hd];
+        }
+        let mut acc = [_mm256_setzero_ps(); 16];
+        for i in (0..hd).step_by(8) {
+            let mut kv = [_mm256_setzero_ps(); S];
+            for (x, r) in kv.iter_mut().zip(&rows) {
+                *x = T::load8(r, i);
+            }
+            for (h, qh) in qr.iter().enumerate() {
+                let qv = load_ps8(qh, i);
+                for (j, &kj) in kv.iter().enumerate() {
+                    acc[h * S + j] = _mm256_fmadd_ps(qv, kj, acc[h * S + j]);
+                }
+            }
+        }
+        let sv = _mm256_set1_ps(scale);
+        let mut lanes = [0f32; 16];
+        let (lo, hi) = acc.split_at(8);
+        let r = _mm256_mul_ps(hsum8_lanes(lo.try_into().unwrap()), sv);
+        // SAFETY: `lanes` holds 16 writable f32; unaligned stores of 8.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), r) };
+        if G * S > 8 {
+            let r = _mm256_mul_ps(hsum8_lanes(hi.try_into().unwrap()), sv);
+            // SAFETY: as above (lanes 8..16).
+            unsafe { _mm256_storeu_ps(lanes[8..].as_mut_ptr(), r) };
+        }
+        for h in 0..G {
+            out[h * ld + s..][..S].copy_from_slice(&lanes[h * S..][..S]);
+        }
+        s += S;
+    }
+    for (h, qh) in qr.iter().enumerate() {
+        for j in s..n {
+            out[h * ld + j] = T::dot(qh, &k[j * stride..][..hd]) * scale;
+        }
+    }
+}
+
+/// [`AttnGroup::scores`](crate::cpu::kernels::AttnGroup) for an f32 / f16 cache: the
+/// group in runs of up to four heads (two slots a step), three (two), two (four) or
+/// one (eight, the per-head kernel's shape).
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+fn attn_scores_group_impl<T: KvLane>(
+    q: &[f32],
+    g: usize,
+    k: &[T],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+    n: usize,
+    ld: usize,
+) {
+    let hd = q.len() / g;
+    let mut h0 = 0;
+    while h0 < g {
+        let take = (g - h0).min(4);
+        let (qh, oh) = (&q[h0 * hd..][..take * hd], &mut out[h0 * ld..]);
+        match take {
+            4 => scores_group_rows::<T, 4, 2>(qh, k, stride, scale, oh, n, ld),
+            3 => scores_group_rows::<T, 3, 2>(qh, k, stride, scale, oh, n, ld),
+            2 => scores_group_rows::<T, 2, 4>(qh, k, stride, scale, oh, n, ld),
+            _ => scores_group_rows::<T, 1, 8>(qh, k, stride, scale, oh, n, ld),
+        }
+        h0 += take;
+    }
+}
+
+/// [`attn_scores_group_impl`] where AVX-512VL gives 32 vector registers (the same
+/// 256-bit code; LLVM allocates ymm16–31): four heads take four slots a step, two
+/// heads eight, so twice the keys per reduction.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+fn attn_scores_group_vl<T: KvLane>(
+    q: &[f32],
+    g: usize,
+    k: &[T],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+    n: usize,
+    ld: usize,
+) {
+    let hd = q.len() / g;
+    let mut h0 = 0;
+    while h0 < g {
+        let take = (g - h0).min(4);
+        let (qh, oh) = (&q[h0 * hd..][..take * hd], &mut out[h0 * ld..]);
+        match take {
+            4 => scores_group_rows::<T, 4, 4>(qh, k, stride, scale, oh, n, ld),
+            3 => scores_group_rows::<T, 3, 4>(qh, k, stride, scale, oh, n, ld),
+            2 => scores_group_rows::<T, 2, 8>(qh, k, stride, scale, oh, n, ld),
+            _ => scores_group_rows::<T, 1, 8>(qh, k, stride, scale, oh, n, ld),
+        }
+        h0 += take;
+    }
+}
+
+/// `G` heads' weighted sums over columns `c0..c0 + 8·C` (`w`: `G` rows of `n`, `out`:
+/// `G` rows of `hd`), added to `out` through `G · C` registers over all slots: each
+/// slot's `C` value vectors are loaded once for the group. Per (head, column) the FMA
+/// chain of [`attn_values_cols`] continued from `out`, so from zero the bits are the
+/// per-head kernel's, and slot blocks in turn give the bits of one call over them all.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn values_group_cols<T: KvLane, const G: usize, const C: usize>(
+    w: &[f32],
+    n: usize,
+    ld: usize,
+    v: &[T],
+    stride: usize,
+    c0: usize,
+    out: &mut [f32],
+) {
+    let hd = out.len() / G;
+    let mut wr: [&[f32]; G] = [&[]; G];
+    let mut acc = [[_mm256_setzero_ps(); C]; G];
+    for (h, (r, a)) in wr.iter_mut().zip(&mut acc).enumerate() {
+        *r = &w[h * ld..][..n];
+        for (j, aj) in a.iter_mut().enumerate() {
+            *aj = load_ps8(&out[h * hd + c0 + 8 * j..][..8], 0);
+        }
+    }
+    for s in 0..n {
+        if c0 == 0 {
+            // The first pass brings each whole row in (the later passes find it in L2).
+            prefetch_row(v, (s + PREFETCH_SLOTS) * stride, hd);
+        }
+        let row = &v[s * stride + c0..][..8 * C];
+        let mut x = [_mm256_setzero_ps(); C];
+        for (j, xj) in x.iter_mut().enumerate() {
+            *xj = T::load8(row, 8 * j);
+        }
+        for (a, wh) in acc.iter_mut().zip(&wr) {
+            let wv = _mm256_set1_ps(wh[s]);
+            for (aj, &xj) in a.iter_mut().zip(&x) {
+                *aj = _mm256_fmadd_ps(wv, xj, *aj);
+            }
+        }
+    }
+    for (h, a) in acc.iter().enumerate() {
+        for (j, aj) in a.iter().enumerate() {
+            let o = &mut out[h * hd + c0 + 8 * j..][..8];
+            // SAFETY: `o` is 8 writable f32; unaligned store.
+            unsafe { _mm256_storeu_ps(o.as_mut_ptr(), *aj) };
+        }
+    }
+}
+
+/// `G` heads' values over every column: `8 / G` vectors of columns a pass (as many
+/// accumulators as the per-head kernel keeps), the last columns one vector a pass.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn values_group_rows<T: KvLane, const G: usize, const C: usize>(
+    w: &[f32],
+    n: usize,
+    ld: usize,
+    v: &[T],
+    stride: usize,
+    out: &mut [f32],
+) {
+    let hd = out.len() / G;
+    let mut c0 = 0;
+    while c0 < hd {
+        if hd - c0 >= 8 * C {
+            values_group_cols::<T, G, C>(w, n, ld, v, stride, c0, out);
+            c0 += 8 * C;
+        } else {
+            values_group_cols::<T, G, 1>(w, n, ld, v, stride, c0, out);
+            c0 += 8;
+        }
+    }
+}
+
+/// [`attn_values_group_impl`] with AVX-512VL's 32 registers: four heads take four
+/// column vectors a pass (half the passes), two heads eight (one pass at hd 64).
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+fn attn_values_group_vl<T: KvLane + KvScalar>(
+    w: &[f32],
+    g: usize,
+    n: usize,
+    ld: usize,
+    v: &[T],
+    stride: usize,
+    out: &mut [f32],
+) {
+    let hd = out.len() / g;
+    if !hd.is_multiple_of(8) {
+        return attn_values_group_impl(w, g, n, ld, v, stride, out);
+    }
+    let mut h0 = 0;
+    while h0 < g {
+        let take = (g - h0).min(4);
+        let (wh, oh) = (&w[h0 * ld..], &mut out[h0 * hd..][..take * hd]);
+        match take {
+            4 => values_group_rows::<T, 4, 4>(wh, n, ld, v, stride, oh),
+            3 => values_group_rows::<T, 3, 4>(wh, n, ld, v, stride, oh),
+            2 => values_group_rows::<T, 2, 8>(wh, n, ld, v, stride, oh),
+            _ => values_group_rows::<T, 1, 8>(wh, n, ld, v, stride, oh),
+        }
+        h0 += take;
+    }
+}
+
+/// [`AttnGroup::values`](crate::cpu::kernels::AttnGroup) for an f32 / f16 cache (head
+/// dimensions that are not a multiple of 8: the per-head kernel's scalar loop, head by
+/// head).
+#[target_feature(enable = "avx2,fma,f16c")]
+fn attn_values_group_impl<T: KvLane + KvScalar>(
+    w: &[f32],
+    g: usize,
+    n: usize,
+    ld: usize,
+    v: &[T],
+    stride: usize,
+    out: &mut [f32],
+) {
+    let hd = out.len() / g;
+    if !hd.is_multiple_of(8) {
+        for (h, oh) in out.chunks_exact_mut(hd).enumerate() {
+            for (s, &ws) in w[h * ld..][..n].iter().enumerate() {
+                for (o, &x) in oh.iter_mut().zip(&v[s * stride..][..hd]) {
+                    *o += ws * x.f32();
+                }
+            }
+        }
+        return;
+    }
+    let mut h0 = 0;
+    while h0 < g {
+        let take = (g - h0).min(4);
+        let (wh, oh) = (&w[h0 * ld..], &mut out[h0 * hd..][..take * hd]);
+        match take {
+            4 => values_group_rows::<T, 4, 2>(wh, n, ld, v, stride, oh),
+            3 => values_group_rows::<T, 3, 2>(wh, n, ld, v, stride, oh),
+            2 => values_group_rows::<T, 2, 4>(wh, n, ld, v, stride, oh),
+            _ => values_group_rows::<T, 1, 8>(wh, n, ld, v, stride, oh),
+        }
+        h0 += take;
+    }
+}
+
 /// Scores over a Q8_0 cache: the query head quantized once (this table's quantizer,
 /// byte-identical to the scalar one) and widened to i16 once; per slot and block the
 /// exact i32 sum `Σ k·q` (`vpmaddwd`), then `acc += sum · (d_k · d_q)` in lanes and one
@@ -899,7 +1258,7 @@ fn swiglu_f32_impl(g: &[f32], u: &[f32], out: &mut [f32]) {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-fn softmax_f32_impl(x: &mut [f32]) {
+fn softmax_f32_impl(x: &mut [f32]) -> (f32, f32) {
     let n = x.len();
     let full = n / 8 * 8;
     let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
@@ -935,4 +1294,5 @@ fn softmax_f32_impl(x: &mut [f32]) {
     for v in &mut x[full..] {
         *v *= inv;
     }
+    (max, sum)
 }

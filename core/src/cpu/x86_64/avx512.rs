@@ -67,6 +67,16 @@ pub(crate) fn kernels() -> Option<Kernels> {
             super::avx2::attn_scores_q8_0
         },
         attn_values_q8_0,
+        attn_group_f32: Some(if vl {
+            super::avx2::ATTN_GROUP_F32_VL
+        } else {
+            super::avx2::ATTN_GROUP_F32
+        }),
+        attn_group_f16: Some(if vl {
+            super::avx2::ATTN_GROUP_F16_VL
+        } else {
+            super::avx2::ATTN_GROUP_F16
+        }),
         softmax_f32: super::avx2::softmax_f32,
         swiglu_f32: super::avx2::swiglu_f32,
         // Measured: the AVX2 four-row kernels beat row loops over the 512-bit dots on
