@@ -867,12 +867,11 @@ fn softmax_f32_impl(x: &mut [f32]) -> (f32, f32) {
     (max, sum)
 }
 
+/// One head's scores: [`scores_rows4`] with one head, eight slots a step.
 #[target_feature(enable = "neon")]
 fn attn_scores_impl<T: Lane4>(q: &[f32], k: &[T], stride: usize, scale: f32, out: &mut [f32]) {
-    let hd = q.len();
-    for (s, o) in out.iter_mut().enumerate() {
-        *o = dot_impl(&k[s * stride..][..hd], q) * scale;
-    }
+    let n = out.len();
+    scores_rows4::<T, 1, 8>(q, k, stride, scale, out, n, n);
 }
 
 /// `out` (≤ 64 columns, a multiple of 4: `N` vectors) accumulated in registers over all
@@ -918,16 +917,82 @@ fn attn_values_impl<T: Lane4>(w: &[f32], v: &[T], stride: usize, out: &mut [f32]
     }
 }
 
-/// Grouped scores: each slot's key row taken by the group's `g` heads in turn while it
-/// is in L1 (the per-head kernel's `dot_impl` for each, so its bits).
+/// Scores of `G` heads (rows of `q`) × `S` slots a step (`S` divides 8, `G · S ≤ 8`):
+/// one four-lane accumulator per (head, slot), a chain of FMAs over the head dimension
+/// (each key load feeds `G` of them), then four accumulators reduced at once by two
+/// pairwise adds, each to `(l0 + l1) + (l2 + l3)`. The slots past the last multiple of
+/// 8, and head dims that are not a multiple of 4, go through `dot_impl`. So a (head,
+/// slot)'s bits depend on neither `G` nor `S` nor how the slots are cut into calls at
+/// multiples of 8: the per-head entry is this with `G = 1`.
+#[inline]
+#[target_feature(enable = "neon")]
+fn scores_rows4<T: Lane4, const G: usize, const S: usize>(
+    q: &[f32],
+    k: &[T],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+    n: usize,
+    ld: usize,
+) {
+    let hd = q.len() / G;
+    let body = if hd.is_multiple_of(4) { n - n % 8 } else { 0 };
+    let mut s = 0;
+    while s < body {
+        let mut acc = [vdupq_n_f32(0.0); 8];
+        for i in (0..hd).step_by(4) {
+            let mut kv = [vdupq_n_f32(0.0); S];
+            for (j, x) in kv.iter_mut().enumerate() {
+                *x = T::ld4(&k[(s + j) * stride..][..hd], i);
+            }
+            for h in 0..G {
+                let qv = ld_f32(&q[h * hd..][..hd], i);
+                for (j, &kj) in kv.iter().enumerate() {
+                    acc[h * S + j] = vfmaq_f32(acc[h * S + j], kj, qv);
+                }
+            }
+        }
+        let mut lanes = [0f32; 8];
+        for (c, l) in acc
+            .chunks_exact(4)
+            .zip(lanes.chunks_exact_mut(4))
+            .take((G * S).div_ceil(4))
+        {
+            let r = vpaddq_f32(vpaddq_f32(c[0], c[1]), vpaddq_f32(c[2], c[3]));
+            // SAFETY: `l` holds 4 writable f32; unaligned store.
+            unsafe { vst1q_f32(l.as_mut_ptr(), vmulq_n_f32(r, scale)) };
+        }
+        for h in 0..G {
+            for j in 0..S {
+                out[h * ld + s + j] = lanes[h * S + j];
+            }
+        }
+        s += S;
+    }
+    for h in 0..G {
+        let qh = &q[h * hd..][..hd];
+        for j in s..n {
+            out[h * ld + j] = dot_impl(&k[j * stride..][..hd], qh) * scale;
+        }
+    }
+}
+
+/// Grouped scores: the group in runs of up to four heads (two slots a step), three
+/// (two), two (four) or one (eight).
 #[target_feature(enable = "neon")]
 fn attn_scores_group_impl<T: Lane4>(q: &[f32], g: usize, k: &[T], stride: usize, scale: f32, out: RowsMut<'_>) {
-    let hd = q.len() / g;
-    for s in 0..out.n {
-        let ks = &k[s * stride..][..hd];
-        for (h, qh) in q.chunks_exact(hd).enumerate() {
-            out.data[h * out.ld + s] = dot_impl(ks, qh) * scale;
+    let (hd, n, ld) = (q.len() / g, out.n, out.ld);
+    let mut h0 = 0;
+    while h0 < g {
+        let take = (g - h0).min(4);
+        let (qh, oh) = (&q[h0 * hd..][..take * hd], &mut out.data[h0 * ld..]);
+        match take {
+            4 => scores_rows4::<T, 4, 2>(qh, k, stride, scale, oh, n, ld),
+            3 => scores_rows4::<T, 3, 2>(qh, k, stride, scale, oh, n, ld),
+            2 => scores_rows4::<T, 2, 4>(qh, k, stride, scale, oh, n, ld),
+            _ => scores_rows4::<T, 1, 8>(qh, k, stride, scale, oh, n, ld),
         }
+        h0 += take;
     }
 }
 
