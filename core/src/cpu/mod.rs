@@ -177,6 +177,10 @@ impl CpuBackend {
             k.gemm_q5_kx8_t16 = None;
             k.gemm_q6_kx8_t16 = None;
         }
+        if !opts.half_act {
+            k.f16_act = None;
+            k.vec_dot_bf16_bf16 = None;
+        }
         CpuBackend {
             k,
             pool: ThreadPool::new(threads),
@@ -312,6 +316,7 @@ fn repack_par(
 /// | `ANTIGRAVITY_CPU_REPACK=0` | `repack` | on | off keeps every weight in the file's pages, uncopied (plain-layout kernels) |
 /// | `ANTIGRAVITY_CPU_HUGEPAGES=0` | `huge_pages` | on | off drops the transparent-huge-page hint on repacked weights |
 /// | `ANTIGRAVITY_CPU_TOKEN_LANES=0` | `token_lanes` | on | off runs Q4_K / Q5_K / Q6_K prefill on the x8 kernels, not the token-lane ones (`Kernels::gemm_q5_kx8_t16`; A/B) |
+/// | `ANTIGRAVITY_CPU_HALF_ACT=0` | `half_act` | on | off keeps F16 / BF16 decode on f32 activations (`Kernels::f16_act`, `vec_dot_bf16_bf16` dropped; A/B, and a check of how far the rounding moves a model's tokens) |
 ///
 /// `0` or `off` turns a knob off; anything else, or unset, leaves the default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -323,6 +328,9 @@ pub struct CpuOptions {
     pub huge_pages: bool,
     /// Take the token-lane Q4_K / Q5_K / Q6_K kernels where the table has them.
     pub token_lanes: bool,
+    /// Round a decode token's activations to f16 / bf16 for F16 / BF16 weights where
+    /// the table has those dots (llama.cpp's arithmetic).
+    pub half_act: bool,
 }
 
 impl Default for CpuOptions {
@@ -331,6 +339,7 @@ impl Default for CpuOptions {
             repack: true,
             huge_pages: true,
             token_lanes: true,
+            half_act: true,
         }
     }
 }
@@ -345,6 +354,7 @@ impl CpuOptions {
                 repack: on("ANTIGRAVITY_CPU_REPACK"),
                 huge_pages: on("ANTIGRAVITY_CPU_HUGEPAGES"),
                 token_lanes: on("ANTIGRAVITY_CPU_TOKEN_LANES"),
+                half_act: on("ANTIGRAVITY_CPU_HALF_ACT"),
             }
         }
         #[cfg(not(feature = "std"))]
