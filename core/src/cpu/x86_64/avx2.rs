@@ -165,19 +165,19 @@ pub(super) fn attn_values_f16(w: &[f32], v: &[f16], stride: usize, out: &mut [f3
 }
 fn attn_scores_group(q: &[f32], g: usize, k: &[f32], stride: usize, scale: f32, out: RowsMut<'_>) {
     // SAFETY: as above.
-    unsafe { attn_scores_group_impl(q, g, k, stride, scale, out.data, out.n, out.ld) }
+    unsafe { attn_scores_group_impl::<_, false>(q, g, k, stride, scale, out.data, out.n, out.ld) }
 }
 fn attn_values_group(w: Rows<'_>, g: usize, v: &[f32], stride: usize, out: &mut [f32]) {
     // SAFETY: as above.
-    unsafe { attn_values_group_impl(w.data, g, w.n, w.ld, v, stride, out) }
+    unsafe { attn_values_group_impl::<_, false>(w.data, g, w.n, w.ld, v, stride, out) }
 }
 fn attn_scores_group_f16(q: &[f32], g: usize, k: &[f16], stride: usize, scale: f32, out: RowsMut<'_>) {
     // SAFETY: as above.
-    unsafe { attn_scores_group_impl(q, g, k, stride, scale, out.data, out.n, out.ld) }
+    unsafe { attn_scores_group_impl::<_, false>(q, g, k, stride, scale, out.data, out.n, out.ld) }
 }
 fn attn_values_group_f16(w: Rows<'_>, g: usize, v: &[f16], stride: usize, out: &mut [f32]) {
     // SAFETY: as above.
-    unsafe { attn_values_group_impl(w.data, g, w.n, w.ld, v, stride, out) }
+    unsafe { attn_values_group_impl::<_, false>(w.data, g, w.n, w.ld, v, stride, out) }
 }
 fn attn_scores_group_vl32(q: &[f32], g: usize, k: &[f32], stride: usize, scale: f32, out: RowsMut<'_>) {
     // SAFETY: handed out only by the AVX-512 table when the CPU has AVX-512VL.
@@ -930,10 +930,14 @@ fn scores_group_rows<T: KvLane, const G: usize, const S: usize>(
 
 /// [`AttnGroup::scores`](crate::cpu::kernels::AttnGroup) for an f32 / f16 cache: the
 /// group in runs of up to four heads (two slots a step), three (two), two (four) or
-/// one (eight, the per-head kernel's shape).
+/// one (eight, the per-head kernel's shape). `WIDE` (inlined into
+/// [`attn_scores_group_vl`], where AVX-512VL gives 32 vector registers: the same
+/// 256-bit code, LLVM allocates ymm16–31): four and three heads take four slots a step,
+/// two heads eight, so twice the keys per reduction.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-fn attn_scores_group_impl<T: KvLane>(
+fn attn_scores_group_impl<T: KvLane, const WIDE: bool>(
     q: &[f32],
     g: usize,
     k: &[T],
@@ -948,19 +952,20 @@ fn attn_scores_group_impl<T: KvLane>(
     while h0 < g {
         let take = (g - h0).min(4);
         let (qh, oh) = (&q[h0 * hd..][..take * hd], &mut out[h0 * ld..]);
-        match take {
-            4 => scores_group_rows::<T, 4, 2>(qh, k, stride, scale, oh, n, ld),
-            3 => scores_group_rows::<T, 3, 2>(qh, k, stride, scale, oh, n, ld),
-            2 => scores_group_rows::<T, 2, 4>(qh, k, stride, scale, oh, n, ld),
+        match (take, WIDE) {
+            (4, false) => scores_group_rows::<T, 4, 2>(qh, k, stride, scale, oh, n, ld),
+            (4, true) => scores_group_rows::<T, 4, 4>(qh, k, stride, scale, oh, n, ld),
+            (3, false) => scores_group_rows::<T, 3, 2>(qh, k, stride, scale, oh, n, ld),
+            (3, true) => scores_group_rows::<T, 3, 4>(qh, k, stride, scale, oh, n, ld),
+            (2, false) => scores_group_rows::<T, 2, 4>(qh, k, stride, scale, oh, n, ld),
+            (2, true) => scores_group_rows::<T, 2, 8>(qh, k, stride, scale, oh, n, ld),
             _ => scores_group_rows::<T, 1, 8>(qh, k, stride, scale, oh, n, ld),
         }
         h0 += take;
     }
 }
 
-/// [`attn_scores_group_impl`] where AVX-512VL gives 32 vector registers (the same
-/// 256-bit code; LLVM allocates ymm16–31): four heads take four slots a step, two
-/// heads eight, so twice the keys per reduction.
+/// [`attn_scores_group_impl`] compiled with AVX-512VL's 32 registers.
 #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 fn attn_scores_group_vl<T: KvLane>(
@@ -973,19 +978,7 @@ fn attn_scores_group_vl<T: KvLane>(
     n: usize,
     ld: usize,
 ) {
-    let hd = q.len() / g;
-    let mut h0 = 0;
-    while h0 < g {
-        let take = (g - h0).min(4);
-        let (qh, oh) = (&q[h0 * hd..][..take * hd], &mut out[h0 * ld..]);
-        match take {
-            4 => scores_group_rows::<T, 4, 4>(qh, k, stride, scale, oh, n, ld),
-            3 => scores_group_rows::<T, 3, 4>(qh, k, stride, scale, oh, n, ld),
-            2 => scores_group_rows::<T, 2, 8>(qh, k, stride, scale, oh, n, ld),
-            _ => scores_group_rows::<T, 1, 8>(qh, k, stride, scale, oh, n, ld),
-        }
-        h0 += take;
-    }
+    attn_scores_group_impl::<T, true>(q, g, k, stride, scale, out, n, ld)
 }
 
 /// `G` heads' weighted sums over columns `c0..c0 + 8·C` (`w`: `G` rows of `n`, `out`:
@@ -1064,41 +1057,13 @@ fn values_group_rows<T: KvLane, const G: usize, const C: usize>(
     }
 }
 
-/// [`attn_values_group_impl`] with AVX-512VL's 32 registers: four heads take four
-/// column vectors a pass (half the passes), two heads eight (one pass at hd 64).
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
-fn attn_values_group_vl<T: KvLane + KvScalar>(
-    w: &[f32],
-    g: usize,
-    n: usize,
-    ld: usize,
-    v: &[T],
-    stride: usize,
-    out: &mut [f32],
-) {
-    let hd = out.len() / g;
-    if !hd.is_multiple_of(8) {
-        return attn_values_group_impl(w, g, n, ld, v, stride, out);
-    }
-    let mut h0 = 0;
-    while h0 < g {
-        let take = (g - h0).min(4);
-        let (wh, oh) = (&w[h0 * ld..], &mut out[h0 * hd..][..take * hd]);
-        match take {
-            4 => values_group_rows::<T, 4, 4>(wh, n, ld, v, stride, oh),
-            3 => values_group_rows::<T, 3, 4>(wh, n, ld, v, stride, oh),
-            2 => values_group_rows::<T, 2, 8>(wh, n, ld, v, stride, oh),
-            _ => values_group_rows::<T, 1, 8>(wh, n, ld, v, stride, oh),
-        }
-        h0 += take;
-    }
-}
-
 /// [`AttnGroup::values`](crate::cpu::kernels::AttnGroup) for an f32 / f16 cache (head
 /// dimensions that are not a multiple of 8: the per-head kernel's scalar loop, head by
-/// head).
+/// head). `WIDE` (inlined into [`attn_values_group_vl`], 32 registers): four and three
+/// heads take four column vectors a pass (half the passes), two heads eight.
+#[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn attn_values_group_impl<T: KvLane + KvScalar>(
+fn attn_values_group_impl<T: KvLane + KvScalar, const WIDE: bool>(
     w: &[f32],
     g: usize,
     n: usize,
@@ -1122,14 +1087,31 @@ fn attn_values_group_impl<T: KvLane + KvScalar>(
     while h0 < g {
         let take = (g - h0).min(4);
         let (wh, oh) = (&w[h0 * ld..], &mut out[h0 * hd..][..take * hd]);
-        match take {
-            4 => values_group_rows::<T, 4, 2>(wh, n, ld, v, stride, oh),
-            3 => values_group_rows::<T, 3, 2>(wh, n, ld, v, stride, oh),
-            2 => values_group_rows::<T, 2, 4>(wh, n, ld, v, stride, oh),
+        match (take, WIDE) {
+            (4, false) => values_group_rows::<T, 4, 2>(wh, n, ld, v, stride, oh),
+            (4, true) => values_group_rows::<T, 4, 4>(wh, n, ld, v, stride, oh),
+            (3, false) => values_group_rows::<T, 3, 2>(wh, n, ld, v, stride, oh),
+            (3, true) => values_group_rows::<T, 3, 4>(wh, n, ld, v, stride, oh),
+            (2, false) => values_group_rows::<T, 2, 4>(wh, n, ld, v, stride, oh),
+            (2, true) => values_group_rows::<T, 2, 8>(wh, n, ld, v, stride, oh),
             _ => values_group_rows::<T, 1, 8>(wh, n, ld, v, stride, oh),
         }
         h0 += take;
     }
+}
+
+/// [`attn_values_group_impl`] compiled with AVX-512VL's 32 registers.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+fn attn_values_group_vl<T: KvLane + KvScalar>(
+    w: &[f32],
+    g: usize,
+    n: usize,
+    ld: usize,
+    v: &[T],
+    stride: usize,
+    out: &mut [f32],
+) {
+    attn_values_group_impl::<T, true>(w, g, n, ld, v, stride, out)
 }
 
 /// Scores over a Q8_0 cache: the query head quantized once (this table's quantizer,
