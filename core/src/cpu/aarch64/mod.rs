@@ -874,47 +874,12 @@ fn attn_scores_impl<T: Lane4>(q: &[f32], k: &[T], stride: usize, scale: f32, out
     scores_rows4::<T, 1, 8>(q, k, stride, scale, out, n, n);
 }
 
-/// `out` (≤ 64 columns, a multiple of 4: `N` vectors) accumulated in registers over all
-/// slots, stored once.
-#[inline]
-#[target_feature(enable = "neon")]
-fn attn_values_cols<T: Lane4, const N: usize>(w: &[f32], v: &[T], stride: usize, c0: usize, out: &mut [f32]) {
-    let mut acc = [vdupq_n_f32(0.0); N];
-    for (s, &ws) in w.iter().enumerate() {
-        let row = &v[s * stride + c0..][..4 * N];
-        for (j, a) in acc.iter_mut().enumerate() {
-            *a = vfmaq_n_f32(*a, T::ld4(row, 4 * j), ws);
-        }
-    }
-    for (j, a) in acc.iter().enumerate() {
-        let oj = &mut out[c0 + 4 * j..c0 + 4 * j + 4];
-        // SAFETY: `oj` holds 4 f32; unaligned store.
-        unsafe { vst1q_f32(oj.as_mut_ptr(), *a) };
-    }
-}
-
+/// One head's value sums: zeroed, then [`attn_values_group_impl`] with one head.
 #[target_feature(enable = "neon")]
 fn attn_values_impl<T: Lane4>(w: &[f32], v: &[T], stride: usize, out: &mut [f32]) {
-    let hd = out.len();
-    if !hd.is_multiple_of(16) {
-        out.fill(0.0);
-        for (s, &ws) in w.iter().enumerate() {
-            for (o, x) in out.iter_mut().zip(&v[s * stride..][..hd]) {
-                *o += ws * x.f32();
-            }
-        }
-        return;
-    }
-    let mut c0 = 0;
-    while c0 < hd {
-        match ((hd - c0) / 16).min(4) {
-            4 => attn_values_cols::<T, 16>(w, v, stride, c0, out),
-            3 => attn_values_cols::<T, 12>(w, v, stride, c0, out),
-            2 => attn_values_cols::<T, 8>(w, v, stride, c0, out),
-            _ => attn_values_cols::<T, 4>(w, v, stride, c0, out),
-        }
-        c0 += 64;
-    }
+    out.fill(0.0);
+    let n = w.len();
+    attn_values_group_impl(Rows { data: w, n, ld: n }, 1, v, stride, out);
 }
 
 /// Scores of `G` heads (rows of `q`) × `S` slots a step (`S` divides 8, `G · S ≤ 8`):
@@ -997,7 +962,7 @@ fn attn_scores_group_impl<T: Lane4>(q: &[f32], g: usize, k: &[T], stride: usize,
 }
 
 /// `out` (≤ 64 columns, a multiple of 4: `N` vectors) += the weighted value rows, the
-/// accumulators loaded from `out` and stored once: [`attn_values_cols`] continued.
+/// accumulators loaded from `out`, kept in registers over all slots, stored once.
 #[inline]
 #[target_feature(enable = "neon")]
 fn attn_values_cols_add<T: Lane4, const N: usize>(w: &[f32], v: &[T], stride: usize, c0: usize, out: &mut [f32]) {
@@ -1019,8 +984,8 @@ fn attn_values_cols_add<T: Lane4, const N: usize>(w: &[f32], v: &[T], stride: us
 }
 
 /// Grouped value sums, added to `out`: head by head over the same value rows (a
-/// decode block's rows stay in L1 across the group), each the per-head kernel's FMA
-/// chain continued from `out`, so from zero its bits.
+/// decode block's rows stay in L1 across the group), each one FMA chain per column
+/// continued from `out` (the per-head entry is this from zero, with one head).
 #[target_feature(enable = "neon")]
 fn attn_values_group_impl<T: Lane4>(w: Rows<'_>, g: usize, v: &[T], stride: usize, out: &mut [f32]) {
     let hd = out.len() / g;
