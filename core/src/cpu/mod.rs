@@ -1088,9 +1088,10 @@ const MIN_SPLIT_SLOTS: usize = 256;
 /// whole group's scores, softmax and value sums for each token in one pass over the
 /// slots (`group`: the table's grouped kernels, which load each key and value row once
 /// for the group; `None`: the per-head kernels looped over the group). Its scratch is
-/// `group · ctx` scores. A decode step (one token) with fewer KV heads than twice the
-/// threads also splits each KV head's slots ([`attention_split`]). Either way the bits
-/// are the per-head reference's, except a split decode's (its pieces are merged).
+/// `group · ctx` scores. A decode step (one token) with grouped kernels instead reads
+/// the cache in address order, every KV head's rows of a slot block together, and on
+/// several threads cuts the slots into pieces merged afterwards ([`attention_decode`]).
+/// The bits are the per-head reference's, except a decode step's cut into pieces.
 ///
 /// With `mass` (eviction policies that score slots): one task per query head, its own
 /// row of scratch, and each head's softmax weights summed per slot in the second half
@@ -1222,20 +1223,6 @@ impl<T: scalar::KvUnit> GroupUnit<'_, T> {
     /// scores into `sc` (`group` rows of `slots.len()`), each row's softmax, the value
     /// sums into `o` (`group · hd`).
     fn run(&self, t: usize, kvh: usize, slots: core::ops::Range<usize>, sc: &mut [f32], o: &mut [f32]) {
-        self.run_stats(t, kvh, slots, sc, o, &mut []);
-    }
-
-    /// [`Self::run`], also writing each head's softmax (max, sum) into `stats` (`2 ·
-    /// group` floats; an empty `stats` skips them).
-    fn run_stats(
-        &self,
-        t: usize,
-        kvh: usize,
-        slots: core::ops::Range<usize>,
-        sc: &mut [f32],
-        o: &mut [f32],
-        stats: &mut [f32],
-    ) {
         let p = self.p;
         let (hd, g) = (p.head_dim, p.n_head / p.n_kv_head);
         let n = slots.len();
@@ -1253,11 +1240,8 @@ impl<T: scalar::KvUnit> GroupUnit<'_, T> {
                 }
             }
         }
-        for (h, row) in sc.chunks_exact_mut(n).enumerate() {
-            let (max, sum) = (self.softmax_fn)(row);
-            if let Some(st) = stats.get_mut(2 * h..2 * h + 2) {
-                st.copy_from_slice(&[max, sum]);
-            }
+        for row in sc.chunks_exact_mut(n) {
+            (self.softmax_fn)(row);
         }
         match self.group {
             Some(gr) => {
