@@ -40,25 +40,25 @@ for m in "smollm2-135m q4_0 smol-q4_0" "smollm2-135m q4_1 smol-q4_1" "smollm2-13
   set -- $m; $G/harness synth --shape $1 --type $2 --out /tmp/$3.gguf > /dev/null 2>&1 || log "synth $3 failed"
 done
 if [[ $STEPS == *" tests "* ]]; then
-  log "conformance"; timeout 240 $G/conformance --test-threads 2 > $OUT/conformance.log 2>&1; log "rc $?"; grep "test result" $OUT/conformance.log | tee -a $OUT/steps.txt
+  log "conformance"; timeout ${CONF_TIMEOUT:-300} $G/conformance --test-threads 2 > $OUT/conformance.log 2>&1; log "rc $?"; grep "test result" $OUT/conformance.log | tee -a $OUT/steps.txt
   for t in hybrid kv_evict; do [ -x $G/$t ] || continue; log "$t"; timeout 120 $G/$t --test-threads 2 > $OUT/$t.log 2>&1; log "rc $?"; grep "test result" $OUT/$t.log | tee -a $OUT/steps.txt; done
   log "oracle"; $G/harness oracle --backend opencl > $OUT/oracle.log 2>&1; log "rc $?"; tail -3 $OUT/oracle.log | tee -a $OUT/steps.txt
 fi
 if [[ $STEPS == *" ab "* ]]; then
   # A/B of builds and settings, interleaved: AB is a list of `VAR=value` settings for
-  # gpu-bin/harness, or PREV for gpu-bin/harness-prev (e.g. AB="PREV ANTIGRAVITY_OPENCL_BLOCK_WIDE=0
+  # gpu-bin/harness (several joined by `+`), or PREV for gpu-bin/harness-prev (e.g. AB="PREV ANTIGRAVITY_OPENCL_BLOCK_WIDE=0
   # X=1"); each runs pp512 (a 512-token prompt), 256 tokens after 3 and 128 after 2 000;
   # then, for gpu-bin/harness's settings, the 1B decode stage profile at PROFILE_CONTEXTS.
   log "ab"; ids512=$(seq -s, 1 512); ids2000=$(seq -s, 1 2000)
   for r in 1 2; do for v in ${AB:-X=1}; do for m in ${AB_MODELS:-l1b-q4_0 smol-q4_0}; do
-    H=$G/harness; e=$v; [ "$v" = PREV ] && { H=$G/harness-prev; e=X=1; }; [ -x $H ] || continue
+    H=$G/harness; e=${v//+/ }; [ "$v" = PREV ] && { H=$G/harness-prev; e=X=1; }; [ -x $H ] || continue
     row() { sed "s/^/{\"who\":\"$1 $v\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/ab.jsonl; }
     env $e $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids $ids512 --max-tokens 1 --ctx 514 --json 2>/dev/null | tail -1 | row ab-pp512
     env $e $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids 1,2,3 --max-tokens 256 --ignore-eos --json 2>/dev/null | tail -1 | row ab-tg
     env $e $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --json 2>/dev/null | tail -1 | row ab-d2000
   done; done; done
   [ -x $G/opencl_profiles ] && for v in ${AB:-X=1}; do [ "$v" = PREV ] && continue; for n in ${PROFILE_CONTEXTS:-34 2000}; do
-    env $v ANTIGRAVITY_PROFILE_SHAPE=llama3.2-1b ANTIGRAVITY_PROFILE_CONTEXT=$n ANTIGRAVITY_PROFILE_MODES=pipelined \
+    env ${v//+/ } ANTIGRAVITY_PROFILE_SHAPE=llama3.2-1b ANTIGRAVITY_PROFILE_CONTEXT=$n ANTIGRAVITY_PROFILE_MODES=pipelined \
       timeout 120 $G/opencl_profiles decode_profile > "$OUT/profile-1b-c$n-${v//[^A-Za-z0-9]/_}.txt" 2>&1
   done; done
   log "ab done"

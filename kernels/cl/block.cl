@@ -783,7 +783,8 @@ inline __global const uchar *qkv_row(uint pp, const uint member, __global const 
 
 // Whether this layer's shapes take the wide stage B (else the (query head, chunk)
 // units below): a key row in two halves of float4s, a warp (32 work-items) per query
-// head in the softmax, a counter per KV head. Stages B and C both ask.
+// head in the softmax, a counter per KV head. Stages B and C both ask; the host's
+// `wide_ok` (the local memory it sized the staged vector for) comes first.
 inline bool attn_wide(const uint hd, const uint n_head, const uint n_kv_head) {
 #ifdef AG_ATTN_WIDE
     const uint grp = n_head / n_kv_head;
@@ -827,6 +828,251 @@ inline float merge_partials(volatile __global const float *ph, const uint n_chun
 #define WIDE_ALPHA(grp, hd) (WIDE_SCORES(grp, hd) + (grp) * (LWS / 2))
 #define WIDE_OSUM(grp, hd) (WIDE_ALPHA(grp, hd) + GQA_MAX)
 
+#ifdef AG_ATTN_WIDE
+// The wide stage B's units of this work-group (see block_layer's stage B comment).
+// Out of line, so that the other stages' code is what it is without the wide path:
+// inlined (AG_WIDE_INLINE, a measurement option) it cost the 1B decode 6 % at short
+// contexts, where the other stage B runs (H100: 911 against 972 tok/s; docs/opencl.md).
+#ifdef AG_WIDE_INLINE
+inline
+#else
+__attribute__((noinline))
+#endif
+void attn_wide_units(__global const uchar *kc, const ulong kc_off, __global const uchar *vc, const ulong vc_off,
+                     XQ __global float *q, __global float *part, volatile __global uint *sync,
+                     const ulong hbytes, const ulong kv_stride, const uint n_ctx, const uint n_chunks,
+                     const uint n_kv_head, const uint grp, const uint hd, const float scale,
+                     __local float *vl, __local float *res) {
+    const uint lid = get_local_id(0);
+    const uint g = get_group_id(0);
+    const uint nwg = get_num_groups(0);
+    const uint q4 = hd / 4, hq4 = hd / 8;
+    const uint SR = LWS / q4;      // V slot rows a pass
+    const uint TILE = LWS / 2;     // slots a tile (two work-items a key)
+    const uint js = lid / q4, d4 = lid % q4;
+    const uint s2 = lid >> 1, hf = lid & 1;
+    const uint w = lid >> 5, ln = lid & 31;
+    __local float *qs = vl;
+    __local float *sc = vl + WIDE_SCORES(grp, hd);
+    __local float *al = vl + WIDE_ALPHA(grp, hd);
+    __local float *ob = vl + WIDE_OSUM(grp, hd);
+    for (uint unit = g; unit < n_kv_head * n_chunks; unit += nwg) {
+        const uint kvh = unit / n_chunks, c = unit % n_chunks;
+        const uint c0 = (uint)((ulong)c * n_ctx / n_chunks);
+        const uint c1 = (uint)((ulong)(c + 1) * n_ctx / n_chunks);
+        __global const uchar *kh = kc + kc_off + kvh * hbytes;
+        __global const uchar *vh = vc + vc_off + kvh * hbytes;
+#ifdef AG_NV_FENCE
+        // rows past the first tile requested into L2 now (the tiles after the first
+        // then wait for L2, not memory): every 128-byte line of each K and V row
+        if (c1 - c0 > TILE) {
+            const uint per = (uint)((hbytes + 127) / 128);
+            for (uint i = lid; i < 2 * (c1 - c0 - TILE) * per; i += LWS) {
+                const uint r = i / per, li = i % per;
+                __global const uchar *row = ((r & 1) ? vh : kh) + (ulong)(c0 + TILE + r / 2) * kv_stride;
+                asm volatile("prefetch.global.L2 [%0];" ::"l"(row + (ulong)li * 128));
+            }
+        }
+#endif
+        for (uint i = lid; i < grp * hd; i += LWS) {
+            qs[i] = q[kvh * grp * hd + i] * scale;
+        }
+        float m_run = -INFINITY, l_run = 0.0f; // (warp h: query head h's)
+        float4 o[GQA_MAX];
+#pragma unroll
+        for (uint h = 0; h < GQA_MAX; h++) {
+            o[h] = (float4)(0.0f);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint t0 = c0; t0 < c1; t0 += TILE) {
+            // the V float4s this work-item weighs in (3), requested first
+            float4 vv[VPRE];
+#pragma unroll
+            for (uint k = 0; k < VPRE; k++) {
+                const uint r = js + k * SR, j = t0 + r;
+                vv[k] = r < TILE && j < c1 ? kv_get4(vh + (ulong)j * kv_stride, 4 * d4) : (float4)(0.0f);
+            }
+            // (1) the scores of the tile into sc[h · TILE + s]
+            float acc[GQA_MAX];
+#pragma unroll
+            for (uint h = 0; h < GQA_MAX; h++) {
+                acc[h] = 0.0f;
+            }
+            const bool live = t0 + s2 < c1;
+            if (live) {
+                __global const uchar *kr = kh + (ulong)(t0 + s2) * kv_stride;
+#pragma unroll 8
+                for (uint f = 0; f < hq4; f++) {
+                    const uint e = 4 * (hf * hq4 + f);
+                    const float4 k4 = kv_get4(kr, e);
+#pragma unroll
+                    for (uint h = 0; h < GQA_MAX; h++) {
+                        if (h < grp) {
+                            acc[h] += dot(k4, vload4(0, qs + h * hd + e));
+                        }
+                    }
+                }
+            }
+#ifdef AG_NV_SHFL
+#pragma unroll
+            for (uint h = 0; h < GQA_MAX; h++) {
+                if (h < grp) {
+                    const float d = acc[h] + shfl_xor(acc[h], 1);
+                    if (hf == 0) {
+                        sc[h * TILE + s2] = live ? d : -INFINITY;
+                    }
+                }
+            }
+#else
+            // (the halves through local memory, all heads at once: few barriers,
+            // none in a loop — PoCL's compile time grows fast with those)
+#pragma unroll
+            for (uint h = 0; h < GQA_MAX; h++) {
+                if (h < grp) {
+                    ob[h * LWS + lid] = acc[h];
+                }
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            for (uint i = lid; i < grp * TILE; i += LWS) {
+                const uint h = i / TILE, s = i % TILE;
+                sc[i] = t0 + s < c1 ? ob[h * LWS + 2 * s] + ob[h * LWS + 2 * s + 1] : -INFINITY;
+            }
+#endif
+            barrier(CLK_LOCAL_MEM_FENCE);
+            // (2) warp h: head h's tile max, running max and sum, weights in place
+            if (w < grp) {
+                __local float *sh = sc + w * TILE;
+#ifdef AG_NV_SHFL
+                float mx = -INFINITY;
+                for (uint i = ln; i < TILE; i += 32) {
+                    mx = fmax(mx, sh[i]);
+                }
+                mx = warp_max(mx);
+                const float m_new = fmax(m_run, mx); // (finite: a tile's first slot is live)
+                float sum = 0.0f;
+                for (uint i = ln; i < TILE; i += 32) {
+                    const float pj = exp(sh[i] - m_new);
+                    sh[i] = pj;
+                    sum += pj;
+                }
+                sum = warp_sum(sum, 32);
+#else
+                // (one work-item a head: the portable path is for tests)
+                float m_new = m_run, sum = 0.0f;
+                if (ln == 0) {
+                    for (uint i = 0; i < TILE; i++) {
+                        m_new = fmax(m_new, sh[i]);
+                    }
+                    for (uint i = 0; i < TILE; i++) {
+                        const float pj = exp(sh[i] - m_new);
+                        sh[i] = pj;
+                        sum += pj;
+                    }
+                }
+#endif
+                const float a = exp(m_run - m_new);
+                l_run = l_run * a + sum;
+                m_run = m_new;
+                if (ln == 0) {
+                    al[w] = a;
+                }
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+            // (3) o, a float4 of each head (vv and the weights are 0 past c1)
+#pragma unroll
+            for (uint h = 0; h < GQA_MAX; h++) {
+                if (h < grp) {
+                    float4 oh = o[h] * al[h];
+#pragma unroll
+                    for (uint k = 0; k < VPRE; k++) {
+                        const uint r = js + k * SR;
+                        if (r < TILE) {
+                            oh += sc[h * TILE + r] * vv[k];
+                        }
+                    }
+                    o[h] = oh;
+                }
+            }
+            // (slot rows past VPRE · SR: head dims above 64 at 256 work-items)
+            for (uint r = js + VPRE * SR; r < TILE && t0 + r < c1; r += SR) {
+                const float4 v4 = kv_get4(vh + (ulong)(t0 + r) * kv_stride, 4 * d4);
+#pragma unroll
+                for (uint h = 0; h < GQA_MAX; h++) {
+                    if (h < grp) {
+                        o[h] += sc[h * TILE + r] * v4;
+                    }
+                }
+            }
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        // o summed over the SR slot rows into the partials, all heads at once
+#pragma unroll
+        for (uint h = 0; h < GQA_MAX; h++) {
+            if (h < grp) {
+                vstore4(o[h], h * LWS + lid, ob); // (ob[4 h LWS + js · hd + 4 d4 ..])
+            }
+        }
+        if (w < grp && ln == 0) {
+            __global float *pu = part + (ulong)((kvh * grp + w) * n_chunks + c) * (hd + 2);
+            pu[0] = m_run;
+            pu[1] = l_run;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (uint e = lid; e < grp * hd; e += LWS) {
+            const uint h = e / hd, d = e % hd;
+            float sum = 0.0f;
+            for (uint r = 0; r < SR; r++) {
+                sum += ob[4 * h * LWS + r * hd + d];
+            }
+            part[(ulong)((kvh * grp + h) * n_chunks + c) * (hd + 2) + 2 + d] = sum;
+        }
+        // The last of a KV head's units to finish merges its heads' partials into q
+        // (every unit of the head has staged its queries by then): a counter per KV
+        // head in sync[2 ..], taken after every work-item's fence (CUDA's "last
+        // block" pattern: GPU-scope acq_rel on NVIDIA), reset by the merger (its
+        // next use is after a grid barrier).
+#ifdef AG_NV_FENCE
+        asm volatile("fence.acq_rel.gpu;" ::: "memory");
+#else
+        mem_fence(CLK_GLOBAL_MEM_FENCE);
+#endif
+        barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
+        if (lid == 0) {
+            uint old;
+#ifdef AG_NV_FENCE
+            asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;"
+                         : "=r"(old)
+                         : "l"(sync + 2 + kvh)
+                         : "memory");
+#else
+            old = atomic_inc(sync + 2 + kvh);
+#endif
+            res[0] = old == n_chunks - 1 ? 1.0f : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (res[0] != 0.0f) {
+#ifdef AG_NV_FENCE
+            asm volatile("fence.acq_rel.gpu;" ::: "memory");
+#else
+            mem_fence(CLK_GLOBAL_MEM_FENCE);
+#endif
+            // (volatile: these lines may sit in this compute unit's L1 from an
+            // earlier layer's merge)
+            volatile __global const float *pvol = (volatile __global const float *)part;
+            for (uint e = lid; e < grp * hd; e += LWS) {
+                const uint h = kvh * grp + e / hd, d = e % hd;
+                q[h * hd + d] = merge_partials(pvol + (ulong)h * n_chunks * (hd + 2), n_chunks, hd, d);
+            }
+            if (lid == 0) {
+                sync[2 + kvh] = 0;
+            }
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+}
+
+#endif
+
 // One block (stages A–E above) for the layer whose pointers are passed; `target` is
 // the barrier counter's next base (advanced by 4 groups' worth here). 0 when the launch
 // was aborted at a barrier.
@@ -849,7 +1095,7 @@ inline uint block_layer(
     __global ulong *prof, const uint prof_on, ulong *tm,
     const uint dim, const uint n_head, const uint n_kv_head, const uint hd, const uint ffn,
     const uint slot, const uint pos, const uint style, const float eps, const float scale,
-    __local float *vl, __local float *red, __local float *red2, __local float *res,
+    const uint wide_ok, __local float *vl, __local float *red, __local float *red2, __local float *res,
     __local uint *flag) {
     const uint lid = get_local_id(0);
     const uint g = get_group_id(0);
@@ -990,7 +1236,7 @@ inline uint block_layer(
 
     const uint n_ctx = slot + 1;
     const uint grp = n_head / n_kv_head;
-    const bool wide = attn_wide(hd, n_head, n_kv_head);
+    const bool wide = wide_ok && attn_wide(hd, n_head, n_kv_head);
     // (the partials' chunks per head: the wide path's splits or the CH-slot chunks)
     const uint n_chunks = wide ? attn_splits(n_ctx, nwg, n_kv_head) : (n_ctx + CH - 1) / CH;
 #ifdef AG_ATTN_WIDE
@@ -1007,229 +1253,8 @@ inline uint block_layer(
     // o[hd]) per query head, part[(h · n_chunks + c) · (hd + 2)], and the KV head's
     // last unit merges them into q.
     if (wide) {
-        const uint q4 = hd / 4, hq4 = hd / 8;
-        const uint SR = LWS / q4;      // V slot rows a pass
-        const uint TILE = LWS / 2;     // slots a tile (two work-items a key)
-        const uint js = lid / q4, d4 = lid % q4;
-        const uint s2 = lid >> 1, hf = lid & 1;
-        const uint w = lid >> 5, ln = lid & 31;
-        __local float *qs = vl;
-        __local float *sc = vl + WIDE_SCORES(grp, hd);
-        __local float *al = vl + WIDE_ALPHA(grp, hd);
-        __local float *ob = vl + WIDE_OSUM(grp, hd);
-        for (uint unit = g; unit < n_kv_head * n_chunks; unit += nwg) {
-            const uint kvh = unit / n_chunks, c = unit % n_chunks;
-            const uint c0 = (uint)((ulong)c * n_ctx / n_chunks);
-            const uint c1 = (uint)((ulong)(c + 1) * n_ctx / n_chunks);
-            __global const uchar *kh = kc + kc_off + kvh * hbytes;
-            __global const uchar *vh = vc + vc_off + kvh * hbytes;
-#ifdef AG_NV_FENCE
-            // rows past the first tile requested into L2 now (the tiles after the first
-            // then wait for L2, not memory): every 128-byte line of each K and V row
-            if (c1 - c0 > TILE) {
-                const uint per = (uint)((hbytes + 127) / 128);
-                for (uint i = lid; i < 2 * (c1 - c0 - TILE) * per; i += LWS) {
-                    const uint r = i / per, li = i % per;
-                    __global const uchar *row = ((r & 1) ? vh : kh) + (ulong)(c0 + TILE + r / 2) * kv_stride;
-                    asm volatile("prefetch.global.L2 [%0];" ::"l"(row + (ulong)li * 128));
-                }
-            }
-#endif
-            for (uint i = lid; i < grp * hd; i += LWS) {
-                qs[i] = q[kvh * grp * hd + i] * scale;
-            }
-            float m_run = -INFINITY, l_run = 0.0f; // (warp h: query head h's)
-            float4 o[GQA_MAX];
-#pragma unroll
-            for (uint h = 0; h < GQA_MAX; h++) {
-                o[h] = (float4)(0.0f);
-            }
-            barrier(CLK_LOCAL_MEM_FENCE);
-            for (uint t0 = c0; t0 < c1; t0 += TILE) {
-                // the V float4s this work-item weighs in (3), requested first
-                float4 vv[VPRE];
-#pragma unroll
-                for (uint k = 0; k < VPRE; k++) {
-                    const uint r = js + k * SR, j = t0 + r;
-                    vv[k] = r < TILE && j < c1 ? kv_get4(vh + (ulong)j * kv_stride, 4 * d4) : (float4)(0.0f);
-                }
-                // (1) the scores of the tile into sc[h · TILE + s]
-                float acc[GQA_MAX];
-#pragma unroll
-                for (uint h = 0; h < GQA_MAX; h++) {
-                    acc[h] = 0.0f;
-                }
-                const bool live = t0 + s2 < c1;
-                if (live) {
-                    __global const uchar *kr = kh + (ulong)(t0 + s2) * kv_stride;
-#pragma unroll 8
-                    for (uint f = 0; f < hq4; f++) {
-                        const uint e = 4 * (hf * hq4 + f);
-                        const float4 k4 = kv_get4(kr, e);
-#pragma unroll
-                        for (uint h = 0; h < GQA_MAX; h++) {
-                            if (h < grp) {
-                                acc[h] += dot(k4, vload4(0, qs + h * hd + e));
-                            }
-                        }
-                    }
-                }
-#ifdef AG_NV_SHFL
-#pragma unroll
-                for (uint h = 0; h < GQA_MAX; h++) {
-                    if (h < grp) {
-                        const float d = acc[h] + shfl_xor(acc[h], 1);
-                        if (hf == 0) {
-                            sc[h * TILE + s2] = live ? d : -INFINITY;
-                        }
-                    }
-                }
-#else
-                // (the halves through local memory, all heads at once: few barriers,
-                // none in a loop — PoCL's compile time grows fast with those)
-#pragma unroll
-                for (uint h = 0; h < GQA_MAX; h++) {
-                    if (h < grp) {
-                        ob[h * LWS + lid] = acc[h];
-                    }
-                }
-                barrier(CLK_LOCAL_MEM_FENCE);
-                for (uint i = lid; i < grp * TILE; i += LWS) {
-                    const uint h = i / TILE, s = i % TILE;
-                    sc[i] = t0 + s < c1 ? ob[h * LWS + 2 * s] + ob[h * LWS + 2 * s + 1] : -INFINITY;
-                }
-#endif
-                barrier(CLK_LOCAL_MEM_FENCE);
-                // (2) warp h: head h's tile max, running max and sum, weights in place
-                if (w < grp) {
-                    __local float *sh = sc + w * TILE;
-#ifdef AG_NV_SHFL
-                    float mx = -INFINITY;
-                    for (uint i = ln; i < TILE; i += 32) {
-                        mx = fmax(mx, sh[i]);
-                    }
-                    mx = warp_max(mx);
-                    const float m_new = fmax(m_run, mx); // (finite: a tile's first slot is live)
-                    float sum = 0.0f;
-                    for (uint i = ln; i < TILE; i += 32) {
-                        const float pj = exp(sh[i] - m_new);
-                        sh[i] = pj;
-                        sum += pj;
-                    }
-                    sum = warp_sum(sum, 32);
-#else
-                    // (one work-item a head: the portable path is for tests)
-                    float m_new = m_run, sum = 0.0f;
-                    if (ln == 0) {
-                        for (uint i = 0; i < TILE; i++) {
-                            m_new = fmax(m_new, sh[i]);
-                        }
-                        for (uint i = 0; i < TILE; i++) {
-                            const float pj = exp(sh[i] - m_new);
-                            sh[i] = pj;
-                            sum += pj;
-                        }
-                    }
-#endif
-                    const float a = exp(m_run - m_new);
-                    l_run = l_run * a + sum;
-                    m_run = m_new;
-                    if (ln == 0) {
-                        al[w] = a;
-                    }
-                }
-                barrier(CLK_LOCAL_MEM_FENCE);
-                // (3) o, a float4 of each head (vv and the weights are 0 past c1)
-#pragma unroll
-                for (uint h = 0; h < GQA_MAX; h++) {
-                    if (h < grp) {
-                        float4 oh = o[h] * al[h];
-#pragma unroll
-                        for (uint k = 0; k < VPRE; k++) {
-                            const uint r = js + k * SR;
-                            if (r < TILE) {
-                                oh += sc[h * TILE + r] * vv[k];
-                            }
-                        }
-                        o[h] = oh;
-                    }
-                }
-                // (slot rows past VPRE · SR: head dims above 64 at 256 work-items)
-                for (uint r = js + VPRE * SR; r < TILE && t0 + r < c1; r += SR) {
-                    const float4 v4 = kv_get4(vh + (ulong)(t0 + r) * kv_stride, 4 * d4);
-#pragma unroll
-                    for (uint h = 0; h < GQA_MAX; h++) {
-                        if (h < grp) {
-                            o[h] += sc[h * TILE + r] * v4;
-                        }
-                    }
-                }
-                barrier(CLK_LOCAL_MEM_FENCE);
-            }
-            // o summed over the SR slot rows into the partials, all heads at once
-#pragma unroll
-            for (uint h = 0; h < GQA_MAX; h++) {
-                if (h < grp) {
-                    vstore4(o[h], h * LWS + lid, ob); // (ob[4 h LWS + js · hd + 4 d4 ..])
-                }
-            }
-            if (w < grp && ln == 0) {
-                __global float *pu = part + (ulong)((kvh * grp + w) * n_chunks + c) * (hd + 2);
-                pu[0] = m_run;
-                pu[1] = l_run;
-            }
-            barrier(CLK_LOCAL_MEM_FENCE);
-            for (uint e = lid; e < grp * hd; e += LWS) {
-                const uint h = e / hd, d = e % hd;
-                float sum = 0.0f;
-                for (uint r = 0; r < SR; r++) {
-                    sum += ob[4 * h * LWS + r * hd + d];
-                }
-                part[(ulong)((kvh * grp + h) * n_chunks + c) * (hd + 2) + 2 + d] = sum;
-            }
-            // The last of a KV head's units to finish merges its heads' partials into q
-            // (every unit of the head has staged its queries by then): a counter per KV
-            // head in sync[2 ..], taken after every work-item's fence (CUDA's "last
-            // block" pattern: GPU-scope acq_rel on NVIDIA), reset by the merger (its
-            // next use is after a grid barrier).
-#ifdef AG_NV_FENCE
-            asm volatile("fence.acq_rel.gpu;" ::: "memory");
-#else
-            mem_fence(CLK_GLOBAL_MEM_FENCE);
-#endif
-            barrier(CLK_GLOBAL_MEM_FENCE | CLK_LOCAL_MEM_FENCE);
-            if (lid == 0) {
-                uint old;
-#ifdef AG_NV_FENCE
-                asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;"
-                             : "=r"(old)
-                             : "l"(sync + 2 + kvh)
-                             : "memory");
-#else
-                old = atomic_inc(sync + 2 + kvh);
-#endif
-                res[0] = old == n_chunks - 1 ? 1.0f : 0.0f;
-            }
-            barrier(CLK_LOCAL_MEM_FENCE);
-            if (res[0] != 0.0f) {
-#ifdef AG_NV_FENCE
-                asm volatile("fence.acq_rel.gpu;" ::: "memory");
-#else
-                mem_fence(CLK_GLOBAL_MEM_FENCE);
-#endif
-                // (volatile: these lines may sit in this compute unit's L1 from an
-                // earlier layer's merge)
-                volatile __global const float *pvol = (volatile __global const float *)part;
-                for (uint e = lid; e < grp * hd; e += LWS) {
-                    const uint h = kvh * grp + e / hd, d = e % hd;
-                    q[h * hd + d] = merge_partials(pvol + (ulong)h * n_chunks * (hd + 2), n_chunks, hd, d);
-                }
-                if (lid == 0) {
-                    sync[2 + kvh] = 0;
-                }
-            }
-            barrier(CLK_LOCAL_MEM_FENCE);
-        }
+        attn_wide_units(kc, kc_off, vc, vc_off, q, part, sync, hbytes, kv_stride, n_ctx, n_chunks, n_kv_head,
+                        grp, hd, scale, vl, res);
     }
 #endif
     // ---- B: attention partials, unit = (query head, CH-slot chunk) ----------------
@@ -1502,7 +1527,7 @@ __kernel void llama_blocks_f32(
     __global ulong *prof, const uint prof_on,
     const uint dim, const uint n_head, const uint n_kv_head, const uint hd, const uint ffn,
     const uint slot, const uint pos, const uint style, const float eps, const float scale,
-    const uint n_layers,
+    const uint n_layers, const uint wide_ok,
     LAYER_PARAMS(0),
 #if LPL > 1
     LAYER_PARAMS(1),
@@ -1566,7 +1591,7 @@ __kernel void llama_blocks_f32(
             SEL(wg), SEL(wg_off), SEL(tg), SEL(wu), SEL(wu_off), SEL(tu), SEL(wd), SEL(wd_off),
             SEL(td), SEL(kc), SEL(kc_off), SEL(vc), SEL(vc_off), inv_freq, if_off, q, hb, part,
             sync, &target, spin_limit, prof, prof_on, &t_mark, dim, n_head, n_kv_head, hd, ffn,
-            slot, pos, style, eps, scale, vl, red, red2, res, &flag);
+            slot, pos, style, eps, scale, wide_ok, vl, red, red2, res, &flag);
 #undef SEL
         if (!ok) {
             return;

@@ -203,6 +203,14 @@ fn layer_core(w: &BlockWeights<'_, OpenClBackend>) -> bool {
         .all(|m| core_type(m.dtype))
 }
 
+/// Slots of context from which a decode step takes the wide stage B (where built):
+/// below it the (query head, chunk) units are faster — the wide path's merge by the last
+/// unit of a KV head (a fence, an atomic and a dependent read of the partials) costs
+/// more than the per-group merges it saves while a context is a few chunks long.
+/// Measured on an H100 with the 1B shape (docs/opencl.md): the other stage B is 5 %
+/// faster at 512 slots, the wide one 1.5× at 2 000; the crossover is near 620.
+pub(super) const WIDE_FROM: usize = 640;
+
 /// The barrier counter, the abort flag, and the wide stage B's merge counter per KV
 /// head (block.cl's `MAX_KV_HEADS`; a model with more takes the other stage B there),
 /// u32 each.
@@ -312,12 +320,29 @@ impl OpenClBackend {
         self.block_status_verdict(status)
     }
 
+    /// Floats of local memory the wide stage B takes for these shapes, or 0 where the
+    /// launch takes the other stage B: a build without it, shapes it does not handle,
+    /// or a GQA group too big for the local memory left (8 query heads a KV head at
+    /// 256 work-items want ~38 KiB; the kernel's `wide_ok` argument says which).
+    fn block_wide_floats(&self, a: AttnParams) -> usize {
+        let grp = a.n_head / a.n_kv_head.max(1);
+        let f = self.blk.wide_floats(grp, a.head_dim);
+        if a.n_past + 1 >= self.blk.wide_from
+            && grp * a.n_kv_head.max(1) == a.n_head
+            && a.n_kv_head <= 64
+            && 4 * f <= self.blk.vec_bytes(self.blk.max_vec)
+        {
+            f
+        } else {
+            0
+        }
+    }
+
     /// Bytes of the kernel's staged-vector local buffer: the widest vector (with its
     /// int8 copy), or what the wide stage B uses if that is more.
     fn block_vec_bytes(&self, dim: usize, a: AttnParams, ffn: usize) -> usize {
-        let grp = a.n_head / a.n_kv_head.max(1);
         let n = dim.max(a.n_head * a.head_dim).max(ffn);
-        self.blk.vec_bytes(n).max(4 * self.blk.wide_floats(grp, a.head_dim))
+        self.blk.vec_bytes(n).max(4 * self.block_wide_floats(a))
     }
 
     /// Whether the shared shapes suit the block kernel (one token, sizes it stages,
@@ -391,6 +416,7 @@ impl OpenClBackend {
             eps: p.eps,
             scale: a.scale,
             n_layers: n_layers as u32,
+            wide_ok: u32::from(self.block_wide_floats(a) > 0),
         };
         k.set_part(0, &args)?;
         let vec_bytes = self.block_vec_bytes(x.shape.row_len(), a, ffn);
@@ -541,6 +567,8 @@ impl OpenClBackend {
             fp.add(st.prof.borrow().get() as u64);
             fp.add(st.spin_limit as u64);
             fp.add(self.q.prof.is_some() as u64);
+            // (which stage B this context takes: `wide_ok` and the local size follow it)
+            fp.add(self.block_wide_floats(p.attn) as u64);
             for j in 0..n_here {
                 layer(l0 + j, &mut |w, kv| {
                     fp.layer(&w, &kv);
@@ -644,6 +672,20 @@ impl OpenClBackend {
             (Some(p), Some(i)) => p.launches[i].get(),
             _ => 0,
         }
+    }
+
+    /// Whether a launch for these attention shapes at `n_ctx` slots takes the wide stage
+    /// B (a build with it, shapes it handles, local memory for the GQA group, a context
+    /// from `block_wide_from` on; see `block_wide_floats`).
+    pub fn block_attn_wide(&self, n_head: usize, n_kv_head: usize, head_dim: usize, n_ctx: usize) -> bool {
+        let a = AttnParams {
+            n_head,
+            n_kv_head,
+            head_dim,
+            scale: 1.0,
+            n_past: n_ctx.saturating_sub(1),
+        };
+        self.persistent_block().is_some() && self.block_wide_floats(a) > 0
     }
 
     /// How the persistent block kernel was built (work-group size, layers a launch,

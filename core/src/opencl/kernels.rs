@@ -145,7 +145,7 @@ signature! {
         x: Mem, x_off: u64, inv_freq: Mem, if_off: u64, q: Mem, q_off: u64, hb: Mem, hb_off: u64, part: Mem,
         sync: Mem, sync_base: u32, spin_limit: u32, prof: Mem, prof_on: u32, dim: u32, n_head: u32,
         n_kv_head: u32, hd: u32, ffn: u32, slot: u32, pos: u32, style: u32, eps: f32, scale: f32,
-        n_layers: u32,
+        n_layers: u32, wide_ok: u32,
     }
     /// One layer's parameter set of `llama_blocks_f32` (`t*`: weight [`dtype_code`]s;
     /// `kc_off`, `vc_off` in bytes, the caches in the program's `KV_T`).

@@ -41,7 +41,11 @@ pub const ENV: &[(&str, &str)] = &[
     ),
     (
         "ANTIGRAVITY_OPENCL_BLOCK_WIDE",
-        "`1`/`0`: `block.cl`'s wide attention (units of a KV head's whole GQA group, about one a work-group, merged by the last) on/off (`block_wide`; default off)",
+        "`1`/`0`: `block.cl`'s wide attention (units of a KV head's whole GQA group, about one a work-group, merged by the last) on/off (`block_wide`; default on for NVIDIA GPUs, off elsewhere)",
+    ),
+    (
+        "ANTIGRAVITY_OPENCL_BLOCK_WIDE_FROM",
+        "tuning: cache slots from which a decode step takes the wide stage B where it is built (`block_wide_from`)",
     ),
     (
         "ANTIGRAVITY_OPENCL_BLOCK_CORE",
@@ -131,9 +135,13 @@ pub struct OpenClOptions {
     pub block_ch: Option<usize>,
     /// `block.cl`'s wide stage B (`AG_ATTN_WIDE`): a unit is one KV head's split of the
     /// slots for all its query heads, about one unit per work-group, the last unit of a
-    /// KV head merging its heads' partials. `None`: off (the (query head, chunk) units),
-    /// until it has been measured on a GPU.
+    /// KV head merging its heads' partials. `None`: on for NVIDIA GPUs (measured on an
+    /// H200), off elsewhere (the (query head, chunk) units).
     pub block_wide: Option<bool>,
+    /// Tuning: slots of context (`n_past + 1`) from which a decode step takes the wide
+    /// stage B (where built); shorter contexts take the (query head, chunk) units, which
+    /// are faster there. `None`: `block.rs`'s `WIDE_FROM`.
+    pub block_wide_from: Option<usize>,
     /// `block.cl`'s quantized rows against int8 activations (the staged vector quantized
     /// once per stage to Q8_0-style blocks, 4-way int8 dot products: PTX `dp4a` on NVIDIA,
     /// plain OpenCL C elsewhere). `None`: on for NVIDIA GPUs, off elsewhere.
@@ -215,6 +223,7 @@ impl OpenClOptions {
             "0" => Some(false),
             _ => None,
         });
+        o.block_wide_from = num("ANTIGRAVITY_OPENCL_BLOCK_WIDE_FROM");
         o.mm_int8 = get("ANTIGRAVITY_OPENCL_MM_INT8").and_then(|v| match v.trim() {
             "1" => Some(true),
             "0" => Some(false),
@@ -256,6 +265,7 @@ mod tests {
             ("ANTIGRAVITY_OPENCL_BLOCK_INT8", "0"),
             ("ANTIGRAVITY_OPENCL_BLOCK_CORE", "0"),
             ("ANTIGRAVITY_OPENCL_BLOCK_WIDE", "1"),
+            ("ANTIGRAVITY_OPENCL_BLOCK_WIDE_FROM", "300"),
             ("ANTIGRAVITY_OPENCL_BLOCK_DEFINES", "-DX"),
             ("ANTIGRAVITY_OPENCL_MM_INT8", "1"),
             ("ANTIGRAVITY_OPENCL_MM_MMA", "0"),
@@ -279,11 +289,12 @@ mod tests {
             (o.block_int8, o.block_core, o.block_wide),
             (Some(false), Some(false), Some(true))
         );
+        assert_eq!(o.block_wide_from, Some(300));
         assert_eq!(
             (o.mm_int8, o.mm_mma, o.mm_defines.as_str()),
             (Some(true), Some(false), "-DNB=4")
         );
-        assert_eq!(ENV.len(), 18);
+        assert_eq!(ENV.len(), 19);
         let doc = include_str!("../../../docs/opencl.md");
         for (name, _) in ENV {
             assert!(

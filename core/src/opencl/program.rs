@@ -110,6 +110,8 @@ pub(super) struct BlockBuild {
     /// Built with the wide stage B (`AG_ATTN_WIDE`): the staged vector's buffer is at
     /// least [`BlockBuild::wide_floats`] for the model's shapes.
     pub(super) wide: bool,
+    /// Slots of context from which a launch takes the wide stage B (`block_wide_from`).
+    pub(super) wide_from: usize,
     /// For logs and profiles.
     pub(super) desc: String,
     /// The build options block.cl was built with (its f32-cache program); a cache
@@ -495,8 +497,9 @@ fn build_block(
     } else {
         opts.block_defines.clone()
     };
-    // The wide stage B (off by default until it has run on a GPU; see docs/opencl.md).
-    let wide = opts.block_wide.unwrap_or(false);
+    // The wide stage B: on by default on NVIDIA (measured there: docs/opencl.md), off
+    // elsewhere (unmeasured; and PoCL compiles it for over half an hour).
+    let wide = opts.block_wide.unwrap_or(nv_fence);
     let defines = if wide {
         format!("-DAG_ATTN_WIDE {defines}")
     } else {
@@ -588,6 +591,7 @@ fn build_block(
             fits,
             int8,
             wide,
+            wide_from: opts.block_wide_from.unwrap_or(super::block::WIDE_FROM),
             desc,
             options: built_with,
         },

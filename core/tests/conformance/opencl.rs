@@ -32,9 +32,11 @@ fn persistent(
     let mut o = cl_options(p, d);
     o.persistent_groups = Some(groups);
     o.block_int8 = Some(int8);
-    if wide {
-        o.block_wide = Some(true);
-    }
+    // (off unless asked for here or by ANTIGRAVITY_OPENCL_BLOCK_WIDE=1: the device's
+    // default would make every row wide on NVIDIA)
+    o.block_wide = Some(wide || o.block_wide == Some(true));
+    // (every context takes it here, the one-slot one included)
+    o.block_wide_from = Some(1);
     let mut g = OpenClBackend::new(o).unwrap();
     g.reserve(Reservation {
         max_tokens: 1,
@@ -93,29 +95,64 @@ fn block_kernel_matches_composition() {
             );
         }
         // f32 activations (every grid), then int8 ones (AG_INT8, 2 work-groups: its
-        // grid handling is the same code), then f32 with the wide stage B.
+        // grid handling is the same code), then the wide stage B with f32 and with int8
+        // activations, on 2 work-groups and on one a compute unit (the grid a GPU runs:
+        // there a KV head's slots are split over several units and the last one merges
+        // them — with 2 groups every KV head but MHA's is one unit).
+        let cus = persistent(p, d, 2, cap, 4, ffn, false, false)
+            .device_info()
+            .compute_units
+            .max(1) as usize;
         for (ci, (n_head, n_kv), int8, wide_b) in [(4usize, 2usize), (6, 2), (3, 3), (8, 1)]
             .into_iter()
             .enumerate()
-            .flat_map(|(ci, h)| [(ci, h, false, false), (ci, h, true, false), (ci, h, false, true)])
+            .flat_map(|(ci, h)| {
+                [
+                    (ci, h, false, false),
+                    (ci, h, true, false),
+                    (ci, h, false, true),
+                    (ci, h, true, true),
+                ]
+            })
             .filter(|&(_, _, _, wide_b)| !(wide_b && cpu_device))
         {
             // Every grid for the first configuration, 2 work-groups for the others; 0
             // stands for 16 per compute unit (more than any device runs at once).
-            let grids: &[usize] = if ci == 0 && !int8 && !wide_b { &[1, 2, 0] } else { &[2] };
+            let grids: Vec<usize> = match (ci, int8, wide_b) {
+                (0, false, false) => vec![1, 2, 0],
+                (_, _, true) if cus > 2 => vec![2, cus],
+                _ => vec![2],
+            };
             let name = match (int8, wide_b) {
+                (true, true) => format!("{name}+int8+wide"),
                 (true, _) => format!("{name}+int8"),
                 (_, true) => format!("{name}+wide"),
                 _ => name.clone(),
             };
-            for &groups in grids {
+            for groups in grids {
                 let oversubscribed = groups == 0;
                 let mut g = persistent(p, d, groups.max(1), cap, n_head, ffn, int8, wide_b);
                 if oversubscribed {
-                    let cus = g.device_info().compute_units.max(1) as usize;
                     g = persistent(p, d, 16 * cus, cap, n_head, ffn, int8, wide_b);
                 }
                 assert!(g.persistent_block().is_some(), "{dev}: the forced block path is off");
+                if wide_b {
+                    // (a GQA group whose tiles do not fit the local memory left takes the
+                    // other stage B: 8 heads a KV head on a 48 KiB device)
+                    let took = g.block_attn_wide(n_head, n_kv, super::BLOCK.1, 1);
+                    eprintln!(
+                        "{name:<22} {n_head}/{n_kv} heads, {groups} groups: {} stage B",
+                        if took {
+                            "the wide"
+                        } else {
+                            "the default (no room for the wide)"
+                        }
+                    );
+                    assert!(
+                        took || n_head / n_kv > 4,
+                        "{name}: the wide stage B should take {n_head}/{n_kv} heads"
+                    );
+                }
                 for ((style, n_past), row) in [(0, 0), (1, 5), (0, 300)]
                     .into_iter()
                     .flat_map(|c| rows.iter().map(move |r| (c, r)))
@@ -188,13 +225,51 @@ fn block_kernel_matches_composition() {
 #[test]
 fn block_kernel_all_layers_match_per_layer() {
     let dtypes = ROWS.iter().find(|r| r.op == Op::LlamaBlocks).unwrap().dtypes;
-    let (_, n_head, _, _, ffn, cap) = super::BLOCKS;
-    for ((p, d, dev), int8) in cl_devices().into_iter().flat_map(|c| [(c.clone(), false), (c, true)]) {
-        let mut g = persistent(p, d, 2, cap, n_head, ffn, int8, false);
+    let (_, n_head, n_kv, hd, ffn, cap) = super::BLOCKS;
+    let runs = cl_devices().into_iter().flat_map(|(p, d, dev)| {
+        // (the wide stage B not on a CPU device: see block_kernel_matches_composition)
+        let cpu_device = antigravity_core::opencl::list_devices()
+            .ok()
+            .and_then(|all| all.into_iter().find(|x| x.platform_index == p && x.device_index == d))
+            .is_some_and(|x| x.is_cpu);
+        let cus = if cpu_device {
+            2
+        } else {
+            persistent(p, d, 2, cap, n_head, ffn, false, false)
+                .device_info()
+                .compute_units
+                .max(1) as usize
+        };
+        // 2 work-groups; with the wide stage B also one a compute unit (its 71 slots
+        // then split into 3 units a KV head, merged by the last)
+        let mut v = vec![
+            (p, d, dev.clone(), 2, false, false),
+            (p, d, dev.clone(), 2, true, false),
+        ];
+        if !cpu_device {
+            for groups in [2, cus] {
+                v.push((p, d, dev.clone(), groups, false, true));
+                v.push((p, d, dev.clone(), groups, true, true));
+            }
+        }
+        v
+    });
+    for (p, d, dev, groups, int8, wide_b) in runs {
+        let mut g = persistent(p, d, groups, cap, n_head, ffn, int8, wide_b);
         let Some((groups, lpl)) = g.persistent_block() else {
             panic!("the persistent block path is off on {dev}");
         };
-        let name = format!("opencl[{p}:{d}]+block{}", if int8 { "+int8" } else { "" });
+        let name = format!(
+            "opencl[{p}:{d}]+block{}{}",
+            if int8 { "+int8" } else { "" },
+            if wide_b { "+wide" } else { "" }
+        );
+        if wide_b {
+            assert!(
+                g.block_attn_wide(n_head, n_kv, hd, 1),
+                "{name}: the wide stage B should take these shapes"
+            );
+        }
         eprintln!("{name:<16} all layers: {groups} work-groups, {lpl} layers per launch");
         let inp = inputs(Op::LlamaBlocks, DType::F32, dtypes, &[5, 70], 900);
         let fused = blocks(&mut g, &inp, Entry::OpAfterWarmup).unwrap();
