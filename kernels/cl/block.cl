@@ -833,7 +833,9 @@ inline float merge_partials(volatile __global const float *ph, const uint n_chun
 // Out of line, so that the other stages' code is what it is without the wide path:
 // inlined (AG_WIDE_INLINE, a measurement option) it cost the 1B decode 6 % at short
 // contexts, where the other stage B runs (H100: 911 against 972 tok/s; docs/opencl.md).
-#ifdef AG_WIDE_INLINE
+// Inlined off NVIDIA: unmeasured there, and a barrier in a called function is left to
+// each compiler's handling (PoCL's work-group loops want it inlined).
+#if defined(AG_WIDE_INLINE) || !defined(AG_NV_FENCE)
 inline
 #else
 __attribute__((noinline))
