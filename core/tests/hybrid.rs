@@ -52,9 +52,9 @@ fn tiny<B: Backend>(be: B, name: &str, kv: DType, all_logits: bool) -> Llama<B> 
 /// more than the rule allows, so a switch test there passes or fails by where the
 /// model's near-ties happen to fall.
 fn tiny_f32<B: Backend>(be: B, name: &str, kv: DType) -> Llama<B> {
-    let dir = root().join("oracle/models").join(name);
-    let (cfg, weights) = model::hf::load(&dir, &be, DType::F32).unwrap();
-    Llama::new(cfg, weights, be, tiny_opts(400, kv, false)).unwrap()
+    // (`tiny_parts` loads f32 weights for the all-logits case)
+    let parts = tiny_parts(be, name, true);
+    Llama::new(parts.cfg, parts.weights, parts.backend, tiny_opts(400, kv, false)).unwrap()
 }
 
 fn tiny_opts(ctx: usize, kv: DType, all_logits: bool) -> RunOptions {

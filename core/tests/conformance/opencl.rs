@@ -48,6 +48,14 @@ fn persistent(
     g
 }
 
+/// Whether device `p:d` is a CPU (PoCL): the wide stage B runs there only when asked for.
+fn is_cpu_device(p: usize, d: usize) -> bool {
+    antigravity_core::opencl::list_devices()
+        .ok()
+        .and_then(|all| all.into_iter().find(|x| x.platform_index == p && x.device_index == d))
+        .is_some_and(|x| x.is_cpu)
+}
+
 /// The block kernel with int8 activations against the per-op kernels (f32 activations).
 const INT8_VS_F32: Limit = nmse(
     5e-4,
@@ -84,10 +92,7 @@ fn block_kernel_matches_composition() {
         // On a CPU device (PoCL) the wide stage B's build takes LLVM over half an hour
         // on one core (measured here), longer than the whole CI run may: it runs there
         // only when asked for, with ANTIGRAVITY_OPENCL_BLOCK_WIDE=1 (then for every row).
-        let cpu_device = antigravity_core::opencl::list_devices()
-            .ok()
-            .and_then(|all| all.into_iter().find(|x| x.platform_index == p && x.device_index == d))
-            .is_some_and(|x| x.is_cpu);
+        let cpu_device = is_cpu_device(p, d);
         if cpu_device {
             println!(
                 "SKIP {name}+wide: the wide stage B on a CPU device only with ANTIGRAVITY_OPENCL_BLOCK_WIDE=1 \
@@ -228,10 +233,7 @@ fn block_kernel_all_layers_match_per_layer() {
     let (_, n_head, n_kv, hd, ffn, cap) = super::BLOCKS;
     let runs = cl_devices().into_iter().flat_map(|(p, d, dev)| {
         // (the wide stage B not on a CPU device: see block_kernel_matches_composition)
-        let cpu_device = antigravity_core::opencl::list_devices()
-            .ok()
-            .and_then(|all| all.into_iter().find(|x| x.platform_index == p && x.device_index == d))
-            .is_some_and(|x| x.is_cpu);
+        let cpu_device = is_cpu_device(p, d);
         let cus = if cpu_device {
             2
         } else {
