@@ -1599,8 +1599,16 @@ pub fn block<B: Backend>(b: &mut B, inp: &Inputs, entry: Entry) -> antigravity_c
     let p = block_params(n_head, n_kv, hd, n_past, style);
     let w: Vec<_> = inp.weights.iter().map(|w| w.import(b, Import::Host)).collect();
     let norms = [Act::new(b, &a[1], Shape::d1(dim)), Act::new(b, &a[2], Shape::d1(dim))];
-    let mut k = Act::new(b, &a[3][..cap * kvd], Shape::d3(cap, n_kv, hd));
-    let mut v = Act::new(b, &a[3][cap * kvd..], Shape::d3(cap, n_kv, hd));
+    // The caches at both alignments (block.cl reads an aligned one with vector loads):
+    // K at a 16-byte boundary and V off one at 300 slots (several tiles), the other way
+    // round at 5, neither at 0.
+    let (k_pad, v_pad) = match n_past {
+        0 => (PAD_F32, PAD_F32),
+        5 => (PAD_F32, 4),
+        _ => (4, PAD_F32),
+    };
+    let mut k = Act::new_at(b, &a[3][..cap * kvd], Shape::d3(cap, n_kv, hd), k_pad);
+    let mut v = Act::new_at(b, &a[3][cap * kvd..], Shape::d3(cap, n_kv, hd), v_pad);
     let fr = Act::new(b, &a[4], Shape::d1(hd / 2));
     let mut x = Act::new(b, &a[0], Shape::d2(1, dim));
     let mut s = Scratch::new(b, 1, dim, n_head * hd, ffn);
@@ -1628,8 +1636,9 @@ pub fn blocks<B: Backend>(b: &mut B, inp: &Inputs, entry: Entry) -> antigravity_
             Act::new(b, &a[3 * l], Shape::d1(dim)),
             Act::new(b, &a[3 * l + 1], Shape::d1(dim)),
         ];
-        let k = Act::new(b, &a[3 * l + 2][..cap * kvd], Shape::d3(cap, n_kv, hd));
-        let v = Act::new(b, &a[3 * l + 2][cap * kvd..], Shape::d3(cap, n_kv, hd));
+        // (caches at a 16-byte boundary, as a backend's are: block.cl's vector reads)
+        let k = Act::new_at(b, &a[3 * l + 2][..cap * kvd], Shape::d3(cap, n_kv, hd), 4);
+        let v = Act::new_at(b, &a[3 * l + 2][cap * kvd..], Shape::d3(cap, n_kv, hd), 4);
         layers.push((w, norms, k, v));
     }
     let x0 = &a[3 * n_layer];
@@ -1646,18 +1655,10 @@ pub fn blocks<B: Backend>(b: &mut B, inp: &Inputs, entry: Entry) -> antigravity_
     for (i, &pp) in runs.iter().enumerate() {
         if i > 0 {
             // Back to the starting state, in the same buffers.
-            b.upload(&mut x.buf, PAD_F32 * 4, bytemuck::cast_slice(x0))?;
+            b.upload(&mut x.buf, x.off, bytemuck::cast_slice(x0))?;
             for (l, (_, _, k, v)) in layers.iter_mut().enumerate() {
-                b.upload(
-                    &mut k.buf,
-                    PAD_F32 * 4,
-                    bytemuck::cast_slice(&a[3 * l + 2][..cap * kvd]),
-                )?;
-                b.upload(
-                    &mut v.buf,
-                    PAD_F32 * 4,
-                    bytemuck::cast_slice(&a[3 * l + 2][cap * kvd..]),
-                )?;
+                b.upload(&mut k.buf, k.off, bytemuck::cast_slice(&a[3 * l + 2][..cap * kvd]))?;
+                b.upload(&mut v.buf, v.off, bytemuck::cast_slice(&a[3 * l + 2][cap * kvd..]))?;
             }
         }
         if entry == Entry::Composition {

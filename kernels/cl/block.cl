@@ -858,6 +858,7 @@ void attn_wide_units(__global const uchar *kc, const ulong kc_off, __global cons
     __local float *sc = vl + WIDE_SCORES(grp, hd);
     __local float *al = vl + WIDE_ALPHA(grp, hd);
     __local float *ob = vl + WIDE_OSUM(grp, hd);
+    const bool ka = kv_vec_ok(kc + kc_off), va = kv_vec_ok(vc + vc_off); // (vector reads)
     for (uint unit = g; unit < n_kv_head * n_chunks; unit += nwg) {
         const uint kvh = unit / n_chunks, c = unit % n_chunks;
         const uint c0 = (uint)((ulong)c * n_ctx / n_chunks);
@@ -892,7 +893,7 @@ void attn_wide_units(__global const uchar *kc, const ulong kc_off, __global cons
 #pragma unroll
             for (uint k = 0; k < VPRE; k++) {
                 const uint r = js + k * SR, j = t0 + r;
-                vv[k] = r < TILE && j < c1 ? kv_get4(vh + (ulong)j * kv_stride, 4 * d4) : (float4)(0.0f);
+                vv[k] = r < TILE && j < c1 ? kv_get4v(vh + (ulong)j * kv_stride, 4 * d4, va) : (float4)(0.0f);
             }
             // (1) the scores of the tile into sc[h · TILE + s]
             float acc[GQA_MAX];
@@ -902,15 +903,18 @@ void attn_wide_units(__global const uchar *kc, const ulong kc_off, __global cons
             }
             const bool live = t0 + s2 < c1;
             if (live) {
+                // (the pair's float4s interleaved: f4 2f + hf, so each load of the pair
+                // is 32 contiguous bytes of the row, not two halves a row apart)
                 __global const uchar *kr = kh + (ulong)(t0 + s2) * kv_stride;
+                __local const float4 *q4s = (__local const float4 *)qs;
 #pragma unroll 8
                 for (uint f = 0; f < hq4; f++) {
-                    const uint e = 4 * (hf * hq4 + f);
-                    const float4 k4 = kv_get4(kr, e);
+                    const uint f4 = 2 * f + hf;
+                    const float4 k4 = kv_get4v(kr, 4 * f4, ka);
 #pragma unroll
                     for (uint h = 0; h < GQA_MAX; h++) {
                         if (h < grp) {
-                            acc[h] += dot(k4, vload4(0, qs + h * hd + e));
+                            acc[h] += dot(k4, q4s[h * q4 + f4]);
                         }
                     }
                 }
@@ -997,7 +1001,7 @@ void attn_wide_units(__global const uchar *kc, const ulong kc_off, __global cons
             }
             // (slot rows past VPRE · SR: head dims above 64 at 256 work-items)
             for (uint r = js + VPRE * SR; r < TILE && t0 + r < c1; r += SR) {
-                const float4 v4 = kv_get4(vh + (ulong)(t0 + r) * kv_stride, 4 * d4);
+                const float4 v4 = kv_get4v(vh + (ulong)(t0 + r) * kv_stride, 4 * d4, va);
 #pragma unroll
                 for (uint h = 0; h < GQA_MAX; h++) {
                     if (h < grp) {

@@ -241,30 +241,38 @@ impl HostWeight {
 /// Leading f32s in front of every activation: views at a nonzero offset.
 pub const PAD_F32: usize = 3;
 
-/// An f32 activation on a backend, `PAD_F32` floats into its `Device` buffer.
+/// An f32 activation on a backend, `pad` floats (`PAD_F32` unless made with
+/// [`Act::new_at`]) into its `Device` buffer.
 pub struct Act<B: Backend> {
     pub buf: B::Buffer,
     pub shape: Shape,
+    /// Bytes in front of the values.
+    pub off: usize,
 }
 
 impl<B: Backend> Act<B> {
     pub fn new(b: &B, v: &[f32], shape: Shape) -> Act<B> {
+        Act::new_at(b, v, shape, PAD_F32)
+    }
+    /// `pad` floats into its buffer: 4 puts the values at a 16-byte boundary (what a
+    /// kernel's vector reads want), `PAD_F32` off one.
+    pub fn new_at(b: &B, v: &[f32], shape: Shape, pad: usize) -> Act<B> {
         assert_eq!(v.len(), shape.numel());
-        let mut bytes = vec![0u8; PAD_F32 * 4];
+        let mut bytes = vec![0u8; pad * 4];
         bytes.extend_from_slice(bytemuck::cast_slice(v));
         let mut buf = b.alloc(bytes.len(), BufferKind::Device).unwrap();
         b.upload(&mut buf, 0, &bytes).unwrap();
-        Act { buf, shape }
+        Act { buf, shape, off: pad * 4 }
     }
     /// Zeros.
     pub fn zeros(b: &B, shape: Shape) -> Act<B> {
         Act::new(b, &vec![0.0; shape.numel()], shape)
     }
     pub fn r(&self) -> TensorRef<'_, B> {
-        TensorRef::new(&self.buf, PAD_F32 * 4, DType::F32, self.shape)
+        TensorRef::new(&self.buf, self.off, DType::F32, self.shape)
     }
     pub fn m(&mut self) -> TensorMut<'_, B> {
-        TensorMut::new(&mut self.buf, PAD_F32 * 4, DType::F32, self.shape)
+        TensorMut::new(&mut self.buf, self.off, DType::F32, self.shape)
     }
     pub fn read(&self, b: &B) -> Vec<f32> {
         self.try_read(b).unwrap()
@@ -272,7 +280,7 @@ impl<B: Backend> Act<B> {
     /// [`Act::read`], an error passed on (a device reports a failed kernel at the read).
     pub fn try_read(&self, b: &B) -> antigravity_core::Result<Vec<f32>> {
         let mut v = vec![0f32; self.shape.numel()];
-        b.download(&self.buf, PAD_F32 * 4, bytemuck::cast_slice_mut(&mut v))?;
+        b.download(&self.buf, self.off, bytemuck::cast_slice_mut(&mut v))?;
         Ok(v)
     }
 }
