@@ -262,7 +262,11 @@ impl<B: Backend> Act<B> {
         bytes.extend_from_slice(bytemuck::cast_slice(v));
         let mut buf = b.alloc(bytes.len(), BufferKind::Device).unwrap();
         b.upload(&mut buf, 0, &bytes).unwrap();
-        Act { buf, shape, off: pad * 4 }
+        Act {
+            buf,
+            shape,
+            off: pad * 4,
+        }
     }
     /// Zeros.
     pub fn zeros(b: &B, shape: Shape) -> Act<B> {
