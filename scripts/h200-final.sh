@@ -16,6 +16,7 @@
 #   opencl_profiles (`cargo bench … --features opencl --bench opencl_profiles --no-run`:
 #   the block kernel's stage timers in the q40 step).
 # Run:  bash scripts/h200-final.sh tests race q40 [ab] [grid]     (results: $OUT/results.tgz)
+#   (CONF_FILTER: a test-name filter for the conformance binary, e.g. block_kernel)
 #   (steps run in the order tests, ab, race, q40, grid; RACE_ROUNDS, RACE_MODELS and
 #   D2000_MODELS trim the race to fit one call)
 set -u
@@ -40,7 +41,7 @@ for m in "smollm2-135m q4_0 smol-q4_0" "smollm2-135m q4_1 smol-q4_1" "smollm2-13
   set -- $m; $G/harness synth --shape $1 --type $2 --out /tmp/$3.gguf > /dev/null 2>&1 || log "synth $3 failed"
 done
 if [[ $STEPS == *" tests "* ]]; then
-  log "conformance"; timeout ${CONF_TIMEOUT:-300} $G/conformance --test-threads 2 > $OUT/conformance.log 2>&1; log "rc $?"; grep "test result" $OUT/conformance.log | tee -a $OUT/steps.txt
+  log "conformance"; timeout ${CONF_TIMEOUT:-300} $G/conformance ${CONF_FILTER:-} --test-threads 2 > $OUT/conformance.log 2>&1; log "rc $?"; grep "test result" $OUT/conformance.log | tee -a $OUT/steps.txt
   for t in hybrid kv_evict; do [ -x $G/$t ] || continue; log "$t"; timeout 120 $G/$t --test-threads 2 > $OUT/$t.log 2>&1; log "rc $?"; grep "test result" $OUT/$t.log | tee -a $OUT/steps.txt; done
   log "oracle"; $G/harness oracle --backend opencl > $OUT/oracle.log 2>&1; log "rc $?"; tail -3 $OUT/oracle.log | tee -a $OUT/steps.txt
 fi
