@@ -50,7 +50,8 @@ fn tiny<B: Backend>(be: B, name: &str, kv: DType, all_logits: bool) -> Llama<B> 
 /// activations to Q8 and OpenCL does not (or, on NVIDIA, rounds different f32 inputs):
 /// their margins then differ by up to ~0.4 (`opencl_logits_track_cpu_teacher_forced`),
 /// more than the rule allows, so a switch test there passes or fails by where the
-/// model's near-ties happen to fall.
+/// model's near-ties happen to fall. (Only the OpenCL tests use it.)
+#[cfg(feature = "opencl")]
 fn tiny_f32<B: Backend>(be: B, name: &str, kv: DType) -> Llama<B> {
     // (`tiny_parts` loads f32 weights for the all-logits case)
     let parts = tiny_parts(be, name, true);
@@ -440,6 +441,7 @@ fn forced_switches_cpu_to_opencl() {
 /// Teacher-forced on `a`'s greedy ids from `prompt`: per step, the largest |Δ logit|
 /// between `a` and `b` and the logits' NMSE; and the change of `a`'s top-1/top-2
 /// margin. Returns (max |Δ|, its step, max NMSE, mean NMSE, max |Δ margin|).
+#[cfg(feature = "opencl")]
 fn track<A: Backend, B: Backend>(a: &mut Llama<A>, b: &mut Llama<B>, prompt: &[u32]) -> (f32, usize, f64, f64, f32) {
     a.reset();
     b.reset();
