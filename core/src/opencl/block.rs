@@ -211,10 +211,13 @@ fn layer_core(w: &BlockWeights<'_, OpenClBackend>) -> bool {
 /// faster at 512 slots, the wide one 1.5× at 2 000; the crossover is near 620.
 pub(super) const WIDE_FROM: usize = 640;
 
+/// KV heads the wide stage B's merge counters cover (block.cl's `MAX_KV_HEADS`; a model
+/// with more takes the other stage B).
+const MAX_KV_HEADS: usize = 64;
+
 /// The barrier counter, the abort flag, and the wide stage B's merge counter per KV
-/// head (block.cl's `MAX_KV_HEADS`; a model with more takes the other stage B there),
-/// u32 each.
-const SYNC_BYTES: usize = 4 * (2 + 64);
+/// head, u32 each.
+const SYNC_BYTES: usize = 4 * (2 + MAX_KV_HEADS);
 
 /// Grid barriers of one layer: after stages A, B, C, D (and E, between two layers of a
 /// launch), plus stage A2's with a Q8_0 cache (its new rows are quantized after a
@@ -329,7 +332,7 @@ impl OpenClBackend {
         let f = self.blk.wide_floats(grp, a.head_dim);
         if a.n_past + 1 >= self.blk.wide_from
             && grp * a.n_kv_head.max(1) == a.n_head
-            && a.n_kv_head <= 64
+            && a.n_kv_head <= MAX_KV_HEADS
             && 4 * f <= self.blk.vec_bytes(self.blk.max_vec)
         {
             f
