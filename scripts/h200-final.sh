@@ -48,18 +48,20 @@ fi
 if [[ $STEPS == *" ab "* ]]; then
   # A/B of builds and settings, interleaved: AB is a list of `VAR=value` settings for
   # gpu-bin/harness (several joined by `+`), or PREV for gpu-bin/harness-prev (e.g. AB="PREV ANTIGRAVITY_OPENCL_BLOCK_WIDE=0
-  # X=1"); each runs pp512 (a 512-token prompt), 256 tokens after 3 and 128 after 2 000;
+  # X=1"; `~` stands for a space inside a value, e.g.
+  # ANTIGRAVITY_OPENCL_BLOCK_DEFINES=-DAG_Q4B~-DBUNR=4); each runs pp512 (a 512-token prompt), 256 tokens after 3 and 128 after 2 000;
   # then, for gpu-bin/harness's settings, the 1B decode stage profile at PROFILE_CONTEXTS.
   log "ab"; ids512=$(seq -s, 1 512); ids2000=$(seq -s, 1 2000)
   for r in 1 2; do for v in ${AB:-X=1}; do for m in ${AB_MODELS:-l1b-q4_0 smol-q4_0}; do
-    H=$G/harness; e=${v//+/ }; [ "$v" = PREV ] && { H=$G/harness-prev; e=X=1; }; [ -x $H ] || continue
+    H=$G/harness; IFS=+ read -ra e <<< "$v"; e=("${e[@]//\~/ }"); [ "$v" = PREV ] && { H=$G/harness-prev; e=(X=1); }; [ -x $H ] || continue
     row() { sed "s/^/{\"who\":\"$1 $v\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/ab.jsonl; }
-    env $e $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids $ids512 --max-tokens 1 --ctx 514 --json 2>/dev/null | tail -1 | row ab-pp512
-    env $e $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids 1,2,3 --max-tokens 256 --ignore-eos --json 2>/dev/null | tail -1 | row ab-tg
-    env $e $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --json 2>/dev/null | tail -1 | row ab-d2000
+    env "${e[@]}" $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids $ids512 --max-tokens 1 --ctx 514 --json 2>/dev/null | tail -1 | row ab-pp512
+    env "${e[@]}" $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids 1,2,3 --max-tokens 256 --ignore-eos --json 2>/dev/null | tail -1 | row ab-tg
+    env "${e[@]}" $H generate --backend opencl --model /tmp/$m.gguf --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --json 2>/dev/null | tail -1 | row ab-d2000
   done; done; done
   [ -x $G/opencl_profiles ] && for v in ${AB:-X=1}; do [ "$v" = PREV ] && continue; for n in ${PROFILE_CONTEXTS:-34 2000}; do
-    env ${v//+/ } ANTIGRAVITY_PROFILE_SHAPE=llama3.2-1b ANTIGRAVITY_PROFILE_CONTEXT=$n ANTIGRAVITY_PROFILE_MODES=pipelined \
+    IFS=+ read -ra e <<< "$v"; e=("${e[@]//\~/ }")
+    env "${e[@]}" ANTIGRAVITY_PROFILE_SHAPE=llama3.2-1b ANTIGRAVITY_PROFILE_CONTEXT=$n ANTIGRAVITY_PROFILE_MODES=pipelined \
       timeout 120 $G/opencl_profiles decode_profile > "$OUT/profile-1b-c$n-${v//[^A-Za-z0-9]/_}.txt" 2>&1
   done; done
   log "ab done"

@@ -1138,6 +1138,10 @@ pub struct Inputs {
     /// Activations (op-specific order, see `inputs`).
     acts: Vec<Vec<f32>>,
     weights: Vec<HostWeight>,
+    /// How `block` and `blocks` import the weights: as host bytes at an offset (the
+    /// default), or as a model loader does (`Import::Loader`: whole tensors through
+    /// `import_weight`, where the OpenCL backend may repack Q4_0 for the block kernel).
+    import: Import,
 }
 
 const EPS: f32 = 1e-5;
@@ -1289,6 +1293,7 @@ fn inputs(op: Op, dtype: DType, dtypes: &[DType], dims: &[usize], seed: u64) -> 
         dtype,
         acts,
         weights,
+        import: Import::Host,
     }
 }
 
@@ -1597,7 +1602,7 @@ pub fn block<B: Backend>(b: &mut B, inp: &Inputs, entry: Entry) -> antigravity_c
     let kvd = n_kv * hd;
     let style = [RopeStyle::Adjacent, RopeStyle::HalfSplit][d[3]];
     let p = block_params(n_head, n_kv, hd, n_past, style);
-    let w: Vec<_> = inp.weights.iter().map(|w| w.import(b, Import::Host)).collect();
+    let w: Vec<_> = inp.weights.iter().map(|w| w.import(b, inp.import)).collect();
     let norms = [Act::new(b, &a[1], Shape::d1(dim)), Act::new(b, &a[2], Shape::d1(dim))];
     // The caches at both alignments (block.cl reads an aligned one with vector loads):
     // K at a 16-byte boundary and V off one at 300 slots (several tiles), the other way
@@ -1631,7 +1636,7 @@ pub fn blocks<B: Backend>(b: &mut B, inp: &Inputs, entry: Entry) -> antigravity_
     let p = block_params(n_head, n_kv, hd, n_past, RopeStyle::HalfSplit);
     let mut layers = Vec::new();
     for l in 0..n_layer {
-        let w: Vec<_> = (0..7).map(|i| inp.weights[7 * l + i].import(b, Import::Host)).collect();
+        let w: Vec<_> = (0..7).map(|i| inp.weights[7 * l + i].import(b, inp.import)).collect();
         let norms = [
             Act::new(b, &a[3 * l], Shape::d1(dim)),
             Act::new(b, &a[3 * l + 1], Shape::d1(dim)),

@@ -667,6 +667,65 @@ inline float dot_q4_0_blocks_i8(__global const uchar *wr, __local const int *xq,
 }
 #endif
 
+// ---- T_Q4_0R: a Q4_0 row repacked for the block kernel (core/src/opencl/rowsoa.rs) --
+// Row r starts at r · row_bytes(T_Q4_0R, n) (18 bytes a block, rounded up to 16); in
+// it the nb blocks' 16 quant bytes come first, one 16-byte word a block, then their nb
+// f16 scales. A work-item takes whole blocks b = lane, lane + tpr, …: one 16-byte load
+// and one 2-byte load a block (the GGUF layout's 18-byte blocks are 2-byte aligned:
+// nine 2-byte loads). QBUNR blocks' bytes are fetched before their multiplies; the
+// guards keep short rows (fewer than QBUNR · tpr blocks) on the same path.
+#ifndef QBUNR
+#define QBUNR 4
+#endif
+
+inline float q4_0r_block(const float d, const uint4 q, __local const float *v, __local const int *xq,
+                         __local const float *xd, __local const float *xs, const uint b) {
+#ifdef AG_INT8
+    __local const int4 *xq4 = (__local const int4 *)xq; // 16-byte aligned (INT8_VIEWS)
+    const int4 lo = xq4[2 * b], hi = xq4[2 * b + 1];
+    const uint m = 0x0F0F0F0Fu;
+    int s = dp4a_us(q.x & m, lo.x, 0);
+    s = dp4a_us(q.y & m, lo.y, s);
+    s = dp4a_us(q.z & m, lo.z, s);
+    s = dp4a_us(q.w & m, lo.w, s);
+    s = dp4a_us((q.x >> 4) & m, hi.x, s);
+    s = dp4a_us((q.y >> 4) & m, hi.y, s);
+    s = dp4a_us((q.z >> 4) & m, hi.z, s);
+    s = dp4a_us((q.w >> 4) & m, hi.w, s);
+    return d * (xd[b] * (float)s - 8.0f * (xs[2 * b] + xs[2 * b + 1]));
+#else
+    const float8 p = vload8(0, v + 32 * b) * q4_0_lo8(as_uchar8(q.xy)) +
+                     vload8(1, v + 32 * b) * q4_0_lo8(as_uchar8(q.zw)) +
+                     vload8(2, v + 32 * b) * q4_0_hi8(as_uchar8(q.xy)) +
+                     vload8(3, v + 32 * b) * q4_0_hi8(as_uchar8(q.zw));
+    return d * hsum8(p);
+#endif
+}
+
+inline float dot_q4_0r(__global const uchar *wr, __local const float *v, __local const int *xq,
+                       __local const float *xd, __local const float *xs, const uint nb, const uint lane,
+                       const uint tpr) {
+    __global const uint4 *qw = (__global const uint4 *)wr; // 16-byte aligned rows
+    __global const half *dw = (__global const half *)(wr + 16 * nb);
+    float acc = 0.0f;
+    for (uint b = lane; b < nb; b += QBUNR * tpr) {
+        float dk[QBUNR];
+        uint4 qk[QBUNR];
+        for (uint k = 0; k < QBUNR; k++) {
+            const uint bk = b + k * tpr;
+            dk[k] = bk < nb ? vload_half(bk, dw) : 0.0f;
+            qk[k] = bk < nb ? qw[bk] : (uint4)(0u);
+        }
+        for (uint k = 0; k < QBUNR; k++) {
+            const uint bk = b + k * tpr;
+            if (bk < nb) {
+                acc += q4_0r_block(dk[k], qk[k], v, xq, xd, xs, bk);
+            }
+        }
+    }
+    return acc;
+}
+
 // dot_part's arms for the types of a Q4_K_M / Q5_K_M file (a function of its own so
 // the Q4_0/Q4_1/Q8_0 arms stay as they are).
 inline void dot_part_kq(const uint t, __global const uchar *wr, __local const float *v, const uint nu,
@@ -700,7 +759,9 @@ inline float dot_part(const uint t, __global const uchar *wr, __local const floa
     const uint nu = n_in / 16;
     float acc = 0.0f;
 #define C_FLT(u) unit_float(t, wr, v, u)
-    if (t == T_Q4_0) {
+    if (t == T_Q4_0R) {
+        acc = dot_q4_0r(wr, v, xq, xd, xs, n_in / 32, lane, tpr);
+    } else if (t == T_Q4_0) {
 #if defined(AG_INT8) && defined(AG_Q4B)
         acc = dot_q4_0_blocks_i8(wr, xq, xd, xs, n_in / 32, lane, tpr);
 #else

@@ -23,7 +23,7 @@ use core::cell::{Cell, RefCell};
 use opencl3::memory::{Buffer, ClMem, CL_MEM_READ_WRITE};
 
 use super::buffer::el;
-use super::kernels::{dtype_code, BlockLayer, BlockShared, LlamaBlocks, LlamaHead};
+use super::kernels::{dtype_code, BlockLayer, BlockShared, LlamaBlocks, LlamaHead, T_Q4_0R};
 use super::launch::{create_buffer, field_index, fill_zero, read_blocking, Args, FlagRead, Kern, Local, Mem};
 use super::ops::rope_style;
 use super::program::MAX_HD;
@@ -434,33 +434,36 @@ impl OpenClBackend {
         w: &BlockWeights<'_, Self>,
         kv: &BlockKv<'_, Self>,
     ) -> Result<()> {
-        let c = |t: &TensorRef<'_, Self>| dtype_code(t.dtype).expect("checked by block_layer_fits");
+        let ([wq, wk, wv, wo, wg, wu, wd], [an, fnw]) = (
+            [w.wq, w.wk, w.wv, w.wo, w.w_gate, w.w_up, w.w_down].map(block_weight),
+            [w.attn_norm, w.ffn_norm],
+        );
         let args = BlockLayer {
-            an: w.attn_norm.buf.arg(),
-            an_off: el(w.attn_norm.offset),
-            wq: w.wq.buf.arg(),
-            wq_off: w.wq.offset as u64,
-            tq: c(&w.wq),
-            wk: w.wk.buf.arg(),
-            wk_off: w.wk.offset as u64,
-            tk: c(&w.wk),
-            wv: w.wv.buf.arg(),
-            wv_off: w.wv.offset as u64,
-            tv: c(&w.wv),
-            wo: w.wo.buf.arg(),
-            wo_off: w.wo.offset as u64,
-            to: c(&w.wo),
-            fn_: w.ffn_norm.buf.arg(),
-            fn_off: el(w.ffn_norm.offset),
-            wg: w.w_gate.buf.arg(),
-            wg_off: w.w_gate.offset as u64,
-            tg: c(&w.w_gate),
-            wu: w.w_up.buf.arg(),
-            wu_off: w.w_up.offset as u64,
-            tu: c(&w.w_up),
-            wd: w.w_down.buf.arg(),
-            wd_off: w.w_down.offset as u64,
-            td: c(&w.w_down),
+            an: an.buf.arg(),
+            an_off: el(an.offset),
+            wq: wq.0,
+            wq_off: wq.1,
+            tq: wq.2,
+            wk: wk.0,
+            wk_off: wk.1,
+            tk: wk.2,
+            wv: wv.0,
+            wv_off: wv.1,
+            tv: wv.2,
+            wo: wo.0,
+            wo_off: wo.1,
+            to: wo.2,
+            fn_: fnw.buf.arg(),
+            fn_off: el(fnw.offset),
+            wg: wg.0,
+            wg_off: wg.1,
+            tg: wg.2,
+            wu: wu.0,
+            wu_off: wu.1,
+            tu: wu.2,
+            wd: wd.0,
+            wd_off: wd.1,
+            td: wd.2,
             kc: kv.k.buf.writable("opencl block k cache")?,
             kc_off: kv.k.offset as u64, // (bytes: the cache in the program's KV_T)
             vc: kv.v.buf.writable("opencl block v cache")?,
@@ -620,9 +623,10 @@ impl OpenClBackend {
         y: &mut TensorMut<'_, Self>,
     ) -> Result<bool> {
         let (n_rows, dim) = (w.shape.dims()[0], w.shape.dims()[1]);
-        let Some(tw) = dtype_code(w.dtype) else {
+        if dtype_code(w.dtype).is_none() {
             return Ok(false);
-        };
+        }
+        let (w_mem, w_off, tw) = block_weight(*w);
         if !self.head_ok() || x.shape.rows() != 1 || dim % 32 != 0 || dim > self.blk.max_vec || n_rows == 0 {
             return Ok(false);
         }
@@ -637,8 +641,8 @@ impl OpenClBackend {
             x_off: el(x.offset),
             nw: norm_w.buf.arg(),
             n_off: el(norm_w.offset),
-            w: w.buf.arg(),
-            w_off: w.offset as u64,
+            w: w_mem,
+            w_off,
             tw,
             y: y.buf.writable("opencl head output")?,
             y_off: el(y.offset),
@@ -652,6 +656,22 @@ impl OpenClBackend {
         self.q
             .run(head, &args, &[n_rows.div_ceil(rows_per_wg) * lws], Some(&[lws]))?;
         Ok(true)
+    }
+}
+
+/// A weight as the block kernel reads it: its repacked copy where it has one (`rowsoa.rs`;
+/// a whole matrix, so not for a view at an offset), else its own bytes; with the dtype
+/// code that says which.
+fn block_weight(t: TensorRef<'_, OpenClBackend>) -> (Mem, u64, u32) {
+    match &t.buf.rows {
+        Some(r) if t.offset == 0 && t.dtype == DType::Q4_0 && t.shape.row_len() == r.cols => {
+            (Mem::of(&r.buf), 0, T_Q4_0R)
+        }
+        _ => (
+            t.buf.arg(),
+            t.offset as u64,
+            dtype_code(t.dtype).expect("checked by block_layer_fits / head_try"),
+        ),
     }
 }
 

@@ -14,8 +14,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use opencl3::command_queue::CommandQueue;
 use opencl3::memory::Buffer;
 
-use super::image;
 use super::launch::Mem;
+use super::{image, rowsoa};
 use crate::backend::HostRegion;
 use crate::error::{Error, Result};
 
@@ -104,6 +104,8 @@ pub struct ClBuffer {
     pub(super) host: Option<(HostRegion, Arc<CommandQueue>)>,
     /// A Q4_0 weight's repacked image planes (`import_weight` with the image path on).
     pub(super) img: Option<Box<image::ImgWeight>>,
+    /// A Q4_0 matrix's copy repacked for the block kernel (`rowsoa.rs`).
+    pub(super) rows: Option<Box<rowsoa::RowSoa>>,
     /// For `HostShared`: the wrapped memory's address, map state and queue.
     pub(super) shared: Option<SharedHost>,
 }
@@ -121,7 +123,7 @@ impl ClBuffer {
     /// Device bytes of the repacked image planes kept beside this weight (0: none, the
     /// buffer kernels read it).
     pub fn repacked_bytes(&self) -> usize {
-        self.img.as_ref().map_or(0, |i| i.bytes)
+        self.img.as_ref().map_or(0, |i| i.bytes) + self.rows.as_ref().map_or(0, |r| r.bytes)
     }
     pub(super) fn read_only(&self) -> bool {
         matches!(self.kind, ClMemKind::HostZeroCopy | ClMemKind::HostCopied)

@@ -74,6 +74,11 @@ pub struct RepackStats {
     /// Q4_0 matrices left on the buffer kernel: too many blocks for one image, planes
     /// larger than the largest allocation, or plane/image creation failed.
     pub kept_on_buffer: u32,
+    /// Q4_0 matrices with a copy repacked for the block kernel (`rowsoa.rs`,
+    /// [`super::OpenClOptions::block_repack`]), and that copy's device bytes (also
+    /// counted in [`super::CopyCounters::import`]; the time is in `repack_ns`).
+    pub row_tensors: u32,
+    pub row_bytes: u64,
 }
 
 /// The compiled image kernel and the limits it runs under.

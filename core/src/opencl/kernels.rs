@@ -180,6 +180,10 @@ pub(super) fn dtype_code(t: DType) -> Option<u32> {
     })
 }
 
+/// The block kernel's code for a Q4_0 matrix repacked row by row (`rowsoa.rs`): no
+/// [`DType`] of its own, the bytes hold the same blocks.
+pub(super) const T_Q4_0R: u32 = 11;
+
 /// One kernel per weight dtype (the order of [`dtype_code`]).
 pub(super) struct ByWeight<K> {
     f32: K,

@@ -398,6 +398,7 @@ pub(super) fn wrap_host(context: &Context, queue: &Arc<CommandQueue>, region: Ho
         kind: ClMemKind::HostZeroCopy,
         host: Some((region, queue.clone())),
         img: None,
+        rows: None,
         shared: None,
     })
 }
@@ -439,6 +440,7 @@ pub(super) unsafe fn wrap_host_rw(
         kind: ClMemKind::HostShared,
         host: None,
         img: None,
+        rows: None,
         shared: Some(super::buffer::SharedHost {
             addr: host as usize,
             mapped: false,

@@ -24,7 +24,7 @@ use super::launch::{
 use super::matmul::MM_SPLIT_MAX;
 use super::ops::{ARGMAX_MAX_PARTS, SPLIT_MAX_CHUNKS, SPLIT_MAX_TOK, SPLIT_MIN_CHUNK};
 use super::program::MAX_HD;
-use super::{ClBuffer, ClMemKind, OpenClBackend};
+use super::{rowsoa, ClBuffer, ClMemKind, OpenClBackend};
 use crate::backend::{check_read, BufferKind, HostRegion, PendingRead, Reservation};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -104,6 +104,7 @@ pub(super) fn alloc(be: &OpenClBackend, bytes: usize, kind: BufferKind) -> Resul
         kind: k,
         host: None,
         img: None,
+        rows: None,
         shared: None,
     })
 }
@@ -130,6 +131,7 @@ pub(super) fn import_host(be: &OpenClBackend, region: HostRegion) -> Result<ClBu
         kind: ClMemKind::HostCopied,
         host: None,
         img: None,
+        rows: None,
         shared: None,
     })
 }
@@ -227,8 +229,37 @@ pub(super) fn import_weight(be: &OpenClBackend, region: HostRegion, dtype: DType
         }
         _ => None,
     };
+    let rows = match shape.dims() {
+        &[rows, cols]
+            if be.blk_repack
+                && dtype == DType::Q4_0
+                && rows > 0
+                && cols % 32 == 0
+                && region.len() == rows * (cols / 32) * 18 =>
+        {
+            let t0 = std::time::Instant::now();
+            match rowsoa::upload(&be.context, &be.q.q, region.bytes(), rows, cols) {
+                Ok(r) => {
+                    let mut st = be.repack.get();
+                    st.row_tensors += 1;
+                    st.row_bytes += r.bytes as u64;
+                    st.repack_ns += t0.elapsed().as_nanos() as u64;
+                    be.repack.set(st);
+                    be.counters.import(r.bytes);
+                    Some(Box::new(r))
+                }
+                // (the block kernel reads the GGUF bytes of this one)
+                Err(e) => {
+                    std::eprintln!("opencl: no repacked copy of a {rows}x{cols} Q4_0 weight ({e})");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let mut buf = import_host(be, region)?;
     buf.img = planes;
+    buf.rows = rows;
     Ok(buf)
 }
 

@@ -51,6 +51,7 @@ mod ops;
 pub mod options;
 mod profile;
 mod program;
+mod rowsoa;
 
 use core::cell::{Cell, OnceCell};
 
@@ -123,6 +124,9 @@ pub struct OpenClBackend {
     block: Option<block::Persistent>,
     /// The image weight path (None: off, or turned off after a failed launch).
     img: Option<image::ImgPath>,
+    /// Q4_0 matrices imported now get a repacked copy for the block kernel
+    /// ([`OpenClOptions::block_repack`], `rowsoa.rs`).
+    blk_repack: bool,
     /// What `import_weight` repacked so far, and the tensor count last logged.
     repack: Cell<RepackStats>,
     repack_logged: Cell<u32>,
@@ -202,6 +206,7 @@ impl OpenClBackend {
             blk,
             scratch,
             counters: buffer::Counters::default(),
+            blk_repack: block.is_some() && opts.block_repack.unwrap_or(false),
             block,
             img,
             repack: Cell::new(RepackStats::default()),

@@ -56,6 +56,10 @@ pub const ENV: &[(&str, &str)] = &[
         "`1`/`0`: `block.cl` with int8 activations and 4-way int8 dot products on/off (`block_int8`; default on for NVIDIA: PTX `dp4a`)",
     ),
     (
+        "ANTIGRAVITY_OPENCL_BLOCK_REPACK",
+        "`1`/`0`: Q4_0 matrices repacked at load for the block kernel, a copy beside the GGUF bytes (`block_repack`)",
+    ),
+    (
         "ANTIGRAVITY_OPENCL_MM_INT8",
         "`1`/`0`: the int8 prefill matmuls (`mul_mm_q8_1.cl`: activations quantized once per input, int8 tiles) on/off (`mm_int8`; default on for NVIDIA)",
     ),
@@ -146,6 +150,12 @@ pub struct OpenClOptions {
     /// once per stage to Q8_0-style blocks, 4-way int8 dot products: PTX `dp4a` on NVIDIA,
     /// plain OpenCL C elsewhere). `None`: on for NVIDIA GPUs, off elsewhere.
     pub block_int8: Option<bool>,
+    /// Q4_0 matrices repacked at load for the persistent block kernel (`rowsoa.rs`:
+    /// each row's quant bytes as aligned 16-byte words, then its scales), read there
+    /// instead of the GGUF blocks. Costs a copy of every Q4_0 matrix (reported by
+    /// [`OpenClBackend::repack_stats`](super::OpenClBackend::repack_stats)); only while
+    /// the persistent block kernel runs decode. `None`: off.
+    pub block_repack: Option<bool>,
     /// Tuning: `Some(false)` runs models whose block weights are all F32/F16/BF16/Q4_0/
     /// Q4_1/Q8_0 on the `block.cl` build that also has the Q5_0/Q5_1/K-quant arms,
     /// instead of a build without them (`AG_CORE_TYPES`, made on first use). `None`: the
@@ -217,6 +227,11 @@ impl OpenClOptions {
             "0" => Some(false),
             _ => None,
         });
+        o.block_repack = get("ANTIGRAVITY_OPENCL_BLOCK_REPACK").and_then(|v| match v.trim() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        });
         o.block_core = get("ANTIGRAVITY_OPENCL_BLOCK_CORE").map(|v| v.trim() != "0");
         o.block_wide = get("ANTIGRAVITY_OPENCL_BLOCK_WIDE").and_then(|v| match v.trim() {
             "1" => Some(true),
@@ -263,6 +278,7 @@ mod tests {
             ("ANTIGRAVITY_OPENCL_BLOCK_SHFL", "0"),
             ("ANTIGRAVITY_OPENCL_BLOCK_CH", "64"),
             ("ANTIGRAVITY_OPENCL_BLOCK_INT8", "0"),
+            ("ANTIGRAVITY_OPENCL_BLOCK_REPACK", "1"),
             ("ANTIGRAVITY_OPENCL_BLOCK_CORE", "0"),
             ("ANTIGRAVITY_OPENCL_BLOCK_WIDE", "1"),
             ("ANTIGRAVITY_OPENCL_BLOCK_WIDE_FROM", "300"),
@@ -289,12 +305,12 @@ mod tests {
             (o.block_int8, o.block_core, o.block_wide),
             (Some(false), Some(false), Some(true))
         );
-        assert_eq!(o.block_wide_from, Some(300));
+        assert_eq!((o.block_wide_from, o.block_repack), (Some(300), Some(true)));
         assert_eq!(
             (o.mm_int8, o.mm_mma, o.mm_defines.as_str()),
             (Some(true), Some(false), "-DNB=4")
         );
-        assert_eq!(ENV.len(), 19);
+        assert_eq!(ENV.len(), 20);
         let doc = include_str!("../../../docs/opencl.md");
         for (name, _) in ENV {
             assert!(

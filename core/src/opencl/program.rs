@@ -275,6 +275,7 @@ pub fn generated_header() -> String {
             s += &format!("#define T_{} {code}\n", t.name().to_ascii_uppercase());
         }
     }
+    s += &format!("#define T_Q4_0R {}\n", super::kernels::T_Q4_0R);
     s += &format!("#define QK {}\n", DType::Q4_0.block_size());
     for t in [DType::Q4_0, DType::Q4_1, DType::Q8_0] {
         debug_assert_eq!(t.block_size(), DType::Q4_0.block_size());

@@ -17,7 +17,8 @@ use super::{block, blocks, inputs, Entry, Import, Op, ROWS};
 /// A backend on device `p:d` with the persistent block kernel forced to `groups`
 /// work-groups, reserved for `max_ctx` positions.
 /// `block.cl` is built with int8 activations (`AG_INT8`) or without, as asked, and
-/// with the default stage B or, with `wide`, the wide one (`AG_ATTN_WIDE`).
+/// with the default stage B or, with `wide`, the wide one (`AG_ATTN_WIDE`); `repack`:
+/// Q4_0 weights imported through `import_weight` get the block kernel's repacked copy.
 #[allow(clippy::too_many_arguments)]
 fn persistent(
     p: usize,
@@ -28,10 +29,12 @@ fn persistent(
     ffn: usize,
     int8: bool,
     wide: bool,
+    repack: bool,
 ) -> OpenClBackend {
     let mut o = cl_options(p, d);
     o.persistent_groups = Some(groups);
     o.block_int8 = Some(int8);
+    o.block_repack = Some(repack);
     // (off unless asked for here or by ANTIGRAVITY_OPENCL_BLOCK_WIDE=1: the device's
     // default would make every row wide on NVIDIA)
     o.block_wide = Some(wide || o.block_wide == Some(true));
@@ -104,41 +107,55 @@ fn block_kernel_matches_composition() {
         // activations, on 2 work-groups and on one a compute unit (the grid a GPU runs:
         // there a KV head's slots are split over several units and the last one merges
         // them — with 2 groups every KV head but MHA's is one unit).
-        let cus = persistent(p, d, 2, cap, 4, ffn, false, false)
+        let cus = persistent(p, d, 2, cap, 4, ffn, false, false, false)
             .device_info()
             .compute_units
             .max(1) as usize;
-        for (ci, (n_head, n_kv), int8, wide_b) in [(4usize, 2usize), (6, 2), (3, 3), (8, 1)]
+        // Then, for 4/2 and 3/3 heads, every matrix Q4_0 imported as a model loader does,
+        // with the block kernel's repacked copy (`block_repack`; with 3 heads Wo's rows
+        // are 192 wide, 108 bytes, padded to 112 in the copy), f32 and int8 activations.
+        for (ci, (n_head, n_kv), int8, wide_b, repack) in [(4usize, 2usize), (6, 2), (3, 3), (8, 1)]
             .into_iter()
             .enumerate()
             .flat_map(|(ci, h)| {
-                [
-                    (ci, h, false, false),
-                    (ci, h, true, false),
-                    (ci, h, false, true),
-                    (ci, h, true, true),
-                ]
+                let mut v = vec![
+                    (ci, h, false, false, false),
+                    (ci, h, true, false, false),
+                    (ci, h, false, true, false),
+                    (ci, h, true, true, false),
+                ];
+                if ci == 0 || ci == 2 {
+                    v.extend([(ci, h, false, false, true), (ci, h, true, false, true)]);
+                }
+                v
             })
-            .filter(|&(_, _, _, wide_b)| !(wide_b && cpu_device))
+            .filter(|&(_, _, _, wide_b, _)| !(wide_b && cpu_device))
         {
             // Every grid for the first configuration, 2 work-groups for the others; 0
             // stands for 16 per compute unit (more than any device runs at once).
-            let grids: Vec<usize> = match (ci, int8, wide_b) {
-                (0, false, false) => vec![1, 2, 0],
-                (_, _, true) if cus > 2 => vec![2, cus],
+            let grids: Vec<usize> = match (ci, int8, wide_b, repack) {
+                (0, false, false, false) => vec![1, 2, 0],
+                (_, _, true, _) if cus > 2 => vec![2, cus],
                 _ => vec![2],
             };
-            let name = match (int8, wide_b) {
-                (true, true) => format!("{name}+int8+wide"),
-                (true, _) => format!("{name}+int8"),
-                (_, true) => format!("{name}+wide"),
-                _ => name.clone(),
+            let name = format!(
+                "{name}{}{}{}",
+                if int8 { "+int8" } else { "" },
+                if wide_b { "+wide" } else { "" },
+                if repack { "+repack" } else { "" }
+            );
+            // (dtypes, limit against the scalar CPU)
+            const ALL_Q4_0: [DType; 7] = [DType::Q4_0; 7];
+            let cases: Vec<(&[DType], Limit)> = if repack {
+                vec![(&ALL_Q4_0, rows[0].vs_scalar[1])]
+            } else {
+                rows.iter().map(|r| (r.dtypes, r.vs_scalar[1])).collect()
             };
             for groups in grids {
                 let oversubscribed = groups == 0;
-                let mut g = persistent(p, d, groups.max(1), cap, n_head, ffn, int8, wide_b);
+                let mut g = persistent(p, d, groups.max(1), cap, n_head, ffn, int8, wide_b, repack);
                 if oversubscribed {
-                    g = persistent(p, d, 16 * cus, cap, n_head, ffn, int8, wide_b);
+                    g = persistent(p, d, 16 * cus, cap, n_head, ffn, int8, wide_b, repack);
                 }
                 assert!(g.persistent_block().is_some(), "{dev}: the forced block path is off");
                 if wide_b {
@@ -158,15 +175,26 @@ fn block_kernel_matches_composition() {
                         "{name}: the wide stage B should take {n_head}/{n_kv} heads"
                     );
                 }
-                for ((style, n_past), row) in [(0, 0), (1, 5), (0, 300)]
+                for ((style, n_past), ri) in [(0, 0), (1, 5), (0, 300)]
                     .into_iter()
-                    .flat_map(|c| rows.iter().map(move |r| (c, r)))
+                    .flat_map(|c| (0..cases.len()).map(move |r| (c, r)))
                 {
-                    let dtypes = row.dtypes;
-                    let inp = inputs(Op::LlamaBlock, DType::F32, dtypes, &[n_head, n_kv, n_past, style], 720);
+                    let (dtypes, scalar_lim) = cases[ri];
+                    let mut inp = inputs(Op::LlamaBlock, DType::F32, dtypes, &[n_head, n_kv, n_past, style], 720);
+                    if repack {
+                        inp.import = Import::Loader;
+                    }
                     let cpu = block(&mut c, &inp, Entry::Composition).unwrap();
+                    let repacked = g.repack_stats().row_tensors;
                     let comp = block(&mut g, &inp, Entry::Composition).unwrap();
-                    if oversubscribed && n_past == 0 && std::ptr::eq(*row, rows[0]) {
+                    if repack {
+                        assert_eq!(
+                            g.repack_stats().row_tensors - repacked,
+                            7,
+                            "{name}: the seven Q4_0 matrices should have been repacked"
+                        );
+                    }
+                    if oversubscribed && n_past == 0 && ri == 0 {
                         let t = std::time::Instant::now();
                         let e = block(&mut g, &inp, Entry::Op).expect_err("an unrunnable grid must fail");
                         eprintln!("{name:<16} oversubscribed grid: error after {:.2?}: {e}", t.elapsed());
@@ -206,7 +234,7 @@ fn block_kernel_matches_composition() {
                             &wide(&comp[i].1),
                             &lim,
                         );
-                        let lim = row.vs_scalar[1];
+                        let lim = scalar_lim;
                         check(
                             &name,
                             "llama_block",
@@ -237,7 +265,7 @@ fn block_kernel_all_layers_match_per_layer() {
         let cus = if cpu_device {
             2
         } else {
-            persistent(p, d, 2, cap, n_head, ffn, false, false)
+            persistent(p, d, 2, cap, n_head, ffn, false, false, false)
                 .device_info()
                 .compute_units
                 .max(1) as usize
@@ -257,7 +285,7 @@ fn block_kernel_all_layers_match_per_layer() {
         v
     });
     for (p, d, dev, groups, int8, wide_b) in runs {
-        let mut g = persistent(p, d, groups, cap, n_head, ffn, int8, wide_b);
+        let mut g = persistent(p, d, groups, cap, n_head, ffn, int8, wide_b, false);
         let Some((groups, lpl)) = g.persistent_block() else {
             panic!("the persistent block path is off on {dev}");
         };

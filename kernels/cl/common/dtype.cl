@@ -52,6 +52,8 @@ inline ulong row_bytes(const uint t, const uint n) {
         return 2ul * n;
     case T_Q4_0:
         return (ulong)(n / QK) * Q4_0_BYTES;
+    case T_Q4_0R: // (block.cl's repacked Q4_0 rows: 16-byte aligned)
+        return ((ulong)(n / QK) * Q4_0_BYTES + 15) & ~15ul;
     case T_Q4_1:
         return (ulong)(n / QK) * Q4_1_BYTES;
     case T_Q5_0:
