@@ -17,8 +17,9 @@
 #   the block kernel's stage timers in the q40 step).
 # Run:  bash scripts/h200-final.sh tests race q40 [ab] [grid]     (results: $OUT/results.tgz)
 #   (CONF_FILTER: a test-name filter for the conformance binary, e.g. block_kernel)
-#   (steps run in the order tests, ab, race, q40, grid; RACE_ROUNDS, RACE_MODELS and
-#   D2000_MODELS trim the race to fit one call)
+#   (steps run in the order tests, ab, race, q40, grid; RACE_ROUNDS, RACE_MODELS,
+#   D2000_MODELS and RACE_KV_TYPES trim the race to fit one call; RACE_VARIANTS: settings
+#   ours runs under, as AB's; KEEP_LLAMA=1 keeps llama-bench in $OUT/llama-bin.tgz)
 set -u
 G=$PWD/gpu-bin
 mkdir -p /etc/OpenCL/vendors && echo libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
@@ -28,7 +29,10 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > $
 STEPS=" $* "
 t0=$(date +%s)
 log() { echo "[$(( $(date +%s) - t0 )) s] $*" | tee -a $OUT/steps.txt; }
-if [[ $STEPS == *" race "* ]] && [ -f llama-src/llama.tar.xz ]; then
+if [[ $STEPS == *" race "* ]] && [ -f llama-bin/llama-bin.tgz ]; then
+  # llama-bench kept by an earlier call (KEEP_LLAMA=1), carried as llama-bin/
+  mkdir -p /tmp/ls/b && tar xzf llama-bin/llama-bin.tgz -C /tmp/ls/b && echo prebuilt > /tmp/ls/DONE
+elif [[ $STEPS == *" race "* ]] && [ -f llama-src/llama.tar.xz ]; then
   ( mkdir -p /tmp/ls && tar xJf llama-src/llama.tar.xz -C /tmp/ls && cd /tmp/ls &&
     cmake -S . -B b -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_CUDA_FA=OFF -DLLAMA_BUILD_TESTS=OFF \
       -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
@@ -70,23 +74,32 @@ if [[ $STEPS == *" race "* ]]; then
   log "waiting for llama.cpp"; while [ ! -f /tmp/ls/DONE ] && [ $(( $(date +%s) - t0 )) -lt 380 ]; do sleep 5; done
   LB=/tmp/ls/b/bin/llama-bench; [ -x $LB ] || log "no llama-bench ($(cat /tmp/ls/DONE 2>/dev/null))"
   ids512=$(seq -s, 1 512); ids2000=$(seq -s, 1 2000)
+  # ours under each of RACE_VARIANTS (settings as AB's; default: as built), right after
+  # llama.cpp's run of the same model
+  ours() { local who=$1 v; shift; for v in ${RACE_VARIANTS:-X=1}; do
+    IFS=+ read -ra e <<< "$v"; e=("${e[@]//\~/ }")
+    env "${e[@]}" $G/harness generate --backend opencl --model $M "$@" --json 2>/dev/null | tail -1 |
+      sed "s/^/{\"who\":\"$who\",\"v\":\"$v\",\"m\":\"$m\",\"r\":${r:-0},\"row\":/; s/\$/}/" >> $OUT/race.jsonl
+  done; }
   for r in $(seq 1 ${RACE_ROUNDS:-2}); do for m in ${RACE_MODELS:-smol-q4_0 smol-q4_1 smol-q4_k_m l1b-q4_0 l1b-q4_k_m}; do
     M=/tmp/$m.gguf
     [ -x $LB ] && $LB -m $M -ngl 99 -fa 0 -p 512 -n 128 -r 3 -o jsonl 2>/dev/null | sed "s/^/{\"who\":\"llama\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/race.jsonl
-    $G/harness generate --backend opencl --model $M --prompt-ids $ids512 --max-tokens 1 --ctx 514 --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"ours-pp512\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/race.jsonl
-    $G/harness generate --backend opencl --model $M --prompt-ids 1,2,3 --max-tokens 256 --ignore-eos --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"ours-tg\",\"m\":\"$m\",\"r\":$r,\"row\":/; s/\$/}/" >> $OUT/race.jsonl
+    ours ours-pp512 --prompt-ids $ids512 --max-tokens 1 --ctx 514
+    ours ours-tg --prompt-ids 1,2,3 --max-tokens 256 --ignore-eos
   done; done
+  r=0
   for m in ${D2000_MODELS:-smol-q4_0 l1b-q4_0 l1b-q4_k_m}; do
     M=/tmp/$m.gguf
     [ -x $LB ] && $LB -m $M -ngl 99 -fa 0 -d 2000 -p 0 -n 128 -r 2 -o jsonl 2>/dev/null | sed "s/^/{\"who\":\"llama-d2000\",\"m\":\"$m\",\"row\":/; s/\$/}/" >> $OUT/race.jsonl
-    $G/harness generate --backend opencl --model $M --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"ours-d2000\",\"m\":\"$m\",\"row\":/; s/\$/}/" >> $OUT/race.jsonl
+    ours ours-d2000 --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200
   done
   [ -x $G/harness-prev ] && for m in l1b-q4_0 smol-q4_0; do
     $G/harness-prev generate --backend opencl --model /tmp/$m.gguf --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"prev-d2000\",\"m\":\"$m\",\"row\":/; s/\$/}/" >> $OUT/race.jsonl
   done
-  for kt in f16 q8_0; do
-    $G/harness generate --backend opencl --model /tmp/l1b-q4_0.gguf --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --kv-type $kt --json 2>/dev/null | tail -1 | sed "s/^/{\"who\":\"ours-d2000-$kt\",\"m\":\"l1b-q4_0\",\"row\":/; s/\$/}/" >> $OUT/race.jsonl
-  done
+  m=l1b-q4_0; M=/tmp/$m.gguf
+  for kt in ${RACE_KV_TYPES-f16 q8_0}; do ours ours-d2000-$kt --prompt-ids $ids2000 --max-tokens 128 --ignore-eos --ctx 2200 --kv-type $kt; done
+  # llama-bench and its libraries, to carry into a later call (saves the build)
+  [ -n "${KEEP_LLAMA:-}" ] && [ -x $LB ] && tar czf $OUT/llama-bin.tgz -C /tmp/ls/b bin/llama-bench $(cd /tmp/ls/b && find . -name "*.so*" | sed 's|^\./||')
   log "race done"
 fi
 if [[ $STEPS == *" q40 "* ]]; then
@@ -113,4 +126,4 @@ if [[ $STEPS == *" grid "* ]]; then
 fi
 log "end"
 # One archive: the device tool brings back only so many files.
-( cd $OUT && tar czf /tmp/results.tgz . && rm -rf ./* && mv /tmp/results.tgz . )
+( cd $OUT && tar czf /tmp/results.tgz --exclude=./llama-bin.tgz . && find . -mindepth 1 -maxdepth 1 ! -name llama-bin.tgz -exec rm -rf {} + && mv /tmp/results.tgz . )
