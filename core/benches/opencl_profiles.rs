@@ -317,7 +317,11 @@ fn decode_profile_smollm2_shapes() {
                 .unwrap();
             }
         }
-        let buf = g.import_host(HostRegion::new(Arc::new(bytes))).unwrap();
+        // (as the model loader imports a weight: the block kernel's repacked Q4_0 copy
+        // where the backend makes one)
+        let buf = g
+            .import_weight(HostRegion::new(Arc::new(bytes)), dtype, Shape::d2(rows, cols))
+            .unwrap();
         (buf, Shape::d2(rows, cols), dtype)
     };
     let embd = imp(out_t, vocab, dim, 1);

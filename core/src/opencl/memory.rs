@@ -351,7 +351,8 @@ pub(super) fn download_finish(be: &mut OpenClBackend, src: &ClBuffer, p: Pending
 pub(super) fn reserve(be: &mut OpenClBackend, r: Reservation) -> Result<()> {
     // The model reserves once its weights are in: report what the image path cost.
     let st = be.repack.get();
-    if be.img.as_ref().is_some_and(|p| p.log) && st.tensors + st.kept_on_buffer != be.repack_logged.get() {
+    let (img_logged, rows_logged) = be.repack_logged.get();
+    if be.img.as_ref().is_some_and(|p| p.log) && st.tensors + st.kept_on_buffer != img_logged {
         std::eprintln!(
             "opencl: image path: {} Q4_0 weights repacked, {:.1} MiB extra device memory, {:.1} ms; {} left on buffer kernels",
             st.tensors,
@@ -359,8 +360,15 @@ pub(super) fn reserve(be: &mut OpenClBackend, r: Reservation) -> Result<()> {
             st.repack_ns as f64 / 1e6,
             st.kept_on_buffer
         );
-        be.repack_logged.set(st.tensors + st.kept_on_buffer);
     }
+    if be.log && st.row_tensors != rows_logged {
+        std::eprintln!(
+            "opencl: {} Q4_0 matrices repacked for the block kernel: {:.1} MiB of device memory beside the GGUF bytes",
+            st.row_tensors,
+            st.row_bytes as f64 / (1u64 << 20) as f64,
+        );
+    }
+    be.repack_logged.set((st.tensors + st.kept_on_buffer, st.row_tensors));
     let s = &mut be.scratch;
     if r.max_tokens > s.ids.cap() {
         s.ids.wait()?;

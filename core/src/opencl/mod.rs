@@ -127,9 +127,12 @@ pub struct OpenClBackend {
     /// Q4_0 matrices imported now get a repacked copy for the block kernel
     /// ([`OpenClOptions::block_repack`], `rowsoa.rs`).
     blk_repack: bool,
-    /// What `import_weight` repacked so far, and the tensor count last logged.
+    /// What `import_weight` repacked so far, and the tensor counts last logged (image
+    /// path, block-kernel copies).
     repack: Cell<RepackStats>,
-    repack_logged: Cell<u32>,
+    repack_logged: Cell<(u32, u32)>,
+    /// [`OpenClOptions::log`].
+    log: bool,
 }
 
 fn create_queue(context: &Context, props: u64) -> Result<CommandQueue> {
@@ -190,6 +193,9 @@ impl OpenClBackend {
         let img = image::ImgPath::build(&context, id, &info, &opts);
         let mmq = program::build_mmq(&context, id, &info, &opts, &sz);
         let scratch = memory::Scratch::new(&context)?;
+        // Default: where measured, NVIDIA; on a discrete card only, where the GGUF bytes
+        // are a device copy already, not the file's mmap.
+        let blk_repack = block.is_some() && opts.block_repack.unwrap_or(blk.nv_fence && !info.unified_memory);
         let g = OpenClBackend {
             info,
             k,
@@ -206,11 +212,12 @@ impl OpenClBackend {
             blk,
             scratch,
             counters: buffer::Counters::default(),
-            blk_repack: block.is_some() && opts.block_repack.unwrap_or(false),
+            blk_repack,
             block,
             img,
             repack: Cell::new(RepackStats::default()),
-            repack_logged: Cell::new(0),
+            repack_logged: Cell::new((0, 0)),
+            log: opts.log,
         };
         g.block_reset()?;
         Ok(g)
