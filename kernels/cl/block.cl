@@ -51,8 +51,8 @@
 // quant_vec) with AG_NV_DP4A (its dot products as PTX `dp4a`), BUNR (units fetched ahead),
 // KUNR (32-element K units fetched ahead by the int8 Q4_K_M arms), AG_KQ_F32 (those
 // types on f32 activations even with AG_INT8: the arms before int8, for measurements),
-// AG_KQ_NOINLINE (those arms out of line, see dot_part_kq_i8), AG_Q4B (Q4_0 rows a
-// whole block a step against the int8 vector: dot_q4_0_blocks_i8), AG_CORE_TYPES (no
+// AG_KQ_NOINLINE (those arms out of line, see dot_part_kq_i8), QBUNR (repacked Q4_0
+// blocks fetched ahead: dot_q4_0r), AG_CORE_TYPES (no
 // Q5_0/Q5_1/K-quant arms at all: the variant the host builds for models whose block
 // weights and output are F32/F16/BF16/Q4_0/Q4_1/Q8_0 — with those arms inlined, the
 // 1B shape's Q4_0 decode measured 902 tok/s on the H200 against 1005 out of line).
@@ -617,56 +617,6 @@ float dot_part_kq_i8(const uint t, __global const uchar *wr, __local const int *
 }
 #endif
 
-#if defined(AG_INT8) && defined(AG_Q4B)
-// A Q4_0 row a whole block (32 weights) a step against the int8 vector (AG_Q4B, a
-// measurement option, off by default: correct on PoCL's conformance rows, not yet
-// timed on a GPU): blocks b = lane, lane + tpr, … of nb, BUNR of them fetched
-// before their multiplies. Against two 16-weight units a block it computes one
-// address and one scale, reads the block's eight int8 words as two int4s and its
-// offset sum as xs[2b] + xs[2b + 1]: about half the instructions a weight (the
-// stages with 8 warps a compute unit look issue-bound: docs/perf-notes.md). Rows
-// shorter than tpr blocks leave lanes idle (SmolLM2's 576: 18 blocks).
-inline float q4_0_block_i8(const float d, const uint4 q, __local const int4 *xq4, __local const float *xd,
-                           __local const float *xs, const uint b) {
-    const int4 lo = xq4[2 * b], hi = xq4[2 * b + 1];
-    const uint m = 0x0F0F0F0Fu;
-    int s = dp4a_us(q.x & m, lo.x, 0);
-    s = dp4a_us(q.y & m, lo.y, s);
-    s = dp4a_us(q.z & m, lo.z, s);
-    s = dp4a_us(q.w & m, lo.w, s);
-    s = dp4a_us((q.x >> 4) & m, hi.x, s);
-    s = dp4a_us((q.y >> 4) & m, hi.y, s);
-    s = dp4a_us((q.z >> 4) & m, hi.z, s);
-    s = dp4a_us((q.w >> 4) & m, hi.w, s);
-    return d * (xd[b] * (float)s - 8.0f * (xs[2 * b] + xs[2 * b + 1]));
-}
-
-inline float dot_q4_0_blocks_i8(__global const uchar *wr, __local const int *xq, __local const float *xd,
-                                __local const float *xs, const uint nb, const uint lane, const uint tpr) {
-    __local const int4 *xq4 = (__local const int4 *)xq; // 16-byte aligned (INT8_VIEWS)
-    float acc = 0.0f;
-    uint b = lane;
-    for (; b + (BUNR - 1) * tpr < nb; b += BUNR * tpr) {
-        float dk[BUNR];
-        uint4 qk[BUNR];
-        for (uint k = 0; k < BUNR; k++) {
-            __global const uchar *blk = wr + (b + k * tpr) * Q4_0_BYTES;
-            dk[k] = vload_half(0, (__global const half *)blk);
-            qk[k] = as_uint4(vload8(0, (__global const ushort *)(blk + 2)));
-        }
-        for (uint k = 0; k < BUNR; k++) {
-            acc += q4_0_block_i8(dk[k], qk[k], xq4, xd, xs, b + k * tpr);
-        }
-    }
-    for (; b < nb; b += tpr) {
-        __global const uchar *blk = wr + b * Q4_0_BYTES;
-        const float d1 = vload_half(0, (__global const half *)blk);
-        acc += q4_0_block_i8(d1, as_uint4(vload8(0, (__global const ushort *)(blk + 2))), xq4, xd, xs, b);
-    }
-    return acc;
-}
-#endif
-
 // ---- T_Q4_0R: a Q4_0 row repacked for the block kernel (core/src/opencl/rowsoa.rs) --
 // Row r starts at r · row_bytes(T_Q4_0R, n) (18 bytes a block, rounded up to 16); in
 // it the nb blocks' 16 quant bytes come first, one 16-byte word a block, then their nb
@@ -762,11 +712,7 @@ inline float dot_part(const uint t, __global const uchar *wr, __local const floa
     if (t == T_Q4_0R) {
         acc = dot_q4_0r(wr, v, xq, xd, xs, n_in / 32, lane, tpr);
     } else if (t == T_Q4_0) {
-#if defined(AG_INT8) && defined(AG_Q4B)
-        acc = dot_q4_0_blocks_i8(wr, xq, xd, xs, n_in / 32, lane, tpr);
-#else
         UNIT_LOOP_Q(T_Q4_0)
-#endif
     } else if (t == T_Q4_1) {
         UNIT_LOOP_Q(T_Q4_1)
     } else if (t == T_Q8_0) {
