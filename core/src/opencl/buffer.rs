@@ -123,7 +123,12 @@ impl ClBuffer {
     /// Device bytes of the repacked image planes kept beside this weight (0: none, the
     /// buffer kernels read it).
     pub fn repacked_bytes(&self) -> usize {
-        self.img.as_ref().map_or(0, |i| i.bytes) + self.rows.as_ref().map_or(0, |r| r.bytes)
+        self.img.as_ref().map_or(0, |i| i.bytes)
+    }
+    /// Device bytes of the block kernel's repacked copy of this weight (`rowsoa.rs`; 0:
+    /// none, the block kernel reads the GGUF bytes).
+    pub fn block_rows_bytes(&self) -> usize {
+        self.rows.as_ref().map_or(0, |r| r.bytes)
     }
     pub(super) fn read_only(&self) -> bool {
         matches!(self.kind, ClMemKind::HostZeroCopy | ClMemKind::HostCopied)

@@ -504,6 +504,9 @@ fn image_backends(max_texels: Option<u64>) -> Vec<(String, OpenClBackend)> {
         let mut o = cl_options(p, d);
         o.images = Some(true);
         o.image_max_texels = max_texels;
+        // (the image path's bytes alone: no block-kernel copy beside them, which NVIDIA
+        // makes by default)
+        o.block_repack = Some(false);
         o.profiling = true;
         let mut g = OpenClBackend::new(o).unwrap();
         if !g.device_info().image1d_buffer {
@@ -791,13 +794,33 @@ fn image_path_limits_and_fallbacks() {
             let rb = DType::Q4_0.row_bytes(576).unwrap();
             let region = HostRegion::new(Arc::new(vec![0u8; 64 * rb]));
             let w = d.import_weight(region, DType::Q4_0, Shape::d2(64, 576)).unwrap();
-            assert_eq!(w.repacked_bytes(), 0, "default path: no repack");
-            assert_eq!(d.repack_stats(), Default::default());
+            assert_eq!(w.repacked_bytes(), 0, "default path: no image planes");
+            let st = d.repack_stats();
+            assert_eq!((st.tensors, st.extra_bytes, st.kept_on_buffer), (0, 0, 0));
+            // The block kernel's copy (rowsoa.rs): by default only on a discrete NVIDIA
+            // GPU whose persistent block kernel is on (64 rows of 18 blocks, 324 bytes a
+            // row rounded up to 336).
+            let rows_default = std::env::var_os("ANTIGRAVITY_OPENCL_BLOCK_REPACK").is_none();
+            let want = dev.contains("nvidia") && !info.unified_memory && d.persistent_block().is_some();
+            if rows_default {
+                assert_eq!(
+                    w.block_rows_bytes(),
+                    if want { 64 * 336 } else { 0 },
+                    "{name}: the block kernel's default copy on {dev}"
+                );
+            }
+            let rows = w.block_rows_bytes() as u64;
             if info.unified_memory {
                 assert_eq!(
                     d.copied_bytes().import,
-                    before,
-                    "default path on unified memory: zero copies"
+                    before + rows,
+                    "default path on unified memory: zero copies (but a forced block-kernel copy)"
+                );
+            } else {
+                assert_eq!(
+                    d.copied_bytes().import,
+                    before + (64 * rb) as u64 + rows,
+                    "default path on a discrete device: the tensor once, and the block kernel's copy"
                 );
             }
         }
