@@ -233,6 +233,12 @@ impl OpenClBackend {
         self.img.is_some()
     }
 
+    /// Whether Q4_0 matrices imported now get the block kernel's repacked copy (see
+    /// [`OpenClOptions::block_repack`]).
+    pub fn block_repack_on(&self) -> bool {
+        self.blk_repack
+    }
+
     /// What the image path repacked at load: tensors, extra device bytes, time.
     pub fn repack_stats(&self) -> RepackStats {
         self.repack.get()

@@ -797,17 +797,27 @@ fn image_path_limits_and_fallbacks() {
             assert_eq!(w.repacked_bytes(), 0, "default path: no image planes");
             let st = d.repack_stats();
             assert_eq!((st.tensors, st.extra_bytes, st.kept_on_buffer), (0, 0, 0));
-            // The block kernel's copy (rowsoa.rs): by default only on a discrete NVIDIA
-            // GPU whose persistent block kernel is on (64 rows of 18 blocks, 324 bytes a
-            // row rounded up to 336).
-            let rows_default = std::env::var_os("ANTIGRAVITY_OPENCL_BLOCK_REPACK").is_none();
-            let want = dev.contains("nvidia") && !info.unified_memory && d.persistent_block().is_some();
-            if rows_default {
-                assert_eq!(
-                    w.block_rows_bytes(),
-                    if want { 64 * 336 } else { 0 },
-                    "{name}: the block kernel's default copy on {dev}"
-                );
+            // The block kernel's copy (rowsoa.rs), 64 rows of 18 blocks, 324 bytes a row
+            // rounded up to 336, where it is on: by default only on a discrete NVIDIA GPU
+            // whose persistent block kernel is on.
+            assert_eq!(
+                w.block_rows_bytes(),
+                if d.block_repack_on() { 64 * 336 } else { 0 },
+                "{name}: the block kernel's copy"
+            );
+            if std::env::var_os("ANTIGRAVITY_OPENCL_BLOCK_REPACK").is_none() {
+                let nvidia_discrete = dev.contains("nvidia") && !info.unified_memory;
+                if !nvidia_discrete {
+                    assert!(
+                        !d.block_repack_on(),
+                        "{name}: the block kernel's copy is off by default on {dev}"
+                    );
+                } else if d.persistent_block().is_some() {
+                    assert!(
+                        d.block_repack_on(),
+                        "{name}: the block kernel's copy is on by default on {dev}"
+                    );
+                }
             }
             let rows = w.block_rows_bytes() as u64;
             if info.unified_memory {
