@@ -19,7 +19,9 @@
 #   (CONF_FILTER: a test-name filter for the conformance binary, e.g. block_kernel)
 #   (steps run in the order tests, ab, race, q40, grid; RACE_ROUNDS, RACE_MODELS,
 #   D2000_MODELS and RACE_KV_TYPES trim the race to fit one call; RACE_VARIANTS: settings
-#   ours runs under, as AB's; KEEP_LLAMA=1 keeps llama-bench in $OUT/llama-bin.tgz)
+#   ours runs under, as AB's; KEEP_LLAMA=1 keeps llama-bench in $OUT/llama-bin.tgz — but
+#   with CUDA's libraries that is 33.6 MB, which the device tool did not bring back on
+#   2026-12-05: so far every race builds llama.cpp, ~140 s)
 set -u
 G=$PWD/gpu-bin
 mkdir -p /etc/OpenCL/vendors && echo libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
