@@ -58,8 +58,8 @@ const IMG_LWS_CPU: usize = 8;
 const IMG_ROWS_CPU: usize = 2;
 
 /// Bytes of a Q4_0 block and of its nibbles.
-const Q4_0_BLOCK: usize = 18;
-const Q4_0_QS: usize = 16;
+pub(super) const Q4_0_BLOCK: usize = 18;
+pub(super) const Q4_0_QS: usize = 16;
 
 /// What the image path did while weights were imported.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -282,7 +282,7 @@ pub(super) fn repack_q4_0(src: &[u8], q: &mut [u8], d: &mut [u8]) {
 
 /// A read-only device buffer holding `bytes` (copied at creation and moved to the device
 /// now, so the first forward pass does not pay the upload).
-fn plane(context: &Context, queue: &CommandQueue, bytes: &[u8]) -> Result<Buffer<u8>> {
+pub(super) fn plane(context: &Context, queue: &CommandQueue, bytes: &[u8]) -> Result<Buffer<u8>> {
     let buf = create_buffer_copy(context, bytes)?;
     migrate_to_device(queue, &buf)?;
     Ok(buf)

@@ -235,7 +235,7 @@ pub(super) fn import_weight(be: &OpenClBackend, region: HostRegion, dtype: DType
                 && dtype == DType::Q4_0
                 && rows > 0
                 && cols % 32 == 0
-                && region.len() == rows * (cols / 32) * 18 =>
+                && Some(region.len()) == DType::Q4_0.row_bytes(cols).map(|rb| rows * rb) =>
         {
             let t0 = std::time::Instant::now();
             match rowsoa::upload(&be.context, &be.q.q, region.bytes(), rows, cols) {

@@ -28,12 +28,8 @@ use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
 use opencl3::memory::Buffer;
 
-use super::launch::{create_buffer_copy, migrate_to_device};
+use super::image::{plane, repack_q4_0, Q4_0_BLOCK, Q4_0_QS};
 use crate::error::Result;
-
-/// Bytes of a GGUF Q4_0 block and of its nibbles.
-const Q4_0_BLOCK: usize = 18;
-const Q4_0_QS: usize = 16;
 
 /// A Q4_0 matrix's repacked copy on the device.
 pub struct RowSoa {
@@ -57,13 +53,11 @@ pub(super) fn repack_rows(src: &[u8], rows: usize, cols: usize, dst: &mut [u8]) 
     let rb = row_bytes(cols);
     debug_assert_eq!(src.len(), rows * nb * Q4_0_BLOCK);
     debug_assert_eq!(dst.len(), rows * rb);
+    // (each row is the image path's two planes of that row, side by side)
     for (s, d) in src.chunks_exact(nb * Q4_0_BLOCK).zip(dst.chunks_exact_mut(rb)) {
         let (qs, rest) = d.split_at_mut(nb * Q4_0_QS);
         let (ds, pad) = rest.split_at_mut(nb * 2);
-        for (b, blk) in s.chunks_exact(Q4_0_BLOCK).enumerate() {
-            ds[2 * b..2 * b + 2].copy_from_slice(&blk[..2]);
-            qs[Q4_0_QS * b..Q4_0_QS * (b + 1)].copy_from_slice(&blk[2..]);
-        }
+        repack_q4_0(s, qs, ds);
         pad.fill(0);
     }
 }
@@ -72,8 +66,7 @@ pub(super) fn repack_rows(src: &[u8], rows: usize, cols: usize, dst: &mut [u8]) 
 pub(super) fn upload(context: &Context, queue: &CommandQueue, src: &[u8], rows: usize, cols: usize) -> Result<RowSoa> {
     let mut host = vec![0u8; rows * row_bytes(cols)];
     repack_rows(src, rows, cols, &mut host);
-    let buf = create_buffer_copy(context, &host)?;
-    migrate_to_device(queue, &buf)?;
+    let buf = plane(context, queue, &host)?;
     Ok(RowSoa {
         buf,
         bytes: host.len(),
