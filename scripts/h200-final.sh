@@ -15,15 +15,17 @@
 #   Optional in gpu-bin/: harness-prev (an earlier harness, raced at 2 000 tokens) and
 #   opencl_profiles (`cargo bench … --features opencl --bench opencl_profiles --no-run`:
 #   the block kernel's stage timers in the q40 step).
-# Run:  bash scripts/h200-final.sh tests race q40 [ab] [grid]     (results: $OUT/results.tgz)
+# Run:  bash scripts/h200-final.sh tests [pp] race q40 [ab] [grid]     (results: $OUT/results.tgz)
+#   (GPU_BIN: another folder of binaries than gpu-bin/; pp: the 1B prefill profile under
+#   each of PP_VARIANTS)
 #   (CONF_FILTER: a test-name filter for the conformance binary, e.g. block_kernel)
-#   (steps run in the order tests, ab, race, q40, grid; RACE_ROUNDS, RACE_MODELS,
+#   (steps run in the order tests, ab, pp, race, q40, grid; RACE_ROUNDS, RACE_MODELS,
 #   D2000_MODELS and RACE_KV_TYPES trim the race to fit one call; RACE_VARIANTS: settings
 #   ours runs under, as AB's; KEEP_LLAMA=1 keeps llama-bench in $OUT/llama-bin.tgz — but
 #   with CUDA's libraries that is 33.6 MB, which the device tool did not bring back on
 #   2026-12-05: so far every race builds llama.cpp, ~140 s)
 set -u
-G=$PWD/gpu-bin
+G=${GPU_BIN:-$PWD/gpu-bin}
 mkdir -p /etc/OpenCL/vendors && echo libnvidia-opencl.so.1 > /etc/OpenCL/vendors/nvidia.icd
 export ANTIGRAVITY_OPENCL_REQUIRED=1 ANTIGRAVITY_OPENCL_DEVICE=nvidia ANTIGRAVITY_HOME=/tmp/aghome
 mkdir -p /work /tmp/aghome && [ -e /work/main ] || ln -s "$PWD" /work/main
@@ -48,7 +50,7 @@ for m in "smollm2-135m q4_0 smol-q4_0" "smollm2-135m q4_1 smol-q4_1" "smollm2-13
 done
 if [[ $STEPS == *" tests "* ]]; then
   log "conformance"; timeout ${CONF_TIMEOUT:-300} $G/conformance ${CONF_FILTER:-} --test-threads 2 > $OUT/conformance.log 2>&1; log "rc $?"; grep "test result" $OUT/conformance.log | tee -a $OUT/steps.txt
-  for t in hybrid kv_evict; do [ -x $G/$t ] || continue; log "$t"; timeout 120 $G/$t --test-threads 2 > $OUT/$t.log 2>&1; log "rc $?"; grep "test result" $OUT/$t.log | tee -a $OUT/steps.txt; done
+  for t in hybrid kv_evict opencl_model_copies; do [ -x $G/$t ] || continue; log "$t"; timeout 120 $G/$t --test-threads 2 > $OUT/$t.log 2>&1; log "rc $?"; grep "test result" $OUT/$t.log | tee -a $OUT/steps.txt; done
   log "oracle"; $G/harness oracle --backend opencl > $OUT/oracle.log 2>&1; log "rc $?"; tail -3 $OUT/oracle.log | tee -a $OUT/steps.txt
 fi
 if [[ $STEPS == *" ab "* ]]; then
@@ -71,6 +73,17 @@ if [[ $STEPS == *" ab "* ]]; then
       timeout 120 $G/opencl_profiles decode_profile > "$OUT/profile-1b-c$n-${v//[^A-Za-z0-9]/_}.txt" 2>&1
   done; done
   log "ab done"
+fi
+if [[ $STEPS == *" pp "* ]] && [ -x $G/opencl_profiles ]; then
+  # The 1B shape's 512-token prefill, per kernel (opencl_profiles prefill_profile), under
+  # each of PP_VARIANTS (settings as AB's), while llama.cpp builds.
+  log "prefill profiles"
+  for v in ${PP_VARIANTS:-X=1}; do
+    IFS=+ read -ra e <<< "$v"; e=("${e[@]//\~/ }")
+    env "${e[@]}" ANTIGRAVITY_PROFILE_SHAPE=llama3.2-1b timeout 120 $G/opencl_profiles prefill_profile \
+      > "$OUT/pp-1b-${v//[^A-Za-z0-9]/_}.txt" 2>&1
+    grep "prefill 512 tok" "$OUT/pp-1b-${v//[^A-Za-z0-9]/_}.txt" | sed "s/^/$v: /" | tee -a $OUT/steps.txt
+  done
 fi
 if [[ $STEPS == *" race "* ]]; then
   log "waiting for llama.cpp"; while [ ! -f /tmp/ls/DONE ] && [ $(( $(date +%s) - t0 )) -lt 380 ]; do sleep 5; done

@@ -799,7 +799,11 @@ fn prefill_profile_smollm2_shapes() {
         })
         .unwrap();
         let isa = g.isa();
-        let imp = |g: &OpenClBackend, h: &(HostRegion, Shape, DType)| (g.import_host(h.0.clone()).unwrap(), h.1, h.2);
+        // (as the loaders import: Q4_0 matrices get the repacked rows where the backend
+        // keeps them, which the int8 prefill matmuls then read)
+        let imp = |g: &OpenClBackend, h: &(HostRegion, Shape, DType)| {
+            (g.import_weight(h.0.clone(), h.2, h.1).unwrap(), h.1, h.2)
+        };
         let embd = imp(&g, &embd_h);
         let norm = imp(&g, &norm_h);
         let inv_freq = imp(&g, &freq_h);

@@ -873,11 +873,13 @@ fn run_op(pick: impl Fn(Op) -> bool) {
     let mut cpus = cpu_targets();
     #[cfg(feature = "opencl")]
     let mut devices = opencl_targets();
-    // The int8 prefill matmuls (mul_mm_q8_1.cl) on every device, forced on: the tiled
-    // rows (≥ 16 tokens) of the matmul ops at the weight types they take.
+    // The int8 prefill matmuls (mul_mm_q8_1.cl) on every device, forced on, on both tile
+    // shapes: the tiled rows (≥ 16 tokens) of the matmul ops at the weight types they take.
     #[cfg(feature = "opencl")]
     let mut mmq_devices = if rows.iter().any(|r| mmq_op(r.op)) {
-        opencl_mmq_targets()
+        let mut v = opencl_mmq_targets();
+        v.extend(opencl_mmq_wide_targets());
+        v
     } else {
         Vec::new()
     };
@@ -942,6 +944,7 @@ fn run_op(pick: impl Fn(Op) -> bool) {
                 }
                 #[cfg(feature = "opencl")]
                 if mmq_op(row.op) && MMQ_DTYPES.contains(&dtype) && dims.last().is_some_and(|&t| t >= 16) {
+                    let mut inp = inp;
                     for (name, g) in mmq_devices.iter_mut() {
                         let isa = g.isa();
                         assert!(
@@ -958,6 +961,38 @@ fn run_op(pick: impl Fn(Op) -> bool) {
                             ..**row
                         };
                         compare(name, &r, &case, &got, &want, exact.as_deref(), 1, false);
+                        // Q4_0 imported as the loaders do: the wide set's backend keeps the
+                        // repacked rows (`block_repack`) and the int8 matmuls read them
+                        // (the `q4_0r` kernels) — the same quants and scales, so the same
+                        // bits as from the GGUF bytes.
+                        if dtype == DType::Q4_0 && g.block_repack_on() {
+                            let (gguf_op, rows_op) = match row.op {
+                                Op::Matmul(_) => (Op::Matmul(Import::Host), Op::Matmul(Import::Loader)),
+                                op => (op, op),
+                            };
+                            let got = exec(&mut **g, gguf_op, &inp).unwrap();
+                            let copies = g.repack_stats().row_tensors;
+                            g.reset_kernel_times().unwrap();
+                            inp.import = Import::Loader;
+                            let rows = exec(&mut **g, rows_op, &inp).unwrap();
+                            inp.import = Import::Host;
+                            assert!(
+                                g.repack_stats().row_tensors > copies,
+                                "{name}: {case}: no repacked copy was made at import"
+                            );
+                            let ran = g.kernel_times().unwrap();
+                            assert!(
+                                ran.iter().any(|k| k.0.contains("q4_0r")),
+                                "{name}: {case}: the repacked rows were not read (kernels: {ran:?})"
+                            );
+                            for ((_, a), (_, b)) in rows.iter().zip(&got) {
+                                assert!(
+                                    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                                    "{name}: {case}: repacked rows and GGUF rows differ"
+                                );
+                            }
+                            eprintln!("{name:<16} {case}: repacked Q4_0 rows: the same bits as the GGUF rows");
+                        }
                     }
                 }
             }
@@ -1339,6 +1374,9 @@ fn exec<B: Backend>(b: &mut B, op: Op, inp: &Inputs) -> antigravity_core::Result
     let a = &inp.acts;
     let f = |b: &B, v: &[f32], shape: Shape| Act::new(b, v, shape);
     let host = |b: &B, i: usize| inp.weights[i].import(b, Import::Host);
+    // The matmul family's weights: imported as `inp.import` says (Host unless a test
+    // asks for the loaders' path).
+    let wt = |b: &B, i: usize| inp.weights[i].import(b, inp.import);
     Ok(match op {
         Op::GetRows | Op::GetRowsAt => {
             let w = host(b, 0);
@@ -1360,7 +1398,7 @@ fn exec<B: Backend>(b: &mut B, op: Op, inp: &Inputs) -> antigravity_core::Result
             vec![("y", y.read(b))]
         }
         Op::MatmulAdd => {
-            let w = host(b, 0);
+            let w = wt(b, 0);
             let x = f(b, &a[0], Shape::d2(d[2], d[1]));
             let mut y = f(b, &a[1], Shape::d2(d[2], d[0]));
             let mut tmp = Act::zeros(b, Shape::d2(d[2], d[0]));
@@ -1516,7 +1554,7 @@ fn exec<B: Backend>(b: &mut B, op: Op, inp: &Inputs) -> antigravity_core::Result
         }
         Op::RmsNormMatmul3 => {
             let (n_in, n_tok) = (d[3], d[4]);
-            let w: Vec<_> = (0..3).map(|i| host(b, i)).collect();
+            let w: Vec<_> = (0..3).map(|i| wt(b, i)).collect();
             let (x, nw) = (f(b, &a[0], Shape::d2(n_tok, n_in)), f(b, &a[1], Shape::d1(n_in)));
             let mut xn = Act::zeros(b, Shape::d2(n_tok, n_in));
             let [mut q, mut k, mut v] = [0, 1, 2].map(|i| Act::zeros(b, Shape::d2(n_tok, d[i])));
@@ -1526,7 +1564,7 @@ fn exec<B: Backend>(b: &mut B, op: Op, inp: &Inputs) -> antigravity_core::Result
         }
         Op::RmsNormMatmulSwiglu => {
             let (n_ffn, n_in, n_tok) = (d[0], d[1], d[2]);
-            let (wg, wu) = (host(b, 0), host(b, 1));
+            let (wg, wu) = (wt(b, 0), wt(b, 1));
             let (x, nw) = (f(b, &a[0], Shape::d2(n_tok, n_in)), f(b, &a[1], Shape::d1(n_in)));
             let mut xn = Act::zeros(b, Shape::d2(n_tok, n_in));
             let sh = Shape::d2(n_tok, n_ffn);
@@ -1536,7 +1574,7 @@ fn exec<B: Backend>(b: &mut B, op: Op, inp: &Inputs) -> antigravity_core::Result
         }
         Op::RmsNormMatmul => {
             let (n_out, n_in, n_tok) = (d[0], d[1], d[2]);
-            let w = host(b, 0);
+            let w = wt(b, 0);
             let (x, nw) = (f(b, &a[0], Shape::d2(n_tok, n_in)), f(b, &a[1], Shape::d1(n_in)));
             let mut xn = Act::zeros(b, Shape::d2(n_tok, n_in));
             let mut y = Act::zeros(b, Shape::d2(n_tok, n_out));

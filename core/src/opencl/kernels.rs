@@ -333,6 +333,8 @@ pub(super) struct Mmq {
     pub(super) mul_mm: ByInt8<Kern<MulMmq>>,
     pub(super) mul_mm3: ByInt8<Kern<MulMmq3>>,
     pub(super) mul_mm_swiglu: ByInt8<Kern<MulMmqSwiglu>>,
+    /// Q4_0 weights through their repacked rows (`rowsoa.rs`), where they have them.
+    pub(super) q4_0r: (Kern<MulMmq>, Kern<MulMmq3>, Kern<MulMmqSwiglu>),
 }
 
 impl Mmq {
@@ -366,6 +368,11 @@ impl Mmq {
                 q4_k: Kern::create(p, "mul_mm_swiglu_q4_k_q8_1")?,
                 q5_k: Kern::create(p, "mul_mm_swiglu_q5_k_q8_1")?,
             },
+            q4_0r: (
+                Kern::create(p, "mul_mm_q4_0r_q8_1")?,
+                Kern::create(p, "mul_mm3_q4_0r_q8_1")?,
+                Kern::create(p, "mul_mm_swiglu_q4_0r_q8_1")?,
+            ),
         })
     }
 }

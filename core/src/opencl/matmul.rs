@@ -66,12 +66,15 @@ pub(super) fn mat(be: &mut OpenClBackend, w: Ref<'_>, x: Ref<'_>, y: Mut<'_>, ac
         }
     }
     if n_tok >= be.sz.mm_min_tok && int8_ok(be, w.dtype, n_tok, n_in) {
-        let (split, k_chunk) = split_k(be, n_out, n_tok, n_in);
+        let (tr, tt) = mmq_tile(be);
+        let (split, k_chunk) = split_k(be, (tr, tt), n_out, n_tok, n_in);
         let (xq, xd, xs) = quantize(be, &x, n_tok, n_in)?;
         let part = Mem::of(&be.scratch.mm_part);
+        let rows = repacked(be, &w);
+        let (w_mem, w_off) = rows.unwrap_or((w.buf.arg(), w.offset as u64));
         let args = MulMmq {
-            w: w.buf.arg(),
-            w_off: w.offset as u64,
+            w: w_mem,
+            w_off,
             xq,
             xd,
             xs,
@@ -87,18 +90,20 @@ pub(super) fn mat(be: &mut OpenClBackend, w: Ref<'_>, x: Ref<'_>, y: Mut<'_>, ac
         let k = be
             .mmq
             .as_ref()
-            .and_then(|m| m.k.mul_mm.get(w.dtype))
+            .and_then(|m| {
+                if rows.is_some() {
+                    Some(&m.k.q4_0r.0)
+                } else {
+                    m.k.mul_mm.get(w.dtype)
+                }
+            })
             .ok_or_else(dtype_err)?;
-        let gws = [
-            n_out.div_ceil(MM_ROWS) * MM_LWS,
-            n_tok.div_ceil(MM_TOKS) * MM_LWS,
-            split,
-        ];
+        let gws = [n_out.div_ceil(tr) * MM_LWS, n_tok.div_ceil(tt) * MM_LWS, split];
         be.q.run(k, &args, &gws, Some(&[MM_LWS, MM_LWS, 1]))?;
         return reduce_split(be, split, n_tok * n_out, y_mem, y.offset, accumulate);
     }
     if n_tok >= be.sz.mm_min_tok && be.k.mul_mm.get(w.dtype).is_some() {
-        let (split, k_chunk) = split_k(be, n_out, n_tok, n_in);
+        let (split, k_chunk) = split_k(be, (MM_ROWS, MM_TOKS), n_out, n_tok, n_in);
         let part = Mem::of(&be.scratch.mm_part);
         let args = MulMm {
             w: w.buf.arg(),
@@ -144,11 +149,11 @@ pub(super) fn mat(be: &mut OpenClBackend, w: Ref<'_>, x: Ref<'_>, y: Mut<'_>, ac
     be.q.run(k, &args, &[n_out * lws, n_tok.div_ceil(NT)], Some(&[lws, 1]))
 }
 
-/// Split-K for a tiled matmul: `(pieces, k elements a piece)` — a matmul with fewer than
-/// `MM_SPLIT_MIN_GROUPS` output tiles cuts its reduction (when the partials fit the
-/// reserved scratch).
-fn split_k(be: &OpenClBackend, n_out: usize, n_tok: usize, n_in: usize) -> (usize, usize) {
-    let tiles = n_out.div_ceil(MM_ROWS) * n_tok.div_ceil(MM_TOKS);
+/// Split-K for a tiled matmul of `tile` (rows, tokens) tiles: `(pieces, k elements a
+/// piece)` — a matmul with fewer than `MM_SPLIT_MIN_GROUPS` output tiles cuts its
+/// reduction (when the partials fit the reserved scratch).
+fn split_k(be: &OpenClBackend, tile: (usize, usize), n_out: usize, n_tok: usize, n_in: usize) -> (usize, usize) {
+    let tiles = n_out.div_ceil(tile.0) * n_tok.div_ceil(tile.1);
     let steps = n_in.div_ceil(MM_K);
     let mut split = MM_SPLIT_MIN_GROUPS
         .div_ceil(tiles)
@@ -175,6 +180,22 @@ fn reduce_split(be: &OpenClBackend, split: usize, n: usize, y: Mem, y_offset: us
         accumulate: accumulate as u32,
     };
     be.q.run(&be.k.mul_mm_reduce, &args, &[round_up(n, 64)], None)
+}
+
+/// A Q4_0 weight's repacked rows (`rowsoa.rs`: the block kernel's copy, on discrete
+/// NVIDIA GPUs) as the int8 matmuls' `q4_0r` kernels take them: the whole matrix only.
+fn repacked(be: &OpenClBackend, w: &Ref<'_>) -> Option<(Mem, u64)> {
+    match &w.buf.rows {
+        Some(r) if be.mmq.is_some() && w.dtype == DType::Q4_0 && w.offset == 0 && w.shape.row_len() == r.cols => {
+            Some((Mem::of(&r.buf), 0))
+        }
+        _ => None,
+    }
+}
+
+/// The int8 path's tile: (weight rows, tokens); (64, 32) when it is off.
+fn mmq_tile(be: &OpenClBackend) -> (usize, usize) {
+    be.mmq.as_ref().map_or((MM_ROWS, MM_TOKS), |m| m.tile())
 }
 
 /// Whether a tiled matmul of weight type `t` over `n_tok` rows of `n_in` runs the int8
@@ -306,11 +327,14 @@ pub(super) fn rms_norm_matmul3(
         // tiled launch.
         ops::rms_norm(be, x, norm_w, eps, xn.reborrow())?;
         let (xq, xd, xs) = quantize(be, &xn.as_ref(), n_tok, n_in)?;
-        let k = be
-            .mmq
-            .as_ref()
-            .and_then(|m| m.k.mul_mm3.get(ws[0].dtype))
-            .expect("checked above");
+        // (all three through their repacked rows, or none)
+        let rows: Option<Vec<(Mem, u64)>> = ws.iter().map(|w| repacked(be, w)).collect();
+        let m = be.mmq.as_ref().expect("checked above");
+        let k = match rows {
+            Some(_) => &m.k.q4_0r.1,
+            None => m.k.mul_mm3.get(ws[0].dtype).expect("checked above"),
+        };
+        let w_args = |i: usize| rows.as_ref().map_or_else(|| w_args(i), |r| r[i]);
         let [(y0, y0_off), (y1, y1_off), (y2, y2_off)] = outs3(&ys)?;
         let ((w0, w0_off), (w1, w1_off), (w2, w2_off)) = (w_args(0), w_args(1), w_args(2));
         let args = MulMmq3 {
@@ -335,10 +359,8 @@ pub(super) fn rms_norm_matmul3(
             n2: n[2] as u32,
             n_tok: n_tok as u32,
         };
-        let gws = [
-            (n[0] + n[1] + n[2]).div_ceil(MM_ROWS) * MM_LWS,
-            n_tok.div_ceil(MM_TOKS) * MM_LWS,
-        ];
+        let (tr, tt) = mmq_tile(be);
+        let gws = [(n[0] + n[1] + n[2]).div_ceil(tr) * MM_LWS, n_tok.div_ceil(tt) * MM_LWS];
         return be.q.run(k, &args, &gws, Some(&[MM_LWS, MM_LWS]));
     }
     if same && n_tok >= be.sz.mm_min_tok && be.k.mul_mm3.get(ws[0].dtype).is_some() {
@@ -430,16 +452,21 @@ pub(super) fn rms_norm_matmul_swiglu(
         // SwiGLU as one tiled launch.
         ops::rms_norm(be, x, norm_w, eps, xn.reborrow())?;
         let (xq, xd, xs) = quantize(be, &xn.as_ref(), n_tok, n_in)?;
-        let k = be
-            .mmq
-            .as_ref()
-            .and_then(|m| m.k.mul_mm_swiglu.get(w_gate.dtype))
-            .expect("checked above");
+        let rows = repacked(be, &w_gate).zip(repacked(be, &w_up));
+        let m = be.mmq.as_ref().expect("checked above");
+        let k = match rows {
+            Some(_) => &m.k.q4_0r.2,
+            None => m.k.mul_mm_swiglu.get(w_gate.dtype).expect("checked above"),
+        };
+        let ((wg, wg_off), (wu, wu_off)) = rows.unwrap_or((
+            (w_gate.buf.arg(), w_gate.offset as u64),
+            (w_up.buf.arg(), w_up.offset as u64),
+        ));
         let args = MulMmqSwiglu {
-            wg: w_gate.buf.arg(),
-            wg_off: w_gate.offset as u64,
-            wu: w_up.buf.arg(),
-            wu_off: w_up.offset as u64,
+            wg,
+            wg_off,
+            wu,
+            wu_off,
             xq,
             xd,
             xs,
@@ -449,7 +476,9 @@ pub(super) fn rms_norm_matmul_swiglu(
             n_out: n_out as u32,
             n_tok: n_tok as u32,
         };
-        let gws = [n_out.div_ceil(MM_ROWS) * MM_LWS, n_tok.div_ceil(MM_TOKS) * MM_LWS];
+        let tt = mmq_tile(be).1;
+        let rows = be.mmq.as_ref().map_or(MM_ROWS, |m| m.swiglu_rows());
+        let gws = [n_out.div_ceil(rows) * MM_LWS, n_tok.div_ceil(tt) * MM_LWS];
         return be.q.run(k, &args, &gws, Some(&[MM_LWS, MM_LWS]));
     }
     if same && n_tok >= be.sz.mm_min_tok && be.k.mul_mm_swiglu.get(w_gate.dtype).is_some() {

@@ -193,9 +193,11 @@ impl OpenClBackend {
         let img = image::ImgPath::build(&context, id, &info, &opts);
         let mmq = program::build_mmq(&context, id, &info, &opts, &sz);
         let scratch = memory::Scratch::new(&context)?;
-        // Default: where measured, NVIDIA; on a discrete card only, where the GGUF bytes
-        // are a device copy already, not the file's mmap.
-        let blk_repack = block.is_some() && opts.block_repack.unwrap_or(blk.nv_fence && !info.unified_memory);
+        // Read by the block kernel and the int8 prefill matmuls. Default: where measured,
+        // NVIDIA; on a discrete card only, where the GGUF bytes are a device copy already,
+        // not the file's mmap.
+        let blk_repack =
+            (block.is_some() || mmq.is_some()) && opts.block_repack.unwrap_or(blk.nv_fence && !info.unified_memory);
         let g = OpenClBackend {
             info,
             k,

@@ -68,6 +68,10 @@ pub const ENV: &[(&str, &str)] = &[
         "`0`: the int8 prefill matmuls use `dp4a` instead of NVIDIA `mma.sync` tensor-core tiles (`mm_mma`)",
     ),
     (
+        "ANTIGRAVITY_OPENCL_MM_WIDE",
+        "`1`/`0`: the int8 prefill matmuls on 128-row × 64-token tiles (2 × 4 `mma` fragments a warp) instead of 64 × 32 (`mm_wide`; default on with `mma.sync`)",
+    ),
+    (
         "ANTIGRAVITY_OPENCL_MM_DEFINES",
         "tuning: extra `mul_mm_q8_1.cl` build options, e.g. `-DNB=4` (`mm_defines`)",
     ),
@@ -174,6 +178,12 @@ pub struct OpenClOptions {
     /// Tuning: `Some(false)` keeps the int8 prefill matmuls on `dp4a` on NVIDIA instead of
     /// `mma.sync` int8 tensor-core tiles (the default where the compiler takes them).
     pub mm_mma: Option<bool>,
+    /// The int8 prefill matmuls' tile: `Some(true)` 128 rows × 64 tokens, each warp
+    /// 2 × 4 `mma` fragments (fewer fragment loads and scale reads per product);
+    /// `Some(false)` 64 × 32, one row fragment × 2. `None`: wide where `mma.sync` builds.
+    /// Without `mma` the wide tile computes the same ownership with `dp4a` (how PoCL
+    /// checks it).
+    pub mm_wide: Option<bool>,
     /// Tuning: extra build options for `mul_mm_q8_1.cl` (e.g. `-DNB=4`, blocks per step).
     pub mm_defines: String,
     /// Tuning: extra build options for `block.cl` (kernel experiments).
@@ -247,6 +257,11 @@ impl OpenClOptions {
             _ => None,
         });
         o.mm_mma = get("ANTIGRAVITY_OPENCL_MM_MMA").map(|v| v.trim() != "0");
+        o.mm_wide = get("ANTIGRAVITY_OPENCL_MM_WIDE").and_then(|v| match v.trim() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        });
         o.mm_defines = get("ANTIGRAVITY_OPENCL_MM_DEFINES").unwrap_or_default();
         o.block_defines = get("ANTIGRAVITY_OPENCL_BLOCK_DEFINES").unwrap_or_default();
         o.head_rows = num("ANTIGRAVITY_OPENCL_HEAD_ROWS").filter(|&v| v > 0);
@@ -287,6 +302,7 @@ mod tests {
             ("ANTIGRAVITY_OPENCL_BLOCK_DEFINES", "-DX"),
             ("ANTIGRAVITY_OPENCL_MM_INT8", "1"),
             ("ANTIGRAVITY_OPENCL_MM_MMA", "0"),
+            ("ANTIGRAVITY_OPENCL_MM_WIDE", "1"),
             ("ANTIGRAVITY_OPENCL_MM_DEFINES", "-DNB=4"),
             ("ANTIGRAVITY_OPENCL_HEAD_ROWS", "32"),
             ("ANTIGRAVITY_OPENCL_IMG_ROWS", "1"),
@@ -312,7 +328,8 @@ mod tests {
             (o.mm_int8, o.mm_mma, o.mm_defines.as_str()),
             (Some(true), Some(false), "-DNB=4")
         );
-        assert_eq!(ENV.len(), 20);
+        assert_eq!(o.mm_wide, Some(true));
+        assert_eq!(ENV.len(), 21);
         let doc = include_str!("../../../docs/opencl.md");
         for (name, _) in ENV {
             assert!(

@@ -393,7 +393,26 @@ pub(super) fn build_all(
 pub(super) struct MmqPath {
     pub(super) k: super::kernels::Mmq,
     pub(super) mma: bool,
+    /// Built with `-DAG_MMQ_WIDE`: 128 × 64 tiles (else 64 × 32).
+    pub(super) wide: bool,
     pub(super) _program: Program,
+}
+
+impl MmqPath {
+    /// Weight rows × tokens of a tile (the fused gate/up kernel's tile holds half as many
+    /// outputs when wide: gate and up rows interleaved — [`MmqPath::swiglu_rows`]).
+    pub(super) fn tile(&self) -> (usize, usize) {
+        if self.wide {
+            (128, 64)
+        } else {
+            (64, 32)
+        }
+    }
+
+    /// Output rows of a fused gate/up/SwiGLU tile.
+    pub(super) fn swiglu_rows(&self) -> usize {
+        64
+    }
 }
 
 /// Builds mul_mm_q8_1.cl when the int8 prefill path is on for this device (`mm_int8`;
@@ -419,15 +438,24 @@ pub(super) fn build_mmq(
     )
     .trim()
     .to_string();
+    // Wide tiles: by default where `mma` builds (they exist to feed it); forced either way
+    // by `mm_wide` (the portable wide build is the conformance suite's check of its
+    // layout).
+    let wide = |mma: bool| opts.mm_wide.unwrap_or(mma);
+    let with = |o: String, w: bool| if w { format!("{o} -DAG_MMQ_WIDE") } else { o };
     let mut tries = Vec::new();
     if nvidia {
         if opts.mm_mma.unwrap_or(true) {
-            tries.push((format!("{base} -DAG_NV_DP4A -DAG_NV_MMA"), true));
+            tries.push((
+                with(format!("{base} -DAG_NV_DP4A -DAG_NV_MMA"), wide(true)),
+                true,
+                wide(true),
+            ));
         }
-        tries.push((format!("{base} -DAG_NV_DP4A"), false));
+        tries.push((with(format!("{base} -DAG_NV_DP4A"), wide(false)), false, wide(false)));
     }
-    tries.push((base, false));
-    for (options, mma) in tries {
+    tries.push((with(base, wide(false)), false, wide(false)));
+    for (options, mma, wide) in tries {
         let built = build_program(context, dev, "mul_mm_q8_1.cl", &options, opts.binary_cache.as_deref())
             .and_then(|program| Ok((super::kernels::Mmq::create(&program)?, program)));
         match built {
@@ -438,6 +466,7 @@ pub(super) fn build_mmq(
                 return Some(MmqPath {
                     k,
                     mma,
+                    wide,
                     _program: program,
                 });
             }

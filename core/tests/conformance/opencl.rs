@@ -812,10 +812,10 @@ fn image_path_limits_and_fallbacks() {
                         !d.block_repack_on(),
                         "{name}: the block kernel's copy is off by default on {dev}"
                     );
-                } else if d.persistent_block().is_some() {
+                } else if d.persistent_block().is_some() || d.isa().contains("+mm") {
                     assert!(
                         d.block_repack_on(),
-                        "{name}: the block kernel's copy is on by default on {dev}"
+                        "{name}: the repacked copy (block kernel, int8 prefill) is on by default on {dev}"
                     );
                 }
             }

@@ -400,20 +400,30 @@ mod cl {
     /// `mul_mm`'s f32 tiles here on every device (the int8 ones: [`opencl_mmq_targets`]).
     pub fn opencl_targets() -> Vec<(String, MutexGuard<'static, OpenClBackend>)> {
         static CL: OnceLock<Shared> = OnceLock::new();
-        shared_targets(&CL, false)
+        shared_targets(&CL, false, None)
     }
 
     /// [`opencl_targets`] with the int8 prefill matmuls forced on (`mm_int8`:
     /// mul_mm_q8_1.cl — `mma.sync` on NVIDIA unless `ANTIGRAVITY_OPENCL_MM_MMA=0`, the
-    /// portable `dp4a` elsewhere), named `opencl[p:d]+mmq`; built on first use.
+    /// portable `dp4a` elsewhere) on 64 × 32 tiles, named `opencl[p:d]+mmq`; built on first use.
     pub fn opencl_mmq_targets() -> Vec<(String, MutexGuard<'static, OpenClBackend>)> {
         static CL: OnceLock<Shared> = OnceLock::new();
-        shared_targets(&CL, true)
+        shared_targets(&CL, true, Some(false))
+    }
+
+    /// [`opencl_mmq_targets`] on the wide tiles (`mm_wide`: 128 × 64, the `mma` ownership of
+    /// 2 × 4 fragments a warp — by `mma.sync` on NVIDIA, by `dp4a` elsewhere), named
+    /// `opencl[p:d]+mmqw`, with the repacked Q4_0 rows on (`block_repack`) and profiling;
+    /// built on first use.
+    pub fn opencl_mmq_wide_targets() -> Vec<(String, MutexGuard<'static, OpenClBackend>)> {
+        static CL: OnceLock<Shared> = OnceLock::new();
+        shared_targets(&CL, true, Some(true))
     }
 
     fn shared_targets(
         cell: &'static OnceLock<Shared>,
         mm_int8: bool,
+        mm_wide: Option<bool>,
     ) -> Vec<(String, MutexGuard<'static, OpenClBackend>)> {
         let shared = cell.get_or_init(|| {
             Ok(find_devices()?
@@ -421,12 +431,24 @@ mod cl {
                 .map(|(p, d, name)| {
                     let mut o = cl_options(p, d);
                     o.mm_int8 = Some(mm_int8);
+                    o.mm_wide = mm_wide;
+                    if mm_wide == Some(true) {
+                        // Q4_0 weights imported by a loader get the repacked rows here, and
+                        // the kernels that ran are recorded (the rows' test asks which).
+                        o.block_repack = Some(true);
+                        o.profiling = true;
+                    }
                     let b = OpenClBackend::new(o).and_then(|mut b| {
                         b.reserve(RESERVATION)?;
                         Ok(b)
                     });
+                    let suffix = match (mm_int8, mm_wide) {
+                        (false, _) => "",
+                        (true, Some(true)) => "+mmqw",
+                        (true, _) => "+mmq",
+                    };
                     (
-                        format!("opencl[{p}:{d}]{}", if mm_int8 { "+mmq" } else { "" }),
+                        format!("opencl[{p}:{d}]{suffix}"),
                         b.map(Mutex::new).map_err(|e| format!("{name}: {e}")),
                     )
                 })
