@@ -57,7 +57,7 @@ pub const ENV: &[(&str, &str)] = &[
     ),
     (
         "ANTIGRAVITY_OPENCL_BLOCK_REPACK",
-        "`1`/`0`: Q4_0 matrices repacked at load for the block kernel, a copy beside the GGUF bytes (`block_repack`; default on for discrete NVIDIA GPUs)",
+        "`1`/`0`: Q4_0 matrices repacked at load for the block kernel and the int8 prefill matmuls, a copy beside the GGUF bytes (`block_repack`; default on for discrete NVIDIA GPUs)",
     ),
     (
         "ANTIGRAVITY_OPENCL_MM_INT8",
@@ -154,13 +154,13 @@ pub struct OpenClOptions {
     /// once per stage to Q8_0-style blocks, 4-way int8 dot products: PTX `dp4a` on NVIDIA,
     /// plain OpenCL C elsewhere). `None`: on for NVIDIA GPUs, off elsewhere.
     pub block_int8: Option<bool>,
-    /// Q4_0 matrices repacked at load for the persistent block kernel (`rowsoa.rs`:
-    /// each row's quant bytes as aligned 16-byte words, then its scales), read there
-    /// instead of the GGUF blocks. Costs a copy of every Q4_0 matrix (reported by
+    /// Q4_0 matrices repacked at load (`rowsoa.rs`: each row's quant bytes as aligned
+    /// 16-byte words, then its scales), read by the persistent block kernel (decode) and
+    /// the int8 prefill matmuls instead of the GGUF blocks. Costs a copy of every Q4_0
+    /// matrix (reported by
     /// [`OpenClBackend::repack_stats`](super::OpenClBackend::repack_stats)); only while
-    /// the persistent block kernel runs decode. `None`: on for discrete NVIDIA GPUs
-    /// (measured there: H100, 1B Q4_0 decode +11 %, +15 % after 2 000 tokens), off
-    /// elsewhere.
+    /// one of those two runs. `None`: on for discrete NVIDIA GPUs (measured there: H100,
+    /// 1B Q4_0 decode +11 %, +15 % after 2 000 tokens), off elsewhere.
     pub block_repack: Option<bool>,
     /// Tuning: `Some(false)` runs models whose block weights are all F32/F16/BF16/Q4_0/
     /// Q4_1/Q8_0 on the `block.cl` build that also has the Q5_0/Q5_1/K-quant arms,

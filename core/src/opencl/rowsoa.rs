@@ -1,5 +1,7 @@
 //! Q4_0 matrices repacked row by row for the persistent block kernel (`block.cl`'s
-//! `T_Q4_0R` rows, read by `dot_q4_0r`).
+//! `T_Q4_0R` rows, read by `dot_q4_0r`) and the int8 prefill matmuls
+//! (`mul_mm_q8_1.cl`'s `q4_0r` kernels, `q8w_q4_0r`: a 16-byte-aligned row, so 8 quant
+//! bytes are one 8-byte load).
 //!
 //! * **Why.** A GGUF `block_q4_0` is 18 bytes (f16 `d`, then 16 bytes of nibbles), so
 //!   its nibbles sit at 2-byte alignment and a GPU reads a block as nine 2-byte loads
@@ -13,14 +15,15 @@
 //!   16-byte load and one 2-byte load, and the kernel addresses rows as before (only
 //!   the row size is new: `row_bytes(T_Q4_0R, n)` in `common/dtype.cl`).
 //! * **Extra memory.** The repacked matrix is a copy beside the GGUF bytes, which
-//!   stay (prefill's matmuls, `get_rows` and the per-op kernels read that layout): the
+//!   stay (`get_rows`, the f32 tiled matmuls and the per-op kernels read that layout): the
 //!   tensor's size again plus ≤ 15 bytes a row. The bytes are counted as imports and
 //!   in [`super::image::RepackStats`] with the image path's.
 //! * **When.** At load ([`crate::Backend::import_weight`]), for every 2-D Q4_0 matrix,
 //!   while [`super::OpenClOptions::block_repack`] is on and the persistent block kernel
-//!   runs decode. The block kernel then reads the repacked copy for a layer's seven
-//!   matrices and the output head; a weight without one (another dtype, a view at an
-//!   offset) is read as before.
+//!   runs decode or the int8 prefill matmuls are built. The block kernel then reads the
+//!   repacked copy for a layer's seven matrices and the output head, the int8 matmuls
+//!   for every whole matrix (Q/K/V only when all three have one, gate/up when both do);
+//!   a weight without one (another dtype, a view at an offset) is read as before.
 
 use alloc::vec;
 
