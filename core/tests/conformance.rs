@@ -961,8 +961,9 @@ fn run_op(pick: impl Fn(Op) -> bool) {
                             ..**row
                         };
                         compare(name, &r, &case, &got, &want, exact.as_deref(), 1, false);
-                        // Q4_0 imported as the loaders do: the wide set's backend keeps the
-                        // repacked rows (`block_repack`) and the int8 matmuls read them
+                        // Q4_0 imported as the loaders do: where the backend keeps the
+                        // repacked rows (`block_repack`: the wide set; NVIDIA's default) the
+                        // int8 matmuls read them
                         // (the `q4_0r` kernels) — the same quants and scales, so the same
                         // bits as from the GGUF bytes.
                         if dtype == DType::Q4_0 && g.block_repack_on() {

@@ -413,8 +413,8 @@ mod cl {
 
     /// [`opencl_mmq_targets`] on the wide tiles (`mm_wide`: 128 × 64, the `mma` ownership of
     /// 2 × 4 fragments a warp — by `mma.sync` on NVIDIA, by `dp4a` elsewhere), named
-    /// `opencl[p:d]+mmqw`, with the repacked Q4_0 rows on (`block_repack`) and profiling;
-    /// built on first use.
+    /// `opencl[p:d]+mmqw`, with the repacked Q4_0 rows on (`block_repack`); built on first
+    /// use. (Both int8 sets record their kernels: profiling is on.)
     pub fn opencl_mmq_wide_targets() -> Vec<(String, MutexGuard<'static, OpenClBackend>)> {
         static CL: OnceLock<Shared> = OnceLock::new();
         shared_targets(&CL, true, Some(true))
@@ -432,11 +432,12 @@ mod cl {
                     let mut o = cl_options(p, d);
                     o.mm_int8 = Some(mm_int8);
                     o.mm_wide = mm_wide;
+                    // The kernels that ran are recorded: the repacked rows' check asks
+                    // which (it runs where `block_repack` is on — by default on discrete
+                    // NVIDIA GPUs; forced on for the wide set, so PoCL runs it too).
+                    o.profiling = mm_int8;
                     if mm_wide == Some(true) {
-                        // Q4_0 weights imported by a loader get the repacked rows here, and
-                        // the kernels that ran are recorded (the rows' test asks which).
                         o.block_repack = Some(true);
-                        o.profiling = true;
                     }
                     let b = OpenClBackend::new(o).and_then(|mut b| {
                         b.reserve(RESERVATION)?;
