@@ -18,7 +18,9 @@ if [ -f "$DIR/ggml-vocab-llama-spm.gguf.out" ] && [ -f "$DIR/LICENSE" ]; then
 fi
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-python3 -m pip download -q --no-binary :all: --no-deps "$PKG" -d "$TMP" >&2
+# (--no-binary names the package alone: `:all:` would also build pip's metadata step's
+# own tools — cmake among them — from source, tens of minutes on two cores)
+python3 -m pip download -q --no-binary llama-cpp-python --no-deps "$PKG" -d "$TMP" >&2
 echo "$SHA256  $TMP/$SDIST" | sha256sum -c --quiet - >&2
 mkdir -p "$DIR.tmp"
 tar -xzf "$TMP/$SDIST" -C "$TMP" --wildcards \
