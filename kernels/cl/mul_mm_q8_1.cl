@@ -523,17 +523,21 @@ __kernel void NAME(__global const uchar *w0, const ulong w0_off,                
     }                                                                                    \
 }
 
-#ifdef AG_MMQ_WIDE
-// Gate and up interleaved in one weight tile (see "Two tile shapes"): tile row R is
-// output r0 / 2 + 16 (R / 32) + R % 16 of the gate weight for even R / 16, of up for
-// odd; a lane's row fragment 0 is gate, 1 the same outputs' up.
-#define MUL_MMQ_SWIGLU(NAME, T, ROW_BYTES)                                               \
+// The fused gate/up/SwiGLU kernels' signature (both tile shapes).
+#define MMQ_SWIGLU_HEAD(NAME)                                                            \
 __kernel void NAME(__global const uchar *wg, const ulong wg_off,                         \
                    __global const uchar *wu, const ulong wu_off,                         \
                    __global const int *xq, __global const float *xd,                     \
                    __global const float *xs,                                             \
                    __global float *out, const ulong out_off,                             \
-                   const uint n_in, const uint n_out, const uint n_tok) {                \
+                   const uint n_in, const uint n_out, const uint n_tok)
+
+#ifdef AG_MMQ_WIDE
+// Gate and up interleaved in one weight tile (see "Two tile shapes"): tile row R is
+// output r0 / 2 + 16 (R / 32) + R % 16 of the gate weight for even R / 16, of up for
+// odd; a lane's row fragment 0 is gate, 1 the same outputs' up.
+#define MUL_MMQ_SWIGLU(NAME, T, ROW_BYTES)                                               \
+MMQ_SWIGLU_HEAD(NAME) {                                                                  \
     WTILE(wtl);                                                                          \
     XTILE(xtl);                                                                          \
     MMQ_ROLES                                                                            \
@@ -558,12 +562,7 @@ __kernel void NAME(__global const uchar *wg, const ulong wg_off,                
 #else
 // Gate and up as two weight tiles against one activation tile.
 #define MUL_MMQ_SWIGLU(NAME, T, ROW_BYTES)                                               \
-__kernel void NAME(__global const uchar *wg, const ulong wg_off,                         \
-                   __global const uchar *wu, const ulong wu_off,                         \
-                   __global const int *xq, __global const float *xd,                     \
-                   __global const float *xs,                                             \
-                   __global float *out, const ulong out_off,                             \
-                   const uint n_in, const uint n_out, const uint n_tok) {                \
+MMQ_SWIGLU_HEAD(NAME) {                                                                  \
     WTILE(gt);                                                                           \
     WTILE(ut);                                                                           \
     XTILE(xtl);                                                                          \
