@@ -477,8 +477,8 @@ pub(super) fn rms_norm_matmul_swiglu(
             n_tok: n_tok as u32,
         };
         let tt = mmq_tile(be).1;
-        let rows = be.mmq.as_ref().map_or(MM_ROWS, |m| m.swiglu_rows());
-        let gws = [n_out.div_ceil(rows) * MM_LWS, n_tok.div_ceil(tt) * MM_LWS];
+        let out_rows = be.mmq.as_ref().map_or(MM_ROWS, |m| m.swiglu_rows());
+        let gws = [n_out.div_ceil(out_rows) * MM_LWS, n_tok.div_ceil(tt) * MM_LWS];
         return be.q.run(k, &args, &gws, Some(&[MM_LWS, MM_LWS]));
     }
     if same && n_tok >= be.sz.mm_min_tok && be.k.mul_mm_swiglu.get(w_gate.dtype).is_some() {
