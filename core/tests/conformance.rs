@@ -963,9 +963,8 @@ fn run_op(pick: impl Fn(Op) -> bool) {
                         compare(name, &r, &case, &got, &want, exact.as_deref(), 1, false);
                         // Q4_0 imported as the loaders do: where the backend keeps the
                         // repacked rows (`block_repack`: the wide set; NVIDIA's default) the
-                        // int8 matmuls read them
-                        // (the `q4_0r` kernels) — the same quants and scales, so the same
-                        // bits as from the GGUF bytes.
+                        // int8 matmuls read them (the `q4_0r` kernels) — the same quants and
+                        // scales, so the same bits as from the GGUF bytes.
                         if dtype == DType::Q4_0 && g.block_repack_on() {
                             let (gguf_op, rows_op) = match row.op {
                                 Op::Matmul(_) => (Op::Matmul(Import::Host), Op::Matmul(Import::Loader)),
