@@ -120,8 +120,6 @@ inline void q8w_q4_0r_nb(__global const uchar *row, uint k, const uint nb, uint2
     *q = centre8(nibbles8(*(__global const uint2 *)(row + 16 * b + 8 * (p & 1)), p));
 }
 #define q8w_q4_0r(row, k, q, d, m) q8w_q4_0r_nb(row, k, n_in / QK, q, d, m)
-// Bytes of a repacked row: the GGUF row's, rounded up to 16.
-#define Q4_0R_ROW_BYTES(n) (((n) / QK * Q4_0_BYTES + 15) / 16 * 16)
 
 inline void q8w_q4_1(__global const uchar *row, uint k, uint2 *q, float *d, float *m) {
     __global const uchar *blk = row + (k / QK) * Q4_1_BYTES;
@@ -604,7 +602,7 @@ MMQ_SWIGLU_HEAD(NAME) {                                                         
 #endif
 
 MUL_MMQ(mul_mm_q4_0_q8_1, q4_0, (n_in / QK) * Q4_0_BYTES)
-MUL_MMQ(mul_mm_q4_0r_q8_1, q4_0r, Q4_0R_ROW_BYTES(n_in))
+MUL_MMQ(mul_mm_q4_0r_q8_1, q4_0r, row_bytes(T_Q4_0R, n_in))
 MUL_MMQ(mul_mm_q4_1_q8_1, q4_1, (n_in / QK) * Q4_1_BYTES)
 MUL_MMQ(mul_mm_q8_0_q8_1, q8_0, (n_in / QK) * Q8_0_BYTES)
 MUL_MMQ(mul_mm_q5_0_q8_1, q5_0, (n_in / QK) * Q5_0_BYTES)
@@ -612,7 +610,7 @@ MUL_MMQ(mul_mm_q5_1_q8_1, q5_1, (n_in / QK) * Q5_1_BYTES)
 MUL_MMQ(mul_mm_q4_k_q8_1, q4_k, (n_in / QK_K) * Q4_K_BYTES)
 MUL_MMQ(mul_mm_q5_k_q8_1, q5_k, (n_in / QK_K) * Q5_K_BYTES)
 MUL_MMQ3(mul_mm3_q4_0_q8_1, q4_0, (n_in / QK) * Q4_0_BYTES)
-MUL_MMQ3(mul_mm3_q4_0r_q8_1, q4_0r, Q4_0R_ROW_BYTES(n_in))
+MUL_MMQ3(mul_mm3_q4_0r_q8_1, q4_0r, row_bytes(T_Q4_0R, n_in))
 MUL_MMQ3(mul_mm3_q4_1_q8_1, q4_1, (n_in / QK) * Q4_1_BYTES)
 MUL_MMQ3(mul_mm3_q8_0_q8_1, q8_0, (n_in / QK) * Q8_0_BYTES)
 MUL_MMQ3(mul_mm3_q5_0_q8_1, q5_0, (n_in / QK) * Q5_0_BYTES)
@@ -620,7 +618,7 @@ MUL_MMQ3(mul_mm3_q5_1_q8_1, q5_1, (n_in / QK) * Q5_1_BYTES)
 MUL_MMQ3(mul_mm3_q4_k_q8_1, q4_k, (n_in / QK_K) * Q4_K_BYTES)
 MUL_MMQ3(mul_mm3_q5_k_q8_1, q5_k, (n_in / QK_K) * Q5_K_BYTES)
 MUL_MMQ_SWIGLU(mul_mm_swiglu_q4_0_q8_1, q4_0, (n_in / QK) * Q4_0_BYTES)
-MUL_MMQ_SWIGLU(mul_mm_swiglu_q4_0r_q8_1, q4_0r, Q4_0R_ROW_BYTES(n_in))
+MUL_MMQ_SWIGLU(mul_mm_swiglu_q4_0r_q8_1, q4_0r, row_bytes(T_Q4_0R, n_in))
 MUL_MMQ_SWIGLU(mul_mm_swiglu_q4_1_q8_1, q4_1, (n_in / QK) * Q4_1_BYTES)
 MUL_MMQ_SWIGLU(mul_mm_swiglu_q8_0_q8_1, q8_0, (n_in / QK) * Q8_0_BYTES)
 MUL_MMQ_SWIGLU(mul_mm_swiglu_q5_0_q8_1, q5_0, (n_in / QK) * Q5_0_BYTES)

@@ -66,11 +66,12 @@ pub(super) fn mat(be: &mut OpenClBackend, w: Ref<'_>, x: Ref<'_>, y: Mut<'_>, ac
         }
     }
     if n_tok >= be.sz.mm_min_tok && int8_ok(be, w.dtype, n_tok, n_in) {
-        let (tr, tt) = mmq_tile(be);
+        let m = be.mmq.as_ref().ok_or_else(dtype_err)?;
+        let (tr, tt) = m.tile();
         let (split, k_chunk) = split_k(be, (tr, tt), n_out, n_tok, n_in);
         let (xq, xd, xs) = quantize(be, &x, n_tok, n_in)?;
         let part = Mem::of(&be.scratch.mm_part);
-        let rows = repacked(be, &w);
+        let rows = repacked(&w);
         let (w_mem, w_off) = rows.unwrap_or((w.buf.arg(), w.offset as u64));
         let args = MulMmq {
             w: w_mem,
@@ -87,17 +88,10 @@ pub(super) fn mat(be: &mut OpenClBackend, w: Ref<'_>, x: Ref<'_>, y: Mut<'_>, ac
             k_chunk: k_chunk as u32,
             part,
         };
-        let k = be
-            .mmq
-            .as_ref()
-            .and_then(|m| {
-                if rows.is_some() {
-                    Some(&m.k.q4_0r.0)
-                } else {
-                    m.k.mul_mm.get(w.dtype)
-                }
-            })
-            .ok_or_else(dtype_err)?;
+        let k = match rows {
+            Some(_) => &m.k.q4_0r.0,
+            None => m.k.mul_mm.get(w.dtype).ok_or_else(dtype_err)?,
+        };
         let gws = [n_out.div_ceil(tr) * MM_LWS, n_tok.div_ceil(tt) * MM_LWS, split];
         be.q.run(k, &args, &gws, Some(&[MM_LWS, MM_LWS, 1]))?;
         return reduce_split(be, split, n_tok * n_out, y_mem, y.offset, accumulate);
@@ -184,18 +178,11 @@ fn reduce_split(be: &OpenClBackend, split: usize, n: usize, y: Mem, y_offset: us
 
 /// A Q4_0 weight's repacked rows (`rowsoa.rs`: the block kernel's copy, on discrete
 /// NVIDIA GPUs) as the int8 matmuls' `q4_0r` kernels take them: the whole matrix only.
-fn repacked(be: &OpenClBackend, w: &Ref<'_>) -> Option<(Mem, u64)> {
+fn repacked(w: &Ref<'_>) -> Option<(Mem, u64)> {
     match &w.buf.rows {
-        Some(r) if be.mmq.is_some() && w.dtype == DType::Q4_0 && w.offset == 0 && w.shape.row_len() == r.cols => {
-            Some((Mem::of(&r.buf), 0))
-        }
+        Some(r) if w.dtype == DType::Q4_0 && w.offset == 0 && w.shape.row_len() == r.cols => Some((Mem::of(&r.buf), 0)),
         _ => None,
     }
-}
-
-/// The int8 path's tile: (weight rows, tokens); (64, 32) when it is off.
-fn mmq_tile(be: &OpenClBackend) -> (usize, usize) {
-    be.mmq.as_ref().map_or((MM_ROWS, MM_TOKS), |m| m.tile())
 }
 
 /// Whether a tiled matmul of weight type `t` over `n_tok` rows of `n_in` runs the int8
@@ -328,7 +315,7 @@ pub(super) fn rms_norm_matmul3(
         ops::rms_norm(be, x, norm_w, eps, xn.reborrow())?;
         let (xq, xd, xs) = quantize(be, &xn.as_ref(), n_tok, n_in)?;
         // (all three through their repacked rows, or none)
-        let rows: Option<Vec<(Mem, u64)>> = ws.iter().map(|w| repacked(be, w)).collect();
+        let rows: Option<Vec<(Mem, u64)>> = ws.iter().map(repacked).collect();
         let m = be.mmq.as_ref().expect("checked above");
         let k = match rows {
             Some(_) => &m.k.q4_0r.1,
@@ -359,7 +346,7 @@ pub(super) fn rms_norm_matmul3(
             n2: n[2] as u32,
             n_tok: n_tok as u32,
         };
-        let (tr, tt) = mmq_tile(be);
+        let (tr, tt) = m.tile();
         let gws = [(n[0] + n[1] + n[2]).div_ceil(tr) * MM_LWS, n_tok.div_ceil(tt) * MM_LWS];
         return be.q.run(k, &args, &gws, Some(&[MM_LWS, MM_LWS]));
     }
@@ -452,7 +439,7 @@ pub(super) fn rms_norm_matmul_swiglu(
         // SwiGLU as one tiled launch.
         ops::rms_norm(be, x, norm_w, eps, xn.reborrow())?;
         let (xq, xd, xs) = quantize(be, &xn.as_ref(), n_tok, n_in)?;
-        let rows = repacked(be, &w_gate).zip(repacked(be, &w_up));
+        let rows = repacked(&w_gate).zip(repacked(&w_up));
         let m = be.mmq.as_ref().expect("checked above");
         let k = match rows {
             Some(_) => &m.k.q4_0r.2,
@@ -476,9 +463,10 @@ pub(super) fn rms_norm_matmul_swiglu(
             n_out: n_out as u32,
             n_tok: n_tok as u32,
         };
-        let tt = mmq_tile(be).1;
-        let out_rows = be.mmq.as_ref().map_or(MM_ROWS, |m| m.swiglu_rows());
-        let gws = [n_out.div_ceil(out_rows) * MM_LWS, n_tok.div_ceil(tt) * MM_LWS];
+        let gws = [
+            n_out.div_ceil(m.swiglu_rows()) * MM_LWS,
+            n_tok.div_ceil(m.tile().1) * MM_LWS,
+        ];
         return be.q.run(k, &args, &gws, Some(&[MM_LWS, MM_LWS]));
     }
     if same && n_tok >= be.sz.mm_min_tok && be.k.mul_mm_swiglu.get(w_gate.dtype).is_some() {
